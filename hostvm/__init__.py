@@ -1,0 +1,1 @@
+"""Host side of pymachine: machines, drivers, images, SSH, forwarding, the host agent and the façade."""

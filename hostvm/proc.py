@@ -1,0 +1,86 @@
+"""The one function that runs subprocesses: logging, timeouts and the error shape live here."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import PymachineError
+
+log = logging.getLogger(__name__)
+
+# Which Debian package provides each command we shell out to, for the "install it" hint.
+PACKAGE_OF = {
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+    "mmdebstrap": "mmdebstrap",
+    "mke2fs": "e2fsprogs",
+    "cpio": "cpio",
+    "busybox": "busybox-static",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "virsh": "libvirt-clients",
+    "libvirtd": "libvirt-daemon-system",
+    "dpkg-deb": "dpkg",
+    "zstd": "zstd",
+}
+
+
+def require(command: str) -> str:
+    """Return the full path of `command`, or fail saying which package to install."""
+    found = shutil.which(command)
+    if found:
+        return found
+    package = PACKAGE_OF.get(command, command)
+    raise PymachineError(
+        f"the command '{command}' is missing",
+        hint=f"install it: apt-get install {package}  (or run packaging/install.sh)",
+    )
+
+
+def run(
+    argv: Sequence[str | Path],
+    *,
+    timeout: float | None = 600,
+    check: bool = True,
+    capture: bool = True,
+    input: bytes | None = None,
+    cwd: Path | str | None = None,
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a command; on failure raise PymachineError with its exit code and the tail of its stderr."""
+    args = [str(a) for a in argv]
+    require(args[0])
+    log.debug("run: %s", shlex.join(args))
+    try:
+        result = subprocess.run(
+            args,
+            input=input,
+            capture_output=capture,
+            timeout=timeout,
+            cwd=cwd,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise PymachineError(
+            f"'{shlex.join(args[:3])}…' did not finish within {timeout:.0f} s", log_path=log_path
+        ) from exc
+    if log_path is not None and capture:
+        with open(log_path, "ab") as fh:
+            fh.write(f"$ {shlex.join(args)}\n".encode())
+            fh.write(result.stdout or b"")
+            fh.write(result.stderr or b"")
+    if check and result.returncode != 0:
+        tail = (result.stderr or b"").decode(errors="replace").strip().splitlines()[-5:]
+        raise PymachineError(
+            f"'{Path(args[0]).name}' failed with exit status {result.returncode}"
+            + (": " + " / ".join(tail) if tail else ""),
+            log_path=log_path,
+        )
+    return result

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install everything pymachine needs on a Debian/Ubuntu machine (as root), then start the services it uses
+# where no service manager does. Safe to run again: each step is idempotent.
+#   packaging/install.sh          system packages + `pip install -e .[dev]` + libvirtd
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+
+if [ "$(id -u)" != 0 ]; then
+    echo "error: packaging/install.sh installs system packages and must run as root" >&2
+    echo "hint: sudo packaging/install.sh" >&2
+    exit 1
+fi
+
+packages=(
+    qemu-system-x86 qemu-utils                       # the VM
+    libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config gcc python3-dev
+    mmdebstrap debootstrap e2fsprogs busybox-static cpio zstd dpkg-dev  # building the guest image
+    openssh-client iproute2 iptables nftables uidmap  # SSH to the VM; the privileged test tier on this host
+    crun runc socat xvfb xauth curl                   # bench peers, GUI screenshots, the demo
+    docker-registry                                    # a local OCI registry for pull/push tests
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "==> installing system packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v docker >/dev/null; then
+    apt-get install -y -q --no-install-recommends docker-cli >/dev/null 2>&1 \
+        || apt-get install -y -q --no-install-recommends docker.io >/dev/null
+fi
+
+echo "==> installing the pymachine Python package"
+python3 -m pip install -q --disable-pip-version-check -e "$here[dev]" 2>&1 | grep -v -e '^WARNING' -e 'ignored' || true
+python3 -c 'import pymachine.hostvm, pymachine_agent' # fail loudly if the install did not take
+
+"$here/packaging/services.sh" libvirtd
+echo "==> ready: run 'pymachine --help'"

@@ -1,0 +1,77 @@
+"""Test tiers: every test's tier comes from its folder; tiers this machine cannot run are skipped with a
+reason, and the run ends with one line per skipped tier saying why."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+TIERS = ("unit", "privileged", "vm", "gui", "compat")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@cache
+def tier_unavailable(tier: str) -> str | None:
+    """Why `tier` cannot run on this machine, or None when it can."""
+    wanted = os.environ.get("PYMACHINE_TIERS")
+    if wanted and tier not in wanted.split(","):
+        return f"not in PYMACHINE_TIERS={wanted}"
+    if tier == "unit":
+        return None
+    if tier in ("privileged", "compat"):
+        if sys.platform != "linux" or os.geteuid() != 0:
+            return "needs root on Linux (real namespaces, overlayfs, veth)"
+        probe = subprocess.run(
+            ["unshare", "--pid", "--mount", "--net", "--fork", "true"], capture_output=True
+        )
+        if probe.returncode != 0:
+            return "this host cannot create namespaces: " + probe.stderr.decode(errors="replace").strip()
+        if tier == "compat" and not shutil.which("docker"):
+            return "the docker CLI is not installed (apt-get install docker-cli or docker.io)"
+        return None
+    if tier == "vm":
+        for tool in ("qemu-system-x86_64", "qemu-img", "mmdebstrap", "mke2fs"):
+            if not shutil.which(tool):
+                return f"'{tool}' is missing: run packaging/install.sh"
+        return None
+    if tier == "gui":
+        if importlib.util.find_spec("PySide6") is None:
+            return "PySide6 is not installed (pip install 'pymachine[gui]')"
+        return None
+    return f"unknown tier {tier}"
+
+
+def _tier_of(item: pytest.Item) -> str:
+    rel = Path(str(item.fspath)).resolve().relative_to(REPO / "tests")
+    return rel.parts[0] if rel.parts and rel.parts[0] in TIERS else "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = _tier_of(item)
+        item.add_marker(getattr(pytest.mark, tier))
+        reason = tier_unavailable(tier)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=f"{tier} tier skipped: {reason}"))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    terminalreporter.section("pymachine test tiers")
+    for tier in TIERS:
+        reason = tier_unavailable(tier)
+        terminalreporter.write_line(f"{tier:<11} {'ran' if reason is None else 'SKIPPED: ' + reason}")
+
+
+@pytest.fixture
+def pymachine_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated PYMACHINE_HOME (short path: it holds unix sockets)."""
+    home = Path(tmp_path_factory.mktemp("pmh"))
+    monkeypatch.setenv("PYMACHINE_HOME", str(home))
+    return home
