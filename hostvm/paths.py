@@ -46,7 +46,10 @@ def ensure_home() -> Path:
 
 
 def cache_dir() -> Path:
-    return home() / "cache"
+    """Built artefacts (images), rebuildable from their recipes. `PYMACHINE_CACHE` lets tests that isolate
+    PYMACHINE_HOME still share one image cache instead of rebuilding the guest image per test."""
+    explicit = os.environ.get("PYMACHINE_CACHE")
+    return Path(explicit).expanduser().absolute() if explicit else home() / "cache"
 
 
 def image_cache_dir() -> Path:

@@ -15,6 +15,8 @@ import pytest
 
 TIERS = ("unit", "privileged", "vm", "gui", "compat")
 REPO = Path(__file__).resolve().parent.parent
+# Built images are keyed by recipe hash, so every test (and every CI run on this machine) can share them.
+SHARED_CACHE = Path(os.environ.get("PYMACHINE_TEST_CACHE", "/var/tmp/pymachine-test-cache"))
 
 
 @cache
@@ -74,4 +76,5 @@ def pymachine_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     """An isolated PYMACHINE_HOME (short path: it holds unix sockets)."""
     home = Path(tmp_path_factory.mktemp("pmh"))
     monkeypatch.setenv("PYMACHINE_HOME", str(home))
+    monkeypatch.setenv("PYMACHINE_CACHE", str(SHARED_CACHE))
     return home
