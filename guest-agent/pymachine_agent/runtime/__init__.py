@@ -1,0 +1,54 @@
+"""The container runtime: namespaces, overlayfs, cgroup v2, capabilities and a supervisor per container.
+
+Public API (what the engine calls)::
+
+    from pymachine_agent.runtime import ContainerSpec, ExecSpec, Limits, Mount, RestartPolicy, Runtime
+
+    rt = Runtime("/var/lib/pymachine/runtime", on_netns=net.attach, on_teardown=net.detach)
+    rt.reconcile()                       # at agent start: re-attach running containers, restart `always` ones
+    rt.create(ContainerSpec(id=..., name=..., layers=[lowest, ..., top], argv=["sh", "-c", "echo hi"]))
+    stream = rt.attach(id)               # before start: connected before the user process execs
+    rt.start(id)                         # returns once the user process has exec'd (or raises RuntimeErr)
+    rt.wait(id)                          # -> WaitResult(exit_code, error)
+    rt.stop(id, timeout=10); rt.kill(id, "SIGKILL"); rt.restart(id); rt.remove(id, force=True)
+    rt.pause(id); rt.unpause(id); rt.update(id, limits=Limits(memory=...))
+    proc = rt.exec(id, ExecSpec(argv=["ps"], tty=False)); proc.wait()
+    rt.logs(id, follow=False, tail=None) # -> iterator of LogEntry(stream, data, time)
+    rt.stats(id); rt.top(id); rt.inspect(id); rt.list(); rt.resolve(name_or_id_or_prefix)
+
+Hooks: `on_netns(container_id, pid)` runs after the container's PID 1 is in its new network namespace and
+before the user process execs (configure the veth then); `on_teardown(container_id)` runs once the container
+has stopped (before any policy restart). `on_event(container_id, action, attributes)` reports Docker-style
+events: create, start, die, oom, stop, kill, pause, unpause, restart, destroy, rename, update.
+
+Every failure a caller should show is a `RuntimeErr` (subclasses: `NotFound`, `Conflict`) whose message is
+Docker-like ("No such container: x", "container x is not running").
+"""
+
+from pymachine_agent.runtime.containers import Runtime
+from pymachine_agent.runtime.errors import Conflict, NotFound, RuntimeErr
+from pymachine_agent.runtime.spec import (
+    ContainerSpec,
+    ContainerState,
+    ExecSpec,
+    Limits,
+    LogConfig,
+    Mount,
+    RestartPolicy,
+    WaitResult,
+)
+
+__all__ = [
+    "Conflict",
+    "ContainerSpec",
+    "ContainerState",
+    "ExecSpec",
+    "Limits",
+    "LogConfig",
+    "Mount",
+    "NotFound",
+    "RestartPolicy",
+    "Runtime",
+    "RuntimeErr",
+    "WaitResult",
+]
