@@ -1,0 +1,346 @@
+"""Safe unpacking of one layer tar into its own folder, in overlayfs' on-disk form.
+
+Every entry is placed relative to an open directory fd of the layer root, one path component at a time with
+O_NOFOLLOW, so no symlink (from this tar or planted earlier in it) is ever followed while writing. Refused,
+with an UnsafeLayerError naming the entry: absolute names, `..` components, a path through a symlink (Docker
+would follow a symlink that stays inside the layer; we are stricter), a hardlink whose target is outside the
+archive, device nodes other than the char 0/0 whiteout. Whiteouts `.wh.NAME` become char 0/0 devices and
+`.wh..wh..opq` the `trusted.overlay.opaque=y` xattr, as moby's overlay whiteout converter does.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import io
+import os
+import shutil
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import ImageError, UnsafeLayerError
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+_XATTR_PAX = "SCHILY.xattr."
+# overlayfs interprets these itself (redirects, metacopy): a tar must never plant them.
+_REFUSED_XATTR_PREFIXES = ("trusted.overlay.", "security.selinux")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_CHUNK = 1 << 20
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+@dataclass(frozen=True)
+class UnpackResult:
+    diff_id: str  # sha256 of the uncompressed tar stream, as in the image config's rootfs.diff_ids
+    tar_size: int  # bytes of the uncompressed tar
+    size: int  # bytes of regular-file content (Docker's layer Size)
+
+
+class HashingReader:
+    """Counts and hashes what passes through `read`, so the diff_id needs no second pass over the tar."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.sha = hashlib.sha256()
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.sha.update(data)
+        self.count += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.sha.hexdigest()
+
+
+def decompressed(raw: BinaryIO) -> BinaryIO:
+    """The uncompressed stream of a gzip, zstd or plain tar, told apart by magic bytes."""
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(_RawAdapter(raw), _CHUNK)
+    head = buffered.peek(4)[:4]
+    if head.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
+    if head.startswith(ZSTD_MAGIC):
+        try:
+            import zstandard  # type: ignore[import-not-found]
+        except ImportError:
+            raise ImageError(
+                "this layer is zstd-compressed and the guest's Python has no 'zstandard' module; "
+                "push the image with gzip layers instead"
+            ) from None
+        return zstandard.ZstdDecompressor().stream_reader(buffered)  # type: ignore[no-any-return]
+    return buffered
+
+
+class _RawAdapter(io.RawIOBase):
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+        data = self._raw.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def clean_parts(name: str, entry: str) -> tuple[str, ...]:
+    """Split an archive path into components, refusing absolute paths and `..` (pure; unit-tested)."""
+    if name.startswith("/"):
+        raise UnsafeLayerError(entry, "absolute path")
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise UnsafeLayerError(entry, "'..' in path")
+    return parts
+
+
+class _Unpacker:
+    def __init__(self, dest: Path) -> None:
+        self.root_fd = os.open(dest, _DIR_FLAGS)
+        self.dir_times: dict[tuple[str, ...], int] = {}
+        self.size = 0
+
+    def close(self) -> None:
+        os.close(self.root_fd)
+
+    def open_dir(self, parts: tuple[str, ...], entry: str, create: bool) -> int:
+        """fd of the directory `parts` below the root, never following a symlink; creates missing dirs."""
+        fd = os.dup(self.root_fd)
+        try:
+            for i, comp in enumerate(parts):
+                try:
+                    st = os.stat(comp, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    if not create:
+                        raise UnsafeLayerError(
+                            entry, f"'{'/'.join(parts[: i + 1])}' does not exist"
+                        ) from None
+                    os.mkdir(comp, 0o755, dir_fd=fd)
+                    st = os.stat(comp, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    raise UnsafeLayerError(entry, f"path goes through symlink '{'/'.join(parts[: i + 1])}'")
+                if not stat.S_ISDIR(st.st_mode):
+                    raise UnsafeLayerError(entry, f"'{'/'.join(parts[: i + 1])}' is not a directory")
+                nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @staticmethod
+    def clear(parent: int, leaf: str, keep_dir: bool) -> bool:
+        """Remove what `leaf` holds so a later tar entry replaces it; True if an existing dir was kept."""
+        try:
+            st = os.stat(leaf, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return True
+            shutil.rmtree(leaf, dir_fd=parent)
+        else:
+            os.unlink(leaf, dir_fd=parent)
+        return False
+
+    def entry(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        parts = clean_parts(m.name, m.name)
+        if not parts:  # "./": the layer root itself
+            if m.isdir():
+                self._meta(self.root_fd, m, is_dir=True)
+                self.dir_times[()] = _mtime_ns(m)
+            return
+        *dirs, leaf = parts
+        if leaf.startswith(WHITEOUT_PREFIX):
+            parent = self.open_dir(tuple(dirs), m.name, create=True)
+            try:
+                self._whiteout(parent, leaf, m)
+            finally:
+                os.close(parent)
+            return
+        if m.ischr() or m.isblk():
+            if not (m.ischr() and m.devmajor == 0 and m.devminor == 0):
+                kind = "char" if m.ischr() else "block"
+                raise UnsafeLayerError(m.name, f"device node ({kind} {m.devmajor}:{m.devminor})")
+        elif not (m.isreg() or m.isdir() or m.issym() or m.islnk() or m.isfifo()):
+            raise UnsafeLayerError(m.name, f"unsupported tar entry type {m.type!r}")
+        parent = self.open_dir(tuple(dirs), m.name, create=True)
+        try:
+            self._place(tar, parent, leaf, parts, m)
+        finally:
+            os.close(parent)
+
+    def _whiteout(self, parent: int, leaf: str, m: tarfile.TarInfo) -> None:
+        if leaf == OPAQUE_MARKER:
+            os.setxattr(parent, OPAQUE_XATTR, b"y")
+            return
+        if leaf.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
+            return  # AUFS bookkeeping (.wh..wh.plnk, …): meaningless for overlay, skipped as moby does
+        target = leaf[len(WHITEOUT_PREFIX) :]
+        if not target:
+            raise UnsafeLayerError(m.name, "whiteout with an empty name")
+        self.clear(parent, target, keep_dir=False)
+        os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
+        os.chown(target, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
+
+    def _place(
+        self, tar: tarfile.TarFile, parent: int, leaf: str, parts: tuple[str, ...], m: tarfile.TarInfo
+    ) -> None:
+        if m.isdir():
+            if not self.clear(parent, leaf, keep_dir=True):
+                os.mkdir(leaf, 0o700, dir_fd=parent)
+            fd = os.open(leaf, _DIR_FLAGS, dir_fd=parent)
+            try:
+                self._meta(fd, m, is_dir=True)
+            finally:
+                os.close(fd)
+            self.dir_times[parts] = _mtime_ns(m)
+            return
+        if m.islnk():
+            self._hardlink(parent, leaf, m)
+            return
+        self.clear(parent, leaf, keep_dir=False)
+        if m.issym():
+            os.symlink(m.linkname, leaf, dir_fd=parent)
+            os.chown(leaf, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
+            self._xattrs(None, m, parent=parent, leaf=leaf)
+            t = _mtime_ns(m)
+            os.utime(leaf, ns=(t, t), dir_fd=parent, follow_symlinks=False)
+            return
+        if m.ischr() or m.isfifo():
+            kind = stat.S_IFCHR if m.ischr() else stat.S_IFIFO
+            os.mknod(leaf, kind | 0o600, os.makedev(0, 0), dir_fd=parent)
+            os.chown(leaf, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
+            os.chmod(leaf, m.mode & 0o7777, dir_fd=parent, follow_symlinks=True)  # not a symlink: just made
+            t = _mtime_ns(m)
+            os.utime(leaf, ns=(t, t), dir_fd=parent, follow_symlinks=False)
+            return
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(leaf, flags, 0o600, dir_fd=parent)
+        try:
+            src = tar.extractfile(m)
+            if src is not None:
+                while chunk := src.read(_CHUNK):
+                    _write_all(fd, chunk)
+            self.size += m.size
+            self._meta(fd, m, is_dir=False)
+        finally:
+            os.close(fd)
+
+    def _hardlink(self, parent: int, leaf: str, m: tarfile.TarInfo) -> None:
+        target = clean_parts(m.linkname, m.name)
+        if not target:
+            raise UnsafeLayerError(m.name, "hardlink to the layer root")
+        src_parent = self.open_dir(target[:-1], m.name, create=False)
+        try:
+            try:
+                st = os.stat(target[-1], dir_fd=src_parent, follow_symlinks=False)
+            except FileNotFoundError:
+                raise UnsafeLayerError(
+                    m.name, f"hardlink target '{m.linkname}' is not in this layer"
+                ) from None
+            if stat.S_ISDIR(st.st_mode):
+                raise UnsafeLayerError(m.name, "hardlink to a directory")
+            self.clear(parent, leaf, keep_dir=False)
+            os.link(target[-1], leaf, src_dir_fd=src_parent, dst_dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(src_parent)
+
+    def _meta(self, fd: int, m: tarfile.TarInfo, is_dir: bool) -> None:
+        os.fchown(fd, m.uid, m.gid)
+        os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears setuid/setgid bits
+        self._xattrs(fd, m)
+        if not is_dir:
+            t = _mtime_ns(m)
+            os.utime(fd, ns=(t, t))
+
+    @staticmethod
+    def _xattrs(fd: int | None, m: tarfile.TarInfo, parent: int | None = None, leaf: str = "") -> None:
+        for key, value in m.pax_headers.items():
+            if not key.startswith(_XATTR_PAX):
+                continue
+            name = key[len(_XATTR_PAX) :]
+            if name.startswith(_REFUSED_XATTR_PREFIXES):
+                continue
+            raw = value.encode("utf-8", "surrogateescape")
+            if fd is not None:
+                os.setxattr(fd, name, raw)
+            else:  # symlink: only reachable through a /proc path on its O_PATH fd; user.* cannot go on links
+                try:
+                    lfd = os.open(leaf, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+                    try:
+                        os.setxattr(f"/proc/self/fd/{lfd}", name, raw, follow_symlinks=False)
+                    finally:
+                        os.close(lfd)
+                except OSError as err:
+                    if err.errno not in (errno.EPERM, errno.ENOTSUP):
+                        raise
+
+    def finish(self) -> None:
+        # Directory mtimes last, deepest first: creating children above would have changed them.
+        for parts in sorted(self.dir_times, key=len, reverse=True):
+            t = self.dir_times[parts]
+            fd = self.open_dir(parts, "/".join(parts), create=False)
+            try:
+                os.utime(fd, ns=(t, t))
+            finally:
+                os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _mtime_ns(m: tarfile.TarInfo) -> int:
+    return int(m.mtime * 1_000_000_000)
+
+
+def unpack(raw: BinaryIO, dest: Path) -> UnpackResult:
+    """Unpack a (gzip/zstd/plain) layer tar from `raw` into the existing empty folder `dest`.
+
+    Raises UnsafeLayerError naming the first refused entry; the caller discards `dest` on any error (the
+    store unpacks into a temp folder and renames it into place only on success)."""
+    hashing = HashingReader(decompressed(raw))
+    unpacker = _Unpacker(dest)
+    try:
+        with tarfile.open(fileobj=hashing, mode="r|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            for member in tar:
+                unpacker.entry(tar, member)
+        hashing.drain()  # trailing zero blocks after the end marker are part of the diff_id
+        unpacker.finish()
+    except tarfile.TarError as err:
+        raise ImageError(f"the layer is not a valid tar archive: {err}") from err
+    finally:
+        unpacker.close()
+    return UnpackResult(hashing.digest, hashing.count, unpacker.size)
+
+
+def dir_size(path: Path) -> int:
+    """Bytes of regular files below `path` (hardlinks counted once), not following symlinks."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            st = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total

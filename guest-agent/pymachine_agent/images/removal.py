@@ -1,0 +1,101 @@
+"""`docker rmi` and `docker image prune` semantics over the store's records."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import ImageConflict, InvalidReference
+from .reference import Reference, is_id_prefix, is_image_id, parse
+
+if TYPE_CHECKING:
+    from .store import ImageStore, InUse
+
+
+def _short(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
+
+
+def _by_name(store: ImageStore, ref: str) -> Reference | None:
+    """The reference `ref` names when it resolved through a tag/digest (not as an ID or ID prefix)."""
+    if is_image_id(ref):
+        return None
+    try:
+        parsed = parse(ref)
+    except InvalidReference:
+        return None
+    repos = store.repositories()
+    if parsed.digest:
+        return (
+            parsed.with_digest(parsed.digest)
+            if str(parsed.with_digest(parsed.digest)) in repos["digests"]
+            else None
+        )
+    if str(parsed) in repos["tags"]:
+        return parsed
+    return None if is_id_prefix(ref) else parsed
+
+
+def _untag(store: ImageStore, refs: list[Reference]) -> list[dict[str, str]]:
+    with store.locked():
+        repos = store.repositories()
+        for r in refs:
+            repos["digests" if r.digest else "tags"].pop(str(r), None)
+        store._write_repositories(repos)
+    return [{"Untagged": r.familiar} for r in refs]
+
+
+def remove(store: ImageStore, ref: str, force: bool, in_use: InUse | None) -> list[dict[str, str]]:
+    image_id = store.resolve(ref)
+    users = list(in_use(image_id)) if in_use else []
+    tags, digests = store.refs_of(image_id)
+    named = _by_name(store, ref)
+    records: list[dict[str, str]] = []
+    if named is not None:
+        others = [r for r in tags + digests if str(r) != str(named)]
+        remaining_tags = [r for r in tags if str(r) != str(named)]
+        if not remaining_tags and users and not force:
+            raise ImageConflict(
+                f'conflict: unable to remove repository reference "{named.familiar}" (must force) - '
+                f"container {users[0][:12]} is using its referenced image {_short(image_id)}"
+            )
+        doomed = [named]
+        if not remaining_tags:
+            # The last tag of the image: its digest references go with it, as `docker rmi` prints them.
+            doomed += [r for r in others if r.digest]
+            others = []
+        records += _untag(store, doomed)
+        if others:
+            return records
+    else:
+        repos = {r.name for r in tags + digests}
+        if len(repos) > 1 and not force:
+            raise ImageConflict(
+                f"conflict: unable to delete {_short(image_id)} (must be forced) - "
+                "image is referenced in multiple repositories"
+            )
+        if users and not force:
+            raise ImageConflict(
+                f"conflict: unable to delete {_short(image_id)} (must be forced) - "
+                f"image is being used by container {users[0][:12]}"
+            )
+        records += _untag(store, tags + digests)
+    if users:
+        return records  # forced: names are gone, files stay until the last container using them is removed
+    store.delete_image(image_id)
+    records.append({"Deleted": image_id})
+    return records
+
+
+def prune(store: ImageStore, dangling_only: bool, in_use: InUse | None) -> dict[str, Any]:
+    deleted: list[dict[str, str]] = []
+    reclaimed = 0
+    for image_id in store.image_ids():
+        if in_use and list(in_use(image_id)):
+            continue
+        tags, digests = store.refs_of(image_id)
+        if tags and dangling_only:
+            continue
+        deleted += _untag(store, tags + digests)
+        reclaimed += store.delete_image(image_id)
+        deleted.append({"Deleted": image_id})
+    return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
