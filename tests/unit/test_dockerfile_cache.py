@@ -1,0 +1,54 @@
+"""Build cache keys and the persistent index."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pymachine_agent.build.cache import BuildCache, hash_paths, step_key
+
+
+def test_key_depends_on_parent_instruction_and_extra() -> None:
+    base = step_key("sha256:p", "RUN echo hi", {"env": ["A=1"]})
+    assert base == step_key("sha256:p", "RUN echo hi", {"env": ["A=1"]})
+    assert base != step_key("sha256:q", "RUN echo hi", {"env": ["A=1"]})
+    assert base != step_key("sha256:p", "RUN echo ho", {"env": ["A=1"]})
+    assert base != step_key("sha256:p", "RUN echo hi", {"env": ["A=2"]})
+
+
+def test_content_hash_tracks_bytes_modes_names_links(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a").write_text("one")
+    (d / "b").write_text("two")
+    first = hash_paths(tmp_path, [d])
+    os.utime(d / "a", (1, 1))
+    assert hash_paths(tmp_path, [d]) == first  # mtimes do not matter
+    (d / "a").write_text("ONE")
+    changed = hash_paths(tmp_path, [d])
+    assert changed != first
+    os.chmod(d / "a", 0o755)
+    assert hash_paths(tmp_path, [d]) != changed
+    os.chmod(d / "a", 0o644)
+    assert hash_paths(tmp_path, [d]) == changed
+    os.symlink("a", d / "l")
+    with_link = hash_paths(tmp_path, [d])
+    assert with_link != changed
+    os.unlink(d / "l")
+    os.symlink("b", d / "l")
+    assert hash_paths(tmp_path, [d]) != with_link
+    # the same bytes under another name are a different source
+    assert hash_paths(tmp_path, [d / "a"]) != hash_paths(tmp_path, [d / "b"])
+
+
+def test_index_persists_and_forgets(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "build-cache.json"
+    cache = BuildCache(path)
+    assert cache.get("k") is None
+    cache.put("k", "sha256:i")
+    cache.put("k2", "sha256:i")
+    assert BuildCache(path).get("k") == "sha256:i"
+    cache.forget_image("sha256:i")
+    assert BuildCache(path).get("k2") is None
+    path.write_text("{corrupt")
+    assert BuildCache(path).get("k") is None  # a damaged index is an empty one, not a crash

@@ -1,0 +1,155 @@
+""".dockerignore matching (moby/patternmatcher semantics), context unpacking and path confinement."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from pymachine_agent.build.context import (
+    ContextError,
+    DockerIgnore,
+    apply_dockerignore,
+    expand_sources,
+    go_match,
+    prepare,
+    resolve_in_root,
+    unpack,
+)
+
+
+def ign(*lines: str) -> DockerIgnore:
+    return DockerIgnore(list(lines))
+
+
+@pytest.mark.parametrize(
+    ("patterns", "path", "ignored"),
+    [
+        (["*.log"], "a.log", True),
+        (["*.log"], "sub/a.log", False),  # * stops at /
+        (["**/*.log"], "sub/deep/a.log", True),
+        (["**/*.log"], "a.log", True),  # ** matches zero directories
+        (["sub"], "sub/x/y.txt", True),  # a matching parent directory hides everything below
+        (["sub/**"], "sub/x/y.txt", True),
+        (["/sub"], "sub/y", True),  # leading slash is relative to the context
+        (["./sub/../other"], "other/f", True),  # patterns are cleaned
+        (["a?c"], "abc", True),
+        (["a?c"], "a/c", False),
+        (["[a-c]x"], "bx", True),
+        (["[^a-c]x"], "bx", False),
+        (["\\*star"], "*star", True),
+        (["*", "!keep.txt"], "keep.txt", False),  # exception
+        (["*", "!keep.txt"], "other.txt", True),
+        (["*.md", "!README*.md", "README-secret.md"], "README-secret.md", True),  # last match wins
+        (["*.md", "!README*.md", "README-secret.md"], "README.md", False),
+        (["# comment", "", "  x  "], "x", True),
+        (["node_modules"], "node_modules", True),
+        (["docs/*.txt"], "docs/a/b.txt", False),
+        (["**"], "anything/at/all", True),
+    ],
+)
+def test_ignore_matching(patterns: list[str], path: str, ignored: bool) -> None:
+    assert ign(*patterns).ignored(path) is ignored
+
+
+def test_go_match_is_filepath_match() -> None:
+    assert go_match("src/*.py", "src/a.py")
+    assert not go_match("src/*.py", "src/x/a.py")
+    assert go_match("**", "ab")  # without the ** extension, ** is just *
+    assert not go_match("**", "a/b")
+
+
+def make_tar(files: dict[str, bytes | None], extra: list[tarfile.TarInfo] | None = None) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                info.mode = 0o755 if name.endswith(".sh") else 0o644
+                tar.addfile(info, io.BytesIO(data))
+        for info in extra or []:
+            tar.addfile(info)
+    buf.seek(0)
+    return buf
+
+
+def test_prepare_reads_dockerfile_then_applies_dockerignore(tmp_path: Path) -> None:
+    ctx = make_tar(
+        {
+            "Dockerfile": b"FROM scratch\n",
+            ".dockerignore": b"Dockerfile\n.dockerignore\nlogs\n*.tmp\n!keep.tmp\n",
+            "logs/a/b.txt": b"x",
+            "x.tmp": b"x",
+            "keep.tmp": b"k",
+            "run.sh": b"#!/bin/sh\n",
+        }
+    )
+    root = tmp_path / "ctx"
+    assert prepare(ctx, root, "Dockerfile") == "FROM scratch\n"
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    assert left == ["keep.tmp", "run.sh"]
+    assert os.stat(root / "run.sh").st_mode & 0o777 == 0o755  # modes survive
+
+
+def test_excluded_dir_with_reincluded_file_keeps_that_file(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    unpack(make_tar({"d/a": b"1", "d/b": b"2"}), root)
+    apply_dockerignore(root, ign("d", "!d/b"))
+    assert sorted(os.listdir(root / "d")) == ["b"]
+
+
+def test_dockerfile_missing_and_gzip_context(tmp_path: Path) -> None:
+    import gzip
+
+    raw = make_tar({"Other": b"FROM scratch\n"}).getvalue()
+    with pytest.raises(ContextError, match="Cannot locate specified Dockerfile: Dockerfile"):
+        prepare(io.BytesIO(gzip.compress(raw)), tmp_path / "a", "Dockerfile")
+    assert prepare(io.BytesIO(gzip.compress(raw)), tmp_path / "b", "Other") == "FROM scratch\n"
+    with pytest.raises(ContextError, match="outside the build context"):
+        prepare(io.BytesIO(raw), tmp_path / "c", "../Other")
+
+
+def test_tar_members_cannot_escape(tmp_path: Path) -> None:
+    evil = tarfile.TarInfo("../../escape.txt")
+    with pytest.raises(ContextError, match="outside itself"):
+        unpack(make_tar({}, [evil]), tmp_path / "ctx")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_sources_confined_to_context(tmp_path: Path) -> None:
+    root = tmp_path / "ctx"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "f").write_text("f")
+    (tmp_path / "secret").write_text("s")
+    os.symlink("/../../secret", root / "abs-link")
+    os.symlink("../secret", root / "rel-link")
+    with pytest.raises(ContextError, match="forbidden path outside the build context: ../secret"):
+        expand_sources(root, "../secret")
+    with pytest.raises(ContextError, match="forbidden path"):
+        expand_sources(root, "sub/../../secret")
+    # symlinks that point out are clamped to the context root, never followed out
+    assert resolve_in_root(root, "abs-link") == root / "secret"
+    assert resolve_in_root(root, "rel-link") == root / "secret"
+    with pytest.raises(ContextError, match="file not found in build context"):
+        expand_sources(root, "rel-link")
+    assert expand_sources(root, "/sub/f") == [root / "sub" / "f"]
+
+
+def test_glob_sources(tmp_path: Path) -> None:
+    root = tmp_path / "ctx"
+    for name in ("a.txt", "b.txt", "c.md", "dir1/x.txt", "dir2/y"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(name)
+    assert [p.name for p in expand_sources(root, "*.txt")] == ["a.txt", "b.txt"]
+    assert [p.name for p in expand_sources(root, "dir?")] == ["dir1", "dir2"]
+    assert [p.name for p in expand_sources(root, "dir*/*.txt")] == ["x.txt"]
+    with pytest.raises(ContextError, match="nothing in the build context matches"):
+        expand_sources(root, "*.none")
