@@ -1,0 +1,154 @@
+"""Machine settings: parse what a person typed, fill in defaults, validate, and report every problem at once.
+
+Pure apart from `host_cpus()` / `default_driver()`, which callers pass in so that tests can pin them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import UsageError
+
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
+KNOWN_DRIVERS = ("libvirt", "qemu")
+KiB, MiB, GiB = 1024, 1024**2, 1024**3
+MIN_MEMORY = 256 * MiB
+DEFAULT_MEMORY = 1 * GiB
+DEFAULT_DISK = 8 * GiB
+DEFAULT_NAME = "default"
+_UNITS = {"": 1, "b": 1, "k": KiB, "m": MiB, "g": GiB, "t": 1024 * GiB}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """`2G`, `512M`, `1k`, `1.5GiB`, `1073741824` → bytes (binary units). Raises ValueError."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.fullmatch(text)
+    if not match:
+        raise ValueError(f"'{text}' is not a size (use e.g. 512M, 2G)")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[unit.lower()])
+
+
+def format_size(n: int) -> str:
+    """Bytes → the shortest exact binary form (`1G`, `512M`), falling back to whole bytes."""
+    for suffix, unit in (("T", 1024 * GiB), ("G", GiB), ("M", MiB), ("K", KiB)):
+        if n >= unit and n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return str(n)
+
+
+def host_cpus() -> int:
+    return os.cpu_count() or 1
+
+
+def default_driver() -> str:
+    """libvirt where libvirt-python is installed, the direct-QEMU driver otherwise (Windows, bare hosts)."""
+    return "libvirt" if importlib.util.find_spec("libvirt") is not None else "qemu"
+
+
+@dataclass
+class MachineConfig:
+    """What a machine is made of; written to `config.json` at create and not changed afterwards."""
+
+    name: str
+    cpus: int
+    memory: int  # bytes
+    disk: int  # bytes (virtual size of the overlay)
+    driver: str
+    connect: str | None = None  # libvirt URI; None picks qemu:///system as root, qemu:///session otherwise
+    image: dict[str, Any] = field(default_factory=dict)  # kernel, initrd, disk, cmdline, recipe_hash
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MachineConfig:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+def build(
+    name: str | None = None,
+    cpus: int | str | None = None,
+    memory: int | str | None = None,
+    disk: int | str | None = None,
+    driver: str | None = None,
+    connect: str | None = None,
+    *,
+    ncpus_host: int,
+    fallback_driver: str,
+    image_bytes: int = 0,
+) -> MachineConfig:
+    """Parse → defaults → validate. Raises UsageError listing every problem, each with its field."""
+    problems: list[Problem] = []
+    name = DEFAULT_NAME if name is None else name
+    if not NAME_PATTERN.fullmatch(name):
+        problems.append(
+            Problem("name", f"'{name}' must be 1-31 characters of a-z, 0-9 and '-', not starting with '-'")
+        )
+
+    cpu_count = min(2, ncpus_host)
+    if cpus is not None:
+        try:
+            cpu_count = int(cpus)
+        except (TypeError, ValueError):
+            problems.append(Problem("cpus", f"'{cpus}' is not a whole number"))
+        else:
+            if not 1 <= cpu_count <= ncpus_host:
+                problems.append(
+                    Problem("cpus", f"must be between 1 and {ncpus_host} (the host's cores), got {cpu_count}")
+                )
+
+    mem = _size_field("memory", memory, DEFAULT_MEMORY, problems)
+    if mem is not None and mem < MIN_MEMORY:
+        problems.append(Problem("memory", f"must be at least 256M, got {format_size(mem)}"))
+
+    disk_default = max(DEFAULT_DISK, _round_up(image_bytes, MiB))
+    size = _size_field("disk", disk, disk_default, problems)
+    if size is not None and size < image_bytes:
+        problems.append(
+            Problem("disk", f"must be at least the image's size {format_size(_round_up(image_bytes, MiB))}")
+        )
+
+    drv = fallback_driver if driver is None else driver
+    if drv not in KNOWN_DRIVERS:
+        problems.append(Problem("driver", f"'{drv}' is not one of {', '.join(KNOWN_DRIVERS)}"))
+    if connect is not None and drv != "libvirt":
+        problems.append(Problem("connect", "a libvirt URI only applies to --driver libvirt"))
+
+    if problems:
+        raise UsageError(
+            "invalid machine settings: " + "; ".join(str(p) for p in problems),
+            hint="fix the fields above; sizes take a unit (512M, 2G), names look like 'dev-1'",
+        )
+    assert mem is not None and size is not None
+    return MachineConfig(name=name, cpus=cpu_count, memory=mem, disk=size, driver=drv, connect=connect)
+
+
+def _size_field(label: str, value: int | str | None, default: int, problems: list[Problem]) -> int | None:
+    if value is None:
+        return default
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        problems.append(Problem(label, str(exc)))
+        return None
+
+
+def _round_up(n: int, unit: int) -> int:
+    return -(-n // unit) * unit

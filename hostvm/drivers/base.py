@@ -1,0 +1,59 @@
+"""The driver interface: start a VM from a VMSpec, tell its real state, stop it."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ..domain import VMSpec
+
+
+class DriverState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a driver can do. Callers branch on these, never on the driver's name."""
+
+    remote: bool  # machines may live on another host (a remote libvirt URI)
+    graceful_shutdown: bool  # can ask the guest to power off (ACPI power button)
+    hostfwd_add: bool  # can add a host→guest port forward to a running VM (QEMU monitor hostfwd_add)
+    survives_cli_exit: bool = True  # the VM keeps running after the process that started it exits
+
+
+class Driver(abc.ABC):
+    name: str
+    capabilities: Capabilities
+
+    @abc.abstractmethod
+    def start(self, spec: VMSpec) -> None:
+        """Launch the VM and return once the hypervisor runs it (not when the guest is ready)."""
+
+    @abc.abstractmethod
+    def state(self, machine: str) -> DriverState:
+        """The real state, asked of the hypervisor each time (never from a cached file)."""
+
+    @abc.abstractmethod
+    def pid(self, machine: str) -> int | None:
+        """The QEMU process id on this host, when known."""
+
+    @abc.abstractmethod
+    def request_shutdown(self, machine: str) -> None:
+        """Ask the guest to power off (ACPI); only called when capabilities.graceful_shutdown."""
+
+    @abc.abstractmethod
+    def force_stop(self, machine: str) -> None:
+        """Pull the plug. A VM that is already gone is not an error."""
+
+    def cleanup(self, machine: str) -> None:  # noqa: B027 - optional hook
+        """Forget leftovers of a stopped VM (definitions, stale pid files)."""
+
+    def hostfwd_add(self, machine: str, host_port: int, guest_port: int) -> None:
+        raise NotImplementedError("this driver cannot add port forwards to a running VM")
+
+    def describe(self) -> str:
+        """Where VMs run, for `inspect` and `doctor` (e.g. the libvirt URI)."""
+        return self.name

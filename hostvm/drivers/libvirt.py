@@ -1,0 +1,161 @@
+"""The libvirt driver: transient domains named `pymachine-<name>`, created from `domain.domain_xml`.
+
+Transient on purpose: a domain exists exactly while its QEMU runs, so after a `kill -9` of QEMU or a host
+restart libvirt itself reports the machine as gone, and no stale definition can disagree with reality.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from urllib.parse import urlparse
+
+from ..domain import VMSpec, domain_name, domain_xml
+from ..errors import PymachineError
+from .base import Capabilities, Driver, DriverState
+from .procscan import find_qemu_pid
+
+log = logging.getLogger(__name__)
+
+SERVICE_HINT = (
+    "start libvirtd: 'systemctl start libvirtd' (or, without systemd, 'packaging/services.sh libvirtd'); "
+    "or create the machine with --driver qemu"
+)
+
+
+def default_uri() -> str:
+    return "qemu:///system" if hasattr(os, "geteuid") and os.geteuid() == 0 else "qemu:///session"
+
+
+def is_local(uri: str) -> bool:
+    return not urlparse(uri).hostname
+
+
+class LibvirtDriver(Driver):
+    name = "libvirt"
+    capabilities = Capabilities(remote=True, graceful_shutdown=True, hostfwd_add=True)
+
+    def __init__(self, uri: str | None = None) -> None:
+        self.uri = uri or default_uri()
+        self._conn = None
+
+    def describe(self) -> str:
+        return f"libvirt {self.uri}"
+
+    # -- connection -------------------------------------------------------------------------------------
+    def _libvirt(self):  # type: ignore[no-untyped-def]
+        try:
+            import libvirt
+        except ImportError as exc:
+            raise PymachineError(
+                "the libvirt driver needs libvirt-python",
+                hint="pip install 'pymachine[libvirt]' (needs libvirt-dev, pkg-config), or use --driver qemu",
+            ) from exc
+        # libvirt prints every error to stderr by default; ours are turned into PymachineError instead.
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        return libvirt
+
+    def conn(self):  # type: ignore[no-untyped-def]
+        if self._conn is None:
+            libvirt = self._libvirt()
+            try:
+                self._conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                raise PymachineError(
+                    f"cannot connect to libvirt at {self.uri}: {exc.get_error_message()}", hint=SERVICE_HINT
+                ) from exc
+        return self._conn
+
+    def _lookup(self, machine: str):  # type: ignore[no-untyped-def]
+        libvirt = self._libvirt()
+        try:
+            return self.conn().lookupByName(domain_name(machine))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise PymachineError(f"libvirt lookup of {domain_name(machine)} failed: {exc}") from exc
+
+    # -- interface --------------------------------------------------------------------------------------
+    def start(self, spec: VMSpec) -> None:
+        libvirt = self._libvirt()
+        if is_local(self.uri):
+            _warn_kvm_permissions()
+        old = self._lookup(spec.name)
+        if old is not None:
+            if old.isActive():
+                raise PymachineError(f"domain {spec.domain_name} is already running")
+            old.undefine()  # a shut-off persistent leftover (e.g. defined by hand) would block createXML
+        xml = domain_xml(spec)
+        try:
+            self.conn().createXML(xml, 0)
+        except libvirt.libvirtError as exc:
+            raise PymachineError(
+                f"libvirt refused to start {spec.domain_name}: {exc.get_error_message()}",
+                hint="see the libvirt log (/var/log/libvirt/qemu/ or ~/.cache/libvirt/qemu/log/)",
+                log_path=spec.console_log,
+            ) from exc
+
+    def state(self, machine: str) -> DriverState:
+        dom = self._lookup(machine)
+        return DriverState.RUNNING if dom is not None and dom.isActive() else DriverState.STOPPED
+
+    def pid(self, machine: str) -> int | None:
+        if not is_local(self.uri) or self.state(machine) is DriverState.STOPPED:
+            return None
+        return find_qemu_pid(f"guest={domain_name(machine)},")
+
+    def request_shutdown(self, machine: str) -> None:
+        libvirt = self._libvirt()
+        dom = self._lookup(machine)
+        if dom is None:
+            return
+        try:
+            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        except libvirt.libvirtError as exc:
+            log.debug("ACPI shutdown of %s: %s", machine, exc)
+
+    def force_stop(self, machine: str) -> None:
+        libvirt = self._libvirt()
+        dom = self._lookup(machine)
+        if dom is None:
+            return
+        try:
+            dom.destroy()
+        except libvirt.libvirtError as exc:
+            if dom.isActive():
+                raise PymachineError(
+                    f"cannot stop {domain_name(machine)}: {exc.get_error_message()}"
+                ) from exc
+
+    def cleanup(self, machine: str) -> None:
+        dom = self._lookup(machine)
+        if dom is not None and not dom.isActive() and dom.isPersistent():
+            dom.undefine()
+
+    def hostfwd_add(self, machine: str, host_port: int, guest_port: int) -> None:
+        import libvirt_qemu
+
+        dom = self._lookup(machine)
+        if dom is None:
+            raise PymachineError(f"machine '{machine}' is not running")
+        reply = libvirt_qemu.qemuMonitorCommand(
+            dom,
+            f"hostfwd_add net0 tcp:127.0.0.1:{host_port}-:{guest_port}",
+            libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP,
+        )
+        if reply.strip():
+            raise PymachineError(f"QEMU refused the port forward {host_port}->{guest_port}: {reply.strip()}")
+
+
+def _warn_kvm_permissions() -> None:
+    """libvirt re-probes QEMU for ~48 s per start when its qemu user cannot open /dev/kvm (no udev rule)."""
+    try:
+        st = os.stat("/dev/kvm")
+    except OSError:
+        return
+    if st.st_gid == 0 and not st.st_mode & stat.S_IRGRP:
+        log.warning(
+            "/dev/kvm is root-only: libvirt will re-probe QEMU for ~48 s on each start; fix with "
+            "'chgrp kvm /dev/kvm; chmod 0660 /dev/kvm' (packaging/services.sh libvirtd does it)"
+        )

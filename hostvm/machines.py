@@ -1,0 +1,445 @@
+"""The machine façade: create, start (in named stages), stop, delete, list, inspect.
+
+State is the truth: whether a machine runs is asked of the driver (libvirt, or the pidfile + /proc) on every
+call; files in the machine folder hold only what cannot be asked (config, the chosen SSH port).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import config as cfgmod
+from . import paths, proc, seed, ssh, store
+from .domain import VMSpec
+from .drivers import Driver, DriverState, get_driver
+from .errors import NotFoundError, PymachineError, UsageError
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+GUEST_SOCKET = "/run/pymachine/docker.sock"
+POWEROFF = "/sbin/pymachine-poweroff"
+
+
+@dataclass
+class Machine:
+    name: str
+    state: str  # running | stopped | unknown (driver unreachable)
+    cpus: int
+    memory: int  # bytes
+    disk: int  # bytes
+    ssh_port: int | None
+    accelerator: str | None  # of the last start: kvm | tcg
+    driver: str
+    uri: str  # where it runs (libvirt URI, or "qemu (direct)")
+    pid: int | None
+    dir: str
+    console_log: str
+    image: str  # recipe hash of the base image
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- lookup -----------------------------------------------------------------------------------------------
+def exists(name: str) -> bool:
+    return paths.machine(name).config.exists()
+
+
+def load_config(name: str) -> cfgmod.MachineConfig:
+    data = store.read_json(paths.machine(name).config)
+    if data is None:
+        raise NotFoundError(
+            f"machine '{name}' does not exist", hint="see 'pymachine list', or 'pymachine create'"
+        )
+    return cfgmod.MachineConfig.from_json(data)
+
+
+def driver_for(cfg: cfgmod.MachineConfig) -> Driver:
+    return get_driver(cfg.driver, cfg.connect)
+
+
+def get(name: str) -> Machine:
+    cfg = load_config(name)
+    mp = paths.machine(name)
+    st = store.read_json(mp.state, {}) or {}
+    drv = driver_for(cfg)
+    try:
+        state = drv.state(name).value
+        pid = drv.pid(name) if state == "running" else None
+    except PymachineError as exc:
+        log.debug("state of %s: %s", name, exc)
+        state, pid = "unknown", None
+    return Machine(
+        name=name,
+        state=state,
+        cpus=cfg.cpus,
+        memory=cfg.memory,
+        disk=cfg.disk,
+        ssh_port=st.get("ssh_port"),
+        accelerator=st.get("accelerator"),
+        driver=cfg.driver,
+        uri=drv.describe(),
+        pid=pid,
+        dir=str(mp.dir),
+        console_log=str(mp.console_log),
+        image=str(cfg.image.get("recipe_hash", "")),
+    )
+
+
+def list_machines() -> list[Machine]:
+    root = paths.machines_dir()
+    if not root.is_dir():
+        return []
+    return [get(d.name) for d in sorted(root.iterdir()) if (d / "config.json").exists()]
+
+
+# -- create / delete --------------------------------------------------------------------------------------
+def create(
+    name: str | None = None,
+    cpus: int | str | None = None,
+    memory: int | str | None = None,
+    disk: int | str | None = None,
+    driver: str | None = None,
+    connect: str | None = None,
+    progress: Progress | None = None,
+) -> Machine:
+    """Validate everything first; then build the machine folder, removing it again if any step fails."""
+    say = progress or (lambda _m: None)
+    args = dict(name=name, cpus=cpus, memory=memory, disk=disk, driver=driver, connect=connect)
+    common = dict(ncpus_host=cfgmod.host_cpus(), fallback_driver=cfgmod.default_driver())
+    cfg = cfgmod.build(**args, **common)  # type: ignore[arg-type]  # cheap checks before any image work
+    mp = paths.machine(cfg.name)
+    if mp.dir.exists():
+        raise UsageError(
+            f"machine '{cfg.name}' already exists", hint=f"pick another name, or: pymachine delete {cfg.name}"
+        )
+    from .image import ensure_image
+
+    manifest = ensure_image(say)
+    cfg = cfgmod.build(**args, **common, image_bytes=manifest.virtual_bytes)  # type: ignore[arg-type]
+    cfg.image = {
+        "kernel": str(manifest.kernel),
+        "initrd": str(manifest.initrd),
+        "disk": str(manifest.disk),
+        "cmdline": manifest.cmdline,
+        "recipe_hash": manifest.recipe_hash,
+    }
+    paths.ensure_home()
+    mp.dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mp.dir.mkdir(mode=0o700)  # the atomic claim on the name: a concurrent create of it fails here
+    except FileExistsError:
+        raise UsageError(f"machine '{cfg.name}' already exists") from None
+    try:
+        say(f"creating machine '{cfg.name}'")
+        ssh.create_keys(cfg.name)
+        seed.write_seed(
+            mp.seed,
+            seed.build_seed(
+                hostname=cfg.name,
+                authorized_keys=(mp.ssh_key.parent / (mp.ssh_key.name + ".pub")).read_text(),
+                host_key_private=mp.host_key.read_bytes(),
+                host_key_public=(mp.host_key.parent / (mp.host_key.name + ".pub")).read_text(),
+                agent_settings={"machine": cfg.name},
+            ),
+        )
+        base = cfg.image["disk"]
+        proc.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, mp.disk, str(cfg.disk)]
+        )
+        store.write_json(mp.state, {"ssh_port": pick_port(cfg.name, None)})
+        store.write_json(mp.config, cfg.to_json())  # last: a folder without config.json is not a machine
+    except BaseException:
+        shutil.rmtree(mp.dir, ignore_errors=True)
+        raise
+    return get(cfg.name)
+
+
+def delete(name: str, force: bool = False) -> None:
+    cfg = load_config(name)
+    drv = driver_for(cfg)
+    with _locked(name):
+        if drv.state(name) is DriverState.RUNNING:
+            if not force:
+                raise PymachineError(
+                    f"machine '{name}' is running", hint=f"stop it first, or: pymachine delete --force {name}"
+                )
+            _stop_host_agent(name)
+            drv.force_stop(name)
+        drv.cleanup(name)
+        shutil.rmtree(paths.machine(name).dir)
+
+
+# -- ports ------------------------------------------------------------------------------------------------
+def pick_port(name: str, wanted: int | None) -> int:
+    """`wanted` if it is free and no other machine holds it; else a fresh ephemeral port."""
+    taken = set()
+    root = paths.machines_dir()
+    if root.is_dir():
+        for d in root.iterdir():
+            if d.name != name:
+                port = (store.read_json(d / "state.json", {}) or {}).get("ssh_port")
+                if port:
+                    taken.add(int(port))
+    if wanted and wanted not in taken and _port_free(wanted):
+        return wanted
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((ssh.HOST, 0))
+            port = s.getsockname()[1]
+        if port not in taken:
+            return port
+    raise PymachineError("no free TCP port on 127.0.0.1 for SSH")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((ssh.HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _locked(name: str) -> Iterator[None]:
+    """One lifecycle operation per machine at a time (start racing delete would leave half a machine)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; operations are rarely concurrent there
+        yield
+        return
+    fd = os.open(paths.machine(name).dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+# -- start / stop -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stage:
+    """One named step of `start`; timeouts are for KVM and for TCG (software emulation, ~5x slower boots)."""
+
+    name: str
+    kvm_s: float
+    tcg_s: float
+    hint: str
+
+    def timeout(self, accel: str) -> float:
+        return self.kvm_s if accel == "kvm" else self.tcg_s
+
+
+STAGES = (
+    Stage(
+        "domain up",
+        30,
+        90,
+        "the hypervisor did not start the VM: see the error above and run 'pymachine doctor'",
+    ),
+    Stage("ssh banner", 60, 240, "the guest did not boot as far as sshd: read the console log"),
+    Stage("ssh auth", 30, 90, "sshd refused the machine's key or answered with another host key"),
+    Stage(
+        "guest agent answers",
+        60,
+        240,
+        f"the guest agent did not create {GUEST_SOCKET}: look at the console log, or run "
+        "'pymachine ssh NAME -- cat /run/pymachine/agent.log'",
+    ),
+    Stage(
+        "host agent", 60, 120, "the host agent did not come up: read its log (ha.log in the machine folder)"
+    ),
+)
+STOP_TIMEOUT = {"kvm": 30.0, "tcg": 60.0}
+
+
+def stage_timeout(name: str, accel: str) -> float:
+    return next(s.timeout(accel) for s in STAGES if s.name == name)
+
+
+def accelerator() -> str:
+    """kvm | tcg from `hostvm.accel.probe()`; TCG when that module is missing or says no."""
+    try:
+        from .accel import probe
+    except ImportError:
+        return "tcg"
+    result = probe()
+    value = str(getattr(result, "accelerator", None) or getattr(result, "name", None) or result).lower()
+    return "kvm" if value == "kvm" else "tcg"
+
+
+def vm_spec(cfg: cfgmod.MachineConfig, port: int, accel: str) -> VMSpec:
+    mp = paths.machine(cfg.name)
+    for what in ("kernel", "initrd", "disk"):
+        if not os.path.exists(cfg.image.get(what, "")):
+            raise PymachineError(
+                f"the base image of machine '{cfg.name}' is gone ({cfg.image.get(what)})",
+                hint="the image cache was cleared: recreate the machine (pymachine delete, pymachine create)",
+            )
+    # Under qemu:///system QEMU runs as the owner of the machine folder (see domain.domain_xml).
+    system = cfg.driver == "libvirt" and (cfg.connect or _default_uri()) == "qemu:///system"
+    st = os.stat(mp.dir)
+    return VMSpec(
+        name=cfg.name,
+        cpus=cfg.cpus,
+        memory_mib=cfg.memory // cfgmod.MiB,
+        kernel=cfg.image["kernel"],
+        initrd=cfg.image["initrd"],
+        cmdline=cfg.image["cmdline"],
+        disk=str(mp.disk),
+        seed=str(mp.seed),
+        console_log=str(mp.console_log),
+        ssh_port=port,
+        accel=accel,
+        uid=st.st_uid if system else None,
+        gid=st.st_gid if system else None,
+    )
+
+
+def _default_uri() -> str:
+    from .drivers.libvirt import default_uri
+
+    return default_uri()
+
+
+def start(name: str, progress: Progress | None = None) -> Machine:
+    """Boot `name` (unless running) and wait through every readiness stage; idempotent when running."""
+    say = progress or (lambda _m: None)
+    cfg = load_config(name)
+    drv = driver_for(cfg)
+    mp = paths.machine(name)
+    with _locked(name):
+        stages = list(STAGES)
+        launcher = _host_agent_launcher()
+        if launcher is None:
+            stages = [s for s in stages if s.name != "host agent"]
+        state = store.read_json(mp.state, {}) or {}
+        running = drv.state(name) is DriverState.RUNNING
+        accel = state.get("accelerator", "tcg") if running else accelerator()
+        client = None
+        try:
+            for i, stage in enumerate(stages, 1):
+                label = f"stage {i} of {len(stages)}: {stage.name}"
+                say(label)
+                deadline = time.monotonic() + stage.timeout(accel)
+                started = time.monotonic()
+                try:
+                    if stage.name == "domain up" and not running:
+                        drv.cleanup(name)
+                        port = pick_port(name, state.get("ssh_port"))
+                        state = {"ssh_port": port, "accelerator": accel, "started": time.time()}
+                        store.write_json(mp.state, state)
+                        mp.console_log.unlink(missing_ok=True)
+                        drv.start(vm_spec(cfg, port, accel))
+                    elif stage.name == "ssh banner":
+                        if not ssh.wait_banner(int(state["ssh_port"]), deadline):
+                            raise PymachineError(f"no SSH banner on 127.0.0.1:{state['ssh_port']}")
+                    elif stage.name == "ssh auth":
+                        client = _connect_until(name, deadline)
+                    elif stage.name == "guest agent answers":
+                        assert client is not None
+                        _wait_guest_socket(client, deadline)
+                    elif stage.name == "host agent":
+                        launcher.ensure_running(name, say)
+                except PymachineError as exc:
+                    raise PymachineError(
+                        f"{label} failed: {exc.message}",
+                        hint=(exc.hint + "; " if exc.hint else "") + stage.hint.replace("NAME", name),
+                        log_path=mp.console_log,
+                    ) from exc
+                say(f"{label}: ok ({time.monotonic() - started:.1f} s)")
+        finally:
+            if client is not None:
+                client.close()
+    return get(name)
+
+
+def _connect_until(name: str, deadline: float):  # type: ignore[no-untyped-def]
+    """Log in, retrying while sshd is still coming up; a wrong host key is final, never retried."""
+    last: PymachineError | None = None
+    while time.monotonic() < deadline:
+        try:
+            return ssh.connect(name, timeout=max(5.0, min(30.0, deadline - time.monotonic())))
+        except PymachineError as exc:
+            if "not the pinned one" in exc.message:
+                raise
+            last = exc
+            time.sleep(1)
+    raise last or PymachineError("timed out")
+
+
+def _wait_guest_socket(client, deadline: float) -> None:  # type: ignore[no-untyped-def]
+    while True:
+        status, _, _ = ssh.exec_command(client, f"test -S {GUEST_SOCKET}", timeout=30)
+        if status == 0:
+            return
+        if time.monotonic() >= deadline:
+            raise PymachineError(f"{GUEST_SOCKET} does not exist in the guest")
+        time.sleep(1)
+
+
+def stop(name: str, progress: Progress | None = None, timeout: float | None = None) -> Machine:
+    """Graceful (the guest's poweroff over SSH, else ACPI where the driver can), forced after `timeout`."""
+    say = progress or (lambda _m: None)
+    cfg = load_config(name)
+    drv = driver_for(cfg)
+    accel = (store.read_json(paths.machine(name).state, {}) or {}).get("accelerator", "tcg")
+    timeout = STOP_TIMEOUT.get(accel, 60.0) if timeout is None else timeout
+    with _locked(name):
+        if drv.state(name) is DriverState.RUNNING:
+            _stop_host_agent(name)
+            say(f"stopping machine '{name}'")
+            deadline = time.monotonic() + timeout
+            if not _ask_poweroff(name) and drv.capabilities.graceful_shutdown:
+                drv.request_shutdown(name)
+            while time.monotonic() < deadline and drv.state(name) is DriverState.RUNNING:
+                time.sleep(0.3)
+            if drv.state(name) is DriverState.RUNNING:
+                say(f"machine '{name}' did not power off within {timeout:.0f} s: forcing it off")
+                drv.force_stop(name)
+        drv.cleanup(name)
+    return get(name)
+
+
+def restart(name: str, progress: Progress | None = None) -> Machine:
+    stop(name, progress)
+    return start(name, progress)
+
+
+def _ask_poweroff(name: str) -> bool:
+    try:
+        client = ssh.connect(name, timeout=10)
+    except PymachineError as exc:
+        log.debug("poweroff over SSH of %s: %s", name, exc)
+        return False
+    try:
+        client.exec_command(f"{POWEROFF} || poweroff -f", timeout=10)
+        return True
+    except Exception as exc:  # the link may drop as the guest goes down: that is success
+        log.debug("poweroff of %s: %s", name, exc)
+        return True
+    finally:
+        client.close()
+
+
+def _host_agent_launcher():  # type: ignore[no-untyped-def]
+    try:
+        from .hostagent import launcher
+    except ImportError:
+        return None
+    return launcher
+
+
+def _stop_host_agent(name: str) -> None:
+    launcher = _host_agent_launcher()
+    if launcher is not None:
+        launcher.stop(name)

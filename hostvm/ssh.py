@@ -1,0 +1,201 @@
+"""SSH to a machine with pinned keys: a per-machine ed25519 client key, and the guest's host key generated on
+the host at create, delivered in the seed and pinned in `known_hosts`. Any other host key is refused; nothing
+is ever auto-accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from . import paths, store
+from .errors import NotFoundError, PymachineError
+
+USER = "root"
+HOST = "127.0.0.1"
+KEEPALIVE_S = 15
+
+
+def host_alias(name: str) -> str:
+    """The name under which the host key is pinned: independent of the port, which may change per start."""
+    return f"pymachine-{name}"
+
+
+def generate_keypair(private_path: Path, comment: str) -> str:
+    """Write an OpenSSH ed25519 private key (0600) and its `.pub`; return the public line."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    line = f"{public.decode()} {comment}"
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(private)
+    Path(f"{private_path}.pub").write_text(line + "\n")
+    return line
+
+
+def create_keys(name: str) -> None:
+    """Client key, guest host key and the pinned known_hosts line for machine `name`."""
+    mp = paths.machine(name)
+    generate_keypair(mp.ssh_key, f"pymachine@{name}")
+    host_pub = generate_keypair(mp.host_key, f"root@{name}")
+    keytype, blob = host_pub.split()[:2]
+    fd = os.open(mp.known_hosts, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{host_alias(name)} {keytype} {blob}\n")
+
+
+def pinned_host_key(name: str) -> paramiko.PKey:
+    """The host key from the machine's known_hosts (the pin), not from the .pub file next to it."""
+    mp = paths.machine(name)
+    try:
+        for line in mp.known_hosts.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[0] == host_alias(name):
+                return paramiko.PKey.from_type_string(fields[1], _b64(fields[2]))
+    except FileNotFoundError:
+        pass
+    raise PymachineError(
+        f"machine '{name}' has no pinned host key ({mp.known_hosts})",
+        hint=f"the machine's files are damaged: recreate it (pymachine delete --force {name})",
+    )
+
+
+def ssh_port(name: str) -> int:
+    state = store.read_json(paths.machine(name).state, {}) or {}
+    port = state.get("ssh_port")
+    if not port:
+        raise NotFoundError(f"machine '{name}' has no SSH port", hint=f"start it: pymachine start {name}")
+    return int(port)
+
+
+def read_banner(port: int, timeout: float = 3.0) -> bool:
+    """True once the guest's sshd speaks. slirp accepts on the host side before the guest listens, so a TCP
+    connect proves nothing: only the `SSH-2.0` identification line does."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            data = b""
+            while b"\n" not in data and len(data) < 256:
+                chunk = sock.recv(256)
+                if not chunk:
+                    return False
+                data += chunk
+            return data.startswith(b"SSH-2.0")
+    except OSError:
+        return False
+
+
+def connect(name: str, *, port: int | None = None, timeout: float = 20.0) -> paramiko.SSHClient:
+    """An authenticated client for machine `name`; the host key must be the pinned one (RejectPolicy)."""
+    mp = paths.machine(name)
+    port = port or ssh_port(name)
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    pinned = pinned_host_key(name)
+    client.get_host_keys().add(f"[{HOST}]:{port}", pinned.get_name(), pinned)
+    try:
+        client.connect(
+            HOST,
+            port=port,
+            username=USER,
+            key_filename=str(mp.ssh_key),
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+        )
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise PymachineError(
+            f"machine '{name}' presented a host key that is not the pinned one: refused",
+            hint="someone else may answer on its port, or the machine's disk was swapped; "
+            f"the pinned key is in {mp.known_hosts}",
+        ) from exc
+    except (paramiko.SSHException, OSError) as exc:
+        client.close()
+        raise PymachineError(
+            f"cannot log in to machine '{name}' on {HOST}:{port}: {exc}",
+            hint=f"is it running? try: pymachine start {name}",
+            log_path=mp.console_log,
+        ) from exc
+    transport = client.get_transport()
+    if transport is not None:
+        transport.set_keepalive(KEEPALIVE_S)
+    return client
+
+
+def exec_command(
+    client: paramiko.SSHClient, command: str, timeout: float | None = 60
+) -> tuple[int, bytes, bytes]:
+    """Run `command` over an open client; (exit status, stdout, stderr)."""
+    _, out, err = client.exec_command(command, timeout=timeout)
+    stdout, stderr = out.read(), err.read()
+    return out.channel.recv_exit_status(), stdout, stderr
+
+
+def run(name: str, command: str, timeout: float | None = 60) -> tuple[int, bytes, bytes]:
+    client = connect(name)
+    try:
+        return exec_command(client, command, timeout)
+    finally:
+        client.close()
+
+
+def remote_command(argv: list[str]) -> str:
+    """One argument is passed as written (a shell line, as `ssh host 'a | b'`); several are quoted so the
+    guest sees exactly that argv (`pymachine ssh -- sh -c 'exit 3'`)."""
+    return argv[0] if len(argv) == 1 else shlex.join(argv)
+
+
+def ssh_argv(name: str, command: list[str] | None = None) -> list[str]:
+    """The OpenSSH command line for machine `name`, with the same pin (StrictHostKeyChecking=yes)."""
+    binary = shutil.which("ssh")
+    if not binary:
+        raise PymachineError(
+            "the OpenSSH client 'ssh' is missing", hint="install it: apt-get install openssh-client"
+        )
+    mp = paths.machine(name)
+    argv = [
+        binary,
+        "-i", str(mp.ssh_key),
+        "-p", str(ssh_port(name)),
+        "-o", "IdentitiesOnly=yes",
+        "-o", "BatchMode=yes",
+        "-o", f"UserKnownHostsFile={mp.known_hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", f"HostKeyAlias={host_alias(name)}",
+        "-o", "LogLevel=ERROR",
+        "-o", f"ServerAliveInterval={KEEPALIVE_S}",
+    ]  # fmt: skip
+    if command:
+        argv += ["--", f"{USER}@{HOST}", remote_command(command)]
+    else:
+        argv += ["-t", "--", f"{USER}@{HOST}"]
+    return argv
+
+
+def wait_banner(port: int, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        if read_banner(port, timeout=min(3.0, max(0.2, deadline - time.monotonic()))):
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def _b64(text: str) -> bytes:
+    import base64
+
+    return base64.b64decode(text)

@@ -1,0 +1,87 @@
+"""Domain XML and the direct-QEMU command line: pure functions, compared with golden files.
+
+Regenerate after an intended change: PYMACHINE_UPDATE_GOLDEN=1 pytest tests/unit/test_domain.py
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pymachine.hostvm.domain import QEMU_NS, VMSpec, domain_xml
+from pymachine.hostvm.drivers.qemu import qemu_argv
+
+GOLDEN = Path(__file__).parent / "golden"
+SPEC = VMSpec(
+    name="dev",
+    cpus=2,
+    memory_mib=1024,
+    kernel="/cache/img/vmlinuz",
+    initrd="/cache/img/initrd.img",
+    cmdline="console=ttyS0 root=/dev/vda rw init=/sbin/pymachine-init",
+    disk="/home/u/m/dev/disk.qcow2",
+    seed="/home/u/m/dev/seed.tar",
+    console_log="/home/u/m/dev/console.log",
+    ssh_port=40022,
+    accel="tcg",
+    uid=1000,
+    gid=1000,
+)
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("PYMACHINE_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; if intended, regenerate (see module docstring)"
+
+
+@pytest.mark.parametrize(
+    ("golden", "spec"),
+    [
+        ("domain-tcg.xml", SPEC),
+        ("domain-kvm.xml", replace(SPEC, accel="kvm", uid=None, gid=None, cpus=1, memory_mib=512)),
+    ],
+)
+def test_domain_xml_golden(golden: str, spec: VMSpec) -> None:
+    check_golden(golden, domain_xml(spec))
+
+
+def test_domain_xml_structure() -> None:
+    root = ET.fromstring(domain_xml(SPEC))
+    assert root.get("type") == "qemu"
+    assert root.findtext("name") == "pymachine-dev"
+    assert root.findtext("os/kernel") == SPEC.kernel
+    assert root.findtext("os/cmdline") == SPEC.cmdline
+    assert root.find("features/tcg/tb-cache").text == "64"
+    disks = root.findall("devices/disk")
+    assert [d.find("source").get("file") for d in disks] == [SPEC.disk, SPEC.seed]
+    assert disks[1].find("readonly") is not None and disks[1].find("driver").get("type") == "raw"
+    assert root.find("devices/serial/source").get("path") == SPEC.console_log
+    args = [a.get("value") for a in root.findall(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")]
+    assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22" in args
+    assert root.find("seclabel/label").text == "+1000:+1000"
+
+
+def test_domain_xml_escapes_paths() -> None:
+    spec = replace(SPEC, kernel="/a&b/<k>", cmdline="x='1' & y")
+    root = ET.fromstring(domain_xml(spec))
+    assert root.findtext("os/kernel") == "/a&b/<k>"
+    assert root.findtext("os/cmdline") == "x='1' & y"
+
+
+def test_kvm_has_no_tcg_cache() -> None:
+    root = ET.fromstring(domain_xml(replace(SPEC, accel="kvm")))
+    assert root.get("type") == "kvm"
+    assert root.find("features/tcg") is None
+    assert root.find("cpu").get("mode") == "host-passthrough"
+
+
+def test_qemu_argv_golden() -> None:
+    argv = qemu_argv(SPEC, "/home/u/m/dev/qemu.pid", "/home/u/m/dev/qmp.sock")
+    check_golden("qemu-tcg.argv", "\n".join(argv) + "\n")
+    assert argv[argv.index("-accel") + 1] == "tcg,tb-size=64"
