@@ -1,9 +1,160 @@
-"""CLI verbs of one area (see VERB_MODULES in main.py)."""
+"""Machine verbs: create, start, stop, restart, delete, list, inspect, ssh, doctor. Rendering only: the
+logic lives in `pymachine.hostvm.machines`."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+
+from pymachine.hostvm import doctor, machines, ssh
+from pymachine.hostvm.config import DEFAULT_NAME, format_size
+from pymachine.hostvm.errors import PymachineError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this area's verbs; filled in by the area's issue."""
+    p = sub.add_parser("create", help="create a machine")
+    p.add_argument("name", nargs="?", default=DEFAULT_NAME)
+    p.add_argument("--cpus", help="virtual CPUs (default: min(2, host cores))")
+    p.add_argument("--memory", help="memory, e.g. 1G, 512M (default 1G)")
+    p.add_argument("--disk", help="disk size, e.g. 8G (default 8G)")
+    p.add_argument(
+        "--driver", choices=None, help="libvirt or qemu (default: libvirt if libvirt-python is there)"
+    )
+    p.add_argument(
+        "--connect", metavar="URI", help="libvirt URI (default qemu:///system as root, else session)"
+    )
+    p.add_argument("--start", action="store_true", help="start it right away")
+    p.set_defaults(func=_create)
+
+    for verb, func, text in (
+        ("start", _start, "start a machine and wait until it is ready"),
+        ("stop", _stop, "stop a machine (graceful, then forced)"),
+        ("restart", _restart, "stop and start a machine"),
+        ("inspect", _inspect, "a machine's details as JSON"),
+    ):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("name", nargs="?", default=DEFAULT_NAME)
+        if verb == "stop":
+            p.add_argument("--timeout", type=float, help="seconds to wait before forcing it off")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("delete", help="delete a machine: VM, disk, keys")
+    p.add_argument("name", nargs="?", default=DEFAULT_NAME)
+    p.add_argument("-f", "--force", action="store_true", help="also when it is running")
+    p.set_defaults(func=_delete)
+
+    p = sub.add_parser("list", help="list machines")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=_list)
+
+    p = sub.add_parser("ssh", help="a shell in a machine, or run a command: ssh [NAME] [-- CMD...]")
+    p.add_argument("rest", nargs=argparse.REMAINDER, metavar="[NAME] [-- CMD...]")
+    p.set_defaults(func=_ssh)
+
+    p = sub.add_parser("doctor", help="check this host for what machines need")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=_doctor)
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _create(args: argparse.Namespace) -> int:
+    m = machines.create(args.name, args.cpus, args.memory, args.disk, args.driver, args.connect, _progress)
+    sizes = f"{m.cpus} CPUs, {format_size(m.memory)} memory, {format_size(m.disk)} disk"
+    print(f"created machine '{m.name}' ({sizes})")
+    if args.start:
+        return _start(args)
+    return 0
+
+
+def _start(args: argparse.Namespace) -> int:
+    m = machines.start(args.name, _progress)
+    print(f"machine '{m.name}' is running (ssh port {m.ssh_port}, {m.accelerator})")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    machines.stop(args.name, _progress, timeout=args.timeout)
+    print(f"machine '{args.name}' is stopped")
+    return 0
+
+
+def _restart(args: argparse.Namespace) -> int:
+    m = machines.restart(args.name, _progress)
+    print(f"machine '{m.name}' is running (ssh port {m.ssh_port})")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    machines.delete(args.name, force=args.force)
+    print(f"deleted machine '{args.name}'")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    print(json.dumps(machines.get(args.name).to_json(), indent=2))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    found = machines.list_machines()
+    if args.format == "json":
+        print(json.dumps([m.to_json() for m in found], indent=2))
+        return 0
+    rows = [("NAME", "STATE", "CPUS", "MEMORY", "DISK", "SSH PORT", "ACCEL", "DRIVER")]
+    for m in found:
+        rows.append(
+            (
+                m.name,
+                m.state,
+                str(m.cpus),
+                format_size(m.memory),
+                format_size(m.disk),
+                str(m.ssh_port or "-"),
+                m.accelerator or "-",
+                m.driver,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def split_ssh_args(rest: list[str]) -> tuple[str, list[str]]:
+    """`[NAME] [-- CMD...]` → (name, command); a first word after NAME without `--` starts the command too."""
+    if rest and rest[0] == "--":
+        return DEFAULT_NAME, rest[1:]
+    if not rest:
+        return DEFAULT_NAME, []
+    name, tail = rest[0], rest[1:]
+    return name, tail[1:] if tail and tail[0] == "--" else tail
+
+
+def _ssh(args: argparse.Namespace) -> int:
+    name, command = split_ssh_args(args.rest)
+    m = machines.get(name)
+    if m.state != "running":
+        raise PymachineError(f"machine '{name}' is {m.state}", hint=f"start it: pymachine start {name}")
+    argv = ssh.ssh_argv(name, command or None)
+    sys.stdout.flush()
+    # The system ssh gives a real PTY, job control and stdin; its exit status is the remote command's.
+    os.execv(argv[0], argv)
+    return 0  # not reached
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    checks = doctor.run_checks()
+    if args.format == "json":
+        print(json.dumps([c.to_json() for c in checks], indent=2))
+    else:
+        for c in checks:
+            mark = "ok  " if c.ok else ("FAIL" if c.required else "warn")
+            print(f"[{mark}] {c.name}: {c.detail}")
+            if c.hint and not c.ok:
+                print(f"       hint: {c.hint}")
+    return 0 if all(c.ok or not c.required for c in checks) else 1
