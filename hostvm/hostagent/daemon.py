@@ -1,0 +1,367 @@
+"""The host agent: one long-lived process per running machine (`python -m pymachine.hostvm.hostagent NAME`).
+
+It owns the SSH link (transport.Link), the engine socket (sockforward), the published-port listeners
+(portforward, driven by the guest's port events through ports.PortTable), the control socket, the events
+file, and the guest clock after host sleep. Everything reconnects on its own; nothing here exits on a fault
+except a second agent for the same machine (the pid-file lock says one is alive already).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from .. import paths
+from . import guestapi, ports
+from .control import ControlServer
+from .events import EventWriter
+from .portforward import BindError, Forwarder
+from .sockforward import GUEST_SOCKET, SocketForward
+from .streamlocal import Opener
+from .transport import Link
+
+log = logging.getLogger(__name__)
+CLOCK_SKEW_MAX = 1.0  # seconds the guest may differ before we set its clock
+SLEEP_GAP = 5.0  # a wall-vs-monotonic jump this large means the host slept (monotonic stops in suspend)
+
+
+class Agent:
+    def __init__(
+        self,
+        name: str,
+        connect: Callable[[], paramiko.Transport],
+        *,
+        machine_dir: Path,
+        guest_socket: str = GUEST_SOCKET,
+        streamlocal_mode: str = "auto",
+        probe_interval: float = 2.0,
+    ) -> None:
+        self.name = name
+        mp = paths.MachinePaths(name)
+        self.docker_socket = machine_dir / mp.docker_socket.name
+        self.control_path = machine_dir / mp.control_socket.name
+        self.events = EventWriter(machine_dir / mp.events.name)
+        self.opener = Opener(guest_socket, streamlocal_mode)
+        self.link = Link(connect, self._on_up, self._on_down, probe_interval=probe_interval)
+        self.engine = SocketForward(self.docker_socket, self.link, self.opener, on_error=self._engine_error)
+        self.forwarder = Forwarder(self.link, on_event=lambda **kw: self.events.emit("forward", **kw))
+        self.table = ports.PortTable()
+        self._table_lock = threading.Lock()
+        self.control = ControlServer(self.control_path, self.handle)
+        self.stopping = threading.Event()
+        self.guest_info: dict[str, Any] | None = None
+        self._subscribed_gen = -1
+        self.clock: dict[str, Any] = {"last_check": None, "skew": None, "resyncs": 0}
+        self._generation = 0
+        self.started_at = time.time()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.events.emit("state", state="starting", pid=os.getpid())
+        self.engine.start()
+        self.events.emit("socket", state="listening", path=str(self.docker_socket))
+        self.control.start()
+        self.link.start()
+        threading.Thread(target=self._sleep_watch, name="sleep-watch", daemon=True).start()
+
+    def stop(self) -> None:
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        self.events.emit("state", state="stopping")
+        self.control.stop()
+        self.engine.stop()
+        self.forwarder.close_all()
+        self.link.stop()
+        self.events.emit("state", state="stopped")
+
+    def wait(self) -> None:
+        while not self.stopping.wait(1.0):
+            pass
+
+    # -- link callbacks --------------------------------------------------------------------------------------
+    def _on_up(self, transport: paramiko.Transport) -> None:
+        self._generation += 1
+        self.events.emit("link", state="up", reconnects=self.link.reconnects)
+        threading.Thread(
+            target=self._subscribe, args=(transport, self._generation), name="guest-events", daemon=True
+        ).start()
+        threading.Thread(target=self.sync_clock, args=(transport,), name="clock", daemon=True).start()
+
+    @property
+    def subscribed(self) -> bool:
+        """The guest agent's event stream is open on the current link (acks flow, ports follow)."""
+        return self._subscribed_gen == self._generation and self.link.current() is not None
+
+    def _on_down(self, error: str) -> None:
+        self.events.emit("link", state="down", error=error, reconnects=self.link.reconnects)
+        self.events.emit("state", state="degraded")
+
+    def _engine_error(self, message: str) -> None:
+        self.events.emit("error", message=message)
+
+    # -- guest events → listeners ----------------------------------------------------------------------------
+    def _subscribe(self, transport: paramiko.Transport, generation: int) -> None:
+        waited_since = time.monotonic()
+        while transport.is_active() and generation == self._generation and not self.stopping.is_set():
+            try:
+                self.guest_info = self._info(transport)
+                chan = self.opener.open(transport)
+                self._consume(transport, guestapi.stream_events(chan), generation)
+            except (paramiko.SSHException, OSError, guestapi.GuestApiError) as exc:
+                # The guest agent not listening yet (boot) or restarting: retry while the link lives.
+                if time.monotonic() - waited_since > 30:
+                    self.events.emit("error", message=f"guest agent unreachable: {exc}")
+                    waited_since = time.monotonic()
+            if self._subscribed_gen == generation:
+                self._subscribed_gen = -1
+            time.sleep(0.25)
+
+    def _info(self, transport: paramiko.Transport) -> dict[str, Any]:
+        status, body = guestapi.request(self.opener.open(transport), "GET", guestapi.API + "/info")
+        if status != 200 or not isinstance(body, dict):
+            raise guestapi.GuestApiError(f"GET {guestapi.API}/info answered {status}")
+        try:
+            from pymachine_agent import protocol
+
+            body["checksum_match"] = body.get("agent_checksum") == protocol.source_checksum()
+        except ImportError:
+            body["checksum_match"] = None
+        if body["checksum_match"] is False:
+            self.events.emit(
+                "error",
+                message="the guest agent differs from this host's copy (checksum mismatch)",
+                hint="rebuild the guest image (pymachine image build) and recreate the machine",
+            )
+        return body
+
+    def _consume(self, transport: paramiko.Transport, stream: Any, generation: int) -> None:
+        resyncing = False
+        for item in stream:
+            if item is None:
+                if resyncing:
+                    with self._table_lock:
+                        actions = self.table.end_resync()
+                    self._carry_out(actions, transport, None)
+                    resyncing = False
+                continue
+            kind = item.get("type")
+            if kind == "hello":
+                with self._table_lock:
+                    self.table.on_hello()
+                resyncing = True
+                if self._subscribed_gen != generation:
+                    self._subscribed_gen = generation
+                    self.events.emit("state", state="ready", docker_socket=str(self.docker_socket))
+            elif kind == "port":
+                try:
+                    event = ports.parse_event(item)
+                except ports.BadPortEvent as exc:
+                    self.events.emit("error", message=f"ignored a bad port event from the guest: {exc}")
+                    continue
+                with self._table_lock:
+                    actions = self.table.apply(event)
+                self._carry_out(actions, transport, event if event.action == "add" else None)
+
+    def _carry_out(
+        self, actions: list[ports.Action], transport: paramiko.Transport, add: ports.PortEvent | None
+    ) -> None:
+        ok, error = True, ""
+        for action in actions:
+            if isinstance(action, ports.Open):
+                try:
+                    self.forwarder.open(action.rule)
+                except BindError as exc:
+                    ok, error = False, str(exc)
+                    with self._table_lock:
+                        self.table.forget(action.rule.key)
+                    self.events.emit("forward", action="failed", error=error, **action.rule.to_json())
+            elif isinstance(action, ports.Retarget):
+                self.forwarder.retarget(action.rule)
+            elif isinstance(action, ports.Close):
+                self.forwarder.close(action.rule.key, "unpublished in the guest")
+        if add is not None and add.id:
+            self._ack(transport, add.id, ok, error)
+
+    def _ack(self, transport: paramiko.Transport, event_id: str, ok: bool, error: str) -> None:
+        body: dict[str, Any] = {"id": event_id, "ok": ok}
+        if not ok:
+            body["error"] = error
+        try:
+            status, answer = guestapi.request(
+                self.opener.open(transport), "POST", guestapi.API + "/ports/ack", body
+            )
+        except (paramiko.SSHException, OSError, guestapi.GuestApiError) as exc:
+            self.events.emit("error", message=f"could not acknowledge port event {event_id}: {exc}")
+            return
+        # 404 is normal for the resync replay: nobody waits on those adds any more.
+        if status not in (200, 404):
+            self.events.emit("error", message=f"the guest refused the ack of {event_id}: {status} {answer}")
+
+    # -- clock -------------------------------------------------------------------------------------------
+    def sync_clock(self, transport: paramiko.Transport | None = None, force: bool = False) -> dict[str, Any]:
+        """Set the guest clock from the host's when they differ (after host sleep it lags by the gap)."""
+        transport = transport or self.link.get(timeout=10)
+        try:
+            guest = float(_exec(transport, "date +%s.%N").strip() or 0)
+            skew = time.time() - guest
+            self.clock.update(last_check=time.time(), skew=round(skew, 3))
+            if force or abs(skew) > CLOCK_SKEW_MAX:
+                _exec(transport, f"date -s @{time.time():.3f} >/dev/null")
+                self.clock["resyncs"] += 1
+                self.events.emit("clock", skew=round(skew, 3), ok=True)
+        except (paramiko.SSHException, OSError, ValueError) as exc:
+            self.events.emit("clock", ok=False, error=str(exc))
+        return dict(self.clock)
+
+    def _sleep_watch(self) -> None:
+        offset = time.time() - time.monotonic()
+        while not self.stopping.wait(1.0):
+            now = time.time() - time.monotonic()
+            gap, offset = now - offset, now
+            if abs(gap) > SLEEP_GAP:
+                self.events.emit("clock", gap=round(gap, 1), ok=True, reason="host slept")
+                t = self.link.current()
+                if t is not None:
+                    self.sync_clock(t)
+
+    # -- control socket ----------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        link_up = self.link.current() is not None
+        engine_health = (
+            "ok"
+            if link_up and self.subscribed
+            else ("waiting-for-link" if not link_up else "waiting-for-guest-agent")
+        )
+        state = (
+            "ready"
+            if link_up and self.subscribed
+            else ("connecting" if self.link.reconnects == 0 and not self.link.connected_at else "degraded")
+        )
+        return {
+            "ok": True,
+            "name": self.name,
+            "pid": os.getpid(),
+            "state": state,
+            "started_at": self.started_at,
+            "link": {
+                "state": "up" if link_up else "down",
+                "last_error": self.link.last_error or None,
+                "reconnects": self.link.reconnects,
+                "connected_at": self.link.connected_at or None,
+                "down_since": self.link.down_since,
+            },
+            "engine_socket": {
+                "path": str(self.docker_socket),
+                "health": engine_health,
+                "connections": self.engine.connections,
+                "failures": self.engine.failures,
+                "last_error": self.engine.last_error or None,
+            },
+            "guest_agent": self.guest_info,
+            "forwards": self.forwarder.snapshot(),
+            "clock": dict(self.clock),
+        }
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "status":
+            return self.status()
+        if op == "forwards":
+            return {"ok": True, "forwards": self.forwarder.snapshot()}
+        if op == "health":
+            st = self.status()
+            bad = [f for f in st["forwards"] if f["health"] != "ok"]
+            return {
+                "ok": True,
+                "healthy": st["state"] == "ready" and not bad,
+                "state": st["state"],
+                "link": st["link"]["state"],
+                "unhealthy_forwards": bad,
+            }
+        if op == "drop-link":
+            self.link.drop("dropped through the control socket")
+            return {"ok": True}
+        if op == "resync-clock":
+            return {"ok": True, "clock": self.sync_clock(force=True)}
+        if op == "shutdown":
+            threading.Thread(target=self.stop, daemon=True).start()
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+
+def _exec(transport: paramiko.Transport, command: str, timeout: float = 10.0) -> str:
+    chan = transport.open_session(timeout=timeout)
+    try:
+        chan.settimeout(timeout)
+        chan.exec_command(command)
+        out = b""
+        while data := chan.recv(65536):
+            out += data
+        status = chan.recv_exit_status()
+        if status != 0:
+            raise OSError(f"'{command}' failed in the guest (exit status {status})")
+        return out.decode()
+    finally:
+        chan.close()
+
+
+def machine_connect(name: str) -> Callable[[], paramiko.Transport]:
+    """Connect to machine `name` with its client key; the pin and the port are re-read on every attempt."""
+    from .. import ssh
+    from .transport import open_transport
+
+    key_path = paths.machine(name).ssh_key
+
+    def connect() -> paramiko.Transport:
+        pkey = paramiko.PKey.from_path(key_path)
+        return open_transport(ssh.HOST, ssh.ssh_port(name), ssh.USER, pkey, ssh.pinned_host_key(name))
+
+    return connect
+
+
+def acquire_lock(pid_file: Path) -> int | None:
+    """Hold an flock on the pid file for the agent's life: a second agent finds it taken and leaves, and a
+    kill -9 releases it with the process, so the next `start` can tell a dead agent from a live one."""
+    fd = os.open(pid_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(levelname)s %(message)s")
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    mp = paths.machine(name)
+    mp.dir.mkdir(parents=True, exist_ok=True)
+    paths.check_socket_path(mp.docker_socket)
+    lock = acquire_lock(mp.agent_pid)
+    if lock is None:
+        log.info("a host agent for %s is already running", name)
+        return 0
+    agent = Agent(name, connect or machine_connect(name), machine_dir=mp.dir)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
+    signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
+    agent.start()
+    log.info("host agent for %s running (pid %d)", name, os.getpid())
+    agent.wait()
+    time.sleep(0.2)  # let stop() finish its events
+    try:
+        mp.agent_pid.unlink()
+    except FileNotFoundError:
+        pass
+    return 0

@@ -1,0 +1,178 @@
+"""Host listeners for published ports: each accepted TCP connection rides a direct-tcpip channel to the
+guest's 127.0.0.1:<guest_port>; UDP datagrams ride a per-listener exec channel running a tiny relay.
+
+Listeners stay open across SSH reconnects (the port keeps its owner on the host); connections that arrive
+while the link is down wait for it. `Forwarder.open` binds synchronously so the caller can ack the guest
+with the truth: ok, or "host port … is already in use".
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import paramiko
+
+from . import pump
+from .ports import Key, PortRule, in_use_error
+from .transport import Link
+from .udp import UdpRelay
+
+log = logging.getLogger(__name__)
+
+
+class BindError(Exception):
+    pass
+
+
+@dataclass
+class Listener:
+    rule: PortRule
+    sock: socket.socket
+    opened_at: float = field(default_factory=time.time)
+    connections: int = 0
+    failures: int = 0
+    last_error: str = ""
+    udp: UdpRelay | None = None
+
+    def health(self, link_up: bool) -> str:
+        if not link_up:
+            return "waiting-for-link"
+        if self.udp is not None and not self.udp.healthy():
+            return "failing"
+        return "failing" if self.last_error and self.failures and self.connections == self.failures else "ok"
+
+
+class Forwarder:
+    def __init__(
+        self,
+        link: Link,
+        on_event: Callable[..., None] = lambda **kw: None,
+        link_wait: float = 30.0,
+    ) -> None:
+        self.link = link
+        self.on_event = on_event
+        self.link_wait = link_wait
+        self._lock = threading.Lock()
+        self.listeners: dict[Key, Listener] = {}
+
+    # -- control --------------------------------------------------------------------------------------------
+    def open(self, rule: PortRule) -> None:
+        """Bind the host side now; raise BindError (message names the port) when it is taken."""
+        family = socket.AF_INET6 if ":" in rule.host_ip else socket.AF_INET
+        kind = socket.SOCK_STREAM if rule.proto == "tcp" else socket.SOCK_DGRAM
+        sock = socket.socket(family, kind)
+        if rule.proto == "tcp":
+            # REUSEADDR only skips TIME_WAIT leftovers; a live listener still makes bind fail.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((rule.host_ip, rule.host_port))
+            if rule.proto == "tcp":
+                sock.listen(128)
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise BindError(in_use_error(rule)) from exc
+            if exc.errno == errno.EACCES:
+                raise BindError(
+                    f"host port {rule.host_ip}:{rule.host_port} needs privileges to bind (ports below 1024)"
+                ) from exc
+            raise BindError(f"cannot listen on host {rule.host_ip}:{rule.host_port}: {exc.strerror}") from exc
+        listener = Listener(rule, sock)
+        with self._lock:
+            self.listeners[rule.key] = listener
+        if rule.proto == "tcp":
+            threading.Thread(
+                target=self._accept_loop, args=(listener,), name=f"port-{rule.host_port}", daemon=True
+            ).start()
+        else:
+            listener.udp = UdpRelay(sock, rule, self.link)
+            listener.udp.start()
+        self.on_event(action="opened", **rule.to_json())
+
+    def retarget(self, rule: PortRule) -> None:
+        with self._lock:
+            listener = self.listeners.get(rule.key)
+            if listener is not None:
+                listener.rule = rule
+                if listener.udp is not None:
+                    listener.udp.retarget(rule)
+
+    def close(self, key: Key, reason: str = "") -> None:
+        with self._lock:
+            listener = self.listeners.pop(key, None)
+        if listener is None:
+            return
+        if listener.udp is not None:
+            listener.udp.stop()
+        try:
+            listener.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        listener.sock.close()
+        self.on_event(action="closed", reason=reason or None, **listener.rule.to_json())
+
+    def close_all(self) -> None:
+        for key in list(self.listeners):
+            self.close(key, "host agent stopping")
+
+    def snapshot(self) -> list[dict[str, object]]:
+        up = self.link.current() is not None
+        with self._lock:
+            items = list(self.listeners.values())
+        return [
+            {
+                **li.rule.to_json(),
+                "health": li.health(up),
+                "connections": li.connections,
+                "failures": li.failures,
+                "last_error": li.last_error or None,
+                "opened_at": li.opened_at,
+            }
+            for li in items
+        ]
+
+    # -- data path ------------------------------------------------------------------------------------------
+    def _accept_loop(self, listener: Listener) -> None:
+        while True:
+            try:
+                conn, peer = listener.sock.accept()
+            except OSError:
+                return  # closed
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._carry, args=(listener, conn, peer), daemon=True).start()
+
+    def _carry(self, listener: Listener, conn: socket.socket, peer: tuple[str, int]) -> None:
+        listener.connections += 1
+        rule = listener.rule  # read once: a retarget mid-connection applies to the next one
+        try:
+            chan = self._open_tcp(rule, peer)
+        except (paramiko.SSHException, OSError) as exc:
+            listener.failures += 1
+            listener.last_error = str(exc) or type(exc).__name__
+            self.on_event(action="failed", error=listener.last_error, **rule.to_json())
+            conn.close()
+            return
+        listener.last_error = ""
+        pump.splice(conn, chan, name=f"port-{rule.host_port}-conn")
+
+    def _open_tcp(self, rule: PortRule, peer: tuple[str, int]) -> paramiko.Channel:
+        for attempt in range(2):
+            transport = self.link.get(timeout=self.link_wait)
+            try:
+                return transport.open_channel(
+                    "direct-tcpip",
+                    ("127.0.0.1", rule.guest_port),
+                    (peer[0], peer[1]),
+                    window_size=8 * 1024 * 1024,
+                    timeout=10,
+                )
+            except paramiko.SSHException:
+                if attempt or transport.is_active():
+                    raise
+        raise AssertionError("unreachable")

@@ -1,0 +1,108 @@
+"""The engine socket on the host: `<machine>/docker.sock` (0600), each connection carried to the guest agent.
+
+The listener outlives SSH reconnects: a client that connects while the link is down waits (up to
+`link_wait` seconds) for it to return instead of failing, so a heal is invisible to docker clients that
+connect after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import paramiko
+
+from . import pump
+from .streamlocal import Opener
+from .transport import Link
+
+log = logging.getLogger(__name__)
+GUEST_SOCKET = "/run/pymachine/docker.sock"
+
+
+class SocketForward:
+    def __init__(
+        self,
+        path: Path,
+        link: Link,
+        opener: Opener,
+        on_error: Callable[[str], None] = lambda e: None,
+        link_wait: float = 30.0,
+    ) -> None:
+        self.path = path
+        self.link = link
+        self.opener = opener
+        self.on_error = on_error
+        self.link_wait = link_wait
+        self._server: socket.socket | None = None
+        self._stop = threading.Event()
+        self.connections = 0
+        self.failures = 0
+        self.last_error = ""
+
+    def start(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Created 0600 from the start (umask), not chmod-ed after: no window where others could connect.
+        old = os.umask(0o177)
+        try:
+            srv.bind(str(self.path))
+        finally:
+            os.umask(old)
+        srv.listen(128)
+        self._server = srv
+        threading.Thread(target=self._accept_loop, name="docker-sock", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            try:
+                self._server.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._server.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def _accept_loop(self) -> None:
+        assert self._server is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                if self._stop.is_set():
+                    return
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="docker-conn", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        self.connections += 1
+        try:
+            chan = self.open_channel()
+        except (paramiko.SSHException, OSError) as exc:
+            self.failures += 1
+            self.last_error = str(exc)
+            self.on_error(f"engine socket: cannot reach the guest agent: {exc}")
+            conn.close()
+            return
+        pump.splice(conn, chan, name="docker-fwd")
+
+    def open_channel(self) -> paramiko.Channel:
+        """A channel to the guest engine socket, waiting for the link; retried once across a reconnect."""
+        for attempt in range(2):
+            transport = self.link.get(timeout=self.link_wait)
+            try:
+                return self.opener.open(transport)
+            except paramiko.SSHException:
+                if attempt or transport.is_active():
+                    raise
+        raise AssertionError("unreachable")
