@@ -33,3 +33,53 @@ def source_checksum(root: Path = _PACKAGE_ROOT) -> str:
         digest.update(str(path.relative_to(root)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+# -- the event and ack shapes of GET /pymachine/v1/events and POST /pymachine/v1/ports/ack -------------
+
+
+def info() -> dict:
+    """The body of `GET /pymachine/v1/info`."""
+    return {"protocol": PROTOCOL_VERSION, "agent_version": AGENT_VERSION, "agent_checksum": source_checksum()}
+
+
+def hello_event() -> dict:
+    """The first line of the event stream."""
+    return {"type": "hello", "protocol": PROTOCOL_VERSION, "agent_version": AGENT_VERSION}
+
+
+def port_event(
+    action: str, event_id: str, container: str, proto: str, host_ip: str, host_port: int, guest_port: int
+) -> dict:
+    """A port `add` or `remove`: the port is reachable inside the guest at 127.0.0.1:<guest_port>."""
+    if action not in ("add", "remove"):
+        raise ValueError(f"bad port action {action!r}")
+    return {
+        "type": "port",
+        "action": action,
+        "id": event_id,
+        "container": container,
+        "proto": proto,
+        "host_ip": host_ip,
+        "host_port": int(host_port),
+        "guest_port": int(guest_port),
+    }
+
+
+def ack(event_id: str, ok: bool, error: str = "") -> dict:
+    """The body the host agent posts to `/pymachine/v1/ports/ack`."""
+    body: dict = {"id": event_id, "ok": bool(ok)}
+    if not ok:
+        body["error"] = error or "refused"
+    return body
+
+
+def parse_ack(body: object) -> tuple[str, bool, str]:
+    """Validate an ack body; returns (event id, ok, error). Raises ValueError on a malformed body."""
+    if (
+        not isinstance(body, dict)
+        or not isinstance(body.get("id"), str)
+        or not isinstance(body.get("ok"), bool)
+    ):
+        raise ValueError('an ack is {"id": "<event id>", "ok": true|false, "error": "..."}')
+    return body["id"], body["ok"], str(body.get("error") or "")
