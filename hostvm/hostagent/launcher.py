@@ -1,0 +1,249 @@
+"""Start, stop and ask the host agent of a machine: the API the machines façade and the CLI call.
+
+`ensure_running(name, progress)` is idempotent and repairs: a dead agent (kill -9, crash) is noticed through
+its pid-file lock and started again; `status(name)` does the same for a running machine, so `pymachine list`
+heals forwards without anyone asking.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import paths, proc
+from ..errors import PymachineError
+from . import control
+from .events import end_offset, read_events
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+READY_TIMEOUT = 90.0
+
+
+def agent_pid(name: str) -> int | None:
+    """The pid of the live agent of `name`, or None. Live = it holds the lock on its pid file."""
+    pid_file = paths.machine(name).agent_pid
+    try:
+        fd = os.open(pid_file, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode().strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None  # nobody holds it: the agent is gone
+    finally:
+        os.close(fd)
+
+
+def _spawn(name: str) -> int:
+    mp = paths.machine(name)
+    paths.check_socket_path(mp.docker_socket)
+    for stale in (mp.control_socket, mp.docker_socket):
+        stale.unlink(missing_ok=True)
+    log_fh = open(mp.agent_log, "ab")  # noqa: SIM115 - handed to the child, closed here after the fork
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "pymachine.hostvm.hostagent", name],
+            stdin=subprocess.DEVNULL,
+            stdout=log_fh,
+            stderr=log_fh,
+            start_new_session=True,  # outlives the CLI and its terminal's signals
+            close_fds=True,
+            cwd=str(mp.dir),
+        )
+    finally:
+        log_fh.close()
+    return child.pid
+
+
+def _log_tail(name: str, lines: int = 8) -> str:
+    try:
+        text = paths.machine(name).agent_log.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return " / ".join(text.strip().splitlines()[-lines:])
+
+
+def _ask(name: str, op: str = "status", timeout: float = 3.0) -> dict[str, Any] | None:
+    try:
+        return control.call(paths.machine(name).control_socket, op, timeout=timeout)
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_running(
+    name: str, progress: Progress | None = None, timeout: float = READY_TIMEOUT
+) -> dict[str, Any]:
+    """Make sure the host agent of `name` runs and is ready (link up, guest agent subscribed); return status.
+
+    Raises PymachineError naming what is not ready (the SSH link and its last error, or the guest agent)."""
+    say = progress or (lambda _m: None)
+    mp = paths.machine(name)
+    events_from = end_offset(mp.events)
+    pid = agent_pid(name)
+    if pid is None:
+        say("starting the host agent")
+        child = _spawn(name)
+    else:
+        child = None
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        batch, events_from = read_events(mp.events, events_from)
+        for event in batch:
+            if event.type == "link" and event.get("state") == "up":
+                say("host agent: SSH link up")
+            elif event.type == "state" and event.get("state") == "ready":
+                say(f"host agent: engine socket ready at {event.get('docker_socket')}")
+        last = _ask(name)
+        if last is not None and last.get("state") == "ready":
+            ensure_docker_context(name)
+            return last
+        if child is not None and _exited(child):
+            raise PymachineError(
+                f"the host agent of machine '{name}' exited at start: {_log_tail(name)}",
+                hint="read its log; 'pymachine start' tries again",
+                log_path=mp.agent_log,
+            )
+        time.sleep(0.1)
+    raise PymachineError(
+        f"the host agent of machine '{name}' is not ready: {_not_ready(last)}",
+        hint="is the machine running? see 'pymachine list'",
+        log_path=mp.agent_log,
+    )
+
+
+def _exited(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return not os.path.exists(f"/proc/{pid}")
+    return done == pid
+
+
+def _not_ready(st: dict[str, Any] | None) -> str:
+    if st is None:
+        return "it does not answer on its control socket"
+    link = st.get("link") or {}
+    if link.get("state") != "up":
+        return f"the SSH link is down ({link.get('last_error') or 'connecting'})"
+    return "the guest agent's event stream is not open (is the guest agent running?)"
+
+
+def stop(name: str, timeout: float = 10.0) -> None:
+    """Stop the agent: ask it (it closes its listeners and sockets), then SIGTERM, then SIGKILL."""
+    mp = paths.machine(name)
+    pid = agent_pid(name)
+    if pid is not None:
+        _ask(name, "shutdown")
+        if not _wait_gone(name, timeout / 2):
+            _signal(pid, signal.SIGTERM)
+            if not _wait_gone(name, timeout / 2):
+                _signal(pid, signal.SIGKILL)
+                _wait_gone(name, 2)
+    for leftover in (mp.control_socket, mp.docker_socket):
+        leftover.unlink(missing_ok=True)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_gone(name: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if agent_pid(name) is None:
+            return True
+        time.sleep(0.05)
+    return agent_pid(name) is None
+
+
+def _machine_running(name: str) -> bool:
+    try:
+        from .. import machines
+
+        return machines.get(name).state == "running"
+    except Exception:  # noqa: BLE001 - no driver, no config: not ours to repair
+        return False
+
+
+def status(name: str, repair: bool = True) -> dict[str, Any]:
+    """What `list`/`inspect` show: `{"running": bool, "pid", "state", "link", "engine_socket", "forwards",
+    ...}`. With `repair`, a running machine whose agent died gets a new one (not waited for)."""
+    pid = agent_pid(name)
+    if pid is not None:
+        st = _ask(name)
+        if st is not None:
+            st["running"] = True
+            return st
+        return {"running": True, "pid": pid, "state": "unresponsive", "forwards": []}
+    result: dict[str, Any] = {"running": False, "pid": None, "state": "stopped", "forwards": []}
+    if repair and _machine_running(name):
+        try:
+            result.update(running=True, pid=_spawn(name), state="restarting", repaired=True)
+        except (OSError, PymachineError) as exc:
+            result["error"] = f"could not restart the host agent: {exc}"
+    return result
+
+
+def docker_host(name: str) -> str:
+    return f"unix://{paths.machine(name).docker_socket}"
+
+
+def context_name(name: str) -> str:
+    return f"pymachine-{name}"
+
+
+def ensure_docker_context(name: str) -> bool:
+    """Create or update the docker CLI context `pymachine-NAME` (only when the docker CLI is installed)."""
+    if shutil.which("docker") is None:
+        return False
+    ctx, host = context_name(name), docker_host(name)
+    found = proc.run(["docker", "context", "inspect", ctx], check=False, timeout=30)
+    try:
+        current = (
+            json.loads(found.stdout or b"[]")[0]["Endpoints"]["docker"]["Host"]
+            if found.returncode == 0
+            else None
+        )
+    except (ValueError, LookupError, TypeError):
+        current = None
+    if current == host:
+        return True
+    verb = "update" if found.returncode == 0 else "create"
+    result = proc.run(
+        [
+            "docker",
+            "context",
+            verb,
+            ctx,
+            "--description",
+            f"pymachine machine {name}",
+            "--docker",
+            f"host={host}",
+        ],
+        check=False,
+        timeout=30,
+    )
+    if result.returncode != 0:
+        log.warning(
+            "docker context %s %s failed: %s", verb, ctx, result.stderr.decode(errors="replace").strip()
+        )
+        return False
+    return True
