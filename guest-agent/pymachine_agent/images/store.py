@@ -26,8 +26,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import layers, views
+from . import layers, oci, views
 from .errors import DigestMismatch, ImageError, ImageNotFound, InvalidReference
+from .oci import copy_verified
 from .reference import Reference, is_id_prefix, is_image_id, parse
 
 Progress = Callable[[dict[str, Any]], None]
@@ -163,6 +164,37 @@ class ImageStore:
         finally:
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)
+
+    def import_layer(
+        self,
+        src: BinaryIO,
+        diff_id: str | None,
+        blob_digest: str | None,
+        media_type: str | None,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Keep a layer blob (verified against `blob_digest` when given) and unpack it (checked against
+        `diff_id` when given). The blob stays for push and save; media type is sniffed when not given."""
+        work = self.tmp_dir()
+        try:
+            tmp_blob = work / "blob"
+            with open(tmp_blob, "wb") as f:
+                digest = copy_verified(src, f, blob_digest, f"layer blob {blob_digest or diff_id}", on_chunk)
+            if not media_type:
+                with open(tmp_blob, "rb") as f:
+                    head = f.read(4)
+                media_type = (
+                    oci.DOCKER_LAYER_GZIP if head.startswith(layers.GZIP_MAGIC) else oci.DOCKER_LAYER_TAR
+                )
+            with open(tmp_blob, "rb") as f:
+                meta = self.add_layer(f, diff_id, (digest, media_type))
+            self.adopt_blob(tmp_blob, digest)
+            return meta
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def layer_has_blob(self, diff_id: str) -> bool:
+        return self.has_layer(diff_id) and any(self.has_blob(d) for d in self.layer_meta(diff_id)["blobs"])
 
     def _image_path(self, image_id: str) -> Path:
         return self.root / "images" / (_hex(image_id) + ".json")

@@ -1,0 +1,97 @@
+"""Media types and the small pure pieces of the OCI image spec shared by archives and the registry client."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, BinaryIO
+
+from .errors import DigestMismatch, ImageError
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_FOREIGN_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+LAYER_TYPES = (
+    OCI_LAYER_TAR,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    DOCKER_LAYER_GZIP,
+    DOCKER_LAYER_TAR,
+    DOCKER_FOREIGN_GZIP,
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+)
+ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
+ANNOTATION_CONTAINERD_NAME = "io.containerd.image.name"
+
+WANT_OS, WANT_ARCH = "linux", "amd64"
+_CHUNK = 1 << 20
+
+
+def media_type_of(doc: dict[str, Any], fallback: str = "") -> str:
+    """A manifest's own mediaType; old OCI documents omit it, so tell index from manifest by shape."""
+    if doc.get("mediaType"):
+        return str(doc["mediaType"])
+    if "manifests" in doc:
+        return OCI_INDEX
+    if "layers" in doc:
+        return OCI_MANIFEST
+    return fallback
+
+
+def choose_platform(index: dict[str, Any], what: str) -> dict[str, Any]:
+    """The linux/amd64 descriptor of an index or manifest list (attestation entries are unknown/unknown)."""
+    for desc in index.get("manifests", []):
+        plat = desc.get("platform") or {}
+        if plat.get("os") == WANT_OS and plat.get("architecture") == WANT_ARCH:
+            return desc
+    found = sorted(
+        {
+            f"{(d.get('platform') or {}).get('os')}/{(d.get('platform') or {}).get('architecture')}"
+            for d in index.get("manifests", [])
+        }
+    )
+    raise ImageError(
+        f"no matching manifest for {WANT_OS}/{WANT_ARCH} in the manifest list entries of {what} "
+        f"(it has: {', '.join(found) or 'none'})"
+    )
+
+
+def layer_media_types(manifest: dict[str, Any]) -> list[str]:
+    types = []
+    for layer in manifest.get("layers", []):
+        mt = layer.get("mediaType", "")
+        if mt and mt not in LAYER_TYPES:
+            raise ImageError(f"unsupported layer media type {mt!r}")
+        types.append(mt)
+    return types
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=False).encode()
+
+
+def copy_verified(src: BinaryIO, dst: BinaryIO, expected: str | None, what: str, on_chunk: Any = None) -> str:
+    """Copy src to dst, hashing; raise DigestMismatch unless the sha256 equals `expected` (when given)."""
+    sha = hashlib.sha256()
+    while chunk := src.read(_CHUNK):
+        sha.update(chunk)
+        dst.write(chunk)
+        if on_chunk:
+            on_chunk(len(chunk))
+    digest = "sha256:" + sha.hexdigest()
+    if expected and digest != expected:
+        raise DigestMismatch(what, expected, digest)
+    return digest
