@@ -1,0 +1,266 @@
+"""Container verbs on the host: docker-py through the machine's forwarded engine socket.
+
+The façade the CLI (and the desktop app) call: it makes sure the machine exists, runs and has a ready host
+agent, hands out a docker-py client bound to `<machine>/docker.sock`, loads the builtin images
+(`pymachine/busybox`, `pymachine/debian`) on first use — there is no public registry to pull them from — and
+turns docker-py's exceptions into PymachineError with a hint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from . import paths
+from .config import DEFAULT_NAME
+from .errors import NotFoundError, PymachineError, UsageError
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+BUILTIN_IMAGES = ("pymachine/busybox", "pymachine/debian")
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+def builtin_name(reference: str) -> str | None:
+    """`pymachine/busybox[:latest]` → `pymachine/busybox`; None for any other reference."""
+    repo, _, tag = reference.partition(":")
+    if repo.startswith("docker.io/"):
+        repo = repo[len("docker.io/") :]
+    return repo if repo in BUILTIN_IMAGES and tag in ("", "latest") else None
+
+
+def ensure_machine(name: str = DEFAULT_NAME, progress: Progress | None = None) -> None:
+    """Create (default machine only) and start `name` when needed; ensure its host agent is ready."""
+    from . import machines
+    from .hostagent import launcher
+
+    say = progress or _quiet
+    if not machines.exists(name):
+        if name != DEFAULT_NAME:
+            raise NotFoundError(
+                f"machine '{name}' does not exist", hint=f"create it: pymachine create {name} --start"
+            )
+        say(f"creating machine '{name}' (first use)")
+        machines.create(name, progress=say)
+    if machines.get(name).state != "running":
+        say(f"starting machine '{name}'")
+        machines.start(name, say)  # its last stage is launcher.ensure_running
+    else:
+        launcher.ensure_running(name, say)
+
+
+def client(
+    machine: str = DEFAULT_NAME, ensure: bool = True, progress: Progress | None = None
+) -> docker.DockerClient:
+    """A docker-py client for the machine's engine (API version negotiated with the guest agent)."""
+    if ensure:
+        ensure_machine(machine, progress)
+    sock = paths.machine(machine).docker_socket
+    if not sock.exists():
+        raise PymachineError(
+            f"machine '{machine}' has no engine socket ({sock})", hint=f"start it: pymachine start {machine}"
+        )
+    with api_errors():
+        return docker.DockerClient(base_url=f"unix://{sock}", version="auto", timeout=300)
+
+
+@contextlib.contextmanager
+def api_errors(what: str = "") -> Iterator[None]:
+    """docker-py's failures as a message and a hint."""
+    try:
+        yield
+    except docker.errors.ImageNotFound as exc:
+        raise NotFoundError(
+            f"{what + ': ' if what else ''}{_explain(exc)}",
+            hint="this machine has no registry access: load the image (pymachine load -i FILE) or pull it "
+            "from a registry you run (e.g. localhost:5000/...)",
+        ) from exc
+    except docker.errors.NotFound as exc:
+        raise NotFoundError(f"{what + ': ' if what else ''}{_explain(exc)}") from exc
+    except docker.errors.APIError as exc:
+        raise PymachineError(f"{what + ': ' if what else ''}{_explain(exc)}") from exc
+    except docker.errors.DockerException as exc:
+        raise PymachineError(
+            f"{what + ': ' if what else ''}cannot talk to the engine: {exc}",
+            hint="check the machine: pymachine list; pymachine start",
+        ) from exc
+
+
+def _explain(exc: docker.errors.APIError | docker.errors.DockerException) -> str:
+    explanation = getattr(exc, "explanation", None)
+    if explanation:
+        return str(explanation.decode() if isinstance(explanation, bytes) else explanation)
+    return str(exc)
+
+
+def ensure_image(dc: docker.DockerClient, reference: str, progress: Progress | None = None) -> None:
+    """Builtin images are built on the host and loaded when missing; others must already be present."""
+    name = builtin_name(reference)
+    if name is None:
+        return
+    try:
+        dc.images.get(reference)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    load_builtin(dc, name, progress)
+
+
+def load_builtin(dc: docker.DockerClient, name: str, progress: Progress | None = None) -> list[str]:
+    say = progress or _quiet
+    try:
+        from .container_images import ensure_container_image
+    except ImportError as exc:
+        raise PymachineError(
+            f"cannot build the builtin image {name}: the container image builder is not installed ({exc})"
+        ) from exc
+    say(f"building the builtin image {name}")
+    tarball = ensure_container_image(name)
+    say(f"loading {name} into the engine")
+    return load(dc, str(tarball))
+
+
+def load(dc: docker.DockerClient, path: str) -> list[str]:
+    """`docker load -i`: returns the loaded image tags (or ids)."""
+    if not os.path.isfile(path):
+        raise UsageError(f"no such file: {path}")
+    with open(path, "rb") as fh, api_errors(f"loading {path}"):
+        images = dc.images.load(fh)
+    return [img.tags[0] if img.tags else img.short_id for img in images]
+
+
+# -- port / env / volume options, parsed as the docker CLI does ---------------------------------------------
+def parse_ports(specs: list[str]) -> dict[str, Any]:
+    """`[ip:]host:container[/proto]` or `container[/proto]` → docker-py's `ports=` mapping."""
+    out: dict[str, Any] = {}
+    for spec in specs:
+        rest, _, proto = spec.partition("/")
+        proto = proto or "tcp"
+        if proto not in ("tcp", "udp"):
+            raise UsageError(f"bad protocol in -p {spec}: use tcp or udp")
+        parts = rest.rsplit(":", 2) if rest.count(":") <= 2 else None
+        if not parts:
+            raise UsageError(f"bad -p {spec}", hint="use HOST:CONTAINER, IP:HOST:CONTAINER or CONTAINER")
+        container = parts[-1]
+        host: Any
+        if len(parts) == 1:
+            host = None
+        elif len(parts) == 2:
+            host = int(parts[0]) if parts[0] else None
+        else:
+            host = (parts[0].strip("[]"), int(parts[1])) if parts[1] else (parts[0].strip("[]"),)
+        if not container.isdigit():
+            raise UsageError(f"bad container port in -p {spec}")
+        key = f"{container}/{proto}"
+        if key in out:
+            prev = out[key]
+            out[key] = (prev if isinstance(prev, list) else [prev]) + [host]
+        else:
+            out[key] = host
+    return out
+
+
+def parse_env(specs: list[str]) -> list[str]:
+    """`KEY=VALUE` as given; a bare `KEY` takes the value from this environment (as `docker run -e`)."""
+    out = []
+    for spec in specs:
+        if "=" in spec:
+            out.append(spec)
+        elif spec in os.environ:
+            out.append(f"{spec}={os.environ[spec]}")
+    return out
+
+
+@dataclass
+class RunOptions:
+    image: str
+    command: list[str] = field(default_factory=list)
+    name: str | None = None
+    detach: bool = False
+    remove: bool = False
+    ports: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    interactive: bool = False
+    tty: bool = False
+
+
+def create(dc: docker.DockerClient, opts: RunOptions, progress: Progress | None = None) -> Container:
+    ensure_image(dc, opts.image, progress)
+    kwargs: dict[str, Any] = dict(
+        image=opts.image,
+        command=opts.command or None,
+        name=opts.name,
+        ports=parse_ports(opts.ports) or None,
+        environment=parse_env(opts.env) or None,
+        volumes=opts.volumes or None,
+        stdin_open=opts.interactive,
+        tty=opts.tty,
+        detach=True,
+    )
+    with api_errors("creating the container"):
+        return dc.containers.create(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def start(container: Container) -> None:
+    """Start; when it publishes ports, the host listeners are live once this returns (contracts §4)."""
+    with api_errors(f"starting {container.name}"):
+        container.start()
+
+
+def summary(c: Container) -> dict[str, Any]:
+    """One row of `ps`, shaped like `docker ps --format json`."""
+    attrs = c.attrs
+    ports = []
+    for key, bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).items():
+        for b in bindings or []:
+            ports.append(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{key}")
+        if not bindings:
+            ports.append(key)
+    cmd = attrs.get("Config", {}).get("Cmd") or []
+    return {
+        "ID": c.id[:12],
+        "Image": attrs.get("Config", {}).get("Image")
+        or (c.image.tags[0] if c.image and c.image.tags else ""),
+        "Command": " ".join(cmd) if isinstance(cmd, list) else str(cmd),
+        "Created": attrs.get("Created", ""),
+        "State": attrs.get("State", {}).get("Status", c.status),
+        "Status": _status_text(attrs.get("State", {})),
+        "Ports": ", ".join(ports),
+        "Names": c.name,
+    }
+
+
+def _status_text(state: dict[str, Any]) -> str:
+    status = state.get("Status", "")
+    if status == "exited":
+        return f"Exited ({state.get('ExitCode', 0)})"
+    return status.capitalize() if status else ""
+
+
+def image_summary(img: Any) -> list[dict[str, Any]]:
+    tags = img.tags or ["<none>:<none>"]
+    rows = []
+    for tag in tags:
+        repo, _, version = tag.rpartition(":")
+        rows.append(
+            {
+                "Repository": repo,
+                "Tag": version,
+                "ID": img.short_id.replace("sha256:", ""),
+                "Created": img.attrs.get("Created", ""),
+                "Size": img.attrs.get("Size", 0),
+            }
+        )
+    return rows
