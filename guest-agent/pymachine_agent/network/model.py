@@ -31,6 +31,12 @@ class ConflictError(NetworkError):
     status = 409
 
 
+class ForbiddenError(NetworkError):
+    """A builtin network cannot be removed or (dis)connected this way (HTTP 403)."""
+
+    status = 403
+
+
 class InvalidParameterError(NetworkError):
     """A malformed request: bad subnet, bad port spec, unknown driver (HTTP 400)."""
 

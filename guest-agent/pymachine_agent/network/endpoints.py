@@ -1,0 +1,121 @@
+"""Endpoint records: what one container has in the kernel, and how to build and tear it down.
+
+An endpoint record is written *before* the kernel is touched (with the veth names it is about to create), so a
+crash at any point leaves a record that reconciliation can undo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+from dataclasses import asdict
+from typing import Any
+
+from . import plumbing
+from .model import Attachment, EndpointInfo, PublishedPort
+from .proxy import TcpProxy, UdpProxy
+
+log = logging.getLogger(__name__)
+
+BRIDGE_MODES = ("bridge",)  # plus user network names; everything not host/none/container:
+
+
+def normalize_mode(mode: str) -> str:
+    mode = (mode or "bridge").strip()
+    return "bridge" if mode == "default" else mode
+
+
+def veth_name(prefix: str, container_id: str, network_id: str) -> str:
+    digest = hashlib.sha256(f"{container_id}/{network_id}".encode()).hexdigest()
+    return (prefix + digest)[:15]
+
+
+def attachments_of(rec: dict[str, Any]) -> list[Attachment]:
+    return [Attachment(**a) for a in rec.get("attachments", [])]
+
+
+def ports_of(rec: dict[str, Any]) -> list[PublishedPort]:
+    return [PublishedPort.from_json(p) for p in rec.get("ports", [])]
+
+
+def info_of(rec: dict[str, Any]) -> EndpointInfo:
+    return EndpointInfo(
+        container_id=rec["container_id"],
+        mode=rec["mode"],
+        netns_path=rec["netns_path"],
+        hostname=rec["hostname"],
+        hosts=rec["hosts"],
+        resolv_conf=rec["resolv_conf"],
+        attachments=attachments_of(rec),
+        ports=ports_of(rec),
+    )
+
+
+def new_record(container_id: str, name: str, pid: int, mode: str, netns_path: str, netns_ino: int) -> dict:
+    return {
+        "container_id": container_id,
+        "name": name,
+        "pid": pid,
+        "netns_ino": netns_ino,
+        "mode": mode,
+        "netns_path": netns_path,
+        "hostname": "",
+        "hosts": "",
+        "resolv_conf": "",
+        "attachments": [],
+        "planned_links": [],
+        "ports": [],
+        "embedded_dns": False,
+    }
+
+
+def add_attachment(rec: dict[str, Any], attachment: Attachment) -> None:
+    rec["attachments"].append(asdict(attachment))
+
+
+def dns_names(rec: dict[str, Any], attachment: Attachment) -> set[str]:
+    """Names a container answers to on one network: its name, short id, aliases, each also as
+    `<name>.<network>` (Docker resolves both)."""
+    base = {rec["container_id"][:12]}
+    if rec.get("name"):
+        base.add(rec["name"].lstrip("/"))
+    base.update(attachment.aliases)
+    base = {n.lower() for n in base if n}
+    return base | {f"{n}.{attachment.network_name.lower()}" for n in base}
+
+
+class PortHolder:
+    """The sockets (DNAT mode) or proxies (proxy mode) that hold each container's published host ports."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, list[Any]] = {}
+
+    def add(self, container_id: str, sock: socket.socket, port: PublishedPort, proxy: bool) -> None:
+        holder: Any = sock
+        if proxy:
+            target = (port.container_ip, port.container_port)
+            holder = TcpProxy(sock, target) if port.proto == "tcp" else UdpProxy(sock, target)
+        self.held.setdefault(container_id, []).append(holder)
+
+    def release(self, container_id: str) -> None:
+        for holder in self.held.pop(container_id, []):
+            try:
+                holder.close()
+            except OSError as exc:
+                log.warning("closing port holder of %s: %s", container_id[:12], exc)
+
+    def release_all(self) -> None:
+        for cid in list(self.held):
+            self.release(cid)
+
+
+def remove_links(rec: dict[str, Any]) -> None:
+    """Delete the host ends of the container's veths (the peer goes with it). Those already gone with the
+    container's namespace are fine."""
+    names = set(rec.get("planned_links", [])) | {a["host_ifname"] for a in rec.get("attachments", [])}
+    for name in sorted(names):
+        try:
+            plumbing.delete_link(name)
+        except OSError as exc:
+            log.warning("deleting %s: %s", name, exc)

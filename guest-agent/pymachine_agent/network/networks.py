@@ -1,0 +1,186 @@
+"""Network records in Docker's JSON shapes: the builtin `bridge`, `host`, `none` and user bridge networks."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from . import ipam
+from .model import ConflictError, InvalidParameterError, NotFoundError
+from .store import Records
+
+BUILTIN = ("bridge", "host", "none")
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+
+
+def new_id() -> str:
+    return os.urandom(32).hex()
+
+
+class NetworkTable:
+    """The network records. Private keys start with "_" and never reach a client (`_bridge`: the bridge)."""
+
+    def __init__(
+        self, records: Records, default_bridge: str, bridge_prefix: str, default_subnet: str
+    ) -> None:
+        self.records = records
+        self.default_bridge = default_bridge
+        self.bridge_prefix = bridge_prefix
+        self.default_subnet = default_subnet
+
+    def ensure_builtin(self) -> None:
+        names = {rec["Name"] for rec in self.records.all().values()}
+        if "bridge" not in names:
+            net = ipam.parse_subnet(self.default_subnet)
+            options = {
+                "com.docker.network.bridge.default_bridge": "true",
+                "com.docker.network.bridge.enable_icc": "true",
+                "com.docker.network.bridge.enable_ip_masquerade": "true",
+                "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
+                "com.docker.network.bridge.name": self.default_bridge,
+                "com.docker.network.driver.mtu": "1500",
+            }
+            self._save(
+                self._record("bridge", "bridge", str(net), ipam.default_gateway(net), False, {}, options)
+            )
+        if "host" not in names:
+            self._save(self._record("host", "host", "", "", False, {}, {}))
+        if "none" not in names:
+            self._save(self._record("none", "null", "", "", False, {}, {}))
+
+    def _record(
+        self,
+        name: str,
+        driver: str,
+        subnet: str,
+        gateway: str,
+        internal: bool,
+        labels: Mapping[str, str],
+        options: Mapping[str, str],
+    ) -> dict[str, Any]:
+        net_id = new_id()
+        config = [{"Subnet": subnet, "Gateway": gateway}] if subnet else []
+        bridge = ""
+        if driver == "bridge":
+            bridge = options.get("com.docker.network.bridge.name") or (self.bridge_prefix + net_id)[:15]
+        return {
+            "Name": name,
+            "Id": net_id,
+            "Created": _now(),
+            "Scope": "local",
+            "Driver": driver,
+            "EnableIPv4": True,
+            "EnableIPv6": False,
+            "IPAM": {"Driver": "default", "Options": {}, "Config": config},
+            "Internal": internal,
+            "Attachable": False,
+            "Ingress": False,
+            "ConfigFrom": {"Network": ""},
+            "ConfigOnly": False,
+            "Options": dict(options),
+            "Labels": dict(labels),
+            "_bridge": bridge,
+        }
+
+    def _save(self, rec: dict[str, Any]) -> None:
+        self.records.write(rec["Id"], rec)
+
+    def all(self) -> list[dict[str, Any]]:
+        return list(self.records.all().values())
+
+    def bridges(self) -> list[dict[str, Any]]:
+        return [rec for rec in self.all() if rec["Driver"] == "bridge"]
+
+    def find(self, name_or_id: str) -> dict[str, Any]:
+        recs = self.all()
+        for rec in recs:
+            if rec["Id"] == name_or_id:
+                return rec
+        for rec in recs:
+            if rec["Name"] == name_or_id:
+                return rec
+        matches = [rec for rec in recs if name_or_id and rec["Id"].startswith(name_or_id)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidParameterError(f"network {name_or_id} is ambiguous ({len(matches)} matches found)")
+        raise NotFoundError(f"network {name_or_id} not found")
+
+    def create(
+        self,
+        name: str,
+        driver: str,
+        subnet: str,
+        gateway: str,
+        internal: bool,
+        labels: Mapping[str, str],
+        options: Mapping[str, str],
+        pools: Sequence[tuple[str, int]],
+        guest_routes: Iterable[str],
+    ) -> dict[str, Any]:
+        if not NAME_RE.match(name or ""):
+            raise InvalidParameterError(f"invalid network name {name!r}")
+        if driver not in ("bridge", ""):
+            raise InvalidParameterError(f"network driver {driver!r} is not supported (only bridge)")
+        if any(rec["Name"] == name for rec in self.all()):
+            raise ConflictError(f"network with name {name} already exists")
+        used = [c["Subnet"] for rec in self.all() for c in rec["IPAM"]["Config"] if c.get("Subnet")]
+        if subnet:
+            net = ipam.parse_subnet(subnet)
+            clash = ipam.overlapping(str(net), used)
+            if clash:
+                raise ConflictError(
+                    f"invalid pool request: Pool overlaps with other one on this address space ({clash})"
+                )
+        else:
+            net = ipam.parse_subnet(ipam.pick_subnet(pools, [*used, *guest_routes]))
+        gw = ipam.check_gateway(net, gateway) if gateway else ipam.default_gateway(net)
+        rec = self._record(name, "bridge", str(net), gw, internal, labels, options)
+        self._save(rec)
+        return rec
+
+    def delete(self, net_id: str) -> None:
+        self.records.delete(net_id)
+
+
+def subnet_of(rec: Mapping[str, Any]) -> tuple[str, str]:
+    """(subnet, gateway) of a bridge network record."""
+    config = rec["IPAM"]["Config"][0]
+    return config["Subnet"], config["Gateway"]
+
+
+def docker_json(rec: Mapping[str, Any], containers: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in rec.items() if not k.startswith("_")}
+    out["Containers"] = dict(containers)
+    return out
+
+
+def matches(rec: Mapping[str, Any], filters: Mapping[str, Sequence[str]] | None) -> bool:
+    """Docker's /networks filters: name (substring), id (prefix), driver, label (key or key=value), type."""
+    for key, wanted in (filters or {}).items():
+        values = list(wanted.keys()) if isinstance(wanted, dict) else list(wanted)
+        if not values:
+            continue
+        if key == "name" and not any(v in rec["Name"] for v in values):
+            return False
+        if key == "id" and not any(rec["Id"].startswith(v) for v in values):
+            return False
+        if key == "driver" and rec["Driver"] not in values:
+            return False
+        if key == "type":
+            kind = "builtin" if rec["Name"] in BUILTIN else "custom"
+            if kind not in values:
+                return False
+        if key == "label":
+            for v in values:
+                k, _, val = v.partition("=")
+                if k not in rec["Labels"] or ("=" in v and rec["Labels"][k] != val):
+                    return False
+    return True

@@ -1,0 +1,87 @@
+"""Kernel plumbing for bridges and endpoints, on top of netlink.py and netns.py."""
+
+from __future__ import annotations
+
+import errno
+
+from .netlink import Netlink, NetlinkError
+from .netns import netns_of, run_in_netns, write_sysctl
+
+
+def ensure_bridge(name: str, gateway: str, prefixlen: int) -> None:
+    """The bridge exists, carries the gateway address, is up, and accepts DNATed 127.0.0.1 traffic."""
+    with Netlink() as nl:
+        if nl.link(name) is None:
+            try:
+                nl.add_bridge(name)
+            except NetlinkError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise
+        index = nl.index(name)
+        if not any(i == index and ip == gateway for i, ip, _ in nl.addresses()):
+            nl.add_address(index, gateway, prefixlen)
+        nl.set_link(index, up=True)
+    # route_localnet: without it the kernel drops a packet whose source is 127.0.0.1 leaving via the bridge,
+    # which is what a DNATed connection to 127.0.0.1:<published port> is.
+    write_sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
+
+
+def delete_link(name: str) -> bool:
+    with Netlink() as nl:
+        return nl.delete_link_by_name(name)
+
+
+def links_with_prefix(prefix: str) -> list[str]:
+    with Netlink() as nl:
+        return [link.name for link in nl.links() if link.name.startswith(prefix)]
+
+
+def guest_routes() -> list[str]:
+    with Netlink() as nl:
+        return nl.routes()
+
+
+def loopback_up(pid: int) -> None:
+    def body() -> None:
+        with Netlink() as nl:
+            nl.set_link(nl.index("lo"), up=True)
+
+    run_in_netns(netns_of(pid), body)
+
+
+def plug(
+    bridge: str,
+    host_if: str,
+    pid: int,
+    ifname: str,
+    ip: str,
+    prefixlen: int,
+    gateway: str,
+    mac: str,
+    default_route: bool,
+) -> None:
+    """A veth pair: `host_if` on `bridge` here, `ifname` (eth0..) born inside the netns of `pid` and
+    configured there with its address (and the default route via the gateway for the first network)."""
+    with Netlink() as nl:
+        master = nl.index(bridge)
+        nl.add_veth(host_if, ifname, peer_netns_pid=pid, peer_mac=mac, master=master)
+        nl.set_link(nl.index(host_if), up=True)
+
+    def inside() -> None:
+        with Netlink() as nl:
+            nl.set_link(nl.index("lo"), up=True)
+            index = nl.index(ifname)
+            nl.add_address(index, ip, prefixlen)
+            nl.set_link(index, up=True)
+            if default_route:
+                nl.add_route("0.0.0.0/0", gateway=gateway, oif=index)
+
+    run_in_netns(netns_of(pid), inside)
+
+
+def container_ifnames(pid: int) -> list[str]:
+    def body() -> list[str]:
+        with Netlink() as nl:
+            return [link.name for link in nl.links()]
+
+    return run_in_netns(netns_of(pid), body)

@@ -1,0 +1,232 @@
+"""The kernel half of NetworkManager.attach/connect: plugging a container into its networks.
+
+A mixin so manager.py stays the readable public surface; every method here runs under the manager's lock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import hostsfile, ipam, networks, plumbing, ports
+from .endpoints import (
+    add_attachment,
+    attachments_of,
+    dns_names,
+    new_record,
+    normalize_mode,
+    ports_of,
+    remove_links,
+    veth_name,
+)
+from .model import Attachment, EndpointConfig, EndpointSettings, NetworkError, PortSpec, PublishedPort
+from .netns import netns_id, netns_of
+
+if TYPE_CHECKING:
+    from .manager import NetworkManager
+
+
+class Wiring:
+    def _resolve(self: NetworkManager, container_id: str, qname: str) -> list[str] | None:
+        """DNS: addresses of `qname` among containers on a user network of the asker; None = not ours."""
+        with self.lock:
+            asker = self.live.get(container_id)
+            if asker is None:
+                return None
+            mine = {a.network_id for a in attachments_of(asker) if a.network_name != "bridge"}
+            found = []
+            for rec in self.live.values():
+                for a in attachments_of(rec):
+                    if a.network_id in mine and qname in dns_names(rec, a) and a.ip not in found:
+                        found.append(a.ip)
+            return found or None
+
+    def _hold(self: NetworkManager, cid: str, port: PublishedPort) -> None:
+        """Hold a published port again (reconcile after an agent restart)."""
+        proxy = self.port_mode == "proxy"
+        self.holder.add(cid, ports.hold_port(port.proto, port.host_port, listen=proxy), port, proxy)
+
+    def _used_ips(self: NetworkManager, net_id: str, gateway: str) -> set[str]:
+        used = {gateway}
+        for rec in self.live.values():
+            used |= {a.ip for a in attachments_of(rec) if a.network_id == net_id}
+        return used
+
+    def _plug_into(
+        self: NetworkManager,
+        rec: dict[str, Any],
+        net: dict[str, Any],
+        settings: EndpointSettings,
+        default_route: bool,
+    ) -> Attachment:
+        subnet, gateway = networks.subnet_of(net)
+        net_obj = ipaddress.IPv4Network(subnet)
+        ip = ipam.allocate(net_obj, self._used_ips(net["Id"], gateway), settings.ipv4_address)
+        taken = {a.ifname for a in attachments_of(rec)}
+        ifname = next(f"eth{i}" for i in range(64) if f"eth{i}" not in taken)
+        host_if = veth_name(self.veth_prefix, rec["container_id"], net["Id"])
+        mac = rec.get("_mac") if default_route and rec.get("_mac") else ipam.mac_for(ip)
+        attachment = Attachment(
+            network_id=net["Id"],
+            network_name=net["Name"],
+            endpoint_id=os.urandom(32).hex(),
+            ifname=ifname,
+            host_ifname=host_if,
+            mac=mac,
+            ip=ip,
+            prefixlen=net_obj.prefixlen,
+            gateway=gateway,
+            aliases=list(settings.aliases),
+        )
+        rec["planned_links"].append(host_if)
+        self.endpoints.write(rec["container_id"], rec)  # before the kernel: a crash leaves an undoable record
+        plumbing.plug(
+            net["_bridge"], host_if, rec["pid"], ifname, ip, net_obj.prefixlen, gateway, mac, default_route
+        )
+        add_attachment(rec, attachment)
+        rec["planned_links"].remove(host_if)
+        if net["Name"] != "bridge" and not rec["embedded_dns"]:
+            self.dns.add(rec["container_id"], rec["netns_path"])
+            rec["embedded_dns"] = True
+        return attachment
+
+    def _unplug_from(self: NetworkManager, rec: dict[str, Any], net_id: str) -> bool:
+        kept, gone = [], []
+        for a in rec["attachments"]:
+            (gone if a["network_id"] == net_id else kept).append(a)
+        if not gone:
+            return False
+        remove_links({"attachments": gone})
+        rec["attachments"] = kept
+        return True
+
+    def _wanted_networks(
+        self: NetworkManager, container_id: str, mode: str, config: EndpointConfig
+    ) -> list[tuple[dict[str, Any], EndpointSettings]]:
+        """The networks to join, primary first: the mode's network, then EndpointsConfig, then `connect`s."""
+        primary = self.table.find(mode)
+        wanted: dict[str, tuple[dict[str, Any], EndpointSettings]] = {
+            primary["Id"]: (primary, EndpointSettings())
+        }
+        for ref, settings in config.networks.items():
+            net = self.table.find(ref)
+            wanted[net["Id"]] = (net, settings)
+        remembered = (self.containers.read(container_id) or {}).get("networks", {})
+        for net_id, settings in remembered.items():
+            if net_id not in wanted:
+                try:
+                    net = self.table.find(net_id)
+                except NetworkError:
+                    continue  # the network was removed since
+                wanted[net_id] = (
+                    net,
+                    EndpointSettings(settings.get("aliases", []), settings.get("ipv4_address", "")),
+                )
+        for net, _ in wanted.values():
+            if net["Driver"] != "bridge":
+                raise NetworkError(
+                    f"container cannot be attached to network {net['Name']} together with others"
+                )
+        return list(wanted.values())
+
+    def _attach_locked(
+        self: NetworkManager, container_id: str, pid: int, config: EndpointConfig
+    ) -> dict[str, Any]:
+        mode = normalize_mode(config.network_mode)
+        if mode not in ("host", "none") and not mode.startswith("container:"):
+            driver = self.table.find(mode)["Driver"]
+            mode = {"host": "host", "null": "none"}.get(driver, mode)
+        hostname = config.hostname or container_id[:12]
+        guest = self.guest_resolv()
+        if mode.startswith("container:"):
+            target = self._find_live(mode.split(":", 1)[1])
+            rec = new_record(
+                container_id,
+                config.name,
+                pid,
+                f"container:{target['container_id']}",
+                target["netns_path"],
+                target["netns_ino"],
+            )
+            rec.update(hostname=target["hostname"], hosts=target["hosts"], resolv_conf=target["resolv_conf"])
+            return self._commit(rec)
+        if mode == "host":
+            path = f"/proc/{os.getpid()}/ns/net"
+            rec = new_record(container_id, config.name, pid, "host", path, netns_id(path))
+            try:
+                hosts = Path("/etc/hosts").read_text()
+            except OSError:
+                hosts = hostsfile.HOSTS_HEADER
+            resolv = hostsfile.container_resolv_conf(
+                guest, False, config.dns, config.dns_search, config.dns_options
+            )
+            rec.update(hostname=hostname, hosts=hosts + _extra(config, ""), resolv_conf=resolv)
+            return self._commit(rec)
+        path = netns_of(pid)
+        rec = new_record(container_id, config.name, pid, mode, path, netns_id(path))
+        rec["hostname"] = hostname
+        if mode == "none":
+            plumbing.loopback_up(pid)
+            rec["hosts"] = hostsfile.container_hosts(hostname, config.domainname, [], config.extra_hosts, "")
+            rec["resolv_conf"] = hostsfile.container_resolv_conf(
+                guest, False, config.dns, config.dns_search, config.dns_options
+            )
+            return self._commit(rec)
+        wanted = self._wanted_networks(container_id, mode, config)
+        ports.check_specs(config.ports, {(p.proto, p.host_port): p.container_id for p in self._all_ports()})
+        rec["_mac"] = config.mac_address
+        proxy = self.port_mode == "proxy"
+        held: list[tuple[PortSpec, socket.socket]] = []
+        try:
+            for spec in config.ports:  # before any veth: a clash fails fast with nothing to undo
+                held.append((spec, ports.hold_port(spec.proto, spec.host_port, listen=proxy)))
+            first = None
+            for i, (net, settings) in enumerate(wanted):
+                attachment = self._plug_into(rec, net, settings, default_route=i == 0)
+                first = first or attachment
+            assert first is not None
+            while held:
+                spec, sock = held.pop(0)
+                host_port = sock.getsockname()[1]
+                port = PublishedPort(
+                    container_id, spec.proto, spec.host_ip, host_port, first.ip, spec.container_port
+                )
+                self.holder.add(container_id, sock, port, proxy)
+                rec["ports"].append(port.to_json())
+            rec["hosts"] = hostsfile.container_hosts(
+                hostname, config.domainname, [first.ip], config.extra_hosts, first.gateway
+            )
+            rec["resolv_conf"] = hostsfile.container_resolv_conf(
+                guest, rec["embedded_dns"], config.dns, config.dns_search, config.dns_options
+            )
+            rec.pop("_mac", None)
+            return self._commit(rec, nat=True)
+        except BaseException:
+            for _, sock in held:
+                sock.close()
+            self.dns.remove(container_id)
+            self.holder.release(container_id)
+            remove_links(rec)
+            self.endpoints.delete(container_id)
+            self.live.pop(container_id, None)
+            self._apply_nat()
+            raise
+
+    def _commit(self: NetworkManager, rec: dict[str, Any], nat: bool = False) -> dict[str, Any]:
+        self.live[rec["container_id"]] = rec
+        if nat:
+            self._apply_nat()
+        self.endpoints.write(rec["container_id"], rec)
+        return rec
+
+    def _all_ports(self: NetworkManager) -> list[PublishedPort]:
+        return [p for rec in self.live.values() for p in ports_of(rec)]
+
+
+def _extra(config: EndpointConfig, gateway: str) -> str:
+    return "".join(
+        f"{ip}\t{name}\n" for name, ip in (hostsfile.parse_extra_host(e, gateway) for e in config.extra_hosts)
+    )
