@@ -25,18 +25,53 @@ Every failure a caller should show is a `RuntimeErr` (subclasses: `NotFound`, `C
 Docker-like ("No such container: x", "container x is not running").
 """
 
-from pymachine_agent.runtime.containers import Runtime
-from pymachine_agent.runtime.errors import Conflict, NotFound, RuntimeErr
-from pymachine_agent.runtime.spec import (
-    ContainerSpec,
-    ContainerState,
-    ExecSpec,
-    Limits,
-    LogConfig,
-    Mount,
-    RestartPolicy,
-    WaitResult,
-)
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pymachine_agent.runtime.containers import Runtime
+    from pymachine_agent.runtime.errors import Conflict, NotFound, RuntimeErr, StartError
+    from pymachine_agent.runtime.spec import (
+        ContainerSpec,
+        ContainerState,
+        ExecSpec,
+        Limits,
+        LogConfig,
+        Mount,
+        RestartPolicy,
+        WaitResult,
+    )
+
+_WHERE = {
+    "Runtime": "containers",
+    "Conflict": "errors",
+    "NotFound": "errors",
+    "RuntimeErr": "errors",
+    "StartError": "errors",
+    **dict.fromkeys(
+        [
+            "ContainerSpec",
+            "ContainerState",
+            "ExecSpec",
+            "Limits",
+            "LogConfig",
+            "Mount",
+            "RestartPolicy",
+            "WaitResult",
+        ],
+        "spec",
+    ),
+}
+
+
+def __getattr__(name: str) -> object:
+    # Lazy, so that the supervisor and exec helpers (fresh interpreters on every start) import only what they
+    # use: the engine-facing Runtime pulls in threading, subprocess and the rest.
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f"pymachine_agent.runtime.{_WHERE[name]}"), name)
+    raise AttributeError(name)
+
 
 __all__ = [
     "Conflict",
@@ -50,5 +85,6 @@ __all__ = [
     "RestartPolicy",
     "Runtime",
     "RuntimeErr",
+    "StartError",
     "WaitResult",
 ]

@@ -1,0 +1,170 @@
+"""docker exec: a fresh helper process joins the container's cgroup and namespaces (setns, mount last),
+forks (the pid namespace applies to children only) and the child drops privileges and execs. The helper waits
+and exits with the child's status, so the agent sees an ordinary child process with pipes or a pty."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import termios
+from dataclasses import dataclass
+
+from pymachine_agent.runtime import capabilities, libc, namespaces, process, user
+from pymachine_agent.runtime.spec import ContainerSpec, ExecSpec
+
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def boot_command(module: str, *args: str) -> list[str]:
+    """argv that runs `module.main(args)` in a fresh interpreter that skips site-packages (faster start,
+    and the agent must run on the guest's bare Python anyway)."""
+    code = f"import sys; sys.path.insert(0, {_PKG_PARENT!r}); from {module} import main; main(sys.argv[1:])"
+    return [sys.executable, "-S", "-c", code, *args]
+
+
+@dataclass
+class ExecPayload:
+    pid: int  # the container's init (host pid)
+    cgroup: str  # cgroup folder to join ("" when cgroups are not in use)
+    argv: list[str]
+    env: list[str]
+    user: str
+    group_add: list[str]
+    workdir: str
+    tty: bool
+    cap_mask: int
+    hostname: str
+
+
+class ExecProcess:
+    """A running exec. With a tty, `pty` is the master (read/write); otherwise `stdin` (None unless asked),
+    `stdout` and `stderr` are the agent's ends of pipes (raw fds)."""
+
+    def __init__(self, payload: ExecPayload, want_stdin: bool, detach: bool) -> None:
+        self.pty: int | None = None
+        self.stdin = self.stdout = self.stderr = None
+        argv = boot_command("pymachine_agent.runtime.exec", json.dumps(payload.__dict__))
+        if payload.tty:
+            master, slave = os.openpty()
+            self._popen = subprocess.Popen(
+                argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+            )
+            os.close(slave)
+            self.pty = master
+        else:
+            out = subprocess.DEVNULL if detach else subprocess.PIPE
+            self._popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if want_stdin else subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+            p = self._popen
+            self.stdin = p.stdin.fileno() if p.stdin else None  # type: ignore[assignment]
+            self.stdout = p.stdout.fileno() if p.stdout else None  # type: ignore[assignment]
+            self.stderr = p.stderr.fileno() if p.stderr else None  # type: ignore[assignment]
+        self.pid = self._popen.pid
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self._popen.wait(timeout)
+
+    def poll(self) -> int | None:
+        return self._popen.poll()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    def resize(self, height: int, width: int) -> None:
+        if self.pty is not None:
+            fcntl.ioctl(self.pty, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        self._popen.send_signal(sig)
+
+    def close(self) -> None:
+        for f in (self._popen.stdin, self._popen.stdout, self._popen.stderr):
+            if f:
+                f.close()
+        if self.pty is not None:
+            os.close(self.pty)
+            self.pty = None
+
+
+def main(argv: list[str]) -> None:
+    """The helper: runs as a fresh, single-threaded process (setns into a mount namespace needs that)."""
+    p = ExecPayload(**json.loads(argv[0]))
+    try:
+        if p.cgroup:
+            with open(os.path.join(p.cgroup, "cgroup.procs"), "w") as f:
+                f.write("0")
+        fds = namespaces.open_container_namespaces(p.pid)
+        for fd, nstype in fds:
+            libc.setns(fd, nstype)
+            os.close(fd)
+    except OSError as e:
+        sys.stderr.write(f"exec: cannot enter the container: {e}\n")
+        os._exit(126)
+    child = os.fork()
+    if child == 0:
+        _child(p)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda s, _f: os.kill(child, s))
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status))
+
+
+def _child(p: ExecPayload) -> None:
+    try:
+        for sig in range(1, signal.NSIG):
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                try:
+                    signal.signal(sig, signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+        os.setsid()
+        if p.tty:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        os.closerange(3, 65536)
+        u = user.resolve(p.user, "/", p.group_add)
+        env = process.build_env(p.env, [], u.home, p.hostname, p.tty)
+        os.chdir(p.workdir or "/")
+        path = process.find_executable(p.argv[0], env)
+        process.switch_user(u, p.cap_mask)
+        os.execve(path, p.argv, dict(e.split("=", 1) for e in env))
+    except process.ExecFailed as e:
+        sys.stderr.write(f"OCI runtime exec failed: exec failed: unable to start container process: {e}\n")
+        os._exit(e.code)
+    except LookupError as e:
+        sys.stderr.write(f"unable to find user {p.user}: {e}\n")
+        os._exit(126)
+    except BaseException as e:  # noqa: BLE001
+        sys.stderr.write(f"exec failed: {type(e).__name__}: {e}\n")
+        os._exit(126)
+
+
+def make_payload(pid: int, cgroup: str, spec: ExecSpec, ctr: ContainerSpec) -> ExecPayload:
+    """ExecPayload for `spec` in `ctr`: the container's env, user and workdir unless overridden."""
+    return ExecPayload(
+        pid=pid,
+        cgroup=cgroup,
+        argv=list(spec.argv),
+        env=[*ctr.env, *spec.env],
+        user=spec.user or ctr.user,
+        group_add=list(ctr.group_add),
+        workdir=spec.workdir or ctr.workdir or "/",
+        tty=spec.tty,
+        cap_mask=capabilities.resolve(ctr.cap_add, ctr.cap_drop, ctr.privileged or spec.privileged),
+        hostname=ctr.hostname or ctr.id[:12],
+    )

@@ -1,0 +1,180 @@
+"""json-file logs, byte-compatible with Docker's: one `{"log","stream","time"}` object per line, lines split
+at 16 KiB as Docker does, size-based rotation (`<file>.1` is the newest rotated file)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+MAX_LINE = 16 * 1024
+
+
+def rfc3339nano(ns: int | None = None) -> str:
+    ns = time.time_ns() if ns is None else ns
+    secs, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
+
+
+def parse_time(text: str) -> float:
+    """Seconds since the epoch of an RFC3339Nano UTC timestamp we wrote."""
+    if not text or text.startswith("0001-"):
+        return 0.0
+    main, _, frac = text.rstrip("Z").partition(".")
+    import calendar
+
+    secs = calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S"))
+    return secs + (int(frac.ljust(9, "0")[:9]) / 1e9 if frac else 0.0)
+
+
+class JsonFileWriter:
+    def __init__(self, path: str, max_size: int = 0, max_file: int = 1) -> None:
+        self.path = path
+        self.max_size = max_size
+        self.max_file = max(max_file, 1)
+        self._f = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the writer
+        self._size = self._f.tell()
+        self._partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+
+    def write(self, stream: str, data: bytes) -> None:
+        buf = self._partial[stream] + data
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0 or nl >= MAX_LINE:
+                if len(buf) >= MAX_LINE:
+                    self._emit(stream, buf[:MAX_LINE])
+                    buf = buf[MAX_LINE:]
+                    continue
+                break
+            self._emit(stream, buf[: nl + 1])
+            buf = buf[nl + 1 :]
+        self._partial[stream] = buf
+
+    def flush_partial(self) -> None:
+        for stream, buf in self._partial.items():
+            if buf:
+                self._emit(stream, buf)
+        self._partial = {"stdout": b"", "stderr": b""}
+
+    def _emit(self, stream: str, line: bytes) -> None:
+        record = json.dumps(
+            {"log": line.decode("utf-8", errors="replace"), "stream": stream, "time": rfc3339nano()},
+            ensure_ascii=False,
+        )
+        raw = record.encode() + b"\n"
+        self._f.write(raw)
+        self._size += len(raw)
+        if self.max_size and self._size >= self.max_size:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        self._f.close()
+        if self.max_file <= 1:
+            os.truncate(self.path, 0)
+        else:
+            for i in range(self.max_file - 1, 0, -1):
+                src = self.path if i == 1 else f"{self.path}.{i - 1}"
+                if os.path.exists(src):
+                    os.replace(src, f"{self.path}.{i}")
+        self._f = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        self._size = 0
+
+    def close(self) -> None:
+        self.flush_partial()
+        self._f.close()
+
+
+@dataclass
+class LogEntry:
+    stream: str  # "stdout" | "stderr"
+    data: bytes
+    time: str  # RFC3339Nano
+
+
+def _files(path: str) -> list[str]:
+    rotated = []
+    i = 1
+    while os.path.exists(f"{path}.{i}"):
+        rotated.append(f"{path}.{i}")
+        i += 1
+    return [*reversed(rotated), path]
+
+
+def _parse(line: bytes) -> LogEntry | None:
+    try:
+        rec = json.loads(line)
+        return LogEntry(rec["stream"], rec["log"].encode(), rec["time"])
+    except (ValueError, KeyError):
+        return None  # a torn last line while the supervisor writes it
+
+
+def read_logs(
+    path: str,
+    *,
+    stdout: bool = True,
+    stderr: bool = True,
+    since: float = 0,
+    until: float = 0,
+    tail: int | None = None,
+    follow: bool = False,
+    running: Callable[[], bool] = lambda: False,
+) -> Iterator[LogEntry]:
+    """Entries from the log and its rotated files, oldest first; with `follow`, keep yielding new entries
+    while `running()` says the container runs (and until the writer is done with the file)."""
+    streams = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
+
+    def keep(e: LogEntry | None) -> bool:
+        if e is None or e.stream not in streams:
+            return False
+        if since or until:
+            t = parse_time(e.time)
+            if (since and t < since) or (until and t > until):
+                return False
+        return True
+
+    last: deque[LogEntry] | None = deque(maxlen=tail) if tail is not None and tail >= 0 else None
+    pos = 0
+    inode = 0
+    for name in _files(path) if os.path.exists(path) else []:
+        with open(name, "rb") as f:
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    break
+                e = _parse(raw)
+                if keep(e):
+                    if last is not None:
+                        last.append(e)  # type: ignore[arg-type]
+                    else:
+                        yield e  # type: ignore[misc]
+            if name == path:
+                pos = f.tell()
+                inode = os.fstat(f.fileno()).st_ino
+    if last is not None:
+        yield from last
+    if not follow:
+        return
+    while True:
+        alive = running()
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return
+        if st.st_ino != inode or st.st_size < pos:  # rotated or truncated: start the new file from 0
+            inode, pos = st.st_ino, 0
+        if st.st_size > pos:
+            with open(path, "rb") as f:
+                f.seek(pos)
+                for raw in f:
+                    if not raw.endswith(b"\n"):
+                        break
+                    pos += len(raw)
+                    e = _parse(raw)
+                    if keep(e):
+                        yield e  # type: ignore[misc]
+            continue
+        if not alive:
+            return
+        time.sleep(0.1)

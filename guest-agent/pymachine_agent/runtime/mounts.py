@@ -1,0 +1,222 @@
+"""The container's root filesystem, built inside its own mount namespace just before pivot_root.
+
+overlayfs of the image layers + the container's upper/work dirs, then Docker's default mounts (/proc,
+read-only /sys, a tmpfs /dev with bind-mounted device nodes, /dev/pts, /dev/shm, /dev/mqueue, cgroup2), the
+/etc files, the user's bind/volume/tmpfs mounts, pivot_root, and finally the masked and read-only /proc paths.
+Everything is mounted in the container's private namespace, so nothing leaks to the guest and nothing needs
+unmounting when the container exits.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from pymachine_agent.runtime import libc
+from pymachine_agent.runtime.spec import ContainerSpec, Mount
+
+MASKED_PATHS = [
+    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+]  # fmt: skip
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+DEVICES = ["null", "zero", "full", "random", "urandom", "tty"]
+NOSUID_NODEV_NOEXEC = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
+
+
+def secure_join(root: str, path: str) -> str:
+    """`path` inside `root` with every symlink resolved as if `root` were "/", so that an image's symlink can
+    never send a mount outside the container's root."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        if os.path.islink(candidate):
+            hops += 1
+            if hops > 40:
+                raise OSError(40, f"too many symlinks resolving {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def _ensure(path: str, is_dir: bool) -> None:
+    if os.path.lexists(path):
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if is_dir:
+        os.makedirs(path, exist_ok=True)
+    else:
+        with open(path, "a"):
+            pass
+
+
+def _bind(source: str, target: str, readonly: bool, extra_flags: int = 0, rec: bool = True) -> None:
+    libc.mount(source, target, None, libc.MS_BIND | (libc.MS_REC if rec else 0))
+    if readonly or extra_flags:
+        flags = libc.MS_BIND | libc.MS_REMOUNT | extra_flags | (libc.MS_RDONLY if readonly else 0)
+        libc.mount(None, target, None, flags)
+
+
+def mount_overlay(layers: list[str], upper: str, work: str, target: str) -> None:
+    if not layers:
+        raise ValueError("a container needs at least one image layer")
+    # overlayfs wants the top-most lower layer first.
+    lower = ":".join(reversed(layers))
+    data = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    if len(data) >= 4000:  # the mount data is one page; overlay has no other way to take many layers
+        raise OSError(7, f"too many image layers for one overlay mount ({len(layers)})")
+    libc.mount("overlay", target, "overlay", 0, data)
+
+
+def _mount_dev(root: str, spec: ContainerSpec, console: str | None) -> None:
+    dev = secure_join(root, "/dev")
+    _ensure(dev, True)
+    # nodev on the tmpfs: a node made with mknod inside the container cannot be opened (Docker gets the same
+    # effect from its device cgroup); the usable devices are bind mounts of the guest's own nodes.
+    libc.mount(
+        "tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_STRICTATIME | libc.MS_NODEV, "mode=755,size=65536k"
+    )
+    for name in DEVICES:
+        target = os.path.join(dev, name)
+        _ensure(target, False)
+        libc.mount(f"/dev/{name}", target, None, libc.MS_BIND)
+    pts = os.path.join(dev, "pts")
+    os.mkdir(pts)
+    libc.mount(
+        "devpts", pts, "devpts", libc.MS_NOSUID | libc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    )
+    os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
+    shm = os.path.join(dev, "shm")
+    os.mkdir(shm)
+    libc.mount("shm", shm, "tmpfs", NOSUID_NODEV_NOEXEC, f"mode=1777,size={spec.shm_size or 65536 * 1024}")
+    mq = os.path.join(dev, "mqueue")
+    os.mkdir(mq)
+    libc.mount("mqueue", mq, "mqueue", NOSUID_NODEV_NOEXEC)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore")):  # fmt: skip
+        os.symlink(target, os.path.join(dev, name))
+    if console:
+        target = os.path.join(dev, "console")
+        _ensure(target, False)
+        libc.mount(console, target, None, libc.MS_BIND)
+
+
+def _mount_user(root: str, m: Mount, privileged: bool) -> None:
+    target = secure_join(root, m.target)
+    if m.type == "tmpfs":
+        _ensure(target, True)
+        opts = ",".join(o for o in m.options if o not in ("ro", "rw")) or None
+        flags = NOSUID_NODEV_NOEXEC & ~libc.MS_NOEXEC | (libc.MS_RDONLY if m.readonly else 0)
+        libc.mount("tmpfs", target, "tmpfs", flags, opts)
+        return
+    if m.type not in ("bind", "volume"):
+        raise ValueError(f"unsupported mount type {m.type!r} for {m.target}")
+    if not os.path.exists(m.source):
+        raise FileNotFoundError(f"bind source path does not exist: {m.source}")
+    _ensure(target, os.path.isdir(m.source))
+    _bind(m.source, target, m.readonly, 0 if privileged else libc.MS_NODEV | libc.MS_NOSUID)
+    propagation = next((o for o in m.options if o.lstrip("r") in ("private", "shared", "slave")), "rprivate")
+    flag = {"private": libc.MS_PRIVATE, "slave": libc.MS_SLAVE, "shared": 1 << 20}[propagation.lstrip("r")]
+    libc.mount(None, target, None, flag | (libc.MS_REC if propagation.startswith("r") else 0))
+
+
+def setup_rootfs(spec: ContainerSpec, ctr_dir: str, cgroup_v2: bool, console: str | None = None) -> None:
+    """Build the container's root at ctr_dir/rootfs and pivot_root into it. Runs in the container's init,
+    after unshare(CLONE_NEWNS) (and in its pid namespace, for /proc)."""
+    libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+    root = os.path.join(ctr_dir, "rootfs")
+    mount_overlay(spec.layers, os.path.join(ctr_dir, "upper"), os.path.join(ctr_dir, "work"), root)
+    proc = secure_join(root, "/proc")
+    _ensure(proc, True)
+    libc.mount("proc", proc, "proc", NOSUID_NODEV_NOEXEC)
+    _mount_dev(root, spec, console)
+    sys_dir = secure_join(root, "/sys")
+    _ensure(sys_dir, True)
+    sys_flags = NOSUID_NODEV_NOEXEC | (0 if spec.privileged else libc.MS_RDONLY)
+    try:
+        libc.mount("sysfs", sys_dir, "sysfs", sys_flags)
+    except PermissionError:  # host network namespace we do not own: bind the guest's /sys instead
+        _bind("/sys", sys_dir, not spec.privileged)
+    if cgroup_v2:
+        cg = os.path.join(sys_dir, "fs/cgroup")
+        if os.path.isdir(cg):
+            libc.mount("cgroup", cg, "cgroup2", sys_flags)
+    for target, source in sorted(spec.etc_files.items()):
+        path = secure_join(root, target)
+        _ensure(path, False)
+        libc.mount(source, path, None, libc.MS_BIND)
+    for m in sorted(spec.mounts, key=lambda m: m.target.count("/")):
+        _mount_user(root, m, spec.privileged)
+    if spec.readonly_rootfs:
+        libc.mount(None, root, None, libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY)
+    _pivot(root)
+    for key, value in spec.sysctls.items():
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+            f.write(value)
+    if not spec.privileged:
+        mask_paths()
+
+
+def _pivot(root: str) -> None:
+    """pivot_root(".", ".") then detach the old root stacked underneath (runc's and crun's way: no
+    put_old directory inside the container)."""
+    fd = os.open(root, os.O_DIRECTORY | os.O_RDONLY)
+    try:
+        os.fchdir(fd)
+        libc.pivot_root(".", ".")
+        libc.mount(None, ".", None, libc.MS_SLAVE | libc.MS_REC)
+        libc.umount2(".", libc.MNT_DETACH)
+        os.chdir("/")
+    finally:
+        os.close(fd)
+
+
+def mask_paths() -> None:
+    for path in MASKED_PATHS:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            libc.mount("tmpfs", path, "tmpfs", libc.MS_RDONLY, None)
+        else:
+            libc.mount("/dev/null", path, None, libc.MS_BIND)
+    for path in READONLY_PATHS:
+        if os.path.exists(path):
+            _bind(path, path, True, libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+
+
+def write_etc_defaults(spec: ContainerSpec, ctr_dir: str) -> None:
+    """The /etc/hostname, /etc/hosts and /etc/resolv.conf a container gets unless the engine supplies its own
+    (in spec.etc_files)."""
+    hostname = spec.hostname or spec.id[:12]
+    files = {
+        "/etc/hostname": hostname + "\n",
+        "/etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        f"127.0.1.1\t{hostname}\n",
+    }
+    try:
+        files["/etc/resolv.conf"] = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        files["/etc/resolv.conf"] = ""
+    for target, content in files.items():
+        if target in spec.etc_files:
+            continue
+        path = os.path.join(ctr_dir, target.rsplit("/", 1)[1])
+        with open(path + ".tmp", "w") as f:
+            f.write(content)
+        os.replace(path + ".tmp", path)
+        spec.etc_files[target] = path

@@ -1,0 +1,154 @@
+"""The container's init: what the supervisor's child does between fork and execve.
+
+Order (runc's): own session + stdio, join the cgroup, create/join namespaces, build the rootfs and
+pivot_root, hostname, tell the supervisor "namespaces ready" and wait for "go" (the network hook runs in
+between), then resolve user/workdir/executable inside the container, drop capabilities, switch user, exec.
+Errors go back to the supervisor over the sync socket as b"E<exit code> <message>".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import termios
+
+from pymachine_agent.runtime import capabilities, libc, mounts, namespaces, user
+from pymachine_agent.runtime.cgroups import Cgroup
+from pymachine_agent.runtime.spec import DEFAULT_PATH, ContainerSpec
+
+
+class ExecFailed(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_env(base: list[str], extra: list[str], home: str, hostname: str, tty: bool) -> list[str]:
+    """Docker's environment: HOSTNAME, PATH default, TERM for a tty, HOME from passwd unless set."""
+    env: dict[str, str] = {}
+    for item in ["HOSTNAME=" + hostname] if hostname else []:
+        k, _, v = item.partition("=")
+        env[k] = v
+    for item in [*base, *extra]:
+        k, _, v = item.partition("=")
+        env[k] = v
+    env.setdefault("PATH", DEFAULT_PATH)
+    if tty:
+        env.setdefault("TERM", "xterm")
+    env.setdefault("HOME", home or "/")
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def find_executable(name: str, env: list[str]) -> str:
+    """The path execve should run, searching the container's PATH. ExecFailed carries Docker's exit codes:
+    127 not found, 126 found but not runnable."""
+    if "/" in name:
+        candidates = [name]
+    else:
+        path = next((e[5:] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
+        candidates = [os.path.join(d or ".", name) for d in path.split(":")]
+    for c in candidates:
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    if "/" in name:
+        if os.path.isdir(name):
+            raise ExecFailed(f'exec: "{name}": is a directory', 126)
+        if os.path.exists(name):
+            raise ExecFailed(f'exec: "{name}": permission denied', 126)
+        raise ExecFailed(f'exec: "{name}": stat {name}: no such file or directory', 127)
+    raise ExecFailed(f'exec: "{name}": executable file not found in $PATH', 127)
+
+
+def switch_user(u: user.ExecUser, cap_mask: int, no_new_privs: bool = True) -> None:
+    capabilities.drop_bounding(cap_mask)
+    libc.prctl(libc.PR_SET_KEEPCAPS, 1)
+    os.setgroups(u.groups)
+    os.setresgid(u.gid, u.gid, u.gid)
+    os.setresuid(u.uid, u.uid, u.uid)
+    libc.prctl(libc.PR_SET_KEEPCAPS, 0)
+    capabilities.apply(cap_mask, u.uid, no_new_privs)
+
+
+def prepare_workdir(workdir: str, u: user.ExecUser) -> str:
+    workdir = workdir or "/"
+    if not os.path.isdir(workdir):
+        os.makedirs(workdir, 0o755, exist_ok=True)  # Docker creates a missing WORKDIR
+        if u.uid:
+            os.chown(workdir, u.uid, u.gid)
+    return workdir
+
+
+def setup_stdio(stdin: int, stdout: int, stderr: int, tty: bool) -> None:
+    os.setsid()
+    if tty:
+        fcntl.ioctl(stdin, termios.TIOCSCTTY, 0)
+    for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+        if fd != target:
+            os.dup2(fd, target)
+
+
+def run_init(
+    spec: ContainerSpec,
+    ctr_dir: str,
+    sync: socket.socket,
+    stdio: tuple[int, int, int],
+    cgroup: Cgroup,
+    console: str | None,
+) -> None:
+    """Never returns: execs the user's process or exits with a failure reported over `sync`."""
+    try:
+        # The supervisor ignores some signals and Python ignores SIGPIPE/SIGXFSZ: SIG_IGN survives execve.
+        for sig in range(1, signal.NSIG):
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                try:
+                    signal.signal(sig, signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        setup_stdio(*stdio, spec.tty)
+        s = sync.fileno()
+        os.closerange(3, s)
+        os.closerange(s + 1, 65536)
+        cgroup.join(0)
+        cgroup_v2 = cgroup.enabled
+        for path, nstype in namespaces.join_paths(spec):
+            namespaces.join(path, nstype)
+        libc.unshare(namespaces.unshare_flags(spec, cgroup_v2))
+        mounts.setup_rootfs(spec, ctr_dir, cgroup_v2, console)
+        if spec.uts == "private":
+            libc.sethostname(spec.hostname or spec.id[:12])
+            if spec.domainname:
+                libc.setdomainname(spec.domainname)
+        if spec.oom_score_adj:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(spec.oom_score_adj))
+        sync.sendall(b"R")
+        if sync.recv(1) != b"G":
+            os._exit(1)
+        try:
+            u = user.resolve(spec.user, "/", spec.group_add)
+        except LookupError as e:
+            raise ExecFailed(str(e), 126) from e
+        env = build_env(spec.env, [], u.home, spec.hostname or spec.id[:12], spec.tty)
+        workdir = prepare_workdir(spec.workdir, u)
+        os.chdir(workdir)
+        if not spec.argv:
+            raise ExecFailed("no command specified", 126)
+        path = find_executable(spec.argv[0], env)
+        mask = capabilities.resolve(spec.cap_add, spec.cap_drop, spec.privileged)
+        switch_user(u, mask)
+        os.umask(0o022)
+        os.execve(path, spec.argv, dict(e.split("=", 1) for e in env))
+    except ExecFailed as e:
+        _fail(sync, e.code, str(e))
+    except BaseException as e:  # noqa: BLE001 - anything else is a setup failure to report, not a traceback
+        _fail(sync, 128, f"{type(e).__name__}: {e}")
+
+
+def _fail(sync: socket.socket, code: int, message: str) -> None:
+    try:
+        sync.sendall(b"E%d %s" % (code, message.encode(errors="replace")))
+    finally:
+        os._exit(code)
