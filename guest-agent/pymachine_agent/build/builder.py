@@ -1,0 +1,264 @@
+"""The build executor: stages and steps, the cache, the JSON stream of the legacy `POST /build`.
+
+Each RUN runs in a real container (created, started and removed through the engine, on the default bridge
+network); COPY/ADD write through an overlay of the parent image; both become a layer through the image
+store's commit. Config-only steps commit a config-only image. Tags are applied only after every stage
+succeeded, so nothing half-built is ever tagged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from . import context, dockerfile
+from .cache import BuildCache
+from .context import ContextError
+from .dockerfile import DockerfileError, Instruction
+from .executor import StageRunner
+from .steps import StageState, apply_arg, base_config, sub
+
+log = logging.getLogger(__name__)
+
+
+class BuildError(Exception):
+    """A failed step; `code` becomes errorDetail.code (the CLI's exit status)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).lower() in ("1", "true", "yes")
+
+
+def _json_map(value: Any, what: str) -> dict[str, Any]:
+    if not value:
+        return {}
+    try:
+        data = json.loads(value)
+    except ValueError:
+        raise BuildError(f"invalid {what} parameter: not JSON: {value!r}") from None
+    if not isinstance(data, dict):
+        raise BuildError(f"invalid {what} parameter: expected a JSON object")
+    return data
+
+
+@dataclass
+class BuildParams:
+    dockerfile: str = "Dockerfile"
+    tags: list[str] = field(default_factory=list)
+    build_args: dict[str, str | None] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    target: str = ""
+    nocache: bool = False
+    pull: bool = False
+    rm: bool = True
+    forcerm: bool = False
+    quiet: bool = False
+    network: str = ""
+
+    @classmethod
+    def from_query(cls, q: dict[str, Any]) -> BuildParams:
+        tags = q.get("t") or []
+        return cls(
+            dockerfile=str(q.get("dockerfile") or "Dockerfile"),
+            tags=[tags] if isinstance(tags, str) else list(tags),
+            build_args=_json_map(q.get("buildargs"), "buildargs"),
+            labels={str(k): str(v) for k, v in _json_map(q.get("labels"), "labels").items()},
+            target=str(q.get("target") or ""),
+            nocache=_truthy(q.get("nocache", "")),
+            pull=_truthy(q.get("pull", "")),
+            rm=_truthy(q.get("rm", "1")),
+            forcerm=_truthy(q.get("forcerm", "")),
+            quiet=_truthy(q.get("q", "")),
+            network=str(q.get("networkmode") or ""),
+        )
+
+
+class Output:
+    """The JSON stream; in quiet mode only the final id (and errors) go out."""
+
+    def __init__(self, emit: Callable[[dict], None], quiet: bool) -> None:
+        self.emit = emit
+        self.quiet = quiet
+
+    def stream(self, text: str) -> None:
+        if not self.quiet:
+            self.emit({"stream": text})
+
+    def error(self, message: str, code: int = 1) -> None:
+        self.emit({"errorDetail": {"code": code, "message": message}, "error": message})
+
+
+def short(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def _label_instruction(labels: dict[str, str], line: int) -> Instruction:
+    """The `labels` build parameter as a final LABEL step (what Docker's legacy builder does)."""
+    shown = " ".join(f'"{k}"="{v}"' for k, v in sorted(labels.items()))
+    pairs: list[tuple[str, str | None]] = [(_quote(k), _quote(v)) for k, v in sorted(labels.items())]
+    return Instruction(cmd="LABEL", line=line, original="LABEL " + shown, pairs=pairs)
+
+
+class Builder:
+    def __init__(self, engine: Any, params: BuildParams, out: Output, ctx: Path, scratch: Path) -> None:
+        self.engine = engine
+        self.store = engine.images
+        self.params = params
+        self.out = out
+        self.ctx = ctx
+        self.scratch = scratch
+        self.cache = BuildCache(Path(self.store.root).parent / "build" / "cache.json")
+        self.step_no = 0
+        self.total = 0
+
+    def step(self, text: str) -> None:
+        self.step_no += 1
+        self.out.stream(f"Step {self.step_no}/{self.total} : {text}\n")
+
+    def build(self, df: dockerfile.Dockerfile) -> str:
+        stages = df.stages
+        if self.params.target:
+            try:
+                stages = stages[: df.stage_index(self.params.target) + 1]
+            except KeyError:
+                raise BuildError(f"failed to reach build target {self.params.target} in Dockerfile") from None
+        if self.params.labels:
+            last = stages[-1]
+            line = (last.commands[-1] if last.commands else last.from_instr).line
+            last.commands.append(_label_instruction(self.params.labels, line))
+        self.total = len(df.meta_args) + len(stages) + sum(len(s.commands) for s in stages)
+        declared: set[str] = set()
+        globals_: dict[str, str] = {}
+        meta = StageState(None, {})
+        for ins in df.meta_args:
+            self.step(ins.original)
+            apply_arg(ins, meta, self.params.build_args, {}, df.escape)
+            declared.update(k for k, _ in ins.pairs)
+        globals_ = dict(meta.args)
+        results: dict[int, str | None] = {}
+        runner = StageRunner(self, df, results)
+        for stage in stages:
+            state = self.from_step(stage, globals_, results, df)
+            for ins in stage.commands:
+                self.step(ins.original)
+                if ins.cmd == "ARG":
+                    declared.update(k for k, _ in ins.pairs)
+                runner.run(ins, state, globals_)
+            results[stage.index] = state.image_id
+        final = results[stages[-1].index]
+        if final is None:
+            raise BuildError("No image was generated. Is your Dockerfile empty?")
+        unused = sorted(set(self.params.build_args) - declared - PREDEFINED_ARGS)
+        if unused:
+            self.out.stream(f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed\n")
+        return final
+
+    def from_step(
+        self, stage: dockerfile.Stage, globals_: dict[str, str], results: dict[int, str | None],
+        df: dockerfile.Dockerfile,
+    ) -> StageState:  # fmt: skip
+        ins = stage.from_instr
+        self.step(ins.original)
+        if stage.platform:
+            self.out.stream(
+                f"[Warning] --platform={stage.platform} is ignored: pymachine builds for the VM's own "
+                "platform\n"
+            )
+        base = sub(ins, stage.base, globals_, df.escape)
+        if not base:
+            raise DockerfileError(ins.line, "FROM", f"base name ({stage.base}) should not be blank")
+        earlier = {s.name: s.index for s in df.stages[: stage.index] if s.name}
+        if base.lower() in earlier:
+            image_id = results[earlier[base.lower()]]
+        elif base.lower() == "scratch":
+            image_id = None
+        else:
+            image_id = self.ensure_image(base)
+        if image_id is None:
+            return StageState(None, {})
+        self.out.stream(f" ---> {short(image_id)}\n")
+        image_config = self.store.config(image_id)
+        state = StageState(image_id, base_config(image_config))
+        triggers = list((image_config.get("config") or {}).get("OnBuild") or [])
+        if triggers:
+            self.out.stream(f"# Executing {len(triggers)} build trigger{'s' if len(triggers) > 1 else ''}\n")
+            runner = StageRunner(self, df, results)
+            for text in triggers:
+                runner.run(dockerfile.parse_instruction(ins.line, text, df.escape), state, globals_)
+        return state
+
+    def ensure_image(self, ref: str) -> str:
+        from pymachine_agent.images import ImageError
+
+        if not self.params.pull:
+            try:
+                return self.store.resolve(ref)
+            except ImageError:
+                pass
+        self.out.stream(f"Pulling image {ref}\n")
+        try:
+            return self.store.pull(ref, progress=self._pull_progress)
+        except ImageError as exc:
+            raise BuildError(f"failed to get base image {ref}: {exc}") from None
+
+    def _pull_progress(self, msg: dict) -> None:
+        if msg.get("status") and not msg.get("progressDetail"):
+            ident = f"{msg['id']}: " if msg.get("id") else ""
+            self.out.stream(f"{ident}{msg['status']}\n")
+
+
+PREDEFINED_ARGS = {
+    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
+    "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
+}  # fmt: skip
+
+
+def run_build(
+    engine: Any, fileobj: BinaryIO, query: dict[str, Any], emit: Callable[[dict], None]
+) -> str | None:
+    """See the package docstring: build, stream, tag; returns the image id or None after an emitted error."""
+    from pymachine_agent.images import ImageError, parse
+
+    try:
+        params = BuildParams.from_query(query)
+    except BuildError as exc:
+        Output(emit, False).error(str(exc))
+        return None
+    out = Output(emit, params.quiet)
+    scratch = Path(engine.images.tmp_dir())
+    try:
+        refs = [parse(t) for t in params.tags]  # a bad tag fails before any work, as in Docker
+        ctx = scratch / "context"
+        text = context.prepare(fileobj, ctx, params.dockerfile)
+        df = dockerfile.parse(text)
+        image_id = Builder(engine, params, out, ctx, scratch).build(df)
+        if params.quiet:
+            emit({"stream": image_id + "\n"})
+        else:
+            emit({"aux": {"ID": image_id}})
+        out.stream(f"Successfully built {short(image_id)}\n")
+        for ref in refs:
+            ref = ref.with_tag(ref.tag or "latest") if not ref.digest else ref
+            engine.images.tag(image_id, ref)
+            out.stream(f"Successfully tagged {ref.familiar}\n")
+        return image_id
+    except BuildError as exc:
+        out.error(str(exc), exc.code)
+    except (DockerfileError, ContextError, ImageError) as exc:
+        out.error(str(exc))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return None
