@@ -1,0 +1,108 @@
+"""`python3 -m pymachine_agent serve|ping` — the guest agent process (docs/contracts.md §3)."""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+DEFAULT_SOCKET = "/run/pymachine/docker.sock"
+DEFAULT_STATE = "/var/lib/pymachine"
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def ping(socket_path: str, timeout: float = 5.0) -> str:
+    """GET /_ping over the unix socket; returns the advertised API version or raises OSError."""
+    conn = _UnixHTTPConnection(socket_path, timeout)
+    try:
+        conn.request("GET", "/_ping")
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200 or body != b"OK":
+            raise OSError(f"unexpected /_ping answer {resp.status} {body[:100]!r}")
+        return resp.getheader("Api-Version") or ""
+    finally:
+        conn.close()
+
+
+def _parse_tcp(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def serve(socket_path: Path, state_dir: Path, tcp: tuple[str, int] | None, network: bool = True) -> int:
+    from .api import ApiServer, build_router
+    from .engine import Engine
+
+    engine = Engine(state_dir, network=network)
+    engine.start()
+    server = ApiServer(build_router(engine), socket_path, tcp=tcp)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger("pymachine_agent").info(
+            "signal %d: shutting down (containers keep running)", signum
+        )
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    where = f"unix://{socket_path}" + (f" and tcp://{tcp[0]}:{server.tcp_address[1]}" if tcp else "")  # type: ignore[index]
+    print(f"pymachine agent serving Docker API on {where}", flush=True)
+    stop.wait()
+    server.stop()
+    engine.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m pymachine_agent", description="pymachine guest agent")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="serve the Docker API and the host protocol")
+    p_serve.add_argument("--socket", default=os.environ.get("PYMACHINE_AGENT_SOCKET", DEFAULT_SOCKET))
+    p_serve.add_argument("--state", default=os.environ.get("PYMACHINE_AGENT_STATE", DEFAULT_STATE))
+    p_serve.add_argument("--tcp", type=_parse_tcp, default=None, help="also listen on HOST:PORT")
+    p_serve.add_argument("--no-network", action="store_true", help="containers get no network setup")
+    p_serve.add_argument("--log-level", default=os.environ.get("PYMACHINE_AGENT_LOG", "INFO"))
+    p_ping = sub.add_parser("ping", help="exit 0 when an agent answers /_ping on the socket")
+    p_ping.add_argument("--socket", default=os.environ.get("PYMACHINE_AGENT_SOCKET", DEFAULT_SOCKET))
+    p_ping.add_argument("--timeout", type=float, default=5.0)
+    args = parser.parse_args(argv)
+
+    if args.command == "ping":
+        try:
+            version = ping(args.socket, args.timeout)
+        except OSError as exc:
+            print(f"no agent answers on {args.socket}: {exc}", file=sys.stderr)
+            return 1
+        print(f"OK api {version}")
+        return 0
+
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    return serve(Path(args.socket), Path(args.state), args.tcp, network=not args.no_network)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""`/containers/*` endpoints: thin translation between HTTP and the engine."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from .http import ClientGone, HTTPError, Request
+from .server import Router
+from .streams import MUX, RAW, pump_hijacked
+
+_STREAMS = {"stdout": 1, "stderr": 2}
+
+
+def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure per endpoint
+    r = router.route
+
+    @r("POST", "/containers/create")
+    def create(req: Request) -> tuple[int, dict]:
+        body = req.json()
+        if not isinstance(body, dict):
+            raise HTTPError(400, "config cannot be empty in order to create a container")
+        cid, warnings = engine.container_create(body, req.query.get("name", ""))
+        return 201, {"Id": cid, "Warnings": warnings}
+
+    @r("GET", "/containers/json")
+    def list_(req: Request) -> tuple[int, list]:
+        return 200, engine.container_list(
+            all=req.qbool("all"),
+            filters=req.filters(),
+            limit=req.qint("limit", -1),
+            size=req.qbool("size"),
+        )
+
+    @r("GET", "/containers/{ref}/json")
+    def inspect(req: Request, ref: str) -> tuple[int, dict]:
+        return 200, engine.container_inspect(ref, size=req.qbool("size"))
+
+    @r("POST", "/containers/{ref}/start")
+    def start(req: Request, ref: str) -> int:
+        req.drain()
+        engine.container_start(ref)
+        return 204
+
+    @r("POST", "/containers/{ref}/stop")
+    def stop(req: Request, ref: str) -> int:
+        engine.container_stop(ref, timeout=req.qint("t"), signal=req.query.get("signal") or None)
+        return 204
+
+    @r("POST", "/containers/{ref}/restart")
+    def restart(req: Request, ref: str) -> int:
+        engine.container_restart(ref, timeout=req.qint("t"), signal=req.query.get("signal") or None)
+        return 204
+
+    @r("POST", "/containers/{ref}/kill")
+    def kill(req: Request, ref: str) -> int:
+        engine.container_kill(ref, req.query.get("signal") or "SIGKILL")
+        return 204
+
+    @r("POST", "/containers/{ref}/pause")
+    def pause(req: Request, ref: str) -> int:
+        engine.container_pause(ref)
+        return 204
+
+    @r("POST", "/containers/{ref}/unpause")
+    def unpause(req: Request, ref: str) -> int:
+        engine.container_unpause(ref)
+        return 204
+
+    @r("POST", "/containers/{ref}/wait")
+    def wait(req: Request, ref: str) -> None:
+        condition = req.query.get("condition") or "not-running"
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise HTTPError(400, f"invalid condition: {condition!r}")
+        waiter = engine.container_waiter(ref, condition)  # registers before headers: no missed exit
+        req.drain()
+        # the CLI sends `start` only once these headers arrived: flush them now
+        out = req.conn.stream(200, "application/json")
+        code, error = waiter()
+        body: dict[str, Any] = {"StatusCode": code, "Error": {"Message": error} if error else None}
+        out.write_json(body)
+        out.close()
+
+    @r("DELETE", "/containers/{ref}")
+    def remove(req: Request, ref: str) -> int:
+        engine.container_remove(ref, force=req.qbool("force"), volumes=req.qbool("v"))
+        return 204
+
+    @r("POST", "/containers/{ref}/attach")
+    def attach(req: Request, ref: str) -> None:
+        session = engine.container_attach(
+            ref,
+            stdin=req.qbool("stdin"),
+            stdout=req.qbool("stdout"),
+            stderr=req.qbool("stderr"),
+            logs=req.qbool("logs"),
+            stream=req.qbool("stream"),
+        )
+        req.drain()
+        pump_hijacked(req, session, stdin=req.qbool("stdin"))
+
+    @r("POST", "/containers/{ref}/resize")
+    def resize(req: Request, ref: str) -> tuple[int, str] | int:
+        engine.container_resize(ref, req.qint("h", 0), req.qint("w", 0))
+        return 200
+
+    @r("GET", "/containers/{ref}/logs")
+    def logs(req: Request, ref: str) -> None:
+        stdout, stderr = req.qbool("stdout"), req.qbool("stderr")
+        if not (stdout or stderr):
+            raise HTTPError(400, "Bad parameters: you must choose at least one stream")
+        tail = req.query.get("tail", "all")
+        pieces, tty = engine.container_logs(
+            ref,
+            follow=req.qbool("follow"),
+            stdout=stdout,
+            stderr=stderr,
+            since=_ts(req.query.get("since")),
+            until=_ts(req.query.get("until")),
+            timestamps=req.qbool("timestamps"),
+            tail=None if tail in ("", "all") else int(tail),
+        )
+        out = req.conn.stream(200, RAW if tty else MUX)
+        try:
+            for stream, data in pieces:
+                if tty:
+                    out.write(data)
+                else:
+                    out.write(_frame(stream, data))
+            out.close()
+        except ClientGone:
+            pass
+        finally:
+            close = getattr(pieces, "close", None)
+            if close:
+                close()
+
+    @r("GET", "/containers/{ref}/top")
+    def top(req: Request, ref: str) -> tuple[int, dict]:
+        return 200, engine.container_top(ref, req.query.get("ps_args") or "")
+
+    @r("GET", "/containers/{ref}/stats")
+    def stats(req: Request, ref: str) -> None:
+        stream = req.qbool("stream", True)
+        one_shot = req.qbool("one-shot")
+        samples = engine.container_stats(ref, stream=stream, one_shot=one_shot)
+        if not stream:
+            sample = next(iter(samples))
+            req.conn.send_json(200, sample)
+            return
+        out = req.conn.stream(200, "application/json")
+        try:
+            for sample in samples:
+                out.write_json(sample)
+            out.close()
+        except ClientGone:
+            pass
+
+    @r("POST", "/containers/{ref}/rename")
+    def rename(req: Request, ref: str) -> int:
+        name = req.query.get("name", "")
+        if not name:
+            raise HTTPError(400, "new name cannot be empty")
+        engine.container_rename(ref, name)
+        return 204
+
+    @r("POST", "/containers/{ref}/update")
+    def update(req: Request, ref: str) -> tuple[int, dict]:
+        warnings = engine.container_update(ref, req.json())
+        return 200, {"Warnings": warnings}
+
+    @r("GET", "/containers/{ref}/changes")
+    def changes(req: Request, ref: str) -> tuple[int, list]:
+        return 200, engine.container_changes(ref)
+
+    @r("POST", "/containers/prune")
+    def prune(req: Request) -> tuple[int, dict]:
+        return 200, engine.container_prune(req.filters())
+
+    @r("GET", "/containers/{ref}/archive")
+    def archive_get(req: Request, ref: str) -> None:
+        path = req.query.get("path", "")
+        if not path:
+            raise HTTPError(400, "path cannot be empty")
+        stat, chunks = engine.archive_get(ref, path, head=req.method == "HEAD")
+        hdr = [("X-Docker-Container-Path-Stat", stat)]
+        if req.method == "HEAD":
+            req.conn.send(200, b"", "application/x-tar", headers=hdr, head_only=True)
+            return
+        req.conn.close_after = True  # stream the tar raw until close (what moby does)
+        req.conn.write(
+            req.conn._head(200, [("Content-Type", "application/x-tar"), *hdr, ("Connection", "close")])
+        )
+        for piece in chunks:
+            req.conn.write(piece)
+
+    @r("PUT", "/containers/{ref}/archive")
+    def archive_put(req: Request, ref: str) -> int:
+        path = req.query.get("path", "")
+        if not path:
+            raise HTTPError(400, "path cannot be empty")
+        engine.archive_put(ref, path, req.iter_body(), no_overwrite=req.qbool("noOverwriteDirNonDir"))
+        return 200
+
+    @r("POST", "/containers/{ref}/exec")
+    def exec_create(req: Request, ref: str) -> tuple[int, dict]:
+        return 201, {"Id": engine.exec_create(ref, req.json())}
+
+    @r("POST", "/exec/{eid}/start")
+    def exec_start(req: Request, eid: str) -> int | None:
+        body = req.json() or {}
+        if body.get("Detach"):
+            engine.exec_start_detached(eid)
+            req.conn.send(200, b"", "application/json")
+            return None
+        session = engine.exec_attach(eid, tty=body.get("Tty"))
+        pump_hijacked(req, session, stdin=engine.exec_wants_stdin(eid))
+        return None
+
+    @r("POST", "/exec/{eid}/resize")
+    def exec_resize(req: Request, eid: str) -> int:
+        engine.exec_resize(eid, req.qint("h", 0), req.qint("w", 0))
+        return 201
+
+    @r("GET", "/exec/{eid}/json")
+    def exec_inspect(req: Request, eid: str) -> tuple[int, dict]:
+        return 200, engine.exec_inspect(eid)
+
+
+def _frame(stream: int, data: bytes) -> bytes:
+    from .streams import frame
+
+    return frame(stream, data)
+
+
+def _ts(value: str | None) -> float | None:
+    """Docker's `since`/`until`: unix seconds, possibly fractional; 0 or empty means unset."""
+    if not value:
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        try:
+            return time.mktime(time.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        except ValueError:
+            raise HTTPError(400, f"invalid time value {value!r}") from None
+    return v or None
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj).encode()

@@ -1,0 +1,213 @@
+"""`/images/*`, `/build`, `/commit`: the image store behind Docker's endpoints."""
+
+from __future__ import annotations
+
+import base64
+import json
+import queue
+import tempfile
+import threading
+from typing import Any
+
+from .http import ClientGone, HTTPError, Request
+from .server import Router
+
+
+def decode_auth(value: str | None) -> dict[str, Any] | None:
+    """X-Registry-Auth: base64url JSON (padding optional)."""
+    if not value:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        data = json.loads(raw or b"{}")
+        return data if isinstance(data, dict) and data else None
+    except ValueError:
+        return None
+
+
+def _stream_job(req: Request, job: Any) -> None:
+    """Run `job(progress)` in a thread and stream its progress dicts as JSON lines; errors become Docker's
+    mid-stream `errorDetail` once the 200 is out (and a plain status before)."""
+    messages: queue.Queue[Any] = queue.Queue()
+    done = object()
+
+    def runner() -> None:
+        try:
+            result = job(messages.put)
+            messages.put((done, result, None))
+        except Exception as exc:
+            messages.put((done, None, exc))
+
+    threading.Thread(target=runner, daemon=True).start()
+    first = messages.get()
+    if isinstance(first, tuple) and first and first[0] is done and first[2] is not None:
+        raise first[2]  # failed before any progress: a real status code (404 for pull of a missing image)
+    out = req.conn.stream(200, "application/json")
+    item = first
+    try:
+        while True:
+            if isinstance(item, tuple) and item and item[0] is done:
+                exc = item[2]
+                if exc is not None:
+                    msg = getattr(exc, "message", None) or str(exc)
+                    out.write_json({"errorDetail": {"message": msg}, "error": msg})
+                out.close()
+                return
+            out.write_json(item)
+            item = messages.get()
+    except ClientGone:
+        pass
+
+
+def register(router: Router, engine: Any) -> None:  # noqa: C901
+    r = router.route
+    store = engine.images
+
+    @r("GET", "/images/json")
+    def list_(req: Request) -> tuple[int, list]:
+        filters = req.filters()
+        images = store.list(filters)
+        for img in images:
+            img["Containers"] = len(engine.image_in_use(img["Id"])) if req.qbool("all") or True else -1
+        return 200, images
+
+    @r("POST", "/images/create")
+    def create(req: Request) -> None:
+        from_image = req.query.get("fromImage", "")
+        if not from_image:
+            if req.query.get("fromSrc"):
+                raise HTTPError(501, "docker import is not supported by pymachine yet")
+            raise HTTPError(400, "fromImage is required")
+        tag = req.query.get("tag", "")
+        ref = from_image
+        if tag:
+            ref = f"{from_image}@{tag}" if tag.startswith("sha256:") else f"{from_image}:{tag}"
+        auth = decode_auth(req.headers.get("X-Registry-Auth"))
+        req.drain()
+        _stream_job(req, lambda progress: store.pull(ref, auth=auth, progress=progress))
+
+    @r("POST", "/images/load")
+    def load(req: Request) -> None:
+        quiet = req.qbool("quiet")
+        with tempfile.TemporaryFile(dir=store.tmp_dir()) as spool:
+            for piece in req.iter_body():
+                spool.write(piece)
+            spool.seek(0)
+            loaded = store.load(spool)
+        out = req.conn.stream(200, "application/json")
+        for name in loaded:
+            kind = "Loaded image ID" if name.startswith("sha256:") else "Loaded image"
+            if not quiet:
+                out.write_json({"stream": f"{kind}: {name}\n"})
+            else:
+                out.write_json({"stream": f"{kind}: {name}\n"})
+        out.close()
+
+    @r("GET", "/images/get")
+    def save_many(req: Request) -> None:
+        _save(req, req.query_all.get("names", []))
+
+    @r("GET", "/images/{name:path}/get")
+    def save_one(req: Request, name: str) -> None:
+        _save(req, [name])
+
+    def _save(req: Request, names: list[str]) -> None:
+        if not names:
+            raise HTTPError(400, "no images given")
+        for n in names:
+            store.resolve(n)  # 404 before the stream starts
+        with tempfile.TemporaryFile(dir=store.tmp_dir()) as spool:
+            store.save(names, spool)
+            spool.seek(0)
+            out = req.conn.stream(200, "application/x-tar")
+            try:
+                while True:
+                    piece = spool.read(1 << 20)
+                    if not piece:
+                        break
+                    out.write(piece)
+                out.close()
+            except ClientGone:
+                pass
+
+    @r("POST", "/images/prune")
+    def prune(req: Request) -> tuple[int, dict]:
+        filters = req.filters()
+        dangling = (filters.get("dangling") or ["true"])[0].lower() in ("1", "true")
+        return 200, store.prune(dangling_only=dangling, in_use=engine.image_in_use)
+
+    @r("GET", "/images/{name:path}/json")
+    def inspect(req: Request, name: str) -> tuple[int, dict]:
+        return 200, store.inspect(name)
+
+    @r("GET", "/images/{name:path}/history")
+    def history(req: Request, name: str) -> tuple[int, list]:
+        return 200, store.history(name)
+
+    @r("POST", "/images/{name:path}/tag")
+    def tag(req: Request, name: str) -> int:
+        repo = req.query.get("repo", "")
+        if not repo:
+            raise HTTPError(400, "repository name must have at least one component")
+        dst = f"{repo}:{req.query['tag']}" if req.query.get("tag") else repo
+        store.tag(name, dst)
+        engine.events.publish("image", "tag", store.resolve(name), {"name": dst})
+        return 201
+
+    @r("POST", "/images/{name:path}/push")
+    def push(req: Request, name: str) -> None:
+        ref = f"{name}:{req.query['tag']}" if req.query.get("tag") else name
+        auth = decode_auth(req.headers.get("X-Registry-Auth"))
+        req.drain()
+        _stream_job(req, lambda progress: store.push(ref, auth=auth, progress=progress))
+
+    @r("DELETE", "/images/{name:path}")
+    def remove(req: Request, name: str) -> tuple[int, list]:
+        result = store.remove(name, force=req.qbool("force"), in_use=engine.image_in_use)
+        for item in result:
+            for action, value in item.items():
+                engine.events.publish(
+                    "image",
+                    action.lower().replace("untagged", "untag").replace("deleted", "delete"),
+                    value,
+                    {"name": value},
+                )
+        return 200, result
+
+    @r("POST", "/commit")
+    def commit(req: Request) -> tuple[int, dict]:
+        image_id = engine.container_commit(
+            req.query.get("container", ""),
+            repo=req.query.get("repo", ""),
+            tag=req.query.get("tag", ""),
+            comment=req.query.get("comment", ""),
+            author=req.query.get("author", ""),
+            changes=req.query_all.get("changes", []),
+            config=req.json() or None,
+        )
+        return 201, {"Id": image_id}
+
+    @r("POST", "/build")
+    def build(req: Request) -> None:
+        try:
+            from .. import build as builder
+        except ImportError:
+            raise HTTPError(501, "docker build is not available in this engine yet") from None
+        params: dict[str, Any] = {k: (v if len(v) > 1 else v[0]) for k, v in req.query_all.items()}
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=store.tmp_dir()) as spool:
+            for piece in req.iter_body():  # moby reads the whole context before answering
+                spool.write(piece)
+            spool.seek(0)
+            out = req.conn.stream(200, "application/json")
+
+            def emit(obj: dict) -> None:
+                out.write_json(obj)
+
+            try:
+                builder.build(engine, spool, params, emit)
+            except ClientGone:
+                return
+            except Exception as exc:  # a crash in the builder still ends the stream the Docker way
+                msg = f"{type(exc).__name__}: {exc}"
+                out.write_json({"errorDetail": {"message": msg}, "error": msg})
+            out.close()

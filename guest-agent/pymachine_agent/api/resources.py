@@ -1,0 +1,122 @@
+"""`/networks/*` and `/volumes/*`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..network import EndpointSettings
+from .http import HTTPError, Request
+from .server import Router
+
+
+def register(router: Router, engine: Any) -> None:  # noqa: C901
+    r = router.route
+
+    def net() -> Any:
+        if engine.network is None:
+            raise HTTPError(501, "networking is disabled in this engine")
+        return engine.network
+
+    @r("GET", "/networks")
+    def networks(req: Request) -> tuple[int, list]:
+        return 200, engine.network_list(req.filters())
+
+    @r("POST", "/networks/create")
+    def network_create(req: Request) -> tuple[int, dict]:
+        body = req.json()
+        name = body.get("Name") or ""
+        if not name:
+            raise HTTPError(400, "network name cannot be empty")
+        ipam = (body.get("IPAM") or {}).get("Config") or [{}]
+        first = ipam[0] if ipam else {}
+        result = net().create_network(
+            name,
+            driver=body.get("Driver") or "bridge",
+            subnet=first.get("Subnet") or "",
+            gateway=first.get("Gateway") or "",
+            internal=bool(body.get("Internal")),
+            labels=body.get("Labels") or {},
+            options=body.get("Options") or {},
+            check_duplicate=body.get("CheckDuplicate", True) is not False,
+        )
+        engine.events.publish("network", "create", result["Id"], {"name": name, "type": "bridge"})
+        return 201, result
+
+    @r("POST", "/networks/prune")
+    def network_prune(req: Request) -> tuple[int, dict]:
+        return 200, net().prune_networks()
+
+    @r("GET", "/networks/{ref}")
+    def network_inspect(req: Request, ref: str) -> tuple[int, dict]:
+        return 200, engine.network_inspect(ref)
+
+    @r("DELETE", "/networks/{ref}")
+    def network_remove(req: Request, ref: str) -> int:
+        info = net().inspect_network(ref)
+        net().remove_network(ref)
+        engine.events.publish("network", "destroy", info["Id"], {"name": info["Name"], "type": "bridge"})
+        return 204
+
+    @r("POST", "/networks/{ref}/connect")
+    def network_connect(req: Request, ref: str) -> int:
+        body = req.json()
+        cid = engine.container_id(body.get("Container") or "")
+        ep = body.get("EndpointConfig") or {}
+        settings = EndpointSettings(
+            aliases=list(ep.get("Aliases") or []),
+            ipv4_address=((ep.get("IPAMConfig") or {}).get("IPv4Address")) or "",
+        )
+        net().connect(ref, cid, settings)
+        info = net().inspect_network(ref)
+        engine.events.publish("network", "connect", info["Id"], {"container": cid, "name": info["Name"]})
+        return 200
+
+    @r("POST", "/networks/{ref}/disconnect")
+    def network_disconnect(req: Request, ref: str) -> int:
+        body = req.json()
+        cid = engine.container_id(body.get("Container") or "")
+        net().disconnect(ref, cid, force=bool(body.get("Force")))
+        info = net().inspect_network(ref)
+        engine.events.publish("network", "disconnect", info["Id"], {"container": cid, "name": info["Name"]})
+        return 200
+
+    # -- volumes ---------------------------------------------------------------------------------
+
+    vols = engine.volumes
+
+    @r("GET", "/volumes")
+    def volumes(req: Request) -> tuple[int, dict]:
+        return 200, {"Volumes": vols.list(req.filters()), "Warnings": None}
+
+    @r("POST", "/volumes/create")
+    def volume_create(req: Request) -> tuple[int, dict]:
+        body = req.json()
+        driver = body.get("Driver") or "local"
+        if driver != "local":
+            raise HTTPError(400, f"volume driver {driver!r} is not supported (only local)")
+        v = vols.create(body.get("Name") or "", labels=body.get("Labels"), options=body.get("DriverOpts"))
+        engine.events.publish("volume", "create", v["Name"], {"driver": "local"})
+        return 201, v
+
+    @r("POST", "/volumes/prune")
+    def volume_prune(req: Request) -> tuple[int, dict]:
+        result = vols.prune(req.filters())
+        for name in result["VolumesDeleted"]:
+            engine.events.publish("volume", "destroy", name, {"driver": "local"})
+        return 200, result
+
+    @r("GET", "/volumes/{name}")
+    def volume_inspect(req: Request, name: str) -> tuple[int, dict]:
+        return 200, vols.inspect(name)
+
+    @r("DELETE", "/volumes/{name}")
+    def volume_remove(req: Request, name: str) -> int:
+        vols.remove(name, force=req.qbool("force"))
+        engine.events.publish("volume", "destroy", name, {"driver": "local"})
+        return 204
+
+    # -- things the CLI probes that we do not have ------------------------------------------------
+
+    @r("GET", "/plugins/{name:path}/json")
+    def plugin(req: Request, name: str) -> None:
+        raise HTTPError(404, f"plugin {name!r} not found")

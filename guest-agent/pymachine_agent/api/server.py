@@ -1,0 +1,228 @@
+"""Threaded HTTP servers on a unix socket (and optionally TCP), routing with Docker's version prefix."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import socketserver
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .http import BadRequest, ClientGone, Connection, HTTPError, Request
+
+log = logging.getLogger("pymachine_agent.api")
+
+API_VERSION = "1.44"
+MIN_API_VERSION = "1.24"
+SERVER_VERSION = "0.1.0"
+
+Handler = Callable[..., Any]
+_VERSION_RE = re.compile(r"^/v(\d+\.\d+)(/.*)$")
+
+
+def version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in v.split("."))
+
+
+class Router:
+    """Method + path pattern → handler. `{name}` matches one segment, `{name:path}` may contain slashes
+    (image references such as `localhost:5000/a/b:tag`)."""
+
+    def __init__(self) -> None:
+        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+
+    def add(self, method: str, pattern: str, handler: Handler) -> None:
+        def repl(m: re.Match[str]) -> str:
+            name, _, kind = m.group(1).partition(":")
+            return f"(?P<{name}>.+)" if kind == "path" else f"(?P<{name}>[^/]+)"
+
+        regex = re.compile("^" + re.sub(r"\{([^}]+)\}", repl, pattern) + "/?$")
+        self.routes.append((method, regex, handler))
+
+    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+        def deco(fn: Handler) -> Handler:
+            self.add(method, pattern, fn)
+            return fn
+
+        return deco
+
+    def match(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
+        path_matched = False
+        for m, regex, handler in self.routes:
+            found = regex.match(path)
+            if not found:
+                continue
+            path_matched = True
+            if m == method or (m == "GET" and method == "HEAD"):
+                return handler, found.groupdict()
+        if path_matched:
+            raise HTTPError(405, f"method {method} not allowed on {path}")
+        return None
+
+
+def dispatch(router: Router, request: Request) -> None:
+    """Strip and check the version prefix, run the handler, turn its result or error into a reply."""
+    conn = request.conn
+    path = request.path
+    m = _VERSION_RE.match(path)
+    if m:
+        request.api_version, path = m.group(1), m.group(2)
+        request.path = path
+    try:
+        if request.api_version and not path.startswith("/pymachine/"):
+            v = version_tuple(request.api_version)
+            if v > version_tuple(API_VERSION):
+                raise HTTPError(
+                    400,
+                    f"client version {request.api_version} is too new. "
+                    f"Maximum supported API version is {API_VERSION}",
+                )
+            if v < version_tuple(MIN_API_VERSION):
+                raise HTTPError(
+                    400,
+                    f"client version {request.api_version} is too old. Minimum supported API version is "
+                    f"{MIN_API_VERSION}, please upgrade your client to a newer version",
+                )
+        found = router.match(request.method, path)
+        if found is None:
+            raise HTTPError(404, f"page not found: {request.method} {request.path}")
+        handler, params = found
+        result = handler(request, **params)
+        if conn.hijacked:
+            return
+        if result is None:
+            return
+        if isinstance(result, int):
+            request.drain()
+            conn.send(result, b"", None)
+        else:
+            status, obj = result
+            request.drain()
+            conn.send_json(status, obj, head_only=request.method == "HEAD")
+    except HTTPError as exc:
+        if conn.hijacked:
+            return
+        request.drain()
+        conn.send_error(exc.status, exc.message)
+    except (ClientGone, BadRequest):
+        raise
+    except Exception as exc:
+        status = getattr(exc, "status", None)
+        if isinstance(status, int) and 300 <= status < 600:
+            # engine, image-store and network errors carry their Docker status code
+            if conn.hijacked:
+                return
+            request.drain()
+            if status == 304:
+                conn.send(304, b"", None)
+            else:
+                conn.send_error(status, getattr(exc, "message", None) or str(exc))
+            return
+        # any bug becomes a 500 with the reason, not a dropped connection
+        log.error("handler failed: %s %s\n%s", request.method, request.target, traceback.format_exc())
+        if conn.hijacked:
+            return
+        conn.close_after = True
+        conn.send_error(500, f"{type(exc).__name__}: {exc}")
+
+
+def _make_handler(
+    router: Router, extra_headers: list[tuple[str, str]]
+) -> type[socketserver.BaseRequestHandler]:
+    class _Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            conn = Connection(self.request, extra_headers)
+            try:
+                while True:
+                    request = conn.read_request()
+                    if request is None:
+                        break
+                    dispatch(router, request)
+                    if conn.hijacked or conn.close_after:
+                        break
+            except (ClientGone, BadRequest, ConnectionResetError, BrokenPipeError):
+                pass
+            except OSError as exc:
+                log.debug("connection error: %s", exc)
+            finally:
+                conn.close()
+
+    return _Handler
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+
+class _TCPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+def standard_headers() -> list[tuple[str, str]]:
+    return [
+        ("Api-Version", API_VERSION),
+        ("Docker-Experimental", "false"),
+        ("Ostype", "linux"),
+        ("Server", f"Docker/{SERVER_VERSION} (linux)"),
+    ]
+
+
+class ApiServer:
+    """Serves `router` on a unix socket (mode 0600) and optionally on a TCP address, one thread each."""
+
+    def __init__(self, router: Router, socket_path: Path, tcp: tuple[str, int] | None = None) -> None:
+        self.socket_path = Path(socket_path)
+        headers = standard_headers()
+        handler = _make_handler(router, headers)
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.socket_path.exists() or self.socket_path.is_symlink():
+            self._remove_stale_socket()
+        old_umask = os.umask(0o177)
+        try:
+            self.unix = _UnixServer(str(self.socket_path), handler)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.socket_path, 0o600)
+        self.tcp = _TCPServer(tcp, handler) if tcp else None
+        self.threads: list[threading.Thread] = []
+
+    def _remove_stale_socket(self) -> None:
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(str(self.socket_path))
+        except OSError:
+            self.socket_path.unlink()
+            return
+        finally:
+            probe.close()
+        raise RuntimeError(f"another engine already serves {self.socket_path}")
+
+    @property
+    def tcp_address(self) -> tuple[str, int] | None:
+        return self.tcp.server_address[:2] if self.tcp else None  # type: ignore[return-value]
+
+    def start(self) -> None:
+        for srv in (self.unix, self.tcp):
+            if srv is None:
+                continue
+            t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def stop(self) -> None:
+        for srv in (self.unix, self.tcp):
+            if srv is not None:
+                srv.shutdown()
+                srv.server_close()
+        try:
+            self.socket_path.unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,120 @@
+"""`/_ping`, `/version`, `/info`, `/events`, `/system/df`, and the host ↔ guest protocol of contracts §4."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .. import protocol
+from ..events import PortBroker
+from .http import ClientGone, HTTPError, Request
+from .server import Router
+
+PING_HEADERS = [
+    ("Cache-Control", "no-cache, no-store, must-revalidate"),
+    ("Pragma", "no-cache"),
+    ("Swarm", "inactive"),
+    ("Builder-Version", "1"),
+]
+
+
+def register(router: Router, engine: Any) -> None:
+    r = router.route
+
+    @r("GET", "/_ping")
+    def ping(req: Request) -> None:
+        # moby answers HEAD with Content-Length: 0 (not the GET body's length)
+        body = b"" if req.method == "HEAD" else b"OK"
+        req.conn.send(200, body, "text/plain; charset=utf-8", headers=PING_HEADERS)
+
+    @r("GET", "/version")
+    def version(req: Request) -> tuple[int, dict]:
+        return 200, engine.version()
+
+    @r("GET", "/info")
+    def info(req: Request) -> tuple[int, dict]:
+        return 200, engine.info()
+
+    @r("GET", "/system/df")
+    def df(req: Request) -> tuple[int, dict]:
+        return 200, engine.system_df()
+
+    @r("GET", "/events")
+    def events(req: Request) -> None:
+        filters = req.filters()
+        since = _float(req.query.get("since"))
+        until = _float(req.query.get("until"))
+        bus = engine.events
+        out = req.conn.stream(200, "application/json")
+        try:
+            if until is not None and until <= time.time():
+                # a closed window: replay and end
+                for event in bus.past(filters, since, until):
+                    out.write_json(event)
+                out.close()
+                return
+            sub = bus.subscribe(filters, since)
+            try:
+                while True:
+                    if until is not None and time.time() >= until:
+                        break
+                    wait = 1.0 if until is None else max(0.0, min(1.0, until - time.time()))
+                    event = sub.get(timeout=wait)
+                    if event is None:
+                        if req.conn.peer_closed():
+                            break
+                        continue
+                    if until is not None and event["time"] > until:
+                        break
+                    out.write_json(event)
+                out.close()
+            finally:
+                sub.close()
+        except ClientGone:
+            pass
+
+    # -- host ↔ guest protocol ------------------------------------------------------------------
+
+    broker: PortBroker = engine.ports
+
+    @r("GET", protocol.API_PREFIX + "/info")
+    def pm_info(req: Request) -> tuple[int, dict]:
+        return 200, protocol.info()
+
+    @r("GET", protocol.API_PREFIX + "/events")
+    def pm_events(req: Request) -> None:
+        q, first = broker.subscribe()
+        try:
+            out = req.conn.stream(200, "application/x-ndjson")
+            for line in first:
+                out.write_json(line)
+            for event in broker.stream(q, keepalive=2.0):
+                if event is None:
+                    if req.conn.peer_closed():
+                        break
+                    continue
+                out.write_json(event)
+        except ClientGone:
+            pass
+        finally:
+            broker.unsubscribe(q)
+            req.conn.close_after = True
+
+    @r("POST", protocol.API_PREFIX + "/ports/ack")
+    def pm_ack(req: Request) -> tuple[int, dict]:
+        try:
+            event_id, ok, error = protocol.parse_ack(req.json())
+        except ValueError as exc:
+            raise HTTPError(400, str(exc)) from None
+        if not broker.ack(event_id, ok, error):
+            raise HTTPError(404, f"no pending port event {event_id}")
+        return 200, {"id": event_id, "ok": ok}
+
+
+def _float(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise HTTPError(400, f"invalid timestamp {value!r}") from None

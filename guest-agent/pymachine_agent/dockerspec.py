@@ -1,0 +1,406 @@
+"""Pure translation between Docker's container JSON and the runtime/network specs (no I/O here).
+
+`translate_create` turns a `POST /containers/create` body plus the image config into the runtime's
+`ContainerSpec` and the network's `EndpointConfig`; the normalised Docker `Config`/`HostConfig` are kept in
+`spec.extra["docker"]` so `inspect` can answer in Docker's shape after an agent restart.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .network.model import EndpointConfig, EndpointSettings, PortSpec
+from .runtime.spec import ContainerSpec, Limits, LogConfig, Mount, RestartPolicy
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+_NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.I)
+
+
+class BadParameter(Exception):
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class CreatePlan:
+    """What `translate_create` decided: the specs plus the volumes the engine must make exist."""
+
+    spec: ContainerSpec
+    endpoint: EndpointConfig
+    named_volumes: list[str] = field(default_factory=list)  # named volumes referenced (create if missing)
+    anonymous_targets: list[str] = field(default_factory=list)  # paths that need a fresh anonymous volume
+    warnings: list[str] = field(default_factory=list)
+
+
+def valid_name(name: str) -> bool:
+    return bool(_NAME_RE.match(name))
+
+
+def parse_size(value: str | int) -> int:
+    """ "64m", "1g", "512k", "1024" → bytes (Docker's RAMInBytes)."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE_RE.match(value.strip())
+    if not m:
+        raise BadParameter(f"invalid size: '{value}'")
+    mult = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}[m.group(2).lower()]
+    return int(float(m.group(1)) * mult)
+
+
+def combine_command(
+    image_entrypoint: list[str] | None,
+    image_cmd: list[str] | None,
+    entrypoint: Any,
+    cmd: Any,
+) -> tuple[list[str], list[str]]:
+    """Docker's Entrypoint + Cmd rule; returns (entrypoint, cmd) as stored in Config.
+
+    An Entrypoint in the request replaces the image's and drops the image's Cmd; `--entrypoint ""` (sent
+    as [""] or "") clears it. A Cmd in the request replaces the image's Cmd.
+    """
+    if isinstance(entrypoint, str):
+        entrypoint = [entrypoint] if entrypoint else [""]
+    if isinstance(cmd, str):
+        cmd = ["/bin/sh", "-c", cmd]
+    if entrypoint is not None:
+        ep = [] if entrypoint in ([], [""]) else list(entrypoint)
+        return ep, list(cmd or [])
+    return list(image_entrypoint or []), list(cmd) if cmd else list(image_cmd or [])
+
+
+def merge_env(image_env: list[str] | None, env: list[str] | None) -> list[str]:
+    """Image env first, request entries override by key (a bare `KEY` entry is dropped, as Docker does
+    when the client had no value to send)."""
+    out: dict[str, str] = {}
+    for item in [*(image_env or []), *(env or [])]:
+        key, eq, _ = item.partition("=")
+        if eq:
+            out[key] = item
+    return list(out.values())
+
+
+def parse_port_key(key: str) -> tuple[int, str]:
+    port, _, proto = key.partition("/")
+    try:
+        return int(port.split("-")[0]), (proto or "tcp").lower()
+    except ValueError:
+        raise BadParameter(f'invalid port specification: "{key}"') from None
+
+
+def port_specs(bindings: dict[str, Any] | None) -> list[PortSpec]:
+    """HostConfig.PortBindings → PortSpec list (HostPort "" means an ephemeral port)."""
+    out: list[PortSpec] = []
+    for key, entries in (bindings or {}).items():
+        cport, proto = parse_port_key(key)
+        for entry in entries or [{}]:
+            hp = str((entry or {}).get("HostPort") or "0").split("-")[0]
+            try:
+                host_port = int(hp)
+            except ValueError:
+                raise BadParameter(f'invalid port specification: "{hp}"') from None
+            out.append(PortSpec(cport, proto, host_port, (entry or {}).get("HostIp") or ""))
+    return out
+
+
+def parse_bind(bind: str) -> tuple[str, str, bool, list[str]]:
+    """ "src:dst[:opts]" → (source, target, readonly, options)."""
+    parts = bind.split(":")
+    if len(parts) < 2:
+        raise BadParameter(f"invalid volume specification: '{bind}'")
+    if len(parts) == 2:
+        src, dst, opts = parts[0], parts[1], ""
+    else:
+        src, dst, opts = parts[0], parts[1], ":".join(parts[2:])
+    if not dst.startswith("/"):
+        raise BadParameter(
+            f"invalid volume specification: '{bind}': invalid mount config: mount path must be absolute"
+        )
+    readonly = False
+    options: list[str] = []
+    for opt in filter(None, opts.split(",")):
+        if opt == "ro":
+            readonly = True
+        elif opt == "rw":
+            readonly = False
+        elif opt in ("private", "rprivate", "shared", "rshared", "slave", "rslave"):
+            options.append(opt)
+        elif opt in ("z", "Z", "nocopy", "consistent", "cached", "delegated"):
+            continue
+        else:
+            raise BadParameter(f"invalid mode: {opt}")
+    return src, dst, readonly, options
+
+
+def _tmpfs_options(opts: str) -> list[str]:
+    return [o for o in opts.split(",") if o]
+
+
+def translate_create(
+    cid: str,
+    name: str,
+    body: dict[str, Any],
+    image: dict[str, Any],
+    layers: list[str],
+    volume_path: Callable[[str], str],
+) -> CreatePlan:
+    """The create body + image (its `Id` and OCI `config`) → CreatePlan. `volume_path(name)` maps a named
+    volume to its folder. Raises BadParameter (400) for malformed requests."""
+    hc = copy.deepcopy(body.get("HostConfig") or {})
+    icfg = image.get("config") or {}
+    warnings: list[str] = []
+
+    entrypoint, cmd = combine_command(
+        icfg.get("Entrypoint"), icfg.get("Cmd"), body.get("Entrypoint"), body.get("Cmd")
+    )
+    argv = entrypoint + cmd
+    if not argv:
+        raise BadParameter("no command specified")
+    env = merge_env(icfg.get("Env"), body.get("Env"))
+    labels = {**(icfg.get("Labels") or {}), **(body.get("Labels") or {})}
+    exposed = {**(icfg.get("ExposedPorts") or {}), **(body.get("ExposedPorts") or {})}
+    for key in hc.get("PortBindings") or {}:
+        exposed.setdefault(key, {})
+    volumes = {**(icfg.get("Volumes") or {}), **(body.get("Volumes") or {})}
+
+    # -- mounts ------------------------------------------------------------------------------------
+    mounts: list[Mount] = []
+    named: list[str] = []
+    for bind in hc.get("Binds") or []:
+        src, dst, ro, opts = parse_bind(bind)
+        if src.startswith("/"):
+            mounts.append(Mount("bind", dst, src, ro, opts))
+        else:
+            named.append(src)
+            mounts.append(Mount("volume", dst, volume_path(src), ro, opts))
+    for m in hc.get("Mounts") or []:
+        kind = (m.get("Type") or "volume").lower()
+        target = m.get("Target") or ""
+        if not target.startswith("/"):
+            raise BadParameter("invalid mount config: mount path must be absolute")
+        ro = bool(m.get("ReadOnly"))
+        if kind == "bind":
+            prop = ((m.get("BindOptions") or {}).get("Propagation")) or ""
+            mounts.append(Mount("bind", target, m.get("Source") or "", ro, [prop] if prop else []))
+        elif kind == "volume":
+            src = m.get("Source") or ""
+            if src:
+                named.append(src)
+                mounts.append(Mount("volume", target, volume_path(src), ro, []))
+            else:
+                volumes.setdefault(target, {})
+        elif kind == "tmpfs":
+            topts = m.get("TmpfsOptions") or {}
+            opts = []
+            if topts.get("SizeBytes"):
+                opts.append(f"size={int(topts['SizeBytes'])}")
+            if topts.get("Mode"):
+                opts.append(f"mode={int(topts['Mode']):o}")
+            mounts.append(Mount("tmpfs", target, "", ro, opts))
+        else:
+            raise BadParameter(f"mount type unknown: {kind!r}")
+    for target, opts in (hc.get("Tmpfs") or {}).items():
+        mounts.append(Mount("tmpfs", target, "", False, _tmpfs_options(opts or "")))
+    covered = {m.target.rstrip("/") or "/" for m in mounts}
+    anonymous = [t for t in volumes if (t.rstrip("/") or "/") not in covered]
+
+    # -- resources ---------------------------------------------------------------------------------
+    nano = int(hc.get("NanoCpus") or 0)
+    if nano and (hc.get("CpuQuota") or hc.get("CpuPeriod")):
+        raise BadParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+    memory = int(hc.get("Memory") or 0)
+    swap = int(hc.get("MemorySwap") or 0)
+    if memory and 0 < swap < memory:
+        raise BadParameter("Minimum memoryswap limit should be larger than memory limit, see usage")
+    if memory and memory < 6 * 1024 * 1024:
+        raise BadParameter("Minimum memory limit allowed is 6MB")
+    limits = Limits(
+        memory=memory,
+        memory_swap=swap,
+        memory_reservation=int(hc.get("MemoryReservation") or 0),
+        nano_cpus=nano,
+        cpu_quota=int(hc.get("CpuQuota") or 0),
+        cpu_period=int(hc.get("CpuPeriod") or 0),
+        cpu_shares=int(hc.get("CpuShares") or 0),
+        cpuset_cpus=hc.get("CpusetCpus") or "",
+        pids_limit=int(hc.get("PidsLimit") or 0),
+        io_weight=int(hc.get("BlkioWeight") or 0),
+    )
+
+    rp = hc.get("RestartPolicy") or {}
+    rp_name = rp.get("Name") or "no"
+    if rp_name not in ("no", "always", "on-failure", "unless-stopped"):
+        raise BadParameter(f"invalid restart policy: unknown policy '{rp_name}'")
+    if hc.get("AutoRemove") and rp_name != "no":
+        raise BadParameter("conflicting options: cannot specify both --restart and --rm")
+    lc = hc.get("LogConfig") or {}
+    lcc = lc.get("Config") or {}
+    log_config = LogConfig(
+        type="json-file",
+        max_size=parse_size(lcc["max-size"]) if lcc.get("max-size") else 0,
+        max_file=int(lcc.get("max-file") or 1),
+    )
+
+    # -- networking --------------------------------------------------------------------------------
+    mode = hc.get("NetworkMode") or "default"
+    if mode == "default":
+        mode = "bridge"
+    if body.get("NetworkDisabled"):
+        mode = "none"
+    endpoints: dict[str, EndpointSettings] = {}
+    for net, ep in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).items():
+        ep = ep or {}
+        key = mode if net == "default" else net
+        endpoints[key] = EndpointSettings(
+            aliases=list(ep.get("Aliases") or []),
+            ipv4_address=((ep.get("IPAMConfig") or {}).get("IPv4Address")) or "",
+        )
+    hostname = body.get("Hostname") or ""
+    if mode == "host":
+        runtime_net = "host"
+    elif mode == "none":
+        runtime_net = "none"
+    elif mode.startswith("container:"):
+        runtime_net = mode  # the engine swaps this for the other container's netns path
+    else:
+        runtime_net = "new"
+    if not hostname and mode != "host":
+        hostname = cid[:12]
+    endpoint = EndpointConfig(
+        name=name,
+        hostname=hostname,
+        domainname=body.get("Domainname") or "",
+        network_mode=mode,
+        networks=endpoints,
+        ports=port_specs(hc.get("PortBindings")),
+        publish_all=bool(hc.get("PublishAllPorts")),
+        exposed=list(exposed),
+        dns=list(hc.get("Dns") or []),
+        dns_search=list(hc.get("DnsSearch") or []),
+        dns_options=list(hc.get("DnsOptions") or []),
+        extra_hosts=list(hc.get("ExtraHosts") or []),
+        mac_address=body.get("MacAddress") or "",
+    )
+
+    stop_signal = body.get("StopSignal") or icfg.get("StopSignal") or "SIGTERM"
+    stop_timeout = body.get("StopTimeout")
+    config = {
+        "Hostname": hostname,
+        "Domainname": body.get("Domainname") or "",
+        "User": body.get("User") or icfg.get("User") or "",
+        "AttachStdin": bool(body.get("AttachStdin")),
+        "AttachStdout": bool(body.get("AttachStdout")),
+        "AttachStderr": bool(body.get("AttachStderr")),
+        "ExposedPorts": exposed or None,
+        "Tty": bool(body.get("Tty")),
+        "OpenStdin": bool(body.get("OpenStdin")),
+        "StdinOnce": bool(body.get("StdinOnce")),
+        "Env": env,
+        "Cmd": cmd or None,
+        "Image": body.get("Image") or "",
+        "Volumes": volumes or None,
+        "WorkingDir": body.get("WorkingDir") or icfg.get("WorkingDir") or "",
+        "Entrypoint": entrypoint or None,
+        "OnBuild": None,
+        "Labels": labels,
+        "StopSignal": stop_signal,
+    }
+    if stop_timeout is not None:
+        config["StopTimeout"] = stop_timeout
+    host_config = fill_host_config(hc, mode)
+
+    spec = ContainerSpec(
+        id=cid,
+        name=name,
+        layers=list(layers),
+        argv=argv,
+        env=env,
+        workdir=config["WorkingDir"],
+        user=config["User"],
+        group_add=list(hc.get("GroupAdd") or []),
+        hostname=hostname if mode != "host" else "",
+        domainname=config["Domainname"],
+        tty=config["Tty"],
+        open_stdin=config["OpenStdin"],
+        stdin_once=config["StdinOnce"],
+        mounts=mounts,
+        limits=limits,
+        cap_add=list(hc.get("CapAdd") or []),
+        cap_drop=list(hc.get("CapDrop") or []),
+        privileged=bool(hc.get("Privileged")),
+        readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
+        network=runtime_net,
+        ipc="host" if hc.get("IpcMode") == "host" else "private",
+        pid="host" if hc.get("PidMode") == "host" else "private",
+        uts="host" if hc.get("UTSMode") == "host" else "private",
+        cgroupns="host" if hc.get("CgroupnsMode") == "host" else "private",
+        init=bool(hc.get("Init")),
+        sysctls=dict(hc.get("Sysctls") or {}),
+        shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
+        stop_signal=stop_signal,
+        stop_timeout=int(stop_timeout) if stop_timeout is not None else 10,
+        restart_policy=RestartPolicy(rp_name, int(rp.get("MaximumRetryCount") or 0)),
+        labels=labels,
+        log_config=log_config,
+        oom_score_adj=int(hc.get("OomScoreAdj") or 0),
+        extra={
+            "docker": {
+                "Config": config,
+                "HostConfig": host_config,
+                "Image": image.get("Id", ""),
+                "NetworkingConfig": body.get("NetworkingConfig") or None,
+            }
+        },
+    )
+    return CreatePlan(spec, endpoint, named, anonymous, warnings)
+
+
+def fill_host_config(hc: dict[str, Any], mode: str) -> dict[str, Any]:
+    """HostConfig with the defaults clients read (docker-py needs LogConfig.Type == "json-file")."""
+    out = dict(hc)
+    out["NetworkMode"] = mode
+    out["LogConfig"] = {"Type": "json-file", "Config": dict((hc.get("LogConfig") or {}).get("Config") or {})}
+    out.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
+    if not (out["RestartPolicy"] or {}).get("Name"):
+        out["RestartPolicy"] = {"Name": "no", "MaximumRetryCount": 0}
+    defaults: dict[str, Any] = {
+        "Binds": None,
+        "PortBindings": {},
+        "AutoRemove": False,
+        "Privileged": False,
+        "PublishAllPorts": False,
+        "ReadonlyRootfs": False,
+        "CapAdd": None,
+        "CapDrop": None,
+        "Dns": [],
+        "DnsOptions": [],
+        "DnsSearch": [],
+        "ExtraHosts": None,
+        "Memory": 0,
+        "MemorySwap": 0,
+        "NanoCpus": 0,
+        "CpuShares": 0,
+        "CpuQuota": 0,
+        "CpuPeriod": 0,
+        "PidsLimit": None,
+        "ShmSize": 64 * 1024 * 1024,
+        "Tmpfs": None,
+        "Mounts": None,
+        "CgroupnsMode": "private",
+        "IpcMode": "private",
+        "Isolation": "",
+        "ConsoleSize": [0, 0],
+    }
+    for key, value in defaults.items():
+        if out.get(key) is None or (key == "ShmSize" and not out.get(key)):
+            out[key] = value
+    if out.get("PortBindings") is None:
+        out["PortBindings"] = {}
+    return out

@@ -1,0 +1,591 @@
+"""The engine: composes runtime, image store, network, volumes and events into what the Docker API needs.
+
+Container records live in the runtime's state (the Docker-shaped Config/HostConfig ride along in
+`spec.extra["docker"]`), so an agent restart loses nothing. Exec sessions are in memory, as in dockerd.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import platform
+import random
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import dockerview as view
+from .dockerspec import BadParameter, translate_create, valid_name
+from .engine_io import EngineIO
+from .events import EventBus, PortAckError, PortBroker
+from .images import ImageNotFound, ImageStore
+from .network import EndpointConfig, EndpointSettings, NetworkManager, PortSpec
+from .protocol import AGENT_VERSION
+from .runtime import ContainerState, Runtime
+from .runtime.errors import NotFound
+from .volumes import VolumeStore
+
+log = logging.getLogger("pymachine_agent.engine")
+
+API_VERSION = "1.44"
+MIN_API_VERSION = "1.24"
+
+_ADJ = [
+    "admiring",
+    "brave",
+    "clever",
+    "dreamy",
+    "eager",
+    "festive",
+    "gallant",
+    "happy",
+    "jolly",
+    "keen",
+    "lucid",
+    "modest",
+    "nifty",
+    "quirky",
+    "relaxed",
+    "serene",
+    "tender",
+    "upbeat",
+    "vibrant",
+    "zen",
+]
+_NOUN = [
+    "turing",
+    "hopper",
+    "lovelace",
+    "curie",
+    "darwin",
+    "euler",
+    "fermi",
+    "galileo",
+    "hawking",
+    "kepler",
+    "lamport",
+    "meitner",
+    "newton",
+    "pascal",
+    "ritchie",
+    "shannon",
+    "thompson",
+    "torvalds",
+    "wozniak",
+]
+
+
+class NotModified(Exception):
+    status = 304
+
+
+class EngineConflict(Exception):
+    status = 409
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Engine(EngineIO):
+    def __init__(self, state_dir: Path | str, *, ack_timeout: float = 10.0, network: bool = True) -> None:
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.events = EventBus()
+        self.ports = PortBroker(ack_timeout=ack_timeout)
+        self.started = time.time()
+        self.lock = threading.RLock()
+        self.meta: dict[str, dict[str, Any]] = {}  # id → {name, image, labels, auto_remove} for events
+        self.execs: dict[str, Any] = {}
+        self.images = ImageStore(self.state_dir / "images")
+        self.volumes = VolumeStore(self.state_dir / "volumes", in_use=self._volume_users)
+        self.network: NetworkManager | None = (
+            NetworkManager(self.state_dir / "network", on_port_event=self._on_port_event) if network else None
+        )
+        self.runtime = Runtime(
+            self.state_dir / "runtime",
+            on_netns=self._on_netns,
+            on_teardown=self._on_teardown,
+            on_event=self._on_runtime_event,
+        )
+
+    # -- lifecycle of the engine -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        for st in self.runtime.list():
+            self._remember(st)
+        if self.network is not None:
+            self.network.start(running={st.id: st.pid for st in self.runtime.list() if st.pid})
+        self.runtime.reconcile()
+
+    def close(self) -> None:
+        self.runtime.close()
+        if self.network is not None:
+            self.network.close()
+
+    # -- hooks from runtime and network -----------------------------------------------------------------
+
+    def _remember(self, st: ContainerState) -> None:
+        d = view.docker_of(st)
+        self.meta[st.id] = {
+            "name": st.name,
+            "image": (d.get("Config") or {}).get("Image", ""),
+            "labels": (d.get("Config") or {}).get("Labels") or {},
+            "auto_remove": bool((d.get("HostConfig") or {}).get("AutoRemove")),
+            "endpoint": (st.spec.extra or {}).get("endpoint") if st.spec else None,
+        }
+
+    def _on_runtime_event(self, cid: str, action: str, attributes: dict[str, str]) -> None:
+        meta = self.meta.get(cid, {})
+        attrs = {**meta.get("labels", {}), "image": meta.get("image", ""), "name": meta.get("name", "")}
+        attrs.update(attributes or {})
+        if action == "rename":
+            meta["name"] = attrs.get("name", meta.get("name"))
+        self.events.publish("container", action, cid, attrs)
+        if action == "die":
+            self.ports_withdraw(cid)
+            if meta.get("auto_remove"):
+                threading.Thread(target=self._auto_remove, args=(cid,), daemon=True).start()
+        if action == "destroy":
+            self.meta.pop(cid, None)
+
+    def _auto_remove(self, cid: str) -> None:
+        try:
+            self.container_remove(cid, force=True, volumes=True)
+        except Exception as exc:  # already removed by a racing DELETE is fine
+            log.debug("auto-remove of %s: %s", cid[:12], exc)
+
+    def _endpoint_config(self, cid: str) -> EndpointConfig:
+        data = (self.meta.get(cid) or {}).get("endpoint") or {}
+        data = dict(data)
+        data["networks"] = {k: EndpointSettings(**v) for k, v in (data.get("networks") or {}).items()}
+        data["ports"] = [PortSpec(**p) for p in data.get("ports") or []]
+        return EndpointConfig(**data)
+
+    def _on_netns(self, cid: str, pid: int) -> None:
+        if self.network is not None:
+            self.network.attach(cid, pid, self._endpoint_config(cid))
+
+    def _on_teardown(self, cid: str) -> None:
+        if self.network is not None:
+            try:
+                self.network.detach(cid)
+            except Exception as exc:
+                log.warning("network detach of %s failed: %s", cid[:12], exc)
+
+    def _on_port_event(self, event: dict) -> None:
+        """Called by the network for every publish/unpublish; `add` waits for the host agent's ack."""
+        if event.get("action") == "add":
+            self.ports.add(event)
+        else:
+            self.ports.remove(event)
+
+    def ports_withdraw(self, cid: str) -> None:
+        self.ports.withdraw(cid)
+
+    # -- lookups ---------------------------------------------------------------------------------------
+
+    def _state(self, ref: str) -> ContainerState:
+        try:
+            return self.runtime.inspect(ref)
+        except NotFound:
+            raise NotFound(f"No such container: {ref}") from None
+
+    def _network_settings(self, st: ContainerState) -> dict[str, Any]:
+        ep = self.network.endpoint(st.id) if self.network is not None and st.running else None
+        ns = ep.network_settings() if ep else view.empty_network_settings()
+        if not ep:
+            # stopped containers still show the networks they are configured for
+            mode = (view.docker_of(st).get("HostConfig") or {}).get("NetworkMode", "bridge")
+            if mode not in ("none", "host") and not mode.startswith("container:"):
+                ns["Networks"] = {mode: {"NetworkID": "", "EndpointID": "", "IPAddress": "", "Gateway": ""}}
+        return ns
+
+    def _image_name(self, st: ContainerState) -> str:
+        return (view.docker_of(st).get("Config") or {}).get("Image", "")
+
+    def _volume_users(self, name: str) -> list[str]:
+        suffix = f"/{name}/_data"
+        return [
+            st.id
+            for st in self.runtime.list()
+            if st.spec and any(m.type == "volume" and m.source.endswith(suffix) for m in st.spec.mounts)
+        ]
+
+    def image_in_use(self, image_id: str) -> list[str]:
+        return [st.id for st in self.runtime.list() if view.docker_of(st).get("Image") == image_id]
+
+    # -- system ----------------------------------------------------------------------------------------
+
+    def version(self) -> dict[str, Any]:
+        uname = os.uname()
+        return {
+            "Platform": {"Name": "pymachine"},
+            "Components": [
+                {
+                    "Name": "Engine",
+                    "Version": AGENT_VERSION,
+                    "Details": {
+                        "ApiVersion": API_VERSION,
+                        "MinAPIVersion": MIN_API_VERSION,
+                        "Os": "linux",
+                        "Arch": _arch(),
+                        "KernelVersion": uname.release,
+                    },
+                }
+            ],
+            "Version": AGENT_VERSION,
+            "ApiVersion": API_VERSION,
+            "MinAPIVersion": MIN_API_VERSION,
+            "GitCommit": "pymachine",
+            "GoVersion": "python" + platform.python_version(),
+            "Os": "linux",
+            "Arch": _arch(),
+            "KernelVersion": uname.release,
+            "BuildTime": "",
+        }
+
+    def info(self) -> dict[str, Any]:
+        states = self.runtime.list()
+        running = sum(1 for s in states if s.status == "running")
+        paused = sum(1 for s in states if s.status == "paused")
+        uname = os.uname()
+        try:
+            mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            mem = 0
+        cgv2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        return {
+            "ID": _engine_id(self.state_dir),
+            "Containers": len(states),
+            "ContainersRunning": running,
+            "ContainersPaused": paused,
+            "ContainersStopped": len(states) - running - paused,
+            "Images": len(self.images.list()),
+            "Driver": "overlay2",
+            "DriverStatus": [["Backing Filesystem", "extfs"]],
+            "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Log": ["json-file"]},
+            "MemoryLimit": True,
+            "SwapLimit": True,
+            "CpuCfsPeriod": True,
+            "CpuCfsQuota": True,
+            "PidsLimit": True,
+            "IPv4Forwarding": True,
+            "Debug": False,
+            "NFd": len(os.listdir("/proc/self/fd")),
+            "NGoroutines": threading.active_count(),
+            "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()),
+            "LoggingDriver": "json-file",
+            "CgroupDriver": "cgroupfs",
+            "CgroupVersion": "2" if cgv2 else "1",
+            "KernelVersion": uname.release,
+            "OperatingSystem": _os_name(),
+            "OSVersion": "",
+            "OSType": "linux",
+            "Architecture": uname.machine,
+            "IndexServerAddress": "https://index.docker.io/v1/",
+            "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8"], "Mirrors": []},
+            "NCPU": os.cpu_count() or 1,
+            "MemTotal": mem,
+            "DockerRootDir": str(self.state_dir),
+            "Name": uname.nodename,
+            "Labels": [],
+            "ExperimentalBuild": False,
+            "ServerVersion": AGENT_VERSION,
+            "Runtimes": {"pymachine": {"path": "pymachine_agent.runtime"}},
+            "DefaultRuntime": "pymachine",
+            "Swarm": {
+                "NodeID": "",
+                "NodeAddr": "",
+                "LocalNodeState": "inactive",
+                "ControlAvailable": False,
+                "Error": "",
+                "RemoteManagers": None,
+            },
+            "LiveRestoreEnabled": True,
+            "Isolation": "",
+            "InitBinary": "",
+            "SecurityOptions": ["name=seccomp,profile=unconfined"] + (["name=cgroupns"] if cgv2 else []),
+            "Warnings": None if cgv2 else ["cgroup v1 host: resource limits are recorded but not enforced"],
+        }
+
+    # -- containers: create ----------------------------------------------------------------------------
+
+    def _new_name(self) -> str:
+        taken = {s.name for s in self.runtime.list()}
+        while True:
+            name = f"{random.choice(_ADJ)}_{random.choice(_NOUN)}"
+            if name not in taken:
+                return name
+
+    def container_create(self, body: dict[str, Any], name: str = "") -> tuple[str, list[str]]:
+        name = name.lstrip("/")
+        if name and not valid_name(name):
+            raise BadParameter(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        image_ref = body.get("Image") or ""
+        if not image_ref:
+            raise BadParameter("config cannot be empty in order to create a container")
+        try:
+            image_id = self.images.resolve(image_ref)
+        except ImageNotFound:
+            raise ImageNotFound(f"No such image: {_with_tag(image_ref)}") from None
+        image = {"Id": image_id, "config": self.images.config(image_id).get("config") or {}}
+        layers = [str(p) for p in self.images.layer_dirs(image_id)]
+        with self.lock:
+            if name and any(s.name == name for s in self.runtime.list()):
+                existing = next(s.id for s in self.runtime.list() if s.name == name)
+                raise EngineConflict(
+                    f'Conflict. The container name "/{name}" is already in use by container "{existing}". '
+                    "You have to remove (or rename) that container to be able to reuse that name."
+                )
+            cid = secrets.token_hex(32)
+            name = name or self._new_name()
+            plan = translate_create(cid, name, body, image, layers, self.volumes.path)
+            for vol in plan.named_volumes:
+                self.volumes.ensure(vol)
+            from .runtime import Mount
+
+            for target in plan.anonymous_targets:
+                vol = self.volumes.create(anonymous=True)["Name"]
+                plan.spec.mounts.append(Mount("volume", target, self.volumes.path(vol)))
+            mode = plan.endpoint.network_mode
+            if mode.startswith("container:"):
+                other = self._state(mode.split(":", 1)[1])
+                if not other.pid:
+                    raise EngineConflict(f"cannot join network of a non running container: {other.id}")
+                plan.spec.network = f"/proc/{other.pid}/ns/net"
+            elif self.network is not None and mode not in ("host", "none"):
+                self.network.inspect_network(mode)  # 404 "network x not found" before anything is recorded
+            plan.spec.extra["endpoint"] = dataclasses.asdict(plan.endpoint)
+            st = self.runtime.create(plan.spec)
+            self._remember(st)
+        if (
+            self.network is not None
+            and mode not in ("host", "none", "bridge")
+            and not mode.startswith("container:")
+        ):
+            pass  # user networks are attached at start from the endpoint config
+        return cid, plan.warnings
+
+    # -- containers: queries ---------------------------------------------------------------------------
+
+    def container_inspect(self, ref: str, size: bool = False) -> dict[str, Any]:
+        st = self._state(ref)
+        execs = [eid for eid, e in self.execs.items() if e.container == st.id and e.running]
+        return view.inspect_view(st, self._network_settings(st), execs)
+
+    def container_list(
+        self,
+        all: bool = False,
+        filters: dict[str, list[str]] | None = None,
+        limit: int | None = -1,
+        size: bool = False,
+    ) -> list[dict[str, Any]]:
+        filters = filters or {}
+        states = sorted(self.runtime.list(), key=lambda s: s.created, reverse=True)
+        out = []
+        for st in states:
+            if not all and not st.running and "status" not in filters and "exited" not in filters:
+                continue
+            ns = self._network_settings(st)
+            if not view.container_matches(st, filters, self._ancestor_match, list(ns.get("Networks") or {})):
+                continue
+            out.append(view.summary_view(st, ns, self._image_name(st)))
+            if limit and limit > 0 and len(out) >= limit:
+                break
+        return out
+
+    def _ancestor_match(self, ref: str, st: ContainerState) -> bool:
+        try:
+            return self.images.resolve(ref) == view.docker_of(st).get("Image")
+        except Exception:
+            return False
+
+    # -- containers: lifecycle -------------------------------------------------------------------------
+
+    def container_start(self, ref: str) -> None:
+        st = self._state(ref)
+        if st.status in ("running", "paused"):
+            raise NotModified()
+        try:
+            self.runtime.start(st.id)
+        except PortAckError as exc:
+            raise EngineConflict(str(exc)) from None
+
+    def container_stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
+        st = self._state(ref)
+        if not st.running:
+            raise NotModified()
+        if signal:
+            self.runtime.kill(st.id, signal)
+        self.runtime.stop(st.id, timeout=timeout)
+
+    def container_restart(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
+        st = self._state(ref)
+        self.runtime.restart(st.id, timeout=timeout)
+
+    def container_kill(self, ref: str, signal: str = "SIGKILL") -> None:
+        st = self._state(ref)
+        if not st.running:
+            raise EngineConflict(f"cannot kill container: {ref}: container {st.id} is not running")
+        self.runtime.kill(st.id, signal)
+
+    def container_pause(self, ref: str) -> None:
+        self.runtime.pause(self._state(ref).id)
+
+    def container_unpause(self, ref: str) -> None:
+        self.runtime.unpause(self._state(ref).id)
+
+    def container_waiter(self, ref: str, condition: str):  # type: ignore[no-untyped-def]
+        """Register interest now; the returned callable blocks until the condition and gives (code, err).
+
+        Built on the event bus: subscribing before the reply headers means a fast exit can't be missed.
+        """
+        st = self._state(ref)
+        cid = st.id
+        sub = self.events.subscribe({"container": [cid], "type": ["container"]})
+        st = self._state(cid)
+
+        def wait() -> tuple[int, str]:
+            try:
+                code = st.exit_code
+                if condition == "not-running" and not st.running:
+                    return code, ""
+                if condition == "removed" and not st.running and st.status != "created":
+                    pass  # still wait for the destroy
+                while True:
+                    event = sub.get(timeout=1.0)
+                    if event is None:
+                        try:
+                            now = self.runtime.inspect(cid)
+                        except NotFound:
+                            return code, ""
+                        if condition == "not-running" and not now.running:
+                            return now.exit_code, ""
+                        continue
+                    action = event["Action"]
+                    if action == "die":
+                        code = int(event["Actor"]["Attributes"].get("exitCode", code) or 0)
+                        if condition != "removed":
+                            return code, ""
+                    elif action == "destroy":
+                        return code, ""
+            finally:
+                sub.close()
+
+        return wait
+
+    def container_remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        st = self._state(ref)
+        if st.running and not force:
+            raise EngineConflict(
+                f'cannot remove container "/{st.name}": container is running: stop the container before '
+                "removing or force remove"
+            )
+        self.runtime.remove(st.id, force=force)
+        if self.network is not None:
+            try:
+                self.network.forget(st.id)
+            except Exception as exc:
+                log.debug("network forget %s: %s", st.id[:12], exc)
+        self.ports.withdraw(st.id)
+        if volumes and st.spec:
+            for m in st.spec.mounts:
+                if m.type == "volume":
+                    name = m.source.rstrip("/").split("/")[-2]
+                    if self.volumes.is_anonymous(name):
+                        try:
+                            self.volumes.remove(name, force=True)
+                        except Exception as exc:
+                            log.debug("volume %s kept: %s", name, exc)
+
+    def container_rename(self, ref: str, name: str) -> None:
+        name = name.lstrip("/")
+        if not valid_name(name):
+            raise BadParameter(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        st = self._state(ref)
+        for other in self.runtime.list():
+            if other.name == name and other.id != st.id:
+                raise EngineConflict(
+                    f'Conflict. The container name "/{name}" is already in use by container "{other.id}". '
+                    "You have to remove (or rename) that container to be able to reuse that name."
+                )
+        self.runtime.rename(st.id, name)
+        if st.id in self.meta:
+            self.meta[st.id]["name"] = name
+
+    def container_prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
+        deleted = []
+        for st in self.runtime.list():
+            if st.running or not view.container_matches(
+                st, {k: v for k, v in filters.items() if k == "label"}, None, []
+            ):
+                continue
+            self.container_remove(st.id)
+            deleted.append(st.id)
+        return {"ContainersDeleted": deleted, "SpaceReclaimed": 0}
+
+    def system_df(self) -> dict[str, Any]:
+        containers = [
+            view.summary_view(st, view.empty_network_settings(), self._image_name(st))
+            for st in self.runtime.list()
+        ]
+        for c in containers:
+            c["SizeRw"] = 0
+            c["SizeRootFs"] = 0
+        images = self.images.list()
+        for img in images:
+            img["Containers"] = len(self.image_in_use(img["Id"]))
+        vols = self.volumes.list()
+        for v in vols:
+            v["UsageData"] = {
+                "Size": self.volumes.size(v["Name"]),
+                "RefCount": len(self._volume_users(v["Name"])),
+            }
+        return {
+            "LayersSize": sum(int(i.get("Size") or 0) for i in images),
+            "Images": images,
+            "Containers": containers,
+            "Volumes": vols,
+            "BuildCache": [],
+        }
+
+
+def _with_tag(ref: str) -> str:
+    last = ref.rsplit("/", 1)[-1]
+    if "@" in ref or ":" in last or ref.startswith("sha256:"):
+        return ref
+    return ref + ":latest"
+
+
+def _arch() -> str:
+    m = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def _engine_id(state_dir: Path) -> str:
+    path = state_dir / "engine-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        value = secrets.token_hex(16).upper()
+        path.write_text(value)
+        return value
+
+
+def _iter_none() -> Iterator[Any]:
+    return iter(())

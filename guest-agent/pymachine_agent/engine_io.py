@@ -1,0 +1,402 @@
+"""The engine's I/O half: attach, exec, logs, stats, top, cp, diff, update, commit, network views.
+
+A mixin of `Engine` (engine.py) so each file keeps one concern: engine.py is records and lifecycle, this
+is streams and files.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import archive
+from . import dockerview as view
+from .runtime import ExecSpec, Limits, RestartPolicy
+from .runtime.errors import Conflict, NotFound
+from .stdio import ExecSession, wrap_attach
+
+_WHITEOUT_DEV = 0
+
+
+@dataclass
+class ExecRecord:
+    id: str
+    container: str
+    config: dict[str, Any]
+    running: bool = False
+    exit_code: int | None = None
+    pid: int = 0
+    process: Any = None
+    started: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class EngineIO:
+    runtime: Any
+    images: Any
+    network: Any
+    execs: dict[str, ExecRecord]
+    events: Any
+
+    # -- attach / logs -----------------------------------------------------------------------------
+
+    def container_attach(
+        self, ref: str, stdin: bool, stdout: bool, stderr: bool, logs: bool = False, stream: bool = True
+    ) -> Any:
+        st = self._state(ref)  # type: ignore[attr-defined]
+        tty = bool(st.spec and st.spec.tty)
+        replay: list[tuple[int, bytes]] = []
+        if logs:
+            for e in self.runtime.logs(st.id, stdout=stdout, stderr=stderr):
+                replay.append((1 if e.stream == "stdout" else 2, e.data))
+        if not stream:
+            return wrap_attach(None, tty, replay)
+        raw = self.runtime.attach(st.id, stdin=stdin, stdout=stdout, stderr=stderr)
+        self.events.publish("container", "attach", st.id, self._attrs(st.id))
+        return wrap_attach(raw, tty, replay)
+
+    def _attrs(self, cid: str) -> dict[str, str]:
+        meta = self.meta.get(cid, {})  # type: ignore[attr-defined]
+        return {**meta.get("labels", {}), "image": meta.get("image", ""), "name": meta.get("name", "")}
+
+    def container_resize(self, ref: str, height: int, width: int) -> None:
+        st = self._state(ref)  # type: ignore[attr-defined]
+        if not st.running:
+            raise Conflict(f"cannot resize container {st.id}: container is not running")
+        self.runtime.resize(st.id, height, width)
+
+    def container_logs(
+        self,
+        ref: str,
+        *,
+        follow: bool,
+        stdout: bool,
+        stderr: bool,
+        since: float | None,
+        until: float | None,
+        timestamps: bool,
+        tail: int | None,
+    ) -> tuple[Iterator[tuple[int, bytes]], bool]:
+        st = self._state(ref)  # type: ignore[attr-defined]
+        entries = self.runtime.logs(
+            st.id,
+            stdout=stdout,
+            stderr=stderr,
+            since=since or 0,
+            until=until or 0,
+            tail=tail,
+            follow=follow and st.running,
+        )
+
+        def gen() -> Iterator[tuple[int, bytes]]:
+            for e in entries:
+                data = e.data
+                if timestamps:
+                    data = e.time.encode() + b" " + data
+                yield (1 if e.stream == "stdout" else 2, data)
+
+        return gen(), bool(st.spec and st.spec.tty)
+
+    # -- top / stats / update / diff ---------------------------------------------------------------
+
+    def container_top(self, ref: str, ps_args: str = "") -> dict[str, Any]:
+        st = self._state(ref)  # type: ignore[attr-defined]
+        if not st.running:
+            raise Conflict(f"container {st.id} is not running")
+        return self.runtime.top(st.id, ps_args)
+
+    def _net_stats(self, cid: str) -> dict[str, Any]:
+        ep = self.network.endpoint(cid) if self.network is not None else None
+        out: dict[str, Any] = {}
+        for a in ep.attachments if ep else []:
+            base = Path("/sys/class/net") / a.host_ifname / "statistics"
+            try:
+                # the host end of the veth: its rx is the container's tx
+                read = _reader(base)
+                out[a.ifname] = {
+                    "rx_bytes": read("tx_bytes"),
+                    "rx_packets": read("tx_packets"),
+                    "rx_errors": 0,
+                    "rx_dropped": 0,
+                    "tx_bytes": read("rx_bytes"),
+                    "tx_packets": read("rx_packets"),
+                    "tx_errors": 0,
+                    "tx_dropped": 0,
+                }
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def _stats_sample(self, st: Any) -> dict[str, Any]:
+        sample: dict[str, Any]
+        try:
+            sample = dict(self.runtime.stats(st.id)) if st.running else {}
+        except (Conflict, NotFound, OSError):
+            sample = {}
+        sample.setdefault(
+            "cpu_stats",
+            {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0, "online_cpus": os.cpu_count() or 1},
+        )
+        sample.setdefault("memory_stats", {})
+        sample.setdefault("pids_stats", {})
+        sample.setdefault("blkio_stats", {"io_service_bytes_recursive": None})
+        sample["read"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
+        sample["name"] = "/" + st.name
+        sample["id"] = st.id
+        nets = self._net_stats(st.id) if st.running else {}
+        if nets:
+            sample["networks"] = nets
+        return sample
+
+    def container_stats(self, ref: str, stream: bool = True, one_shot: bool = False) -> Iterator[dict]:
+        st = self._state(ref)  # type: ignore[attr-defined]
+
+        def gen() -> Iterator[dict]:
+            prev: dict[str, Any] | None = None
+            if not stream and not one_shot and st.running:
+                prev = self._stats_sample(st)
+                time.sleep(1.0)  # Docker's two samples, so `docker stats --no-stream` can compute CPU %
+            while True:
+                cur = self._stats_sample(self._state(st.id))  # type: ignore[attr-defined]
+                cur["precpu_stats"] = (prev or {}).get("cpu_stats") or {"cpu_usage": {"total_usage": 0}}
+                cur["preread"] = (prev or {}).get("read", "0001-01-01T00:00:00Z")
+                yield cur
+                if not stream:
+                    return
+                prev = cur
+                time.sleep(1.0)
+
+        return gen()
+
+    def container_update(self, ref: str, body: dict[str, Any]) -> list[str]:
+        st = self._state(ref)  # type: ignore[attr-defined]
+        keys = {
+            "Memory": "memory",
+            "MemorySwap": "memory_swap",
+            "MemoryReservation": "memory_reservation",
+            "NanoCpus": "nano_cpus",
+            "CpuQuota": "cpu_quota",
+            "CpuPeriod": "cpu_period",
+            "CpuShares": "cpu_shares",
+            "CpusetCpus": "cpuset_cpus",
+            "PidsLimit": "pids_limit",
+            "BlkioWeight": "io_weight",
+        }
+        cur = st.spec.limits if st.spec else Limits()
+        changes = {attr: body[k] for k, attr in keys.items() if body.get(k) not in (None, 0, "")}
+        limits = Limits(**{**cur.__dict__, **changes}) if changes else None
+        rp = body.get("RestartPolicy") or {}
+        policy = RestartPolicy(rp["Name"], int(rp.get("MaximumRetryCount") or 0)) if rp.get("Name") else None
+        self.runtime.update(st.id, limits=limits, restart_policy=policy)
+        return []
+
+    def container_changes(self, ref: str) -> list[dict[str, Any]]:
+        st = self._state(ref)  # type: ignore[attr-defined]
+        upper = Path(st.upper_dir)
+        layers = [Path(p) for p in (st.spec.layers if st.spec else [])]
+        out = []
+        for dirpath, dirnames, filenames in os.walk(upper):
+            for name in sorted(dirnames + filenames):
+                full = Path(dirpath) / name
+                rel = "/" + str(full.relative_to(upper))
+                try:
+                    s = full.lstat()
+                except OSError:
+                    continue
+                if (
+                    not full.is_dir()
+                    and os.major(s.st_rdev) == 0
+                    and os.minor(s.st_rdev) == 0
+                    and (s.st_mode & 0o170000 == 0o020000)
+                ):
+                    kind = 2  # a whiteout: deleted
+                else:
+                    kind = 0 if any((lay / rel.lstrip("/")).exists() for lay in layers) else 1
+                out.append({"Path": rel, "Kind": kind})
+        return out
+
+    # -- docker cp ---------------------------------------------------------------------------------
+
+    def _root_of(self, st: Any, writable: bool) -> Any:
+        import contextlib
+
+        if st.running and st.pid:
+            return contextlib.nullcontext(f"/proc/{st.pid}/root")
+        return archive.stopped_root(st.upper_dir, st.spec.layers if st.spec else [], writable)
+
+    def archive_get(self, ref: str, path: str, head: bool = False) -> tuple[str, Iterator[bytes]]:
+        st = self._state(ref)  # type: ignore[attr-defined]
+        with self._root_of(st, writable=False) as root:
+            info = archive.path_stat(root, path)
+            data = [] if head else list(archive.get_tar(root, path))
+        return archive.stat_header(info), iter(data)
+
+    def archive_put(self, ref: str, path: str, chunks: Any, no_overwrite: bool = False) -> None:
+        st = self._state(ref)  # type: ignore[attr-defined]
+        with self._root_of(st, writable=True) as root:
+            archive.put_tar(root, path, chunks)
+
+    # -- exec --------------------------------------------------------------------------------------
+
+    def exec_create(self, ref: str, body: dict[str, Any]) -> str:
+        st = self._state(ref)  # type: ignore[attr-defined]
+        if st.status != "running":
+            if st.status == "paused":
+                raise Conflict(f"container {st.id} is paused, unpause the container before exec")
+            raise Conflict(f"container {st.id} is not running")
+        if not body.get("Cmd"):
+            raise view_bad("No exec command specified")
+        eid = secrets.token_hex(32)
+        self.execs[eid] = ExecRecord(eid, st.id, body)
+        self.events.publish("container", f"exec_create: {' '.join(body['Cmd'])}", st.id, self._attrs(st.id))
+        return eid
+
+    def _exec(self, eid: str) -> ExecRecord:
+        rec = self.execs.get(eid)
+        if rec is None:
+            raise NotFound(f"No such exec instance: {eid}")
+        return rec
+
+    def _exec_spawn(self, rec: ExecRecord, detach: bool) -> Any:
+        if rec.started:
+            raise Conflict(f"Exec {rec.id} has already been started")
+        st = self._state(rec.container)  # type: ignore[attr-defined]
+        if st.status != "running":
+            raise Conflict(f"container {st.id} is not running")
+        cfg = rec.config
+        spec = ExecSpec(
+            argv=list(cfg["Cmd"]),
+            env=list(cfg.get("Env") or []),
+            user=cfg.get("User") or "",
+            workdir=cfg.get("WorkingDir") or "",
+            tty=bool(cfg.get("Tty")),
+            stdin=bool(cfg.get("AttachStdin")) and not detach,
+            privileged=bool(cfg.get("Privileged")),
+            detach=detach,
+        )
+        rec.started = True
+        proc = self.runtime.exec(st.id, spec)
+        rec.process, rec.pid, rec.running = proc, getattr(proc, "pid", 0), True
+        self.events.publish("container", f"exec_start: {' '.join(cfg['Cmd'])}", st.id, self._attrs(st.id))
+        return proc
+
+    def _exec_finished(self, rec: ExecRecord, code: int) -> None:
+        rec.exit_code, rec.running = code, False
+        rec.done.set()
+        self.events.publish(
+            "container",
+            "exec_die",
+            rec.container,
+            {**self._attrs(rec.container), "execID": rec.id, "exitCode": str(code)},
+        )
+
+    def exec_start_detached(self, eid: str) -> None:
+        rec = self._exec(eid)
+        proc = self._exec_spawn(rec, detach=True)
+
+        def reap() -> None:
+            self._exec_finished(rec, int(proc.wait()))
+
+        threading.Thread(target=reap, daemon=True).start()
+
+    def exec_wants_stdin(self, eid: str) -> bool:
+        return bool(self._exec(eid).config.get("AttachStdin"))
+
+    def exec_attach(self, eid: str, tty: bool | None = None) -> Any:
+        rec = self._exec(eid)
+        proc = self._exec_spawn(rec, detach=False)
+        return ExecSession(
+            proc, bool(rec.config.get("Tty")), on_exit=lambda code: self._exec_finished(rec, code)
+        )
+
+    def exec_resize(self, eid: str, height: int, width: int) -> None:
+        rec = self._exec(eid)
+        if rec.process is not None and hasattr(rec.process, "resize"):
+            try:
+                rec.process.resize(height, width)
+            except OSError:
+                pass
+
+    def exec_inspect(self, eid: str) -> dict[str, Any]:
+        rec = self._exec(eid)
+        cfg = rec.config
+        if rec.started and not rec.done.is_set():
+            rec.done.wait(2.0)  # the CLI inspects right after the stream ends: let the reaper record it
+        cmd = list(cfg.get("Cmd") or [])
+        return {
+            "ID": rec.id,
+            "Running": rec.running,
+            "ExitCode": rec.exit_code,
+            "ProcessConfig": {
+                "tty": bool(cfg.get("Tty")),
+                "entrypoint": cmd[0] if cmd else "",
+                "arguments": cmd[1:],
+                "privileged": bool(cfg.get("Privileged")),
+                "user": cfg.get("User") or "",
+            },
+            "OpenStdin": bool(cfg.get("AttachStdin")),
+            "OpenStderr": bool(cfg.get("AttachStderr")),
+            "OpenStdout": bool(cfg.get("AttachStdout")),
+            "CanRemove": False,
+            "ContainerID": rec.container,
+            "DetachKeys": cfg.get("DetachKeys") or "",
+            "Pid": rec.pid,
+        }
+
+    # -- commit, ids, networks ---------------------------------------------------------------------
+
+    def container_id(self, ref: str) -> str:
+        return self._state(ref).id  # type: ignore[attr-defined]
+
+    def container_commit(
+        self,
+        ref: str,
+        repo: str = "",
+        tag: str = "",
+        comment: str = "",
+        author: str = "",
+        changes: list[str] | None = None,
+        config: dict | None = None,
+    ) -> str:
+        st = self._state(ref)  # type: ignore[attr-defined]
+        d = view.docker_of(st)
+        base_config = dict(d.get("Config") or {})
+        if config:
+            base_config.update({k: v for k, v in config.items() if v not in (None, "", [], {})})
+        target = f"{repo}:{tag or 'latest'}" if repo else None
+        image_id = self.images.commit(
+            st.upper_dir,
+            d.get("Image"),
+            {"config": base_config, "changes": changes or []},
+            comment=comment,
+            author=author,
+            tag=target,
+        )
+        self.events.publish("container", "commit", st.id, {**self._attrs(st.id), "comment": comment})
+        return image_id
+
+    def network_list(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        if self.network is None:
+            return []
+        return self.network.list_networks(filters)
+
+    def network_inspect(self, ref: str) -> dict[str, Any]:
+        if self.network is None:
+            raise NotFound(f"network {ref} not found")
+        return self.network.inspect_network(ref)
+
+
+def _reader(base: Path) -> Any:
+    return lambda name: int((base / name).read_text())
+
+
+def view_bad(message: str) -> Exception:
+    from .dockerspec import BadParameter
+
+    return BadParameter(message)
