@@ -353,7 +353,14 @@ def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) 
     if lock is None:
         log.info("a host agent for %s is already running", name)
         return 0
-    agent = Agent(name, connect or machine_connect(name), machine_dir=mp.dir)
+    agent = Agent(
+        name,
+        connect or machine_connect(name),
+        machine_dir=mp.dir,
+        # Overrides for the tests that run the agent against a local sshd and for bench/forward.py.
+        guest_socket=os.environ.get("PYMACHINE_GUEST_SOCKET", GUEST_SOCKET),
+        streamlocal_mode=os.environ.get("PYMACHINE_STREAMLOCAL", "auto"),
+    )
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     agent.start()
