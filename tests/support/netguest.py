@@ -20,6 +20,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from pymachine_agent.network.netlink import Netlink
 from pymachine_agent.network.netns import CLONE_NEWNET, netns_of, own_netns_id, run_in_netns, setns
@@ -204,3 +206,71 @@ class FakeUpstream:
 
     def close(self) -> None:
         self.sock.close()
+
+
+@dataclass
+class NetEnv:
+    """A NetworkManager running in a private guest namespace, with fake containers and a fake upstream."""
+
+    mgr: Any
+    events: list[dict]
+    names: dict[str, str]
+    upstream: FakeUpstream
+    state: Path
+    containers: list[FakeContainer] = field(default_factory=list)
+
+    def container(self) -> FakeContainer:
+        c = start_container()
+        self.containers.append(c)
+        return c
+
+    def counts(self) -> dict[str, int]:
+        """What a removed container must not leave behind."""
+        from pymachine_agent.network import nat, plumbing
+
+        rules = nat.rules(self.names["nft_table"])
+        return {
+            "veths": len(plumbing.links_with_prefix(self.names["veth_prefix"])),
+            "dnat_rules": sum(1 for r in rules if r.startswith("published:")),
+            "dns_listeners": len(self.mgr.dns.containers()),
+            "endpoint_records": len(list((self.state / "endpoints").glob("*.json"))),
+            "published": len(self.mgr.published_ports()),
+        }
+
+
+def make_manager(
+    state: Path, events: list[dict], names: dict[str, str], upstream: FakeUpstream, **kw: Any
+) -> Any:
+    from pymachine_agent.network import NetworkManager
+
+    resolv = state.parent / "guest-resolv.conf"
+    resolv.write_text("nameserver 10.0.2.3\nsearch guest.internal\n")
+    return NetworkManager(
+        state,
+        on_port_event=events.append,
+        default_subnet="10.200.0.0/24",
+        address_pools=[("10.200.64.0/18", 24)],
+        upstream_dns=[upstream.address],
+        guest_resolv_conf=resolv,
+        **names,
+        **kw,
+    )
+
+
+@contextlib.contextmanager
+def net_env(tmp: Path, **kw: Any) -> Iterator[NetEnv]:
+    with private_guest():
+        upstream = FakeUpstream({"example.test": "10.9.9.9"})
+        names = unique_names()
+        events: list[dict] = []
+        state = tmp / "state"
+        mgr = make_manager(state, events, names, upstream, **kw)
+        env = NetEnv(mgr, events, names, upstream, state)
+        try:
+            mgr.start()
+            yield env
+        finally:
+            env.mgr.close()
+            for c in env.containers:
+                c.stop()
+            upstream.close()
