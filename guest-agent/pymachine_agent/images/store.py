@@ -172,6 +172,7 @@ class ImageStore:
         blob_digest: str | None,
         media_type: str | None,
         on_chunk: Callable[[int], None] | None = None,
+        downloaded: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """Keep a layer blob (verified against `blob_digest` when given) and unpack it (checked against
         `diff_id` when given). The blob stays for push and save; media type is sniffed when not given."""
@@ -180,6 +181,8 @@ class ImageStore:
             tmp_blob = work / "blob"
             with open(tmp_blob, "wb") as f:
                 digest = copy_verified(src, f, blob_digest, f"layer blob {blob_digest or diff_id}", on_chunk)
+            if downloaded:
+                downloaded()
             if not media_type:
                 with open(tmp_blob, "rb") as f:
                     head = f.read(4)
