@@ -1,0 +1,136 @@
+"""The guest VM image: recipe hash, cache lookup and the manifest other parts boot from (contracts §1).
+
+The image lives in `paths.image_cache_dir()/<recipe_hash>/` (vmlinuz, initrd.img, disk.qcow2, manifest.json).
+The hash covers every file of `images/guest/` plus the guest agent's sources, so an unchanged recipe rebuilds
+nothing; `image_build` does the building in two cached stages.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from pymachine.images import GUEST_RECIPE
+from pymachine_agent import protocol
+
+from . import paths
+
+# Bump when the build code changes what it produces from the same recipe.
+BUILD_FORMAT = "1"
+MANIFEST = "manifest.json"
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ImageManifest:
+    kernel: Path
+    initrd: Path
+    disk: Path
+    recipe_hash: str
+    disk_bytes: int
+    virtual_bytes: int
+    cmdline: str
+    agent_checksum: str
+    kernel_version: str = ""
+    rootfs_hash: str = ""
+    built_at: str = ""
+    build_seconds: float = 0.0
+
+    @property
+    def folder(self) -> Path:
+        return self.disk.parent
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        for key in ("kernel", "initrd", "disk"):
+            data[key] = str(data[key])
+        return data
+
+    @classmethod
+    def load(cls, folder: Path) -> ImageManifest:
+        """Read `folder/manifest.json`; file paths are resolved against the folder, so a cache can move."""
+        data = json.loads((folder / MANIFEST).read_text())
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("kernel", "initrd", "disk"):
+            values[key] = folder / Path(values[key]).name
+        return cls(**values)
+
+    def save(self) -> None:
+        data = self.to_json()
+        for key in ("kernel", "initrd", "disk"):
+            data[key] = Path(str(data[key])).name
+        (self.folder / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _tree_digest(root: Path) -> str:
+    """sha256 over relative path, executable bit and content of every file under `root`."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        rel = path.relative_to(root).as_posix()
+        executable = b"x" if path.stat().st_mode & 0o111 else b"-"
+        digest.update(rel.encode() + b"\0" + executable + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def rootfs_hash(recipe: Path = GUEST_RECIPE) -> str:
+    """Key of stage 1 (the mmdebstrap tarball): only `images/guest/base/` feeds it."""
+    return hashlib.sha256(f"rootfs\0{BUILD_FORMAT}\0{_tree_digest(recipe / 'base')}".encode()).hexdigest()
+
+
+def agent_checksum(agent_root: Path | None = None) -> str:
+    return protocol.source_checksum(agent_root) if agent_root else protocol.source_checksum()
+
+
+def recipe_hash(recipe: Path = GUEST_RECIPE, agent_root: Path | None = None) -> str:
+    """Key of the finished image: the whole recipe folder plus the guest agent's sources."""
+    parts = ["image", BUILD_FORMAT, rootfs_hash(recipe), _tree_digest(recipe), agent_checksum(agent_root)]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def image_dir(hash_: str | None = None) -> Path:
+    return paths.image_cache_dir() / (hash_ or recipe_hash())
+
+
+def inspect_image() -> ImageManifest | None:
+    """The manifest of the image for the current recipe, or None if it has not been built."""
+    folder = image_dir()
+    if not (folder / MANIFEST).exists():
+        return None
+    return ImageManifest.load(folder)
+
+
+@contextmanager
+def build_lock() -> Iterator[None]:
+    """One builder at a time per cache (tests, engineers and `pymachine create` may race)."""
+    cache = paths.image_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".build.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_image(progress: Progress | None = None, force: bool = False) -> ImageManifest:
+    """Return the image for the current recipe, building it (and its rootfs stage) if missing."""
+    from . import image_build
+
+    say = progress or (lambda message: None)
+    if not force:
+        found = inspect_image()
+        if found:
+            return found
+    with build_lock():
+        if not force:
+            found = inspect_image()  # another process may have built it while we waited
+            if found:
+                return found
+        return image_build.build(recipe_hash(), say, force=force)

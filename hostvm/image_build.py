@@ -1,0 +1,228 @@
+"""Build the guest image from `images/guest/` in two cached stages.
+
+Stage 1 (slow, ~1 min): mmdebstrap a bookworm minbase root filesystem into a tarball keyed by
+`image.rootfs_hash()` (only `images/guest/base/` feeds it). Stage 2 (seconds): unpack it, take the kernel out,
+build the initrd, add the overlay files and the guest agent, `mke2fs -d` an ext4 image and convert it to
+qcow2. Everything is built in a temporary folder inside the cache and renamed into place, so a crash never
+leaves a half-built image behind. The caller holds `image.build_lock()`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shlex
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from pymachine.images import GUEST_RECIPE
+from pymachine_agent import protocol
+
+from . import paths, proc
+from .errors import PymachineError
+from .image import MANIFEST, ImageManifest, Progress, agent_checksum, rootfs_hash
+from .image_initrd import build_initrd
+
+CMDLINE = "console=ttyS0 root=/dev/vda rw init=/sbin/pymachine-init panic=-1 quiet"
+MIN_VIRTUAL_BYTES = 2 << 30
+GiB_ALIGN = 256 << 20
+BUILD_TOOLS = ("mmdebstrap", "mke2fs", "qemu-img", "tar")
+
+
+def _lines(path: Path) -> list[str]:
+    return [s for s in (ln.strip() for ln in path.read_text().splitlines()) if s and not s.startswith("#")]
+
+
+def _log_path() -> Path:
+    return paths.image_cache_dir() / "build.log"
+
+
+def _check_host() -> None:
+    for tool in BUILD_TOOLS:
+        proc.require(tool)
+    if os.geteuid() != 0:
+        raise PymachineError(
+            "building the guest image needs root (mmdebstrap --mode=root, file ownership in the disk)",
+            hint="run 'sudo pymachine image build' once; the result is cached",
+        )
+
+
+def _clean_stale(cache: Path) -> None:
+    """Remove leftovers of builds that died (we hold the build lock, so none is running)."""
+    for stale in cache.glob(".build-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def rootfs_tarball(recipe: Path, say: Progress, force: bool = False) -> Path:
+    """Stage 1: the mmdebstrap tarball, cached by the hash of `images/guest/base/`."""
+    cache = paths.image_cache_dir()
+    target = cache / f"rootfs-{rootfs_hash(recipe)}.tar"
+    if target.exists() and not force:
+        say(f"rootfs: cached ({target.name})")
+        return target
+    base = recipe / "base"
+    say("rootfs: mmdebstrap bookworm minbase (about a minute)")
+    tmp = cache / f".build-rootfs-{os.getpid()}.tar"
+    argv: list[str | Path] = [
+        "mmdebstrap",
+        "--variant=minbase",
+        "--mode=root",
+        "--format=tar",
+        "--include=" + ",".join(_lines(base / "packages.txt")),
+        # The archive snapshot may be older than the clock says (also what the host's apt is told).
+        '--aptopt=Acquire::Check-Valid-Until "false"',
+        '--aptopt=Acquire::Check-Date "false"',
+        *[f"--dpkgopt=path-exclude={pattern}" for pattern in _lines(base / "dpkg-excludes.txt")],
+        "--customize-hook=sh " + shlex.quote(str(base / "customize.sh")) + ' "$1"',
+        "bookworm",
+        tmp,
+        *_lines(base / "sources.list"),
+    ]
+    try:
+        # stdin must not be inherited: mmdebstrap reads sources from a non-tty stdin.
+        proc.run(argv, timeout=900, input=b"", log_path=_log_path())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    for old in cache.glob("rootfs-*.tar"):
+        if old != target:
+            old.unlink(missing_ok=True)  # one rootfs tarball is enough; old ones are ~300 MB each
+    return target
+
+
+def _install_overlay(overlay: Path, root: Path) -> None:
+    for src in sorted(overlay.rglob("*")):
+        dest = root / src.relative_to(overlay)
+        if src.is_dir():
+            dest.mkdir(mode=0o755, parents=True, exist_ok=True)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.unlink(missing_ok=True)
+        shutil.copyfile(src, dest)
+        os.chmod(dest, 0o755 if src.stat().st_mode & 0o111 else 0o644)
+        os.chown(dest, 0, 0)
+
+
+def _install_agent(root: Path) -> str:
+    """Copy the guest agent's sources to /opt/pymachine/agent/pymachine_agent; returns their checksum."""
+    package_root = Path(protocol.__file__).resolve().parent
+    dest_root = root / "opt/pymachine/agent/pymachine_agent"
+    shutil.rmtree(dest_root, ignore_errors=True)
+    for src in protocol.source_files(package_root):
+        dest = dest_root / src.relative_to(package_root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+    return agent_checksum(package_root)
+
+
+def _tree_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _make_disk(root: Path, work: Path, hash_: str) -> tuple[Path, int]:
+    used = _tree_bytes(root)
+    virtual = max(MIN_VIRTUAL_BYTES, -(-int(used * 1.6) // GiB_ALIGN) * GiB_ALIGN)
+    raw = work / "disk.raw"
+    with open(raw, "wb") as fh:
+        fh.truncate(virtual)
+    fs_uuid = str(uuid.UUID(hash_[:32]))  # stable per recipe: same input, same filesystem identity
+    proc.run(
+        ["mke2fs", "-q", "-F", "-t", "ext4", "-L", "pymachine", "-U", fs_uuid, "-m", "0",
+         "-E", f"root_owner=0:0,hash_seed={fs_uuid},lazy_itable_init=0,lazy_journal_init=0", "-d", root, raw],
+        timeout=600,
+        log_path=_log_path(),
+    )  # fmt: skip
+    disk = work / "disk.qcow2"
+    convert = ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, disk]
+    proc.run(convert, timeout=600, log_path=_log_path())
+    raw.unlink()
+    return disk, virtual
+
+
+def build(hash_: str, say: Progress, force: bool = False, recipe: Path = GUEST_RECIPE) -> ImageManifest:
+    """Build the image for `hash_` into its cache folder and return its manifest."""
+    _check_host()
+    started = time.monotonic()
+    cache = paths.image_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    _clean_stale(cache)
+    tarball = rootfs_tarball(recipe, say, force=force)
+
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache))
+    try:
+        root = work / "root"
+        out = work / "out"
+        root.mkdir()
+        out.mkdir()
+        say("disk: unpacking the root filesystem")
+        proc.run(["tar", "-xpf", tarball, "-C", root, "--numeric-owner"], timeout=600, log_path=_log_path())
+        versions = sorted(p.name for p in (root / "usr/lib/modules").iterdir())
+        if len(versions) != 1:
+            raise PymachineError(f"expected one kernel in the guest root filesystem, found {versions}")
+        kver = versions[0]
+        say(f"initrd: busybox + virtio modules of {kver}")
+        shutil.copyfile(root / "boot" / f"vmlinuz-{kver}", out / "vmlinuz")
+        build_initrd(root, kver, recipe / "initrd", out / "initrd.img")
+        for item in (root / "boot").iterdir():  # the kernel boots from outside the disk
+            item.unlink()
+        _install_overlay(recipe / "overlay", root)
+        checksum = _install_agent(root)
+        # Byte-compile here: compiling on first import under TCG costs seconds of guest CPU at every boot.
+        # checked-hash keeps the .pyc honest when the host agent later re-provisions newer sources.
+        compile_argv = [
+            "chroot",
+            root,
+            "/usr/bin/python3",
+            "-m",
+            "compileall",
+            "-q",
+            "--invalidation-mode",
+            "checked-hash",
+            "/opt/pymachine/agent",
+            "/usr/lib/pymachine",
+        ]
+        proc.run(compile_argv, timeout=300, log_path=_log_path())  # fmt: skip
+        say("disk: mke2fs -d + qemu-img convert")
+        stamp = f'{{"recipe_hash": "{hash_}", "agent_checksum": "{checksum}"}}\n'
+        (root / "etc/pymachine-image.json").write_text(stamp)
+        disk, virtual = _make_disk(root, work, hash_)
+        shutil.rmtree(root)
+        os.replace(disk, out / "disk.qcow2")
+        manifest = ImageManifest(
+            kernel=out / "vmlinuz",
+            initrd=out / "initrd.img",
+            disk=out / "disk.qcow2",
+            recipe_hash=hash_,
+            disk_bytes=(out / "disk.qcow2").stat().st_size,
+            virtual_bytes=virtual,
+            cmdline=CMDLINE,
+            agent_checksum=checksum,
+            kernel_version=kver,
+            rootfs_hash=rootfs_hash(recipe),
+            built_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            build_seconds=round(time.monotonic() - started, 1),
+        )
+        manifest.save()
+        final = cache / hash_
+        if final.exists():  # --force: swap the old folder out before removing it
+            old = cache / f".build-old-{hash_[:12]}-{os.getpid()}"
+            os.replace(final, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    say(f"done in {time.monotonic() - started:.0f} s")
+    return ImageManifest.load(final)
+
+
+__all__ = ["build", "rootfs_tarball", "CMDLINE", "MANIFEST"]
