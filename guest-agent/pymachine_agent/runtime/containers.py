@@ -71,6 +71,7 @@ class _Container:
         self.exits = 0  # bumped on every observed exit, for wait()
         self.pending: list[AttachStream] = []
         self.restart_cancel = threading.Event()
+        self.watching = False  # a supervisor runs whose exit the agent has not handled yet
 
     def run(self) -> dict[str, Any]:
         return read_json(os.path.join(self.dir, "run.json"))
@@ -140,7 +141,7 @@ class Runtime:
             return "removing"
         if c.state.get("restarting"):
             return "restarting"
-        if run.get("status") in ("running", "created") and self._sup_alive(run):
+        if c.watching or (run.get("status") in ("running", "created") and self._sup_alive(run)):
             return "paused" if c.state.get("paused") else "running"
         if run.get("status") in ("exited", "running", "created"):
             return "exited"
@@ -354,6 +355,7 @@ class Runtime:
         c.state["started_at"] = msg["started_at"]
         c.save()
         run = c.run()
+        c.watching = True
         if not self._watcher.watch(c.id, run.get("supervisor_pid", 0)):
             threading.Thread(target=self._handle_exit, args=(c.id,), daemon=True).start()
         self._event(c, "start")
@@ -403,6 +405,7 @@ class Runtime:
         self._event(c, "die", exitCode=run.get("exit_code", 0))
         with self._lock:
             c.exits += 1
+            c.watching = False
             self._cond.notify_all()
         with c.lock:
             if c.state.get("removing") or cid not in self._ctrs:
@@ -668,8 +671,11 @@ class Runtime:
                     self._ctrs.pop(c.id, None)
                 continue
             up = run.get("status") in ("running", "created")
-            if up and self._sup_alive(run) and self._watcher.watch(c.id, run["supervisor_pid"]):
-                continue
+            if up and self._sup_alive(run):
+                c.watching = True
+                if self._watcher.watch(c.id, run["supervisor_pid"]):
+                    continue
+                c.watching = False
             was_up = run.get("status") in ("running", "created") or c.state.get("restarting")
             if run.get("status") in ("running", "created"):
                 self._handle_exit_quietly(c, run)
