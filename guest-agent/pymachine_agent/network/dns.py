@@ -104,7 +104,13 @@ class DnsServer:
             for s in socks:
                 s.setblocking(False)
                 self.selector.register(s, selectors.EVENT_READ, container_id)
-        os.write(self._wake_w, b"x")
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass  # closed: nobody is selecting any more
 
     def remove(self, container_id: str) -> None:
         with self.lock:
@@ -115,15 +121,17 @@ class DnsServer:
                 except (KeyError, ValueError):
                     pass
                 s.close()
-        os.write(self._wake_w, b"x")
+        self._wake()
 
     def containers(self) -> list[str]:
         with self.lock:
             return list(self.listeners)
 
     def close(self) -> None:
+        if not self.running:
+            return
         self.running = False
-        os.write(self._wake_w, b"x")
+        self._wake()
         self.thread.join(timeout=5)
         for cid in list(self.listeners):
             self.remove(cid)
