@@ -73,7 +73,10 @@ def test_healthcheck_onbuild_and_base_config() -> None:
     st = run("HEALTHCHECK --interval=5s --retries=2 CMD true\nONBUILD RUN echo x\nONBUILD COPY a b\n")
     assert st.config["Healthcheck"] == {"Test": ["CMD-SHELL", "true"], "Interval": 5 * 10**9, "Retries": 2}
     assert st.config["OnBuild"] == ["RUN echo x", "COPY a b"]
-    assert base_config({"config": {"OnBuild": ["RUN x"], "Env": ["A=1"]}}) == {"Env": ["A=1"]}
+    assert base_config({"config": {"OnBuild": ["RUN x"], "Env": ["A=1"]}}) == {
+        "Env": ["A=1"],
+        "OnBuild": None,
+    }
 
 
 def test_params_from_query_and_label_step() -> None:

@@ -202,5 +202,6 @@ def apply_arg(
 def base_config(image_config: dict[str, Any] | None) -> dict[str, Any]:
     """A working copy of a base image's config; ONBUILD triggers are consumed, not inherited."""
     cfg = copy.deepcopy((image_config or {}).get("config") or {})
-    cfg.pop("OnBuild", None)
+    if cfg.get("OnBuild"):
+        cfg["OnBuild"] = None  # explicit: the commit keeps the parent's keys unless overridden
     return cfg
