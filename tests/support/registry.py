@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 BUSYBOX = Path("/bin/busybox")
@@ -51,6 +52,7 @@ class Registry:
     storage: Path
     proc: subprocess.Popen[bytes]
     log: Path
+    tokens: Any = None  # the TokenService when token_auth=True (its .requests record what clients asked)
 
     def blob_files(self) -> list[Path]:
         """The registry's own data files for blobs (to corrupt one in a test)."""
@@ -58,8 +60,13 @@ class Registry:
 
 
 @contextlib.contextmanager
-def local_registry(workdir: Path, users: dict[str, str] | None = None) -> Iterator[Registry]:
-    """Run docker-registry on 127.0.0.1:<free port> with its storage under `workdir`; stop it afterwards."""
+def local_registry(
+    workdir: Path, users: dict[str, str] | None = None, token_auth: bool = False
+) -> Iterator[Registry]:
+    """Run docker-registry on 127.0.0.1:<free port> with its storage under `workdir`; stop it afterwards.
+
+    users: htpasswd basic auth; with token_auth=True the same users log in at a token service instead
+    (TokenService below), whose ES256 JWTs the registry verifies against its certificate."""
     if not Path(REGISTRY_BIN).exists():
         raise RuntimeError(f"{REGISTRY_BIN} is missing: apt-get install docker-registry")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -67,7 +74,11 @@ def local_registry(workdir: Path, users: dict[str, str] | None = None) -> Iterat
     storage.mkdir(exist_ok=True)
     port = _free_port()
     auth = ""
-    if users:
+    tokens = None
+    if token_auth:
+        tokens = TokenService(workdir, users or {})
+        auth = tokens.registry_config()
+    elif users:
         htpasswd = workdir / "htpasswd"
         htpasswd.write_text("".join(f"{u}:{_bcrypt(p)}\n" for u, p in users.items()))
         auth = f"auth:\n  htpasswd:\n    realm: pymachine-test\n    path: {htpasswd}\n"
@@ -83,14 +94,134 @@ def local_registry(workdir: Path, users: dict[str, str] | None = None) -> Iterat
         proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=logf, stderr=subprocess.STDOUT)
     try:
         _wait_ready(port, proc, log)
-        yield Registry(f"127.0.0.1:{port}", storage, proc, log)
+        yield Registry(f"127.0.0.1:{port}", storage, proc, log, tokens)
     finally:
+        if tokens is not None:
+            tokens.close()
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class TokenService:
+    """A Docker token-auth service (the distribution token spec) on 127.0.0.1: Basic login, ES256 JWT with an
+    x5c header the real registry checks against `rootcertbundle`. Records each request as (auth?, scope)."""
+
+    SERVICE = "pymachine-test-registry"
+    ISSUER = "pymachine-test-issuer"
+
+    def __init__(self, workdir: Path, users: dict[str, str]) -> None:
+        import datetime
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.users = users
+        self.requests: list[tuple[bool, str]] = []
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pymachine test token signer")])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        self.cert_der = cert.public_bytes(serialization.Encoding.DER)
+        self.bundle = workdir / "token-signer.pem"
+        self.bundle.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                service.handle(self)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def registry_config(self) -> str:
+        return (
+            "auth:\n  token:\n"
+            f"    realm: http://127.0.0.1:{self.port}/token\n"
+            f"    service: {self.SERVICE}\n    issuer: {self.ISSUER}\n    rootcertbundle: {self.bundle}\n"
+        )
+
+    def handle(self, req: Any) -> None:
+        import base64
+        import urllib.parse
+
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(req.path).query)
+        scope = query.get("scope", [""])[0]
+        header = req.headers.get("Authorization", "")
+        user = None
+        if header.startswith("Basic "):
+            name, _, password = base64.b64decode(header[6:]).decode().partition(":")
+            if self.users.get(name) == password:
+                user = name
+        self.requests.append((header.startswith("Basic "), scope))
+        if user is None:
+            req.send_response(401)
+            req.send_header("Content-Length", "0")
+            req.end_headers()
+            return
+        body = json.dumps({"token": self.jwt(user, scope), "expires_in": 300}).encode()
+        req.send_response(200)
+        req.send_header("Content-Type", "application/json")
+        req.send_header("Content-Length", str(len(body)))
+        req.end_headers()
+        req.wfile.write(body)
+
+    def jwt(self, user: str, scope: str) -> str:
+        import base64
+        import uuid
+
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        access = []
+        if scope.startswith("repository:"):
+            _, name, actions = scope.split(":", 2)
+            access.append({"type": "repository", "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "ES256", "x5c": [base64.b64encode(self.cert_der).decode()]}
+        claims = {
+            "iss": self.ISSUER,
+            "sub": user,
+            "aud": self.SERVICE,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "access": access,
+        }
+        signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+        r, s = decode_dss_signature(self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        return signing_input + "." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
