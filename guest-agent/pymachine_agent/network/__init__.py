@@ -18,6 +18,8 @@ Public API (everything else in this package is internal):
     # Runtime hooks
     mgr.netns_path_for(network_mode) -> str | None   # "container:<id>" -> /proc/<pid>/ns/net to setns into
     mgr.attach(container_id, pid, EndpointConfig) -> EndpointInfo      # after init is in its new netns
+        # honours ports + publish_all/exposed (-P); the runtime then writes info.etc_files() into the
+        # container: info.write_etc_files(spec.etc_files) rewrites the bind-mounted files in place
     mgr.detach(container_id) -> None                                     # on stop (keeps connect config)
     mgr.forget(container_id) -> None                                     # on remove (detach + drop config)
     mgr.endpoint(container_id) -> EndpointInfo | None                    # for inspect

@@ -82,7 +82,7 @@ def container_hosts(
 ) -> str:
     text = HOSTS_HEADER
     names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
-    for ip in ips:
+    for ip in ips or ["127.0.1.1"]:  # without an address (none mode) the hostname still resolves
         text += f"{ip}\t{names}\n"
     for entry in extra_hosts:
         name, ip = parse_extra_host(entry, host_gateway)

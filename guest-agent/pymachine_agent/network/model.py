@@ -5,6 +5,7 @@ Everything here is plain data (no I/O) so the runtime and the API glue can build
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,6 +193,22 @@ class EndpointInfo:
     @property
     def hostname_file(self) -> str:
         return self.hostname + "\n"
+
+    def etc_files(self) -> dict[str, str]:
+        """Container path → content: /etc/hostname, /etc/hosts, /etc/resolv.conf."""
+        return {
+            "/etc/hostname": self.hostname_file,
+            "/etc/hosts": self.hosts,
+            "/etc/resolv.conf": self.resolv_conf,
+        }
+
+    def write_etc_files(self, paths: Mapping[str, str]) -> None:
+        """Write the files into the guest files the runtime bind-mounts (`ContainerSpec.etc_files`: container
+        path → guest path). In place (truncate, same inode): an existing bind mount keeps seeing the file."""
+        for target, content in self.etc_files().items():
+            if target in paths:
+                with open(paths[target], "w") as fh:
+                    fh.write(content)
 
     def network_settings(self) -> dict[str, Any]:
         """Docker's `NetworkSettings` object of `GET /containers/{id}/json`."""

@@ -122,6 +122,20 @@ def from_port_bindings(
     return specs
 
 
+def effective_specs(specs: Sequence[PortSpec], exposed: Iterable[str], publish_all: bool) -> list[PortSpec]:
+    """`specs` plus, for `-P`, an ephemeral host port for every exposed port that has no binding."""
+    out = list(specs)
+    if publish_all:
+        bound = {s.key for s in specs}
+        for key in exposed:
+            container_port, proto = _key(key)
+            spec = PortSpec(container_port, proto, 0, "")
+            if spec.key not in bound:
+                bound.add(spec.key)
+                out.append(spec)
+    return out
+
+
 def check_specs(specs: Sequence[PortSpec], published: Mapping[tuple[str, int], str]) -> None:
     """Clashes known without touching the kernel: the same host port twice in one request, or a host port
     already published by a container (`published`: (proto, host_port) → container id)."""

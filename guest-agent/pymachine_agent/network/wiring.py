@@ -176,12 +176,13 @@ class Wiring:
             )
             return self._commit(rec)
         wanted = self._wanted_networks(container_id, mode, config)
-        ports.check_specs(config.ports, {(p.proto, p.host_port): p.container_id for p in self._all_ports()})
+        specs = ports.effective_specs(config.ports, config.exposed, config.publish_all)
+        ports.check_specs(specs, {(p.proto, p.host_port): p.container_id for p in self._all_ports()})
         rec["_mac"] = config.mac_address
         proxy = self.port_mode == "proxy"
         held: list[tuple[PortSpec, socket.socket]] = []
         try:
-            for spec in config.ports:  # before any veth: a clash fails fast with nothing to undo
+            for spec in specs:  # before any veth: a clash fails fast with nothing to undo
                 held.append((spec, ports.hold_port(spec.proto, spec.host_port, listen=proxy)))
             first = None
             for i, (net, settings) in enumerate(wanted):
