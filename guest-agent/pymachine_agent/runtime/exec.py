@@ -85,6 +85,12 @@ class ExecProcess:
         if self.pty is not None:
             fcntl.ioctl(self.pty, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
 
+    def close_stdin(self) -> None:
+        """EOF on the process's stdin."""
+        if self._popen.stdin:
+            self._popen.stdin.close()
+            self.stdin = None
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         self._popen.send_signal(sig)
 
