@@ -167,8 +167,18 @@ class Engine(EngineIO):
         return EndpointConfig(**data)
 
     def _on_netns(self, cid: str, pid: int) -> None:
-        if self.network is not None:
-            self.network.attach(cid, pid, self._endpoint_config(cid))
+        if self.network is None:
+            return
+        info = self.network.attach(cid, pid, self._endpoint_config(cid))
+        # The runtime bind-mounted its default /etc files before this hook ran; rewrite them in place (same
+        # inode, so the container sees it) with what the network set up: embedded DNS, aliases, hosts.
+        ctr_dir = self.state_dir / "runtime" / "containers" / cid
+        for name, content in (("resolv.conf", info.resolv_conf), ("hosts", info.hosts)):
+            path = ctr_dir / name
+            if content and path.exists():
+                with open(path, "r+") as f:
+                    f.truncate(0)
+                    f.write(content)
 
     def _on_teardown(self, cid: str) -> None:
         if self.network is not None:
@@ -235,6 +245,10 @@ class Engine(EngineIO):
                         "Os": "linux",
                         "Arch": _arch(),
                         "KernelVersion": uname.release,
+                        "GitCommit": "pymachine",
+                        "GoVersion": "python" + platform.python_version(),
+                        "BuildTime": "",
+                        "Experimental": "false",
                     },
                 }
             ],

@@ -236,6 +236,20 @@ class Agent:
                 self.proc.wait(5)
 
 
+class RemoteAgent(Agent):
+    """An engine this process did not start (a VM's forwarded socket): same helpers, no process to stop."""
+
+    @classmethod
+    def connect(cls, docker_host: str, base: Path) -> RemoteAgent:
+        path = Path(docker_host.removeprefix("unix://"))
+        return cls(path, base / "state", None, base / "none.log")  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        for c in self._clients:
+            with contextlib.suppress(Exception):
+                c.close()
+
+
 def start_agent(base: Path, extra_args: list[str] | None = None, timeout: float = 30) -> Agent:
     base.mkdir(parents=True, exist_ok=True)
     sock_dir = Path(tempfile.mkdtemp(prefix="pma-"))  # short: unix socket paths are limited to 108 bytes

@@ -201,6 +201,7 @@ class Connection:
         self.write_lock = threading.Lock()
         self.close_after = False
         self.hijacked = False
+        self.head_request = False  # replies to HEAD carry headers only, whatever the handler passes
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -226,6 +227,7 @@ class Connection:
         conn_hdr = (headers.get("Connection") or "").lower()
         if version == "HTTP/1.0" and "keep-alive" not in conn_hdr or "close" in conn_hdr:
             self.close_after = True
+        self.head_request = method.upper() == "HEAD"
         return Request(method=method.upper(), target=target, headers=headers, conn=self)
 
     # -- writing ----------------------------------------------------------------------------------
@@ -258,7 +260,8 @@ class Connection:
             hdrs.append(("Content-Length", str(len(body))))
         if self.close_after:
             hdrs.append(("Connection", "close"))
-        self.write(self._head(status, hdrs) + (b"" if head_only or status in (204, 304) else body))
+        skip = head_only or self.head_request or status in (204, 304)
+        self.write(self._head(status, hdrs) + (b"" if skip else body))
 
     def send_json(self, status: int, obj: Any, head_only: bool = False) -> None:
         self.send(status, json.dumps(obj).encode() + b"\n", "application/json", head_only=head_only)

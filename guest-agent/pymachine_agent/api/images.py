@@ -187,6 +187,11 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
         )
         return 201, {"Id": image_id}
 
+    @r("POST", "/build/prune")
+    def build_prune(req: Request) -> tuple[int, dict]:
+        # the legacy builder keeps its cache as ordinary images: nothing separate to reclaim
+        return 200, {"CachesDeleted": [], "SpaceReclaimed": 0}
+
     @r("POST", "/build")
     def build(req: Request) -> None:
         try:
