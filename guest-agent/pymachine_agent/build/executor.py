@@ -15,7 +15,7 @@ from pymachine_agent.runtime.user import resolve as resolve_user
 from .cache import hash_paths, step_key
 from .context import ContextError, expand_sources
 from .dockerfile import Dockerfile, DockerfileError, Instruction
-from .rootfs import CopyOptions, copy_into, readonly_rootfs, writable_rootfs
+from .rootfs import CopyOptions, copy_into, readonly_rootfs, strip_mount_points, writable_rootfs
 from .steps import StageState, apply_arg, apply_config, command, sub
 
 if TYPE_CHECKING:
@@ -139,8 +139,9 @@ class StageRunner:
                 output = "" if not self.b.out.quiet else f": {tail.decode(errors='replace').strip()}"
                 shown = " ".join(argv) if not ins.json else json.dumps(argv)
                 raise BuildError(f"The command '{shown}' returned a non-zero code: {code}{output}", code or 1)
-            upper = engine.runtime.inspect(cid).upper_dir
-            new = self.b.store.commit(Path(upper), state.image_id, dict(state.config), created_by=created_by)
+            upper = Path(engine.runtime.inspect(cid).upper_dir)
+            strip_mount_points(upper, self.b.store.layer_dirs(state.image_id))
+            new = self.b.store.commit(upper, state.image_id, dict(state.config), created_by=created_by)
             ok = True
         finally:
             if ok and self.b.params.rm or self.b.params.forcerm:

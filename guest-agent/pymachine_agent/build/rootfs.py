@@ -188,3 +188,35 @@ def copy_into(
         else:
             _make_dirs(rootfs, os.path.dirname(norm), opts)
             _copy_entry(src, rootfs, norm, opts)
+
+
+# What the runtime creates in a container's upper dir only to mount over it (Docker keeps these in its
+# separate "-init" layer, which a commit leaves out). Children before parents.
+_MOUNT_POINTS = ("etc/hostname", "etc/hosts", "etc/resolv.conf", "etc", "dev", "proc", "sys")
+
+
+def strip_mount_points(upper: Path, parent_layers: list[Path]) -> None:
+    """Drop the empty mount-point files a RUN container left in its upper dir unless the parent image has
+    them (then they are the image's, not placeholders), and the empty dirs copied up to hold them."""
+    for rel in _MOUNT_POINTS:
+        path = upper / rel
+        if not os.path.lexists(path) or path.is_symlink():
+            continue
+        if path.is_dir():
+            # an empty, non-opaque upper dir changes nothing but an mtime: always safe to drop
+            opaque = _getxattr(path, "trusted.overlay.opaque") == b"y"
+            if not opaque and not any(path.iterdir()):
+                path.rmdir()
+        elif (
+            path.is_file()
+            and path.stat().st_size == 0
+            and not any(os.path.lexists(layer / rel) for layer in parent_layers)
+        ):
+            path.unlink()
+
+
+def _getxattr(path: Path, name: str) -> bytes:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError:
+        return b""

@@ -1,0 +1,132 @@
+"""Raw `POST /build` against the real agent on this host: the JSON stream, parameters, the server-side
+.dockerignore, what a RUN layer holds, and the errors as errorDetail."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import tarfile
+from pathlib import Path
+from urllib.parse import urlencode
+
+from support.agent import BUSYBOX_REF, Agent
+from support.build import build_agent, context_tar, errors, post_build, stream_text  # noqa: F401
+
+BB = BUSYBOX_REF
+
+
+def inspect(agent: Agent, ref: str) -> dict:
+    status, _, body = agent.request("GET", f"/v1.44/images/{ref}/json")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def test_stream_shape_aux_and_tags(build_agent: Agent) -> None:  # noqa: F811
+    body = context_tar({"Dockerfile": f"FROM {BB}\nRUN echo out; echo err >&2\nENV A=1\n"})
+    msgs = post_build(build_agent, body, "t=api-a%3A1&t=api-b&dockerfile=Dockerfile")
+    assert not errors(msgs)
+    assert all(set(m) <= {"stream", "aux"} for m in msgs)
+    text = stream_text(msgs)
+    assert "out\n" in text and "err\n" in text  # both output streams reach the client
+    aux = [m["aux"]["ID"] for m in msgs if "aux" in m]
+    built = re.search(r"Successfully built ([0-9a-f]{12})\n", text)
+    assert len(aux) == 1 and built and aux[0].startswith("sha256:" + built.group(1))
+    assert text.endswith("Successfully tagged api-a:1\nSuccessfully tagged api-b:latest\n")
+    assert inspect(build_agent, "api-a:1")["Id"] == inspect(build_agent, "api-b")["Id"] == aux[0]
+
+
+def test_quiet_sends_only_the_id(build_agent: Agent) -> None:  # noqa: F811
+    msgs = post_build(build_agent, context_tar({"Dockerfile": f"FROM {BB}\nLABEL q=1\n"}), "q=1")
+    assert len(msgs) == 1 and re.fullmatch(r"sha256:[0-9a-f]{64}\n", msgs[0]["stream"])
+
+
+def test_server_applies_dockerignore_and_keeps_modes(build_agent: Agent) -> None:  # noqa: F811
+    # a client that does not filter (a raw tar): the server still honours .dockerignore
+    files = {
+        "Dockerfile": f"FROM {BB}\nCOPY . /ctx\nRUN find /ctx | sort; ls -l /ctx/run.sh\n",
+        ".dockerignore": "secret*\nDockerfile\n.dockerignore\n",
+        "secret.key": "k",
+        "run.sh": "#!/bin/sh\n",
+        "keep/a": "a",
+    }
+    text = stream_text(post_build(build_agent, context_tar(files), "t=api-ignore&nocache=1"))
+    listing = [line for line in text.splitlines() if line.startswith("/ctx")]
+    assert listing == ["/ctx", "/ctx/keep", "/ctx/keep/a", "/ctx/run.sh"]
+    assert "-rwxr-xr-x" in text
+
+
+def test_gzip_context_custom_dockerfile_labels_buildargs(build_agent: Agent) -> None:  # noqa: F811
+    body = gzip.compress(
+        context_tar({"sub/Build.df": f"FROM {BB}\nARG WHO=nobody\nRUN echo hi-$WHO\n", "x": "y"})
+    )
+    query = urlencode(
+        {"t": "api-gz", "dockerfile": "sub/Build.df", "labels": '{"L":"v"}', "buildargs": '{"WHO":"me"}'}
+    )
+    msgs = post_build(build_agent, body, query)
+    text = stream_text(msgs)
+    assert not errors(msgs) and "hi-me\n" in text
+    assert 'Step 4/4 : LABEL "L"="v"' in text  # the labels parameter is a last LABEL step, as in Docker
+    assert inspect(build_agent, "api-gz")["Config"]["Labels"] == {"L": "v"}
+    msgs = post_build(build_agent, body, "dockerfile=sub%2FBuild.df&buildargs=%7B%22UNUSED%22%3A%221%22%7D")
+    assert "[Warning] One or more build-args [UNUSED] were not consumed" in stream_text(msgs)
+
+
+def test_run_layer_holds_only_the_commands_changes(build_agent: Agent) -> None:  # noqa: F811
+    body = context_tar({"Dockerfile": f"FROM {BB}\nRUN echo x > /made-by-run && rm /etc/group\n"})
+    post_build(build_agent, body, "t=api-layer&nocache=1")
+    top = inspect(build_agent, "api-layer")["RootFS"]["Layers"][-1]
+    diff = build_agent.state_dir / "images" / "layers" / top.split(":")[1] / "diff"
+    found = sorted(str(p.relative_to(diff)) for p in diff.rglob("*"))
+    # the runtime's /etc/hosts, /etc/hostname, /etc/resolv.conf placeholders are not part of the image;
+    # the deletion is kept (as an overlay whiteout)
+    assert found == ["etc", "etc/group", "made-by-run"]
+    assert (diff / "etc/group").is_char_device()
+
+
+def test_errors_arrive_as_error_detail_and_nothing_is_tagged(build_agent: Agent) -> None:  # noqa: F811
+    msgs = post_build(
+        build_agent, context_tar({"Dockerfile": f"FROM {BB}\nRUN echo partial; exit 7\n"}), "t=api-x"
+    )
+    err = errors(msgs)
+    assert len(err) == 1 and err[0]["errorDetail"]["code"] == 7
+    assert "returned a non-zero code: 7" in err[0]["error"] and "partial\n" in stream_text(msgs)
+    assert build_agent.request("GET", "/v1.44/images/api-x/json")[0] == 404
+
+    msgs = post_build(build_agent, context_tar({"Dockerfile": "FROM scratch\nCOPY\n"}))
+    assert "line 2: COPY" in errors(msgs)[0]["error"]
+    msgs = post_build(build_agent, context_tar({"Dockerfile": "FROM scratch\n"}), "target=nope")
+    assert "failed to reach build target nope" in errors(msgs)[0]["error"]
+    msgs = post_build(build_agent, context_tar({"Other": "x"}))
+    assert "Cannot locate specified Dockerfile: Dockerfile" in errors(msgs)[0]["error"]
+    msgs = post_build(build_agent, context_tar({"Dockerfile": "FROM scratch\n"}), "t=Bad%20Tag")
+    assert errors(msgs) and build_agent.request("GET", "/v1.44/images/json")[0] == 200
+    evil = tarfile.TarInfo("../../escape")
+    msgs = post_build(build_agent, context_tar({"Dockerfile": "FROM scratch\n"}, [evil]))
+    assert "outside" in errors(msgs)[0]["error"]
+    msgs = post_build(build_agent, context_tar({"Dockerfile": "FROM pymachine/does-not-exist\n"}))
+    assert "does-not-exist" in errors(msgs)[0]["error"]
+
+
+def test_copy_chown_names_symlinks_and_dir_rules(build_agent: Agent, tmp_path: Path) -> None:  # noqa: F811
+    link = tarfile.TarInfo("ln")
+    link.type, link.linkname = tarfile.SYMTYPE, "dir/f"
+    files = {
+        "Dockerfile": f"FROM {BB}\n"
+        "COPY --chown=nobody dir /d1\n"
+        "COPY dir/f dir/g /multi/\n"
+        "COPY ln /viaLink\n"
+        "COPY --chmod=600 dir/f /etc/\n"
+        "RUN stat -c '%n %u:%g %a' /d1/f /multi/f /multi/g /viaLink /etc/f\n",
+        "dir/f": "f",
+        "dir/g": "g",
+    }
+    text = stream_text(post_build(build_agent, context_tar(files, [link]), "nocache=1"))
+    assert (
+        "/d1/f 65534:65534 644\n/multi/f 0:0 644\n/multi/g 0:0 644\n/viaLink 0:0 644\n/etc/f 0:0 600\n"
+        in text
+    )
+    msgs = post_build(
+        build_agent, context_tar({"Dockerfile": f"FROM {BB}\nCOPY a b /notadir\n", "a": "", "b": ""})
+    )
+    assert "must be a directory and end with a /" in errors(msgs)[0]["error"]
