@@ -97,6 +97,15 @@ class BootedGuest:
     def console(self) -> str:
         return self.console_log.read_text(errors="replace") if self.console_log.exists() else ""
 
+    def wait_for_console(self, text: str, timeout: float = 120) -> str:
+        """Wait until `text` shows up on the serial console (the init prints PYMACHINE_READY last)."""
+        deadline = time.monotonic() + timeout
+        while text not in (seen := self.console()):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise TimeoutError(f"{text!r} not on the console within {timeout:.0f} s:\n{seen[-3000:]}")
+            time.sleep(0.2)
+        return seen
+
     def ssh(self) -> paramiko.SSHClient:
         """A logged-in client; the host key must be the seeded one (RejectPolicy for anything else)."""
         if self._ssh is None:
