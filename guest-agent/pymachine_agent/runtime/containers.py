@@ -15,7 +15,6 @@ import os
 import shutil
 import signal as _signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ from pymachine_agent.runtime.spec import (
     WaitResult,
 )
 from pymachine_agent.runtime.state import alive, read_json, write_json
+from pymachine_agent.runtime.zygote import Zygote
 
 log = logging.getLogger("pymachine_agent.runtime")
 
@@ -117,6 +117,7 @@ class Runtime:
                 name, path, ContainerSpec.from_json(config), read_json(os.path.join(path, "state.json"))
             )
         self._watcher = ExitWatcher(self._handle_exit)
+        self._zygote = Zygote(boot_command("pymachine_agent.runtime.zygote"))
 
     # --- helpers -------------------------------------------------------------------------------------
     def _get(self, ref: str) -> _Container:
@@ -292,23 +293,13 @@ class Runtime:
         c.state.pop("paused", None)
         ctl, theirs = socket.socketpair()
         log_path = os.path.join(c.dir, "supervisor.log")
-        with open(log_path, "ab") as errlog:
-            launcher = subprocess.Popen(
-                boot_command(
-                    "pymachine_agent.runtime.supervisor",
-                    c.dir,
-                    str(theirs.fileno()),
-                    self.cgroup_root,
-                    self.cgroup_parent,
-                ),
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-                stdout=errlog,
-                stderr=errlog,
-                start_new_session=True,
-            )
-        theirs.close()
-        launcher.wait()
+        try:
+            self._zygote.spawn(c.dir, theirs.fileno(), self.cgroup_root, self.cgroup_parent)
+        except OSError as e:
+            ctl.close()
+            raise StartError(f"cannot start the container's supervisor: {e}") from e
+        finally:
+            theirs.close()
         ctl.settimeout(START_TIMEOUT)
         reader = ctl.makefile("rb")
 
@@ -703,6 +694,7 @@ class Runtime:
     def close(self) -> None:
         """Stop watching containers (they keep running)."""
         self._watcher.close()
+        self._zygote.close()
 
 
 def _seconds_between(start: str, end: str) -> float:

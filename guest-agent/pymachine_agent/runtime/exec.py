@@ -23,7 +23,13 @@ _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__
 def boot_command(module: str, *args: str) -> list[str]:
     """argv that runs `module.main(args)` in a fresh interpreter that skips site-packages (faster start,
     and the agent must run on the guest's bare Python anyway)."""
-    code = f"import sys; sys.path.insert(0, {_PKG_PARENT!r}); from {module} import main; main(sys.argv[1:])"
+    # The package's own __init__ is skipped (a bare module object stands in for it): the helpers need only
+    # the runtime modules, and every millisecond of interpreter start is paid on each start/exec.
+    code = (
+        "import sys, types; p = types.ModuleType('pymachine_agent'); "
+        f"p.__path__ = [{_PKG_PARENT + '/pymachine_agent'!r}]; sys.modules.setdefault('pymachine_agent', p); "
+        f"from {module} import main; main(sys.argv[1:])"
+    )
     return [sys.executable, "-S", "-c", code, *args]
 
 

@@ -309,11 +309,8 @@ class Supervisor:
             pass
 
 
-def main(argv: list[str]) -> None:
-    ctr_dir, ctl_fd, cg_root, cg_parent = argv[0], int(argv[1]), argv[2], argv[3]
-    ctl = socket.socket(fileno=ctl_fd)
-    if os.fork():  # the agent reaps the launcher at once; the supervisor is reparented to init
-        os._exit(0)
+def run_supervisor(ctr_dir: str, ctl: socket.socket, cg_root: str, cg_parent: str) -> None:
+    """Body of the detached supervisor process (already its own process, re-parented to init)."""
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)
     try:
@@ -330,5 +327,16 @@ def main(argv: list[str]) -> None:
         if run.get("status") != "exited":
             run.update(status="exited", exit_code=128, error=f"supervisor: {e}", finished_at=rfc3339nano())
             write_json(os.path.join(ctr_dir, "run.json"), run)
-        sys.exit(1)
+        sys.stderr.flush()
+        os._exit(1)
+    sys.stderr.flush()
     os._exit(0)
+
+
+def main(argv: list[str]) -> None:
+    """Entry point of a freshly exec'd supervisor (the zygote forks supervisors without an exec)."""
+    ctr_dir, ctl_fd, cg_root, cg_parent = argv[0], int(argv[1]), argv[2], argv[3]
+    ctl = socket.socket(fileno=ctl_fd)
+    if os.fork():  # the agent reaps the launcher at once; the supervisor is reparented to init
+        os._exit(0)
+    run_supervisor(ctr_dir, ctl, cg_root, cg_parent)

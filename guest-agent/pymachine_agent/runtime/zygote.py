@@ -1,0 +1,104 @@
+"""A warm, single-threaded process that forks container supervisors on request.
+
+Starting a supervisor by exec'ing a fresh interpreter costs tens of milliseconds of interpreter start and
+imports on every container start; forking this process costs one fork. It is spawned by the agent (so it is
+a fresh, thread-free process: forking the threaded agent itself would be unsafe), receives requests over a
+SOCK_SEQPACKET socket with the supervisor's control socket attached (SCM_RIGHTS), and double-forks so that
+each supervisor is re-parented to init and outlives both the zygote and the agent. It exits when the agent's
+end of its socket closes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+from pymachine_agent.runtime import supervisor
+
+
+def main(argv: list[str]) -> None:
+    sock = socket.socket(fileno=int(argv[0]))
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 65536, 1)
+        except InterruptedError:
+            continue
+        if not msg:
+            os._exit(0)
+        req = json.loads(msg)
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            log = os.open(
+                os.path.join(req["dir"], "supervisor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+            )
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            os.close(log)
+            supervisor.run_supervisor(
+                req["dir"], socket.socket(fileno=fds[0]), req["cg_root"], req["cg_parent"]
+            )
+        for fd in fds:
+            os.close(fd)
+        os.waitpid(pid, 0)
+
+
+class Zygote:
+    """Agent side: spawns the zygote on first use (and again if it died) and hands it supervisor requests."""
+
+    def __init__(self, boot: list[str]) -> None:
+        self._boot = boot
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen | None = None
+
+    def _ensure(self) -> socket.socket:
+        if self._sock is not None and self._proc is not None and self._proc.poll() is None:
+            return self._sock
+        self.close()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._proc = subprocess.Popen(
+            [*self._boot, str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        theirs.close()
+        self._sock = ours
+        return ours
+
+    def spawn(self, ctr_dir: str, ctl_fd: int, cg_root: str, cg_parent: str) -> None:
+        req = json.dumps({"dir": ctr_dir, "cg_root": cg_root, "cg_parent": cg_parent}).encode()
+        with self._lock:
+            for attempt in range(2):
+                try:
+                    socket.send_fds(self._ensure(), [req], [ctl_fd])
+                    return
+                except OSError:
+                    if attempt:
+                        raise
+                    self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(2)
+            except subprocess.TimeoutExpired:
+                self._proc.send_signal(signal.SIGKILL)
+                self._proc.wait()
+            self._proc = None
+
+
+if __name__ == "__main__":  # pragma: no cover - started through exec.boot_command
+    main(sys.argv[1:])
