@@ -52,3 +52,12 @@ def test_index_persists_and_forgets(tmp_path: Path) -> None:
     assert BuildCache(path).get("k2") is None
     path.write_text("{corrupt")
     assert BuildCache(path).get("k") is None  # a damaged index is an empty one, not a crash
+
+
+def test_two_writers_merge_instead_of_overwriting(tmp_path: Path) -> None:
+    path = tmp_path / "cache.json"
+    a, b = BuildCache(path), BuildCache(path)  # two builds that loaded the index at the same time
+    a.put("from-a", "sha256:a")
+    b.put("from-b", "sha256:b")
+    fresh = BuildCache(path)
+    assert fresh.get("from-a") == "sha256:a" and fresh.get("from-b") == "sha256:b"

@@ -7,12 +7,13 @@ JSON file in the engine's state folder; entries whose image was removed are simp
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import stat
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 
@@ -59,39 +60,45 @@ def hash_paths(root: Path, paths: Iterable[Path]) -> str:
 
 
 class BuildCache:
-    """key → image id, persisted atomically (write, fsync, rename)."""
+    """key → image id, persisted atomically (write, fsync, rename). Concurrent builds (threads or processes)
+    merge their entries under a file lock instead of overwriting each other's."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._entries: dict[str, str] = {}
+        self._entries = self._read()
+
+    def _read(self) -> dict[str, str]:
         try:
-            self._entries = dict(json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            self._entries = {}
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def get(self, key: str) -> str | None:
         with self._lock:
             return self._entries.get(key)
 
     def put(self, key: str, image_id: str) -> None:
-        with self._lock:
-            self._entries[key] = image_id
-            self._save()
+        self._update(lambda entries: entries.__setitem__(key, image_id))
 
     def forget_image(self, image_id: str) -> None:
-        with self._lock:
-            stale = [k for k, v in self._entries.items() if v == image_id]
-            for key in stale:
-                del self._entries[key]
-            if stale:
-                self._save()
+        def drop(entries: dict[str, str]) -> None:
+            for k in [k for k, v in entries.items() if v == image_id]:
+                del entries[k]
 
-    def _save(self) -> None:
+        self._update(drop)
+
+    def _update(self, change: Callable[[dict[str, str]], None]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            json.dump(self._entries, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        with self._lock, open(self.path.with_suffix(".lock"), "a+") as lockfile:
+            fcntl.flock(lockfile, fcntl.LOCK_EX)
+            entries = self._read()
+            change(entries)
+            tmp = self.path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+            with open(tmp, "w") as fh:
+                json.dump(entries, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+            self._entries = entries
