@@ -25,6 +25,9 @@ Public API (what the runtime, the builder and the Docker API glue call)::
     store.commit(upper_dir, parent, changes=None, *, comment="", author="", created_by="", tag=None)
         -> "sha256:<id>"  # upper_dir=None: a config-only image (builder's ENV…)
 
+`changes` of commit: config keys to override (Cmd, Env, …); two lowercase keys are special: "config" (a
+container's whole Config, merged first) and "changes" (`docker commit --change` lines such as 'CMD ["x"]').
+
 `auth` is Docker's AuthConfig dict (decoded X-Registry-Auth): {"username", "password", "identitytoken",
 "registrytoken", "serveraddress"}. `in_use(image_id) -> list[str]` returns the IDs/names of containers using
 that image. Every error is an ImageError subclass whose `.status` is the HTTP status to answer with.

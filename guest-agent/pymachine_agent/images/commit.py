@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import oci
+from .changes import apply as apply_changes
 from .layers import OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX
 from .reference import parse
 from .views import now_rfc3339
@@ -106,6 +107,15 @@ def write_layer(upper: Path, out: BinaryIO) -> list[str]:
     return skipped
 
 
+def merged_config(parent: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """The new image's "config": the parent's, overridden by `changes`' keys (Cmd, Env, …). Two lowercase keys
+    are not config keys: "config" (a container's whole Config, as `docker commit` starts from) is merged
+    first, and "changes" (`--change` Dockerfile instructions) is applied last."""
+    plain = {k: v for k, v in changes.items() if k not in ("config", "changes")}
+    merged = {**parent, **(changes.get("config") or {}), **plain}
+    return apply_changes(merged, list(changes.get("changes") or []))
+
+
 def commit(
     store: ImageStore,
     upper_dir: Path | None,
@@ -131,7 +141,7 @@ def commit(
     config["created"] = created
     if author:
         config["author"] = author
-    config["config"] = {**(config.get("config") or {}), **changes}
+    config["config"] = merged_config(config.get("config") or {}, changes)
     config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
     history: dict[str, Any] = {"created": created, "created_by": created_by}
     if comment:

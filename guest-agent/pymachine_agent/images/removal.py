@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from typing import TYPE_CHECKING, Any
 
 from .errors import ImageConflict, InvalidReference
@@ -86,6 +88,41 @@ def remove(store: ImageStore, ref: str, force: bool, in_use: InUse | None) -> li
     return records
 
 
+def _drop_layer(store: ImageStore, diff_id: str) -> int:
+    meta = store.layer_meta(diff_id) if store.has_layer(diff_id) else {"size": 0, "blobs": {}}
+    for digest in meta["blobs"]:
+        store.blob_path(digest).unlink(missing_ok=True)
+    # rename first, so a crash mid-delete never leaves a half-deleted layer that looks complete
+    doomed = store.root / "tmp" / f"deleting-{diff_id.removeprefix('sha256:')}"
+    os.rename(store.layer_root(diff_id), doomed)
+    shutil.rmtree(doomed)
+    return int(meta["size"])
+
+
+def delete_image(store: ImageStore, image_id: str) -> int:
+    with store.locked():
+        rec = store.record(image_id)
+        store._image_path(image_id).unlink()
+        store.blob_path(image_id).unlink(missing_ok=True)
+        used = {d for other in store.image_ids() for d in store.record(other)["layers"]}
+        return sum(_drop_layer(store, d) for d in dict.fromkeys(rec["layers"]) if d not in used)
+
+
+def sweep(store: ImageStore) -> int:
+    """Delete layers no image refers to (left by a failed load or pull); bytes freed.
+    Skipped while an import runs in this process: its fresh layers are not referenced yet."""
+    with store.locked():
+        if store.importing_now:
+            return 0
+        used = {d for i in store.image_ids() for d in store.record(i)["layers"]}
+        freed = 0
+        for path in (store.root / "layers").iterdir():
+            diff_id = "sha256:" + path.name
+            if diff_id not in used:
+                freed += _drop_layer(store, diff_id)
+        return freed
+
+
 def prune(store: ImageStore, dangling_only: bool, in_use: InUse | None) -> dict[str, Any]:
     deleted: list[dict[str, str]] = []
     reclaimed = 0
@@ -98,4 +135,5 @@ def prune(store: ImageStore, dangling_only: bool, in_use: InUse | None) -> dict[
         deleted += _untag(store, tags + digests)
         reclaimed += store.delete_image(image_id)
         deleted.append({"Deleted": image_id})
+    reclaimed += sweep(store)
     return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}

@@ -65,7 +65,14 @@ class ImageStore:
         self.insecure_registries = set(insecure_registries)
         for sub in ("blobs/sha256", "layers", "images", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        # tmp/ holds only work of a running process: what is there now is debris of a previous agent
+        for leftover in (self.root / "tmp").iterdir():
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
         self._lock = threading.RLock()
+        self._active = 0
 
     # ---- low level: locking, blobs, layers, records -------------------------------------------------
     @contextlib.contextmanager
@@ -344,29 +351,31 @@ class ImageStore:
 
     def delete_image(self, image_id: str) -> int:
         """Drop the record, its config blob, and every layer no remaining image uses; bytes freed."""
-        with self.locked():
-            rec = self.record(image_id)
-            self._image_path(image_id).unlink()
-            self.blob_path(image_id).unlink(missing_ok=True)
-            used = {d for other in self.image_ids() for d in self.record(other)["layers"]}
-            freed = 0
-            for diff_id in dict.fromkeys(rec["layers"]):
-                if diff_id in used or not self.has_layer(diff_id):
-                    continue
-                meta = self.layer_meta(diff_id)
-                freed += meta["size"]
-                for digest in meta["blobs"]:
-                    self.blob_path(digest).unlink(missing_ok=True)
-                # rename first so a crash mid-delete leaves no half-deleted layer that looks complete
-                doomed = self.root / "tmp" / f"deleting-{_hex(diff_id)}"
-                os.rename(self.layer_root(diff_id), doomed)
-                shutil.rmtree(doomed)
-            return freed
+        from . import removal
+
+        return removal.delete_image(self, image_id)
+
+    @contextlib.contextmanager
+    def importing(self) -> Iterator[None]:
+        """Marks a pull/load/commit in progress: its layers are unpacked before any image refers to them,
+        so the orphan-layer sweep of `prune` must wait until none is running."""
+        with self._lock:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+
+    @property
+    def importing_now(self) -> bool:
+        return self._active > 0
 
     def pull(self, ref: str, auth: dict[str, Any] | None = None, progress: Progress | None = None) -> str:
         from . import registry
 
-        return registry.pull(self, parse(ref), auth, progress or _noprogress)
+        with self.importing():
+            return registry.pull(self, parse(ref), auth, progress or _noprogress)
 
     def push(self, ref: str, auth: dict[str, Any] | None = None, progress: Progress | None = None) -> str:
         from . import registry
@@ -376,7 +385,8 @@ class ImageStore:
     def load(self, fileobj: BinaryIO, progress: Progress | None = None) -> list[str]:
         from . import archive
 
-        return archive.load(self, fileobj, progress or _noprogress)
+        with self.importing():
+            return archive.load(self, fileobj, progress or _noprogress)
 
     def save(self, refs: list[str], fileobj: BinaryIO) -> None:
         from . import archive
@@ -395,17 +405,19 @@ class ImageStore:
         tag: str | None = None,
     ) -> str:
         """A new image: `parent`'s config and layers + the diff in `upper_dir` (a container's overlay upper,
-        whiteouts included) as one layer. `changes` overrides keys of the config's "config" (Cmd, Env, …).
+        whiteouts included) as one layer. `changes` overrides keys of the config's "config" (Cmd, Env, …);
+        its lowercase keys "config" (a container's Config) and "changes" (`--change` lines) are special.
         upper_dir=None adds no layer (an `empty_layer` history entry), as the builder needs for ENV/CMD."""
         from . import commit
 
-        return commit.commit(
-            self,
-            upper_dir,
-            parent,
-            changes or {},
-            comment=comment,
-            author=author,
-            created_by=created_by,
-            tag=tag,
-        )
+        with self.importing():
+            return commit.commit(
+                self,
+                upper_dir,
+                parent,
+                changes or {},
+                comment=comment,
+                author=author,
+                created_by=created_by,
+                tag=tag,
+            )
