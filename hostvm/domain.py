@@ -40,6 +40,12 @@ class VMSpec:
         # restrict=on: the guest reaches nothing but the forwarded port (the network rule of this project).
         return f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22"
 
+    def nic(self) -> str:
+        # A fixed slot far above the ones libvirt hands out (from 0x1 up), or QEMU may place the NIC on a slot
+        # libvirt then wants for a root port.
+        bus = "pcie.0" if self.machine == "q35" else "pci.0"
+        return f"virtio-net-pci,netdev=net0,bus={bus},addr=0x10"
+
 
 def domain_name(machine: str) -> str:
     return f"pymachine-{machine}"
@@ -112,7 +118,7 @@ def domain_xml(spec: VMSpec) -> str:
         "    <qemu:arg value='-netdev'/>",
         f"    <qemu:arg value={a(spec.netdev())}/>",
         "    <qemu:arg value='-device'/>",
-        "    <qemu:arg value='virtio-net-pci,netdev=net0'/>",
+        f"    <qemu:arg value={a(spec.nic())}/>",
         "  </qemu:commandline>",
         "</domain>",
         "",

@@ -253,7 +253,7 @@ STAGES = (
         60,
         240,
         f"the guest agent did not create {GUEST_SOCKET}: look at the console log, or run "
-        "'pymachine ssh NAME -- cat /run/pymachine/agent.log'",
+        "'pymachine ssh NAME -- tail /var/log/pymachine-agent.log'",
     ),
     Stage(
         "host agent", 60, 120, "the host agent did not come up: read its log (ha.log in the machine folder)"
@@ -399,9 +399,14 @@ def stop(name: str, progress: Progress | None = None, timeout: float | None = No
             _stop_host_agent(name)
             say(f"stopping machine '{name}'")
             deadline = time.monotonic() + timeout
-            if not _ask_poweroff(name) and drv.capabilities.graceful_shutdown:
-                drv.request_shutdown(name)
+            asked = _ask_poweroff(name)
+            # If the guest ignored (or never got) the SSH poweroff, press the ACPI button half-way through.
+            acpi_at = time.monotonic() + (timeout / 2 if asked else 0)
+            acpi = drv.capabilities.graceful_shutdown
             while time.monotonic() < deadline and drv.state(name) is DriverState.RUNNING:
+                if acpi and time.monotonic() >= acpi_at:
+                    drv.request_shutdown(name)
+                    acpi = False
                 time.sleep(0.3)
             if drv.state(name) is DriverState.RUNNING:
                 say(f"machine '{name}' did not power off within {timeout:.0f} s: forcing it off")
@@ -422,7 +427,9 @@ def _ask_poweroff(name: str) -> bool:
         log.debug("poweroff over SSH of %s: %s", name, exc)
         return False
     try:
-        client.exec_command(f"{POWEROFF} || poweroff -f", timeout=10)
+        # Wait for the command's own exit: closing the session first could kill it before it detaches.
+        _, out, _ = client.exec_command(POWEROFF, timeout=20)
+        out.channel.recv_exit_status()
         return True
     except Exception as exc:  # the link may drop as the guest goes down: that is success
         log.debug("poweroff of %s: %s", name, exc)

@@ -83,7 +83,7 @@ class LibvirtDriver(Driver):
             _warn_kvm_permissions()
         old = self._lookup(spec.name)
         if old is not None:
-            if old.isActive():
+            if self._active(old):
                 raise PymachineError(f"domain {spec.domain_name} is already running")
             old.undefine()  # a shut-off persistent leftover (e.g. defined by hand) would block createXML
         xml = domain_xml(spec)
@@ -96,9 +96,19 @@ class LibvirtDriver(Driver):
                 log_path=spec.console_log,
             ) from exc
 
+    def _active(self, dom) -> bool:  # type: ignore[no-untyped-def]
+        """isActive() that treats a transient domain vanishing under us (QEMU just exited) as stopped."""
+        libvirt = self._libvirt()
+        try:
+            return bool(dom.isActive())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise PymachineError(f"libvirt cannot tell the state of {dom.name()}: {exc}") from exc
+
     def state(self, machine: str) -> DriverState:
         dom = self._lookup(machine)
-        return DriverState.RUNNING if dom is not None and dom.isActive() else DriverState.STOPPED
+        return DriverState.RUNNING if dom is not None and self._active(dom) else DriverState.STOPPED
 
     def pid(self, machine: str) -> int | None:
         if not is_local(self.uri) or self.state(machine) is DriverState.STOPPED:
@@ -123,15 +133,19 @@ class LibvirtDriver(Driver):
         try:
             dom.destroy()
         except libvirt.libvirtError as exc:
-            if dom.isActive():
+            if self._active(dom):
                 raise PymachineError(
                     f"cannot stop {domain_name(machine)}: {exc.get_error_message()}"
                 ) from exc
 
     def cleanup(self, machine: str) -> None:
+        libvirt = self._libvirt()
         dom = self._lookup(machine)
-        if dom is not None and not dom.isActive() and dom.isPersistent():
-            dom.undefine()
+        try:
+            if dom is not None and not self._active(dom) and dom.isPersistent():
+                dom.undefine()
+        except libvirt.libvirtError as exc:
+            log.debug("cleanup of %s: %s", machine, exc)
 
     def hostfwd_add(self, machine: str, host_port: int, guest_port: int) -> None:
         import libvirt_qemu

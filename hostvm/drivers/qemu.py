@@ -45,7 +45,7 @@ def qemu_argv(spec: VMSpec, pidfile: str, qmp_socket: str, binary: str = QEMU) -
         "-drive", f"file={spec.disk},if=virtio,format=qcow2,discard=unmap",
         "-drive", f"file={spec.seed},if=virtio,format=raw,readonly=on",
         "-netdev", spec.netdev(),
-        "-device", "virtio-net-pci,netdev=net0",
+        "-device", spec.nic(),
         "-device", "virtio-rng-pci",
         "-serial", f"file:{spec.console_log}",
         "-qmp", f"unix:{qmp_socket},server=on,wait=off",
