@@ -117,7 +117,7 @@ class Agent:
                 self.guest_info = self._info(transport)
                 chan = self.opener.open(transport)
                 self._consume(transport, guestapi.stream_events(chan), generation)
-            except (paramiko.SSHException, OSError, guestapi.GuestApiError) as exc:
+            except Exception as exc:  # noqa: BLE001 - EOFError etc. from a dying transport: retry or end
                 # The guest agent not listening yet (boot) or restarting: retry while the link lives.
                 if time.monotonic() - waited_since > 30:
                     self.events.emit("error", message=f"guest agent unreachable: {exc}")

@@ -24,6 +24,9 @@ from .transport import Link
 from .udp import UdpRelay
 
 log = logging.getLogger(__name__)
+WINDOW_SIZE = 8 * 1024 * 1024
+CONNECT_RETRY_S = 3.0  # how long a connection to a young port waits for the container to listen
+YOUNG_S = 30.0
 
 
 class BindError(Exception):
@@ -151,7 +154,7 @@ class Forwarder:
         listener.connections += 1
         rule = listener.rule  # read once: a retarget mid-connection applies to the next one
         try:
-            chan = self._open_tcp(rule, peer)
+            chan = self._open_tcp(listener, rule, peer)
         except (paramiko.SSHException, OSError) as exc:
             listener.failures += 1
             listener.last_error = str(exc) or type(exc).__name__
@@ -161,18 +164,30 @@ class Forwarder:
         listener.last_error = ""
         pump.splice(conn, chan, name=f"port-{rule.host_port}-conn")
 
-    def _open_tcp(self, rule: PortRule, peer: tuple[str, int]) -> paramiko.Channel:
-        for attempt in range(2):
+    def _open_tcp(self, listener: Listener, rule: PortRule, peer: tuple[str, int]) -> paramiko.Channel:
+        """A direct-tcpip channel to the guest port, waiting for the link when it is down. While the port is
+        young, a refused connect (the container's server still starting: `docker run -d` returns before the
+        process listens) is retried briefly, so `run -d -p …; curl` works without a sleep."""
+        deadline = time.monotonic() + CONNECT_RETRY_S
+        delay = 0.02
+        relinked = False
+        while True:
             transport = self.link.get(timeout=self.link_wait)
             try:
                 return transport.open_channel(
                     "direct-tcpip",
                     ("127.0.0.1", rule.guest_port),
                     (peer[0], peer[1]),
-                    window_size=8 * 1024 * 1024,
+                    window_size=WINDOW_SIZE,
                     timeout=10,
                 )
-            except paramiko.SSHException:
-                if attempt or transport.is_active():
+            except paramiko.ChannelException as exc:
+                young = time.time() - listener.opened_at < YOUNG_S
+                if exc.code != 2 or not young or time.monotonic() + delay > deadline:
                     raise
-        raise AssertionError("unreachable")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+            except paramiko.SSHException:
+                if relinked or transport.is_active():
+                    raise
+                relinked = True  # the link died under us: one more try on the next transport

@@ -82,13 +82,20 @@ def open_direct(transport: paramiko.Transport, path: str, timeout: float = 10.0)
     deadline = time.monotonic() + timeout
     while not event.wait(0.05):
         if not t.active:
-            raise t.get_exception() or SSHException("SSH session ended while opening a channel")
+            raise _as_ssh_error(t.get_exception(), "SSH session ended while opening a channel")
         if time.monotonic() > deadline:
             raise SSHException(f"timed out opening a channel to {path}")
     opened = t._channels.get(chanid)
     if opened is None:
-        raise t.get_exception() or SSHException(f"the server refused a channel to {path}")
+        raise _as_ssh_error(t.get_exception(), f"the server refused a channel to {path}")
     return opened
+
+
+def _as_ssh_error(exc: BaseException | None, fallback: str) -> SSHException:
+    """paramiko keeps whatever ended the session (EOFError, OSError…); callers handle SSHException."""
+    if isinstance(exc, SSHException):
+        return exc
+    return SSHException(f"{fallback}: {exc!r}" if exc else fallback)
 
 
 def open_exec_bridge(transport: paramiko.Transport, path: str, python: str = "python3") -> Channel:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -66,13 +68,18 @@ def wait_for(predicate, what: str, timeout: float = HANG_GUARD):  # type: ignore
 class GuestTcp:
     """A TCP service 'in the guest' (here: on this host's loopback, reached through sshd's direct-tcpip)."""
 
-    def __init__(self, reply: bytes = b"hello from the guest\n") -> None:
+    def __init__(self, reply: bytes = b"hello from the guest\n", port: int = 0) -> None:
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.reply = reply
         threading.Thread(target=self._serve, daemon=True).start()
+
+    @classmethod
+    def at(cls, port: int) -> GuestTcp:
+        return cls(port=port)
 
     def _serve(self) -> None:
         while True:
@@ -184,6 +191,14 @@ def test_port_is_live_the_moment_the_start_returns(agent: Agent) -> None:
         assert fetch(host_port) == b"hello from the guest\n"
     kinds = [(e.type, e.get("action")) for e in read_events(agent.events.path)[0]]
     assert kinds.count(("forward", "opened")) == 5
+
+
+def test_a_young_port_waits_for_the_container_to_listen(agent: Agent) -> None:
+    """`docker run -d` returns before the container's server listens: the first connection must not fail."""
+    guest_port, host_port = free_port(), free_port()
+    assert publish(agent, "slow", ("tcp", "127.0.0.1", host_port, guest_port))[0] == 201
+    threading.Timer(0.5, lambda: setattr(agent, "_late", GuestTcp.at(guest_port))).start()
+    assert fetch(host_port) == b"hello from the guest\n"
 
 
 def test_a_taken_host_port_fails_the_start_with_its_name(agent: Agent) -> None:
@@ -298,6 +313,7 @@ def test_kill_9_of_the_agent_is_repaired_by_ensure_running(
     pymachine_home: Path, sshd: LocalSshd, guest: FakeGuestProtocol, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PYMACHINE_GUEST_SOCKET", str(guest.path))
+    monkeypatch.setenv("DOCKER_CONFIG", str(pymachine_home / "docker-config"))  # the context lands here
     _machine_files_for("t", sshd)
     mp = paths.machine("t")
     service = GuestTcp()
@@ -329,3 +345,6 @@ def test_kill_9_of_the_agent_is_repaired_by_ensure_running(
         launcher.stop("t")
     assert launcher.agent_pid("t") is None
     assert not mp.docker_socket.exists() and not mp.control_socket.exists()
+    if shutil.which("docker"):
+        ctx = subprocess.run(["docker", "context", "inspect", "pymachine-t"], capture_output=True, text=True)
+        assert json.loads(ctx.stdout)[0]["Endpoints"]["docker"]["Host"] == f"unix://{mp.docker_socket}"
