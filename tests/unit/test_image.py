@@ -1,0 +1,229 @@
+"""Guest image recipe hashing, manifest round trip, cache lookup and the initrd writer (no building)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pymachine.hostvm import image, image_initrd
+from pymachine.images import GUEST_RECIPE
+from pymachine_agent import protocol
+
+
+@pytest.fixture
+def recipe(tmp_path: Path) -> Path:
+    copy = tmp_path / "guest"
+    shutil.copytree(GUEST_RECIPE, copy)
+    return copy
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Path:
+    copy = tmp_path / "pymachine_agent"
+    shutil.copytree(Path(protocol.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def test_recipe_hash_is_stable_and_matches_a_copy(recipe: Path, agent: Path) -> None:
+    first = image.recipe_hash(recipe, agent)
+    assert first == image.recipe_hash(recipe, agent)
+    assert len(first) == 64 and int(first, 16) >= 0
+    assert image.rootfs_hash(recipe) == image.rootfs_hash(GUEST_RECIPE)
+
+
+def test_overlay_change_rebuilds_the_disk_but_not_the_rootfs(recipe: Path, agent: Path) -> None:
+    before, rootfs_before = image.recipe_hash(recipe, agent), image.rootfs_hash(recipe)
+    init = recipe / "overlay/sbin/pymachine-init"
+    init.write_text(init.read_text() + "\n# changed\n")
+    assert image.recipe_hash(recipe, agent) != before
+    assert image.rootfs_hash(recipe) == rootfs_before
+
+
+def test_package_list_change_rebuilds_both_stages(recipe: Path, agent: Path) -> None:
+    before, rootfs_before = image.recipe_hash(recipe, agent), image.rootfs_hash(recipe)
+    with open(recipe / "base/packages.txt", "a") as fh:
+        fh.write("curl\n")
+    assert image.rootfs_hash(recipe) != rootfs_before
+    assert image.recipe_hash(recipe, agent) != before
+
+
+def test_executable_bit_is_part_of_the_recipe(recipe: Path, agent: Path) -> None:
+    before = image.recipe_hash(recipe, agent)
+    (recipe / "overlay/sbin/pymachine-poweroff").chmod(0o644)
+    assert image.recipe_hash(recipe, agent) != before
+
+
+def test_agent_change_changes_the_hash(recipe: Path, agent: Path) -> None:
+    before = image.recipe_hash(recipe, agent)
+    (agent / "extra_module.py").write_text("X = 1\n")
+    assert image.recipe_hash(recipe, agent) != before
+    (agent / "extra_module.py").unlink()
+    assert image.recipe_hash(recipe, agent) == before
+    (agent / "__pycache__").mkdir(exist_ok=True)
+    (agent / "__pycache__" / "junk.pyc").write_bytes(b"\0")
+    assert image.recipe_hash(recipe, agent) == before
+
+
+def _manifest(folder: Path) -> image.ImageManifest:
+    return image.ImageManifest(
+        kernel=folder / "vmlinuz",
+        initrd=folder / "initrd.img",
+        disk=folder / "disk.qcow2",
+        recipe_hash=folder.name,
+        disk_bytes=123,
+        virtual_bytes=2 << 30,
+        cmdline="console=ttyS0 root=/dev/vda rw init=/sbin/pymachine-init",
+        agent_checksum="ab" * 32,
+        kernel_version="6.1.0-test",
+    )
+
+
+def test_manifest_json_has_the_contract_keys_and_round_trips(tmp_path: Path) -> None:
+    folder = tmp_path / ("c" * 64)
+    folder.mkdir()
+    manifest = _manifest(folder)
+    data = manifest.to_json()
+    for key in ("disk", "kernel", "initrd", "recipe_hash", "disk_bytes", "virtual_bytes", "cmdline",
+                "agent_checksum"):  # fmt: skip
+        assert key in data
+    assert data["disk"] == str(folder / "disk.qcow2")
+    json.dumps(data)  # serialisable as is
+    manifest.save()
+    stored = json.loads((folder / "manifest.json").read_text())
+    assert stored["disk"] == "disk.qcow2"  # relative on disk, so a cache folder can move
+    moved = tmp_path / "moved" / folder.name
+    shutil.copytree(folder, moved)
+    loaded = image.ImageManifest.load(moved)
+    assert loaded.disk == moved / "disk.qcow2"
+    assert loaded.cmdline == manifest.cmdline and loaded.disk_bytes == 123
+
+
+def test_inspect_finds_only_the_current_recipe(pymachine_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = pymachine_home / "cache"
+    monkeypatch.setenv("PYMACHINE_CACHE", str(cache))
+    current = image.recipe_hash()
+    stale = cache / "images" / ("0" * 64)
+    stale.mkdir(parents=True)
+    _manifest(stale).save()
+    assert image.inspect_image() is None
+    folder = cache / "images" / current
+    folder.mkdir(parents=True)
+    _manifest(folder).save()
+    found = image.inspect_image()
+    assert found is not None and found.recipe_hash == current
+
+
+def test_ensure_image_returns_the_cached_image_without_building(
+    pymachine_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYMACHINE_CACHE", str(pymachine_home / "cache"))
+    folder = pymachine_home / "cache" / "images" / image.recipe_hash()
+    folder.mkdir(parents=True)
+    _manifest(folder).save()
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cached image must not be rebuilt")
+
+    from pymachine.hostvm import image_build
+
+    monkeypatch.setattr(image_build, "build", no_build)
+    assert image.ensure_image().disk == folder / "disk.qcow2"
+
+
+def _fake_modules(root: Path) -> Path:
+    mods = root / "usr/lib/modules/6.1.0-test"
+    (mods / "kernel/drivers/virtio").mkdir(parents=True)
+    (mods / "kernel/drivers/block").mkdir(parents=True)
+    for name in ("virtio", "virtio_ring", "virtio_pci", "virtio-pci-modern-dev"):
+        (mods / f"kernel/drivers/virtio/{name}.ko").write_bytes(name.encode())
+    (mods / "kernel/drivers/block/virtio_blk.ko").write_bytes(b"blk")
+    (mods / "modules.dep").write_text(
+        "kernel/drivers/virtio/virtio.ko:\n"
+        "kernel/drivers/virtio/virtio_ring.ko:\n"
+        "kernel/drivers/virtio/virtio-pci-modern-dev.ko:\n"
+        "kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio-pci-modern-dev.ko "
+        "kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n"
+        "kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko "
+        "kernel/drivers/virtio/virtio_ring.ko\n"
+    )
+    (mods / "modules.builtin").write_text("kernel/fs/ext4/ext4.ko\n")
+    return mods
+
+
+def test_module_dependencies_load_first_and_once(tmp_path: Path) -> None:
+    mods = _fake_modules(tmp_path)
+    order = image_initrd.resolve_modules(mods, ["virtio_pci", "virtio_blk", "ext4"])
+    names = [p.rsplit("/", 1)[-1] for p in order]
+    assert names == [
+        "virtio-pci-modern-dev.ko",
+        "virtio.ko",
+        "virtio_ring.ko",
+        "virtio_pci.ko",
+        "virtio_blk.ko",
+    ]
+
+
+def test_unknown_module_is_a_clear_error(tmp_path: Path) -> None:
+    from pymachine.hostvm.errors import PymachineError
+
+    with pytest.raises(PymachineError, match="no module 'virtio_gpu'"):
+        image_initrd.resolve_modules(_fake_modules(tmp_path), ["virtio_gpu"])
+
+
+def _parse_newc(data: bytes) -> dict[str, tuple[int, bytes]]:
+    entries, offset = {}, 0
+    while True:
+        assert data[offset : offset + 6] == b"070701"
+        fields = [int(data[offset + 6 + 8 * i : offset + 14 + 8 * i], 16) for i in range(13)]
+        mode, size, namesize = fields[1], fields[6], fields[11]
+        name_start = offset + 110
+        name = data[name_start : name_start + namesize - 1].decode()
+        body = name_start + namesize + (-(110 + namesize) % 4)
+        if name == "TRAILER!!!":
+            return entries
+        entries[name] = (mode, data[body : body + size])
+        offset = body + size + (-size % 4)
+
+
+def test_initrd_is_a_reproducible_newc_cpio(tmp_path: Path) -> None:
+    _fake_modules(tmp_path)
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    (tmp_path / "usr/bin/busybox").write_bytes(b"\x7fELF busybox")
+    recipe = tmp_path / "initrd"
+    recipe.mkdir()
+    (recipe / "init").write_text("#!/bin/busybox sh\n")
+    (recipe / "modules.txt").write_text("# comment\nvirtio_blk\n")
+    out1, out2 = tmp_path / "a.img", tmp_path / "b.img"
+    image_initrd.build_initrd(tmp_path, "6.1.0-test", recipe, out1)
+    image_initrd.build_initrd(tmp_path, "6.1.0-test", recipe, out2)
+    assert out1.read_bytes() == out2.read_bytes()
+    entries = _parse_newc(gzip.decompress(out1.read_bytes()))
+    assert entries["init"] == (0o100755, b"#!/bin/busybox sh\n")
+    assert entries["bin/busybox"][0] == 0o100755
+    assert entries["dev/console"][0] == 0o020600  # the kernel opens it before /init runs
+    order = entries["modules/order"][1].decode().split()
+    assert order == ["00-virtio.ko", "01-virtio_ring.ko", "02-virtio_blk.ko"]
+    assert all(f"modules/{name}" in entries for name in order)
+
+
+def test_shipped_recipe_is_complete() -> None:
+    for rel in ("base/packages.txt", "base/sources.list", "base/customize.sh", "initrd/init",
+                "initrd/modules.txt", "overlay/sbin/pymachine-init", "overlay/sbin/pymachine-poweroff",
+                "overlay/usr/lib/pymachine/pid1.py", "overlay/etc/ssh/sshd_config"):  # fmt: skip
+        assert (GUEST_RECIPE / rel).is_file(), rel
+    packages = (GUEST_RECIPE / "base/packages.txt").read_text().split()
+    for needed in (
+        "python3",
+        "openssh-server",
+        "iproute2",
+        "nftables",
+        "linux-image-cloud-amd64",
+        "busybox-static",
+    ):
+        assert needed in packages
+    sshd = (GUEST_RECIPE / "overlay/etc/ssh/sshd_config").read_text()
+    assert "PasswordAuthentication no" in sshd and "HostKey /etc/ssh/ssh_host_ed25519_key" in sshd
