@@ -166,6 +166,11 @@ def _malicious(tmp_path: Path, name: str) -> tuple[bytes, str, list[Path]]:
             ]
         )
         return layer, s, []
+    if name in ("whiteout-dotdot", "whiteout-dot"):
+        # `.wh...` names "..": deleting it would remove the folder the layer is unpacked in
+        leaf = ".wh..." if name == "whiteout-dotdot" else ".wh.."
+        layer = tar_bytes([file(f"sub/{s}", b"x"), file(f"sub/{leaf}", b"")])
+        return layer, f"sub/{leaf}", []
     if name == "block-device":
         return tar_bytes([entry(s, tarfile.BLKTYPE, 0o600, devmajor=8, devminor=0)]), s, []
     if name == "char-device":
@@ -184,6 +189,8 @@ def _malicious(tmp_path: Path, name: str) -> tuple[bytes, str, list[Path]]:
         "hardlink-abs",
         "hardlink-dotdot",
         "hardlink-through-symlink",
+        "whiteout-dotdot",
+        "whiteout-dot",
         "block-device",
         "char-device",
     ],

@@ -192,8 +192,8 @@ class _Unpacker:
         if leaf.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
             return  # AUFS bookkeeping (.wh..wh.plnk, …): meaningless for overlay, skipped as moby does
         target = leaf[len(WHITEOUT_PREFIX) :]
-        if not target:
-            raise UnsafeLayerError(m.name, "whiteout with an empty name")
+        if target in ("", ".", ".."):  # `.wh...` would otherwise delete the parent of the layer folder
+            raise UnsafeLayerError(m.name, f"whiteout of {target or 'an empty name'!r}")
         self.clear(parent, target, keep_dir=False)
         os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
         os.chown(target, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
