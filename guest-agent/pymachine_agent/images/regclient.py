@@ -28,7 +28,9 @@ def registry_error_text(body: bytes) -> str:
     """`code: message` from distribution's {"errors": [{"code", "message", "detail"}]} body."""
     try:
         errors = json.loads(body).get("errors") or []
-        return "; ".join(f"{e.get('code', '').lower()}: {e.get('message', '')}".strip(": ") for e in errors)
+        # Docker prints the code the way the registry names it in words: "manifest unknown: manifest unknown"
+        parts = (f"{e.get('code', '').lower().replace('_', ' ')}: {e.get('message', '')}" for e in errors)
+        return "; ".join(p.strip(": ") for p in parts)
     except (ValueError, AttributeError):
         return body[:200].decode(errors="replace").strip()
 

@@ -115,8 +115,10 @@ def _download_layer(
 def pull(store: ImageStore, ref: Reference, auth: dict[str, Any] | None, progress: Progress) -> str:
     client = client_for(store, ref, auth)
     reference = ref.digest or ref.tag or "latest"
-    progress({"status": f"Pulling from {ref.familiar_name}", "id": ref.tag or ref.digest})
+    # The first message only once the manifest is there, as moby does: a missing image or a refused login
+    # is then an error status the API can still answer with, not a message inside a 200 stream.
     body, media_type, top_digest = _get_manifest(client, ref, reference)
+    progress({"status": f"Pulling from {ref.familiar_name}", "id": ref.tag or ref.digest})
     manifest = json.loads(body)
     if media_type in oci.INDEX_TYPES:
         desc = oci.choose_platform(manifest, ref.familiar)
