@@ -121,6 +121,7 @@ class Builder:
         self.ctx = ctx
         self.scratch = scratch
         self.cache = BuildCache(Path(self.store.root).parent / "build" / "cache.json")
+        self.fresh: dict[str, str] = {}  # keys → images made by this build
         self.step_no = 0
         self.total = 0
 

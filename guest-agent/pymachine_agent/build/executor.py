@@ -34,9 +34,9 @@ class StageRunner:
 
     # -- cache ------------------------------------------------------------------------------------------
     def cached(self, key: str, state: StageState) -> bool:
-        if self.b.params.nocache:
-            return False
-        hit = self.b.cache.get(key)
+        # --no-cache still reuses what this very build produced for the same key (two stages starting with
+        # the same steps): otherwise the index would end up pointing at two different images for one key
+        hit = self.b.fresh.get(key) if self.b.params.nocache else self.b.cache.get(key)
         if not hit or not self.b.store.exists(hit):
             return False
         self.b.out.stream(f" ---> Using cache\n ---> {_short(hit)}\n")
@@ -45,6 +45,7 @@ class StageRunner:
 
     def record(self, key: str, image_id: str, state: StageState) -> None:
         self.b.cache.put(key, image_id)
+        self.b.fresh[key] = image_id
         self.b.out.stream(f" ---> {_short(image_id)}\n")
         state.image_id = image_id
 
