@@ -76,8 +76,8 @@ class _Container:
     def run(self) -> dict[str, Any]:
         return read_json(os.path.join(self.dir, "run.json"))
 
-    def save(self) -> None:
-        write_json(os.path.join(self.dir, "state.json"), self.state)
+    def save(self, durable: bool = True) -> None:
+        write_json(os.path.join(self.dir, "state.json"), self.state, durable)
 
     def save_spec(self) -> None:
         write_json(os.path.join(self.dir, "config.json"), self.spec.to_json())
@@ -291,10 +291,12 @@ class Runtime:
     def _start(self, c: _Container) -> None:
         """Spawn the supervisor and run the start handshake (see supervisor.py)."""
         c.state.pop("paused", None)
+        hook = self.on_netns if c.spec.network == "new" else None
+        handshake = bool(hook or c.pending)
         ctl, theirs = socket.socketpair()
         log_path = os.path.join(c.dir, "supervisor.log")
         try:
-            self._zygote.spawn(c.dir, theirs.fileno(), self.cgroup_root, self.cgroup_parent)
+            self._zygote.spawn(c.dir, theirs.fileno(), self.cgroup_root, self.cgroup_parent, handshake)
         except OSError as e:
             ctl.close()
             raise StartError(f"cannot start the container's supervisor: {e}") from e
@@ -315,26 +317,8 @@ class Runtime:
             )
 
         try:
-            msg = message()
-            if msg.get("event") != "ready":
-                raise StartError(self._start_error(c, msg), msg.get("exit_code", 128))
-            pid = msg["pid"]
-            try:
-                if self.on_netns and c.spec.network == "new":
-                    self.on_netns(c.id, pid)
-            except Exception as e:
-                ctl.sendall(json.dumps({"abort": f"network setup failed: {e}"}).encode() + b"\n")
-                message()
-                self._teardown(c)
-                raise StartError(f"network setup failed: {e}") from e
-            for stream in c.pending:
-                try:
-                    stream.connect(c.dir)
-                except OSError as e:
-                    log.warning("attach before start of %s failed: %s", c.id, e)
-                    stream.abandon()
-            c.pending.clear()
-            ctl.sendall(b'{"go": true}\n')
+            if handshake:
+                self._handshake(c, hook, ctl, message)
             msg = message()
             if msg.get("event") != "started":
                 self._teardown(c)
@@ -344,12 +328,34 @@ class Runtime:
             ctl.close()
         c.state["restarting"] = False
         c.state["started_at"] = msg["started_at"]
-        c.save()
+        c.save(durable=False)
         run = c.run()
         c.watching = True
-        if not self._watcher.watch(c.id, run.get("supervisor_pid", 0)):
+        if not self._watcher.watch(c.id, run.get("supervisor_pid", 0), run.get("supervisor_start", 0)):
             threading.Thread(target=self._handle_exit, args=(c.id,), daemon=True).start()
         self._event(c, "start")
+
+    def _handshake(self, c: _Container, hook: NetnsHook | None, ctl: socket.socket, message: Any) -> None:
+        """Between "namespaces ready" and "go": the network hook, then connecting early attach streams."""
+        msg = message()
+        if msg.get("event") != "ready":
+            raise StartError(self._start_error(c, msg), msg.get("exit_code", 128))
+        try:
+            if hook:
+                hook(c.id, msg["pid"])
+        except Exception as e:
+            ctl.sendall(json.dumps({"abort": f"network setup failed: {e}"}).encode() + b"\n")
+            message()
+            self._teardown(c)
+            raise StartError(f"network setup failed: {e}") from e
+        for stream in c.pending:
+            try:
+                stream.connect(c.dir)
+            except OSError as e:
+                log.warning("attach before start of %s failed: %s", c.id, e)
+                stream.abandon()
+        c.pending.clear()
+        ctl.sendall(b'{"go": true}\n')
 
     def _start_error(self, c: _Container, msg: dict[str, Any]) -> str:
         text = msg.get("message") or "unknown error"
@@ -664,7 +670,7 @@ class Runtime:
             up = run.get("status") in ("running", "created")
             if up and self._sup_alive(run):
                 c.watching = True
-                if self._watcher.watch(c.id, run["supervisor_pid"]):
+                if self._watcher.watch(c.id, run["supervisor_pid"], run.get("supervisor_start", 0)):
                     continue
                 c.watching = False
             was_up = run.get("status") in ("running", "created") or c.state.get("restarting")

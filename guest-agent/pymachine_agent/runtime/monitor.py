@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 
 from pymachine_agent.runtime.spec import RestartPolicy
+from pymachine_agent.runtime.state import start_time
 
 log = logging.getLogger("pymachine_agent.runtime.monitor")
 
@@ -46,11 +47,15 @@ class ExitWatcher:
         self._thread = threading.Thread(target=self._run, name="runtime-exit-watcher", daemon=True)
         self._thread.start()
 
-    def watch(self, key: str, pid: int) -> bool:
-        """False if the process is already gone."""
+    def watch(self, key: str, pid: int, started: int = 0) -> bool:
+        """False if the process is already gone. `started` (its start time, see state.start_time) guards
+        against a recycled pid."""
         try:
             fd = os.pidfd_open(pid)
-        except ProcessLookupError:
+        except (ProcessLookupError, ValueError, OSError):
+            return False
+        if started and start_time(pid) != started:
+            os.close(fd)
             return False
         with self._lock:
             self._pending.append((key, fd))

@@ -7,12 +7,16 @@ import os
 from typing import Any
 
 
-def write_json(path: str, data: dict[str, Any]) -> None:
+def write_json(path: str, data: dict[str, Any], durable: bool = True) -> None:
+    """Replace `path` atomically: readers see the old or the new record, never a torn one. `durable` also
+    fsyncs, for records that must survive a power loss (not worth it on every container start: a lost run
+    record is repaired by reconcile)."""
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

@@ -62,7 +62,10 @@ class Client:
 
 
 class Supervisor:
-    def __init__(self, ctr_dir: str, ctl: socket.socket, cg_root: str, cg_parent: str) -> None:
+    def __init__(
+        self, ctr_dir: str, ctl: socket.socket, cg_root: str, cg_parent: str, handshake: bool = True
+    ) -> None:
+        self.handshake = handshake  # False: nothing to do between "namespaces ready" and exec (no hook)
         self.dir = ctr_dir
         self.ctl = ctl
         self.spec = ContainerSpec.from_json(read_json(os.path.join(ctr_dir, "config.json")))
@@ -78,7 +81,7 @@ class Supervisor:
 
     def record(self, **fields: object) -> None:
         self.run.update(fields)
-        write_json(self.run_path, self.run)
+        write_json(self.run_path, self.run, durable=False)
 
     def tell(self, **msg: object) -> None:
         try:
@@ -135,8 +138,10 @@ class Supervisor:
         if msg != b"R":
             return self.failed(msg)
         self.record(pid=self.pid, pid_start=start_time(self.pid), status="created")
-        self.tell(event="ready", pid=self.pid, supervisor_pid=os.getpid())
-        answer = json.loads(_readline(self.ctl) or b"{}")
+        answer = {"go": True}
+        if self.handshake:
+            self.tell(event="ready", pid=self.pid, supervisor_pid=os.getpid())
+            answer = json.loads(_readline(self.ctl) or b"{}")
         if not answer.get("go"):
             signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             return self.failed(b"E128 " + str(answer.get("abort", "start aborted by the agent")).encode())
@@ -309,12 +314,15 @@ class Supervisor:
             pass
 
 
-def run_supervisor(ctr_dir: str, ctl: socket.socket, cg_root: str, cg_parent: str) -> None:
-    """Body of the detached supervisor process (already its own process, re-parented to init)."""
+def run_supervisor(
+    ctr_dir: str, ctl: socket.socket, cg_root: str, cg_parent: str, handshake: bool = True
+) -> None:
+    """Body of the detached supervisor process (its own session; outlives whoever forked it)."""
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the zygote auto-reaps; we must wait for our child
     try:
-        Supervisor(ctr_dir, ctl, cg_root, cg_parent).main()
+        Supervisor(ctr_dir, ctl, cg_root, cg_parent, handshake).main()
     except BaseException as e:  # noqa: BLE001 - report, then leave a record instead of a silent death
         import traceback
 

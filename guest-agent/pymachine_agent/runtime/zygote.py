@@ -3,9 +3,9 @@
 Starting a supervisor by exec'ing a fresh interpreter costs tens of milliseconds of interpreter start and
 imports on every container start; forking this process costs one fork. It is spawned by the agent (so it is
 a fresh, thread-free process: forking the threaded agent itself would be unsafe), receives requests over a
-SOCK_SEQPACKET socket with the supervisor's control socket attached (SCM_RIGHTS), and double-forks so that
-each supervisor is re-parented to init and outlives both the zygote and the agent. It exits when the agent's
-end of its socket closes.
+SOCK_SEQPACKET socket with the supervisor's control socket attached (SCM_RIGHTS), and forks each supervisor
+into its own session; supervisors outlive both the zygote and the agent (init adopts them). It exits when
+the agent's end of its socket closes.
 """
 
 from __future__ import annotations
@@ -23,6 +23,12 @@ from pymachine_agent.runtime import supervisor
 
 def main(argv: list[str]) -> None:
     sock = socket.socket(fileno=int(argv[0]))
+    # Supervisors are reaped by the kernel (they outlive us anyway, then init adopts them): one fork per
+    # start instead of a double fork.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    import gc
+
+    gc.freeze()  # keep the preloaded modules' pages shared after fork
     while True:
         try:
             msg, fds, _, _ = socket.recv_fds(sock, 65536, 1)
@@ -35,8 +41,6 @@ def main(argv: list[str]) -> None:
         if pid == 0:
             sock.close()
             os.setsid()
-            if os.fork():
-                os._exit(0)
             log = os.open(
                 os.path.join(req["dir"], "supervisor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
             )
@@ -44,11 +48,10 @@ def main(argv: list[str]) -> None:
             os.dup2(log, 2)
             os.close(log)
             supervisor.run_supervisor(
-                req["dir"], socket.socket(fileno=fds[0]), req["cg_root"], req["cg_parent"]
+                req["dir"], socket.socket(fileno=fds[0]), req["cg_root"], req["cg_parent"], req["handshake"]
             )
         for fd in fds:
             os.close(fd)
-        os.waitpid(pid, 0)
 
 
 class Zygote:
@@ -75,12 +78,13 @@ class Zygote:
         self._sock = ours
         return ours
 
-    def spawn(self, ctr_dir: str, ctl_fd: int, cg_root: str, cg_parent: str) -> None:
-        req = json.dumps({"dir": ctr_dir, "cg_root": cg_root, "cg_parent": cg_parent}).encode()
+    def spawn(self, ctr_dir: str, ctl_fd: int, cg_root: str, cg_parent: str, handshake: bool) -> None:
+        req = {"dir": ctr_dir, "cg_root": cg_root, "cg_parent": cg_parent, "handshake": handshake}
+        raw = json.dumps(req).encode()
         with self._lock:
             for attempt in range(2):
                 try:
-                    socket.send_fds(self._ensure(), [req], [ctl_fd])
+                    socket.send_fds(self._ensure(), [raw], [ctl_fd])
                     return
                 except OSError:
                     if attempt:
