@@ -209,10 +209,15 @@ class Engine(EngineIO):
         ep = self.network.endpoint(st.id) if self.network is not None and st.running else None
         ns = ep.network_settings() if ep else view.empty_network_settings()
         if not ep:
-            # stopped containers still show the networks they are configured for
-            mode = (view.docker_of(st).get("HostConfig") or {}).get("NetworkMode", "bridge")
-            if mode not in ("none", "host") and not mode.startswith("container:"):
-                ns["Networks"] = {mode: {"NetworkID": "", "EndpointID": "", "IPAddress": "", "Gateway": ""}}
+            # stopped containers still show the networks they will join at start
+            endpoint = (self.meta.get(st.id) or {}).get("endpoint") or {}
+            mode = endpoint.get("network_mode") or "bridge"
+            names = [] if mode in ("none", "host") or mode.startswith("container:") else [mode]
+            names += [n for n in endpoint.get("networks") or {} if n not in names]
+            ns["Networks"] = {
+                n: {"NetworkID": "", "EndpointID": "", "IPAddress": "", "Gateway": "", "Aliases": None}
+                for n in names
+            }
         return ns
 
     def _image_name(self, st: ContainerState) -> str:

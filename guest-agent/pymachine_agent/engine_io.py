@@ -381,6 +381,42 @@ class EngineIO:
         self.events.publish("container", "commit", st.id, {**self._attrs(st.id), "comment": comment})
         return image_id
 
+    def _configured_networks(self, cid: str) -> dict[str, Any]:
+        """Networks a container joins at start from its create request: {network id: endpoint dict}."""
+        ep = (self.meta.get(cid) or {}).get("endpoint") or {}  # type: ignore[attr-defined]
+        out: dict[str, Any] = {}
+        refs = [ep.get("network_mode") or "bridge", *(ep.get("networks") or {})]
+        for ref in refs:
+            try:
+                out[self.network.inspect_network(ref)["Id"]] = ref
+            except Exception:
+                continue
+        return out
+
+    def network_connect(self, ref: str, container: str, settings: Any) -> str:
+        st = self._state(container)  # type: ignore[attr-defined]
+        net_id = self.network.inspect_network(ref)["Id"]
+        configured = self._configured_networks(st.id)
+        if not st.running and net_id in configured:
+            # compose re-connects a created container to its own network to set aliases: merge them
+            ep = self.meta[st.id]["endpoint"]  # type: ignore[attr-defined]
+            entry = ep.setdefault("networks", {}).setdefault(
+                configured[net_id], {"aliases": [], "ipv4_address": ""}
+            )
+            entry["aliases"] = list(dict.fromkeys([*(entry.get("aliases") or []), *settings.aliases]))
+            return st.id
+        self.network.connect(ref, st.id, settings)
+        return st.id
+
+    def network_disconnect(self, ref: str, container: str, force: bool = False) -> str:
+        st = self._state(container)  # type: ignore[attr-defined]
+        net_id = self.network.inspect_network(ref)["Id"]
+        if not st.running and net_id in self._configured_networks(st.id):
+            self.network.disconnect(ref, st.id, force=True)  # drop a remembered connect, if any
+            return st.id
+        self.network.disconnect(ref, st.id, force=force)
+        return st.id
+
     def network_list(self, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
         if self.network is None:
             return []

@@ -60,13 +60,13 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
     @r("POST", "/networks/{ref}/connect")
     def network_connect(req: Request, ref: str) -> int:
         body = req.json()
-        cid = engine.container_id(body.get("Container") or "")
         ep = body.get("EndpointConfig") or {}
         settings = EndpointSettings(
             aliases=list(ep.get("Aliases") or []),
             ipv4_address=((ep.get("IPAMConfig") or {}).get("IPv4Address")) or "",
         )
-        net().connect(ref, cid, settings)
+        net()
+        cid = engine.network_connect(ref, body.get("Container") or "", settings)
         info = net().inspect_network(ref)
         engine.events.publish("network", "connect", info["Id"], {"container": cid, "name": info["Name"]})
         return 200
@@ -74,8 +74,8 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
     @r("POST", "/networks/{ref}/disconnect")
     def network_disconnect(req: Request, ref: str) -> int:
         body = req.json()
-        cid = engine.container_id(body.get("Container") or "")
-        net().disconnect(ref, cid, force=bool(body.get("Force")))
+        net()
+        cid = engine.network_disconnect(ref, body.get("Container") or "", force=bool(body.get("Force")))
         info = net().inspect_network(ref)
         engine.events.publish("network", "disconnect", info["Id"], {"container": cid, "name": info["Name"]})
         return 200
