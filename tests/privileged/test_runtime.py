@@ -195,3 +195,16 @@ def test_network_none_has_only_loopback_and_hook_runs_before_exec(tmp_path: Path
         assert torn == [seen[0][0]]
     finally:
         rt.close()
+
+
+def test_init_reaps_orphans_and_forwards_signals(rt: Runtime, layer: Path) -> None:
+    # With --init the user's process is PID 2 and a SIGTERM without a handler ends it (it is not PID 1).
+    script = "echo $$; (sleep 0.1 &); sleep 0.3; ps -o stat,comm | grep -c Z"
+    code, out, _ = run(rt, layer, ["sh", "-c", script], init=True)
+    assert code == 1  # grep -c found no zombie: 0 lines, exit 1
+    assert out.split() == ["2", "0"]
+    s = spec(layer, ["sleep", "300"], init=True)
+    rt.create(s)
+    rt.start(s.id)
+    rt.stop(s.id, timeout=30)
+    assert rt.inspect(s.id).exit_code == 128 + 15

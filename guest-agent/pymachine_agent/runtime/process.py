@@ -138,6 +138,16 @@ def run_init(
             raise ExecFailed("no command specified", 126)
         path = find_executable(spec.argv[0], env)
         mask = capabilities.resolve(spec.cap_add, spec.cap_drop, spec.privileged)
+        if spec.init:
+            child = os.fork()
+            if child:
+                sync.close()  # the supervisor sees EOF once the child has exec'd
+                tiny_init(child, mask)
+            os.setpgid(0, 0)
+            if spec.tty:
+                signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+                os.tcsetpgrp(0, os.getpid())
+                signal.signal(signal.SIGTTOU, signal.SIG_DFL)
         switch_user(u, mask)
         os.umask(0o022)
         os.execve(path, spec.argv, dict(e.split("=", 1) for e in env))
@@ -145,6 +155,35 @@ def run_init(
         _fail(sync, e.code, str(e))
     except BaseException as e:  # noqa: BLE001 - anything else is a setup failure to report, not a traceback
         _fail(sync, 128, f"{type(e).__name__}: {e}")
+
+
+def tiny_init(main_child: int, cap_mask: int) -> None:
+    """--init: stay PID 1 (this process, already pivoted into the container), forward signals to the one
+    child, reap every orphan, and exit with the child's status, as tini does. Never returns."""
+    capabilities.drop_bounding(cap_mask)
+    libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+
+    def forward(sig: int, _frame: object) -> None:
+        try:
+            os.kill(main_child, sig)
+        except ProcessLookupError:
+            pass
+
+    for sig in range(1, signal.NSIG):
+        if sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGTTOU, signal.SIGTTIN):
+            try:
+                signal.signal(sig, forward)
+            except (OSError, ValueError):
+                pass
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if pid == main_child:
+            os._exit(
+                128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status)
+            )
 
 
 def _fail(sync: socket.socket, code: int, message: str) -> None:
