@@ -197,3 +197,14 @@ def test_prune_removes_dangling_and_orphan_layers(store: ImageStore) -> None:
     report = store.prune()
     assert report["ImagesDeleted"] == [{"Deleted": image_id}] and report["SpaceReclaimed"] > 0
     assert store.list() == []
+
+
+def test_load_the_shared_busybox_tarball(tmp_path: Path) -> None:
+    from support.agent import busybox_tarball  # the builder's pymachine/busybox when present
+
+    s = ImageStore(tmp_path / "shared")
+    with open(busybox_tarball(), "rb") as f:
+        assert s.load(f) == [BB]
+    top = s.layer_dirs(BB)[-1]
+    assert any((d / "bin/busybox").exists() or (d / "usr/bin/busybox").exists() for d in s.layer_dirs(BB))
+    assert top.is_dir() and s.inspect(BB)["Os"] == "linux"

@@ -322,15 +322,8 @@ def docker_archive(layers: list[bytes], repo_tags: list[str], config: bytes | No
 
 
 def busybox_archive(tag: str = "pymachine/busybox:latest") -> bytes:
-    """The shared builder's `pymachine/busybox` tarball when it exists, else one made here the same way."""
-    try:
-        from pymachine.hostvm import container_images  # type: ignore[attr-defined]
-
-        builder = getattr(container_images, "busybox_archive", None)
-    except ImportError:
-        builder = None
-    if builder is not None and tag == "pymachine/busybox:latest":
-        return bytes(builder())
+    """A one-layer busybox image made here, with known config values the tests assert on. (The shared
+    builder's tarball, via support.agent.busybox_tarball(), is loaded by its own test.)"""
     return docker_archive([busybox_layer()], [tag])
 
 

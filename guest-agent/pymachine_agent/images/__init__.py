@@ -19,6 +19,7 @@ Public API (what the runtime, the builder and the Docker API glue call)::
     store.push(ref, auth=None, progress=None) -> "sha256:<manifest digest>"
     store.load(fileobj, progress=None) -> ["busybox:latest" | "sha256:<id>", ...]  # docker-archive / OCI
     store.save(refs, fileobj) -> None    # docker-archive (+ OCI layout) tar to a writable stream
+    store.login(auth) -> {"Status": "Login Succeeded", "IdentityToken": ""}   # POST /auth; 401 if wrong
     store.tag(src, dst) -> None                          # dst: "repo[:tag]"
     store.remove(ref, force=False, in_use=None) -> [{"Untagged": "x:y"}, {"Deleted": "sha256:…"}]
     store.prune(dangling_only=True, in_use=None) -> {"ImagesDeleted": [...], "SpaceReclaimed": n}

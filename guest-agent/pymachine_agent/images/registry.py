@@ -305,3 +305,34 @@ def push(store: ImageStore, ref: Reference, auth: dict[str, Any] | None, progres
     progress({"status": f"{ref.tag}: digest: {digest} size: {len(body)}"})
     progress({"progressDetail": {}, "aux": {"Tag": ref.tag, "Digest": digest, "Size": len(body)}})
     return digest
+
+
+# ---- login -----------------------------------------------------------------------------------------
+
+
+def server_host(server: str) -> str:
+    """`https://index.docker.io/v1/`, `docker.io`, `localhost:5000`, `http://h:1/` -> the API host[:port]."""
+    host = server.strip()
+    if "://" in host:
+        host = host.split("://", 1)[1]
+    host = host.split("/", 1)[0]
+    if host in ("", "docker.io", "index.docker.io", "registry-1.docker.io"):
+        return "registry-1.docker.io"
+    return host
+
+
+def login(store: ImageStore, auth: dict[str, Any]) -> dict[str, str]:
+    """`POST /auth`: check the credentials against the registry's /v2/ (answering its challenge)."""
+    from .reference import is_loopback_host
+
+    host = server_host(str(auth.get("serveraddress") or ""))
+    client = RegistryClient(
+        host, insecure=is_loopback_host(host) or host in store.insecure_registries, auth=auth
+    )
+    resp = client.request("GET", "/v2/", "")
+    body = resp.read()
+    if resp.status in (401, 403):
+        raise RegistryError(f"login to {host} failed: unauthorized: incorrect username or password", 401)
+    if resp.status != 200:
+        raise RegistryError(f"login to {host}: registry answered {resp.status}: {registry_error_text(body)}")
+    return {"Status": "Login Succeeded", "IdentityToken": ""}

@@ -382,6 +382,12 @@ class ImageStore:
 
         return registry.push(self, parse(ref), auth, progress or _noprogress)
 
+    def login(self, auth: dict[str, Any]) -> dict[str, str]:
+        """`POST /auth`: check `auth` ("serveraddress", credentials) with that registry; 401 if wrong."""
+        from . import registry
+
+        return registry.login(self, auth)
+
     def load(self, fileobj: BinaryIO, progress: Progress | None = None) -> list[str]:
         from . import archive
 
