@@ -48,11 +48,17 @@ def _parse_tcp(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def serve(socket_path: Path, state_dir: Path, tcp: tuple[str, int] | None, network: bool = True) -> int:
+def serve(
+    socket_path: Path,
+    state_dir: Path,
+    tcp: tuple[str, int] | None,
+    network: bool = True,
+    ack_timeout: float = 10.0,
+) -> int:
     from .api import ApiServer, build_router
     from .engine import Engine
 
-    engine = Engine(state_dir, network=network)
+    engine = Engine(state_dir, network=network, ack_timeout=ack_timeout)
     engine.start()
     server = ApiServer(build_router(engine), socket_path, tcp=tcp)
     stop = threading.Event()
@@ -82,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--state", default=os.environ.get("PYMACHINE_AGENT_STATE", DEFAULT_STATE))
     p_serve.add_argument("--tcp", type=_parse_tcp, default=None, help="also listen on HOST:PORT")
     p_serve.add_argument("--no-network", action="store_true", help="containers get no network setup")
+    p_serve.add_argument(
+        "--ack-timeout", type=float, default=10.0, help="seconds a start waits for the host agent's port ack"
+    )
     p_serve.add_argument("--log-level", default=os.environ.get("PYMACHINE_AGENT_LOG", "INFO"))
     p_ping = sub.add_parser("ping", help="exit 0 when an agent answers /_ping on the socket")
     p_ping.add_argument("--socket", default=os.environ.get("PYMACHINE_AGENT_SOCKET", DEFAULT_SOCKET))
@@ -101,7 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    return serve(Path(args.socket), Path(args.state), args.tcp, network=not args.no_network)
+    return serve(
+        Path(args.socket),
+        Path(args.state),
+        args.tcp,
+        network=not args.no_network,
+        ack_timeout=args.ack_timeout,
+    )
 
 
 if __name__ == "__main__":
