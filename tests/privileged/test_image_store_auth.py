@@ -89,3 +89,14 @@ def test_authorization_is_dropped_on_a_cross_host_redirect(
     assert resp.read() == b"blob-bytes"
     assert _Recorder.seen[0] == ("/v2/x/blobs/sha256:abc", "Bearer T0K")
     assert _Recorder.seen[1] == ("/cdn/sha256:abc", None if cross_host else "Bearer T0K")
+
+
+@pytest.mark.parametrize("token_auth", [False, True])
+def test_login_checks_credentials(tmp_path: Path, token_auth: bool) -> None:
+    store = ImageStore(tmp_path / "s")
+    with local_registry(tmp_path / "reg", users={"alice": ALICE["password"]}, token_auth=token_auth) as reg:
+        ok = store.login({**ALICE, "serveraddress": f"http://{reg.host}/"})
+        assert ok["Status"] == "Login Succeeded"
+        with pytest.raises(RegistryError) as err:
+            store.login({"username": "alice", "password": "bad", "serveraddress": reg.host})
+        assert err.value.status == 401
