@@ -67,7 +67,7 @@ def test_gzip_context_custom_dockerfile_labels_buildargs(build_agent: Agent) -> 
     text = stream_text(msgs)
     assert not errors(msgs) and "hi-me\n" in text
     assert 'Step 4/4 : LABEL "L"="v"' in text  # the labels parameter is a last LABEL step, as in Docker
-    assert inspect(build_agent, "api-gz")["Config"]["Labels"] == {"L": "v"}
+    assert inspect(build_agent, "api-gz")["Config"]["Labels"]["L"] == "v"
     msgs = post_build(build_agent, body, "dockerfile=sub%2FBuild.df&buildargs=%7B%22UNUSED%22%3A%221%22%7D")
     assert "[Warning] One or more build-args [UNUSED] were not consumed" in stream_text(msgs)
 

@@ -235,6 +235,11 @@ def run_build(
 
     try:
         params = BuildParams.from_query(query)
+        if query.get("remote"):
+            raise BuildError(
+                f"remote build context {query['remote']} needs internet access, which pymachine's VM "
+                "does not have (offline): clone or download it and build from the local folder"
+            )
     except BuildError as exc:
         Output(emit, False).error(str(exc))
         return None

@@ -128,7 +128,7 @@ class StageRunner:
             "HostConfig": {"NetworkMode": self.b.params.network or "default"},
         }
         cid, _warnings = engine.container_create(body, "")
-        ok = False
+        failed_run = False
         try:
             self.b.out.stream(f" ---> Running in {cid[:12]}\n")
             stream = engine.runtime.attach(cid, stdin=False, stdout=True, stderr=True)
@@ -137,18 +137,24 @@ class StageRunner:
             tail = self._pump(stream)
             code, error = waiter()
             if code != 0 or error:
+                failed_run = True
                 output = "" if not self.b.out.quiet else f": {tail.decode(errors='replace').strip()}"
                 shown = " ".join(argv) if not ins.json else json.dumps(argv)
                 raise BuildError(f"The command '{shown}' returned a non-zero code: {code}{output}", code or 1)
             upper = Path(engine.runtime.inspect(cid).upper_dir)
             strip_mount_points(upper, self.b.store.layer_dirs(state.image_id))
             new = self.b.store.commit(upper, state.image_id, dict(state.config), created_by=created_by)
-            ok = True
-        finally:
-            if ok and self.b.params.rm or self.b.params.forcerm:
+        except BaseException:
+            # A failed command's container stays for inspection unless forcerm (Docker's rule); any other
+            # failure (client gone mid-stream, engine error) must not leave a container running.
+            if not failed_run or self.b.params.forcerm:
                 with contextlib.suppress(Exception):
                     engine.container_remove(cid, force=True)
-                self.b.out.stream(f" ---> Removed intermediate container {cid[:12]}\n")
+            raise
+        if self.b.params.rm or self.b.params.forcerm:
+            with contextlib.suppress(Exception):
+                engine.container_remove(cid, force=True)
+            self.b.out.stream(f" ---> Removed intermediate container {cid[:12]}\n")
         self.record(key, new, state)
 
     def _pump(self, stream: Any) -> bytes:
