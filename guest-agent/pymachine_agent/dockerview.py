@@ -135,6 +135,25 @@ def inspect_view(
     spec = state.spec
     argv = spec.argv if spec else []
     hc = dict(d.get("HostConfig") or {})
+    if spec is not None:
+        # `docker update` changes the runtime's spec: report what is in force, not what was asked at create
+        lim = spec.limits
+        hc.update(
+            Memory=lim.memory,
+            MemorySwap=lim.memory_swap,
+            MemoryReservation=lim.memory_reservation,
+            NanoCpus=lim.nano_cpus,
+            CpuQuota=lim.cpu_quota,
+            CpuPeriod=lim.cpu_period,
+            CpuShares=lim.cpu_shares,
+            CpusetCpus=lim.cpuset_cpus,
+            PidsLimit=lim.pids_limit or None,
+            BlkioWeight=lim.io_weight,
+            RestartPolicy={
+                "Name": spec.restart_policy.name,
+                "MaximumRetryCount": spec.restart_policy.maximum_retry_count,
+            },
+        )
     base = state.log_path.rsplit("/", 1)[0] if state.log_path else ""
     return {
         "Id": state.id,

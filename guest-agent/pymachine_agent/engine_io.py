@@ -219,7 +219,20 @@ class EngineIO:
                 else:
                     kind = 0 if any((lay / rel.lstrip("/")).exists() for lay in layers) else 1
                 out.append({"Path": rel, "Kind": kind})
-        return out
+        # what the runtime creates only to mount over (Docker keeps these in its hidden "-init" layer)
+        hidden = {"/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/dev", "/proc", "/sys", "/dev/console"}
+        out = [
+            c
+            for c in out
+            if c["Path"] not in hidden and not c["Path"].startswith(("/dev/", "/proc/", "/sys/"))
+        ]
+        paths = [c["Path"] for c in out]
+        return [
+            c
+            for c in out
+            if not (c["Kind"] == 0 and (upper / c["Path"].lstrip("/")).is_dir())
+            or any(p.startswith(c["Path"] + "/") for p in paths)
+        ]
 
     # -- docker cp ---------------------------------------------------------------------------------
 

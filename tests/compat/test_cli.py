@@ -440,3 +440,58 @@ def test_events_stream(agent: Agent) -> None:
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+# -- more of the CLI: legacy API path, attach, build, diff/commit, update, pause ----------------------------
+
+
+def test_legacy_api_version_run_uses_events(agent: Agent) -> None:
+    env_run = subprocess.run(
+        ["docker", "run", "--rm", B, "sh", "-c", "echo legacy; exit 3"],
+        env={**agent.env(), "DOCKER_API_VERSION": "1.25"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert env_run.returncode == 3 and env_run.stdout == "legacy\n"
+
+
+def test_attach_and_start_attached(agent: Agent) -> None:
+    agent.docker("run", "-d", "--name", "att", B, "sh", "-c", "sleep 1; echo attached-out")
+    try:
+        assert agent.docker("attach", "att").stdout == "attached-out\n"
+        assert agent.docker("start", "-a", "att").stdout == "attached-out\n"
+    finally:
+        agent.docker("rm", "-f", "att")
+
+
+def test_build_legacy_builder(agent: Agent, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        'FROM pymachine/busybox\nRUN echo built > /built.txt\nENV X=1\nCMD ["sh", "-c", "cat /built.txt; echo $X"]\n'
+    )
+    r = agent.docker("build", "-t", "clibuilt:1", str(tmp_path), timeout=300)
+    assert "Successfully tagged clibuilt:1" in r.stdout
+    assert agent.docker("run", "--rm", "clibuilt:1").stdout == "built\n1\n"
+    agent.docker("rmi", "clibuilt:1")
+
+
+def test_diff_commit_update_pause(agent: Agent) -> None:
+    agent.docker("run", "-d", "--name", "dcu", B, "sh", "-c", "echo x > /made.txt; rm /etc/group; sleep 300")
+    try:
+        _wait_for(lambda: "/made.txt" in agent.docker("diff", "dcu").stdout, what="diff")
+        changes = agent.docker("diff", "dcu").stdout.splitlines()
+        assert "A /made.txt" in changes and "D /etc/group" in changes
+        assert not any(line.endswith(("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")) for line in changes)
+        agent.docker("commit", "dcu", "committed:1")
+        assert agent.docker("run", "--rm", "committed:1", "cat", "/made.txt").stdout == "x\n"
+        agent.docker("update", "--memory", "128m", "--memory-swap", "256m", "--restart", "always", "dcu")
+        fmt = "{{.HostConfig.Memory}} {{.HostConfig.RestartPolicy.Name}}"
+        assert agent.docker("inspect", "--format", fmt, "dcu").stdout.strip() == "134217728 always"
+        agent.docker("pause", "dcu")
+        assert agent.docker("inspect", "--format", "{{.State.Status}}", "dcu").stdout.strip() == "paused"
+        assert "(Paused)" in agent.docker("ps", "--filter", "name=dcu", "--format", "{{.Status}}").stdout
+        agent.docker("unpause", "dcu")
+        assert agent.docker("inspect", "--format", "{{.State.Status}}", "dcu").stdout.strip() == "running"
+    finally:
+        agent.docker("rm", "-f", "dcu")
+        agent.docker("rmi", "committed:1", check=False)
