@@ -198,7 +198,7 @@ class Link:
             if not t.is_active():
                 exc = t.get_exception()
                 return (
-                    f"connection lost: {exc or type(exc).__name__}"
+                    f"connection lost: {str(exc) or type(exc).__name__}"
                     if exc
                     else (self.last_error or "connection lost")
                 )

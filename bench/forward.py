@@ -1,0 +1,238 @@
+"""Forwarding throughput and engine-socket latency, against peers measured in the same run.
+
+    python bench/forward.py                    # boots a throwaway machine (direct-QEMU driver)
+    python bench/forward.py --machine NAME     # a running machine of this PYMACHINE_HOME
+
+1. 200 MB host→guest into one guest process (a sink on 0.0.0.0:GP that counts and answers with the count):
+   (a) ours: the host agent's Forwarder (direct-tcpip over the agent's paramiko transport, pump threads),
+   (b) OpenSSH `ssh -N -L` with the same key and pin,
+   (c) QEMU's own hostfwd (user networking, no SSH crypto: the ceiling).
+2. `GET /containers/json` latency through the host socket, a new connection per request as docker clients
+   do: ours (`<machine>/docker.sock`, direct-streamlocal) vs OpenSSH `-L host.sock:/run/pymachine/...`.
+3. Opening one channel to the guest socket: direct-streamlocal vs the exec bridge (why direct is the default).
+
+Prints MB/s and ratios (ours / peer); ≥ 1.0× `ssh -L` is the goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SIZE = 200 * 1024 * 1024
+SINK_PORT = 9555
+SINK = (
+    "import socket\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    f"s.bind(('0.0.0.0', {SINK_PORT})); s.listen(8)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); n = 0\n"
+    "    while True:\n"
+    "        d = c.recv(1 << 20)\n"
+    "        if not d: break\n"
+    "        n += len(d)\n"
+    "    c.sendall(str(n).encode()); c.close()\n"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def push(port: int, size: int = SIZE) -> float:
+    """Send `size` bytes to 127.0.0.1:port, wait for the sink's count; MB/s."""
+    block = b"\0" * (1 << 20)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=600)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    with sock:
+        start = time.perf_counter()
+        sent = 0
+        while sent < size:
+            sock.sendall(block)
+            sent += len(block)
+        sock.shutdown(socket.SHUT_WR)
+        answer = sock.recv(64)
+        elapsed = time.perf_counter() - start
+    if int(answer or 0) != size:
+        raise RuntimeError(f"the sink counted {answer!r}, not {size}")
+    return size / elapsed / 1e6
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=60)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(self.unix_path)
+
+
+def latencies(sock_path: str, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        conn = UnixHTTP(sock_path)
+        conn.request("GET", "/v1.44/containers/json")
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        if resp.status != 200:
+            raise RuntimeError(f"GET /containers/json: {resp.status}")
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def wait_socket(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} did not appear")
+        time.sleep(0.05)
+
+
+def run(name: str, repeat: int, requests: int) -> None:
+    from pymachine.hostvm import machines, ssh
+    from pymachine.hostvm.hostagent import streamlocal
+    from pymachine.hostvm.hostagent.daemon import machine_connect
+    from pymachine.hostvm.hostagent.portforward import Forwarder
+    from pymachine.hostvm.hostagent.ports import PortRule
+    from pymachine.hostvm.hostagent.transport import Link
+
+    m = machines.get(name)
+    drv = machines.driver_for(machines.load_config(name))
+    client = ssh.connect(name)
+    client.exec_command(f'setsid python3 -c "{SINK}" >/dev/null 2>&1 </dev/null &')
+    time.sleep(1.0)
+
+    link = Link(machine_connect(name))
+    link.start()
+    link.get(timeout=60)
+    fwd = Forwarder(link)
+    ours_port = free_port()
+    fwd.open(PortRule("tcp", "127.0.0.1", ours_port, SINK_PORT, "bench"))
+
+    ssh_port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="pmb"))
+    ssh_sock = tmp / "docker.sock"
+    base = ssh.ssh_argv(name, ["true"])[:-3]  # the pinned options, without the command
+    tunnel = subprocess.Popen(
+        [
+            *base,
+            "-N",
+            "-o",
+            "StreamLocalBindUnlink=yes",
+            "-L",
+            f"127.0.0.1:{ssh_port}:127.0.0.1:{SINK_PORT}",
+            "-L",
+            f"{ssh_sock}:/run/pymachine/docker.sock",
+            f"{ssh.USER}@{ssh.HOST}",
+        ]
+    )
+    hostfwd_port = free_port() if drv.capabilities.hostfwd_add else None
+    if hostfwd_port:
+        drv.hostfwd_add(name, hostfwd_port, SINK_PORT)
+    try:
+        wait_socket(ssh_sock)
+        mib = SIZE // 2**20
+        print(f"machine {name}: {m.cpus} vCPU, {m.accelerator}; {mib} MiB host→guest, best of {repeat}")
+        rows = {"ours (paramiko direct-tcpip)": ours_port, "OpenSSH ssh -L": ssh_port}
+        if hostfwd_port:
+            rows["QEMU hostfwd"] = hostfwd_port
+        speed = {label: max(push(port) for _ in range(repeat)) for label, port in rows.items()}
+        for label, mbs in speed.items():
+            print(f"  {label:<30} {mbs:8.1f} MB/s")
+        ours = speed["ours (paramiko direct-tcpip)"]
+        print(f"  ratio ours / ssh -L        {ours / speed['OpenSSH ssh -L']:.2f}x")
+        if hostfwd_port:
+            print(f"  ratio ours / QEMU hostfwd  {ours / speed['QEMU hostfwd']:.2f}x")
+
+        agent_sock = str(machines.paths.machine(name).docker_socket)
+        latencies(agent_sock, 3)
+        latencies(str(ssh_sock), 3)  # warm both
+        a, b = latencies(agent_sock, requests), latencies(str(ssh_sock), requests)
+        print(f"GET /containers/json, {requests} requests, a new connection each:")
+        for label, values in (("ours  (docker.sock)", a), ("OpenSSH -L (unix socket)", b)):
+            p50, p95 = pct(values, 0.5) * 1e3, pct(values, 0.95) * 1e3
+            print(f"  {label:<28} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms")
+        print(f"  ratio p50 ssh / ours         {pct(b, 0.5) / pct(a, 0.5):.2f}x (above 1: ours is faster)")
+
+        t = link.get()
+        opens: dict[str, list[float]] = {"direct-streamlocal": [], "exec bridge": []}
+        for _ in range(max(5, requests // 5)):
+            for mode, opener in (
+                ("direct-streamlocal", streamlocal.open_direct),
+                ("exec bridge", streamlocal.open_exec_bridge),
+            ):
+                start = time.perf_counter()
+                chan = opener(t, "/run/pymachine/docker.sock")
+                chan.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+                while chan.recv(4096):
+                    pass
+                chan.close()
+                opens[mode].append(time.perf_counter() - start)
+        d, e = statistics.median(opens["direct-streamlocal"]), statistics.median(opens["exec bridge"])
+        print("open a channel to the guest socket + GET /_ping (median):")
+        print(f"  direct-streamlocal {d * 1e3:7.1f} ms   exec bridge {e * 1e3:7.1f} ms   ratio {e / d:.1f}x")
+    finally:
+        tunnel.terminate()
+        tunnel.wait(10)
+        fwd.close_all()
+        link.stop()
+        client.exec_command(f"pkill -f 'bind..0.0.0.0., {SINK_PORT}'")
+        client.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--machine", help="a running machine (default: boot a throwaway one)")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=50)
+    args = parser.parse_args()
+    if args.machine:
+        run(args.machine, args.repeat, args.requests)
+        return 0
+    home = Path(tempfile.mkdtemp(prefix="pmbench"))
+    os.environ["PYMACHINE_HOME"] = str(home)
+    os.environ.setdefault("PYMACHINE_CACHE", "/var/tmp/pymachine-test-cache")
+    from pymachine.hostvm import machines
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    machines.create("bench", driver="qemu", progress=say)
+    try:
+        machines.start("bench", say)
+        run("bench", args.repeat, args.requests)
+    finally:
+        machines.delete("bench", force=True)
+        shutil.rmtree(home, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

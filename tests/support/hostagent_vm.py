@@ -1,0 +1,150 @@
+"""One booted machine shared by the host-agent vm tests (tests/vm/test_hostagent*.py, test_run*.py), with the
+helpers they use: the docker CLI pointed at its forwarded socket, the pymachine CLI, HTTP probes of ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SHARED_CACHE = Path(os.environ.get("PYMACHINE_TEST_CACHE", "/var/tmp/pymachine-test-cache"))
+
+
+@dataclass
+class VmMachine:
+    name: str
+    home: Path
+    env: dict[str, str]
+
+    @property
+    def docker_socket(self) -> Path:
+        return self.home / "m" / self.name / "docker.sock"
+
+    def docker(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """The real docker CLI through the machine's context (`pymachine-NAME`)."""
+        proc = subprocess.run(
+            ["docker", "--context", f"pymachine-{self.name}", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def pymachine(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pymachine.app.cli", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"pymachine {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def ssh(self, command: str) -> tuple[int, bytes, bytes]:
+        with env_of(self):
+            from pymachine.hostvm import ssh
+
+            return ssh.run(self.name, command)
+
+    def remove_all_containers(self) -> None:
+        ids = self.docker("ps", "-aq", check=False).stdout.split()
+        if ids:
+            self.docker("rm", "-f", *ids, check=False)
+
+
+@contextlib.contextmanager
+def env_of(machine: VmMachine) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in ("PYMACHINE_HOME", "PYMACHINE_CACHE", "DOCKER_CONFIG")}
+    os.environ.update({k: machine.env[k] for k in saved})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def http_status(port: int, path: str = "/", timeout: float = 30) -> int:
+    """The HTTP status a GET gets from 127.0.0.1:port (any status proves the path end to end)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
+
+def wait_for(predicate, what: str, timeout: float = 120.0):  # type: ignore[no-untyped-def]
+    """Poll; the bound guards against hangs under TCG, it is not a speed claim."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def hostagent_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmMachine]:
+    """Create and start machine `ha` (direct-QEMU driver) in its own PYMACHINE_HOME; load busybox into it."""
+    from support.agent import busybox_tarball
+
+    base = tmp_path_factory.mktemp("ha")
+    env = dict(os.environ)
+    env.update(
+        PYMACHINE_HOME=str(base / "home"),
+        PYMACHINE_CACHE=str(SHARED_CACHE),
+        DOCKER_CONFIG=str(base / "docker-config"),
+    )
+    env.pop("DOCKER_HOST", None)
+    env.pop("DOCKER_CONTEXT", None)
+    machine = VmMachine("ha", base / "home", env)
+    with env_of(machine):
+        from pymachine.hostvm import machines
+
+        machines.create("ha", driver="qemu", progress=lambda m: print(m, file=sys.stderr))
+        try:
+            machines.start("ha", lambda m: print(m, file=sys.stderr))
+            machine.docker("load", "-i", str(busybox_tarball()))
+            yield machine
+        finally:
+            with contextlib.suppress(Exception):
+                machine.remove_all_containers()
+            machines.delete("ha", force=True)

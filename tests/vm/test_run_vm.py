@@ -1,0 +1,123 @@
+"""`pymachine run/ps/logs/exec/stop/rm/images` end to end on a real machine, through the host agent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from support.hostagent_vm import (  # noqa: F401 - the session fixture is found by name
+    VmMachine,
+    env_of,
+    free_port,
+    hostagent_machine,
+    http_status,
+    refused,
+    wait_for,
+)
+
+
+@pytest.fixture
+def vm(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    machine: VmMachine = request.getfixturevalue("hostagent_machine")
+    with env_of(machine):
+        yield machine
+    machine.remove_all_containers()
+
+
+def test_run_detached_with_a_port_then_ps_logs_exec_stop_rm(vm: VmMachine) -> None:
+    port = free_port()
+    cid = vm.pymachine(
+        "run",
+        "--machine",
+        vm.name,
+        "-d",
+        "-p",
+        f"{port}:80",
+        "--name",
+        "web",
+        "-e",
+        "GREETING=hi",
+        "pymachine/busybox",
+        "sh",
+        "-c",
+        "echo started; exec httpd -f -p 80 -h /bin",
+    ).stdout.strip()
+    assert len(cid) == 64
+    assert http_status(port) == 404  # the port answers as soon as run returned
+
+    rows = json.loads(vm.pymachine("ps", "--machine", vm.name, "--format", "json").stdout)
+    web = next(r for r in rows if r["Names"] == "web")
+    assert web["ID"] == cid[:12] and web["State"] == "running" and f":{port}->80/tcp" in web["Ports"]
+    table = vm.pymachine("ps", "--machine", vm.name).stdout
+    assert table.splitlines()[0].startswith("CONTAINER ID") and "web" in table
+
+    assert "started" in vm.pymachine("logs", "--machine", vm.name, "web").stdout
+    out = vm.pymachine("exec", "--machine", vm.name, "web", "sh", "-c", "echo $GREETING; exit 4", check=False)
+    assert (out.returncode, out.stdout.strip()) == (4, "hi")
+
+    vm.pymachine("container", "stop", "--machine", vm.name, "-t", "1", "web")
+    wait_for(lambda: refused(port), "the listener to close after stop")
+    rows = json.loads(vm.pymachine("ps", "--machine", vm.name, "-a", "--format", "json").stdout)
+    assert next(r for r in rows if r["Names"] == "web")["State"] == "exited"
+    vm.pymachine("rm", "--machine", vm.name, "web")
+    rows = json.loads(vm.pymachine("ps", "--machine", vm.name, "-a", "--format", "json").stdout)
+    assert not [r for r in rows if r["Names"] == "web"]
+
+
+def test_run_attached_passes_output_streams_and_exit_code(vm: VmMachine) -> None:
+    proc = vm.pymachine(
+        "run",
+        "--machine",
+        vm.name,
+        "--rm",
+        "pymachine/busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+        check=False,
+    )
+    assert proc.returncode == 3
+    assert proc.stdout.strip() == "out"
+    assert "err" in proc.stderr
+    rows = json.loads(vm.pymachine("ps", "--machine", vm.name, "-a", "--format", "json").stdout)
+    assert rows == []  # --rm removed it
+
+
+def test_run_with_a_taken_port_says_which(vm: VmMachine) -> None:
+    import socket
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    try:
+        proc = vm.pymachine(
+            "run",
+            "--machine",
+            vm.name,
+            "-d",
+            "-p",
+            f"{port}:80",
+            "pymachine/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            check=False,
+        )
+        assert proc.returncode == 1
+        assert f"host port 127.0.0.1:{port} is already in use" in proc.stderr
+        assert proc.stderr.startswith("error: ")
+    finally:
+        blocker.close()
+
+
+def test_images_lists_the_loaded_busybox(vm: VmMachine) -> None:
+    rows = json.loads(vm.pymachine("images", "--machine", vm.name, "--format", "json").stdout)
+    assert any(r["Repository"] == "pymachine/busybox" and r["Tag"] == "latest" for r in rows)
+
+
+def test_unknown_image_has_a_hint(vm: VmMachine) -> None:
+    proc = vm.pymachine("run", "--machine", vm.name, "no-such/image:1", check=False)
+    assert proc.returncode != 0
+    assert "hint:" in proc.stderr
