@@ -120,6 +120,8 @@ class Engine(EngineIO):
             self._remember(st)
         if self.network is not None:
             self.network.start(running={st.id: st.pid for st in self.runtime.list() if st.pid})
+            for port in self.network.published_ports():  # a reconnecting host agent gets them in its resync
+                self.ports.restore(port.event("add"))
         self.runtime.reconcile()
 
     def close(self) -> None:

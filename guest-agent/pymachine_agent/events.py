@@ -240,6 +240,20 @@ class PortBroker:
             with self.lock:
                 self.pending.pop(event["id"], None)
 
+    def restore(self, event: dict) -> None:
+        """Record a port that is already published (agent restart) so new subscribers get it in the resync."""
+        event = protocol.port_event(
+            "add",
+            uuid.uuid4().hex,
+            event["container"],
+            event["proto"],
+            event.get("host_ip") or "127.0.0.1",
+            event["host_port"],
+            event.get("guest_port") or event["host_port"],
+        )
+        with self.lock:
+            self.current[(event["container"], event["proto"], event["host_ip"], event["host_port"])] = event
+
     def remove(self, event: dict) -> None:
         """Announce that one port is no longer published (no ack awaited)."""
         key = (event["container"], event["proto"], event.get("host_ip") or "127.0.0.1", event["host_port"])

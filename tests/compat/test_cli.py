@@ -495,3 +495,33 @@ def test_diff_commit_update_pause(agent: Agent) -> None:
     finally:
         agent.docker("rm", "-f", "dcu")
         agent.docker("rmi", "committed:1", check=False)
+
+
+def test_push_pull_login_with_a_local_registry(agent: Agent, tmp_path: Path) -> None:
+    from support.registry import local_registry
+
+    with local_registry(tmp_path / "reg", users={"alice": "secret"}) as reg:
+        ref = f"{reg.host}/team/box:v1"
+        agent.docker("tag", B, ref)
+        r = agent.docker("push", ref, check=False)
+        assert r.returncode != 0  # not logged in yet
+        r = agent.docker("login", reg.host, "-u", "alice", "--password-stdin", input=b"wrong\n", check=False)
+        assert r.returncode != 0 and "unauthorized" in (r.stderr + r.stdout).lower()
+        agent.docker("login", reg.host, "-u", "alice", "--password-stdin", input=b"secret\n")
+        r = agent.docker("push", ref)
+        assert "digest: sha256:" in r.stdout
+        agent.docker("rmi", ref)
+        r = agent.docker("pull", ref)
+        assert f"{ref}" in r.stdout and "Digest: sha256:" in r.stdout
+        out = agent.docker("run", "--rm", ref, "echo", "pulled").stdout
+        assert out == "pulled\n"
+        agent.docker("rmi", ref)
+        r = agent.docker("pull", f"{reg.host}/team/nothere:v1", check=False)
+        assert r.returncode != 0
+        # `docker run` of a missing image pulls it (create 404 → images/create → create)
+        agent.docker("tag", B, ref)
+        agent.docker("push", ref)
+        agent.docker("rmi", ref)
+        r = agent.docker("run", "--rm", ref, "echo", "auto-pulled")
+        assert r.stdout == "auto-pulled\n" and "Unable to find image" in r.stderr
+        agent.docker("rmi", ref)

@@ -187,6 +187,11 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
         )
         return 201, {"Id": image_id}
 
+    @r("POST", "/auth")
+    def auth(req: Request) -> tuple[int, dict]:
+        # `docker login`: the store checks the credentials against the registry's /v2/
+        return 200, store.login(req.json())
+
     @r("POST", "/build/prune")
     def build_prune(req: Request) -> tuple[int, dict]:
         # the legacy builder keeps its cache as ordinary images: nothing separate to reclaim
