@@ -17,27 +17,26 @@ import signal as _signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pymachine_agent.runtime import attach as attach_mod
-from pymachine_agent.runtime import mounts, procs
-from pymachine_agent.runtime.attach import AttachStream
+from pymachine_agent.runtime import mounts
 from pymachine_agent.runtime.cgroups import Cgroup
+from pymachine_agent.runtime.controls import ControlsMixin
 from pymachine_agent.runtime.errors import Conflict, NotFound, RuntimeErr, StartError
-from pymachine_agent.runtime.exec import ExecProcess, boot_command, make_payload
-from pymachine_agent.runtime.logs import LogEntry, read_logs, rfc3339nano
-from pymachine_agent.runtime.monitor import ExitWatcher, should_restart, should_start_at_boot
+from pymachine_agent.runtime.exec import boot_command
+from pymachine_agent.runtime.logs import rfc3339nano
+from pymachine_agent.runtime.monitor import ExitWatcher
+from pymachine_agent.runtime.record import Record, signal_number
+from pymachine_agent.runtime.recovery import RecoveryMixin
 from pymachine_agent.runtime.spec import (
     ContainerSpec,
     ContainerState,
-    ExecSpec,
-    Limits,
-    RestartPolicy,
     WaitResult,
 )
-from pymachine_agent.runtime.state import alive, read_json, write_json
+from pymachine_agent.runtime.state import alive, read_json
 from pymachine_agent.runtime.zygote import Zygote
 
 log = logging.getLogger("pymachine_agent.runtime")
@@ -48,42 +47,7 @@ EventHook = Callable[[str, str, dict[str, str]], None]
 START_TIMEOUT = 60.0
 
 
-def signal_number(sig: str | int) -> int:
-    if isinstance(sig, int) or str(sig).isdigit():
-        return int(sig)
-    name = str(sig).upper()
-    name = name if name.startswith("SIG") else "SIG" + name
-    try:
-        return int(getattr(_signal.Signals, name))
-    except AttributeError:
-        raise RuntimeErr(f"invalid signal: {sig}") from None
-
-
-class _Container:
-    """In-memory record; `state` mirrors state.json (the agent's own fields)."""
-
-    def __init__(self, cid: str, path: str, spec: ContainerSpec, state: dict[str, Any]) -> None:
-        self.id = cid
-        self.dir = path
-        self.spec = spec
-        self.state = state
-        self.lock = threading.RLock()  # serialises start/stop/remove of this container
-        self.exits = 0  # bumped on every observed exit, for wait()
-        self.pending: list[AttachStream] = []
-        self.restart_cancel = threading.Event()
-        self.watching = False  # a supervisor runs whose exit the agent has not handled yet
-
-    def run(self) -> dict[str, Any]:
-        return read_json(os.path.join(self.dir, "run.json"))
-
-    def save(self, durable: bool = True) -> None:
-        write_json(os.path.join(self.dir, "state.json"), self.state, durable)
-
-    def save_spec(self) -> None:
-        write_json(os.path.join(self.dir, "config.json"), self.spec.to_json())
-
-
-class Runtime:
+class Runtime(ControlsMixin, RecoveryMixin):
     """Runs containers. Thread-safe; one instance per agent (a second instance on the same state_dir after an
     agent restart re-attaches through `reconcile`)."""
 
@@ -106,38 +70,38 @@ class Runtime:
         self.cgroup_parent = cgroup_parent
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
-        self._ctrs: dict[str, _Container] = {}
+        self._ctrs: dict[str, Record] = {}
         self._prev_stats: dict[str, dict] = {}
         for name in sorted(os.listdir(self.root)):
             path = os.path.join(self.root, name)
             config = read_json(os.path.join(path, "config.json"))
             if not config:
                 continue  # a create that died half-way: nothing to run
-            self._ctrs[name] = _Container(
+            self._ctrs[name] = Record(
                 name, path, ContainerSpec.from_json(config), read_json(os.path.join(path, "state.json"))
             )
         self._watcher = ExitWatcher(self._handle_exit)
         self._zygote = Zygote(boot_command("pymachine_agent.runtime.zygote"))
 
     # --- helpers -------------------------------------------------------------------------------------
-    def _get(self, ref: str) -> _Container:
+    def _get(self, ref: str) -> Record:
         with self._lock:
             return self._ctrs[self.resolve(ref)]
 
-    def _event(self, c: _Container, action: str, **attrs: Any) -> None:
+    def _event(self, c: Record, action: str, **attrs: Any) -> None:
         if self.on_event:
             try:
                 self.on_event(c.id, action, {"name": c.spec.name, **{k: str(v) for k, v in attrs.items()}})
             except Exception:
                 log.exception("event hook failed")
 
-    def _cgroup(self, c: _Container) -> Cgroup:
+    def _cgroup(self, c: Record) -> Cgroup:
         return Cgroup(c.id, self.cgroup_root, self.cgroup_parent)
 
     def _sup_alive(self, run: dict[str, Any]) -> bool:
         return alive(run.get("supervisor_pid", 0), run.get("supervisor_start", 0))
 
-    def _status(self, c: _Container, run: dict[str, Any]) -> str:
+    def _status(self, c: Record, run: dict[str, Any]) -> str:
         if c.state.get("removing"):
             return "removing"
         if c.state.get("restarting"):
@@ -148,10 +112,10 @@ class Runtime:
             return "exited"
         return "created"
 
-    def _is_running(self, c: _Container) -> bool:
+    def _is_running(self, c: Record) -> bool:
         return self._status(c, c.run()) in ("running", "paused")
 
-    def _require_running(self, c: _Container) -> dict[str, Any]:
+    def _require_running(self, c: Record) -> dict[str, Any]:
         run = c.run()
         if self._status(c, run) not in ("running", "paused"):
             raise Conflict(f"Container {c.id} is not running")
@@ -175,7 +139,7 @@ class Runtime:
             for sub in ("upper", "work", "rootfs"):
                 os.makedirs(os.path.join(path, sub), exist_ok=True)
             mounts.write_etc_defaults(spec, path)
-            c = _Container(spec.id, path, spec, {"created": rfc3339nano(), "restart_count": 0})
+            c = Record(spec.id, path, spec, {"created": rfc3339nano(), "restart_count": 0})
             c.save()
             c.save_spec()  # last: a folder without config.json is a create that never finished
             self._ctrs[spec.id] = c
@@ -288,7 +252,7 @@ class Runtime:
             self._start(c)
         return self.inspect(c.id)
 
-    def _start(self, c: _Container) -> None:
+    def _start(self, c: Record) -> None:
         """Spawn the supervisor and run the start handshake (see supervisor.py)."""
         c.state.pop("paused", None)
         hook = self.on_netns if c.spec.network == "new" else None
@@ -335,7 +299,7 @@ class Runtime:
             threading.Thread(target=self._handle_exit, args=(c.id,), daemon=True).start()
         self._event(c, "start")
 
-    def _handshake(self, c: _Container, hook: NetnsHook | None, ctl: socket.socket, message: Any) -> None:
+    def _handshake(self, c: Record, hook: NetnsHook | None, ctl: socket.socket, message: Any) -> None:
         """Between "namespaces ready" and "go": the network hook, then connecting early attach streams."""
         msg = message()
         if msg.get("event") != "ready":
@@ -357,7 +321,7 @@ class Runtime:
         c.pending.clear()
         ctl.sendall(b'{"go": true}\n')
 
-    def _start_error(self, c: _Container, msg: dict[str, Any]) -> str:
+    def _start_error(self, c: Record, msg: dict[str, Any]) -> str:
         text = msg.get("message") or "unknown error"
         self._event(c, "die", exitCode=msg.get("exit_code", 128))
         for stream in c.pending:
@@ -368,86 +332,17 @@ class Runtime:
             self._cond.notify_all()
         return f"failed to create task for container: {text}: unknown"
 
-    def _teardown(self, c: _Container) -> None:
+    def _teardown(self, c: Record) -> None:
         if self.on_teardown and c.spec.network == "new":
             try:
                 self.on_teardown(c.id)
             except Exception:
                 log.exception("network teardown of %s failed", c.id)
 
-    def _handle_exit(self, cid: str) -> None:
-        """A supervisor exited: record, tear down, notify waiters, apply the restart policy."""
-        with self._lock:
-            c = self._ctrs.get(cid)
-        if c is None:
-            return
-        run = c.run()
-        if run.get("status") != "exited":  # the supervisor died without recording: as dockerd does, 255
-            pid_alive = alive(run.get("pid", 0), run.get("pid_start", 0))
-            if pid_alive:
-                os.kill(run["pid"], _signal.SIGKILL)
-            self._cgroup(c).kill_all()
-            self._cgroup(c).remove()
-            run.update(
-                status="exited",
-                exit_code=255,
-                error="the container's supervisor died",
-                finished_at=rfc3339nano(),
-            )
-            write_json(os.path.join(c.dir, "run.json"), run)
-        c.state.pop("paused", None)
-        self._teardown(c)
-        if run.get("oom_killed"):
-            self._event(c, "oom")
-        self._event(c, "die", exitCode=run.get("exit_code", 0))
-        with self._lock:
-            c.exits += 1
-            c.watching = False
-            self._cond.notify_all()
-        with c.lock:
-            if c.state.get("removing") or cid not in self._ctrs:
-                return
-            if not should_restart(
-                c.spec.restart_policy,
-                run.get("exit_code", 0),
-                c.state.get("manually_stopped", False),
-                c.state.get("restart_count", 0),
-            ):
-                c.save()
-                return
-            c.state["restarting"] = True
-            c.state["restart_count"] = c.state.get("restart_count", 0) + 1
-            c.save()
-        self._restart_with_backoff(c, run)
-
-    def _restart_with_backoff(self, c: _Container, run: dict[str, Any]) -> None:
-        """moby's restart manager: 100ms, doubling per quick failure, reset after 10s of running."""
-        ran = _seconds_between(run.get("started_at", ""), run.get("finished_at", ""))
-        delay = 0.1 if ran >= 10 else min(60.0, c.state.get("backoff", 0.05) * 2)
-        c.state["backoff"] = delay
-        if c.restart_cancel.wait(delay):
-            with c.lock:
-                c.state["restarting"] = False
-                c.save()
-            return
-        with c.lock:
-            if c.state.get("manually_stopped") or c.state.get("removing") or self._is_running(c):
-                c.state["restarting"] = False
-                c.save()
-                return
-            try:
-                self._start(c)
-                self._event(c, "restart")
-            except RuntimeErr as e:
-                log.warning("restart of %s failed: %s", c.id, e)
-                c.state["restarting"] = False
-                c.save()
-                threading.Thread(target=self._handle_exit, args=(c.id,), daemon=True).start()
-
-    def _signal(self, c: _Container, sig: int) -> None:
+    def _signal(self, c: Record, sig: int) -> None:
         attach_mod.request(c.dir, "kill", signal=sig)
 
-    def _wait_exit(self, c: _Container, seen: int, timeout: float | None) -> bool:
+    def _wait_exit(self, c: Record, seen: int, timeout: float | None) -> bool:
         end = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while c.exits == seen:
@@ -457,7 +352,7 @@ class Runtime:
                 self._cond.wait(left)
         return True
 
-    def _kill_and_wait(self, c: _Container, sig: int, timeout: float) -> None:
+    def _kill_and_wait(self, c: Record, sig: int, timeout: float) -> None:
         if not self._is_running(c):
             return
         with self._lock:
@@ -531,182 +426,7 @@ class Runtime:
         run = c.run()
         return WaitResult(run.get("exit_code", 0), run.get("error", ""))
 
-    def _cgroup_freeze(self, c: _Container, frozen: bool) -> None:
-        cg = self._cgroup(c)
-        if cg.enabled:
-            cg.freeze(frozen)
-        else:  # cgroup v1 host: stop every process of the container's pid namespace instead
-            for pid in procs.container_pids(c.run().get("pid", 0), None):
-                try:
-                    os.kill(pid, _signal.SIGSTOP if frozen else _signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-        c.state["paused"] = frozen
-        c.save()
-
-    def pause(self, ref: str) -> None:
-        """Freeze every process of the container (cgroup.freeze; on cgroup v1 SIGSTOP of each process)."""
-        c = self._get(ref)
-        with c.lock:
-            self._require_running(c)
-            if c.state.get("paused"):
-                raise Conflict(f"Container {c.id} is already paused")
-            self._cgroup_freeze(c, True)
-        self._event(c, "pause")
-
-    def unpause(self, ref: str) -> None:
-        c = self._get(ref)
-        with c.lock:
-            self._require_running(c)
-            if not c.state.get("paused"):
-                raise Conflict(f"Container {c.id} is not paused")
-            self._cgroup_freeze(c, False)
-        self._event(c, "unpause")
-
-    def update(
-        self, ref: str, limits: Limits | None = None, restart_policy: RestartPolicy | None = None
-    ) -> None:
-        """Change limits (applied at once to a running container) and/or the restart policy."""
-        c = self._get(ref)
-        with c.lock:
-            if limits is not None:
-                c.spec.limits = limits
-                if self._is_running(c):
-                    self._cgroup(c).apply(limits)
-            if restart_policy is not None:
-                c.spec.restart_policy = restart_policy
-            c.save_spec()
-        self._event(c, "update")
-
-    # --- io ------------------------------------------------------------------------------------------
-    def attach(self, ref: str, stdin: bool = False, stdout: bool = True, stderr: bool = True) -> AttachStream:
-        """An AttachStream (see attach.py) to the container's stdio. Before start, the stream is connected
-        when the container starts, before the user process execs, so no output is missed."""
-        c = self._get(ref)
-        stream = AttachStream(stdin and c.spec.open_stdin, stdout, stderr, c.spec.tty)
-        with c.lock:
-            if self._is_running(c):
-                stream.connect(c.dir)
-            else:
-                c.pending.append(stream)
-        return stream
-
-    def resize(self, ref: str, height: int, width: int) -> None:
-        c = self._get(ref)
-        self._require_running(c)
-        attach_mod.request(c.dir, "resize", height=height, width=width)
-
-    def logs(
-        self,
-        ref: str,
-        *,
-        stdout: bool = True,
-        stderr: bool = True,
-        since: float = 0,
-        until: float = 0,
-        tail: int | None = None,
-        follow: bool = False,
-    ) -> Iterator[LogEntry]:
-        """LogEntry(stream, data: bytes, time: str) from the json-file log (rotated files included)."""
-        c = self._get(ref)
-        return read_logs(
-            os.path.join(c.dir, "container-json.log"),
-            stdout=stdout,
-            stderr=stderr,
-            since=since,
-            until=until,
-            tail=tail,
-            follow=follow,
-            running=lambda: c.id in self._ctrs and (self._is_running(c) or bool(c.state.get("restarting"))),
-        )
-
-    def exec(self, ref: str, spec: ExecSpec) -> ExecProcess:
-        """Start a process inside the running container (setns into its namespaces and cgroup). Returns an
-        ExecProcess (see exec.py): .pid, .stdin/.stdout/.stderr fds (or .pty master), .wait(), .resize()."""
-        c = self._get(ref)
-        run = self._require_running(c)
-        if c.state.get("paused"):
-            raise Conflict(f"Container {c.id} is paused, unpause the container before exec")
-        if not spec.argv:
-            raise RuntimeErr("No exec command specified")
-        cg = self._cgroup(c)
-        payload = make_payload(run["pid"], str(cg.path) if cg.enabled else "", spec, c.spec)
-        return ExecProcess(payload, spec.stdin, spec.detach)
-
-    def top(self, ref: str, ps_args: str = "") -> dict[str, Any]:
-        """Docker's top shape: {"Titles": [...], "Processes": [[...], ...]} (ps -ef columns; ps_args is
-        not interpreted)."""
-        c = self._get(ref)
-        run = self._require_running(c)
-        cg = self._cgroup(c)
-        return procs.top(procs.container_pids(run["pid"], cg.pids() if cg.enabled else None))
-
-    def stats(self, ref: str) -> dict[str, Any]:
-        """One sample in Docker's stats shape (cpu_stats, precpu_stats, memory_stats, pids_stats,
-        blkio_stats) read from the container's cgroup files."""
-        c = self._get(ref)
-        sample = self._cgroup(c).stats() if self._is_running(c) else {}
-        sample.update(read=rfc3339nano(), id=c.id, name="/" + c.spec.name)
-        prev = self._prev_stats.get(c.id, {})
-        sample["preread"] = prev.get("read", "0001-01-01T00:00:00Z")
-        sample["precpu_stats"] = prev.get("cpu_stats", {"cpu_usage": {"total_usage": 0}})
-        self._prev_stats[c.id] = sample
-        return sample
-
-    # --- agent lifecycle -----------------------------------------------------------------------------
-    def reconcile(self) -> None:
-        """At agent start: re-attach to containers whose supervisors still run, mark the rest exited, and
-        start containers whose restart policy says they should run (always / unless-stopped, e.g. after a VM
-        restart)."""
-        with self._lock:
-            ctrs = list(self._ctrs.values())
-        for c in ctrs:
-            run = c.run()
-            if c.state.get("removing"):
-                shutil.rmtree(c.dir, ignore_errors=True)
-                with self._lock:
-                    self._ctrs.pop(c.id, None)
-                continue
-            up = run.get("status") in ("running", "created")
-            if up and self._sup_alive(run):
-                c.watching = True
-                if self._watcher.watch(c.id, run["supervisor_pid"], run.get("supervisor_start", 0)):
-                    continue
-                c.watching = False
-            was_up = run.get("status") in ("running", "created") or c.state.get("restarting")
-            if run.get("status") in ("running", "created"):
-                self._handle_exit_quietly(c, run)
-            c.state["restarting"] = False
-            c.save()
-            if (was_up or c.state.get("started_at")) and should_start_at_boot(
-                c.spec.restart_policy, c.state.get("manually_stopped", False)
-            ):
-                try:
-                    with c.lock:
-                        self._start(c)
-                except RuntimeErr as e:
-                    log.warning("could not restart %s at agent start: %s", c.id, e)
-
-    def _handle_exit_quietly(self, c: _Container, run: dict[str, Any]) -> None:
-        """Record the end of a run whose supervisor is gone (agent or VM restarted meanwhile)."""
-        if alive(run.get("pid", 0), run.get("pid_start", 0)):
-            os.kill(run["pid"], _signal.SIGKILL)
-        run.update(
-            status="exited", exit_code=255, error="the container's supervisor died", finished_at=rfc3339nano()
-        )
-        write_json(os.path.join(c.dir, "run.json"), run)
-        self._teardown(c)
-
     def close(self) -> None:
         """Stop watching containers (they keep running)."""
         self._watcher.close()
         self._zygote.close()
-
-
-def _seconds_between(start: str, end: str) -> float:
-    from pymachine_agent.runtime.logs import parse_time
-
-    try:
-        return parse_time(end) - parse_time(start)
-    except ValueError:
-        return 0.0

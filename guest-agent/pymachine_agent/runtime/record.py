@@ -1,0 +1,49 @@
+"""The agent's in-memory record of one container, backed by its files: config.json (the spec), state.json
+(the agent's fields) and run.json (the supervisor's record of the current run)."""
+
+from __future__ import annotations
+
+import os
+import signal as _signal
+import threading
+from typing import Any
+
+from pymachine_agent.runtime.attach import AttachStream
+from pymachine_agent.runtime.errors import RuntimeErr
+from pymachine_agent.runtime.spec import ContainerSpec
+from pymachine_agent.runtime.state import read_json, write_json
+
+
+def signal_number(sig: str | int) -> int:
+    if isinstance(sig, int) or str(sig).isdigit():
+        return int(sig)
+    name = str(sig).upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    try:
+        return int(getattr(_signal.Signals, name))
+    except AttributeError:
+        raise RuntimeErr(f"invalid signal: {sig}") from None
+
+
+class Record:
+    """In-memory record; `state` mirrors state.json (the agent's own fields)."""
+
+    def __init__(self, cid: str, path: str, spec: ContainerSpec, state: dict[str, Any]) -> None:
+        self.id = cid
+        self.dir = path
+        self.spec = spec
+        self.state = state
+        self.lock = threading.RLock()  # serialises start/stop/remove of this container
+        self.exits = 0  # bumped on every observed exit, for wait()
+        self.pending: list[AttachStream] = []
+        self.restart_cancel = threading.Event()
+        self.watching = False  # a supervisor runs whose exit the agent has not handled yet
+
+    def run(self) -> dict[str, Any]:
+        return read_json(os.path.join(self.dir, "run.json"))
+
+    def save(self, durable: bool = True) -> None:
+        write_json(os.path.join(self.dir, "state.json"), self.state, durable)
+
+    def save_spec(self) -> None:
+        write_json(os.path.join(self.dir, "config.json"), self.spec.to_json())
