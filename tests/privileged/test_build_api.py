@@ -130,3 +130,34 @@ def test_copy_chown_names_symlinks_and_dir_rules(build_agent: Agent, tmp_path: P
         build_agent, context_tar({"Dockerfile": f"FROM {BB}\nCOPY a b /notadir\n", "a": "", "b": ""})
     )
     assert "must be a directory and end with a /" in errors(msgs)[0]["error"]
+
+
+def test_from_scratch_add_rootfs_tarball_with_absolute_links(build_agent: Agent) -> None:  # noqa: F811
+    import io
+    import shutil
+
+    busybox = Path(shutil.which("busybox") or "/bin/busybox").read_bytes()
+    rootfs = io.BytesIO()
+    with tarfile.open(fileobj=rootfs, mode="w:gz") as tar:
+        info = tarfile.TarInfo("bin/busybox")
+        info.size, info.mode = len(busybox), 0o755
+        tar.addfile(info, io.BytesIO(busybox))
+        for applet in ("sh", "cat", "echo", "ls"):
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "/bin/busybox"  # absolute, as rootfs tarballs have
+            tar.addfile(link)
+    files = {
+        "Dockerfile": "FROM scratch\nADD rootfs.tar.gz /\nRUN echo built-on-scratch > /proof\n"
+        'CMD ["/bin/cat", "/proof"]\n',
+        "rootfs.tar.gz": rootfs.getvalue(),
+    }
+    msgs = post_build(build_agent, context_tar(files), "t=api-scratch")
+    assert not errors(msgs), msgs
+    status, _, body = build_agent.request("GET", "/v1.44/images/api-scratch/json")
+    assert status == 200
+    assert build_agent.docker("run", "--rm", "api-scratch").stdout == "built-on-scratch\n"
+    assert (
+        build_agent.docker("run", "--rm", "api-scratch", "/bin/ls", "-l", "/bin/sh")
+        .stdout.rstrip()
+        .endswith("/bin/sh -> /bin/busybox")
+    )

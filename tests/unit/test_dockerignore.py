@@ -153,3 +153,53 @@ def test_glob_sources(tmp_path: Path) -> None:
     assert [p.name for p in expand_sources(root, "dir*/*.txt")] == ["x.txt"]
     with pytest.raises(ContextError, match="nothing in the build context matches"):
         expand_sources(root, "*.none")
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", data: bytes = b"") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size, info.mode = kind, link, len(data), 0o644
+    return info
+
+
+def test_extraction_keeps_absolute_symlinks_and_never_writes_through_them(tmp_path: Path) -> None:
+    from pymachine_agent.build import tarsafe
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.addfile(_member("bin/sh", tarfile.SYMTYPE, "/bin/busybox"))  # a rootfs tarball's usual link
+        tar.addfile(_member("escape", tarfile.SYMTYPE, str(outside)))
+        data = b"payload"
+        tar.addfile(_member("escape/evil", data=data), io.BytesIO(data))
+        tar.addfile(_member("up", tarfile.SYMTYPE, "../../.."))
+        tar.addfile(_member("up/evil2", data=data), io.BytesIO(data))
+        tar.addfile(_member("hard", tarfile.LNKTYPE, "bin/sh"))
+        tar.addfile(_member("dangling", tarfile.LNKTYPE, "nope"))
+    buf.seek(0)
+    root = tmp_path / "root"
+    with (
+        pytest.raises(ContextError, match="hard link to a missing"),
+        tarfile.open(fileobj=buf, mode="r|") as tar,
+    ):
+        tarsafe.extract(tar, root, owners=False)
+    assert os.readlink(root / "hard") == "/bin/busybox"
+    assert os.readlink(root / "bin/sh") == "/bin/busybox"
+    assert list(outside.iterdir()) == []  # the link was followed inside the root, as in a chroot
+    assert (root / outside.relative_to("/") / "evil").read_bytes() == b"payload"
+    assert (root / "evil2").read_bytes() == b"payload"
+
+
+def test_extraction_refuses_dotdot_and_keeps_modes(tmp_path: Path) -> None:
+    from pymachine_agent.build import tarsafe
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = _member("dir/x.sh", data=b"#!")
+        info.mode = 0o4755
+        tar.addfile(info, io.BytesIO(b"#!"))
+        tar.addfile(_member("dir/../../x", data=b""), io.BytesIO(b""))
+    buf.seek(0)
+    with pytest.raises(ContextError, match="outside itself"), tarfile.open(fileobj=buf, mode="r|") as tar:
+        tarsafe.extract(tar, tmp_path / "r", owners=False)
+    assert os.stat(tmp_path / "r/dir/x.sh").st_mode & 0o7777 == 0o4755

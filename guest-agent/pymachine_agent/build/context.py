@@ -133,15 +133,13 @@ class DockerIgnore:
 
 def unpack(fileobj: BinaryIO, dest: Path) -> None:
     """Extract a (possibly compressed) tar stream into `dest`; members may not leave it."""
-    dest.mkdir(parents=True, exist_ok=True)
+    from . import tarsafe
+
     try:
         with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
-            for member in tar:
-                if member.isdev():
-                    continue  # device nodes have no place in a build context
-                tar.extract(member, dest, set_attrs=True, filter="tar")
-    except tarfile.FilterError as exc:
-        raise ContextError(f"the build context has a path outside itself: {exc}") from None
+            tarsafe.extract(tar, dest, owners=False)
+    except ContextError as exc:
+        raise ContextError(f"the build context is unusable: {exc}") from None
     except tarfile.TarError as exc:
         raise ContextError(f"the build context is not a valid tar archive: {exc}") from None
 

@@ -143,12 +143,14 @@ def _is_archive(path: Path) -> bool:
         return False
 
 
-def _extract(archive: Path, dest: Path) -> None:
-    """ADD's auto-extraction of a local tar (plain, gzip, bzip2, xz); entries may not leave `dest`."""
+def _extract(archive: Path, rootfs: Path, at: str) -> None:
+    """ADD's auto-extraction of a local tar (plain, gzip, bzip2, xz) into `at` of the rootfs."""
+    from . import tarsafe
+
     try:
         with tarfile.open(archive, "r:*") as tar:
-            tar.extractall(dest, filter="tar")
-    except (tarfile.TarError, OSError) as exc:
+            tarsafe.extract(tar, rootfs, owners=True, at=at)
+    except (tarfile.TarError, OSError, ContextError) as exc:
         raise ContextError(f"ADD could not extract {archive.name}: {exc}") from None
 
 
@@ -181,7 +183,7 @@ def copy_into(
                 _copy_entry(src / name, rootfs, f"{norm}/{name}", opts)
         elif extract and _is_archive(src):
             base = _make_dirs(rootfs, norm, opts)
-            _extract(src, base)
+            _extract(src, rootfs, str(base.relative_to(rootfs)))
         elif dest_is_dir or existing_dir:
             _make_dirs(rootfs, norm, opts)
             _copy_entry(src, rootfs, f"{norm}/{src.name}", opts)
