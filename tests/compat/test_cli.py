@@ -293,7 +293,10 @@ def test_stop_kill_rm_force(agent: Agent) -> None:
 def test_inspect_format_and_missing_object(agent: Agent) -> None:
     agent.docker("create", "--name", "insp", "-e", "K=V", B, "true")
     try:
-        fmt = "{{.Name}} {{.State.Status}} {{.Config.Image}} {{index .Config.Env 1}} {{.HostConfig.LogConfig.Type}}"
+        fmt = (
+            "{{.Name}} {{.State.Status}} {{.Config.Image}} {{index .Config.Env 1}} "
+            "{{.HostConfig.LogConfig.Type}}"
+        )
         assert agent.docker("inspect", "--format", fmt, "insp").stdout.strip() == (
             "/insp created pymachine/busybox K=V json-file"
         )
@@ -467,7 +470,8 @@ def test_attach_and_start_attached(agent: Agent) -> None:
 
 def test_build_legacy_builder(agent: Agent, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(
-        'FROM pymachine/busybox\nRUN echo built > /built.txt\nENV X=1\nCMD ["sh", "-c", "cat /built.txt; echo $X"]\n'
+        "FROM pymachine/busybox\nRUN echo built > /built.txt\nENV X=1\n"
+        'CMD ["sh", "-c", "cat /built.txt; echo $X"]\n'
     )
     r = agent.docker("build", "-t", "clibuilt:1", str(tmp_path), timeout=300)
     assert "Successfully tagged clibuilt:1" in r.stdout

@@ -38,7 +38,12 @@ services:
     volumes: ["shared:/data"]
   worker:
     image: pymachine/busybox
-    command: ["sh", "-c", "echo from-worker > /data/index.html; until wget -qO /data/seen http://web/; do sleep 0.5; done; sleep 300"]
+    command:
+      - sh
+      - -c
+      - >-
+        echo from-worker > /data/index.html;
+        until wget -qO /data/seen http://web/; do sleep 0.5; done; sleep 300
     volumes: ["shared:/data"]
     depends_on: [web]
 volumes:

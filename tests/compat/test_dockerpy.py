@@ -12,7 +12,6 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
-
 from support.agent import Agent
 
 B = "pymachine/busybox"

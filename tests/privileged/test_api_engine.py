@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.agent import Agent, start_agent
 
 from pymachine_agent.api.streams import deframe
-from support.agent import Agent, start_agent
 
 B = "pymachine/busybox"
 

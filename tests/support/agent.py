@@ -178,7 +178,8 @@ class Agent:
         )
         if check and proc.returncode != 0:
             raise AssertionError(
-                f"docker {' '.join(args)} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+                f"docker {' '.join(args)} exited {proc.returncode}\nstdout: {proc.stdout}\n"
+                f"stderr: {proc.stderr}"
                 f"\nagent log tail:\n{self.log_tail()}"
             )
         return proc
