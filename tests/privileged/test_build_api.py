@@ -161,3 +161,16 @@ def test_from_scratch_add_rootfs_tarball_with_absolute_links(build_agent: Agent)
         .stdout.rstrip()
         .endswith("/bin/sh -> /bin/busybox")
     )
+
+
+def test_workdir_creates_its_directory_only_when_missing(build_agent: Agent) -> None:  # noqa: F811
+    dockerfile = (
+        f"FROM {BB} AS one\nWORKDIR /made/here\nWORKDIR /tmp\n"
+        f"FROM {BB}\nCOPY --from=one /made /made\nRUN ls -d /made/here && stat -c %a /made/here\n"
+    )
+    msgs = post_build(build_agent, context_tar({"Dockerfile": dockerfile}), "t=api-workdir&target=one")
+    assert not errors(msgs)
+    base = len(inspect(build_agent, BB)["RootFS"]["Layers"])
+    assert len(inspect(build_agent, "api-workdir")["RootFS"]["Layers"]) == base + 1  # /tmp existed: no layer
+    msgs = post_build(build_agent, context_tar({"Dockerfile": dockerfile}))
+    assert not errors(msgs) and "/made/here\n755\n" in stream_text(msgs)

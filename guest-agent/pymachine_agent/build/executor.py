@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from pymachine_agent.runtime.user import resolve as resolve_user
 
 from .cache import hash_paths, step_key
-from .context import ContextError, expand_sources
+from .context import ContextError, expand_sources, resolve_in_root
 from .dockerfile import Dockerfile, DockerfileError, Instruction
-from .rootfs import CopyOptions, copy_into, readonly_rootfs, strip_mount_points, writable_rootfs
+from .rootfs import CopyOptions, copy_into, make_dirs, readonly_rootfs, strip_mount_points, writable_rootfs
 from .steps import StageState, apply_arg, apply_config, command, sub
 
 if TYPE_CHECKING:
@@ -80,14 +80,28 @@ class StageRunner:
             state.config.update(changes)
             if self.cached(key, state):
                 return
+            work = self.scratch_dir()
+            upper = self._make_workdir(work, state) if ins.cmd == "WORKDIR" else None
             new = self.b.store.commit(
-                None,
+                upper,
                 state.image_id,
                 dict(state.config),
                 author=state.author,
                 created_by=f"/bin/sh -c #(nop)  {text}",
             )
+            shutil.rmtree(work, ignore_errors=True)
             self.record(key, new, state)
+
+    def _make_workdir(self, work: Path, state: StageState) -> Path | None:
+        """WORKDIR creates its directory when the image lacks it (as Docker does); returns the upper dir to
+        commit as a layer, or None when the directory already exists."""
+        path = (state.config.get("WorkingDir") or "/").lstrip("/")
+        layers = self.b.store.layer_dirs(state.image_id) if state.image_id else []
+        with writable_rootfs(work, layers) as ws:
+            if resolve_in_root(ws.rootfs, path).is_dir():
+                return None
+            make_dirs(ws.rootfs, path, CopyOptions())
+        return ws.upper
 
     # -- RUN --------------------------------------------------------------------------------------------
     def run_step(self, ins: Instruction, state: StageState) -> None:

@@ -81,7 +81,7 @@ def _owner(opts: CopyOptions, st: os.stat_result) -> tuple[int, int]:
     return 0, 0
 
 
-def _make_dirs(rootfs: Path, rel: str, opts: CopyOptions) -> Path:
+def make_dirs(rootfs: Path, rel: str, opts: CopyOptions) -> Path:
     """mkdir -p inside the rootfs; new directories get 0755 (or --chmod) and the copy's owner."""
     path = rootfs
     done: list[str] = []
@@ -178,17 +178,17 @@ def copy_into(
     existing_dir = target.is_dir()
     for src in sources:
         if src.is_dir() and not src.is_symlink():
-            _make_dirs(rootfs, norm, opts)
+            make_dirs(rootfs, norm, opts)
             for name in sorted(os.listdir(src)):
                 _copy_entry(src / name, rootfs, f"{norm}/{name}", opts)
         elif extract and _is_archive(src):
-            base = _make_dirs(rootfs, norm, opts)
+            base = make_dirs(rootfs, norm, opts)
             _extract(src, rootfs, str(base.relative_to(rootfs)))
         elif dest_is_dir or existing_dir:
-            _make_dirs(rootfs, norm, opts)
+            make_dirs(rootfs, norm, opts)
             _copy_entry(src, rootfs, f"{norm}/{src.name}", opts)
         else:
-            _make_dirs(rootfs, os.path.dirname(norm), opts)
+            make_dirs(rootfs, os.path.dirname(norm), opts)
             _copy_entry(src, rootfs, norm, opts)
 
 
