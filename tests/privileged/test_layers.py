@@ -149,6 +149,17 @@ def _malicious(tmp_path: Path, name: str) -> tuple[bytes, str, list[Path]]:
     if name == "symlink-escape":
         layer = tar_bytes([entry("a", tarfile.SYMTYPE, 0o777, linkname=str(outside)), file(f"a/{s}", b"x")])
         return layer, f"a/{s}", [outside / s]
+    if name == "symlink-replaces-dir":
+        # the folder was opened (and its fd cached) for a/x before a symlink replaced it
+        layer = tar_bytes(
+            [
+                entry("a/", tarfile.DIRTYPE, 0o755),
+                file("a/x", b"x"),
+                entry("a", tarfile.SYMTYPE, 0o777, linkname=str(outside)),
+                file(f"a/{s}", b"x"),
+            ]
+        )
+        return layer, f"a/{s}", [outside / s]
     if name == "symlink-root":
         layer = tar_bytes([entry("a", tarfile.SYMTYPE, 0o777, linkname="/"), file(f"a/etc/{s}", b"x")])
         return layer, f"a/etc/{s}", [Path("/etc") / s]
@@ -185,6 +196,7 @@ def _malicious(tmp_path: Path, name: str) -> tuple[bytes, str, list[Path]]:
         "dotdot-nested",
         "absolute",
         "symlink-escape",
+        "symlink-replaces-dir",
         "symlink-root",
         "hardlink-abs",
         "hardlink-dotdot",

@@ -109,42 +109,61 @@ def clean_parts(name: str, entry: str) -> tuple[str, ...]:
 
 
 class _Unpacker:
+    _CACHED_DIRS = 256  # open directory fds kept: tar entries come grouped by folder
+
     def __init__(self, dest: Path) -> None:
         self.root_fd = os.open(dest, _DIR_FLAGS)
         self.dir_times: dict[tuple[str, ...], int] = {}
         self.size = 0
+        self._fds: dict[tuple[str, ...], int] = {}
 
     def close(self) -> None:
+        self._forget()
         os.close(self.root_fd)
 
+    def _forget(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
     def open_dir(self, parts: tuple[str, ...], entry: str, create: bool) -> int:
-        """fd of the directory `parts` below the root, never following a symlink; creates missing dirs."""
-        fd = os.dup(self.root_fd)
+        """A new fd of the directory `parts` below the root, never following a symlink; creates missing
+        dirs. Starts from the deepest already opened ancestor (each was reached the same safe way)."""
+        if parts in self._fds:
+            return os.dup(self._fds[parts])
+        start, base = 0, self.root_fd
+        for i in range(len(parts) - 1, 0, -1):
+            if parts[:i] in self._fds:
+                start, base = i, self._fds[parts[:i]]
+                break
+        fd = os.dup(base)
         try:
-            for i, comp in enumerate(parts):
+            for i in range(start, len(parts)):
+                comp, shown = parts[i], "/".join(parts[: i + 1])
                 try:
                     st = os.stat(comp, dir_fd=fd, follow_symlinks=False)
                 except FileNotFoundError:
                     if not create:
-                        raise UnsafeLayerError(
-                            entry, f"'{'/'.join(parts[: i + 1])}' does not exist"
-                        ) from None
+                        raise UnsafeLayerError(entry, f"'{shown}' does not exist") from None
                     os.mkdir(comp, 0o755, dir_fd=fd)
                     st = os.stat(comp, dir_fd=fd, follow_symlinks=False)
                 if stat.S_ISLNK(st.st_mode):
-                    raise UnsafeLayerError(entry, f"path goes through symlink '{'/'.join(parts[: i + 1])}'")
+                    raise UnsafeLayerError(entry, f"path goes through symlink '{shown}'")
                 if not stat.S_ISDIR(st.st_mode):
-                    raise UnsafeLayerError(entry, f"'{'/'.join(parts[: i + 1])}' is not a directory")
+                    raise UnsafeLayerError(entry, f"'{shown}' is not a directory")
                 nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
                 os.close(fd)
                 fd = nfd
+            if parts:
+                if len(self._fds) >= self._CACHED_DIRS:
+                    self._forget()
+                self._fds[parts] = os.dup(fd)
             return fd
         except BaseException:
             os.close(fd)
             raise
 
-    @staticmethod
-    def clear(parent: int, leaf: str, keep_dir: bool) -> bool:
+    def clear(self, parent: int, leaf: str, keep_dir: bool) -> bool:
         """Remove what `leaf` holds so a later tar entry replaces it; True if an existing dir was kept."""
         try:
             st = os.stat(leaf, dir_fd=parent, follow_symlinks=False)
@@ -153,6 +172,7 @@ class _Unpacker:
         if stat.S_ISDIR(st.st_mode):
             if keep_dir:
                 return True
+            self._forget()  # cached fds may point into the tree removed here
             shutil.rmtree(leaf, dir_fd=parent)
         else:
             os.unlink(leaf, dir_fd=parent)
