@@ -168,11 +168,13 @@ def test_exec_as_user_with_stdin_and_missing_binary(rt: Runtime, layer: Path) ->
 
 def test_exec_with_tty(rt: Runtime, layer: Path) -> None:
     cid = started(rt, layer, ["sleep", "300"])
-    proc = rt.exec(cid, ExecSpec(argv=["sh", "-c", "test -t 0 && echo exec-tty; stty size"], tty=True))
+    proc = rt.exec(cid, ExecSpec(argv=["sh", "-c", "sleep 0.5; test -t 0 && echo exec-tty; tty; stty size"],
+                                 tty=True))  # fmt: skip
     proc.resize(33, 101)
     data = read_fd_until_exit(proc.pty, proc)
     assert proc.wait(30) == 0
-    assert b"exec-tty\r\n" in data
+    # The terminal is one of the container's own devpts instance, so `tty` can name it.
+    assert data.split(b"\r\n")[:3] == [b"exec-tty", b"/dev/pts/0", b"33 101"]
 
 
 def test_exec_refused_when_not_running(rt: Runtime, layer: Path) -> None:

@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import termios
 from dataclasses import dataclass
 
 from pymachine_agent.runtime import capabilities, libc, namespaces, process, user
+from pymachine_agent.runtime.errors import RuntimeErr
 from pymachine_agent.runtime.spec import ContainerSpec, ExecSpec
 
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,6 +47,7 @@ class ExecPayload:
     tty: bool
     cap_mask: int
     hostname: str
+    pty_sock: int = -1  # tty: socket on which the helper sends back the pty master
 
 
 class ExecProcess:
@@ -56,12 +59,32 @@ class ExecProcess:
         self.stdin = self.stdout = self.stderr = None
         argv = boot_command("pymachine_agent.runtime.exec", json.dumps(payload.__dict__))
         if payload.tty:
-            master, slave = os.openpty()
+            # The helper opens the pty inside the container (its /dev/ptmx is the container's devpts instance,
+            # so `tty` there names it, as with runc's console socket) and passes the master back.
+            ours, theirs = socket.socketpair()
+            payload.pty_sock = theirs.fileno()
+            argv = boot_command("pymachine_agent.runtime.exec", json.dumps(payload.__dict__))
             self._popen = subprocess.Popen(
-                argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=[theirs.fileno()],
+                start_new_session=True,
             )
-            os.close(slave)
-            self.pty = master
+            theirs.close()
+            ours.settimeout(60)
+            try:
+                _, fds, _, _ = socket.recv_fds(ours, 16, 1)
+            except OSError:
+                fds = []
+            finally:
+                ours.close()
+            if not fds:
+                err = self._popen.stderr.read().decode(errors="replace").strip()  # type: ignore[union-attr]
+                self._popen.wait()
+                raise RuntimeErr(err or "exec: the helper could not open a terminal in the container")
+            self.pty = fds[0]
         else:
             out = subprocess.DEVNULL if detach else subprocess.PIPE
             self._popen = subprocess.Popen(
@@ -123,9 +146,24 @@ def main(argv: list[str]) -> None:
     except OSError as e:
         sys.stderr.write(f"exec: cannot enter the container: {e}\n")
         os._exit(126)
+    slave = -1
+    if p.pty_sock >= 0:
+        try:
+            master, slave = os.openpty()  # now resolves to the container's /dev/ptmx
+        except OSError as e:
+            sys.stderr.write(f"exec: cannot open a terminal in the container: {e}\n")
+            os._exit(126)
+        with socket.socket(fileno=p.pty_sock) as sock:
+            socket.send_fds(sock, [b"M"], [master])
+        os.close(master)
     child = os.fork()
     if child == 0:
+        if slave >= 0:
+            for target in (0, 1, 2):
+                os.dup2(slave, target)
         _child(p)
+    if slave >= 0:
+        os.close(slave)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, lambda s, _f: os.kill(child, s))
     while True:
