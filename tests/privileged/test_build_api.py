@@ -104,8 +104,9 @@ def test_errors_arrive_as_error_detail_and_nothing_is_tagged(build_agent: Agent)
     evil = tarfile.TarInfo("../../escape")
     msgs = post_build(build_agent, context_tar({"Dockerfile": "FROM scratch\n"}, [evil]))
     assert "outside" in errors(msgs)[0]["error"]
-    msgs = post_build(build_agent, context_tar({"Dockerfile": "FROM pymachine/does-not-exist\n"}))
-    assert "does-not-exist" in errors(msgs)[0]["error"]
+    # a missing base is pulled: from a loopback registry that isn't there (tests never reach out)
+    msgs = post_build(build_agent, context_tar({"Dockerfile": "FROM 127.0.0.1:9/does-not-exist\n"}))
+    assert "failed to get base image 127.0.0.1:9/does-not-exist" in errors(msgs)[0]["error"]
 
 
 def test_copy_chown_names_symlinks_and_dir_rules(build_agent: Agent, tmp_path: Path) -> None:  # noqa: F811
@@ -174,3 +175,14 @@ def test_workdir_creates_its_directory_only_when_missing(build_agent: Agent) -> 
     assert len(inspect(build_agent, "api-workdir")["RootFS"]["Layers"]) == base + 1  # /tmp existed: no layer
     msgs = post_build(build_agent, context_tar({"Dockerfile": dockerfile}))
     assert not errors(msgs) and "/made/here\n755\n" in stream_text(msgs)
+
+
+def test_pull_falls_back_to_a_local_only_image(build_agent: Agent) -> None:  # noqa: F811
+    # an image that exists only here: `--pull` can't fetch it (a loopback registry that isn't there) but the
+    # build must still go on with the local copy
+    build_agent.docker("tag", BB, "127.0.0.1:9/local-only:1")
+    msgs = post_build(
+        build_agent, context_tar({"Dockerfile": "FROM 127.0.0.1:9/local-only:1\nLABEL p=1\n"}), "pull=1"
+    )
+    assert not errors(msgs), msgs
+    assert "using the local image" in stream_text(msgs)

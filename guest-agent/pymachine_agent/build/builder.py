@@ -212,7 +212,11 @@ class Builder:
         self.out.stream(f"Pulling image {ref}\n")
         try:
             return self.store.pull(ref, progress=self._pull_progress)
-        except ImageError as exc:
+        except (ImageError, OSError) as exc:
+            if self.params.pull and self.store.exists(ref):
+                # --pull on an offline VM, or an image that only exists here (built or loaded): use it
+                self.out.stream(f"[Warning] could not pull {ref} ({exc}); using the local image\n")
+                return self.store.resolve(ref)
             raise BuildError(f"failed to get base image {ref}: {exc}") from None
 
     def _pull_progress(self, msg: dict) -> None:
