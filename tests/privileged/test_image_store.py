@@ -85,8 +85,10 @@ def test_tag_and_remove_follow_docker_rules(store: ImageStore) -> None:
     assert store.list({"dangling": {"true": True}})[0]["Id"] == image_id
     # once unused, removing by ID deletes the image and its now unreferenced layer
     layer = store.layer_dirs(image_id)[0]
+    assert store.layer_dirs(image_id, short=True)[0].resolve() == layer.resolve()
     assert store.remove(image_id[7:19]) == [{"Deleted": image_id}]
     assert not layer.exists() and store.list() == []
+    assert list((store.root / "l").iterdir()) == []  # the short link went with the layer
     assert list(store.root.glob("blobs/sha256/*")) == []
 
 

@@ -109,7 +109,11 @@ def test_whiteouts_and_opaque_dirs_give_the_overlay_view(tmp_path: Path) -> None
     merged, up, work = tmp_path / "merged", tmp_path / "up", tmp_path / "work"
     for d in (merged, up, work):
         d.mkdir()
-    lowerdir = ":".join(str(d) for d in reversed(dirs))
+    short = store.layer_dirs("wh/test:1", short=True)
+    assert [d.resolve() for d in short] == [d.resolve() for d in dirs] and len(str(short[0])) < len(
+        str(dirs[0])
+    )
+    lowerdir = ":".join(str(d) for d in reversed(short))  # overlay resolves the short links at mount
     subprocess.run(
         [
             "mount",

@@ -12,7 +12,7 @@ Public API (what the runtime, the builder and the Docker API glue call)::
     store.history(ref) -> list[dict]                     # GET /images/{ref}/history shape
     store.list(filters=None) -> list[dict]               # GET /images/json shape
     store.config(ref) -> dict                            # the full OCI/Docker image config JSON
-    store.layer_dirs(ref) -> list[Path]     # unpacked layers, LOWEST first (overlay lowerdir wants reversed)
+    store.layer_dirs(ref, short=False) -> list[Path]  # LOWEST first (overlay lowerdir: reversed)
 
     # changes; `progress` gets Docker's JSON-stream message dicts ({"status", "id", "progressDetail"})
     store.pull(ref, auth=None, progress=None) -> "sha256:<id>"

@@ -92,6 +92,11 @@ def _drop_layer(store: ImageStore, diff_id: str) -> int:
     meta = store.layer_meta(diff_id) if store.has_layer(diff_id) else {"size": 0, "blobs": {}}
     for digest in meta["blobs"]:
         store.blob_path(digest).unlink(missing_ok=True)
+    hexd = diff_id.removeprefix("sha256:")
+    for name in (hexd[:20], hexd):
+        link = store.root / "l" / name
+        if os.path.islink(link) and os.readlink(link) == f"../layers/{hexd}/diff":
+            link.unlink()
     # rename first, so a crash mid-delete never leaves a half-deleted layer that looks complete
     doomed = store.root / "tmp" / f"deleting-{diff_id.removeprefix('sha256:')}"
     os.rename(store.layer_root(diff_id), doomed)

@@ -303,10 +303,27 @@ class ImageStore:
     def config(self, ref: str) -> dict[str, Any]:
         return json.loads(self.read_blob(self.resolve(ref)))
 
-    def layer_dirs(self, ref: str) -> list[Path]:
-        """Unpacked layer folders, lowest first: overlayfs lowerdir is these reversed, joined with ':'."""
+    def layer_dirs(self, ref: str, short: bool = False) -> list[Path]:
+        """Unpacked layer folders, lowest first: overlayfs lowerdir is these reversed, joined with ':'.
+
+        short=True gives `<root>/l/<20 hex>` symlinks to the same folders (overlay resolves them at mount),
+        so that about twice as many layers fit in the one page of overlay mount options."""
         rec = self.record(self.resolve(ref))
+        if short:
+            return [self.short_dir(d) for d in rec["layers"]]
         return [self.layer_root(d) / "diff" for d in rec["layers"]]
+
+    def short_dir(self, diff_id: str) -> Path:
+        hexd = _hex(diff_id)
+        target = f"../layers/{hexd}/diff"
+        (self.root / "l").mkdir(exist_ok=True)
+        for name in (hexd[:20], hexd):  # the full name only if a prefix ever collided
+            link = self.root / "l" / name
+            with contextlib.suppress(FileExistsError):
+                os.symlink(target, link)
+            if os.readlink(link) == target:
+                return link
+        raise ImageError(f"cannot make a short link for layer {diff_id}")
 
     def refs_of(self, image_id: str) -> tuple[list[Reference], list[Reference]]:
         repos = self.repositories()
