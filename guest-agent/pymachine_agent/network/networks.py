@@ -17,7 +17,9 @@ NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+    """RFC 3339 with nanoseconds, as Docker prints it (and so listing in creation order is stable)."""
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
 
 
 def new_id() -> str:
