@@ -127,8 +127,7 @@ def test_attach_stdin_once(rt: Runtime, layer: Path) -> None:
 
 
 def test_tty_container(rt: Runtime, layer: Path) -> None:
-    s = spec(layer, ["sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; echo $TERM; ls -l /dev/console"],
-             tty=True)  # fmt: skip
+    s = spec(layer, ["sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; echo $TERM; tty"], tty=True)
     rt.create(s)
     stream = rt.attach(s.id)
     rt.start(s.id)
@@ -136,7 +135,7 @@ def test_tty_container(rt: Runtime, layer: Path) -> None:
     while chunk := stream.recv():
         raw += chunk
     assert rt.wait(s.id).exit_code == 0
-    assert raw.startswith(b"is-a-tty\r\nxterm\r\n")  # raw, not framed, with the tty's \r\n
+    assert raw == b"is-a-tty\r\nxterm\r\n/dev/pts/0\r\n"  # raw, not framed, with the tty's \r\n
     assert output(rt, s.id)[0].startswith("is-a-tty\r\n")
 
 

@@ -81,7 +81,7 @@ def mount_overlay(layers: list[str], upper: str, work: str, target: str) -> None
     libc.mount("overlay", target, "overlay", 0, data)
 
 
-def _mount_dev(root: str, spec: ContainerSpec, console: str | None) -> None:
+def _mount_dev(root: str, spec: ContainerSpec) -> None:
     dev = secure_join(root, "/dev")
     _ensure(dev, True)
     # nodev on the tmpfs: a node made with mknod inside the container cannot be opened (Docker gets the same
@@ -108,10 +108,8 @@ def _mount_dev(root: str, spec: ContainerSpec, console: str | None) -> None:
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore")):  # fmt: skip
         os.symlink(target, os.path.join(dev, name))
-    if console:
-        target = os.path.join(dev, "console")
-        _ensure(target, False)
-        libc.mount(console, target, None, libc.MS_BIND)
+    if spec.tty:  # the pty's slave is bound here once it exists (process.open_console)
+        _ensure(os.path.join(dev, "console"), False)
 
 
 def _mount_user(root: str, m: Mount, privileged: bool) -> None:
@@ -133,7 +131,7 @@ def _mount_user(root: str, m: Mount, privileged: bool) -> None:
     libc.mount(None, target, None, flag | (libc.MS_REC if propagation.startswith("r") else 0))
 
 
-def setup_rootfs(spec: ContainerSpec, ctr_dir: str, cgroup_v2: bool, console: str | None = None) -> None:
+def setup_rootfs(spec: ContainerSpec, ctr_dir: str, cgroup_v2: bool) -> None:
     """Build the container's root at ctr_dir/rootfs and pivot_root into it. Runs in the container's init,
     after unshare(CLONE_NEWNS) (and in its pid namespace, for /proc)."""
     libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
@@ -142,7 +140,7 @@ def setup_rootfs(spec: ContainerSpec, ctr_dir: str, cgroup_v2: bool, console: st
     proc = secure_join(root, "/proc")
     _ensure(proc, True)
     libc.mount("proc", proc, "proc", NOSUID_NODEV_NOEXEC)
-    _mount_dev(root, spec, console)
+    _mount_dev(root, spec)
     sys_dir = secure_join(root, "/sys")
     _ensure(sys_dir, True)
     sys_flags = NOSUID_NODEV_NOEXEC | (0 if spec.privileged else libc.MS_RDONLY)

@@ -80,13 +80,25 @@ def prepare_workdir(workdir: str, u: user.ExecUser) -> str:
     return workdir
 
 
-def setup_stdio(stdin: int, stdout: int, stderr: int, tty: bool) -> None:
+def setup_stdio(stdin: int, stdout: int, stderr: int) -> None:
     os.setsid()
-    if tty:
-        fcntl.ioctl(stdin, termios.TIOCSCTTY, 0)
     for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
         if fd != target:
             os.dup2(fd, target)
+
+
+def open_console(sync: socket.socket) -> None:
+    """-t: open the terminal inside the container (its /dev/ptmx is the container's devpts instance, so the
+    process sees /dev/pts/0, as with runc's console socket), hand the master to the supervisor, make the
+    slave our controlling terminal, stdio and /dev/console."""
+    master, slave = os.openpty()
+    socket.send_fds(sync, [b"P"], [master])
+    os.close(master)
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    libc.mount(os.ttyname(slave), "/dev/console", None, libc.MS_BIND)
+    for target in (0, 1, 2):
+        os.dup2(slave, target)
+    os.close(slave)
 
 
 def run_init(
@@ -95,7 +107,7 @@ def run_init(
     sync: socket.socket,
     stdio: tuple[int, int, int],
     cgroup: Cgroup,
-    console: str | None,
+    send_console: bool,
 ) -> None:
     """Never returns: execs the user's process or exits with a failure reported over `sync`."""
     try:
@@ -107,7 +119,7 @@ def run_init(
                 except (OSError, ValueError):
                     pass
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        setup_stdio(*stdio, spec.tty)
+        setup_stdio(*stdio)
         s = sync.fileno()
         os.closerange(3, s)
         os.closerange(s + 1, 65536)
@@ -116,7 +128,9 @@ def run_init(
         for path, nstype in namespaces.join_paths(spec):
             namespaces.join(path, nstype)
         libc.unshare(namespaces.unshare_flags(spec, cgroup_v2))
-        mounts.setup_rootfs(spec, ctr_dir, cgroup_v2, console)
+        mounts.setup_rootfs(spec, ctr_dir, cgroup_v2)
+        if send_console:
+            open_console(sync)
         if spec.uts == "private":
             libc.sethostname(spec.hostname or spec.id[:12])
             if spec.domainname:

@@ -92,13 +92,9 @@ class Supervisor:
     def main(self) -> None:
         spec = self.spec
         self.cg.create(spec.limits)
-        console = None
-        if spec.tty:
-            self.master, slave = os.openpty()
-            console = os.ttyname(slave)
-            child_stdio = (slave, slave, slave)
-            self.outputs[self.master] = STDOUT
-            self.stdin_w = self.master
+        if spec.tty:  # the init opens the pty inside the container and sends us the master (see process.py)
+            null = os.open("/dev/null", os.O_RDWR)
+            child_stdio = (null, null, null)
         else:
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
@@ -129,12 +125,16 @@ class Supervisor:
         self.pid = os.fork()
         if self.pid == 0:
             sync.close()
-            run_init(spec, self.dir, sync_child, child_stdio, self.cg, console)
+            run_init(spec, self.dir, sync_child, child_stdio, self.cg, spec.tty)
         sync_child.close()
         for fd in set(child_stdio):
             os.close(fd)
         self.pidfd = os.pidfd_open(self.pid)
-        msg = sync.recv(65536)
+        msg, fds, _, _ = socket.recv_fds(sync, 65536, 1)
+        if msg == b"P" and fds:
+            self.master = self.stdin_w = fds[0]
+            self.outputs[self.master] = STDOUT
+            msg = sync.recv(65536)
         if msg != b"R":
             return self.failed(msg)
         self.record(pid=self.pid, pid_start=start_time(self.pid), status="created")
