@@ -137,3 +137,15 @@ def test_created_times() -> None:
     assert created_seconds("2024-01-02T03:04:05.123456789Z") == 1704164645
     assert created_seconds("2024-01-02T04:04:05+01:00") == 1704164645
     assert created_seconds("") == 0 and created_seconds("garbage") == 0
+
+
+def test_manifest_digests_are_checked_before_use() -> None:
+    from pymachine_agent.images.oci import check_descriptors
+
+    good = {"config": {"digest": "sha256:" + HEX}, "layers": [{"digest": "sha256:" + "b" * 64}]}
+    check_descriptors(good)
+    for bad in ("sha256:../../etc/passwd", "md5:abc", "sha256:" + "A" * 64, ""):
+        with pytest.raises(Exception, match="malformed or unsupported digest"):
+            check_descriptors({**good, "layers": [{"digest": bad}]})
+    with pytest.raises(Exception, match="malformed"):
+        check_descriptors({"manifests": [{"digest": "sha256:x"}]})

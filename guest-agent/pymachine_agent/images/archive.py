@@ -106,6 +106,7 @@ def _load_docker(store: ImageStore, arc: _Archive, progress: Progress) -> list[s
 def _load_oci(store: ImageStore, arc: _Archive, progress: Progress) -> list[str]:
     loaded: list[str] = []
     index = arc.json("index.json")
+    oci.check_descriptors(index)
     for desc in index.get("manifests", []):
         annotations = desc.get("annotations") or {}
         ref = _ref_or_none(annotations.get(oci.ANNOTATION_CONTAINERD_NAME)) or _ref_or_none(
@@ -137,7 +138,9 @@ def _verified_bytes(arc: _Archive, desc: dict[str, Any]) -> bytes:
 
 
 def _verified_json(arc: _Archive, desc: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(_verified_bytes(arc, desc))
+    doc = json.loads(_verified_bytes(arc, desc))
+    oci.check_descriptors(doc)
+    return doc
 
 
 def load(store: ImageStore, fileobj: BinaryIO, progress: Progress) -> list[str]:

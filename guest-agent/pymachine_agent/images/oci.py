@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, BinaryIO
 
 from .errors import DigestMismatch, ImageError
@@ -67,6 +68,20 @@ def choose_platform(index: dict[str, Any], what: str) -> dict[str, Any]:
         f"no matching manifest for {WANT_OS}/{WANT_ARCH} in the manifest list entries of {what} "
         f"(it has: {', '.join(found) or 'none'})"
     )
+
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def check_descriptors(manifest: dict[str, Any]) -> None:
+    """Every digest a manifest or index names must be a well-formed sha256 before it goes into a URL or
+    a path (a registry or archive is not trusted to send sane ones)."""
+    descs = [manifest.get("config") or {}, *manifest.get("layers", []), *manifest.get("manifests", [])]
+    for desc in descs:
+        if desc and not _DIGEST.fullmatch(str(desc.get("digest", ""))):
+            raise ImageError(
+                f"malformed or unsupported digest {str(desc.get('digest'))[:80]!r} in a manifest"
+            )
 
 
 def layer_media_types(manifest: dict[str, Any]) -> list[str]:

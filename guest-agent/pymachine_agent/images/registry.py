@@ -66,6 +66,7 @@ def _get_manifest(client: RegistryClient, ref: Reference, reference: str) -> tup
     if expected and expected.startswith("sha256:") and digest != expected:
         raise DigestMismatch(f"manifest {ref.familiar}", expected, digest)
     doc = json.loads(body)
+    oci.check_descriptors(doc)
     return body, oci.media_type_of(doc, media_type) or media_type, digest
 
 
