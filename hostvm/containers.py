@@ -126,7 +126,7 @@ def load_builtin(dc: docker.DockerClient, name: str, progress: Progress | None =
             f"cannot build the builtin image {name}: the container image builder is not installed ({exc})"
         ) from exc
     say(f"building the builtin image {name}")
-    tarball = ensure_container_image(name)
+    tarball = ensure_container_image(name, say)
     say(f"loading {name} into the engine")
     return load(dc, str(tarball))
 

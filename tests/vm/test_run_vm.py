@@ -121,3 +121,48 @@ def test_unknown_image_has_a_hint(vm: VmMachine) -> None:
     proc = vm.pymachine("run", "--machine", vm.name, "no-such/image:1", check=False)
     assert proc.returncode != 0
     assert "hint:" in proc.stderr
+
+
+def test_readme_first_command_loads_the_builtin_image_and_answers(vm: VmMachine) -> None:
+    """README: `pymachine run -d -p 8080:80 --name web pymachine/busybox httpd -f -p 80 -h /www && curl …`,
+    starting from an engine without the image (it is built on the host and loaded, no registry)."""
+    from pymachine.hostvm.container_images import CONTAINER_RECIPES
+
+    vm.docker("rmi", "-f", "pymachine/busybox", check=False)
+    assert "pymachine/busybox" not in vm.docker("images", "--format", "{{.Repository}}").stdout
+    port = 8080 if not port_taken(8080) else free_port()
+    proc = vm.pymachine(
+        "run",
+        "--machine",
+        vm.name,
+        "-d",
+        "-p",
+        f"{port}:80",
+        "--name",
+        "web",
+        "pymachine/busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    )
+    assert "loading pymachine/busybox" in proc.stderr
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://localhost:{port}", timeout=30) as resp:
+        body = resp.read()
+    assert body == (CONTAINER_RECIPES / "busybox" / "rootfs" / "www" / "index.html").read_bytes()
+
+
+def port_taken(port: int) -> bool:
+    """True when `port` cannot be used for the test: something on this shared host already listens there."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
