@@ -8,6 +8,7 @@ import io
 import os
 import stat
 import subprocess
+import sys
 import tarfile
 import uuid
 from pathlib import Path
@@ -234,3 +235,11 @@ def test_a_refused_entry_in_an_archive_loads_nothing(tmp_path: Path) -> None:
         store.load(io.BytesIO(docker_archive([good, bad], ["evil:1"])))
     assert not store.exists("evil:1")
     assert store.list() == []
+
+
+def test_zstd_layer_without_the_module_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # as on the guest: `import zstandard` fails
+    store = ImageStore(tmp_path / "store")
+    with pytest.raises(ImageError, match="zstd-compressed"):
+        store.add_layer(io.BytesIO(b"\x28\xb5\x2f\xfd" + b"\x00" * 64), None)
+    assert list((store.root / "layers").iterdir()) == [] and list((store.root / "tmp").iterdir()) == []
