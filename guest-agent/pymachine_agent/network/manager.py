@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -38,6 +39,38 @@ DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
 )
 
 
+ENV_OPTIONS = "PYMACHINE_AGENT_NETWORK"
+_ENV_KEYS = {
+    "default_subnet",
+    "default_bridge",
+    "bridge_prefix",
+    "veth_prefix",
+    "nft_table",
+    "port_mode",
+    "address_pools",
+}
+
+
+def _env_options() -> dict[str, Any]:
+    """Operator/test overrides: PYMACHINE_AGENT_NETWORK='{"nft_table": "pm_t1", "default_subnet": ...}'.
+
+    They win over the constructor's arguments, so an agent started by a test on a shared host can get its own
+    bridge, subnet and nft table without code changes in the engine."""
+    raw = os.environ.get(ENV_OPTIONS, "").strip()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidParameterError(f"{ENV_OPTIONS} is not JSON: {exc}") from None
+    unknown = set(data) - _ENV_KEYS if isinstance(data, dict) else {"<not an object>"}
+    if unknown:
+        raise InvalidParameterError(
+            f"{ENV_OPTIONS}: unknown keys {sorted(unknown)}; known: {sorted(_ENV_KEYS)}"
+        )
+    return data
+
+
 class NetworkManager(Wiring):
     """Owns every network record, endpoint, nftables rule, published port and DNS listener of one agent.
 
@@ -64,6 +97,15 @@ class NetworkManager(Wiring):
         """`port_mode` is "dnat" (nftables, the default: measured faster, see docs/networking.md) or "proxy"
         (a userland relay thread per port). `upstream_dns` ("ip" or "ip:port") is where the embedded DNS
         forwards names it does not own; None reads the nameservers of `guest_resolv_conf`."""
+        env = _env_options()
+        default_subnet = env.get("default_subnet", default_subnet)
+        default_bridge = env.get("default_bridge", default_bridge)
+        bridge_prefix = env.get("bridge_prefix", bridge_prefix)
+        veth_prefix = env.get("veth_prefix", veth_prefix)
+        nft_table = env.get("nft_table", nft_table)
+        port_mode = env.get("port_mode", port_mode)
+        if "address_pools" in env:
+            address_pools = [(str(base), int(size)) for base, size in env["address_pools"]]
         if port_mode not in ("dnat", "proxy"):
             raise InvalidParameterError(f"port_mode must be dnat or proxy, not {port_mode!r}")
         self.state_dir = Path(state_dir)
