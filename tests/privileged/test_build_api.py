@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 from urllib.parse import urlencode
 
+import pytest
 from support.agent import BUSYBOX_REF, Agent
 from support.build import build_agent, context_tar, errors, post_build, stream_text  # noqa: F401
 
@@ -186,3 +187,36 @@ def test_pull_falls_back_to_a_local_only_image(build_agent: Agent) -> None:  # n
     )
     assert not errors(msgs), msgs
     assert "using the local image" in stream_text(msgs)
+
+
+def test_run_sees_shell_user_env_args_and_escape_directive(build_agent: Agent) -> None:  # noqa: F811
+    dockerfile = (
+        "# escape=`\n"
+        f"FROM --platform=linux/amd64 {BB}\n"
+        "ENV GREETING=hello\n"
+        "ARG WHO=world\n"
+        "RUN echo $GREETING-$WHO && `\n"
+        "    echo continued\n"
+        'SHELL ["/bin/echo", "via-shell"]\n'
+        "RUN shell-form\n"
+        'RUN ["/bin/sh", "-c", "echo exec-form"]\n'
+        "USER nobody\n"
+        'RUN ["/bin/sh", "-c", "id -u"]\n'
+    )
+    text = stream_text(post_build(build_agent, context_tar({"Dockerfile": dockerfile}), "nocache=1"))
+    assert "[Warning] --platform=linux/amd64 is ignored" in text
+    assert "hello-world\ncontinued\n" in text
+    assert "via-shell shell-form\n" in text and "exec-form\n" in text
+    assert "65534\n" in text
+
+
+@pytest.mark.xfail(
+    reason="runtime: an image that repeats a layer (two identical COPYs) gives overlayfs the same lowerdir "
+    "twice (ELOOP); runtime/mounts.mount_overlay should keep each layer's topmost place (as build/rootfs.py)",
+    strict=False,
+)
+def test_identical_layers_twice_in_one_image(build_agent: Agent) -> None:  # noqa: F811
+    dockerfile = f"FROM {BB}\nCOPY a /a\nRUN rm /a\nCOPY a /a\nRUN cat /a\n"
+    msgs = post_build(build_agent, context_tar({"Dockerfile": dockerfile, "a": "content-a\n"}), "nocache=1")
+    assert not errors(msgs), errors(msgs)
+    assert "content-a\n" in stream_text(msgs)

@@ -157,7 +157,10 @@ class StageRunner:
                 raise BuildError(f"The command '{shown}' returned a non-zero code: {code}{output}", code or 1)
             upper = Path(engine.runtime.inspect(cid).upper_dir)
             strip_mount_points(upper, self.b.store.layer_dirs(state.image_id))
-            new = self.b.store.commit(upper, state.image_id, dict(state.config), created_by=created_by)
+            # a RUN that changed no file adds no layer (BuildKit's way): fewer layers, and no repeated empty
+            # layer in one image
+            layer = upper if any(upper.iterdir()) else None
+            new = self.b.store.commit(layer, state.image_id, dict(state.config), created_by=created_by)
         except BaseException:
             # A failed command's container stays for inspection unless forcerm (Docker's rule); any other
             # failure (client gone mid-stream, engine error) must not leave a container running.

@@ -29,6 +29,19 @@ class Workspace:
     rootfs: Path  # the merged view to write through
 
 
+def unique_layers(layers: list[Path]) -> list[Path]:
+    """Drop repeated layers (lowest first), keeping each one's topmost place: overlayfs refuses a lowerdir
+    that appears twice (ELOOP), and since the top copy shadows everything the lower copy had, the view is
+    the same. Images repeat layers when two steps produce identical diffs (e.g. two empty ones)."""
+    seen: set[Path] = set()
+    out: list[Path] = []
+    for layer in reversed(layers):
+        if layer not in seen:
+            seen.add(layer)
+            out.append(layer)
+    return out[::-1]
+
+
 @contextlib.contextmanager
 def writable_rootfs(scratch: Path, layers: list[Path]) -> Iterator[Workspace]:
     """Overlay of `layers` (lowest first) with `scratch`/upper; for an image without layers, upper itself."""
@@ -39,7 +52,7 @@ def writable_rootfs(scratch: Path, layers: list[Path]) -> Iterator[Workspace]:
     if not layers:
         yield Workspace(upper, upper)
         return
-    mount_overlay([str(p) for p in layers], str(upper), str(work), str(merged))
+    mount_overlay([str(p) for p in unique_layers(layers)], str(upper), str(work), str(merged))
     try:
         yield Workspace(upper, merged)
     finally:
@@ -49,6 +62,7 @@ def writable_rootfs(scratch: Path, layers: list[Path]) -> Iterator[Workspace]:
 @contextlib.contextmanager
 def readonly_rootfs(scratch: Path, layers: list[Path]) -> Iterator[Path]:
     """A read-only merged view of an image (COPY --from=image), for reading only."""
+    layers = unique_layers(layers)
     if len(layers) == 1:
         yield layers[0]
         return
