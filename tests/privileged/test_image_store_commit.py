@@ -83,3 +83,9 @@ def test_prune_sweeps_layers_a_failed_load_left(tmp_path: Path) -> None:
         store.config(BB)["rootfs"]["diff_ids"][0][7:]
     ]
     assert store.exists(BB)
+    # a config blob written just before a crash (no image record) is swept too; referenced blobs stay
+    orphan = store.write_blob(b'{"rootfs": {"diff_ids": []}}')
+    kept = sorted(p.name for p in (store.root / "blobs/sha256").iterdir() if p.name != orphan[7:])
+    store.prune()
+    assert sorted(p.name for p in (store.root / "blobs/sha256").iterdir()) == kept
+    assert store.inspect(BB)["Id"][7:] in kept

@@ -114,7 +114,7 @@ def delete_image(store: ImageStore, image_id: str) -> int:
 
 
 def sweep(store: ImageStore) -> int:
-    """Delete layers no image refers to (left by a failed load or pull); bytes freed.
+    """Delete layers and blobs no image refers to (left by a failed load or pull, or a crash); bytes freed.
     Skipped while an import runs in this process: its fresh layers are not referenced yet."""
     with store.locked():
         if store.importing_now:
@@ -125,6 +125,14 @@ def sweep(store: ImageStore) -> int:
             diff_id = "sha256:" + path.name
             if diff_id not in used:
                 freed += _drop_layer(store, diff_id)
+        # blobs nothing refers to: a config written just before a crash, a blob of a dropped layer
+        kept = {i.removeprefix("sha256:") for i in store.image_ids()}
+        for path in (store.root / "layers").iterdir():
+            kept.update(d.removeprefix("sha256:") for d in store.layer_meta("sha256:" + path.name)["blobs"])
+        for blob in (store.root / "blobs" / "sha256").iterdir():
+            if blob.name not in kept:
+                freed += blob.stat().st_size
+                blob.unlink()
         return freed
 
 

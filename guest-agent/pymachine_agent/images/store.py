@@ -397,7 +397,8 @@ class ImageStore:
     def push(self, ref: str, auth: dict[str, Any] | None = None, progress: Progress | None = None) -> str:
         from . import registry
 
-        return registry.push(self, parse(ref), auth, progress or _noprogress)
+        with self.importing():  # it may add a gzip blob to a layer: not to be swept meanwhile
+            return registry.push(self, parse(ref), auth, progress or _noprogress)
 
     def login(self, auth: dict[str, Any]) -> dict[str, str]:
         """`POST /auth`: check `auth` ("serveraddress", credentials) with that registry; 401 if wrong."""
