@@ -90,12 +90,13 @@ def domain_xml(spec: VMSpec) -> str:
         "      <target dev='vdb' bus='virtio'/>",
         "      <readonly/>",
         "    </disk>",
-        "    <serial type='file'>",
-        f"      <source path={a(spec.console_log)} append='off'/>",
+        # A pty whose output virtlogd copies to the log file: with <serial type='file'> libvirt 9.0 hands QEMU
+        # an fd set that QEMU did not keep open (an empty console.log after a restart).
+        "    <serial type='pty'>",
+        f"      <log file={a(spec.console_log)} append='off'/>",
         "      <target port='0'/>",
         "    </serial>",
-        "    <console type='file'>",
-        f"      <source path={a(spec.console_log)} append='off'/>",
+        "    <console type='pty'>",
         "      <target type='serial' port='0'/>",
         "    </console>",
         "    <controller type='usb' model='none'/>",

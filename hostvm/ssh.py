@@ -96,7 +96,7 @@ def read_banner(port: int, timeout: float = 3.0) -> bool:
         return False
 
 
-def connect(name: str, *, port: int | None = None, timeout: float = 20.0) -> paramiko.SSHClient:
+def connect(name: str, *, port: int | None = None, timeout: float = 30.0) -> paramiko.SSHClient:
     """An authenticated client for machine `name`; the host key must be the pinned one (RejectPolicy)."""
     mp = paths.machine(name)
     port = port or ssh_port(name)
@@ -188,8 +188,11 @@ def ssh_argv(name: str, command: list[str] | None = None) -> list[str]:
 
 
 def wait_banner(port: int, deadline: float) -> bool:
+    """Poll for the banner until `deadline`. Each attempt waits long for its answer: sshd forks and
+    re-executes itself per connection, which under TCG on a loaded host takes many seconds, and a client that
+    hangs up early never sees a banner (slirp closes at once when nothing listens: waiting costs nothing)."""
     while time.monotonic() < deadline:
-        if read_banner(port, timeout=min(3.0, max(0.2, deadline - time.monotonic()))):
+        if read_banner(port, timeout=min(30.0, max(0.5, deadline - time.monotonic()))):
             return True
         time.sleep(0.3)
     return False

@@ -61,7 +61,7 @@ def test_domain_xml_structure() -> None:
     disks = root.findall("devices/disk")
     assert [d.find("source").get("file") for d in disks] == [SPEC.disk, SPEC.seed]
     assert disks[1].find("readonly") is not None and disks[1].find("driver").get("type") == "raw"
-    assert root.find("devices/serial/source").get("path") == SPEC.console_log
+    assert root.find("devices/serial/log").get("file") == SPEC.console_log
     args = [a.get("value") for a in root.findall(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")]
     assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22" in args
     assert root.find("seclabel/label").text == "+1000:+1000"
