@@ -21,7 +21,7 @@ from typing import Any
 import paramiko
 
 from .. import paths
-from . import guestapi, ports
+from . import guestapi, ports, provision
 from .control import ControlServer
 from .events import EventWriter
 from .portforward import BindError, Forwarder
@@ -44,6 +44,7 @@ class Agent:
         guest_socket: str = GUEST_SOCKET,
         streamlocal_mode: str = "auto",
         probe_interval: float = 2.0,
+        reprovision: bool = True,
     ) -> None:
         self.name = name
         mp = paths.MachinePaths(name)
@@ -60,6 +61,8 @@ class Agent:
         self.stopping = threading.Event()
         self.guest_info: dict[str, Any] | None = None
         self._subscribed_gen = -1
+        self._provisioned_from: set[str] = set()
+        self.reprovision = reprovision
         self.clock: dict[str, Any] = {"last_check": None, "skew": None, "resyncs": 0}
         self._generation = 0
         self.started_at = time.time()
@@ -130,18 +133,23 @@ class Agent:
         status, body = guestapi.request(self.opener.open(transport), "GET", guestapi.API + "/info")
         if status != 200 or not isinstance(body, dict):
             raise guestapi.GuestApiError(f"GET {guestapi.API}/info answered {status}")
-        try:
-            from pymachine_agent import protocol
-
-            body["checksum_match"] = body.get("agent_checksum") == protocol.source_checksum()
-        except ImportError:
-            body["checksum_match"] = None
+        ours = provision.local_checksum()
+        theirs = body.get("agent_checksum")
+        body["checksum_match"] = None if ours is None else theirs == ours
         if body["checksum_match"] is False:
-            self.events.emit(
-                "error",
-                message="the guest agent differs from this host's copy (checksum mismatch)",
-                hint="rebuild the guest image (pymachine image build) and recreate the machine",
-            )
+            if theirs in self._provisioned_from or not self.reprovision:
+                # Tried once already (or disabled): say so rather than loop replacing it.
+                self.events.emit(
+                    "error",
+                    message="the guest agent differs from this host's copy (checksum mismatch)",
+                    hint="recreate the machine: pymachine delete NAME; pymachine create NAME",
+                )
+                return body
+            self._provisioned_from.add(str(theirs))
+            self.events.emit("agent", action="reprovisioning", old=theirs, new=ours)
+            provision.install(transport)
+            self.events.emit("agent", action="reprovisioned", new=ours)
+            raise guestapi.GuestApiError("the guest agent is restarting with this host's sources")
         return body
 
     def _consume(self, transport: paramiko.Transport, stream: Any, generation: int) -> None:

@@ -12,7 +12,8 @@ depends on the type:
 | `forward` | `action`: opened / closed / failed, `proto`, `host_ip`, `host_port`,   |
 |           | `guest_port`, `container`, `error` (when failed)                       |
 | `socket`  | `state`: listening / closed, `path` (the engine socket)                |
-| `clock`   | `gap`: seconds the host slept, `ok`                                    |
+| `clock`   | `skew` or `gap` (seconds), `ok`                                        |
+| `agent`   | `action`: reprovisioning / reprovisioned, `old`, `new` (checksums)     |
 | `error`   | `message`, `hint`                                                      |
 """
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EVENT_TYPES = frozenset({"state", "stage", "link", "forward", "socket", "clock", "error"})
+EVENT_TYPES = frozenset({"state", "stage", "link", "forward", "socket", "clock", "agent", "error"})
 # Keep the file from growing without bound on a machine that runs for weeks: rotate to one `.1` file.
 MAX_BYTES = 4 * 1024 * 1024
 

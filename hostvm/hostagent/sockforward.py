@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from .transport import Link
 
 log = logging.getLogger(__name__)
 GUEST_SOCKET = "/run/pymachine/docker.sock"
+AGENT_RESTART_S = 15.0
 
 
 class SocketForward:
@@ -97,12 +99,20 @@ class SocketForward:
         pump.splice(conn, chan, name="docker-fwd")
 
     def open_channel(self) -> paramiko.Channel:
-        """A channel to the guest engine socket, waiting for the link; retried once across a reconnect."""
-        for attempt in range(2):
+        """A channel to the guest engine socket. Waits for the link when it is down, retries once across a
+        reconnect, and waits up to `AGENT_RESTART_S` while the guest agent's socket is missing (it is being
+        restarted by the guest init, e.g. after a re-provision)."""
+        deadline = time.monotonic() + AGENT_RESTART_S
+        relinked = False
+        while True:
             transport = self.link.get(timeout=self.link_wait)
             try:
                 return self.opener.open(transport)
-            except paramiko.SSHException:
-                if attempt or transport.is_active():
+            except paramiko.ChannelException as exc:
+                if exc.code != 2 or time.monotonic() > deadline:
                     raise
-        raise AssertionError("unreachable")
+                time.sleep(0.2)
+            except paramiko.SSHException:
+                if relinked or transport.is_active():
+                    raise
+                relinked = True
