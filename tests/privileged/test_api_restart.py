@@ -65,7 +65,7 @@ def test_containers_and_ports_survive_an_agent_restart(tmp_path: Path) -> None:
         # the old agent goes away (SIGTERM); the container keeps running under its supervisor
         agent.proc.terminate()
         agent.proc.wait(15)
-        agent2 = start_agent(base)
+        agent2 = start_agent(base, network_options=agent.network_options)
         agent = agent2
         assert agent.docker("inspect", "--format", "{{.State.Running}}", "survivor").stdout.strip() == "true"
         assert agent.docker("logs", "survivor").stdout == "before\n"

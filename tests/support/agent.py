@@ -151,6 +151,7 @@ class Agent:
     proc: subprocess.Popen
     log_path: Path
     busybox: str = BUSYBOX_REF
+    network_options: dict[str, Any] = field(default_factory=dict)
     _clients: list[Any] = field(default_factory=list)
 
     @property
@@ -235,6 +236,20 @@ class Agent:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        # the agent keeps kernel network state for its successor; a test agent has none: drop ours
+        if self.network_options:
+            opts = self.network_options
+            subprocess.run(["ip", "link", "del", opts["default_bridge"]], capture_output=True)
+            for prefix in (opts["bridge_prefix"], opts["veth_prefix"]):
+                links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout.split(
+                    "\n"
+                )
+                for line in links:
+                    name = line.split(" ", 1)[0].split("@", 1)[0]
+                    if name.startswith(prefix):
+                        subprocess.run(["ip", "link", "del", name], capture_output=True)
+            table = opts["nft_table"]
+            subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
 
 
 class RemoteAgent(Agent):
@@ -251,7 +266,30 @@ class RemoteAgent(Agent):
                 c.close()
 
 
-def start_agent(base: Path, extra_args: list[str] | None = None, timeout: float = 30) -> Agent:
+def isolated_network_options() -> dict[str, Any]:
+    """Names and subnets of this agent's own: several agents share this host's kernel (other tests, other
+    engineers), and an agent's network reconcile deletes bridges/veths with its prefixes it does not know."""
+    import random
+
+    tag = "".join(random.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(3))
+    octet = random.randint(64, 127)
+    return {
+        "default_bridge": f"pt{tag}0",
+        "bridge_prefix": f"pt{tag}-",
+        "veth_prefix": f"pv{tag}",
+        "nft_table": f"pmt_{tag}",
+        "default_subnet": f"10.{octet}.255.0/24",
+        "address_pools": [[f"10.{octet}.0.0/17", 24]],
+    }
+
+
+def start_agent(
+    base: Path,
+    extra_args: list[str] | None = None,
+    timeout: float = 30,
+    network_options: dict[str, Any] | None = None,
+) -> Agent:
+    """Start an agent on `base`/state; pass the `network_options` of a previous agent to restart it."""
     base.mkdir(parents=True, exist_ok=True)
     sock_dir = Path(tempfile.mkdtemp(prefix="pma-"))  # short: unix socket paths are limited to 108 bytes
     socket_path = sock_dir / "docker.sock"
@@ -259,6 +297,10 @@ def start_agent(base: Path, extra_args: list[str] | None = None, timeout: float 
     log_path = base / "agent.log"
     env = dict(os.environ)
     env["PYTHONPATH"] = str(AGENT_SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    net_opts: dict[str, Any] = {}
+    if "PYMACHINE_AGENT_NETWORK" not in env:
+        net_opts = network_options or isolated_network_options()
+        env["PYMACHINE_AGENT_NETWORK"] = json.dumps(net_opts)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [
@@ -280,7 +322,7 @@ def start_agent(base: Path, extra_args: list[str] | None = None, timeout: float 
             cwd=str(base),
             start_new_session=True,
         )
-    agent = Agent(socket_path, state_dir, proc, log_path)
+    agent = Agent(socket_path, state_dir, proc, log_path, network_options=net_opts)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
