@@ -243,3 +243,23 @@ def test_zstd_layer_without_the_module_says_so(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(ImageError, match="zstd-compressed"):
         store.add_layer(io.BytesIO(b"\x28\xb5\x2f\xfd" + b"\x00" * 64), None)
     assert list((store.root / "layers").iterdir()) == [] and list((store.root / "tmp").iterdir()) == []
+
+
+def test_a_repeated_layer_is_stacked_once_at_its_top_place(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "store")
+    a = tar_bytes([file("f", b"from a")])
+    b = tar_bytes([file(".wh.f", b""), file("g", b"from b")])
+    store.load(io.BytesIO(docker_archive([a, b, a], ["rep:1"])))
+    assert len(store.inspect("rep:1")["RootFS"]["Layers"]) == 3
+    dirs = store.layer_dirs("rep:1")
+    assert [d.parent.name for d in dirs] == [_diff_id(b)[7:], _diff_id(a)[7:]]
+    merged, up, work = tmp_path / "m", tmp_path / "u", tmp_path / "w"
+    for d in (merged, up, work):
+        d.mkdir()
+    lowerdir = ":".join(str(d) for d in reversed(dirs))
+    opts = f"lowerdir={lowerdir},upperdir={up},workdir={work}"
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(merged)], check=True)
+    try:
+        assert (merged / "f").read_bytes() == b"from a" and (merged / "g").read_bytes() == b"from b"
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)

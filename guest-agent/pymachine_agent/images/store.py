@@ -307,11 +307,16 @@ class ImageStore:
         """Unpacked layer folders, lowest first: overlayfs lowerdir is these reversed, joined with ':'.
 
         short=True gives `<root>/l/<20 hex>` symlinks to the same folders (overlay resolves them at mount),
-        so that about twice as many layers fit in the one page of overlay mount options."""
-        rec = self.record(self.resolve(ref))
+        so that about twice as many layers fit in the one page of overlay mount options.
+
+        A layer that repeats (two identical COPYs) is listed once, at its topmost place: overlayfs refuses the
+        same folder twice (ELOOP), and the upper copy already shadows everything the lower one shows."""
+        layers = self.record(self.resolve(ref))["layers"]
+        top_first = list(dict.fromkeys(reversed(layers)))
+        stack = list(reversed(top_first))
         if short:
-            return [self.short_dir(d) for d in rec["layers"]]
-        return [self.layer_root(d) / "diff" for d in rec["layers"]]
+            return [self.short_dir(d) for d in stack]
+        return [self.layer_root(d) / "diff" for d in stack]
 
     def short_dir(self, diff_id: str) -> Path:
         hexd = _hex(diff_id)
