@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -25,6 +24,7 @@ from .model import (
     PublishedPort,
 )
 from .netns import netns_id, write_sysctl
+from .options import env_options
 from .store import Records
 from .wiring import Wiring
 
@@ -37,38 +37,6 @@ DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
     ("172.20.0.0/14", 16),
     ("192.168.0.0/16", 20),
 )
-
-
-ENV_OPTIONS = "PYMACHINE_AGENT_NETWORK"
-_ENV_KEYS = {
-    "default_subnet",
-    "default_bridge",
-    "bridge_prefix",
-    "veth_prefix",
-    "nft_table",
-    "port_mode",
-    "address_pools",
-}
-
-
-def _env_options() -> dict[str, Any]:
-    """Operator/test overrides: PYMACHINE_AGENT_NETWORK='{"nft_table": "pm_t1", "default_subnet": ...}'.
-
-    They win over the constructor's arguments, so an agent started by a test on a shared host can get its own
-    bridge, subnet and nft table without code changes in the engine."""
-    raw = os.environ.get(ENV_OPTIONS, "").strip()
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidParameterError(f"{ENV_OPTIONS} is not JSON: {exc}") from None
-    unknown = set(data) - _ENV_KEYS if isinstance(data, dict) else {"<not an object>"}
-    if unknown:
-        raise InvalidParameterError(
-            f"{ENV_OPTIONS}: unknown keys {sorted(unknown)}; known: {sorted(_ENV_KEYS)}"
-        )
-    return data
 
 
 class NetworkManager(Wiring):
@@ -97,7 +65,7 @@ class NetworkManager(Wiring):
         """`port_mode` is "dnat" (nftables, the default: measured faster, see docs/networking.md) or "proxy"
         (a userland relay thread per port). `upstream_dns` ("ip" or "ip:port") is where the embedded DNS
         forwards names it does not own; None reads the nameservers of `guest_resolv_conf`."""
-        env = _env_options()
+        env = env_options()
         default_subnet = env.get("default_subnet", default_subnet)
         default_bridge = env.get("default_bridge", default_bridge)
         bridge_prefix = env.get("bridge_prefix", bridge_prefix)
