@@ -86,6 +86,7 @@ class ImageStore:
                 fcntl.flock(lockfile, fcntl.LOCK_UN)
 
     def tmp_dir(self) -> Path:
+        """A new private folder under tmp/ (removed when the store next opens, if the caller did not)."""
         return Path(tempfile.mkdtemp(dir=self.root / "tmp"))
 
     def blob_path(self, digest: str) -> Path:
@@ -146,6 +147,7 @@ class ImageStore:
             return self.layer_meta(expected_diff_id)
         work = self.tmp_dir()
         try:
+            os.chmod(work, 0o755)  # becomes layers/<hex>/ as is
             (work / "diff").mkdir()
             os.chmod(work / "diff", 0o755)
             result = layers.unpack(stream, work / "diff")
