@@ -302,3 +302,13 @@ def test_reconcile_after_the_supervisor_died_restarts_always_containers(tmp_path
         for c in rt2.list():
             rt2.remove(c.id, force=True)
         rt2.close()
+
+
+def test_resize_main_tty(rt: Runtime, layer: Path) -> None:
+    script = "while [ \"$(stty size 2>/dev/null)\" != '40 120' ]; do sleep 0.05; done; stty size"
+    s = spec(layer, ["sh", "-c", script], tty=True)
+    rt.create(s)
+    rt.start(s.id)
+    rt.resize(s.id, 40, 120)
+    assert rt.wait(s.id, timeout=30).exit_code == 0
+    assert output(rt, s.id)[0] == "40 120\r\n"
