@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from support.registry import Registry, busybox_archive, docker_archive, file, local_registry, tar_bytes
 
-from pymachine_agent.images import DigestMismatch, ImageStore, RegistryError
+from pymachine_agent.images import DigestMismatch, ImageError, ImageStore, RegistryError
 
 BB = "pymachine/busybox:latest"
 
@@ -184,3 +184,24 @@ def test_basic_auth_registry(tmp_path: Path) -> None:
         assert err.value.status == 401
         assert fresh.pull(ref, auth={"username": "alice", "password": "s3cret"}) == store.resolve(BB)
         assert fresh.inspect(ref)["RepoDigests"] == [f"{reg.host}/private/bb@{digest}"]
+
+
+def test_a_blob_longer_than_its_descriptor_is_cut_off(registry: Registry, tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    ref = f"{registry.host}/liar/bb:honest"
+    store.tag(BB, ref)
+    store.push(ref)
+    accept = "application/vnd.docker.distribution.manifest.v2+json"
+    url = f"http://{registry.host}/v2/liar/bb/manifests/"
+    with urllib.request.urlopen(urllib.request.Request(url + "honest", headers={"Accept": accept})) as resp:
+        manifest = json.load(resp)
+    manifest["layers"][0]["size"] -= 1000  # the registry checks that blobs exist, not their sizes
+    put = urllib.request.Request(
+        url + "liar", data=json.dumps(manifest).encode(), method="PUT", headers={"Content-Type": accept}
+    )
+    with urllib.request.urlopen(put) as resp:
+        assert resp.status == 201
+    fresh = ImageStore(tmp_path / "fresh")
+    with pytest.raises(ImageError, match="larger than the .* bytes its descriptor announced"):
+        fresh.pull(f"{registry.host}/liar/bb:liar")
+    assert list((fresh.root / "layers").iterdir()) == [] and list((fresh.root / "tmp").iterdir()) == []

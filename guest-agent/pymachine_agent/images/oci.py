@@ -98,10 +98,22 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), sort_keys=False).encode()
 
 
-def copy_verified(src: BinaryIO, dst: BinaryIO, expected: str | None, what: str, on_chunk: Any = None) -> str:
-    """Copy src to dst, hashing; raise DigestMismatch unless the sha256 equals `expected` (when given)."""
+def copy_verified(
+    src: BinaryIO,
+    dst: BinaryIO,
+    expected: str | None,
+    what: str,
+    on_chunk: Any = None,
+    size: int | None = None,
+) -> str:
+    """Copy src to dst, hashing; raise DigestMismatch unless the sha256 equals `expected` (when given).
+    With `size` (the descriptor's), a source sending more than that is cut off instead of filling the disk."""
     sha = hashlib.sha256()
+    count = 0
     while chunk := src.read(_CHUNK):
+        count += len(chunk)
+        if size is not None and count > size:
+            raise ImageError(f"{what} is larger than the {size} bytes its descriptor announced")
         sha.update(chunk)
         dst.write(chunk)
         if on_chunk:

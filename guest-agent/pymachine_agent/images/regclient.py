@@ -48,6 +48,16 @@ class Response:
         finally:
             self.close()
 
+    def read_limited(self, limit: int, what: str) -> bytes:
+        """The whole body, refusing one longer than `limit` (manifests, configs: small documents)."""
+        try:
+            data = self.stream.read(limit + 1)
+        finally:
+            self.close()
+        if len(data) > limit:
+            raise RegistryError(f"{what} is larger than {limit} bytes: refused")
+        return data
+
     def close(self) -> None:
         self.stream.close()
         self.conn.close()

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from .store import ImageStore, Progress
 
 _PROGRESS_STEP = 512 * 1024
+MANIFEST_LIMIT = 4 << 20  # Docker's own cap on a manifest's size
+CONFIG_LIMIT = 16 << 20
 
 
 def _short(digest: str) -> str:
@@ -60,7 +62,7 @@ def _get_manifest(client: RegistryClient, ref: Reference, reference: str) -> tup
     _check(resp, (200,), "manifest", ref)
     header_digest = resp.headers.get("Docker-Content-Digest")
     media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
-    body = resp.read()
+    body = resp.read_limited(MANIFEST_LIMIT, f"the manifest of {ref.familiar}")
     digest = "sha256:" + hashlib.sha256(body).hexdigest()
     expected = reference if reference.startswith("sha256:") else header_digest
     if expected and expected.startswith("sha256:") and digest != expected:
@@ -70,10 +72,10 @@ def _get_manifest(client: RegistryClient, ref: Reference, reference: str) -> tup
     return body, oci.media_type_of(doc, media_type) or media_type, digest
 
 
-def _get_blob(client: RegistryClient, ref: Reference, digest: str) -> bytes:
+def _get_blob(client: RegistryClient, ref: Reference, digest: str, size: int | None) -> bytes:
     resp = client.request("GET", f"/v2/{ref.path}/blobs/{digest}", _scope(ref))
     _check(resp, (200,), f"blob {digest}", ref)
-    data = resp.read()
+    data = resp.read_limited(min(size, CONFIG_LIMIT) if size else CONFIG_LIMIT, f"blob {digest}")
     actual = "sha256:" + hashlib.sha256(data).hexdigest()
     if actual != digest:
         raise DigestMismatch(f"blob {digest}", digest, actual)
@@ -107,7 +109,9 @@ def _download_layer(
         progress({"status": "Extracting", "progressDetail": {"current": total, "total": total}, "id": sid})
 
     try:
-        store.import_layer(resp.stream, diff_id, desc["digest"], desc.get("mediaType"), on_chunk, downloaded)
+        store.import_layer(
+            resp.stream, diff_id, desc["digest"], desc.get("mediaType"), on_chunk, downloaded, total or None
+        )
     finally:
         resp.close()
     progress({"status": "Pull complete", "progressDetail": {}, "id": sid})
@@ -131,7 +135,7 @@ def pull(store: ImageStore, ref: Reference, auth: dict[str, Any] | None, progres
         )
     layer_descs = manifest.get("layers", [])
     oci.layer_media_types(manifest)
-    config_bytes = _get_blob(client, ref, manifest["config"]["digest"])
+    config_bytes = _get_blob(client, ref, manifest["config"]["digest"], manifest["config"].get("size"))
     diff_ids = json.loads(config_bytes).get("rootfs", {}).get("diff_ids", [])
     if len(diff_ids) != len(layer_descs):
         raise ImageError(

@@ -182,6 +182,7 @@ class ImageStore:
         media_type: str | None,
         on_chunk: Callable[[int], None] | None = None,
         downloaded: Callable[[], None] | None = None,
+        size: int | None = None,
     ) -> dict[str, Any]:
         """Keep a layer blob (verified against `blob_digest` when given) and unpack it (checked against
         `diff_id` when given). The blob stays for push and save; media type is sniffed when not given."""
@@ -189,7 +190,8 @@ class ImageStore:
         try:
             tmp_blob = work / "blob"
             with open(tmp_blob, "wb") as f:
-                digest = copy_verified(src, f, blob_digest, f"layer blob {blob_digest or diff_id}", on_chunk)
+                what = f"layer blob {blob_digest or diff_id}"
+                digest = copy_verified(src, f, blob_digest, what, on_chunk, size)
             if downloaded:
                 downloaded()
             if not media_type:
