@@ -27,7 +27,7 @@ class VMSpec:
     seed: str  # raw tar, attached read-only as the second virtio disk (/dev/vdb)
     console_log: str
     ssh_port: int  # on 127.0.0.1, forwarded to the guest's port 22
-    accel: str = "tcg"  # "kvm" | "tcg" (libvirt: domain type kvm | qemu)
+    accel: str = "tcg"  # kvm | hvf | whpx | tcg (libvirt domain type kvm | hvf | qemu)
     machine: str = "q35"
     uid: int | None = None  # run QEMU as this uid:gid (system libvirt); None leaves libvirt's default
     gid: int | None = None
@@ -53,10 +53,10 @@ def domain_name(machine: str) -> str:
 
 def domain_xml(spec: VMSpec) -> str:
     """The libvirt domain XML for `spec`. Deterministic: same spec, same bytes (golden-file tested)."""
-    kvm = spec.accel == "kvm"
+    kvm = spec.accel in ("kvm", "hvf")  # hardware: host CPU model, no TCG translation cache
     a = quoteattr
     lines = [
-        f"<domain type={a('kvm' if kvm else 'qemu')} xmlns:qemu={a(QEMU_NS)}>",
+        f"<domain type={a(spec.accel if kvm else 'qemu')} xmlns:qemu={a(QEMU_NS)}>",
         f"  <name>{_text(spec.domain_name)}</name>",
         f"  <memory unit='MiB'>{spec.memory_mib}</memory>",
         f"  <vcpu>{spec.cpus}</vcpu>",

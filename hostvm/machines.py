@@ -236,7 +236,7 @@ class Stage:
     hint: str
 
     def timeout(self, accel: str) -> float:
-        return self.kvm_s if accel == "kvm" else self.tcg_s
+        return self.tcg_s if accel == "tcg" else self.kvm_s
 
 
 # Timeouts (KVM s, TCG s). The TCG ones are generous: on a busy 2-core host a TCG boot to sshd was measured
@@ -261,7 +261,7 @@ STAGES = (
         "host agent", 60, 120, "the host agent did not come up: read its log (ha.log in the machine folder)"
     ),
 )
-STOP_TIMEOUT = {"kvm": 30.0, "tcg": 60.0}
+STOP_TIMEOUT = {"kvm": 30.0, "hvf": 30.0, "whpx": 30.0, "tcg": 60.0}
 
 
 def stage_timeout(name: str, accel: str) -> float:
@@ -269,14 +269,13 @@ def stage_timeout(name: str, accel: str) -> float:
 
 
 def accelerator() -> str:
-    """kvm | tcg from `hostvm.accel.probe()`; TCG when that module is missing or says no."""
+    """kvm | hvf | whpx | tcg, as `hostvm.accel.probe()` decides (cached there); TCG without that module."""
     try:
         from .accel import probe
     except ImportError:
         return "tcg"
-    result = probe()
-    value = str(getattr(result, "accelerator", None) or getattr(result, "name", None) or result).lower()
-    return "kvm" if value == "kvm" else "tcg"
+    name = str(getattr(probe(), "name", "tcg")).lower()
+    return name if name in ("kvm", "hvf", "whpx") else "tcg"
 
 
 def vm_spec(cfg: cfgmod.MachineConfig, port: int, accel: str) -> VMSpec:
@@ -296,7 +295,7 @@ def vm_spec(cfg: cfgmod.MachineConfig, port: int, accel: str) -> VMSpec:
         memory_mib=cfg.memory // cfgmod.MiB,
         kernel=cfg.image["kernel"],
         initrd=cfg.image["initrd"],
-        cmdline=cfg.image["cmdline"],
+        cmdline=guest_cmdline(cfg.image["cmdline"], accel),
         disk=str(mp.disk),
         seed=str(mp.seed),
         console_log=str(mp.console_log),
@@ -305,6 +304,14 @@ def vm_spec(cfg: cfgmod.MachineConfig, port: int, accel: str) -> VMSpec:
         uid=st.st_uid if system else None,
         gid=st.st_gid if system else None,
     )
+
+
+def guest_cmdline(cmdline: str, accel: str) -> str:
+    """The image's command line, plus `no_timer_check` under TCG: on a loaded host the emulated timer misses
+    the kernel's IO-APIC check window and the boot panics ("IO-APIC + timer doesn't work!")."""
+    if accel == "tcg" and "no_timer_check" not in cmdline.split():
+        return f"{cmdline} no_timer_check"
+    return cmdline
 
 
 def _default_uri() -> str:
@@ -344,7 +351,10 @@ def start(name: str, progress: Progress | None = None) -> Machine:
                         drv.start(vm_spec(cfg, port, accel))
                     elif stage.name == "ssh banner":
                         if not ssh.wait_banner(int(state["ssh_port"]), deadline):
-                            raise PymachineError(f"no SSH banner on 127.0.0.1:{state['ssh_port']}")
+                            raise PymachineError(
+                                f"no SSH banner on 127.0.0.1:{state['ssh_port']}"
+                                + _console_panic(mp.console_log)
+                            )
                     elif stage.name == "ssh auth":
                         client = _connect_until(name, deadline)
                     elif stage.name == "guest agent answers":
@@ -363,6 +373,19 @@ def start(name: str, progress: Progress | None = None) -> Machine:
             if client is not None:
                 client.close()
     return get(name)
+
+
+def _console_panic(console: os.PathLike[str]) -> str:
+    """' (the guest kernel panicked: <line>)' when the console log says so, else ''."""
+    try:
+        with open(console, "rb") as fh:
+            text = fh.read()[-200_000:].decode(errors="replace")
+    except OSError:
+        return ""
+    for line in reversed(text.splitlines()):
+        if "Kernel panic" in line:
+            return f" (the guest kernel panicked: {line.split('] ', 1)[-1].strip()})"
+    return ""
 
 
 def _connect_until(name: str, deadline: float):  # type: ignore[no-untyped-def]

@@ -35,7 +35,7 @@ def qemu_argv(spec: VMSpec, pidfile: str, qmp_socket: str, binary: str = QEMU) -
         "-name", f"guest={domain_name(spec.name)},process={domain_name(spec.name)}",
         "-machine", spec.machine,
         "-accel", accel,
-        "-cpu", "host" if spec.accel == "kvm" else "max",
+        "-cpu", "host" if spec.accel in ("kvm", "hvf") else "max",
         "-smp", str(spec.cpus),
         "-m", f"{spec.memory_mib}M",
         "-nodefaults", "-no-user-config", "-display", "none",
