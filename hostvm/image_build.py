@@ -189,9 +189,8 @@ def build(hash_: str, say: Progress, force: bool = False, recipe: Path = GUEST_R
             "--invalidation-mode",
             "checked-hash",
             "/opt/pymachine/agent",
-            "/usr/lib/pymachine",
         ]
-        proc.run(compile_argv, timeout=300, log_path=_log_path())  # fmt: skip
+        proc.run(compile_argv, timeout=300, log_path=_log_path())
         say("disk: mke2fs -d + qemu-img convert")
         stamp = f'{{"recipe_hash": "{hash_}", "agent_checksum": "{checksum}"}}\n'
         (root / "etc/pymachine-image.json").write_text(stamp)

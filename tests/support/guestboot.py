@@ -153,7 +153,9 @@ def wait_for_banner(port: int, process: subprocess.Popen[bytes], timeout: float,
             )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                s.settimeout(3)
+                # Generous: sshd re-execs itself per connection, which takes seconds under TCG on a
+                # busy host; giving up early only makes the next attempt start from scratch.
+                s.settimeout(max(1.0, min(30.0, deadline - time.monotonic())))
                 if s.recv(64).startswith(b"SSH-2.0"):
                     return
         except OSError:

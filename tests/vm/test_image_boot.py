@@ -54,7 +54,7 @@ def test_runs_a_command_and_prints_ready(guest: BootedGuest) -> None:
     assert "PYMACHINE_READY" in guest.wait_for_console("PYMACHINE_READY")
     result = guest.run("hostname; cat /proc/1/cmdline | tr '\\0' ' '")
     assert result.stdout.splitlines()[0] == "pmtest"
-    assert "pid1.py" in result.stdout
+    assert "/sbin/pymachine-init" in result.stdout
 
 
 def test_cgroup2_has_the_controllers_containers_need(guest: BootedGuest) -> None:
