@@ -386,15 +386,22 @@ class Runtime(ControlsMixin, RecoveryMixin):
         self._event(c, "stop")
 
     def kill(self, ref: str, signal: str | int = "SIGKILL") -> None:
-        """Send a signal to PID 1. Conflict if not running."""
+        """Send a signal to PID 1. Conflict if not running. SIGKILL returns once the container has exited
+        (as dockerd's kill does), so an inspect right after shows the exit."""
         c = self._get(ref)
         sig = signal_number(signal)
         self._require_running(c)
         if sig in (_signal.SIGKILL, signal_number(c.spec.stop_signal or "SIGTERM")):
             c.state["manually_stopped"] = True
             c.save()
+        with self._lock:
+            seen = c.exits
+        if c.state.get("paused") and sig == _signal.SIGKILL:
+            self._cgroup_freeze(c, False)
         self._signal(c, sig)
         self._event(c, "kill", signal=sig)
+        if sig == _signal.SIGKILL:
+            self._wait_exit(c, seen, 30)
 
     def restart(self, ref: str, timeout: int | None = None) -> ContainerState:
         self.stop(ref, timeout)
