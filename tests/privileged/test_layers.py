@@ -263,3 +263,30 @@ def test_a_repeated_layer_is_stacked_once_at_its_top_place(tmp_path: Path) -> No
         assert (merged / "f").read_bytes() == b"from a" and (merged / "g").read_bytes() == b"from b"
     finally:
         subprocess.run(["umount", str(merged)], check=True)
+
+
+def test_odd_but_harmless_entries(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "store")
+    layer = tar_bytes(
+        [
+            file("a", b"1"),
+            entry("a", tarfile.LNKTYPE, 0o644, linkname="a"),  # a hardlink to itself
+            file("a", b"2"),  # a later entry replaces an earlier one
+            entry("d/", tarfile.DIRTYPE, 0o755),
+            file("d/x", b"x"),
+            file("d", b"now a file"),  # a file replaces a folder
+            file(".wh..wh.plnk", b""),  # AUFS bookkeeping: skipped
+        ]
+    )
+    root = store.layer_root(store.add_layer(io.BytesIO(layer), _diff_id(layer))["diff_id"]) / "diff"
+    assert (root / "a").read_bytes() == b"2" and (root / "d").read_bytes() == b"now a file"
+    assert sorted(os.listdir(root)) == ["a", "d"]
+
+
+def test_an_entry_the_kernel_refuses_is_named(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "store")
+    bad = entry("bad-xattr", tarfile.REGTYPE, 0o644, size=0)
+    bad.pax_headers = {"SCHILY.xattr.nonamespace": "v"}  # no such xattr namespace: EOPNOTSUPP
+    layer = tar_bytes([bad])
+    with pytest.raises(ImageError, match="cannot unpack layer entry 'bad-xattr'"):
+        store.add_layer(io.BytesIO(layer), None)

@@ -266,6 +266,8 @@ class _Unpacker:
         target = clean_parts(m.linkname, m.name)
         if not target:
             raise UnsafeLayerError(m.name, "hardlink to the layer root")
+        if target == clean_parts(m.name, m.name):
+            return  # a link to itself: the file is already there
         src_parent = self.open_dir(target[:-1], m.name, create=False)
         try:
             try:
@@ -315,7 +317,10 @@ class _Unpacker:
         # Directory mtimes last, deepest first: creating children above would have changed them.
         for parts in sorted(self.dir_times, key=len, reverse=True):
             t = self.dir_times[parts]
-            fd = self.open_dir(parts, "/".join(parts), create=False)
+            try:
+                fd = self.open_dir(parts, "/".join(parts), create=False)
+            except UnsafeLayerError:
+                continue  # a later entry replaced the folder (by a file, link or whiteout)
             try:
                 os.utime(fd, ns=(t, t))
             finally:
@@ -343,7 +348,10 @@ def unpack(raw: BinaryIO, dest: Path) -> UnpackResult:
     try:
         with tarfile.open(fileobj=hashing, mode="r|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
             for member in tar:
-                unpacker.entry(tar, member)
+                try:
+                    unpacker.entry(tar, member)
+                except OSError as err:  # e.g. a uid the kernel refuses: still say which entry
+                    raise ImageError(f"cannot unpack layer entry {member.name!r}: {err}") from err
         hashing.drain()  # trailing zero blocks after the end marker are part of the diff_id
         unpacker.finish()
     except tarfile.TarError as err:
