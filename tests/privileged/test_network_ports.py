@@ -121,3 +121,22 @@ def test_a_refused_ack_fails_the_attach_and_unpublishes(env):
         "endpoint_records": 0,
         "published": 0,
     }
+
+
+def test_containers_reach_published_ports_through_guest_addresses(env):
+    """From the same network (needs the hairpin masquerade), from another network (DNATed traffic passes the
+    isolation), and a container reaching its own published port (bridge hairpin mode)."""
+    env.mgr.create_network("other")
+    server, neighbour, stranger = env.container(), env.container(), env.container()
+    info = env.mgr.attach(A, server.pid, EndpointConfig(name="srv", ports=[PortSpec(80, "tcp", 8080)]))
+    ineigh = env.mgr.attach(B, neighbour.pid, EndpointConfig(name="neigh"))
+    istr = env.mgr.attach("c" * 64, stranger.pid, EndpointConfig(name="str", network_mode="other"))
+    serve_echo(server, "tcp", 80)
+    guest_ip = info.attachments[0].gateway
+    assert neighbour.run(lambda: tcp_echo(guest_ip, 8080, b"same net")) == b"same net"
+    assert stranger.run(lambda: tcp_echo(istr.attachments[0].gateway, 8080, b"other net")) == b"other net"
+    assert server.run(lambda: tcp_echo(guest_ip, 8080, b"myself")) == b"myself"
+    # isolation still holds for anything not published
+    serve_echo(neighbour, "tcp", 81)
+    with pytest.raises(OSError):
+        stranger.run(lambda: tcp_echo(ineigh.attachments[0].ip, 81, timeout=1.5))

@@ -51,9 +51,14 @@ def render(table: str, nets: Sequence[BridgeNet], dnats: Sequence[Dnat]) -> str:
     for n in nets:
         # 127.0.0.1:port DNATed to a container leaves with a loopback source: give it the bridge's address.
         out.append(f'    oifname "{n.bridge}" ip saddr 127.0.0.0/8 masquerade')
+        # a container reaching a published port of its own network through a guest address: without this
+        # the server would answer it directly, from an address it never talked to
+        # (postrouting has no input interface: "from this network" is the source subnet)
+        out.append(f'    oifname "{n.bridge}" ip saddr {n.subnet} ct status dnat masquerade')
         if n.masquerade and not n.internal:
             out.append(f'    ip saddr {n.subnet} oifname != "{n.bridge}" masquerade')
     out += ["  }", "  chain forward {", "    type filter hook forward priority filter; policy accept;"]
+    out.append("    ct status dnat accept")  # published ports are public: any network may reach them
     bridges = [n.bridge for n in nets]
     for n in nets:
         if n.internal:

@@ -27,7 +27,8 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLA_F_NESTED = 1 << 15
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
-IFLA_LINKINFO, IFLA_NET_NS_PID, IFLA_NET_NS_FD = 18, 19, 28
+IFLA_PROTINFO, IFLA_LINKINFO, IFLA_NET_NS_PID, IFLA_NET_NS_FD = 12, 18, 19, 28
+IFLA_BRPORT_MODE = 4  # hairpin
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 IFF_UP = 0x1
@@ -206,6 +207,13 @@ class Netlink:
         self.request(
             RTM_NEWLINK, NLM_F_ACK, self._link_msg(index, flags, change) + attrs, f"set link {index}"
         )
+
+    def set_hairpin(self, index: int, on: bool = True) -> None:
+        """Let the bridge send a frame back out of the port it came in on (a container reaching its own
+        published port through a guest address)."""
+        msg = _IFINFOMSG.pack(socket.AF_BRIDGE, 0, index, 0, 0)
+        msg += _nested(IFLA_PROTINFO, _attr(IFLA_BRPORT_MODE, bytes([1 if on else 0])))
+        self.request(RTM_SETLINK, NLM_F_ACK, msg, f"hairpin on link {index}")
 
     def delete_link(self, index: int) -> None:
         self.request(RTM_DELLINK, NLM_F_ACK, self._link_msg(index), f"delete link {index}")

@@ -65,7 +65,9 @@ def plug(
     with Netlink() as nl:
         master = nl.index(bridge)
         nl.add_veth(host_if, ifname, peer_netns_pid=pid, peer_mac=mac, master=master)
-        nl.set_link(nl.index(host_if), up=True)
+        index = nl.index(host_if)
+        nl.set_hairpin(index)
+        nl.set_link(index, up=True)
 
     def inside() -> None:
         with Netlink() as nl:
