@@ -19,7 +19,7 @@ def test_nat_render_is_one_atomic_table_with_isolation_masquerade_and_dnat():
     assert lines[:3] == ["table ip pm", "delete table ip pm", "table ip pm {"]
     assert "tcp dport 8080 dnat to 172.17.0.2:80" in lines
     assert 'ip saddr 172.17.0.0/16 oifname != "br0" masquerade' in lines
-    assert not any("10.1.0.0/24" in line and "masquerade" in line for line in lines)  # internal: no way out
+    assert not any("10.1.0.0/24 oifname !=" in line for line in lines)  # internal: no way out
     assert 'iifname "br0" oifname { "br1" } drop' in lines and 'iifname "br1" oifname { "br0" } drop' in lines
     assert 'oifname "br0" ip saddr 127.0.0.0/8 masquerade' in lines
     assert 'oifname "br0" ip saddr 172.17.0.0/16 ct status dnat masquerade' in lines  # hairpin
