@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +124,7 @@ class Builder:
         self.scratch = scratch
         self.cache = BuildCache(Path(self.store.root).parent / "build" / "cache.json")
         self.fresh: dict[str, str] = {}  # keys → images made by this build
+        self.digests: dict[str, str] = {}  # context file → sha256, computed while unpacking
         self.step_no = 0
         self.total = 0
 
@@ -252,9 +255,18 @@ def run_build(
     try:
         refs = [parse(t) for t in params.tags]  # a bad tag fails before any work, as in Docker
         ctx = scratch / "context"
-        text = context.prepare(fileobj, ctx, params.dockerfile)
+        started = time.monotonic()
+        digests: dict[str, str] = {}
+        text = context.prepare(fileobj, ctx, params.dockerfile, digests)
+        unpacked = time.monotonic()
         df = dockerfile.parse(text)
-        image_id = Builder(engine, params, out, ctx, scratch).build(df)
+        builder = Builder(engine, params, out, ctx, scratch)
+        builder.digests = digests
+        image_id = builder.build(df)
+        log.debug(
+            "build %s: context %.3f s (%d files), steps %.3f s",
+            short(image_id), unpacked - started, len(digests), time.monotonic() - unpacked,
+        )  # fmt: skip
         if params.quiet:
             emit({"stream": image_id + "\n"})
         else:
@@ -262,7 +274,8 @@ def run_build(
         out.stream(f"Successfully built {short(image_id)}\n")
         for ref in refs:
             ref = ref.with_tag(ref.tag or "latest") if not ref.digest else ref
-            engine.images.tag(image_id, ref)
+            if not _tagged(engine.images, str(ref), image_id):  # a cached rebuild rewrites nothing
+                engine.images.tag(image_id, ref)
             out.stream(f"Successfully tagged {ref.familiar}\n")
         return image_id
     except BuildError as exc:
@@ -270,5 +283,13 @@ def run_build(
     except (DockerfileError, ContextError, ImageError) as exc:
         out.error(str(exc))
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        # the reply is complete; deleting the unpacked context need not delay the client
+        threading.Thread(target=shutil.rmtree, args=(scratch, True), daemon=True).start()
     return None
+
+
+def _tagged(store: Any, ref: str, image_id: str) -> bool:
+    try:
+        return store.resolve(ref) == image_id
+    except Exception:
+        return False

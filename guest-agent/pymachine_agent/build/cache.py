@@ -31,12 +31,14 @@ def _file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def hash_paths(root: Path, paths: Iterable[Path]) -> str:
+def hash_paths(root: Path, paths: Iterable[Path], known: Mapping[str, str] | None = None) -> str:
     """Content hash of COPY/ADD sources: names (relative to `root`), types, modes, bytes and link targets.
 
     Owners and mtimes are left out: the context tar from the client carries uid 0 and fresh mtimes anyway, and
-    what lands in the image (owner from --chown, content, mode) is what the key must track.
+    what lands in the image (owner from --chown, content, mode) is what the key must track. `known` maps
+    paths relative to `root` to the sha256 already computed while unpacking (no second read).
     """
+    known = known or {}
     h = hashlib.sha256()
 
     def add(path: str) -> None:
@@ -50,7 +52,8 @@ def hash_paths(root: Path, paths: Iterable[Path]) -> str:
             for name in sorted(os.listdir(path)):
                 add(os.path.join(path, name))
         elif stat.S_ISREG(st.st_mode):
-            h.update(f"F {rel} {mode:o} {_file_digest(path)}\n".encode())
+            digest = known.get(rel) or _file_digest(path)
+            h.update(f"F {rel} {mode:o} {digest}\n".encode())
         else:
             h.update(f"O {rel} {mode:o}\n".encode())
 

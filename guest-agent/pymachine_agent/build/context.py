@@ -131,13 +131,13 @@ class DockerIgnore:
 # ---------------------------------------------------------------------------------------------- context
 
 
-def unpack(fileobj: BinaryIO, dest: Path) -> None:
+def unpack(fileobj: BinaryIO, dest: Path) -> dict[str, str]:
     """Extract a (possibly compressed) tar stream into `dest`; members may not leave it."""
     from . import tarsafe
 
     try:
         with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
-            tarsafe.extract(tar, dest, owners=False)
+            return tarsafe.extract(tar, dest, owners=False)
     except ContextError as exc:
         raise ContextError(f"the build context is unusable: {exc}") from None
     except tarfile.TarError as exc:
@@ -176,9 +176,11 @@ def read_dockerfile(root: Path, name: str) -> str:
     return path.read_text(encoding="utf-8", errors="replace")
 
 
-def prepare(fileobj: BinaryIO, dest: Path, dockerfile: str) -> str:
+def prepare(fileobj: BinaryIO, dest: Path, dockerfile: str, digests: dict[str, str] | None = None) -> str:
     """Unpack, read the Dockerfile, then drop what `.dockerignore` excludes; returns the Dockerfile."""
-    unpack(fileobj, dest)
+    written = unpack(fileobj, dest)
+    if digests is not None:
+        digests.update(written)  # the sha256 of each file, for the cache keys of COPY/ADD
     text = read_dockerfile(dest, dockerfile)
     ignore_file = dest / ".dockerignore"
     if ignore_file.is_file():

@@ -63,9 +63,11 @@ class StageRunner:
             text = apply_arg(ins, state, self.b.params.build_args, globals_, self.df.escape)
             key = step_key(state.image_id or "scratch", text, {"args": state.args})
             parent = state.image_id or ""
-            if not self.b.params.nocache and self.b.cache.get(key) == parent:
-                self.b.out.stream(" ---> Using cache\n")
-            self.b.cache.put(key, parent)
+            if self.b.cache.get(key) == parent:
+                if not self.b.params.nocache:
+                    self.b.out.stream(" ---> Using cache\n")
+            else:
+                self.b.cache.put(key, parent)
             if parent:
                 self.b.out.stream(f" ---> {_short(parent)}\n")
         elif ins.cmd == "RUN":
@@ -233,7 +235,7 @@ class StageRunner:
             except ContextError as exc:
                 raise BuildError(f"{ins.cmd} failed: {exc}") from None
             extra = {
-                "hash": hash_paths(src_root, paths),
+                "hash": hash_paths(src_root, paths, None if from_id else self.b.digests),
                 "chown": chown,
                 "chmod": chmod,
                 "from": from_id,

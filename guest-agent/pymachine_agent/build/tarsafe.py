@@ -9,6 +9,7 @@ symlink still stays inside.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tarfile
@@ -35,39 +36,62 @@ def _clear(path: Path, keep_dir: bool) -> None:
         os.unlink(path)
 
 
-def extract(tar: tarfile.TarFile, dest: Path, *, owners: bool, at: str = "") -> None:
+def extract(tar: tarfile.TarFile, dest: Path, *, owners: bool, at: str = "") -> dict[str, str]:
     """Extract every member (in stream order) into `dest`/`at`, symlinks resolved with `dest` as `/` (so ADD
     into /opt of an image follows the image's links the way the container will see them). `owners`: keep the
     archive's uid/gid (ADD) rather than root (a build context: COPY sets owners itself). Device nodes and
-    fifos are skipped."""
+    fifos are skipped. Returns {path relative to dest: sha256 hex} of the regular files written, so the
+    build cache need not read them again."""
     dest.mkdir(parents=True, exist_ok=True)
     at = _clean_name(at)
     dir_times: list[tuple[Path, int]] = []
+    digests: dict[str, str] = {}
+    parents: dict[str, Path] = {}  # resolved parent folders; forgotten whenever a member may change a path
+    chown = os.geteuid() == 0  # (unit tests run unprivileged: owners are the caller's then)
     for member in tar:
         name = _clean_name(member.name)
         if not name:
             continue
         full = f"{at}/{name}" if at else name
-        parent = resolve_in_root(dest, os.path.dirname(full))
+        rel_parent = os.path.dirname(full)
+        parent = parents.get(rel_parent)
+        if parent is None:
+            parent = resolve_in_root(dest, rel_parent)
+            if not parent.is_dir():
+                if os.path.lexists(parent):
+                    raise ContextError(f"archive member {member.name!r}: {rel_parent} is not a directory")
+                parent.mkdir(parents=True, mode=0o755)
+            parents[rel_parent] = parent
         path = parent / os.path.basename(full)
-        if not parent.is_dir():
-            if os.path.lexists(parent):
-                raise ContextError(
-                    f"archive member {member.name!r}: {os.path.dirname(name)} is not a directory"
-                )
-            parent.mkdir(parents=True, mode=0o755)
         mode = member.mode & 0o7777
+        uid, gid = (member.uid, member.gid) if owners else (0, 0)
         if member.isdir():
+            if os.path.lexists(path) and not path.is_dir():
+                parents.clear()
             _clear(path, keep_dir=True)
             path.mkdir(exist_ok=True)
             dir_times.append((path, int(member.mtime)))
         elif member.isreg():
-            _clear(path, keep_dir=False)
+            if os.path.lexists(path):
+                parents.clear()
+                _clear(path, keep_dir=False)
             src = tar.extractfile(member)
             assert src is not None
-            with src, open(path, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+            h = hashlib.sha256()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with src, open(fd, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    h.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                if chown and (owners or uid or gid):
+                    os.fchown(fd, uid, gid)
+                os.fchmod(fd, mode)
+                os.utime(fd, (member.mtime, member.mtime))
+            digests[full] = h.hexdigest()
+            continue
         elif member.issym():
+            parents.clear()
             _clear(path, keep_dir=False)
             os.symlink(member.linkname, path)
         elif member.islnk():
@@ -81,11 +105,11 @@ def extract(tar: tarfile.TarFile, dest: Path, *, owners: bool, at: str = "") -> 
             continue  # a hard link shares the target's inode: its attributes are the target's
         else:
             continue
-        if os.geteuid() == 0:  # (unit tests run unprivileged: owners are the caller's then)
-            uid, gid = (member.uid, member.gid) if owners else (0, 0)
+        if chown:
             os.lchown(path, uid, gid)
         if not member.issym():
             os.chmod(path, mode)
             os.utime(path, (member.mtime, member.mtime))
     for path, mtime in reversed(dir_times):  # children changed the dirs' mtimes: restore them last
         os.utime(path, (mtime, mtime))
+    return digests
