@@ -113,3 +113,22 @@ def test_dns_answers_the_names_of_a_container_on_two_networks_per_network(env):
     assert edge.run(lambda: dns_query("db"))[0] == 3
     assert edge.run(lambda: dns_query("api")) == (0, [iapi.attachments[0].ip])
     assert db.run(lambda: dns_query("api")) == (0, [iapi.attachments[1].ip])
+
+
+def test_dns_option_on_a_user_network_picks_the_forwarders(env):
+    """`--dns` on a user network: resolv.conf still says 127.0.0.11, but unknown names go to those servers."""
+    from support.netguest import FakeUpstream
+
+    own = FakeUpstream({"corp.test": "10.7.7.7"})
+    try:
+        env.mgr.create_network("front")
+        a, b = env.container(), env.container()
+        ia = env.mgr.attach(A, a.pid, EndpointConfig(name="a", network_mode="front", dns=[own.address]))
+        env.mgr.attach(B, b.pid, EndpointConfig(name="b", network_mode="front"))
+        assert ia.resolv_conf.startswith("nameserver 127.0.0.11\n")
+        assert a.run(lambda: dns_query("corp.test")) == (0, ["10.7.7.7"])
+        assert b.run(lambda: dns_query("corp.test"))[0] == 3  # the guest's resolver does not know it
+        assert a.run(lambda: dns_query("b"))[1]  # container names still come from the embedded records
+        assert own.asked == ["corp.test"]
+    finally:
+        own.close()

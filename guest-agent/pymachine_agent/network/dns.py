@@ -69,9 +69,16 @@ def build_answer(query: bytes, qend: int, qtype: int, addresses: Sequence[str], 
 class DnsServer:
     """One thread serving every container's 127.0.0.11 listeners; forwards other names to `upstreams`."""
 
-    def __init__(self, resolver: Resolver, upstreams: Sequence[tuple[str, int]]) -> None:
+    def __init__(
+        self,
+        resolver: Resolver,
+        upstreams: Sequence[tuple[str, int]],
+        upstreams_for: Callable[[str], Sequence[tuple[str, int]] | None] | None = None,
+    ) -> None:
+        """`upstreams_for(container_id)` may name a container's own servers (`--dns`); None = `upstreams`."""
         self.resolver = resolver
         self.upstreams = list(upstreams)
+        self.upstreams_for = upstreams_for
         self.selector = selectors.DefaultSelector()
         self.listeners: dict[str, list[socket.socket]] = {}
         self.lock = threading.Lock()
@@ -158,7 +165,7 @@ class DnsServer:
                             sock.sendto(reply, peer)
                         else:  # upstream can be slow: never stall the other containers' lookups
                             threading.Thread(
-                                target=self._forward_udp, args=(sock, query, peer), daemon=True
+                                target=self._forward_udp, args=(key.data, sock, query, peer), daemon=True
                             ).start()
                     else:
                         conn, _ = sock.accept()
@@ -202,17 +209,20 @@ class DnsServer:
     def answer(self, container_id: str, query: bytes, tcp: bool = False) -> bytes | None:
         reply = self.local_answer(container_id, query)
         if reply is None:
-            return self._forward(query, tcp)
+            return self._forward(container_id, query, tcp)
         return reply or None
 
-    def _forward_udp(self, sock: socket.socket, query: bytes, peer: tuple[str, int]) -> None:
+    def _forward_udp(
+        self, container_id: str, sock: socket.socket, query: bytes, peer: tuple[str, int]
+    ) -> None:
         try:
-            sock.sendto(self._forward(query, tcp=False), peer)
+            sock.sendto(self._forward(container_id, query, tcp=False), peer)
         except OSError:
             pass  # the container's listener was closed meanwhile
 
-    def _forward(self, query: bytes, tcp: bool) -> bytes:
-        for host, port in self.upstreams:
+    def _forward(self, container_id: str, query: bytes, tcp: bool) -> bytes:
+        own = self.upstreams_for(container_id) if self.upstreams_for else None
+        for host, port in own or self.upstreams:
             try:
                 if tcp:
                     with socket.create_connection((host, port), timeout=3) as up:

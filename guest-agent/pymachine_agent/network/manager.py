@@ -93,7 +93,7 @@ class NetworkManager(Wiring):
         self.containers = Records(self.state_dir / "containers")
         self.live: dict[str, dict[str, Any]] = {}
         self.holder = PortHolder()
-        self.dns = DnsServer(self._resolve, self._upstreams(upstream_dns))
+        self.dns = DnsServer(self._resolve, self._upstreams(upstream_dns), self._container_upstreams)
 
     def _upstreams(self, configured: Sequence[str] | None) -> list[tuple[str, int]]:
         servers = list(configured) if configured is not None else self.guest_resolv().nameservers
@@ -102,6 +102,12 @@ class NetworkManager(Wiring):
             host, _, port = server.partition(":")
             out.append((host, int(port or 53)))
         return out
+
+    def _container_upstreams(self, container_id: str) -> list[tuple[str, int]] | None:
+        """A container's `--dns` servers: on user networks the embedded DNS forwards to them (as Docker)."""
+        with self.lock:
+            rec = self.live.get(container_id)
+            return self._upstreams(rec.get("dns_upstreams") or []) if rec else None
 
     def guest_resolv(self) -> hostsfile.ResolvConf:
         try:

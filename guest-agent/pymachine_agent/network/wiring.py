@@ -168,6 +168,7 @@ class Wiring:
         path = netns_of(pid)
         rec = new_record(container_id, config.name, pid, mode, path, netns_id(path))
         rec["hostname"] = hostname
+        rec["dns_upstreams"] = list(config.dns)
         if mode == "none":
             plumbing.loopback_up(pid)
             rec["hosts"] = hostsfile.container_hosts(hostname, config.domainname, [], config.extra_hosts, "")
