@@ -134,6 +134,19 @@ class BootedGuest:
         err = stderr.read().decode(errors="replace")
         return Result(stdout.channel.recv_exit_status(), out, err)
 
+    def powerdown(self) -> None:
+        """Press the ACPI power button through QMP (what libvirt's graceful shutdown does)."""
+        with socket.socket(socket.AF_UNIX) as qmp:
+            qmp.settimeout(30)
+            qmp.connect(str(self.console_log.parent / "qmp.sock"))
+            reader = qmp.makefile("rb")
+            json.loads(reader.readline())  # greeting
+            for command in ("qmp_capabilities", "system_powerdown"):
+                qmp.sendall(json.dumps({"execute": command}).encode() + b"\n")
+                while "return" not in (reply := json.loads(reader.readline())):
+                    if "error" in reply:
+                        raise RuntimeError(f"QMP {command}: {reply['error']}")
+
     def stop(self) -> None:
         if self._ssh is not None:
             self._ssh.close()
@@ -176,6 +189,7 @@ def qemu_argv(
         "-smp", str(cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-serial", f"file:{console}",
+        "-qmp", f"unix:{console.parent / 'qmp.sock'},server=on,wait=off",
         "-kernel", str(image.kernel),
         "-initrd", str(image.initrd),
         "-append", image.cmdline,

@@ -100,3 +100,12 @@ def test_poweroff_stops_the_machine(manifest: image.ImageManifest, tmp_path: Pat
         assert g.run("/sbin/pymachine-poweroff").status == 0
         g.process.wait(timeout=120)  # QEMU exits when the guest powers off (-no-reboot)
         assert "pymachine: powering off" in g.console()
+
+
+def test_acpi_power_button_shuts_down_gracefully(manifest: image.ImageManifest, tmp_path: Path) -> None:
+    with boot_guest(manifest, tmp_path) as g:
+        g.wait_for_console("PYMACHINE_READY")  # the init watches the button once the modules are in
+        g.powerdown()
+        g.process.wait(timeout=120)
+        console = g.console()
+        assert "power off requested" in console and "pymachine: powering off" in console
