@@ -44,7 +44,7 @@ class Agent:
         guest_socket: str = GUEST_SOCKET,
         streamlocal_mode: str = "auto",
         probe_interval: float = 2.0,
-        reprovision: bool = True,
+        reprovision: bool | None = None,
     ) -> None:
         self.name = name
         mp = paths.MachinePaths(name)
@@ -62,7 +62,7 @@ class Agent:
         self.guest_info: dict[str, Any] | None = None
         self._subscribed_gen = -1
         self._provisioned_from: set[str] = set()
-        self.reprovision = reprovision
+        self.reprovision = provision.enabled() if reprovision is None else reprovision
         self.clock: dict[str, Any] = {"last_check": None, "skew": None, "resyncs": 0}
         self._generation = 0
         self.started_at = time.time()

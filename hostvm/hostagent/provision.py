@@ -7,6 +7,7 @@ Containers outlive the agent (each has its own supervisor), so this does not sto
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -22,6 +23,21 @@ _INSTALL = (
     "mv $d/.new/pymachine_agent $d/pymachine_agent; rm -rf $d/.new $d/.old; "
     "pkill -f 'pymachine_agen[t] serve' || true"
 )
+
+
+def enabled() -> bool:
+    """Whether to replace a drifted guest agent. `PYMACHINE_AGENT_REPROVISION=1|0` decides; by default only
+    installed copies do it. In a source checkout the agent's files change under running machines all day,
+    and pushing half-edited code into every VM (other people's test VMs included) would do harm."""
+    explicit = os.environ.get("PYMACHINE_AGENT_REPROVISION")
+    if explicit is not None:
+        return explicit not in ("0", "", "no", "false")
+    try:
+        from pymachine_agent import protocol
+    except ImportError:
+        return False
+    root = Path(protocol.__file__).resolve().parent
+    return not any((parent / ".git").exists() for parent in root.parents)
 
 
 def local_checksum() -> str | None:

@@ -145,3 +145,30 @@ def test_guest_clock_is_set_after_a_jump(vm: VmMachine) -> None:
     _, out, _ = vm.ssh("date +%s")
     assert abs(int(out) - time.time()) < 30
     assert json.loads(json.dumps(status(vm)["clock"]))["resyncs"] >= 1
+
+
+def test_a_drifted_guest_agent_is_reprovisioned_and_containers_survive(
+    vm: VmMachine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pymachine.hostvm.hostagent import control, launcher
+
+    # A source checkout does not re-provision by default (see provision.enabled): opt in, restart the agent.
+    monkeypatch.setenv("PYMACHINE_AGENT_REPROVISION", "1")
+    launcher.stop(vm.name)
+    launcher.ensure_running(vm.name)
+    port = free_port()
+    cid = vm.docker("run", "-d", "-p", f"{port}:80", *HTTPD).stdout.strip()
+    # Make the guest's copy differ from the host's, as an upgrade of the host package would.
+    status_code, _, err = vm.ssh("echo '# drift' >> /opt/pymachine/agent/pymachine_agent/protocol.py")
+    assert status_code == 0, err
+    assert control.call(vm.home / "m" / vm.name / "ha.sock", "drop-link")["ok"]  # the check runs on connect
+    wait_for(
+        lambda: any(e.type == "agent" and e.get("action") == "reprovisioned" for e in events(vm)),
+        "the re-provision",
+    )
+    wait_for(
+        lambda: (status(vm).get("guest_agent") or {}).get("checksum_match") is True, "matching checksums"
+    )
+    wait_for(lambda: status(vm)["state"] == "ready", "ready")
+    assert vm.docker("inspect", "-f", "{{.State.Running}}", cid).stdout.strip() == "true"
+    assert http_status(port) == 404
