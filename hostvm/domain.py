@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+# Our metadata element: which machine folder a domain belongs to. Domain names are global per libvirt daemon,
+# so two PYMACHINE_HOMEs (users' tests, a second install) could both have a machine "default".
+OWNER_NS = "https://pymachine.invalid/xmlns/owner/1"
 TB_CACHE_MIB = 64  # TCG's default 1 GiB translation cache is most of an idle guest's RSS; 64 costs no speed
 
 
@@ -31,6 +34,7 @@ class VMSpec:
     machine: str = "q35"
     uid: int | None = None  # run QEMU as this uid:gid (system libvirt); None leaves libvirt's default
     gid: int | None = None
+    owner: str = ""  # the machine folder, recorded in the domain's metadata
 
     @property
     def domain_name(self) -> str:
@@ -58,6 +62,11 @@ def domain_xml(spec: VMSpec) -> str:
     lines = [
         f"<domain type={a(spec.accel if kvm else 'qemu')} xmlns:qemu={a(QEMU_NS)}>",
         f"  <name>{_text(spec.domain_name)}</name>",
+        *(
+            [f"  <metadata><pm:owner xmlns:pm={a(OWNER_NS)} dir={a(spec.owner)}/></metadata>"]
+            if spec.owner
+            else []
+        ),
         f"  <memory unit='MiB'>{spec.memory_mib}</memory>",
         f"  <vcpu>{spec.cpus}</vcpu>",
         "  <os>",

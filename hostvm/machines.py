@@ -301,6 +301,7 @@ def vm_spec(cfg: cfgmod.MachineConfig, port: int, accel: str) -> VMSpec:
         console_log=str(mp.console_log),
         ssh_port=port,
         accel=accel,
+        owner=str(mp.dir),
         uid=st.st_uid if system else None,
         gid=st.st_gid if system else None,
     )

@@ -11,7 +11,8 @@ import os
 import stat
 from urllib.parse import urlparse
 
-from ..domain import VMSpec, domain_name, domain_xml
+from .. import paths
+from ..domain import OWNER_NS, VMSpec, domain_name, domain_xml
 from ..errors import PymachineError
 from .base import Capabilities, Driver, DriverState
 from .procscan import find_qemu_pid
@@ -68,6 +69,25 @@ class LibvirtDriver(Driver):
         return self._conn
 
     def _lookup(self, machine: str):  # type: ignore[no-untyped-def]
+        """This machine's domain, or None. A same-named domain of another machine folder is not ours; one
+        without our metadata is (made by an older pymachine, or by hand under our naming scheme)."""
+        dom = self._lookup_any(machine)
+        if dom is None:
+            return None
+        owner = self._owner(dom)
+        return dom if owner in (None, str(paths.machine(machine).dir)) else None
+
+    def _owner(self, dom) -> str | None:  # type: ignore[no-untyped-def]
+        libvirt = self._libvirt()
+        try:
+            xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, OWNER_NS, 0)
+        except libvirt.libvirtError:
+            return None  # no metadata (made by hand or by another tool), or the domain just vanished
+        import xml.etree.ElementTree as ET
+
+        return ET.fromstring(xml).get("dir")
+
+    def _lookup_any(self, machine: str):  # type: ignore[no-untyped-def]
         libvirt = self._libvirt()
         try:
             return self.conn().lookupByName(domain_name(machine))
@@ -81,10 +101,16 @@ class LibvirtDriver(Driver):
         libvirt = self._libvirt()
         if is_local(self.uri):
             _warn_kvm_permissions()
-        old = self._lookup(spec.name)
+        old = self._lookup_any(spec.name)
         if old is not None:
             if self._active(old):
-                raise PymachineError(f"domain {spec.domain_name} is already running")
+                owner = self._owner(old)
+                raise PymachineError(
+                    f"libvirt already runs a domain {spec.domain_name}"
+                    + (f" for the machine folder {owner}" if owner else " that pymachine did not create"),
+                    hint="machine names are shared by everyone on this libvirt daemon: pick another name, "
+                    "or stop that one",
+                )
             old.undefine()  # a shut-off persistent leftover (e.g. defined by hand) would block createXML
         xml = domain_xml(spec)
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pymachine.hostvm.domain import QEMU_NS, VMSpec, domain_xml
+from pymachine.hostvm.domain import OWNER_NS, QEMU_NS, VMSpec, domain_xml
 from pymachine.hostvm.drivers.qemu import qemu_argv
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -30,6 +30,7 @@ SPEC = VMSpec(
     accel="tcg",
     uid=1000,
     gid=1000,
+    owner="/home/u/m/dev",
 )
 
 
@@ -44,7 +45,7 @@ def check_golden(name: str, text: str) -> None:
     ("golden", "spec"),
     [
         ("domain-tcg.xml", SPEC),
-        ("domain-kvm.xml", replace(SPEC, accel="kvm", uid=None, gid=None, cpus=1, memory_mib=512)),
+        ("domain-kvm.xml", replace(SPEC, accel="kvm", uid=None, gid=None, cpus=1, memory_mib=512, owner="")),
     ],
 )
 def test_domain_xml_golden(golden: str, spec: VMSpec) -> None:
@@ -65,6 +66,7 @@ def test_domain_xml_structure() -> None:
     args = [a.get("value") for a in root.findall(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")]
     assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22" in args
     assert root.find("seclabel/label").text == "+1000:+1000"
+    assert root.find(f"metadata/{{{OWNER_NS}}}owner").get("dir") == "/home/u/m/dev"
 
 
 def test_domain_xml_escapes_paths() -> None:
