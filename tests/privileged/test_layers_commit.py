@@ -11,9 +11,10 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from support.registry import busybox_archive
 
-from pymachine_agent.images import ImageStore
+from pymachine_agent.images import ImageError, ImageStore
 from pymachine_agent.images.commit import write_layer
 
 BB = "pymachine/busybox:latest"
@@ -89,3 +90,11 @@ def test_config_only_commit_adds_no_layer(tmp_path: Path) -> None:
     assert store.config(new_id)["history"][-1]["empty_layer"] is True
     assert store.history(new_id)[0]["Size"] == 0
     assert store.inspect(new_id)["Config"]["Env"] == ["PATH=/bin", "A=b"]
+
+
+def test_an_upper_with_an_overlay_redirect_is_refused(tmp_path: Path) -> None:
+    upper = tmp_path / "upper"
+    (upper / "moved").mkdir(parents=True)
+    os.setxattr(upper / "moved", "trusted.overlay.redirect", b"/orig")
+    with pytest.raises(ImageError, match="redirect_dir=off"):
+        write_layer(upper, io.BytesIO())

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import oci
 from .changes import apply as apply_changes
+from .errors import ImageError
 from .layers import OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX
 from .reference import parse
 from .views import now_rfc3339
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from .store import ImageStore
 
 _SKIP_XATTRS = ("trusted.overlay.", "security.selinux")
+_UNDIFFABLE = ("trusted.overlay.redirect", "trusted.overlay.metacopy")
 
 
 def _xattrs(path: str) -> dict[str, str]:
@@ -36,6 +38,13 @@ def _xattrs(path: str) -> dict[str, str]:
     except OSError:
         return out
     for name in names:
+        if name in _UNDIFFABLE:
+            # a renamed lower dir (redirect) or a metadata-only copy-up: the upper dir alone does not hold
+            # the content, so a layer made from it would be silently wrong
+            raise ImageError(
+                f"cannot commit {path}: it carries {name} (mount container roots with "
+                "redirect_dir=off,metacopy=off, the kernel default)"
+            )
         if name.startswith(_SKIP_XATTRS):
             continue
         try:
