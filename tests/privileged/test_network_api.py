@@ -184,6 +184,8 @@ def test_outbound_traffic_is_masqueraded(env):
             nl.set_link(nl.index("lo"), up=True)
             nl.add_address(nl.index("eth0"), "10.250.0.2", 24)
             nl.set_link(nl.index("eth0"), up=True)
+            # a way back to every container subnet: only our rules (masquerade, internal drop) decide
+            nl.add_route("0.0.0.0/0", gateway="10.250.0.1")
         s = socket.socket()
         s.bind(("10.250.0.2", 7))
         s.listen()
@@ -211,3 +213,12 @@ def test_outbound_traffic_is_masqueraded(env):
     assert c.run(fetch) == b"hi"
     t.join(5)
     assert seen == ["10.250.0.1"] and info.attachments[0].ip != "10.250.0.1"
+    # an --internal network has no way out, but its members still talk to each other
+    env.mgr.create_network("sealed", internal=True)
+    inside, peer = env.container(), env.container()
+    env.mgr.attach(B, inside.pid, EndpointConfig(name="inside", network_mode="sealed"))
+    ipeer = env.mgr.attach(C, peer.pid, EndpointConfig(name="peer", network_mode="sealed"))
+    with pytest.raises(OSError):
+        inside.run(lambda: socket.create_connection(("10.250.0.2", 7), timeout=1.5))
+    serve_echo(peer, "tcp", 80)
+    assert inside.run(lambda: tcp_echo(ipeer.attachments[0].ip, 80)) == b"ping"
