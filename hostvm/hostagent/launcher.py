@@ -8,6 +8,7 @@ heals forwards without anyone asking.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .. import paths, proc
@@ -210,11 +212,23 @@ def context_name(name: str) -> str:
     return f"pymachine-{name}"
 
 
+def _context_host(ctx: str) -> str | None:
+    """The docker endpoint of context `ctx` from the docker CLI's store (contexts/meta/<sha256>/meta.json)."""
+    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    meta = config / "contexts" / "meta" / hashlib.sha256(ctx.encode()).hexdigest() / "meta.json"
+    try:
+        return json.loads(meta.read_text())["Endpoints"]["docker"]["Host"]
+    except (OSError, ValueError, LookupError, TypeError):
+        return None
+
+
 def ensure_docker_context(name: str) -> bool:
     """Create or update the docker CLI context `pymachine-NAME` (only when the docker CLI is installed)."""
     if shutil.which("docker") is None:
         return False
     ctx, host = context_name(name), docker_host(name)
+    if _context_host(ctx) == host:
+        return True  # read from the CLI's own store: no subprocess on every command
     found = proc.run(["docker", "context", "inspect", ctx], check=False, timeout=30)
     try:
         current = (
