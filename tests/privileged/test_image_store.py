@@ -210,3 +210,24 @@ def test_load_the_shared_busybox_tarball(tmp_path: Path) -> None:
     top = s.layer_dirs(BB)[-1]
     assert any((d / "bin/busybox").exists() or (d / "usr/bin/busybox").exists() for d in s.layer_dirs(BB))
     assert top.is_dir() and s.inspect(BB)["Os"] == "linux"
+
+
+def test_load_from_a_pipe_and_a_gzipped_archive(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    data = busybox_archive("piped/bb:1")
+    read_fd, write_fd = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write_fd, "wb") as w:
+            w.write(data)
+
+    threading.Thread(target=feed, daemon=True).start()
+    s = ImageStore(tmp_path / "s")
+    with os.fdopen(read_fd, "rb") as pipe:  # not seekable: load spools it
+        assert s.load(pipe) == ["piped/bb:1"]
+    assert s.load(io.BytesIO(gzip.compress(busybox_archive("gz/bb:1")))) == [
+        "gz/bb:1"
+    ]  # `docker load < x.tar.gz`
+    assert list((s.root / "tmp").iterdir()) == []

@@ -28,8 +28,11 @@ if TYPE_CHECKING:
 class _Archive:
     """Random access to the members of a spooled archive, by normalised name."""
 
-    def __init__(self, path: Path) -> None:
-        self.tar = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by load's `with arc.tar`)
+    def __init__(self, source: Path | BinaryIO) -> None:
+        if isinstance(source, Path):
+            self.tar = tarfile.open(source, "r:*")  # noqa: SIM115 (closed by load's `with arc.tar`)
+        else:
+            self.tar = tarfile.open(fileobj=source, mode="r:*")  # noqa: SIM115
         self.members = {m.name.removeprefix("./"): m for m in self.tar.getmembers() if m.isreg()}
 
     def open(self, name: str) -> BinaryIO:
@@ -143,15 +146,24 @@ def _verified_json(arc: _Archive, desc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _seekable(f: BinaryIO) -> bool:
+    try:
+        return bool(f.seekable()) and f.tell() >= 0
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def load(store: ImageStore, fileobj: BinaryIO, progress: Progress) -> list[str]:
     """Load every image of a docker-archive or OCI-layout tar; returns familiar tags (or IDs if untagged)."""
     work = store.tmp_dir()
     try:
-        spool = work / "archive.tar"
-        with open(spool, "wb") as out:
-            shutil.copyfileobj(fileobj, out, 1 << 20)
+        source: Path | BinaryIO = fileobj
+        if not _seekable(fileobj):  # a request body or pipe: random access needs a copy on disk
+            source = work / "archive.tar"
+            with open(source, "wb") as out:
+                shutil.copyfileobj(fileobj, out, 1 << 20)
         try:
-            arc = _Archive(spool)
+            arc = _Archive(source)
         except tarfile.TarError as err:
             raise ArchiveError(f"the uploaded file is not a tar archive: {err}") from err
         with arc.tar:
