@@ -1,11 +1,12 @@
-"""A warm, single-threaded process that forks container supervisors on request.
+"""A warm, single-threaded process from which container supervisors are forked.
 
 Starting a supervisor by exec'ing a fresh interpreter costs tens of milliseconds of interpreter start and
-imports on every container start; forking this process costs one fork. It is spawned by the agent (so it is
-a fresh, thread-free process: forking the threaded agent itself would be unsafe), receives requests over a
-SOCK_SEQPACKET socket with the supervisor's control socket attached (SCM_RIGHTS), and forks each supervisor
-into its own session; supervisors outlive both the zygote and the agent (init adopts them). It exits when
-the agent's end of its socket closes.
+imports on every container start. Instead the agent spawns this zygote once (a fresh, thread-free process:
+forking the threaded agent itself would be unsafe). The zygote keeps one forked "standby" child blocked on the
+agent's SOCK_SEQPACKET socket; a request (JSON plus the supervisor's control socket, SCM_RIGHTS) wakes the
+standby, which becomes that container's supervisor in its own session, and the zygote forks the next standby,
+so no fork lies on the start path. Supervisors outlive the zygote and the agent (init adopts them). The
+zygote exits when the agent's end of the socket closes.
 """
 
 from __future__ import annotations
@@ -22,36 +23,53 @@ from pymachine_agent.runtime import supervisor
 
 
 def main(argv: list[str]) -> None:
+    """Keep one forked "standby" process blocked on the agent's socket: a request wakes the standby, which
+    becomes the supervisor at once (no fork on the start path); the zygote then forks the next standby."""
     sock = socket.socket(fileno=int(argv[0]))
-    # Supervisors are reaped by the kernel (they outlive us anyway, then init adopts them): one fork per
-    # start instead of a double fork.
+    # Supervisors are reaped by the kernel (they outlive us anyway, then init adopts them).
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     import gc
 
     gc.freeze()  # keep the preloaded modules' pages shared after fork
     while True:
+        taken_r, taken_w = os.pipe()  # the standby says "T" (took a request) or "Q" (agent gone)
+        if os.fork() == 0:
+            os.close(taken_r)
+            _standby(sock, taken_w)
+        os.close(taken_w)
+        while True:
+            try:
+                note = os.read(taken_r, 1)
+                break
+            except InterruptedError:
+                continue
+        os.close(taken_r)
+        if note != b"T":  # the agent closed its end, or the standby died: the agent respawns us if needed
+            os._exit(0)
+
+
+def _standby(sock: socket.socket, taken_w: int) -> None:
+    while True:
         try:
             msg, fds, _, _ = socket.recv_fds(sock, 65536, 1)
+            break
         except InterruptedError:
             continue
-        if not msg:
-            os._exit(0)
-        req = json.loads(msg)
-        pid = os.fork()
-        if pid == 0:
-            sock.close()
-            os.setsid()
-            log = os.open(
-                os.path.join(req["dir"], "supervisor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
-            )
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            os.close(log)
-            supervisor.run_supervisor(
-                req["dir"], socket.socket(fileno=fds[0]), req["cg_root"], req["cg_parent"], req["handshake"]
-            )
-        for fd in fds:
-            os.close(fd)
+    if not msg:
+        os.write(taken_w, b"Q")
+        os._exit(0)
+    os.write(taken_w, b"T")
+    os.close(taken_w)
+    sock.close()
+    req = json.loads(msg)
+    os.setsid()
+    log = os.open(os.path.join(req["dir"], "supervisor.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    supervisor.run_supervisor(
+        req["dir"], socket.socket(fileno=fds[0]), req["cg_root"], req["cg_parent"], req["handshake"]
+    )
 
 
 class Zygote:
