@@ -89,3 +89,22 @@ def test_prune_sweeps_layers_a_failed_load_left(tmp_path: Path) -> None:
     store.prune()
     assert sorted(p.name for p in (store.root / "blobs/sha256").iterdir()) == kept
     assert store.inspect(BB)["Id"][7:] in kept
+
+
+def test_a_committed_image_saves_and_loads_with_the_same_id(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "s")
+    store.load(io.BytesIO(busybox_archive()))
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    (upper / "hello").write_text("hi")
+    new_id = store.commit(upper, BB, {}, tag="saved:c")
+    diff_id = store.config(new_id)["rootfs"]["diff_ids"][-1]
+    assert list(store.layer_meta(diff_id)["blobs"].values()) == [
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    ]
+    out = io.BytesIO()
+    store.save(["saved:c"], out)
+    other = ImageStore(tmp_path / "other")
+    assert other.load(io.BytesIO(out.getvalue())) == ["saved:c"]
+    assert other.resolve("saved:c") == new_id
+    assert (other.layer_dirs("saved:c")[-1] / "hello").read_text() == "hi"

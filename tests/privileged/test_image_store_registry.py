@@ -205,3 +205,16 @@ def test_a_blob_longer_than_its_descriptor_is_cut_off(registry: Registry, tmp_pa
     with pytest.raises(ImageError, match="larger than the .* bytes its descriptor announced"):
         fresh.pull(f"{registry.host}/liar/bb:liar")
     assert list((fresh.root / "layers").iterdir()) == [] and list((fresh.root / "tmp").iterdir()) == []
+
+
+def test_a_committed_image_pushes_its_gzip_blob_and_pulls_back(registry: Registry, tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    (upper / "built").write_text("by a RUN step")
+    ref = f"{registry.host}/built/app:1"
+    image_id = store.commit(upper, BB, {"Cmd": ["cat", "/built"]}, tag=ref)
+    store.push(ref)
+    fresh = ImageStore(tmp_path / "fresh")
+    assert fresh.pull(ref) == image_id
+    assert (fresh.layer_dirs(ref)[-1] / "built").read_text() == "by a RUN step"

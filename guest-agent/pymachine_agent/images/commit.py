@@ -9,6 +9,7 @@ left out: layers.py would refuse them on unpack.
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import os
 import shutil
@@ -162,11 +163,16 @@ def commit(
     else:
         work = store.tmp_dir()
         try:
-            tar_path = work / "layer.tar"
-            with open(tar_path, "wb") as raw:
-                write_layer(upper_dir, raw)
-            with open(tar_path, "rb") as f:
-                meta = store.import_layer(f, None, None, oci.DOCKER_LAYER_TAR)
+            # The tar goes straight through gzip (level 1, mtime 0: fast and reproducible): the kept blob is
+            # what push sends as is, and the store does not hold the layer twice uncompressed.
+            gz_path = work / "layer.tar.gz"
+            with (
+                open(gz_path, "wb") as raw,
+                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz,
+            ):
+                write_layer(upper_dir, gz)  # type: ignore[arg-type]
+            with open(gz_path, "rb") as f:
+                meta = store.import_layer(f, None, None, oci.DOCKER_LAYER_GZIP)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         config["rootfs"]["diff_ids"] = [*config["rootfs"].get("diff_ids", []), meta["diff_id"]]
