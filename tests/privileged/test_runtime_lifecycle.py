@@ -22,6 +22,7 @@ from pymachine_agent.runtime import (
     LogConfig,
     RestartPolicy,
     Runtime,
+    RuntimeErr,
 )
 from pymachine_agent.runtime.state import alive
 
@@ -312,3 +313,15 @@ def test_resize_main_tty(rt: Runtime, layer: Path) -> None:
     rt.resize(s.id, 40, 120)
     assert rt.wait(s.id, timeout=30).exit_code == 0
     assert output(rt, s.id)[0] == "40 120\r\n"
+
+
+def test_log_driver_none_stores_nothing_but_attach_works(rt: Runtime, layer: Path) -> None:
+    s = spec(layer, ["echo", "only-attached"], log_config=LogConfig(type="none"))
+    rt.create(s)
+    stream = rt.attach(s.id)
+    rt.start(s.id)
+    assert read_frames(stream.recv)[1] == b"only-attached\n"
+    assert rt.wait(s.id).exit_code == 0
+    assert not os.path.exists(rt.inspect(s.id).log_path)
+    with pytest.raises(RuntimeErr, match="does not support reading"):
+        rt.logs(s.id)

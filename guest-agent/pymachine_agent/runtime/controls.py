@@ -97,8 +97,13 @@ class ControlsMixin:
         tail: int | None = None,
         follow: bool = False,
     ) -> Iterator[LogEntry]:
-        """LogEntry(stream, data: bytes, time: str) from the json-file log (rotated files included)."""
+        """LogEntry(stream, data: bytes, time: str) from the json-file log (rotated files included).
+        RuntimeErr for a container whose log driver is "none", with Docker's message."""
         c = self._get(ref)
+        if c.spec.log_config.type != "json-file":
+            raise RuntimeErr(
+                f'configured logging driver does not support reading: "{c.spec.log_config.type}"'
+            )
         return read_logs(
             os.path.join(c.dir, "container-json.log"),
             stdout=stdout,

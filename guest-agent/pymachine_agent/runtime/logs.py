@@ -87,6 +87,16 @@ class JsonFileWriter:
         self._f.close()
 
 
+class NullWriter:
+    """--log-driver none: output still reaches attached clients, nothing is stored."""
+
+    def write(self, stream: str, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class LogEntry:
     stream: str  # "stdout" | "stderr"

@@ -58,7 +58,8 @@ class RestartPolicy:
 
 @dataclass
 class LogConfig:
-    """json-file logging. max_size bytes (0 = never rotate), max_file files kept including the live one."""
+    """type "json-file" (max_size bytes, 0 = never rotate; max_file files kept including the live one) or
+    "none" (nothing stored; attach still works)."""
 
     type: str = "json-file"
     max_size: int = 0

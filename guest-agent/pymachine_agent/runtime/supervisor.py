@@ -28,7 +28,7 @@ import time
 
 from pymachine_agent.runtime import libc
 from pymachine_agent.runtime.cgroups import Cgroup
-from pymachine_agent.runtime.logs import JsonFileWriter, rfc3339nano
+from pymachine_agent.runtime.logs import JsonFileWriter, NullWriter, rfc3339nano
 from pymachine_agent.runtime.process import run_init
 from pymachine_agent.runtime.spec import ContainerSpec
 from pymachine_agent.runtime.state import read_json, start_time, write_json
@@ -146,10 +146,14 @@ class Supervisor:
             signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             return self.failed(b"E128 " + str(answer.get("abort", "start aborted by the agent")).encode())
         self.accept_pending()
-        self.log = JsonFileWriter(
-            os.path.join(self.dir, "container-json.log"),
-            spec.log_config.max_size,
-            spec.log_config.max_file,
+        self.log: JsonFileWriter | NullWriter = (
+            NullWriter()
+            if spec.log_config.type == "none"
+            else JsonFileWriter(
+                os.path.join(self.dir, "container-json.log"),
+                spec.log_config.max_size,
+                spec.log_config.max_file,
+            )
         )
         sync.sendall(b"G")
         msg = sync.recv(65536)
