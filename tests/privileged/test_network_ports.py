@@ -140,3 +140,26 @@ def test_containers_reach_published_ports_through_guest_addresses(env):
     serve_echo(neighbour, "tcp", 81)
     with pytest.raises(OSError):
         stranger.run(lambda: tcp_echo(ineigh.attachments[0].ip, 81, timeout=1.5))
+
+
+def test_a_udp_client_moves_to_the_new_container_after_a_replacement(env):
+    """A UDP flow's conntrack entry outlives its container unless we drop it: the client, still sending from
+    the same source port, must reach the replacement and not the address's next owner."""
+    old, squatter, new = env.container(), env.container(), env.container()
+    iold = env.mgr.attach(A, old.pid, EndpointConfig(name="old", ports=[PortSpec(53, "udp", 5353)]))
+    serve_echo(old, "udp", 53)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.settimeout(3)
+    try:
+        client.sendto(b"one", ("127.0.0.1", 5353))
+        assert client.recvfrom(100)[0] == b"udp:one"
+        env.mgr.forget(A)
+        isq = env.mgr.attach(B, squatter.pid, EndpointConfig(name="squatter"))
+        assert isq.attachments[0].ip == iold.attachments[0].ip  # the old address has a new owner
+        env.mgr.attach("c" * 64, new.pid, EndpointConfig(name="new", ports=[PortSpec(53, "udp", 5353)]))
+        serve_echo(new, "udp", 53)
+        client.sendto(b"two", ("127.0.0.1", 5353))
+        assert client.recvfrom(100)[0] == b"udp:two"
+    finally:
+        client.close()

@@ -12,7 +12,7 @@ import socket
 from dataclasses import asdict
 from typing import Any
 
-from . import plumbing
+from . import conntrack, plumbing
 from .model import Attachment, EndpointInfo, PublishedPort
 from .proxy import TcpProxy, UdpProxy
 
@@ -119,3 +119,13 @@ def remove_links(rec: dict[str, Any]) -> None:
             plumbing.delete_link(name)
         except OSError as exc:
             log.warning("deleting %s: %s", name, exc)
+
+
+def forget_flows(rec: dict[str, Any]) -> None:
+    """Drop conntrack entries of the container's addresses (after its DNAT rules are gone), so a client that
+    keeps sending UDP to a published port is not stuck on the old container."""
+    for a in rec.get("attachments", []):
+        try:
+            conntrack.forget_address(a["ip"])
+        except OSError as exc:
+            log.warning("forgetting conntrack entries of %s: %s", a["ip"], exc)

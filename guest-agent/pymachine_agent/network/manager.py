@@ -11,7 +11,7 @@ from typing import Any
 
 from . import hostsfile, nat, networks, plumbing
 from .dns import DnsServer
-from .endpoints import PortHolder, attachments_of, info_of, ports_of, remove_links
+from .endpoints import PortHolder, attachments_of, forget_flows, info_of, ports_of, remove_links
 from .model import (
     ConflictError,
     EndpointConfig,
@@ -132,6 +132,7 @@ class NetworkManager(Wiring):
             for name in plumbing.links_with_prefix(self.bridge_prefix):
                 if name not in bridges:
                     plumbing.delete_link(name)
+            dead = []
             for cid, rec in self.endpoints.all().items():
                 if self._alive(rec, running):
                     self._restore(cid, rec)
@@ -139,11 +140,14 @@ class NetworkManager(Wiring):
                     log.info("reconcile: removing endpoint of gone container %s", cid[:12])
                     remove_links(rec)
                     self.endpoints.delete(cid)
+                    dead.append(rec)
             keep = {a.host_ifname for rec in self.live.values() for a in attachments_of(rec)}
             for name in plumbing.links_with_prefix(self.veth_prefix):
                 if name not in keep:
                     plumbing.delete_link(name)
             self._apply_nat()
+            for rec in dead:
+                forget_flows(rec)
 
     def _alive(self, rec: dict[str, Any], running: Mapping[str, int] | None) -> bool:
         pid = rec.get("pid", 0)
@@ -325,6 +329,7 @@ class NetworkManager(Wiring):
             remove_links(rec)
             self.endpoints.delete(container_id)
             self._apply_nat()
+            forget_flows(rec)
         for port in ports_of(rec) if announced is None else announced:
             if self.on_port_event is not None:
                 try:
