@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import platform
 import random
 import secrets
 import threading
@@ -21,18 +19,16 @@ from typing import Any
 from . import dockerview as view
 from .dockerspec import BadParameter, translate_create, valid_name
 from .engine_io import EngineIO
+from .engine_system import EngineSystem
 from .events import EventBus, PortAckError, PortBroker
 from .images import ImageNotFound, ImageStore
 from .network import EndpointConfig, EndpointSettings, NetworkManager, PortSpec
-from .protocol import AGENT_VERSION
 from .runtime import ContainerState, Runtime
 from .runtime.errors import NotFound
 from .volumes import VolumeStore
 
 log = logging.getLogger("pymachine_agent.engine")
 
-API_VERSION = "1.44"
-MIN_API_VERSION = "1.24"
 
 _ADJ = [
     "admiring",
@@ -91,7 +87,7 @@ class EngineConflict(Exception):
         self.message = message
 
 
-class Engine(EngineIO):
+class Engine(EngineIO, EngineSystem):
     def __init__(self, state_dir: Path | str, *, ack_timeout: float = 10.0, network: bool = True) -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -236,104 +232,6 @@ class Engine(EngineIO):
     def image_in_use(self, image_id: str) -> list[str]:
         return [st.id for st in self.runtime.list() if view.docker_of(st).get("Image") == image_id]
 
-    # -- system ----------------------------------------------------------------------------------------
-
-    def version(self) -> dict[str, Any]:
-        uname = os.uname()
-        return {
-            "Platform": {"Name": "pymachine"},
-            "Components": [
-                {
-                    "Name": "Engine",
-                    "Version": AGENT_VERSION,
-                    "Details": {
-                        "ApiVersion": API_VERSION,
-                        "MinAPIVersion": MIN_API_VERSION,
-                        "Os": "linux",
-                        "Arch": _arch(),
-                        "KernelVersion": uname.release,
-                        "GitCommit": "pymachine",
-                        "GoVersion": "python" + platform.python_version(),
-                        "BuildTime": "",
-                        "Experimental": "false",
-                    },
-                }
-            ],
-            "Version": AGENT_VERSION,
-            "ApiVersion": API_VERSION,
-            "MinAPIVersion": MIN_API_VERSION,
-            "GitCommit": "pymachine",
-            "GoVersion": "python" + platform.python_version(),
-            "Os": "linux",
-            "Arch": _arch(),
-            "KernelVersion": uname.release,
-            "BuildTime": "",
-        }
-
-    def info(self) -> dict[str, Any]:
-        states = self.runtime.list()
-        running = sum(1 for s in states if s.status == "running")
-        paused = sum(1 for s in states if s.status == "paused")
-        uname = os.uname()
-        try:
-            mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError):
-            mem = 0
-        cgv2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
-        return {
-            "ID": _engine_id(self.state_dir),
-            "Containers": len(states),
-            "ContainersRunning": running,
-            "ContainersPaused": paused,
-            "ContainersStopped": len(states) - running - paused,
-            "Images": len(self.images.list()),
-            "Driver": "overlay2",
-            "DriverStatus": [["Backing Filesystem", "extfs"]],
-            "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Log": ["json-file"]},
-            "MemoryLimit": True,
-            "SwapLimit": True,
-            "CpuCfsPeriod": True,
-            "CpuCfsQuota": True,
-            "PidsLimit": True,
-            "IPv4Forwarding": True,
-            "Debug": False,
-            "NFd": len(os.listdir("/proc/self/fd")),
-            "NGoroutines": threading.active_count(),
-            "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()),
-            "LoggingDriver": "json-file",
-            "CgroupDriver": "cgroupfs",
-            "CgroupVersion": "2" if cgv2 else "1",
-            "KernelVersion": uname.release,
-            "OperatingSystem": _os_name(),
-            "OSVersion": "",
-            "OSType": "linux",
-            "Architecture": uname.machine,
-            "IndexServerAddress": "https://index.docker.io/v1/",
-            "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8"], "Mirrors": []},
-            "NCPU": os.cpu_count() or 1,
-            "MemTotal": mem,
-            "DockerRootDir": str(self.state_dir),
-            "Name": uname.nodename,
-            "Labels": [],
-            "ExperimentalBuild": False,
-            "ServerVersion": AGENT_VERSION,
-            "Runtimes": {"pymachine": {"path": "pymachine_agent.runtime"}},
-            "DefaultRuntime": "pymachine",
-            "Swarm": {
-                "NodeID": "",
-                "NodeAddr": "",
-                "LocalNodeState": "inactive",
-                "ControlAvailable": False,
-                "Error": "",
-                "RemoteManagers": None,
-            },
-            "LiveRestoreEnabled": True,
-            "Isolation": "",
-            "InitBinary": "",
-            "SecurityOptions": ["name=seccomp,profile=unconfined"] + (["name=cgroupns"] if cgv2 else []),
-            "Warnings": None if cgv2 else ["cgroup v1 host: resource limits are recorded but not enforced"],
-        }
-
     # -- containers: create ----------------------------------------------------------------------------
 
     def _new_name(self) -> str:
@@ -397,7 +295,10 @@ class Engine(EngineIO):
     def container_inspect(self, ref: str, size: bool = False) -> dict[str, Any]:
         st = self._state(ref)
         execs = [eid for eid, e in self.execs.items() if e.container == st.id and e.running]
-        return view.inspect_view(st, self._network_settings(st), execs)
+        out = view.inspect_view(st, self._network_settings(st), execs)
+        if size:
+            out.update(self.container_sizes(st))
+        return out
 
     def container_list(
         self,
@@ -415,7 +316,10 @@ class Engine(EngineIO):
             ns = self._network_settings(st)
             if not view.container_matches(st, filters, self._ancestor_match, list(ns.get("Networks") or {})):
                 continue
-            out.append(view.summary_view(st, ns, self._image_name(st)))
+            item = view.summary_view(st, ns, self._image_name(st))
+            if size:
+                item.update(self.container_sizes(st))
+            out.append(item)
             if limit and limit > 0 and len(out) >= limit:
                 break
         return out
@@ -550,62 +454,12 @@ class Engine(EngineIO):
             deleted.append(st.id)
         return {"ContainersDeleted": deleted, "SpaceReclaimed": 0}
 
-    def system_df(self) -> dict[str, Any]:
-        containers = [
-            view.summary_view(st, view.empty_network_settings(), self._image_name(st))
-            for st in self.runtime.list()
-        ]
-        for c in containers:
-            c["SizeRw"] = 0
-            c["SizeRootFs"] = 0
-        images = self.images.list()
-        for img in images:
-            img["Containers"] = len(self.image_in_use(img["Id"]))
-        vols = self.volumes.list()
-        for v in vols:
-            v["UsageData"] = {
-                "Size": self.volumes.size(v["Name"]),
-                "RefCount": len(self._volume_users(v["Name"])),
-            }
-        return {
-            "LayersSize": sum(int(i.get("Size") or 0) for i in images),
-            "Images": images,
-            "Containers": containers,
-            "Volumes": vols,
-            "BuildCache": [],
-        }
-
 
 def _with_tag(ref: str) -> str:
     last = ref.rsplit("/", 1)[-1]
     if "@" in ref or ":" in last or ref.startswith("sha256:"):
         return ref
     return ref + ":latest"
-
-
-def _arch() -> str:
-    m = platform.machine()
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
-
-
-def _os_name() -> str:
-    try:
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                return line.split("=", 1)[1].strip('"')
-    except OSError:
-        pass
-    return "Linux"
-
-
-def _engine_id(state_dir: Path) -> str:
-    path = state_dir / "engine-id"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        value = secrets.token_hex(16).upper()
-        path.write_text(value)
-        return value
 
 
 def _iter_none() -> Iterator[Any]:

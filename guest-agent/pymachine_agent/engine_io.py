@@ -250,6 +250,13 @@ class EngineIO:
             data = [] if head else list(archive.get_tar(root, path))
         return archive.stat_header(info), iter(data)
 
+    def container_export(self, ref: str) -> Iterator[bytes]:
+        """`docker export`: the container's filesystem without its mounts (image layers + upper dir)."""
+        st = self._state(ref)  # type: ignore[attr-defined]
+        with archive.stopped_root(st.upper_dir, st.spec.layers if st.spec else [], writable=False) as root:
+            data = list(archive.get_tar(root, "/."))
+        return iter(data)
+
     def archive_put(self, ref: str, path: str, chunks: Any, no_overwrite: bool = False) -> None:
         st = self._state(ref)  # type: ignore[attr-defined]
         with self._root_of(st, writable=True) as root:

@@ -529,3 +529,20 @@ def test_push_pull_login_with_a_local_registry(agent: Agent, tmp_path: Path) -> 
         r = agent.docker("run", "--rm", ref, "echo", "auto-pulled")
         assert r.stdout == "auto-pulled\n" and "Unable to find image" in r.stderr
         agent.docker("rmi", ref)
+
+
+def test_export_and_sizes(agent: Agent, tmp_path: Path) -> None:
+    agent.docker("run", "-d", "--name", "exp", B, "sh", "-c", "head -c 300000 /dev/zero > /big; sleep 300")
+    try:
+        _wait_for(lambda: "/big" in agent.docker("diff", "exp").stdout, what="the file")
+        size = agent.docker("ps", "-s", "--filter", "name=exp", "--format", "{{.Size}}").stdout.strip()
+        assert size.startswith("300kB (virtual "), size
+        out = tmp_path / "exp.tar"
+        agent.docker("export", "-o", str(out), "exp")
+        import tarfile
+
+        with tarfile.open(out) as tar:
+            names = {n.lstrip("./") for n in tar.getnames()}
+        assert {"big", "bin/sh", "etc/passwd"} <= names and not any(n.startswith("proc/") for n in names)
+    finally:
+        agent.docker("rm", "-f", "exp")

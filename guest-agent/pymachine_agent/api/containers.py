@@ -195,6 +195,17 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
         for piece in chunks:
             req.conn.write(piece)
 
+    @r("GET", "/containers/{ref}/export")
+    def export(req: Request, ref: str) -> None:
+        chunks = engine.container_export(ref)
+        out = req.conn.stream(200, "application/x-tar")
+        try:
+            for piece in chunks:
+                out.write(piece)
+            out.close()
+        except ClientGone:
+            pass
+
     @r("PUT", "/containers/{ref}/archive")
     def archive_put(req: Request, ref: str) -> int:
         path = req.query.get("path", "")

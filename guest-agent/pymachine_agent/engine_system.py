@@ -1,0 +1,194 @@
+"""The engine's system half: `/version`, `/info`, `/system/df` and container sizes. A mixin of `Engine`."""
+
+from __future__ import annotations
+
+import os
+import platform
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import dockerview as view
+from .protocol import AGENT_VERSION
+
+API_VERSION = "1.44"
+MIN_API_VERSION = "1.24"
+
+
+def dir_size(path: str | Path) -> int:
+    """Bytes of regular files under `path` (hard links counted once), what `docker ps -s` reports."""
+    total, seen = 0, set()
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+    return total
+
+
+class EngineSystem:
+    runtime: Any
+    images: Any
+    volumes: Any
+    state_dir: Path
+
+    # -- system ----------------------------------------------------------------------------------------
+
+    def version(self) -> dict[str, Any]:
+        uname = os.uname()
+        return {
+            "Platform": {"Name": "pymachine"},
+            "Components": [
+                {
+                    "Name": "Engine",
+                    "Version": AGENT_VERSION,
+                    "Details": {
+                        "ApiVersion": API_VERSION,
+                        "MinAPIVersion": MIN_API_VERSION,
+                        "Os": "linux",
+                        "Arch": _arch(),
+                        "KernelVersion": uname.release,
+                        "GitCommit": "pymachine",
+                        "GoVersion": "python" + platform.python_version(),
+                        "BuildTime": "",
+                        "Experimental": "false",
+                    },
+                }
+            ],
+            "Version": AGENT_VERSION,
+            "ApiVersion": API_VERSION,
+            "MinAPIVersion": MIN_API_VERSION,
+            "GitCommit": "pymachine",
+            "GoVersion": "python" + platform.python_version(),
+            "Os": "linux",
+            "Arch": _arch(),
+            "KernelVersion": uname.release,
+            "BuildTime": "",
+        }
+
+    def info(self) -> dict[str, Any]:
+        states = self.runtime.list()
+        running = sum(1 for s in states if s.status == "running")
+        paused = sum(1 for s in states if s.status == "paused")
+        uname = os.uname()
+        try:
+            mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            mem = 0
+        cgv2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        return {
+            "ID": _engine_id(self.state_dir),
+            "Containers": len(states),
+            "ContainersRunning": running,
+            "ContainersPaused": paused,
+            "ContainersStopped": len(states) - running - paused,
+            "Images": len(self.images.list()),
+            "Driver": "overlay2",
+            "DriverStatus": [["Backing Filesystem", "extfs"]],
+            "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Log": ["json-file"]},
+            "MemoryLimit": True,
+            "SwapLimit": True,
+            "CpuCfsPeriod": True,
+            "CpuCfsQuota": True,
+            "PidsLimit": True,
+            "IPv4Forwarding": True,
+            "Debug": False,
+            "NFd": len(os.listdir("/proc/self/fd")),
+            "NGoroutines": threading.active_count(),
+            "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()),
+            "LoggingDriver": "json-file",
+            "CgroupDriver": "cgroupfs",
+            "CgroupVersion": "2" if cgv2 else "1",
+            "KernelVersion": uname.release,
+            "OperatingSystem": _os_name(),
+            "OSVersion": "",
+            "OSType": "linux",
+            "Architecture": uname.machine,
+            "IndexServerAddress": "https://index.docker.io/v1/",
+            "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8"], "Mirrors": []},
+            "NCPU": os.cpu_count() or 1,
+            "MemTotal": mem,
+            "DockerRootDir": str(self.state_dir),
+            "Name": uname.nodename,
+            "Labels": [],
+            "ExperimentalBuild": False,
+            "ServerVersion": AGENT_VERSION,
+            "Runtimes": {"pymachine": {"path": "pymachine_agent.runtime"}},
+            "DefaultRuntime": "pymachine",
+            "Swarm": {
+                "NodeID": "",
+                "NodeAddr": "",
+                "LocalNodeState": "inactive",
+                "ControlAvailable": False,
+                "Error": "",
+                "RemoteManagers": None,
+            },
+            "LiveRestoreEnabled": True,
+            "Isolation": "",
+            "InitBinary": "",
+            "SecurityOptions": ["name=seccomp,profile=unconfined"] + (["name=cgroupns"] if cgv2 else []),
+            "Warnings": None if cgv2 else ["cgroup v1 host: resource limits are recorded but not enforced"],
+        }
+
+    def system_df(self) -> dict[str, Any]:
+        containers = []
+        for st in self.runtime.list():
+            item = view.summary_view(st, view.empty_network_settings(), self._image_name(st))  # type: ignore[attr-defined]
+            item.update(self.container_sizes(st))
+            containers.append(item)
+        images = self.images.list()
+        for img in images:
+            img["Containers"] = len(self.image_in_use(img["Id"]))
+        vols = self.volumes.list()
+        for v in vols:
+            v["UsageData"] = {
+                "Size": self.volumes.size(v["Name"]),
+                "RefCount": len(self._volume_users(v["Name"])),
+            }
+        return {
+            "LayersSize": sum(int(i.get("Size") or 0) for i in images),
+            "Images": images,
+            "Containers": containers,
+            "Volumes": vols,
+            "BuildCache": [],
+        }
+
+    def container_sizes(self, st: Any) -> dict[str, int]:
+        rw = dir_size(st.upper_dir) if st.upper_dir else 0
+        try:
+            image = int(self.images.inspect(view.docker_of(st).get("Image", "")).get("Size") or 0)
+        except Exception:
+            image = 0
+        return {"SizeRw": rw, "SizeRootFs": rw + image}
+
+
+def _arch() -> str:
+    m = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def _engine_id(state_dir: Path) -> str:
+    path = state_dir / "engine-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        value = secrets.token_hex(16).upper()
+        path.write_text(value)
+        return value
