@@ -3,7 +3,7 @@
 import socket
 
 import pytest
-from support.netguest import dns_query, net_env, serve_echo, tcp_echo
+from support.netguest import dns_query, dns_query_tcp, net_env, serve_echo, tcp_echo
 
 from pymachine_agent.network import EndpointConfig, EndpointSettings
 
@@ -41,6 +41,10 @@ def test_embedded_dns_forwards_other_names_to_the_guest_resolver(env):
     assert c.run(lambda: dns_query("example.test")) == (0, ["10.9.9.9"])
     assert c.run(lambda: dns_query("missing.test"))[0] == 3  # NXDOMAIN relayed from upstream
     assert "example.test" in env.upstream.asked
+    # and over TCP, which resolvers fall back to for long answers
+    assert c.run(lambda: dns_query_tcp("solo")).endswith(
+        socket.inet_aton(env.mgr.endpoint(A).attachments[0].ip)
+    )
 
 
 def test_containers_keep_port_53_free_for_their_own_servers(env):

@@ -274,3 +274,20 @@ def net_env(tmp: Path, **kw: Any) -> Iterator[NetEnv]:
             for c in env.containers:
                 c.stop()
             upstream.close()
+
+
+def dns_query_tcp(name: str, server: str = "127.0.0.11", port: int = 53, timeout: float = 3.0) -> bytes:
+    """The raw reply to an A query for `name` over TCP (length-prefixed)."""
+    question = (
+        b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+    )
+    query = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + question
+    with socket.create_connection((server, port), timeout=timeout) as s:
+        s.sendall(struct.pack("!H", len(query)) + query)
+        data = b""
+        while len(data) < 2 or len(data) < 2 + struct.unpack_from("!H", data)[0]:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data[2:]
