@@ -6,6 +6,7 @@ import pytest
 from support.netguest import net_env, serve_echo, tcp_echo, udp_echo
 
 from pymachine_agent.network import EndpointConfig, PortClashError, PortSpec
+from pymachine_agent.network.ports import hold_port
 
 A, B = "a" * 64, "b" * 64
 
@@ -163,3 +164,19 @@ def test_a_udp_client_moves_to_the_new_container_after_a_replacement(env):
         assert client.recvfrom(100)[0] == b"udp:two"
     finally:
         client.close()
+
+
+def test_hold_port_ephemeral_and_clash_with_a_bound_process():
+    held = hold_port("tcp", 0)
+    try:
+        port = held.getsockname()[1]
+        assert port > 0
+        other = socket.socket()
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with pytest.raises(OSError):
+            other.bind(("127.0.0.1", port))
+        other.close()
+        with pytest.raises(PortClashError, match=f"{port}/tcp is already in use"):
+            hold_port("tcp", port)
+    finally:
+        held.close()
