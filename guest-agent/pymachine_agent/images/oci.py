@@ -118,6 +118,8 @@ def copy_verified(
         dst.write(chunk)
         if on_chunk:
             on_chunk(len(chunk))
+    if size is not None and count < size:
+        raise ImageError(f"{what} ended after {count} of its {size} bytes: the transfer was cut short")
     digest = "sha256:" + sha.hexdigest()
     if expected and digest != expected:
         raise DigestMismatch(what, expected, digest)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import json
 import shutil
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -112,6 +113,10 @@ def _download_layer(
         store.import_layer(
             resp.stream, diff_id, desc["digest"], desc.get("mediaType"), on_chunk, downloaded, total or None
         )
+    except (ConnectionError, TimeoutError, http.client.HTTPException) as err:  # the connection broke mid-blob
+        raise RegistryError(
+            f"download of layer {desc['digest']} from {client.host} was interrupted: {err!r}"
+        ) from err
     finally:
         resp.close()
     progress({"status": "Pull complete", "progressDetail": {}, "id": sid})
