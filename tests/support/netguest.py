@@ -270,10 +270,12 @@ def net_env(tmp: Path, **kw: Any) -> Iterator[NetEnv]:
             mgr.start()
             yield env
         finally:
-            env.mgr.close()
-            for c in env.containers:
-                c.stop()
-            upstream.close()
+            try:
+                env.mgr.close()
+            finally:  # never leak the fake containers, even if the manager fails to close
+                for c in env.containers:
+                    c.stop()
+                upstream.close()
 
 
 def dns_query_tcp(name: str, server: str = "127.0.0.11", port: int = 53, timeout: float = 3.0) -> bytes:
