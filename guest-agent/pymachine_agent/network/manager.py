@@ -328,7 +328,8 @@ class NetworkManager(Wiring):
             self.holder.release(container_id)
             remove_links(rec)
             self.endpoints.delete(container_id)
-            self._apply_nat()
+            if rec.get("ports"):  # the table depends only on networks and published ports: spare an nft run
+                self._apply_nat()
             forget_flows(rec)
         for port in ports_of(rec) if announced is None else announced:
             if self.on_port_event is not None:

@@ -205,7 +205,7 @@ class Wiring:
                 guest, rec["embedded_dns"], config.dns, config.dns_search, config.dns_options
             )
             rec.pop("_mac", None)
-            return self._commit(rec, nat=True)
+            return self._commit(rec, nat=bool(rec["ports"]) and self.port_mode == "dnat")
         except BaseException:
             for _, sock in held:
                 sock.close()
@@ -214,7 +214,8 @@ class Wiring:
             remove_links(rec)
             self.endpoints.delete(container_id)
             self.live.pop(container_id, None)
-            self._apply_nat()
+            if rec["ports"]:
+                self._apply_nat()
             raise
 
     def _commit(self: NetworkManager, rec: dict[str, Any], nat: bool = False) -> dict[str, Any]:
