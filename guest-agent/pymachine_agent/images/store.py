@@ -14,21 +14,17 @@ two writes can never leave a count that drifts; a layer no image references is d
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import json
-import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import layers, oci, views
-from .errors import DigestMismatch, ImageError, ImageNotFound, InvalidReference
-from .oci import copy_verified
+from . import views
+from .content import ContentStore, atomic_write, digest_hex
+from .errors import ImageError, ImageNotFound, InvalidReference
 from .reference import Reference, is_id_prefix, is_image_id, parse
 
 Progress = Callable[[dict[str, Any]], None]
@@ -39,27 +35,7 @@ def _noprogress(_msg: dict[str, Any]) -> None:
     pass
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _hex(digest: str) -> str:
-    algo, _, hexpart = digest.partition(":")
-    if algo != "sha256" or len(hexpart) != 64 or not all(c in "0123456789abcdef" for c in hexpart):
-        raise ImageError(f"unsupported or malformed digest {digest!r}")
-    return hexpart
-
-
-class ImageStore:
+class ImageStore(ContentStore):
     def __init__(self, root: Path | str, insecure_registries: Iterable[str] = ()) -> None:
         self.root = Path(root)
         self.insecure_registries = set(insecure_registries)
@@ -74,144 +50,9 @@ class ImageStore:
         self._lock = threading.RLock()
         self._active = 0
 
-    # ---- low level: locking, blobs, layers, records -------------------------------------------------
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Serialise metadata changes between threads and processes sharing the store."""
-        with self._lock, open(self.root / "lock", "a+") as lockfile:
-            fcntl.flock(lockfile, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lockfile, fcntl.LOCK_UN)
-
-    def tmp_dir(self) -> Path:
-        """A new private folder under tmp/ (removed when the store next opens, if the caller did not)."""
-        return Path(tempfile.mkdtemp(dir=self.root / "tmp"))
-
-    def blob_path(self, digest: str) -> Path:
-        return self.root / "blobs" / "sha256" / _hex(digest)
-
-    def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).exists()
-
-    def write_blob(self, data: bytes) -> str:
-        digest = "sha256:" + sha256_hex(data)
-        path = self.blob_path(digest)
-        if not path.exists():
-            atomic_write(path, data)
-        return digest
-
-    def read_blob(self, digest: str) -> bytes:
-        data = self.blob_path(digest).read_bytes()
-        if "sha256:" + sha256_hex(data) != digest:
-            raise DigestMismatch(f"stored blob {digest}", digest, "sha256:" + sha256_hex(data))
-        return data
-
-    def adopt_blob(self, tmp_file: Path, digest: str) -> Path:
-        """Move an already verified file into the blob store."""
-        path = self.blob_path(digest)
-        os.replace(tmp_file, path)
-        return path
-
-    def layer_root(self, diff_id: str) -> Path:
-        return self.root / "layers" / _hex(diff_id)
-
-    def has_layer(self, diff_id: str) -> bool:
-        return (self.layer_root(diff_id) / "layer.json").exists()
-
-    def layer_meta(self, diff_id: str) -> dict[str, Any]:
-        return json.loads((self.layer_root(diff_id) / "layer.json").read_text())
-
-    def _write_layer_meta(self, meta: dict[str, Any]) -> None:
-        atomic_write(self.layer_root(meta["diff_id"]) / "layer.json", json.dumps(meta, indent=1).encode())
-
-    def add_layer_blob(self, diff_id: str, digest: str, media_type: str) -> None:
-        """Remember that blob `digest` (compressed or not) decompresses to layer `diff_id` (for push/save)."""
-        with self.locked():
-            meta = self.layer_meta(diff_id)
-            if meta["blobs"].get(digest) != media_type:
-                meta["blobs"][digest] = media_type
-                self._write_layer_meta(meta)
-
-    def add_layer(
-        self, stream: BinaryIO, expected_diff_id: str | None, blob: tuple[str, str] | None = None
-    ) -> dict[str, Any]:
-        """Unpack one layer tar (gzip/zstd/plain) unless that diff_id is present; returns its meta.
-
-        Unpacks into tmp/ and renames into layers/ only once every entry was accepted and the uncompressed
-        digest equals `expected_diff_id`; so a refused or corrupt layer leaves nothing behind."""
-        if expected_diff_id and self.has_layer(expected_diff_id):
-            if blob:
-                self.add_layer_blob(expected_diff_id, *blob)
-            return self.layer_meta(expected_diff_id)
-        work = self.tmp_dir()
-        try:
-            os.chmod(work, 0o755)  # becomes layers/<hex>/ as is
-            (work / "diff").mkdir()
-            os.chmod(work / "diff", 0o755)
-            result = layers.unpack(stream, work / "diff")
-            if expected_diff_id and result.diff_id != expected_diff_id:
-                raise DigestMismatch("layer (uncompressed)", expected_diff_id, result.diff_id)
-            meta = {
-                "diff_id": result.diff_id,
-                "size": result.size,
-                "tar_size": result.tar_size,
-                "blobs": {blob[0]: blob[1]} if blob else {},
-            }
-            atomic_write(work / "layer.json", json.dumps(meta, indent=1).encode())
-            with self.locked():
-                dest = self.layer_root(result.diff_id)
-                if not (dest / "layer.json").exists():
-                    if dest.exists():  # debris of an interrupted rename: never referenced, safe to drop
-                        shutil.rmtree(dest)
-                    os.rename(work, dest)
-                    return meta
-            if blob:
-                self.add_layer_blob(result.diff_id, *blob)
-            return self.layer_meta(result.diff_id)
-        finally:
-            if work.exists():
-                shutil.rmtree(work, ignore_errors=True)
-
-    def import_layer(
-        self,
-        src: BinaryIO,
-        diff_id: str | None,
-        blob_digest: str | None,
-        media_type: str | None,
-        on_chunk: Callable[[int], None] | None = None,
-        downloaded: Callable[[], None] | None = None,
-        size: int | None = None,
-    ) -> dict[str, Any]:
-        """Keep a layer blob (verified against `blob_digest` when given) and unpack it (checked against
-        `diff_id` when given). The blob stays for push and save; media type is sniffed when not given."""
-        work = self.tmp_dir()
-        try:
-            tmp_blob = work / "blob"
-            with open(tmp_blob, "wb") as f:
-                what = f"layer blob {blob_digest or diff_id}"
-                digest = copy_verified(src, f, blob_digest, what, on_chunk, size)
-            if downloaded:
-                downloaded()
-            if not media_type:
-                with open(tmp_blob, "rb") as f:
-                    head = f.read(4)
-                media_type = (
-                    oci.DOCKER_LAYER_GZIP if head.startswith(layers.GZIP_MAGIC) else oci.DOCKER_LAYER_TAR
-                )
-            with open(tmp_blob, "rb") as f:
-                meta = self.add_layer(f, diff_id, (digest, media_type))
-            self.adopt_blob(tmp_blob, digest)
-            return meta
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-
-    def layer_has_blob(self, diff_id: str) -> bool:
-        return self.has_layer(diff_id) and any(self.has_blob(d) for d in self.layer_meta(diff_id)["blobs"])
-
+    # ---- image records and tags ---------------------------------------------------------------------
     def _image_path(self, image_id: str) -> Path:
-        return self.root / "images" / (_hex(image_id) + ".json")
+        return self.root / "images" / (digest_hex(image_id) + ".json")
 
     def record(self, image_id: str) -> dict[str, Any]:
         try:
@@ -321,18 +162,6 @@ class ImageStore:
         if short:
             return [self.short_dir(d) for d in stack]
         return [self.layer_root(d) / "diff" for d in stack]
-
-    def short_dir(self, diff_id: str) -> Path:
-        hexd = _hex(diff_id)
-        target = f"../layers/{hexd}/diff"
-        (self.root / "l").mkdir(exist_ok=True)
-        for name in (hexd[:20], hexd):  # the full name only if a prefix ever collided
-            link = self.root / "l" / name
-            with contextlib.suppress(FileExistsError):
-                os.symlink(target, link)
-            if os.readlink(link) == target:
-                return link
-        raise ImageError(f"cannot make a short link for layer {diff_id}")
 
     def refs_of(self, image_id: str) -> tuple[list[Reference], list[Reference]]:
         repos = self.repositories()
