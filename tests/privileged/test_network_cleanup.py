@@ -163,3 +163,19 @@ def test_restart_judges_liveness_by_pid_and_namespace_without_a_running_list(env
         assert len(plumbing.links_with_prefix(env.names["veth_prefix"])) == 1
     finally:
         mgr.close()
+
+
+def test_connecting_a_stopped_container_to_its_own_network_adds_aliases(env):
+    """What compose v1 does: create with network X, then connect to X with aliases before the start."""
+    env.mgr.create_network("front")
+    c, asker = env.container(), env.container()
+    env.mgr.connect("front", A, EndpointSettings(["svc"]))
+    info = env.mgr.attach(
+        A,
+        c.pid,
+        EndpointConfig(name="c", network_mode="front", networks={"front": EndpointSettings(["first"])}),
+    )
+    assert [a.network_name for a in info.attachments] == ["front"]
+    assert info.attachments[0].aliases == ["first", "svc"]
+    env.mgr.attach(B, asker.pid, EndpointConfig(name="asker", network_mode="front"))
+    assert asker.run(lambda: dns_query("svc")) == (0, [info.attachments[0].ip])

@@ -116,7 +116,14 @@ class Wiring:
             wanted[net["Id"]] = (net, settings)
         remembered = (self.containers.read(container_id) or {}).get("networks", {})
         for net_id, settings in remembered.items():
-            if net_id not in wanted:
+            if net_id in wanted:  # connected again to a network it is configured for: the aliases add up
+                net, have = wanted[net_id]
+                aliases = list(dict.fromkeys([*have.aliases, *settings.get("aliases", [])]))
+                wanted[net_id] = (
+                    net,
+                    EndpointSettings(aliases, have.ipv4_address or settings.get("ipv4_address", "")),
+                )
+            else:
                 try:
                     net = self.table.find(net_id)
                 except NetworkError:
