@@ -1,12 +1,17 @@
 """create + start + wait of `true` in a busybox rootfs: pymachine's runtime vs crun and runc, same rootfs.
 
-    python3 bench/container_start.py [--runs 20]
+    python3 bench/container_start.py [--runs 20]          # on this host
+    python3 bench/container_start.py --vm [--runs 20]     # inside a booted guest (pure cgroup v2)
 
 Prints the median of each and the ratios. Rounds interleave the three runtimes so that load from other
 processes on the machine falls on all of them alike. Ours is measured in-process (as the agent calls it:
 Runtime.create + start + wait; remove afterwards, untimed); crun and runc as the `run` command on an OCI
 bundle (their create + start + wait + delete), which is what dockerd/containerd pay per container. Ours mounts
 an overlayfs of the layer (Docker's way); crun and runc get the same folder as a plain root.
+
+With --vm the guest image is booted with plain QEMU (tests/support/guestboot.py); crun and runc are copied in
+from this host's Debian packages (same Debian release as the guest, so their libraries fit) and the bench runs
+there, where every runtime creates a cgroup v2 per container.
 
 On a cgroup v1/hybrid host (like the development machine) no runtime gets a cgroup: ours degrades to none,
 crun runs with --cgroup-manager=disabled (and a private mount namespace that hides the hybrid cgroup2 mount,
@@ -84,10 +89,52 @@ def time_ours(rt: Runtime, layer: Path) -> float:
     return elapsed
 
 
+def run_in_vm(runs: int) -> None:
+    """Boot the guest, copy this bench, busybox, crun and runc (with their libraries) in, run it there."""
+    from support.guestboot import boot_guest
+
+    from pymachine.hostvm import image
+
+    os.environ.setdefault("PYMACHINE_CACHE", "/var/tmp/pymachine-test-cache")
+    manifest = image.ensure_image()
+    libs: set[str] = set()
+    for tool in ("/usr/bin/crun", shutil.which("runc") or "/usr/sbin/runc"):
+        out = subprocess.run(["ldd", tool], capture_output=True, text=True, check=True).stdout
+        libs |= {p.split("=>")[1].split("(")[0].strip() for p in out.splitlines() if "=> /" in p}
+    libs = {lib for lib in libs if "/libc.so" not in lib}
+    with (
+        tempfile.TemporaryDirectory(prefix="pmbenchvm-") as tmp,
+        boot_guest(manifest, Path(tmp), memory_mib=1024, cpus=2, boot_timeout=900) as guest,
+    ):
+        sftp = guest.ssh().open_sftp()
+        for d in ("/root/b", "/root/b/bench", "/root/b/tests", "/root/b/tests/support"):
+            sftp.mkdir(d)
+        sftp.put(__file__, "/root/b/bench/container_start.py")
+        sftp.put(str(REPO / "tests/support/rootfs.py"), "/root/b/tests/support/rootfs.py")
+        sftp.put(str(REPO / "tests/support/__init__.py"), "/root/b/tests/support/__init__.py")
+        sftp.put("/bin/busybox", "/bin/busybox")
+        sftp.chmod("/bin/busybox", 0o755)
+        for tool in ("/usr/bin/crun", shutil.which("runc") or "/usr/sbin/runc"):
+            sftp.put(tool, "/usr/local/bin/" + os.path.basename(tool))
+            sftp.chmod("/usr/local/bin/" + os.path.basename(tool), 0o755)
+        for lib in libs:
+            sftp.put(os.path.realpath(lib), "/usr/local/lib/" + os.path.basename(lib))
+        sftp.close()
+        res = guest.run(
+            f"ldconfig && cd /root/b && python3 bench/container_start.py --runs {runs}", timeout=3600
+        )
+        print("(inside the guest VM, QEMU TCG)")
+        print(res.stdout + res.stderr, end="")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--vm", action="store_true", help="boot the guest image and run the bench inside it")
     args = ap.parse_args()
+    if args.vm:
+        run_in_vm(args.runs)
+        return
     if os.geteuid() != 0:
         sys.exit("needs root (namespaces, mounts)")
     v1 = not is_v2()

@@ -159,6 +159,52 @@ def main() -> None:
         out["cgroup_removed"] = not cg.exists()
         return out
 
+    @scenario("weights")
+    def _weights() -> dict:
+        limits = Limits(cpu_shares=512, memory_reservation=16 * MiB, cpuset_cpus="0", io_weight=500)
+        cid = new(["sleep", "600"], limits=limits)
+        files = ("cpu.weight", "memory.low", "cpuset.cpus", "io.weight")
+        script = "; ".join(f"echo {f}=$(cat /sys/fs/cgroup/{f} 2>/dev/null || echo absent)" for f in files)
+        out = dict(line.split("=", 1) for line in exec_out(rt, cid, ["sh", "-c", script]).splitlines())
+        rt.kill(cid)
+        return out
+
+    @scenario("survive")
+    def _survive() -> dict:
+        # An "agent" process starts a container and is killed -9; a new Runtime on the same state re-attaches.
+        import signal
+        import subprocess
+
+        state = work / "state-survive"
+        cid = "7" * 64
+        code = (
+            "import sys; from pymachine_agent.runtime import Runtime, ContainerSpec; "
+            f"rt = Runtime({str(state)!r}, cgroup_parent='pmtest-rt'); "
+            f"rt.create(ContainerSpec(id={cid!r}, name='survivor', layers=[{str(layer)!r}], network='none', "
+            "argv=['sh', '-c', 'echo up; trap \"exit 7\" TERM; while true; do sleep 0.1; done'])); "
+            f"rt.start({cid!r}); print('started', flush=True); sys.stdin.read()"
+        )
+        agent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        line = agent.stdout.readline()  # type: ignore[union-attr]
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        rt2 = Runtime(state, cgroup_parent="pmtest-rt")
+        try:
+            rt2.reconcile()
+            st = rt2.inspect(cid)
+            out = {"agent_said": line.decode().strip(), "status_after_reattach": st.status}
+            out["cgroup_procs"] = len(
+                (Path("/sys/fs/cgroup/pmtest-rt") / cid / "cgroup.procs").read_text().split()
+            )
+            out["exec"] = exec_out(rt2, cid, ["echo", "inside"]).strip()
+            rt2.stop(cid, timeout=20)
+            st = rt2.inspect(cid)
+            out.update(status_after_stop=st.status, exit_code=st.exit_code, logs=logs(rt2, cid))
+            rt2.remove(cid)
+            return out
+        finally:
+            rt2.close()
+
     for c in rt.list():
         rt.remove(c.id, force=True)
     rt.close()

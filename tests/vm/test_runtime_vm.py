@@ -85,3 +85,19 @@ def test_private_cgroup_namespace_stats_update_and_freeze(results: dict) -> None
     assert "frozen 0" in got["thawed_events"]
     assert got["top"] == 1
     assert got["cgroup_removed"]
+
+
+def test_cpu_weight_reservation_cpuset(results: dict) -> None:
+    got = scenario(results, "weights")
+    assert got["cpu.weight"] == "59"  # runc's conversion of 512 shares
+    assert got["memory.low"] == str(16 * 1024 * 1024)
+    assert got["cpuset.cpus"] == "0"
+    assert got["io.weight"] in ("absent", "default 4950")  # io controller only where the disk supports it
+
+
+def test_container_survives_agent_kill_9_in_the_guest(results: dict) -> None:
+    got = scenario(results, "survive")
+    assert got["agent_said"] == "started"
+    assert got["status_after_reattach"] == "running" and got["cgroup_procs"] >= 1
+    assert got["exec"] == "inside"
+    assert (got["status_after_stop"], got["exit_code"], got["logs"]) == ("exited", 7, "up\n")
