@@ -231,3 +231,18 @@ def test_load_from_a_pipe_and_a_gzipped_archive(tmp_path: Path) -> None:
         "gz/bb:1"
     ]  # `docker load < x.tar.gz`
     assert list((s.root / "tmp").iterdir()) == []
+
+
+def test_reopening_the_store_clears_what_a_crash_left(store: ImageStore) -> None:
+    image_id = store.resolve(BB)
+    store.add_layer(io.BytesIO(tar_bytes([file("orphan", b"x")])), None)  # unpacked, no image yet: "crash"
+    stray_blob = store.write_blob(b"config written just before a crash")
+    debris = store.tmp_dir()
+    (debris / "half-unpacked").mkdir()
+    assert len(list((store.root / "layers").iterdir())) == 2
+    reopened = ImageStore(store.root)
+    assert reopened.resolve(BB) == image_id
+    assert len(list((store.root / "layers").iterdir())) == 1
+    assert not reopened.has_blob(stray_blob) and reopened.has_blob(image_id)
+    assert list((store.root / "tmp").iterdir()) == []
+    assert (reopened.layer_dirs(BB)[0] / "bin/busybox").exists()

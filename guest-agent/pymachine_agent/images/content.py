@@ -172,10 +172,17 @@ class ContentStore:
                 media_type = (
                     oci.DOCKER_LAYER_GZIP if head.startswith(layers.GZIP_MAGIC) else oci.DOCKER_LAYER_TAR
                 )
-            with open(tmp_blob, "rb") as f:
-                meta = self.add_layer(f, diff_id, (digest, media_type))
-            self.adopt_blob(tmp_blob, digest)
-            return meta
+            # The blob goes in first, so a layer.json never names a blob that a crash kept from arriving
+            # (an unreferenced blob is swept instead); it leaves again if the layer is refused.
+            existed = self.has_blob(digest)
+            path = self.adopt_blob(tmp_blob, digest)
+            try:
+                with open(path, "rb") as f:
+                    return self.add_layer(f, diff_id, (digest, media_type))
+            except BaseException:
+                if not existed:
+                    path.unlink(missing_ok=True)
+                raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
 

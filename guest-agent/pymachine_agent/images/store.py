@@ -49,6 +49,9 @@ class ImageStore(ContentStore):
                 leftover.unlink(missing_ok=True)
         self._lock = threading.RLock()
         self._active = 0
+        from . import removal
+
+        removal.sweep(self)  # layers and blobs a crash left without an image
 
     # ---- image records and tags ---------------------------------------------------------------------
     def _image_path(self, image_id: str) -> Path:
