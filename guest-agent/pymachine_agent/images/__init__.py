@@ -6,25 +6,28 @@ Public API (what the runtime, the builder and the Docker API glue call)::
     store = ImageStore(Path("/var/lib/pymachine/images"))
 
     # lookups: `ref` is a name[:tag][@digest], a full image ID (sha256:<hex> or <hex>) or a unique ID prefix
-    store.resolve(ref) -> "sha256:<id>"          # ImageNotFound (404) "No such image: busybox:latest"
+    store.resolve(ref) -> "sha256:<id>"        # ImageNotFound (404) "No such image: busybox:latest"
     store.exists(ref) -> bool
-    store.inspect(ref) -> dict                           # GET /images/{ref}/json shape
-    store.history(ref) -> list[dict]                     # GET /images/{ref}/history shape
-    store.list(filters=None) -> list[dict]               # GET /images/json shape
-    store.config(ref) -> dict                            # the full OCI/Docker image config JSON
-    store.layer_dirs(ref, short=False) -> list[Path]  # LOWEST first (overlay lowerdir: reversed)
+    store.inspect(ref) -> dict                 # GET /images/{ref}/json shape
+    store.history(ref) -> list[dict]           # GET /images/{ref}/history shape
+    store.list(filters=None) -> list[dict]     # GET /images/json shape (filters: dangling, reference, label)
+    store.config(ref) -> dict                  # the full OCI/Docker image config JSON
+    store.layer_dirs(ref, short=False) -> list[Path]
+        # the folders to stack, LOWEST first (overlay lowerdir = reversed, ':'-joined); a repeated layer
+        # appears once, at its top place; short=True gives <root>/l/<20 hex> links (shorter mount options)
 
     # changes; `progress` gets Docker's JSON-stream message dicts ({"status", "id", "progressDetail"})
     store.pull(ref, auth=None, progress=None) -> "sha256:<id>"
     store.push(ref, auth=None, progress=None) -> "sha256:<manifest digest>"
-    store.load(fileobj, progress=None) -> ["busybox:latest" | "sha256:<id>", ...]  # docker-archive / OCI
-    store.save(refs, fileobj) -> None    # docker-archive (+ OCI layout) tar to a writable stream
     store.login(auth) -> {"Status": "Login Succeeded", "IdentityToken": ""}   # POST /auth; 401 if wrong
-    store.tag(src, dst) -> None                          # dst: "repo[:tag]"
+    store.load(fileobj, progress=None) -> ["busybox:latest" | "sha256:<id>", ...]   # docker-archive / OCI
+    store.save(refs, fileobj) -> None          # docker-archive (+ OCI layout) tar to a writable stream
+    store.tag(src, dst) -> None                # dst: "repo[:tag]" or a Reference
     store.remove(ref, force=False, in_use=None) -> [{"Untagged": "x:y"}, {"Deleted": "sha256:…"}]
-    store.prune(dangling_only=True, in_use=None) -> {"ImagesDeleted": [...], "SpaceReclaimed": n}
+    store.prune(dangling_only=True, in_use=None) -> {"ImagesDeleted": [...] | None, "SpaceReclaimed": n}
     store.commit(upper_dir, parent, changes=None, *, comment="", author="", created_by="", tag=None)
-        -> "sha256:<id>"  # upper_dir=None: a config-only image (builder's ENV…)
+        -> "sha256:<id>"                       # upper_dir=None: a config-only image (builder's ENV…)
+    store.tmp_dir() -> Path                    # scratch folder on the store's filesystem (cleared at open)
 
 `changes` of commit: config keys to override (Cmd, Env, …); two lowercase keys are special: "config" (a
 container's whole Config, merged first) and "changes" (`docker commit --change` lines such as 'CMD ["x"]').
