@@ -362,7 +362,7 @@ def start(name: str, progress: Progress | None = None) -> Machine:
                         assert client is not None
                         _wait_guest_socket(client, deadline)
                     elif stage.name == "host agent":
-                        launcher.ensure_running(name, say)
+                        launcher.ensure_running(name, say, timeout=stage.timeout(accel))
                 except PymachineError as exc:
                     raise PymachineError(
                         f"{label} failed: {exc.message}",

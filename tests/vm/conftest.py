@@ -1,0 +1,28 @@
+"""Fixtures for vm-tier tests: one started machine per test session, shared by every vm test (boots are
+expensive under TCG), in an isolated PYMACHINE_HOME that shares the image cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from support.machines import SHARED_CACHE, StartedMachine, started_machine
+
+
+@pytest.fixture(scope="session")
+def session_machine() -> Iterator[StartedMachine]:
+    """A machine that is created and started once per session; deleted at the end."""
+    with started_machine("s") as machine:
+        yield machine
+
+
+@pytest.fixture
+def machine(session_machine: StartedMachine, monkeypatch: pytest.MonkeyPatch) -> StartedMachine:
+    """The session machine, with PYMACHINE_HOME pointing at its home for this test (for in-process calls)."""
+    monkeypatch.setenv("PYMACHINE_HOME", str(session_machine.home))
+    monkeypatch.setenv("PYMACHINE_CACHE", str(SHARED_CACHE))
+    from pymachine.hostvm import machines
+
+    if machines.get(session_machine.name).state != "running":  # a test before may have stopped it
+        machines.start(session_machine.name)
+    return session_machine
