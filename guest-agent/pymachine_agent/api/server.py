@@ -142,6 +142,7 @@ def _make_handler(
                     request = conn.read_request()
                     if request is None:
                         break
+                    log.debug("%s %s", request.method, request.target)
                     dispatch(router, request)
                     if conn.hijacked or conn.close_after:
                         break
