@@ -17,7 +17,7 @@ packages=(
     mmdebstrap debootstrap e2fsprogs busybox-static cpio zstd dpkg-dev  # building the guest image
     openssh-client iproute2 iptables nftables uidmap  # SSH to the VM; the privileged test tier on this host
     crun runc socat xvfb xauth curl                   # bench peers, GUI screenshots, the demo
-    docker-registry                                    # a local OCI registry for pull/push tests
+    docker-registry skopeo                             # a local OCI registry; skopeo for interop tests
 )
 missing=()
 for p in "${packages[@]}"; do
