@@ -117,7 +117,7 @@ class EventBus:
         with self.lock:
             if since is not None:
                 for event in self.history:
-                    if event["timeNano"] >= since * 1e9 and event_matches(event, filters):
+                    if event["timeNano"] >= _ns(since) and event_matches(event, filters):
                         sub.queue.put(event)
             self.subscribers.append(sub)
         return sub
@@ -132,10 +132,16 @@ class EventBus:
             return [
                 e
                 for e in self.history
-                if (since is None or e["timeNano"] >= since * 1e9)
-                and e["timeNano"] <= until * 1e9
+                if (since is None or e["timeNano"] >= _ns(since))
+                and e["timeNano"] <= _ns(until) + 2_000
                 and event_matches(e, filters)
             ]
+
+
+def _ns(seconds: float) -> int:
+    """Seconds (float, from a query string) → ns, rounded down a little: a float of ~1.8e9 s only keeps
+    ~0.2 µs, and an event must not drop out of its own `since`."""
+    return int(seconds * 1e9) - 2_000
 
 
 # -- host agent port stream ------------------------------------------------------------------------

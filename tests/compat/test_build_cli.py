@@ -255,3 +255,28 @@ def test_context_cannot_be_left_and_remote_add_is_refused(build_agent: Agent, tm
     ctx = write_context(tmp_path / "ctx3", {"Dockerfile": f"FROM {BB}\nCOPY missing.txt /x\n"})
     res = build(build_agent, ctx, check=False)
     assert res.returncode != 0 and "missing.txt" in res.stderr
+
+
+def test_dockerfile_from_stdin_and_from_outside_the_context(build_agent: Agent, tmp_path: Path) -> None:  # noqa: F811
+    # `docker build -`: the Dockerfile on stdin, no context
+    out = build_agent.docker(
+        "build", "-t", "bt-stdin", "-", input=f"FROM {BB}\nRUN echo from-stdin > /s\n".encode(), timeout=300
+    ).stdout
+    assert "Successfully tagged bt-stdin:latest" in out
+    assert run(build_agent, "bt-stdin", "cat", "/s") == "from-stdin\n"
+    # `-f` naming a Dockerfile outside the context: the CLI adds it to the tar under a generated name
+    ctx = write_context(tmp_path / "ctx", {"data.txt": "data\n"})
+    (tmp_path / "Other.dockerfile").write_text(f"FROM {BB}\nCOPY data.txt /data.txt\n")
+    build(build_agent, ctx, "-f", str(tmp_path / "Other.dockerfile"), "-t", "bt-outside")
+    assert run(build_agent, "bt-outside", "cat", "/data.txt") == "data\n"
+    # and a tar context (gzip) on stdin
+    import gzip
+
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        for name, data in {"Dockerfile": f"FROM {BB}\nCOPY x /x\n", "x": "from-tar\n"}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data.encode()))
+    build_agent.docker("build", "-t", "bt-tar", "-", input=gzip.compress(tar.getvalue()), timeout=300)
+    assert run(build_agent, "bt-tar", "cat", "/x") == "from-tar\n"
