@@ -133,7 +133,7 @@ class EventBus:
                 e
                 for e in self.history
                 if (since is None or e["timeNano"] >= _ns(since))
-                and e["timeNano"] <= _ns(until) + 2_000
+                and e["timeNano"] <= int(until * 1e9) + 2_000
                 and event_matches(e, filters)
             ]
 
