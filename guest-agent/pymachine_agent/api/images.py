@@ -84,7 +84,12 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
             ref = f"{from_image}@{tag}" if tag.startswith("sha256:") else f"{from_image}:{tag}"
         auth = decode_auth(req.headers.get("X-Registry-Auth"))
         req.drain()
-        _stream_job(req, lambda progress: store.pull(ref, auth=auth, progress=progress))
+        def pull(progress: Any) -> str:
+            image_id = store.pull(ref, auth=auth, progress=progress)
+            engine.events.publish("image", "pull", ref, {"name": ref})
+            return image_id
+
+        _stream_job(req, pull)
 
     @r("POST", "/images/load")
     def load(req: Request) -> None:
@@ -94,6 +99,8 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
                 spool.write(piece)
             spool.seek(0)
             loaded = store.load(spool)
+        for name in loaded:
+            engine.events.publish("image", "load", name, {"name": name})
         out = req.conn.stream(200, "application/json")
         for name in loaded:
             kind = "Loaded image ID" if name.startswith("sha256:") else "Loaded image"
