@@ -68,7 +68,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
         filters = req.filters()
         images = store.list(filters)
         for img in images:
-            img["Containers"] = len(engine.image_in_use(img["Id"])) if req.qbool("all") or True else -1
+            img["Containers"] = len(engine.image_in_use(img["Id"]))
         return 200, images
 
     @r("POST", "/images/create")
@@ -93,7 +93,6 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
 
     @r("POST", "/images/load")
     def load(req: Request) -> None:
-        quiet = req.qbool("quiet")
         with tempfile.TemporaryFile(dir=store.tmp_dir()) as spool:
             for piece in req.iter_body():
                 spool.write(piece)
@@ -104,10 +103,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
         out = req.conn.stream(200, "application/json")
         for name in loaded:
             kind = "Loaded image ID" if name.startswith("sha256:") else "Loaded image"
-            if not quiet:
-                out.write_json({"stream": f"{kind}: {name}\n"})
-            else:
-                out.write_json({"stream": f"{kind}: {name}\n"})
+            out.write_json({"stream": f"{kind}: {name}\n"})
         out.close()
 
     @r("GET", "/images/get")
