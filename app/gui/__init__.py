@@ -1,0 +1,1 @@
+"""The desktop app (PySide6): a window over the same façade the CLI uses (`pymachine.hostvm.*`)."""

@@ -1,0 +1,160 @@
+"""Small widgets every panel uses: the error banner (message, hint, "Show log"), empty states, formatting."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFont, QFontDatabase
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pymachine.hostvm.errors import PymachineError
+
+LOG_TAIL_BYTES = 256 * 1024
+
+
+def human_size(n: int | float) -> str:
+    """Bytes as `docker images` shows them (decimal units)."""
+    value = float(n or 0)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+def binary_size(n: int) -> str:
+    """Machine sizes as the CLI shows them (binary units: 1 GiB, 512 MiB)."""
+    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2)):
+        if n >= size:
+            value = n / size
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} B"
+
+
+def uptime(started_at: str, now: dt.datetime | None = None) -> str:
+    """'Up 5 minutes' style text from an RFC 3339 `StartedAt`; '' when unknown."""
+    if not started_at or started_at.startswith("0001-"):
+        return ""
+    text = started_at.rstrip("Z")
+    if "." in text:  # Python parses at most microseconds
+        head, frac = text.split(".", 1)
+        digits = "".join(ch for ch in frac if ch.isdigit())[:6]
+        text = f"{head}.{digits}"
+    try:
+        started = dt.datetime.fromisoformat(text.split("+")[0]).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return ""
+    secs = int(((now or dt.datetime.now(dt.UTC)) - started).total_seconds())
+    if secs < 60:
+        return f"{max(secs, 0)} s"
+    if secs < 3600:
+        return f"{secs // 60} min"
+    if secs < 86400:
+        return f"{secs // 3600} h {secs % 3600 // 60} min"
+    return f"{secs // 86400} days"
+
+
+def mono_font() -> QFont:
+    font = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+    font.setStyleHint(QFont.StyleHint.Monospace)
+    return font
+
+
+def read_tail(path: str | Path, limit: int = LOG_TAIL_BYTES) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            return fh.read().decode(errors="replace")
+    except OSError as exc:
+        return f"(cannot read {path}: {exc.strerror or exc})"
+
+
+class LogDialog(QDialog):
+    """The tail of a log file (console log, host-agent log), read-only, scrolled to the end."""
+
+    def __init__(self, path: str | Path, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(f"Log — {path}")
+        self.resize(900, 560)
+        self.text = QPlainTextEdit(readOnly=True)
+        self.text.setFont(mono_font())
+        self.text.setPlainText(read_tail(path))
+        self.text.moveCursor(self.text.textCursor().MoveOperation.End)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        lay = QVBoxLayout(self)
+        lay.addWidget(QLabel(str(path)))
+        lay.addWidget(self.text)
+        lay.addWidget(buttons)
+
+
+class ErrorBanner(QWidget):
+    """A failure as the CLI prints it: what happened, the hint, and "Show log" when there is a log."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("errorBanner")
+        self.setStyleSheet(
+            "#errorBanner { background: #fdecea; border: 1px solid #f5c2c0; border-radius: 4px; }"
+            "QLabel { color: #611a15; }"
+        )
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        self.message = QLabel(
+            wordWrap=True, textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse
+        )
+        self.hint = QLabel(wordWrap=True, textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.show_log = QPushButton("Show log")
+        self.show_log.clicked.connect(self._open_log)
+        close = QPushButton("Dismiss")
+        close.clicked.connect(self.hide)
+        text = QVBoxLayout()
+        text.addWidget(self.message)
+        text.addWidget(self.hint)
+        lay = QHBoxLayout(self)
+        lay.addLayout(text, 1)
+        lay.addWidget(self.show_log, 0, Qt.AlignmentFlag.AlignTop)
+        lay.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        self.log_path: str | None = None
+        self.dialog: LogDialog | None = None
+        self.hide()
+
+    def show_error(self, exc: BaseException, log_path: str | Path | None = None) -> None:
+        if isinstance(exc, PymachineError):
+            message, hint, path = exc.message, exc.hint, exc.log_path or log_path
+        else:
+            message, hint, path = f"{type(exc).__name__}: {exc}", "", log_path
+        self.message.setText(f"<b>Error:</b> {_escape(message)}")
+        self.hint.setText(f"<b>Hint:</b> {_escape(hint)}" if hint else "")
+        self.hint.setVisible(bool(hint))
+        self.log_path = str(path) if path else None
+        self.show_log.setVisible(self.log_path is not None)
+        self.show()
+
+    def _open_log(self) -> None:
+        if self.log_path:
+            self.dialog = LogDialog(self.log_path, self)
+            self.dialog.show()
+
+
+def empty_state(text: str) -> QLabel:
+    label = QLabel(text, alignment=Qt.AlignmentFlag.AlignCenter, wordWrap=True)
+    label.setStyleSheet("color: palette(mid); font-size: 15px; padding: 40px;")
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return label
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,139 @@
+"""A line-based terminal: `sh` in the container over an exec attach socket (no tty; frames demultiplexed).
+
+Each line typed is sent with a newline; output appears as it arrives. Enough for looking around a container;
+full-screen programs need `pymachine exec -it` in a real terminal.
+"""
+
+from __future__ import annotations
+
+import select
+import struct
+from typing import Any
+
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .common import mono_font
+from .workers import StreamThread
+
+
+def demux(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """Docker's multiplexed stream frames (8-byte header: stream, 0, 0, 0, big-endian length) → payloads."""
+    out = []
+    while len(buf) >= 8:
+        size = struct.unpack(">I", buf[4:8])[0]
+        if len(buf) < 8 + size:
+            break
+        out.append((buf[0], buf[8 : 8 + size]))
+        buf = buf[8 + size :]
+    return out, buf
+
+
+class ExecTerminal(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.output = QPlainTextEdit(readOnly=True)
+        self.output.setFont(mono_font())
+        self.output.setPlaceholderText("Select a running container and click Open shell.")
+        self.input = QLineEdit(placeholderText="command, then Enter (e.g. ls /, ps, cat /etc/hostname)")
+        self.input.setFont(mono_font())
+        self.input.returnPressed.connect(self.send_line)
+        self.input.setEnabled(False)
+        self.title = QLabel()
+        self.open_button = QPushButton("Open &shell")
+        self.close_button = QPushButton("Close shell")
+        self.close_button.clicked.connect(self.stop)
+        top = QHBoxLayout()
+        top.addWidget(self.title, 1)
+        top.addWidget(self.open_button)
+        top.addWidget(self.close_button)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(top)
+        lay.addWidget(self.output, 1)
+        lay.addWidget(self.input)
+        self.sock: Any = None
+        self.thread: StreamThread | None = None
+        self.dc: Any = None
+        self.exec_id = ""
+
+    def open(self, dc: Any, container_id: str, name: str, shell: str = "sh") -> None:
+        self.stop()
+        self.dc = dc
+        self.output.clear()
+        self.title.setText(f"Shell in {name}")
+        self.exec_id = dc.api.exec_create(container_id, [shell], stdin=True, tty=False)["Id"]
+        sock = dc.api.exec_start(self.exec_id, tty=False, socket=True)
+        self.sock = getattr(sock, "_sock", sock)
+
+        def produce(emit, stopped) -> None:  # type: ignore[no-untyped-def]
+            buf = b""
+            while not stopped():
+                ready, _, _ = select.select([self.sock], [], [], 0.2)
+                if not ready:
+                    continue
+                data = self.sock.recv(65536)
+                if not data:
+                    return
+                frames, buf = demux(buf + data)
+                for _stream, payload in frames:
+                    emit(payload.decode(errors="replace"))
+
+        self.thread = StreamThread(produce)
+        self.thread.chunk.connect(self._append)
+        self.thread.ended.connect(self._ended)
+        self.thread.start()
+        self.input.setEnabled(True)
+        self.input.setFocus()
+
+    def send_line(self) -> None:
+        line = self.input.text()
+        if self.sock is None:
+            return
+        self._append(f"$ {line}\n")
+        self.input.clear()
+        try:
+            self.sock.sendall(line.encode() + b"\n")
+        except OSError as exc:
+            self._ended(str(exc))
+
+    def _append(self, text: str) -> None:
+        cursor = self.output.textCursor()
+        cursor.movePosition(cursor.MoveOperation.End)
+        cursor.insertText(text)
+        self.output.verticalScrollBar().setValue(self.output.verticalScrollBar().maximum())
+
+    def _ended(self, error: str) -> None:
+        code = None
+        if self.dc is not None and self.exec_id:
+            try:
+                code = self.dc.api.exec_inspect(self.exec_id).get("ExitCode")
+            except Exception:  # noqa: BLE001 - the container may be gone
+                pass
+        how = f" with exit code {code}" if code is not None else ""
+        self._append(f"\n[shell ended{how}{': ' + error if error else ''}]\n")
+        self.input.setEnabled(False)
+        self.sock = None
+
+    def contents(self) -> str:
+        return self.output.toPlainText()
+
+    def stop(self) -> None:
+        if self.thread is not None:
+            self.thread.requestInterruption()
+            self.thread.wait(3000)
+            self.thread = None
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+        self.input.setEnabled(False)

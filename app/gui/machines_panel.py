@@ -1,0 +1,310 @@
+"""Machines: state, CPUs/memory/disk, accelerator and engine link; create, start, stop, restart, delete.
+
+Start shows the façade's staged progress ("stage 2 of 5: ssh banner"); a failure shows its message, hint and
+a "Show log" button for the console log (or the host-agent log). State refreshes from host-agent events and a
+slow poll.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pymachine.hostvm import machines, paths
+
+from . import workers
+from .common import ErrorBanner, LogDialog, binary_size, empty_state
+from .create_dialog import CreateDialog
+from .settings_panel import load_settings
+
+COLUMNS = ("Name", "State", "CPUs", "Memory", "Disk", "Accelerator", "Engine", "Driver")
+STAGE = re.compile(r"stage (\d+) of (\d+): ([^:]+)(: ok)?")
+POLL_MS = 5000
+
+
+def list_with_engine() -> list[tuple[Any, dict[str, Any]]]:
+    """Every machine with its host agent's status (link, forwards) when it runs."""
+    from pymachine.hostvm.hostagent import launcher
+
+    out = []
+    for m in machines.list_machines():
+        st: dict[str, Any] = {}
+        if m.state == "running":
+            try:
+                st = launcher.status(m.name, repair=False)
+            except Exception as exc:  # noqa: BLE001 - status is decoration; the row still shows
+                st = {"state": f"unknown ({exc})"}
+        out.append((m, st))
+    return out
+
+
+class MachinesPanel(QWidget):
+    selected = Signal(str)  # machine name ("" when none)
+    changed = Signal(list)  # [Machine] after each refresh
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.rows: list[Any] = []
+        self.busy: dict[str, str] = {}  # machine → verb running on it
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.empty = empty_state(
+            "No machines yet — click <b>Create</b> (Ctrl+N) to make one.<br>"
+            "A machine is a small Linux VM that runs your containers."
+        )
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(self.table)
+
+        self.buttons: dict[str, QPushButton] = {}
+        bar = QHBoxLayout()
+        for verb, text, key in (
+            ("create", "&Create…", "Ctrl+N"),
+            ("start", "&Start", "Ctrl+S"),
+            ("stop", "S&top", "Ctrl+T"),
+            ("restart", "&Restart", "Ctrl+R"),
+            ("delete", "&Delete", "Delete"),
+            ("log", "Show &log", "Ctrl+L"),
+        ):
+            b = QPushButton(text)
+            b.setObjectName(f"machine_{verb}")
+            b.setToolTip(f"{text.replace('&', '')} ({key})")
+            b.clicked.connect(lambda _c=False, v=verb: self.act(v))
+            QShortcut(
+                QKeySequence(key),
+                self,
+                lambda v=verb: self.act(v),
+                context=Qt.ShortcutContext.WidgetWithChildrenShortcut,
+            )
+            bar.addWidget(b)
+            self.buttons[verb] = b
+        bar.addStretch(1)
+        refresh = QPushButton("Refresh")
+        refresh.setShortcut(QKeySequence("F5"))
+        refresh.clicked.connect(self.refresh)
+        bar.addWidget(refresh)
+
+        self.progress = QProgressBar()
+        self.progress.hide()
+        self.progress_label = QLabel()
+        self.banner = ErrorBanner()
+        lay = QVBoxLayout(self)
+        lay.addLayout(bar)
+        lay.addWidget(self.stack, 1)
+        lay.addWidget(self.progress_label)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.banner)
+        self.dialog: CreateDialog | None = None
+        self.log_dialog: LogDialog | None = None
+        self._refreshing = False
+        self.timer = QTimer(self, interval=POLL_MS)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+        self._update_buttons()
+        self.refresh()
+
+    # -- data ---------------------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        if self._refreshing:
+            return
+        self._refreshing = True
+        workers.run_task(list_with_engine, on_done=self._fill, on_failed=self._refresh_failed)
+
+    def _refresh_failed(self, exc: BaseException) -> None:
+        self._refreshing = False
+        self.banner.show_error(exc)
+
+    def _fill(self, rows: list[tuple[Any, dict[str, Any]]]) -> None:
+        self._refreshing = False
+        keep = self.current()
+        self.rows = [m for m, _ in rows]
+        self.table.setRowCount(len(rows))
+        for i, (m, st) in enumerate(rows):
+            state = self.busy.get(m.name) or m.state
+            engine = ""
+            if m.state == "running":
+                engine = st.get("state", "")
+                link = st.get("link")
+                if isinstance(link, dict) and link.get("state"):
+                    engine += f" (link {link['state']})"
+            cells = (
+                m.name,
+                state,
+                str(m.cpus),
+                binary_size(m.memory),
+                binary_size(m.disk),
+                m.accelerator or "—",
+                engine or "—",
+                m.driver,
+            )
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col == 1:
+                    item.setForeground(
+                        Qt.GlobalColor.darkGreen if m.state == "running" else Qt.GlobalColor.gray
+                    )
+                self.table.setItem(i, col, item)
+        self.stack.setCurrentWidget(self.table if rows else self.empty)
+        names = [m.name for m in self.rows]
+        if keep in names:
+            self.table.selectRow(names.index(keep))
+        elif names and not keep:
+            self.table.selectRow(0)
+        self._update_buttons()
+        self.changed.emit(list(self.rows))
+
+    def current(self) -> str:
+        sel = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
+        if not sel or sel[0].row() >= len(self.rows):
+            return ""
+        return self.rows[sel[0].row()].name
+
+    def machine(self, name: str) -> Any:
+        return next((m for m in self.rows if m.name == name), None)
+
+    def select(self, name: str) -> None:
+        names = [m.name for m in self.rows]
+        if name in names:
+            self.table.selectRow(names.index(name))
+
+    def _selection_changed(self) -> None:
+        self._update_buttons()
+        self.selected.emit(self.current())
+
+    def _update_buttons(self) -> None:
+        name = self.current()
+        m = self.machine(name)
+        running = m is not None and m.state == "running"
+        idle = bool(name) and name not in self.busy
+        self.buttons["start"].setEnabled(idle and not running)
+        self.buttons["stop"].setEnabled(idle and running)
+        self.buttons["restart"].setEnabled(idle and running)
+        self.buttons["delete"].setEnabled(idle)
+        self.buttons["log"].setEnabled(bool(name))
+
+    # -- host-agent events --------------------------------------------------------------------------------
+    def on_event(self, machine: str, event: Any) -> None:
+        if event.type == "stage" and machine in self.busy:
+            self._progress(f"{machine}: {event.get('message') or event.get('stage')}")
+        elif event.type in ("state", "link", "socket"):
+            self.refresh()
+        elif event.type == "error":
+            self.progress_label.setText(f"{machine}: {event.get('message')} {event.get('hint') or ''}")
+
+    # -- verbs --------------------------------------------------------------------------------------------
+    def act(self, verb: str) -> None:
+        if verb == "create":
+            self.open_create()
+            return
+        name = self.current()
+        if not name or not self.buttons[verb].isEnabled():
+            return
+        if verb == "log":
+            self.show_log(name)
+            return
+        if verb == "delete":
+            m = self.machine(name)
+            ask = f"Delete machine '{name}' with its disk and keys?"
+            if m is not None and m.state == "running":
+                ask += "\nIt is running: it will be forced off."
+            if not self.confirm(ask):
+                return
+        self.run_verb(verb, name)
+
+    def confirm(self, text: str) -> bool:
+        """Overridable in tests; a real dialog otherwise."""
+        answer = QMessageBox.question(self, "pymachine", text)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def run_verb(self, verb: str, name: str, on_done: Callable[[Any], None] | None = None) -> None:
+        funcs: dict[str, Callable[..., Any]] = {
+            "start": lambda progress: machines.start(name, progress),
+            "stop": lambda progress: machines.stop(name, progress),
+            "restart": lambda progress: machines.restart(name, progress),
+            "delete": lambda: machines.delete(name, force=True),
+        }
+        self.busy[name] = {"start": "starting", "stop": "stopping", "restart": "restarting"}.get(
+            verb, "deleting"
+        )
+        self.banner.hide()
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self.progress_label.setText(f"{self.busy[name]} '{name}'…")
+        self._update_buttons()
+        self._set_state_cell(name, self.busy[name])
+
+        def done(result: Any) -> None:
+            self.busy.pop(name, None)
+            self.progress.hide()
+            self.progress_label.setText(f"'{name}': {verb} done")
+            self.refresh()
+            if on_done:
+                on_done(result)
+
+        def failed(exc: BaseException) -> None:
+            self.busy.pop(name, None)
+            self.progress.hide()
+            self.progress_label.setText("")
+            log = paths.machine(name).console_log if verb in ("start", "restart") else None
+            self.banner.show_error(exc, log_path=log)
+            self.refresh()
+
+        workers.run_task(funcs[verb], on_done=done, on_failed=failed, on_progress=self._progress)
+
+    def _progress(self, message: str) -> None:
+        self.progress_label.setText(message)
+        m = STAGE.search(message)
+        if m:
+            i, n = int(m.group(1)), int(m.group(2))
+            self.progress.setRange(0, n)
+            self.progress.setValue(i if m.group(4) else i - 1)
+
+    def _set_state_cell(self, name: str, text: str) -> None:
+        for i, m in enumerate(self.rows):
+            if m.name == name and self.table.item(i, 1):
+                self.table.item(i, 1).setText(text)
+
+    def show_log(self, name: str) -> None:
+        mp = paths.machine(name)
+        path = mp.console_log if mp.console_log.exists() or not mp.agent_log.exists() else mp.agent_log
+        self.log_dialog = LogDialog(path, self)
+        self.log_dialog.show()
+
+    def open_create(self) -> CreateDialog:
+        self.dialog = CreateDialog(load_settings()["defaults"], self)
+        self.dialog.created.connect(lambda m: (self.refresh(), self._select_later(m.name)))
+        self.dialog.show()
+        return self.dialog
+
+    def _select_later(self, name: str) -> None:
+        QTimer.singleShot(500, lambda: self.select(name))
+
+    def run_verb_named(self, verb: str, name: str) -> None:
+        """For the tray: a verb on a machine that may not be the selected one."""
+        if name not in self.busy:
+            self.run_verb(verb, name)

@@ -1,0 +1,132 @@
+"""The main window: Machines, Containers, Images and Settings tabs over one selected machine; host-agent
+events drive live refreshes; the tray icon when the desktop has a tray."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QByteArray
+from PySide6.QtGui import QCloseEvent, QIcon, QKeySequence, QPixmap, QShortcut
+from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QSystemTrayIcon, QTabWidget, QWidget
+
+from .containers_panel import ClientFactory, ContainersPanel, default_client
+from .images_panel import ImagesPanel
+from .machines_panel import MachinesPanel
+from .settings_panel import SettingsPanel
+from .tray import Tray
+from .workers import EventWatcher
+
+ICON_SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64">
+<rect x="4" y="8" width="56" height="44" rx="8" fill="#2463eb"/>
+<rect x="12" y="18" width="18" height="12" rx="2" fill="#fff"/>
+<rect x="34" y="18" width="18" height="12" rx="2" fill="#bcd3ff"/>
+<rect x="12" y="34" width="40" height="8" rx="2" fill="#bcd3ff"/>
+<rect x="22" y="54" width="20" height="4" rx="2" fill="#2463eb"/>
+</svg>"""
+
+
+def app_icon() -> QIcon:
+    pix = QPixmap()
+    pix.loadFromData(QByteArray(ICON_SVG), "SVG")
+    return QIcon(pix)
+
+
+class MainWindow(QMainWindow):
+    TABS = ("machines", "containers", "images", "settings")
+
+    def __init__(
+        self, client_factory: ClientFactory = default_client, watch_events: bool = True, tray: bool = True
+    ) -> None:
+        super().__init__()
+        self.setWindowTitle("pymachine")
+        self.setWindowIcon(app_icon())
+        self.resize(1280, 800)
+        self.setMinimumSize(800, 600)
+        self.machines = MachinesPanel()
+        self.containers = ContainersPanel(client_factory)
+        self.images = ImagesPanel(client_factory)
+        self.settings = SettingsPanel()
+        self.tabs = QTabWidget(documentMode=True)
+        for widget, label in (
+            (self.machines, "&Machines"),
+            (self.containers, "&Containers"),
+            (self.images, "I&mages"),
+            (self.settings, "Se&ttings"),
+        ):
+            self.tabs.addTab(widget, label)
+        for i in range(len(self.TABS)):
+            QShortcut(QKeySequence(f"Ctrl+{i + 1}"), self, lambda i=i: self.tabs.setCurrentIndex(i))
+        QShortcut(QKeySequence(QKeySequence.StandardKey.Quit), self, self.quit)
+        self.setCentralWidget(self.tabs)
+        self.machine_label = QLabel()
+        self.statusBar().addPermanentWidget(self.machine_label)
+        self.statusBar().showMessage("Ctrl+1…4 switch tabs · Ctrl+N create a machine · F5 refresh")
+
+        self.machines.selected.connect(self._machine_selected)
+        self.machines.changed.connect(self._machines_changed)
+
+        self.watcher: EventWatcher | None = None
+        if watch_events:
+            self.watcher = EventWatcher()
+            self.watcher.event.connect(self._event)
+            self.watcher.start()
+        self.tray: Tray | None = None
+        if tray and QSystemTrayIcon.isSystemTrayAvailable():
+            self.tray = Tray(app_icon(), self.machines.run_verb_named, self.show_window, self.quit, self)
+            self.tray.show()
+        self._quitting = False
+
+    # -- wiring -------------------------------------------------------------------------------------------
+    def _machine_selected(self, name: str) -> None:
+        m = self.machines.machine(name)
+        running = m is not None and m.state == "running"
+        self.containers.set_machine(name, running)
+        self.images.set_machine(name, running)
+        self.machine_label.setText(f"machine: {name} ({m.state})" if m else "no machine selected")
+
+    def _machines_changed(self, rows: list[Any]) -> None:
+        self._machine_selected(self.machines.current())
+        if self.tray is not None:
+            self.tray.update_machines(rows)
+
+    def _event(self, machine: str, event: Any) -> None:
+        self.machines.on_event(machine, event)
+        if event.type == "forward" and machine == self.machines.current():
+            self.containers.refresh()
+        if event.type == "error":
+            self.statusBar().showMessage(f"{machine}: {event.get('message')}", 15000)
+
+    def show_tab(self, name: str) -> QWidget:
+        self.tabs.setCurrentIndex(self.TABS.index(name))
+        return self.tabs.currentWidget()
+
+    def show_window(self) -> None:
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+        self.machines.timer.stop()
+        self.images.timer.stop()
+        self.containers.shutdown()
+        if self.tray is not None:
+            self.tray.hide()
+
+    def quit(self) -> None:
+        self._quitting = True
+        self.shutdown()
+        QApplication.instance().quit()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        # With a tray the window hides (machines keep running, as Docker Desktop does); without one it quits.
+        if self.tray is not None and not self._quitting:
+            self.hide()
+            self.tray.showMessage("pymachine", "Still running in the tray.", app_icon(), 3000)
+            event.ignore()
+            return
+        self.shutdown()
+        event.accept()

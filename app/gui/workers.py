@@ -1,0 +1,164 @@
+"""Run façade calls off the GUI thread and hand results back on it.
+
+`run_task(fn, ...)` runs `fn` on the global QThreadPool; its result, exception and progress messages come back
+through a relay QObject that lives on the GUI thread, so callbacks always run there (queued connections).
+`EventWatcher` tails every machine's host-agent events file on one thread.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
+
+from pymachine.hostvm import paths
+from pymachine.hostvm.hostagent import events as evmod
+
+log = logging.getLogger(__name__)
+_LIVE: set[Task] = set()  # keeps tasks (and their relays) alive until their result is delivered
+
+
+class _Relay(QObject):
+    progress = Signal(str)
+    done = Signal(object)
+    failed = Signal(object)
+
+    def __init__(
+        self,
+        on_done: Callable[[Any], None] | None,
+        on_failed: Callable[[BaseException], None] | None,
+        on_progress: Callable[[str], None] | None,
+    ) -> None:
+        super().__init__()
+        self._on_done, self._on_failed, self._on_progress = on_done, on_failed, on_progress
+        self.task: Task | None = None
+        self.progress.connect(self._progress)
+        self.done.connect(self._done)
+        self.failed.connect(self._failed)
+
+    @Slot(str)
+    def _progress(self, message: str) -> None:
+        if self._on_progress:
+            self._on_progress(message)
+
+    @Slot(object)
+    def _done(self, result: Any) -> None:
+        _LIVE.discard(self.task)  # type: ignore[arg-type]
+        if self._on_done:
+            self._on_done(result)
+
+    @Slot(object)
+    def _failed(self, exc: BaseException) -> None:
+        _LIVE.discard(self.task)  # type: ignore[arg-type]
+        if self._on_failed:
+            self._on_failed(exc)
+        else:
+            log.warning("background task failed: %s", exc)
+
+
+class Task(QRunnable):
+    """One call on a pool thread. When `fn` takes a `progress` argument it gets the relay's emitter."""
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], relay: _Relay) -> None:
+        super().__init__()
+        self.setAutoDelete(False)
+        self.fn, self.args, self.relay = fn, args, relay
+        self.finished = False
+
+    def run(self) -> None:
+        try:
+            kwargs: dict[str, Any] = {}
+            try:
+                if "progress" in inspect.signature(self.fn).parameters:
+                    kwargs["progress"] = self.relay.progress.emit
+            except (TypeError, ValueError):
+                pass
+            result = self.fn(*self.args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - every failure goes to the window, none is lost
+            log.debug("task %s failed:\n%s", getattr(self.fn, "__name__", self.fn), traceback.format_exc())
+            self.relay.failed.emit(exc)
+        else:
+            self.relay.done.emit(result)
+        finally:
+            self.finished = True
+
+
+def run_task(
+    fn: Callable[..., Any],
+    *args: Any,
+    on_done: Callable[[Any], None] | None = None,
+    on_failed: Callable[[BaseException], None] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> Task:
+    relay = _Relay(on_done, on_failed, on_progress)
+    task = Task(fn, args, relay)
+    relay.task = task
+    _LIVE.add(task)
+    QThreadPool.globalInstance().start(task)
+    return task
+
+
+def busy() -> bool:
+    """True until every task started here has run and had its result delivered (tests wait on this)."""
+    return bool(_LIVE)
+
+
+class StreamThread(QThread):
+    """Runs `produce(emit, stopped)` on its own thread: for endless streams (logs, exec output)."""
+
+    chunk = Signal(str)
+    ended = Signal(str)  # "" when the stream ended normally, else the error
+
+    def __init__(self, produce: Callable[[Callable[[str], None], Callable[[], bool]], None]) -> None:
+        super().__init__()
+        self._produce = produce
+
+    def run(self) -> None:
+        try:
+            self._produce(self.chunk.emit, self.isInterruptionRequested)
+        except Exception as exc:  # noqa: BLE001 - a closed stream while stopping is normal
+            self.ended.emit("" if self.isInterruptionRequested() else str(exc))
+        else:
+            self.ended.emit("")
+
+
+class EventWatcher(QThread):
+    """Tails `<machine>/events` of every machine; emits (machine, Event) for lines written after start."""
+
+    event = Signal(str, object)
+
+    def __init__(self, poll: float = 0.5) -> None:
+        super().__init__()
+        self.poll = poll
+        self._offsets: dict[str, int] = {}
+
+    def _scan(self) -> None:
+        root = paths.machines_dir()
+        names = [d.name for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
+        for name in names:
+            path: Path = paths.machine(name).events
+            if name not in self._offsets:
+                self._offsets[name] = evmod.end_offset(path)  # only what happens from now on
+                continue
+            if evmod.end_offset(path) < self._offsets[name]:
+                self._offsets[name] = 0  # rotated
+            batch, self._offsets[name] = evmod.read_events(path, self._offsets[name])
+            for ev in batch:
+                self.event.emit(name, ev)
+
+    def run(self) -> None:
+        while not self.isInterruptionRequested():
+            try:
+                self._scan()
+            except OSError as exc:
+                log.debug("event scan: %s", exc)
+            self.msleep(int(self.poll * 1000))
+
+    def stop(self) -> None:
+        self.requestInterruption()
+        self.wait(3000)
