@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -227,3 +229,42 @@ def test_shipped_recipe_is_complete() -> None:
         assert needed in packages
     sshd = (GUEST_RECIPE / "overlay/etc/ssh/sshd_config").read_text()
     assert "PasswordAuthentication no" in sshd and "HostKey /etc/ssh/ssh_host_ed25519_key" in sshd
+
+
+def _pminit():  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    path = GUEST_RECIPE / "overlay/usr/lib/pymachine/pminit.py"
+    spec = importlib.util.spec_from_file_location("pminit", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])
+def test_guest_init_reads_the_seed_tar_without_tarfile(fmt: int) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=fmt) as tar:
+        for name, data in (("hostname", b"box\n"), ("./authorized_keys", b"ssh-ed25519 AAAA x\n"),
+                           ("agent.json", b"{}"), ("big", bytes(range(256)) * 9)):  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        folder = tarfile.TarInfo("sub")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        nested = tarfile.TarInfo("sub/evil")
+        nested.size = 1
+        tar.addfile(nested, io.BytesIO(b"x"))
+        link = tarfile.TarInfo("ssh_host_ed25519_key")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/shadow"
+        tar.addfile(link)
+    buffer.write(bytes(8192))  # the seed disk may be longer than the archive
+    buffer.seek(0)
+    files = dict(_pminit().read_flat_tar(buffer))
+    assert files == {
+        "hostname": b"box\n",
+        "authorized_keys": b"ssh-ed25519 AAAA x\n",
+        "agent.json": b"{}",
+        "big": bytes(range(256)) * 9,
+    }

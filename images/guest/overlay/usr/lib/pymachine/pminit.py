@@ -1,0 +1,364 @@
+"""pymachine guest init, run by /sbin/pymachine-init as PID 1; no systemd (contract: docs/contracts.md §2).
+
+Sets the machine up (mounts, cgroup2 controllers, the seed on /dev/vdb, hostname, SSH keys, static network),
+starts sshd, loads the engine's kernel modules, then supervises the guest agent (respawn with back-off),
+reaps every orphan, and powers off on SIGTERM/SIGPWR or the ACPI power button (libvirt's graceful shutdown).
+
+Written in Python rather than sh because under TCG every fork+exec of a dynamically linked tool costs
+~0.1 s of guest time: here mounts, files and the hostname are syscalls, and only ip, sshd, modprobe and
+resize2fs are exec'd. Standard library only. An exception must never escape (PID 1 dying panics the kernel).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import struct
+import time
+
+AGENT_DIR = "/opt/pymachine/agent"
+AGENT_LOG = "/var/log/pymachine-agent.log"
+AGENT_ARGV = ["/usr/bin/python3", "-m", "pymachine_agent", "serve"]
+POWEROFF = "/sbin/pymachine-poweroff"
+SEED_DISK, SEED_DIR = "/dev/vdb", "/run/seed"
+ENGINE_MODULES = ["overlay", "veth", "bridge", "br_netfilter", "nf_tables", "button", "evdev"]
+CONTROLLERS = ["cpuset", "cpu", "io", "memory", "pids"]
+PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+EV_KEY, KEY_POWER = 1, 116
+INPUT_EVENT = struct.Struct("llHHi")  # struct input_event on 64-bit: timeval, type, code, value
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_timeline: list[str] = []
+
+
+def say(message: str) -> None:
+    os.write(1, f"pymachine-init: {message}\n".encode())
+
+
+def mark(step: str) -> None:
+    """A boot timeline (guest uptime per step), written to /run/pymachine-init.log."""
+    _timeline.append(f"{time.clock_gettime(time.CLOCK_BOOTTIME):.2f} {step}\n")
+
+
+def step(func):  # type: ignore[no-untyped-def]
+    """Run one setup step; a failure is reported on the console and the boot goes on."""
+
+    def run(*args):  # type: ignore[no-untyped-def]
+        try:
+            func(*args)
+        except Exception:  # noqa: BLE001 - PID 1 must survive anything
+            say(f"{func.__name__} failed:\n{_traceback()}")
+        mark(func.__name__)
+
+    return run
+
+
+def _traceback() -> str:
+    import traceback  # only on failure: every import costs boot time under TCG
+
+    return traceback.format_exc()
+
+
+def mount(source: str, target: str, fstype: str, flags: int = 0, data: str = "") -> None:
+    os.makedirs(target, exist_ok=True)
+    if _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode() or None) != 0:
+        err = ctypes.get_errno()
+        if err != 16:  # EBUSY: already mounted
+            raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
+
+
+def write(path: str, content: str | bytes, mode: int = 0o644) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(content.encode() if isinstance(content, str) else content)
+    os.chmod(path, mode)
+
+
+def echo(path: str, text: str) -> None:
+    """Write a kernel setting (/proc, /sys): no create, no chmod."""
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+def spawn(argv: list[str], log_path: str | None = None, env: dict[str, str] | None = None) -> int:
+    actions = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)]
+    if log_path:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        actions += [(os.POSIX_SPAWN_OPEN, 1, log_path, flags, 0o644), (os.POSIX_SPAWN_DUP2, 1, 2)]
+    return os.posix_spawn(argv[0], argv, env or {"PATH": PATH, "LANG": "C.UTF-8"}, file_actions=actions,
+                          setsid=True)  # fmt: skip
+
+
+def run(argv: list[str], stdin: bytes = b"") -> int:
+    """Run a tool to completion (its output goes to the console)."""
+    r, w = os.pipe()
+    pid = os.posix_spawn(argv[0], argv, {"PATH": PATH, "LANG": "C.UTF-8"},
+                         file_actions=[(os.POSIX_SPAWN_DUP2, r, 0), (os.POSIX_SPAWN_CLOSE, w)])  # fmt: skip
+    os.close(r)
+    os.write(w, stdin)
+    os.close(w)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@step
+def filesystems() -> None:
+    # The initrd left devtmpfs on /dev and unmounted /proc and /sys.
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    with open("/proc/mounts") as fh:
+        if not any(line.split()[1] == "/dev" for line in fh):
+            mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755")
+    mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620,ptmxmode=666")
+    mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV)
+    mount("run", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    mount("tmp", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, "nsdelegate")
+    for controller in CONTROLLERS:
+        try:
+            echo("/sys/fs/cgroup/cgroup.subtree_control", f"+{controller}\n")
+        except OSError:
+            say(f"cgroup controller {controller} is unavailable")
+    for link, target in (("/dev/fd", "/proc/self/fd"), ("/dev/ptmx", "pts/ptmx")):
+        if not os.path.lexists(link):
+            os.symlink(target, link)
+    for folder in ("/run/lock", "/run/sshd", "/run/pymachine", "/var/log"):
+        os.makedirs(folder, exist_ok=True)
+
+
+@step
+def seed() -> None:
+    os.makedirs(SEED_DIR, mode=0o700, exist_ok=True)
+    if not os.path.exists(SEED_DISK):
+        say(f"no seed disk ({SEED_DISK}): no hostname, keys or agent settings")
+        return
+    with open(SEED_DISK, "rb") as disk:
+        for name, data in read_flat_tar(disk):
+            write(f"{SEED_DIR}/{name}", data, 0o600)
+
+
+def read_flat_tar(fh) -> list[tuple[str, bytes]]:  # type: ignore[no-untyped-def]
+    """The plain top-level files of a ustar/pax/gnu tar; everything else is skipped and reported.
+    (tarfile's import chain costs seconds under TCG, and Debian's 3.11.2 has no extraction filters.)"""
+    files: list[tuple[str, bytes]] = []
+    while True:
+        header = fh.read(512)
+        if len(header) < 512 or header == bytes(512):
+            return files
+        name = header[0:100].split(b"\0", 1)[0].decode(errors="replace")
+        prefix = header[345:500].split(b"\0", 1)[0].decode(errors="replace")
+        if header[257:262] == b"ustar" and prefix:
+            name = f"{prefix}/{name}"
+        size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        kind = header[156:157]
+        data = fh.read(size)
+        fh.read(-size % 512)
+        name = name.removeprefix("./")
+        if kind in (b"0", b"\0") and name and "/" not in name and not name.startswith("."):
+            files.append((name, data))
+        elif kind not in (b"x", b"g"):  # pax headers carry metadata only
+            say(f"seed: ignoring {name!r}")
+
+
+def _seed_file(name: str) -> bytes | None:
+    try:
+        with open(f"{SEED_DIR}/{name}", "rb") as fh:
+            return fh.read() or None
+    except OSError:
+        return None
+
+
+@step
+def identity() -> None:
+    name = (_seed_file("hostname") or b"pymachine").decode().strip().splitlines()[0]
+    echo("/proc/sys/kernel/hostname", name)
+    write("/etc/hostname", name + "\n")
+    hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    write("/etc/hosts", hosts)
+    os.makedirs("/root/.ssh", mode=0o700, exist_ok=True)
+    keys = _seed_file("authorized_keys")
+    if keys:
+        write("/root/.ssh/authorized_keys", keys, 0o600)
+    host_key = _seed_file("ssh_host_ed25519_key")
+    key_path = "/etc/ssh/ssh_host_ed25519_key"
+    if host_key:
+        write(key_path, host_key, 0o600)
+        public = _seed_file("ssh_host_ed25519_key.pub")
+        if public:
+            write(key_path + ".pub", public)
+    else:
+        # The host cannot pin this key; it only keeps sshd usable for debugging an unseeded boot.
+        say("WARNING: no seeded host key, generating a random one")
+        for path in (key_path, key_path + ".pub"):
+            if os.path.exists(path):
+                os.unlink(path)
+        run(["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key_path])
+
+
+@step
+def network() -> None:
+    # QEMU user networking (slirp): fixed addresses, see docs/contracts.md §2. The initrd loaded virtio_net.
+    for _ in range(200):
+        if os.path.exists("/sys/class/net/eth0"):
+            break
+        time.sleep(0.01)
+    script = (
+        b"link set lo up\nlink set eth0 up\naddr add 10.0.2.15/24 dev eth0\nroute add default via 10.0.2.2\n"
+    )
+    if run(["/usr/sbin/ip", "-batch", "-"], script) != 0:
+        say("network setup failed")
+    write("/etc/resolv.conf", "nameserver 10.0.2.3\n")
+    echo("/proc/sys/net/ipv4/ip_forward", "1\n")
+
+
+@step
+def sshd() -> None:
+    if run(["/usr/sbin/sshd", "-E", "/var/log/sshd.log"]) != 0:
+        say("sshd failed to start (see /var/log/sshd.log)")
+
+
+class Agent:
+    """The guest agent under a respawn loop: quick deaths back off up to 15 s, so a broken agent (or one
+    that cannot `serve` yet) costs nothing while it keeps being retried."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.started = 0.0
+        self.delay = 1.0
+        self.next_start = 0.0
+        self.env = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8", "PYTHONPATH": AGENT_DIR,
+                    "PYTHONUNBUFFERED": "1", "PYMACHINE_SEED": SEED_DIR}  # fmt: skip
+
+    def start(self) -> None:
+        try:
+            self.pid = spawn(AGENT_ARGV, AGENT_LOG, self.env)
+            self.started = time.monotonic()
+        except OSError as exc:
+            say(f"cannot start the guest agent: {exc}")
+            self.exited(None)
+
+    def exited(self, status: int | None) -> None:
+        ran = time.monotonic() - self.started
+        self.pid = 0
+        self.delay = 1.0 if ran > 60 else min(self.delay * 2, 15.0)
+        self.next_start = time.monotonic() + self.delay
+        with open(AGENT_LOG, "a") as log:
+            log.write(f"pymachine-init: agent exited (status {status}) after {ran:.1f} s; "
+                      f"restarting in {self.delay:.0f} s\n")  # fmt: skip
+
+    def due(self) -> float | None:
+        """Seconds until the next start attempt, or None while it runs."""
+        return None if self.pid else max(0.0, self.next_start - time.monotonic())
+
+
+def power_buttons() -> list[int]:
+    """Open every input device that is an ACPI power button (needs the `button` and `evdev` modules)."""
+    fds = []
+    base = "/sys/class/input"
+    for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        try:
+            with open(f"{base}/{name}/device/name") as fh:
+                if not name.startswith("event") or "power button" not in fh.read().lower():
+                    continue
+            fds.append(os.open(f"/dev/input/{name}", os.O_RDONLY | os.O_NONBLOCK))
+        except OSError:
+            continue
+    return fds
+
+
+def power_pressed(fd: int) -> bool:
+    try:
+        data = os.read(fd, INPUT_EVENT.size * 64)
+    except BlockingIOError:
+        return False
+    for offset in range(0, len(data) - INPUT_EVENT.size + 1, INPUT_EVENT.size):
+        _, _, kind, code, value = INPUT_EVENT.unpack_from(data, offset)
+        if kind == EV_KEY and code == KEY_POWER and value == 1:
+            return True
+    return False
+
+
+def supervise() -> None:
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    pending: list[int] = []
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGPWR, signal.SIGINT, signal.SIGUSR2):
+        signal.signal(sig, lambda signum, frame: pending.append(signum))
+
+    # After sshd, so logging in is not delayed: no udev, so load what the engine and the power button need
+    # (anything else autoloads through modprobe), and grow the filesystem online when the machine's disk is
+    # larger than the base image (a no-op otherwise). The agent starts once the modules are in.
+    modprobe = spawn(["/usr/sbin/modprobe", "-a", *ENGINE_MODULES], "/run/modprobe.log")
+    spawn(["/usr/sbin/resize2fs", "/dev/vda"], "/run/resize2fs.log")
+    agent = Agent()
+    buttons: list[int] = []
+    powering_off = False
+
+    while True:
+        timeout = agent.due() if not modprobe else None
+        try:
+            ready, _, _ = select.select([wake_r, *buttons], [], [], timeout)
+        except InterruptedError:
+            ready = []
+        if wake_r in ready:
+            os.read(wake_r, 512)
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid == agent.pid:
+                agent.exited(os.waitstatus_to_exitcode(status))
+            elif pid == modprobe:
+                modprobe = 0
+                if status:
+                    say("some engine modules failed to load (see /run/modprobe.log)")
+                mark("modules")
+                buttons = power_buttons()
+                agent.start()
+                mark("agent")
+                with open("/run/pymachine-init.log", "w") as fh:
+                    fh.writelines(_timeline)
+                os.write(1, b"PYMACHINE_READY\n")
+                say(f"guest agent pid {agent.pid}; power button {'watched' if buttons else 'not found'}")
+        pressed = any(power_pressed(fd) for fd in buttons if fd in ready)
+        stop = pressed or any(s != signal.SIGCHLD for s in pending)
+        pending.clear()
+        if stop and not powering_off:
+            powering_off = True
+            say("power off requested")
+            spawn([POWEROFF], "/dev/console")
+        if not powering_off and not modprobe and not agent.pid and agent.due() == 0.0:
+            agent.start()
+
+
+def main() -> None:
+    mark("init")  # the kernel's and the initrd's share of the boot ends here
+    os.environ.update({"PATH": PATH, "LANG": "C.UTF-8"})
+    os.umask(0o022)
+    filesystems()
+    seed()
+    identity()
+    network()
+    sshd()
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1048576, 1048576))
+    except (ValueError, OSError):
+        pass
+    while True:
+        try:
+            supervise()
+        except Exception:  # noqa: BLE001 - keep reaping whatever happens
+            say(f"supervisor failed, restarting it:\n{_traceback()}")
+            time.sleep(1)
+
+
+if __name__ == "__main__":
+    main()
