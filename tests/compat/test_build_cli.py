@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -278,5 +279,12 @@ def test_dockerfile_from_stdin_and_from_outside_the_context(build_agent: Agent, 
             info = tarfile.TarInfo(name)
             info.size = len(data)
             t.addfile(info, io.BytesIO(data.encode()))
-    build_agent.docker("build", "-t", "bt-tar", "-", input=gzip.compress(tar.getvalue()), timeout=300)
+    proc = subprocess.run(  # binary stdin: Agent.docker passes text
+        ["docker", "build", "-t", "bt-tar", "-"],
+        input=gzip.compress(tar.getvalue()),
+        capture_output=True,
+        env=build_agent.env(),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
     assert run(build_agent, "bt-tar", "cat", "/x") == "from-tar\n"

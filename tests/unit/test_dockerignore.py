@@ -203,3 +203,17 @@ def test_extraction_refuses_dotdot_and_keeps_modes(tmp_path: Path) -> None:
     with pytest.raises(ContextError, match="outside itself"), tarfile.open(fileobj=buf, mode="r|") as tar:
         tarsafe.extract(tar, tmp_path / "r", owners=False)
     assert os.stat(tmp_path / "r/dir/x.sh").st_mode & 0o7777 == 0o4755
+
+
+def test_context_without_final_padding_is_complete_but_cut_data_is_not(tmp_path: Path) -> None:
+    # the docker CLI's `-f <Dockerfile outside the context>` sends a tar that stops right after the last
+    # member's bytes (no padding, no end-of-archive blocks); Go's reader accepts it, so must we
+    raw = make_tar(
+        {"Dockerfile": b"FROM scratch\n", "last": b"47 bytes of data that end the stream abruptly.."}
+    )
+    data = raw.getvalue()
+    end = 512 * 3 + 47  # header+block, header+block, header + 47 bytes
+    assert prepare(io.BytesIO(data[:end]), tmp_path / "a", "Dockerfile") == "FROM scratch\n"
+    assert (tmp_path / "a" / "last").read_bytes().endswith(b"abruptly..")
+    with pytest.raises(ContextError, match="not a valid tar"):
+        prepare(io.BytesIO(data[: end - 10]), tmp_path / "b", "Dockerfile")

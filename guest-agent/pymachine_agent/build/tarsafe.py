@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from .context import ContextError, resolve_in_root
@@ -36,6 +37,25 @@ def _clear(path: Path, keep_dir: bool) -> None:
         os.unlink(path)
 
 
+def members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """The archive's members; a stream that ends right after a member's data (no padding, no end blocks) is
+    a complete archive, as Go's tar reader takes it: the docker CLI's `-f <outside Dockerfile>` rewrite
+    sends exactly that (moby's ReplaceFileTarWrapper closes the pipe before the tar writer)."""
+    it = iter(tar)
+    seen = False
+    while True:
+        try:
+            member = next(it)
+        except StopIteration:
+            return
+        except tarfile.ReadError as exc:
+            if seen and "unexpected end of data" in str(exc):
+                return
+            raise
+        seen = True
+        yield member
+
+
 def extract(tar: tarfile.TarFile, dest: Path, *, owners: bool, at: str = "") -> dict[str, str]:
     """Extract every member (in stream order) into `dest`/`at`, symlinks resolved with `dest` as `/` (so ADD
     into /opt of an image follows the image's links the way the container will see them). `owners`: keep the
@@ -48,7 +68,7 @@ def extract(tar: tarfile.TarFile, dest: Path, *, owners: bool, at: str = "") -> 
     digests: dict[str, str] = {}
     parents: dict[str, Path] = {}  # resolved parent folders; forgotten whenever a member may change a path
     chown = os.geteuid() == 0  # (unit tests run unprivileged: owners are the caller's then)
-    for member in tar:
+    for member in members(tar):
         name = _clean_name(member.name)
         if not name:
             continue
