@@ -208,3 +208,32 @@ def test_init_reaps_orphans_and_forwards_signals(rt: Runtime, layer: Path) -> No
     rt.start(s.id)
     rt.stop(s.id, timeout=30)
     assert rt.inspect(s.id).exit_code == 128 + 15
+
+
+def test_seccomp_denies_user_namespaces_and_keyrings(rt: Runtime, layer: Path) -> None:
+    script = (
+        "grep Seccomp: /proc/self/status; unshare -U true 2>&1 && echo USERNS-ALLOWED; "
+        "unshare -u true 2>/dev/null || echo uts-needs-caps; echo done"
+    )
+    code, out, _ = run(rt, layer, ["sh", "-c", script])
+    lines = out.splitlines()
+    assert lines[0].split() == ["Seccomp:", "2"]
+    assert "USERNS-ALLOWED" not in out and "Operation not permitted" in lines[1]
+    assert lines[-2:] == ["uts-needs-caps", "done"]
+    # seccomp=unconfined (and privileged) run without the filter; root may then make a user namespace.
+    code, out, _ = run(rt, layer, ["sh", "-c", script], seccomp="unconfined")
+    assert out.splitlines()[0].split() == ["Seccomp:", "0"] and "USERNS-ALLOWED" in out
+
+
+def test_exec_gets_the_same_filter(rt: Runtime, layer: Path) -> None:
+    from support.runtime import read_fd_until_exit
+
+    from pymachine_agent.runtime import ExecSpec
+
+    s = spec(layer, ["sleep", "300"])
+    rt.create(s)
+    rt.start(s.id)
+    proc = rt.exec(s.id, ExecSpec(argv=["sh", "-c", "grep Seccomp: /proc/self/status; unshare -U true"]))
+    out = read_fd_until_exit(proc.stdout, proc)
+    assert proc.wait(30) != 0
+    assert out.split() == [b"Seccomp:", b"2"]

@@ -15,7 +15,7 @@ import sys
 import termios
 from dataclasses import dataclass
 
-from pymachine_agent.runtime import capabilities, libc, namespaces, process, user
+from pymachine_agent.runtime import capabilities, libc, namespaces, process, seccomp, user
 from pymachine_agent.runtime.errors import RuntimeErr
 from pymachine_agent.runtime.spec import ContainerSpec, ExecSpec
 
@@ -47,6 +47,7 @@ class ExecPayload:
     tty: bool
     cap_mask: int
     hostname: str
+    seccomp: bool = True  # install seccomp.py's filter before execve
     pty_sock: int = -1  # tty: socket on which the helper sends back the pty master
 
 
@@ -192,6 +193,8 @@ def _child(p: ExecPayload) -> None:
         os.chdir(p.workdir or "/")
         path = process.find_executable(p.argv[0], env)
         process.switch_user(u, p.cap_mask)
+        if p.seccomp:
+            seccomp.install()
         os.execve(path, p.argv, dict(e.split("=", 1) for e in env))
     except process.ExecFailed as e:
         sys.stderr.write(f"OCI runtime exec failed: exec failed: unable to start container process: {e}\n")
@@ -217,4 +220,5 @@ def make_payload(pid: int, cgroup: str, spec: ExecSpec, ctr: ContainerSpec) -> E
         tty=spec.tty,
         cap_mask=capabilities.resolve(ctr.cap_add, ctr.cap_drop, ctr.privileged or spec.privileged),
         hostname=ctr.hostname or ctr.id[:12],
+        seccomp=not (ctr.privileged or spec.privileged) and ctr.seccomp != "unconfined",
     )

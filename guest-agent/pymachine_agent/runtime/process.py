@@ -14,7 +14,7 @@ import signal
 import socket
 import termios
 
-from pymachine_agent.runtime import capabilities, libc, mounts, namespaces, user
+from pymachine_agent.runtime import capabilities, libc, mounts, namespaces, seccomp, user
 from pymachine_agent.runtime.cgroups import Cgroup
 from pymachine_agent.runtime.spec import DEFAULT_PATH, ContainerSpec
 
@@ -164,6 +164,8 @@ def run_init(
                 signal.signal(signal.SIGTTOU, signal.SIG_DFL)
         switch_user(u, mask)
         os.umask(0o022)
+        if not spec.privileged and spec.seccomp != "unconfined":
+            seccomp.install()
         os.execve(path, spec.argv, dict(e.split("=", 1) for e in env))
     except ExecFailed as e:
         _fail(sync, e.code, str(e))
