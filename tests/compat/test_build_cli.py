@@ -288,3 +288,24 @@ def test_dockerfile_from_stdin_and_from_outside_the_context(build_agent: Agent, 
     )
     assert proc.returncode == 0, proc.stderr
     assert run(build_agent, "bt-tar", "cat", "/x") == "from-tar\n"
+
+
+def test_quiet_label_and_build_arg_from_the_environment(build_agent: Agent, tmp_path: Path) -> None:  # noqa: F811
+    ctx = write_context(
+        tmp_path / "ctx", {"Dockerfile": f"FROM {BB}\nARG FROM_ENV\nRUN echo $FROM_ENV > /v\n"}
+    )
+    env = build_agent.env()
+    env["FROM_ENV"] = "env-value"
+    proc = subprocess.run(  # `--build-arg NAME` without a value takes it from the client's environment
+        ["docker", "build", "-q", "--no-cache", "--label", "team=build", "--build-arg", "FROM_ENV", str(ctx)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    image = proc.stdout.strip()
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", image)  # -q prints only the id
+    assert run(build_agent, image, "cat", "/v") == "env-value\n"
+    labels = json.loads(build_agent.docker("image", "inspect", "-f", "{{json .Config.Labels}}", image).stdout)
+    assert labels["team"] == "build"
