@@ -158,7 +158,9 @@ def run(name: str, repeat: int, requests: int) -> None:
     try:
         wait_socket(ssh_sock)
         mib = SIZE // 2**20
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"machine {name}: {m.cpus} vCPU, {m.accelerator}; {mib} MiB host→guest, best of {repeat}")
+        print(f"host load average {load} on {os.cpu_count()} CPUs (peers share it: compare ratios, not MB/s)")
         rows = {"ours (paramiko direct-tcpip)": ours_port, "OpenSSH ssh -L": ssh_port}
         if hostfwd_port:
             rows["QEMU hostfwd"] = hostfwd_port
