@@ -202,6 +202,7 @@ class Connection:
         self.close_after = False
         self.hijacked = False
         self.head_request = False  # replies to HEAD carry headers only, whatever the handler passes
+        self.replied = False  # a status line went out for the current request
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -228,6 +229,7 @@ class Connection:
         if version == "HTTP/1.0" and "keep-alive" not in conn_hdr or "close" in conn_hdr:
             self.close_after = True
         self.head_request = method.upper() == "HEAD"
+        self.replied = False
         return Request(method=method.upper(), target=target, headers=headers, conn=self)
 
     # -- writing ----------------------------------------------------------------------------------
@@ -240,6 +242,7 @@ class Connection:
             raise ClientGone(str(exc)) from None
 
     def _head(self, status: int, headers: list[tuple[str, str]]) -> bytes:
+        self.replied = True
         lines = [f"HTTP/1.1 {status} {STATUS_TEXT.get(status, 'Status')}"]
         for name, value in [*self.extra_headers, *headers]:
             lines.append(f"{name}: {value}")

@@ -105,13 +105,19 @@ def dispatch(router: Router, request: Request) -> None:
             request.drain()
             conn.send_json(status, obj, head_only=request.method == "HEAD")
     except HTTPError as exc:
-        if conn.hijacked:
+        if conn.hijacked or conn.replied:
+            conn.close_after = True
             return
         request.drain()
         conn.send_error(exc.status, exc.message)
     except (ClientGone, BadRequest):
         raise
     except Exception as exc:
+        if conn.replied and not conn.hijacked:
+            # failed mid-stream: the status is out, so the only honest signal left is closing the connection
+            log.warning("%s %s failed after its reply started: %s", request.method, request.target, exc)
+            conn.close_after = True
+            return
         status = getattr(exc, "status", None)
         if isinstance(status, int) and 300 <= status < 600:
             # engine, image-store and network errors carry their Docker status code
