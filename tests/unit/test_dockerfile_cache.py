@@ -61,3 +61,22 @@ def test_two_writers_merge_instead_of_overwriting(tmp_path: Path) -> None:
     b.put("from-b", "sha256:b")
     fresh = BuildCache(path)
     assert fresh.get("from-a") == "sha256:a" and fresh.get("from-b") == "sha256:b"
+
+
+def test_repeated_layers_keep_their_topmost_place() -> None:
+    from pymachine_agent.build.rootfs import unique_layers
+
+    a, b, c = Path("/a"), Path("/b"), Path("/c")
+    assert unique_layers([a, b, a, c, b]) == [a, c, b]
+    assert unique_layers([a, b, c]) == [a, b, c]
+
+
+def test_digests_from_unpacking_give_the_same_key_as_reading(tmp_path: Path) -> None:
+    import hashlib
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_bytes(b"content")
+    known = {"d/f": hashlib.sha256(b"content").hexdigest()}
+    assert hash_paths(tmp_path, [tmp_path / "d"], known) == hash_paths(tmp_path, [tmp_path / "d"])
+    # and the known digest is what is used (no second read)
+    assert hash_paths(tmp_path, [tmp_path / "d"], {"d/f": "0" * 64}) != hash_paths(tmp_path, [tmp_path / "d"])
