@@ -325,3 +325,22 @@ def test_log_driver_none_stores_nothing_but_attach_works(rt: Runtime, layer: Pat
     assert not os.path.exists(rt.inspect(s.id).log_path)
     with pytest.raises(RuntimeErr, match="does not support reading"):
         rt.logs(s.id)
+
+
+def test_parallel_starts_from_many_threads(rt: Runtime, layer: Path) -> None:
+    import threading
+
+    results: dict[int, tuple[int, str]] = {}
+
+    def one(i: int) -> None:
+        s = spec(layer, ["sh", "-c", f"echo n{i}; exit {i}"])
+        rt.create(s)
+        rt.start(s.id)
+        results[i] = (rt.wait(s.id, timeout=120).exit_code, output(rt, s.id)[0])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert results == {i: (i, f"n{i}\n") for i in range(10)}
