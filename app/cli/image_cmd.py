@@ -72,7 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
     build = verbs.add_parser("build", help="build the guest image (a no-op when it is already cached)")
-    build.add_argument("--force", action="store_true", help="rebuild even if the image is cached")
+    build.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild from scratch even if cached (stop machines made from this image first: "
+        "their disks are overlays on it)",
+    )
     build.add_argument(
         "--containers", action="store_true", help="also build the base container images (busybox, debian)"
     )
