@@ -48,7 +48,8 @@ class Listener:
             return "waiting-for-link"
         if self.udp is not None and not self.udp.healthy():
             return "failing"
-        return "failing" if self.last_error and self.failures and self.connections == self.failures else "ok"
+        # The last connection decides: a success after failures clears `last_error` (see _carry).
+        return "failing" if self.last_error else "ok"
 
 
 class Forwarder:

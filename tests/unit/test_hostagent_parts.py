@@ -189,3 +189,33 @@ def test_docker_env_prints_an_eval_able_export(
         env={**os.environ},
     )
     assert env.stdout.strip() == f"unix://{pymachine_home}/m/web/docker.sock"
+
+
+def test_agent_archive_reproduces_the_checksum_the_guest_will_report(tmp_path: Path) -> None:
+    """What re-provisioning ships must, once unpacked in the guest, hash to this host's checksum."""
+    import io
+    import tarfile
+
+    from pymachine.hostvm.hostagent import provision
+    from pymachine_agent import protocol
+
+    with tarfile.open(fileobj=io.BytesIO(provision.agent_archive()), mode="r:gz") as tar:
+        names = tar.getnames()
+        assert all(n.startswith("pymachine_agent/") and ".." not in n for n in names)
+        tar.extractall(tmp_path, filter="data")
+    assert protocol.source_checksum(tmp_path / "pymachine_agent") == provision.local_checksum()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("0", False), ("no", False)])
+def test_reprovision_switch(value: str, expected: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pymachine.hostvm.hostagent import provision
+
+    monkeypatch.setenv("PYMACHINE_AGENT_REPROVISION", value)
+    assert provision.enabled() is expected
+
+
+def test_a_source_checkout_does_not_reprovision_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pymachine.hostvm.hostagent import provision
+
+    monkeypatch.delenv("PYMACHINE_AGENT_REPROVISION", raising=False)
+    assert provision.enabled() is False  # this test runs from the git checkout
