@@ -97,3 +97,17 @@ def test_params_from_query_and_label_step() -> None:
     st = StageState("i", {})
     changes, _ = apply_config(ins, st, "\\")
     assert changes["Labels"] == {"k": "it's $HOME"}  # build-parameter labels are literal
+
+
+def test_platform_args_are_there_when_a_stage_declares_them() -> None:
+    from pymachine_agent.build.builder import platform_args
+
+    plat = platform_args()
+    assert plat["TARGETPLATFORM"] == f"{plat['TARGETOS']}/{plat['TARGETARCH']}" or plat["TARGETVARIANT"]
+    assert plat["BUILDARCH"] == plat["TARGETARCH"] and plat["TARGETOS"] == "linux"
+    df = parse("FROM scratch\nARG TARGETARCH\nENV ARCH=$TARGETARCH OS=$TARGETOS\n")
+    state = StageState("i", {})
+    arg, env = df.stages[0].commands
+    apply_arg(arg, state, {}, plat, df.escape)
+    changes, _ = apply_config(env, state, df.escape)
+    assert changes["Env"] == [f"ARCH={plat['TARGETARCH']}", "OS="]  # only declared ARGs are in scope

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 import shutil
 import threading
 import time
@@ -146,7 +147,8 @@ class Builder:
         self.total = len(df.meta_args) + len(stages) + sum(len(s.commands) for s in stages)
         declared: set[str] = set()
         globals_: dict[str, str] = {}
-        meta = StageState(None, {})
+        # BuildKit's automatic platform ARGs (Dockerfiles written for it say `ARG TARGETARCH`)
+        meta = StageState(None, {}, args=platform_args())
         for ins in df.meta_args:
             self.step(ins.original)
             apply_arg(ins, meta, self.params.build_args, {}, df.escape)
@@ -165,7 +167,7 @@ class Builder:
         final = results[stages[-1].index]
         if final is None:
             raise BuildError("No image was generated. Is your Dockerfile empty?")
-        unused = sorted(set(self.params.build_args) - declared - PREDEFINED_ARGS)
+        unused = sorted(set(self.params.build_args) - declared - PREDEFINED_ARGS - set(platform_args()))
         if unused:
             self.out.stream(f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed\n")
         return final
@@ -226,6 +228,20 @@ class Builder:
         if msg.get("status") and not msg.get("progressDetail"):
             ident = f"{msg['id']}: " if msg.get("id") else ""
             self.out.stream(f"{ident}{msg['status']}\n")
+
+
+def platform_args() -> dict[str, str]:
+    """TARGETPLATFORM, TARGETOS, TARGETARCH, TARGETVARIANT and the BUILD* ones: the VM's own platform."""
+    machine = platform.machine().lower()
+    arch, variant = {"x86_64": ("amd64", ""), "aarch64": ("arm64", ""), "armv7l": ("arm", "v7")}.get(
+        machine, (machine, "")
+    )
+    plat = f"linux/{arch}" + (f"/{variant}" if variant else "")
+    out: dict[str, str] = {}
+    for prefix in ("TARGET", "BUILD"):
+        out.update({f"{prefix}PLATFORM": plat, f"{prefix}OS": "linux", f"{prefix}ARCH": arch})
+        out[f"{prefix}VARIANT"] = variant
+    return out
 
 
 PREDEFINED_ARGS = {
