@@ -131,11 +131,13 @@ class ErrorBanner(QWidget):
         self.dialog: LogDialog | None = None
         self.hide()
 
-    def show_error(self, exc: BaseException, log_path: str | Path | None = None) -> None:
+    def show_error(self, exc: BaseException, *log_paths: str | Path | None) -> None:
+        """`log_paths` are fallbacks after the error's own log: the first that exists gets "Show log"."""
         if isinstance(exc, PymachineError):
-            message, hint, path = exc.message, exc.hint, exc.log_path or log_path
+            message, hint, candidates = exc.message, exc.hint, (exc.log_path, *log_paths)
         else:
-            message, hint, path = f"{type(exc).__name__}: {exc}", "", log_path
+            message, hint, candidates = f"{type(exc).__name__}: {exc}", "", log_paths
+        path = next((p for p in candidates if p and Path(p).is_file()), None)
         self.message.setText(f"<b>Error:</b> {_escape(message)}")
         self.hint.setText(f"<b>Hint:</b> {_escape(hint)}" if hint else "")
         self.hint.setVisible(bool(hint))

@@ -46,19 +46,24 @@ def pull(dc: Any, reference: str, progress: Any) -> list[str]:
     if builtin:
         return containers.load_builtin(dc, builtin, progress)
     repo, _, tag = reference.rpartition(":") if ":" in reference.split("/")[-1] else (reference, "", "latest")
-    layers: dict[str, tuple[int, int]] = {}
+    # id → downloaded fraction; every layer counts once it is announced, so the bar never hits 100 early
+    layers: dict[str, float] = {}
     with containers.api_errors(f"pulling {reference}"):
         for msg in dc.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
             if "error" in msg:
                 raise PymachineError(f"pulling {reference}: {msg['error']}")
+            status, layer = msg.get("status", ""), msg.get("id", "")
             detail = msg.get("progressDetail") or {}
-            if msg.get("id") and detail.get("total"):
-                layers[msg["id"]] = (int(detail.get("current", 0)), int(detail["total"]))
-                done = sum(c for c, _ in layers.values())
-                total = sum(t for _, t in layers.values())
-                progress(f"pct:{int(100 * done / total)}")
-            elif msg.get("status"):
-                progress(f"{msg.get('id', '')} {msg['status']}".strip())
+            if status == "Pulling fs layer":
+                layers[layer] = 0.0
+            elif status == "Downloading" and detail.get("total"):
+                layers[layer] = min(1.0, int(detail.get("current", 0)) / int(detail["total"]))
+            elif status in ("Download complete", "Pull complete", "Already exists"):
+                layers[layer] = 1.0
+            if layers and layer in layers:
+                progress(f"pct:{int(100 * sum(layers.values()) / len(layers))}")
+            if status and not status.startswith(("Downloading", "Extracting")):
+                progress(f"{layer} {status}".strip() if layer in layers else status)
     return [f"{repo}:{tag or 'latest'}"]
 
 

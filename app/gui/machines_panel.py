@@ -270,8 +270,9 @@ class MachinesPanel(QWidget):
             self.busy.pop(name, None)
             self.progress.hide()
             self.progress_label.setText("")
-            log = paths.machine(name).console_log if verb in ("start", "restart") else None
-            self.banner.show_error(exc, log_path=log)
+            # the error names the console log; when the failure came before the VM wrote one, the agent's
+            mp = paths.machine(name)
+            self.banner.show_error(exc, mp.console_log, mp.agent_log)
             self.refresh()
 
         workers.run_task(funcs[verb], on_done=done, on_failed=failed, on_progress=self._progress)
