@@ -19,6 +19,7 @@ from pymachine.images import GUEST_RECIPE
 from pymachine_agent import protocol
 
 from . import paths
+from .errors import PymachineError
 
 # Bump when the build code changes what it produces from the same recipe.
 BUILD_FORMAT = "1"
@@ -110,8 +111,15 @@ def inspect_image() -> ImageManifest | None:
 def build_lock() -> Iterator[None]:
     """One builder at a time per cache (tests, engineers and `pymachine create` may race)."""
     cache = paths.image_cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".build.lock", "w") as fh:
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        fh = open(cache / ".build.lock", "w")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise PymachineError(
+            f"cannot write to the image cache {cache}: {exc.strerror or exc}",
+            hint="set PYMACHINE_HOME (or PYMACHINE_CACHE) to a writable folder",
+        ) from exc
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

@@ -66,3 +66,12 @@ def test_inspect_json_and_cached_build(env: dict[str, str]) -> None:
     result = _cli("image", "build", env={**env, "PATH": "/nonexistent"})
     assert result.returncode == 0, result.stderr
     assert folder.name[:12] in result.stdout
+
+
+def test_unwritable_cache_is_a_one_line_error(env: dict[str, str], tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = _cli("image", "build", env={**env, "PYMACHINE_CACHE": str(blocker / "cache")})
+    assert result.returncode != 0
+    assert "error: cannot write to the image cache" in result.stderr and "hint:" in result.stderr
+    assert "Traceback" not in result.stderr
