@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+_HAS_FILTERS = hasattr(tarfile, "fully_trusted_filter")
 _GO_DIR = 1 << 31
 _GO_SYMLINK = 1 << 27
 
@@ -99,7 +100,10 @@ def _child(argv: list[str]) -> int:
                 name = os.path.normpath(member.name)
                 if name.startswith("..") or os.path.isabs(name):
                     continue
-                tar.extract(member, path=path, set_attrs=True, filter="fully_trusted")
+                if _HAS_FILTERS:  # 3.11.4+: say so explicitly (the default changes in 3.14)
+                    tar.extract(member, path=path, set_attrs=True, numeric_owner=True, filter="fully_trusted")
+                else:  # Debian 12's 3.11.2 has no extraction filters: the old behaviour is fully trusted
+                    tar.extract(member, path=path, set_attrs=True, numeric_owner=True)
         return 0
     return 64
 

@@ -460,10 +460,12 @@ def test_legacy_api_version_run_uses_events(agent: Agent) -> None:
 
 
 def test_attach_and_start_attached(agent: Agent) -> None:
-    agent.docker("run", "-d", "--name", "att", B, "sh", "-c", "sleep 1; echo attached-out")
+    # prints for a few seconds, so a slow client (a loaded VM) still attaches while it runs
+    script = "for i in 1 2 3 4 5 6 7 8 9 10; do echo attached-out; sleep 0.3; done"
+    agent.docker("run", "-d", "--name", "att", B, "sh", "-c", script)
     try:
-        assert agent.docker("attach", "att").stdout == "attached-out\n"
-        assert agent.docker("start", "-a", "att").stdout == "attached-out\n"
+        assert "attached-out\n" in agent.docker("attach", "att").stdout
+        assert agent.docker("start", "-a", "att").stdout == "attached-out\n" * 10
     finally:
         agent.docker("rm", "-f", "att")
 
