@@ -220,3 +220,26 @@ def test_identical_layers_twice_in_one_image(build_agent: Agent) -> None:  # noq
     assert "content-a\n" in stream_text(msgs)
     layers = inspect(build_agent, "api-dup")["RootFS"]["Layers"]
     assert len(layers) == len(set(layers)) + 1  # really a repeated layer
+
+
+def test_a_client_that_goes_away_stops_the_running_step(build_agent: Agent) -> None:  # noqa: F811
+    import socket
+    import time
+
+    body = context_tar({"Dockerfile": f"FROM {BB}\nRUN sleep 600\n"})
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(build_agent.socket_path))
+    head = "POST /v1.44/build?t=api-gone HTTP/1.1\r\nHost: d\r\nContent-Type: application/x-tar\r\n"
+    sock.sendall(head.encode() + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    seen = b""
+    while b"Running in" not in seen:
+        chunk = sock.recv(65536)
+        assert chunk, seen
+        seen += chunk
+    assert len(build_agent.docker("ps", "-aq").stdout.split()) == 1  # the RUN container
+    sock.close()  # Ctrl-C in the CLI
+    deadline = time.monotonic() + 120  # a hang guard, far below the command's 600 s
+    while build_agent.docker("ps", "-aq").stdout.strip() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert build_agent.docker("ps", "-aq").stdout.strip() == ""
+    assert build_agent.request("GET", "/v1.44/images/api-gone/json")[0] == 404

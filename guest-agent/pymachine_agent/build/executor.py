@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import select
 import shutil
 import struct
 from pathlib import Path
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 _URL = re.compile(r"^(https?|ftp)://|^git@|\.git(#.*)?$", re.I)
 _OUTPUT_TAIL = 4096
+_HEARTBEAT = 5.0  # seconds
 
 
 class StageRunner:
@@ -182,6 +184,16 @@ class StageRunner:
         tail = b""
         try:
             while True:
+                # A quiet command still probes the client every few seconds with an empty message (shown as
+                # nothing): when it has gone (Ctrl-C), the write fails and the container is removed at once
+                # instead of running on for nobody.
+                try:
+                    ready = select.select([stream], [], [], _HEARTBEAT)[0]
+                except (OSError, ValueError):
+                    ready = [stream]
+                if not ready:
+                    self.b.out.emit({"stream": ""})
+                    continue
                 data = stream.recv(65536)
                 if not data:
                     break
