@@ -12,7 +12,6 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -412,6 +411,8 @@ class Engine(EngineIO, EngineSystem):
                 "removing or force remove"
             )
         self.runtime.remove(st.id, force=force)
+        for eid in [eid for eid, rec in self.execs.items() if rec.container == st.id]:
+            self.execs.pop(eid, None)
         if self.network is not None:
             try:
                 self.network.forget(st.id)
@@ -460,7 +461,3 @@ def _with_tag(ref: str) -> str:
     if "@" in ref or ":" in last or ref.startswith("sha256:"):
         return ref
     return ref + ":latest"
-
-
-def _iter_none() -> Iterator[Any]:
-    return iter(())
