@@ -2,7 +2,8 @@
 
 Order (runc's): own session + stdio, join the cgroup, create/join namespaces, build the rootfs and
 pivot_root, hostname, tell the supervisor "namespaces ready" and wait for "go" (the network hook runs in
-between), then resolve user/workdir/executable inside the container, drop capabilities, switch user, exec.
+between; skipped when there is nothing to run), then resolve user/workdir/executable inside the
+container, drop capabilities, switch user, load the seccomp filter, exec.
 Errors go back to the supervisor over the sync socket as b"E<exit code> <message>".
 """
 
@@ -108,6 +109,7 @@ def run_init(
     stdio: tuple[int, int, int],
     cgroup: Cgroup,
     send_console: bool,
+    handshake: bool = True,
 ) -> None:
     """Never returns: execs the user's process or exits with a failure reported over `sync`."""
     try:
@@ -138,9 +140,10 @@ def run_init(
         if spec.oom_score_adj:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(spec.oom_score_adj))
-        sync.sendall(b"R")
-        if sync.recv(1) != b"G":
-            os._exit(1)
+        if handshake:  # "namespaces ready", then wait for "go" while the agent runs its network hook
+            sync.sendall(b"R")
+            if sync.recv(1) != b"G":
+                os._exit(1)
         try:
             u = user.resolve(spec.user, "/", spec.group_add)
         except LookupError as e:

@@ -125,7 +125,7 @@ class Supervisor:
         self.pid = os.fork()
         if self.pid == 0:
             sync.close()
-            run_init(spec, self.dir, sync_child, child_stdio, self.cg, spec.tty)
+            run_init(spec, self.dir, sync_child, child_stdio, self.cg, spec.tty, self.handshake)
         sync_child.close()
         for fd in set(child_stdio):
             os.close(fd)
@@ -135,17 +135,6 @@ class Supervisor:
             self.master = self.stdin_w = fds[0]
             self.outputs[self.master] = STDOUT
             msg = sync.recv(65536)
-        if msg != b"R":
-            return self.failed(msg)
-        self.record(pid=self.pid, pid_start=start_time(self.pid), status="created")
-        answer = {"go": True}
-        if self.handshake:
-            self.tell(event="ready", pid=self.pid, supervisor_pid=os.getpid())
-            answer = json.loads(_readline(self.ctl) or b"{}")
-        if not answer.get("go"):
-            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            return self.failed(b"E128 " + str(answer.get("abort", "start aborted by the agent")).encode())
-        self.accept_pending()
         self.log: JsonFileWriter | NullWriter = (
             NullWriter()
             if spec.log_config.type == "none"
@@ -155,12 +144,22 @@ class Supervisor:
                 spec.log_config.max_file,
             )
         )
-        sync.sendall(b"G")
-        msg = sync.recv(65536)
+        if self.handshake:  # without one the init goes straight on to exec: `msg` is already its result
+            if msg != b"R":
+                return self.failed(msg)
+            self.record(pid=self.pid, pid_start=start_time(self.pid), status="created")
+            self.tell(event="ready", pid=self.pid, supervisor_pid=os.getpid())
+            answer = json.loads(_readline(self.ctl) or b"{}")
+            if not answer.get("go"):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                return self.failed(b"E128 " + str(answer.get("abort", "start aborted by the agent")).encode())
+            self.accept_pending()
+            sync.sendall(b"G")
+            msg = sync.recv(65536)
         if msg:
             return self.failed(msg)
         sync.close()
-        self.record(status="running", started_at=rfc3339nano())
+        self.record(pid=self.pid, pid_start=start_time(self.pid), status="running", started_at=rfc3339nano())
         self.tell(event="started", pid=self.pid, started_at=self.run["started_at"])
         self.ctl.close()
         self.loop()

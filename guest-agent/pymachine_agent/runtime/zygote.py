@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -46,6 +47,9 @@ def main(argv: list[str]) -> None:
         os.close(taken_r)
         if note != b"T":  # the agent closed its end, or the standby died: the agent respawns us if needed
             os._exit(0)
+        # Fork the next standby once this start is well under way (a fork now would compete for the CPU
+        # with it), or at once if another request is already waiting.
+        select.select([sock], [], [], 0.25)
 
 
 def _standby(sock: socket.socket, taken_w: int) -> None:
