@@ -31,14 +31,20 @@ def _module_name(path: str) -> str:
     return base.replace("-", "_")
 
 
-def resolve_modules(modules_dir: Path, wanted: list[str]) -> list[str]:
-    """Module files (relative to `modules_dir`) to insmod, dependencies first; built-in ones are skipped."""
+def _read_deps(modules_dir: Path) -> dict[str, tuple[str, list[str]]]:
+    """modules.dep as {module name: (file, [dependency files])}."""
     deps: dict[str, tuple[str, list[str]]] = {}
     for line in (modules_dir / "modules.dep").read_text().splitlines():
         if ":" not in line:
             continue
         path, rest = line.split(":", 1)
         deps[_module_name(path)] = (path, rest.split())
+    return deps
+
+
+def resolve_modules(modules_dir: Path, wanted: list[str]) -> list[str]:
+    """Module files (relative to `modules_dir`) to insmod, dependencies first; built-in ones are skipped."""
+    deps = _read_deps(modules_dir)
     builtin_file = modules_dir / "modules.builtin"
     builtin = {_module_name(p) for p in builtin_file.read_text().split()} if builtin_file.exists() else set()
 
@@ -96,16 +102,27 @@ def build_initrd(rootfs: Path, kernel_version: str, recipe: Path, out: Path) -> 
             "busybox-static is missing from the guest root filesystem",
             hint="add busybox-static to images/guest/base/packages.txt",
         )
+    # Flat /lib/modules/<kver>/ with a matching modules.dep: one `busybox modprobe -a` loads everything
+    # (each busybox exec costs a fraction of a second under TCG); /modules.order drives an insmod fallback.
+    base = f"lib/modules/{kernel_version}"
     dir_mode = stat.S_IFDIR | 0o755
-    entries = [_Entry(d, dir_mode) for d in ("bin", "dev", "modules", "newroot", "proc", "sys")]
+    dirs = ("bin", "dev", "lib", "lib/modules", base, "newroot", "proc", "sys")
+    entries = [_Entry(d, dir_mode) for d in dirs]
     entries.append(_Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)))
     entries.append(_Entry("init", stat.S_IFREG | 0o755, (recipe / "init").read_bytes()))
     entries.append(_Entry("bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes()))
-    names = []
-    for index, rel in enumerate(order):
-        name = f"{index:02d}-{rel.rsplit('/', 1)[-1]}"
-        names.append(name)
-        entries.append(_Entry(f"modules/{name}", stat.S_IFREG | 0o644, (modules_dir / rel).read_bytes()))
-    entries.append(_Entry("modules/order", stat.S_IFREG | 0o644, "".join(n + "\n" for n in names).encode()))
+    requires = {path: dep_files for path, dep_files in _read_deps(modules_dir).values()}
+    flat = [rel.rsplit("/", 1)[-1] for rel in order]
+    dep_lines = []
+    for rel, name in zip(order, flat, strict=True):
+        entries.append(_Entry(f"{base}/{name}", stat.S_IFREG | 0o644, (modules_dir / rel).read_bytes()))
+        dep_lines.append(f"{name}: {' '.join(d.rsplit('/', 1)[-1] for d in requires[rel])}".rstrip() + "\n")
+    entries.append(_Entry(f"{base}/modules.dep", stat.S_IFREG | 0o644, "".join(dep_lines).encode()))
+    text = {
+        "modules.wanted": " ".join(wanted) + "\n",
+        "modules.order": "".join(f"/{base}/{n}\n" for n in flat),
+    }
+    for name, content in text.items():
+        entries.append(_Entry(name, stat.S_IFREG | 0o644, content.encode()))
     out.write_bytes(gzip.compress(_cpio_newc(entries), compresslevel=9, mtime=0))
     return order

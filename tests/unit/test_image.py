@@ -207,9 +207,16 @@ def test_initrd_is_a_reproducible_newc_cpio(tmp_path: Path) -> None:
     assert entries["init"] == (0o100755, b"#!/bin/busybox sh\n")
     assert entries["bin/busybox"][0] == 0o100755
     assert entries["dev/console"][0] == 0o020600  # the kernel opens it before /init runs
-    order = entries["modules/order"][1].decode().split()
-    assert order == ["00-virtio.ko", "01-virtio_ring.ko", "02-virtio_blk.ko"]
-    assert all(f"modules/{name}" in entries for name in order)
+    base = "lib/modules/6.1.0-test"
+    order = entries["modules.order"][1].decode().split()
+    assert order == [f"/{base}/virtio.ko", f"/{base}/virtio_ring.ko", f"/{base}/virtio_blk.ko"]
+    assert all(path[1:] in entries for path in order)
+    assert entries["modules.wanted"][1] == b"virtio_blk\n"
+    # A flat modules.dep that busybox modprobe resolves: dependencies by file name.
+    dep = entries[f"{base}/modules.dep"][1].decode().splitlines()
+    assert dep == ["virtio.ko:", "virtio_ring.ko:", "virtio_blk.ko: virtio.ko virtio_ring.ko"]
+    for parent in ("lib", "lib/modules", base):  # the kernel's unpacker does not create parents
+        assert entries[parent][0] == 0o040755
 
 
 def test_shipped_recipe_is_complete() -> None:
