@@ -150,6 +150,7 @@ def translate_create(
     image: dict[str, Any],
     layers: list[str],
     volume_path: Callable[[str], str],
+    host_name: str = "",
 ) -> CreatePlan:
     """The create body + image (its `Id` and OCI `config`) → CreatePlan. `volume_path(name)` maps a named
     volume to its folder. Raises BadParameter (400) for malformed requests."""
@@ -266,13 +267,14 @@ def translate_create(
     if mode == "host":
         runtime_net = "host"
     elif mode == "none":
-        runtime_net = "none"
+        runtime_net = "new"  # a fresh netns all the same: the network's attach brings `lo` up in it
     elif mode.startswith("container:"):
         runtime_net = mode  # the engine swaps this for the other container's netns path
     else:
         runtime_net = "new"
-    if not hostname and mode != "host":
-        hostname = cid[:12]
+    if not hostname:
+        # Docker: a container on the host's network gets the host's name, others their short id
+        hostname = host_name if mode == "host" and host_name else cid[:12]
     endpoint = EndpointConfig(
         name=name,
         hostname=hostname,
@@ -325,7 +327,7 @@ def translate_create(
         workdir=config["WorkingDir"],
         user=config["User"],
         group_add=list(hc.get("GroupAdd") or []),
-        hostname=hostname if mode != "host" else "",
+        hostname=hostname,
         domainname=config["Domainname"],
         tty=config["Tty"],
         open_stdin=config["OpenStdin"],

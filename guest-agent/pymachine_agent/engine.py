@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 import secrets
 import threading
@@ -262,7 +263,9 @@ class Engine(EngineIO, EngineSystem):
                 )
             cid = secrets.token_hex(32)
             name = name or self._new_name()
-            plan = translate_create(cid, name, body, image, layers, self.volumes.path)
+            plan = translate_create(
+                cid, name, body, image, layers, self.volumes.path, host_name=os.uname().nodename
+            )
             for vol in plan.named_volumes:
                 self.volumes.ensure(vol)
             from .runtime import Mount

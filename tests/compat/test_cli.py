@@ -548,3 +548,19 @@ def test_export_and_sizes(agent: Agent, tmp_path: Path) -> None:
         assert {"big", "bin/sh", "etc/passwd"} <= names and not any(n.startswith("proc/") for n in names)
     finally:
         agent.docker("rm", "-f", "exp")
+
+
+def test_network_modes_host_none_container(agent: Agent) -> None:
+    guest_name = agent.docker("run", "--rm", "--network", "host", B, "hostname").stdout.strip()
+    assert guest_name == agent.docker("info", "--format", "{{.Name}}").stdout.strip()
+    lo_only = agent.docker("run", "--rm", "--network", "none", B, "ip", "-o", "-4", "addr").stdout
+    assert "127.0.0.1/8" in lo_only and len(lo_only.strip().splitlines()) == 1
+    agent.docker("run", "-d", "--name", "netbase", B, "sleep", "300")
+    try:
+        ip = agent.docker("inspect", "--format", "{{.NetworkSettings.IPAddress}}", "netbase").stdout.strip()
+        shared = agent.docker(
+            "run", "--rm", "--network", "container:netbase", B, "ip", "-o", "-4", "addr"
+        ).stdout
+        assert f"inet {ip}/" in shared
+    finally:
+        agent.docker("rm", "-f", "netbase")

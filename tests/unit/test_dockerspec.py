@@ -1,4 +1,4 @@
-"""The pure translation of Docker's create body into the runtime and network specs, and the ps/inspect views."""
+"""The pure translation of a Docker create body into runtime and network specs, and the ps/inspect views."""
 
 from __future__ import annotations
 
@@ -147,10 +147,12 @@ def test_docker_py_sparse_body_gets_defaults() -> None:
 
 def test_network_modes_and_bad_requests() -> None:
     base = {"Image": "x", "Cmd": ["sh"]}
-    host = translate_create(CID, "n", {**base, "HostConfig": {"NetworkMode": "host"}}, IMAGE, [], _vol)
-    assert host.spec.network == "host" and host.spec.hostname == ""
+    host = translate_create(
+        CID, "n", {**base, "HostConfig": {"NetworkMode": "host"}}, IMAGE, [], _vol, host_name="guest"
+    )
+    assert host.spec.network == "host" and host.spec.hostname == "guest"
     none = translate_create(CID, "n", {**base, "HostConfig": {"NetworkMode": "none"}}, IMAGE, [], _vol)
-    assert none.spec.network == "none"
+    assert none.spec.network == "new" and none.endpoint.network_mode == "none"
     user = translate_create(
         CID,
         "n",
