@@ -21,8 +21,9 @@ before the user process execs (configure the veth then); `on_teardown(container_
 has stopped (before any policy restart). `on_event(container_id, action, attributes)` reports Docker-style
 events: create, start, die, oom, stop, kill, pause, unpause, restart, destroy, rename, update.
 
-Every failure a caller should show is a `RuntimeErr` (subclasses: `NotFound`, `Conflict`) whose message is
-Docker-like ("No such container: x", "container x is not running").
+Every failure a caller should show is a `RuntimeErr` (subclasses: `NotFound` 404, `Conflict` 409,
+`StartError` with Docker's exit code 126/127) whose message is Docker-like ("No such container: x",
+"Container x is not running"). Security options: `privileged`, `cap_add`/`cap_drop`, `seccomp="unconfined"`.
 """
 
 from typing import TYPE_CHECKING
