@@ -106,7 +106,9 @@ class ImagesPanel(QWidget):
         top.addWidget(self.pull_button)
         top.addWidget(self.remove_button)
         top2 = QHBoxLayout()
-        top2.addStretch(1)
+        build_label = QLabel("Build an image from a folder with a Dockerfile, tagged:")
+        build_label.setBuddy(self.tag)
+        top2.addWidget(build_label)
         top2.addWidget(self.tag, 1)
         top2.addWidget(self.build_button)
 

@@ -46,6 +46,7 @@ class LogsView(QWidget):
         self.stop()
         self.text.clear()
         self.title.setText(f"Log of {name}")
+        self.text.setPlaceholderText(f"{name} has written nothing yet; new lines appear here as they come.")
         holder: dict[str, Any] = {}
 
         def produce(emit, stopped) -> None:  # type: ignore[no-untyped-def]

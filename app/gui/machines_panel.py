@@ -35,7 +35,7 @@ from .common import ErrorBanner, LogDialog, binary_size, empty_state
 from .create_dialog import CreateDialog
 from .settings_panel import load_settings
 
-COLUMNS = ("Name", "State", "CPUs", "Memory", "Disk", "Accelerator", "Engine", "Driver")
+COLUMNS = ("Name", "State", "CPUs", "Memory", "Disk", "Accelerator", "Driver", "Engine")
 STAGE = re.compile(r"stage (\d+) of (\d+): ([^:]+)(: ok)?")
 POLL_MS = 5000
 
@@ -159,8 +159,8 @@ class MachinesPanel(QWidget):
                 binary_size(m.memory),
                 binary_size(m.disk),
                 m.accelerator or "—",
-                engine or "—",
                 m.driver,
+                engine or "—",
             )
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)

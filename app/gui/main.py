@@ -35,7 +35,7 @@ def run(engine: str | None = None) -> int:
     app = make_app()
     from .main_window import MainWindow
 
-    window = MainWindow(_engine_factory(engine))
+    window = MainWindow(_engine_factory(engine), engine_override=bool(engine))
     app.setQuitOnLastWindowClosed(window.tray is None)
     window.show()
     code = app.exec()
@@ -55,7 +55,7 @@ def screenshot(
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    window = MainWindow(_engine_factory(engine), watch_events=False, tray=False)
+    window = MainWindow(_engine_factory(engine), watch_events=False, tray=False, engine_override=bool(engine))
     window.resize(*size)
     window.show()
 
@@ -71,11 +71,21 @@ def screenshot(
             QThread.msleep(20)
         app.processEvents()
 
+    def pump(ms: int) -> None:
+        # streams (a container's log) run on their own threads, outside workers.busy()
+        from PySide6.QtCore import QDeadlineTimer, QThread
+
+        deadline = QDeadlineTimer(ms)
+        while not deadline.hasExpired():
+            app.processEvents()
+            QThread.msleep(20)
+
     settle()
     written = []
     for name in MainWindow.TABS:
         window.show_tab(name)
         settle()
+        pump(700)
         settle()
         path = out / f"{name}.png"
         window.grab().save(str(path))

@@ -35,9 +35,15 @@ class MainWindow(QMainWindow):
     TABS = ("machines", "containers", "images", "settings")
 
     def __init__(
-        self, client_factory: ClientFactory = default_client, watch_events: bool = True, tray: bool = True
+        self,
+        client_factory: ClientFactory = default_client,
+        watch_events: bool = True,
+        tray: bool = True,
+        engine_override: bool = False,
     ) -> None:
         super().__init__()
+        # with an explicit engine (--engine) the containers/images views show it whatever the machine's state
+        self.engine_override = engine_override
         self.setWindowTitle("pymachine")
         self.setWindowIcon(app_icon())
         self.resize(1280, 800)
@@ -80,6 +86,8 @@ class MainWindow(QMainWindow):
     def _machine_selected(self, name: str) -> None:
         m = self.machines.machine(name)
         running = m is not None and m.state == "running"
+        if self.engine_override:
+            name, running = name or "engine", True
         self.containers.set_machine(name, running)
         self.images.set_machine(name, running)
         self.machine_label.setText(f"machine: {name} ({m.state})" if m else "no machine selected")

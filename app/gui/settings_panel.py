@@ -104,6 +104,7 @@ class SettingsPanel(QWidget):
         }
         for key, label in (("cpus", "CPUs"), ("memory", "Memory"), ("disk", "Disk")):
             edit = QLineEdit(placeholderText=hints[key])
+            edit.setMaximumWidth(320)
             err = QLabel(styleSheet="color: #b3261e;", wordWrap=True)
             err.hide()
             box = QVBoxLayout()

@@ -1,0 +1,127 @@
+"""The main window, settings, tray menu, host-agent events and `pymachine gui --screenshot` (no VM)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QMenu, QSystemTrayIcon
+from support.gui import wait_idle
+
+from pymachine.app.cli.main import main as cli_main
+from pymachine.app.gui.main_window import MainWindow
+from pymachine.app.gui.settings_panel import SettingsPanel, autostart_file, load_settings
+from pymachine.app.gui.tray import build_menu
+from pymachine.app.gui.workers import EventWatcher
+from pymachine.hostvm import paths
+from pymachine.hostvm.hostagent.events import EventWriter
+
+
+def test_window_tabs_shortcuts_and_small_size(qtbot, gui_home: Path) -> None:
+    window = MainWindow(watch_events=False)
+    qtbot.addWidget(window)
+    window.show()
+    wait_idle(qtbot)
+    # offscreen has no system tray: the app runs without one
+    assert QSystemTrayIcon.isSystemTrayAvailable() is False and window.tray is None
+    for i, name in enumerate(MainWindow.TABS):
+        qtbot.keyClick(window, Qt.Key.Key_1 + i, Qt.KeyboardModifier.ControlModifier)
+        assert window.tabs.currentIndex() == i, name
+    window.resize(800, 600)
+    qtbot.waitUntil(lambda: window.width() == 800 and window.height() == 600)
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 800 and hint.height() <= 600
+    # no machine: the other views say what to do
+    assert "create one" in window.containers.empty.text()
+    assert "create one" in window.images.empty.text()
+    window.shutdown()
+
+
+def test_settings_validate_save_and_start_at_login(qtbot, gui_home: Path) -> None:
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    panel.fields["memory"].setText("12 potatoes")
+    panel.fields["cpus"].setText("1")
+    assert panel.save() is False
+    assert "is not a size" in panel.errors["memory"].text() and not panel.errors["memory"].isHidden()
+    assert not paths.settings_file().exists()
+
+    panel.fields["memory"].setText("768M")
+    panel.start_at_login.setChecked(True)
+    assert panel.save() is True
+    saved = json.loads(paths.settings_file().read_text())
+    assert saved == {"defaults": {"cpus": "1", "memory": "768M"}, "start_at_login": True}
+    entry = autostart_file().read_text()
+    assert "[Desktop Entry]" in entry and "pymachine.app.gui.main" in entry
+    assert autostart_file().parent.parent.name == "xdg-config"  # the test's own XDG_CONFIG_HOME
+
+    panel.start_at_login.setChecked(False)
+    assert panel.save() is True
+    assert not autostart_file().exists()
+    assert load_settings()["defaults"]["memory"] == "768M"
+
+
+def test_create_dialog_starts_from_saved_defaults(qtbot, gui_home: Path) -> None:
+    paths.ensure_home()
+    paths.settings_file().write_text(json.dumps({"defaults": {"memory": "768M", "disk": "9G"}}))
+    window = MainWindow(watch_events=False)
+    qtbot.addWidget(window)
+    wait_idle(qtbot)
+    dialog = window.machines.open_create()
+    qtbot.addWidget(dialog)
+    assert dialog.edits["memory"].text() == "768M" and dialog.edits["disk"].text() == "9G"
+    window.shutdown()
+
+
+def test_tray_menu_quick_start_stop() -> None:
+    calls: list[tuple[str, str]] = []
+    menu = QMenu()
+    rows = [SimpleNamespace(name="dev", state="running"), SimpleNamespace(name="ci", state="stopped")]
+    build_menu(menu, rows, lambda verb, name: calls.append((verb, name)), lambda: None, lambda: None)
+    subs = {a.text(): a.menu() for a in menu.actions() if a.menu()}
+    assert set(subs) == {"dev — running", "ci — stopped"}
+    dev = {a.text(): a for a in subs["dev — running"].actions()}
+    ci = {a.text(): a for a in subs["ci — stopped"].actions()}
+    assert not dev["Start"].isEnabled() and dev["Stop"].isEnabled()
+    assert ci["Start"].isEnabled() and not ci["Stop"].isEnabled()
+    dev["Stop"].trigger()
+    ci["Start"].trigger()
+    assert calls == [("stop", "dev"), ("start", "ci")]
+
+
+def test_host_agent_events_reach_the_window(qtbot, gui_home: Path) -> None:
+    mp = paths.machine("evm")
+    mp.dir.mkdir(parents=True)
+    writer = EventWriter(mp.events)
+    writer.emit("state", state="starting")  # before the watcher: not replayed
+    watcher = EventWatcher(poll=0.05)
+    got: list[tuple[str, str, dict]] = []
+    watcher.event.connect(lambda name, ev: got.append((name, ev.type, ev.fields)))
+    watcher.start()
+    try:
+        qtbot.waitUntil(lambda: "evm" in watcher._offsets, timeout=10000)
+        writer.emit("stage", stage="ssh banner", message="stage 2 of 5: ssh banner")
+        writer.emit(
+            "forward", action="opened", proto="tcp", host_ip="127.0.0.1", host_port=8080, guest_port=80
+        )
+        qtbot.waitUntil(lambda: len(got) == 2, timeout=10000)
+    finally:
+        watcher.stop()
+    assert got[0] == ("evm", "stage", {"stage": "ssh banner", "message": "stage 2 of 5: ssh banner"})
+    assert got[1][1] == "forward" and got[1][2]["host_port"] == 8080
+
+
+def test_screenshot_command_renders_every_view(qtbot, gui_home: Path, tmp_path: Path) -> None:
+    out = tmp_path / "shots"
+    assert cli_main(["gui", "--screenshot", str(out)]) == 0
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["containers.png", "create-dialog.png", "images.png", "machines.png", "settings.png"]
+    for name in ("machines", "containers", "images", "settings"):
+        img = QImage(str(out / f"{name}.png"))
+        assert (img.width(), img.height()) == (1280, 800), name
+        # not blank: a rendered view has many colours (text, borders, buttons)
+        colours = {img.pixel(x, y) for x in range(0, 1280, 16) for y in range(0, 800, 16)}
+        assert len(colours) > 4, name
