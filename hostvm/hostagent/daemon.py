@@ -353,7 +353,9 @@ def acquire_lock(pid_file: Path) -> int | None:
 
 def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(levelname)s %(message)s")
-    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    # paramiko logs every refused channel open as ERROR (the guest agent restarting, a closed guest port);
+    # those are expected here and already show as events with their meaning.
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     mp = paths.machine(name)
     mp.dir.mkdir(parents=True, exist_ok=True)
     paths.check_socket_path(mp.docker_socket)

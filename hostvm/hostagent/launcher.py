@@ -29,6 +29,7 @@ from .events import end_offset, read_events
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 READY_TIMEOUT = 90.0
+REPROVISION_EXTRA = 120.0
 
 
 def agent_pid(name: str) -> int | None:
@@ -110,6 +111,9 @@ def ensure_running(
                 say("host agent: SSH link up")
             elif event.type == "state" and event.get("state") == "ready":
                 say(f"host agent: engine socket ready at {event.get('docker_socket')}")
+            elif event.type == "agent" and event.get("action") == "reprovisioning":
+                say("host agent: the guest agent differs from this host's copy: re-provisioning it")
+                deadline += REPROVISION_EXTRA  # the guest restarts its agent: seconds to minutes under TCG
         last = _ask(name)
         if last is not None and last.get("state") == "ready":
             ensure_docker_context(name)

@@ -155,7 +155,7 @@ def test_a_drifted_guest_agent_is_reprovisioned_and_containers_survive(
     # A source checkout does not re-provision by default (see provision.enabled): opt in, restart the agent.
     monkeypatch.setenv("PYMACHINE_AGENT_REPROVISION", "1")
     launcher.stop(vm.name)
-    launcher.ensure_running(vm.name)
+    launcher.ensure_running(vm.name, timeout=240)
     port = free_port()
     cid = vm.docker("run", "-d", "-p", f"{port}:80", *HTTPD).stdout.strip()
     # Make the guest's copy differ from the host's, as an upgrade of the host package would.
