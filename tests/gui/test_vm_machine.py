@@ -1,0 +1,87 @@
+"""THE ONE GUI TEST THAT BOOTS A REAL VM (vm tier; minutes under TCG on a shared host).
+
+Opt in with PYMACHINE_GUI_VM=1: start from the window with staged progress, the containers view on the
+machine's forwarded engine socket (a real container, its port link and log), then stop from the window.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from support.gui import wait_idle
+from support.machines import unique_name
+
+from pymachine.app.gui.main_window import MainWindow
+from pymachine.hostvm import containers, machines
+
+pytestmark = pytest.mark.vm
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _state(window: MainWindow, name: str) -> str:
+    m = window.machines.machine(name)
+    return m.state if m else ""
+
+
+@pytest.mark.skipif(
+    os.environ.get("PYMACHINE_GUI_VM") != "1",
+    reason="boots a real VM (minutes of CPU under TCG): set PYMACHINE_GUI_VM=1 to run it",
+)
+def test_start_use_and_stop_a_real_machine_from_the_window(qtbot, gui_home: Path) -> None:
+    name = unique_name("gui")
+    machines.create(name, cpus=1, memory="768M", driver="qemu")
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    try:
+        wait_idle(qtbot)
+        window.machines.select(name)
+        stages: list[str] = []
+        window.machines.progress.valueChanged.connect(
+            lambda v: stages.append(window.machines.progress_label.text())
+        )
+        window.machines.buttons["start"].click()
+        qtbot.waitUntil(lambda: name not in window.machines.busy, timeout=900_000)
+        assert window.machines.banner.isHidden(), window.machines.banner.message.text()
+        wait_idle(qtbot)
+        qtbot.waitUntil(lambda: _state(window, name) == "running", timeout=30000)
+        assert any("guest agent answers" in s for s in stages), stages
+        assert window.machines.progress.isHidden()
+
+        dc = containers.client(name)
+        containers.ensure_image(dc, "pymachine/busybox")
+        port = _free_port()
+        dc.containers.run(
+            "pymachine/busybox",
+            ["sh", "-c", "echo from-the-vm; sleep 600"],
+            name="vmweb",
+            ports={"80/tcp": port},
+            detach=True,
+        )
+        window.show_tab("containers")
+        window.containers.refresh()
+        qtbot.waitUntil(lambda: window.containers.select("vmweb"), timeout=60000)
+        row = [r["_summary"]["Names"] for r in window.containers.rows].index("vmweb")
+        assert f"localhost:{port}" in window.containers.table.cellWidget(row, 4).text()
+        window.containers.tabs.setCurrentWidget(window.containers.logs)
+        qtbot.waitUntil(lambda: "from-the-vm" in window.containers.logs.contents(), timeout=60000)
+        window.containers.shutdown()
+
+        window.show_tab("machines")
+        window.machines.select(name)
+        window.machines.buttons["stop"].click()
+        qtbot.waitUntil(lambda: name not in window.machines.busy, timeout=300_000)
+        wait_idle(qtbot)
+        qtbot.waitUntil(lambda: _state(window, name) == "stopped", timeout=30000)
+    finally:
+        window.shutdown()
+        if machines.exists(name):
+            machines.delete(name, force=True)
