@@ -205,7 +205,8 @@ class MachinesPanel(QWidget):
         self.buttons["stop"].setEnabled(idle and running)
         self.buttons["restart"].setEnabled(idle and running)
         self.buttons["delete"].setEnabled(idle)
-        self.buttons["log"].setEnabled(bool(name))
+        mp = paths.machine(name) if name else None
+        self.buttons["log"].setEnabled(bool(mp and (mp.console_log.exists() or mp.agent_log.exists())))
 
     # -- host-agent events --------------------------------------------------------------------------------
     def on_event(self, machine: str, event: Any) -> None:

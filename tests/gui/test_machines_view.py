@@ -70,6 +70,7 @@ def test_create_start_failure_and_delete(qtbot, gui_home: Path) -> None:
     row = [panel.table.item(0, c).text() for c in range(panel.table.columnCount())]
     assert row[:5] == ["gui-1", "stopped", "1", "512 MiB", "8 GiB"]
     assert panel.buttons["start"].isEnabled() and not panel.buttons["stop"].isEnabled()
+    assert not panel.buttons["log"].isEnabled()  # nothing has written a log yet
 
     # a real start failure, before any VM boots: the machine's base image vanished
     cfg_path = paths.machine("gui-1").config
@@ -87,6 +88,10 @@ def test_create_start_failure_and_delete(qtbot, gui_home: Path) -> None:
     assert "host agent says: never started" in panel.banner.dialog.text.toPlainText()
     assert panel.progress.isHidden()
     wait_idle(qtbot)
+    panel.select("gui-1")
+    assert panel.buttons["log"].isEnabled()
+    panel.buttons["log"].click()
+    assert "host agent says: never started" in panel.log_dialog.text.toPlainText()
 
     panel.confirm = lambda _text: True  # type: ignore[method-assign]
     panel.select("gui-1")
