@@ -10,6 +10,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import shutil
+import struct
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -142,3 +145,50 @@ def ensure_image(progress: Progress | None = None, force: bool = False) -> Image
             if found:
                 return found
         return image_build.build(recipe_hash(), say, force=force)
+
+
+def qcow2_backing_file(disk: Path) -> str | None:
+    """The backing file named in a qcow2 header (None for a standalone disk or another format)."""
+    try:
+        with open(disk, "rb") as fh:
+            header = fh.read(20)
+            if len(header) < 20 or header[:4] != b"QFI\xfb":
+                return None
+            offset, size = struct.unpack(">QI", header[8:20])
+            if not offset or not size:
+                return None
+            fh.seek(offset)
+            return fh.read(size).decode(errors="replace")
+    except OSError:
+        return None
+
+
+def images_in_use() -> set[Path]:
+    """Image folders that a machine disk of this PYMACHINE_HOME is an overlay on."""
+    used: set[Path] = set()
+    machines = paths.machines_dir()
+    for disk in machines.rglob("*.qcow2") if machines.exists() else []:
+        backing = qcow2_backing_file(disk)
+        if backing:
+            used.add(Path(backing).resolve().parent)
+    return used
+
+
+def prune_images(min_age_seconds: float = 3600) -> list[Path]:
+    """Delete cached images other than the current recipe's, except those a machine of this home uses and
+    those built in the last `min_age_seconds` (a machine of another PYMACHINE_HOME may have just started
+    on one: those are invisible from here). Returns the removed folders."""
+    cache = paths.image_cache_dir()
+    if not cache.exists():
+        return []
+    keep = {image_dir().resolve(), *images_in_use()}
+    removed = []
+    with build_lock():
+        for folder in sorted(cache.iterdir()):
+            if not folder.is_dir() or folder.name.startswith(".") or folder.resolve() in keep:
+                continue
+            if time.time() - folder.stat().st_mtime < min_age_seconds:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed

@@ -66,6 +66,14 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prune(args: argparse.Namespace) -> int:
+    removed = image.prune_images(min_age_seconds=0 if args.all else 3600)
+    for folder in removed:
+        print(f"removed {folder}")
+    print(f"{len(removed)} old image(s) removed; kept the current one and those this home's machines use")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("image", help="build or inspect the guest VM image")
     verbs = parser.add_subparsers(dest="image_verb", metavar="ACTION", parser_class=type(parser))
@@ -86,3 +94,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     inspect = verbs.add_parser("inspect", help="show the cached guest image")
     inspect.add_argument("--format", choices=("text", "json"), default="text")
     inspect.set_defaults(func=_inspect)
+
+    prune = verbs.add_parser("prune", help="delete old guest images no machine of this home uses")
+    prune.add_argument(
+        "--all", action="store_true", help="also images built in the last hour (default: keep them)"
+    )
+    prune.set_defaults(func=_prune)

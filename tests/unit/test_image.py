@@ -275,3 +275,31 @@ def test_guest_init_reads_the_seed_tar_without_tarfile(fmt: int) -> None:
         "agent.json": b"{}",
         "big": bytes(range(256)) * 9,
     }
+
+
+def test_prune_keeps_current_used_and_recent_images(
+    pymachine_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import subprocess
+
+    monkeypatch.setenv("PYMACHINE_CACHE", str(pymachine_home / "cache"))
+    images = pymachine_home / "cache" / "images"
+    current, used, old, recent = (images / h for h in (image.recipe_hash(), "1" * 64, "2" * 64, "3" * 64))
+    for folder in (current, used, old, recent):
+        folder.mkdir(parents=True)
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", str(folder / "disk.qcow2"), "64M"], check=True
+        )
+    for folder in (current, used, old):
+        os.utime(folder, (0, 0))  # built long ago
+    machine = pymachine_home / "m" / "box"
+    machine.mkdir(parents=True)
+    overlay = machine / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(used / "disk.qcow2"),
+                    str(overlay)], check=True)  # fmt: skip
+    assert image.qcow2_backing_file(overlay) == str(used / "disk.qcow2")
+    assert image.qcow2_backing_file(used / "disk.qcow2") is None
+    assert image.prune_images() == [old]
+    assert current.exists() and used.exists() and recent.exists() and not old.exists()
+    assert image.prune_images(min_age_seconds=0) == [recent]
