@@ -95,3 +95,17 @@ def test_env_override_skips_the_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYMACHINE_ACCEL", "tcg")
     monkeypatch.setattr(accel, "gather_facts", lambda: pytest.fail("must not probe"))
     assert accel.probe().reason == "forced by PYMACHINE_ACCEL=tcg"
+
+
+def test_facts_of_this_host_are_consistent(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.delenv("PYMACHINE_ACCEL", raising=False)
+    facts = accel.gather_facts()
+    choice = decide(facts)
+    assert choice.name in ("kvm", "hvf", "whpx", "tcg")
+    if facts.system == "linux":
+        assert facts.kvm_device == os.path.exists("/dev/kvm")
+        assert ("kvm_pvm" in facts.kvm_modules) == os.path.isdir("/sys/module/kvm_pvm")
+        if "kvm_pvm" in facts.kvm_modules:  # this development/CI machine: KVM cannot boot our kernel
+            assert choice.name == "tcg" and "kvm_pvm" in choice.reason
