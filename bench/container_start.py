@@ -155,6 +155,12 @@ def main() -> None:
                     times[t].append(time_oci(t, bundles[t], v1))
         finally:
             rt.close()
+            # runc leaves its (empty) parent cgroup behind: remove what it made, deepest first.
+            cg = Path("/sys/fs/cgroup")
+            for parent in [*cg.glob("pymachine-bench"), *cg.glob("*/pymachine-bench")]:
+                for d in sorted((p for p in parent.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                    d.rmdir()
+                parent.rmdir()
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     load = os.getloadavg()[0]
     print(f"container create+start+wait of `true`, median of {args.runs} (load average {load:.1f}, "
