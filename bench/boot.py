@@ -82,7 +82,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--driver", default=None)
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="pmbench", dir="/tmp"))
+    home = Path(tempfile.mkdtemp(prefix="pm3bench", dir="/var/tmp"))
     os.environ["PYMACHINE_HOME"] = str(home)
     os.environ.setdefault("PYMACHINE_CACHE", "/var/tmp/pymachine-test-cache")
     name = "bench"

@@ -363,10 +363,12 @@ def start(name: str, progress: Progress | None = None) -> Machine:
                         _wait_guest_socket(client, deadline)
                     elif stage.name == "host agent":
                         launcher.ensure_running(name, say, timeout=stage.timeout(accel))
-                except PymachineError as exc:
+                except Exception as exc:  # any failure inside a stage is reported as that stage's failure
+                    why = exc.message if isinstance(exc, PymachineError) else f"{type(exc).__name__}: {exc}"
+                    hint = exc.hint + "; " if isinstance(exc, PymachineError) and exc.hint else ""
                     raise PymachineError(
-                        f"{label} failed: {exc.message}",
-                        hint=(exc.hint + "; " if exc.hint else "") + stage.hint.replace("NAME", name),
+                        f"{label} failed: {why}",
+                        hint=hint + stage.hint.replace("NAME", name),
                         log_path=mp.console_log,
                     ) from exc
                 say(f"{label}: ok ({time.monotonic() - started:.1f} s)")

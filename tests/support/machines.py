@@ -37,8 +37,8 @@ def unique_name(prefix: str = "t") -> str:
 
 
 def new_home() -> Path:
-    # Short: machine folders hold unix sockets (paths.SOCKET_PATH_LIMIT).
-    return Path(tempfile.mkdtemp(prefix="pmvm", dir="/tmp"))
+    # Short (machine folders hold unix sockets), and not under /tmp, which others sweep of stale pm* folders.
+    return Path(tempfile.mkdtemp(prefix="pmvm", dir="/var/tmp"))
 
 
 @contextlib.contextmanager

@@ -94,6 +94,13 @@ def test_two_machines_at_once_then_forced_delete(machine: StartedMachine) -> Non
         assert rows[name]["driver"] == "qemu" and rows[name]["cpus"] == 1
         assert ssh.run(name, "hostname")[1].decode().strip() == name
         assert ssh.run(machine.name, "hostname")[1].decode().strip() == machine.name
+        # Both drivers can add a forward to a running VM (capability flag, not driver name).
+        for each in (name, machine.name):
+            drv = machines.driver_for(machines.load_config(each))
+            assert drv.capabilities.hostfwd_add
+            extra = machines.pick_port(each, None)
+            drv.hostfwd_add(each, extra, 22)
+            assert ssh.wait_banner(extra, time.monotonic() + 120)
         refused = machine.cli("delete", name)  # running: needs --force, and changes nothing
         assert refused.returncode != 0 and "--force" in refused.stderr
         assert _listed(machine)[name]["state"] == "running"
@@ -143,3 +150,24 @@ def test_duplicate_name_refused(machine: StartedMachine) -> None:
     assert result.returncode != 0 and f"machine '{machine.name}' already exists" in result.stderr
     assert paths.machine(machine.name).config.read_bytes() == config
     assert _listed(machine)[machine.name]["state"] == "running"
+
+
+def test_a_failed_stage_is_named_with_hint_and_log() -> None:
+    """No boot needed: a machine whose base image vanished fails in stage 1, and says what to do."""
+    home = new_home()
+    name = unique_name("f")
+    try:
+        assert cli(home, "create", name).returncode == 0
+        config_file = home / "m" / name / "config.json"
+        config = json.loads(config_file.read_text())
+        config["image"]["kernel"] = str(home / "gone" / "vmlinuz")
+        config_file.write_text(json.dumps(config))
+        result = cli(home, "start", name)
+        assert result.returncode == 1
+        assert "error: stage 1 of " in result.stderr and ": domain up failed: the base image" in result.stderr
+        assert "hint: the image cache was cleared: recreate the machine" in result.stderr
+        assert f"log: {home / 'm' / name / 'console.log'}" in result.stderr
+        assert json.loads(cli(home, "list", "--format", "json").stdout)[0]["state"] == "stopped"
+    finally:
+        cli(home, "delete", "--force", name)
+        shutil.rmtree(home, ignore_errors=True)
