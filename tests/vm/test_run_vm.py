@@ -64,6 +64,50 @@ def test_run_detached_with_a_port_then_ps_logs_exec_stop_rm(vm: VmMachine) -> No
     assert not [r for r in rows if r["Names"] == "web"]
 
 
+def test_stdin_reaches_the_container_and_its_end_is_passed_on(vm: VmMachine) -> None:
+    """`-i` hijacks the connection through the forwarded socket; closing our stdin must reach the process
+    (half-close carried over SSH), or `cat` would never exit."""
+    import subprocess
+
+    proc = subprocess.run(
+        [
+            *vm_cli(vm),
+            "run",
+            "--machine",
+            vm.name,
+            "--rm",
+            "-i",
+            "pymachine/busybox",
+            "sh",
+            "-c",
+            "cat; echo done",
+        ],
+        input="line one\nline two\n",
+        capture_output=True,
+        text=True,
+        env=vm.env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "line one\nline two\ndone\n"
+    vm.docker("run", "-d", "--name", "sleeper", "pymachine/busybox", "sleep", "600")
+    proc = subprocess.run(
+        [*vm_cli(vm), "exec", "--machine", vm.name, "-i", "sleeper", "wc", "-l"],
+        input="a\nb\nc\n",
+        capture_output=True,
+        text=True,
+        env=vm.env,
+        timeout=300,
+    )
+    assert (proc.returncode, proc.stdout.strip()) == (0, "3")
+
+
+def vm_cli(vm: VmMachine) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "pymachine.app.cli"]
+
+
 def test_run_attached_passes_output_streams_and_exit_code(vm: VmMachine) -> None:
     proc = vm.pymachine(
         "run",
