@@ -221,13 +221,18 @@ def start(container: Container) -> None:
         container.start()
 
 
-def summary(c: Container) -> dict[str, Any]:
-    """One row of `ps`, shaped like `docker ps --format json`."""
+def summary(c: Container, forwards: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One row of `ps`, shaped like `docker ps --format json`. With the host agent's `forwards`, a port shows
+    the address it is really bound to on this machine (the guest reports 0.0.0.0 for "not asked")."""
     attrs = c.attrs
+    bound = {(f["container"], f["proto"], int(f["host_port"])): f["host_ip"] for f in forwards or []}
     ports = []
     for key, bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).items():
+        proto = key.partition("/")[2] or "tcp"
         for b in bindings or []:
-            ports.append(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{key}")
+            host_port = int(b.get("HostPort") or 0)
+            ip = bound.get((c.id, proto, host_port)) or b.get("HostIp") or "0.0.0.0"
+            ports.append(f"{ip}:{host_port}->{key}")
         if not bindings:
             ports.append(key)
     cmd = attrs.get("Config", {}).get("Cmd") or []

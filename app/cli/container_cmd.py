@@ -236,7 +236,10 @@ def _ps(args: argparse.Namespace) -> int:
     dc = _client(args)
     with containers.api_errors():
         found = dc.containers.list(all=args.all)
-    rows = [containers.summary(c) for c in found]
+    from pymachine.hostvm.hostagent import launcher
+
+    forwards = launcher.status(args.machine, repair=False).get("forwards") or []
+    rows = [containers.summary(c, forwards) for c in found]
     cols = [
         ("CONTAINER ID", "ID"),
         ("IMAGE", "Image"),

@@ -219,3 +219,24 @@ def test_a_source_checkout_does_not_reprovision_by_default(monkeypatch: pytest.M
 
     monkeypatch.delenv("PYMACHINE_AGENT_REPROVISION", raising=False)
     assert provision.enabled() is False  # this test runs from the git checkout
+
+
+def test_ps_row_shows_the_address_the_host_agent_really_bound() -> None:
+    class Row:  # the fields of docker-py's Container that summary() reads
+        id = "c" * 64
+        name = "web"
+        status = "running"
+        image = None
+        attrs = {
+            "Config": {"Image": "pymachine/busybox", "Cmd": ["httpd", "-f"]},
+            "State": {"Status": "running"},
+            "NetworkSettings": {
+                "Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}], "53/udp": None}
+            },
+        }
+
+    forwards = [{"container": "c" * 64, "proto": "tcp", "host_port": 8080, "host_ip": "127.0.0.1"}]
+    row = containers.summary(Row(), forwards)  # type: ignore[arg-type]
+    assert row["Ports"] == "127.0.0.1:8080->80/tcp, 53/udp"
+    assert containers.summary(Row())["Ports"].startswith("0.0.0.0:8080->80/tcp")  # type: ignore[arg-type]
+    assert (row["ID"], row["Command"], row["Status"]) == ("c" * 12, "httpd -f", "Running")
