@@ -106,6 +106,12 @@ class ContainersPanel(QWidget):
             bar.addWidget(b)
             self.buttons[verb] = b
         bar.addWidget(self.show_all)
+        QShortcut(
+            QKeySequence("Ctrl+O"),
+            self,
+            self.open_first_port,
+            context=Qt.ShortcutContext.WidgetWithChildrenShortcut,
+        )
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -240,6 +246,13 @@ class ContainersPanel(QWidget):
         elif rows and not keep:
             self.table.selectRow(0)
         self._update_buttons()
+
+    def open_first_port(self) -> None:
+        """Keyboard route to the browser: the selected container's first published port (Ctrl+O)."""
+        c = self.current()
+        links = port_links(c) if c else []
+        if links:
+            self.open_link(links[0][1])
 
     def open_link(self, url: str) -> None:
         self.link_opened.emit(url)

@@ -103,6 +103,11 @@ class MainWindow(QMainWindow):
             self.containers.refresh()
         if event.type == "error":
             self.statusBar().showMessage(f"{machine}: {event.get('message')}", 15000)
+        elif event.type == "forward":
+            target = f"{event.get('container') or 'guest'}:{event.get('guest_port')}"
+            where = f"localhost:{event.get('host_port')} → {target}"
+            why = f": {event.get('error')}" if event.get("error") else ""
+            self.statusBar().showMessage(f"{machine}: port {where} {event.get('action')}{why}", 15000)
 
     def show_tab(self, name: str) -> QWidget:
         self.tabs.setCurrentIndex(self.TABS.index(name))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from support.gui import captured_urls, engine_factory, wait_idle
 
 from pymachine.app.gui.containers_panel import ContainersPanel
@@ -53,7 +54,9 @@ def test_containers_of_a_real_engine(qtbot, gui_home: Path, agent_engine) -> Non
     assert f"http://localhost:{port}/" in link.text() and f"localhost:{port}" in link.text()
     with captured_urls() as opened:
         link.linkActivated.emit(f"http://localhost:{port}/")
-    assert opened == [f"http://localhost:{port}/"]
+        panel.table.setFocus()
+        qtbot.keyClick(panel.table, Qt.Key.Key_O, Qt.KeyboardModifier.ControlModifier)
+    assert opened == [f"http://localhost:{port}/"] * 2
 
     # live log: the first line, then lines written after the view opened
     panel.tabs.setCurrentWidget(panel.logs)

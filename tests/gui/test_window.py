@@ -113,6 +113,29 @@ def test_host_agent_events_reach_the_window(qtbot, gui_home: Path) -> None:
     assert got[0] == ("evm", "stage", {"stage": "ssh banner", "message": "stage 2 of 5: ssh banner"})
     assert got[1][1] == "forward" and got[1][2]["host_port"] == 8080
 
+    # the window's own watcher: a forward that failed shows in the status bar
+    window = MainWindow()
+    qtbot.addWidget(window)
+    try:
+        qtbot.waitUntil(
+            lambda: window.watcher is not None and "evm" in window.watcher._offsets, timeout=10000
+        )
+        writer.emit(
+            "forward",
+            action="failed",
+            proto="tcp",
+            host_port=8081,
+            guest_port=80,
+            container="web",
+            error="address in use",
+        )
+        qtbot.waitUntil(lambda: "8081" in window.statusBar().currentMessage(), timeout=10000)
+        assert (
+            window.statusBar().currentMessage() == "evm: port localhost:8081 → web:80 failed: address in use"
+        )
+    finally:
+        window.shutdown()
+
 
 def test_screenshot_command_renders_every_view(qtbot, gui_home: Path, tmp_path: Path) -> None:
     out = tmp_path / "shots"
