@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import select
 import struct
+import time
 from typing import Any
 
 from PySide6.QtWidgets import (
@@ -22,6 +23,8 @@ from PySide6.QtWidgets import (
 
 from .common import mono_font
 from .workers import StreamThread
+
+READY = "\x00ready\x00"  # in-band marker from the pump thread: the exec socket is open
 
 
 def demux(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
@@ -65,33 +68,50 @@ class ExecTerminal(QWidget):
         self.exec_id = ""
 
     def open(self, dc: Any, container_id: str, name: str, shell: str = "sh") -> None:
+        """Create the exec and pump its socket on a thread: nothing here waits on the engine."""
         self.stop()
         self.dc = dc
         self.output.clear()
         self.title.setText(f"Shell in {name}")
+        self._append(f"[starting {shell} in {name}…]\n")
+        self.thread = StreamThread(lambda emit, stopped: self._pump(dc, container_id, shell, emit, stopped))
+        self.thread.chunk.connect(self._append)
+        self.thread.ended.connect(self._ended)
+        self.thread.start()
+
+    def _pump(self, dc: Any, container_id: str, shell: str, emit: Any, stopped: Any) -> None:
         self.exec_id = dc.api.exec_create(container_id, [shell], stdin=True, tty=False)["Id"]
         sock = dc.api.exec_start(self.exec_id, tty=False, socket=True)
         self.sock = getattr(sock, "_sock", sock)
-
-        def produce(emit, stopped) -> None:  # type: ignore[no-untyped-def]
-            buf = b""
+        emit(READY)
+        buf = b""
+        try:
             while not stopped():
                 ready, _, _ = select.select([self.sock], [], [], 0.2)
                 if not ready:
                     continue
                 data = self.sock.recv(65536)
                 if not data:
-                    return
+                    break
                 frames, buf = demux(buf + data)
                 for _stream, payload in frames:
                     emit(payload.decode(errors="replace"))
+        finally:
+            code = self._exit_code(dc)
+            if not stopped():
+                emit(f"\n[shell ended{f' with exit code {code}' if code is not None else ''}]\n")
 
-        self.thread = StreamThread(produce)
-        self.thread.chunk.connect(self._append)
-        self.thread.ended.connect(self._ended)
-        self.thread.start()
-        self.input.setEnabled(True)
-        self.input.setFocus()
+    def _exit_code(self, dc: Any) -> int | None:
+        """The exec's exit code; the engine may record it a moment after the stream closes."""
+        for _ in range(20):
+            try:
+                info = dc.api.exec_inspect(self.exec_id)
+            except Exception:  # noqa: BLE001 - the container may be gone
+                return None
+            if not info.get("Running"):
+                return info.get("ExitCode")
+            time.sleep(0.1)
+        return None
 
     def send_line(self) -> None:
         line = self.input.text()
@@ -102,23 +122,21 @@ class ExecTerminal(QWidget):
         try:
             self.sock.sendall(line.encode() + b"\n")
         except OSError as exc:
-            self._ended(str(exc))
+            self._append(f"\n[cannot send: {exc}]\n")
 
     def _append(self, text: str) -> None:
+        if text == READY:
+            self.input.setEnabled(True)
+            self.input.setFocus()
+            return
         cursor = self.output.textCursor()
         cursor.movePosition(cursor.MoveOperation.End)
         cursor.insertText(text)
         self.output.verticalScrollBar().setValue(self.output.verticalScrollBar().maximum())
 
     def _ended(self, error: str) -> None:
-        code = None
-        if self.dc is not None and self.exec_id:
-            try:
-                code = self.dc.api.exec_inspect(self.exec_id).get("ExitCode")
-            except Exception:  # noqa: BLE001 - the container may be gone
-                pass
-        how = f" with exit code {code}" if code is not None else ""
-        self._append(f"\n[shell ended{how}{': ' + error if error else ''}]\n")
+        if error:
+            self._append(f"\n[shell ended: {error}]\n")
         self.input.setEnabled(False)
         self.sock = None
 

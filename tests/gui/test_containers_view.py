@@ -75,12 +75,14 @@ def test_containers_of_a_real_engine(qtbot, gui_home: Path, agent_engine) -> Non
     panel.tabs.setCurrentWidget(panel.terminal)
     assert panel.terminal.open_button.isEnabled()
     panel.terminal.open_button.click()
+    qtbot.waitUntil(panel.terminal.input.isEnabled, timeout=30000)  # the exec socket is open
     panel.terminal.input.setText("echo $((6*7)); cat /etc/hostname")
     panel.terminal.send_line()
     qtbot.waitUntil(lambda: "42" in panel.terminal.contents(), timeout=30000)
     panel.terminal.input.setText("exit 3")
     panel.terminal.send_line()
     qtbot.waitUntil(lambda: "exit code 3" in panel.terminal.contents(), timeout=30000)
+    qtbot.waitUntil(lambda: not panel.terminal.input.isEnabled(), timeout=10000)
 
     # stop, start, restart, remove
     panel.buttons["stop"].click()
