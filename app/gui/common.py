@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -83,21 +84,31 @@ def read_tail(path: str | Path, limit: int = LOG_TAIL_BYTES) -> str:
 
 
 class LogDialog(QDialog):
-    """The tail of a log file (console log, host-agent log), read-only, scrolled to the end."""
+    """The tails of one or more log files (console log, host-agent log), read-only, one tab each."""
 
-    def __init__(self, path: str | Path, parent: QWidget | None = None) -> None:
+    def __init__(self, path: str | Path, parent: QWidget | None = None, *more: str | Path) -> None:
         super().__init__(parent)
-        self.setWindowTitle(f"Log — {path}")
+        paths = [Path(path), *(Path(p) for p in more)]
+        self.setWindowTitle(f"Log — {paths[0].name}")
         self.resize(900, 560)
-        self.text = QPlainTextEdit(readOnly=True)
-        self.text.setFont(mono_font())
-        self.text.setPlainText(read_tail(path))
-        self.text.moveCursor(self.text.textCursor().MoveOperation.End)
+        self.texts: list[QPlainTextEdit] = []
+        tabs = QTabWidget()
+        for p in paths:
+            text = QPlainTextEdit(readOnly=True)
+            text.setFont(mono_font())
+            text.setPlainText(read_tail(p))
+            text.moveCursor(text.textCursor().MoveOperation.End)
+            page = QWidget()
+            lay = QVBoxLayout(page)
+            lay.addWidget(QLabel(str(p), textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse))
+            lay.addWidget(text)
+            tabs.addTab(page, p.name)
+            self.texts.append(text)
+        self.text = self.texts[0]
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         lay = QVBoxLayout(self)
-        lay.addWidget(QLabel(str(path)))
-        lay.addWidget(self.text)
+        lay.addWidget(tabs)
         lay.addWidget(buttons)
 
 

@@ -293,8 +293,8 @@ class MachinesPanel(QWidget):
 
     def show_log(self, name: str) -> None:
         mp = paths.machine(name)
-        path = mp.console_log if mp.console_log.exists() or not mp.agent_log.exists() else mp.agent_log
-        self.log_dialog = LogDialog(path, self)
+        found = [p for p in (mp.console_log, mp.agent_log) if p.exists()] or [mp.console_log]
+        self.log_dialog = LogDialog(found[0], self, *found[1:])
         self.log_dialog.show()
 
     def open_create(self) -> CreateDialog:

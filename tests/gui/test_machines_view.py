@@ -90,8 +90,10 @@ def test_create_start_failure_and_delete(qtbot, gui_home: Path) -> None:
     wait_idle(qtbot)
     panel.select("gui-1")
     assert panel.buttons["log"].isEnabled()
-    panel.buttons["log"].click()
-    assert "host agent says: never started" in panel.log_dialog.text.toPlainText()
+    paths.machine("gui-1").console_log.write_text("console: boot messages\n")
+    panel.buttons["log"].click()  # both logs, one tab each
+    texts = [t.toPlainText() for t in panel.log_dialog.texts]
+    assert texts == ["console: boot messages\n", "host agent says: never started\n"]
 
     panel.confirm = lambda _text: True  # type: ignore[method-assign]
     panel.select("gui-1")
