@@ -33,6 +33,11 @@ def dir_size(path: str | Path) -> int:
     return total
 
 
+def _now_rfc3339() -> str:
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+
+
 class EngineSystem:
     runtime: Any
     images: Any
@@ -102,7 +107,7 @@ class EngineSystem:
             "Debug": False,
             "NFd": len(os.listdir("/proc/self/fd")),
             "NGoroutines": threading.active_count(),
-            "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()),
+            "SystemTime": _now_rfc3339(),
             "LoggingDriver": "json-file",
             "CgroupDriver": "cgroupfs",
             "CgroupVersion": "2" if cgv2 else "1",

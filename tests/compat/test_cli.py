@@ -64,6 +64,14 @@ def _wait_for(pred, timeout: float = 20, what: str = "condition"):  # type: igno
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _engine_now(agent: Agent) -> float:
+    """The engine's clock (`SystemTime` of /info) as unix seconds."""
+    from datetime import datetime
+
+    text = agent.docker("info", "--format", "{{json .SystemTime}}").stdout.strip().strip('"')
+    return datetime.fromisoformat(text.rstrip("Z")[:26] + "+00:00").timestamp()
+
+
 # -- run ---------------------------------------------------------------------------------------------
 
 
@@ -409,9 +417,10 @@ def test_system_df_and_prune(agent: Agent) -> None:
 
 
 def test_events_stream(agent: Agent) -> None:
-    since = str(int(time.time()) - 1)
+    # the engine's clock, not ours: a VM's clock may be a second or two off the host's
+    since = str(int(_engine_now(agent)) - 1)
     agent.docker("run", "--rm", "--name", "evt", B, "true")
-    until = str(int(time.time()) + 1)
+    until = str(int(_engine_now(agent)) + 1)
     r = agent.docker(
         "events", "--since", since, "--until", until, "--filter", "container=evt", "--format", "{{.Action}}"
     )

@@ -172,10 +172,15 @@ def test_networks_and_volumes(dc: docker.DockerClient) -> None:
 
 
 def test_events_and_df(dc: docker.DockerClient) -> None:
-    since = int(time.time()) - 1
+    from datetime import datetime
+
+    def engine_now() -> float:  # the engine's clock: a VM's may be a second or two off the host's
+        return datetime.fromisoformat(dc.info()["SystemTime"].rstrip("Z")[:26] + "+00:00").timestamp()
+
+    since = int(engine_now()) - 1
     dc.containers.run(B, ["true"], remove=True, name="pyevt")
     events = list(
-        dc.events(since=since, until=int(time.time()) + 1, decode=True, filters={"container": "pyevt"})
+        dc.events(since=since, until=int(engine_now()) + 1, decode=True, filters={"container": "pyevt"})
     )
     actions = [e["Action"] for e in events]
     assert "start" in actions and "die" in actions and "destroy" in actions
