@@ -87,10 +87,34 @@ def rootfs_tarball(recipe: Path, say: Progress, force: bool = False) -> Path:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    for old in cache.glob("rootfs-*.tar"):
-        if old != target:
-            old.unlink(missing_ok=True)  # one rootfs tarball is enough; old ones are ~300 MB each
+    for old in cache.glob("rootfs-*"):
+        if old.name not in (target.name, _tree_of(target).name):
+            # One rootfs is enough; old ones are ~300 MB each.
+            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
     return target
+
+
+def _tree_of(tarball: Path) -> Path:
+    return tarball.with_suffix(".d")
+
+
+def rootfs_tree(tarball: Path, say: Progress) -> Path:
+    """The tarball unpacked once, next to it. Each disk build hard-link-copies it (`cp -al`, ~1 s instead
+    of unpacking 300 MB again); the build only ever unlinks and creates files in its copy, never writes
+    into a shared inode, so the tree stays pristine."""
+    tree = _tree_of(tarball)
+    if tree.is_dir():
+        return tree
+    say("rootfs: unpacking the tarball (once per rootfs)")
+    tmp = tarball.parent / f".build-tree-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        proc.run(["tar", "-xpf", tarball, "-C", tmp, "--numeric-owner"], timeout=600, log_path=_log_path())
+        os.replace(tmp, tree)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tree
 
 
 def _install_overlay(overlay: Path, root: Path) -> None:
@@ -157,15 +181,17 @@ def build(hash_: str, say: Progress, force: bool = False, recipe: Path = GUEST_R
     cache.mkdir(parents=True, exist_ok=True)
     _clean_stale(cache)
     tarball = rootfs_tarball(recipe, say, force=force)
+    if force:
+        shutil.rmtree(_tree_of(tarball), ignore_errors=True)
+    tree = rootfs_tree(tarball, say)
 
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache))
     try:
         root = work / "root"
         out = work / "out"
-        root.mkdir()
         out.mkdir()
-        say("disk: unpacking the root filesystem")
-        proc.run(["tar", "-xpf", tarball, "-C", root, "--numeric-owner"], timeout=600, log_path=_log_path())
+        say("disk: hard-link copy of the root filesystem")
+        proc.run(["cp", "-al", tree, root], timeout=600, log_path=_log_path())
         versions = sorted(p.name for p in (root / "usr/lib/modules").iterdir())
         if len(versions) != 1:
             raise PymachineError(f"expected one kernel in the guest root filesystem, found {versions}")

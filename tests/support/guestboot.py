@@ -157,20 +157,25 @@ class BootedGuest:
 
 
 def wait_for_banner(port: int, process: subprocess.Popen[bytes], timeout: float, console: Path) -> None:
-    """Ready = sshd's `SSH-2.0` banner read through the hostfwd (slirp accepts before the guest listens)."""
+    """Ready = sshd's `SSH-2.0` banner read through the hostfwd (slirp accepts before the guest listens).
+
+    Each attempt waits a little longer for the banner (2 s doubling to 30 s): short attempts matter early,
+    because slirp retries its SYN to a guest whose network is not up yet with TCP back-off, so one long
+    wait can sit seconds past the moment sshd listens; long attempts matter on a busy host, where sshd's
+    per-connection re-exec alone can take several seconds under TCG."""
     deadline = time.monotonic() + timeout
+    patience = 2.0
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"QEMU exited with {process.returncode}; console:\n{console.read_text()[-3000:]}"
-            )
+            tail = console.read_text(errors="replace")[-3000:] if console.exists() else ""
+            raise RuntimeError(f"QEMU exited with {process.returncode}; console:\n{tail}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                # Generous: sshd re-execs itself per connection, which takes seconds under TCG on a
-                # busy host; giving up early only makes the next attempt start from scratch.
-                s.settimeout(max(1.0, min(30.0, deadline - time.monotonic())))
+                s.settimeout(max(0.5, min(patience, deadline - time.monotonic())))
                 if s.recv(64).startswith(b"SSH-2.0"):
                     return
+        except TimeoutError:
+            patience = min(patience * 2, 30.0)
         except OSError:
             pass
         time.sleep(0.2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,14 @@ def test_manifest_files_exist(manifest: image.ImageManifest) -> None:
     assert "init=/sbin/pymachine-init" in manifest.cmdline
     # (not inspect_image(): the agent sources may change under a live tree between build and inspect)
     assert image.ImageManifest.load(manifest.folder) == manifest
+
+
+def test_base_disk_filesystem_is_clean(manifest: image.ImageManifest, tmp_path: Path) -> None:
+    # mke2fs -d from a hard-link copy of the cached rootfs: the result must fsck clean, link counts included.
+    raw = tmp_path / "disk.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(manifest.disk), str(raw)], check=True)
+    result = subprocess.run(["e2fsck", "-fn", str(raw)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_offered_host_key_is_the_seeded_one(guest: BootedGuest) -> None:
