@@ -148,3 +148,24 @@ def test_screenshot_command_renders_every_view(qtbot, gui_home: Path, tmp_path: 
         # not blank: a rendered view has many colours (text, borders, buttons)
         colours = {img.pixel(x, y) for x in range(0, 1280, 16) for y in range(0, 800, 16)}
         assert len(colours) > 4, name
+
+
+def test_gui_main_opens_the_window_and_quits(qtbot, gui_home: Path) -> None:
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from pymachine.app.gui.main import main as gui_main
+
+    app = QApplication.instance()
+    seen: list[str] = []
+
+    def look_and_quit() -> None:
+        seen.extend(w.windowTitle() for w in app.topLevelWidgets() if w.isVisible())
+        app.quit()
+
+    QTimer.singleShot(1500, look_and_quit)
+    try:
+        assert gui_main([]) == 0
+    finally:
+        app.setQuitOnLastWindowClosed(True)
+    assert "pymachine" in seen
