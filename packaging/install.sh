@@ -17,6 +17,8 @@ packages=(
     mmdebstrap debootstrap e2fsprogs busybox-static cpio zstd dpkg-dev  # building the guest image
     openssh-client iproute2 iptables nftables uidmap  # SSH to the VM; the privileged test tier on this host
     crun runc socat xvfb xauth curl                   # bench peers, GUI screenshots, the demo
+    libxcb-icccm4 libxcb-cursor0 libxcb-image0 libxcb-keysyms1 libxcb-render-util0 libxcb-xkb1
+    libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0 libxcb-xinput0  # Qt's xcb platform (GUI)
     docker-registry skopeo                             # a local OCI registry; skopeo for interop tests
 )
 missing=()
