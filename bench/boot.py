@@ -42,6 +42,9 @@ def ssh_true(name: str, deadline: float, port: int | None = None) -> None:
         time.sleep(0.2)
 
 
+STAGE_TIMES: list[dict[str, float]] = []  # per run: stage name -> seconds since `start` began, at its "ok"
+
+
 def pymachine_start(name: str) -> tuple[float, float]:
     """(seconds to `ssh true` after a full start, seconds until the 'ssh auth' stage passed)."""
     t0 = time.monotonic()
@@ -53,6 +56,7 @@ def pymachine_start(name: str) -> tuple[float, float]:
 
     machines.start(name, progress)
     ssh_true(name, time.monotonic() + 60)
+    STAGE_TIMES.append(marks)
     return time.monotonic() - t0, marks.get("ssh auth", float("nan"))
 
 
@@ -112,6 +116,9 @@ def main() -> int:
     print(f"pymachine start -> ssh true: median {m_ours:.2f} s over {len(ours)} cold starts")
     print(f"peer [{peer_label}]: median {m_peer:.2f} s")
     print(f"pymachine until its 'ssh auth' stage passed: median {statistics.median(ours_ssh):.2f} s")
+    for stage in STAGE_TIMES[0] if STAGE_TIMES else ():
+        done = statistics.median(t[stage] for t in STAGE_TIMES if stage in t)
+        print(f"  stage '{stage}' done at: median {done:.2f} s")
     print(f"ratio pymachine / peer: {m_ours / m_peer:.2f}x")
     print(f"ratio pymachine (to ssh auth) / peer: {statistics.median(ours_ssh) / m_peer:.2f}x")
     if not has_systemd:
