@@ -10,7 +10,8 @@ Public API (what the runtime, the builder and the Docker API glue call)::
     store.exists(ref) -> bool
     store.inspect(ref) -> dict                 # GET /images/{ref}/json shape
     store.history(ref) -> list[dict]           # GET /images/{ref}/history shape
-    store.list(filters=None) -> list[dict]     # GET /images/json shape (filters: dangling, reference, label)
+    store.list(filters=None, all_images=False) -> list[dict]   # GET /images/json shape (filters: dangling,
+                                               # reference, label); untagged parents only with all_images
     store.config(ref) -> dict                  # the full OCI/Docker image config JSON
     store.layer_dirs(ref, short=False) -> list[Path]
         # the folders to stack, LOWEST first (overlay lowerdir = reversed, ':'-joined); a repeated layer
@@ -25,9 +26,12 @@ Public API (what the runtime, the builder and the Docker API glue call)::
     store.tag(src, dst) -> None                # dst: "repo[:tag]" or a Reference
     store.remove(ref, force=False, in_use=None) -> [{"Untagged": "x:y"}, {"Deleted": "sha256:…"}]
     store.prune(dangling_only=True, in_use=None) -> {"ImagesDeleted": [...] | None, "SpaceReclaimed": n}
+                                               # never an image another kept image has as parent
     store.commit(upper_dir, parent, changes=None, *, comment="", author="", created_by="", tag=None)
         -> "sha256:<id>"                       # upper_dir=None: a config-only image (builder's ENV…)
-    store.tmp_dir() -> Path                    # scratch folder on the store's filesystem (cleared at open)
+    store.tmp_dir() -> Path                    # new private scratch folder on the store's filesystem (the
+                                               # caller removes it; cleared at open, empty ones after 1 h)
+    store.spool_dir() -> Path                  # one stable folder for tempfile.TemporaryFile(dir=...)
 
 `changes` of commit: config keys to override (Cmd, Env, …); two lowercase keys are special: "config" (a
 container's whole Config, merged first) and "changes" (`docker commit --change` lines such as 'CMD ["x"]').

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -19,6 +20,9 @@ from typing import Any, BinaryIO
 from . import layers, oci
 from .errors import DigestMismatch, ImageError
 from .oci import copy_verified
+
+_TMP_PREFIX = "work-"
+_EMPTY_TMP_AGE = 3600.0  # seconds
 
 
 def sha256_hex(data: bytes) -> str:
@@ -58,8 +62,30 @@ class ContentStore:
                 fcntl.flock(lockfile, fcntl.LOCK_UN)
 
     def tmp_dir(self) -> Path:
-        """A new private folder under tmp/ (removed when the store next opens, if the caller did not)."""
-        return Path(tempfile.mkdtemp(dir=self.root / "tmp"))
+        """A new private folder under tmp/ for the caller to fill and remove (what it leaves is removed
+        when the store next opens). For anonymous temporary files use `spool_dir()` instead."""
+        self._reap_empty_tmp()
+        return Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix=_TMP_PREFIX))
+
+    def spool_dir(self) -> Path:
+        """One stable folder under tmp/ for `tempfile.TemporaryFile(dir=...)` (request bodies, `save`
+        output): unlike `tmp_dir()` nothing is created per call, so nothing is left behind."""
+        path = self.root / "tmp" / "spool"
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
+
+    def _reap_empty_tmp(self) -> None:
+        # A caller that only put a TemporaryFile in its tmp_dir() leaves an empty folder behind. An empty
+        # folder untouched for an hour is such debris (every store caller fills its folder at once, and an
+        # anonymous O_TMPFILE file still open in it keeps working after rmdir): drop it, so none pile up.
+        cutoff = time.time() - _EMPTY_TMP_AGE
+        with os.scandir(self.root / "tmp") as entries:
+            for entry in entries:
+                if not entry.name.startswith(_TMP_PREFIX) or not entry.is_dir(follow_symlinks=False):
+                    continue
+                with contextlib.suppress(OSError):  # not empty, or gone already
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.rmdir(entry.path)
 
     def blob_path(self, digest: str) -> Path:
         return self.root / "blobs" / "sha256" / digest_hex(digest)

@@ -139,14 +139,27 @@ def sweep(store: ImageStore) -> int:
 def prune(store: ImageStore, dangling_only: bool, in_use: InUse | None) -> dict[str, Any]:
     deleted: list[dict[str, str]] = []
     reclaimed = 0
-    for image_id in store.image_ids():
-        if in_use and list(in_use(image_id)):
-            continue
-        tags, digests = store.refs_of(image_id)
-        if tags and dangling_only:
-            continue
-        deleted += _untag(store, tags + digests)
-        reclaimed += store.delete_image(image_id)
-        deleted.append({"Deleted": image_id})
+    kept: set[str] = set()  # used by a container, or tagged under dangling_only: never deleted this round
+    # Repeat until nothing changes: deleting a leaf can leave its (untagged) parent childless, which Docker
+    # then deletes too; a parent some kept image builds on stays, as it is that image's build cache.
+    while True:
+        with store.locked():
+            ids = store.image_ids()
+            children = {store.record(i).get("parent") or "" for i in ids}
+        doomed = []
+        for image_id in ids:
+            if image_id in kept or image_id in children:
+                continue
+            if (in_use and list(in_use(image_id))) or (dangling_only and store.refs_of(image_id)[0]):
+                kept.add(image_id)
+                continue
+            doomed.append(image_id)
+        if not doomed:
+            break
+        for image_id in doomed:
+            tags, digests = store.refs_of(image_id)
+            deleted += _untag(store, tags + digests)
+            reclaimed += store.delete_image(image_id)
+            deleted.append({"Deleted": image_id})
     reclaimed += sweep(store)
     return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}

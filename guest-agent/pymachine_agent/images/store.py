@@ -178,8 +178,9 @@ class ImageStore(ContentStore):
     def history(self, ref: str) -> list[dict[str, Any]]:
         return views.history(self, self.resolve(ref))
 
-    def list(self, filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return views.image_list(self, filters or {})
+    def list(self, filters: dict[str, Any] | None = None, all_images: bool = False) -> list[dict[str, Any]]:
+        """`GET /images/json`: untagged parents of other images (build steps) only with `all_images`."""
+        return views.image_list(self, filters or {}, all_images)
 
     # ---- changes ------------------------------------------------------------------------------------
     def tag(self, src: str, dst: str | Reference) -> None:
@@ -203,6 +204,9 @@ class ImageStore(ContentStore):
         return removal.remove(self, ref, force, in_use)
 
     def prune(self, dangling_only: bool = True, in_use: InUse | None = None) -> dict[str, Any]:
+        """`docker image prune`: unused untagged images without children (and then their untagged parents,
+        as Docker deletes a parent chain); `dangling_only=False` (`-a`): every unused image with no child
+        left. An image some kept image builds on is never removed, so the build cache survives."""
         from . import removal
 
         return removal.prune(self, dangling_only, in_use)

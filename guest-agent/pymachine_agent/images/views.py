@@ -8,6 +8,8 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .errors import ImageNotFound
+
 if TYPE_CHECKING:
     from .store import ImageStore
 
@@ -132,9 +134,10 @@ def _values(filters: dict[str, Any], key: str) -> list[str]:
     return list(value)
 
 
-def _matches(filters: dict[str, Any], summary: dict[str, Any], labels: dict[str, str]) -> bool:
+def _matches(
+    filters: dict[str, Any], summary: dict[str, Any], labels: dict[str, str], dangling: bool
+) -> bool:
     for want in _values(filters, "dangling"):
-        dangling = not summary["RepoTags"]
         if (want.lower() in ("1", "true")) != dangling:
             return False
     refs = _values(filters, "reference")
@@ -154,12 +157,31 @@ def _matches(filters: dict[str, Any], summary: dict[str, Any], labels: dict[str,
     return True
 
 
-def image_list(store: ImageStore, filters: dict[str, Any]) -> list[dict[str, Any]]:
+def parents(store: ImageStore) -> set[str]:
+    """IDs of the images that are the parent of another stored image (the builder's step images)."""
+    found = set()
+    for image_id in store.image_ids():
+        try:
+            parent = store.record(image_id).get("parent") or ""
+        except ImageNotFound:  # deleted meanwhile
+            continue
+        if parent:
+            found.add(parent)
+    return found
+
+
+def image_list(store: ImageStore, filters: dict[str, Any], all_images: bool = False) -> list[dict[str, Any]]:
+    """`GET /images/json`. As Docker, an untagged image that is the parent of another (an intermediate build
+    step) is hidden unless `all_images` (`docker images -a`), and only an untagged image without children is
+    dangling, so `dangling=true` never lists the steps the build cache needs."""
     rows = []
+    has_children = parents(store)
     for image_id in store.image_ids():
         rec = store.record(image_id)
         config = store.config(image_id)
         tags, digests = store.refs_of(image_id)
+        if not tags and not digests and image_id in has_children and not all_images:
+            continue
         labels = (config.get("config") or {}).get("Labels") or {}
         summary = {
             "Id": image_id,
@@ -173,7 +195,7 @@ def image_list(store: ImageStore, filters: dict[str, Any]) -> list[dict[str, Any
             "Containers": -1,
         }
         summary["VirtualSize"] = summary["Size"]
-        if _matches(filters, summary, labels):
+        if _matches(filters, summary, labels, not tags and image_id not in has_children):
             rows.append(summary)
     rows.sort(key=lambda r: (-r["Created"], r["Id"]))
     return rows
