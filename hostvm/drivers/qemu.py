@@ -27,9 +27,9 @@ QEMU = "qemu-system-x86_64"
 
 def qemu_argv(spec: VMSpec, pidfile: str, qmp_socket: str, binary: str = QEMU) -> list[str]:
     """The QEMU command line for `spec` (pure; golden-tested next to the domain XML)."""
-    accel = (
-        "kvm" if spec.accel == "kvm" else f"tcg,tb-size={TB_CACHE_MIB}" if spec.accel == "tcg" else spec.accel
-    )
+    # kvm, hvf and whpx pass through; TCG gets the small translation cache (see domain.TB_CACHE_MIB)
+    accel = f"tcg,thread=multi,tb-size={TB_CACHE_MIB}" if spec.accel == "tcg" else spec.accel
+    q = _opt
     return [
         binary,
         "-name", f"guest={domain_name(spec.name)},process={domain_name(spec.name)}",
@@ -42,16 +42,21 @@ def qemu_argv(spec: VMSpec, pidfile: str, qmp_socket: str, binary: str = QEMU) -
         "-kernel", spec.kernel,
         "-initrd", spec.initrd,
         "-append", spec.cmdline,
-        "-drive", f"file={spec.disk},if=virtio,format=qcow2,discard=unmap",
-        "-drive", f"file={spec.seed},if=virtio,format=raw,readonly=on",
+        "-drive", f"file={q(spec.disk)},if=virtio,format=qcow2,discard=unmap",
+        "-drive", f"file={q(spec.seed)},if=virtio,format=raw,readonly=on",
         "-netdev", spec.netdev(),
         "-device", spec.nic(),
         "-device", "virtio-rng-pci",
-        "-serial", f"file:{spec.console_log}",
-        "-qmp", f"unix:{qmp_socket},server=on,wait=off",
+        "-serial", f"file:{q(spec.console_log)}",
+        "-qmp", f"unix:{q(qmp_socket)},server=on,wait=off",
         "-pidfile", pidfile,
         "-daemonize",
     ]  # fmt: skip
+
+
+def _opt(value: str) -> str:
+    """A path inside a QEMU option string: commas are doubled, or QEMU would split the option there."""
+    return value.replace(",", ",,")
 
 
 class QemuDriver(Driver):

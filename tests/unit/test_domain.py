@@ -86,4 +86,9 @@ def test_kvm_has_no_tcg_cache() -> None:
 def test_qemu_argv_golden() -> None:
     argv = qemu_argv(SPEC, "/home/u/m/dev/qemu.pid", "/home/u/m/dev/qmp.sock")
     check_golden("qemu-tcg.argv", "\n".join(argv) + "\n")
-    assert argv[argv.index("-accel") + 1] == "tcg,tb-size=64"
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=multi,tb-size=64"
+
+
+def test_qemu_argv_doubles_commas_in_paths() -> None:
+    argv = qemu_argv(replace(SPEC, disk="/a,b/disk.qcow2"), "/p", "/q")
+    assert "file=/a,,b/disk.qcow2,if=virtio,format=qcow2,discard=unmap" in argv
