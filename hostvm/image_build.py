@@ -26,7 +26,14 @@ from .errors import PymachineError
 from .image import MANIFEST, ImageManifest, Progress, agent_checksum, rootfs_hash
 from .image_initrd import build_initrd
 
-CMDLINE = "console=ttyS0 root=/dev/vda rw init=/sbin/pymachine-init panic=-1 quiet"
+# Boot-time options (docs/images.md "Boot timeline"): tsc=reliable keeps the TSC as clocksource (TCG's vCPUs
+# fail the kernel's TSC sync check, and the HPET fallback is an emulated MMIO read per clock read);
+# no_timer_check, cryptomgr.notests, i8042.noaux/nokbd and 8250.nr_uarts=1 skip probes and self-tests that
+# cost tenths of a second each under TCG; rcu_expedited shortens the RCU waits of module loads and networking.
+CMDLINE = (
+    "console=ttyS0 root=/dev/vda rw init=/sbin/pymachine-init panic=-1 quiet tsc=reliable no_timer_check"
+    " rcupdate.rcu_expedited=1 cryptomgr.notests i8042.noaux i8042.nokbd 8250.nr_uarts=1"
+)
 MIN_VIRTUAL_BYTES = 2 << 30
 GiB_ALIGN = 256 << 20
 BUILD_TOOLS = ("mmdebstrap", "mke2fs", "qemu-img", "tar")
@@ -215,6 +222,7 @@ def build(hash_: str, say: Progress, force: bool = False, recipe: Path = GUEST_R
             "--invalidation-mode",
             "checked-hash",
             "/opt/pymachine/agent",
+            "/usr/lib/pymachine",  # the init (PID 1): compiled at every first boot otherwise
         ]
         proc.run(compile_argv, timeout=300, log_path=_log_path())
         say("disk: mke2fs -d + qemu-img convert")

@@ -5,17 +5,23 @@ starts sshd, loads the engine's kernel modules, then supervises the guest agent 
 reaps every orphan, and powers off on SIGTERM/SIGPWR or the ACPI power button (libvirt's graceful shutdown).
 
 Written in Python rather than sh because under TCG every fork+exec of a dynamically linked tool costs
-~0.1 s of guest time: here mounts, files and the hostname are syscalls, and only ip, sshd, modprobe and
+~0.1-0.3 s of guest time: here files, the hostname and the network are syscalls, and only sshd, modprobe and
 resize2fs are exec'd. Standard library only. An exception must never escape (PID 1 dying panics the kernel).
+
+Boot speed: every module imported before sshd costs guest time under TCG, so this file only imports modules
+that Debian's python3.11 has built in (`_signal`, `_struct`, `_socket`, `fcntl`, `select`, `time`; not
+`signal`, whose enum import alone is ~0.5 s, nor `ctypes`, only needed when the initrd did not mount the API
+filesystems). See docs/images.md "Boot timeline".
 """
 
 from __future__ import annotations
 
-import ctypes
+import _signal as signal
+import _socket
+import _struct
+import fcntl
 import os
 import select
-import signal
-import struct
 import time
 
 AGENT_DIR = "/opt/pymachine/agent"
@@ -27,10 +33,9 @@ ENGINE_MODULES = ["overlay", "veth", "bridge", "br_netfilter", "nf_tables", "but
 CONTROLLERS = ["cpuset", "cpu", "io", "memory", "pids"]
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 EV_KEY, KEY_POWER = 1, 116
-INPUT_EVENT = struct.Struct("llHHi")  # struct input_event on 64-bit: timeval, type, code, value
+INPUT_EVENT = _struct.Struct("llHHi")  # struct input_event on 64-bit: timeval, type, code, value
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _timeline: list[str] = []
 
 
@@ -63,6 +68,9 @@ def _traceback() -> str:
 
 
 def mount(source: str, target: str, fstype: str, flags: int = 0, data: str = "") -> None:
+    import ctypes  # only when the initrd did not mount this (it mounts them all): ~1 s of boot under TCG
+
+    _libc = ctypes.CDLL(None, use_errno=True)
     os.makedirs(target, exist_ok=True)
     if _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode() or None) != 0:
         err = ctypes.get_errno()
@@ -103,19 +111,30 @@ def run(argv: list[str], stdin: bytes = b"") -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
+def mounted() -> set[str]:
+    try:
+        with open("/proc/mounts") as fh:
+            return {line.split()[1] for line in fh}
+    except OSError:  # no /proc yet
+        return set()
+
+
 @step
 def filesystems() -> None:
-    # The initrd left devtmpfs on /dev and unmounted /proc and /sys.
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    with open("/proc/mounts") as fh:
-        if not any(line.split()[1] == "/dev" for line in fh):
-            mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755")
-    mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620,ptmxmode=666")
-    mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV)
-    mount("run", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
-    mount("tmp", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
-    mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, "nsdelegate")
+    # Our initrd mounts all of these (images/guest/initrd/init); mount what is missing (another initrd).
+    wanted = [
+        ("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, ""),
+        ("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, ""),
+        ("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755"),
+        ("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620,ptmxmode=666"),
+        ("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, ""),
+        ("run", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755"),
+        ("tmp", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"),
+        ("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, "nsdelegate"),
+    ]
+    for source, target, fstype, flags, data in wanted:
+        if target not in mounted():
+            mount(source, target, fstype, flags, data)
     for controller in CONTROLLERS:
         try:
             echo("/sys/fs/cgroup/cgroup.subtree_control", f"+{controller}\n")
@@ -204,18 +223,57 @@ def network() -> None:
         if os.path.exists("/sys/class/net/eth0"):
             break
         time.sleep(0.01)
-    script = (
-        b"link set lo up\nlink set eth0 up\naddr add 10.0.2.15/24 dev eth0\nroute add default via 10.0.2.2\n"
-    )
-    if run(["/usr/sbin/ip", "-batch", "-"], script) != 0:
-        say("network setup failed")
+    try:
+        configure_network()
+    except OSError as exc:  # the ioctls are the fast path; `ip` is the well-trodden one
+        say(f"network ioctls failed ({exc}); using ip")
+        script = b"link set lo up\nlink set eth0 up\naddr add 10.0.2.15/24 dev eth0\n"
+        script += b"route add default via 10.0.2.2\n"
+        if run(["/usr/sbin/ip", "-batch", "-"], script) != 0:
+            say("network setup failed")
     write("/etc/resolv.conf", "nameserver 10.0.2.3\n")
     echo("/proc/sys/net/ipv4/ip_forward", "1\n")
 
 
+SIOCADDRT, SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCSIFADDR, SIOCSIFNETMASK = 0x890B, 0x8913, 0x8914, 0x8916, 0x891C
+IFF_UP, RTF_UP, RTF_GATEWAY = 0x1, 0x1, 0x2
+RTENTRY = _struct.Struct("@L16s16s16sHhLPhPLLH6x")  # struct rtentry on x86_64 (120 bytes)
+
+
+def _sockaddr_in(address: str) -> bytes:
+    return _struct.pack("=H2s4s8x", _socket.AF_INET, b"", _socket.inet_aton(address))
+
+
+def _ifreq(name: str, payload: bytes = b"") -> bytes:
+    return _struct.pack("16s24s", name.encode(), payload)
+
+
+def configure_network() -> None:
+    """lo and eth0 up, 10.0.2.15/24, default route via 10.0.2.2: the ioctls `ifconfig`/`route` use, without
+    an exec of `ip` (~0.3-0.5 s under TCG)."""
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        fd = sock.fileno()
+        fcntl.ioctl(fd, SIOCSIFADDR, _ifreq("eth0", _sockaddr_in("10.0.2.15")))
+        fcntl.ioctl(fd, SIOCSIFNETMASK, _ifreq("eth0", _sockaddr_in("255.255.255.0")))
+        for name in ("lo", "eth0"):
+            flags = _struct.unpack_from("H", fcntl.ioctl(fd, SIOCGIFFLAGS, _ifreq(name)), 16)[0]
+            fcntl.ioctl(fd, SIOCSIFFLAGS, _ifreq(name, _struct.pack("H", flags | IFF_UP)))
+        any_ = _sockaddr_in("0.0.0.0")
+        route = RTENTRY.pack(
+            0, any_, _sockaddr_in("10.0.2.2"), any_, RTF_UP | RTF_GATEWAY, 0, 0, 0, 0, 0, 0, 0, 0
+        )
+        fcntl.ioctl(fd, SIOCADDRT, route)
+    finally:
+        sock.close()
+
+
 @step
 def sshd() -> None:
-    if run(["/usr/sbin/sshd", "-E", "/var/log/sshd.log"]) != 0:
+    # -r: no re-exec of sshd for every connection (a second dynamic load of sshd and its libraries, a second
+    # or more under TCG on a busy host, paid by the first login); the ASLR it buys matters little for a
+    # key-only sshd that only the host reaches through its loopback port forward.
+    if run(["/usr/sbin/sshd", "-r", "-E", "/var/log/sshd.log"]) != 0:
         say("sshd failed to start (see /var/log/sshd.log)")
 
 
@@ -286,7 +344,7 @@ def supervise() -> None:
     signal.set_wakeup_fd(wake_w)
     pending: list[int] = []
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGPWR, signal.SIGINT, signal.SIGUSR2):
-        signal.signal(sig, lambda signum, frame: pending.append(signum))
+        signal.signal(sig, lambda signum, frame: pending.append(signum))  # _signal: plain ints, no enums
 
     # After sshd, so logging in is not delayed: no udev, so load what the engine and the power button need
     # (anything else autoloads through modprobe), and grow the filesystem online when the machine's disk is
