@@ -413,7 +413,17 @@ class Engine(EngineIO, EngineSystem):
                 f'cannot remove container "/{st.name}": container is running: stop the container before '
                 "removing or force remove"
             )
-        self.runtime.remove(st.id, force=force)
+        for attempt in range(5):
+            try:
+                self.runtime.remove(st.id, force=force)
+                break
+            except OSError as exc:
+                # a force-remove racing a restart-policy restart can hit the supervisor's socket as it goes
+                # away (seen under a loaded VM); the next try sees the new state
+                if attempt == 4:
+                    raise
+                log.info("remove of %s: %s; retrying", st.id[:12], exc)
+                time.sleep(0.2)
         for eid in [eid for eid, rec in self.execs.items() if rec.container == st.id]:
             self.execs.pop(eid, None)
         if self.network is not None:
