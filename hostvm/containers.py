@@ -209,7 +209,8 @@ def create(dc: docker.DockerClient, opts: RunOptions, progress: Progress | None 
         volumes=opts.volumes or None,
         stdin_open=opts.interactive,
         tty=opts.tty,
-        detach=True,
+        # Not detached = AttachStdin + StdinOnce: our stdin's end closes the container's (as `docker run -i`).
+        detach=opts.detach,
     )
     with api_errors("creating the container"):
         return dc.containers.create(**{k: v for k, v in kwargs.items() if v is not None})
