@@ -265,3 +265,10 @@ def ensure_docker_context(name: str) -> bool:
         )
         return False
     return True
+
+
+def remove_docker_context(name: str) -> None:
+    """Drop the `pymachine-NAME` context (for `delete`: a deleted machine's context would point nowhere)."""
+    if shutil.which("docker") is None or _context_host(context_name(name)) is None:
+        return
+    proc.run(["docker", "context", "rm", "-f", context_name(name)], check=False, timeout=30)

@@ -348,3 +348,6 @@ def test_kill_9_of_the_agent_is_repaired_by_ensure_running(
     if shutil.which("docker"):
         ctx = subprocess.run(["docker", "context", "inspect", "pymachine-t"], capture_output=True, text=True)
         assert json.loads(ctx.stdout)[0]["Endpoints"]["docker"]["Host"] == f"unix://{mp.docker_socket}"
+        launcher.remove_docker_context("t")
+        gone = subprocess.run(["docker", "context", "inspect", "pymachine-t"], capture_output=True)
+        assert gone.returncode != 0
