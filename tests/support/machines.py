@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,4 +91,13 @@ def started_machine(prefix: str = "vm", driver: str | None = None) -> Iterator[S
         with home_env(home), contextlib.suppress(Exception):
             if machines.exists(name):
                 machines.delete(name, force=True)
+        _remove(home)
+
+
+def _remove(home: Path) -> None:
+    # A host agent that is shutting down may still write its last event into the machine folder.
+    for _ in range(20):
         shutil.rmtree(home, ignore_errors=True)
+        if not home.exists():
+            return
+        time.sleep(0.5)
