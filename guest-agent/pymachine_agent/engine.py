@@ -97,6 +97,7 @@ class Engine(EngineIO, EngineSystem):
         self.lock = threading.RLock()
         self.meta: dict[str, dict[str, Any]] = {}  # id → {name, image, labels, auto_remove} for events
         self.execs: dict[str, Any] = {}
+        self._removing: set[str] = set()  # auto-removes in progress
         self.images = ImageStore(self.state_dir / "images")
         self.volumes = VolumeStore(self.state_dir / "volumes", in_use=self._volume_users)
         self.network: NetworkManager | None = (
@@ -152,10 +153,25 @@ class Engine(EngineIO, EngineSystem):
             self.meta.pop(cid, None)
 
     def _auto_remove(self, cid: str) -> None:
+        """--rm: remove after the exit. A client waits for the `destroy` (wait?condition=removed), so a
+        transient failure is retried rather than leaving `docker run --rm` hanging."""
+        with self.lock:
+            if cid in self._removing:
+                return
+            self._removing.add(cid)
         try:
-            self.container_remove(cid, force=True, volumes=True)
-        except Exception as exc:  # already removed by a racing DELETE is fine
-            log.debug("auto-remove of %s: %s", cid[:12], exc)
+            for attempt in range(20):
+                try:
+                    self.container_remove(cid, force=True, volumes=True)
+                    return
+                except NotFound:
+                    return  # a racing DELETE already did it
+                except Exception as exc:
+                    log.warning("auto-remove of %s (try %d): %s", cid[:12], attempt + 1, exc)
+                    time.sleep(0.5)
+        finally:
+            with self.lock:
+                self._removing.discard(cid)
 
     def _endpoint_config(self, cid: str) -> EndpointConfig:
         data = (self.meta.get(cid) or {}).get("endpoint") or {}
@@ -382,20 +398,32 @@ class Engine(EngineIO, EngineSystem):
                 code = st.exit_code
                 if condition == "not-running" and not st.running:
                     return code, ""
-                if condition == "removed" and not st.running and st.status != "created":
-                    pass  # still wait for the destroy
+                seen_running = st.running
                 while True:
                     event = sub.get(timeout=1.0)
                     if event is None:
+                        # no event for a second: poll, so a missed event cannot leave the client hanging
                         try:
                             now = self.runtime.inspect(cid)
                         except NotFound:
                             return code, ""
-                        if condition == "not-running" and not now.running:
+                        if now.running or now.finished_at != st.finished_at:
+                            seen_running = (
+                                True  # it ran since we registered (even if both events were missed)
+                            )
+                        if now.running:
+                            continue
+                        if condition == "not-running" or (condition == "next-exit" and seen_running):
                             return now.exit_code, ""
+                        if condition == "removed" and seen_running:
+                            code = now.exit_code
+                            if (self.meta.get(cid) or {}).get("auto_remove"):
+                                threading.Thread(target=self._auto_remove, args=(cid,), daemon=True).start()
                         continue
                     action = event["Action"]
-                    if action == "die":
+                    if action == "start":
+                        seen_running = True
+                    elif action == "die":
                         code = int(event["Actor"]["Attributes"].get("exitCode", code) or 0)
                         if condition != "removed":
                             return code, ""
