@@ -84,6 +84,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
             ref = f"{from_image}@{tag}" if tag.startswith("sha256:") else f"{from_image}:{tag}"
         auth = decode_auth(req.headers.get("X-Registry-Auth"))
         req.drain()
+
         def pull(progress: Any) -> str:
             image_id = store.pull(ref, auth=auth, progress=progress)
             engine.events.publish("image", "pull", ref, {"name": ref})
