@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import paramiko
@@ -28,6 +30,16 @@ def test_running_machine_answers_ssh_with_exit_status(machine: StartedMachine) -
     assert ssh.run(machine.name, "hostname")[1].decode().strip() == machine.name
     result = machine.cli("ssh", machine.name, "--", "sh", "-c", "echo out; exit 3")
     assert (result.returncode, result.stdout.strip()) == (3, "out")
+    # Without CMD it is a login shell (a PTY when stdin is a terminal; here a pipe feeds it).
+    shell = subprocess.run(
+        [sys.executable, "-m", "pymachine.app.cli", "ssh", machine.name],
+        input="echo in-shell; exit 5\n",
+        capture_output=True,
+        text=True,
+        env=machine.env(),
+        timeout=120,
+    )
+    assert shell.returncode == 5 and "in-shell" in shell.stdout
     row = _listed(machine)[machine.name]
     assert row["state"] == "running" and row["ssh_port"] and row["accelerator"] in ("tcg", "kvm")
     inspected = json.loads(machine.cli("inspect", machine.name).stdout)
