@@ -17,15 +17,17 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
 from docker.models.containers import Container
 
 from . import paths
 from .config import DEFAULT_NAME
+from .container_images import ensure_container_image
+from .container_images import parse_name as parse_builtin_name
 from .errors import NotFoundError, PymachineError, UsageError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-BUILTIN_IMAGES = ("pymachine/busybox", "pymachine/debian")
 API_VERSION = "1.44"
 
 
@@ -34,11 +36,12 @@ def _quiet(_message: str) -> None:
 
 
 def builtin_name(reference: str) -> str | None:
-    """`pymachine/busybox[:latest]` → `pymachine/busybox`; None for any other reference."""
-    repo, _, tag = reference.partition(":")
-    if repo.startswith("docker.io/"):
-        repo = repo[len("docker.io/") :]
-    return repo if repo in BUILTIN_IMAGES and tag in ("", "latest") else None
+    """`pymachine/debian:bookworm` → `pymachine/debian` (any tag its recipe builds); None otherwise."""
+    try:
+        repo, _tag, _folder = parse_builtin_name(reference)
+    except NotFoundError:
+        return None
+    return repo
 
 
 def ensure_machine(name: str = DEFAULT_NAME, progress: Progress | None = None) -> None:
@@ -92,7 +95,7 @@ def api_errors(what: str = "") -> Iterator[None]:
         raise NotFoundError(f"{what + ': ' if what else ''}{_explain(exc)}") from exc
     except docker.errors.APIError as exc:
         raise PymachineError(f"{what + ': ' if what else ''}{_explain(exc)}") from exc
-    except docker.errors.DockerException as exc:
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise PymachineError(
             f"{what + ': ' if what else ''}cannot talk to the engine: {exc}",
             hint="check the machine: pymachine list; pymachine start",
@@ -121,12 +124,6 @@ def ensure_image(dc: docker.DockerClient, reference: str, progress: Progress | N
 
 def load_builtin(dc: docker.DockerClient, name: str, progress: Progress | None = None) -> list[str]:
     say = progress or _quiet
-    try:
-        from .container_images import ensure_container_image
-    except ImportError as exc:
-        raise PymachineError(
-            f"cannot build the builtin image {name}: the container image builder is not installed ({exc})"
-        ) from exc
     say(f"building the builtin image {name}")
     tarball = ensure_container_image(name, say)
     say(f"loading {name} into the engine")

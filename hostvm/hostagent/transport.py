@@ -25,7 +25,10 @@ log = logging.getLogger(__name__)
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 0.5
 PROBE_INTERVAL = 2.0
-PROBE_TIMEOUT = 5.0
+# A keep-alive answer queues behind whatever bulk data is in flight (an image upload) and an emulated (TCG)
+# guest on a busy host decrypts slowly: 5 s declared healthy links dead mid-upload and broke `docker load`.
+# A dead peer is usually seen at once as EOF; the probe is only for silent hangs, so it can afford patience.
+PROBE_TIMEOUT = 20.0
 
 
 class HostKeyMismatch(paramiko.SSHException):

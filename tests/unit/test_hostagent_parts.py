@@ -164,6 +164,7 @@ def test_env_options_take_bare_names_from_this_environment(monkeypatch: pytest.M
     [
         ("pymachine/busybox", "pymachine/busybox"),
         ("pymachine/debian:latest", "pymachine/debian"),
+        ("pymachine/debian:bookworm", "pymachine/debian"),
         ("docker.io/pymachine/busybox", "pymachine/busybox"),
         ("pymachine/busybox:1.0", None),
         ("busybox", None),
