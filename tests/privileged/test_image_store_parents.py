@@ -159,9 +159,6 @@ def test_docker_images_hides_build_steps_and_image_prune_keeps_them(
     _rebuild_is_cached(agent, ctx, top)  # the build cache survived the prune
 
 
-@pytest.mark.xfail(
-    strict=True, reason="api/images.py passes no `all` query to store.list(all_images=...) yet (API engineer)"
-)
 def test_docker_images_all_shows_build_steps(built: tuple[Agent, Path, str, str]) -> None:
     agent, _ctx, step, top = built
     assert {step, top} <= _ids(agent, "-a")

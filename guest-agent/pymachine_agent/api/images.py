@@ -66,7 +66,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
     @r("GET", "/images/json")
     def list_(req: Request) -> tuple[int, list]:
         filters = req.filters()
-        images = store.list(filters)
+        images = store.list(filters, all_images=req.query.get("all") in ("1", "true"))
         for img in images:
             img["Containers"] = len(engine.image_in_use(img["Id"]))
         return 200, images
