@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 from pymachine.hostvm import doctor, machines, ssh
 from pymachine.hostvm.config import DEFAULT_NAME, format_size
@@ -95,18 +96,65 @@ def _delete(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inspect(args: argparse.Namespace) -> int:
-    print(json.dumps(machines.get(args.name).to_json(), indent=2))
-    return 0
+def _host_agent_status(m: machines.Machine) -> dict[str, Any] | None:
+    """The host agent's status for a running machine (repairing a dead agent), None for any other state:
+    a stopped machine has no agent to ask, and asking would slow `list` down."""
+    if m.state != "running":
+        return None
+    from pymachine.hostvm.hostagent import launcher
+
+    try:
+        return launcher.status(m.name, repair=True)
+    except (OSError, PymachineError) as exc:
+        return {"running": False, "state": "error", "error": str(exc), "forwards": []}
 
 
-def _list(args: argparse.Namespace) -> int:
-    found = machines.list_machines()
-    if args.format == "json":
-        print(json.dumps([m.to_json() for m in found], indent=2))
-        return 0
-    rows = [("NAME", "STATE", "CPUS", "MEMORY", "DISK", "SSH PORT", "ACCEL", "DRIVER")]
-    for m in found:
+def engine_summary(status: dict[str, Any] | None) -> str:
+    """One word (and a reason) for the ENGINE column: `ready`, `degraded: <reason>`, `down[: <reason>]`,
+    or `-` when the machine is not running."""
+    if status is None:
+        return "-"
+    state = status.get("state")
+    if status.get("error"):
+        return f"down: {status['error']}"
+    if not status.get("running") or state == "stopped":
+        return "down"
+    if state == "unresponsive":
+        return "degraded: host agent does not answer"
+    if state == "restarting":
+        return "degraded: host agent restarted"
+    if state != "ready":
+        link = status.get("link") or {}
+        if link.get("state") != "up":
+            return f"degraded: link {link.get('state') or state} ({link.get('last_error') or 'connecting'})"
+        engine = status.get("engine_socket") or {}
+        return f"degraded: engine {engine.get('health') or state}"
+    bad = [f for f in status.get("forwards") or [] if f.get("health") != "ok"]
+    if bad:
+        ports = ", ".join(f"{f.get('host_port')}/{f.get('proto', 'tcp')} {f.get('health')}" for f in bad)
+        return f"degraded: {ports}"
+    return "ready"
+
+
+def link_state(status: dict[str, Any] | None) -> str | None:
+    if status is None:
+        return None
+    link = status.get("link")
+    return link.get("state") if isinstance(link, dict) else "down"
+
+
+def list_json(m: machines.Machine, status: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        **m.to_json(),
+        "engine": engine_summary(status),
+        "link": link_state(status),
+        "forwards": list((status or {}).get("forwards") or []),
+    }
+
+
+def list_rows(found: list[tuple[machines.Machine, dict[str, Any] | None]]) -> list[tuple[str, ...]]:
+    rows = [("NAME", "STATE", "CPUS", "MEMORY", "DISK", "SSH PORT", "ACCEL", "DRIVER", "ENGINE")]
+    for m, status in found:
         rows.append(
             (
                 m.name,
@@ -117,11 +165,31 @@ def _list(args: argparse.Namespace) -> int:
                 str(m.ssh_port or "-"),
                 m.accelerator or "-",
                 m.driver,
+                engine_summary(status),
             )
         )
+    return rows
+
+
+def render_table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    m = machines.get(args.name)
+    print(json.dumps({**m.to_json(), "host_agent": _host_agent_status(m)}, indent=2))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    found = [(m, _host_agent_status(m)) for m in machines.list_machines()]
+    if args.format == "json":
+        print(json.dumps([list_json(m, st) for m, st in found], indent=2))
+        return 0
+    print(render_table(list_rows(found)))
     return 0
 
 
