@@ -262,3 +262,16 @@ def test_refused_ack_fails_the_start_naming_the_port(agent: Agent) -> None:
     assert state["Running"] is False
     agent.request("DELETE", f"/v1.44/containers/{cid}?force=1")
     host.close()
+
+
+def test_save_and_load_leave_no_scratch_folders(agent: Agent, tmp_path: Path) -> None:
+    # save/load spool through store.spool_dir(): one stable folder, not a new tmp_dir() per request
+    tmp = agent.state_dir / "images" / "tmp"
+    before = {p.name for p in tmp.iterdir()}
+    out = tmp_path / "bb.tar"
+    for _ in range(3):
+        agent.docker("save", "-o", str(out), B)
+        agent.docker("load", "-i", str(out))
+    after = {p.name for p in tmp.iterdir()}
+    assert after - before <= {"spool"}, after - before
+    assert not any((tmp / "spool").iterdir())

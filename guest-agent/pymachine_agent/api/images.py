@@ -94,7 +94,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
 
     @r("POST", "/images/load")
     def load(req: Request) -> None:
-        with tempfile.TemporaryFile(dir=store.tmp_dir()) as spool:
+        with tempfile.TemporaryFile(dir=store.spool_dir()) as spool:
             for piece in req.iter_body():
                 spool.write(piece)
             spool.seek(0)
@@ -120,7 +120,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
             raise HTTPError(400, "no images given")
         for n in names:
             store.resolve(n)  # 404 before the stream starts
-        with tempfile.TemporaryFile(dir=store.tmp_dir()) as spool:
+        with tempfile.TemporaryFile(dir=store.spool_dir()) as spool:
             store.save(names, spool)
             spool.seek(0)
             out = req.conn.stream(200, "application/x-tar")
@@ -208,7 +208,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
         except ImportError:
             raise HTTPError(501, "docker build is not available in this engine yet") from None
         params: dict[str, Any] = {k: (v if len(v) > 1 else v[0]) for k, v in req.query_all.items()}
-        with tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=store.tmp_dir()) as spool:
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=store.spool_dir()) as spool:
             for piece in req.iter_body():  # moby reads the whole context before answering
                 spool.write(piece)
             spool.seek(0)
