@@ -94,7 +94,7 @@ class EngineSystem:
             "ContainersRunning": running,
             "ContainersPaused": paused,
             "ContainersStopped": len(states) - running - paused,
-            "Images": len(self.images.list()),
+            "Images": len(self.images.list(all_images=True)),
             "Driver": "overlay2",
             "DriverStatus": [["Backing Filesystem", "extfs"]],
             "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Log": ["json-file"]},

@@ -164,6 +164,13 @@ def test_docker_images_all_shows_build_steps(built: tuple[Agent, Path, str, str]
     assert {step, top} <= _ids(agent, "-a")
 
 
+def test_docker_info_counts_every_image_like_images_a(built: tuple[Agent, Path, str, str]) -> None:
+    agent, _ctx, step, _top = built
+    every = _ids(agent, "-a")
+    assert step in every and step not in _ids(agent)  # the build step is hidden from the default list
+    assert int(agent.docker("info", "--format", "{{.Images}}").stdout) == len(every)
+
+
 def test_image_prune_all_removes_build_steps_once_unused(built: tuple[Agent, Path, str, str]) -> None:
     agent, ctx, step, top = built
     _rebuild_is_cached(agent, ctx, top)
