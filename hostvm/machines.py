@@ -176,6 +176,7 @@ def delete(name: str, force: bool = False) -> None:
             drv.force_stop(name)
         drv.cleanup(name)
         shutil.rmtree(paths.machine(name).dir)
+    _remove_docker_context(name)
 
 
 # -- ports ------------------------------------------------------------------------------------------------
@@ -478,3 +479,14 @@ def _stop_host_agent(name: str) -> None:
     launcher = _host_agent_launcher()
     if launcher is not None:
         launcher.stop(name)
+
+
+def _remove_docker_context(name: str) -> None:
+    """A deleted machine's `pymachine-NAME` context would point at a socket that no longer exists."""
+    launcher = _host_agent_launcher()
+    if launcher is None:
+        return
+    try:
+        launcher.remove_docker_context(name)
+    except (OSError, PymachineError) as exc:  # the machine is gone already; a stale context is only clutter
+        log.warning("could not remove the docker context of %s: %s", name, exc)
