@@ -1,6 +1,7 @@
 """Machine settings: parse what a person typed, fill in defaults, validate, and report every problem at once.
 
-Pure apart from `host_cpus()` / `default_driver()`, which callers pass in so that tests can pin them.
+Pure apart from `host_cpus()` / `default_driver()`, which callers pass in so that tests can pin them, and
+`settings_defaults()`, which reads the user's defaults for new machines from `paths.settings_file()`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import paths, store
 from .errors import UsageError
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
@@ -50,6 +52,35 @@ def host_cpus() -> int:
 def default_driver() -> str:
     """libvirt where libvirt-python is installed, the direct-QEMU driver otherwise (Windows, bare hosts)."""
     return "libvirt" if importlib.util.find_spec("libvirt") is not None else "qemu"
+
+
+SETTINGS_FIELDS = ("cpus", "memory", "disk")
+
+
+def settings_defaults() -> dict[str, str]:
+    """The defaults for new machines that the GUI's Settings panel saved, as
+    `{"defaults": {"cpus": "2", "memory": "1G", "disk": "8G"}}` in settings.json: only set fields, as text.
+    Validation is `build()`'s job, so a bad value is reported like a bad flag."""
+    path = paths.settings_file()
+    try:
+        data = store.read_json(path, {}) or {}
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"cannot read the settings file {path}: {exc}", hint="fix it in the app's Settings, or delete it"
+        ) from None
+    defaults = data.get("defaults") if isinstance(data, dict) else None
+    if not isinstance(defaults, dict):
+        return {}
+    return {k: str(defaults[k]) for k in SETTINGS_FIELDS if defaults.get(k) not in (None, "")}
+
+
+def with_settings(
+    cpus: int | str | None, memory: int | str | None, disk: int | str | None
+) -> tuple[dict[str, int | str | None], dict[str, str]]:
+    """Explicit values win; unset ones come from `settings_defaults()`. Returns (values, the ones taken)."""
+    given: dict[str, int | str | None] = {"cpus": cpus, "memory": memory, "disk": disk}
+    taken = {k: v for k, v in settings_defaults().items() if given[k] is None}
+    return {**given, **taken}, taken
 
 
 @dataclass

@@ -9,17 +9,17 @@ import os
 import sys
 from typing import Any
 
-from pymachine.hostvm import doctor, machines, ssh
-from pymachine.hostvm.config import DEFAULT_NAME, format_size
+from pymachine.hostvm import doctor, machines, paths, ssh
+from pymachine.hostvm.config import DEFAULT_NAME, format_size, with_settings
 from pymachine.hostvm.errors import PymachineError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("create", help="create a machine")
     p.add_argument("name", nargs="?", default=DEFAULT_NAME)
-    p.add_argument("--cpus", help="virtual CPUs (default: min(2, host cores))")
-    p.add_argument("--memory", help="memory, e.g. 1G, 512M (default 1G)")
-    p.add_argument("--disk", help="disk size, e.g. 8G (default 8G)")
+    p.add_argument("--cpus", help="virtual CPUs (default: Settings, else min(2, host cores))")
+    p.add_argument("--memory", help="memory, e.g. 1G, 512M (default: Settings, else 1G)")
+    p.add_argument("--disk", help="disk size, e.g. 8G (default: Settings, else 8G)")
     p.add_argument(
         "--driver", choices=None, help="libvirt or qemu (default: libvirt if libvirt-python is there)"
     )
@@ -64,7 +64,13 @@ def _progress(message: str) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    m = machines.create(args.name, args.cpus, args.memory, args.disk, args.driver, args.connect, _progress)
+    sizes, taken = with_settings(args.cpus, args.memory, args.disk)
+    if taken:
+        given = ", ".join(f"{k} {v}" for k, v in taken.items())
+        _progress(f"using the defaults from {paths.settings_file()}: {given}")
+    m = machines.create(
+        args.name, sizes["cpus"], sizes["memory"], sizes["disk"], args.driver, args.connect, _progress
+    )
     sizes = f"{m.cpus} CPUs, {format_size(m.memory)} memory, {format_size(m.disk)} disk"
     print(f"created machine '{m.name}' ({sizes})")
     if args.start:
