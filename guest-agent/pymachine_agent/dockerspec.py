@@ -55,6 +55,40 @@ def parse_size(value: str | int) -> int:
     return int(float(m.group(1)) * mult)
 
 
+def seccomp_mode(security_opt: list[str] | None) -> str:
+    """HostConfig.SecurityOpt → the runtime's `seccomp` ("default" | "unconfined"), as dockerd parses it.
+
+    Accepts `seccomp=unconfined` and the old `seccomp:unconfined`; `no-new-privileges[=bool]` is accepted
+    because the runtime always sets no_new_privs; `apparmor=`/`label=`/`systempaths=unconfined` are accepted
+    and ignored, as dockerd does on a host without AppArmor/SELinux. A custom seccomp profile (the JSON the
+    CLI sends for `seccomp=<file>`) cannot be applied by our fixed filter, so it is refused, not ignored.
+    """
+    mode = "default"
+    for opt in security_opt or []:
+        if opt == "no-new-privileges":
+            continue
+        key, sep, value = opt.partition("=")
+        if not sep:
+            key, sep, value = opt.partition(":")
+        if not sep:
+            raise BadParameter(f'invalid --security-opt 1: "{opt}"')
+        if key == "seccomp":
+            if value == "unconfined":
+                mode = "unconfined"
+            elif value in ("builtin", "default"):
+                mode = "default"
+            else:
+                raise BadParameter(
+                    "custom seccomp profiles are not supported: use the default filter or seccomp=unconfined"
+                )
+        elif key == "no-new-privileges":
+            if value.lower() not in ("true", "false", "1", "0", ""):
+                raise BadParameter(f"invalid --security-opt 2: {opt!r}")
+        elif key not in ("apparmor", "label", "systempaths"):
+            raise BadParameter(f'invalid --security-opt 2: "{opt}"')
+    return mode
+
+
 def combine_command(
     image_entrypoint: list[str] | None,
     image_cmd: list[str] | None,
@@ -337,6 +371,7 @@ def translate_create(
         cap_add=list(hc.get("CapAdd") or []),
         cap_drop=list(hc.get("CapDrop") or []),
         privileged=bool(hc.get("Privileged")),
+        seccomp=seccomp_mode(hc.get("SecurityOpt")),
         readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
         network=runtime_net,
         ipc="host" if hc.get("IpcMode") == "host" else "private",

@@ -138,7 +138,7 @@ class EngineSystem:
             "LiveRestoreEnabled": True,
             "Isolation": "",
             "InitBinary": "",
-            "SecurityOptions": ["name=seccomp,profile=unconfined"] + (["name=cgroupns"] if cgv2 else []),
+            "SecurityOptions": ["name=seccomp,profile=builtin"] + (["name=cgroupns"] if cgv2 else []),
             "Warnings": None if cgv2 else ["cgroup v1 host: resource limits are recorded but not enforced"],
         }
 

@@ -275,3 +275,22 @@ def test_save_and_load_leave_no_scratch_folders(agent: Agent, tmp_path: Path) ->
     after = {p.name for p in tmp.iterdir()}
     assert after - before <= {"spool"}, after - before
     assert not any((tmp / "spool").iterdir())
+
+
+def test_security_opt_seccomp_unconfined_lifts_the_default_filter(agent: Agent) -> None:
+    # the default filter refuses unshare(CLONE_NEWUSER), as Docker's profile does without CAP_SYS_ADMIN
+    confined = agent.docker("run", "--rm", B, "unshare", "-U", "true", check=False)
+    assert confined.returncode != 0, confined
+    assert "Operation not permitted" in confined.stderr, confined.stderr
+    free = agent.docker(
+        "run", "--rm", "--security-opt", "seccomp=unconfined", B, "unshare", "-U", "true", check=False
+    )
+    assert free.returncode == 0, (free.stderr, agent.log_tail())
+    cid = agent.docker(
+        "create", "--security-opt", "seccomp:unconfined", "--security-opt", "no-new-privileges", B
+    ).stdout
+    opts = agent.docker("inspect", "--format", "{{json .HostConfig.SecurityOpt}}", cid.strip()).stdout
+    assert json.loads(opts) == ["seccomp:unconfined", "no-new-privileges"]
+    agent.docker("rm", cid.strip())
+    bad = agent.docker("run", "--rm", "--security-opt", "nosuch=1", B, "true", check=False)
+    assert bad.returncode != 0 and 'invalid --security-opt 2: "nosuch=1"' in bad.stderr, bad.stderr  # ours

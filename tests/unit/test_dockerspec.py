@@ -11,6 +11,7 @@ from pymachine_agent.dockerspec import (
     parse_bind,
     parse_size,
     port_specs,
+    seccomp_mode,
     translate_create,
 )
 from pymachine_agent.dockerview import container_matches, human_duration, status_text
@@ -201,3 +202,33 @@ def test_status_text_and_filters() -> None:
     assert container_matches(exited, {"status": ["exited"], "name": ["we"]}, None, [])
     assert not container_matches(exited, {"status": ["running"]}, None, [])
     assert container_matches(exited, {"exited": ["3"], "id": [CID[:6]]}, None, [])
+
+
+@pytest.mark.parametrize(
+    ("opts", "mode"),
+    [
+        (None, "default"),
+        ([], "default"),
+        (["seccomp=unconfined"], "unconfined"),
+        (["seccomp:unconfined"], "unconfined"),
+        (["no-new-privileges"], "default"),
+        (["no-new-privileges=true", "seccomp=unconfined"], "unconfined"),
+        (["no-new-privileges:true"], "default"),
+        (["apparmor=unconfined", "label=disable"], "default"),
+        (["seccomp=unconfined", "seccomp=builtin"], "default"),
+    ],
+)
+def test_security_opt_maps_onto_the_runtime_seccomp(opts: list[str] | None, mode: str) -> None:
+    assert seccomp_mode(opts) == mode
+    body = {"Image": "x", "Cmd": ["sh"], "HostConfig": {"SecurityOpt": opts}}
+    plan = translate_create(CID, "s", body, {"Id": "sha256:1", "config": {}}, [], _vol)
+    assert plan.spec.seccomp == mode
+    assert plan.spec.extra["docker"]["HostConfig"]["SecurityOpt"] == opts  # inspect shows what was asked
+
+
+@pytest.mark.parametrize(
+    "opt", ['seccomp={"defaultAction": "SCMP_ACT_ALLOW"}', "bogus", "nosuch=1", "no-new-privileges=maybe"]
+)
+def test_security_opt_refuses_what_it_cannot_honour(opt: str) -> None:
+    with pytest.raises(BadParameter):
+        seccomp_mode([opt])
