@@ -26,6 +26,8 @@ from .errors import PymachineError
 
 # Bump when the build code changes what it produces from the same recipe.
 BUILD_FORMAT = "1"
+# The modules whose code decides what lands in the disk and initrd (stage 2 of the build).
+BUILDER_MODULES = ("image_build.py", "image_initrd.py")
 MANIFEST = "manifest.json"
 Progress = Callable[[str], None]
 
@@ -93,9 +95,24 @@ def agent_checksum(agent_root: Path | None = None) -> str:
 
 
 def recipe_hash(recipe: Path = GUEST_RECIPE, agent_root: Path | None = None) -> str:
-    """Key of the finished image: the whole recipe folder plus the guest agent's sources."""
-    parts = ["image", BUILD_FORMAT, rootfs_hash(recipe), _tree_digest(recipe), agent_checksum(agent_root)]
+    """Key of the finished image: the recipe folder, the guest agent's sources and the code that assembles the
+    disk and initrd (its kernel command line and build steps shape the image as much as the recipe does)."""
+    parts = [
+        "image",
+        BUILD_FORMAT,
+        rootfs_hash(recipe),
+        _tree_digest(recipe),
+        agent_checksum(agent_root),
+        _builder_digest(),
+    ]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _builder_digest() -> str:
+    digest = hashlib.sha256()
+    for module in BUILDER_MODULES:
+        digest.update((Path(__file__).parent / module).read_bytes())
+    return digest.hexdigest()
 
 
 def image_dir(hash_: str | None = None) -> Path:
