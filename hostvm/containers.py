@@ -9,8 +9,10 @@ turns docker-py's exceptions into PymachineError with a hint.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,7 @@ from .errors import NotFoundError, PymachineError, UsageError
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 API_VERSION = "1.44"
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|z|[+-]\d\d:\d\d)?")
 
 
 def _quiet(_message: str) -> None:
@@ -241,17 +244,94 @@ def summary(c: Container, forwards: list[dict[str, Any]] | None = None) -> dict[
         "Command": " ".join(cmd) if isinstance(cmd, list) else str(cmd),
         "Created": attrs.get("Created", ""),
         "State": attrs.get("State", {}).get("Status", c.status),
-        "Status": _status_text(attrs.get("State", {})),
+        "Status": _short_status(attrs.get("State", {})),
         "Ports": ", ".join(ports),
         "Names": c.name,
     }
 
 
-def _status_text(state: dict[str, Any]) -> str:
+def _short_status(state: dict[str, Any]) -> str:
+    """`Running`, `Exited (0)`: what the desktop app shows next to its own uptime column."""
     status = state.get("Status", "")
     if status == "exited":
         return f"Exited ({state.get('ExitCode', 0)})"
     return status.capitalize() if status else ""
+
+
+def status_text(state: dict[str, Any], now: dt.datetime | None = None) -> str:
+    """Docker's STATUS column from a container's `State`: `Up 5 seconds`, `Up 2 hours (Paused)`,
+    `Exited (0) 2 minutes ago`, `Created`, `Restarting (1) 3 seconds ago`, `Dead` (moby's State.String)."""
+    now = now or dt.datetime.now(dt.UTC)
+    status = state.get("Status", "")
+    started, finished = parse_time(state.get("StartedAt")), parse_time(state.get("FinishedAt"))
+    if status in ("running", "paused") or state.get("Running"):
+        if state.get("Restarting") or status == "restarting":
+            return f"Restarting ({state.get('ExitCode', 0)}) {_ago(finished, now)}".rstrip()
+        up = f"Up {human_duration((now - started).total_seconds())}" if started else "Up"
+        if state.get("Paused") or status == "paused":
+            return f"{up} (Paused)"
+        health = (state.get("Health") or {}).get("Status")
+        return f"{up} ({health})" if health and health != "none" else up
+    if status == "restarting":
+        return f"Restarting ({state.get('ExitCode', 0)}) {_ago(finished, now)}".rstrip()
+    if status == "removing":
+        return "Removal In Progress"
+    if status == "dead":
+        return "Dead"
+    if status == "created" or started is None:
+        return "Created"
+    if finished is None:
+        return ""
+    return f"Exited ({state.get('ExitCode', 0)}) {_ago(finished, now)}"
+
+
+def _ago(when: dt.datetime | None, now: dt.datetime) -> str:
+    return f"{human_duration((now - when).total_seconds())} ago" if when else ""
+
+
+def parse_time(text: Any) -> dt.datetime | None:
+    """RFC 3339 (nanoseconds allowed) → aware datetime; None for empty or Go's zero time `0001-01-01...`."""
+    if not isinstance(text, str) or not text or text.startswith("0001-"):
+        return None
+    match = _RFC3339.fullmatch(text.strip())
+    if not match:
+        return None
+    head, frac, zone = match.groups()
+    offset = "+00:00" if zone in (None, "Z", "z") else zone
+    iso = head + (f".{frac[:6].ljust(6, '0')}" if frac else "") + offset
+    try:
+        return dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return None
+
+
+def human_duration(seconds: float) -> str:
+    """go-units' HumanDuration, which `docker ps` uses: `Less than a second`, `5 seconds`, `About a minute`,
+    `3 hours`, `2 weeks`."""
+    secs = int(seconds)
+    if secs < 1:
+        return "Less than a second"
+    if secs == 1:
+        return "1 second"
+    if secs < 60:
+        return f"{secs} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
 
 
 def image_summary(img: Any) -> list[dict[str, Any]]:

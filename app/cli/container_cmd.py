@@ -232,6 +232,15 @@ def _pump_terminal(sock: Any, tty: bool, interactive: bool) -> None:
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
 
 
+def ps_rows(found: list[Any], forwards: list[dict[str, Any]], now: Any = None) -> list[dict[str, Any]]:
+    """`ps` rows: the façade's summary with Docker's STATUS text (`Up 5 seconds`, `Exited (0) 2 minutes ago`)
+    in place of its short one."""
+    rows = [containers.summary(c, forwards) for c in found]
+    for row, c in zip(rows, found, strict=True):
+        row["Status"] = containers.status_text(c.attrs.get("State") or {}, now)
+    return rows
+
+
 def _ps(args: argparse.Namespace) -> int:
     dc = _client(args)
     with containers.api_errors():
@@ -239,7 +248,7 @@ def _ps(args: argparse.Namespace) -> int:
     from pymachine.hostvm.hostagent import launcher
 
     forwards = launcher.status(args.machine, repair=False).get("forwards") or []
-    rows = [containers.summary(c, forwards) for c in found]
+    rows = ps_rows(found, forwards)
     cols = [
         ("CONTAINER ID", "ID"),
         ("IMAGE", "Image"),
