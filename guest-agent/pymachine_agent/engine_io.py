@@ -17,6 +17,7 @@ from typing import Any
 
 from . import archive
 from . import dockerview as view
+from .engine_commit import committable_upper
 from .runtime import ExecSpec, Limits, RestartPolicy
 from .runtime.errors import Conflict, NotFound
 from .stdio import ExecSession, wrap_attach
@@ -390,14 +391,16 @@ class EngineIO:
         if config:
             base_config.update({k: v for k, v in config.items() if v not in (None, "", [], {})})
         target = f"{repo}:{tag or 'latest'}" if repo else None
-        image_id = self.images.commit(
-            st.upper_dir,
-            d.get("Image"),
-            {"config": base_config, "changes": changes or []},
-            comment=comment,
-            author=author,
-            tag=target,
-        )
+        parent_layers = self.images.layer_dirs(d["Image"]) if d.get("Image") else []
+        with committable_upper(Path(st.upper_dir), parent_layers) as upper:
+            image_id = self.images.commit(
+                upper,
+                d.get("Image"),
+                {"config": base_config, "changes": changes or []},
+                comment=comment,
+                author=author,
+                tag=target,
+            )
         self.events.publish("container", "commit", st.id, {**self._attrs(st.id), "comment": comment})
         return image_id
 

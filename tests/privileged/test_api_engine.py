@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -294,3 +295,31 @@ def test_security_opt_seccomp_unconfined_lifts_the_default_filter(agent: Agent) 
     agent.docker("rm", cid.strip())
     bad = agent.docker("run", "--rm", "--security-opt", "nosuch=1", B, "true", check=False)
     assert bad.returncode != 0 and 'invalid --security-opt 2: "nosuch=1"' in bad.stderr, bad.stderr  # ours
+
+
+def _top_layer_names(agent: Agent, image: str, tmp_path: Path) -> set[str]:
+    out = tmp_path / "img.tar"
+    agent.docker("save", "-o", str(out), image)
+    with tarfile.open(out) as tar:
+        top = json.load(tar.extractfile("manifest.json"))[0]["Layers"][-1]  # type: ignore[arg-type]
+        with tarfile.open(fileobj=tar.extractfile(top)) as layer:
+            return {m.name.rstrip("/") for m in layer.getmembers()}
+
+
+def test_commit_leaves_out_the_runtimes_etc_placeholders(agent: Agent, tmp_path: Path) -> None:
+    cid = agent.docker("run", "-d", B, "sh", "-c", "echo x > /made.txt; sleep 300").stdout.strip()
+    try:
+        for _ in range(50):  # the shell writes /made.txt right after it starts
+            if agent.docker("exec", cid, "cat", "/made.txt", check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+        agent.docker("commit", cid, "placeholders:1")
+        names = _top_layer_names(agent, "placeholders:1", tmp_path)
+        assert "made.txt" in names, names
+        assert not names & {"etc/hosts", "etc/hostname", "etc/resolv.conf"}, names
+        # the container's own upper dir was left alone: it can still write next to its mounted /etc files
+        agent.docker("exec", cid, "sh", "-c", "echo y > /etc/later && cat /etc/hosts /etc/later")
+        assert "127.0.0.1" in agent.docker("run", "--rm", "placeholders:1", "cat", "/etc/hosts").stdout
+    finally:
+        agent.docker("rm", "-f", cid, check=False)
+        agent.docker("rmi", "placeholders:1", check=False)
