@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import logging
 import os
 import signal
@@ -48,17 +49,36 @@ def _parse_tcp(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def read_settings(path: Path | None) -> dict:
+    """The agent settings (`agent.json` from the seed: the guest init passes its folder as $PYMACHINE_SEED).
+    A missing file means defaults; a malformed one is an error, not silently ignored."""
+    if path is None:
+        seed = os.environ.get("PYMACHINE_SEED")
+        path = Path(seed) / "agent.json" if seed else None
+    if path is None or not path.exists():
+        return {}
+    settings = json.loads(path.read_text() or "{}")
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path}: agent settings must be a JSON object")
+    regs = settings.get("insecure_registries", [])
+    if not isinstance(regs, list) or not all(isinstance(r, str) for r in regs):
+        raise ValueError(f"{path}: insecure_registries must be a list of host[:port] strings")
+    return settings
+
+
 def serve(
     socket_path: Path,
     state_dir: Path,
     tcp: tuple[str, int] | None,
     network: bool = True,
     ack_timeout: float = 10.0,
+    settings: dict | None = None,
 ) -> int:
     from .api import ApiServer, build_router
     from .engine import Engine
 
-    engine = Engine(state_dir, network=network, ack_timeout=ack_timeout)
+    insecure = (settings or {}).get("insecure_registries", [])
+    engine = Engine(state_dir, network=network, ack_timeout=ack_timeout, insecure_registries=insecure)
     engine.start()
     server = ApiServer(build_router(engine), socket_path, tcp=tcp)
     stop = threading.Event()
@@ -91,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument(
         "--ack-timeout", type=float, default=10.0, help="seconds a start waits for the host agent's port ack"
     )
+    p_serve.add_argument(
+        "--settings", type=Path, default=None, help="agent.json (default: $PYMACHINE_SEED/agent.json)"
+    )
     p_serve.add_argument("--log-level", default=os.environ.get("PYMACHINE_AGENT_LOG", "INFO"))
     p_ping = sub.add_parser("ping", help="exit 0 when an agent answers /_ping on the socket")
     p_ping.add_argument("--socket", default=os.environ.get("PYMACHINE_AGENT_SOCKET", DEFAULT_SOCKET))
@@ -116,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         args.tcp,
         network=not args.no_network,
         ack_timeout=args.ack_timeout,
+        settings=read_settings(args.settings),
     )
 
 

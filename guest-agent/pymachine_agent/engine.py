@@ -13,6 +13,7 @@ import random
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,14 @@ class EngineConflict(Exception):
 
 
 class Engine(EngineIO, EngineSystem):
-    def __init__(self, state_dir: Path | str, *, ack_timeout: float = 10.0, network: bool = True) -> None:
+    def __init__(
+        self,
+        state_dir: Path | str,
+        *,
+        ack_timeout: float = 10.0,
+        network: bool = True,
+        insecure_registries: Iterable[str] = (),
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.events = EventBus()
@@ -98,7 +106,8 @@ class Engine(EngineIO, EngineSystem):
         self.meta: dict[str, dict[str, Any]] = {}  # id → {name, image, labels, auto_remove} for events
         self.execs: dict[str, Any] = {}
         self._removing: set[str] = set()  # auto-removes in progress
-        self.images = ImageStore(self.state_dir / "images")
+        # registries (host[:port]) reached over plain HTTP, from agent.json (loopback ones always are)
+        self.images = ImageStore(self.state_dir / "images", insecure_registries=insecure_registries)
         self.volumes = VolumeStore(self.state_dir / "volumes", in_use=self._volume_users)
         self.network: NetworkManager | None = (
             NetworkManager(self.state_dir / "network", on_port_event=self._on_port_event) if network else None

@@ -117,7 +117,14 @@ class EngineSystem:
             "OSType": "linux",
             "Architecture": uname.machine,
             "IndexServerAddress": "https://index.docker.io/v1/",
-            "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8"], "Mirrors": []},
+            "RegistryConfig": {
+                "IndexConfigs": {
+                    host: {"Name": host, "Mirrors": [], "Secure": False, "Official": False}
+                    for host in sorted(self.images.insecure_registries)
+                },
+                "InsecureRegistryCIDRs": ["127.0.0.0/8"],
+                "Mirrors": [],
+            },
             "NCPU": os.cpu_count() or 1,
             "MemTotal": mem,
             "DockerRootDir": str(self.state_dir),

@@ -323,3 +323,15 @@ def test_commit_leaves_out_the_runtimes_etc_placeholders(agent: Agent, tmp_path:
     finally:
         agent.docker("rm", "-f", cid, check=False)
         agent.docker("rmi", "placeholders:1", check=False)
+
+
+def test_insecure_registries_from_agent_settings_reach_the_store(tmp_path: Path) -> None:
+    settings = tmp_path / "agent.json"
+    settings.write_text(json.dumps({"machine": "m", "insecure_registries": ["registry.test:5000"]}))
+    a = start_agent(tmp_path / "a", extra_args=["--settings", str(settings), "--no-network"])
+    try:
+        info = json.loads(a.request("GET", "/v1.44/info")[2])
+        assert info["RegistryConfig"]["IndexConfigs"]["registry.test:5000"]["Secure"] is False
+        assert "registry.test:5000" in a.docker("info").stdout  # the CLI's "Insecure Registries:" list
+    finally:
+        a.stop()
