@@ -1,5 +1,5 @@
-"""Container verbs: run, ps, logs, exec, rm, images, pull, load, docker-env (top level) and the same plus
-`stop` under `pymachine container …` (a top-level `stop` is the machine's). Rendering only: the work is
+"""Container verbs: run, ps, logs, exec, rm, build, images, pull, load, docker-env (top level) and the same
+plus `stop` under `pymachine container …` (a top-level `stop` is the machine's). Rendering only: the work is
 docker-py through `pymachine.hostvm.containers`."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from pymachine.app.cli import container_build
 from pymachine.hostvm import containers
 from pymachine.hostvm.config import DEFAULT_NAME
 from pymachine.hostvm.errors import PymachineError
@@ -71,6 +72,14 @@ def _add_verbs(sub: argparse._SubParsersAction, include_stop: bool) -> None:
     p = verb("rm", _rm, "remove containers", fmt=True)
     p.add_argument("-f", "--force", action="store_true", help="also running ones")
     p.add_argument("containers", nargs="+")
+
+    p = verb("build", _build, "build an image from a Dockerfile (the build runs in the machine)")
+    p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]", help="repeatable")
+    p.add_argument("-f", "--file", metavar="DOCKERFILE", help="default: PATH/Dockerfile")
+    p.add_argument("--build-arg", action="append", default=[], metavar="KEY[=VALUE]", help="repeatable")
+    p.add_argument("--target", metavar="STAGE", help="the stage to build")
+    p.add_argument("--no-cache", action="store_true", help="run every step again")
+    p.add_argument("path", metavar="PATH", help="the build context: a folder on this host")
 
     verb("images", _images, "list images", fmt=True)
 
@@ -307,6 +316,10 @@ def _rm(args: argparse.Namespace) -> int:
             c.remove(force=args.force)
         print(ref)
     return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    return container_build.run(args, lambda: _client(args, create=True), _progress)
 
 
 def _images(args: argparse.Namespace) -> int:
