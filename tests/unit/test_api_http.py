@@ -162,7 +162,7 @@ def test_image_refs_with_slashes_and_both_filter_forms(server: ApiServer) -> Non
     s = _conn(server)
     f = s.makefile("rb")
     s.sendall(
-        b"GET /v1.44/images/localhost:5000/a/b:tag/json?all=False&filters=%7B%22label%22%3A%5B%22a%3Db%22%5D%7D"
+        b"GET /v1.44/images/localhost:5000/a/b:tag/json?all=False&filters=%7B%22label%22%3A%5B%22a%3Db%22%5D%7D"  # noqa: E501
         b" HTTP/1.1\r\nHost: x\r\n\r\n"
     )
     _, _, body = _read_response(f)
