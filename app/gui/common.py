@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QFont, QFontDatabase
+from PySide6.QtGui import QFont, QFontDatabase, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -171,3 +172,26 @@ def empty_state(text: str) -> QLabel:
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def action_buttons(
+    owner: QWidget,
+    bar: QHBoxLayout,
+    prefix: str,
+    actions: tuple[tuple[str, str, str], ...],
+    act: Callable[[str], None],
+    tooltip: str = "{text} ({key})",
+) -> dict[str, QPushButton]:
+    """One button per (verb, label, shortcut) in `bar`, each calling `act(verb)` from a click or its shortcut
+    (active while focus is inside `owner`); buttons are named `<prefix>_<verb>` for tests."""
+    buttons: dict[str, QPushButton] = {}
+    for verb, text, key in actions:
+        button = QPushButton(text)
+        button.setObjectName(f"{prefix}_{verb}")
+        button.setToolTip(tooltip.format(text=text.replace("&", ""), key=key))
+        button.clicked.connect(lambda _c=False, v=verb: act(v))
+        shortcut_context = Qt.ShortcutContext.WidgetWithChildrenShortcut
+        QShortcut(QKeySequence(key), owner, lambda v=verb: act(v), context=shortcut_context)
+        bar.addWidget(button)
+        buttons[verb] = button
+    return buttons

@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QMessageBox,
-    QPushButton,
     QSplitter,
     QStackedWidget,
     QTableWidget,
@@ -32,7 +31,7 @@ from PySide6.QtWidgets import (
 from pymachine.hostvm import containers
 
 from . import workers
-from .common import ErrorBanner, empty_state, uptime
+from .common import ErrorBanner, action_buttons, empty_state, uptime
 from .exec_terminal import ExecTerminal
 from .inspect_view import InspectView
 from .logs_view import LogsView
@@ -83,28 +82,22 @@ class ContainersPanel(QWidget):
         self.title.setStyleSheet("font-weight: bold;")
         self.show_all = QCheckBox("Show &stopped", checked=True)
         self.show_all.toggled.connect(self.refresh)
-        self.buttons: dict[str, QPushButton] = {}
         bar = QHBoxLayout()
         bar.addWidget(self.title)
         bar.addStretch(1)
-        for verb, text, key in (
-            ("start", "Start", "Ctrl+Shift+S"),
-            ("stop", "Stop", "Ctrl+Shift+T"),
-            ("restart", "Restart", "Ctrl+Shift+R"),
-            ("remove", "Remove", "Ctrl+Shift+Delete"),
-        ):
-            b = QPushButton(text)
-            b.setObjectName(f"container_{verb}")
-            b.setToolTip(f"{text} the selected container ({key})")
-            b.clicked.connect(lambda _c=False, v=verb: self.act(v))
-            QShortcut(
-                QKeySequence(key),
-                self,
-                lambda v=verb: self.act(v),
-                context=Qt.ShortcutContext.WidgetWithChildrenShortcut,
-            )
-            bar.addWidget(b)
-            self.buttons[verb] = b
+        self.buttons = action_buttons(
+            self,
+            bar,
+            "container",
+            (
+                ("start", "Start", "Ctrl+Shift+S"),
+                ("stop", "Stop", "Ctrl+Shift+T"),
+                ("restart", "Restart", "Ctrl+Shift+R"),
+                ("remove", "Remove", "Ctrl+Shift+Delete"),
+            ),
+            self.act,
+            tooltip="{text} the selected container ({key})",
+        )
         bar.addWidget(self.show_all)
         QShortcut(
             QKeySequence("Ctrl+O"),

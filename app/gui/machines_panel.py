@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 from pymachine.hostvm import machines, paths
 
 from . import workers
-from .common import ErrorBanner, LogDialog, binary_size, empty_state
+from .common import ErrorBanner, LogDialog, action_buttons, binary_size, empty_state
 from .create_dialog import CreateDialog
 from .settings_panel import load_settings
 
@@ -81,28 +81,21 @@ class MachinesPanel(QWidget):
         self.stack.addWidget(self.empty)
         self.stack.addWidget(self.table)
 
-        self.buttons: dict[str, QPushButton] = {}
         bar = QHBoxLayout()
-        for verb, text, key in (
-            ("create", "&Create…", "Ctrl+N"),
-            ("start", "&Start", "Ctrl+S"),
-            ("stop", "S&top", "Ctrl+T"),
-            ("restart", "&Restart", "Ctrl+R"),
-            ("delete", "&Delete", "Delete"),
-            ("log", "Show &log", "Ctrl+L"),
-        ):
-            b = QPushButton(text)
-            b.setObjectName(f"machine_{verb}")
-            b.setToolTip(f"{text.replace('&', '')} ({key})")
-            b.clicked.connect(lambda _c=False, v=verb: self.act(v))
-            QShortcut(
-                QKeySequence(key),
-                self,
-                lambda v=verb: self.act(v),
-                context=Qt.ShortcutContext.WidgetWithChildrenShortcut,
-            )
-            bar.addWidget(b)
-            self.buttons[verb] = b
+        self.buttons = action_buttons(
+            self,
+            bar,
+            "machine",
+            (
+                ("create", "&Create…", "Ctrl+N"),
+                ("start", "&Start", "Ctrl+S"),
+                ("stop", "S&top", "Ctrl+T"),
+                ("restart", "&Restart", "Ctrl+R"),
+                ("delete", "&Delete", "Delete"),
+                ("log", "Show &log", "Ctrl+L"),
+            ),
+            self.act,
+        )
         bar.addStretch(1)
         refresh = QPushButton("Refresh")
         refresh.setShortcut(QKeySequence("F5"))
