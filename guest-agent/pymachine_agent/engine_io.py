@@ -6,6 +6,7 @@ is streams and files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 from . import archive
 from . import dockerview as view
 from .engine_commit import committable_upper
-from .runtime import ExecSpec, Limits, RestartPolicy
+from .runtime import ExecSpec, Limits, RestartPolicy, detached
 from .runtime.errors import Conflict, NotFound
 from .stdio import ExecSession, wrap_attach
 
@@ -235,33 +236,45 @@ class EngineIO:
             or any(p.startswith(c["Path"] + "/") for p in paths)
         ]
 
-    # -- docker cp ---------------------------------------------------------------------------------
+    # -- docker cp / export: archive.py, on an fd of the container's root ----------------------------------
 
-    def _root_of(self, st: Any, writable: bool) -> Any:
-        import contextlib
-
-        if st.running and st.pid:
-            return contextlib.nullcontext(f"/proc/{st.pid}/root")
-        return archive.stopped_root(st.upper_dir, st.spec.layers if st.spec else [], writable)
+    def _root_of(
+        self, st: Any, writable: bool, mounts: bool = True
+    ) -> contextlib.AbstractContextManager[int]:
+        """An fd of the container's root: a running one's own (its volumes included, as Docker's cp sees
+        them), else a detached overlay of its layers that no path of the guest shows (runtime/detached.py)."""
+        if mounts and st.running and st.pid:
+            return _closing(os.open(f"/proc/{st.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+        return detached.overlay(st.spec.layers if st.spec else [], st.upper_dir, writable)
 
     def archive_get(self, ref: str, path: str, head: bool = False) -> tuple[str, Iterator[bytes]]:
         st = self._state(ref)  # type: ignore[attr-defined]
-        with self._root_of(st, writable=False) as root:
+        with contextlib.ExitStack() as stack:
+            root = stack.enter_context(self._root_of(st, writable=False))
             info = archive.path_stat(root, path)
-            data = [] if head else list(archive.get_tar(root, path))
-        return archive.stat_header(info), iter(data)
+            if head:
+                return archive.stat_header(info), (piece for piece in ())
+            top, name = archive.open_source(root, path)
+            # the root stays open while the tar streams; the generator's end (or close) releases it
+            return archive.stat_header(info), _streaming(stack.pop_all(), archive.tar_stream(top, name))
+        raise AssertionError("unreachable")
 
     def container_export(self, ref: str) -> Iterator[bytes]:
         """`docker export`: the container's filesystem without its mounts (image layers + upper dir)."""
         st = self._state(ref)  # type: ignore[attr-defined]
-        with archive.stopped_root(st.upper_dir, st.spec.layers if st.spec else [], writable=False) as root:
-            data = list(archive.get_tar(root, "/."))
-        return iter(data)
+        with contextlib.ExitStack() as stack:
+            root = stack.enter_context(self._root_of(st, writable=False, mounts=False))
+            top = os.dup(root)
+            return _streaming(stack.pop_all(), archive.tar_stream(top, "", include_top=False))
+        raise AssertionError("unreachable")
 
     def archive_put(self, ref: str, path: str, chunks: Any, no_overwrite: bool = False) -> None:
         st = self._state(ref)  # type: ignore[attr-defined]
         with self._root_of(st, writable=True) as root:
-            archive.put_tar(root, path, chunks)
+            try:
+                archive.put_tar(root, path, chunks, no_overwrite=no_overwrite)
+            except OSError as err:
+                raise archive.ArchiveFailed(f"copying into {path}: {err}") from err
 
     # -- exec --------------------------------------------------------------------------------------
 
@@ -384,8 +397,29 @@ class EngineIO:
         author: str = "",
         changes: list[str] | None = None,
         config: dict | None = None,
+        pause: bool = True,
     ) -> str:
+        """`docker commit`. A running container is frozen through its cgroup for the whole commit (Docker's
+        `pause=true` default), so the layer is one moment of its files; `pause=false` commits it live, and the
+        upper dir is then read with no-follow fd walks (engine_commit.py) whatever the container does."""
         st = self._state(ref)  # type: ignore[attr-defined]
+        with contextlib.ExitStack() as frozen:
+            if pause and st.status == "running":
+                self.runtime.pause(st.id)
+                frozen.callback(self.runtime.unpause, st.id)
+            return self._commit(st, repo, tag, comment, author, changes, config)
+        raise AssertionError("unreachable")
+
+    def _commit(
+        self,
+        st: Any,
+        repo: str,
+        tag: str,
+        comment: str,
+        author: str,
+        changes: list[str] | None,
+        config: dict | None,
+    ) -> str:
         d = view.docker_of(st)
         base_config = dict(d.get("Config") or {})
         if config:
@@ -449,6 +483,25 @@ class EngineIO:
         if self.network is None:
             raise NotFound(f"network {ref} not found")
         return self.network.inspect_network(ref)
+
+
+@contextlib.contextmanager
+def _closing(fd: int) -> Iterator[int]:
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _streaming(stack: contextlib.ExitStack, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """`chunks`, then `stack` closed: when the stream ends, fails or is closed by a client that left."""
+    with stack:
+        try:
+            yield from chunks
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
 
 
 def _reader(base: Path) -> Any:

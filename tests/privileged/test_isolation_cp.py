@@ -20,6 +20,7 @@ import subprocess
 import tarfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,7 +71,11 @@ def _image_archive(path: Path, ref: str, layers: list[bytes]) -> None:
         _add(tar, cfg_name, cfg)
         for name, layer in zip(names, layers, strict=True):
             _add(tar, name, layer)
-        _add(tar, "manifest.json", json.dumps([{"Config": cfg_name, "RepoTags": [ref], "Layers": names}]).encode())
+        _add(
+            tar,
+            "manifest.json",
+            json.dumps([{"Config": cfg_name, "RepoTags": [ref], "Layers": names}]).encode(),
+        )
 
 
 def _evil_layer(so: bytes) -> bytes:
@@ -101,7 +106,16 @@ def evil(agent: Agent, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
     marker = Path(f"/tmp/pymachine-nss-pwned-{secrets.token_hex(6)}")
     (work / "evil.c").write_text(EVIL_C)
     subprocess.run(
-        ["gcc", "-shared", "-fPIC", "-O2", f'-DMARKER="{marker}"', "-o", str(work / "evil.so"), str(work / "evil.c")],
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-O2",
+            f'-DMARKER="{marker}"',
+            "-o",
+            str(work / "evil.so"),
+            str(work / "evil.c"),
+        ],
         check=True,
         capture_output=True,
     )
@@ -129,7 +143,12 @@ def test_cp_out_of_a_created_container_runs_no_code_of_the_image(
         assert not evil.exists(), "the image's NSS module ran on this host during docker cp"
         # the legitimate copy happened (of the container's /etc, not the host's), with numeric owners
         assert (tmp_path / "out" / "nsswitch.conf").read_text().startswith("passwd: evil")
-        assert (tmp_path / "out" / "owned-by-4242").stat().st_uid == 4242
+        status, _, body = agent.request("GET", "/containers/nss-out/archive?path=/etc/owned-by-4242")
+        assert status == 200
+        with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+            owned = tar.getmember("owned-by-4242")
+        assert (owned.uid, owned.gid, owned.uname, owned.gname) == (4242, 4242, "", "")
+        assert not evil.exists()
     finally:
         agent.docker("rm", "-f", "nss-out", check=False)
 
@@ -235,17 +254,21 @@ def test_cp_of_a_container_swapping_a_dir_for_a_symlink_stays_inside_it(
     with tarfile.open(fileobj=payload, mode="w") as tar:
         _add(tar, "d/planted", b"x\n")
     host_dir = tmp_path / "host-secret"
+    landed = 0
     for _ in range(15):
         status, _, body = agent.request("PUT", f"/containers/{cid}/archive?path=/w", body=payload.getvalue())
-        assert status == 200, body
+        # (an upload may fail when /w/d vanishes under it, as Docker's would: the container is hostile)
+        assert status in (200, 500), body
+        landed += status == 200
         assert sorted(os.listdir(host_dir)) == [secret], "an upload was written through the symlink"
+    assert landed, "no upload succeeded"
 
 
 # -- commit pauses by default --------------------------------------------------------------------------
 
 
 def _events(agent: Agent, cid: str, since: float, until: float) -> list[str]:
-    q = json.dumps({"container": [cid]})
+    q = urllib.parse.quote(json.dumps({"container": [cid]}))
     status, _, body = agent.request("GET", f"/events?since={since:.3f}&until={until:.3f}&filters={q}")
     assert status == 200
     return [json.loads(line)["Action"] for line in body.splitlines() if line.strip()]
@@ -263,7 +286,9 @@ def test_commit_pauses_a_running_container_unless_pause_false(agent: Agent) -> N
         assert agent.client().containers.get(cid).attrs["State"]["Paused"] is False
 
         t2 = time.time()
-        status, _, body = agent.request("POST", f"/commit?container={cid}&repo=paused-commit&pause=0", body={})
+        status, _, body = agent.request(
+            "POST", f"/commit?container={cid}&repo=paused-commit&pause=0", body={}
+        )
         assert status == 201, body
         actions = _events(agent, cid, t2, time.time() + 1)
         assert "commit" in actions and "pause" not in actions, actions
@@ -320,7 +345,10 @@ def test_a_1gib_file_copies_out_and_in_with_bounded_memory(agent: Agent) -> None
             assert time.monotonic() < deadline
             time.sleep(0.2)
         peaks = {}
-        for what, path in (("cp out", f"/containers/{cid}/archive?path=/big"), ("export", f"/containers/{cid}/export")):
+        for what, path in (
+            ("cp out", f"/containers/{cid}/archive?path=/big"),
+            ("export", f"/containers/{cid}/export"),
+        ):
             _reset_hwm(pid)
             conn = UnixHTTPConnection(str(agent.socket_path), timeout=300)
             conn.request("GET", path)
@@ -353,7 +381,9 @@ def test_a_1gib_file_copies_out_and_in_with_bounded_memory(agent: Agent) -> None
         agent.docker("rm", "-f", cid, check=False)
 
 
-def test_a_stopped_containers_filesystem_is_mounted_nowhere_the_guest_sees(agent: Agent, tmp_path: Path) -> None:
+def test_a_stopped_containers_filesystem_is_mounted_nowhere_the_guest_sees(
+    agent: Agent, tmp_path: Path
+) -> None:
     """The overlay a cp of a stopped container reads is private: no mount of it appears in the agent's
     mount table while the copy streams (today's code mounted it on /tmp/pm-cp-*)."""
     cid = agent.docker("create", B, "true").stdout.strip()
@@ -362,7 +392,11 @@ def test_a_stopped_containers_filesystem_is_mounted_nowhere_the_guest_sees(agent
 
     def watch() -> None:
         while not stop.is_set():
-            seen.extend(line for line in Path(f"/proc/{agent.proc.pid}/mounts").read_text().splitlines() if "pm-cp-" in line)
+            seen.extend(
+                line
+                for line in Path(f"/proc/{agent.proc.pid}/mounts").read_text().splitlines()
+                if "pm-cp-" in line
+            )
             time.sleep(0.001)
 
     t = threading.Thread(target=watch)

@@ -189,11 +189,14 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
             req.conn.send(200, b"", "application/x-tar", headers=hdr, head_only=True)
             return
         req.conn.close_after = True  # stream the tar raw until close (what moby does)
-        req.conn.write(
-            req.conn._head(200, [("Content-Type", "application/x-tar"), *hdr, ("Connection", "close")])
-        )
-        for piece in chunks:
-            req.conn.write(piece)
+        try:
+            req.conn.write(
+                req.conn._head(200, [("Content-Type", "application/x-tar"), *hdr, ("Connection", "close")])
+            )
+            for piece in chunks:
+                req.conn.write(piece)
+        finally:
+            chunks.close()  # a client that left: release the container's root now, not at garbage collection
 
     @r("GET", "/containers/{ref}/export")
     def export(req: Request, ref: str) -> None:
@@ -205,6 +208,8 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
             out.close()
         except ClientGone:
             pass
+        finally:
+            chunks.close()
 
     @r("PUT", "/containers/{ref}/archive")
     def archive_put(req: Request, ref: str) -> int:

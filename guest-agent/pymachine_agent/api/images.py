@@ -188,6 +188,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
             author=req.query.get("author", ""),
             changes=req.query_all.get("changes", []),
             config=req.json() or None,
+            pause=req.qbool("pause", default=True),
         )
         return 201, {"Id": image_id}
 
