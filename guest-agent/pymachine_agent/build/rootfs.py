@@ -216,7 +216,9 @@ def strip_mount_points(upper: Path, parent_layers: list[Path]) -> None:
     them (then they are the image's, not placeholders), and the empty dirs copied up to hold them."""
     for rel in _MOUNT_POINTS:
         path = upper / rel
-        if not os.path.lexists(path) or path.is_symlink():
+        # `etc` may be a symlink the container made (to the guest's /etc, as it reads from here): never
+        # look, let alone unlink, through it
+        if path.parent.is_symlink() or not os.path.lexists(path) or path.is_symlink():
             continue
         if path.is_dir():
             # an empty, non-opaque upper dir changes nothing but an mtime: always safe to drop
