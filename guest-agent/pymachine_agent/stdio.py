@@ -79,9 +79,9 @@ class ExecSession:
                 except OSError:  # EIO on a pty master once the process is gone
                     data = b""
                 if not data:
+                    # not os.close: the fd belongs to the process's pipe file object, which closes it
+                    # again when it is collected, by then maybe another thread's socket or lock file
                     self.sel.unregister(key.fd)
-                    if key.fd != self.master:
-                        os.close(key.fd)
                     continue
                 return data if self.tty else frame(key.data, data)
         self._finish()
@@ -93,11 +93,10 @@ class ExecSession:
                 return
             self.finished = True
         code = int(self.proc.wait())
-        if self.master is not None:
-            try:
-                os.close(self.master)
-            except OSError:
-                pass
+        try:
+            self.proc.close()  # its pipes and pty master, each closed once, by their owner
+        except OSError:
+            pass
         self.on_exit(code)
 
     def write_stdin(self, data: bytes) -> None:
@@ -117,7 +116,7 @@ class ExecSession:
             return
         if self.stdin_fd is not None:
             try:
-                os.close(self.stdin_fd)
+                self.proc.close_stdin()  # closes the pipe's file object, not just its fd
             except OSError:
                 pass
             self.stdin_fd = None

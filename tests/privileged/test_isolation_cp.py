@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.agent import Agent, UnixHTTPConnection, _add, _busybox_layer, start_agent
+from support.agent import Agent, UnixHTTPConnection, _add, _busybox_layer, running_agent
 
 B = "pymachine/busybox"
 EVIL = "pymachine-test/nss-evil:1"
@@ -47,12 +47,9 @@ __attribute__((constructor)) static void pwn(void) {
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    a = start_agent(Path(tmp_path_factory.mktemp("agent")))
-    try:
+    with running_agent(Path(tmp_path_factory.mktemp("agent"))) as a:
         a.load_busybox()
         yield a
-    finally:
-        a.stop()
 
 
 def _image_archive(path: Path, ref: str, layers: list[bytes]) -> None:
@@ -385,25 +382,32 @@ def test_a_stopped_containers_filesystem_is_mounted_nowhere_the_guest_sees(
     agent: Agent, tmp_path: Path
 ) -> None:
     """The overlay a cp of a stopped container reads is private: no mount of it appears in the agent's
-    mount table while the copy streams (today's code mounted it on /tmp/pm-cp-*)."""
+    mount table, neither while copies come and go (the old code mounted it on /tmp/pm-cp-*) nor while a
+    copy is held half-read (the mount must then be alive, somewhere no one else sees)."""
     cid = agent.docker("create", B, "true").stdout.strip()
+    mounts = Path(f"/proc/{agent.proc.pid}/mounts")
     seen: list[str] = []
     stop = threading.Event()
 
     def watch() -> None:
         while not stop.is_set():
-            seen.extend(
-                line
-                for line in Path(f"/proc/{agent.proc.pid}/mounts").read_text().splitlines()
-                if "pm-cp-" in line
-            )
+            seen.extend(line for line in mounts.read_text().splitlines() if cid in line)
             time.sleep(0.001)
 
     t = threading.Thread(target=watch)
     t.start()
     try:
-        for _ in range(10):
-            agent.docker("cp", f"{cid}:/bin", str(tmp_path / "bin"))
+        for i in range(10):
+            agent.docker("cp", f"{cid}:/bin", str(tmp_path / f"bin{i}"))
+        assert (tmp_path / "bin0" / "busybox").stat().st_size > 0
+        conn = UnixHTTPConnection(str(agent.socket_path), timeout=60)
+        conn.request("GET", f"/containers/{cid}/archive?path=/bin")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read(512)  # the agent now waits on the socket, mid-stream
+        held = [line for line in mounts.read_text().splitlines() if cid in line]
+        total = 512 + len(resp.read())
+        conn.close()
+        assert total > 1 << 20 and not held, held
     finally:
         stop.set()
         t.join()
