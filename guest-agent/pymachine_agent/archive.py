@@ -172,7 +172,7 @@ class _TarOut:
 
 
 def tar_stream(top_fd: int, name: str, *, include_top: bool = True) -> Iterator[bytes]:
-    """The tar of the tree at the O_PATH fd `top_fd` (closed at the end), entries named below `name`."""
+    """The tar of the tree at the O_PATH fd `top_fd` (the caller's to close), entries named below `name`."""
     out = _TarOut()
     stack: list[tuple[int, str, list[str]]] = []
     try:
@@ -204,7 +204,6 @@ def tar_stream(top_fd: int, name: str, *, include_top: bool = True) -> Iterator[
     finally:
         for dfd, _, _ in stack:
             os.close(dfd)
-        os.close(top_fd)
 
 
 # -- in: a tar into a folder ---------------------------------------------------------------------------

@@ -255,8 +255,9 @@ class EngineIO:
             if head:
                 return archive.stat_header(info), (piece for piece in ())
             top, name = archive.open_source(root, path)
-            # the root stays open while the tar streams; the generator's end (or close) releases it
-            return archive.stat_header(info), _streaming(stack.pop_all(), archive.tar_stream(top, name))
+            stack.callback(os.close, top)
+            # the root stays open while the tar streams; the stream's end (or close) releases it
+            return archive.stat_header(info), _Streaming(stack.pop_all(), archive.tar_stream(top, name))
         raise AssertionError("unreachable")
 
     def container_export(self, ref: str) -> Iterator[bytes]:
@@ -264,8 +265,7 @@ class EngineIO:
         st = self._state(ref)  # type: ignore[attr-defined]
         with contextlib.ExitStack() as stack:
             root = stack.enter_context(self._root_of(st, writable=False, mounts=False))
-            top = os.dup(root)
-            return _streaming(stack.pop_all(), archive.tar_stream(top, "", include_top=False))
+            return _Streaming(stack.pop_all(), archive.tar_stream(root, "", include_top=False))
         raise AssertionError("unreachable")
 
     def archive_put(self, ref: str, path: str, chunks: Any, no_overwrite: bool = False) -> None:
@@ -493,15 +493,28 @@ def _closing(fd: int) -> Iterator[int]:
         os.close(fd)
 
 
-def _streaming(stack: contextlib.ExitStack, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """`chunks`, then `stack` closed: when the stream ends, fails or is closed by a client that left."""
-    with stack:
+class _Streaming:
+    """`chunks`, then `stack` closed: when the stream ends or fails, or the API closes it because the
+    client left (also before the first piece, when a generator's own `finally` would never run)."""
+
+    def __init__(self, stack: contextlib.ExitStack, chunks: Iterator[bytes]) -> None:
+        self.stack, self.chunks = stack, chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
         try:
-            yield from chunks
+            return next(self.chunks)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            getattr(self.chunks, "close", lambda: None)()
         finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
+            self.stack.close()
 
 
 def _reader(base: Path) -> Any:

@@ -408,6 +408,18 @@ def test_a_stopped_containers_filesystem_is_mounted_nowhere_the_guest_sees(
         total = 512 + len(resp.read())
         conn.close()
         assert total > 1 << 20 and not held, held
+        # a client that leaves mid-stream: the detached mount's fd (and every other) is released
+        fds = Path(f"/proc/{agent.proc.pid}/fd")
+        before = len(os.listdir(fds))
+        for _ in range(5):
+            conn = UnixHTTPConnection(str(agent.socket_path), timeout=60)
+            conn.request("GET", f"/containers/{cid}/archive?path=/bin")
+            assert conn.getresponse().read(512)
+            conn.close()
+        deadline = time.monotonic() + 30
+        while len(os.listdir(fds)) > before:
+            assert time.monotonic() < deadline, sorted(os.readlink(fds / n) for n in os.listdir(fds))
+            time.sleep(0.1)
     finally:
         stop.set()
         t.join()

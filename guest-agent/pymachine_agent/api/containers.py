@@ -216,7 +216,11 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
         path = req.query.get("path", "")
         if not path:
             raise HTTPError(400, "path cannot be empty")
-        engine.archive_put(ref, path, req.iter_body(), no_overwrite=req.qbool("noOverwriteDirNonDir"))
+        try:
+            engine.archive_put(ref, path, req.iter_body(), no_overwrite=req.qbool("noOverwriteDirNonDir"))
+        except BaseException:
+            req.conn.close_after = True  # the body may be half read: this connection cannot carry another
+            raise
         return 200
 
     @r("POST", "/containers/{ref}/exec")
