@@ -89,7 +89,7 @@ class ContainerSpec:
     cap_add: list[str] = field(default_factory=list)  # "NET_ADMIN" or "CAP_NET_ADMIN"; "ALL" allowed
     cap_drop: list[str] = field(default_factory=list)
     privileged: bool = False  # all capabilities, no masked/read-only paths, rw /sys, no seccomp filter
-    seccomp: str = "default"  # "default" (seccomp.py's filter) | "unconfined"
+    seccomp: str = "default"  # "default" (Docker's profile, seccomp.py) | "unconfined" | a profile's JSON
     readonly_rootfs: bool = False
     network: str = "new"  # "new" (fresh netns, on_netns hook configures it) | "host" | "none" | a netns path
     ipc: str = "private"  # "private" | "host" | a namespace path (/proc/<pid>/ns/ipc)
