@@ -97,7 +97,7 @@ def _seccomp_profile(value: str) -> str:
             "for --security-opt seccomp=FILE), or seccomp=unconfined"
         )
     try:
-        profile = json.dumps(json.loads(value), separators=(",", ":"))
+        profile = json.dumps(seccomp.parse(value), separators=(",", ":"))
         seccomp.check(profile)
     except (ValueError, RecursionError) as e:  # ProfileError is a ValueError
         raise BadParameter(f"invalid seccomp profile: {e}") from None

@@ -3,8 +3,8 @@ prctl(PR_SET_SECCOMP) right before execve.
 
 The profile is data in Docker's JSON format: `seccomp_default.json` is moby's profiles/seccomp/default.json
 (an allowlist with EPERM as the default action; syscall groups unlocked by capabilities through
-`includes`/`excludes`; argument conditions on clone, personality and socket), with io_uring_* left out as in
-Docker >= 25. `docker run --security-opt seccomp=PROFILE.json` hands us the file's JSON, compiled the same way.
+`includes`/`excludes`; argument conditions on clone, personality and socket), with io_uring_* left out as
+in Docker >= 25. `docker run --security-opt seccomp=PROFILE.json` hands us the file's JSON, compiled alike.
 Syscall numbers come from `seccomp_syscalls.json`, generated from the kernel headers by
 tests/support/gen_syscall_tables.py.
 
@@ -164,9 +164,8 @@ def _applies(entry: dict, caps: set[str], arch: str, kernel: tuple[int, int], wh
         for c in _strings(f.get("caps"), f"{where}: caps"):
             if c.upper().removeprefix("CAP_") not in CAP_NAMES:
                 raise ProfileError(f"{where}: unknown capability {c!r}")
-    if arches := _strings(inc.get("arches"), f"{where}: includes.arches"):
-        if arch not in arches:
-            return False
+    if (arches := _strings(inc.get("arches"), f"{where}: includes.arches")) and arch not in arches:
+        return False
     if not all(c.upper() in caps for c in _strings(inc.get("caps"), "")):
         return False
     if inc.get("minKernel") and kernel < _kernel_version(str(inc["minKernel"]), where):
@@ -175,9 +174,7 @@ def _applies(entry: dict, caps: set[str], arch: str, kernel: tuple[int, int], wh
         return False
     if any(c.upper() in caps for c in _strings(exc.get("caps"), "")):
         return False
-    if exc.get("minKernel") and kernel >= _kernel_version(str(exc["minKernel"]), where):
-        return False
-    return True
+    return not (exc.get("minKernel") and kernel >= _kernel_version(str(exc["minKernel"]), where))
 
 
 def resolve(
@@ -216,13 +213,13 @@ def resolve(
     return default, rules
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def syscall_table(machine: str) -> dict[str, int]:
     with open(os.path.join(_HERE, "seccomp_syscalls.json")) as f:
         return json.load(f)[machine]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def default_profile() -> dict:
     with open(os.path.join(_HERE, "seccomp_default.json")) as f:
         return json.load(f)
@@ -288,12 +285,14 @@ def _assemble(code: list[Insn | str]) -> list[tuple[int, int, int, int]]:
             insns.append(item)
     out = []
     for pc, (op, jt, jf, k) in enumerate(insns):
-        rel = {f: labels[v] - pc - 1 if isinstance(v, str) else v for f, v in (("jt", jt), ("jf", jf), ("k", k))}
-        if not (0 <= rel["jt"] <= 255 and 0 <= rel["jf"] <= 255):
+        jt, jf, k = (labels[v] - pc - 1 if isinstance(v, str) else v for v in (jt, jf, k))
+        if not (0 <= jt <= 255 and 0 <= jf <= 255):
             raise ProfileError("the profile's argument conditions on one syscall are too long to compile")
-        out.append((op, rel["jt"], rel["jf"], rel["k"]))
+        out.append((op, jt, jf, k))
     if len(out) > BPF_MAXINSNS:
-        raise ProfileError(f"the profile compiles to {len(out)} BPF instructions (the kernel takes {BPF_MAXINSNS})")
+        raise ProfileError(
+            f"the profile compiles to {len(out)} BPF instructions, over the kernel's {BPF_MAXINSNS}"
+        )
     return out
 
 
