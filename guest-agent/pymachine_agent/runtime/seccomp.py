@@ -157,7 +157,7 @@ def _conds(args: Any, where: str) -> list[tuple[Cond, ...]]:
 
 
 def _applies(entry: dict, caps: set[str], arch: str, kernel: tuple[int, int], where: str) -> bool:
-    inc, exc = entry.get("includes") or {}, entry.get("excludes") or {}
+    inc, exc = (entry.get(k) if entry.get(k) is not None else {} for k in ("includes", "excludes"))
     if not isinstance(inc, dict) or not isinstance(exc, dict):
         raise ProfileError(f"{where}: includes and excludes must be objects")
     for f in (inc, exc):
@@ -189,7 +189,8 @@ def resolve(
     _strings(profile.get("architectures"), "architectures")
     default_errno = _int(profile.get("defaultErrnoRet", errno.EPERM), "defaultErrnoRet", 4095)
     default = _ret(profile.get("defaultAction"), None, default_errno, "defaultAction")
-    syscalls = profile.get("syscalls") or []
+    syscalls = profile.get("syscalls")
+    syscalls = [] if syscalls is None else syscalls
     if not isinstance(syscalls, list):
         raise ProfileError("syscalls must be a list")
     arch = ARCHES[machine][1]
