@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.agent import Agent, start_agent
+from support.agent import Agent, running_agent
 
 B = "pymachine/busybox"
 PROBE_SRC = Path(__file__).resolve().parents[1] / "support" / "seccomp_probe.c"
@@ -47,12 +47,9 @@ def probe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    a = start_agent(Path(tmp_path_factory.mktemp("agent")))
-    try:
+    with running_agent(Path(tmp_path_factory.mktemp("agent"))) as a:
         a.load_busybox()
         yield a
-    finally:
-        a.stop()
 
 
 def probe(agent: Agent, probe_dir: Path, names: list[str], *opts: str) -> dict[str, str]:
