@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .network.model import EndpointConfig, EndpointSettings, PortSpec
+from .network.model import EndpointConfig, EndpointSettings, InvalidParameterError, PortSpec
+from .network.ports import parse_host_ip
 from .runtime import seccomp
 from .runtime.spec import ContainerSpec, Limits, LogConfig, Mount, RestartPolicy
 
@@ -139,13 +140,17 @@ def merge_env(image_env: list[str] | None, env: list[str] | None) -> list[str]:
 def parse_port_key(key: str) -> tuple[int, str]:
     port, _, proto = key.partition("/")
     try:
-        return int(port.split("-")[0]), (proto or "tcp").lower()
+        number = int(port.split("-")[0])
     except ValueError:
         raise BadParameter(f'invalid port specification: "{key}"') from None
+    if not 0 < number < 65536:
+        raise BadParameter(f'invalid port specification: "{key}"')
+    return number, (proto or "tcp").lower()
 
 
 def port_specs(bindings: dict[str, Any] | None) -> list[PortSpec]:
-    """HostConfig.PortBindings → PortSpec list (HostPort "" means an ephemeral port)."""
+    """HostConfig.PortBindings → PortSpec list (HostPort "" means an ephemeral port). HostIp must be an IP
+    literal or empty: a name (`localhost`, `0`) would be resolved by the host agent's bind."""
     out: list[PortSpec] = []
     for key, entries in (bindings or {}).items():
         cport, proto = parse_port_key(key)
@@ -155,7 +160,13 @@ def port_specs(bindings: dict[str, Any] | None) -> list[PortSpec]:
                 host_port = int(hp)
             except ValueError:
                 raise BadParameter(f'invalid port specification: "{hp}"') from None
-            out.append(PortSpec(cport, proto, host_port, (entry or {}).get("HostIp") or ""))
+            if not 0 <= host_port < 65536:
+                raise BadParameter(f'invalid port specification: "{hp}"')
+            try:
+                host_ip = parse_host_ip(str((entry or {}).get("HostIp") or ""))
+            except InvalidParameterError as exc:
+                raise BadParameter(f"port binding {key}: {exc.message}") from None
+            out.append(PortSpec(cport, proto, host_port, host_ip))
     return out
 
 
