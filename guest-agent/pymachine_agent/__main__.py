@@ -96,9 +96,8 @@ def serve(
     settings: dict | None = None,
 ) -> int:
     from .api import ApiServer, build_router
-    from .engine import Engine
-
     from .api.wire import Timeouts
+    from .engine import Engine
 
     settings = settings or {}
     engine = Engine(

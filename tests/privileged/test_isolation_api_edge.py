@@ -269,7 +269,8 @@ def test_legitimate_requests_still_work(agent: Agent) -> None:
     chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
     status, answer = send_raw(
         agent,
-        b"POST /v1.44/volumes/create HTTP/1.1\r\nHost: docker\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked,
+        b"POST /v1.44/volumes/create HTTP/1.1\r\nHost: docker\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunked,
     )
     assert status == 201, answer
     s = _connect(agent)

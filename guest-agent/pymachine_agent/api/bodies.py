@@ -78,7 +78,7 @@ def check(value: Any, schema: Any, where: str = "") -> None:
         if not isinstance(value, list):
             raise _fail(where, "an array", value)
         for i, item in enumerate(value):
-            if item is None:
+            if item is None:  # Go would make a zero value; the engine's loops expect real items
                 raise _fail(f"{where}[{i}]", "a value", item)
             check(item, schema.item, f"{where}[{i}]")
         return
@@ -86,7 +86,7 @@ def check(value: Any, schema: Any, where: str = "") -> None:
         if not isinstance(value, dict):
             raise _fail(where, "an object", value)
         for key, item in value.items():
-            if item is None and schema.value is not dict:
+            if item is None and schema.value in (str, int, bool):  # a null label value would crash the engine
                 raise _fail(f"{where}[{key!r}]", "a value", item)
             check(item, schema.value, f"{where}[{key!r}]")
         return
@@ -199,7 +199,14 @@ CONTAINER_CONFIG = {
     "StopTimeout": int,
     "Shell": STRSLICE,
     "Healthcheck": Obj(
-        {"Test": STRS, "Interval": int, "Timeout": int, "StartPeriod": int, "StartInterval": int, "Retries": int}
+        {
+            "Test": STRS,
+            "Interval": int,
+            "Timeout": int,
+            "StartPeriod": int,
+            "StartInterval": int,
+            "Retries": int,
+        }
     ),
 }
 
@@ -246,7 +253,9 @@ NETWORK_CREATE = Obj(
             {
                 "Driver": str,
                 "Options": LABELS,
-                "Config": ListOf(Obj({"Subnet": str, "IPRange": str, "Gateway": str, "AuxiliaryAddresses": LABELS})),
+                "Config": ListOf(
+                    Obj({"Subnet": str, "IPRange": str, "Gateway": str, "AuxiliaryAddresses": LABELS})
+                ),
             }
         ),
     }

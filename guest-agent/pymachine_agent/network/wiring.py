@@ -203,7 +203,9 @@ class Wiring:
                 # the record holds the address really bound: it is what the host agent is told and what
                 # inspect and ps show (a port asked for without HostIp takes the engine's default)
                 host_ip = spec.host_ip or self.default_host_ip
-                port = PublishedPort(container_id, spec.proto, host_ip, host_port, first.ip, spec.container_port)
+                port = PublishedPort(
+                    container_id, spec.proto, host_ip, host_port, first.ip, spec.container_port
+                )
                 self.holder.add(container_id, sock, port, proxy)
                 rec["ports"].append(port.to_json())
             rec["hosts"] = hostsfile.container_hosts(
