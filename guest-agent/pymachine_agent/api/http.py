@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from . import wire
-from .wire import ProtocolError, Timeouts
+from .wire import HTTPError, ProtocolError, Timeouts
 
 STATUS_TEXT = {
     101: "UPGRADED",
@@ -40,15 +40,6 @@ STATUS_TEXT = {
     503: "Service Unavailable",
     505: "HTTP Version Not Supported",
 }
-
-
-class HTTPError(Exception):
-    """An error reply: `{"message": ...}` with a Docker status code."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class ClientGone(Exception):

@@ -46,13 +46,17 @@ class Timeouts:
     body: float = 60.0
 
 
-class ProtocolError(Exception):
-    """The request cannot be framed; answer `status` (when nothing went out yet) and close."""
+class HTTPError(Exception):
+    """An error reply: `{"message": ...}` with a Docker status code."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class ProtocolError(HTTPError):
+    """The request cannot be framed; answer `status` (when nothing went out yet) and close."""
 
 
 class ReadTimeout(ProtocolError):
@@ -80,7 +84,7 @@ class Reader:
             raise ReadTimeout("timed out waiting for the client to send the request")
         try:
             data = self.sock.recv(65536)
-        except (ConnectionResetError, OSError):
+        except OSError:  # a reset is the end of input like any other
             data = b""
         if not data:
             self.eof = True
