@@ -16,7 +16,7 @@ from typing import Any
 
 from .network.model import EndpointConfig, EndpointSettings, InvalidParameterError, PortSpec
 from .network.ports import parse_host_ip
-from .runtime import seccomp
+from .runtime import seccomp, sysctls
 from .runtime.spec import ContainerSpec, Limits, LogConfig, Mount, RestartPolicy
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -405,7 +405,7 @@ def translate_create(
         uts="host" if hc.get("UTSMode") == "host" else "private",
         cgroupns="host" if hc.get("CgroupnsMode") == "host" else "private",
         init=bool(hc.get("Init")),
-        sysctls=dict(hc.get("Sysctls") or {}),
+        sysctls=_sysctls(hc, mode),
         shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
         stop_signal=stop_signal,
         stop_timeout=int(stop_timeout) if stop_timeout is not None else 10,
@@ -423,6 +423,21 @@ def translate_create(
         },
     )
     return CreatePlan(spec, endpoint, named, anonymous, warnings)
+
+
+def _sysctls(hc: dict[str, Any], network_mode: str) -> dict[str, str]:
+    """HostConfig.Sysctls; 400 naming the key unless it is namespaced, in a namespace the container owns."""
+    raw = hc.get("Sysctls") or {}
+    if not isinstance(raw, dict):
+        raise BadParameter("HostConfig.Sysctls must be an object of name: value")
+    values = {str(k): str(v) for k, v in raw.items()}
+    ipc = hc.get("IpcMode") or ""
+    private_net = network_mode != "host" and not network_mode.startswith("container:")
+    try:
+        sysctls.check(values, private_net, private_ipc=ipc != "host" and not ipc.startswith("container:"))
+    except sysctls.SysctlError as exc:
+        raise BadParameter(str(exc)) from None
+    return values
 
 
 def fill_host_config(hc: dict[str, Any], mode: str) -> dict[str, Any]:

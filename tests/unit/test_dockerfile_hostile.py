@@ -4,10 +4,10 @@ error or a parse, never a RecursionError nor a quadratic regex scan (which holds
 from __future__ import annotations
 
 import pytest
+from support.deadline import run_within
 
 from pymachine_agent.build import dockerfile, shellwords
 from pymachine_agent.build.dockerfile import DockerfileError
-from tests.support.deadline import run_within
 
 
 def test_long_blank_run_in_a_directive_line() -> None:

@@ -6,10 +6,10 @@ import random
 import re
 
 import pytest
+from support.deadline import run_within
 
 from pymachine_agent.build.context import ContextError, DockerIgnore, go_match
 from pymachine_agent.build.globmatch import Glob, GlobError
-from tests.support.deadline import run_within
 
 
 def moby_regex(pattern: str, double_star: bool) -> str:

@@ -13,7 +13,7 @@ import os
 import stat
 from pathlib import Path
 
-from pymachine_agent.runtime import libc
+from pymachine_agent.runtime import libc, sysctls
 from pymachine_agent.runtime.spec import ContainerSpec, Mount
 
 MASKED_PATHS = [
@@ -161,9 +161,8 @@ def setup_rootfs(spec: ContainerSpec, ctr_dir: str, cgroup_v2: bool) -> None:
     if spec.readonly_rootfs:
         libc.mount(None, root, None, libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY)
     _pivot(root)
-    for key, value in spec.sysctls.items():
-        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-            f.write(value)
+    # namespaced keys only, in namespaces of the container's own: refused here too, whatever the API let by
+    sysctls.write(spec.sysctls, spec.network in ("new", "none"), spec.ipc in ("private", "shareable"))
     if not spec.privileged:
         mask_paths()
 
