@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from pymachine_agent import inroot
+
 from .globmatch import Glob, GlobError
 
 
@@ -164,27 +166,10 @@ def resolve_in_root(root: Path, path: str, follow_last: bool = True) -> Path:
     """
     if not path.startswith("/") and go_clean(path).split("/")[0] == "..":
         raise ContextError(f"forbidden path outside the build context: {path}")
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root.joinpath(*resolved, part)
-        if candidate.is_symlink() and (parts or follow_last):
-            hops += 1
-            if hops > 255:
-                raise ContextError(f"too many levels of symbolic links in {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return root.joinpath(*resolved)
+    try:
+        return Path(inroot.resolve(str(root), path, follow_last, max_links=255))
+    except OSError as exc:
+        raise ContextError(exc.strerror or str(exc)) from None
 
 
 def expand_sources(root: Path, source: str) -> list[Path]:

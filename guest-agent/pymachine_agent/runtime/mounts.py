@@ -13,6 +13,7 @@ import os
 import stat
 from pathlib import Path
 
+from pymachine_agent import inroot
 from pymachine_agent.runtime import libc, sysctls
 from pymachine_agent.runtime.spec import ContainerSpec, Mount
 
@@ -29,27 +30,7 @@ NOSUID_NODEV_NOEXEC = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
 def secure_join(root: str, path: str) -> str:
     """`path` inside `root` with every symlink resolved as if `root` were "/", so that an image's symlink can
     never send a mount outside the container's root."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        if os.path.islink(candidate):
-            hops += 1
-            if hops > 40:
-                raise OSError(40, f"too many symlinks resolving {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p and p != "."] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
+    return inroot.resolve(root, path)
 
 
 def _ensure(path: str, is_dir: bool) -> None:
