@@ -65,6 +65,7 @@ def test_fifo_is_an_error_not_a_hang(image: Path) -> None:
     os.mkfifo(image / "etc/passwd")
     answer = run_within(10, lambda: user.resolve("app", image))
     assert answer[:2] == ("raised", "LookupError") and "not a regular file" in answer[2]
+    assert run_within(10, lambda: user.resolve("0:0", image).home) == ("ok", "/")  # numbers need no file
     os.unlink(image / "etc/passwd")
     os.symlink("/dev/zero", image / "etc/passwd")
     os.makedirs(image / "dev")

@@ -26,17 +26,18 @@ class ExecUser:
     home: str = "/"
 
 
-def _read(root: Path, path: str, fields: int, numeric: tuple[int, ...]) -> list[list[str]]:
+def _read(root: Path, path: str, fields: int, numeric: tuple[int, ...]) -> tuple[list[list[str]], str]:
     """The entries of the image's `path` with at least `fields` fields and digits in the `numeric` ones (a
-    malformed line is skipped, as glibc does); none when the file does not exist (numeric ids still work)."""
+    malformed line is skipped, as glibc does), and why the file could not be read ("" when it was, or does not
+    exist: numeric ids work without it, as in runc)."""
     try:
         data = inroot.read_regular(str(root), path, MAX_SIZE)
     except FileNotFoundError:
-        return []
+        return [], ""
     except OSError as exc:
         if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-            return []  # a path that cannot exist: as missing
-        raise LookupError(f"cannot read {path} of the image: {exc.strerror or exc}") from None
+            return [], ""  # a path that cannot exist: as missing
+        return [], f"cannot read {path} of the image: {exc.strerror or exc}"
     entries = []
     for line in data.decode(errors="replace").splitlines():
         entry = line.split(":")
@@ -46,16 +47,25 @@ def _read(root: Path, path: str, fields: int, numeric: tuple[int, ...]) -> list[
             and all(entry[i].isascii() and entry[i].isdigit() for i in numeric)
         ):
             entries.append(entry)
-    return entries
+    return entries, ""
+
+
+def _check(why: str, kind: str, name: str) -> None:
+    """A name needs the file; a number does without it (HOME "/", no supplementary groups)."""
+    if why and not (name.isascii() and name.isdigit()):
+        raise LookupError(f"unable to find {kind} {name}: {why}")
 
 
 def resolve(user: str, root: str | Path = "/", group_add: list[str] | None = None) -> ExecUser:
     """Resolve `user` ("", "name", "uid", "name:group", "uid:gid") against the rootfs at `root`.
     Raises LookupError with Docker's wording when a name is unknown."""
     root = Path(root)
-    passwd = _read(root, "/etc/passwd", 7, (2, 3))
-    groups = _read(root, "/etc/group", 3, (2,))
+    passwd, passwd_error = _read(root, "/etc/passwd", 7, (2, 3))
+    groups, group_error = _read(root, "/etc/group", 3, (2,))
     name, _, group = (user or "0").partition(":")
+    _check(passwd_error, "user", name)
+    for g in ([group] if group else []) + list(group_add or []):
+        _check(group_error, "group", g)
     out = ExecUser()
     entry = next((p for p in passwd if name in (p[0], p[2])), None)
     if entry is not None:
