@@ -6,22 +6,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.agent import BUSYBOX_REF, Agent, running_agent
-from support.build import context_tar, errors, post_build, stream_text
+from support.build import build_agent, context_tar, errors, post_build, stream_text  # noqa: F401
 
 BB = BUSYBOX_REF
 SOMEONE = "someone:x:4242:4242::/guest-secret-home:/bin/sh\n"  # only in the guest file, never in an image
 
 
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    with running_agent(tmp_path_factory.mktemp("isobuild")) as a:
-        a.load_busybox()
-        yield a
+@pytest.fixture
+def agent(build_agent: Agent) -> Agent:  # noqa: F811 - the module's agent, busybox loaded (support.build)
+    return build_agent
 
 
 @pytest.fixture(scope="module")

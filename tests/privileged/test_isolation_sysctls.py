@@ -9,7 +9,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from support.agent import Agent, running_agent
+from support.agent import Agent
+from support.build import build_agent  # noqa: F401
 from support.rootfs import build_busybox_rootfs
 from support.runtime import output, spec
 
@@ -29,11 +30,9 @@ def core_pattern() -> Iterator[str]:
         pytest.fail("kernel.core_pattern of this host was changed by the engine")
 
 
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    with running_agent(tmp_path_factory.mktemp("sysctls")) as a:
-        a.load_busybox()
-        yield a
+@pytest.fixture
+def agent(build_agent: Agent) -> Agent:  # noqa: F811 - the module's agent, busybox loaded (support.build)
+    return build_agent
 
 
 def run_output(agent: Agent, command: str, **kw: object) -> str:
