@@ -104,3 +104,17 @@ def test_stacked_double_stars_against_a_deep_path_finish() -> None:
         return any(ignore.ignored(deep + "/y") or go_match("*a" * 40 + "b", "a" * 250) for _ in range(50))
 
     assert run_within(10, run) == ("ok", False)
+
+
+def test_the_dfa_cache_stays_bounded_and_right_across_resets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pymachine_agent.build import globmatch
+
+    monkeypatch.setattr(globmatch, "_STATE_LIMIT", 4)  # resets all the time
+    glob = Glob("**/*a**/*a**/b?", double_star=True)
+    regex = re.compile(moby_regex(glob.pattern, True), re.S)
+    rng = random.Random(3)
+    for _ in range(2000):
+        path = "".join(rng.choice("ab/x") for _ in range(rng.randint(0, 12)))
+        parents = ["/".join(path.split("/")[: k + 1]) for k in range(path.count("/"))]
+        assert glob.match_or_parent(path) == any(regex.match(p) for p in [path, *parents]), path
+        assert len(glob._sets) <= 4

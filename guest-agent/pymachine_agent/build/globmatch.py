@@ -19,6 +19,7 @@ from dataclasses import dataclass
 # Token kinds. Each token is one NFA state; state len(tokens) accepts.
 _LIT, _ONE, _CLASS, _STAR, _DSTAR_DIR, _DSTAR_END = range(6)
 _CACHE_LIMIT = 1 << 16  # DFA transitions kept per pattern before the cache starts over
+_STATE_LIMIT = 1 << 12  # DFA states kept per pattern (each a frozenset): memory stays bounded on any input
 
 
 class GlobError(ValueError):
@@ -112,11 +113,8 @@ class Glob:
             # moby's "suffix match" shortcut for a leading `**` followed by plain text: `**foo` matches
             # `barfoo` there, which its regex would not; we keep moby's answer
             self._suffix = rest
-        self._ids: dict[frozenset[int], int] = {}
-        self._sets: list[frozenset[int]] = []
-        self._accepts: list[bool] = []
-        self._trans: dict[tuple[int, str], int] = {}
-        self._start = self._intern(self._closure({0}))
+        self._start_set = self._closure({0})
+        self._reset()
 
     # -- the NFA --------------------------------------------------------------------------------------
     def _closure(self, states: set[int]) -> frozenset[int]:
@@ -162,6 +160,13 @@ class Glob:
         return self._closure(out)
 
     # -- the lazy DFA ---------------------------------------------------------------------------------
+    def _reset(self) -> None:
+        self._ids: dict[frozenset[int], int] = {}
+        self._sets: list[frozenset[int]] = []
+        self._accepts: list[bool] = []
+        self._trans: dict[tuple[int, str], int] = {}
+        self._start = self._intern(self._start_set)
+
     def _intern(self, states: frozenset[int]) -> int:
         found = self._ids.get(states)
         if found is None:
@@ -174,9 +179,13 @@ class Glob:
         key = (state, ch)
         found = self._trans.get(key)
         if found is None:
+            after = self._step(self._sets[state], ch)
+            if len(self._sets) >= _STATE_LIMIT:
+                self._reset()  # the ids held by the caller die here; it only uses the one returned
+                return self._intern(after)
             if len(self._trans) >= _CACHE_LIMIT:
                 self._trans.clear()
-            found = self._trans[key] = self._intern(self._step(self._sets[state], ch))
+            found = self._trans[key] = self._intern(after)
         return found
 
     def _run(self, path: str, at_parents: bool) -> bool:
