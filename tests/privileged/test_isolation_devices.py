@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.agent import Agent, start_agent
+from support.agent import Agent, running_agent
 
 from pymachine_agent.runtime import devices
 from pymachine_agent.runtime.cgroups import Cgroup
@@ -56,12 +56,9 @@ def _has_v2() -> bool:
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    a = start_agent(Path(tmp_path_factory.mktemp("agent")))
-    try:
+    with running_agent(tmp_path_factory.mktemp("agent")) as a:
         a.load_busybox()
         yield a
-    finally:
-        a.stop()
 
 
 def run(agent: Agent, *args: str) -> subprocess.CompletedProcess[str]:

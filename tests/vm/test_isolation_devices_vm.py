@@ -5,18 +5,16 @@ reads nothing; `--device /dev/fuse` and `--privileged` work. Driven by the docke
 from __future__ import annotations
 
 import pytest
-from support.hostagent_vm import VmMachine, env_of, hostagent_machine  # noqa: F401 - fixture found by name
+from support.hostagent_vm import VmMachine, hostagent_machine  # noqa: F401 - fixture found by name
 
 B = "pymachine/busybox"
 DENIED = ("Operation not permitted", "Permission denied")
 
 
 @pytest.fixture
-def vm(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    machine: VmMachine = request.getfixturevalue("hostagent_machine")
-    with env_of(machine):
-        yield machine
-    machine.remove_all_containers()
+def vm(request: pytest.FixtureRequest) -> VmMachine:
+    """The session's machine, busybox loaded (shared with the other host-agent vm tests)."""
+    return request.getfixturevalue("hostagent_machine")
 
 
 def test_the_seed_disks_ssh_host_key_cannot_be_read(vm: VmMachine) -> None:
