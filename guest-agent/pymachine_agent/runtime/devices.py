@@ -54,11 +54,6 @@ class Rule:
     minor: int
     access: str
 
-    def __str__(self) -> str:
-        major = "*" if self.major == WILDCARD else self.major
-        minor = "*" if self.minor == WILDCARD else self.minor
-        return f"{self.type} {major}:{minor} {self.access}"
-
 
 def parse_rule(text: str) -> Rule:
     """ "c 1:3 rwm" (--device-cgroup-rule) → Rule; ValueError with dockerd's message otherwise."""
@@ -280,8 +275,13 @@ def _call(cmd: int, attr: ctypes.Structure) -> int:
     return ret
 
 
+class VerifierError(OSError):
+    """The kernel knows the program type but refused this program (a bug here, never a missing feature)."""
+
+
 def load(insns: bytes) -> int:
-    """BPF_PROG_LOAD → the program's fd. On a verifier rejection the error carries the verifier's log."""
+    """BPF_PROG_LOAD → the program's fd. A verifier rejection raises VerifierError with the verifier's log;
+    EINVAL with an empty log is a kernel without cgroup device programs (CONFIG_CGROUP_BPF=n)."""
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(LICENSE)
     attr = _ProgLoad(
@@ -301,9 +301,9 @@ def load(insns: bytes) -> int:
         try:
             return _call(BPF_PROG_LOAD, attr)
         except OSError as e2:
-            raise OSError(
-                e2.errno, f"BPF_PROG_LOAD: {e2.strerror}: {buf.value.decode(errors='replace')}"
-            ) from e
+            if not buf.value:
+                raise
+            raise VerifierError(e2.errno, f"BPF_PROG_LOAD: {buf.value.decode(errors='replace')}") from e
 
 
 def attach(cgroup_dir: str, prog_fd: int) -> None:
@@ -332,7 +332,7 @@ def install(cgroup_dir: str | None, rules: list[Rule]) -> bool:
         try:
             fd = load(program(rules))
         except OSError as e:
-            if e.errno not in (errno.ENOSYS, errno.EINVAL, errno.EPERM):
+            if isinstance(e, VerifierError) or e.errno not in (errno.ENOSYS, errno.EINVAL, errno.EPERM):
                 raise
             why = f"bpf(BPF_PROG_LOAD): {e.strerror}"
         else:
