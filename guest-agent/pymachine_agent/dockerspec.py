@@ -8,12 +8,14 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .network.model import EndpointConfig, EndpointSettings, PortSpec
+from .runtime import seccomp
 from .runtime.devices import parse_rule
 from .runtime.spec import ContainerSpec, DeviceMapping, Limits, LogConfig, Mount, RestartPolicy
 
@@ -57,12 +59,13 @@ def parse_size(value: str | int) -> int:
 
 
 def seccomp_mode(security_opt: list[str] | None) -> str:
-    """HostConfig.SecurityOpt → the runtime's `seccomp` ("default" | "unconfined"), as dockerd parses it.
+    """HostConfig.SecurityOpt → the runtime's `seccomp` ("default" | "unconfined" | a profile's JSON), as
+    dockerd parses it.
 
     Accepts `seccomp=unconfined` and the old `seccomp:unconfined`; `no-new-privileges[=bool]` is accepted
     because the runtime always sets no_new_privs; `apparmor=`/`label=`/`systempaths=unconfined` are accepted
     and ignored, as dockerd does on a host without AppArmor/SELinux. A custom seccomp profile (the JSON the
-    CLI sends for `seccomp=<file>`) cannot be applied by our fixed filter, so it is refused, not ignored.
+    CLI sends for `seccomp=<file>`) is compiled here once, so that a malformed one is a 400 at create.
     """
     mode = "default"
     for opt in security_opt or []:
@@ -79,15 +82,27 @@ def seccomp_mode(security_opt: list[str] | None) -> str:
             elif value in ("builtin", "default"):
                 mode = "default"
             else:
-                raise BadParameter(
-                    "custom seccomp profiles are not supported: use the default filter or seccomp=unconfined"
-                )
+                mode = _seccomp_profile(value)
         elif key == "no-new-privileges":
             if value.lower() not in ("true", "false", "1", "0", ""):
                 raise BadParameter(f"invalid --security-opt 2: {opt!r}")
         elif key not in ("apparmor", "label", "systempaths"):
             raise BadParameter(f'invalid --security-opt 2: "{opt}"')
     return mode
+
+
+def _seccomp_profile(value: str) -> str:
+    if not value.lstrip().startswith("{"):
+        raise BadParameter(
+            f"invalid seccomp profile {value[:64]!r}: send the profile's JSON (the docker CLI reads the file "
+            "for --security-opt seccomp=FILE), or seccomp=unconfined"
+        )
+    try:
+        profile = json.dumps(seccomp.parse(value), separators=(",", ":"))
+        seccomp.check(profile)
+    except (ValueError, RecursionError) as e:  # ProfileError is a ValueError
+        raise BadParameter(f"invalid seccomp profile: {e}") from None
+    return profile
 
 
 def combine_command(

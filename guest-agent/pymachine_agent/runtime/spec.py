@@ -101,7 +101,7 @@ class ContainerSpec:
     privileged: bool = False  # all capabilities, no masked/read-only paths, rw /sys, no seccomp filter
     devices: list[DeviceMapping] = field(default_factory=list)  # --device
     device_cgroup_rules: list[str] = field(default_factory=list)  # --device-cgroup-rule, "c 1:3 rwm"
-    seccomp: str = "default"  # "default" (seccomp.py's filter) | "unconfined"
+    seccomp: str = "default"  # "default" (Docker's profile, seccomp.py) | "unconfined" | a profile's JSON
     readonly_rootfs: bool = False
     network: str = "new"  # "new" (fresh netns, on_netns hook configures it) | "host" | "none" | a netns path
     ipc: str = "private"  # "private" | "host" | a namespace path (/proc/<pid>/ns/ipc)
