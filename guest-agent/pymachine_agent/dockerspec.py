@@ -17,7 +17,8 @@ from typing import Any
 from .network.model import EndpointConfig, EndpointSettings, InvalidParameterError, PortSpec
 from .network.ports import parse_host_ip
 from .runtime import seccomp, sysctls
-from .runtime.spec import ContainerSpec, Limits, LogConfig, Mount, RestartPolicy
+from .runtime.devices import parse_rule
+from .runtime.spec import ContainerSpec, DeviceMapping, Limits, LogConfig, Mount, RestartPolicy
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 _NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -199,6 +200,27 @@ def parse_bind(bind: str) -> tuple[str, str, bool, list[str]]:
     return src, dst, readonly, options
 
 
+def device_mappings(hc: dict[str, Any]) -> tuple[list[DeviceMapping], list[str]]:
+    """HostConfig.Devices (--device) and DeviceCgroupRules (--device-cgroup-rule), checked as dockerd does;
+    the guest nodes themselves are looked up at start."""
+    devices = []
+    for d in hc.get("Devices") or []:
+        host, inside = d.get("PathOnHost") or "", d.get("PathInContainer") or d.get("PathOnHost") or ""
+        perms = d.get("CgroupPermissions") or "rwm"
+        if not host.startswith("/") or not inside.startswith("/"):
+            raise BadParameter(f"bad format for path: {host}:{inside}")
+        if any(c not in "rwm" for c in perms):
+            raise BadParameter(f"invalid device mode: {perms}")
+        devices.append(DeviceMapping(host, inside, perms))
+    rules = list(hc.get("DeviceCgroupRules") or [])
+    for rule in rules:
+        try:
+            parse_rule(rule)
+        except ValueError as e:
+            raise BadParameter(str(e)) from e
+    return devices, rules
+
+
 def _tmpfs_options(opts: str) -> list[str]:
     return [o for o in opts.split(",") if o]
 
@@ -377,6 +399,7 @@ def translate_create(
     if stop_timeout is not None:
         config["StopTimeout"] = stop_timeout
     host_config = fill_host_config(hc, mode)
+    devices, device_rules = device_mappings(hc)
 
     spec = ContainerSpec(
         id=cid,
@@ -394,6 +417,8 @@ def translate_create(
         stdin_once=config["StdinOnce"],
         mounts=mounts,
         limits=limits,
+        devices=devices,
+        device_cgroup_rules=device_rules,
         cap_add=list(hc.get("CapAdd") or []),
         cap_drop=list(hc.get("CapDrop") or []),
         privileged=bool(hc.get("Privileged")),
@@ -475,6 +500,7 @@ def fill_host_config(hc: dict[str, Any], mode: str) -> dict[str, Any]:
         "IpcMode": "private",
         "Isolation": "",
         "ConsoleSize": [0, 0],
+        "Devices": [],
     }
     for key, value in defaults.items():
         if out.get(key) is None or (key == "ShmSize" and not out.get(key)):
