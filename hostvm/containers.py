@@ -224,7 +224,8 @@ def start(container: Container) -> None:
 
 def summary(c: Container, forwards: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """One row of `ps`, shaped like `docker ps --format json`. With the host agent's `forwards`, a port shows
-    the address it is really bound to on this machine (the guest reports 0.0.0.0 for "not asked")."""
+    the address it is really bound to on this machine (a guest seeded before `default_host_ip` existed, or one
+    without settings, reports 0.0.0.0 for "not asked")."""
     attrs = c.attrs
     bound = {(f["container"], f["proto"], int(f["host_port"])): f["host_ip"] for f in forwards or []}
     ports = []

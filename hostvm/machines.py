@@ -21,6 +21,7 @@ from . import paths, proc, seed, ssh, store
 from .domain import VMSpec
 from .drivers import Driver, DriverState, get_driver
 from .errors import NotFoundError, PymachineError, UsageError
+from .hostagent.ports import DEFAULT_HOST_IP
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -148,7 +149,8 @@ def create(
                 authorized_keys=(mp.ssh_key.parent / (mp.ssh_key.name + ".pub")).read_text(),
                 host_key_private=mp.host_key.read_bytes(),
                 host_key_public=(mp.host_key.parent / (mp.host_key.name + ".pub")).read_text(),
-                agent_settings={"machine": cfg.name},
+                # the guest reports ports published without a HostIp at the address the host agent binds
+                agent_settings={"machine": cfg.name, "default_host_ip": DEFAULT_HOST_IP},
             ),
         )
         base = cfg.image["disk"]

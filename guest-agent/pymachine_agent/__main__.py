@@ -63,7 +63,28 @@ def read_settings(path: Path | None) -> dict:
     regs = settings.get("insecure_registries", [])
     if not isinstance(regs, list) or not all(isinstance(r, str) for r in regs):
         raise ValueError(f"{path}: insecure_registries must be a list of host[:port] strings")
+    from .network.model import InvalidParameterError
+    from .network.ports import parse_host_ip
+
+    try:
+        parse_host_ip(str(settings.get("default_host_ip", "")))
+    except InvalidParameterError as exc:
+        raise ValueError(f"{path}: default_host_ip: {exc}") from None
+    api = settings.get("api_timeouts", {})
+    if not isinstance(api, dict) or not all(
+        k in ("idle", "head", "body") and isinstance(v, (int, float)) and v > 0 for k, v in api.items()
+    ):
+        raise ValueError(f"{path}: api_timeouts must map idle/head/body to seconds")
     return settings
+
+
+def default_host_ip(settings: dict) -> str:
+    """Where ports published without a HostIp are bound, for `docker ps`/inspect to show. A machine's seed
+    says so (`default_host_ip`, the host agent's 127.0.0.1); a seed older than that setting still names its
+    machine, whose host agent binds 127.0.0.1 all the same. No settings: Docker's 0.0.0.0 (shown for "")."""
+    if "default_host_ip" in settings:
+        return str(settings["default_host_ip"])
+    return "127.0.0.1" if settings.get("machine") else ""
 
 
 def serve(
@@ -75,12 +96,20 @@ def serve(
     settings: dict | None = None,
 ) -> int:
     from .api import ApiServer, build_router
+    from .api.wire import Timeouts
     from .engine import Engine
 
-    insecure = (settings or {}).get("insecure_registries", [])
-    engine = Engine(state_dir, network=network, ack_timeout=ack_timeout, insecure_registries=insecure)
+    settings = settings or {}
+    engine = Engine(
+        state_dir,
+        network=network,
+        ack_timeout=ack_timeout,
+        insecure_registries=settings.get("insecure_registries", []),
+        default_host_ip=default_host_ip(settings),
+    )
     engine.start()
-    server = ApiServer(build_router(engine), socket_path, tcp=tcp)
+    timeouts = Timeouts(**settings.get("api_timeouts", {}))
+    server = ApiServer(build_router(engine), socket_path, tcp=tcp, timeouts=timeouts)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -8,13 +8,17 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .network.model import EndpointConfig, EndpointSettings, PortSpec
-from .runtime.spec import ContainerSpec, Limits, LogConfig, Mount, RestartPolicy
+from .network.model import EndpointConfig, EndpointSettings, InvalidParameterError, PortSpec
+from .network.ports import parse_host_ip
+from .runtime import seccomp, sysctls
+from .runtime.devices import parse_rule
+from .runtime.spec import ContainerSpec, DeviceMapping, Limits, LogConfig, Mount, RestartPolicy
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 _NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -56,12 +60,13 @@ def parse_size(value: str | int) -> int:
 
 
 def seccomp_mode(security_opt: list[str] | None) -> str:
-    """HostConfig.SecurityOpt → the runtime's `seccomp` ("default" | "unconfined"), as dockerd parses it.
+    """HostConfig.SecurityOpt → the runtime's `seccomp` ("default" | "unconfined" | a profile's JSON), as
+    dockerd parses it.
 
     Accepts `seccomp=unconfined` and the old `seccomp:unconfined`; `no-new-privileges[=bool]` is accepted
     because the runtime always sets no_new_privs; `apparmor=`/`label=`/`systempaths=unconfined` are accepted
     and ignored, as dockerd does on a host without AppArmor/SELinux. A custom seccomp profile (the JSON the
-    CLI sends for `seccomp=<file>`) cannot be applied by our fixed filter, so it is refused, not ignored.
+    CLI sends for `seccomp=<file>`) is compiled here once, so that a malformed one is a 400 at create.
     """
     mode = "default"
     for opt in security_opt or []:
@@ -78,15 +83,27 @@ def seccomp_mode(security_opt: list[str] | None) -> str:
             elif value in ("builtin", "default"):
                 mode = "default"
             else:
-                raise BadParameter(
-                    "custom seccomp profiles are not supported: use the default filter or seccomp=unconfined"
-                )
+                mode = _seccomp_profile(value)
         elif key == "no-new-privileges":
             if value.lower() not in ("true", "false", "1", "0", ""):
                 raise BadParameter(f"invalid --security-opt 2: {opt!r}")
         elif key not in ("apparmor", "label", "systempaths"):
             raise BadParameter(f'invalid --security-opt 2: "{opt}"')
     return mode
+
+
+def _seccomp_profile(value: str) -> str:
+    if not value.lstrip().startswith("{"):
+        raise BadParameter(
+            f"invalid seccomp profile {value[:64]!r}: send the profile's JSON (the docker CLI reads the file "
+            "for --security-opt seccomp=FILE), or seccomp=unconfined"
+        )
+    try:
+        profile = json.dumps(seccomp.parse(value), separators=(",", ":"))
+        seccomp.check(profile)
+    except (ValueError, RecursionError) as e:  # ProfileError is a ValueError
+        raise BadParameter(f"invalid seccomp profile: {e}") from None
+    return profile
 
 
 def combine_command(
@@ -124,13 +141,17 @@ def merge_env(image_env: list[str] | None, env: list[str] | None) -> list[str]:
 def parse_port_key(key: str) -> tuple[int, str]:
     port, _, proto = key.partition("/")
     try:
-        return int(port.split("-")[0]), (proto or "tcp").lower()
+        number = int(port.split("-")[0])
     except ValueError:
         raise BadParameter(f'invalid port specification: "{key}"') from None
+    if not 0 < number < 65536:
+        raise BadParameter(f'invalid port specification: "{key}"')
+    return number, (proto or "tcp").lower()
 
 
 def port_specs(bindings: dict[str, Any] | None) -> list[PortSpec]:
-    """HostConfig.PortBindings → PortSpec list (HostPort "" means an ephemeral port)."""
+    """HostConfig.PortBindings → PortSpec list (HostPort "" means an ephemeral port). HostIp must be an IP
+    literal or empty: a name (`localhost`, `0`) would be resolved by the host agent's bind."""
     out: list[PortSpec] = []
     for key, entries in (bindings or {}).items():
         cport, proto = parse_port_key(key)
@@ -140,7 +161,13 @@ def port_specs(bindings: dict[str, Any] | None) -> list[PortSpec]:
                 host_port = int(hp)
             except ValueError:
                 raise BadParameter(f'invalid port specification: "{hp}"') from None
-            out.append(PortSpec(cport, proto, host_port, (entry or {}).get("HostIp") or ""))
+            if not 0 <= host_port < 65536:
+                raise BadParameter(f'invalid port specification: "{hp}"')
+            try:
+                host_ip = parse_host_ip(str((entry or {}).get("HostIp") or ""))
+            except InvalidParameterError as exc:
+                raise BadParameter(f"port binding {key}: {exc.message}") from None
+            out.append(PortSpec(cport, proto, host_port, host_ip))
     return out
 
 
@@ -171,6 +198,27 @@ def parse_bind(bind: str) -> tuple[str, str, bool, list[str]]:
         else:
             raise BadParameter(f"invalid mode: {opt}")
     return src, dst, readonly, options
+
+
+def device_mappings(hc: dict[str, Any]) -> tuple[list[DeviceMapping], list[str]]:
+    """HostConfig.Devices (--device) and DeviceCgroupRules (--device-cgroup-rule), checked as dockerd does;
+    the guest nodes themselves are looked up at start."""
+    devices = []
+    for d in hc.get("Devices") or []:
+        host, inside = d.get("PathOnHost") or "", d.get("PathInContainer") or d.get("PathOnHost") or ""
+        perms = d.get("CgroupPermissions") or "rwm"
+        if not host.startswith("/") or not inside.startswith("/"):
+            raise BadParameter(f"bad format for path: {host}:{inside}")
+        if any(c not in "rwm" for c in perms):
+            raise BadParameter(f"invalid device mode: {perms}")
+        devices.append(DeviceMapping(host, inside, perms))
+    rules = list(hc.get("DeviceCgroupRules") or [])
+    for rule in rules:
+        try:
+            parse_rule(rule)
+        except ValueError as e:
+            raise BadParameter(str(e)) from e
+    return devices, rules
 
 
 def _tmpfs_options(opts: str) -> list[str]:
@@ -351,6 +399,7 @@ def translate_create(
     if stop_timeout is not None:
         config["StopTimeout"] = stop_timeout
     host_config = fill_host_config(hc, mode)
+    devices, device_rules = device_mappings(hc)
 
     spec = ContainerSpec(
         id=cid,
@@ -368,6 +417,8 @@ def translate_create(
         stdin_once=config["StdinOnce"],
         mounts=mounts,
         limits=limits,
+        devices=devices,
+        device_cgroup_rules=device_rules,
         cap_add=list(hc.get("CapAdd") or []),
         cap_drop=list(hc.get("CapDrop") or []),
         privileged=bool(hc.get("Privileged")),
@@ -379,7 +430,7 @@ def translate_create(
         uts="host" if hc.get("UTSMode") == "host" else "private",
         cgroupns="host" if hc.get("CgroupnsMode") == "host" else "private",
         init=bool(hc.get("Init")),
-        sysctls=dict(hc.get("Sysctls") or {}),
+        sysctls=_sysctls(hc, mode),
         shm_size=int(hc.get("ShmSize") or 64 * 1024 * 1024),
         stop_signal=stop_signal,
         stop_timeout=int(stop_timeout) if stop_timeout is not None else 10,
@@ -397,6 +448,21 @@ def translate_create(
         },
     )
     return CreatePlan(spec, endpoint, named, anonymous, warnings)
+
+
+def _sysctls(hc: dict[str, Any], network_mode: str) -> dict[str, str]:
+    """HostConfig.Sysctls; 400 naming the key unless it is namespaced, in a namespace the container owns."""
+    raw = hc.get("Sysctls") or {}
+    if not isinstance(raw, dict):
+        raise BadParameter("HostConfig.Sysctls must be an object of name: value")
+    values = {str(k): str(v) for k, v in raw.items()}
+    ipc = hc.get("IpcMode") or ""
+    private_net = network_mode != "host" and not network_mode.startswith("container:")
+    try:
+        sysctls.check(values, private_net, private_ipc=ipc != "host" and not ipc.startswith("container:"))
+    except sysctls.SysctlError as exc:
+        raise BadParameter(str(exc)) from None
+    return values
 
 
 def fill_host_config(hc: dict[str, Any], mode: str) -> dict[str, Any]:
@@ -434,6 +500,7 @@ def fill_host_config(hc: dict[str, Any], mode: str) -> dict[str, Any]:
         "IpcMode": "private",
         "Isolation": "",
         "ConsoleSize": [0, 0],
+        "Devices": [],
     }
     for key, value in defaults.items():
         if out.get(key) is None or (key == "ShmSize" and not out.get(key)):

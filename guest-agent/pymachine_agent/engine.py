@@ -96,7 +96,13 @@ class Engine(EngineIO, EngineSystem):
         ack_timeout: float = 10.0,
         network: bool = True,
         insecure_registries: Iterable[str] = (),
+        default_host_ip: str = "",
     ) -> None:
+        """`default_host_ip`: where a port published without a HostIp is bound, as `docker ps`/inspect show
+        it. Inside a machine the host agent listens on 127.0.0.1 for those (published ports stay on the
+        user's computer unless asked), and the machine's agent.json says so; an engine without settings
+        (tests on this host, an ssh-provisioned host) binds them on every guest address, Docker's 0.0.0.0,
+        which the empty default shows."""
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.events = EventBus()
@@ -110,7 +116,11 @@ class Engine(EngineIO, EngineSystem):
         self.images = ImageStore(self.state_dir / "images", insecure_registries=insecure_registries)
         self.volumes = VolumeStore(self.state_dir / "volumes", in_use=self._volume_users)
         self.network: NetworkManager | None = (
-            NetworkManager(self.state_dir / "network", on_port_event=self._on_port_event) if network else None
+            NetworkManager(
+                self.state_dir / "network", on_port_event=self._on_port_event, default_host_ip=default_host_ip
+            )
+            if network
+            else None
         )
         self.runtime = Runtime(
             self.state_dir / "runtime",

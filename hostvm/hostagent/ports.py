@@ -9,6 +9,7 @@ whether a bind worked, which decides the ack.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -57,10 +58,15 @@ class PortEvent:
 
 def normalise_host_ip(value: object) -> str:
     # Docker publishes on every interface when no address is given; a desktop VM's ports stay on this
-    # machine unless the user names one (an explicit 0.0.0.0 is honoured).
+    # machine unless the user names one (an explicit 0.0.0.0 is honoured). Only IP literals are bound: a
+    # name ("0", a hostname) would be resolved by bind(), and "0" means every interface. The guest agent
+    # refuses those on the API already; this keeps a guest from slipping one past the host.
     if value in (None, "", "localhost"):
         return DEFAULT_HOST_IP
-    return str(value)
+    try:
+        return str(ipaddress.ip_address(str(value).strip("[]")))
+    except ValueError:
+        raise BadPortEvent(f"host_ip is not an IP address: {str(value)[:80]!r}") from None
 
 
 def _port(value: object, what: str) -> int:

@@ -148,3 +148,11 @@ def hostagent_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmMa
             with contextlib.suppress(Exception):
                 machine.remove_all_containers()
             machines.delete("ha", force=True)
+
+
+@pytest.fixture
+def ha_vm(hostagent_machine: VmMachine) -> Iterator[VmMachine]:
+    """The shared machine `ha`, this process's environment pointed at it; its containers go afterwards."""
+    with env_of(hostagent_machine):
+        yield hostagent_machine
+    hostagent_machine.remove_all_containers()

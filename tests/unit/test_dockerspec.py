@@ -216,6 +216,8 @@ def test_status_text_and_filters() -> None:
         (["no-new-privileges:true"], "default"),
         (["apparmor=unconfined", "label=disable"], "default"),
         (["seccomp=unconfined", "seccomp=builtin"], "default"),
+        # a custom profile (the JSON the CLI sends for seccomp=FILE) is carried, compact, to the runtime
+        (['seccomp={"defaultAction": "SCMP_ACT_ALLOW"}'], '{"defaultAction":"SCMP_ACT_ALLOW"}'),
     ],
 )
 def test_security_opt_maps_onto_the_runtime_seccomp(opts: list[str] | None, mode: str) -> None:
@@ -227,7 +229,15 @@ def test_security_opt_maps_onto_the_runtime_seccomp(opts: list[str] | None, mode
 
 
 @pytest.mark.parametrize(
-    "opt", ['seccomp={"defaultAction": "SCMP_ACT_ALLOW"}', "bogus", "nosuch=1", "no-new-privileges=maybe"]
+    "opt",
+    [
+        'seccomp={"defaultAction": "SCMP_ACT_NOTIFY"}',
+        "seccomp={not json",
+        "seccomp=/home/me/profile.json",
+        "bogus",
+        "nosuch=1",
+        "no-new-privileges=maybe",
+    ],
 )
 def test_security_opt_refuses_what_it_cannot_honour(opt: str) -> None:
     with pytest.raises(BadParameter):

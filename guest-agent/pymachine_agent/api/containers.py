@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from . import bodies
 from .http import ClientGone, HTTPError, Request
 from .server import Router
 from .streams import MUX, RAW, pump_hijacked
@@ -18,7 +19,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
 
     @r("POST", "/containers/create")
     def create(req: Request) -> tuple[int, dict]:
-        body = req.json()
+        body = req.json(bodies.CONTAINER_CREATE)
         if not isinstance(body, dict):
             raise HTTPError(400, "config cannot be empty in order to create a container")
         cid, warnings = engine.container_create(body, req.query.get("name", ""))
@@ -167,7 +168,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
 
     @r("POST", "/containers/{ref}/update")
     def update(req: Request, ref: str) -> tuple[int, dict]:
-        warnings = engine.container_update(ref, req.json())
+        warnings = engine.container_update(ref, req.json(bodies.CONTAINER_UPDATE))
         return 200, {"Warnings": warnings}
 
     @r("GET", "/containers/{ref}/changes")
@@ -225,11 +226,11 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
 
     @r("POST", "/containers/{ref}/exec")
     def exec_create(req: Request, ref: str) -> tuple[int, dict]:
-        return 201, {"Id": engine.exec_create(ref, req.json())}
+        return 201, {"Id": engine.exec_create(ref, req.json(bodies.EXEC_CREATE))}
 
     @r("POST", "/exec/{eid}/start")
     def exec_start(req: Request, eid: str) -> int | None:
-        body = req.json() or {}
+        body = req.json(bodies.EXEC_START) or {}
         if body.get("Detach"):
             engine.exec_start_detached(eid)
             req.conn.send(200, b"", "application/json")

@@ -2,7 +2,7 @@
 
 Why not `http.server`: the Docker API needs chunked *request* bodies (`docker build`), connection hijack
 after `101 UPGRADED` reading from the same buffered reader the parser used, and half-close. Owning the
-parser keeps those three exact.
+parser keeps those three exact. The limits, timeouts and framing rules live in wire.py.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ import json
 import select
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-MAX_HEADER_LINE = 65536
-MAX_HEADERS = 200
+from . import wire
+from .wire import HTTPError, ProtocolError, Timeouts
 
 STATUS_TEXT = {
     101: "UPGRADED",
@@ -28,24 +29,17 @@ STATUS_TEXT = {
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
     409: "Conflict",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
     503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
 }
-
-
-class HTTPError(Exception):
-    """An error reply: `{"message": ...}` with a Docker status code."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class BadRequest(Exception):
-    """The bytes on the wire are not HTTP we understand; the connection is dropped."""
 
 
 class ClientGone(Exception):
@@ -53,17 +47,23 @@ class ClientGone(Exception):
 
 
 class Headers:
-    """Case-insensitive header map that keeps the last value."""
+    """Case-insensitive header map: `get` gives the last value, `get_all` every one (framing headers must
+    be checked for repeats that disagree)."""
 
     def __init__(self) -> None:
         self._items: dict[str, tuple[str, str]] = {}
+        self._all: dict[str, list[str]] = {}
 
     def add(self, name: str, value: str) -> None:
         self._items[name.lower()] = (name, value)
+        self._all.setdefault(name.lower(), []).append(value)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         item = self._items.get(name.lower())
         return item[1] if item else default
+
+    def get_all(self, name: str) -> list[str]:
+        return list(self._all.get(name.lower(), []))
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._items
@@ -82,6 +82,9 @@ class Request:
     query: dict[str, str] = field(default_factory=dict)
     query_all: dict[str, list[str]] = field(default_factory=dict)
     api_version: str | None = None  # "1.44" from a /v1.44/ prefix, None when unversioned
+    content_length: int | None = None  # set by the parser; None with no body or a chunked one
+    chunked: bool = False
+    framing_error: ProtocolError | None = None  # the body could not be read: the reply names this
     _body: bytes | None = None
     body_consumed: bool = False
 
@@ -94,65 +97,118 @@ class Request:
 
     # -- body -------------------------------------------------------------------------------------
 
-    @property
-    def chunked(self) -> bool:
-        return "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+    def iter_body(self, size: int = 65536, deadline: float | None = None):  # type: ignore[no-untyped-def]
+        """Yield the request body in pieces (for large uploads: image load, build contexts, archives).
 
-    def iter_body(self, size: int = 65536):  # type: ignore[no-untyped-def]
-        """Yield the request body in pieces (for large uploads: image load, build contexts, archives)."""
+        Without `deadline` every read may wait `Timeouts.body` for data (a stall, not the whole upload, is
+        bounded). A framing error is kept on the request so the reply can name it, and ends the connection."""
         if self.body_consumed:
             if self._body:
                 yield self._body
             return
         self.body_consumed = True
-        rfile = self.conn.rfile
+        try:
+            yield from self._pieces(size, deadline)
+        except ProtocolError as exc:
+            self.framing_error = exc
+            self.conn.close_after = self.conn.linger = True
+            raise
+
+    def _pieces(self, size: int, deadline: float | None):  # type: ignore[no-untyped-def]
+        reader, stall = self.conn.reader, self.conn.timeouts.body
+
+        def until() -> float:
+            return deadline if deadline is not None else time.monotonic() + stall
+
         if self.chunked:
             while True:
-                line = rfile.readline(MAX_HEADER_LINE)
-                if not line:
-                    raise BadRequest("connection closed inside a chunked body")
-                length = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                length = wire.chunk_size(reader.readline(wire.MAX_CHUNK_LINE, until()))
                 if length == 0:
-                    # trailers until the blank line
-                    while True:
-                        trailer = rfile.readline(MAX_HEADER_LINE)
-                        if trailer in (b"\r\n", b"\n", b""):
-                            return
+                    self._trailers(until())
+                    return
                 while length > 0:
-                    piece = rfile.read(min(size, length))
+                    piece = reader.read(min(size, length), until())
                     if not piece:
-                        raise BadRequest("connection closed inside a chunk")
+                        raise ProtocolError(400, "connection closed inside a chunk")
                     length -= len(piece)
                     yield piece
-                rfile.readline(MAX_HEADER_LINE)  # CRLF after the chunk
+                if reader.readline(3, until()) not in (b"\r\n", b"\n"):
+                    raise ProtocolError(400, "chunk data longer than its size line says")
         else:
-            remaining = int(self.headers.get("Content-Length") or 0)
+            remaining = self.content_length or 0
             while remaining > 0:
-                piece = rfile.read(min(size, remaining))
+                piece = reader.read(min(size, remaining), until())
                 if not piece:
-                    raise BadRequest("connection closed inside the body")
+                    raise ProtocolError(400, f"connection closed with {remaining} bytes of the body missing")
                 remaining -= len(piece)
                 yield piece
 
+    def _trailers(self, deadline: float) -> None:
+        budget = wire.MAX_HEADER_BYTES
+        for _ in range(wire.MAX_HEADERS):
+            line = self.conn.reader.readline(budget, deadline)
+            if line in (b"\r\n", b"\n"):
+                return
+            if not line.endswith(b"\n"):
+                raise ProtocolError(400, "chunked trailers too long or cut off")
+            budget -= len(line)
+        raise ProtocolError(400, "too many chunked trailers")
+
     def body(self) -> bytes:
+        """The whole body, for JSON endpoints: at most MAX_JSON_BODY (413), within Timeouts.body (408)."""
         if self._body is None:
-            self._body = b"".join(self.iter_body())
+            limit = wire.MAX_JSON_BODY
+            if self.content_length is not None and self.content_length > limit:
+                self.conn.close_after = self.conn.linger = True  # the body stays unread
+                self.body_consumed = True
+                raise HTTPError(413, f"request body of {self.content_length} bytes is over the {limit} limit")
+            deadline = time.monotonic() + self.conn.timeouts.body
+            pieces, total = [], 0
+            for piece in self.iter_body(deadline=deadline):
+                total += len(piece)
+                if total > limit:
+                    self.conn.close_after = self.conn.linger = True
+                    raise HTTPError(413, f"request body is over the {limit}-byte limit")
+                pieces.append(piece)
+            self._body = b"".join(pieces)
         return self._body
 
-    def json(self) -> Any:
+    def json(self, schema: Any = None) -> Any:
+        """The body as JSON ({} when empty); with a `schema` (bodies.py) its field types are checked, a
+        mismatch is a 400 naming the field."""
         raw = self.body()
         if not raw.strip():
             return {}
         try:
-            return json.loads(raw)
-        except ValueError as exc:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
             raise HTTPError(400, f"invalid JSON body: {exc}") from None
+        if schema is not None:
+            from .bodies import BodyError, check
+
+            try:
+                check(data, schema)
+            except BodyError as exc:
+                raise HTTPError(400, str(exc)) from None
+        return data
 
     def drain(self) -> None:
-        """Consume an unread body so the next request on this keep-alive connection parses."""
-        if not self.body_consumed:
-            for _ in self.iter_body():
+        """Skip an unread body so the next request on this keep-alive connection parses. A chunked body,
+        or one over MAX_DRAIN, is not read: the connection closes after the reply instead (as Go does)."""
+        if self.body_consumed:
+            return
+        if not self.chunked and not self.content_length:
+            self.body_consumed = True
+            return
+        if self.conn.close_after or self.chunked or (self.content_length or 0) > wire.MAX_DRAIN:
+            self.body_consumed = True
+            self.conn.close_after = self.conn.linger = True
+            return
+        try:
+            for _ in self.iter_body(deadline=time.monotonic() + self.conn.timeouts.body):
                 pass
+        except ProtocolError:
+            pass  # close_after is set; the handler's reply still goes out
 
     # -- query helpers ----------------------------------------------------------------------------
 
@@ -194,12 +250,16 @@ class Request:
 class Connection:
     """One client connection; serves requests until the peer closes, asks to close, or is hijacked."""
 
-    def __init__(self, sock: socket.socket, extra_headers: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, sock: socket.socket, extra_headers: list[tuple[str, str]], timeouts: Timeouts | None = None
+    ) -> None:
         self.sock = sock
-        self.rfile: BinaryIO = sock.makefile("rb", buffering=65536)
+        self.reader = wire.Reader(sock)
+        self.timeouts = timeouts or Timeouts()
         self.extra_headers = extra_headers
         self.write_lock = threading.Lock()
         self.close_after = False
+        self.linger = False  # input may be left unread: close gently so the client still reads our reply
         self.hijacked = False
         self.head_request = False  # replies to HEAD carry headers only, whatever the handler passes
         self.replied = False  # a status line went out for the current request
@@ -207,30 +267,45 @@ class Connection:
     # -- reading ----------------------------------------------------------------------------------
 
     def read_request(self) -> Request | None:
-        line = self.rfile.readline(MAX_HEADER_LINE)
-        while line in (b"\r\n", b"\n"):  # tolerate stray CRLF between requests
-            line = self.rfile.readline(MAX_HEADER_LINE)
+        """The next request's head, or None when the client closed or stayed idle past Timeouts.idle.
+        Raises ProtocolError for a malformed or over-long head (the caller answers it and closes)."""
+        if not self.reader.wait(self.timeouts.idle):
+            return None
+        deadline = time.monotonic() + self.timeouts.head
+        line = self.reader.readline(wire.MAX_REQUEST_LINE, deadline)
+        for _ in range(8):  # tolerate a few stray CRLFs between requests
+            if line not in (b"\r\n", b"\n"):
+                break
+            line = self.reader.readline(wire.MAX_REQUEST_LINE, deadline)
         if not line:
             return None
-        try:
-            method, target, version = line.decode("latin-1").strip().split(" ", 2)
-        except ValueError:
-            raise BadRequest(f"bad request line {line[:100]!r}") from None
+        self.linger = True  # until the head is complete, an error leaves input unread
+        method, target, version = wire.parse_request_line(line)
         headers = Headers()
-        for _ in range(MAX_HEADERS):
-            hline = self.rfile.readline(MAX_HEADER_LINE)
-            if hline in (b"\r\n", b"\n", b""):
+        budget = wire.MAX_HEADER_BYTES
+        for count in range(wire.MAX_HEADERS + 1):
+            hline = self.reader.readline(budget + 1, deadline)
+            if hline in (b"\r\n", b"\n"):
                 break
-            name, _, value = hline.decode("latin-1").partition(":")
-            headers.add(name.strip(), value.strip())
-        else:
-            raise BadRequest("too many headers")
+            if not hline.endswith(b"\n"):
+                if len(hline) > budget:
+                    raise ProtocolError(431, f"request headers larger than {wire.MAX_HEADER_BYTES} bytes")
+                raise ProtocolError(400, "connection closed inside the request headers")
+            if count == wire.MAX_HEADERS:
+                raise ProtocolError(431, f"more than {wire.MAX_HEADERS} request headers")
+            budget -= len(hline)
+            headers.add(*wire.parse_header_line(hline))
+        length = wire.content_length(headers.get_all("Content-Length"))
+        chunked = wire.is_chunked(headers.get_all("Transfer-Encoding"), length is not None)
+        self.linger = False
         conn_hdr = (headers.get("Connection") or "").lower()
-        if version == "HTTP/1.0" and "keep-alive" not in conn_hdr or "close" in conn_hdr:
+        if version == (1, 0) and "keep-alive" not in conn_hdr or "close" in conn_hdr:
             self.close_after = True
         self.head_request = method.upper() == "HEAD"
         self.replied = False
-        return Request(method=method.upper(), target=target, headers=headers, conn=self)
+        request = Request(method=method.upper(), target=target, headers=headers, conn=self)
+        request.content_length, request.chunked = (None if chunked else length), chunked
+        return request
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -293,14 +368,16 @@ class Connection:
             self.write(self._head(200, [("Content-Type", content_type)]))
 
     def read_raw(self, size: int = 65536) -> bytes:
-        """Read hijacked input: whatever is buffered first, then the socket. b"" on EOF/half-close."""
+        """Read hijacked input (no timeout): whatever is buffered first, then the socket. b"" on EOF."""
         try:
-            return self.rfile.read1(size)  # type: ignore[attr-defined]
-        except (ConnectionResetError, OSError, ValueError):
+            return self.reader.read(size)
+        except (OSError, ValueError):
             return b""
 
     def peer_closed(self) -> bool:
         """True when the client hung up (used by long streams that otherwise only write)."""
+        if self.reader.buf:
+            return False
         try:
             readable, _, _ = select.select([self.sock], [], [], 0)
             if not readable:
@@ -316,10 +393,17 @@ class Connection:
             pass
 
     def close(self) -> None:
-        try:
-            self.rfile.close()
-        except OSError:
-            pass
+        if self.linger and not self.hijacked:
+            # Closing with unread input makes the kernel reset the connection, and a reset can destroy our
+            # reply before the client reads it: half-close, discard a little, then close (Go does the same).
+            self.shutdown_write()
+            deadline = time.monotonic() + wire.LINGER_SECONDS
+            try:
+                for _ in range(64):
+                    if not self.reader.read(65536, deadline):
+                        break
+            except ProtocolError:
+                pass
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

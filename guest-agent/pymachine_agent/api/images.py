@@ -9,6 +9,7 @@ import tempfile
 import threading
 from typing import Any
 
+from . import bodies
 from .http import ClientGone, HTTPError, Request
 from .server import Router
 
@@ -187,7 +188,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
             comment=req.query.get("comment", ""),
             author=req.query.get("author", ""),
             changes=req.query_all.get("changes", []),
-            config=req.json() or None,
+            config=req.json(bodies.COMMIT_CONFIG) or None,
             pause=req.qbool("pause", default=True),
         )
         return 201, {"Id": image_id}
@@ -195,7 +196,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
     @r("POST", "/auth")
     def auth(req: Request) -> tuple[int, dict]:
         # `docker login`: the store checks the credentials against the registry's /v2/
-        return 200, store.login(req.json())
+        return 200, store.login(req.json(bodies.AUTH))
 
     @r("POST", "/build/prune")
     def build_prune(req: Request) -> tuple[int, dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..network import EndpointSettings
+from . import bodies
 from .http import HTTPError, Request
 from .server import Router
 
@@ -23,7 +24,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
 
     @r("POST", "/networks/create")
     def network_create(req: Request) -> tuple[int, dict]:
-        body = req.json()
+        body = req.json(bodies.NETWORK_CREATE)
         name = body.get("Name") or ""
         if not name:
             raise HTTPError(400, "network name cannot be empty")
@@ -59,7 +60,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
 
     @r("POST", "/networks/{ref}/connect")
     def network_connect(req: Request, ref: str) -> int:
-        body = req.json()
+        body = req.json(bodies.NETWORK_CONNECT)
         ep = body.get("EndpointConfig") or {}
         settings = EndpointSettings(
             aliases=list(ep.get("Aliases") or []),
@@ -73,7 +74,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
 
     @r("POST", "/networks/{ref}/disconnect")
     def network_disconnect(req: Request, ref: str) -> int:
-        body = req.json()
+        body = req.json(bodies.NETWORK_DISCONNECT)
         net()
         cid = engine.network_disconnect(ref, body.get("Container") or "", force=bool(body.get("Force")))
         info = net().inspect_network(ref)
@@ -90,7 +91,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
 
     @r("POST", "/volumes/create")
     def volume_create(req: Request) -> tuple[int, dict]:
-        body = req.json()
+        body = req.json(bodies.VOLUME_CREATE)
         driver = body.get("Driver") or "local"
         if driver != "local":
             raise HTTPError(400, f"volume driver {driver!r} is not supported (only local)")

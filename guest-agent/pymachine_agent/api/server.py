@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .http import BadRequest, ClientGone, Connection, HTTPError, Request
+from .http import ClientGone, Connection, HTTPError, Request
+from .wire import ProtocolError, Timeouts
 
 log = logging.getLogger("pymachine_agent.api")
 
@@ -95,67 +96,81 @@ def dispatch(router: Router, request: Request) -> None:
         result = handler(request, **params)
         if conn.hijacked:
             return
-        if result is None:
-            return
-        if isinstance(result, int):
+        if result is not None and isinstance(result, int):
             request.drain()
             conn.send(result, b"", None)
-        else:
+        elif result is not None:
             status, obj = result
             request.drain()
             conn.send_json(status, obj, head_only=request.method == "HEAD")
-    except HTTPError as exc:
-        if conn.hijacked or conn.replied:
-            conn.close_after = True
-            return
-        request.drain()
-        conn.send_error(exc.status, exc.message)
-    except (ClientGone, BadRequest):
+    except ClientGone:
         raise
     except Exception as exc:
-        if conn.replied and not conn.hijacked:
-            # failed mid-stream: the status is out, so the only honest signal left is closing the connection
-            log.warning("%s %s failed after its reply started: %s", request.method, request.target, exc)
-            conn.close_after = True
-            return
-        status = getattr(exc, "status", None)
-        if isinstance(status, int) and 300 <= status < 600:
-            # engine, image-store and network errors carry their Docker status code
-            if conn.hijacked:
-                return
-            request.drain()
-            if status == 304:
-                conn.send(304, b"", None)
-            else:
-                conn.send_error(status, getattr(exc, "message", None) or str(exc))
-            return
-        # any bug becomes a 500 with the reason, not a dropped connection
-        log.error("handler failed: %s %s\n%s", request.method, request.target, traceback.format_exc())
-        if conn.hijacked:
-            return
+        _reply_error(request, exc)
+    if not conn.hijacked:
+        request.drain()  # a handler that wrote its own reply may have left the body: skip it, or close
+
+
+def _reply_error(request: Request, exc: Exception) -> None:
+    """Any failure of a handler becomes Docker's `{"message": ...}` with a status, never a silent close."""
+    conn = request.conn
+    if conn.hijacked:
+        return
+    if conn.replied:
+        # failed mid-stream: the status is out, so the only honest signal left is closing the connection
+        log.warning("%s %s failed after its reply started: %s", request.method, request.target, exc)
         conn.close_after = True
-        conn.send_error(500, f"{type(exc).__name__}: {exc}")
+        return
+    framing = exc if isinstance(exc, ProtocolError) else request.framing_error
+    if framing is not None:
+        # the body could not be read to its end (whatever the handler made of that): say so and close
+        conn.close_after = True
+        conn.send_error(framing.status, framing.message)
+        return
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and 300 <= status < 600:
+        # HTTPError, and engine, image-store and network errors carry their Docker status code
+        request.drain()
+        if status == 304:
+            conn.send(304, b"", None)
+        else:
+            conn.send_error(status, getattr(exc, "message", None) or str(exc))
+        return
+    # any bug becomes a 500 with the reason, not a dropped connection
+    log.error("handler failed: %s %s\n%s", request.method, request.target, traceback.format_exc())
+    conn.close_after = True
+    request.drain()
+    conn.send_error(500, f"{type(exc).__name__}: {exc}")
 
 
 def _make_handler(
-    router: Router, extra_headers: list[tuple[str, str]]
+    router: Router, extra_headers: list[tuple[str, str]], timeouts: Timeouts
 ) -> type[socketserver.BaseRequestHandler]:
     class _Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
-            conn = Connection(self.request, extra_headers)
+            conn = Connection(self.request, extra_headers, timeouts)
             try:
                 while True:
-                    request = conn.read_request()
+                    try:
+                        request = conn.read_request()
+                    except ProtocolError as exc:
+                        # a malformed head: answer it (Go's status codes) and close, the stream cannot resync
+                        log.info("bad request: %s %s", exc.status, exc.message)
+                        conn.close_after = True
+                        conn.send_error(exc.status, exc.message)
+                        break
                     if request is None:
                         break
                     log.debug("%s %s", request.method, request.target)
                     dispatch(router, request)
                     if conn.hijacked or conn.close_after:
                         break
-            except (ClientGone, BadRequest, ConnectionResetError, BrokenPipeError):
+            except (ClientGone, ConnectionResetError, BrokenPipeError):
                 pass
             except OSError as exc:
                 log.debug("connection error: %s", exc)
+            except Exception:  # a bug in the parser ends this connection, never the server
+                log.exception("connection failed")
             finally:
                 conn.close()
 
@@ -185,10 +200,16 @@ def standard_headers() -> list[tuple[str, str]]:
 class ApiServer:
     """Serves `router` on a unix socket (mode 0600) and optionally on a TCP address, one thread each."""
 
-    def __init__(self, router: Router, socket_path: Path, tcp: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        socket_path: Path,
+        tcp: tuple[str, int] | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> None:
         self.socket_path = Path(socket_path)
         headers = standard_headers()
-        handler = _make_handler(router, headers)
+        handler = _make_handler(router, headers, timeouts or Timeouts())
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         if self.socket_path.exists() or self.socket_path.is_symlink():
             self._remove_stale_socket()

@@ -2,7 +2,8 @@
 
 `.dockerignore` follows moby/patternmatcher: Go `filepath.Match` syntax (`*` and `?` stop at `/`, `[...]`
 classes, `\\` escapes), `**` for any number of directories, `!` re-includes, the last matching line
-wins, and a pattern that matches a parent directory matches everything below it.
+wins, and a pattern that matches a parent directory matches everything below it. Matching is `globmatch`'s,
+linear in the path (no regex: a hostile pattern cannot make it backtrack).
 Source paths never leave the context: `COPY ../x` and symlinks pointing outside
 are resolved inside the context root or refused.
 """
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from pymachine_agent import inroot
+
+from .globmatch import Glob, GlobError
 
 
 class ContextError(ValueError):
@@ -32,47 +36,16 @@ def go_clean(path: str) -> str:
     return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
 
 
-def _translate(pattern: str, double_star: bool) -> str:
-    """Go filepath.Match syntax → a Python regex; with `double_star`, `**` spans directories."""
-    out = ["^"]
-    i, n = 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        i += 1
-        if ch == "*":
-            if double_star and i < n and pattern[i] == "*":
-                i += 1
-                if i < n and pattern[i] == "/":
-                    i += 1
-                out.append(".*" if i >= n else "(.*/)?")
-            else:
-                out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "\\":
-            if i < n:
-                out.append(re.escape(pattern[i]))
-                i += 1
-            else:
-                out.append(r"\\")
-        elif ch == "[":
-            end = pattern.find("]", i + 1 if i < n and pattern[i] == "^" else i)
-            if end < 0:
-                raise ContextError(f"syntax error in pattern {pattern!r}: unclosed '['")
-            body = pattern[i:end]
-            negate = body.startswith("^")
-            body = body[1:] if negate else body
-            out.append("[" + ("^" if negate else "") + body.replace("\\", "\\\\") + "]")
-            i = end + 1
-        else:
-            out.append(re.escape(ch))
-    out.append("$")
-    return "".join(out)
+def _compile(pattern: str, double_star: bool) -> Glob:
+    try:
+        return Glob(pattern, double_star)
+    except GlobError as exc:
+        raise ContextError(str(exc)) from None
 
 
 def go_match(pattern: str, name: str) -> bool:
     """filepath.Match: does the whole `name` match the glob `pattern`?"""
-    return re.match(_translate(pattern, double_star=False), name, re.S) is not None
+    return _compile(pattern, double_star=False).match(name)
 
 
 def has_glob(text: str) -> bool:
@@ -83,7 +56,7 @@ def has_glob(text: str) -> bool:
 class IgnorePattern:
     text: str
     exclusion: bool
-    regex: re.Pattern[str]
+    glob: Glob
 
 
 class DockerIgnore:
@@ -105,7 +78,7 @@ class DockerIgnore:
                 line = go_clean(line)
                 if len(line) > 1 and line.startswith("/"):
                     line = line[1:]
-            self.patterns.append(IgnorePattern(line, exclusion, re.compile(_translate(line, True), re.S)))
+            self.patterns.append(IgnorePattern(line, exclusion, _compile(line, double_star=True)))
 
     @classmethod
     def from_text(cls, text: str) -> DockerIgnore:
@@ -114,16 +87,11 @@ class DockerIgnore:
     def ignored(self, relpath: str) -> bool:
         """Is `relpath` (slash-separated, relative to the context root) excluded?"""
         path = go_clean(relpath)
-        parent = posixpath.dirname(path) or "."
-        parents = parent.split("/")
         matched = False
         for pattern in self.patterns:
             if pattern.exclusion != matched:
                 continue  # only a pattern that could flip the current answer needs evaluating
-            hit = pattern.regex.match(path) is not None
-            if not hit and parent != ".":
-                hit = any(pattern.regex.match("/".join(parents[: i + 1])) for i in range(len(parents)))
-            if hit:
+            if pattern.glob.match_or_parent(path):
                 matched = not pattern.exclusion
         return matched
 
@@ -198,27 +166,10 @@ def resolve_in_root(root: Path, path: str, follow_last: bool = True) -> Path:
     """
     if not path.startswith("/") and go_clean(path).split("/")[0] == "..":
         raise ContextError(f"forbidden path outside the build context: {path}")
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root.joinpath(*resolved, part)
-        if candidate.is_symlink() and (parts or follow_last):
-            hops += 1
-            if hops > 255:
-                raise ContextError(f"too many levels of symbolic links in {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return root.joinpath(*resolved)
+    try:
+        return Path(inroot.resolve(str(root), path, follow_last, max_links=255))
+    except OSError as exc:
+        raise ContextError(exc.strerror or str(exc)) from None
 
 
 def expand_sources(root: Path, source: str) -> list[Path]:
@@ -234,20 +185,21 @@ def expand_sources(root: Path, source: str) -> list[Path]:
                 "no such file or directory"
             )
         return [path]
+    glob = _compile(rel, double_star=False)
     matches: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
         keep: list[str] = []
         for name in sorted(dirnames):
             entry = name if rel_dir == "." else f"{rel_dir}/{name}"
-            if go_match(rel, entry):
+            if glob.match(entry):
                 matches.append(Path(dirpath, name))  # a matching directory is copied whole
             else:
                 keep.append(name)
         dirnames[:] = keep
         for name in sorted(filenames):
             entry = name if rel_dir == "." else f"{rel_dir}/{name}"
-            if go_match(rel, entry):
+            if glob.match(entry):
                 matches.append(Path(dirpath, name))
     if not matches:
         raise ContextError(f"no source files were specified: nothing in the build context matches {source}")

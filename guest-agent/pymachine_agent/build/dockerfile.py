@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from .shellwords import split_words
 
-_DIRECTIVE = re.compile(r"^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=[ \t]*(.+?)[ \t]*$")
+# The value is taken whole and stripped afterwards: a lazy `(.+?)[ \t]*$` is quadratic on a long blank run.
+_DIRECTIVE = re.compile(r"^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=(.*)$")
 _KNOWN_DIRECTIVES = ("escape", "syntax", "check")
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -108,7 +109,6 @@ def _logical_lines(text: str) -> tuple[str, list[tuple[int, str]]]:
     directives_done = False
     raw = text.removeprefix("\ufeff").splitlines()
     result: list[tuple[int, str]] = []
-    cont: re.Pattern[str] = re.compile(r"\\[ \t]*$")
     i = 0
     while i < len(raw):
         lineno = i + 1
@@ -116,25 +116,25 @@ def _logical_lines(text: str) -> tuple[str, list[tuple[int, str]]]:
         i += 1
         if not directives_done:
             match = _DIRECTIVE.match(line)
-            name = match.group(1).lower() if match else ""
+            name = match.group(1).lower() if match and match.group(2).strip(" \t") else ""
             if name in _KNOWN_DIRECTIVES:
                 if name in seen:
                     raise DockerfileError(lineno, "#" + name, f"only one {name} parser directive can be used")
                 seen.add(name)
                 if name == "escape":
-                    value = match.group(2)  # type: ignore[union-attr]
+                    value = match.group(2).strip(" \t")  # type: ignore[union-attr]
                     if value not in ("\\", "`"):
                         raise DockerfileError(
                             lineno, "#escape", f"invalid escape token '{value}' does not match ` or \\"
                         )
                     escape = value
-                    cont = re.compile(re.escape(escape) + r"[ \t]*$")
                 continue
             directives_done = True
         stripped = line.lstrip(" \t")
         if stripped.startswith("#") or not stripped.strip():
             continue
-        joined, more = _trim_continuation(stripped, cont)
+        first, more = _trim_continuation(stripped, escape)
+        pieces = [first]  # joined once at the end: `+=` in the loop copies the growing line each time
         while more and i < len(raw):
             piece = raw[i].rstrip("\r\n")
             i += 1
@@ -142,17 +142,19 @@ def _logical_lines(text: str) -> tuple[str, list[tuple[int, str]]]:
                 continue  # comments inside a continued instruction are dropped
             if not piece.strip():
                 continue  # Docker warns about empty continuation lines but accepts them
-            piece, more = _trim_continuation(piece, cont)
-            joined += piece
+            piece, more = _trim_continuation(piece, escape)
+            pieces.append(piece)
+        joined = "".join(pieces)
         if joined.strip():
             result.append((lineno, joined))
     return escape, result
 
 
-def _trim_continuation(line: str, cont: re.Pattern[str]) -> tuple[str, bool]:
-    match = cont.search(line)
-    if match:
-        return line[: match.start()], True
+def _trim_continuation(line: str, escape: str) -> tuple[str, bool]:
+    """Drop a trailing escape character (and the blanks after it): the line continues."""
+    body = line.rstrip(" \t")
+    if body.endswith(escape):
+        return body[:-1], True
     return line, False
 
 
@@ -187,7 +189,7 @@ def _maybe_json(rest: str) -> tuple[list[str], bool]:
     if text.startswith("["):
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # `[[[[…` nested past the decoder's depth is not an argv either
             value = None
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value, True

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import select
 import shutil
 import struct
@@ -22,7 +21,6 @@ from .steps import StageState, apply_arg, apply_config, command, sub
 if TYPE_CHECKING:
     from .builder import Builder
 
-_URL = re.compile(r"^(https?|ftp)://|^git@|\.git(#.*)?$", re.I)
 _OUTPUT_TAIL = 4096
 _HEARTBEAT = 5.0  # seconds
 
@@ -220,7 +218,7 @@ class StageRunner:
         chown = sub(ins, ins.flags["chown"], scope, esc) if "chown" in ins.flags else ""
         chmod = ins.flags.get("chmod", "")
         for src in sources:
-            if _URL.search(src):
+            if _is_url(src):
                 if ins.cmd == "COPY":
                     raise DockerfileError(ins.line, ins.cmd, f"source can't be a URL for COPY: {src}")
                 raise BuildError(
@@ -295,6 +293,16 @@ class StageRunner:
                 raise BuildError(f"{ins.cmd} --from={ref}: that stage produced no image (empty FROM scratch)")
             return image_id
         return self.b.ensure_image(ref)
+
+
+def _is_url(src: str) -> bool:
+    """A remote source (URL, git@, `x.git` or `x.git#ref`), which this builder does not fetch. Plain string
+    tests: the regex `\\.git(#.*)?$` searched a long `.git#.git#…` line in quadratic time."""
+    low = src.lower()
+    if low.startswith(("http://", "https://", "ftp://", "git@")) or low.endswith(".git"):
+        return True
+    at = low.rfind(".git#")
+    return at >= 0 and "\n" not in src[at:].removesuffix("\n")
 
 
 def _short(image_id: str) -> str:

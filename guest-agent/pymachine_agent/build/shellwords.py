@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+# `${a:-${b:-…}}` recurses once per level: a hostile Dockerfile must get an error, not a RecursionError.
+MAX_NESTING = 64
+
 
 class SubstitutionError(ValueError):
     """A `${VAR:?msg}` on an unset variable, or a malformed `${...}`."""
@@ -26,6 +29,7 @@ class _Lexer:
         self.pos = 0
         self.env = env
         self.escape = escape
+        self.depth = 0
 
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -106,7 +110,13 @@ class _Lexer:
         ch = self.peek()
         if ch == "{":
             self.pos += 1
-            return self.braced()
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise SubstitutionError(f"substitutions nested more than {MAX_NESTING} deep")
+            try:
+                return self.braced()
+            finally:
+                self.depth -= 1
         name = self.name()
         if not name:
             return "$"

@@ -61,10 +61,13 @@ class NetworkManager(Wiring):
         port_mode: str = "dnat",
         upstream_dns: Sequence[str] | None = None,
         guest_resolv_conf: Path = Path("/etc/resolv.conf"),
+        default_host_ip: str = "",
     ) -> None:
         """`port_mode` is "dnat" (nftables, the default: measured faster, see docs/networking.md) or "proxy"
         (a userland relay thread per port). `upstream_dns` ("ip" or "ip:port") is where the embedded DNS
-        forwards names it does not own; None reads the nameservers of `guest_resolv_conf`."""
+        forwards names it does not own; None reads the nameservers of `guest_resolv_conf`.
+        `default_host_ip` is the address a port published without a HostIp is really bound to, as the
+        engine's clients should see it (see Engine)."""
         env = env_options()
         default_subnet = env.get("default_subnet", default_subnet)
         default_bridge = env.get("default_bridge", default_bridge)
@@ -84,6 +87,7 @@ class NetworkManager(Wiring):
         self.nft_table = nft_table
         self.pools = list(address_pools)
         self.port_mode = port_mode
+        self.default_host_ip = default_host_ip
         self.guest_resolv_conf = guest_resolv_conf
         self.lock = threading.RLock()
         self.table = networks.NetworkTable(

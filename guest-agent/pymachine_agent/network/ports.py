@@ -39,16 +39,20 @@ def _range(text: str, what: str) -> list[int]:
     return [_port(text, what)]
 
 
-def _host_ip(text: str) -> str:
+def parse_host_ip(text: str) -> str:
+    """A binding's HostIp: an IPv4 literal or "" (not asked). Never a name: `0`, `localhost` or any hostname
+    would be resolved by whoever binds it (`0` means 0.0.0.0 to the C library), so they are refused."""
     text = text.strip("[]")
     if not text:
         return ""
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
-        raise InvalidParameterError(f"invalid host IP {text!r}") from None
+        raise InvalidParameterError(
+            f"invalid host IP {text[:80]!r}: use an IP address such as 127.0.0.1 or 0.0.0.0, or none"
+        ) from None
     if addr.version != 4:
-        raise InvalidParameterError(f"host IP {text}: only IPv4 publishing is supported")
+        raise InvalidParameterError(f"host IP {text}: only IPv4 publishing is supported (the VM has no IPv6)")
     return str(addr)
 
 
@@ -77,7 +81,7 @@ def parse_publish(spec: str) -> list[PortSpec]:
         host_ip, host_text, container_text = parts
     else:
         raise InvalidParameterError(f"invalid port spec {spec!r}: use [ip:][hostPort:]containerPort[/proto]")
-    ip = _host_ip(host_ip)
+    ip = parse_host_ip(host_ip)
     containers = _range(container_text, "container port")
     if not host_text:
         return [PortSpec(c, proto, 0, ip) for c in containers]
@@ -109,7 +113,7 @@ def from_port_bindings(
         bound.add(f"{container_port}/{proto}")
         for host in hosts or [{}]:
             host_port_text = str(host.get("HostPort") or "")
-            ip = _host_ip(str(host.get("HostIp") or ""))
+            ip = parse_host_ip(str(host.get("HostIp") or ""))
             if "-" in host_port_text:  # a range for one container port: the first free is picked later
                 host_port_text = host_port_text.split("-", 1)[0]
             host_port = _port(host_port_text, "host port") if host_port_text else 0

@@ -200,8 +200,11 @@ class Wiring:
             while held:
                 spec, sock = held.pop(0)
                 host_port = sock.getsockname()[1]
+                # the record holds the address really bound: it is what the host agent is told and what
+                # inspect and ps show (a port asked for without HostIp takes the engine's default)
+                host_ip = spec.host_ip or self.default_host_ip
                 port = PublishedPort(
-                    container_id, spec.proto, spec.host_ip, host_port, first.ip, spec.container_port
+                    container_id, spec.proto, host_ip, host_port, first.ip, spec.container_port
                 )
                 self.holder.add(container_id, sock, port, proxy)
                 rec["ports"].append(port.to_json())

@@ -23,7 +23,8 @@ events: create, start, die, oom, stop, kill, pause, unpause, restart, destroy, r
 
 Every failure a caller should show is a `RuntimeErr` (subclasses: `NotFound` 404, `Conflict` 409,
 `StartError` with Docker's exit code 126/127) whose message is Docker-like ("No such container: x",
-"Container x is not running"). Security options: `privileged`, `cap_add`/`cap_drop`, `seccomp="unconfined"`.
+"Container x is not running"). Security options: `privileged`, `cap_add`/`cap_drop`, `seccomp` ("default":
+Docker's profile; "unconfined"; or a profile's JSON, see seccomp.py).
 """
 
 from typing import TYPE_CHECKING

@@ -35,9 +35,18 @@ def last_cap() -> int:
         return len(CAP_NAMES) - 1
 
 
+def _current() -> int:
+    """The engine's own effective set: what "all" can give (moby's caps.initCaps, for a sandboxed engine)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return -1
+
+
 def resolve(cap_add: list[str], cap_drop: list[str], privileged: bool = False) -> int:
     """The capability mask Docker would give: defaults, minus cap_drop, plus cap_add ("ALL" allowed)."""
-    everything = (1 << (min(last_cap(), len(CAP_NAMES) - 1) + 1)) - 1
+    everything = (1 << (min(last_cap(), len(CAP_NAMES) - 1) + 1)) - 1 & _current()
     if privileged:
         return everything
     adds = {_norm(c) for c in cap_add}

@@ -1,7 +1,9 @@
 """cgroup v2: one cgroup per container under <root>/<parent>/<id>, limits, freeze, kill, OOM and stats.
 
 On a cgroup v1 or hybrid host (like the development machine) there is nothing safe to write to, so the
-runtime degrades to no limits and logs a warning once; limits are still recorded in the spec.
+runtime degrades to no limits and logs a warning once; limits are still recorded in the spec. A hybrid host
+still has a controller-less cgroup v2 tree at <root>/unified: the container gets a cgroup there too, only to
+carry its device program (devices.py), which the kernel runs for the task's v2 cgroup on every host layout.
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ class Cgroup:
         self.parent = self.root / parent
         self.path = self.parent / container_id
         self.enabled = is_v2(root)
+        unified = self.root if self.enabled else self.root / "unified"
+        # where the device program is attached and where processes join (None: no cgroup v2 at all)
+        self.v2_path: Path | None = unified / parent / container_id if is_v2(str(unified)) else None
 
     def _warn(self) -> None:
         global _warned
@@ -96,6 +101,12 @@ class Cgroup:
         if not self.enabled:
             if limits != Limits():
                 self._warn()
+            if self.v2_path is not None:
+                try:
+                    self.v2_path.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    log.warning("cannot create %s: %s", self.v2_path, e)
+                    self.v2_path = None
             return
         available = set((self.root / "cgroup.controllers").read_text().split())
         wanted = " ".join(f"+{c}" for c in CONTROLLERS if c in available)
@@ -124,8 +135,8 @@ class Cgroup:
 
     def join(self, pid: int = 0) -> None:
         """Move `pid` (0 = the caller) into the cgroup."""
-        if self.enabled:
-            self._write("cgroup.procs", str(pid))
+        if self.v2_path is not None:
+            self._write("cgroup.procs", str(pid), self.v2_path)
 
     def pids(self) -> list[int]:
         return [int(p) for p in self.read("cgroup.procs").split()]
@@ -146,32 +157,32 @@ class Cgroup:
         return False
 
     def kill_all(self) -> None:
-        if not self.enabled or not self.path.exists():
+        if self.v2_path is None or not self.v2_path.exists():
             return
         try:
-            self._write("cgroup.kill", "1")
+            self._write("cgroup.kill", "1", self.v2_path)
         except OSError:  # kernels before 5.14
             import signal
 
-            for pid in self.pids():
+            for pid in [int(p) for p in (self.v2_path / "cgroup.procs").read_text().split()]:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
 
     def remove(self) -> None:
-        if not self.enabled or not self.path.exists():
+        if self.v2_path is None or not self.v2_path.exists():
             return
         for _ in range(100):
             try:
-                self.path.rmdir()
+                self.v2_path.rmdir()
                 return
             except FileNotFoundError:
                 return
             except OSError:  # still busy: processes are exiting
                 self.kill_all()
                 time.sleep(0.02)
-        log.warning("could not remove cgroup %s", self.path)
+        log.warning("could not remove cgroup %s", self.v2_path)
 
     def _kv(self, name: str) -> dict[str, int]:
         out: dict[str, int] = {}

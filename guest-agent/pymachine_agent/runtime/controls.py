@@ -125,7 +125,8 @@ class ControlsMixin:
         if not spec.argv:
             raise RuntimeErr("No exec command specified")
         cg = self._cgroup(c)
-        payload = make_payload(run["pid"], str(cg.path) if cg.enabled else "", spec, c.spec)
+        joined = cg.v2_path if cg.v2_path and cg.v2_path.exists() else ""  # its limits and device program
+        payload = make_payload(run["pid"], str(joined), spec, c.spec)
         return ExecProcess(payload, spec.stdin, spec.detach)
 
     def top(self, ref: str, ps_args: str = "") -> dict[str, Any]:

@@ -47,7 +47,7 @@ class ExecPayload:
     tty: bool
     cap_mask: int
     hostname: str
-    seccomp: bool = True  # install seccomp.py's filter before execve
+    seccomp: str = ""  # the container's seccomp filter (hex of seccomp.filter_for's bytes); "" = none
     pty_sock: int = -1  # tty: socket on which the helper sends back the pty master
 
 
@@ -136,6 +136,7 @@ class ExecProcess:
 def main(argv: list[str]) -> None:
     """The helper: runs as a fresh, single-threaded process (setns into a mount namespace needs that)."""
     p = ExecPayload(**json.loads(argv[0]))
+    bpf = bytes.fromhex(p.seccomp) if p.seccomp else None
     try:
         if p.cgroup:
             with open(os.path.join(p.cgroup, "cgroup.procs"), "w") as f:
@@ -162,7 +163,7 @@ def main(argv: list[str]) -> None:
         if slave >= 0:
             for target in (0, 1, 2):
                 os.dup2(slave, target)
-        _child(p)
+        _child(p, bpf)
     if slave >= 0:
         os.close(slave)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
@@ -176,7 +177,7 @@ def main(argv: list[str]) -> None:
     os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status))
 
 
-def _child(p: ExecPayload) -> None:
+def _child(p: ExecPayload, bpf: bytes | None) -> None:
     try:
         for sig in range(1, signal.NSIG):
             if sig not in (signal.SIGKILL, signal.SIGSTOP):
@@ -193,8 +194,8 @@ def _child(p: ExecPayload) -> None:
         os.chdir(p.workdir or "/")
         path = process.find_executable(p.argv[0], env)
         process.switch_user(u, p.cap_mask)
-        if p.seccomp:
-            seccomp.install()
+        if bpf:
+            seccomp.install(bpf)
         os.execve(path, p.argv, dict(e.split("=", 1) for e in env))
     except process.ExecFailed as e:
         sys.stderr.write(f"OCI runtime exec failed: exec failed: unable to start container process: {e}\n")
@@ -220,5 +221,14 @@ def make_payload(pid: int, cgroup: str, spec: ExecSpec, ctr: ContainerSpec) -> E
         tty=spec.tty,
         cap_mask=capabilities.resolve(ctr.cap_add, ctr.cap_drop, ctr.privileged or spec.privileged),
         hostname=ctr.hostname or ctr.id[:12],
-        seccomp=not (ctr.privileged or spec.privileged) and ctr.seccomp != "unconfined",
+        seccomp=_filter_hex(ctr),
     )
+
+
+def _filter_hex(ctr: ContainerSpec) -> str:
+    """The container's own filter (compiled for its capabilities, cached in the agent), also for
+    `exec --privileged`, as runc does: it adds capabilities, not syscalls."""
+    if ctr.privileged:
+        return ""
+    bpf = seccomp.filter_for(ctr.seccomp, capabilities.resolve(ctr.cap_add, ctr.cap_drop))
+    return bpf.hex() if bpf else ""

@@ -121,3 +121,35 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     _check(_libc.syscall(_SYS_CAPSET, ctypes.byref(header), data), "capset")
+
+
+_SYS_MOUNT_SETATTR = 442  # the same number on x86_64 and aarch64
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def mount_setattr_recursive(target: str, attr_set: int) -> None:
+    """Add mount attributes to `target` and every mount below it (Linux 5.12+): a remount changes one mount,
+    while a recursive bind brings the source's submounts along with their own flags."""
+    attr = _MountAttr(attr_set=attr_set)
+    n = ctypes.c_long  # whole registers: size_t must not carry garbage in its upper half
+    ret = _libc.syscall(
+        n(_SYS_MOUNT_SETATTR),
+        n(AT_FDCWD),
+        _b(target),
+        n(AT_RECURSIVE),
+        ctypes.byref(attr),
+        n(ctypes.sizeof(attr)),
+    )
+    _check(ret, f"mount_setattr {target}")

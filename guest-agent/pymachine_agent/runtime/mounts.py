@@ -5,15 +5,23 @@ read-only /sys, a tmpfs /dev with bind-mounted device nodes, /dev/pts, /dev/shm,
 /etc files, the user's bind/volume/tmpfs mounts, pivot_root, and finally the masked and read-only /proc paths.
 Everything is mounted in the container's private namespace, so nothing leaks to the guest and nothing needs
 unmounting when the container exits.
+
+Unless the container is privileged, every filesystem it can write to or bring in is `nodev` (the rootfs,
+/dev, volumes and bind mounts with all their submounts): a device node made with mknod (CAP_MKNOD is one of
+Docker's default capabilities) or shipped in an image layer cannot be opened. The usable nodes are made in a
+private tmpfs outside the rootfs and bind-mounted into /dev (see _make_nodes). The device cgroup program
+(devices.py) is the second wall.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
 
-from pymachine_agent.runtime import libc
+from pymachine_agent import inroot
+from pymachine_agent.runtime import devices, libc, sysctls
 from pymachine_agent.runtime.spec import ContainerSpec, Mount
 
 MASKED_PATHS = [
@@ -22,34 +30,13 @@ MASKED_PATHS = [
     "/sys/devices/virtual/powercap",
 ]  # fmt: skip
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-DEVICES = ["null", "zero", "full", "random", "urandom", "tty"]
 NOSUID_NODEV_NOEXEC = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
 
 
 def secure_join(root: str, path: str) -> str:
     """`path` inside `root` with every symlink resolved as if `root` were "/", so that an image's symlink can
     never send a mount outside the container's root."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        if os.path.islink(candidate):
-            hops += 1
-            if hops > 40:
-                raise OSError(40, f"too many symlinks resolving {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p and p != "."] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
+    return inroot.resolve(root, path)
 
 
 def _ensure(path: str, is_dir: bool) -> None:
@@ -70,7 +57,7 @@ def _bind(source: str, target: str, readonly: bool, extra_flags: int = 0, rec: b
         libc.mount(None, target, None, flags)
 
 
-def mount_overlay(layers: list[str], upper: str, work: str, target: str) -> None:
+def mount_overlay(layers: list[str], upper: str, work: str, target: str, flags: int = 0) -> None:
     if not layers:
         raise ValueError("a container needs at least one image layer")
     # overlayfs wants the top-most lower layer first.
@@ -78,21 +65,47 @@ def mount_overlay(layers: list[str], upper: str, work: str, target: str) -> None
     data = f"lowerdir={lower},upperdir={upper},workdir={work}"
     if len(data) >= 4000:  # the mount data is one page; overlay has no other way to take many layers
         raise OSError(7, f"too many image layers for one overlay mount ({len(layers)})")
-    libc.mount("overlay", target, "overlay", 0, data)
+    libc.mount("overlay", target, "overlay", flags, data)
 
 
-def _mount_dev(root: str, spec: ContainerSpec) -> None:
+def _make_nodes(root: str, ctr_dir: str, nodes: list[devices.HostDevice], privileged: bool) -> None:
+    """Create the container's device nodes, as runc does with mknod, owned and moded like their guest nodes.
+
+    Privileged: straight into the container's /dev, a tmpfs that allows devices (Docker's way). Otherwise the
+    container's /dev is nodev, so each node is made in a fresh tmpfs (not nodev) at ctr_dir/devices, mounted
+    only in the container's namespace and dropped from view with the old root at pivot_root, and bind-mounted
+    to its place: a bind keeps the mount flags of its source, so these nodes open and nothing else does. The
+    container owns its nodes (a chmod inside does not reach the guest's /dev, as a bind of the guest's own
+    node would), and the container cannot add a node to that tmpfs."""
+    if not privileged:
+        store = os.path.join(ctr_dir, "devices")
+        os.makedirs(store, exist_ok=True)
+        libc.mount("tmpfs", store, "tmpfs", libc.MS_NOSUID | libc.MS_NOEXEC, "mode=700,size=64k")
+    for i, node in enumerate(nodes):
+        target = secure_join(root, node.path)
+        if privileged and os.path.lexists(target):
+            continue  # dockerd skips a --device that names a node the guest's /dev already gave
+        kind = stat.S_IFCHR if node.type == "c" else stat.S_IFBLK
+        made = target if privileged else os.path.join(store, str(i))
+        os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+        os.mknod(made, kind | 0o600, os.makedev(node.major, node.minor))
+        os.chown(made, node.uid, node.gid)
+        os.chmod(made, node.mode)
+        if not privileged:
+            _ensure(target, False)
+            libc.mount(made, target, None, libc.MS_BIND)
+
+
+def _mount_dev(root: str, spec: ContainerSpec, ctr_dir: str) -> None:
     dev = secure_join(root, "/dev")
     _ensure(dev, True)
-    # nodev on the tmpfs: a node made with mknod inside the container cannot be opened (Docker gets the same
-    # effect from its device cgroup); the usable devices are bind mounts of the guest's own nodes.
-    libc.mount(
-        "tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_STRICTATIME | libc.MS_NODEV, "mode=755,size=65536k"
-    )
-    for name in DEVICES:
-        target = os.path.join(dev, name)
-        _ensure(target, False)
-        libc.mount(f"/dev/{name}", target, None, libc.MS_BIND)
+    nodev = 0 if spec.privileged else libc.MS_NODEV
+    libc.mount("tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_STRICTATIME | nodev, "mode=755,size=65536k")
+    found = devices.resolve_all(spec.devices)
+    if spec.privileged:
+        _make_nodes(root, ctr_dir, devices.guest_devices() + found, True)
+    else:
+        _make_nodes(root, ctr_dir, [*devices.DEFAULT_NODES, *found], False)
     pts = os.path.join(dev, "pts")
     os.mkdir(pts)
     libc.mount(
@@ -126,9 +139,21 @@ def _mount_user(root: str, m: Mount, privileged: bool) -> None:
         raise FileNotFoundError(f"bind source path does not exist: {m.source}")
     _ensure(target, os.path.isdir(m.source))
     _bind(m.source, target, m.readonly, 0 if privileged else libc.MS_NODEV | libc.MS_NOSUID)
+    if not privileged:
+        _nodev_below(target)
     propagation = next((o for o in m.options if o.lstrip("r") in ("private", "shared", "slave")), "rprivate")
     flag = {"private": libc.MS_PRIVATE, "slave": libc.MS_SLAVE, "shared": 1 << 20}[propagation.lstrip("r")]
     libc.mount(None, target, None, flag | (libc.MS_REC if propagation.startswith("r") else 0))
+
+
+def _nodev_below(target: str) -> None:
+    """nodev on the mounts a recursive bind brought along (`-v /dev:/d` brings the guest's devpts, `-v /:/h`
+    every guest filesystem): the remount in _bind changed the top one only."""
+    try:
+        libc.mount_setattr_recursive(target, libc.MOUNT_ATTR_NODEV)
+    except OSError as e:
+        if e.errno != errno.ENOSYS:  # kernels before 5.12: only the top mount is nodev
+            raise
 
 
 def setup_rootfs(spec: ContainerSpec, ctr_dir: str, cgroup_v2: bool) -> None:
@@ -136,11 +161,13 @@ def setup_rootfs(spec: ContainerSpec, ctr_dir: str, cgroup_v2: bool) -> None:
     after unshare(CLONE_NEWNS) (and in its pid namespace, for /proc)."""
     libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
     root = os.path.join(ctr_dir, "rootfs")
-    mount_overlay(spec.layers, os.path.join(ctr_dir, "upper"), os.path.join(ctr_dir, "work"), root)
+    # nodev, not nosuid: an image's setuid binaries work as in Docker; its device nodes do not
+    nodev = 0 if spec.privileged else libc.MS_NODEV
+    mount_overlay(spec.layers, os.path.join(ctr_dir, "upper"), os.path.join(ctr_dir, "work"), root, nodev)
     proc = secure_join(root, "/proc")
     _ensure(proc, True)
     libc.mount("proc", proc, "proc", NOSUID_NODEV_NOEXEC)
-    _mount_dev(root, spec)
+    _mount_dev(root, spec, ctr_dir)
     sys_dir = secure_join(root, "/sys")
     _ensure(sys_dir, True)
     sys_flags = NOSUID_NODEV_NOEXEC | (0 if spec.privileged else libc.MS_RDONLY)
@@ -159,11 +186,10 @@ def setup_rootfs(spec: ContainerSpec, ctr_dir: str, cgroup_v2: bool) -> None:
     for m in sorted(spec.mounts, key=lambda m: m.target.count("/")):
         _mount_user(root, m, spec.privileged)
     if spec.readonly_rootfs:
-        libc.mount(None, root, None, libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY)
+        libc.mount(None, root, None, libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY | nodev)
     _pivot(root)
-    for key, value in spec.sysctls.items():
-        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-            f.write(value)
+    # namespaced keys only, in namespaces of the container's own: refused here too, whatever the API let by
+    sysctls.write(spec.sysctls, spec.network in ("new", "none"), spec.ipc in ("private", "shareable"))
     if not spec.privileged:
         mask_paths()
 

@@ -125,6 +125,10 @@ def run_init(
         s = sync.fileno()
         os.closerange(3, s)
         os.closerange(s + 1, 65536)
+        mask = capabilities.resolve(spec.cap_add, spec.cap_drop, spec.privileged)
+        # Compiled (or taken from the zygote's cache) before pivot_root hides the agent's files; none for
+        # --privileged, as Docker.
+        bpf = None if spec.privileged else seccomp.filter_for(spec.seccomp, mask)
         cgroup.join(0)
         cgroup_v2 = cgroup.enabled
         for path, nstype in namespaces.join_paths(spec):
@@ -154,12 +158,11 @@ def run_init(
         if not spec.argv:
             raise ExecFailed("no command specified", 126)
         path = find_executable(spec.argv[0], env)
-        mask = capabilities.resolve(spec.cap_add, spec.cap_drop, spec.privileged)
         if spec.init:
             child = os.fork()
             if child:
                 sync.close()  # the supervisor sees EOF once the child has exec'd
-                tiny_init(child, mask)
+                tiny_init(child, u, mask, bpf)
             os.setpgid(0, 0)
             if spec.tty:
                 signal.signal(signal.SIGTTOU, signal.SIG_IGN)
@@ -167,8 +170,8 @@ def run_init(
                 signal.signal(signal.SIGTTOU, signal.SIG_DFL)
         switch_user(u, mask)
         os.umask(0o022)
-        if not spec.privileged and spec.seccomp != "unconfined":
-            seccomp.install()
+        if bpf:
+            seccomp.install(bpf)
         os.execve(path, spec.argv, dict(e.split("=", 1) for e in env))
     except ExecFailed as e:
         _fail(sync, e.code, str(e))
@@ -176,11 +179,15 @@ def run_init(
         _fail(sync, 128, f"{type(e).__name__}: {e}")
 
 
-def tiny_init(main_child: int, cap_mask: int) -> None:
+def tiny_init(main_child: int, u: user.ExecUser, cap_mask: int, bpf: bytes | None) -> None:
     """--init: stay PID 1 (this process, already pivoted into the container), forward signals to the one
-    child, reap every orphan, and exit with the child's status, as tini does. Never returns."""
-    capabilities.drop_bounding(cap_mask)
-    libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+    child, reap every orphan, and exit with the child's status, as tini does. Never returns.
+
+    Like Docker's docker-init, it runs as the container's process would: the container's user, capabilities
+    and seccomp filter, so nothing in the container keeps the engine's privileges."""
+    switch_user(u, cap_mask)
+    if bpf:
+        seccomp.install(bpf)
 
     def forward(sig: int, _frame: object) -> None:
         try:

@@ -133,6 +133,7 @@ class RecoveryMixin:
             status="exited", exit_code=255, error="the container's supervisor died", finished_at=rfc3339nano()
         )
         write_json(os.path.join(c.dir, "run.json"), run)
+        self._cgroup(c).remove()  # the supervisor would have; a restart makes a fresh one
         self._teardown(c)
 
 

@@ -30,6 +30,16 @@ class Mount:
 
 
 @dataclass
+class DeviceMapping:
+    """--device: a guest device node (or a folder of them) created at `path_in_container` ("" = the same
+    path), with `cgroup_permissions` ("rwm" subset) added to the container's device allowlist."""
+
+    path_on_host: str
+    path_in_container: str = ""
+    cgroup_permissions: str = "rwm"
+
+
+@dataclass
 class Limits:
     """Resource limits in Docker's units (HostConfig names in comments). 0 means "not set".
 
@@ -89,7 +99,9 @@ class ContainerSpec:
     cap_add: list[str] = field(default_factory=list)  # "NET_ADMIN" or "CAP_NET_ADMIN"; "ALL" allowed
     cap_drop: list[str] = field(default_factory=list)
     privileged: bool = False  # all capabilities, no masked/read-only paths, rw /sys, no seccomp filter
-    seccomp: str = "default"  # "default" (seccomp.py's filter) | "unconfined"
+    devices: list[DeviceMapping] = field(default_factory=list)  # --device
+    device_cgroup_rules: list[str] = field(default_factory=list)  # --device-cgroup-rule, "c 1:3 rwm"
+    seccomp: str = "default"  # "default" (Docker's profile, seccomp.py) | "unconfined" | a profile's JSON
     readonly_rootfs: bool = False
     network: str = "new"  # "new" (fresh netns, on_netns hook configures it) | "host" | "none" | a netns path
     ipc: str = "private"  # "private" | "host" | a namespace path (/proc/<pid>/ns/ipc)
@@ -117,6 +129,7 @@ class ContainerSpec:
     def from_json(cls, data: dict[str, Any]) -> ContainerSpec:
         data = dict(data)
         data["mounts"] = [Mount(**m) for m in data.get("mounts", [])]
+        data["devices"] = [DeviceMapping(**d) for d in data.get("devices", [])]
         data["limits"] = Limits(**data.get("limits", {}))
         data["restart_policy"] = RestartPolicy(**data.get("restart_policy", {}))
         data["log_config"] = LogConfig(**data.get("log_config", {}))

@@ -26,7 +26,7 @@ import sys
 import termios
 import time
 
-from pymachine_agent.runtime import libc
+from pymachine_agent.runtime import devices, libc
 from pymachine_agent.runtime.cgroups import Cgroup
 from pymachine_agent.runtime.logs import JsonFileWriter, NullWriter, rfc3339nano
 from pymachine_agent.runtime.process import run_init
@@ -91,7 +91,10 @@ class Supervisor:
 
     def main(self) -> None:
         spec = self.spec
+        found = devices.resolve_all(spec.devices)  # first: a missing --device leaves no cgroup behind
         self.cg.create(spec.limits)
+        if not spec.privileged:  # before the init joins: its own mounts and opens are already filtered
+            devices.install(str(self.cg.v2_path) if self.cg.v2_path else None, devices.rules_for(spec, found))
         if spec.tty:  # the init opens the pty inside the container and sends us the master (see process.py)
             null = os.open("/dev/null", os.O_RDWR)
             child_stdio = (null, null, null)

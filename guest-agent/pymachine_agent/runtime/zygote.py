@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 
-from pymachine_agent.runtime import supervisor
+from pymachine_agent.runtime import capabilities, seccomp, supervisor
 
 
 def main(argv: list[str]) -> None:
@@ -29,6 +29,9 @@ def main(argv: list[str]) -> None:
     sock = socket.socket(fileno=int(argv[0]))
     # Supervisors are reaped by the kernel (they outlive us anyway, then init adopts them).
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    # Compile the default seccomp filter for the default capabilities once: every supervisor forked from
+    # here finds it in seccomp.filter_for's cache.
+    seccomp.filter_for("default", capabilities.resolve([], []))
     import gc
 
     gc.freeze()  # keep the preloaded modules' pages shared after fork

@@ -29,7 +29,7 @@ AGENT_LOG = "/var/log/pymachine-agent.log"
 AGENT_ARGV = ["/usr/bin/python3", "-m", "pymachine_agent", "serve"]
 POWEROFF = "/sbin/pymachine-poweroff"
 SEED_DISK, SEED_DIR = "/dev/vdb", "/run/seed"
-ENGINE_MODULES = ["overlay", "veth", "bridge", "br_netfilter", "nf_tables", "button", "evdev"]
+ENGINE_MODULES = ["overlay", "veth", "bridge", "br_netfilter", "nf_tables", "button", "evdev", "fuse"]
 CONTROLLERS = ["cpuset", "cpu", "io", "memory", "pids"]
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 EV_KEY, KEY_POWER = 1, 116
@@ -347,8 +347,10 @@ def supervise() -> None:
         signal.signal(sig, lambda signum, frame: pending.append(signum))  # _signal: plain ints, no enums
 
     # After sshd, so logging in is not delayed: no udev, so load what the engine and the power button need
-    # (anything else autoloads through modprobe), and grow the filesystem online when the machine's disk is
-    # larger than the base image (a no-op otherwise). The agent starts once the modules are in.
+    # (anything else autoloads through modprobe; fuse would too, but without udev or static nodes /dev/fuse
+    # only appears once the module is in, and `--device /dev/fuse` needs the node), and grow the filesystem
+    # online when the machine's disk is larger than the base image (a no-op otherwise). The agent starts once
+    # the modules are in.
     modprobe = spawn(["/usr/sbin/modprobe", "-a", *ENGINE_MODULES], "/run/modprobe.log")
     spawn(["/usr/sbin/resize2fs", "/dev/vda"], "/run/resize2fs.log")
     agent = Agent()

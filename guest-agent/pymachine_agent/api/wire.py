@@ -1,0 +1,210 @@
+"""The bytes of an HTTP/1.1 request: limits, timeouts, a deadline-aware reader and the parsers of the
+request head and of body framing. Malformed framing becomes a `ProtocolError` carrying the 4xx/5xx to
+answer with; Go's net/http (what dockerd serves with) is the reference for which status fits.
+
+Why the limits are what they are:
+- request line 64 KiB (414 beyond): the longest lines Docker clients send are `filters` and repeated
+  `names=` of `docker save`; 64 KiB holds over a thousand image names. The HTTP RFCs ask for 8 KB at least.
+- header block 256 KiB and 200 lines (431 beyond): the largest header a client sends is `X-Registry-Config`
+  (every registry credential of the CLI's config.json, base64) — a few KB per registry. Go allows 1 MiB in
+  all; every connection holds its head in memory in a VM that may have 1 GiB, so we keep a quarter of it.
+- JSON bodies 4 MiB (413 beyond): the largest JSON a client sends is a container create carrying a custom
+  seccomp profile inline (Docker's default profile is ~60 KB as the CLI sends it); 4 MiB is ~60× that.
+  Streaming bodies (image load, build context, archive PUT) are not buffered and have no size limit.
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import socket
+import time
+from dataclasses import dataclass
+
+MAX_REQUEST_LINE = 64 * 1024
+MAX_HEADER_BYTES = 256 * 1024
+MAX_HEADERS = 200
+MAX_JSON_BODY = 4 * 1024 * 1024
+MAX_DRAIN = 256 * 1024  # an unread body up to this size is skipped to keep the connection (Go's limit)
+MAX_CHUNK_LINE = 4096
+LINGER_SECONDS = 1.0  # after an error with unread input: half-close and discard so the reply is not reset
+
+_TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_VERSION = re.compile(rb"^HTTP/(\d)\.(\d)$")
+_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # control characters other than HTAB
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. `idle`: a connection with no request in progress (new or kept alive) is closed silently.
+    `head`: from the first byte of a request, its line and headers must arrive within this (else 408).
+    `body`: a JSON body must arrive within this in all; a streaming body may not stall longer (else 408).
+    Hijacked attach/exec streams have no timeout: an interactive shell may be idle for hours."""
+
+    idle: float = 120.0
+    head: float = 30.0
+    body: float = 60.0
+
+
+class HTTPError(Exception):
+    """An error reply: `{"message": ...}` with a Docker status code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ProtocolError(HTTPError):
+    """The request cannot be framed; answer `status` (when nothing went out yet) and close."""
+
+
+class ReadTimeout(ProtocolError):
+    def __init__(self, message: str) -> None:
+        super().__init__(408, message)
+
+
+class Reader:
+    """Buffered reads from a blocking socket, each bounded by an optional monotonic deadline.
+
+    The deadline is checked with poll() before every recv, so a peer that dribbles one byte at a time
+    cannot stretch it (a per-recv socket timeout would restart on every byte). The socket itself stays
+    blocking: the writer side (another thread, for hijacked streams) never sees a timeout change."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.eof = False
+
+    def _fill(self, deadline: float | None) -> bool:
+        """Read more into the buffer; False at EOF. Raises ReadTimeout when the deadline passes first."""
+        if self.eof:
+            return False
+        if deadline is not None and not self._ready(deadline - time.monotonic()):
+            raise ReadTimeout("timed out waiting for the client to send the request")
+        try:
+            data = self.sock.recv(65536)
+        except OSError:  # a reset is the end of input like any other
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def _ready(self, timeout: float) -> bool:
+        if timeout <= 0:
+            return False
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR)
+        try:
+            return bool(poller.poll(timeout * 1000))
+        except InterruptedError:
+            return False
+
+    def wait(self, timeout: float) -> bool:
+        """True when data (or EOF) is there within `timeout` seconds."""
+        if self.buf or self.eof:
+            return True
+        return self._ready(timeout)
+
+    def readline(self, limit: int, deadline: float | None) -> bytes:
+        """Up to and including b"\\n"; at most `limit` bytes (the caller sees no newline when the line is
+        longer), or what is left at EOF."""
+        scanned = 0
+        while True:
+            end = self.buf.find(b"\n", scanned, limit)
+            if end >= 0:
+                return self._take(end + 1)
+            if len(self.buf) >= limit:
+                return self._take(limit)
+            scanned = len(self.buf)
+            if not self._fill(deadline):
+                return self._take(len(self.buf))
+
+    def read(self, size: int, deadline: float | None = None) -> bytes:
+        """At least one byte and at most `size` (b"" at EOF)."""
+        if not self.buf and not self._fill(deadline):
+            return b""
+        return self._take(min(size, len(self.buf)))
+
+    def _take(self, n: int) -> bytes:
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+
+# -- the request head --------------------------------------------------------------------------------
+
+
+def parse_request_line(line: bytes) -> tuple[str, str, tuple[int, int]]:
+    """b"GET /_ping HTTP/1.1\\r\\n" → ("GET", "/_ping", (1, 1)). 414 when the line did not end within the
+    limit, 505 for an HTTP major version other than 1, 400 for anything else malformed."""
+    if not line.endswith(b"\n"):
+        if len(line) >= MAX_REQUEST_LINE:
+            raise ProtocolError(414, f"request line longer than {MAX_REQUEST_LINE} bytes")
+        raise ProtocolError(400, "connection closed inside the request line")
+    text = line.rstrip(b"\r\n")
+    parts = text.split(b" ")
+    if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1] or _CTL.search(parts[1]):
+        raise ProtocolError(400, f"malformed request line {text[:100]!r}")
+    version = _VERSION.match(parts[2])
+    if not version:
+        raise ProtocolError(400, f"malformed HTTP version {parts[2][:20]!r}")
+    major, minor = int(version.group(1)), int(version.group(2))
+    if major != 1:
+        raise ProtocolError(505, f"HTTP version {major}.{minor} is not supported (use HTTP/1.1)")
+    target = parts[1].decode("latin-1")
+    if not (target.startswith("/") or target.startswith(("http://", "https://")) or target == "*"):
+        raise ProtocolError(400, f"malformed request target {target[:100]!r}")
+    return parts[0].decode("ascii"), target, (major, minor)
+
+
+def parse_header_line(line: bytes) -> tuple[str, str]:
+    """One `Name: value` line (no folding, no space before the colon: both are request-smuggling tools)."""
+    text = line.rstrip(b"\r\n")
+    name, colon, value = text.partition(b":")
+    if not colon or not _TOKEN.match(name):
+        raise ProtocolError(400, f"malformed header line {text[:100]!r}")
+    value = value.strip(b" \t")
+    if _CTL.search(value):
+        raise ProtocolError(400, f"control character in header {name.decode()!r}")
+    return name.decode("ascii"), value.decode("latin-1")
+
+
+def content_length(values: list[str]) -> int | None:
+    """The body length from every Content-Length header: digits only, all equal, below 2^63 (as Go)."""
+    if not values:
+        return None
+    if any(v != values[0] for v in values):
+        raise ProtocolError(400, f"conflicting Content-Length headers {values[:4]}")
+    text = values[0].strip()
+    if not text.isdigit() or not text.isascii() or len(text) > 19 or int(text) >= 2**63:
+        raise ProtocolError(400, f"bad Content-Length {text[:40]!r}")
+    return int(text)
+
+
+def is_chunked(values: list[str], has_length: bool) -> bool:
+    """Transfer-Encoding: only `chunked` is understood (501 for others, as Go); with a Content-Length too the
+    body length is ambiguous, which is how requests are smuggled past proxies: 400."""
+    if not values:
+        return False
+    codings = [c.strip().lower() for v in values for c in v.split(",") if c.strip()]
+    if codings != ["chunked"]:
+        raise ProtocolError(501, f"unsupported Transfer-Encoding {', '.join(values)[:60]!r}")
+    if has_length:
+        raise ProtocolError(400, "both Transfer-Encoding and Content-Length are set")
+    return True
+
+
+def chunk_size(line: bytes) -> int:
+    """The size line of one chunk: hex digits, optional `;extensions`; below 2^63."""
+    if not line.endswith(b"\n"):
+        raise ProtocolError(400, "chunk size line too long or cut off")
+    text = line.rstrip(b"\r\n").split(b";", 1)[0].strip(b" \t")
+    if not text or len(text) > 16 or not all(c in b"0123456789abcdefABCDEF" for c in text):
+        raise ProtocolError(400, f"bad chunk size {text[:20]!r}")
+    size = int(text, 16)
+    if size >= 2**63:
+        raise ProtocolError(400, f"chunk size {text.decode()} too large")
+    return size
