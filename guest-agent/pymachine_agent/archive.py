@@ -2,7 +2,7 @@
 
 Everything runs in the engine's own process, on file descriptors below an fd of the container's root
 (`/proc/<pid>/root` of a running container, a detached overlay mount of a stopped one: runtime/detached.py):
-paths go through runtime/inroot.open_in_root (the container's root as `/`), and walks open each entry with
+paths go through inroot.open_in_root (the container's root as `/`), and walks open each entry with
 O_PATH | O_NOFOLLOW and decide from fstat of that very fd what it is, so a directory swapped for a symlink
 mid-walk is taken as the symlink it now is and nothing outside the container is ever read or written.
 There is no chroot: the old one made every NSS look-up tarfile does for owner names load the image's
@@ -23,7 +23,7 @@ import tarfile
 import time
 from collections.abc import Iterable, Iterator
 
-from .runtime.inroot import make_dirs, open_in_root, reopen
+from .inroot import make_dirs, open_in_root, reopen
 
 _GO_DIR = 1 << 31
 _GO_SYMLINK = 1 << 27

@@ -89,7 +89,7 @@ def test_malformed_lines_are_skipped(image: Path) -> None:
 def test_walk_refuses_loops_and_non_directories(image: Path) -> None:
     os.symlink("a", image / "b")
     os.symlink("b", image / "a")
-    with pytest.raises(OSError, match="too many levels"):
+    with pytest.raises(OSError, match="(?i)too many levels"):  # ELOOP, from openat2 or the walk
         inroot.read_regular(str(image), "/a", 10)
     with pytest.raises(NotADirectoryError):
         inroot.read_regular(str(image), "/etc/passwd/x", 10)

@@ -1,4 +1,4 @@
-"""runtime/inroot: paths resolved below a root fd as if it were `/`, by openat2 and by the userspace walk."""
+"""inroot.open_in_root: paths below a root fd resolved as if it were `/`, by openat2 and by the walk alike."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pymachine_agent.runtime import inroot
+from pymachine_agent import inroot
 
 Opener = Callable[..., int]
 
