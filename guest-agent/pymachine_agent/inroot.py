@@ -89,12 +89,16 @@ def open_in_root(root_fd: int, path: str, flags: int = os.O_PATH, *, follow_last
     rel = path.lstrip("/") or "."
     if not follow_last:
         flags |= os.O_NOFOLLOW
-    if _openat2_works is not False:
+    for _ in range(3):
+        if _openat2_works is False:
+            break
         try:
             fd = _openat2(root_fd, rel, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
             _openat2_works = True
             return fd
         except OSError as err:
+            if err.errno == errno.EAGAIN:
+                continue  # a rename raced a `..` (a container swapping its dirs): the kernel asks to retry
             # ENOSYS: kernel < 5.6; EPERM: a seccomp filter of ours (or the host's) without openat2
             if _openat2_works or err.errno not in (errno.ENOSYS, errno.EPERM):
                 raise
