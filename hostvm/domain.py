@@ -35,6 +35,7 @@ class VMSpec:
     uid: int | None = None  # run QEMU as this uid:gid (system libvirt); None leaves libvirt's default
     gid: int | None = None
     owner: str = ""  # the machine folder, recorded in the domain's metadata
+    runas: str = ""  # direct QEMU started as root: drop to this user (qemu_user.py); libvirt uses uid/gid
 
     @property
     def domain_name(self) -> str:
@@ -116,8 +117,8 @@ def domain_xml(spec: VMSpec) -> str:
         "  </devices>",
     ]
     if spec.uid is not None and spec.gid is not None:
-        # QEMU runs as the owner of the machine folder: no relabelling of files in the user's home, and no
-        # need for libvirt's qemu user to traverse it.
+        # QEMU runs as the owner of the machine folder (or, for a root-owned one, as pymachine-qemu, given
+        # ACL access to exactly its files): no relabelling of files in the user's home.
         lines += [
             "  <seclabel type='static' model='dac' relabel='no'>",
             f"    <label>+{spec.uid}:+{spec.gid}</label>",
