@@ -297,10 +297,11 @@ def vm_spec(cfg: cfgmod.MachineConfig, port: int, accel: str) -> VMSpec:
     runas = ""
     local_libvirt = cfg.driver == "libvirt" and not urlparse(uri).hostname
     if qemu_user.needed() and (cfg.driver == "qemu" or (local_libvirt and not uid)):
-        who = qemu_user.account()
         if cfg.driver == "qemu":
+            who = qemu_user.account()
             runas = who.name
         else:
+            who = qemu_user.libvirt_account()
             uid, gid = who.uid, who.gid
         kernel, initrd, base = (cfg.image[k] for k in ("kernel", "initrd", "disk"))
         qemu_user.grant(who, readable=[kernel, initrd, base, mp.seed], writable=[mp.disk])

@@ -2,11 +2,10 @@
 
 QEMU parses guest-controlled device state all day; a QEMU escape must not be root of the host. A person
 running pymachine as themselves already gets a QEMU of their own uid (qemu:///session, or direct QEMU),
-and nothing here applies. Run as root, QEMU runs as the system user `pymachine-qemu` instead (libvirt: a
-static DAC seclabel; direct QEMU: `-runas`). Our own user, not Debian's `libvirt-qemu`: that one owns the
-disks of every other libvirt guest on the host (dynamic_ownership), which a compromised QEMU of ours must
-not reach. It is created on first use, as Docker creates `dockremap` for userns-remap (and by
-packaging/install.sh).
+and nothing here applies. Run as root, the direct-QEMU driver starts QEMU with `-runas pymachine-qemu`, a
+system user of our own, created on first use as Docker creates `dockremap` for userns-remap (and by
+packaging/install.sh); under qemu:///system the domain names libvirt's own QEMU user (`libvirt-qemu`) in a
+static DAC label, since libvirt's per-domain files are open to that user only.
 
 What it may open is granted with POSIX ACL entries for that one user, never by changing owners or modes: read
 the kernel, initrd and base disk, read the seed, read and write the machine's disk, and search (x, not read)
@@ -29,6 +28,7 @@ from . import proc
 from .errors import PymachineError
 
 USER = "pymachine-qemu"
+LIBVIRT_USERS = ("libvirt-qemu", "qemu")
 R, W, X = 4, 2, 1
 
 # Linux's POSIX ACL xattr (include/uapi/linux/posix_acl_xattr.h): a version header, then (tag, perm, id).
@@ -52,17 +52,36 @@ def needed() -> bool:
 
 
 def account() -> Account:
-    """The QEMU user, created (a system user with no home, no shell, in group kvm) when it is missing."""
+    """The direct-QEMU user, created (a system user with no home, no shell, in group kvm) when missing."""
     try:
         entry = pwd.getpwnam(USER)
     except KeyError:
         _create()
         entry = pwd.getpwnam(USER)
+    return _checked(entry)
+
+
+def libvirt_account() -> Account:
+    """libvirt's own QEMU user (Debian `libvirt-qemu`, Fedora `qemu`), named explicitly in the domain so that
+    a `user = "root"` in qemu.conf cannot apply. Not pymachine-qemu: libvirt keeps each domain's private files
+    (master-key.aes, monitor socket) under /var/lib/libvirt/qemu, which only its own user may enter."""
+    for name in LIBVIRT_USERS:
+        try:
+            return _checked(pwd.getpwnam(name))
+        except KeyError:
+            continue
+    raise PymachineError(
+        f"none of libvirt's QEMU users ({', '.join(LIBVIRT_USERS)}) exists",
+        hint="reinstall libvirt-daemon-system, or create the machine with --driver qemu",
+    )
+
+
+def _checked(entry: pwd.struct_passwd) -> Account:
     if entry.pw_uid == 0 or entry.pw_gid == 0:
         raise PymachineError(
             f"the user {USER} has uid or gid 0: QEMU would run as root", hint=f"userdel {USER}"
         )
-    return Account(USER, entry.pw_uid, entry.pw_gid)
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
 
 def _create() -> None:
