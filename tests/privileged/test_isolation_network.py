@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.agent import start_agent
-from support.netguest import private_guest, tcp_echo
+from support.netguest import agent_in_private_guest, tcp_echo
 
 from pymachine_agent.network.netlink import Netlink
 
@@ -27,13 +26,8 @@ FORGED_SYN = Path(__file__).resolve().parent.parent / "support" / "forged_syn.py
 
 @pytest.fixture
 def agent(tmp_path: Path):  # type: ignore[no-untyped-def]
-    with private_guest():
-        a = start_agent(tmp_path / "agent")
-        try:
-            a.load_busybox()
-            yield a
-        finally:
-            a.stop()
+    with agent_in_private_guest(tmp_path / "agent") as a:
+        yield a
 
 
 @contextlib.contextmanager

@@ -1,34 +1,18 @@
 """QEMU's user when pymachine runs as root: `pymachine-qemu`, allowed exactly the machine's files (POSIX ACL
-entries), proven by opening files as that user; and the argv/XML that make QEMU run as it."""
+entries), proven by opening files as that user. The argv and XML that make QEMU run as it: test_domain.py."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from pymachine.hostvm import qemu_user
-from pymachine.hostvm.domain import VMSpec, domain_xml
-from pymachine.hostvm.drivers.qemu import qemu_argv
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
-SPEC = VMSpec(
-    name="dev",
-    cpus=1,
-    memory_mib=512,
-    kernel="/k",
-    initrd="/i",
-    cmdline="console=ttyS0",
-    disk="/m/disk.qcow2",
-    seed="/m/seed.tar",
-    console_log="/m/console.log",
-    ssh_port=40022,
-)
 
 
 def opens_as(who: qemu_user.Account, path: Path, mode: str) -> bool:
@@ -74,14 +58,3 @@ def test_the_qemu_user_opens_its_files_and_nothing_else(tmp_path: Path) -> None:
     assert subprocess.run([sys.executable, "-c", lister, str(machine)], capture_output=True).returncode != 0
     # owners and mode bits of the user's files are left as they were
     assert all(p.stat().st_uid == 0 for p in files.values())
-
-
-def test_direct_qemu_drops_to_the_user() -> None:
-    argv = qemu_argv(replace(SPEC, runas="pymachine-qemu"), "/p", "/q")
-    assert argv[-2:] == ["-runas", "pymachine-qemu"]
-    assert "-runas" not in qemu_argv(SPEC, "/p", "/q")  # a non-root user's QEMU already runs as them
-
-
-def test_libvirt_runs_qemu_as_the_given_uid() -> None:
-    xml = domain_xml(replace(SPEC, uid=990, gid=991))
-    assert "<seclabel type='static' model='dac' relabel='no'>" in xml and "<label>+990:+991</label>" in xml

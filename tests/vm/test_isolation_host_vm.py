@@ -4,14 +4,13 @@ and `pymachine ssh` keeps its exit status and opens no forward under a hostile ~
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from support.hostagent_vm import VmMachine, env_of, free_port, hostagent_machine  # noqa: F401
+from support.hostagent_vm import VmMachine, env_of, free_port, hostagent_machine, refused  # noqa: F401
 from support.hostile_ssh import hostile_home, with_home
 from support.machines import StartedMachine
 
@@ -44,14 +43,6 @@ def test_direct_qemu_is_not_root(hostagent_machine: VmMachine) -> None:  # noqa:
         assert 0 not in uids(qemu_pid(hostagent_machine.name))
 
 
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        return True
-    except OSError:
-        return False
-
-
 def test_pymachine_ssh_ignores_a_hostile_ssh_config(machine: StartedMachine, tmp_path: Path) -> None:
     forward, socks = free_port(), free_port()
     layer = hostile_home(tmp_path, forward, socks)
@@ -60,7 +51,7 @@ def test_pymachine_ssh_ignores_a_hostile_ssh_config(machine: StartedMachine, tmp
         with_home(layer, argv), env=machine.env(), capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr  # not ProxyCommand false's 255
-    assert not listening(forward) and not listening(socks)
+    assert refused(forward) and refused(socks)
     assert not (tmp_path / "local-command-ran").exists()
     # a forward lives as long as the session: while one is open (its command has started), none is there
     marker = f"/tmp/hostile-ssh-{os.getpid()}"
@@ -71,7 +62,7 @@ def test_pymachine_ssh_ignores_a_hostile_ssh_config(machine: StartedMachine, tmp
             while ssh.run(machine.name, f"test -e {marker}")[0] != 0:
                 assert proc.poll() is None and time.monotonic() < deadline, "the session did not start"
                 time.sleep(0.5)
-            assert not listening(forward) and not listening(socks)
+            assert refused(forward) and refused(socks)
         finally:
             proc.kill()
             ssh.run(machine.name, f"rm -f {marker}")
