@@ -35,6 +35,7 @@ class VMSpec:
     uid: int | None = None  # run QEMU as this uid:gid (system libvirt); None leaves libvirt's default
     gid: int | None = None
     owner: str = ""  # the machine folder, recorded in the domain's metadata
+    runas: str = ""  # direct QEMU started as root: drop to this user (qemu_user.py); libvirt uses uid/gid
 
     @property
     def domain_name(self) -> str:
@@ -90,12 +91,12 @@ def domain_xml(spec: VMSpec) -> str:
         "  <devices>",
         "    <disk type='file' device='disk'>",
         "      <driver name='qemu' type='qcow2' discard='unmap'/>",
-        f"      <source file={a(spec.disk)}/>",
+        *_source(spec, spec.disk),
         "      <target dev='vda' bus='virtio'/>",
         "    </disk>",
         "    <disk type='file' device='disk'>",
         "      <driver name='qemu' type='raw'/>",
-        f"      <source file={a(spec.seed)}/>",
+        *_source(spec, spec.seed),
         "      <target dev='vdb' bus='virtio'/>",
         "      <readonly/>",
         "    </disk>",
@@ -116,10 +117,12 @@ def domain_xml(spec: VMSpec) -> str:
         "  </devices>",
     ]
     if spec.uid is not None and spec.gid is not None:
-        # QEMU runs as the owner of the machine folder: no relabelling of files in the user's home, and no
-        # need for libvirt's qemu user to traverse it.
+        # QEMU runs as the owner of the machine folder (or, for a root-owned one, as libvirt's QEMU user,
+        # given ACL access to exactly its files: qemu_user.py). relabel='yes' so that libvirt hands that user
+        # its per-domain files (master-key.aes, the monitor socket; with 'no' QEMU cannot read them), and the
+        # kernel and initrd for the run (restored afterwards); the disks say relabel='no': their owner stays.
         lines += [
-            "  <seclabel type='static' model='dac' relabel='no'>",
+            "  <seclabel type='static' model='dac' relabel='yes'>",
             f"    <label>+{spec.uid}:+{spec.gid}</label>",
             "  </seclabel>",
         ]
@@ -134,6 +137,16 @@ def domain_xml(spec: VMSpec) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _source(spec: VMSpec, path: str) -> list[str]:
+    if spec.uid is None or spec.gid is None:
+        return [f"      <source file={quoteattr(path)}/>"]
+    return [
+        f"      <source file={quoteattr(path)}>",
+        "        <seclabel model='dac' relabel='no'/>",
+        "      </source>",
+    ]
 
 
 def _text(value: str) -> str:

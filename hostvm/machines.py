@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 from . import config as cfgmod
-from . import paths, proc, seed, ssh, store
+from . import paths, proc, qemu_user, seed, ssh, store
 from .domain import VMSpec
 from .drivers import Driver, DriverState, get_driver
 from .errors import NotFoundError, PymachineError, UsageError
@@ -289,9 +290,23 @@ def vm_spec(cfg: cfgmod.MachineConfig, port: int, accel: str) -> VMSpec:
                 f"the base image of machine '{cfg.name}' is gone ({cfg.image.get(what)})",
                 hint="the image cache was cleared: recreate the machine (pymachine delete, pymachine create)",
             )
-    # Under qemu:///system QEMU runs as the owner of the machine folder (see domain.domain_xml).
-    system = cfg.driver == "libvirt" and (cfg.connect or _default_uri()) == "qemu:///system"
+    # Under qemu:///system QEMU runs as the owner of the machine folder (see domain.domain_xml), unless that
+    # is root: QEMU never runs as root (qemu_user.py).
+    uri = cfg.connect or _default_uri()
+    system = cfg.driver == "libvirt" and uri == "qemu:///system"
     st = os.stat(mp.dir)
+    uid, gid = (st.st_uid, st.st_gid) if system else (None, None)
+    runas = ""
+    local_libvirt = cfg.driver == "libvirt" and not urlparse(uri).hostname
+    if qemu_user.needed() and (cfg.driver == "qemu" or (local_libvirt and not uid)):
+        if cfg.driver == "qemu":
+            who = qemu_user.account()
+            runas = who.name
+        else:
+            who = qemu_user.libvirt_account()
+            uid, gid = who.uid, who.gid
+        kernel, initrd, base = (cfg.image[k] for k in ("kernel", "initrd", "disk"))
+        qemu_user.grant(who, readable=[kernel, initrd, base, mp.seed], writable=[mp.disk])
     return VMSpec(
         name=cfg.name,
         cpus=cfg.cpus,
@@ -305,8 +320,9 @@ def vm_spec(cfg: cfgmod.MachineConfig, port: int, accel: str) -> VMSpec:
         ssh_port=port,
         accel=accel,
         owner=str(mp.dir),
-        uid=st.st_uid if system else None,
-        gid=st.st_gid if system else None,
+        uid=uid,
+        gid=gid,
+        runas=runas,
     )
 
 

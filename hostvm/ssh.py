@@ -169,22 +169,47 @@ def ssh_argv(name: str, command: list[str] | None = None) -> list[str]:
     mp = paths.machine(name)
     argv = [
         binary,
-        "-i", str(mp.ssh_key),
-        "-p", str(ssh_port(name)),
-        "-o", "IdentitiesOnly=yes",
-        "-o", "BatchMode=yes",
-        "-o", f"UserKnownHostsFile={mp.known_hosts}",
-        "-o", "GlobalKnownHostsFile=/dev/null",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", f"HostKeyAlias={host_alias(name)}",
-        "-o", "LogLevel=ERROR",
-        "-o", f"ServerAliveInterval={KEEPALIVE_S}",
-    ]  # fmt: skip
+        # No ssh_config at all (neither ~/.ssh/config nor /etc/ssh/ssh_config): a `Host *` block there could
+        # forward the user's agent or X display into the VM, open forwards, run a ProxyCommand or a
+        # LocalCommand, or share a control master. The options below then only restate the safe defaults,
+        # so that a future OpenSSH default or an -o given before ours cannot change them.
+        "-F",
+        "/dev/null",
+        "-i",
+        str(mp.ssh_key),
+        "-p",
+        str(ssh_port(name)),
+        *_options(
+            IdentitiesOnly="yes",
+            IdentityAgent="none",  # never offer or even contact the user's agent
+            BatchMode="yes",
+            UserKnownHostsFile=str(mp.known_hosts),
+            GlobalKnownHostsFile="/dev/null",
+            StrictHostKeyChecking="yes",
+            UpdateHostKeys="no",
+            HostKeyAlias=host_alias(name),
+            ForwardAgent="no",
+            ForwardX11="no",
+            ClearAllForwardings="yes",
+            Tunnel="no",
+            PermitLocalCommand="no",
+            ProxyCommand="none",
+            ProxyJump="none",
+            ControlMaster="no",
+            ControlPath="none",
+            LogLevel="ERROR",
+            ServerAliveInterval=str(KEEPALIVE_S),
+        ),
+    ]
     if command:
         argv += ["--", f"{USER}@{HOST}", remote_command(command)]
     else:
         argv += ["-t", "--", f"{USER}@{HOST}"]
     return argv
+
+
+def _options(**options: str) -> list[str]:
+    return [arg for key, value in options.items() for arg in ("-o", f"{key}={value}")]
 
 
 def wait_banner(port: int, deadline: float) -> bool:

@@ -36,6 +36,15 @@ if ! command -v docker >/dev/null; then
         || apt-get install -y -q --no-install-recommends docker.io >/dev/null
 fi
 
+# QEMU never runs as root: pymachine run by root starts it as this user (hostvm/qemu_user.py, which also creates
+# it on first use), in group kvm for /dev/kvm.
+if ! id pymachine-qemu >/dev/null 2>&1; then
+    echo "==> creating the system user pymachine-qemu (QEMU's user when pymachine runs as root)"
+    kvm=(); getent group kvm >/dev/null && kvm=(--groups kvm)
+    useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+        "${kvm[@]}" pymachine-qemu
+fi
+
 echo "==> installing the pymachine Python package"
 python3 -m pip install -q --disable-pip-version-check -e "$here[dev]" 2>&1 | grep -v -e '^WARNING' -e 'ignored' || true
 python3 -c 'import pymachine.hostvm, pymachine_agent' # fail loudly if the install did not take

@@ -51,6 +51,9 @@ def qemu_argv(spec: VMSpec, pidfile: str, qmp_socket: str, binary: str = QEMU) -
         "-qmp", f"unix:{q(qmp_socket)},server=on,wait=off",
         "-pidfile", pidfile,
         "-daemonize",
+        # after opening every file and socket as root, QEMU drops to this user for good (setgid, initgroups,
+        # setuid) before the guest runs (QEMU >= 9.1 spells it `-run-with user=`; -runas still works there)
+        *(["-runas", spec.runas] if spec.runas else []),
     ]  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from support.agent import start_agent
-from support.netguest import private_guest, tcp_echo
+from support.netguest import agent_in_private_guest, tcp_echo
 
 from pymachine_agent.network import nat, plumbing
 
@@ -34,13 +34,8 @@ def _http_get(port: int, path: str) -> bytes:
 
 @pytest.fixture
 def agent(tmp_path: Path):  # type: ignore[no-untyped-def]
-    with private_guest():
-        a = start_agent(tmp_path / "agent")
-        try:
-            a.load_busybox()
-            yield a
-        finally:
-            a.stop()
+    with agent_in_private_guest(tmp_path / "agent") as a:
+        yield a
 
 
 def test_docker_cli_user_networks_ports_and_cleanup(agent) -> None:  # type: ignore[no-untyped-def]

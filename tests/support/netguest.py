@@ -44,6 +44,20 @@ def private_guest() -> Iterator[None]:
         os.close(own)
 
 
+@contextlib.contextmanager
+def agent_in_private_guest(base: Path) -> Iterator[Any]:
+    """The real agent (busybox loaded) with a private namespace of this thread as its guest network."""
+    from support.agent import start_agent
+
+    with private_guest():
+        agent = start_agent(base)
+        try:
+            agent.load_busybox()
+            yield agent
+        finally:
+            agent.stop()
+
+
 def unique_names() -> dict[str, str]:
     """Interface prefixes and the nft table name unique to this run (parallel helpers never clash)."""
     tag = uuid.uuid4().hex[:4]

@@ -92,3 +92,20 @@ def test_qemu_argv_golden() -> None:
 def test_qemu_argv_doubles_commas_in_paths() -> None:
     argv = qemu_argv(replace(SPEC, disk="/a,b/disk.qcow2"), "/p", "/q")
     assert "file=/a,,b/disk.qcow2,if=virtio,format=qcow2,discard=unmap" in argv
+
+
+def test_direct_qemu_started_by_root_drops_to_its_user() -> None:
+    argv = qemu_argv(replace(SPEC, runas="pymachine-qemu"), "/p", "/q")
+    assert argv[-2:] == ["-runas", "pymachine-qemu"]
+    assert "-runas" not in qemu_argv(SPEC, "/p", "/q")  # a non-root user's QEMU already runs as them
+
+
+def test_libvirt_labels_the_domain_but_not_the_disks() -> None:
+    root = ET.fromstring(domain_xml(replace(SPEC, uid=990, gid=991)))
+    label = root.find("seclabel")
+    assert (label.get("type"), label.get("relabel")) == ("static", "yes")
+    assert label.find("label").text == "+990:+991"
+    for disk in root.findall("devices/disk/source"):
+        assert disk.find("seclabel").get("relabel") == "no"  # the user's files keep their owner
+    no_label = ET.fromstring(domain_xml(replace(SPEC, uid=None, gid=None)))
+    assert no_label.find("seclabel") is None and no_label.find("devices/disk/source/seclabel") is None

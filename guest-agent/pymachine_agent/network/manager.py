@@ -189,12 +189,14 @@ class NetworkManager(Wiring):
             subnet, _ = networks.subnet_of(rec)
             masq = rec["Options"].get("com.docker.network.bridge.enable_ip_masquerade", "true") != "false"
             nets.append(nat.BridgeNet(rec["_bridge"], subnet, bool(rec.get("Internal")), masq))
-        dnats = []
-        if self.port_mode == "dnat":
-            for rec in self.live.values():
-                for p in ports_of(rec):
+        dnats, proxied = [], []
+        for rec in self.live.values():
+            for p in ports_of(rec):
+                if self.port_mode == "dnat":
                     dnats.append(nat.Dnat(p.proto, p.host_port, p.container_ip, p.container_port))
-        nat.apply(self.nft_table, nets, dnats)
+                else:
+                    proxied.append((p.proto, p.host_port))
+        nat.apply(self.nft_table, nets, dnats, proxied)
 
     # --- Docker network CRUD -----------------------------------------------------------------------------
 
@@ -211,6 +213,9 @@ class NetworkManager(Wiring):
     ) -> dict[str, Any]:
         """`POST /networks/create` → `{"Id": ..., "Warning": ""}`. Only the bridge driver creates networks."""
         with self.lock:
+            bridge = (options or {}).get("com.docker.network.bridge.name")
+            if bridge and driver in ("bridge", ""):
+                networks.check_bridge_name(bridge, self.table.all(), plumbing.links_with_prefix(""))
             rec = self.table.create(
                 name,
                 driver,

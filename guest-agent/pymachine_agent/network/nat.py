@@ -1,4 +1,5 @@
-"""nftables: masquerade per network, isolation between networks, DNAT for published ports.
+"""nftables: masquerade per network, isolation between networks, DNAT for published ports, and the guard that
+keeps containers away from the guest's own services.
 
 The agent owns one table (`table ip pymachine`) and always rewrites it whole from its records, in one
 `nft -f -` transaction ("add table; delete table; table {...}" is atomic): no rule can be left behind by a
@@ -31,8 +32,14 @@ class Dnat:
     container_port: int
 
 
-def render(table: str, nets: Sequence[BridgeNet], dnats: Sequence[Dnat]) -> str:
-    """The whole table as nft syntax (pure, unit-testable)."""
+def render(
+    table: str,
+    nets: Sequence[BridgeNet],
+    dnats: Sequence[Dnat],
+    proxied: Sequence[tuple[str, int]] = (),
+) -> str:
+    """The whole table as nft syntax (pure, unit-testable). `proxied`: (proto, port) of published ports that a
+    userland proxy in the guest serves (port_mode "proxy"), which containers may reach like any client."""
     out = [f"table ip {table}", f"delete table ip {table}", f"table ip {table} {{"]
     out += [
         "  chain prerouting {",
@@ -68,8 +75,37 @@ def render(table: str, nets: Sequence[BridgeNet], dnats: Sequence[Dnat]) -> str:
         if others:
             names = ", ".join(f'"{b}"' for b in others)
             out.append(f'    iifname "{n.bridge}" oifname {{ {names} }} drop')
-    out += ["  }", "}"]
+    out += ["  }"]
+    out += _guard(nets, proxied)
+    out += ["}"]
     return "\n".join(out) + "\n"
+
+
+def _guard(nets: Sequence[BridgeNet], proxied: Sequence[tuple[str, int]]) -> list[str]:
+    """Containers reach no service of the guest itself: sshd (the way to VM root), whatever listens on the
+    guest's 127.0.0.1 (the bridges need route_localnet=1 for published ports on 127.0.0.1, so a forged frame
+    to 127.0.0.1 from a container would otherwise be delivered), nor anything on 0.0.0.0 reached through a
+    gateway or the uplink address. Replies to the guest's own connections (DNAT'd published ports, the proxy's
+    relays) and ICMP errors are `established,related`; published ports go through DNAT to the forward hook,
+    so only a proxy's listener needs opening here. The embedded DNS lives in each container's namespace."""
+    if not nets:
+        return []
+    names = ", ".join(f'"{n.bridge}"' for n in nets)
+    out = [
+        "  chain input {",
+        "    type filter hook input priority filter; policy accept;",
+        f"    iifname {{ {names} }} jump from_containers",
+        "  }",
+        "  chain from_containers {",
+        "    ct state established,related accept",
+        "    icmp type echo-request accept",  # `ping` of the gateway works, as with Docker
+    ]
+    for proto in ("tcp", "udp"):
+        ports = sorted({port for p, port in proxied if p == proto})
+        if ports:
+            out.append(f"    {proto} dport {{ {', '.join(map(str, ports))} }} accept")
+    out += ["    drop", "  }"]
+    return out
 
 
 def _nft(script: str, what: str) -> str:
@@ -82,8 +118,10 @@ def _nft(script: str, what: str) -> str:
     return proc.stdout
 
 
-def apply(table: str, nets: Sequence[BridgeNet], dnats: Sequence[Dnat]) -> None:
-    _nft(render(table, nets, dnats), f"programming nftables table {table}")
+def apply(
+    table: str, nets: Sequence[BridgeNet], dnats: Sequence[Dnat], proxied: Sequence[tuple[str, int]] = ()
+) -> None:
+    _nft(render(table, nets, dnats, proxied), f"programming nftables table {table}")
 
 
 def delete(table: str) -> None:

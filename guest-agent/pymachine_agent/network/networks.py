@@ -152,6 +152,28 @@ class NetworkTable:
         self.records.delete(net_id)
 
 
+IFNAME_MAX = 15  # IFNAMSIZ - 1
+
+
+def check_bridge_name(name: str, records: Iterable[Mapping[str, Any]], links: Iterable[str]) -> None:
+    """`com.docker.network.bridge.name` must name a new interface: an existing one (the uplink `eth0`, `lo`, a
+    container's veth, a bridge of another network) would be given this network's gateway address, and deleted
+    with the network. Docker adopts an existing bridge; we refuse every existing interface."""
+    if not name or len(name) > IFNAME_MAX or name in (".", "..") or any(c in name for c in "/: \t\n"):
+        raise InvalidParameterError(
+            f"invalid com.docker.network.bridge.name {name!r}: an interface name of 1 to {IFNAME_MAX} "
+            "characters without '/', ':' or spaces"
+        )
+    for rec in records:
+        if rec.get("_bridge") == name:
+            raise ConflictError(f"bridge name {name} is already used by network {rec['Name']}")
+    if name in set(links):
+        raise ConflictError(
+            f"interface {name} already exists in the VM and was not created for a network: choose another "
+            "com.docker.network.bridge.name (pymachine never adopts or changes an existing interface)"
+        )
+
+
 def subnet_of(rec: Mapping[str, Any]) -> tuple[str, str]:
     """(subnet, gateway) of a bridge network record."""
     config = rec["IPAM"]["Config"][0]

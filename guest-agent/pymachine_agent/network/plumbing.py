@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 
+from .model import NetworkError
 from .netlink import Netlink, NetlinkError
 from .netns import netns_of, run_in_netns, write_sysctl
 
@@ -11,7 +12,12 @@ from .netns import netns_of, run_in_netns, write_sysctl
 def ensure_bridge(name: str, gateway: str, prefixlen: int) -> None:
     """The bridge exists, carries the gateway address, is up, and accepts DNATed 127.0.0.1 traffic."""
     with Netlink() as nl:
-        if nl.link(name) is None:
+        link = nl.link(name)
+        if link is not None and link.kind != "bridge":
+            # never give the uplink, lo or a container's veth a gateway address (network records are checked
+            # at create; this also covers records written by an older agent)
+            raise NetworkError(f"interface {name} exists and is not a bridge; it is not pymachine's to use")
+        if link is None:
             try:
                 nl.add_bridge(name)
             except NetlinkError as exc:
@@ -23,7 +29,14 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int) -> None:
         nl.set_link(index, up=True)
     # route_localnet: without it the kernel drops a packet whose source is 127.0.0.1 leaving via the bridge,
     # which is what a DNATed connection to 127.0.0.1:<published port> is.
+    # The nftables guard (nat.py) drops what containers send to the guest's own addresses, 127/8 included.
     write_sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
+    # Networks are IPv4 only: without IPv6 the bridge gets no link-local address through which a container
+    # could reach a guest service listening on [::] (the guard is an IPv4 table).
+    try:
+        write_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1")
+    except FileNotFoundError:
+        pass  # a kernel without IPv6
 
 
 def delete_link(name: str) -> bool:

@@ -215,7 +215,7 @@ class Wiring:
                 guest, rec["embedded_dns"], config.dns, config.dns_search, config.dns_options
             )
             rec.pop("_mac", None)
-            return self._commit(rec, nat=bool(rec["ports"]) and self.port_mode == "dnat")
+            return self._commit(rec, nat=bool(rec["ports"]))  # proxy mode: the guard opens the ports
         except BaseException:
             for _, sock in held:
                 sock.close()
