@@ -16,6 +16,7 @@ packages=(
     libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config gcc python3-dev
     mmdebstrap debootstrap e2fsprogs busybox-static cpio zstd dpkg-dev  # building the guest image
     openssh-client iproute2 iptables nftables uidmap  # SSH to the VM; the privileged test tier on this host
+    openssh-server                                   # a real sshd for the host agent's privileged tests (never enabled)
     crun runc socat xvfb xauth curl                   # bench peers, GUI screenshots, the demo
     libxcb-icccm4 libxcb-cursor0 libxcb-image0 libxcb-keysyms1 libxcb-render-util0 libxcb-xkb1
     libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0 libxcb-xinput0  # Qt's xcb platform (GUI)
@@ -30,6 +31,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    # openssh-server is here for the test tiers only: a service manager must not leave an sshd running that
+    # the user did not ask for (one that was already installed is not in "missing" and stays as it was)
+    if [[ " ${missing[*]} " == *" openssh-server "* ]] && [ -d /run/systemd/system ]; then
+        systemctl disable --now ssh.service >/dev/null 2>&1 || true
+    fi
 fi
 if ! command -v docker >/dev/null; then
     apt-get install -y -q --no-install-recommends docker-cli >/dev/null 2>&1 \
