@@ -9,6 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 MAX_LINE = 16 * 1024
 
@@ -121,6 +122,43 @@ def _parse(line: bytes) -> LogEntry | None:
         return None  # a torn last line while the supervisor writes it
 
 
+class _LineReader:
+    """Complete lines from an open log file. A torn last line (the writer is mid-record) stays in `_rest`
+    until its newline arrives, so no byte is skipped or read twice."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self._rest = b""
+
+    def lines(self) -> Iterator[bytes]:
+        while chunk := self.f.read(64 * 1024):
+            *done, self._rest = (self._rest + chunk).split(b"\n")
+            for line in done:
+                yield line + b"\n"
+
+    def truncated(self) -> bool:
+        """True (and rewound) when the file shrank under us: max-file 1 rotation truncates in place."""
+        if os.fstat(self.f.fileno()).st_size >= self.f.tell():
+            return False
+        self.f.seek(0)
+        self._rest = b""
+        return True
+
+    def same_file(self, path: str) -> bool | None:
+        """Whether `path` still names our file; None while it names nothing (removed, or mid-rotation)."""
+        try:
+            return os.stat(path).st_ino == os.fstat(self.f.fileno()).st_ino
+        except FileNotFoundError:
+            return None
+
+
+def _open(name: str) -> _LineReader | None:
+    try:
+        return _LineReader(open(name, "rb", buffering=0))  # noqa: SIM115 - closed by _entries
+    except FileNotFoundError:
+        return None
+
+
 def read_logs(
     path: str,
     *,
@@ -133,9 +171,27 @@ def read_logs(
     running: Callable[[], bool] = lambda: False,
 ) -> Iterator[LogEntry]:
     """Entries from the log and its rotated files, oldest first; with `follow`, keep yielding new entries
-    while `running()` says the container runs (and until the writer is done with the file)."""
-    streams = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
+    while `running()` says the container runs (and until the writer is done with the file).
 
+    The files are opened here, before the iterator is returned, not on its first step: the API sends its
+    response headers before it iterates, and a client (docker-py's `containers.run(remove=True)`) may
+    remove the container, and with it the log, in between. Open descriptors keep the data readable."""
+    rotated = [r for r in map(_open, _files(path)[:-1]) if r is not None]
+    streams = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
+    return _entries(path, rotated, _open(path), streams, since, until, tail, follow, running)
+
+
+def _entries(
+    path: str,
+    rotated: list[_LineReader],
+    cur: _LineReader | None,
+    streams: set[str],
+    since: float,
+    until: float,
+    tail: int | None,
+    follow: bool,
+    running: Callable[[], bool],
+) -> Iterator[LogEntry]:
     def keep(e: LogEntry | None) -> bool:
         if e is None or e.stream not in streams:
             return False
@@ -145,46 +201,47 @@ def read_logs(
                 return False
         return True
 
-    last: deque[LogEntry] | None = deque(maxlen=tail) if tail is not None and tail >= 0 else None
-    pos = 0
-    inode = 0
-    for name in _files(path) if os.path.exists(path) else []:
-        with open(name, "rb") as f:
-            for raw in f:
-                if not raw.endswith(b"\n"):
-                    break
-                e = _parse(raw)
-                if keep(e):
-                    if last is not None:
-                        last.append(e)  # type: ignore[arg-type]
-                    else:
-                        yield e  # type: ignore[misc]
-            if name == path:
-                pos = f.tell()
-                inode = os.fstat(f.fileno()).st_ino
-    if last is not None:
-        yield from last
-    if not follow:
-        return
-    while True:
-        alive = running()
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return
-        if st.st_ino != inode or st.st_size < pos:  # rotated or truncated: start the new file from 0
-            inode, pos = st.st_ino, 0
-        if st.st_size > pos:
-            with open(path, "rb") as f:
-                f.seek(pos)
-                for raw in f:
-                    if not raw.endswith(b"\n"):
-                        break
-                    pos += len(raw)
-                    e = _parse(raw)
-                    if keep(e):
-                        yield e  # type: ignore[misc]
-            continue
-        if not alive:
-            return
-        time.sleep(0.1)
+    def drain(r: _LineReader) -> Iterator[LogEntry]:
+        for raw in r.lines():
+            e = _parse(raw)
+            if keep(e):
+                yield e  # type: ignore[misc]
+
+    try:
+        last: deque[LogEntry] | None = deque(maxlen=tail) if tail is not None and tail >= 0 else None
+        for r in [*rotated, *([cur] if cur else [])]:
+            if last is not None:
+                last.extend(drain(r))
+            else:
+                yield from drain(r)
+        if last is not None:
+            yield from last
+        while follow:
+            alive = running()  # sampled first: once it says "exited", everything is already in the file
+            if cur is None:
+                cur = _open(path)
+                if cur is None and not alive:
+                    return
+            got = False
+            if cur is not None:
+                for e in drain(cur):
+                    got = True
+                    yield e
+                same = cur.same_file(path)
+                if same is False:  # rotated: the writer closed the old file before the rename; on to the new
+                    yield from drain(cur)
+                    cur.f.close()
+                    cur = _open(path)
+                    continue
+                if same is None and not alive:  # removed (or a rotation the exit ended): we read all we held
+                    return
+                if same and cur.truncated():
+                    continue
+            if got:
+                continue
+            if not alive:
+                return
+            time.sleep(0.1)
+    finally:
+        for r in [*rotated, *([cur] if cur else [])]:
+            r.f.close()
