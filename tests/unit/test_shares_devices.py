@@ -22,6 +22,7 @@ from pymachine.hostvm.errors import UsageError
 VIRTIOFS = ShareDevice("pm0", "/home/u", False, "virtiofs", "/home/u/m/dev/virtiofs/pm0.sock")
 NINEP = ShareDevice("pm1", "/srv/data,x", True, "9p")
 SHARED = replace(SPEC, shares=(VIRTIOFS, NINEP))
+ALL = frozenset(shares.TRANSPORTS)
 BASE = Capabilities(remote=False, graceful_shutdown=True, hostfwd_add=True)
 
 
@@ -36,12 +37,19 @@ BASE = Capabilities(remote=False, graceful_shutdown=True, hostfwd_add=True)
     ],
 )
 def test_transport_follows_the_capability_flags(caps: Capabilities, wanted: str, expected: str) -> None:
-    assert shares.choose_transport(caps, wanted) == expected
+    assert shares.choose_transport(caps, wanted, guest=ALL) == expected
+
+
+def test_the_guest_kernel_without_9p_falls_back_to_sshfs() -> None:
+    caps = replace(BASE, virtio_9p=True)
+    assert shares.choose_transport(caps, "auto", guest=frozenset({"virtiofs", "sshfs"})) == "sshfs"
+    with pytest.raises(UsageError, match="the guest image's kernel cannot share folders over 9p"):
+        shares.choose_transport(caps, "9p", guest=frozenset({"virtiofs", "sshfs"}))
 
 
 def test_a_transport_the_driver_cannot_do_is_refused_naming_what_it_can() -> None:
     with pytest.raises(UsageError) as err:
-        shares.choose_transport(replace(BASE, virtio_9p=True), "virtiofs")
+        shares.choose_transport(replace(BASE, virtio_9p=True), "virtiofs", guest=ALL)
     assert "cannot share folders over virtiofs" in err.value.message
     assert "9p, sshfs" in (err.value.hint or "")
 
@@ -152,7 +160,7 @@ def test_mount_add_says_when_it_applies(capsys: pytest.CaptureFixture[str], monk
 def test_share_list_pending_against_the_running_start() -> None:
     cfg = build("dev", ncpus_host=2, fallback_driver="qemu", home_mount=False)
     cfg.shares = [Share("/a"), Share("/b", True)]
-    drv = argparse.Namespace(capabilities=replace(BASE, virtiofs=True))
+    drv = argparse.Namespace(capabilities=replace(BASE, virtiofs=True, virtio_9p=True))
     started = {
         "share_transport": "9p",
         "shares": [{"path": "/a", "readonly": False}, {"path": "/c", "readonly": False}],
