@@ -210,6 +210,7 @@ def _is_ours(pid: int, folder: Path) -> bool:
 def stop_daemons(name: str) -> None:
     """End every virtiofsd of this machine (their whole process groups) and remove their sockets."""
     folder = daemon_dir(name)
+    recorded = list((store.read_json(folder / "pids.json", {}) or {}).values())
     pids = [pid for pid in daemon_status(name).values() if pid]
     for pid in pids:
         with _ignore_gone():
@@ -221,6 +222,11 @@ def stop_daemons(name: str) -> None:
     for pid in pids:
         with _ignore_gone():
             os.killpg(pid, signal.SIGKILL)
+    for pid in recorded:  # started by this process (tests, the GUI): reap them, or they stay zombies
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
     if folder.is_dir():
         for leftover in folder.glob("*.sock"):
             leftover.unlink(missing_ok=True)
