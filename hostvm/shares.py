@@ -111,7 +111,7 @@ def virtiofsd_argv(dev: ShareDevice, binary: str, owner: int, as_root: bool) -> 
         "-o", "cache=auto",
         "-o", "sandbox=namespace",
         "-o", "xattr",
-        "--rlimit-nofile=65536",
+        f"--rlimit-nofile={nofile_limit()}",
     ]  # fmt: skip
     script.append("exec " + shlex.join(daemon))
     body = ["/bin/sh", "-c", " && ".join(script)]
@@ -122,6 +122,15 @@ def virtiofsd_argv(dev: ShareDevice, binary: str, owner: int, as_root: bool) -> 
         st = os.stat(dev.path)
         return ["setpriv", f"--reuid={owner}", f"--regid={st.st_gid}", "--clear-groups", *ns]
     return ns
+
+
+def nofile_limit() -> int:
+    """C virtiofsd holds an O_PATH fd per inode the guest knows (a 10k-file walk needs 10k): as many as the
+    hard limit allows without privilege (its own default asks for 1,000,000, which a user cannot raise to)."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 1_000_000 if hard == resource.RLIM_INFINITY else min(hard, 1_000_000)
 
 
 def start_daemons(name: str, devs: list[ShareDevice], qemu_account: object | None = None) -> None:

@@ -81,8 +81,8 @@ def test_virtiofsd_argv_per_owner(tmp_path: Path) -> None:
     assert as_root_for_root[:2] == ["unshare", "--mount"] and "--user" not in as_root_for_root
     script = as_root_for_root[-1]
     assert f"mount -o remount,bind,ro {tmp_path} {tmp_path}" in script  # read-only on the host side
-    assert script.rstrip().endswith(f"--socket-path=/m/virtiofs/pm0.sock -o source={tmp_path} -o cache=auto "
-                                     "-o sandbox=namespace -o xattr --rlimit-nofile=65536")  # fmt: skip
+    tail = f"-o sandbox=namespace -o xattr --rlimit-nofile={shares.nofile_limit()}"
+    assert script.endswith(f"--socket-path=/m/virtiofs/pm0.sock -o source={tmp_path} -o cache=auto {tail}")
     for_user = shares.virtiofsd_argv(dev, "/v", owner=1000, as_root=True)
     assert for_user[:2] == ["setpriv", "--reuid=1000"] and "--map-root-user" in for_user
     not_root = shares.virtiofsd_argv(replace(dev, readonly=False), "/v", owner=1000, as_root=False)
