@@ -171,3 +171,13 @@ def test_share_list_pending_against_the_running_start() -> None:
     ]  # fmt: skip
     stopped = machines.share_list(cfg, started, False, drv)  # type: ignore[arg-type]
     assert {s["transport"] for s in stopped} == {"virtiofs"} and not any(s["pending"] for s in stopped)
+
+
+def test_start_reports_each_share_the_guest_could_not_mount(monkeypatch: pytest.MonkeyPatch) -> None:
+    report = b'[{"path": "/a", "error": null}, {"path": "/b", "error": "[Errno 19] mount 9p on /b: No such device"}]'
+    monkeypatch.setattr(machines.ssh, "exec_command", lambda client, cmd, timeout=60: (0, report, b""))
+    assert machines._guest_share_problems(object()) == [
+        "share /b is not mounted in the VM: [Errno 19] mount 9p on /b: No such device"
+    ]
+    monkeypatch.setattr(machines.ssh, "exec_command", lambda client, cmd, timeout=60: (1, b"", b""))
+    assert machines._guest_share_problems(object()) == []  # an older guest writes no report
