@@ -174,7 +174,9 @@ def test_share_list_pending_against_the_running_start() -> None:
 
 
 def test_start_reports_each_share_the_guest_could_not_mount(monkeypatch: pytest.MonkeyPatch) -> None:
-    report = b'[{"path": "/a", "error": null}, {"path": "/b", "error": "[Errno 19] mount 9p on /b: No such device"}]'
+    report = json.dumps(
+        [{"path": "/a", "error": None}, {"path": "/b", "error": "[Errno 19] mount 9p on /b: No such device"}]
+    ).encode()
     monkeypatch.setattr(machines.ssh, "exec_command", lambda client, cmd, timeout=60: (0, report, b""))
     assert machines._guest_share_problems(object()) == [
         "share /b is not mounted in the VM: [Errno 19] mount 9p on /b: No such device"
