@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,6 +24,15 @@ DEFAULT_MEMORY = 1 * GiB
 DEFAULT_DISK = 8 * GiB
 DEFAULT_NAME = "default"
 _UNITS = {"": 1, "b": 1, "k": KiB, "m": MiB, "g": GiB, "t": 1024 * GiB}
+SHARE_TRANSPORTS = ("auto", "virtiofs", "9p", "sshfs")
+# Host folders that may never be shared: each is mounted at the same path in the VM, so sharing one of these
+# would hide the guest's own system (and hand the host's to containers). The folder and everything inside.
+SYSTEM_FOLDERS = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
+    "/sys", "/usr", "/var/lib", "/var/log", "/var/run", "/var/cache", "/var/spool",
+)  # fmt: skip
+# Parents of user folders: the folder itself is refused (it holds everyone's files), folders inside are fine.
+SYSTEM_PARENTS = ("/", "/home", "/var", "/mnt", "/media", "/opt", "/srv", "/Users")
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
 
 
@@ -83,9 +93,86 @@ def with_settings(
     return {**given, **taken}, taken
 
 
+@dataclass(frozen=True)
+class Share:
+    """A host folder the VM sees at the same absolute path (config.json: {"path": ..., "readonly": ...})."""
+
+    path: str  # absolute, normalised host path; the same path inside the VM
+    readonly: bool = False
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Share:
+        return cls(path=str(data["path"]), readonly=bool(data.get("readonly", False)))
+
+    def __str__(self) -> str:
+        return self.path + (":ro" if self.readonly else "")
+
+
+def default_shares() -> list[Share]:
+    """The user's home folder and the system temp folder, read-write (as Docker Desktop and Colima share)."""
+    found = [os.path.normpath(p) for p in (os.path.expanduser("~"), tempfile.gettempdir()) if p]
+    found = [p for p in found if os.path.isdir(p) and _system_folder(p) is None]
+    # a home inside the temp folder (a test's HOME) is shared by the temp folder already
+    return [Share(p) for p in dict.fromkeys(found) if not any(o != p and _within(p, o) for o in found)]
+
+
+def parse_share(text: str | Share) -> Share:
+    """`PATH`, `PATH:ro` or `PATH:rw` → a Share (the path as typed; `check_shares` validates it)."""
+    if isinstance(text, Share):
+        return text
+    for suffix, readonly in ((":ro", True), (":rw", False)):
+        if text.endswith(suffix):
+            return Share(text[: -len(suffix)], readonly)
+    return Share(text)
+
+
+def check_shares(shares: list[Share], problems: list[Problem], label: str = "shares") -> list[Share]:
+    """Normalise each path; add a Problem (field `label`) for a relative path, a path that is not an existing
+    folder, a system folder, or a folder equal to or inside another share. Returns the normalised shares."""
+    out: list[Share] = []
+    for share in shares:
+        path = share.path
+        if not os.path.isabs(path):
+            problems.append(Problem(label, f"'{path}' is not an absolute path (use e.g. $PWD/{path})"))
+            continue
+        norm = os.path.normpath(path)
+        if norm.startswith("//"):
+            norm = "/" + norm.lstrip("/")
+        why = _system_folder(norm) or _system_folder(os.path.realpath(norm))
+        if why:
+            problems.append(Problem(label, f"'{norm}' {why}, share a folder of your own instead"))
+            continue
+        if not os.path.isdir(norm):
+            problems.append(Problem(label, f"'{norm}' does not exist or is not a folder"))
+            continue
+        clash = next((o for o in out if _within(norm, o.path) or _within(o.path, norm)), None)
+        if clash is not None:
+            how = "is already shared" if clash.path == norm else f"overlaps the share {clash.path}"
+            problems.append(Problem(label, f"'{norm}' {how} (shares may not be nested)"))
+            continue
+        out.append(Share(norm, share.readonly))
+    return out
+
+
+def _within(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _system_folder(path: str) -> str | None:
+    if path in SYSTEM_PARENTS:
+        return "is a system folder that holds everyone's files" if path != "/" else "is the whole file system"
+    hit = next((f for f in SYSTEM_FOLDERS if _within(path, f)), None)
+    return (
+        f"is inside the system folder {hit}"
+        if hit and hit != path
+        else ("is a system folder" if hit else None)
+    )
+
+
 @dataclass
 class MachineConfig:
-    """What a machine is made of; written to `config.json` at create and not changed afterwards."""
+    """What a machine is made of; written to `config.json` at create. Only `shares` changes afterwards
+    (`pymachine mount add|rm`, effective at the next start)."""
 
     name: str
     cpus: int
@@ -94,6 +181,9 @@ class MachineConfig:
     driver: str
     connect: str | None = None  # libvirt URI; None picks qemu:///system as root, qemu:///session otherwise
     image: dict[str, Any] = field(default_factory=dict)  # kernel, initrd, disk, cmdline, recipe_hash
+    # host folders seen at the same path in the VM; a config.json from before shares existed has none
+    shares: list[Share] = field(default_factory=list)
+    share_transport: str = "auto"  # auto | virtiofs | 9p | sshfs; auto = the first the driver can do
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +191,7 @@ class MachineConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MachineConfig:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        known["shares"] = [Share.from_json(s) for s in known.get("shares") or []]
         return cls(**known)
 
 
@@ -124,6 +215,9 @@ def build(
     ncpus_host: int,
     fallback_driver: str,
     image_bytes: int = 0,
+    mounts: list[str | Share] | None = None,
+    home_mount: bool = True,
+    share_transport: str | None = None,
 ) -> MachineConfig:
     """Parse → defaults → validate. Raises UsageError listing every problem, each with its field."""
     problems: list[Problem] = []
@@ -162,13 +256,30 @@ def build(
     if connect is not None and drv != "libvirt":
         problems.append(Problem("connect", "a libvirt URI only applies to --driver libvirt"))
 
+    wanted = (default_shares() if home_mount else []) + [parse_share(m) for m in mounts or []]
+    shares = check_shares(wanted, problems)
+    transport = share_transport or "auto"
+    if transport not in SHARE_TRANSPORTS:
+        problems.append(
+            Problem("share_transport", f"'{transport}' is not one of {', '.join(SHARE_TRANSPORTS)}")
+        )
+
     if problems:
         raise UsageError(
             "invalid machine settings: " + "; ".join(str(p) for p in problems),
             hint="fix the fields above; sizes take a unit (512M, 2G), names look like 'dev-1'",
         )
     assert mem is not None and size is not None
-    return MachineConfig(name=name, cpus=cpu_count, memory=mem, disk=size, driver=drv, connect=connect)
+    return MachineConfig(
+        name=name,
+        cpus=cpu_count,
+        memory=mem,
+        disk=size,
+        driver=drv,
+        connect=connect,
+        shares=shares,
+        share_transport=transport,
+    )
 
 
 def _size_field(label: str, value: int | str | None, default: int, problems: list[Problem]) -> int | None:
