@@ -100,6 +100,14 @@ def register(router: Router, engine: Any) -> None:
             broker.unsubscribe(q)
             req.conn.close_after = True
 
+    @r("POST", protocol.API_PREFIX + "/fs-events")
+    def pm_fs_events(req: Request) -> tuple[int, dict]:
+        try:
+            changes = protocol.parse_fs_changes(req.json())
+        except ValueError as exc:
+            raise HTTPError(400, str(exc)) from None
+        return 200, engine.changes.apply(changes)
+
     @r("POST", protocol.API_PREFIX + "/ports/ack")
     def pm_ack(req: Request) -> tuple[int, dict]:
         try:
