@@ -243,10 +243,22 @@ def test_host_changes_become_inotify_events_in_the_container_and_only_there(env:
         before = (proj / "a.txt").stat()
         # what the host agent posts after an edit on the host: the file's own times
         assert _post_changes(agent, [_change(proj / "a.txt")]) == {"applied": 1, "skipped": 0}
-        # outside the watched bind sources nothing is touched, whatever the poster says
-        assert _post_changes(
-            agent, [_change(other / "b.txt"), _change(Path("/etc/hostname")), {"path": str(proj / "x"), "exists": False}]
-        ) == {"applied": 0, "skipped": 3}  # fmt: skip
+        # outside the watched bind sources nothing is touched, whatever the poster says; a link in the bind
+        # source is resolved inside it, so it cannot steer the times onto a VM file either
+        (proj / "etc-link").symlink_to("/etc")
+        guest_file = Path("/etc/hostname")
+        kept = guest_file.stat().st_mtime_ns
+        bogus = {"exists": True, "atime_ns": 0, "mtime_ns": 0}
+        attack = [
+            {"path": str(other / "b.txt"), **bogus},
+            {"path": str(guest_file), **bogus},
+            {"path": str(proj / "etc-link" / "hostname"), **bogus},
+            {"path": str(proj / ".." / ".." / ".." / "etc" / "hostname"), **bogus},
+            {"path": str(proj / "x"), "exists": False},
+        ]
+        assert _post_changes(agent, attack) == {"applied": 0, "skipped": 5}
+        assert guest_file.stat().st_mtime_ns == kept
+        assert (other / "b.txt").stat().st_mtime_ns != 0
         deadline = time.monotonic() + 10
         seen: list[tuple[int, str]] = []
         while time.monotonic() < deadline:
