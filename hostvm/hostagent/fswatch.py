@@ -62,15 +62,22 @@ def _count_dirs(root: str, limit: int) -> int:
     return count
 
 
-def _event_types() -> list[type]:
-    """Changes only: opens and read-only closes (a container reading a share) are left out at the source."""
+_CHANGES = ("created", "deleted", "modified", "moved", "closed", "attrib")  # not opened, closed_no_write
+
+
+def _schedule(observer: Any, handler: Any, path: str, recursive: bool) -> Any:
+    """Schedule changes only: opens and read-only closes (a container reading a share) are left out at the
+    source where watchdog can (≥ 4, `event_filter`); Debian 12's python3-watchdog 2.2 gets them filtered in
+    the handler."""
     from watchdog import events as ev
 
-    return [
-        ev.FileCreatedEvent, ev.FileDeletedEvent, ev.FileModifiedEvent, ev.FileMovedEvent, ev.FileClosedEvent,
-        ev.FileAttribEvent, ev.DirCreatedEvent, ev.DirDeletedEvent, ev.DirModifiedEvent, ev.DirMovedEvent,
-        ev.DirAttribEvent,
-    ]  # fmt: skip
+    names = [f"{kind}{what}Event" for kind in ("File", "Dir") for what in
+             ("Created", "Deleted", "Modified", "Moved", "Closed", "Attrib")]  # fmt: skip
+    wanted = [getattr(ev, n) for n in names if hasattr(ev, n)]
+    try:
+        return observer.schedule(handler, path, recursive=recursive, event_filter=wanted)
+    except TypeError:
+        return observer.schedule(handler, path, recursive=recursive)
 
 
 class _Handler:
@@ -80,6 +87,8 @@ class _Handler:
         self.note = note
 
     def dispatch(self, event: Any) -> None:
+        if event.event_type not in _CHANGES:
+            return
         structural = event.event_type in ("created", "deleted", "moved")
         self.note(os.fsdecode(event.src_path), structural)
         dest = getattr(event, "dest_path", "")
@@ -192,7 +201,7 @@ class FsWatcher:
         target = path if is_dir else os.path.dirname(path)
         handler = _Handler(self._note)
         try:
-            watch = self._observer().schedule(handler, target, recursive=is_dir, event_filter=_event_types())
+            watch = _schedule(self._observer(), handler, target, is_dir)
         except OSError as exc:
             hint = ""
             if exc.errno in (errno.ENOSPC, errno.EMFILE):
