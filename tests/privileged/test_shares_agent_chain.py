@@ -75,7 +75,9 @@ def _attribs(guest: Agent, cid: str, name: str) -> int:
     return sum(1 for mask, n in events(guest.docker("logs", cid).stdout) if mask & IN_ATTRIB and n == name)
 
 
-def test_a_host_edit_reaches_inotify_in_the_container_once(chain: dict, capsys: pytest.CaptureFixture) -> None:
+def test_a_host_edit_reaches_inotify_in_the_container_once(
+    chain: dict, capsys: pytest.CaptureFixture
+) -> None:
     watcher = inotify_watch_binary()
     if watcher is None:
         pytest.skip("no gcc with a static libc to build the inotify watcher")
@@ -94,10 +96,10 @@ def test_a_host_edit_reaches_inotify_in_the_container_once(chain: dict, capsys: 
         _wait(lambda: str(proj) in host.status()["watch"]["paths"], "the host agent to watch the bind source")
         _wait(lambda: "watching" in guest.docker("logs", cid).stdout, "the watcher in the container")
         latencies = []
-        for round_ in range(3):
+        for done in range(3):
             start = time.monotonic()
-            (proj / "app.py").write_text(f"v{round_ + 2}\n")
-            _wait(lambda: _attribs(guest, cid, "app.py") > round_, "IN_ATTRIB on app.py", DEADLINE)
+            (proj / "app.py").write_text(f"v{done + 2}\n")
+            _wait(lambda n=done: _attribs(guest, cid, "app.py") > n, "IN_ATTRIB on app.py", DEADLINE)
             latencies.append(time.monotonic() - start)
             time.sleep(0.3)
         # the guest's utime comes back to the host as an attribute change: it must not start a ping-pong
@@ -111,7 +113,8 @@ def test_a_host_edit_reaches_inotify_in_the_container_once(chain: dict, capsys: 
         _wait(lambda: _attribs(guest, cid, "new.py") >= 1, "IN_ATTRIB on new.py", DEADLINE)
         latencies.append(time.monotonic() - start)
         with capsys.disabled():
-            print(f"\nhost edit → IN_ATTRIB in the container (sshd chain): {[round(x, 3) for x in latencies]} s")
+            rounded = [round(x, 3) for x in latencies]
+            print(f"\nhost edit → IN_ATTRIB in the container (sshd chain): {rounded} s")
     finally:
         guest.docker("rm", "-f", cid, check=False)
     _wait(lambda: host.status()["watch"]["paths"] == [], "the watch to end with the container")
