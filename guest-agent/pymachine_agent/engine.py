@@ -391,12 +391,16 @@ class Engine(EngineIO, EngineSystem):
         st = self._state(ref)
         if st.status in ("running", "paused"):
             raise NotModified()
-        if st.spec:  # the share still mounted, a -v source deleted since create made again
-            self.shares.check(st.spec.mounts, (view.docker_of(st).get("HostConfig") or {}).get("Binds") or [])
+        self._check_binds(st)
         try:
             self.runtime.start(st.id)
         except PortAckError as exc:
             raise EngineConflict(str(exc)) from None
+
+    def _check_binds(self, st: ContainerState) -> None:
+        """At (re)start: each share still mounted, a `-v` source deleted since create made again."""
+        if st.spec:
+            self.shares.check(st.spec.mounts, (view.docker_of(st).get("HostConfig") or {}).get("Binds") or [])
 
     def container_stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
         st = self._state(ref)
@@ -408,6 +412,7 @@ class Engine(EngineIO, EngineSystem):
 
     def container_restart(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
         st = self._state(ref)
+        self._check_binds(st)
         self.runtime.restart(st.id, timeout=timeout)
 
     def container_kill(self, ref: str, signal: str = "SIGKILL") -> None:

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .runtime.mounts import SHARE_OPTION, is_mountpoint
 from .runtime.spec import Mount
 
 # the paths a container names the engine socket by (/var/run is a link to /run in the VM and on most hosts)
@@ -60,22 +60,6 @@ def parse_shares(value: Any) -> list[Share] | None:
             raise ValueError(f"share path {path!r} must be absolute and normalised")
         out.append(Share(path, bool(item.get("readonly", False)), str(item.get("transport") or "")))
     return out
-
-
-def is_mountpoint(path: str) -> bool:
-    """`path` is where something is mounted: read from /proc/self/mountinfo, which also knows a bind mount
-    from its own filesystem (os.path.ismount compares devices, and a bind shares its source's)."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
-            points = {_unescape(line.split(" ", 5)[4]) for line in fh if line.count(" ") >= 5}
-    except OSError:
-        return os.path.ismount(path)
-    return path in points
-
-
-def _unescape(field: str) -> str:
-    # mountinfo writes space, tab, newline and backslash as \ooo
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def within(path: str, root: str) -> bool:
@@ -149,7 +133,9 @@ class Shares:
         if real != source and self.find(real) is None:
             # a link in the share that leads elsewhere would bind a VM folder, not the user's
             raise self._not_shared(real, source)
-        return dataclasses.replace(m, source=source, readonly=m.readonly or share.readonly)
+        # the runtime checks the share again at every start, restarts included (runtime/mounts.py)
+        options = [o for o in m.options if not o.startswith(SHARE_OPTION)] + [SHARE_OPTION + share.path]
+        return dataclasses.replace(m, source=source, readonly=m.readonly or share.readonly, options=options)
 
     def check(self, mounts: list[Mount], binds: Iterable[str], create: bool = True) -> list[Mount]:
         """The container's mounts with every bind checked (see `_checked`); `binds` are HostConfig.Binds

@@ -39,8 +39,10 @@ def _mounted(path: Path) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     base = tmp_path_factory.mktemp("shares-agent")
-    rw, ro, gone = base / "home", base / "readonly", base / "unmounted"
+    rw, ro, gone, flaky = base / "home", base / "readonly", base / "unmounted", base / "flaky"
     gone.mkdir()
+    flaky.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(flaky)], check=True)  # the restart test unmounts it
     with _mounted(rw), _mounted(ro):
         settings = base / "agent.json"
         settings.write_text(
@@ -51,13 +53,15 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                         {"path": str(rw), "readonly": False, "transport": "virtiofs"},
                         {"path": str(ro), "readonly": True, "transport": "virtiofs"},
                         {"path": str(gone), "readonly": False, "transport": "virtiofs"},
+                        {"path": str(flaky), "readonly": False, "transport": "sshfs"},
                     ],
                 }
             )
         )
         with running_agent(base / "a", ["--settings", str(settings), "--no-network"]) as agent:
             agent.load_busybox()
-            yield {"agent": agent, "rw": rw, "ro": ro, "gone": gone, "base": base}
+            yield {"agent": agent, "rw": rw, "ro": ro, "gone": gone, "flaky": flaky, "base": base}
+    subprocess.run(["umount", "-l", str(flaky)], check=False)
 
 
 def _create(agent: Agent, host_config: dict) -> tuple[int, dict]:
@@ -76,7 +80,7 @@ def test_a_path_outside_every_share_is_refused_with_the_command_that_shares_it(e
         f"path {outside} is not shared with machine '{MACHINE}': pymachine mount add {MACHINE} {outside}"
     )
     assert expected in run.stderr
-    assert f"shared now: {env['rw']}, {env['ro']} (ro), {env['gone']}" in run.stderr
+    assert f"shared now: {env['rw']}, {env['ro']} (ro), {env['gone']}, {env['flaky']}" in run.stderr
     assert not outside.parent.exists(), "a refused bind must not make the folder"
     status, body = _create(agent, {"Binds": ["/srv/x:/app"]})
     assert status == 400 and body["message"].startswith(
@@ -105,6 +109,31 @@ def test_a_share_that_is_not_mounted_is_an_error_never_an_empty_folder(env: dict
     status, body = _create(agent, {"Binds": [f"{env['gone']}/proj:/app"]})
     assert status == 503
     assert f"share {env['gone']} of machine '{MACHINE}' is not mounted in the VM" in body["message"]
+
+
+def test_a_restart_while_the_share_is_gone_does_not_bind_the_empty_folder(env: dict) -> None:
+    """A restart policy restarts without the API (the runtime's supervisor); after a reboot an sshfs share is
+    mounted only once the host agent connects. Neither may bind the empty mountpoint."""
+    agent: Agent = env["agent"]
+    proj = env["flaky"]  # the share itself (`pymachine mount add dev ~/proj`, then `-v ~/proj:/app`): its
+    (proj / "marker").write_text("m")  # mountpoint exists when the share is gone, a path below it does not
+    script = 'echo "run:$(ls /app | tr "\\n" ,)"; sleep 0.5; exit 1'
+    cid = agent.docker(
+        "run", "-d", "--restart", "always", "-v", f"{proj}:/app", agent.busybox, "sh", "-c", script
+    ).stdout.strip()  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while agent.docker("logs", cid).stdout.count("run:marker,") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert agent.docker("logs", cid).stdout.count("run:marker,") >= 2
+        subprocess.run(["umount", "-l", str(env["flaky"])], check=True)
+        time.sleep(4)  # several restart periods: each one must fail at the bind, not run on an empty /app
+        runs = agent.docker("logs", cid).stdout.split()
+        assert "run:" not in runs, runs
+        status, _, body = agent.request("POST", f"/containers/{cid}/restart?t=0")
+        assert status == 503 and b"is not mounted in the VM" in body, body
+    finally:
+        agent.docker("rm", "-f", cid, check=False)
 
 
 def test_a_missing_source_in_a_share_is_made_for_v_but_not_for_mount(env: dict) -> None:

@@ -9,8 +9,9 @@ import pytest
 
 from pymachine_agent import protocol
 from pymachine_agent.__main__ import read_settings
+from pymachine_agent.runtime.mounts import _unescape
 from pymachine_agent.runtime.spec import Mount
-from pymachine_agent.shares import Share, ShareError, Shares, _unescape, parse_shares
+from pymachine_agent.shares import Share, ShareError, Shares, parse_shares
 
 
 def _rules(tmp_path: Path, mounted: bool = True) -> Shares:
