@@ -81,19 +81,26 @@ def _schedule(observer: Any, handler: Any, path: str, recursive: bool) -> Any:
 
 
 class _Handler:
-    """watchdog calls `dispatch` on its emitter threads."""
+    """watchdog calls `dispatch` on its emitter threads. The folder is watched at its real path (a link is not
+    followed; macOS's /tmp is /private/tmp) and events are turned back into the path the guest named."""
 
-    def __init__(self, note: Callable[[str, bool], None]) -> None:
+    def __init__(self, note: Callable[[str, bool], None], folder: str) -> None:
         self.note = note
+        self.folder, self.real = folder, os.path.realpath(folder)
+
+    def _named(self, path: str) -> str:
+        if self.real != self.folder and _within(path, self.real):
+            return self.folder + path[len(self.real) :]
+        return path
 
     def dispatch(self, event: Any) -> None:
         if event.event_type not in _CHANGES:
             return
         structural = event.event_type in ("created", "deleted", "moved")
-        self.note(os.fsdecode(event.src_path), structural)
+        self.note(self._named(os.fsdecode(event.src_path)), structural)
         dest = getattr(event, "dest_path", "")
         if dest:
-            self.note(os.fsdecode(dest), True)
+            self.note(self._named(os.fsdecode(dest)), True)
 
 
 class _Root:
@@ -199,9 +206,9 @@ class FsWatcher:
                 )
                 return
         target = path if is_dir else os.path.dirname(path)
-        handler = _Handler(self._note)
+        handler = _Handler(self._note, target)
         try:
-            watch = _schedule(self._observer(), handler, target, is_dir)
+            watch = _schedule(self._observer(), handler, handler.real, is_dir)
         except OSError as exc:
             hint = ""
             if exc.errno in (errno.ENOSPC, errno.EMFILE):

@@ -104,6 +104,20 @@ def test_a_file_bind_is_watched_through_its_folder_for_its_own_name_only(share: 
         w.stop()
 
 
+def test_a_bind_source_named_through_a_link_reports_the_named_path(share: Path, tmp_path: Path) -> None:
+    """macOS's /tmp is a link to /private/tmp: the watcher sees real paths, the guest knows the named ones."""
+    rec = Recorder()
+    (share / "alias").symlink_to(share / "proj")
+    w = _watcher(rec, share)
+    try:
+        w.set_paths([str(share / "alias")])
+        (share / "proj" / "f").write_text("x")
+        rec.wait_for(str(share / "alias" / "f"))
+        assert not [p for p in rec.paths() if p.startswith(str(share / "proj"))]
+    finally:
+        w.stop()
+
+
 def test_the_set_is_replaced_and_paths_outside_the_shares_are_refused(share: Path, tmp_path: Path) -> None:
     rec = Recorder()
     w = _watcher(rec, share)
