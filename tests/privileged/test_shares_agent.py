@@ -246,7 +246,8 @@ def _wait_for_watch(agent: Agent, want: list[str], timeout: float = 20) -> list[
     return last
 
 
-def test_host_changes_become_inotify_events_in_the_container_and_only_there(env: dict) -> None:
+def _watching(env: dict, src: Path, target: str) -> str:
+    """A container watching its bind `src:target` with inotify, once its watch is set and announced."""
     agent: Agent = env["agent"]
     watcher = inotify_watch_binary()
     if watcher is None:
@@ -255,20 +256,35 @@ def test_host_changes_become_inotify_events_in_the_container_and_only_there(env:
     tools.mkdir(exist_ok=True)
     (tools / "watch").write_bytes(watcher.read_bytes())
     (tools / "watch").chmod(0o755)
+    binds = ["-v", f"{src}:{target}", "-v", f"{tools}:/tools:ro"]
+    cid = agent.docker("run", "-d", *binds, agent.busybox, "/tools/watch", target).stdout.strip()
+    assert _wait_for_watch(agent, sorted([str(src), str(tools)])) == sorted([str(src), str(tools)])
+    deadline = time.monotonic() + 20
+    while "watching" not in agent.docker("logs", cid).stdout and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return cid
+
+
+def _saw(agent: Agent, cid: str, bit: int, name: str, timeout: float = 10) -> list[tuple[int, str]]:
+    """The watcher's events once one with `bit` for `name` is among them (or the deadline passed)."""
+    deadline = time.monotonic() + timeout
+    seen = events(agent.docker("logs", cid).stdout)
+    while not any(mask & bit and n == name for mask, n in seen) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        seen = events(agent.docker("logs", cid).stdout)
+    return seen
+
+
+def test_host_changes_become_inotify_events_in_the_container_and_only_there(env: dict) -> None:
+    agent: Agent = env["agent"]
     proj = env["rw"] / "proj"
     proj.mkdir(exist_ok=True)
     (proj / "a.txt").write_text("one\n")
     other = env["rw"] / "other"
     other.mkdir(exist_ok=True)
     (other / "b.txt").write_text("b\n")
-    cid = agent.docker(
-        "run", "-d", "-v", f"{proj}:/app", "-v", f"{tools}:/tools:ro", agent.busybox, "/tools/watch", "/app"
-    ).stdout.strip()  # fmt: skip
+    cid = _watching(env, proj, "/app")
     try:
-        assert _wait_for_watch(agent, sorted([str(proj), str(tools)])) == sorted([str(proj), str(tools)])
-        deadline = time.monotonic() + 20
-        while "watching" not in agent.docker("logs", cid).stdout and time.monotonic() < deadline:
-            time.sleep(0.1)
         before = (proj / "a.txt").stat()
         # what the host agent posts after an edit on the host: the file's own times
         assert _post_changes(agent, [_change(proj / "a.txt")]) == {"applied": 1, "skipped": 0}
@@ -288,13 +304,7 @@ def test_host_changes_become_inotify_events_in_the_container_and_only_there(env:
         assert _post_changes(agent, attack) == {"applied": 0, "skipped": 5}
         assert guest_file.stat().st_mtime_ns == kept
         assert (other / "b.txt").stat().st_mtime_ns != 0
-        deadline = time.monotonic() + 10
-        seen: list[tuple[int, str]] = []
-        while time.monotonic() < deadline:
-            seen = events(agent.docker("logs", cid).stdout)
-            if any(mask & IN_ATTRIB and name == "a.txt" for mask, name in seen):
-                break
-            time.sleep(0.1)
+        seen = _saw(agent, cid, IN_ATTRIB, "a.txt")
         assert any(mask & IN_ATTRIB and name == "a.txt" for mask, name in seen), seen
         after = (proj / "a.txt").stat()
         assert (after.st_mtime_ns, after.st_atime_ns) == (before.st_mtime_ns, before.st_atime_ns)
@@ -306,34 +316,17 @@ def test_host_changes_become_inotify_events_in_the_container_and_only_there(env:
 
 def test_a_read_only_share_still_wakes_a_watcher(env: dict) -> None:
     agent: Agent = env["agent"]
-    watcher = inotify_watch_binary()
-    if watcher is None:
-        pytest.skip("no gcc with a static libc to build the inotify watcher")
-    tools = env["rw"] / "tools"
-    tools.mkdir(exist_ok=True)
-    (tools / "watch").write_bytes(watcher.read_bytes())
-    (tools / "watch").chmod(0o755)
     ro = env["ro"] / "site"
     ro.mkdir(exist_ok=True)
     (ro / "index.html").write_text("x\n")
     subprocess.run(["mount", "-o", "remount,bind,ro", str(env["ro"])], check=True)  # a real ro share
-    cid = agent.docker(
-        "run", "-d", "-v", f"{ro}:/site", "-v", f"{tools}:/tools:ro", agent.busybox, "/tools/watch", "/site"
-    ).stdout.strip()  # fmt: skip
+    cid = ""
     try:
-        _wait_for_watch(agent, sorted([str(ro), str(tools)]))
-        deadline = time.monotonic() + 20
-        while "watching" not in agent.docker("logs", cid).stdout and time.monotonic() < deadline:
-            time.sleep(0.1)
+        cid = _watching(env, ro, "/site")
         assert _post_changes(agent, [_change(ro / "index.html")]) == {"applied": 1, "skipped": 0}
-        deadline = time.monotonic() + 10
-        seen: list[tuple[int, str]] = []
-        while time.monotonic() < deadline:
-            seen = events(agent.docker("logs", cid).stdout)
-            if any(mask & IN_OPEN and name == "index.html" for mask, name in seen):
-                break
-            time.sleep(0.1)
+        seen = _saw(agent, cid, IN_OPEN, "index.html")
         assert any(mask & IN_OPEN and name == "index.html" for mask, name in seen), seen
     finally:
-        agent.docker("rm", "-f", cid, check=False)
+        if cid:
+            agent.docker("rm", "-f", cid, check=False)
         subprocess.run(["mount", "-o", "remount,bind,rw", str(env["ro"])], check=False)

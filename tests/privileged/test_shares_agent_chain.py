@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from support.agent import Agent, running_agent
 from support.hostagent_sshd import LocalSshd, unavailable
+from support.hostagent_vm import wait_for
 from support.inotify import IN_ATTRIB, events, inotify_watch_binary
 
 pytest.importorskip("watchdog")
@@ -26,16 +27,6 @@ from pymachine.hostvm.hostagent.daemon import Agent as HostAgent  # noqa: E402
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
 DEADLINE = 10.0  # seconds: a bound against hanging; the goal (1 s) is reported, not asserted
-
-
-def _wait(predicate, what: str, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -62,7 +53,7 @@ def chain(tmp_path: Path) -> Iterator[dict]:
             )
             host.start()
             try:
-                _wait(lambda: host.status()["state"] == "ready", "the host agent to be ready")
+                wait_for(lambda: host.status()["state"] == "ready", "the host agent to be ready")
                 yield {"guest": guest, "host": host, "share": share}
             finally:
                 host.stop()
@@ -93,13 +84,15 @@ def test_a_host_edit_reaches_inotify_in_the_container_once(
         "/tools/watch", "/app",
     ).stdout.strip()  # fmt: skip
     try:
-        _wait(lambda: str(proj) in host.status()["watch"]["paths"], "the host agent to watch the bind source")
-        _wait(lambda: "watching" in guest.docker("logs", cid).stdout, "the watcher in the container")
+        wait_for(
+            lambda: str(proj) in host.status()["watch"]["paths"], "the host agent to watch the bind source"
+        )
+        wait_for(lambda: "watching" in guest.docker("logs", cid).stdout, "the watcher in the container")
         latencies = []
         for done in range(3):
             start = time.monotonic()
             (proj / "app.py").write_text(f"v{done + 2}\n")
-            _wait(lambda n=done: _attribs(guest, cid, "app.py") > n, "IN_ATTRIB on app.py", DEADLINE)
+            wait_for(lambda n=done: _attribs(guest, cid, "app.py") > n, "IN_ATTRIB on app.py", DEADLINE)
             latencies.append(time.monotonic() - start)
             time.sleep(0.3)
         # the guest's utime comes back to the host as an attribute change: it must not start a ping-pong
@@ -110,11 +103,11 @@ def test_a_host_edit_reaches_inotify_in_the_container_once(
         # a created file: IN_ATTRIB with its name too (the create itself fires natively only on this host)
         start = time.monotonic()
         (proj / "new.py").write_text("n\n")
-        _wait(lambda: _attribs(guest, cid, "new.py") >= 1, "IN_ATTRIB on new.py", DEADLINE)
+        wait_for(lambda: _attribs(guest, cid, "new.py") >= 1, "IN_ATTRIB on new.py", DEADLINE)
         latencies.append(time.monotonic() - start)
         with capsys.disabled():
             rounded = [round(x, 3) for x in latencies]
             print(f"\nhost edit → IN_ATTRIB in the container (sshd chain): {rounded} s")
     finally:
         guest.docker("rm", "-f", cid, check=False)
-    _wait(lambda: host.status()["watch"]["paths"] == [], "the watch to end with the container")
+    wait_for(lambda: host.status()["watch"]["paths"] == [], "the watch to end with the container")
