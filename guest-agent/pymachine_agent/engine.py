@@ -240,8 +240,11 @@ class Engine(EngineIO, EngineSystem):
     def _watch_update(self) -> None:
         """Tell the host agent which shared host paths running containers bind-mount now."""
         if self.shares.enabled:
-            mounts = [m for st in self.runtime.list() if st.running and st.spec for m in st.spec.mounts]
-            self.changes.update(self.shares.watched(mounts))
+            self.changes.refresh(
+                lambda: self.shares.watched(
+                    m for st in self.runtime.list() if st.running and st.spec for m in st.spec.mounts
+                )
+            )
 
     def ports_withdraw(self, cid: str) -> None:
         self.ports.withdraw(cid)

@@ -35,17 +35,20 @@ class ChangeMirror:
     def __init__(self, announce: Callable[[dict], None]) -> None:
         self.announce = announce
         self.lock = threading.Lock()
+        self.refreshing = threading.Lock()
         self.paths: frozenset[str] = frozenset()
         self.applied = 0
 
-    def update(self, paths: Iterable[str]) -> None:
-        """Announce the host paths running containers bind-mount, when that set changed."""
-        new = frozenset(paths)
-        with self.lock:
-            if new == self.paths:
-                return
-            self.paths = new
-        self.announce(protocol.watch_event(sorted(new)))
+    def refresh(self, current: Callable[[], Iterable[str]]) -> None:
+        """Announce the host paths running containers bind-mount (`current()`), when that set changed. One
+        refresh at a time, computed and sent in order: racing start/die events cannot send a stale set."""
+        with self.refreshing:
+            new = frozenset(current())
+            with self.lock:
+                if new == self.paths:
+                    return
+                self.paths = new
+            self.announce(protocol.watch_event(sorted(new)))
 
     def _root(self, path: str) -> str | None:
         """The watched bind source `path` lies in: only those may be touched, whatever the host says."""
