@@ -122,6 +122,7 @@ class FsWatcher:
         coalesce: float = 0.05,
         max_roots: int = 64,
         dir_budget: int | None = -1,
+        max_batch: int = 1000,
     ) -> None:
         """`send(changes)` posts one batch to the guest; `allowed_roots()` are the machine's share folders
         (a path the guest names outside them is never watched); `warn(message, hint)` reports a refusal."""
@@ -130,6 +131,7 @@ class FsWatcher:
         self.warn = warn
         self.coalesce = coalesce
         self.max_roots = max_roots
+        self.max_batch = max_batch
         self.dir_budget = default_dir_budget() if dir_budget == -1 else dir_budget
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
@@ -253,8 +255,17 @@ class FsWatcher:
                 log.info("change batch not delivered: %s", exc)
 
     def _flush(self, batch: dict[str, float]) -> None:
+        paths = sorted(batch)
+        if len(paths) > self.max_batch:
+            # a flood (npm install or a build writing into the share from a container, a big checkout): the
+            # folders carry it, one event each instead of one per file, and the guest does not redo the work
+            with self.lock:
+                roots = list(self.roots.values())
+            paths = sorted({p if not any(r.covers(os.path.dirname(p)) for r in roots) else os.path.dirname(p)
+                            for p in paths})  # fmt: skip
+            self.stats["collapsed"] = self.stats.get("collapsed", 0) + 1
         changes = []
-        for path in sorted(batch):
+        for path in paths:
             try:
                 st: os.stat_result | None = os.lstat(path)
             except OSError:

@@ -162,3 +162,27 @@ def test_a_tree_over_the_watch_budget_is_refused_with_the_sysctl(share: Path) ->
         assert len(w2.watched()) == 1 and "bind mounts are watched already" in rec2.warnings[0][0]
     finally:
         w2.stop()
+
+
+def test_a_flood_is_sent_as_its_folders(share: Path) -> None:
+    """npm install in a container writes thousands of files into the share: each would come back to the guest
+    as a utime. Past `max_batch` paths a batch is carried by their folders instead."""
+    rec = Recorder()
+    w = _watcher(rec, share, max_batch=20, coalesce=1.0)
+    try:
+        w.set_paths([str(share / "proj")])
+        mods = share / "proj" / "node_modules"
+        mods.mkdir()
+        time.sleep(0.5)
+        for pkg in ("a", "b"):
+            (mods / pkg).mkdir()
+            for i in range(30):
+                (mods / pkg / f"f{i}.js").write_text("x")
+        rec.wait_for(str(mods / "b"))
+        time.sleep(0.5)
+        sent = set(rec.paths())
+        assert {str(mods / "a"), str(mods / "b")} <= sent
+        assert not [p for p in sent if p.endswith(".js")], sorted(sent)
+        assert w.snapshot()["collapsed"] >= 1
+    finally:
+        w.stop()
