@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-# 2: the `watch` event (host paths containers bind-mount) and POST /pymachine/v1/fs-events (host changes)
+# 2: the `watch` event (host paths containers bind-mount), POST /pymachine/v1/fs-events (host changes) and
+#    PUT /pymachine/v1/shares (the share list after a hot-plug)
 PROTOCOL_VERSION = 2
 AGENT_VERSION = "0.1.0"
 API_PREFIX = "/pymachine/v1"

@@ -130,6 +130,7 @@ class Agent:
         while transport.is_active() and generation == self._generation and not self.stopping.is_set():
             try:
                 self.guest_info = self._info(transport)
+                self.push_shares(transport)
                 chan = self.opener.open(transport)
                 self._consume(transport, guestapi.stream_events(chan), generation)
             except Exception as exc:  # noqa: BLE001 - EOFError etc. from a dying transport: retry or end
@@ -233,13 +234,29 @@ class Agent:
             self.events.emit("error", message=f"the guest refused the ack of {event_id}: {status} {answer}")
 
     # -- host folder changes ---------------------------------------------------------------------------
-    def _share_roots(self) -> list[str]:
-        """The machine's shares (config.json): the only host folders the guest may have watched."""
+    def _shares(self) -> list[dict[str, Any]]:
         try:
             shares = json.loads(self.machine_config.read_text()).get("shares") or []
-            return [str(s["path"]) for s in shares if isinstance(s, dict) and s.get("path")]
+            return [s for s in shares if isinstance(s, dict) and isinstance(s.get("path"), str)]
         except (OSError, ValueError):
             return []
+
+    def _share_roots(self) -> list[str]:
+        """The machine's shares (config.json): the only host folders the guest may have watched."""
+        return [s["path"] for s in self._shares()]
+
+    def push_shares(self, transport: paramiko.Transport | None = None) -> None:
+        """Tell the guest agent the configured shares (on connect, and after a hot-plug): a share added
+        since the boot is then refused as "not mounted, restart" rather than "not shared", and an sshfs share
+        mounted now is usable at once. A guest agent started without a share list (an old seed) keeps none."""
+        transport = transport or self.link.current()
+        if transport is None:
+            return
+        body = {"shares": [{"path": s["path"], "readonly": bool(s.get("readonly"))} for s in self._shares()]}
+        try:
+            guestapi.request(self.opener.open(transport), "PUT", guestapi.API + "/shares", body)
+        except (paramiko.SSHException, OSError, guestapi.GuestApiError) as exc:
+            log.info("share list not sent to the guest: %s", exc)
 
     def _post_fs_changes(self, changes: list[dict[str, Any]]) -> None:
         transport = self.link.current()

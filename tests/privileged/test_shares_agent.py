@@ -191,12 +191,41 @@ def test_the_engine_socket_is_the_one_vm_path_let_through(env: dict) -> None:
     assert status == 400 and "path /var/run/other.sock is not shared" in body["message"]
 
 
+def test_a_hot_plugged_share_is_told_to_the_agent(env: dict, tmp_path: Path) -> None:
+    """`pymachine mount add` on a running machine (sshfs mounts at once): the host agent sends the list."""
+    agent: Agent = env["agent"]
+    late = tmp_path / "late"
+    with _mounted(late):
+        (late / "f").write_text("late\n")
+        assert _create(agent, {"Binds": [f"{late}:/app"]})[0] == 400
+        listed = [
+            {"path": str(p), "readonly": p == env["ro"]}
+            for p in (env["rw"], env["ro"], env["gone"], env["flaky"])
+        ]
+        status, _, body = agent.request(
+            "PUT", "/pymachine/v1/shares", {"shares": [*listed, {"path": str(late)}]}
+        )
+        assert status == 200, body
+        try:
+            out = agent.docker("run", "--rm", "-v", f"{late}:/app", agent.busybox, "cat", "/app/f")
+            assert out.stdout == "late\n"
+            assert agent.request("PUT", "/pymachine/v1/shares", {"shares": "x"})[0] == 400
+        finally:
+            agent.request("PUT", "/pymachine/v1/shares", {"shares": listed})
+        assert _create(agent, {"Binds": [f"{late}:/app"]})[0] == 400
+
+
 def test_without_a_share_list_bind_sources_stay_guest_paths(tmp_path: Path) -> None:
     src = tmp_path / "guest-folder"  # not a share, not a mountpoint: today's behaviour binds it as is
     src.mkdir()
     (src / "f").write_text("guest\n")
     with running_agent(tmp_path / "a", ["--no-network"]) as agent:
         agent.load_busybox()
+        out = agent.docker("run", "--rm", "-v", f"{src}:/app", agent.busybox, "cat", "/app/f")
+        assert out.stdout == "guest\n"
+        # and a host agent's share list cannot switch the rules on for it
+        status, _, _ = agent.request("PUT", "/pymachine/v1/shares", {"shares": []})
+        assert status == 409
         out = agent.docker("run", "--rm", "-v", f"{src}:/app", agent.busybox, "cat", "/app/f")
         assert out.stdout == "guest\n"
 
