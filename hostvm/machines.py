@@ -232,6 +232,18 @@ def mount_add(name: str, path: str) -> tuple[Machine, bool]:
     return m, m.state == "running"
 
 
+def set_share_transport(name: str, transport: str) -> tuple[Machine, bool]:
+    """auto | virtiofs | 9p | sshfs for this machine's shares (checked against its driver; next start)."""
+    cfg = load_config(name)
+    shares.choose_transport(driver_for(cfg).capabilities, transport)  # refuses what the driver cannot do
+    with _locked(name):
+        cfg = load_config(name)
+        cfg.share_transport = transport
+        store.write_json(paths.machine(name).config, cfg.to_json())
+    m = get(name)
+    return m, m.state == "running"
+
+
 def mount_rm(name: str, path: str) -> tuple[Machine, bool]:
     load_config(name)
     with _locked(name):

@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 TRANSPORTS = ("virtiofs", "9p", "sshfs")  # auto tries them in this order
 VIRTIOFSD_PATHS = ("/usr/lib/qemu/virtiofsd", "/usr/libexec/virtiofsd", "/usr/lib/virtiofsd")
 SOCKET_WAIT_S = 15.0
+# What the guest image's kernel can mount. Debian's cloud kernel (linux-image-cloud-amd64, our image) ships
+# fs/fuse/virtiofs.ko but no 9p at all (no 9p.ko, no 9pnet_virtio.ko: CONFIG_NET_9P is off in that flavour;
+# a 9p mount in the guest fails with ENODEV). sshfs is FUSE, which it has. An image with the generic kernel
+# would add "9p" here.
+GUEST_TRANSPORTS = frozenset({"virtiofs", "sshfs"})
 
 
 def virtiofsd_binary() -> str | None:
@@ -47,13 +52,13 @@ def virtiofsd_binary() -> str | None:
     return found or shutil.which("virtiofsd")
 
 
-def choose_transport(capabilities: object, wanted: str) -> str:
-    """(driver capabilities, share_transport) → virtiofs | 9p | sshfs. `auto` is the first the driver can do;
-    sshfs needs only the machine's SSH link, so it is always possible (the host agent mounts it after boot).
-    An explicit choice the driver cannot do is an error that names what it can."""
+def choose_transport(capabilities: object, wanted: str, guest: frozenset[str] = GUEST_TRANSPORTS) -> str:
+    """(driver capabilities, share_transport) → virtiofs | 9p | sshfs. `auto`: the first that both the driver
+    and the guest kernel (`guest`) can do; sshfs needs only the machine's SSH link, so it is always possible
+    (the host agent mounts it after boot). An explicit choice that cannot work is an error naming what can."""
     able = {
-        "virtiofs": bool(getattr(capabilities, "virtiofs", False)),
-        "9p": bool(getattr(capabilities, "virtio_9p", False)),
+        "virtiofs": bool(getattr(capabilities, "virtiofs", False)) and "virtiofs" in guest,
+        "9p": bool(getattr(capabilities, "virtio_9p", False)) and "9p" in guest,
         "sshfs": True,
     }
     if wanted in ("", "auto"):
@@ -64,8 +69,9 @@ def choose_transport(capabilities: object, wanted: str) -> str:
         )
     if not able[wanted]:
         can = ", ".join(t for t in TRANSPORTS if able[t])
+        who = "the guest image's kernel" if wanted not in guest else "this machine's driver"
         raise UsageError(
-            f"this machine's driver cannot share folders over {wanted} here",
+            f"{who} cannot share folders over {wanted} here",
             hint=f"it can do: {can} (set share_transport to auto)",
         )
     return wanted
@@ -105,7 +111,7 @@ def virtiofsd_argv(dev: ShareDevice, binary: str, owner: int, as_root: bool) -> 
         "-o", "cache=auto",
         "-o", "sandbox=namespace",
         "-o", "xattr",
-        "--rlimit-nofile=65536",
+        f"--rlimit-nofile={nofile_limit()}",
     ]  # fmt: skip
     script.append("exec " + shlex.join(daemon))
     body = ["/bin/sh", "-c", " && ".join(script)]
@@ -116,6 +122,15 @@ def virtiofsd_argv(dev: ShareDevice, binary: str, owner: int, as_root: bool) -> 
         st = os.stat(dev.path)
         return ["setpriv", f"--reuid={owner}", f"--regid={st.st_gid}", "--clear-groups", *ns]
     return ns
+
+
+def nofile_limit() -> int:
+    """C virtiofsd holds an O_PATH fd per inode the guest knows (a 10k-file walk needs 10k): as many as the
+    hard limit allows without privilege (its own default asks for 1,000,000, which a user cannot raise to)."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 1_000_000 if hard == resource.RLIM_INFINITY else min(hard, 1_000_000)
 
 
 def start_daemons(name: str, devs: list[ShareDevice], qemu_account: object | None = None) -> None:
@@ -180,7 +195,7 @@ def _wait_socket(dev: ShareDevice, child: subprocess.Popen[bytes], logf: Path) -
     tail = logf.read_text(errors="replace").strip().splitlines()[-3:]
     raise PymachineError(
         f"virtiofsd for {dev.path} did not start" + (f": {' / '.join(tail)}" if tail else ""),
-        hint=f"see {logf}; or use another transport: pymachine mount transport NAME 9p",
+        hint=f"see {logf}; or share over another transport: pymachine mount transport NAME 9p",
         log_path=str(logf),
     )
 
@@ -204,6 +219,7 @@ def _is_ours(pid: int, folder: Path) -> bool:
 def stop_daemons(name: str) -> None:
     """End every virtiofsd of this machine (their whole process groups) and remove their sockets."""
     folder = daemon_dir(name)
+    recorded = list((store.read_json(folder / "pids.json", {}) or {}).values())
     pids = [pid for pid in daemon_status(name).values() if pid]
     for pid in pids:
         with _ignore_gone():
@@ -215,6 +231,11 @@ def stop_daemons(name: str) -> None:
     for pid in pids:
         with _ignore_gone():
             os.killpg(pid, signal.SIGKILL)
+    for pid in recorded:  # started by this process (tests, the GUI): reap them, or they stay zombies
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
     if folder.is_dir():
         for leftover in folder.glob("*.sock"):
             leftover.unlink(missing_ok=True)

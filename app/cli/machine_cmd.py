@@ -43,13 +43,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start", action="store_true", help="start it right away")
     p.set_defaults(func=_create)
 
-    p = sub.add_parser("mount", help="host folders shared with a machine: mount add|rm|list NAME [PATH]")
-    verbs = p.add_subparsers(dest="mount_verb", required=True, metavar="add|rm|list")
+    p = sub.add_parser("mount", help="host folders shared with a machine: mount add|rm|list|transport NAME")
+    verbs = p.add_subparsers(dest="mount_verb", required=True, metavar="add|rm|list|transport")
     for verb, text in (("add", "share PATH[:ro] (at the next start)"), ("rm", "stop sharing PATH")):
         v = verbs.add_parser(verb, help=text)
         v.add_argument("name")
         v.add_argument("path", metavar="PATH[:ro]" if verb == "add" else "PATH")
         v.set_defaults(func=_mount_change)
+    v = verbs.add_parser("transport", help="how the shares travel: auto, virtiofs, 9p or sshfs")
+    v.add_argument("name")
+    v.add_argument("transport", choices=SHARE_TRANSPORTS)
+    v.set_defaults(func=_mount_transport)
     v = verbs.add_parser("list", help="the shares, their transport, and what waits for a restart")
     v.add_argument("name", nargs="?", default=DEFAULT_NAME)
     v.add_argument("--format", choices=("table", "json"), default="table")
@@ -272,6 +276,13 @@ def _mount_change(args: argparse.Namespace) -> int:
     done = "shares" if args.mount_verb == "add" else "no longer shares"
     when = f"restart to apply: pymachine restart {m.name}" if running else "applies at the next start"
     print(f"machine '{m.name}' {done} {args.path} ({when})")
+    return 0
+
+
+def _mount_transport(args: argparse.Namespace) -> int:
+    m, running = machines.set_share_transport(args.name, args.transport)
+    when = f"restart to apply: pymachine restart {m.name}" if running else "applies at the next start"
+    print(f"machine '{m.name}' shares folders over {args.transport} ({when})")
     return 0
 
 

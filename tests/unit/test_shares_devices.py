@@ -22,6 +22,7 @@ from pymachine.hostvm.errors import UsageError
 VIRTIOFS = ShareDevice("pm0", "/home/u", False, "virtiofs", "/home/u/m/dev/virtiofs/pm0.sock")
 NINEP = ShareDevice("pm1", "/srv/data,x", True, "9p")
 SHARED = replace(SPEC, shares=(VIRTIOFS, NINEP))
+ALL = frozenset(shares.TRANSPORTS)
 BASE = Capabilities(remote=False, graceful_shutdown=True, hostfwd_add=True)
 
 
@@ -36,12 +37,19 @@ BASE = Capabilities(remote=False, graceful_shutdown=True, hostfwd_add=True)
     ],
 )
 def test_transport_follows_the_capability_flags(caps: Capabilities, wanted: str, expected: str) -> None:
-    assert shares.choose_transport(caps, wanted) == expected
+    assert shares.choose_transport(caps, wanted, guest=ALL) == expected
+
+
+def test_the_guest_kernel_without_9p_falls_back_to_sshfs() -> None:
+    caps = replace(BASE, virtio_9p=True)
+    assert shares.choose_transport(caps, "auto", guest=frozenset({"virtiofs", "sshfs"})) == "sshfs"
+    with pytest.raises(UsageError, match="the guest image's kernel cannot share folders over 9p"):
+        shares.choose_transport(caps, "9p", guest=frozenset({"virtiofs", "sshfs"}))
 
 
 def test_a_transport_the_driver_cannot_do_is_refused_naming_what_it_can() -> None:
     with pytest.raises(UsageError) as err:
-        shares.choose_transport(replace(BASE, virtio_9p=True), "virtiofs")
+        shares.choose_transport(replace(BASE, virtio_9p=True), "virtiofs", guest=ALL)
     assert "cannot share folders over virtiofs" in err.value.message
     assert "9p, sshfs" in (err.value.hint or "")
 
@@ -73,8 +81,8 @@ def test_virtiofsd_argv_per_owner(tmp_path: Path) -> None:
     assert as_root_for_root[:2] == ["unshare", "--mount"] and "--user" not in as_root_for_root
     script = as_root_for_root[-1]
     assert f"mount -o remount,bind,ro {tmp_path} {tmp_path}" in script  # read-only on the host side
-    assert script.rstrip().endswith(f"--socket-path=/m/virtiofs/pm0.sock -o source={tmp_path} -o cache=auto "
-                                     "-o sandbox=namespace -o xattr --rlimit-nofile=65536")  # fmt: skip
+    tail = f"-o sandbox=namespace -o xattr --rlimit-nofile={shares.nofile_limit()}"
+    assert script.endswith(f"--socket-path=/m/virtiofs/pm0.sock -o source={tmp_path} -o cache=auto {tail}")
     for_user = shares.virtiofsd_argv(dev, "/v", owner=1000, as_root=True)
     assert for_user[:2] == ["setpriv", "--reuid=1000"] and "--map-root-user" in for_user
     not_root = shares.virtiofsd_argv(replace(dev, readonly=False), "/v", owner=1000, as_root=False)
@@ -152,7 +160,7 @@ def test_mount_add_says_when_it_applies(capsys: pytest.CaptureFixture[str], monk
 def test_share_list_pending_against_the_running_start() -> None:
     cfg = build("dev", ncpus_host=2, fallback_driver="qemu", home_mount=False)
     cfg.shares = [Share("/a"), Share("/b", True)]
-    drv = argparse.Namespace(capabilities=replace(BASE, virtiofs=True))
+    drv = argparse.Namespace(capabilities=replace(BASE, virtiofs=True, virtio_9p=True))
     started = {
         "share_transport": "9p",
         "shares": [{"path": "/a", "readonly": False}, {"path": "/c", "readonly": False}],
