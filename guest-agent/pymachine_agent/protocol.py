@@ -8,6 +8,7 @@ never drift apart across upgrades. See docs/contracts.md §4.
 from __future__ import annotations
 
 import hashlib
+import stat
 from pathlib import Path
 
 # 2: the `watch` event (host paths containers bind-mount), POST /pymachine/v1/fs-events (host changes) and
@@ -108,16 +109,11 @@ def parse_watch(event: object) -> list[str]:
 
 
 def fs_change(path: str, stat_result: object | None) -> dict:
-    """One changed host path: its times when it exists (the guest sets them, which fires IN_ATTRIB there),
-    `exists: false` when it is gone."""
+    """One changed host path: its permission bits when it exists (the guest sets them again, which fires
+    IN_ATTRIB there), `exists: false` when it is gone."""
     if stat_result is None:
         return {"path": path, "exists": False}
-    return {
-        "path": path,
-        "exists": True,
-        "atime_ns": int(stat_result.st_atime_ns),  # type: ignore[attr-defined]
-        "mtime_ns": int(stat_result.st_mtime_ns),  # type: ignore[attr-defined]
-    }
+    return {"path": path, "exists": True, "mode": stat.S_IMODE(stat_result.st_mode)}  # type: ignore[attr-defined]
 
 
 def parse_fs_changes(body: object) -> list[dict]:
@@ -128,9 +124,8 @@ def parse_fs_changes(body: object) -> list[dict]:
     for c in changes:
         ok = isinstance(c, dict) and isinstance(c.get("path"), str) and c["path"].startswith("/")
         if ok and c.get("exists", True):
-            ok = all(
-                isinstance(c.get(k), int) and not isinstance(c.get(k), bool) for k in ("atime_ns", "mtime_ns")
-            )
+            mode = c.get("mode")
+            ok = isinstance(mode, int) and not isinstance(mode, bool) and 0 <= mode <= 0o7777
         if not ok:
-            raise ValueError(f"bad change {c!r}: {{path, exists, atime_ns, mtime_ns}}")
+            raise ValueError(f"bad change {c!r}: {{path, exists, mode}}")
     return changes

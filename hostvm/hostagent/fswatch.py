@@ -5,11 +5,11 @@ its host-agent stream, the whole set each time); this module watches each of the
 (inotify on Linux, FSEvents on macOS, ReadDirectoryChangesW on Windows) — recursively for a folder, the
 parent folder filtered to one name for a file — never the whole home. Events are coalesced for `coalesce`
 seconds, each changed path is stat'ed once, and the batch goes to the guest (`POST /pymachine/v1/fs-events`)
-with every path's current times, which the guest sets on its side so that inotify fires there (see
-guest-agent/pymachine_agent/fsevents.py).
+with every path's current permission bits, which the guest sets again on its side so that inotify fires there
+(see guest-agent/pymachine_agent/fsevents.py, also for why not the times).
 
-Echoes: the guest's utime with unchanged times reaches the host file through the transport (an attribute
-event here, the ctime moves), and a container's own write shows up here as well. A path is only sent when
+Echoes: the guest's chmod to the same mode reaches the host file through the transport (an attribute event
+here, the ctime moves), and a container's own write shows up here as well. A path is only sent when
 its signature (inode, size, mtime, mode) differs from what was last sent for it, so the echo of what we sent
 stops after one round instead of ping-ponging.
 
@@ -273,7 +273,7 @@ class FsWatcher:
             sig = None if st is None else (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
             with self.lock:
                 if path in self.sent and self.sent[path] == sig:
-                    self.stats["echoes"] += 1  # our own utime (or a change the guest made) coming back
+                    self.stats["echoes"] += 1  # our own chmod (or a change the guest made) coming back
                     continue
                 self.sent[path] = sig
                 self.sent.move_to_end(path)

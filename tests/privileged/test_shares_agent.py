@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -241,7 +242,7 @@ def _post_changes(agent: Agent, changes: list[dict]) -> dict:
 
 def _change(path: Path) -> dict:
     st = path.lstat()
-    return {"path": str(path), "exists": True, "atime_ns": st.st_atime_ns, "mtime_ns": st.st_mtime_ns}
+    return {"path": str(path), "exists": True, "mode": stat.S_IMODE(st.st_mode)}
 
 
 def _watch_events(agent: Agent, deadline: float) -> Iterator[dict]:
@@ -321,8 +322,8 @@ def test_host_changes_become_inotify_events_in_the_container_and_only_there(env:
         # source is resolved inside it, so it cannot steer the times onto a VM file either
         (proj / "etc-link").symlink_to("/etc")
         guest_file = Path("/etc/hostname")
-        kept = guest_file.stat().st_mtime_ns
-        bogus = {"exists": True, "atime_ns": 0, "mtime_ns": 0}
+        kept = guest_file.stat().st_mode
+        bogus = {"exists": True, "mode": 0o777}
         attack = [
             {"path": str(other / "b.txt"), **bogus},
             {"path": str(guest_file), **bogus},
@@ -331,16 +332,43 @@ def test_host_changes_become_inotify_events_in_the_container_and_only_there(env:
             {"path": str(proj / "x"), "exists": False},
         ]
         assert _post_changes(agent, attack) == {"applied": 0, "skipped": 5}
-        assert guest_file.stat().st_mtime_ns == kept
-        assert (other / "b.txt").stat().st_mtime_ns != 0
+        assert guest_file.stat().st_mode == kept
+        assert stat.S_IMODE((other / "b.txt").stat().st_mode) != 0o777
         seen = _saw(agent, cid, IN_ATTRIB, "a.txt")
         assert any(mask & IN_ATTRIB and name == "a.txt" for mask, name in seen), seen
         after = (proj / "a.txt").stat()
-        assert (after.st_mtime_ns, after.st_atime_ns) == (before.st_mtime_ns, before.st_atime_ns)
+        assert (after.st_mtime_ns, after.st_atime_ns, after.st_mode) == (
+            before.st_mtime_ns,
+            before.st_atime_ns,
+            before.st_mode,
+        )
         assert (proj / "a.txt").read_text() == "one\n"
     finally:
         agent.docker("rm", "-f", cid, check=False)
     assert _wait_for_watch(agent, []) == []
+
+
+def test_a_change_that_arrives_late_never_moves_the_files_times(env: dict) -> None:
+    """The host saves twice within the forwarding delay (a formatter after a save): the change posted for the
+    first save arrives after the second. Applying it must not set the file back to the first save's mtime, or
+    make and editors would take the new content for old."""
+    agent: Agent = env["agent"]
+    proj = env["rw"] / "late"
+    proj.mkdir(exist_ok=True)
+    f = proj / "app.py"
+    f.write_text("first\n")
+    cid = _watching(env, proj, "/app")
+    try:
+        stale = _change(f)
+        time.sleep(0.05)
+        f.write_text("second save\n")
+        now = f.stat()
+        assert _post_changes(agent, [stale]) == {"applied": 1, "skipped": 0}
+        after = f.stat()
+        assert (after.st_mtime_ns, after.st_size) == (now.st_mtime_ns, now.st_size)
+        assert f.read_text() == "second save\n"
+    finally:
+        agent.docker("rm", "-f", cid, check=False)
 
 
 def test_a_read_only_share_still_wakes_a_watcher(env: dict) -> None:

@@ -81,12 +81,13 @@ def test_protocol_2_shapes() -> None:
     assert protocol.parse_watch(protocol.watch_event(["/b", "/a"])) == ["/a", "/b"]
     with pytest.raises(ValueError):
         protocol.parse_watch({"type": "watch", "paths": ["rel"]})
-    ok = [{"path": "/a", "exists": True, "atime_ns": 1, "mtime_ns": 2}, {"path": "/b", "exists": False}]
+    ok = [{"path": "/a", "exists": True, "mode": 0o644}, {"path": "/b", "exists": False}]
     assert protocol.parse_fs_changes({"changes": ok}) == ok
     for bad in (
-        {"changes": [{"path": "/a", "atime_ns": "1", "mtime_ns": 2}]},
+        {"changes": [{"path": "/a", "mode": "644"}]},
+        {"changes": [{"path": "/a", "mode": 0o10000}]},
         {"changes": [{"path": "a", "exists": False}]},
-        {"changes": [{"path": "/a", "atime_ns": True, "mtime_ns": 2}]},
+        {"changes": [{"path": "/a", "mode": True}]},
         {"changes": [{"path": "/a", "exists": False}] * (protocol.MAX_FS_CHANGES + 1)},
         [],
     ):
