@@ -316,10 +316,10 @@ def test_host_changes_become_inotify_events_in_the_container_and_only_there(env:
     cid = _watching(env, proj, "/app")
     try:
         before = (proj / "a.txt").stat()
-        # what the host agent posts after an edit on the host: the file's own times
+        # what the host agent posts after an edit on the host: the file's own mode
         assert _post_changes(agent, [_change(proj / "a.txt")]) == {"applied": 1, "skipped": 0}
         # outside the watched bind sources nothing is touched, whatever the poster says; a link in the bind
-        # source is resolved inside it, so it cannot steer the times onto a VM file either
+        # source is resolved inside it, so it cannot steer the chmod onto a VM file either
         (proj / "etc-link").symlink_to("/etc")
         guest_file = Path("/etc/hostname")
         kept = guest_file.stat().st_mode

@@ -4,8 +4,8 @@ watching its bind mount with inotify.
 
 On this host the share is a local tmpfs, so a host edit already fires IN_MODIFY/IN_CLOSE_WRITE in the
 container natively; what only the forwarding chain produces is the IN_ATTRIB on the edited file (the guest
-agent setting the host's times), which is what the test waits for. The vm tier repeats this over virtiofs,
-where the native events do not exist.
+agent setting the host's mode again), which is what the test waits for. The vm tier repeats this over
+virtiofs, where the native events do not exist.
 """
 
 from __future__ import annotations

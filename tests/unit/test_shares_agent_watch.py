@@ -55,7 +55,7 @@ def _watcher(rec: Recorder, share: Path, **kw: object) -> FsWatcher:
     return FsWatcher(rec.send, lambda: [str(share)], warn=rec.warn, **kw)  # type: ignore[arg-type]
 
 
-def test_an_edit_is_sent_with_its_times_and_the_guest_echo_stops(share: Path) -> None:
+def test_an_edit_is_sent_with_its_mode_and_the_guest_echo_stops(share: Path) -> None:
     rec = Recorder()
     w = _watcher(rec, share)
     try:
