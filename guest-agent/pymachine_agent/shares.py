@@ -111,14 +111,16 @@ class Shares:
         share = self.find(source)
         if share is None:
             raise self._not_shared(source, m.source)
-        if not self.is_mount(share.path):
-            # an empty mountpoint must never stand in for the user's folder
-            raise ShareError(
-                503,
-                f"share {share.path} of machine '{self.machine}' is not mounted in the VM, so {source} "
-                f"cannot be bound: restart the machine (pymachine stop {self.machine}; "
-                f"pymachine start {self.machine}) and see its log",
-            )
+        self._mounted(share, source)
+        # resolved before anything is made: a link in the share that leads elsewhere would bind (or, for a
+        # missing -v source, create) a VM folder, not the user's
+        real = os.path.realpath(source)
+        if real != source:
+            target = self.find(real)
+            if target is None:
+                raise self._not_shared(real, source)
+            share = target
+            self._mounted(share, source)
         if not os.path.lexists(source):
             if not create:
                 raise ShareError(
@@ -129,13 +131,19 @@ class Shares:
                     400, f"bind source path does not exist: {source}, and share {share.path} is read-only"
                 )
             os.makedirs(source, 0o755, exist_ok=True)  # Docker's -v: a missing host folder is made
-        real = os.path.realpath(source)
-        if real != source and self.find(real) is None:
-            # a link in the share that leads elsewhere would bind a VM folder, not the user's
-            raise self._not_shared(real, source)
         # the runtime checks the share again at every start, restarts included (runtime/mounts.py)
         options = [o for o in m.options if not o.startswith(SHARE_OPTION)] + [SHARE_OPTION + share.path]
         return dataclasses.replace(m, source=source, readonly=m.readonly or share.readonly, options=options)
+
+    def _mounted(self, share: Share, source: str) -> None:
+        if not self.is_mount(share.path):
+            # an empty mountpoint must never stand in for the user's folder
+            raise ShareError(
+                503,
+                f"share {share.path} of machine '{self.machine}' is not mounted in the VM, so {source} "
+                f"cannot be bound: restart the machine (pymachine stop {self.machine}; "
+                f"pymachine start {self.machine}) and see its log",
+            )
 
     def check(self, mounts: list[Mount], binds: Iterable[str], create: bool = True) -> list[Mount]:
         """The container's mounts with every bind checked (see `_checked`); `binds` are HostConfig.Binds

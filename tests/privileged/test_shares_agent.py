@@ -100,6 +100,10 @@ def test_a_link_in_a_share_that_leads_out_of_it_is_refused(env: dict) -> None:
         assert status == 400
         assert body["message"].startswith(f"path /etc is not shared with machine '{MACHINE}'")
         assert f"the bind source {link} leads there" in body["message"]
+        # nor is a missing -v source below such a link made in the VM folder it leads to
+        status, body = _create(agent, {"Binds": [f"{link}/pymachine-made-here:/app"]})
+        assert status == 400 and body["message"].startswith("path /etc/pymachine-made-here is not shared")
+        assert not Path("/etc/pymachine-made-here").exists()
     finally:
         link.unlink()
 
