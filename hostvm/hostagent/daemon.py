@@ -185,7 +185,7 @@ class Agent:
                     self.events.emit("state", state="ready", docker_socket=str(self.docker_socket))
             elif kind == "watch":
                 try:
-                    self.fswatch.set_paths(protocol.parse_watch(item))
+                    self.fswatch.request(protocol.parse_watch(item))
                 except ValueError as exc:
                     self.events.emit("error", message=f"ignored a bad watch event from the guest: {exc}")
             elif kind == "port":

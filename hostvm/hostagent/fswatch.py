@@ -144,6 +144,9 @@ class FsWatcher:
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="fs-changes", daemon=True)
         self.thread.start()
+        self._wanted: list[str] | None = None  # the newest set asked for, applied by the fs-watch thread
+        self._asked = threading.Event()
+        threading.Thread(target=self._apply_asked, name="fs-watch", daemon=True).start()
 
     # -- what is watched ---------------------------------------------------------------------------------
     def _observer(self) -> Any:
@@ -157,6 +160,22 @@ class FsWatcher:
     def _allowed(self, path: str) -> bool:
         real = os.path.realpath(path)
         return any(_within(real, os.path.realpath(r)) for r in self.allowed_roots())
+
+    def request(self, paths: list[str]) -> None:
+        """`set_paths` on a thread of its own (walking a big tree takes seconds, and the caller is the loop
+        that carries port events); only the newest set asked for is applied."""
+        with self.lock:
+            self._wanted = list(paths)
+        self._asked.set()
+
+    def _apply_asked(self) -> None:
+        while not self.stopping:
+            self._asked.wait()
+            self._asked.clear()
+            with self.lock:
+                paths, self._wanted = self._wanted, None
+            if paths is not None and not self.stopping:
+                self.set_paths(paths)
 
     def set_paths(self, paths: list[str]) -> None:
         """Watch exactly `paths` from now on (the guest's whole current set)."""
@@ -211,6 +230,14 @@ class FsWatcher:
         handler = _Handler(self._note, target)
         try:
             watch = _schedule(self._observer(), handler, handler.real, is_dir)
+        except ImportError:
+            # a host without watchdog still runs machines; it only has no change events
+            self._refuse(
+                path,
+                f"not watching {path}: the watchdog library is not installed",
+                "pip install watchdog (Debian: apt install python3-watchdog), then restart the machine",
+            )
+            return
         except OSError as exc:
             hint = ""
             if exc.errno in (errno.ENOSPC, errno.EMFILE):
@@ -295,5 +322,6 @@ class FsWatcher:
         with self.lock:
             self.stopping = True
             self.wake.notify()
+        self._asked.set()
         if self.observer is not None:
             self.observer.stop()

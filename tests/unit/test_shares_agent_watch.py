@@ -118,6 +118,20 @@ def test_a_bind_source_named_through_a_link_reports_the_named_path(share: Path, 
         w.stop()
 
 
+def test_a_request_is_applied_off_the_callers_thread_newest_set_wins(share: Path) -> None:
+    rec = Recorder()
+    w = _watcher(rec, share)
+    try:
+        w.request([str(share / "elsewhere")])
+        w.request([str(share / "proj")])
+        deadline = time.monotonic() + 5
+        while w.watched() != [str(share / "proj")] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert w.watched() == [str(share / "proj")]
+    finally:
+        w.stop()
+
+
 def test_the_set_is_replaced_and_paths_outside_the_shares_are_refused(share: Path, tmp_path: Path) -> None:
     rec = Recorder()
     w = _watcher(rec, share)
@@ -184,5 +198,24 @@ def test_a_flood_is_sent_as_its_folders(share: Path) -> None:
         assert {str(mods / "a"), str(mods / "b")} <= sent
         assert not [p for p in sent if p.endswith(".js")], sorted(sent)
         assert w.snapshot()["collapsed"] >= 1
+    finally:
+        w.stop()
+
+
+def test_without_watchdog_the_agent_says_so_and_goes_on(share: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "watchdog.observers", None)  # `import` of it now raises ImportError
+    rec = Recorder()
+    w = _watcher(rec, share)
+    try:
+        w.set_paths([str(share / "proj")])
+        assert w.watched() == []
+        assert rec.warnings == [
+            (
+                f"not watching {share / 'proj'}: the watchdog library is not installed",
+                "pip install watchdog (Debian: apt install python3-watchdog), then restart the machine",
+            )
+        ]
     finally:
         w.stop()
