@@ -75,6 +75,12 @@ def read_settings(path: Path | None) -> dict:
         k in ("idle", "head", "body") and isinstance(v, (int, float)) and v > 0 for k, v in api.items()
     ):
         raise ValueError(f"{path}: api_timeouts must map idle/head/body to seconds")
+    from .shares import parse_shares
+
+    try:
+        parse_shares(settings.get("shares"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     return settings
 
 
@@ -98,6 +104,7 @@ def serve(
     from .api import ApiServer, build_router
     from .api.wire import Timeouts
     from .engine import Engine
+    from .shares import Shares
 
     settings = settings or {}
     engine = Engine(
@@ -106,6 +113,7 @@ def serve(
         ack_timeout=ack_timeout,
         insecure_registries=settings.get("insecure_registries", []),
         default_host_ip=default_host_ip(settings),
+        shares=Shares.from_settings(settings, engine_socket=str(socket_path)),
     )
     engine.start()
     timeouts = Timeouts(**settings.get("api_timeouts", {}))

@@ -110,7 +110,7 @@ def mounts_view(state: ContainerState) -> list[dict[str, Any]]:
             "Destination": m.target,
             "Mode": "ro" if m.readonly else "",
             "RW": not m.readonly,
-            "Propagation": (m.options[0] if m.options and m.type == "bind" else "rprivate")
+            "Propagation": next((o for o in m.options if not o.startswith("x-")), "rprivate")
             if m.type == "bind"
             else "",
         }

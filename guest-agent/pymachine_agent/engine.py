@@ -22,10 +22,12 @@ from .dockerspec import BadParameter, translate_create, valid_name
 from .engine_io import EngineIO
 from .engine_system import EngineSystem
 from .events import EventBus, PortAckError, PortBroker
+from .fsevents import ChangeMirror
 from .images import ImageNotFound, ImageStore
 from .network import EndpointConfig, EndpointSettings, NetworkManager, PortSpec
 from .runtime import ContainerState, Runtime
 from .runtime.errors import NotFound
+from .shares import Shares
 from .volumes import VolumeStore
 
 log = logging.getLogger("pymachine_agent.engine")
@@ -97,6 +99,7 @@ class Engine(EngineIO, EngineSystem):
         network: bool = True,
         insecure_registries: Iterable[str] = (),
         default_host_ip: str = "",
+        shares: Shares | None = None,
     ) -> None:
         """`default_host_ip`: where a port published without a HostIp is bound, as `docker ps`/inspect show
         it. Inside a machine the host agent listens on 127.0.0.1 for those (published ports stay on the
@@ -107,6 +110,10 @@ class Engine(EngineIO, EngineSystem):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.events = EventBus()
         self.ports = PortBroker(ack_timeout=ack_timeout)
+        # bind sources are host paths in shares when agent.json lists them (shares.py); their changes on the
+        # host reach inotify here through the host agent (fsevents.py)
+        self.shares = shares or Shares(None)
+        self.changes = ChangeMirror(self.ports.announce)
         self.started = time.time()
         self.lock = threading.RLock()
         self.meta: dict[str, dict[str, Any]] = {}  # id → {name, image, labels, auto_remove} for events
@@ -139,6 +146,7 @@ class Engine(EngineIO, EngineSystem):
             for port in self.network.published_ports():  # a reconnecting host agent gets them in its resync
                 self.ports.restore(port.event("add"))
         self.runtime.reconcile()
+        self._watch_update()
 
     def close(self) -> None:
         self.runtime.close()
@@ -164,6 +172,8 @@ class Engine(EngineIO, EngineSystem):
         if action == "rename":
             meta["name"] = attrs.get("name", meta.get("name"))
         self.events.publish("container", action, cid, attrs)
+        if action in ("start", "die", "destroy"):
+            self._watch_update()
         if action == "die":
             self.ports_withdraw(cid)
             if meta.get("auto_remove"):
@@ -226,6 +236,15 @@ class Engine(EngineIO, EngineSystem):
             self.ports.add(event)
         else:
             self.ports.remove(event)
+
+    def _watch_update(self) -> None:
+        """Tell the host agent which shared host paths running containers bind-mount now."""
+        if self.shares.enabled:
+            self.changes.refresh(
+                lambda: self.shares.watched(
+                    m for st in self.runtime.list() if st.running and st.spec for m in st.spec.mounts
+                )
+            )
 
     def ports_withdraw(self, cid: str) -> None:
         self.ports.withdraw(cid)
@@ -301,6 +320,8 @@ class Engine(EngineIO, EngineSystem):
             plan = translate_create(
                 cid, name, body, image, layers, self.volumes.path, host_name=os.uname().nodename
             )
+            binds = (body.get("HostConfig") or {}).get("Binds") or []
+            plan.spec.mounts = self.shares.check(plan.spec.mounts, binds)
             for vol in plan.named_volumes:
                 self.volumes.ensure(vol)
             from .runtime import Mount
@@ -373,10 +394,16 @@ class Engine(EngineIO, EngineSystem):
         st = self._state(ref)
         if st.status in ("running", "paused"):
             raise NotModified()
+        self._check_binds(st)
         try:
             self.runtime.start(st.id)
         except PortAckError as exc:
             raise EngineConflict(str(exc)) from None
+
+    def _check_binds(self, st: ContainerState) -> None:
+        """At (re)start: each share still mounted, a `-v` source deleted since create made again."""
+        if st.spec:
+            self.shares.check(st.spec.mounts, (view.docker_of(st).get("HostConfig") or {}).get("Binds") or [])
 
     def container_stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
         st = self._state(ref)
@@ -388,6 +415,7 @@ class Engine(EngineIO, EngineSystem):
 
     def container_restart(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
         st = self._state(ref)
+        self._check_binds(st)
         self.runtime.restart(st.id, timeout=timeout)
 
     def container_kill(self, ref: str, signal: str = "SIGKILL") -> None:

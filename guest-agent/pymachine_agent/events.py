@@ -171,14 +171,23 @@ class PortBroker:
         self.current: dict[tuple[str, str, str, int], dict] = {}  # (container, proto, ip, port) → add event
         self.subscribers: list[queue.Queue[dict | None]] = []
         self.pending: dict[str, _Pending] = {}
+        self.latest: dict[str, dict] = {}  # type → the last state-like event (`watch`), part of every resync
 
     def subscribe(self) -> tuple[queue.Queue[dict | None], list[dict]]:
         """Register a subscriber; returns its queue and the lines to send first (hello + resync)."""
         q: queue.Queue[dict | None] = queue.Queue()
         with self.lock:
-            first = [protocol.hello_event()] + list(self.current.values())
+            first = [protocol.hello_event()] + list(self.current.values()) + list(self.latest.values())
             self.subscribers.append(q)
         return q, first
+
+    def announce(self, event: dict) -> None:
+        """Send an event that replaces the previous one of its type (no ack), and replay it on resync."""
+        with self.lock:
+            self.latest[event["type"]] = event
+            subs = list(self.subscribers)
+        for q in subs:
+            q.put(event)
 
     def unsubscribe(self, q: queue.Queue[dict | None]) -> None:
         with self.lock:

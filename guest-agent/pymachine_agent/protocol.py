@@ -8,9 +8,12 @@ never drift apart across upgrades. See docs/contracts.md §4.
 from __future__ import annotations
 
 import hashlib
+import stat
 from pathlib import Path
 
-PROTOCOL_VERSION = 1
+# 2: the `watch` event (host paths containers bind-mount), POST /pymachine/v1/fs-events (host changes) and
+#    PUT /pymachine/v1/shares (the share list after a hot-plug)
+PROTOCOL_VERSION = 2
 AGENT_VERSION = "0.1.0"
 API_PREFIX = "/pymachine/v1"
 
@@ -83,3 +86,46 @@ def parse_ack(body: object) -> tuple[str, bool, str]:
     ):
         raise ValueError('an ack is {"id": "<event id>", "ok": true|false, "error": "..."}')
     return body["id"], body["ok"], str(body.get("error") or "")
+
+
+# -- host folder change events (docs/hostagent.md "Change events") ---------------------------------------
+# The guest says which host paths running containers bind-mount (`watch`, the whole set each time, also in
+# every resync); the host agent watches exactly those and posts what changed to `/pymachine/v1/fs-events`.
+
+MAX_FS_CHANGES = 4096  # one POST; the host splits larger batches
+
+
+def watch_event(paths: list[str]) -> dict:
+    """The set of host paths to watch (recursively for folders), replacing the previous set."""
+    return {"type": "watch", "paths": sorted(paths)}
+
+
+def parse_watch(event: object) -> list[str]:
+    """Validate a `watch` event; returns its paths. Raises ValueError on a malformed one."""
+    paths = event.get("paths") if isinstance(event, dict) else None
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p.startswith("/") for p in paths):
+        raise ValueError('a watch event is {"type": "watch", "paths": ["/abs/path", ...]}')
+    return paths
+
+
+def fs_change(path: str, stat_result: object | None) -> dict:
+    """One changed host path: its permission bits when it exists (the guest sets them again, which fires
+    IN_ATTRIB there), `exists: false` when it is gone."""
+    if stat_result is None:
+        return {"path": path, "exists": False}
+    return {"path": path, "exists": True, "mode": stat.S_IMODE(stat_result.st_mode)}  # type: ignore[attr-defined]
+
+
+def parse_fs_changes(body: object) -> list[dict]:
+    """Validate the body of `POST /pymachine/v1/fs-events`, `{"changes": [fs_change, ...]}`."""
+    changes = body.get("changes") if isinstance(body, dict) else None
+    if not isinstance(changes, list) or len(changes) > MAX_FS_CHANGES:
+        raise ValueError(f'fs-events is {{"changes": [...]}} with at most {MAX_FS_CHANGES} entries')
+    for c in changes:
+        ok = isinstance(c, dict) and isinstance(c.get("path"), str) and c["path"].startswith("/")
+        if ok and c.get("exists", True):
+            mode = c.get("mode")
+            ok = isinstance(mode, int) and not isinstance(mode, bool) and 0 <= mode <= 0o7777
+        if not ok:
+            raise ValueError(f"bad change {c!r}: {{path, exists, mode}}")
+    return changes

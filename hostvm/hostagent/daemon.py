@@ -9,6 +9,7 @@ except a second agent for the same machine (the pid-file lock says one is alive 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -20,10 +21,13 @@ from typing import Any
 
 import paramiko
 
+from pymachine_agent import protocol
+
 from .. import paths
 from . import guestapi, ports, provision
 from .control import ControlServer
 from .events import EventWriter
+from .fswatch import FsWatcher
 from .portforward import BindError, Forwarder
 from .sockforward import GUEST_SOCKET, SocketForward
 from .streamlocal import Opener
@@ -56,6 +60,13 @@ class Agent:
         self.engine = SocketForward(self.docker_socket, self.link, self.opener, on_error=self._engine_error)
         self.forwarder = Forwarder(self.link, on_event=lambda **kw: self.events.emit("forward", **kw))
         self.table = ports.PortTable()
+        self.machine_config = machine_dir / mp.config.name
+        # host folder changes → inotify in the guest, for the bind sources the guest names (fswatch.py)
+        self.fswatch = FsWatcher(
+            self._post_fs_changes,
+            self._share_roots,
+            warn=lambda message, hint: self.events.emit("error", message=message, hint=hint or None),
+        )
         self._table_lock = threading.Lock()
         self.control = ControlServer(self.control_path, self.handle)
         self.stopping = threading.Event()
@@ -83,6 +94,7 @@ class Agent:
         self.events.emit("state", state="stopping")
         self.control.stop()
         self.engine.stop()
+        self.fswatch.stop()
         self.forwarder.close_all()
         self.link.stop()
         self.events.emit("state", state="stopped")
@@ -118,6 +130,7 @@ class Agent:
         while transport.is_active() and generation == self._generation and not self.stopping.is_set():
             try:
                 self.guest_info = self._info(transport)
+                self.push_shares(transport)
                 chan = self.opener.open(transport)
                 self._consume(transport, guestapi.stream_events(chan), generation)
             except Exception as exc:  # noqa: BLE001 - EOFError etc. from a dying transport: retry or end
@@ -170,6 +183,11 @@ class Agent:
                 if self._subscribed_gen != generation:
                     self._subscribed_gen = generation
                     self.events.emit("state", state="ready", docker_socket=str(self.docker_socket))
+            elif kind == "watch":
+                try:
+                    self.fswatch.request(protocol.parse_watch(item))
+                except ValueError as exc:
+                    self.events.emit("error", message=f"ignored a bad watch event from the guest: {exc}")
             elif kind == "port":
                 try:
                     event = ports.parse_event(item)
@@ -214,6 +232,43 @@ class Agent:
         # 404 is normal for the resync replay: nobody waits on those adds any more.
         if status not in (200, 404):
             self.events.emit("error", message=f"the guest refused the ack of {event_id}: {status} {answer}")
+
+    # -- host folder changes ---------------------------------------------------------------------------
+    def _shares(self) -> list[dict[str, Any]]:
+        try:
+            shares = json.loads(self.machine_config.read_text()).get("shares") or []
+            return [s for s in shares if isinstance(s, dict) and isinstance(s.get("path"), str)]
+        except (OSError, ValueError):
+            return []
+
+    def _share_roots(self) -> list[str]:
+        """The machine's shares (config.json): the only host folders the guest may have watched."""
+        return [s["path"] for s in self._shares()]
+
+    def push_shares(self, transport: paramiko.Transport | None = None) -> None:
+        """Tell the guest agent the configured shares (on connect, and after a hot-plug): a share added
+        since the boot is then refused as "not mounted, restart" rather than "not shared", and an sshfs share
+        mounted now is usable at once. A guest agent started without a share list (an old seed) keeps none."""
+        transport = transport or self.link.current()
+        if transport is None:
+            return
+        body = {"shares": [{"path": s["path"], "readonly": bool(s.get("readonly"))} for s in self._shares()]}
+        try:
+            guestapi.request(self.opener.open(transport), "PUT", guestapi.API + "/shares", body)
+        except (paramiko.SSHException, OSError, guestapi.GuestApiError) as exc:
+            log.info("share list not sent to the guest: %s", exc)
+
+    def _post_fs_changes(self, changes: list[dict[str, Any]]) -> None:
+        transport = self.link.current()
+        if transport is None:
+            return  # the link is down: the guest resends its watch set on reconnect; these changes are gone
+        status, answer = guestapi.request(
+            self.opener.open(transport), "POST", guestapi.API + "/fs-events", {"changes": changes}
+        )
+        if status != 200:
+            self.events.emit(
+                "error", message=f"the guest refused {len(changes)} file changes: {status} {answer}"
+            )
 
     # -- clock -------------------------------------------------------------------------------------------
     def sync_clock(self, transport: paramiko.Transport | None = None, force: bool = False) -> dict[str, Any]:
@@ -278,6 +333,7 @@ class Agent:
             "guest_agent": self.guest_info,
             "forwards": self.forwarder.snapshot(),
             "clock": dict(self.clock),
+            "watch": self.fswatch.snapshot(),
         }
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:

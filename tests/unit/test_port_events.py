@@ -102,7 +102,7 @@ def test_info_reports_checksum(served) -> None:  # type: ignore[no-untyped-def]
     raw = s.makefile("rb").read()
     body = json.loads(raw.split(b"\r\n\r\n", 1)[1])
     assert body == {
-        "protocol": 1,
+        "protocol": protocol.PROTOCOL_VERSION,
         "agent_version": protocol.AGENT_VERSION,
         "agent_checksum": protocol.source_checksum(),
     }

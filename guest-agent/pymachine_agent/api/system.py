@@ -100,6 +100,32 @@ def register(router: Router, engine: Any) -> None:
             broker.unsubscribe(q)
             req.conn.close_after = True
 
+    @r("POST", protocol.API_PREFIX + "/fs-events")
+    def pm_fs_events(req: Request) -> tuple[int, dict]:
+        try:
+            changes = protocol.parse_fs_changes(req.json())
+        except ValueError as exc:
+            raise HTTPError(400, str(exc)) from None
+        return 200, engine.changes.apply(changes)
+
+    @r("PUT", protocol.API_PREFIX + "/shares")
+    def pm_shares(req: Request) -> tuple[int, dict]:
+        """The host's share list after a hot-plug (`pymachine mount add` on a running machine, sshfs)."""
+        from ..shares import parse_shares
+
+        body = req.json()
+        try:
+            shares = parse_shares(body.get("shares") if isinstance(body, dict) else None)
+        except ValueError as exc:
+            raise HTTPError(400, str(exc)) from None
+        if shares is None:
+            raise HTTPError(400, 'the body is {"shares": [{"path": "/abs", "readonly": false}, ...]}')
+        if not engine.shares.enabled:
+            # an agent whose seed has no share list treats bind sources as guest paths; it stays that way
+            raise HTTPError(409, "this agent was started without a share list")
+        engine.shares.shares = shares
+        return 200, {"shares": [s.path for s in shares]}
+
     @r("POST", protocol.API_PREFIX + "/ports/ack")
     def pm_ack(req: Request) -> tuple[int, dict]:
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -31,6 +32,10 @@ MASKED_PATHS = [
 ]  # fmt: skip
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 NOSUID_NODEV_NOEXEC = libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
+# on a bind from a host share (the engine's shares.py): that share, which must be mounted whenever the bind is
+# made, so a restart while it is gone (sshfs not yet mounted after a reboot) fails instead of binding an empty
+# mountpoint
+SHARE_OPTION = "x-share="
 
 
 def secure_join(root: str, path: str) -> str:
@@ -135,6 +140,9 @@ def _mount_user(root: str, m: Mount, privileged: bool) -> None:
         return
     if m.type not in ("bind", "volume"):
         raise ValueError(f"unsupported mount type {m.type!r} for {m.target}")
+    share = next((o[len(SHARE_OPTION) :] for o in m.options if o.startswith(SHARE_OPTION)), "")
+    if share and not is_mountpoint(share):
+        raise FileNotFoundError(f"share {share} is not mounted in the VM, so {m.source} cannot be bound")
     if not os.path.exists(m.source):
         raise FileNotFoundError(f"bind source path does not exist: {m.source}")
     _ensure(target, os.path.isdir(m.source))
@@ -144,6 +152,22 @@ def _mount_user(root: str, m: Mount, privileged: bool) -> None:
     propagation = next((o for o in m.options if o.lstrip("r") in ("private", "shared", "slave")), "rprivate")
     flag = {"private": libc.MS_PRIVATE, "slave": libc.MS_SLAVE, "shared": 1 << 20}[propagation.lstrip("r")]
     libc.mount(None, target, None, flag | (libc.MS_REC if propagation.startswith("r") else 0))
+
+
+def is_mountpoint(path: str) -> bool:
+    """`path` is where something is mounted: read from /proc/self/mountinfo, which also knows a bind mount
+    from its own filesystem (os.path.ismount compares devices, and a bind shares its source's)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+            points = {_unescape(line.split(" ", 5)[4]) for line in fh if line.count(" ") >= 5}
+    except OSError:
+        return os.path.ismount(path)
+    return path in points
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as \ooo
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _nodev_below(target: str) -> None:

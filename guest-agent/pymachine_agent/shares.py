@@ -1,0 +1,163 @@
+"""Bind sources inside a machine: host folders shared into the VM at their own path.
+
+The machine's agent.json lists its shares (`"shares": [{"path", "readonly", "transport"}]`, written by the
+host from config.json; the guest init mounts each one at its path before the agent starts, or the host agent
+right after it connects for sshfs). With that list a bind source (`-v SRC:DST`, `--mount type=bind`, compose's
+`.:/app` which the client resolves to an absolute host path) is a *host* path and must lie in a share; a path
+outside every share is refused with the command that shares it, never bound as an empty VM folder.
+Without a `shares` key (the agent run on a host by the privileged tests, an ssh-provisioned host, an old
+seed) every bind source is a guest path, as before.
+
+The few VM paths let through are the ones Docker Desktop lets through as well: the engine socket, which a
+container asks for as `/var/run/docker.sock` (Docker Desktop maps that to its VM's engine; here it is the
+agent's own socket, whatever path it listens on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .runtime.mounts import SHARE_OPTION, is_mountpoint
+from .runtime.spec import Mount
+
+# the paths a container names the engine socket by (/var/run is a link to /run in the VM and on most hosts)
+ENGINE_SOCKET_ALIASES = ("/var/run/docker.sock", "/run/docker.sock")
+
+
+class ShareError(Exception):
+    """A bind the shares do not allow (400) or a share that is not there (503). Crosses the API as Docker's
+    `{"message": ...}` with `status`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Share:
+    path: str
+    readonly: bool = False
+    transport: str = ""
+
+
+def parse_shares(value: Any) -> list[Share] | None:
+    """agent.json's `shares` → Shares (None when the key is absent). Raises ValueError on a malformed list."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ValueError("shares must be a list of {path, readonly, transport}")
+    out = []
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise ValueError(f"a share is {{'path': '/abs/path', 'readonly': false}}, not {item!r}")
+        path = item["path"]
+        if not path.startswith("/") or os.path.normpath(path) != path:
+            raise ValueError(f"share path {path!r} must be absolute and normalised")
+        out.append(Share(path, bool(item.get("readonly", False)), str(item.get("transport") or "")))
+    return out
+
+
+def within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+class Shares:
+    """The bind rules of one machine. `shares` None = no share list (every bind source is a guest path)."""
+
+    def __init__(
+        self,
+        shares: list[Share] | None,
+        machine: str = "",
+        engine_socket: str = "",
+        is_mount: Callable[[str], bool] = is_mountpoint,
+    ) -> None:
+        self.shares = shares
+        self.machine = machine or "default"
+        self.engine_socket = engine_socket
+        self.is_mount = is_mount
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], engine_socket: str = "") -> Shares:
+        return cls(parse_shares(settings.get("shares")), str(settings.get("machine") or ""), engine_socket)
+
+    @property
+    def enabled(self) -> bool:
+        return self.shares is not None
+
+    def find(self, path: str) -> Share | None:
+        """The share `path` lies in (shares never nest, so at most one)."""
+        return next((s for s in self.shares or [] if within(path, s.path)), None)
+
+    def _not_shared(self, path: str, asked: str) -> ShareError:
+        listed = ", ".join(s.path + (" (ro)" if s.readonly else "") for s in self.shares or []) or "none"
+        via = f" (the bind source {asked} leads there)" if asked != path else ""
+        return ShareError(
+            400,
+            f"path {path} is not shared with machine '{self.machine}': pymachine mount add {self.machine} "
+            f"{path}{via}; shared now: {listed}",
+        )
+
+    def _checked(self, m: Mount, create: bool) -> Mount:
+        """One bind against the shares: its share mounted, the source there (created for `-v` when
+        `create`), a read-only share forcing a read-only bind. Returns the mount to use."""
+        if self.engine_socket and m.source in (*ENGINE_SOCKET_ALIASES, self.engine_socket):
+            return dataclasses.replace(m, source=self.engine_socket)
+        source = os.path.normpath(m.source)
+        share = self.find(source)
+        if share is None:
+            raise self._not_shared(source, m.source)
+        self._mounted(share, source)
+        # resolved before anything is made: a link in the share that leads elsewhere would bind (or, for a
+        # missing -v source, create) a VM folder, not the user's
+        real = os.path.realpath(source)
+        if real != source:
+            target = self.find(real)
+            if target is None:
+                raise self._not_shared(real, source)
+            share = target
+            self._mounted(share, source)
+        if not os.path.lexists(source):
+            if not create:
+                raise ShareError(
+                    400, f'invalid mount config for type "bind": bind source path does not exist: {source}'
+                )
+            if share.readonly:
+                raise ShareError(
+                    400, f"bind source path does not exist: {source}, and share {share.path} is read-only"
+                )
+            os.makedirs(source, 0o755, exist_ok=True)  # Docker's -v: a missing host folder is made
+        # the runtime checks the share again at every start, restarts included (runtime/mounts.py)
+        options = [o for o in m.options if not o.startswith(SHARE_OPTION)] + [SHARE_OPTION + share.path]
+        return dataclasses.replace(m, source=source, readonly=m.readonly or share.readonly, options=options)
+
+    def _mounted(self, share: Share, source: str) -> None:
+        if not self.is_mount(share.path):
+            # an empty mountpoint must never stand in for the user's folder
+            raise ShareError(
+                503,
+                f"share {share.path} of machine '{self.machine}' is not mounted in the VM, so {source} "
+                f"cannot be bound: restart the machine (pymachine stop {self.machine}; "
+                f"pymachine start {self.machine}) and see its log",
+            )
+
+    def check(self, mounts: list[Mount], binds: Iterable[str], create: bool = True) -> list[Mount]:
+        """The container's mounts with every bind checked (see `_checked`); `binds` are HostConfig.Binds
+        (`-v`), whose missing sources are created, unlike `--mount type=bind`'s. Unchanged without shares."""
+        if not self.enabled:
+            return mounts
+        from_v = {os.path.normpath(b.split(":", 1)[0]) for b in binds}
+        return [
+            self._checked(m, create and os.path.normpath(m.source) in from_v) if m.type == "bind" else m
+            for m in mounts
+        ]
+
+    def watched(self, mounts: Iterable[Mount]) -> set[str]:
+        """The bind sources in shares: the host paths whose changes the host agent forwards."""
+        if not self.enabled:
+            return set()
+        return {m.source for m in mounts if m.type == "bind" and self.find(m.source) is not None}
