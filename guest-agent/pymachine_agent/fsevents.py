@@ -92,7 +92,11 @@ def _touch(root: str, path: str, mode: int) -> None:
         dirfd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     else:
         parent, name = os.path.split(rel)
-        dirfd = inroot.open_in_root(root, parent or ".", os.O_PATH | os.O_DIRECTORY)
+        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            dirfd = inroot.open_in_root(root_fd, parent or ".", os.O_PATH | os.O_DIRECTORY)
+        finally:
+            os.close(root_fd)
     try:
         fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
     finally:
