@@ -145,13 +145,39 @@ def _mount_user(root: str, m: Mount, privileged: bool) -> None:
         raise FileNotFoundError(f"share {share} is not mounted in the VM, so {m.source} cannot be bound")
     if not os.path.exists(m.source):
         raise FileNotFoundError(f"bind source path does not exist: {m.source}")
-    _ensure(target, os.path.isdir(m.source))
-    _bind(m.source, target, m.readonly, 0 if privileged else libc.MS_NODEV | libc.MS_NOSUID)
+    source_fd = open_bind_source(m.source, share) if share else -1
+    try:
+        # a share's source is bound through its fd (as runc binds through /proc/self/fd), so what is bound is
+        # what open_bind_source checked, not whatever the path names by the time mount(2) walks it
+        source = f"/proc/self/fd/{source_fd}" if source_fd >= 0 else m.source
+        _ensure(target, os.path.isdir(source))
+        _bind(source, target, m.readonly, 0 if privileged else libc.MS_NODEV | libc.MS_NOSUID)
+    finally:
+        if source_fd >= 0:
+            os.close(source_fd)
     if not privileged:
         _nodev_below(target)
     propagation = next((o for o in m.options if o.lstrip("r") in ("private", "shared", "slave")), "rprivate")
     flag = {"private": libc.MS_PRIVATE, "slave": libc.MS_SLAVE, "shared": 1 << 20}[propagation.lstrip("r")]
     libc.mount(None, target, None, flag | (libc.MS_REC if propagation.startswith("r") else 0))
+
+
+def open_bind_source(source: str, share: str) -> int:
+    """An O_PATH fd of a bind source that lies in a share, which cannot lead out of the share.
+
+    Whoever can write in a share (the host user, a container that has it mounted) can swap a folder for a
+    link to the VM's `/` between the engine's check at create/start and this mount: bound by path, the next
+    container would get the VM's root. The path is resolved once (links that stay in the share are fine), must
+    still lie in the share, and is opened below the share's fd with the share as `/` (openat2
+    RESOLVE_IN_ROOT, or inroot's no-follow walk), so a swap after the check resolves inside the share."""
+    rel = os.path.relpath(os.path.realpath(source), share)
+    if rel == ".." or rel.startswith("../") or os.path.isabs(rel):
+        raise PermissionError(f"bind source {source} leads out of the share {share}")
+    share_fd = os.open(share, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return inroot.open_in_root(share_fd, rel, os.O_PATH)
+    finally:
+        os.close(share_fd)
 
 
 def is_mountpoint(path: str) -> bool:
