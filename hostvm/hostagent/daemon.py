@@ -21,7 +21,7 @@ from typing import Any
 import paramiko
 
 from .. import paths
-from . import guestapi, ports, provision
+from . import guestapi, ports, provision, sshfs
 from .control import ControlServer
 from .events import EventWriter
 from .portforward import BindError, Forwarder
@@ -45,6 +45,7 @@ class Agent:
         streamlocal_mode: str = "auto",
         probe_interval: float = 2.0,
         reprovision: bool | None = None,
+        shares: list[tuple[str, bool]] = (),
     ) -> None:
         self.name = name
         mp = paths.MachinePaths(name)
@@ -56,6 +57,9 @@ class Agent:
         self.engine = SocketForward(self.docker_socket, self.link, self.opener, on_error=self._engine_error)
         self.forwarder = Forwarder(self.link, on_event=lambda **kw: self.events.emit("forward", **kw))
         self.table = ports.PortTable()
+        self.shares = sshfs.SshfsShares(_exec, lambda **kw: self.events.emit("share", **kw))
+        for path, readonly in shares:
+            self.shares.add(path, readonly)
         self._table_lock = threading.Lock()
         self.control = ControlServer(self.control_path, self.handle)
         self.stopping = threading.Event()
@@ -84,6 +88,7 @@ class Agent:
         self.control.stop()
         self.engine.stop()
         self.forwarder.close_all()
+        self.shares.unmount_all(self.link.current())
         self.link.stop()
         self.events.emit("state", state="stopped")
 
@@ -114,6 +119,8 @@ class Agent:
 
     # -- guest events → listeners ----------------------------------------------------------------------------
     def _subscribe(self, transport: paramiko.Transport, generation: int) -> None:
+        # sshfs shares first: "ready" (the first hello below) must mean a container sees the host's files.
+        self.shares.mount_all(transport)
         waited_since = time.monotonic()
         while transport.is_active() and generation == self._generation and not self.stopping.is_set():
             try:
@@ -278,6 +285,7 @@ class Agent:
             "guest_agent": self.guest_info,
             "forwards": self.forwarder.snapshot(),
             "clock": dict(self.clock),
+            "shares": self.shares.snapshot(),
         }
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -299,12 +307,28 @@ class Agent:
         if op == "drop-link":
             self.link.drop("dropped through the control socket")
             return {"ok": True}
+        if op in ("share-mount", "share-unmount"):
+            return self._share_op(op, request)
         if op == "resync-clock":
             return {"ok": True, "clock": self.sync_clock(force=True)}
         if op == "shutdown":
             threading.Thread(target=self.stop, daemon=True).start()
             return {"ok": True}
         return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def _share_op(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Hot-plug of an sshfs share (cheap: one channel): `pymachine mount add` on a running machine."""
+        path = request.get("path")
+        if not isinstance(path, str) or not path.startswith("/"):
+            return {"ok": False, "error": "path must be an absolute host path"}
+        if op == "share-unmount":
+            self.shares.unmount(self.link.current(), path, forget=True)
+            return {"ok": True}
+        mount = self.shares.add(path, bool(request.get("readonly")))
+        transport = self.link.current()
+        if transport is not None:
+            self.shares.mount(transport, mount)  # else the next link-up mounts it
+        return {"ok": mount.state == "mounted", "share": mount.snapshot(), "error": mount.error}
 
 
 def _exec(transport: paramiko.Transport, command: str, timeout: float = 10.0) -> str:
@@ -335,6 +359,23 @@ def machine_connect(name: str) -> Callable[[], paramiko.Transport]:
         return open_transport(ssh.HOST, ssh.ssh_port(name), ssh.USER, pkey, ssh.pinned_host_key(name))
 
     return connect
+
+
+def sshfs_shares(name: str) -> list[tuple[str, bool]]:
+    """The machine's shares when it was started with the sshfs transport (else the driver serves them)."""
+    from .. import machines
+
+    try:
+        cfg = machines.load_config(name)
+    except Exception:  # noqa: BLE001 - an agent run against a test sshd has no machine config
+        return []
+    try:
+        from ..shares import stored_transport
+
+        transport = stored_transport(name) or cfg.share_transport
+    except ImportError:
+        transport = cfg.share_transport
+    return [(s.path, s.readonly) for s in cfg.shares] if transport == "sshfs" else []
 
 
 def acquire_lock(pid_file: Path) -> int | None:
@@ -370,6 +411,7 @@ def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) 
         # Overrides for the tests that run the agent against a local sshd and for bench/forward.py.
         guest_socket=os.environ.get("PYMACHINE_GUEST_SOCKET", GUEST_SOCKET),
         streamlocal_mode=os.environ.get("PYMACHINE_STREAMLOCAL", "auto"),
+        shares=sshfs_shares(name),
     )
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
