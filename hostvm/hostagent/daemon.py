@@ -318,9 +318,9 @@ class Agent:
 
     def _share_op(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
         """Hot-plug of an sshfs share (cheap: one channel): `pymachine mount add` on a running machine."""
-        path = request.get("path")
+        path = request.get("share")
         if not isinstance(path, str) or not path.startswith("/"):
-            return {"ok": False, "error": "path must be an absolute host path"}
+            return {"ok": False, "error": "share must be an absolute host path"}
         if op == "share-unmount":
             self.shares.unmount(self.link.current(), path, forget=True)
             return {"ok": True}

@@ -137,9 +137,9 @@ class SshfsShares:
     def mount(self, transport: paramiko.Transport, m: Mount) -> Mount:
         m.state, m.error, m.stderr = "mounting", None, []
         try:
-            root = Root.of(m.path, m.readonly)
-            if not os.path.isdir(root.real):
+            if not os.path.isdir(m.path):
                 raise FileNotFoundError(f"the host folder {m.path} does not exist")
+            root = Root.of(m.path, m.readonly)
             chan = transport.open_session(timeout=10)
             m.chan = chan
             chan.exec_command(mount_command(m.path, m.readonly))

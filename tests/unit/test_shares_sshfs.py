@@ -204,3 +204,14 @@ def test_mount_command_quotes_the_path_and_sets_the_isolation_options() -> None:
     assert "follow_symlinks" not in opts and "ro" not in opts
     assert "ro" in sshfs.mount_options(readonly=True)
     assert "P='/tmp/$(reboot)';" in sshfs.mount_command("/tmp/$(reboot)", readonly=False)  # never expanded
+
+
+def test_list_shows_a_failed_share_as_degraded_with_the_reason() -> None:
+    from pymachine.app.cli.machine_cmd import engine_summary
+
+    status = {"running": True, "state": "ready", "link": {"state": "up"}, "forwards": []}
+    assert engine_summary({**status, "shares": [{"path": "/p", "state": "mounted"}]}) == "ready"
+    bad = {"path": "/p", "state": "failed", "error": "the host folder /p does not exist"}
+    assert engine_summary({**status, "shares": [bad]}) == (
+        "degraded: share /p failed: the host folder /p does not exist"
+    )
