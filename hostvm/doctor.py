@@ -38,7 +38,45 @@ def run_checks() -> list[Check]:
         _accelerator(),
         _image(),
         _disk_space(),
+        _virtiofsd(),
+        *_shares(),
     ]
+
+
+def _virtiofsd() -> Check:
+    from .shares import virtiofsd_binary
+
+    found = virtiofsd_binary()
+    return Check(
+        "virtiofsd",
+        bool(found),
+        found or "not found: host folders fall back to the next transport (mount list shows which)",
+        "" if found else "apt-get install qemu-system-x86 (it ships /usr/lib/qemu/virtiofsd)",
+        required=False,
+    )
+
+
+def _shares() -> list[Check]:
+    """Running machines whose host-folder daemons died (a crashed virtiofsd: the share is gone in the VM)."""
+    from . import machines
+
+    out = []
+    try:
+        found = machines.list_machines()
+    except PymachineError:
+        return []
+    for m in found:
+        if m.share_problems:
+            out.append(
+                Check(
+                    f"shares of {m.name}",
+                    False,
+                    "; ".join(m.share_problems),
+                    f"restart the machine: pymachine restart {m.name}",
+                    required=False,
+                )
+            )
+    return out
 
 
 def _binary(command: str, hint: str, required: bool = True) -> Check:

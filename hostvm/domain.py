@@ -17,6 +17,21 @@ TB_CACHE_MIB = 64  # TCG's default 1 GiB translation cache is most of an idle gu
 
 
 @dataclass(frozen=True)
+class ShareDevice:
+    """One share as the VM gets it: the device tag the guest mounts, and how it is served."""
+
+    tag: str  # virtiofs / 9p mount tag: pm0, pm1, ...
+    path: str
+    readonly: bool
+    transport: str  # virtiofs | 9p | sshfs
+    socket: str = ""  # virtiofs: virtiofsd's vhost-user socket
+
+    def guest(self) -> dict[str, object]:
+        """The entry the guest gets (agent.json `shares`; pminit also reads the tag)."""
+        return {"path": self.path, "readonly": self.readonly, "transport": self.transport, "tag": self.tag}
+
+
+@dataclass(frozen=True)
 class VMSpec:
     """Everything a driver needs to start one machine; built by the façade from config + image + state."""
 
@@ -36,6 +51,12 @@ class VMSpec:
     gid: int | None = None
     owner: str = ""  # the machine folder, recorded in the domain's metadata
     runas: str = ""  # direct QEMU started as root: drop to this user (qemu_user.py); libvirt uses uid/gid
+    shares: tuple[ShareDevice, ...] = ()  # host folders (virtiofs and 9p ones become devices)
+
+    @property
+    def shared_memory(self) -> bool:
+        """vhost-user (virtiofsd) maps guest RAM: it must be memfd, shared."""
+        return any(s.transport == "virtiofs" for s in self.shares)
 
     @property
     def domain_name(self) -> str:
@@ -69,6 +90,16 @@ def domain_xml(spec: VMSpec) -> str:
             else []
         ),
         f"  <memory unit='MiB'>{spec.memory_mib}</memory>",
+        *(
+            [
+                "  <memoryBacking>",
+                "    <source type='memfd'/>",
+                "    <access mode='shared'/>",
+                "  </memoryBacking>",
+            ]
+            if spec.shared_memory
+            else []
+        ),
         f"  <vcpu>{spec.cpus}</vcpu>",
         "  <os>",
         f"    <type arch='x86_64' machine={a(spec.machine)}>hvm</type>",
@@ -114,6 +145,7 @@ def domain_xml(spec: VMSpec) -> str:
         "    <rng model='virtio'>",
         "      <backend model='random'>/dev/urandom</backend>",
         "    </rng>",
+        *_filesystems(spec),
         "  </devices>",
     ]
     if spec.uid is not None and spec.gid is not None:
@@ -137,6 +169,31 @@ def domain_xml(spec: VMSpec) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _filesystems(spec: VMSpec) -> list[str]:
+    """virtiofs through pymachine's own virtiofsd (libvirt >= 8.5: <source socket>, so libvirt neither starts
+    nor relabels it); 9p served by QEMU with mapped-xattr ownership, read-only where the share is."""
+    a = quoteattr
+    out: list[str] = []
+    for s in spec.shares:
+        if s.transport == "virtiofs":
+            out += [
+                "    <filesystem type='mount'>",
+                "      <driver type='virtiofs' queue='1024'/>",
+                f"      <source socket={a(s.socket)}/>",
+                f"      <target dir={a(s.tag)}/>",
+                "    </filesystem>",
+            ]
+        elif s.transport == "9p":
+            out += [
+                "    <filesystem type='mount' accessmode='mapped'>",
+                f"      <source dir={a(s.path)}/>",
+                f"      <target dir={a(s.tag)}/>",
+                *(["      <readonly/>"] if s.readonly else []),
+                "    </filesystem>",
+            ]
+    return out
 
 
 def _source(spec: VMSpec, path: str) -> list[str]:

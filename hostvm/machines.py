@@ -13,12 +13,12 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
 from . import config as cfgmod
-from . import paths, proc, qemu_user, seed, ssh, store
+from . import paths, proc, qemu_user, seed, shares, ssh, store
 from .domain import VMSpec
 from .drivers import Driver, DriverState, get_driver
 from .errors import NotFoundError, PymachineError, UsageError
@@ -45,6 +45,9 @@ class Machine:
     dir: str
     console_log: str
     image: str  # recipe hash of the base image
+    shares: list[dict[str, Any]] = field(default_factory=list)  # path, readonly, transport, pending
+    share_transport: str = "auto"  # as configured; each share's `transport` is the one in use
+    share_problems: list[str] = field(default_factory=list)  # e.g. a virtiofsd that exited
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +82,7 @@ def get(name: str) -> Machine:
     except PymachineError as exc:
         log.debug("state of %s: %s", name, exc)
         state, pid = "unknown", None
+    running = state == "running"
     return Machine(
         name=name,
         state=state,
@@ -93,7 +97,34 @@ def get(name: str) -> Machine:
         dir=str(mp.dir),
         console_log=str(mp.console_log),
         image=str(cfg.image.get("recipe_hash", "")),
+        shares=share_list(cfg, st, running, drv),
+        share_transport=cfg.share_transport,
+        share_problems=shares.problems(name, running),
     )
+
+
+def share_list(
+    cfg: cfgmod.MachineConfig, st: dict[str, Any], running: bool, drv: Driver
+) -> list[dict[str, Any]]:
+    """The configured shares with the transport in use; on a running machine, a share added or removed since
+    it started is `pending` (it applies at the next start)."""
+    started = {(s["path"], s["readonly"]) for s in st.get("shares") or []} if running else None
+    if running and st.get("share_transport"):
+        transport = str(st["share_transport"])
+    else:
+        try:
+            transport = shares.choose_transport(drv.capabilities, cfg.share_transport)
+        except PymachineError:
+            transport = "unavailable"
+    out = [
+        {"path": s.path, "readonly": s.readonly, "transport": transport, "pending": "add"
+         if started is not None and (s.path, s.readonly) not in started else None}
+        for s in cfg.shares
+    ]  # fmt: skip
+    configured = {(s.path, s.readonly) for s in cfg.shares}
+    for path, ro in sorted(started - configured) if started else []:
+        out.append({"path": path, "readonly": ro, "transport": transport, "pending": "remove"})
+    return out
 
 
 def list_machines() -> list[Machine]:
@@ -112,10 +143,14 @@ def create(
     driver: str | None = None,
     connect: str | None = None,
     progress: Progress | None = None,
+    mounts: list[str] | None = None,
+    home_mount: bool = True,
+    share_transport: str | None = None,
 ) -> Machine:
     """Validate everything first; then build the machine folder, removing it again if any step fails."""
     say = progress or (lambda _m: None)
     args = dict(name=name, cpus=cpus, memory=memory, disk=disk, driver=driver, connect=connect)
+    args |= dict(mounts=mounts, home_mount=home_mount, share_transport=share_transport)
     common = dict(ncpus_host=cfgmod.host_cpus(), fallback_driver=cfgmod.default_driver())
     cfg = cfgmod.build(**args, **common)  # type: ignore[arg-type]  # cheap checks before any image work
     mp = paths.machine(cfg.name)
@@ -143,17 +178,7 @@ def create(
     try:
         say(f"creating machine '{cfg.name}'")
         ssh.create_keys(cfg.name)
-        seed.write_seed(
-            mp.seed,
-            seed.build_seed(
-                hostname=cfg.name,
-                authorized_keys=(mp.ssh_key.parent / (mp.ssh_key.name + ".pub")).read_text(),
-                host_key_private=mp.host_key.read_bytes(),
-                host_key_public=(mp.host_key.parent / (mp.host_key.name + ".pub")).read_text(),
-                # the guest reports ports published without a HostIp at the address the host agent binds
-                agent_settings={"machine": cfg.name, "default_host_ip": DEFAULT_HOST_IP},
-            ),
-        )
+        write_seed(cfg.name, [])
         base = cfg.image["disk"]
         proc.run(
             ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, mp.disk, str(cfg.disk)]
@@ -164,6 +189,74 @@ def create(
         shutil.rmtree(mp.dir, ignore_errors=True)
         raise
     return get(cfg.name)
+
+
+def write_seed(name: str, devices: list[shares.ShareDevice]) -> None:
+    """The seed disk from the machine's keys and settings; rewritten at each start with the shares of that
+    start (`pymachine mount add|rm` apply then)."""
+    mp = paths.machine(name)
+    settings: dict[str, Any] = {"machine": name, "default_host_ip": DEFAULT_HOST_IP}
+    # (the guest reports ports published without a HostIp at the address the host agent binds)
+    if devices:
+        settings["shares"] = [{k: d.guest()[k] for k in ("path", "readonly", "transport")} for d in devices]
+    seed.write_seed(
+        mp.seed,
+        seed.build_seed(
+            hostname=name,
+            authorized_keys=(mp.ssh_key.parent / (mp.ssh_key.name + ".pub")).read_text(),
+            host_key_private=mp.host_key.read_bytes(),
+            host_key_public=(mp.host_key.parent / (mp.host_key.name + ".pub")).read_text(),
+            agent_settings=settings,
+            mounts=shares.guest_entries(devices),
+        ),
+    )
+
+
+# -- shares -----------------------------------------------------------------------------------------------
+def mount_add(name: str, path: str) -> tuple[Machine, bool]:
+    """Add `PATH[:ro]` to the machine's shares (config.json, one atomic write). Returns (machine, whether it
+    runs and so needs a restart for the share to appear)."""
+    load_config(name)  # a clear "does not exist" before taking the lock
+    with _locked(name):
+        cfg = load_config(name)
+        problems: list[cfgmod.Problem] = []
+        added = cfgmod.check_shares([*cfg.shares, cfgmod.parse_share(path)], problems, "mount")
+        if problems:
+            raise UsageError(
+                "cannot share this folder: " + "; ".join(str(p) for p in problems),
+                hint=f"see the shares with: pymachine mount list {name}",
+            )
+        cfg.shares = added
+        store.write_json(paths.machine(name).config, cfg.to_json())
+    m = get(name)
+    return m, m.state == "running"
+
+
+def set_share_transport(name: str, transport: str) -> tuple[Machine, bool]:
+    """auto | virtiofs | 9p | sshfs for this machine's shares (checked against its driver; next start)."""
+    cfg = load_config(name)
+    shares.choose_transport(driver_for(cfg).capabilities, transport)  # refuses what the driver cannot do
+    with _locked(name):
+        cfg = load_config(name)
+        cfg.share_transport = transport
+        store.write_json(paths.machine(name).config, cfg.to_json())
+    m = get(name)
+    return m, m.state == "running"
+
+
+def mount_rm(name: str, path: str) -> tuple[Machine, bool]:
+    load_config(name)
+    with _locked(name):
+        cfg = load_config(name)
+        norm = os.path.normpath(cfgmod.parse_share(path).path) if os.path.isabs(path) else path
+        kept = [s for s in cfg.shares if s.path != norm]
+        if len(kept) == len(cfg.shares):
+            listed = ", ".join(s.path for s in cfg.shares) or "none"
+            raise NotFoundError(f"'{path}' is not shared with machine '{name}' (shares: {listed})")
+        cfg.shares = kept
+        store.write_json(paths.machine(name).config, cfg.to_json())
+    m = get(name)
+    return m, m.state == "running"
 
 
 def delete(name: str, force: bool = False) -> None:
@@ -178,6 +271,7 @@ def delete(name: str, force: bool = False) -> None:
             _stop_host_agent(name)
             drv.force_stop(name)
         drv.cleanup(name)
+        shares.stop_daemons(name)
         shutil.rmtree(paths.machine(name).dir)
     _remove_docker_context(name)
 
@@ -282,7 +376,9 @@ def accelerator() -> str:
     return name if name in ("kvm", "hvf", "whpx") else "tcg"
 
 
-def vm_spec(cfg: cfgmod.MachineConfig, port: int, accel: str) -> VMSpec:
+def vm_spec(
+    cfg: cfgmod.MachineConfig, port: int, accel: str, devices: tuple[shares.ShareDevice, ...] = ()
+) -> VMSpec:
     mp = paths.machine(cfg.name)
     for what in ("kernel", "initrd", "disk"):
         if not os.path.exists(cfg.image.get(what, "")):
@@ -323,7 +419,17 @@ def vm_spec(cfg: cfgmod.MachineConfig, port: int, accel: str) -> VMSpec:
         uid=uid,
         gid=gid,
         runas=runas,
+        shares=devices,
     )
+
+
+def qemu_account(cfg: cfgmod.MachineConfig, spec: VMSpec) -> qemu_user.Account | None:
+    """Who QEMU runs as when that is not us (it must be able to connect to virtiofsd's sockets)."""
+    if spec.runas:
+        return qemu_user.account()
+    if spec.uid is not None and spec.uid != os.geteuid():
+        return qemu_user.Account(name=f"uid {spec.uid}", uid=spec.uid, gid=spec.gid or spec.uid)
+    return None
 
 
 def guest_cmdline(cmdline: str, accel: str) -> str:
@@ -368,7 +474,18 @@ def start(name: str, progress: Progress | None = None) -> Machine:
                         state = {"ssh_port": port, "accelerator": accel, "started": time.time()}
                         store.write_json(mp.state, state)
                         mp.console_log.unlink(missing_ok=True)
-                        drv.start(vm_spec(cfg, port, accel))
+                        transport = shares.choose_transport(drv.capabilities, cfg.share_transport)
+                        devices = shares.devices(cfg, transport)
+                        write_seed(name, devices)
+                        spec = vm_spec(cfg, port, accel, tuple(devices))
+                        shares.start_daemons(name, devices, qemu_account(cfg, spec))
+                        state |= {"share_transport": transport, "shares": [asdict(s) for s in cfg.shares]}
+                        store.write_json(mp.state, state)
+                        try:
+                            drv.start(spec)
+                        except BaseException:
+                            shares.stop_daemons(name)
+                            raise
                     elif stage.name == "ssh banner":
                         if not ssh.wait_banner(int(state["ssh_port"]), deadline):
                             raise PymachineError(
@@ -380,6 +497,8 @@ def start(name: str, progress: Progress | None = None) -> Machine:
                     elif stage.name == "guest agent answers":
                         assert client is not None
                         _wait_guest_socket(client, deadline)
+                        for problem in _guest_share_problems(client):
+                            say(f"warning: {problem}")
                     elif stage.name == "host agent":
                         launcher.ensure_running(name, say, timeout=stage.timeout(accel))
                 except Exception as exc:  # any failure inside a stage is reported as that stage's failure
@@ -434,6 +553,20 @@ def _wait_guest_socket(client, deadline: float) -> None:  # type: ignore[no-unty
         time.sleep(1)
 
 
+def _guest_share_problems(client) -> list[str]:  # type: ignore[no-untyped-def]
+    """Shares the guest init could not mount (it records each in /run/pymachine/shares.json)."""
+    status, out, _ = ssh.exec_command(client, "cat /run/pymachine/shares.json 2>/dev/null", timeout=30)
+    import json
+
+    try:
+        entries = json.loads(out) if status == 0 and out.strip() else []
+    except ValueError:
+        return ["the guest's share report is unreadable"]
+    return [
+        f"share {e.get('path')} is not mounted in the VM: {e.get('error')}" for e in entries if e.get("error")
+    ]
+
+
 def stop(name: str, progress: Progress | None = None, timeout: float | None = None) -> Machine:
     """Graceful (the guest's poweroff over SSH, else ACPI where the driver can), forced after `timeout`."""
     say = progress or (lambda _m: None)
@@ -459,6 +592,7 @@ def stop(name: str, progress: Progress | None = None, timeout: float | None = No
                 say(f"machine '{name}' did not power off within {timeout:.0f} s: forcing it off")
                 drv.force_stop(name)
         drv.cleanup(name)
+        shares.stop_daemons(name)  # each exits with QEMU's connection already; this ends a wedged one
     return get(name)
 
 

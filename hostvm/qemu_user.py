@@ -115,6 +115,15 @@ def grant(who: Account, readable: Iterable[str | Path], writable: Iterable[str |
             _allow(parent, who, X)
 
 
+def grant_folder(who: Account, folder: str | Path) -> None:
+    """Let `who` create files in `folder` (rwx) and search every folder above it (a share owner's virtiofsd
+    creating its socket in a root-owned machine folder)."""
+    path = Path(folder)
+    _allow(path, who, R | W | X)
+    for parent in path.resolve().parents:
+        _allow(parent, who, X)
+
+
 def _allow(path: Path, who: Account, perm: int) -> None:
     st = os.stat(path)
     if _permits(st, who, perm):

@@ -22,8 +22,10 @@ def build_seed(
     host_key_private: bytes,
     host_key_public: str,
     agent_settings: dict[str, Any] | None = None,
+    mounts: list[dict[str, Any]] | None = None,
 ) -> bytes:
-    """The seed tar's bytes; the private host key is the only 0600 member."""
+    """The seed tar's bytes; the private host key is the only 0600 member. `mounts` (tag, path, readonly,
+    transport per share) is what the guest init mounts before the agent starts."""
     members: list[tuple[str, bytes, int]] = [
         ("hostname", hostname.encode() + b"\n", 0o644),
         ("authorized_keys", _line(authorized_keys), 0o600),
@@ -31,6 +33,8 @@ def build_seed(
         ("ssh_host_ed25519_key.pub", _line(host_key_public), 0o644),
         ("agent.json", json.dumps(agent_settings or {}, sort_keys=True).encode() + b"\n", 0o644),
     ]
+    if mounts:
+        members.append(("mounts.json", json.dumps(mounts, sort_keys=True).encode() + b"\n", 0o644))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for name, data, mode in members:

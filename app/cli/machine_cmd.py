@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from pymachine.hostvm import doctor, machines, paths, ssh
-from pymachine.hostvm.config import DEFAULT_NAME, format_size, with_settings
+from pymachine.hostvm.config import DEFAULT_NAME, SHARE_TRANSPORTS, format_size, with_settings
 from pymachine.hostvm.errors import PymachineError
 
 
@@ -26,8 +26,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--connect", metavar="URI", help="libvirt URI (default qemu:///system as root, else session)"
     )
+    p.add_argument(
+        "--mount",
+        action="append",
+        metavar="PATH[:ro]",
+        help="share a host folder at the same path in the VM (repeatable; :ro for read-only)",
+    )
+    p.add_argument(
+        "--no-home-mount", action="store_true", help="do not share the home folder and the temp folder"
+    )
+    p.add_argument(
+        "--share-transport",
+        choices=SHARE_TRANSPORTS,
+        help="how folders are shared (default auto: virtiofs, else 9p, else sshfs)",
+    )
     p.add_argument("--start", action="store_true", help="start it right away")
     p.set_defaults(func=_create)
+
+    p = sub.add_parser("mount", help="host folders shared with a machine: mount add|rm|list|transport NAME")
+    verbs = p.add_subparsers(dest="mount_verb", required=True, metavar="add|rm|list|transport")
+    for verb, text in (("add", "share PATH[:ro] (at the next start)"), ("rm", "stop sharing PATH")):
+        v = verbs.add_parser(verb, help=text)
+        v.add_argument("name")
+        v.add_argument("path", metavar="PATH[:ro]" if verb == "add" else "PATH")
+        v.set_defaults(func=_mount_change)
+    v = verbs.add_parser("transport", help="how the shares travel: auto, virtiofs, 9p or sshfs")
+    v.add_argument("name")
+    v.add_argument("transport", choices=SHARE_TRANSPORTS)
+    v.set_defaults(func=_mount_transport)
+    v = verbs.add_parser("list", help="the shares, their transport, and what waits for a restart")
+    v.add_argument("name", nargs="?", default=DEFAULT_NAME)
+    v.add_argument("--format", choices=("table", "json"), default="table")
+    v.set_defaults(func=_mount_list)
 
     for verb, func, text in (
         ("start", _start, "start a machine and wait until it is ready"),
@@ -69,10 +99,20 @@ def _create(args: argparse.Namespace) -> int:
         given = ", ".join(f"{k} {v}" for k, v in taken.items())
         _progress(f"using the defaults from {paths.settings_file()}: {given}")
     m = machines.create(
-        args.name, sizes["cpus"], sizes["memory"], sizes["disk"], args.driver, args.connect, _progress
+        args.name,
+        sizes["cpus"],
+        sizes["memory"],
+        sizes["disk"],
+        args.driver,
+        args.connect,
+        _progress,
+        mounts=args.mount,
+        home_mount=not args.no_home_mount,
+        share_transport=args.share_transport,
     )
     sizes = f"{m.cpus} CPUs, {format_size(m.memory)} memory, {format_size(m.disk)} disk"
     print(f"created machine '{m.name}' ({sizes})")
+    print(f"shared folders: {share_summary(m.shares)}")
     if args.start:
         return _start(args)
     return 0
@@ -176,7 +216,7 @@ def list_rows(found: list[tuple[machines.Machine, dict[str, Any] | None]]) -> li
                 str(m.ssh_port or "-"),
                 m.accelerator or "-",
                 m.driver,
-                engine_summary(status),
+                "; ".join([engine_summary(status), *m.share_problems]),
             )
         )
     return rows
@@ -224,6 +264,55 @@ def _ssh(args: argparse.Namespace) -> int:
     # The system ssh gives a real PTY, job control and stdin; its exit status is the remote command's.
     os.execv(argv[0], argv)
     return 0  # not reached
+
+
+def share_summary(shares: list[dict[str, Any]]) -> str:
+    if not shares:
+        return "none"
+    return (
+        ", ".join(s["path"] + (" (ro)" if s["readonly"] else "") for s in shares)
+        + f" over {shares[0]['transport']}"
+    )
+
+
+def _mount_change(args: argparse.Namespace) -> int:
+    change = machines.mount_add if args.mount_verb == "add" else machines.mount_rm
+    m, running = change(args.name, args.path)
+    done = "shares" if args.mount_verb == "add" else "no longer shares"
+    when = f"restart to apply: pymachine restart {m.name}" if running else "applies at the next start"
+    print(f"machine '{m.name}' {done} {args.path} ({when})")
+    return 0
+
+
+def _mount_transport(args: argparse.Namespace) -> int:
+    m, running = machines.set_share_transport(args.name, args.transport)
+    when = f"restart to apply: pymachine restart {m.name}" if running else "applies at the next start"
+    print(f"machine '{m.name}' shares folders over {args.transport} ({when})")
+    return 0
+
+
+def mount_rows(m: machines.Machine) -> list[tuple[str, ...]]:
+    rows = [("PATH", "MODE", "TRANSPORT", "")]
+    for s in m.shares:
+        note = {"add": "(restart to apply)", "remove": "(removed: restart to apply)"}.get(
+            s.get("pending") or "", ""
+        )
+        rows.append((s["path"], "ro" if s["readonly"] else "rw", s["transport"], note))
+    return rows
+
+
+def _mount_list(args: argparse.Namespace) -> int:
+    m = machines.get(args.name)
+    if args.format == "json":
+        print(json.dumps(m.shares, indent=2))
+        return 0
+    if not m.shares:
+        print(f"machine '{m.name}' shares no folders (add one: pymachine mount add {m.name} PATH)")
+        return 0
+    print(render_table(mount_rows(m)))
+    for problem in m.share_problems:
+        print(f"warning: {problem}")
+    return 0
 
 
 def _doctor(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Settings: defaults for new machines, start at login (an XDG autostart entry), where data lives.
+"""Settings: defaults for new machines, each machine's shared folders, start at login (an XDG autostart
+entry), where data lives.
 
 Stored in `paths.settings_file()` (settings.json in PYMACHINE_HOME) as
 `{"defaults": {"cpus": "2", "memory": "1G", "disk": "8G"}, "start_at_login": false}`.
@@ -16,15 +17,18 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QCheckBox,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
+from pymachine.app.gui.shares_panel import SharesBox
 from pymachine.hostvm import config as cfgmod
 from pymachine.hostvm import paths, store
 from pymachine.hostvm.errors import UsageError
@@ -150,12 +154,21 @@ class SettingsPanel(QWidget):
         bottom.addWidget(self.status, 1)
         bottom.addWidget(self.save_button)
 
-        lay = QVBoxLayout(self)
+        self.shares = SharesBox()
+        content = QWidget()
+        lay = QVBoxLayout(content)
         lay.addWidget(defaults)
+        lay.addWidget(self.shares)
         lay.addWidget(login)
         lay.addWidget(data)
         lay.addStretch(1)
-        lay.addLayout(bottom)
+        # the groups scroll (the window stays usable at 800x600); Save stays in view below them
+        scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll, 1)
+        outer.addLayout(bottom)
         self.reload()
 
     def reload(self) -> None:

@@ -22,6 +22,8 @@ class Capabilities:
     graceful_shutdown: bool  # can ask the guest to power off (ACPI power button)
     hostfwd_add: bool  # can add a host→guest port forward to a running VM (QEMU monitor hostfwd_add)
     survives_cli_exit: bool = True  # the VM keeps running after the process that started it exits
+    virtiofs: bool = False  # can attach host folders over virtiofs (a vhost-user-fs device, shared memory)
+    virtio_9p: bool = False  # can attach host folders over virtio-9p (served by QEMU itself)
 
 
 class Driver(abc.ABC):

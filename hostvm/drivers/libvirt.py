@@ -9,11 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import sys
+from dataclasses import replace
 from urllib.parse import urlparse
 
 from .. import paths
 from ..domain import OWNER_NS, VMSpec, domain_name, domain_xml
 from ..errors import PymachineError
+from ..shares import virtiofsd_binary
 from .base import Capabilities, Driver, DriverState
 from .procscan import find_qemu_pid
 
@@ -40,6 +43,12 @@ class LibvirtDriver(Driver):
     def __init__(self, uri: str | None = None) -> None:
         self.uri = uri or default_uri()
         self._conn = None
+        # folders of this host only reach a VM on this host; virtiofs needs our own virtiofsd (libvirt >= 8.5
+        # takes an externally launched one through <source socket=...>)
+        local = is_local(self.uri) and sys.platform.startswith("linux")
+        self.capabilities = replace(
+            type(self).capabilities, virtiofs=local and virtiofsd_binary() is not None, virtio_9p=local
+        )
 
     def describe(self) -> str:
         return f"libvirt {self.uri}"

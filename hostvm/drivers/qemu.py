@@ -13,11 +13,13 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .. import paths, proc
 from ..domain import TB_CACHE_MIB, VMSpec, domain_name
 from ..errors import PymachineError
+from ..shares import virtiofsd_binary
 from .base import Capabilities, Driver, DriverState
 from .procscan import alive
 
@@ -47,6 +49,7 @@ def qemu_argv(spec: VMSpec, pidfile: str, qmp_socket: str, binary: str = QEMU) -
         "-netdev", spec.netdev(),
         "-device", spec.nic(),
         "-device", "virtio-rng-pci",
+        *_share_args(spec),
         "-serial", f"file:{q(spec.console_log)}",
         "-qmp", f"unix:{q(qmp_socket)},server=on,wait=off",
         "-pidfile", pidfile,
@@ -57,6 +60,31 @@ def qemu_argv(spec: VMSpec, pidfile: str, qmp_socket: str, binary: str = QEMU) -
     ]  # fmt: skip
 
 
+def _share_args(spec: VMSpec) -> list[str]:
+    """virtiofs: guest RAM as a shared memfd (virtiofsd maps it) and one vhost-user-fs device per share;
+    9p: QEMU serves the folder itself (mapped-xattr keeps guest owners in xattrs; readonly enforced here)."""
+    q = _opt
+    args: list[str] = []
+    if spec.shared_memory:
+        args += [
+            "-object", f"memory-backend-memfd,id=mem0,size={spec.memory_mib}M,share=on",
+            "-numa", "node,memdev=mem0",
+        ]  # fmt: skip
+    for s in spec.shares:
+        if s.transport == "virtiofs":
+            args += [
+                "-chardev", f"socket,id=fs-{s.tag},path={q(s.socket)}",
+                "-device", f"vhost-user-fs-pci,chardev=fs-{s.tag},tag={s.tag},queue-size=1024",
+            ]  # fmt: skip
+        elif s.transport == "9p":
+            ro = ",readonly=on" if s.readonly else ""
+            args += [
+                "-virtfs",
+                f"local,path={q(s.path)},mount_tag={s.tag},security_model=mapped-xattr,id={s.tag}{ro}",
+            ]
+    return args
+
+
 def _opt(value: str) -> str:
     """A path inside a QEMU option string: commas are doubled, or QEMU would split the option there."""
     return value.replace(",", ",,")
@@ -65,6 +93,14 @@ def _opt(value: str) -> str:
 class QemuDriver(Driver):
     name = "qemu"
     capabilities = Capabilities(remote=False, graceful_shutdown=True, hostfwd_add=True)
+
+    def __init__(self) -> None:
+        linux = sys.platform.startswith("linux")  # vhost-user needs Linux; QEMU on macOS has virtfs (9p)
+        self.capabilities = replace(
+            type(self).capabilities,
+            virtiofs=linux and virtiofsd_binary() is not None,
+            virtio_9p=sys.platform != "win32",
+        )
 
     def describe(self) -> str:
         return "qemu (direct)"

@@ -75,8 +75,11 @@ def ensure_libvirtd() -> None:
 
 
 @contextlib.contextmanager
-def started_machine(prefix: str = "vm", driver: str | None = None) -> Iterator[StartedMachine]:
-    """Create and start a machine in a fresh home; on exit delete it (forced) and remove the home."""
+def started_machine(
+    prefix: str = "vm", driver: str | None = None, **create: object
+) -> Iterator[StartedMachine]:
+    """Create and start a machine in a fresh home; on exit delete it (forced) and remove the home. `create`
+    goes to `machines.create` (e.g. mounts=[...], home_mount=False)."""
     from pymachine.hostvm import machines
 
     if driver in (None, "libvirt"):
@@ -84,7 +87,7 @@ def started_machine(prefix: str = "vm", driver: str | None = None) -> Iterator[S
     home, name = new_home(), unique_name(prefix)
     try:
         with home_env(home):
-            machines.create(name, driver=driver)
+            machines.create(name, driver=driver, **create)  # type: ignore[arg-type]
             machines.start(name)
         yield StartedMachine(name, home)
     finally:

@@ -57,10 +57,10 @@ def test_create_cli_passes_settings_and_flags(
     _write_settings({"defaults": {"cpus": "1", "memory": "768M", "disk": "10G"}})
     seen: dict[str, object] = {}
 
-    def fake_create(name, cpus, memory, disk, driver, connect, progress):  # type: ignore[no-untyped-def]
+    def fake_create(name, cpus, memory, disk, driver, connect, progress, **shares):  # type: ignore[no-untyped-def]
         seen.update(name=name, cpus=cpus, memory=memory, disk=disk)
         cfg = cfgmod.build(name, cpus, memory, disk, driver, connect, ncpus_host=2, fallback_driver="qemu")
-        return argparse.Namespace(name=cfg.name, cpus=cfg.cpus, memory=cfg.memory, disk=cfg.disk)
+        return argparse.Namespace(name=cfg.name, cpus=cfg.cpus, memory=cfg.memory, disk=cfg.disk, shares=[])
 
     monkeypatch.setattr(machines, "create", fake_create)
     parser = argparse.ArgumentParser()

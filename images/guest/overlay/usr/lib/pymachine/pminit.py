@@ -34,7 +34,9 @@ CONTROLLERS = ["cpuset", "cpu", "io", "memory", "pids"]
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 EV_KEY, KEY_POWER = 1, 116
 INPUT_EVENT = _struct.Struct("llHHi")  # struct input_event on 64-bit: timeval, type, code, value
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+SHARE_MODULES = {"virtiofs": ["virtiofs"], "9p": ["9p", "9pnet_virtio"]}
+SHARE_REPORT = "/run/pymachine/shares.json"
 
 _timeline: list[str] = []
 
@@ -196,10 +198,11 @@ def identity() -> None:
     write("/etc/hostname", name + "\n")
     hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
     write("/etc/hosts", hosts)
-    os.makedirs("/root/.ssh", mode=0o700, exist_ok=True)
+    # sshd_config reads keys from /etc/ssh/authorized_keys/%u: /root may be a shared host folder
+    os.makedirs("/etc/ssh/authorized_keys", mode=0o755, exist_ok=True)
     keys = _seed_file("authorized_keys")
     if keys:
-        write("/root/.ssh/authorized_keys", keys, 0o600)
+        write("/etc/ssh/authorized_keys/root", keys, 0o600)
     host_key = _seed_file("ssh_host_ed25519_key")
     key_path = "/etc/ssh/ssh_host_ed25519_key"
     if host_key:
@@ -269,6 +272,35 @@ def configure_network() -> None:
 
 
 @step
+def shares() -> None:
+    """Mount each host folder (seed mounts.json) at its own path, nosuid,nodev (ro when read-only), before the
+    agent starts. sshfs shares are the host agent's to mount later. Each result goes to SHARE_REPORT, which
+    `pymachine start` reads: a failed share is reported, never silently an empty folder."""
+    raw = _seed_file("mounts.json")
+    if not raw:
+        return
+    import json
+
+    entries = [e for e in json.loads(raw) if e.get("transport") in SHARE_MODULES]
+    modules = sorted({m for e in entries for m in SHARE_MODULES[e["transport"]]})
+    if modules and run(["/usr/sbin/modprobe", "-a", *modules]) != 0:
+        say(f"cannot load {' '.join(modules)}: shares will fail")
+    report = []
+    for e in entries:
+        flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if e.get("readonly") else 0)
+        # 9p: cache=mmap so that mmap'd writes (git, databases) reach the host; msize for large reads
+        data = "trans=virtio,version=9p2000.L,msize=524288,cache=mmap" if e["transport"] == "9p" else ""
+        error = None
+        try:
+            mount(e["tag"], e["path"], e["transport"], flags, data)
+        except OSError as exc:
+            error = str(exc)
+            say(f"share {e['path']} ({e['transport']} {e['tag']}) is not mounted: {error}")
+        report.append({"path": e["path"], "tag": e["tag"], "transport": e["transport"], "error": error})
+    write(SHARE_REPORT, json.dumps(report) + "\n")
+
+
+@step
 def sshd() -> None:
     # -r: no re-exec of sshd for every connection (a second dynamic load of sshd and its libraries, a second
     # or more under TCG on a busy host, paid by the first login); the ASLR it buys matters little for a
@@ -287,7 +319,8 @@ class Agent:
         self.delay = 1.0
         self.next_start = 0.0
         self.env = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8", "PYTHONPATH": AGENT_DIR,
-                    "PYTHONUNBUFFERED": "1", "PYMACHINE_SEED": SEED_DIR}  # fmt: skip
+                    "PYTHONUNBUFFERED": "1", "PYMACHINE_SEED": SEED_DIR,
+                    "TMPDIR": "/var/tmp"}  # fmt: skip  # /tmp may be the host's temp folder (a share)
 
     def start(self) -> None:
         try:
@@ -380,6 +413,7 @@ def supervise() -> None:
                     say("some engine modules failed to load (see /run/modprobe.log)")
                 mark("modules")
                 buttons = power_buttons()
+                shares()  # before the agent: it may rely on os.path.ismount(share)
                 agent.start()
                 mark("agent")
                 with open("/run/pymachine-init.log", "w") as fh:

@@ -1,0 +1,125 @@
+"""Settings → Shared folders: a machine's host folders with Add/Remove (the calls `pymachine mount` makes)."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pymachine.hostvm import machines
+from pymachine.hostvm.errors import PymachineError
+
+PENDING = {"add": "  (restart to apply)", "remove": "  (removed: restart to apply)"}
+
+
+class SharesBox(QGroupBox):
+    """Rendering only: the list is `machines.get(name).shares`, changes go to `machines.mount_add/rm`."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Shared folders (seen at the same path in the machine)", parent)
+        self.machine = QComboBox()
+        self.machine.currentTextChanged.connect(lambda _t: self.reload_shares())
+        self.list = QListWidget()
+        self.list.setMaximumHeight(64)  # a few rows: the Settings tab must fit an 800x600 window
+        self.path = QLineEdit(placeholderText="/home/me/project")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        self.readonly = QCheckBox("Read-only")
+        self.add_button = QPushButton("&Add")
+        self.add_button.clicked.connect(self.add)
+        self.remove_button = QPushButton("&Remove")
+        self.remove_button.clicked.connect(self.remove)
+        self.status = QLabel(wordWrap=True)
+
+        row = QHBoxLayout()
+        row.addWidget(self.path, 1)
+        row.addWidget(browse)
+        row.addWidget(self.readonly)
+        row.addWidget(self.add_button)
+        top = QHBoxLayout()
+        top.addWidget(self.machine, 1)
+        top.addWidget(self.remove_button)
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(self.list)
+        lay.addLayout(row)
+        lay.addWidget(self.status)
+        self.reload()
+
+    def reload(self) -> None:
+        current = self.machine.currentText()
+        self.machine.blockSignals(True)
+        self.machine.clear()
+        try:
+            names = [m.name for m in machines.list_machines()]
+        except PymachineError as exc:
+            names = []
+            self.status.setText(exc.message)
+        self.machine.addItems(names)
+        if current in names:
+            self.machine.setCurrentText(current)
+        self.machine.blockSignals(False)
+        for w in (self.path, self.add_button, self.remove_button, self.readonly):
+            w.setEnabled(bool(names))
+        if not names:
+            self.status.setText("No machine yet: create one, then share folders with it here.")
+        self.reload_shares()
+
+    def reload_shares(self) -> None:
+        self.list.clear()
+        name = self.machine.currentText()
+        if not name:
+            return
+        try:
+            m = machines.get(name)
+        except PymachineError as exc:
+            self.status.setText(exc.message)
+            return
+        for s in m.shares:
+            ro = " (read-only)" if s["readonly"] else ""
+            self.list.addItem(f"{s['path']}{ro}  — {s['transport']}{PENDING.get(s.get('pending') or '', '')}")
+        if not m.shares:
+            self.list.addItem("(none: containers see only the machine's own folders)")
+
+    def add(self) -> None:
+        text = self.path.text().strip()
+        if not text:
+            self.status.setText("Type or browse to a folder first.")
+            return
+        self._change(machines.mount_add, text + (":ro" if self.readonly.isChecked() else ""), "shares")
+        self.path.clear()
+
+    def remove(self) -> None:
+        item = self.list.currentItem()
+        if item is None or not item.text().startswith("/"):
+            self.status.setText("Pick a shared folder in the list first.")
+            return
+        self._change(
+            machines.mount_rm, item.text().split("  ")[0].removesuffix(" (read-only)"), "no longer shares"
+        )
+
+    def _change(self, call, path: str, done: str) -> None:  # type: ignore[no-untyped-def]
+        name = self.machine.currentText()
+        try:
+            _, running = call(name, path)
+        except PymachineError as exc:
+            self.status.setText(exc.message)
+            return
+        when = "restart the machine to apply" if running else "applies at the next start"
+        self.status.setText(f"'{name}' {done} {path} ({when})")
+        self.reload_shares()
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Share a folder")
+        if folder:
+            self.path.setText(folder)

@@ -1,0 +1,182 @@
+"""Host folders in the VM: each share transport this host can run, as a ratio to the same work on the guest's
+own disk (issue 13). One machine, restarted once per transport; the work runs in the guest (python3 over
+`pymachine ssh`), on a shared folder and on /var/lib (the guest's disk), with the guest's page cache dropped
+before every read-side step so that reads cross the transport:
+
+- sequential write of 256 MiB (1 MiB writes, then fsync), and sequential read of it back;
+- creating 5,000 small files (1 KiB each);
+- a stat walk (os.walk + lstat) over 10,000 files in 100 folders.
+
+    python bench/file_sharing.py [--driver libvirt|qemu] [--mib 256]
+
+Throughput steps are reported as share/native throughput (1.0 = as fast as the guest's disk; higher is
+better); file-count steps as share/native time (1.0 = as fast; lower is better). Needs a guest image (built
+on first use) and, under TCG, a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+GUEST_DISK = "/var/lib/pm-bench"
+
+WORK = r"""
+import json, os, sys, time
+root, mib = sys.argv[1], int(sys.argv[2])
+os.makedirs(root, exist_ok=True)
+def drop():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+def timed(fn):
+    t = time.perf_counter(); fn(); return time.perf_counter() - t
+big = os.path.join(root, "big.bin")
+block = os.urandom(1 << 20)
+def write():
+    with open(big, "wb") as f:
+        for _ in range(mib):
+            f.write(block)
+        f.flush(); os.fsync(f.fileno())
+def read():
+    with open(big, "rb", buffering=0) as f:
+        while f.read(1 << 20):
+            pass
+small = os.path.join(root, "small")
+def create():
+    os.mkdir(small)
+    data = b"x" * 1024
+    for i in range(5000):
+        with open(os.path.join(small, f"f{i}"), "wb") as f:
+            f.write(data)
+tree = os.path.join(root, "tree")
+for d in range(100):
+    os.makedirs(os.path.join(tree, f"d{d}"), exist_ok=True)
+    for i in range(100):
+        open(os.path.join(tree, f"d{d}", f"f{i}"), "wb").close()
+def walk():
+    n = 0
+    for top, dirs, files in os.walk(tree):
+        for name in files:
+            os.lstat(os.path.join(top, name)); n += 1
+    assert n == 10000, n
+out = {"write": timed(write)}
+drop(); out["read"] = timed(read)
+out["create"] = timed(create)
+drop(); out["walk"] = timed(walk)
+import shutil; shutil.rmtree(root)
+print(json.dumps(out))
+"""
+
+STEPS = [
+    ("write", "sequential write {mib} MiB", True),
+    ("read", "sequential read {mib} MiB", True),
+    ("create", "create 5,000 small files", False),
+    ("walk", "stat walk over 10,000 files", False),
+]
+
+
+def run_in_guest(name: str, folder: str, mib: int) -> dict[str, float]:
+    from pymachine.hostvm import ssh
+
+    script = WORK.replace("'", "'\"'\"'")
+    status, out, err = ssh.run(name, f"python3 -c '{script}' {folder} {mib}", timeout=3600)
+    if status != 0:
+        raise SystemExit(f"bench in the guest failed ({status}): {err.decode(errors='replace')[-2000:]}")
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def mounted_over(name: str, folder: str) -> str | None:
+    from pymachine.hostvm import ssh
+
+    status, out, _ = ssh.run(name, f"awk '$2 == \"{folder}\" {{print $3}}' /proc/mounts")
+    return out.decode().strip() or None if status == 0 else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--driver", default=None, help="libvirt or qemu (default: as pymachine create)")
+    parser.add_argument("--mib", type=int, default=256)
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="pm-bench-home-", dir="/var/tmp"))
+    share = Path(tempfile.mkdtemp(prefix="pm-bench-share-", dir="/var/tmp"))
+    share.chmod(0o755)
+    if os.geteuid() == 0:  # serve it as a normal user's folder is served (virtiofsd in a user namespace)
+        os.chown(share, 1000, 1000)
+    os.environ["PYMACHINE_HOME"] = str(home)
+    os.environ.setdefault("PYMACHINE_CACHE", "/var/tmp/pymachine-test-cache")
+    from pymachine.hostvm import machines, shares
+
+    name = "bench"
+    results: dict[str, dict[str, float] | str] = {}
+    try:
+        say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        machines.create(name, driver=args.driver, home_mount=False, mounts=[str(share)], progress=say)
+        drv = machines.driver_for(machines.load_config(name))
+        print(f"driver {drv.name}, accelerator {machines.accelerator()}", file=sys.stderr)
+        native: dict[str, float] | None = None
+        for transport in shares.TRANSPORTS:
+            try:
+                shares.choose_transport(drv.capabilities, transport)
+            except Exception as exc:  # noqa: BLE001 - the reason goes into the table
+                results[transport] = f"not here: {exc}"
+                continue
+            machines.stop(name)
+            machines.set_share_transport(name, transport)
+            machines.start(name, say)
+            fstype = mounted_over(name, str(share))
+            if not fstype:
+                results[transport] = "not mounted in the guest (mounted by the host agent, not present here)"
+                continue
+            if native is None:
+                say("native (the guest's disk)")
+                native = run_in_guest(name, GUEST_DISK, args.mib)
+                results["native"] = native
+            say(f"{transport} ({fstype})")
+            results[transport] = run_in_guest(name, f"{share}/work", args.mib)
+    finally:
+        try:
+            machines.delete(name, force=True)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+            shutil.rmtree(share, ignore_errors=True)
+    print(table(results, args.mib))
+    return 0
+
+
+def table(results: dict[str, dict[str, float] | str], mib: int) -> str:
+    native = results.get("native")
+    assert isinstance(native, dict), results
+    cols = [t for t in results if t != "native"]
+    head = ["step", "native", *cols]
+    rows = [head, ["-" * len(h) for h in head]]
+    for key, label, throughput in STEPS:
+        row = [label.format(mib=mib), _abs(native[key], throughput, mib)]
+        for t in cols:
+            r = results[t]
+            if isinstance(r, str):
+                row.append("-")
+                continue
+            ratio = native[key] / r[key] if throughput else r[key] / native[key]
+            row.append(f"{_abs(r[key], throughput, mib)} = {ratio:.2f}x")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    notes = [f"{t}: {r}" for t, r in results.items() if isinstance(r, str)]
+    return "\n".join(lines + [""] + notes)
+
+
+def _abs(seconds: float, throughput: bool, mib: int) -> str:
+    return f"{mib / seconds:.0f} MiB/s" if throughput else f"{seconds:.2f} s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

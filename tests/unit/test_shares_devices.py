@@ -1,0 +1,185 @@
+"""Shares as the VM gets them: transport choice from capability flags, the domain XML and QEMU argv (golden),
+the virtiofsd command, the seed's share list, and the CLI verbs' rendering."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from unit.test_domain import SPEC, check_golden
+
+from pymachine.app.cli import machine_cmd
+from pymachine.hostvm import machines, seed, shares
+from pymachine.hostvm.config import Share, build
+from pymachine.hostvm.domain import ShareDevice, domain_xml
+from pymachine.hostvm.drivers.base import Capabilities
+from pymachine.hostvm.drivers.qemu import qemu_argv
+from pymachine.hostvm.errors import UsageError
+
+VIRTIOFS = ShareDevice("pm0", "/home/u", False, "virtiofs", "/home/u/m/dev/virtiofs/pm0.sock")
+NINEP = ShareDevice("pm1", "/srv/data,x", True, "9p")
+SHARED = replace(SPEC, shares=(VIRTIOFS, NINEP))
+ALL = frozenset(shares.TRANSPORTS)
+BASE = Capabilities(remote=False, graceful_shutdown=True, hostfwd_add=True)
+
+
+@pytest.mark.parametrize(
+    ("caps", "wanted", "expected"),
+    [
+        (replace(BASE, virtiofs=True, virtio_9p=True), "auto", "virtiofs"),
+        (replace(BASE, virtio_9p=True), "auto", "9p"),
+        (BASE, "auto", "sshfs"),
+        (replace(BASE, virtiofs=True, virtio_9p=True), "9p", "9p"),
+        (replace(BASE, virtiofs=True), "sshfs", "sshfs"),
+    ],
+)
+def test_transport_follows_the_capability_flags(caps: Capabilities, wanted: str, expected: str) -> None:
+    assert shares.choose_transport(caps, wanted, guest=ALL) == expected
+
+
+def test_the_guest_kernel_without_9p_falls_back_to_sshfs() -> None:
+    caps = replace(BASE, virtio_9p=True)
+    assert shares.choose_transport(caps, "auto", guest=frozenset({"virtiofs", "sshfs"})) == "sshfs"
+    with pytest.raises(UsageError, match="the guest image's kernel cannot share folders over 9p"):
+        shares.choose_transport(caps, "9p", guest=frozenset({"virtiofs", "sshfs"}))
+
+
+def test_a_transport_the_driver_cannot_do_is_refused_naming_what_it_can() -> None:
+    with pytest.raises(UsageError) as err:
+        shares.choose_transport(replace(BASE, virtio_9p=True), "virtiofs", guest=ALL)
+    assert "cannot share folders over virtiofs" in err.value.message
+    assert "9p, sshfs" in (err.value.hint or "")
+
+
+def test_domain_xml_with_shares_golden() -> None:
+    xml = domain_xml(SHARED)
+    check_golden("domain-shares.xml", xml)
+    assert "<source type='memfd'/>" in xml and "<access mode='shared'/>" in xml
+    assert '<source socket="/home/u/m/dev/virtiofs/pm0.sock"/>' in xml
+
+
+def test_no_shares_no_shared_memory() -> None:
+    assert "memoryBacking" not in domain_xml(SPEC)
+    assert "memory-backend-memfd" not in " ".join(qemu_argv(SPEC, "/p", "/q"))
+    nine = replace(SPEC, shares=(NINEP,))  # 9p is served by QEMU: no shared memory needed
+    assert "memoryBacking" not in domain_xml(nine)
+
+
+def test_qemu_argv_with_shares_golden() -> None:
+    argv = qemu_argv(SHARED, "/home/u/m/dev/qemu.pid", "/home/u/m/dev/qmp.sock")
+    check_golden("qemu-shares.argv", "\n".join(argv) + "\n")
+    assert "memory-backend-memfd,id=mem0,size=1024M,share=on" in argv
+    assert "local,path=/srv/data,,x,mount_tag=pm1,security_model=mapped-xattr,id=pm1,readonly=on" in argv
+
+
+def test_virtiofsd_argv_per_owner(tmp_path: Path) -> None:
+    dev = ShareDevice("pm0", str(tmp_path), True, "virtiofs", "/m/virtiofs/pm0.sock")
+    as_root_for_root = shares.virtiofsd_argv(dev, "/v", owner=0, as_root=True)
+    assert as_root_for_root[:2] == ["unshare", "--mount"] and "--user" not in as_root_for_root
+    script = as_root_for_root[-1]
+    assert f"mount -o remount,bind,ro {tmp_path} {tmp_path}" in script  # read-only on the host side
+    tail = f"-o sandbox=namespace -o xattr --rlimit-nofile={shares.nofile_limit()}"
+    assert script.endswith(f"--socket-path=/m/virtiofs/pm0.sock -o source={tmp_path} -o cache=auto {tail}")
+    for_user = shares.virtiofsd_argv(dev, "/v", owner=1000, as_root=True)
+    assert for_user[:2] == ["setpriv", "--reuid=1000"] and "--map-root-user" in for_user
+    not_root = shares.virtiofsd_argv(replace(dev, readonly=False), "/v", owner=1000, as_root=False)
+    assert not_root[:3] == ["unshare", "--user", "--map-root-user"]
+    assert "remount" not in not_root[-1]
+
+
+def test_devices_number_the_tags_and_place_sockets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYMACHINE_HOME", str(tmp_path / "h"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cfg = build("dev", ncpus_host=2, fallback_driver="qemu", home_mount=False,
+                mounts=[str(tmp_path / "a"), f"{tmp_path / 'b'}:ro"])  # fmt: skip
+    devs = shares.devices(cfg, "virtiofs")
+    assert [(d.tag, d.readonly) for d in devs] == [("pm0", False), ("pm1", True)]
+    assert devs[1].socket == str(tmp_path / "h" / "m" / "dev" / "virtiofs" / "pm1.sock")
+    assert all(d.socket == "" for d in shares.devices(cfg, "9p"))
+
+
+def test_seed_carries_the_share_list() -> None:
+    devs = [VIRTIOFS, replace(NINEP, transport="virtiofs", socket="/s")]
+    data = seed.read_seed(
+        seed.build_seed(
+            "dev",
+            "ssh-ed25519 AAAA k",
+            b"key",
+            "ssh-ed25519 BBBB h",
+            agent_settings={"shares": [{"path": "/home/u", "readonly": False, "transport": "virtiofs"}]},
+            mounts=shares.guest_entries(devs),
+        )  # fmt: skip
+    )
+    mounts = json.loads(data["mounts.json"])
+    assert mounts[0] == {"path": "/home/u", "readonly": False, "transport": "virtiofs", "tag": "pm0"}
+    assert json.loads(data["agent.json"])["shares"][0]["path"] == "/home/u"
+    assert "mounts.json" not in seed.read_seed(seed.build_seed("dev", "k", b"k", "k"))
+
+
+def _machine(**kw: object) -> machines.Machine:
+    base = dict(name="dev", state="running", cpus=2, memory=1 << 30, disk=8 << 30, ssh_port=1,
+                accelerator="tcg", driver="qemu", uri="qemu", pid=1, dir="/m", console_log="/m/c",
+                image="h")  # fmt: skip
+    return machines.Machine(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_mount_list_marks_what_waits_for_a_restart(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    m = _machine(
+        shares=[
+            {"path": "/home/u", "readonly": False, "transport": "virtiofs", "pending": None},
+            {"path": "/srv/x", "readonly": True, "transport": "virtiofs", "pending": "add"},
+            {"path": "/srv/old", "readonly": False, "transport": "virtiofs", "pending": "remove"},
+        ],
+        share_problems=["virtiofsd pm0 exited"],
+    )
+    monkeypatch.setattr(machines, "get", lambda name: m)
+    parser = argparse.ArgumentParser()
+    machine_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["mount", "list", "dev"])
+    assert args.func(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["/home/u", "rw", "virtiofs"]
+    assert lines[2].split() == ["/srv/x", "ro", "virtiofs", "(restart", "to", "apply)"]
+    assert "(removed: restart to apply)" in lines[3]
+    assert lines[4] == "warning: virtiofsd pm0 exited"
+
+
+def test_mount_add_says_when_it_applies(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(machines, "mount_add", lambda name, path: (_machine(state="stopped"), False))
+    parser = argparse.ArgumentParser()
+    machine_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["mount", "add", "dev", "/srv/x:ro"])
+    assert args.func(args) == 0
+    assert capsys.readouterr().out == "machine 'dev' shares /srv/x:ro (applies at the next start)\n"
+
+
+def test_share_list_pending_against_the_running_start() -> None:
+    cfg = build("dev", ncpus_host=2, fallback_driver="qemu", home_mount=False)
+    cfg.shares = [Share("/a"), Share("/b", True)]
+    drv = argparse.Namespace(capabilities=replace(BASE, virtiofs=True, virtio_9p=True))
+    started = {
+        "share_transport": "9p",
+        "shares": [{"path": "/a", "readonly": False}, {"path": "/c", "readonly": False}],
+    }
+    got = machines.share_list(cfg, started, True, drv)  # type: ignore[arg-type]
+    assert [(s["path"], s["transport"], s["pending"]) for s in got] == [
+        ("/a", "9p", None), ("/b", "9p", "add"), ("/c", "9p", "remove")
+    ]  # fmt: skip
+    stopped = machines.share_list(cfg, started, False, drv)  # type: ignore[arg-type]
+    assert {s["transport"] for s in stopped} == {"virtiofs"} and not any(s["pending"] for s in stopped)
+
+
+def test_start_reports_each_share_the_guest_could_not_mount(monkeypatch: pytest.MonkeyPatch) -> None:
+    report = json.dumps(
+        [{"path": "/a", "error": None}, {"path": "/b", "error": "[Errno 19] mount 9p on /b: No such device"}]
+    ).encode()
+    monkeypatch.setattr(machines.ssh, "exec_command", lambda client, cmd, timeout=60: (0, report, b""))
+    assert machines._guest_share_problems(object()) == [
+        "share /b is not mounted in the VM: [Errno 19] mount 9p on /b: No such device"
+    ]
+    monkeypatch.setattr(machines.ssh, "exec_command", lambda client, cmd, timeout=60: (1, b"", b""))
+    assert machines._guest_share_problems(object()) == []  # an older guest writes no report
