@@ -1,7 +1,9 @@
 """Reverse-sshfs file sharing, each as a ratio to the same work on the guest's own disk (issue 13's bench).
 
-    python bench/file_sharing_sshfs.py                  # boots a throwaway machine (direct-QEMU driver)
     python bench/file_sharing_sshfs.py --machine NAME   # a running machine of this PYMACHINE_HOME
+
+(bench/file_sharing.py measures every transport, sshfs included, on one machine restarted per transport; this
+one adds OpenSSH's sftp-server as a peer for the server choice, on a machine that is already running.)
 
 The work runs in the guest (python3) on (a) a folder on the guest's disk, (b) a host folder mounted over
 reverse-sshfs and served by the host agent's in-process SFTP server (sftpshare.py, what `share_transport:
@@ -161,26 +163,8 @@ def run(name: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--machine", help="a running machine (default: boot a throwaway one)")
-    args = parser.parse_args()
-    if args.machine:
-        run(args.machine)
-        return 0
-    home = Path(tempfile.mkdtemp(prefix="pmbench"))
-    os.environ["PYMACHINE_HOME"] = str(home)
-    os.environ.setdefault("PYMACHINE_CACHE", "/var/tmp/pymachine-test-cache")
-    from pymachine.hostvm import machines
-
-    def say(message: str) -> None:
-        print(message, file=sys.stderr)
-
-    machines.create("bench", driver="qemu", progress=say)
-    try:
-        machines.start("bench", say)
-        run("bench")
-    finally:
-        machines.delete("bench", force=True)
-        shutil.rmtree(home, ignore_errors=True)
+    parser.add_argument("--machine", required=True, help="a running machine of this PYMACHINE_HOME")
+    run(parser.parse_args().machine)
     return 0
 
 
