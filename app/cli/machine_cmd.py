@@ -179,6 +179,11 @@ def engine_summary(status: dict[str, Any] | None) -> str:
     if bad:
         ports = ", ".join(f"{f.get('host_port')}/{f.get('proto', 'tcp')} {f.get('health')}" for f in bad)
         return f"degraded: {ports}"
+    broken = [s for s in status.get("shares") or [] if s.get("state") in ("failed", "lost")]
+    if broken:  # an sshfs share the host agent could not mount: containers would see an empty folder
+        return "degraded: " + "; ".join(
+            f"share {s.get('path')} {s.get('state')}: {s.get('error')}" for s in broken
+        )
     return "ready"
 
 

@@ -24,7 +24,7 @@ import paramiko
 from pymachine_agent import protocol
 
 from .. import paths
-from . import guestapi, ports, provision
+from . import guestapi, ports, provision, sshfs
 from .control import ControlServer
 from .events import EventWriter
 from .fswatch import FsWatcher
@@ -49,6 +49,7 @@ class Agent:
         streamlocal_mode: str = "auto",
         probe_interval: float = 2.0,
         reprovision: bool | None = None,
+        shares: list[tuple[str, bool]] = (),
     ) -> None:
         self.name = name
         mp = paths.MachinePaths(name)
@@ -67,6 +68,9 @@ class Agent:
             self._share_roots,
             warn=lambda message, hint: self.events.emit("error", message=message, hint=hint or None),
         )
+        self.shares = sshfs.SshfsShares(_exec, lambda **kw: self.events.emit("share", **kw))
+        for path, readonly in shares:
+            self.shares.add(path, readonly)
         self._table_lock = threading.Lock()
         self.control = ControlServer(self.control_path, self.handle)
         self.stopping = threading.Event()
@@ -96,6 +100,7 @@ class Agent:
         self.engine.stop()
         self.fswatch.stop()
         self.forwarder.close_all()
+        self.shares.unmount_all(self.link.current())
         self.link.stop()
         self.events.emit("state", state="stopped")
 
@@ -126,6 +131,8 @@ class Agent:
 
     # -- guest events → listeners ----------------------------------------------------------------------------
     def _subscribe(self, transport: paramiko.Transport, generation: int) -> None:
+        # sshfs shares first: "ready" (the first hello below) must mean a container sees the host's files.
+        self.shares.mount_all(transport)
         waited_since = time.monotonic()
         while transport.is_active() and generation == self._generation and not self.stopping.is_set():
             try:
@@ -334,6 +341,7 @@ class Agent:
             "forwards": self.forwarder.snapshot(),
             "clock": dict(self.clock),
             "watch": self.fswatch.snapshot(),
+            "shares": self.shares.snapshot(),
         }
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -355,12 +363,29 @@ class Agent:
         if op == "drop-link":
             self.link.drop("dropped through the control socket")
             return {"ok": True}
+        if op in ("share-mount", "share-unmount"):
+            return self._share_op(op, request)
         if op == "resync-clock":
             return {"ok": True, "clock": self.sync_clock(force=True)}
         if op == "shutdown":
             threading.Thread(target=self.stop, daemon=True).start()
             return {"ok": True}
         return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def _share_op(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Hot-plug of an sshfs share (cheap: one channel): `pymachine mount add` on a running machine."""
+        path = request.get("share")
+        if not isinstance(path, str) or not path.startswith("/"):
+            return {"ok": False, "error": "share must be an absolute host path"}
+        if op == "share-unmount":
+            self.shares.unmount(self.link.current(), path, forget=True)
+            return {"ok": True}
+        mount = self.shares.add(path, bool(request.get("readonly")))
+        transport = self.link.current()
+        if transport is not None:
+            self.shares.mount(transport, mount)  # else the next link-up mounts it
+            self.push_shares(transport)  # the guest agent's share list, so the new share is usable at once
+        return {"ok": mount.state == "mounted", "share": mount.snapshot(), "error": mount.error}
 
 
 def _exec(transport: paramiko.Transport, command: str, timeout: float = 10.0) -> str:
@@ -391,6 +416,23 @@ def machine_connect(name: str) -> Callable[[], paramiko.Transport]:
         return open_transport(ssh.HOST, ssh.ssh_port(name), ssh.USER, pkey, ssh.pinned_host_key(name))
 
     return connect
+
+
+def sshfs_shares(name: str) -> list[tuple[str, bool]]:
+    """The machine's shares when it was started with the sshfs transport (else the driver serves them)."""
+    from .. import machines
+
+    try:
+        cfg = machines.load_config(name)
+    except Exception:  # noqa: BLE001 - an agent run against a test sshd has no machine config
+        return []
+    try:
+        from ..shares import stored_transport
+
+        transport = stored_transport(name) or cfg.share_transport
+    except ImportError:
+        transport = cfg.share_transport
+    return [(s.path, s.readonly) for s in cfg.shares] if transport == "sshfs" else []
 
 
 def acquire_lock(pid_file: Path) -> int | None:
@@ -426,6 +468,7 @@ def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) 
         # Overrides for the tests that run the agent against a local sshd and for bench/forward.py.
         guest_socket=os.environ.get("PYMACHINE_GUEST_SOCKET", GUEST_SOCKET),
         streamlocal_mode=os.environ.get("PYMACHINE_STREAMLOCAL", "auto"),
+        shares=sshfs_shares(name),
     )
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())

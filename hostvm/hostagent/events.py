@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EVENT_TYPES = frozenset({"state", "stage", "link", "forward", "socket", "clock", "agent", "error"})
+EVENT_TYPES = frozenset({"state", "stage", "link", "forward", "socket", "clock", "agent", "error", "share"})
 # Keep the file from growing without bound on a machine that runs for weeks: rotate to one `.1` file.
 MAX_BYTES = 4 * 1024 * 1024
 
