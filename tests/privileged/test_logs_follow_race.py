@@ -6,13 +6,11 @@ the docker-py test runs the client's own code path many times against the real a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.agent import Agent
 from support.build import build_agent  # noqa: F401
-from support.rootfs import build_busybox_rootfs
 from support.runtime import spec
 
 from pymachine_agent.runtime import Runtime
@@ -20,20 +18,6 @@ from pymachine_agent.runtime import Runtime
 SCRIPT = "echo 4096; echo 20; echo done"
 LINES = [b"4096\n", b"20\n", b"done\n"]
 RUNS = 50  # one empty output in 60 was seen under load before the fix
-
-
-@pytest.fixture(scope="module")
-def layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_busybox_rootfs(tmp_path_factory.mktemp("busybox"))
-
-
-@pytest.fixture
-def rt(tmp_path: Path) -> Iterator[Runtime]:
-    runtime = Runtime(tmp_path / "state")
-    yield runtime
-    for c in runtime.list():
-        runtime.remove(c.id, force=True)
-    runtime.close()
 
 
 @pytest.mark.parametrize("when", ["running", "exited"])

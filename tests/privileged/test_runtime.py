@@ -8,24 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
-from support.rootfs import build_busybox_rootfs
 from support.runtime import output, run, spec
 
 from pymachine_agent.runtime import Mount, Runtime, StartError
-
-
-@pytest.fixture(scope="module")
-def layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_busybox_rootfs(tmp_path_factory.mktemp("busybox"))
-
-
-@pytest.fixture
-def rt(tmp_path: Path):  # type: ignore[no-untyped-def]
-    runtime = Runtime(tmp_path / "state")
-    yield runtime
-    for c in runtime.list():
-        runtime.remove(c.id, force=True)
-    runtime.close()
 
 
 def test_echo_exit_code_and_streams(rt: Runtime, layer: Path) -> None:

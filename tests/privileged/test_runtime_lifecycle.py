@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from support.rootfs import build_busybox_rootfs
 from support.runtime import output, read_fd_until_exit, read_frames, spec
 
 from pymachine_agent.runtime import (
@@ -27,20 +26,6 @@ from pymachine_agent.runtime import (
 from pymachine_agent.runtime.state import alive
 
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
-
-
-@pytest.fixture(scope="module")
-def layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_busybox_rootfs(tmp_path_factory.mktemp("busybox"))
-
-
-@pytest.fixture
-def rt(tmp_path: Path):  # type: ignore[no-untyped-def]
-    runtime = Runtime(tmp_path / "state")
-    yield runtime
-    for c in runtime.list():
-        runtime.remove(c.id, force=True)
-    runtime.close()
 
 
 def started(rt: Runtime, layer: Path, argv: list[str], **kw: object) -> str:

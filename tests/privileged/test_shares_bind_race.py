@@ -14,27 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.rootfs import build_busybox_rootfs
 from support.runtime import output, spec
 
 from pymachine_agent.runtime import Mount, Runtime, StartError
 from pymachine_agent.runtime.mounts import SHARE_OPTION
 
 MARKER = "pymachine-share-swap-marker"
-
-
-@pytest.fixture(scope="module")
-def layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_busybox_rootfs(tmp_path_factory.mktemp("busybox"))
-
-
-@pytest.fixture
-def rt(tmp_path: Path) -> Iterator[Runtime]:
-    runtime = Runtime(tmp_path / "state")
-    yield runtime
-    for c in runtime.list():
-        runtime.remove(c.id, force=True)
-    runtime.close()
 
 
 @pytest.fixture
