@@ -108,9 +108,18 @@ class Share:
         return self.path + (":ro" if self.readonly else "")
 
 
+# Root's home is the guest's own root home too (sshd's session starts there, root's dotfiles live there): laid
+# over it, the host's /root also made sshd's sessions hang on this development machine (see docs/machines.md),
+# so pymachine run by root shares it only when asked (`mount add NAME /root`).
+NOT_SHARED_BY_DEFAULT = ("/root",)
+
+
 def default_shares() -> list[Share]:
-    """The user's home folder and the system temp folder, read-write (as Docker Desktop and Colima share)."""
-    found = [os.path.normpath(p) for p in (os.path.expanduser("~"), tempfile.gettempdir()) if p]
+    """The user's home folder and the system temp folder, read-write (as Docker Desktop and Colima share);
+    root's home only when asked."""
+    home = os.path.normpath(os.path.expanduser("~"))
+    candidates = ([] if home in NOT_SHARED_BY_DEFAULT else [home]) + [tempfile.gettempdir()]
+    found = [os.path.normpath(p) for p in candidates if p]
     found = [p for p in found if os.path.isdir(p) and _system_folder(p) is None]
     # a home inside the temp folder (a test's HOME) is shared by the temp folder already
     return [Share(p) for p in dict.fromkeys(found) if not any(o != p and _within(p, o) for o in found)]

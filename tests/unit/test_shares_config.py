@@ -29,6 +29,12 @@ def test_default_shares_are_home_and_the_temp_folder(monkeypatch: pytest.MonkeyP
         temp.rmdir()
 
 
+def test_roots_home_is_not_shared_by_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", "/root")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert default_shares() == [Share(str(tmp_path))]
+
+
 def test_home_inside_the_temp_folder_is_shared_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path.parent))
