@@ -108,9 +108,10 @@ class Share:
         return self.path + (":ro" if self.readonly else "")
 
 
-# Root's home is the guest's own root home too (sshd's session starts there, root's dotfiles live there): laid
-# over it, the host's /root also made sshd's sessions hang on this development machine (see docs/machines.md),
-# so pymachine run by root shares it only when asked (`mount add NAME /root`).
+# Root's home is the guest's own root home too: laid over it, every SSH session of the guest runs the host's
+# root dotfiles (Debian's bash sources ~/.bashrc for sshd sessions). On the development machine that ran the
+# host's pyenv inside the guest, whose rehash lock left in the shared /root/.pyenv hung every later session,
+# the guest's and the host's. So pymachine run by root shares it only when asked (`mount add NAME /root`).
 NOT_SHARED_BY_DEFAULT = ("/root",)
 
 

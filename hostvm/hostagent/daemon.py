@@ -242,11 +242,16 @@ class Agent:
 
     # -- host folder changes ---------------------------------------------------------------------------
     def _shares(self) -> list[dict[str, Any]]:
+        """The machine's shares: config.json's, plus sshfs shares hot-plugged through the control socket
+        (`share-mount`), which the guest agent must also accept as bind sources."""
         try:
             shares = json.loads(self.machine_config.read_text()).get("shares") or []
-            return [s for s in shares if isinstance(s, dict) and isinstance(s.get("path"), str)]
+            shares = [s for s in shares if isinstance(s, dict) and isinstance(s.get("path"), str)]
         except (OSError, ValueError):
-            return []
+            shares = []
+        known = {s["path"] for s in shares}
+        plugged = [{"path": m.path, "readonly": m.readonly} for m in list(self.shares.mounts.values())]
+        return shares + [s for s in plugged if s["path"] not in known]
 
     def _share_roots(self) -> list[str]:
         """The machine's shares (config.json): the only host folders the guest may have watched."""
