@@ -7,9 +7,9 @@ nothing; `image_build` does the building in two cached stages.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
+import os
 import shutil
 import struct
 import time
@@ -21,7 +21,7 @@ from pathlib import Path
 from pymachine.images import GUEST_RECIPE
 from pymachine_agent import protocol
 
-from . import paths
+from . import locks, paths
 from .errors import PymachineError
 
 # Bump when the build code changes what it produces from the same recipe.
@@ -133,18 +133,17 @@ def build_lock() -> Iterator[None]:
     cache = paths.image_cache_dir()
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        fh = open(cache / ".build.lock", "w")  # noqa: SIM115 (closed below)
+        fd = os.open(cache / ".build.lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise PymachineError(
             f"cannot write to the image cache {cache}: {exc.strerror or exc}",
             hint="set PYMACHINE_HOME (or PYMACHINE_CACHE) to a writable folder",
         ) from exc
-    with fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    try:
+        locks.lock(fd)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def ensure_image(progress: Progress | None = None, force: bool = False) -> ImageManifest:

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import config as cfgmod
-from . import paths, proc, qemu_user, seed, shares, ssh, store
+from . import locks, paths, proc, qemu_user, seed, shares, ssh, store
 from .domain import VMSpec
 from .drivers import Driver, DriverState, get_driver
 from .errors import NotFoundError, PymachineError, UsageError
@@ -310,17 +310,8 @@ def _port_free(port: int) -> bool:
 @contextlib.contextmanager
 def _locked(name: str) -> Iterator[None]:
     """One lifecycle operation per machine at a time (start racing delete would leave half a machine)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks here; operations are rarely concurrent there
+    with locks.held(paths.machine(name).dir / ".lock"):
         yield
-        return
-    fd = os.open(paths.machine(name).dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 # -- start / stop -----------------------------------------------------------------------------------------

@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 QEMU = "qemu-system-x86_64"
 
 
-def qemu_argv(spec: VMSpec, pidfile: str, qmp_socket: str, binary: str = QEMU) -> list[str]:
-    """The QEMU command line for `spec` (pure; golden-tested next to the domain XML)."""
+def qemu_argv(
+    spec: VMSpec, pidfile: str, qmp_socket: str, binary: str = QEMU, platform: str = sys.platform
+) -> list[str]:
+    """The QEMU command line for `spec` on `platform` (pure; golden-tested next to the domain XML)."""
     # kvm, hvf and whpx pass through; TCG gets the small translation cache (see domain.TB_CACHE_MIB)
     accel = f"tcg,thread=multi,tb-size={TB_CACHE_MIB}" if spec.accel == "tcg" else spec.accel
     q = _opt
@@ -53,10 +55,11 @@ def qemu_argv(spec: VMSpec, pidfile: str, qmp_socket: str, binary: str = QEMU) -
         "-serial", f"file:{q(spec.console_log)}",
         "-qmp", f"unix:{q(qmp_socket)},server=on,wait=off",
         "-pidfile", pidfile,
-        "-daemonize",
+        # QEMU for Windows has no -daemonize (nor -runas): there the driver starts it detached instead
+        *([] if platform == "win32" else ["-daemonize"]),
         # after opening every file and socket as root, QEMU drops to this user for good (setgid, initgroups,
         # setuid) before the guest runs (QEMU >= 9.1 spells it `-run-with user=`; -runas still works there)
-        *(["-runas", spec.runas] if spec.runas else []),
+        *(["-runas", spec.runas] if spec.runas and platform != "win32" else []),
     ]  # fmt: skip
 
 
@@ -85,6 +88,16 @@ def _share_args(spec: VMSpec) -> list[str]:
     return args
 
 
+def _start_detached(argv: list[str], log_file: Path) -> None:
+    """Windows: QEMU as a detached process that outlives the CLI (what -daemonize does on POSIX). Not yet run
+    on a Windows host (docs/packaging.md)."""
+    import subprocess
+
+    flags = getattr(subprocess, "DETACHED_PROCESS", 0) | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+    with open(log_file, "ab") as log_out:
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_out, stderr=log_out, creationflags=flags)
+
+
 def _opt(value: str) -> str:
     """A path inside a QEMU option string: commas are doubled, or QEMU would split the option there."""
     return value.replace(",", ",,")
@@ -106,8 +119,6 @@ class QemuDriver(Driver):
         return "qemu (direct)"
 
     def start(self, spec: VMSpec) -> None:
-        if sys.platform == "win32":
-            raise PymachineError("the direct-QEMU driver cannot daemonize QEMU on Windows yet")
         mp = paths.machine(spec.name)
         if self.state(spec.name) is DriverState.RUNNING:
             raise PymachineError(f"machine '{spec.name}' is already running (pid {self.pid(spec.name)})")
@@ -115,7 +126,10 @@ class QemuDriver(Driver):
         for stale in (mp.qemu_pid, qmp):
             stale.unlink(missing_ok=True)
         log_file = mp.dir / "qemu.log"
-        proc.run(qemu_argv(spec, str(mp.qemu_pid), str(qmp)), timeout=60, log_path=log_file)
+        if sys.platform == "win32":
+            _start_detached(qemu_argv(spec, str(mp.qemu_pid), str(qmp)), log_file)
+        else:
+            proc.run(qemu_argv(spec, str(mp.qemu_pid), str(qmp)), timeout=60, log_path=log_file)
 
     def state(self, machine: str) -> DriverState:
         return DriverState.RUNNING if self.pid(machine) is not None else DriverState.STOPPED

@@ -8,7 +8,6 @@ except a second agent for the same machine (the pid-file lock says one is alive 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ import paramiko
 
 from pymachine_agent import protocol
 
-from .. import paths
+from .. import locks, paths
 from . import guestapi, ports, provision, sshfs
 from .control import ControlServer
 from .events import EventWriter
@@ -444,9 +443,7 @@ def acquire_lock(pid_file: Path) -> int | None:
     """Hold an flock on the pid file for the agent's life: a second agent finds it taken and leaves, and a
     kill -9 releases it with the process, so the next `start` can tell a dead agent from a live one."""
     fd = os.open(pid_file, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not locks.try_lock(fd):
         os.close(fd)
         return None
     os.ftruncate(fd, 0)

@@ -7,7 +7,6 @@ heals forwards without anyone asking.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -21,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import paths, proc
+from .. import endpoints, locks, paths, proc
 from ..errors import PymachineError
 from . import control
 from .events import end_offset, read_events
@@ -40,12 +39,9 @@ def agent_pid(name: str) -> int | None:
     except FileNotFoundError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode().strip()
-            return int(text) if text.isdigit() else None
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        if not locks.try_lock(fd, shared=True):
+            return locks.read_pid(fd)
+        locks.unlock(fd)
         return None  # nobody holds it: the agent is gone
     finally:
         os.close(fd)
@@ -209,7 +205,7 @@ def status(name: str, repair: bool = True) -> dict[str, Any]:
 
 
 def docker_host(name: str) -> str:
-    return f"unix://{paths.machine(name).docker_socket}"
+    return endpoints.engine_address(name)
 
 
 def context_name(name: str) -> str:

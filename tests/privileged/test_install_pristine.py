@@ -1,6 +1,7 @@
-"""packaging/install.sh on a pristine Debian 12 root with Debian's own python3 (PEP 668, no pip, no procps), as a
-new user meets it: it must install the package into its own venv, put the commands on PATH, install what the
-test tiers need, leave no unasked service enabled, survive a second run, and give a non-root user the same."""
+"""packaging/install.sh on a pristine Debian 12 root with Debian's own python3 (PEP 668, no pip, no
+procps), as a new user meets it: it must install the package into its own venv, put the commands on PATH,
+install what the test tiers need, leave no unasked service enabled, survive a second run, and give a
+non-root user the same."""
 
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ def installed() -> Iterator[tuple[PristineRoot, str]]:
 def test_the_package_lives_in_its_own_venv_on_debians_python(installed: tuple[PristineRoot, str]) -> None:
     root, _ = installed
     out = root.must(
-        "readlink -f /opt/pymachine/bin/python; readlink /usr/local/bin/pymachine /usr/local/bin/pymachine-gui;"
-        " command -v pymachine; /opt/pymachine/bin/python -c 'import libvirt; print(libvirt.__file__)'"
+        "readlink -f /opt/pymachine/bin/python;"
+        " readlink /usr/local/bin/pymachine /usr/local/bin/pymachine-gui; command -v pymachine;"
+        " /opt/pymachine/bin/python -c 'import libvirt; print(libvirt.__file__)'"
     )
     assert out.split() == [
         "/usr/bin/python3.11",
@@ -48,8 +50,8 @@ def test_version_and_doctor_run(installed: tuple[PristineRoot, str]) -> None:
     assert version.returncode == 0, version.stderr
     assert "0.1.0" in version.stdout
     doctor = root.run("pymachine doctor")
-    # Nothing runs libvirtd here and no image is built, so doctor may report failures (exit 1); it must report,
-    # not crash.
+    # Nothing runs libvirtd here and no image is built, so doctor may report failures (exit 1); it must
+    # report, not crash.
     assert doctor.returncode in (0, 1), doctor.stderr
     assert "Traceback" not in doctor.stderr
     assert "[ok  ] qemu-system-x86_64" in doctor.stdout
@@ -87,7 +89,8 @@ def test_second_run_is_harmless(installed: tuple[PristineRoot, str]) -> None:
 def test_a_failure_stops_with_the_real_error(installed: tuple[PristineRoot, str]) -> None:
     root, _ = installed
     result = root.run(
-        "PYMACHINE_NO_SERVICES=1 PYMACHINE_PREFIX=/opt/other PYMACHINE_PYTHON=/usr/bin/python9 packaging/install.sh"
+        "PYMACHINE_NO_SERVICES=1 PYMACHINE_PREFIX=/opt/other PYMACHINE_PYTHON=/usr/bin/python9"
+        " packaging/install.sh"
     )
     assert result.returncode != 0
     assert "/usr/bin/python9" in result.stderr
@@ -108,7 +111,7 @@ def test_services_without_a_service_manager(installed: tuple[PristineRoot, str])
 
 def test_per_user_install(installed: tuple[PristineRoot, str]) -> None:
     root, _ = installed
-    root.must("useradd --create-home pmuser && cp -r /src/pymachine /home/pmuser/src && chown -R pmuser: /home/pmuser")
+    root.must("useradd --create-home pmuser && cp -r /src/pymachine ~pmuser/src && chown -R pmuser: ~pmuser")
     root.must("cd ~/src && packaging/install.sh", user="pmuser")
     out = root.must(
         "readlink ~/.local/bin/pymachine && ~/.local/bin/pymachine version"

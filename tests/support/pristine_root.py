@@ -1,5 +1,5 @@
-"""A pristine Debian 12 root (mmdebstrap minbase + Debian's python3) to prove installs the way a new user meets
-them: Debian's own interpreter under PEP 668, no pip, no procps, no sshd.
+"""A pristine Debian 12 root (mmdebstrap minbase + Debian's python3) to prove installs the way a new user
+meets them: Debian's own interpreter under PEP 668, no pip, no procps, no sshd.
 
 The root tarball is cached outside the repo, keyed by the hash of its recipe. Each `PristineRoot` unpacks a
 fresh copy; every command runs in a private mount namespace (proc, sys, dev and the download caches mounted in
@@ -28,7 +28,9 @@ HOST_CA = os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt")
 ROOT_CA = "/etc/host-ca.crt"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Not copied into the root: history, build output, and state an editable install leaves in a checkout.
-IGNORE = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache")
+IGNORE = shutil.ignore_patterns(
+    ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache"
+)
 
 
 def recipe_key() -> str:
@@ -106,13 +108,15 @@ class PristineRoot:
 
     def must(self, script: str, timeout: float = 1800, user: str = "root", isolated: bool = False) -> str:
         result = self.run(script, timeout=timeout, user=user, isolated=isolated)
-        assert result.returncode == 0, f"{script!r} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+        assert result.returncode == 0, (
+            f"{script!r} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
         return result.stdout
 
 
 @contextlib.contextmanager
 def pristine_root() -> Iterator[PristineRoot]:
-    # Under /var/tmp: the root holds a few hundred MB once packages are in, more than a tmpfs /tmp should take.
+    # Under /var/tmp: the root holds a few hundred MB once packages are in, more than a tmpfs /tmp holds.
     folder = Path(tempfile.mkdtemp(prefix="pm-pristine-", dir="/var/tmp"))
     try:
         root = PristineRoot(folder)
