@@ -94,6 +94,14 @@ class PristineRoot:
             f"mount --bind {shlex.quote(str(self.pip_cache))} {r}/root/.cache/pip",
         ]
         home = "/root" if user == "root" else f"/home/{user}"
+        if user != "root":
+            # A user's own download cache (pip refuses one it does not own), kept between runs like root's.
+            cache = shlex.quote(str(self.pip_cache.with_name(f"pip-{user}")))
+            mounts += [
+                f"mkdir -p {cache} {r}{home}/.cache/pip",
+                f"chown -R $(chroot {r} id -u {user}):$(chroot {r} id -g {user}) {cache} {r}{home}/.cache",
+                f"mount --bind {cache} {r}{home}/.cache/pip",
+            ]
         inner = f"cd {self.src} && {script}"
         env = f"env -i PATH={PATH} HOME={home} USER={user} LANG=C.UTF-8 TERM=dumb PIP_CERT={ROOT_CA}"
         enter = f"chroot {r} {env} bash -euo pipefail -c {shlex.quote(inner)}"
