@@ -1,7 +1,8 @@
 """Entry point of the PyInstaller bundle's executables (`pymachine`, `pymachine-gui`).
 
-A frozen executable is its own interpreter: pymachine starts helpers as `sys.executable -m MODULE ARGS` (the host
-agent, the app at login), so `-m` is honoured here for pymachine's own modules; anything else is the command.
+A frozen executable is its own interpreter: pymachine starts helpers as `sys.executable -m MODULE ARGS` (the
+host agent, the app at login), so `-m` is honoured here for pymachine's own modules; anything else is the
+command.
 """
 
 import os
