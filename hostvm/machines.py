@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import config as cfgmod
-from . import locks, paths, proc, qemu_user, seed, shares, ssh, store
+from . import paths, proc, qemu_user, seed, shares, ssh, store
 from .domain import VMSpec
 from .drivers import Driver, DriverState, get_driver
 from .errors import NotFoundError, PymachineError, UsageError
@@ -310,6 +310,8 @@ def _port_free(port: int) -> bool:
 @contextlib.contextmanager
 def _locked(name: str) -> Iterator[None]:
     """One lifecycle operation per machine at a time (start racing delete would leave half a machine)."""
+    from . import locks
+
     with locks.held(paths.machine(name).dir / ".lock"):
         yield
 

@@ -55,7 +55,7 @@ def qemu_argv(
         "-serial", f"file:{q(spec.console_log)}",
         "-qmp", f"unix:{q(qmp_socket)},server=on,wait=off",
         "-pidfile", pidfile,
-        # QEMU for Windows has no -daemonize (nor -runas): there the driver starts it detached instead
+        # QEMU for Windows has no -daemonize (nor -runas): there it must be started detached (not written yet)
         *([] if platform == "win32" else ["-daemonize"]),
         # after opening every file and socket as root, QEMU drops to this user for good (setgid, initgroups,
         # setuid) before the guest runs (QEMU >= 9.1 spells it `-run-with user=`; -runas still works there)
@@ -88,16 +88,6 @@ def _share_args(spec: VMSpec) -> list[str]:
     return args
 
 
-def _start_detached(argv: list[str], log_file: Path) -> None:
-    """Windows: QEMU as a detached process that outlives the CLI (what -daemonize does on POSIX). Not yet run
-    on a Windows host (docs/packaging.md)."""
-    import subprocess
-
-    flags = getattr(subprocess, "DETACHED_PROCESS", 0) | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
-    with open(log_file, "ab") as log_out:
-        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_out, stderr=log_out, creationflags=flags)
-
-
 def _opt(value: str) -> str:
     """A path inside a QEMU option string: commas are doubled, or QEMU would split the option there."""
     return value.replace(",", ",,")
@@ -119,6 +109,8 @@ class QemuDriver(Driver):
         return "qemu (direct)"
 
     def start(self, spec: VMSpec) -> None:
+        if sys.platform == "win32":
+            raise PymachineError("the direct-QEMU driver cannot daemonize QEMU on Windows yet")
         mp = paths.machine(spec.name)
         if self.state(spec.name) is DriverState.RUNNING:
             raise PymachineError(f"machine '{spec.name}' is already running (pid {self.pid(spec.name)})")
@@ -126,10 +118,7 @@ class QemuDriver(Driver):
         for stale in (mp.qemu_pid, qmp):
             stale.unlink(missing_ok=True)
         log_file = mp.dir / "qemu.log"
-        if sys.platform == "win32":
-            _start_detached(qemu_argv(spec, str(mp.qemu_pid), str(qmp)), log_file)
-        else:
-            proc.run(qemu_argv(spec, str(mp.qemu_pid), str(qmp)), timeout=60, log_path=log_file)
+        proc.run(qemu_argv(spec, str(mp.qemu_pid), str(qmp)), timeout=60, log_path=log_file)
 
     def state(self, machine: str) -> DriverState:
         return DriverState.RUNNING if self.pid(machine) is not None else DriverState.STOPPED

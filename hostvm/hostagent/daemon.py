@@ -22,7 +22,7 @@ import paramiko
 
 from pymachine_agent import protocol
 
-from .. import locks, paths
+from .. import paths
 from . import guestapi, ports, provision, sshfs
 from .control import ControlServer
 from .events import EventWriter
@@ -442,6 +442,8 @@ def sshfs_shares(name: str) -> list[tuple[str, bool]]:
 def acquire_lock(pid_file: Path) -> int | None:
     """Hold an flock on the pid file for the agent's life: a second agent finds it taken and leaves, and a
     kill -9 releases it with the process, so the next `start` can tell a dead agent from a live one."""
+    from .. import locks
+
     fd = os.open(pid_file, os.O_RDWR | os.O_CREAT, 0o600)
     if not locks.try_lock(fd):
         os.close(fd)
