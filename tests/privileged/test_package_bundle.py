@@ -26,34 +26,24 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "pymachine"
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
+def _run(bundle: Path, home: Path, exe: str, *args: str) -> subprocess.CompletedProcess[str]:
     # Nothing of this checkout or of a venv may help the bundle: a clean PATH, no PYTHONPATH, an own home.
-    return {
+    env = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME": str(tmp_path),
-        "PYMACHINE_HOME": str(tmp_path / "pm"),
+        "HOME": str(home),
+        "PYMACHINE_HOME": str(home / "pm"),
         "QT_QPA_PLATFORM": "offscreen",
         "LANG": "C.UTF-8",
     }
+    argv = [str(bundle / exe), *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=home, timeout=300)
 
 
 def test_cli_runs_from_the_bundle(bundle: Path, tmp_path: Path) -> None:
-    run = subprocess.run(
-        [str(bundle / "pymachine"), "version"],
-        capture_output=True,
-        text=True,
-        env=_env(tmp_path),
-        cwd=tmp_path,
-    )
+    run = _run(bundle, tmp_path, "pymachine", "version")
     assert run.returncode == 0, run.stderr
     assert "0.1.0" in run.stdout
-    doctor = subprocess.run(
-        [str(bundle / "pymachine"), "doctor"],
-        capture_output=True,
-        text=True,
-        env=_env(tmp_path),
-        cwd=tmp_path,
-    )
+    doctor = _run(bundle, tmp_path, "pymachine", "doctor")
     assert doctor.returncode in (0, 1) and "Traceback" not in doctor.stderr, doctor.stderr
     assert "image:" in doctor.stdout  # the recipe hash was computed from the files the bundle carries
 
@@ -61,13 +51,7 @@ def test_cli_runs_from_the_bundle(bundle: Path, tmp_path: Path) -> None:
 def test_gui_renders_from_the_bundle(bundle: Path, tmp_path: Path) -> None:
     for exe, args in (("pymachine", ["gui", "--screenshot"]), ("pymachine-gui", ["--screenshot"])):
         shots = tmp_path / exe
-        run = subprocess.run(
-            [str(bundle / exe), *args, str(shots)],
-            capture_output=True,
-            text=True,
-            env=_env(tmp_path),
-            timeout=300,
-        )
+        run = _run(bundle, tmp_path, exe, *args, str(shots))
         assert run.returncode == 0, run.stderr
         names = [p.name for p in shots.iterdir()]
         assert "machines.png" in names and all(n.endswith(".png") for n in names)
@@ -76,9 +60,6 @@ def test_gui_renders_from_the_bundle(bundle: Path, tmp_path: Path) -> None:
 def test_host_agent_entry_runs_the_agent_module(bundle: Path, tmp_path: Path) -> None:
     # launcher.py starts the agent as `sys.executable -m pymachine.hostvm.hostagent NAME`; in the bundle
     # sys.executable is the CLI itself. Without a name the agent's own module answers with its usage.
-    run = subprocess.run(
-        [str(bundle / "pymachine"), "-m", "pymachine.hostvm.hostagent"],
-        capture_output=True, text=True, env=_env(tmp_path), timeout=60,
-    )  # fmt: skip
+    run = _run(bundle, tmp_path, "pymachine", "-m", "pymachine.hostvm.hostagent")
     assert run.returncode == 2
     assert "usage: python -m pymachine.hostvm.hostagent NAME" in run.stderr
