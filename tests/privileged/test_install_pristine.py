@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support.pristine_root import PristineRoot, pristine_root
+from support.pristine_root import MISSING, PristineRoot, pristine_root
 
-pytestmark = pytest.mark.timeout(2400)
+pytestmark = [pytest.mark.timeout(2400), pytest.mark.skipif(MISSING is not None, reason=str(MISSING))]
 
 # Services a package enables on install that nobody asked for (install.sh disables them).
 UNASKED = ("ssh.service", "ssh.socket", "docker.service", "docker.socket", "containerd.service",

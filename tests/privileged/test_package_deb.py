@@ -11,10 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.pristine_root import REPO, PristineRoot, pristine_root
+from support.pristine_root import MISSING, REPO, PristineRoot, pristine_root
 
 pytestmark = [
     pytest.mark.timeout(2400),
+    pytest.mark.skipif(MISSING is not None, reason=str(MISSING)),
     pytest.mark.skipif(
         not Path("/usr/bin/python3").exists() or not shutil.which("dpkg-deb"), reason="not Debian"
     ),

@@ -33,6 +33,12 @@ IGNORE = shutil.ignore_patterns(
 )
 
 
+# For the tests' skipif: a machine without mmdebstrap (packaging/install.sh installs it) cannot make the root.
+MISSING = (
+    None if shutil.which("mmdebstrap") else "mmdebstrap is not installed (packaging/install.sh installs it)"
+)
+
+
 def recipe_key() -> str:
     return hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:16]
 
