@@ -49,12 +49,10 @@ for p in "${packages[@]}"; do
 done
 # The docker client: Debian's docker-cli where the release has it (trixie, Ubuntu); bookworm has only docker.io,
 # which brings the whole engine along (kept off below).
-docker_pkg=""
+updated=""
 if ! command -v docker >/dev/null; then
-    docker_pkg=docker.io
-    if [ "$(id -u)" = 0 ] && [ "${#missing[@]}" -gt 0 ]; then apt-get update -q >/dev/null; fi
-    if apt-cache show docker-cli >/dev/null 2>&1; then docker_pkg=docker-cli; fi
-    missing+=("$docker_pkg")
+    if [ "$(id -u)" = 0 ]; then apt-get update -q >/dev/null && updated=1; fi
+    if apt-cache show docker-cli >/dev/null 2>&1; then missing+=(docker-cli); else missing+=(docker.io); fi
 fi
 
 # Units a package enables on install that the user did not ask for: the test tiers start their own sshd and
@@ -66,6 +64,7 @@ unwanted_units() {
     docker-registry) echo docker-registry.service ;;
     esac
 }
+unit_file() { [ -e "/lib/systemd/system/$1" ] || [ -e "/usr/lib/systemd/system/$1" ]; }
 
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
@@ -73,6 +72,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
             "sudo apt-get install --no-install-recommends ${missing[*]}   (or: sudo packaging/install.sh)"
     fi
     say "installing system packages: ${missing[*]}"
+    # Only units this install brings are turned off: a containerd or sshd the machine had stays as it was.
+    new_units=()
+    for p in "${missing[@]}"; do
+        for unit in $(unwanted_units "$p"); do unit_file "$unit" || new_units+=("$unit"); done
+    done
     export DEBIAN_FRONTEND=noninteractive
     # Nothing starts while the packages install (policy-rc.d, the Debian way); what should run is started below.
     policy=/usr/sbin/policy-rc.d
@@ -81,17 +85,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
         chmod 0755 "$policy"
         trap 'rm -f "$policy"' EXIT
     fi
-    apt-get update -q >/dev/null
+    [ -n "$updated" ] || apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-    for p in "${missing[@]}"; do
-        for unit in $(unwanted_units "$p"); do
-            [ -e "/lib/systemd/system/$unit" ] || [ -e "/usr/lib/systemd/system/$unit" ] || continue
-            if [ -d /run/systemd/system ]; then
-                systemctl disable --now --quiet "$unit"
-            elif command -v systemctl >/dev/null; then
-                systemctl disable --quiet "$unit"   # offline (a chroot, a container): removes the links only
-            fi
-        done
+    for unit in "${new_units[@]}"; do
+        unit_file "$unit" || continue
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now --quiet "$unit"
+        elif command -v systemctl >/dev/null; then
+            systemctl disable --quiet "$unit" # offline (a chroot, a container): removes the links only
+        fi
     done
 fi
 
