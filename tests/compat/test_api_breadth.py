@@ -19,7 +19,7 @@ def dc(agent: Agent) -> docker.DockerClient:
 
 
 def test_leave_swarm_force_is_nothing_to_leave(dc: docker.DockerClient) -> None:
-    # docker-py treats the 503 "not part of a swarm" as success; a 404 raised NotFound and broke every teardown
+    # docker-py takes the 503 "not part of a swarm" as success; a 404 raised NotFound, breaking teardowns
     assert dc.swarm.leave(force=True) is True
 
 

@@ -1,10 +1,10 @@
 """The swarm endpoints of an engine that is not part of a swarm: dockerd's 503 answers.
 
-Our engine never runs swarm mode (issue 18 builds clusters from machines running moby). dockerd with swarm
-inactive answers every swarm, node, service, task, secret and config call with 503 and one of two messages, and
-clients depend on that: docker-py's `leave_swarm(force=True)` treats the 503 of `/swarm/leave` as "nothing to
-leave", `docker info` and compose look at the status, not a 404's "page not found". Init and join, which dockerd
-would carry out, are refused with 503 as well, with the reason.
+Our engine never runs swarm mode (issue 18 builds clusters from machines running moby). dockerd with
+swarm inactive answers every swarm, node, service, task, secret and config call with 503 and one of two
+messages, and clients depend on that: docker-py's `leave_swarm(force=True)` treats the 503 of `/swarm/leave`
+as "nothing to leave"; a 404's "page not found" breaks them. Init and join, which dockerd would carry out,
+are refused with 503 as well, with the reason.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ NOT_A_MANAGER = (
     "to swarm and try again."
 )
 NOT_IN_SWARM = "This node is not part of a swarm"
-NO_SWARM_MODE = "swarm mode is not supported by pymachine's engine (see docs/api.md, \"Swarm\")"
+NO_SWARM_MODE = 'swarm mode is not supported by pymachine\'s engine (see docs/api.md, "Swarm")'
 
 # (method, path) → message; dockerd's choice of message per call (daemon/cluster: errNoManager / errNoSwarm)
 _NOT_A_MANAGER_CALLS = [
