@@ -128,14 +128,26 @@ def combine_command(
 
 
 def merge_env(image_env: list[str] | None, env: list[str] | None) -> list[str]:
-    """Image env first, request entries override by key (a bare `KEY` entry is dropped, as Docker does
-    when the client had no value to send)."""
+    """Image env first, request entries override by key. A bare `KEY` entry (the client had no value to
+    send) is kept in Config.Env as given, as dockerd keeps it; at start it unsets KEY (process.build_env)."""
     out: dict[str, str] = {}
     for item in [*(image_env or []), *(env or [])]:
-        key, eq, _ = item.partition("=")
-        if eq:
-            out[key] = item
+        out[item.partition("=")[0]] = item
     return list(out.values())
+
+
+# dockerd's built-in log drivers; ours store json-file ("local" is dockerd's compact variant of it) or nothing
+_SERVED_LOG_DRIVERS = {"": "json-file", "json-file": "json-file", "local": "json-file", "none": "none"}
+_DOCKERD_LOG_DRIVERS = {"syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "etwlogs", "gcplogs", "logentries"}
+
+
+def log_driver(name: str) -> str:
+    """`HostConfig.LogConfig.Type` → the runtime's log storage; refused at create as dockerd refuses it."""
+    if name in _SERVED_LOG_DRIVERS:
+        return _SERVED_LOG_DRIVERS[name]
+    if name in _DOCKERD_LOG_DRIVERS:
+        raise BadParameter(f"log driver {name!r} is not supported by pymachine's engine (json-file, local, none)")
+    raise BadParameter(f"logger: no log driver named '{name}' is registered")
 
 
 def parse_port_key(key: str) -> tuple[int, str]:
@@ -323,10 +335,12 @@ def translate_create(
         raise BadParameter(f"invalid restart policy: unknown policy '{rp_name}'")
     if hc.get("AutoRemove") and rp_name != "no":
         raise BadParameter("conflicting options: cannot specify both --restart and --rm")
+    if hc.get("Runtime") not in (None, "", "runc"):
+        raise BadParameter(f"unknown or invalid runtime name: {hc['Runtime']}")
     lc = hc.get("LogConfig") or {}
     lcc = lc.get("Config") or {}
     log_config = LogConfig(
-        type="json-file",
+        type=log_driver(lc.get("Type") or ""),
         max_size=parse_size(lcc["max-size"]) if lcc.get("max-size") else 0,
         max_file=int(lcc.get("max-file") or 1),
     )
@@ -469,7 +483,8 @@ def fill_host_config(hc: dict[str, Any], mode: str) -> dict[str, Any]:
     """HostConfig with the defaults clients read (docker-py needs LogConfig.Type == "json-file")."""
     out = dict(hc)
     out["NetworkMode"] = mode
-    out["LogConfig"] = {"Type": "json-file", "Config": dict((hc.get("LogConfig") or {}).get("Config") or {})}
+    lc = hc.get("LogConfig") or {}
+    out["LogConfig"] = {"Type": lc.get("Type") or "json-file", "Config": dict(lc.get("Config") or {})}
     out.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
     if not (out["RestartPolicy"] or {}).get("Name"):
         out["RestartPolicy"] = {"Name": "no", "MaximumRetryCount": 0}
@@ -505,6 +520,7 @@ def fill_host_config(hc: dict[str, Any], mode: str) -> dict[str, Any]:
     for key, value in defaults.items():
         if out.get(key) is None or (key == "ShmSize" and not out.get(key)):
             out[key] = value
+    out["Runtime"] = out.get("Runtime") or "runc"
     if out.get("PortBindings") is None:
         out["PortBindings"] = {}
     return out

@@ -534,14 +534,17 @@ class Engine(EngineIO, EngineSystem):
 
     def container_prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         deleted = []
+        reclaimed = 0
         for st in self.runtime.list():
             if st.running or not view.container_matches(
                 st, {k: v for k, v in filters.items() if k == "label"}, None, []
             ):
                 continue
+            rw = self.container_sizes(st)["SizeRw"]  # dockerd reports the writable layers it removed
             self.container_remove(st.id)
             deleted.append(st.id)
-        return {"ContainersDeleted": deleted, "SpaceReclaimed": 0}
+            reclaimed += rw
+        return {"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed}
 
 
 def _with_tag(ref: str) -> str:

@@ -33,8 +33,11 @@ def build_env(base: list[str], extra: list[str], home: str, hostname: str, tty: 
         k, _, v = item.partition("=")
         env[k] = v
     for item in [*base, *extra]:
-        k, _, v = item.partition("=")
-        env[k] = v
+        k, eq, v = item.partition("=")
+        if eq:
+            env[k] = v
+        else:  # a bare `KEY` unsets it, as in dockerd's ReplaceOrAppendEnvValues
+            env.pop(k, None)
     env.setdefault("PATH", DEFAULT_PATH)
     if tty:
         env.setdefault("TERM", "xterm")
