@@ -138,7 +138,17 @@ def merge_env(image_env: list[str] | None, env: list[str] | None) -> list[str]:
 
 # dockerd's built-in log drivers; ours store json-file ("local" is dockerd's compact variant of it) or nothing
 _SERVED_LOG_DRIVERS = {"": "json-file", "json-file": "json-file", "local": "json-file", "none": "none"}
-_DOCKERD_LOG_DRIVERS = {"syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "etwlogs", "gcplogs", "logentries"}
+_DOCKERD_LOG_DRIVERS = {
+    "syslog",
+    "journald",
+    "gelf",
+    "fluentd",
+    "awslogs",
+    "splunk",
+    "etwlogs",
+    "gcplogs",
+    "logentries",
+}
 
 
 def log_driver(name: str) -> str:
@@ -146,7 +156,9 @@ def log_driver(name: str) -> str:
     if name in _SERVED_LOG_DRIVERS:
         return _SERVED_LOG_DRIVERS[name]
     if name in _DOCKERD_LOG_DRIVERS:
-        raise BadParameter(f"log driver {name!r} is not supported by pymachine's engine (json-file, local, none)")
+        raise BadParameter(
+            f"log driver {name!r} is not supported by pymachine's engine (json-file, local, none)"
+        )
     raise BadParameter(f"logger: no log driver named '{name}' is registered")
 
 
