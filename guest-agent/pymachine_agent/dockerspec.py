@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import health
 from .network.model import EndpointConfig, EndpointSettings, InvalidParameterError, PortSpec
 from .network.ports import parse_host_ip
 from .runtime import seccomp, sysctls
@@ -422,6 +423,15 @@ def translate_create(
         "Labels": labels,
         "StopSignal": stop_signal,
     }
+    check = health.merge(body.get("Healthcheck"), icfg.get("Healthcheck"))
+    try:
+        health.validate(check)
+    except health.HealthcheckInvalid as exc:
+        raise BadParameter(str(exc)) from None
+    if check:
+        config["Healthcheck"] = check
+    if body.get("Shell") or icfg.get("Shell"):
+        config["Shell"] = body.get("Shell") or icfg.get("Shell")
     if stop_timeout is not None:
         config["StopTimeout"] = stop_timeout
     host_config = fill_host_config(hc, mode)

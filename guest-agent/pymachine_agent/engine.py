@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import dockerview as view
+from . import health
 from .dockerspec import BadParameter, translate_create, valid_name
 from .engine_io import EngineIO
 from .engine_system import EngineSystem
@@ -135,6 +136,11 @@ class Engine(EngineIO, EngineSystem):
             on_teardown=self._on_teardown,
             on_event=self._on_runtime_event,
         )
+        self.health = health.HealthMonitor(
+            run_probe=lambda cid, argv, timeout: health.exec_probe(self.runtime, cid, argv, timeout),
+            is_running=lambda cid: self._state(cid).status == "running",
+            changed=lambda cid, status: self._on_runtime_event(cid, f"health_status: {status}", {}),
+        )
 
     # -- lifecycle of the engine -----------------------------------------------------------------------
 
@@ -147,6 +153,9 @@ class Engine(EngineIO, EngineSystem):
                 self.ports.restore(port.event("add"))
         self.runtime.reconcile()
         self._watch_update()
+        for st in self.runtime.list():
+            if st.running:
+                self._health_watch(st)
 
     def close(self) -> None:
         self.runtime.close()
@@ -174,12 +183,22 @@ class Engine(EngineIO, EngineSystem):
         self.events.publish("container", action, cid, attrs)
         if action in ("start", "die", "destroy"):
             self._watch_update()
+        if action == "start":
+            self._health_watch(self._state(cid))
+        elif action == "die":
+            self.health.stop(cid)
+        elif action == "destroy":
+            self.health.forget(cid)
         if action == "die":
             self.ports_withdraw(cid)
             if meta.get("auto_remove"):
                 threading.Thread(target=self._auto_remove, args=(cid,), daemon=True).start()
         if action == "destroy":
             self.meta.pop(cid, None)
+
+    def _health_watch(self, st: ContainerState) -> None:
+        config = view.docker_of(st).get("Config") or {}
+        self.health.watch(st.id, config.get("Healthcheck"), config.get("Shell"))
 
     def _auto_remove(self, cid: str) -> None:
         """--rm: remove after the exit. A client waits for the `destroy` (wait?condition=removed), so a
@@ -353,7 +372,7 @@ class Engine(EngineIO, EngineSystem):
     def container_inspect(self, ref: str, size: bool = False) -> dict[str, Any]:
         st = self._state(ref)
         execs = [eid for eid, e in self.execs.items() if e.container == st.id and e.running]
-        out = view.inspect_view(st, self._network_settings(st), execs)
+        out = view.inspect_view(st, self._network_settings(st), execs, self.health.health(st.id))
         if size:
             out.update(self.container_sizes(st))
         return out
@@ -372,9 +391,11 @@ class Engine(EngineIO, EngineSystem):
             if not all and not st.running and "status" not in filters and "exited" not in filters:
                 continue
             ns = self._network_settings(st)
-            if not view.container_matches(st, filters, self._ancestor_match, list(ns.get("Networks") or {})):
+            if not view.container_matches(
+                st, filters, self._ancestor_match, list(ns.get("Networks") or {}), self.health.status(st.id)
+            ):
                 continue
-            item = view.summary_view(st, ns, self._image_name(st))
+            item = view.summary_view(st, ns, self._image_name(st), self.health.status(st.id))
             if size:
                 item.update(self.container_sizes(st))
             out.append(item)

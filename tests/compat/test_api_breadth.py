@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import time
+
 import docker
 import docker.errors
 import pytest
@@ -118,3 +122,169 @@ def test_log_driver_none_is_kept_and_logs_refuse_to_read(agent: Agent) -> None:
         assert logs.returncode != 0 and "does not support reading" in logs.stderr
     finally:
         agent.docker("rm", "-f", name, check=False)
+
+
+# --- health checks ------------------------------------------------------------------------------------------
+
+
+def _wait(pred, timeout: float = 60, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _health(agent: Agent, name: str) -> dict:
+    out = agent.docker("inspect", "-f", "{{json .State.Health}}", name).stdout.strip()
+    return json.loads(out) if out not in ("", "null", "<no value>") else {}
+
+
+def test_health_cmd_becomes_healthy_with_log_events_and_ps_status(agent: Agent) -> None:
+    name = "breadth-healthy"
+    since = str(int(time.time()) - 1)
+    agent.docker(
+        "run", "-d", "--name", name, "--health-cmd", "test -e /tmp/ready && echo ok",
+        "--health-interval", "300ms", "--health-retries", "100", B,
+        "sh", "-c", "sleep 2; touch /tmp/ready; sleep 600",
+    )  # fmt: skip
+    try:
+        assert _health(agent, name)["Status"] == "starting"
+        h = _wait(
+            lambda: (_health(agent, name) or {}).get("Status") == "healthy" and _health(agent, name), 60
+        )
+        assert h["FailingStreak"] == 0 and h["Log"][-1]["ExitCode"] == 0 and h["Log"][-1]["Output"] == "ok\n"
+        assert any(e["ExitCode"] == 1 for e in h["Log"])  # the probes before /tmp/ready failed
+        ps = agent.docker("ps", "--filter", f"name={name}", "--format", "{{.Status}}").stdout
+        assert "(healthy)" in ps
+        healthy = agent.docker("ps", "-q", "--filter", "health=healthy", "--filter", f"name={name}").stdout
+        assert healthy.strip()
+        events = agent.docker(
+            "events", "--since", since, "--until", str(int(time.time()) + 1),
+            "--filter", f"container={name}", "--format", "{{.Action}}",
+        ).stdout  # fmt: skip
+        assert "health_status: healthy" in events
+        agent.docker("stop", "-t", "1", name)
+        assert _health(agent, name)["Status"] == "unhealthy"  # dockerd: a stopped monitor says unhealthy
+    finally:
+        agent.docker("rm", "-f", name, check=False)
+
+
+def test_failing_check_turns_unhealthy_after_retries(dc: docker.DockerClient) -> None:
+    c = dc.containers.run(
+        B,
+        "sleep 600",
+        detach=True,
+        healthcheck={"test": ["CMD-SHELL", "echo nope; exit 1"], "interval": 300_000_000, "retries": 2},
+    )
+    try:
+        assert c.attrs["Config"]["Healthcheck"]["Retries"] == 2
+
+        def state() -> dict:
+            c.reload()
+            return c.attrs["State"].get("Health") or {}
+
+        h = _wait(lambda: state().get("Status") == "unhealthy" and state(), 60, "unhealthy")
+        assert h["FailingStreak"] >= 2 and h["Log"][-1]["Output"] == "nope\n"
+    finally:
+        c.remove(force=True)
+
+
+def test_check_timeout_is_a_failure_with_dockerds_message(dc: docker.DockerClient) -> None:
+    c = dc.containers.run(
+        B,
+        "sleep 600",
+        detach=True,
+        healthcheck={
+            "test": ["CMD", "sleep", "30"],
+            "interval": 200_000_000,
+            "timeout": 300_000_000,
+            "retries": 1,
+        },
+    )
+    try:
+
+        def state() -> dict:
+            c.reload()
+            return c.attrs["State"].get("Health") or {}
+
+        h = _wait(lambda: state().get("Status") == "unhealthy" and state(), 60, "unhealthy by timeout")
+        assert h["Log"][-1]["ExitCode"] == -1
+        assert "Health check exceeded timeout" in h["Log"][-1]["Output"]
+        # the timed-out probe's process was killed, not left running in the container
+        assert "sleep 30" not in c.exec_run("ps").output.decode()
+    finally:
+        c.remove(force=True)
+
+
+def test_image_healthcheck_is_inherited_and_no_healthcheck_turns_it_off(agent: Agent, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "Dockerfile").write_text(f'FROM {B}\nHEALTHCHECK --interval=300ms --retries=1 CMD ["true"]\n')
+    agent.docker("build", "-q", "-t", "breadth-health-img", str(tmp_path))
+    try:
+        agent.docker("run", "-d", "--name", "breadth-img-hc", "breadth-health-img", "sleep", "600")
+        agent.docker(
+            "run",
+            "-d",
+            "--name",
+            "breadth-img-nohc",
+            "--no-healthcheck",
+            "breadth-health-img",
+            "sleep",
+            "600",
+        )
+        _wait(lambda: _health(agent, "breadth-img-hc").get("Status") == "healthy", 60, "image check healthy")
+        time.sleep(1)
+        assert _health(agent, "breadth-img-nohc") == {}
+        cfg = agent.docker("inspect", "-f", "{{json .Config.Healthcheck}}", "breadth-img-nohc").stdout
+        assert '"NONE"' in cfg
+    finally:
+        agent.docker("rm", "-f", "breadth-img-hc", "breadth-img-nohc", check=False)
+        agent.docker("rmi", "breadth-health-img", check=False)
+
+
+def test_invalid_health_interval_is_a_400(dc: docker.DockerClient) -> None:
+    with pytest.raises(docker.errors.APIError) as err:
+        dc.api.create_container(B, "true", healthcheck={"test": ["CMD", "true"], "interval": 1000})
+    assert err.value.status_code == 400 and "less than 1ms" in str(err.value.explanation)
+
+
+HEALTHY_COMPOSE = """\
+version: "2.4"
+services:
+  db:
+    image: pymachine/busybox
+    command: ["sh", "-c", "sleep 2; touch /tmp/up; sleep 600"]
+    healthcheck:
+      test: ["CMD", "test", "-e", "/tmp/up"]
+      interval: 300ms
+      retries: 50
+  app:
+    image: pymachine/busybox
+    command: ["sleep", "600"]
+    depends_on:
+      db:
+        condition: service_healthy
+"""
+
+
+def test_compose_waits_for_a_healthy_dependency(agent: Agent, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from compat.test_compose import ensure_compose
+
+    compose = ensure_compose()
+    (tmp_path / "docker-compose.yml").write_text(HEALTHY_COMPOSE)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [str(compose), "-p", "pmhealth", *args]
+        r = subprocess.run(cmd, cwd=tmp_path, env=agent.env(), capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, f"docker-compose {' '.join(args)}: {r.stdout}\n{r.stderr}"
+        return r
+
+    run("up", "-d")
+    try:
+        # `up` returned only once db was healthy, so app started after that
+        assert _health(agent, "pmhealth_db_1")["Status"] == "healthy"
+        assert agent.docker("inspect", "-f", "{{.State.Running}}", "pmhealth_app_1").stdout.strip() == "true"
+    finally:
+        run("down", "-t", "1")

@@ -493,7 +493,8 @@ def test_build_legacy_builder(agent: Agent, tmp_path: Path) -> None:
 def test_diff_commit_update_pause(agent: Agent) -> None:
     agent.docker("run", "-d", "--name", "dcu", B, "sh", "-c", "echo x > /made.txt; rm /etc/group; sleep 300")
     try:
-        _wait_for(lambda: "/made.txt" in agent.docker("diff", "dcu").stdout, what="diff")
+        # the shell makes /made.txt, then removes /etc/group: wait for the second (seen racing under load)
+        _wait_for(lambda: "D /etc/group" in agent.docker("diff", "dcu").stdout, what="diff")
         changes = agent.docker("diff", "dcu").stdout.splitlines()
         assert "A /made.txt" in changes and "D /etc/group" in changes
         assert not any(line.endswith(("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")) for line in changes)

@@ -124,6 +124,24 @@ class ExecProcess:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         self._popen.send_signal(sig)
 
+    def kill_all(self) -> None:
+        """SIGKILL the process in the container (and its process group: it made its own session) and then
+        the helper. The helper forwards catchable signals only, so killing the helper alone would leave
+        the process running in the container (a timed-out health probe must not)."""
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                children = [int(x) for x in f.read().split()]
+        except OSError:
+            children = []
+        for child in children:
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(child, signal.SIGKILL)
+                    break
+                except OSError:
+                    continue
+        self._popen.kill()
+
     def close(self) -> None:
         for f in (self._popen.stdin, self._popen.stdout, self._popen.stderr):
             if f:
