@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import secrets
 import threading
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import archive
+from . import archive, cpmounts
 from . import dockerview as view
 from .engine_commit import committable_upper
 from .runtime import ExecSpec, Limits, RestartPolicy, detached
@@ -247,14 +248,37 @@ class EngineIO:
             return _closing(os.open(f"/proc/{st.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
         return detached.overlay(st.spec.layers if st.spec else [], st.upper_dir, writable)
 
+    def _cp_root(
+        self, st: Any, path: str, writable: bool
+    ) -> tuple[contextlib.AbstractContextManager[int], str]:
+        """`docker cp`'s root and path. A stopped container's volumes and binds are not in its detached
+        overlay, so a path below one (`/vol1/data.txt`) is served from the mount's source, as dockerd
+        mounts them for the copy; a running container's own root has them."""
+        found = None if st.running and st.pid else cpmounts.covering(st.spec.mounts if st.spec else [], path)
+        if found is None:
+            return self._root_of(st, writable), path
+        mount, rest = found
+        if writable and mount.readonly:
+            raise view_bad(f"mounted volume is marked read-only: {mount.target}")
+        return _closing(cpmounts.open_source(mount)), rest
+
+    def _cp_name(self, path: str, routed: str, name: str) -> str:
+        """The tar's top name: a mount's own folder (`cp ctr:/vol1 .`) is named as in the container."""
+        if routed.rstrip("/") == "" and not path.endswith(("/", "/.")):
+            return posixpath.basename(path.rstrip("/")) or name
+        return name
+
     def archive_get(self, ref: str, path: str, head: bool = False) -> tuple[str, Iterator[bytes]]:
         st = self._state(ref)  # type: ignore[attr-defined]
         with contextlib.ExitStack() as stack:
-            root = stack.enter_context(self._root_of(st, writable=False))
-            info = archive.path_stat(root, path)
+            root_cm, routed = self._cp_root(st, path, writable=False)
+            root = stack.enter_context(root_cm)
+            info = archive.path_stat(root, routed)
+            info["name"] = self._cp_name(path, routed, info["name"])
             if head:
                 return archive.stat_header(info), (piece for piece in ())
-            top, name = archive.open_source(root, path)
+            top, name = archive.open_source(root, routed)
+            name = self._cp_name(path, routed, name)
             stack.callback(os.close, top)
             # the root stays open while the tar streams; the stream's end (or close) releases it
             return archive.stat_header(info), _Streaming(stack.pop_all(), archive.tar_stream(top, name))
@@ -270,7 +294,8 @@ class EngineIO:
 
     def archive_put(self, ref: str, path: str, chunks: Any, no_overwrite: bool = False) -> None:
         st = self._state(ref)  # type: ignore[attr-defined]
-        with self._root_of(st, writable=True) as root:
+        root_cm, path = self._cp_root(st, path, writable=True)
+        with root_cm as root:
             try:
                 archive.put_tar(root, path, chunks, no_overwrite=no_overwrite)
             except OSError as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -288,3 +289,58 @@ def test_compose_waits_for_a_healthy_dependency(agent: Agent, tmp_path) -> None:
         assert agent.docker("inspect", "-f", "{{.State.Running}}", "pmhealth_app_1").stdout.strip() == "true"
     finally:
         run("down", "-t", "1")
+
+
+# --- docker cp and volumes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["created", "running"])
+def test_cp_into_and_out_of_a_volume(agent: Agent, tmp_path, started: bool) -> None:  # type: ignore[no-untyped-def]
+    name = f"breadth-cpvol-{int(started)}"
+    vol = f"breadth-cpvol-{int(started)}"
+    agent.docker("create", "--name", name, "-v", f"{vol}:/vol1", B, "sleep", "600")
+    try:
+        if started:
+            agent.docker("start", name)
+        (tmp_path / "data.txt").write_text("into the volume\n")
+        agent.docker("cp", str(tmp_path / "data.txt"), f"{name}:/vol1/data.txt")
+        agent.docker("cp", f"{name}:/vol1/data.txt", str(tmp_path / "back.txt"))
+        assert (tmp_path / "back.txt").read_text() == "into the volume\n"
+        agent.docker("cp", f"{name}:/vol1", str(tmp_path / "whole"))  # the mount's own folder, by its name
+        assert (tmp_path / "whole" / "data.txt").read_text() == "into the volume\n"
+        # it is in the volume, not hidden under it in the container's own layer
+        seen = agent.docker("run", "--rm", "-v", f"{vol}:/v", B, "cat", "/v/data.txt").stdout
+        assert seen == "into the volume\n"
+    finally:
+        agent.docker("rm", "-f", name, check=False)
+        agent.docker("volume", "rm", vol, check=False)
+
+
+def test_cp_into_a_read_only_volume_of_a_stopped_container_is_refused(agent: Agent, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    name, vol = "breadth-cpro", "breadth-cpro"
+    agent.docker("create", "--name", name, "-v", f"{vol}:/ro:ro", B, "true")
+    try:
+        (tmp_path / "x").write_text("x")
+        out = agent.docker("cp", str(tmp_path / "x"), f"{name}:/ro/x", check=False)
+        assert out.returncode != 0 and "read-only" in out.stderr
+    finally:
+        agent.docker("rm", "-f", name, check=False)
+        agent.docker("volume", "rm", vol, check=False)
+
+
+def test_cp_through_a_link_in_a_volume_stays_in_the_volume(agent: Agent, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # attack: a volume holds a link to the VM's /etc; cp into and out of it through a stopped container
+    name, vol = "breadth-cplink", "breadth-cplink"
+    agent.docker("run", "--rm", "-v", f"{vol}:/v", B, "sh", "-c", "ln -s /etc /v/etc; ln -s ../../.. /v/up")
+    agent.docker("create", "--name", name, "-v", f"{vol}:/v", B, "true")
+    try:
+        (tmp_path / "evil").write_text("evil\n")
+        agent.docker("cp", str(tmp_path / "evil"), f"{name}:/v/etc/pm-breadth-evil", check=False)
+        agent.docker("cp", str(tmp_path / "evil"), f"{name}:/v/up/pm-breadth-evil", check=False)
+        assert not Path("/etc/pm-breadth-evil").exists() and not Path("/pm-breadth-evil").exists()
+        out = agent.docker("cp", f"{name}:/v/etc/hostname", str(tmp_path / "h"), check=False)
+        host_hostname = Path("/etc/hostname").read_text() if Path("/etc/hostname").exists() else None
+        assert out.returncode != 0 or (tmp_path / "h").read_text() != host_hostname
+    finally:
+        agent.docker("rm", "-f", name, check=False)
+        agent.docker("volume", "rm", vol, check=False)
