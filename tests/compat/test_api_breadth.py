@@ -344,3 +344,81 @@ def test_cp_through_a_link_in_a_volume_stays_in_the_volume(agent: Agent, tmp_pat
     finally:
         agent.docker("rm", "-f", name, check=False)
         agent.docker("volume", "rm", vol, check=False)
+
+
+# --- docker import --------------------------------------------------------------------------------------
+
+
+def _exported_rootfs(agent: Agent, tmp_path: Path) -> Path:
+    agent.docker("create", "--name", "breadth-exp", B, "true")
+    try:
+        tar = tmp_path / "rootfs.tar"
+        agent.docker("export", "-o", str(tar), "breadth-exp")
+        return tar
+    finally:
+        agent.docker("rm", "-f", "breadth-exp", check=False)
+
+
+def test_cli_import_with_changes_then_run(agent: Agent, tmp_path: Path) -> None:
+    tar = _exported_rootfs(agent, tmp_path)
+    out = agent.docker(
+        "import", "-m", "from a test", "-c", 'CMD ["echo", "imported"]', "-c", "ENV WHO=me",
+        str(tar), "breadth-imported:v1",
+    )  # fmt: skip
+    try:
+        assert out.stdout.strip().startswith("sha256:")
+        assert agent.docker("run", "--rm", "breadth-imported:v1").stdout == "imported\n"
+        assert agent.docker("run", "--rm", "breadth-imported:v1", "sh", "-c", "echo $WHO").stdout == "me\n"
+        history = agent.docker("history", "--no-trunc", "--format", "{{.Comment}}", "breadth-imported:v1")
+        assert "from a test" in history.stdout
+    finally:
+        agent.docker("rmi", "breadth-imported:v1", check=False)
+
+
+def test_dockerpy_import_xz_and_from_url(dc: docker.DockerClient, agent: Agent, tmp_path: Path) -> None:
+    import http.server
+    import lzma
+    import threading
+
+    tar = _exported_rootfs(agent, tmp_path)
+    xz = tmp_path / "rootfs.tar.xz"
+    xz.write_bytes(lzma.compress(tar.read_bytes()))
+    result = dc.api.import_image(src=str(xz), repository="breadth-xz", tag="1")
+    assert "sha256:" in str(result)
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path), **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/rootfs.tar"
+        dc.api.import_image_from_url(url, repository="breadth-url", tag="1")
+        for ref in ("breadth-xz:1", "breadth-url:1"):
+            assert dc.containers.run(ref, ["cat", "/etc/hostname"], remove=True) is not None
+    finally:
+        server.shutdown()
+        for ref in ("breadth-xz:1", "breadth-url:1"):
+            dc.images.remove(ref, force=True)
+
+
+def test_import_of_a_hostile_tar_writes_nothing_outside(agent: Agent, tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name in ("../../../../tmp/pm-import-escape", "/tmp/pm-import-abs"):
+            info = tarfile.TarInfo(name)
+            info.size = 4
+            t.addfile(info, io.BytesIO(b"evil"))
+        link = tarfile.TarInfo("lnk")
+        link.type, link.linkname = tarfile.SYMTYPE, "/tmp"
+        t.addfile(link)
+        info = tarfile.TarInfo("lnk/pm-import-through-link")
+        info.size = 4
+        t.addfile(info, io.BytesIO(b"evil"))
+    (tmp_path / "evil.tar").write_bytes(buf.getvalue())
+    agent.docker("import", str(tmp_path / "evil.tar"), "breadth-evil:1", check=False)
+    try:
+        for name in ("pm-import-escape", "pm-import-abs", "pm-import-through-link"):
+            assert not (Path("/tmp") / name).exists(), name
+    finally:
+        agent.docker("rmi", "breadth-evil:1", check=False)

@@ -257,6 +257,23 @@ class ImageStore(ContentStore):
         with self.importing():
             return archive.load(self, fileobj, progress or _noprogress)
 
+    def import_rootfs(
+        self,
+        fileobj: BinaryIO,
+        *,
+        source: str,
+        tag: str = "",
+        message: str = "",
+        changes: list[str] | None = None,
+    ) -> str:
+        """`docker import`: a root filesystem tar (seekable file) as a new one-layer image."""
+        from . import rootfs
+
+        with self.importing():
+            return rootfs.import_rootfs(
+                self, fileobj, source=source, tag=tag, message=message, changes=changes or []
+            )
+
     def save(self, refs: list[str], fileobj: BinaryIO) -> None:
         from . import archive
 
