@@ -422,3 +422,24 @@ def test_import_of_a_hostile_tar_writes_nothing_outside(agent: Agent, tmp_path: 
             assert not (Path("/tmp") / name).exists(), name
     finally:
         agent.docker("rmi", "breadth-evil:1", check=False)
+
+
+# --- bind sources ---------------------------------------------------------------------------------------
+
+
+def test_mount_of_a_missing_bind_source_is_a_400_at_create(agent: Agent, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-folder"
+    out = agent.docker(
+        "create", "--name", "breadth-nobind", "--mount", f"type=bind,source={missing},target=/x", B, "true",
+        check=False,
+    )  # fmt: skip
+    agent.docker("rm", "-f", "breadth-nobind", check=False)
+    assert out.returncode != 0
+    assert f"bind source path does not exist: {missing}" in out.stderr
+    assert not missing.exists()
+
+
+def test_v_of_a_missing_bind_source_makes_the_folder(agent: Agent, tmp_path: Path) -> None:
+    missing = tmp_path / "made" / "by-v"
+    out = agent.docker("run", "--rm", "-v", f"{missing}:/x", B, "sh", "-c", "echo hi > /x/f; cat /x/f")
+    assert out.stdout == "hi\n" and (missing / "f").read_text() == "hi\n"
