@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import archive, cpmounts
+from . import archive, cpmounts, detachkeys
 from . import dockerview as view
 from .engine_commit import committable_upper
 from .runtime import ExecSpec, Limits, RestartPolicy, detached
@@ -50,10 +50,21 @@ class EngineIO:
     # -- attach / logs -----------------------------------------------------------------------------
 
     def container_attach(
-        self, ref: str, stdin: bool, stdout: bool, stderr: bool, logs: bool = False, stream: bool = True
+        self,
+        ref: str,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        logs: bool = False,
+        stream: bool = True,
+        detach_keys: str = "",
     ) -> Any:
         st = self._state(ref)  # type: ignore[attr-defined]
         tty = bool(st.spec and st.spec.tty)
+        try:
+            keys = detachkeys.parse(detach_keys)
+        except detachkeys.InvalidDetachKeys as exc:
+            raise view_bad(str(exc)) from None
         replay: list[tuple[int, bytes]] = []
         if logs:
             for e in self.runtime.logs(st.id, stdout=stdout, stderr=stderr):
@@ -62,7 +73,7 @@ class EngineIO:
             return wrap_attach(None, tty, replay)
         raw = self.runtime.attach(st.id, stdin=stdin, stdout=stdout, stderr=stderr)
         self.events.publish("container", "attach", st.id, self._attrs(st.id))
-        return wrap_attach(raw, tty, replay)
+        return wrap_attach(raw, tty, replay, keys)
 
     def _attrs(self, cid: str) -> dict[str, str]:
         meta = self.meta.get(cid, {})  # type: ignore[attr-defined]

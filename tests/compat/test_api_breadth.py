@@ -443,3 +443,72 @@ def test_v_of_a_missing_bind_source_makes_the_folder(agent: Agent, tmp_path: Pat
     missing = tmp_path / "made" / "by-v"
     out = agent.docker("run", "--rm", "-v", f"{missing}:/x", B, "sh", "-c", "echo hi > /x/f; cat /x/f")
     assert out.stdout == "hi\n" and (missing / "f").read_text() == "hi\n"
+
+
+# --- attach ---------------------------------------------------------------------------------------------
+
+
+def _ctrl(c: str) -> bytes:
+    return bytes([ord(c) - ord("a") + 1])
+
+
+@pytest.mark.parametrize(
+    "params,keys",
+    [({}, [_ctrl("p"), _ctrl("q")]), ({"detachKeys": "ctrl-x"}, [_ctrl("x")])],
+    ids=["default-ctrl-p-ctrl-q", "detachKeys-ctrl-x"],
+)
+def test_attach_detach_keys_end_the_attach_not_the_container(dc: docker.DockerClient, params, keys) -> None:  # type: ignore[no-untyped-def]
+    api = dc.api
+    ct = api.create_container(B, "cat", detach=True, stdin_open=True, tty=True)
+    try:
+        api.start(ct)
+        sock = api.attach_socket(ct, {"stdin": True, "stream": True, **params})._sock
+        sock.sendall(b"typed\n")
+        for key in keys:
+            sock.sendall(key)
+            time.sleep(0.3)
+
+        def closed() -> bool:
+            try:
+                sock.sendall(b"make sure the socket is closed\n")
+                sock.settimeout(0.5)
+                return sock.recv(128) == b""
+            except OSError:
+                return True
+
+        _wait(closed, 20, "the attach to end")
+        assert api.inspect_container(ct)["State"]["Running"] is True
+        # the container's stdin stayed open: a new attach still talks to cat
+        again = api.attach_socket(ct, {"stdin": True, "stdout": True, "stream": True})._sock
+        again.sendall(b"still here\n")
+        again.settimeout(10)
+        got = b""
+        while b"still here" not in got:
+            got += again.recv(4096)
+        again.close()
+    finally:
+        api.remove_container(ct, force=True)
+
+
+def test_attach_invalid_detach_keys_is_a_400(dc: docker.DockerClient) -> None:
+    ct = dc.api.create_container(B, "cat", detach=True, stdin_open=True, tty=True)
+    try:
+        dc.api.start(ct)
+        with pytest.raises(docker.errors.APIError) as err:
+            dc.api.attach_socket(ct, {"stdin": True, "stream": True, "detachKeys": "ctrl-xx"})._sock.recv(1)
+        assert err.value.status_code == 400
+    finally:
+        dc.api.remove_container(ct, force=True)
+
+
+def test_attach_without_stream_returns_what_was_logged(dc: docker.DockerClient) -> None:
+    ct = dc.api.create_container(B, ["sh", "-c", "echo hello; echo oops >&2"])
+    try:
+        dc.api.start(ct)
+        dc.api.wait(ct, condition="not-running")
+        for _ in range(5):  # the replay is at once, with the headers: the case that lost it
+            assert dc.api.attach(ct, stream=False, logs=True) == b"hello\noops\n"
+        out, err = dc.api.attach(ct, stream=False, logs=True, demux=True)
+        assert (out, err) == (b"hello\n", b"oops\n")
+    finally:
+        dc.api.remove_container(ct, force=True)

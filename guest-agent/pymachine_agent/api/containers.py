@@ -97,6 +97,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
             stderr=req.qbool("stderr"),
             logs=req.qbool("logs"),
             stream=req.qbool("stream"),
+            detach_keys=req.query.get("detachKeys", ""),
         )
         req.drain()
         pump_hijacked(req, session, stdin=req.qbool("stdin"))

@@ -7,6 +7,7 @@ import struct
 import threading
 from typing import Protocol
 
+from ..stdio import Detached
 from .http import ClientGone, Connection, Request
 
 log = logging.getLogger("pymachine_agent.api")
@@ -55,6 +56,8 @@ def pump_hijacked(request: Request, session: StdioSession, stdin: bool) -> None:
     """
     conn: Connection = request.conn
     conn.hijack(request, RAW if session.tty else MUX)
+    if getattr(session, "pending", None):
+        conn.wait_peer_read()  # replayed logs are ready at once: not in the same read as the headers
     if stdin:
         threading.Thread(target=_copy_stdin, args=(conn, session), daemon=True).start()
     try:
@@ -77,7 +80,11 @@ def _copy_stdin(conn: Connection, session: StdioSession) -> None:
             if not data:
                 break
             session.write_stdin(data)
+    except Detached:
+        # the detach keys: this client goes, the container keeps running with its stdin open (no EOF)
+        session.close()
+        conn.hang_up()
+        return
     except Exception as exc:  # a dead container stdin must not kill the output side
         log.debug("stdin copy ended: %s", exc)
-    finally:
-        session.close_stdin()
+    session.close_stdin()
