@@ -512,3 +512,81 @@ def test_attach_without_stream_returns_what_was_logged(dc: docker.DockerClient) 
         assert (out, err) == (b"hello\n", b"oops\n")
     finally:
         dc.api.remove_container(ct, force=True)
+
+
+# --- build options --------------------------------------------------------------------------------------
+
+
+def test_build_dockerfile_outside_context_stderr_and_extra_hosts(
+    dc: docker.DockerClient, tmp_path: Path
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "f.txt").write_text("f\n")
+    (tmp_path / "Dockerfile.outside").write_text(
+        f"FROM {B}\nCOPY f.txt /f.txt\nRUN echo to-stdout; echo to-stderr >&2\n"
+        "RUN grep myhost /etc/hosts > /hosts-line\n"
+    )
+    image, logs = dc.images.build(
+        path=str(ctx),
+        dockerfile="../Dockerfile.outside",
+        tag="breadth-outside",
+        extra_hosts={"myhost": "10.9.8.7"},
+        rm=True,  # docker-py keeps RUN containers by default
+    )
+    try:
+        text = "".join(x.get("stream", "") for x in logs)
+        assert "to-stdout" in text and "to-stderr" in text
+        out = dc.containers.run("breadth-outside", ["cat", "/f.txt", "/hosts-line"], remove=True)
+        assert out == b"f\n10.9.8.7\tmyhost\n"
+    finally:
+        dc.images.remove("breadth-outside", force=True)
+
+
+def test_build_cache_from_a_loaded_image(agent: Agent, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "app.txt").write_text("app\n")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {B}\nENV STAGE=one\nCOPY app.txt /app.txt\nRUN date +%s%N > /built-at\n"
+        'CMD ["cat", "/built-at"]\n'
+    )
+    built = agent.docker("build", "-q", "-t", "breadth-cachefrom:1", str(ctx)).stdout.strip()
+    archive = tmp_path / "img.tar"
+    agent.docker("save", "-o", str(archive), "breadth-cachefrom:1")
+    agent.docker("rmi", "breadth-cachefrom:1")  # its intermediate images go too: no local cache is left
+    agent.docker("load", "-i", str(archive))
+    try:
+        out = agent.docker(
+            "build", "--cache-from", "breadth-cachefrom:1", "-t", "breadth-cachefrom:2", str(ctx)
+        )
+        assert out.stdout.count("Using cache") == 4, out.stdout  # ENV, COPY, RUN, CMD
+        again = agent.docker("inspect", "-f", "{{.Id}}", "breadth-cachefrom:2").stdout.strip()
+        assert again == built
+        # a changed file is not a hit: the COPY history names the content, not the file name
+        (ctx / "app.txt").write_text("changed\n")
+        out = agent.docker(
+            "build", "--cache-from", "breadth-cachefrom:1", "-t", "breadth-cachefrom:3", str(ctx)
+        )
+        assert out.stdout.count("Using cache") == 1, out.stdout  # ENV only
+    finally:
+        agent.docker(
+            "rmi", "-f", "breadth-cachefrom:1", "breadth-cachefrom:2", "breadth-cachefrom:3", check=False
+        )
+
+
+def test_rmi_removes_the_builds_unnamed_parents_unless_noprune(
+    dc: docker.DockerClient, tmp_path: Path
+) -> None:
+    before = {i.id for i in dc.images.list(all=True)}
+    (tmp_path / "Dockerfile").write_text(f"FROM {B}\nENV A=prune\nRUN echo x > /x\nENV B=2\n")
+    dc.images.build(path=str(tmp_path), tag="breadth-prune:1", nocache=True, rm=True)
+    deleted = [r["Deleted"] for r in dc.api.remove_image("breadth-prune:1") if "Deleted" in r]
+    assert len(deleted) == 3  # the image and the two steps below it (not busybox: it has a name)
+    assert {i.id for i in dc.images.list(all=True)} == before
+    (tmp_path / "Dockerfile").write_text(f"FROM {B}\nENV A=noprune\nRUN echo y > /y\n")
+    dc.images.build(path=str(tmp_path), tag="breadth-noprune:1", nocache=True, rm=True)
+    kept = dc.api.remove_image("breadth-noprune:1", noprune=True)
+    assert len([r for r in kept if "Deleted" in r]) == 1
+    assert len({i.id for i in dc.images.list(all=True)} - before) == 1  # the step below it stays
+    dc.images.prune(filters={"dangling": True})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pymachine_agent.detachkeys import DEFAULT, EscapeScanner, InvalidDetachKeys, parse
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pymachine_agent import health
 from pymachine_agent.health import SECOND, Health, ProbeResult, apply_result
 

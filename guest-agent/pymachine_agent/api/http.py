@@ -376,9 +376,9 @@ class Connection:
 
         docker-py reads a hijacked reply's headers through a buffered file and the stream after them from
         the raw socket: output that arrives together with the headers lands in that buffer and is lost
-        (`attach(stream=False, logs=True)` returned b"" for a container that had logged). dockerd gets away
-        with it by being slower to start the stream; here output already waiting (a log replay) waits for
-        the headers to be read first."""
+        (`attach(stream=False, logs=True)` returned b"" for a container that had logged, `exec_run("tty",
+        tty=True)` b"" under load). dockerd gets away with it by being slower to start the stream; here the
+        stream waits for the headers to be read first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

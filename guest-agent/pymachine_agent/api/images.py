@@ -209,7 +209,9 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
 
     @r("DELETE", "/images/{name:path}")
     def remove(req: Request, name: str) -> tuple[int, list]:
-        result = store.remove(name, force=req.qbool("force"), in_use=engine.image_in_use)
+        result = store.remove(
+            name, force=req.qbool("force"), in_use=engine.image_in_use, prune=not req.qbool("noprune")
+        )
         for item in result:
             for action, value in item.items():
                 engine.events.publish(

@@ -56,8 +56,9 @@ def pump_hijacked(request: Request, session: StdioSession, stdin: bool) -> None:
     """
     conn: Connection = request.conn
     conn.hijack(request, RAW if session.tty else MUX)
-    if getattr(session, "pending", None):
-        conn.wait_peer_read()  # replayed logs are ready at once: not in the same read as the headers
+    # output must not arrive in the same read as the headers: a log replay is ready at once, and a quick exec
+    # (`tty`, `id`) answers within a millisecond; docker-py lost both (Connection.wait_peer_read)
+    conn.wait_peer_read()
     if stdin:
         threading.Thread(target=_copy_stdin, args=(conn, session), daemon=True).start()
     try:
