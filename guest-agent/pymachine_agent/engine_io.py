@@ -37,6 +37,7 @@ class ExecRecord:
     pid: int = 0
     process: Any = None
     started: bool = False
+    detached: bool = False
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -350,7 +351,7 @@ class EngineIO:
             privileged=bool(cfg.get("Privileged")),
             detach=detach,
         )
-        rec.started = True
+        rec.started, rec.detached = True, detach
         proc = self.runtime.exec(st.id, spec)
         rec.process, rec.pid, rec.running = proc, getattr(proc, "pid", 0), True
         self.events.publish("container", f"exec_start: {' '.join(cfg['Cmd'])}", st.id, self._attrs(st.id))
@@ -396,8 +397,10 @@ class EngineIO:
     def exec_inspect(self, eid: str) -> dict[str, Any]:
         rec = self._exec(eid)
         cfg = rec.config
-        if rec.started and not rec.done.is_set():
-            rec.done.wait(2.0)  # the CLI inspects right after the stream ends: let the reaper record it
+        if rec.started and not rec.detached and not rec.done.is_set():
+            # the CLI inspects right after the stream ends: let the reaper record it. A detached exec is
+            # inspected while it runs (Running, ExitCode null), as dockerd answers.
+            rec.done.wait(2.0)
         cmd = list(cfg.get("Cmd") or [])
         return {
             "ID": rec.id,

@@ -590,3 +590,28 @@ def test_rmi_removes_the_builds_unnamed_parents_unless_noprune(
     assert len([r for r in kept if "Deleted" in r]) == 1
     assert len({i.id for i in dc.images.list(all=True)} - before) == 1  # the step below it stays
     dc.images.prune(filters={"dangling": True})
+
+
+# --- exec -----------------------------------------------------------------------------------------------
+
+
+def test_exec_variants_through_docker_py(dc: docker.DockerClient) -> None:
+    c = dc.containers.run(B, ["sleep", "600"], detach=True)
+    try:
+        assert c.exec_run("id -u") == (0, b"0\n")
+        assert c.exec_run("id -u", user="1000") == (0, b"1000\n")
+        assert c.exec_run("pwd", workdir="/tmp") == (0, b"/tmp\n")
+        assert c.exec_run("sh -c 'exit 3'").exit_code == 3
+        for _ in range(10):  # a quick command's output arrives with the headers: none may be lost
+            assert c.exec_run("echo hello", tty=True) == (0, b"hello\r\n")
+        assert c.exec_run("sh -c 'echo out; echo err >&2'", demux=True).output == (b"out\n", b"err\n")
+        detached = c.exec_run("sleep 3", detach=True)
+        assert detached.exit_code is None  # docker-py inspects it at once: still running
+        exec_id = dc.api.exec_create(c.id, "sh -c 'exit 42'")["Id"]
+        sock = dc.api.exec_start(exec_id, socket=True)._sock
+        sock.settimeout(10)
+        while sock.recv(4096):
+            pass
+        assert _wait(lambda: dc.api.exec_inspect(exec_id)["ExitCode"] == 42, 10, "exit code 42")
+    finally:
+        c.remove(force=True)
