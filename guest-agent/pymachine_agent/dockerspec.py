@@ -8,13 +8,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import health
+from . import health, links
 from .network.model import EndpointConfig, EndpointSettings, InvalidParameterError, PortSpec
 from .network.ports import parse_host_ip
 from .runtime import seccomp, sysctls
@@ -365,6 +366,7 @@ def translate_create(
     if body.get("NetworkDisabled"):
         mode = "none"
     endpoints: dict[str, EndpointSettings] = {}
+    link_list: list[links.Link] = []
     for net, ep in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).items():
         ep = ep or {}
         key = mode if net == "default" else net
@@ -372,6 +374,14 @@ def translate_create(
             aliases=list(ep.get("Aliases") or []),
             ipv4_address=((ep.get("IPAMConfig") or {}).get("IPv4Address")) or "",
         )
+        link_list += [_link(e, "" if key == "bridge" else key) for e in ep.get("Links") or []]
+    legacy_net = "" if mode == "bridge" else mode  # HostConfig.Links on a user network: names there
+    link_list += [_link(e, legacy_net) for e in hc.get("Links") or []]
+    if link_list and (mode == "host" or mode.startswith("container:")):
+        kind = mode.split(":")[0]
+        raise BadParameter(f"conflicting options: {kind} type networking can't be used with links")
+    if hc.get("Links"):
+        hc["Links"] = [lk.to_docker(name) for lk in link_list if lk.network == legacy_net]
     hostname = body.get("Hostname") or ""
     if mode == "host":
         runtime_net = "host"
@@ -480,10 +490,18 @@ def translate_create(
                 "HostConfig": host_config,
                 "Image": image.get("Id", ""),
                 "NetworkingConfig": body.get("NetworkingConfig") or None,
-            }
+            },
+            "links": [dataclasses.asdict(lk) for lk in link_list],
         },
     )
     return CreatePlan(spec, endpoint, named, anonymous, warnings)
+
+
+def _link(entry: str, network: str) -> links.Link:
+    try:
+        return links.parse(entry, network)
+    except links.LinkError as exc:
+        raise BadParameter(str(exc)) from None
 
 
 def _sysctls(hc: dict[str, Any], network_mode: str) -> dict[str, str]:

@@ -615,3 +615,76 @@ def test_exec_variants_through_docker_py(dc: docker.DockerClient) -> None:
         assert _wait(lambda: dc.api.exec_inspect(exec_id)["ExitCode"] == 42, 10, "exit code 42")
     finally:
         c.remove(force=True)
+
+
+# --- networks: legacy links -------------------------------------------------------------------------------
+
+
+def test_legacy_link_gives_env_and_hosts_and_can_be_removed(agent: Agent, dc: docker.DockerClient) -> None:
+    agent.docker("run", "-d", "--name", "breadth-srv", "--expose", "80", "-e", "SECRET=s1", B, "sleep", "600")
+    try:
+        ip = agent.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "breadth-srv").stdout.strip()
+        out = agent.docker(
+            "run", "--rm", "--name", "breadth-cli", "--link", "breadth-srv:db", B,
+            "sh", "-c",
+            "env | grep ^DB_ | sort; grep -w db /etc/hosts; ping -c1 -W2 breadth-srv >/dev/null && echo ok",
+        ).stdout  # fmt: skip
+        for line in (
+            "DB_NAME=/breadth-cli/db",
+            f"DB_PORT=tcp://{ip}:80",
+            f"DB_PORT_80_TCP=tcp://{ip}:80",
+            f"DB_PORT_80_TCP_ADDR={ip}",
+            "DB_PORT_80_TCP_PORT=80",
+            "DB_PORT_80_TCP_PROTO=tcp",
+            "DB_ENV_SECRET=s1",
+        ):
+            assert line in out.splitlines(), (line, out)
+        assert f"{ip}\tdb" in out and out.rstrip().endswith("ok")
+        assert "DB_ENV_PATH" not in out
+        # docker-py's links={name: alias}; the parent forgets it with DELETE /containers/PARENT/ALIAS?link=1
+        c = dc.containers.run(
+            B, "sleep 600", detach=True, name="breadth-parent", links={"breadth-srv": "srv2"}
+        )
+        try:
+            assert c.attrs["HostConfig"]["Links"] == ["/breadth-srv:/breadth-parent/srv2"]
+            dc.api.remove_container("breadth-parent/srv2", link=True)
+            c.reload()
+            assert not c.attrs["HostConfig"]["Links"]
+        finally:
+            c.remove(force=True)
+    finally:
+        agent.docker("rm", "-f", "breadth-srv", check=False)
+
+
+def test_link_errors_as_dockerd(agent: Agent) -> None:
+    missing = agent.docker("create", "--pull", "never", "--link", "breadth-nosuch:x", B, "true", check=False)
+    # a 400: a 404 would make the CLI think the image is missing (and pull it)
+    assert missing.returncode != 0 and "could not get container for breadth-nosuch" in missing.stderr
+    agent.docker("create", "--name", "breadth-stopped", B, "true")
+    try:
+        out = agent.docker("run", "--rm", "--link", "breadth-stopped:s", B, "true", check=False)
+        assert out.returncode != 0 and "Cannot link to a non running container" in out.stderr
+        host = agent.docker(
+            "create", "--network", "host", "--link", "breadth-stopped:s", B, "true", check=False
+        )
+        assert host.returncode != 0 and "can't be used with links" in host.stderr
+    finally:
+        agent.docker("rm", "-f", "breadth-stopped", check=False)
+
+
+def test_link_on_a_user_network_is_a_name_for_the_linking_container_only(agent: Agent) -> None:
+    agent.docker("network", "create", "breadth-un")
+    try:
+        agent.docker("run", "-d", "--name", "breadth-u1", "--network", "breadth-un", B, "sleep", "600")
+        out = agent.docker(
+            "run", "--rm", "--network", "breadth-un", "--link", "breadth-u1:aliasu", B,
+            "ping", "-c1", "-W2", "aliasu",
+        )  # fmt: skip
+        assert "1 packets received" in out.stdout
+        other = agent.docker(
+            "run", "--rm", "--network", "breadth-un", B, "ping", "-c1", "-W2", "aliasu", check=False
+        )
+        assert other.returncode != 0  # only the container that made the link knows the name
+    finally:
+        agent.docker("rm", "-f", "breadth-u1", check=False)
+        agent.docker("network", "rm", "breadth-un", check=False)

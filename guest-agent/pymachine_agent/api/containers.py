@@ -88,6 +88,13 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
         engine.container_remove(ref, force=req.qbool("force"), volumes=req.qbool("v"))
         return 204
 
+    @r("DELETE", "/containers/{ref}/{alias}")
+    def unlink(req: Request, ref: str, alias: str) -> int:
+        if not req.qbool("link"):
+            raise HTTPError(404, f"page not found: DELETE {req.path}")
+        engine.container_unlink(ref, alias)
+        return 204
+
     @r("POST", "/containers/{ref}/attach")
     def attach(req: Request, ref: str) -> None:
         session = engine.container_attach(
