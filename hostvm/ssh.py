@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import paths, store
-from .errors import NotFoundError, PymachineError
+from .errors import HostKeyMismatch, NotFoundError, PymachineError
 
 USER = "root"
 HOST = "127.0.0.1"
@@ -118,11 +118,7 @@ def connect(name: str, *, port: int | None = None, timeout: float = 30.0) -> par
         )
     except paramiko.BadHostKeyException as exc:
         client.close()
-        raise PymachineError(
-            f"machine '{name}' presented a host key that is not the pinned one: refused",
-            hint="someone else may answer on its port, or the machine's disk was swapped; "
-            f"the pinned key is in {mp.known_hosts}",
-        ) from exc
+        raise HostKeyMismatch(name, mp.known_hosts) from exc
     except (paramiko.SSHException, OSError) as exc:
         client.close()
         raise PymachineError(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pymachine.app.cli import container_build
-from pymachine.hostvm import containers
+from pymachine.hostvm import containers, images_io
 from pymachine.hostvm.config import DEFAULT_NAME
 from pymachine.hostvm.errors import PymachineError
 
@@ -338,7 +338,7 @@ def _pull(args: argparse.Namespace) -> int:
     dc = _client(args, create=True)
     builtin = containers.builtin_name(args.image)
     if builtin:
-        loaded = containers.load_builtin(dc, builtin, _progress)
+        loaded = images_io.load_builtin(dc, builtin, _progress)
     else:
         repo, _, tag = args.image.partition(":")
         with containers.api_errors(f"pulling {args.image}"):
@@ -350,7 +350,7 @@ def _pull(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace) -> int:
     dc = _client(args, create=True)
-    loaded = containers.load(dc, args.input)
+    loaded = images_io.load(dc, args.input)
     _emit(args, [{"Image": t} for t in loaded], [("LOADED", "Image")])
     return 0
 

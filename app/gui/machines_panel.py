@@ -1,13 +1,12 @@
 """Machines: state, CPUs/memory/disk, accelerator and engine link; create, start, stop, restart, delete.
 
-Start shows the façade's staged progress ("stage 2 of 5: ssh banner"); a failure shows its message, hint and
-a "Show log" button for the console log (or the host-agent log). State refreshes from host-agent events and a
-slow poll.
+Start shows the façade's staged progress (typed StageProgress values: step, total, name, state); a failure
+shows its message, hint and a "Show log" button for the console log (or the host-agent log). State refreshes
+from host-agent events and a slow poll.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -29,14 +28,15 @@ from PySide6.QtWidgets import (
 )
 
 from pymachine.hostvm import machines, paths
+from pymachine.hostvm.progress import StageProgress, stage_from_fields
+from pymachine.hostvm.units import binary_size
 
 from . import workers
-from .common import ErrorBanner, LogDialog, action_buttons, binary_size, empty_state
+from .common import ErrorBanner, LogDialog, action_buttons, empty_state
 from .create_dialog import CreateDialog
 from .settings_panel import load_settings
 
 COLUMNS = ("Name", "State", "CPUs", "Memory", "Disk", "Accelerator", "Driver", "Engine")
-STAGE = re.compile(r"stage (\d+) of (\d+): ([^:]+)(: ok)?")
 POLL_MS = 5000
 
 
@@ -204,7 +204,9 @@ class MachinesPanel(QWidget):
     # -- host-agent events --------------------------------------------------------------------------------
     def on_event(self, machine: str, event: Any) -> None:
         if event.type == "stage" and machine in self.busy:
-            self._progress(f"{machine}: {event.get('message') or event.get('stage')}")
+            stage = stage_from_fields(event.fields)
+            if stage is not None:
+                self.progress_label.setText(f"{machine}: {stage.source}: {stage.name} ({stage.state})")
         elif event.type in ("state", "link", "socket"):
             self.refresh()
         elif event.type == "error":
@@ -271,13 +273,15 @@ class MachinesPanel(QWidget):
 
         workers.run_task(funcs[verb], on_done=done, on_failed=failed, on_progress=self._progress)
 
-    def _progress(self, message: str) -> None:
-        self.progress_label.setText(message)
-        m = STAGE.search(message)
-        if m:
-            i, n = int(m.group(1)), int(m.group(2))
-            self.progress.setRange(0, n)
-            self.progress.setValue(i if m.group(4) else i - 1)
+    def _progress(self, message: Any) -> None:
+        """A StageProgress of `start` moves the bar (the host agent's own stages only relabel it); anything
+        else is a note shown as it is."""
+        if isinstance(message, StageProgress) and message.source != "host agent":
+            self.progress.setRange(0, message.total)
+            self.progress.setValue(message.step if message.state == "done" else message.step - 1)
+            self.progress_label.setText(f"{message.source} {message.step}/{message.total}: {message.name}")
+        else:
+            self.progress_label.setText(str(message))
 
     def _set_state_cell(self, name: str, text: str) -> None:
         for i, m in enumerate(self.rows):
