@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from pymachine.hostvm.config import DEFAULT_NAME
 from pymachine.hostvm.errors import PymachineError
@@ -150,9 +151,11 @@ def default_machine(argv: Sequence[str] | None) -> str:
     return known.machine or os.environ.get("PYMACHINE_MACHINE") or DEFAULT_NAME
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, client: Any = None) -> int:
+    """`client`: a docker-py client the container verbs use instead of a machine's (tests bind an engine)."""
     parser = build_parser(default_machine(argv))
     args = parser.parse_args(argv)
+    args.client = client
     logging.basicConfig(
         level=logging.DEBUG if args.debug or os.environ.get("PYMACHINE_DEBUG") else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
