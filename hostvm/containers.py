@@ -84,8 +84,9 @@ def client(
 
 
 @contextlib.contextmanager
-def api_errors(what: str = "") -> Iterator[None]:
-    """docker-py's failures as a message and a hint."""
+def api_errors(what: str = "", hint: str = "") -> Iterator[None]:
+    """docker-py's failures as a message and a hint (`hint` for an engine's refusal, when the caller knows
+    what a person can do about it)."""
     try:
         yield
     except docker.errors.ImageNotFound as exc:
@@ -97,7 +98,7 @@ def api_errors(what: str = "") -> Iterator[None]:
     except docker.errors.NotFound as exc:
         raise NotFoundError(f"{what + ': ' if what else ''}{_explain(exc)}") from exc
     except docker.errors.APIError as exc:
-        raise PymachineError(f"{what + ': ' if what else ''}{_explain(exc)}") from exc
+        raise PymachineError(f"{what + ': ' if what else ''}{_explain(exc)}", hint=hint) from exc
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise PymachineError(
             f"{what + ': ' if what else ''}cannot talk to the engine: {exc}",

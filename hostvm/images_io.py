@@ -17,6 +17,10 @@ from .errors import PymachineError, UsageError
 from .progress import BuildOutput, ByteProgress, LayerProgress, Progress, quiet
 
 PULL_POLICIES = ("missing", "always", "never")
+PULL_HINT = (
+    "a machine reaches only the registries you run (e.g. localhost:5000/...); "
+    "or load the image: pymachine load -i FILE"
+)
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,10 @@ def pull_events(messages: Iterable[dict[str, Any]], reference: str, say: Progres
     for msg in messages:
         if "error" in msg or "errorDetail" in msg:
             detail = msg.get("errorDetail") or {}
-            raise PymachineError(f"pulling {reference}: {msg.get('error') or detail.get('message')}")
+            raise PymachineError(
+                f"pulling {reference}: {msg.get('error') or detail.get('message')}",
+                hint=PULL_HINT,
+            )
         status, layer = str(msg.get("status") or ""), str(msg.get("id") or "")
         detail = msg.get("progressDetail") or {}
         if layer and status and not status.startswith(("Pulling from", "Digest:", "Status:")):
@@ -89,7 +96,7 @@ def pull(dc: Any, reference: str, progress: Progress | None = None) -> list[str]
     if builtin:
         return load_builtin(dc, builtin, say)
     ref = parse_reference(reference)
-    with containers.api_errors(f"pulling {reference}"):
+    with containers.api_errors(f"pulling {reference}", hint=PULL_HINT):
         pull_events(dc.api.pull(ref.repository, tag=ref.pull_tag, stream=True, decode=True), reference, say)
     return [ref.name]
 

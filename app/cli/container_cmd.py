@@ -10,8 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pymachine.app.cli import container_build, formats, terminal
-from pymachine.app.cli.render import Renderer
+from pymachine.app.cli import container_build, formats, render, terminal
 from pymachine.hostvm import containers, images_io
 from pymachine.hostvm.config import DEFAULT_NAME
 from pymachine.hostvm.errors import PymachineError
@@ -22,8 +21,7 @@ FORMAT_HELP = (
 )
 
 
-def _progress(message: Any) -> None:
-    print(message, file=sys.stderr, flush=True)
+_progress = render.progress
 
 
 def _add_verbs(sub: argparse._SubParsersAction, include_stop: bool) -> None:
@@ -153,7 +151,9 @@ def _client(args: argparse.Namespace, create: bool = False):  # type: ignore[no-
     if getattr(args, "client", None) is not None:  # bound by the caller (tests drive an engine directly)
         return args.client
     if create:
-        return containers.client(args.machine, ensure=True, progress=_progress)
+        dc = containers.client(args.machine, ensure=True, progress=_progress)
+        render.finish()
+        return dc
     from pymachine.hostvm import machines
     from pymachine.hostvm.hostagent import launcher
 
@@ -163,10 +163,12 @@ def _client(args: argparse.Namespace, create: bool = False):  # type: ignore[no-
             f"machine '{args.machine}' is {machine.state}", hint=f"start it: pymachine start {args.machine}"
         )
     launcher.ensure_running(args.machine, _progress)  # repairs a dead host agent
+    render.finish()
     return containers.client(args.machine, ensure=False)
 
 
 def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: formats.Columns) -> None:
+    render.finish()
     text = formats.format_rows(rows, columns, getattr(args, "format", "table"))
     if text:
         print(text)
@@ -189,9 +191,9 @@ def _run(args: argparse.Namespace) -> int:
         console_size=terminal.size() if args.tty else None,
     )
     try:  # until the container runs, a failure is docker run's own: 125, 126 or 127
-        with Renderer() as say:
-            dc = _client(args, create=True)
-            container = containers.create(dc, opts, say)
+        dc = _client(args, create=True)
+        container = containers.create(dc, opts, _progress)
+        render.finish()
         if args.detach:
             containers.start(container)
             container.reload()
@@ -364,8 +366,7 @@ def _rm(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    with Renderer() as say:
-        return container_build.run(args, lambda: _client(args, create=True), say)
+    return container_build.run(args, lambda: _client(args, create=True), _progress)
 
 
 IMAGE_COLUMNS = [
@@ -396,9 +397,9 @@ def _images(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    with Renderer(live=False if args.quiet else None) as say:
-        dc = _client(args, create=True)
-        loaded = images_io.pull(dc, args.image, (lambda _e: None) if args.quiet else say)
+    dc = _client(args, create=True)
+    loaded = images_io.pull(dc, args.image, render.quiet if args.quiet else _progress)
+    render.finish()
     if args.quiet:
         print(*loaded, sep="\n")
     else:
@@ -407,17 +408,17 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    with Renderer(live=False if args.quiet else None) as say:
-        dc = _client(args, create=True)
-        loaded = images_io.load(dc, args.input, (lambda _e: None) if args.quiet else say)
+    dc = _client(args, create=True)
+    loaded = images_io.load(dc, args.input, render.quiet if args.quiet else _progress)
+    render.finish()
     _emit(args, [{"Image": t} for t in loaded], [("LOADED", "Image")])
     return 0
 
 
 def _save(args: argparse.Namespace) -> int:
     dc = _client(args)
-    with open(args.output, "wb") as out, Renderer() as say:
-        images_io.save(dc, args.images, out, say)
+    with open(args.output, "wb") as out:
+        images_io.save(dc, args.images, out, _progress)
     return 0
 
 

@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from pymachine.app.cli import formats, render
 from pymachine.hostvm import doctor, machines, paths, ssh
 from pymachine.hostvm.config import DEFAULT_NAME, SHARE_TRANSPORTS, format_size, with_settings
 from pymachine.hostvm.errors import PymachineError
@@ -77,7 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_delete)
 
     p = sub.add_parser("list", help="list machines")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", default="table", help="table, json (JSON lines) or a Go template: '{{.name}}'")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the names")
     p.set_defaults(func=_list)
 
     p = sub.add_parser("ssh", help="a shell in a machine, or run a command: ssh [NAME] [-- CMD...]")
@@ -89,8 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_doctor)
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+_progress = render.progress  # typed stage values as spinners on a terminal, lines otherwise
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -110,6 +111,7 @@ def _create(args: argparse.Namespace) -> int:
         home_mount=not args.no_home_mount,
         share_transport=args.share_transport,
     )
+    render.finish()
     sizes = f"{m.cpus} CPUs, {format_size(m.memory)} memory, {format_size(m.disk)} disk"
     print(f"created machine '{m.name}' ({sizes})")
     print(f"shared folders: {share_summary(m.shares)}")
@@ -120,6 +122,7 @@ def _create(args: argparse.Namespace) -> int:
 
 def _start(args: argparse.Namespace) -> int:
     m = machines.start(args.name, _progress)
+    render.finish()
     print(f"machine '{m.name}' is running (ssh port {m.ssh_port}, {m.accelerator})")
     return 0
 
@@ -132,6 +135,7 @@ def _stop(args: argparse.Namespace) -> int:
 
 def _restart(args: argparse.Namespace) -> int:
     m = machines.restart(args.name, _progress)
+    render.finish()
     print(f"machine '{m.name}' is running (ssh port {m.ssh_port})")
     return 0
 
@@ -236,9 +240,15 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    if args.quiet:
+        for m in machines.list_machines():
+            print(m.name)
+        return 0
     found = [(m, _host_agent_status(m)) for m in machines.list_machines()]
-    if args.format == "json":
-        print(json.dumps([list_json(m, st) for m, st in found], indent=2))
+    if args.format != "table":  # json: one machine per line, as docker's --format json; or a Go template
+        text = formats.format_rows([list_json(m, st) for m, st in found], [], args.format)
+        if text:
+            print(text)
         return 0
     print(render_table(list_rows(found)))
     return 0

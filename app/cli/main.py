@@ -166,11 +166,18 @@ def main(argv: Sequence[str] | None = None, client: Any = None) -> int:
     try:
         return int(args.func(args) or 0)
     except PymachineError as exc:
+        from pymachine.app.cli import render
+
+        render.finish()
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        from pymachine.app.cli import render
+
+        render.finish()  # the progress display ends before the shell prompt returns
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ class Plain:
     """One line per change that matters: a stage's start and end, a layer's new status (not every byte), a
     transfer every tenth of the way."""
 
-    def __init__(self, err: TextIO = sys.stderr) -> None:
-        self.err = err
+    def __init__(self, err: TextIO | None = None) -> None:
+        self._err = err  # None: whatever sys.stderr is when a line is written
         self.layer_status: dict[str, str] = {}
         self.byte_marks: dict[str, int] = {}
 
@@ -46,7 +46,7 @@ class Plain:
             self._line(str(event))
 
     def _line(self, text: str) -> None:
-        print(text, file=self.err, flush=True)
+        print(text, file=self._err or sys.stderr, flush=True)
 
     def close(self) -> None:
         pass
@@ -75,6 +75,8 @@ class Live:
             TimeElapsedColumn(),
             console=self.console,
             transient=False,
+            redirect_stdout=False,  # stdout is the verb's result (a build's output, ids), never the display's
+            redirect_stderr=False,
         )
         self.tasks: dict[str, Any] = {}
         self.started = False
@@ -137,9 +139,9 @@ class Live:
 class Renderer:
     """The progress callback a verb hands to `hostvm`; `with Renderer() as say:` closes the display."""
 
-    def __init__(self, live: bool | None = None, err: TextIO = sys.stderr) -> None:
+    def __init__(self, live: bool | None = None, err: TextIO | None = None) -> None:
         use_live = interactive() if live is None else live
-        self.impl: Plain | Live = Live(err) if use_live else Plain(err)
+        self.impl: Plain | Live = Live(err or sys.stderr) if use_live else Plain(err)
         self.since = time.monotonic()
 
     def __call__(self, event: Any) -> None:
@@ -150,3 +152,31 @@ class Renderer:
 
     def __exit__(self, *exc: Any) -> None:
         self.impl.close()
+
+
+_current: Renderer | None = None
+
+
+def current() -> Renderer:
+    """The one renderer of this command: every progress callback of a verb goes through it, so that there is
+    one live display at a time (rich allows no more). `finish()` ends it before the verb prints its result."""
+    global _current
+    if _current is None:
+        _current = Renderer()
+    return _current
+
+
+def progress(event: Any) -> None:
+    """The callback verbs hand to `hostvm`."""
+    current()(event)
+
+
+def quiet(_event: Any) -> None:
+    pass
+
+
+def finish() -> None:
+    global _current
+    if _current is not None:
+        _current.impl.close()
+        _current = None
