@@ -12,6 +12,7 @@ import time
 from typing import Any, TextIO
 
 from pymachine.hostvm.progress import BuildOutput, ByteProgress, LayerProgress, StageProgress, StepNote
+from pymachine.hostvm.units import human_size
 
 
 def interactive(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> bool:
@@ -59,7 +60,6 @@ class Live:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
-            DownloadColumn,
             Progress,
             SpinnerColumn,
             TextColumn,
@@ -71,7 +71,7 @@ class Live:
             SpinnerColumn(finished_text="[green]✔[/]" if not self.console.no_color else "✔"),
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(),
+            TextColumn("{task.fields[size]}"),  # hostvm.units' sizes, as docker's pull shows them
             TimeElapsedColumn(),
             console=self.console,
             transient=False,
@@ -79,6 +79,7 @@ class Live:
             redirect_stderr=False,
         )
         self.tasks: dict[str, Any] = {}
+        self.totals: dict[str, int] = {}  # layer → its size, once the engine said it
         self.started = False
 
     def _task(self, key: str, description: str, total: float | None) -> Any:
@@ -86,22 +87,30 @@ class Live:
             self.progress.start()
             self.started = True
         if key not in self.tasks:
-            self.tasks[key] = self.progress.add_task(description, total=total)
+            self.tasks[key] = self.progress.add_task(description, total=total, size="")
         return self.tasks[key]
 
     def __call__(self, event: Any) -> None:
         if isinstance(event, LayerProgress):
-            task = self._task(f"layer {event.layer}", event.layer, event.total or None)
+            if event.total:
+                self.totals[event.layer] = event.total
+            total = self.totals.get(event.layer, 0)
             done = event.finished
+            current = total if done else event.current
+            task = self._task(f"layer {event.layer}", event.layer, total or None)
             self.progress.update(
                 task,
                 description=f"{event.layer}: {event.status}",
-                total=event.total or (1 if done else None),
-                completed=event.total if done and event.total else (1 if done else event.current),
+                total=total or (1 if done else None),
+                completed=current if total else (1 if done else 0),
+                size=f"{human_size(current)}/{human_size(total)}" if total else "",
             )
         elif isinstance(event, ByteProgress):
             task = self._task(f"{event.what} {event.name}", f"{event.what} {event.name}", event.total or None)
-            self.progress.update(task, completed=event.current, total=event.total or None)
+            of = f"/{human_size(event.total)}" if event.total else ""
+            self.progress.update(
+                task, completed=event.current, total=event.total or None, size=human_size(event.current) + of
+            )
         elif isinstance(event, StageProgress):
             key = f"{event.source} {event.step}"
             task = self._task(key, event.name, 1)
@@ -125,14 +134,7 @@ class Live:
 
     def close(self) -> None:
         if self.started:
-            for task in self.progress.tasks:
-                if (
-                    not task.finished
-                    and task.total is not None
-                    and task.description.endswith(("complete", "exists"))
-                ):
-                    self.progress.update(task.id, completed=task.total)
-            self.progress.stop()
+            self.progress.stop()  # the last frame stays on the screen, as docker's pull leaves it
             self.started = False
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import select
 import struct
+import subprocess
 import sys
 import termios
 import time
@@ -156,3 +158,40 @@ def test_pymachine_exec_it_sends_size(agent: Agent) -> None:
         assert b"31 77" in out, out
     finally:
         agent.docker("rm", "-f", cid, check=False)
+
+
+def test_pymachine_pull_on_a_terminal_draws_layer_bars(agent: Agent, tmp_path) -> None:
+    """`pymachine pull` on a terminal: rich's live display with one line per layer (its id, status, bytes),
+    then the pulled name; through a pipe the same pull prints plain status lines."""
+    from support.registry import busybox_layer, docker_archive, file, local_registry, tar_bytes
+
+    with local_registry(tmp_path / "reg") as reg:
+        ref = f"{reg.host}/cli/bars:1"
+        noise = tar_bytes([file("noise.bin", os.urandom(4_000_000))])  # a layer worth a bar
+        agent.client().images.load(docker_archive([busybox_layer(), noise], [ref]))
+        agent.docker("push", ref)
+        agent.docker("rmi", ref)
+        argv = [sys.executable, "-c", PYMACHINE_CHILD, agent.url, "pull", ref]
+        env = {**agent.env(), "TERM": "xterm-256color"}
+        env.pop("NO_COLOR", None)
+        code, out = _pty_session(argv, env, 30, 120, lambda fd, o: None)
+        assert code == 0, out
+        text = out.decode(errors="replace")
+        assert "\x1b[" in text  # drawn, not printed: the live display moves the cursor
+        assert "Pull complete" in text or "Already exists" in text
+        assert "MB" in text  # the bytes column of the layer's bar
+        assert "━" in text  # rich's bar
+        assert text.endswith(f"{ref}\r\n")  # the result, on stdout, after the display ended
+
+        assert re.search(r"\x1b\[(3\d|38;5;\d+)m", text)  # coloured
+
+        agent.docker("rmi", ref)
+        code, out = _pty_session(argv, {**env, "NO_COLOR": "1"}, 30, 120, lambda fd, o: None)
+        assert code == 0 and "Pull complete" in out.decode(errors="replace"), out
+        assert not re.search(rb"\x1b\[(3\d|38;5;\d+)m", out), out  # NO_COLOR: still drawn, never coloured
+
+        agent.docker("rmi", ref)
+        piped = subprocess.run(argv, env=agent.env(), capture_output=True, text=True, timeout=120)
+        assert piped.returncode == 0, piped.stderr
+        assert "\x1b[" not in piped.stderr and ": Pull complete" in piped.stderr
+        assert piped.stdout.splitlines()[-1].endswith(ref)
