@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from pymachine.hostvm import machines, paths
 from pymachine.hostvm.progress import StageProgress, stage_from_fields
+from pymachine.hostvm.status import MachineStatus, all_statuses
 from pymachine.hostvm.units import binary_size
 
 from . import workers
@@ -38,22 +39,6 @@ from .settings_panel import load_settings
 
 COLUMNS = ("Name", "State", "CPUs", "Memory", "Disk", "Accelerator", "Driver", "Engine")
 POLL_MS = 5000
-
-
-def list_with_engine() -> list[tuple[Any, dict[str, Any]]]:
-    """Every machine with its host agent's status (link, forwards) when it runs."""
-    from pymachine.hostvm.hostagent import launcher
-
-    out = []
-    for m in machines.list_machines():
-        st: dict[str, Any] = {}
-        if m.state == "running":
-            try:
-                st = launcher.status(m.name, repair=False)
-            except Exception as exc:  # noqa: BLE001 - status is decoration; the row still shows
-                st = {"state": f"unknown ({exc})"}
-        out.append((m, st))
-    return out
 
 
 class MachinesPanel(QWidget):
@@ -126,25 +111,22 @@ class MachinesPanel(QWidget):
         if self._refreshing:
             return
         self._refreshing = True
-        workers.run_task(list_with_engine, on_done=self._fill, on_failed=self._refresh_failed)
+        # repair=False: a refresh only looks; starting a dead host agent is the verbs' job
+        workers.run_task(lambda: all_statuses(False), on_done=self._fill, on_failed=self._refresh_failed)
 
     def _refresh_failed(self, exc: BaseException) -> None:
         self._refreshing = False
         self.banner.show_error(exc)
 
-    def _fill(self, rows: list[tuple[Any, dict[str, Any]]]) -> None:
+    def _fill(self, rows: list[MachineStatus]) -> None:
         self._refreshing = False
         keep = self.current()
-        self.rows = [m for m, _ in rows]
+        self.rows = [st.machine for st in rows]
         self.table.setRowCount(len(rows))
-        for i, (m, st) in enumerate(rows):
+        for i, st in enumerate(rows):
+            m = st.machine
             state = self.busy.get(m.name) or m.state
-            engine = ""
-            if m.state == "running":
-                engine = st.get("state", "")
-                link = st.get("link")
-                if isinstance(link, dict) and link.get("state"):
-                    engine += f" (link {link['state']})"
+            engine = "" if st.engine == "-" else st.engine  # the summary `pymachine list` shows
             cells = (
                 m.name,
                 state,
