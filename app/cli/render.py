@@ -26,6 +26,7 @@ class Plain:
     def __init__(self, err: TextIO | None = None) -> None:
         self._err = err  # None: whatever sys.stderr is when a line is written
         self.layer_status: dict[str, str] = {}
+        self.note_at: dict[str, float] = {}  # a step → when its last note was printed
         self.byte_marks: dict[str, int] = {}
 
     def __call__(self, event: Any) -> None:
@@ -41,8 +42,11 @@ class Plain:
                 return
             self.byte_marks[key] = mark
             self._line(str(event))
-        elif isinstance(event, BuildOutput):
-            self._line(str(event))
+        elif isinstance(event, StepNote):
+            now = time.monotonic()  # hundreds of packages a minute: one line a second is enough in a log
+            if now - self.note_at.get(event.step, 0.0) >= 1.0:
+                self.note_at[event.step] = now
+                self._line(str(event))
         else:
             self._line(str(event))
 
