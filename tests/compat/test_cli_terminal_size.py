@@ -4,79 +4,15 @@ and pymachine's own terminal pump, each on a real pseudo-terminal."""
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import re
-import select
-import struct
 import subprocess
 import sys
-import termios
-import time
-from collections.abc import Callable
 
 from support.agent import Agent
+from support.pty_session import Resizer, pty_session
 
 B = "pymachine/busybox"
-
-
-def _winsize(fd: int, rows: int, cols: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-def _pty_session(
-    argv: list[str], env: dict[str, str], rows: int, cols: int, script: Callable[[int, bytes], bytes | None]
-) -> tuple[int, bytes]:
-    """Run argv on a pty of rows x cols; `script(master, output so far)` may act (resize, type) and returns
-    the bytes to type, if any. Returns (exit code, all output)."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        _winsize(0, rows, cols)
-        os.execvpe(argv[0], argv, env)
-    out = b""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                data = os.read(fd, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            out += data
-        typed = script(fd, out)
-        if typed:
-            os.write(fd, typed)
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), out
-
-
-class Resizer:
-    """A second after the container printed its first size, resize this terminal (the kernel sends SIGWINCH
-    to the client on it); again to another size every 3 s until the container reports a change. The docker
-    CLI watches SIGWINCH only from a moment after its first resize call, so one early signal may be lost
-    there; the outcome is polled, never timed. `sizes` holds every size set."""
-
-    def __init__(self, rows: int, cols: int) -> None:
-        self.rows, self.cols = rows, cols
-        self.sizes: list[bytes] = []
-        self.last = 0.0
-
-    def __call__(self, fd: int, out: bytes) -> bytes | None:
-        if b"ready" not in out or b"second=" in out:
-            return None
-        now = time.monotonic()
-        if not self.last:
-            self.last = now - 2.0  # first resize one second after "ready"
-        if now - self.last > 3.0:
-            rows, cols = self.rows + len(self.sizes), self.cols + len(self.sizes)
-            _winsize(fd, rows, cols)
-            self.sizes.append(f"second={rows} {cols}".encode())
-            self.last = now
-        return None
 
 
 # The container polls its own size until it changes (at most 30 s), then prints it.
@@ -88,7 +24,7 @@ RESIZE_SCRIPT = (
 
 
 def test_docker_run_it_sees_the_size_at_once(agent: Agent) -> None:
-    code, out = _pty_session(
+    code, out = pty_session(
         ["docker", "run", "--rm", "-it", B, "stty", "size"], agent.env(), 37, 101, lambda fd, o: None
     )
     assert code == 0, out
@@ -98,7 +34,7 @@ def test_docker_run_it_sees_the_size_at_once(agent: Agent) -> None:
 def test_docker_exec_it_sees_the_size_at_once(agent: Agent) -> None:
     cid = agent.docker("run", "-d", "--rm", B, "sleep", "120").stdout.strip()
     try:
-        code, out = _pty_session(
+        code, out = pty_session(
             ["docker", "exec", "-it", cid, "stty", "size"], agent.env(), 29, 87, lambda fd, o: None
         )
         assert code == 0, out
@@ -108,7 +44,7 @@ def test_docker_exec_it_sees_the_size_at_once(agent: Agent) -> None:
 
 
 def test_docker_run_it_follows_a_resize(agent: Agent) -> None:
-    code, out = _pty_session(
+    code, out = pty_session(
         ["docker", "run", "--rm", "-it", B, "sh", "-c", RESIZE_SCRIPT],
         agent.env(),
         24,
@@ -144,7 +80,7 @@ def test_pymachine_run_it_sends_size_and_resizes(agent: Agent) -> None:
         "-c",
         RESIZE_SCRIPT,
     ]
-    code, out = _pty_session(argv, agent.env(), 33, 91, resizer := Resizer(45, 120))
+    code, out = pty_session(argv, agent.env(), 33, 91, resizer := Resizer(45, 120))
     assert b"first=33 91" in out, out
     assert resizer.sizes[0] in out, out  # pymachine watches SIGWINCH before it shows any output
 
@@ -153,7 +89,7 @@ def test_pymachine_exec_it_sends_size(agent: Agent) -> None:
     cid = agent.docker("run", "-d", "--rm", B, "sleep", "120").stdout.strip()
     try:
         argv = [sys.executable, "-c", PYMACHINE_CHILD, agent.url, "exec", "-it", cid, "stty", "size"]
-        code, out = _pty_session(argv, agent.env(), 31, 77, lambda fd, o: None)
+        code, out = pty_session(argv, agent.env(), 31, 77, lambda fd, o: None)
         assert code == 0, out
         assert b"31 77" in out, out
     finally:
@@ -174,7 +110,7 @@ def test_pymachine_pull_on_a_terminal_draws_layer_bars(agent: Agent, tmp_path) -
         argv = [sys.executable, "-c", PYMACHINE_CHILD, agent.url, "pull", ref]
         env = {**agent.env(), "TERM": "xterm-256color"}
         env.pop("NO_COLOR", None)
-        code, out = _pty_session(argv, env, 30, 120, lambda fd, o: None)
+        code, out = pty_session(argv, env, 30, 120, lambda fd, o: None)
         assert code == 0, out
         text = out.decode(errors="replace")
         assert "\x1b[" in text  # drawn, not printed: the live display moves the cursor
@@ -186,7 +122,7 @@ def test_pymachine_pull_on_a_terminal_draws_layer_bars(agent: Agent, tmp_path) -
         assert re.search(r"\x1b\[(3\d|38;5;\d+)m", text)  # coloured
 
         agent.docker("rmi", ref)
-        code, out = _pty_session(argv, {**env, "NO_COLOR": "1"}, 30, 120, lambda fd, o: None)
+        code, out = pty_session(argv, {**env, "NO_COLOR": "1"}, 30, 120, lambda fd, o: None)
         assert code == 0 and "Pull complete" in out.decode(errors="replace"), out
         assert not re.search(rb"\x1b\[(3\d|38;5;\d+)m", out), out  # NO_COLOR: still drawn, never coloured
 
