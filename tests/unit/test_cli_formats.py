@@ -231,12 +231,17 @@ def _cli(*args: str, home: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_bash_completion_completes_verbs_options_and_machines(tmp_path) -> None:
-    home = str(tmp_path)
+def _home_with_machine(tmp_path) -> tuple[str, object]:
+    """A PYMACHINE_HOME holding machine `devbox` as `list` sees it (its config; no disk, no VM)."""
     cfg = cfgmod.build("devbox", 1, "512M", "8G", "qemu", None, ncpus_host=2, fallback_driver="qemu")
     machine_dir = tmp_path / "m" / "devbox"
     machine_dir.mkdir(parents=True)
     (machine_dir / "config.json").write_text(json.dumps(cfg.to_json()))
+    return str(tmp_path), machine_dir
+
+
+def test_bash_completion_completes_verbs_options_and_machines(tmp_path) -> None:
+    home, _ = _home_with_machine(tmp_path)
     assert _cli("list", "-q", home=home).stdout == "devbox\n"  # a machine as `list` sees it
     script = _cli("completion", "bash", home=home).stdout
     bin_dir = tmp_path / "bin"
@@ -262,11 +267,7 @@ def test_bash_completion_completes_verbs_options_and_machines(tmp_path) -> None:
 
 def test_ssh_config_is_read_by_openssh_with_the_pin(tmp_path) -> None:
     """`pymachine ssh-config NAME`: OpenSSH itself (`ssh -G`) reads the block as pymachine ssh connects."""
-    home = str(tmp_path)
-    cfg = cfgmod.build("devbox", 1, "512M", "8G", "qemu", None, ncpus_host=2, fallback_driver="qemu")
-    machine_dir = tmp_path / "m" / "devbox"
-    machine_dir.mkdir(parents=True)
-    (machine_dir / "config.json").write_text(json.dumps(cfg.to_json()))
+    home, machine_dir = _home_with_machine(tmp_path)
     (machine_dir / "state.json").write_text(json.dumps({"ssh_port": 42222}))
     subprocess.run(
         [sys.executable, "-c", "from pymachine.hostvm import ssh; ssh.create_keys('devbox')"],

@@ -2,52 +2,44 @@
 terminal's size (pymachine's CLI and the real docker CLI, each on a real pty), run's exit codes, --pull never,
 `--format json`, ssh-config read by OpenSSH, and `version` naming the engine."""
 
+# ruff: noqa: F811 - the fixtures come in by import, under the names the tests take
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 
-import pytest
-from support.hostagent_vm import VmMachine, env_of, hostagent_machine  # noqa: F401 - session fixture by name
+from support.hostagent_vm import VmMachine, ha_vm, hostagent_machine  # noqa: F401 - fixtures found by name
 from support.pty_session import pty_session
 
 B = "pymachine/busybox"
-
-
-@pytest.fixture
-def vm(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    machine: VmMachine = request.getfixturevalue("hostagent_machine")
-    with env_of(machine):
-        yield machine
-    machine.remove_all_containers()
 
 
 def _pymachine_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "pymachine.app.cli", *args]
 
 
-def test_run_it_sees_the_terminal_size_pymachine_and_docker(vm: VmMachine) -> None:
+def test_run_it_sees_the_terminal_size_pymachine_and_docker(ha_vm: VmMachine) -> None:
     code, out = pty_session(
-        _pymachine_argv("run", "--machine", vm.name, "--rm", "-it", B, "stty", "size"),
-        vm.env,
+        _pymachine_argv("run", "--machine", ha_vm.name, "--rm", "-it", B, "stty", "size"),
+        ha_vm.env,
         41,
         133,
         lambda fd, o: None,
     )
     assert code == 0, out
     assert b"41 133" in out, out
-    docker = ["docker", "--context", f"pymachine-{vm.name}", "run", "--rm", "-it", B, "stty", "size"]
-    code, out = pty_session(docker, vm.env, 27, 95, lambda fd, o: None)
+    docker = ["docker", "--context", f"pymachine-{ha_vm.name}", "run", "--rm", "-it", B, "stty", "size"]
+    code, out = pty_session(docker, ha_vm.env, 27, 95, lambda fd, o: None)
     assert code == 0, out
     assert b"27 95" in out, out
 
 
-def test_exec_it_sees_the_terminal_size(vm: VmMachine) -> None:
-    vm.pymachine("run", "--machine", vm.name, "-d", "--name", "sleeper", B, "sleep", "300")
+def test_exec_it_sees_the_terminal_size(ha_vm: VmMachine) -> None:
+    ha_vm.pymachine("run", "--machine", ha_vm.name, "-d", "--name", "sleeper", B, "sleep", "300")
     code, out = pty_session(
-        _pymachine_argv("exec", "--machine", vm.name, "-it", "sleeper", "stty", "size"),
-        vm.env,
+        _pymachine_argv("exec", "--machine", ha_vm.name, "-it", "sleeper", "stty", "size"),
+        ha_vm.env,
         22,
         66,
         lambda fd, o: None,
@@ -56,24 +48,26 @@ def test_exec_it_sees_the_terminal_size(vm: VmMachine) -> None:
     assert b"22 66" in out, out
 
 
-def test_run_exit_codes_and_pull_never(vm: VmMachine) -> None:
-    missing = vm.pymachine("run", "--machine", vm.name, "--rm", B, "no-such-command", check=False)
+def test_run_exit_codes_and_pull_never(ha_vm: VmMachine) -> None:
+    missing = ha_vm.pymachine("run", "--machine", ha_vm.name, "--rm", B, "no-such-command", check=False)
     assert missing.returncode == 127, missing.stderr
     assert "executable file not found" in missing.stderr
-    not_exec = vm.pymachine("run", "--machine", vm.name, "--rm", B, "/etc/passwd", check=False)
+    not_exec = ha_vm.pymachine("run", "--machine", ha_vm.name, "--rm", B, "/etc/passwd", check=False)
     assert not_exec.returncode == 126, not_exec.stderr
-    own = vm.pymachine("run", "--machine", vm.name, "--rm", B, "sh", "-c", "exit 9", check=False)
+    own = ha_vm.pymachine("run", "--machine", ha_vm.name, "--rm", B, "sh", "-c", "exit 9", check=False)
     assert own.returncode == 9
-    never = vm.pymachine("run", "--machine", vm.name, "--pull", "never", "--rm", "nosuch/img:1", check=False)
+    never = ha_vm.pymachine(
+        "run", "--machine", ha_vm.name, "--pull", "never", "--rm", "nosuch/img:1", check=False
+    )
     assert never.returncode == 125 and "No such image" in never.stderr and "hint:" in never.stderr
-    missing_exec = vm.pymachine("exec", "--machine", vm.name, "nosuch", "true", check=False)
+    missing_exec = ha_vm.pymachine("exec", "--machine", ha_vm.name, "nosuch", "true", check=False)
     assert missing_exec.returncode == 1 and "No such container" in missing_exec.stderr
 
 
-def test_ps_json_lines_template_quiet_and_filter(vm: VmMachine) -> None:
-    vm.pymachine("run", "--machine", vm.name, "-d", "--name", "alpha", B, "sleep", "300")
-    vm.pymachine("run", "--machine", vm.name, "--name", "beta", B, "true")
-    ps = lambda *a: vm.pymachine("ps", "--machine", vm.name, *a).stdout  # noqa: E731
+def test_ps_json_lines_template_quiet_and_filter(ha_vm: VmMachine) -> None:
+    ha_vm.pymachine("run", "--machine", ha_vm.name, "-d", "--name", "alpha", B, "sleep", "300")
+    ha_vm.pymachine("run", "--machine", ha_vm.name, "--name", "beta", B, "true")
+    ps = lambda *a: ha_vm.pymachine("ps", "--machine", ha_vm.name, *a).stdout  # noqa: E731
     rows = [json.loads(line) for line in ps("-a", "--format", "json").splitlines()]
     assert {r["Names"] for r in rows} >= {"alpha", "beta"} and all(isinstance(r, dict) for r in rows)
     assert ps("--format", "{{.Names}}").split() == ["alpha"]
@@ -82,18 +76,18 @@ def test_ps_json_lines_template_quiet_and_filter(vm: VmMachine) -> None:
     assert ps("-a", "-q", "--filter", "name=alpha").split() == [alpha_id]
     header = ps("--format", "table {{.Names}}\\t{{.Image}}").splitlines()[0]
     assert header.split() == ["NAMES", "IMAGE"]
-    vm.pymachine("run", "--machine", vm.name, "--name", "gamma", B, "sh", "-c", "echo one; echo two")
-    logs = vm.pymachine("logs", "--machine", vm.name, "-t", "--tail", "1", "gamma").stdout.splitlines()
+    ha_vm.pymachine("run", "--machine", ha_vm.name, "--name", "gamma", B, "sh", "-c", "echo one; echo two")
+    logs = ha_vm.pymachine("logs", "--machine", ha_vm.name, "-t", "--tail", "1", "gamma").stdout.splitlines()
     assert len(logs) == 1 and logs[0].endswith(" two") and logs[0].startswith("20")  # RFC 3339 time first
-    recent = vm.pymachine("logs", "--machine", vm.name, "--since", "1h", "gamma").stdout
+    recent = ha_vm.pymachine("logs", "--machine", ha_vm.name, "--since", "1h", "gamma").stdout
     assert recent.split() == ["one", "two"]
 
 
-def test_ssh_config_works_with_openssh(vm: VmMachine, tmp_path) -> None:
+def test_ssh_config_works_with_openssh(ha_vm: VmMachine, tmp_path) -> None:
     conf = tmp_path / "config"
-    conf.write_text(vm.pymachine("ssh-config", vm.name).stdout)
+    conf.write_text(ha_vm.pymachine("ssh-config", ha_vm.name).stdout)
     out = subprocess.run(
-        ["ssh", "-F", str(conf), f"pymachine-{vm.name}", "echo", "via-ssh-config"],
+        ["ssh", "-F", str(conf), f"pymachine-{ha_vm.name}", "echo", "via-ssh-config"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -102,7 +96,7 @@ def test_ssh_config_works_with_openssh(vm: VmMachine, tmp_path) -> None:
     assert out.stdout.strip() == "via-ssh-config"
 
 
-def test_version_names_the_engine(vm: VmMachine) -> None:
-    info = json.loads(vm.pymachine("version", "--machine", vm.name, "--format", "json").stdout)
+def test_version_names_the_engine(ha_vm: VmMachine) -> None:
+    info = json.loads(ha_vm.pymachine("version", "--machine", ha_vm.name, "--format", "json").stdout)
     assert info["engine"]["api_version"] == "1.44" and info["engine"]["version"] == info["agent_version"]
     assert info["engine_error"] is None
