@@ -100,3 +100,17 @@ def test_version_names_the_engine(ha_vm: VmMachine) -> None:
     info = json.loads(ha_vm.pymachine("version", "--machine", ha_vm.name, "--format", "json").stdout)
     assert info["engine"]["api_version"] == "1.44" and info["engine"]["version"] == info["agent_version"]
     assert info["engine_error"] is None
+
+
+def test_host_agent_wrote_its_start_up_stages(ha_vm: VmMachine) -> None:
+    """The host agent's events file holds its own start-up steps as typed stage values, each running then
+    done, in order: what `start` and the app show for its last stage."""
+    from pymachine.hostvm import paths
+    from pymachine.hostvm.hostagent.events import read_events
+    from pymachine.hostvm.progress import stage_from_fields
+
+    events, _ = read_events(paths.machine(ha_vm.name).events)
+    stages = [stage_from_fields(e.fields) for e in events if e.type == "stage"]
+    done = [s.name for s in stages if s is not None and s.state == "done"]
+    assert done[:3] == ["engine socket", "ssh link", "guest agent"], stages
+    assert all(s is not None and s.source == "host agent" and s.total == 3 for s in stages)
