@@ -287,3 +287,19 @@ def test_ssh_config_is_read_by_openssh_with_the_pin(tmp_path) -> None:
     assert options["forwardagent"] == "no" and options["identityagent"] == "none"
     missing = _cli("ssh-config", "nosuch", home=home)
     assert missing.returncode == 1 and "hint:" in missing.stderr
+
+
+def test_live_renderer_draws_stages_and_notes() -> None:
+    import io
+
+    buf = io.StringIO()
+    live = render.Live(buf)
+    live(StageProgress(1, 2, "domain up"))
+    live(StageProgress(1, 2, "domain up", "done", 1.5))
+    live(StageProgress(2, 2, "ssh banner"))
+    live(StageProgress(2, 2, "ssh banner", "failed", 3.0))
+    live("a note")
+    live.close()
+    out = buf.getvalue()
+    assert "a note" in out
+    assert "start 1/2: domain up: ok (1.5 s)" in out and "start 2/2: ssh banner: FAILED (3.0 s)" in out
