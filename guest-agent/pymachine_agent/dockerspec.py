@@ -459,6 +459,7 @@ def translate_create(
         hostname=hostname,
         domainname=config["Domainname"],
         tty=config["Tty"],
+        console_size=[int(n) for n in (hc.get("ConsoleSize") or [])[:2]],
         open_stdin=config["OpenStdin"],
         stdin_once=config["StdinOnce"],
         mounts=mounts,

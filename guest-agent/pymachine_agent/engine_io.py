@@ -347,6 +347,7 @@ class EngineIO:
             user=cfg.get("User") or "",
             workdir=cfg.get("WorkingDir") or "",
             tty=bool(cfg.get("Tty")),
+            console_size=[int(n) for n in (cfg.get("ConsoleSize") or [])[:2]],
             stdin=bool(cfg.get("AttachStdin")) and not detach,
             privileged=bool(cfg.get("Privileged")),
             detach=detach,
@@ -379,8 +380,10 @@ class EngineIO:
     def exec_wants_stdin(self, eid: str) -> bool:
         return bool(self._exec(eid).config.get("AttachStdin"))
 
-    def exec_attach(self, eid: str, tty: bool | None = None) -> Any:
+    def exec_attach(self, eid: str, tty: bool | None = None, console_size: list[int] | None = None) -> Any:
         rec = self._exec(eid)
+        if console_size:  # exec start's ConsoleSize wins over exec create's, as in dockerd
+            rec.config["ConsoleSize"] = console_size
         proc = self._exec_spawn(rec, detach=False)
         return ExecSession(
             proc, bool(rec.config.get("Tty")), on_exit=lambda code: self._exec_finished(rec, code)

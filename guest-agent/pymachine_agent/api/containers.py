@@ -243,7 +243,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
             engine.exec_start_detached(eid)
             req.conn.send(200, b"", "application/json")
             return None
-        session = engine.exec_attach(eid, tty=body.get("Tty"))
+        session = engine.exec_attach(eid, tty=body.get("Tty"), console_size=body.get("ConsoleSize"))
         pump_hijacked(req, session, stdin=engine.exec_wants_stdin(eid))
         return None
 
