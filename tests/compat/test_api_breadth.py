@@ -688,3 +688,18 @@ def test_link_on_a_user_network_is_a_name_for_the_linking_container_only(agent: 
     finally:
         agent.docker("rm", "-f", "breadth-u1", check=False)
         agent.docker("network", "rm", "breadth-un", check=False)
+
+
+def test_overlapping_subnet_is_a_409_naming_the_network(dc: docker.DockerClient) -> None:
+    from docker.types import IPAMConfig, IPAMPool
+
+    ipam = IPAMConfig(pool_configs=[IPAMPool(subnet="172.31.240.0/24")])
+    first = dc.networks.create("breadth-first", ipam=ipam, options={"foo": "bar"})
+    try:
+        assert first.attrs["Options"] == {"foo": "bar"}
+        with pytest.raises(docker.errors.APIError) as err:
+            dc.networks.create("breadth-second", ipam=ipam)
+        assert err.value.status_code == 409
+        assert "172.31.240.0/24 of network breadth-first" in str(err.value.explanation)
+    finally:
+        first.remove()

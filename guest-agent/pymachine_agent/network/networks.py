@@ -138,8 +138,13 @@ class NetworkTable:
             net = ipam.parse_subnet(subnet)
             clash = ipam.overlapping(str(net), used)
             if clash:
+                owner = next(
+                    (r["Name"] for r in self.all() for c in r["IPAM"]["Config"] if c.get("Subnet") == clash),
+                    "",
+                )
                 raise ConflictError(
-                    f"invalid pool request: Pool overlaps with other one on this address space ({clash})"
+                    f"invalid pool request: Pool overlaps with other one on this address space ({clash}"
+                    + (f" of network {owner})" if owner else ")")
                 )
         else:
             net = ipam.parse_subnet(ipam.pick_subnet(pools, [*used, *guest_routes]))
