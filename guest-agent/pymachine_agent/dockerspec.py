@@ -373,6 +373,7 @@ def translate_create(
         endpoints[key] = EndpointSettings(
             aliases=list(ep.get("Aliases") or []),
             ipv4_address=((ep.get("IPAMConfig") or {}).get("IPv4Address")) or "",
+            ipv6_address=((ep.get("IPAMConfig") or {}).get("IPv6Address")) or "",
         )
         link_list += [_link(e, "" if key == "bridge" else key) for e in ep.get("Links") or []]
     legacy_net = "" if mode == "bridge" else mode  # HostConfig.Links on a user network: names there

@@ -703,3 +703,86 @@ def test_overlapping_subnet_is_a_409_naming_the_network(dc: docker.DockerClient)
         assert "172.31.240.0/24 of network breadth-first" in str(err.value.explanation)
     finally:
         first.remove()
+
+
+# --- networks: IPv6 ---------------------------------------------------------------------------------------
+
+
+def test_ipv6_network_gives_containers_v6_addresses_they_talk_over(
+    agent: Agent, dc: docker.DockerClient
+) -> None:
+    bridge = "pmbreadthv6"
+    agent.docker(
+        "network", "create", "--ipv6", "--subnet", "fd00:b7ea::/64",
+        "-o", f"com.docker.network.bridge.name={bridge}", "breadth-v6",
+    )  # fmt: skip
+    try:
+        sysctl = Path(f"/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6")
+        if sysctl.exists():  # the engine runs on this host (not through PYMACHINE_COMPAT_DOCKER_HOST)
+            assert sysctl.read_text().strip() == "1"  # no guest address, link-local included, on the bridge
+        info = dc.networks.get("breadth-v6").attrs
+        assert info["EnableIPv6"] is True
+        assert {c["Subnet"] for c in info["IPAM"]["Config"]} >= {"fd00:b7ea::/64"}
+        agent.docker(
+            "run", "-d", "--name", "breadth-v6a", "--network", "breadth-v6", "--ip6", "fd00:b7ea::10",
+            B, "sleep", "600",
+        )  # fmt: skip
+        net = json.loads(
+            agent.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", "breadth-v6a").stdout
+        )
+        ep = net["breadth-v6"]
+        assert ep["GlobalIPv6Address"] == "fd00:b7ea::10" and ep["GlobalIPv6PrefixLen"] == 64
+        assert ep["IPAMConfig"] == {"IPv6Address": "fd00:b7ea::10"}
+        out = agent.docker(
+            "run", "--rm", "--network", "breadth-v6", B, "ping", "-6", "-c1", "-W3", "fd00:b7ea::10"
+        )
+        assert "1 packets received" in out.stdout
+        # the guest takes no IPv6 address on the network: nothing of it answers there (the guard is IPv4)
+        gw = agent.docker(
+            "run",
+            "--rm",
+            "--network",
+            "breadth-v6",
+            B,
+            "ping",
+            "-6",
+            "-c1",
+            "-W2",
+            "fd00:b7ea::1",
+            check=False,
+        )
+        assert gw.returncode != 0
+    finally:
+        agent.docker("rm", "-f", "breadth-v6a", check=False)
+        agent.docker("network", "rm", "breadth-v6", check=False)
+
+
+def test_ipv6_pool_without_enable_ipv6_echoes_the_requested_address(dc: docker.DockerClient) -> None:
+    from docker.types import IPAMConfig, IPAMPool
+
+    net = dc.networks.create(
+        "breadth-v6pool", ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="2001:389::/64")])
+    )
+    try:
+        c = dc.api.create_container(
+            B,
+            "sleep 60",
+            host_config=dc.api.create_host_config(network_mode="breadth-v6pool"),
+            networking_config=dc.api.create_networking_config(
+                {"breadth-v6pool": dc.api.create_endpoint_config(ipv6_address="2001:389::f00d")}
+            ),
+        )
+        try:
+            dc.api.start(c)
+            settings = dc.api.inspect_container(c)["NetworkSettings"]["Networks"]["breadth-v6pool"]
+            assert settings["IPAMConfig"]["IPv6Address"] == "2001:389::f00d"
+        finally:
+            dc.api.remove_container(c, force=True)
+        overlap = pytest.raises(docker.errors.APIError)
+        with overlap as err:
+            dc.networks.create(
+                "breadth-v6clash", ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="2001:389::/80")])
+            )
+        assert err.value.status_code == 409 and "breadth-v6pool" in str(err.value.explanation)
+    finally:
+        net.remove()
