@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -148,16 +149,22 @@ def test_health_cmd_becomes_healthy_with_log_events_and_ps_status(agent: Agent) 
     since = str(int(time.time()) - 1)
     agent.docker(
         "run", "-d", "--name", name, "--health-cmd", "test -e /tmp/ready && echo ok",
-        "--health-interval", "300ms", "--health-retries", "100", B,
-        "sh", "-c", "sleep 2; touch /tmp/ready; sleep 600",
+        "--health-interval", "300ms", "--health-retries", "100", B, "sleep", "600",
     )  # fmt: skip
     try:
         assert _health(agent, name)["Status"] == "starting"
+        # a failing probe first (the file is missing), then the file appears and the next probe passes
+        _wait(
+            lambda: any(e["ExitCode"] == 1 for e in _health(agent, name).get("Log") or []),
+            60,
+            "a failed probe",
+        )
+        assert _health(agent, name)["Status"] == "starting"  # retries=100: failures alone do not flip it
+        agent.docker("exec", name, "touch", "/tmp/ready")
         h = _wait(
             lambda: (_health(agent, name) or {}).get("Status") == "healthy" and _health(agent, name), 60
         )
         assert h["FailingStreak"] == 0 and h["Log"][-1]["ExitCode"] == 0 and h["Log"][-1]["Output"] == "ok\n"
-        assert any(e["ExitCode"] == 1 for e in h["Log"])  # the probes before /tmp/ready failed
         ps = agent.docker("ps", "--filter", f"name={name}", "--format", "{{.Status}}").stdout
         assert "(healthy)" in ps
         healthy = agent.docker("ps", "-q", "--filter", "health=healthy", "--filter", f"name={name}").stdout
@@ -375,28 +382,39 @@ def test_cli_import_with_changes_then_run(agent: Agent, tmp_path: Path) -> None:
         agent.docker("rmi", "breadth-imported:v1", check=False)
 
 
-def test_dockerpy_import_xz_and_from_url(dc: docker.DockerClient, agent: Agent, tmp_path: Path) -> None:
-    import http.server
+def test_dockerpy_import_xz(dc: docker.DockerClient, agent: Agent, tmp_path: Path) -> None:
     import lzma
-    import threading
 
     tar = _exported_rootfs(agent, tmp_path)
     xz = tmp_path / "rootfs.tar.xz"
     xz.write_bytes(lzma.compress(tar.read_bytes()))
     result = dc.api.import_image(src=str(xz), repository="breadth-xz", tag="1")
-    assert "sha256:" in str(result)
+    try:
+        assert "sha256:" in str(result)
+        assert dc.containers.run("breadth-xz:1", ["cat", "/etc/hostname"], remove=True) is not None
+    finally:
+        dc.images.remove("breadth-xz:1", force=True)
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("PYMACHINE_COMPAT_DOCKER_HOST")),
+    reason="the engine fetches the URL itself: a VM cannot reach this host's 127.0.0.1",
+)
+def test_dockerpy_import_from_url(dc: docker.DockerClient, agent: Agent, tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    _exported_rootfs(agent, tmp_path)
     handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path), **k)  # noqa: E731
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/rootfs.tar"
         dc.api.import_image_from_url(url, repository="breadth-url", tag="1")
-        for ref in ("breadth-xz:1", "breadth-url:1"):
-            assert dc.containers.run(ref, ["cat", "/etc/hostname"], remove=True) is not None
+        assert dc.containers.run("breadth-url:1", ["cat", "/etc/hostname"], remove=True) is not None
     finally:
         server.shutdown()
-        for ref in ("breadth-xz:1", "breadth-url:1"):
-            dc.images.remove(ref, force=True)
+        dc.images.remove("breadth-url:1", force=True)
 
 
 def test_import_of_a_hostile_tar_writes_nothing_outside(agent: Agent, tmp_path: Path) -> None:
