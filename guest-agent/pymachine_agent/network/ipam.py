@@ -8,17 +8,22 @@ from collections.abc import Iterable, Sequence
 from .model import ConflictError, InvalidParameterError, NetworkError
 
 
-def parse_subnet(subnet: str) -> ipaddress.IPv4Network:
-    """A strict IPv4 network ("10.200.1.0/24"); host bits set or IPv6 is an InvalidParameterError."""
+def _network(subnet: str, version: int, max_prefix: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A strict network of that IP version with room for a gateway and one container."""
     try:
         net = ipaddress.ip_network(subnet, strict=True)
     except ValueError as exc:
         raise InvalidParameterError(f"invalid subnet {subnet!r}: {exc}") from None
-    if not isinstance(net, ipaddress.IPv4Network):
-        raise InvalidParameterError(f"invalid subnet {subnet!r}: only IPv4 networks are supported")
-    if net.prefixlen > 30:
+    if net.version != version:
+        raise InvalidParameterError(f"invalid subnet {subnet!r}: expected an IPv{version} network")
+    if net.prefixlen > max_prefix:
         raise InvalidParameterError(f"invalid subnet {subnet!r}: too small for a gateway and one container")
     return net
+
+
+def parse_subnet(subnet: str) -> ipaddress.IPv4Network:
+    """A strict IPv4 network ("10.200.1.0/24"); host bits set or IPv6 is an InvalidParameterError."""
+    return _network(subnet, 4, 30)  # type: ignore[return-value]
 
 
 def default_gateway(net: ipaddress.IPv4Network) -> str:
@@ -91,15 +96,7 @@ def mac_for(ip: str) -> str:
 
 
 def parse_subnet6(subnet: str) -> ipaddress.IPv6Network:
-    try:
-        net = ipaddress.ip_network(subnet, strict=True)
-    except ValueError as exc:
-        raise InvalidParameterError(f"invalid subnet {subnet!r}: {exc}") from None
-    if not isinstance(net, ipaddress.IPv6Network):
-        raise InvalidParameterError(f"invalid IPv6 subnet {subnet!r}")
-    if net.prefixlen > 124:
-        raise InvalidParameterError(f"invalid subnet {subnet!r}: too small")
-    return net
+    return _network(subnet, 6, 124)  # type: ignore[return-value]
 
 
 def ula_subnet(net_id: str) -> str:
