@@ -378,6 +378,7 @@ def translate_create(
         link_list += [_link(e, "" if key == "bridge" else key) for e in ep.get("Links") or []]
     legacy_net = "" if mode == "bridge" else mode  # HostConfig.Links on a user network: names there
     link_list += [_link(e, legacy_net) for e in hc.get("Links") or []]
+    link_list = list(dict.fromkeys(link_list))  # the CLI sends a user network's links in both places
     if link_list and (mode == "host" or mode.startswith("container:")):
         kind = mode.split(":")[0]
         raise BadParameter(f"conflicting options: {kind} type networking can't be used with links")

@@ -699,12 +699,16 @@ def test_link_on_a_user_network_is_a_name_for_the_linking_container_only(agent: 
             "ping", "-c1", "-W2", "aliasu",
         )  # fmt: skip
         assert "1 packets received" in out.stdout
+        u2 = ["--name", "breadth-u2", "--network", "breadth-un", "--link", "breadth-u1:aliasu"]
+        agent.docker("create", *u2, B)
+        links = agent.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", "breadth-u2").stdout
+        assert json.loads(links)["breadth-un"]["Links"] == ["breadth-u1:aliasu"]
         other = agent.docker(
             "run", "--rm", "--network", "breadth-un", B, "ping", "-c1", "-W2", "aliasu", check=False
         )
         assert other.returncode != 0  # only the container that made the link knows the name
     finally:
-        agent.docker("rm", "-f", "breadth-u1", check=False)
+        agent.docker("rm", "-f", "breadth-u1", "breadth-u2", check=False)
         agent.docker("network", "rm", "breadth-un", check=False)
 
 
