@@ -379,6 +379,11 @@ class Engine(EngineIO, EngineSystem):
         st = self._state(ref)
         execs = [eid for eid, e in self.execs.items() if e.container == st.id and e.running]
         out = view.inspect_view(st, self._network_settings(st), execs, self.health.health(st.id))
+        for name, entry in (out["NetworkSettings"].get("Networks") or {}).items():
+            # EndpointSettings.Links: a user network's links as they were given
+            given = [f"{lk.name}:{lk.alias}" for lk in self._links(st) if lk.network and lk.network == name]
+            if given:
+                entry["Links"] = given
         if size:
             out.update(self.container_sizes(st))
         return out

@@ -96,7 +96,7 @@ class SocketForward:
             self.on_error(f"engine socket: cannot reach the guest agent: {exc}")
             conn.close()
             return
-        pump.splice(conn, chan, name="docker-fwd")
+        pump.splice(conn, chan, name="docker-fwd", hold_after_upgrade=True)
 
     def open_channel(self) -> paramiko.Channel:
         """A channel to the guest engine socket. Waits for the link when it is down, retries once across a

@@ -114,6 +114,7 @@ class EndpointSettings:
 
     aliases: list[str] = field(default_factory=list)
     ipv4_address: str = ""
+    ipv6_address: str = ""  # --ip6; used when the network has IPv6 enabled
 
 
 @dataclass
@@ -155,11 +156,14 @@ class Attachment:
     prefixlen: int
     gateway: str
     aliases: list[str] = field(default_factory=list)
+    ipv6: str = ""  # on a network with IPv6 enabled (L2 only: see ipam.py)
+    prefixlen6: int = 0
+    requested: dict[str, str] = field(default_factory=dict)  # IPAMConfig as asked: IPv4Address, IPv6Address
 
     def docker_json(self) -> dict[str, Any]:
         """Docker's `NetworkSettings.Networks[name]` entry."""
         return {
-            "IPAMConfig": None,
+            "IPAMConfig": dict(self.requested) or None,
             "Links": None,
             "Aliases": list(self.aliases) or None,
             "MacAddress": self.mac,
@@ -170,8 +174,8 @@ class Attachment:
             "IPAddress": self.ip,
             "IPPrefixLen": self.prefixlen,
             "IPv6Gateway": "",
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
+            "GlobalIPv6Address": self.ipv6,
+            "GlobalIPv6PrefixLen": self.prefixlen6,
             "DNSNames": list(self.aliases) or None,
         }
 
