@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=SHARE_TRANSPORTS,
         help="how folders are shared (default auto: virtiofs, else 9p, else sshfs)",
     )
+    p.add_argument(
+        "--idle-suspend",
+        metavar="MIN",
+        help="pause the machine after MIN minutes without running containers or clients; "
+        "the first connection resumes it (default 5; 0 = never)",
+    )
     p.add_argument("--start", action="store_true", help="start it right away")
     p.set_defaults(func=_create)
 
@@ -109,6 +115,7 @@ def _create(args: argparse.Namespace) -> int:
         mounts=args.mount,
         home_mount=not args.no_home_mount,
         share_transport=args.share_transport,
+        idle_suspend=args.idle_suspend,
     )
     sizes = f"{m.cpus} CPUs, {format_size(m.memory)} memory, {format_size(m.disk)} disk"
     print(f"created machine '{m.name}' ({sizes})")
@@ -187,6 +194,12 @@ def engine_summary(status: dict[str, Any] | None) -> str:
     return "ready"
 
 
+def state_label(m: machines.Machine, status: dict[str, Any] | None) -> str:
+    """`running (idle, paused)` while the resource saver holds the machine paused, else its state."""
+    saver = (status or {}).get("saver") or {}
+    return f"{m.state} (idle, paused)" if m.state == "running" and saver.get("state") == "paused" else m.state
+
+
 def link_state(status: dict[str, Any] | None) -> str | None:
     if status is None:
         return None
@@ -197,6 +210,7 @@ def link_state(status: dict[str, Any] | None) -> str | None:
 def list_json(m: machines.Machine, status: dict[str, Any] | None) -> dict[str, Any]:
     return {
         **m.to_json(),
+        "state": state_label(m, status),
         "engine": engine_summary(status),
         "link": link_state(status),
         "forwards": list((status or {}).get("forwards") or []),
@@ -209,7 +223,7 @@ def list_rows(found: list[tuple[machines.Machine, dict[str, Any] | None]]) -> li
         rows.append(
             (
                 m.name,
-                m.state,
+                state_label(m, status),
                 str(m.cpus),
                 format_size(m.memory),
                 format_size(m.disk),
@@ -231,7 +245,8 @@ def render_table(rows: list[tuple[str, ...]]) -> str:
 
 def _inspect(args: argparse.Namespace) -> int:
     m = machines.get(args.name)
-    print(json.dumps({**m.to_json(), "host_agent": _host_agent_status(m)}, indent=2))
+    status = _host_agent_status(m)
+    print(json.dumps({**m.to_json(), "state": state_label(m, status), "host_agent": status}, indent=2))
     return 0
 
 
@@ -259,6 +274,7 @@ def _ssh(args: argparse.Namespace) -> int:
     m = machines.get(name)
     if m.state != "running":
         raise PymachineError(f"machine '{name}' is {m.state}", hint=f"start it: pymachine start {name}")
+    machines.wake(name, "pymachine ssh")  # a machine the resource saver paused answers no SSH until resumed
     argv = ssh.ssh_argv(name, command or None)
     sys.stdout.flush()
     # The system ssh gives a real PTY, job control and stdin; its exit status is the remote command's.

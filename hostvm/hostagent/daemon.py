@@ -24,7 +24,7 @@ import paramiko
 from pymachine_agent import protocol
 
 from .. import paths
-from . import guestapi, ports, provision, sshfs
+from . import guestapi, idle, ports, provision, sshfs
 from .control import ControlServer
 from .events import EventWriter
 from .fswatch import FsWatcher
@@ -81,6 +81,7 @@ class Agent:
         self.clock: dict[str, Any] = {"last_check": None, "skew": None, "resyncs": 0}
         self._generation = 0
         self.started_at = time.time()
+        self.saver: idle.Saver | None = None  # the resource saver, for a machine whose driver can pause
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -88,6 +89,8 @@ class Agent:
         self.engine.start()
         self.events.emit("socket", state="listening", path=str(self.docker_socket))
         self.control.start()
+        if self.saver is not None:
+            self.saver.start()  # resumes a machine a dead agent left paused, before the link tries it
         self.link.start()
         threading.Thread(target=self._sleep_watch, name="sleep-watch", daemon=True).start()
 
@@ -96,6 +99,8 @@ class Agent:
             return
         self.stopping.set()
         self.events.emit("state", state="stopping")
+        if self.saver is not None:
+            self.saver.stop()  # stop, delete and the next agent need a guest that runs
         self.control.stop()
         self.engine.stop()
         self.fswatch.stop()
@@ -347,6 +352,7 @@ class Agent:
             "clock": dict(self.clock),
             "watch": self.fswatch.snapshot(),
             "shares": self.shares.snapshot(),
+            "saver": self.saver.snapshot() if self.saver is not None else None,
         }
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -370,6 +376,17 @@ class Agent:
             return {"ok": True}
         if op in ("share-mount", "share-unmount"):
             return self._share_op(op, request)
+        if op in ("wake", "pause", "saver") and self.saver is None:
+            return {"ok": op == "wake", "error": None if op == "wake" else "this machine cannot be paused"}
+        if op == "wake":  # `pymachine ssh`, `start` and anything else that logs in over SSH ask first
+            return {"ok": True, "took": round(self.saver.wake(str(request.get("reason") or "wake")), 3)}
+        if op == "pause":  # now, whatever the activity (debugging, and the tests of the wake-up paths)
+            return {"ok": self.saver.pause_now("requested"), "saver": self.saver.snapshot()}
+        if op == "saver" and self.saver is not None:
+            if request.get("timeout_s") is not None:
+                self.saver.timeout = max(0.0, float(request["timeout_s"]))
+                self.saver.touch()
+            return {"ok": True, "saver": self.saver.snapshot()}
         if op == "resync-clock":
             return {"ok": True, "clock": self.sync_clock(force=True)}
         if op == "shutdown":
@@ -475,6 +492,7 @@ def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) 
         streamlocal_mode=os.environ.get("PYMACHINE_STREAMLOCAL", "auto"),
         shares=sshfs_shares(name),
     )
+    agent.saver = idle.machine_saver(name, agent)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     agent.start()
