@@ -381,7 +381,7 @@ class Agent:
         if op == "wake":  # `pymachine ssh`, `start` and anything else that logs in over SSH ask first
             return {"ok": True, "took": round(self.saver.wake(str(request.get("reason") or "wake")), 3)}
         if op == "pause":  # now, whatever the activity (debugging, and the tests of the wake-up paths)
-            return {"ok": self.saver.pause_now("requested"), "saver": self.saver.snapshot()}
+            return {"ok": self.saver.pause_now("requested", force=True), "saver": self.saver.snapshot()}
         if op == "saver" and self.saver is not None:
             if request.get("timeout_s") is not None:
                 self.saver.timeout = max(0.0, float(request["timeout_s"]))
