@@ -158,17 +158,16 @@ class Forwarder:
     def _carry(self, listener: Listener, conn: socket.socket, peer: tuple[str, int]) -> None:
         listener.connections += 1
         rule = listener.rule  # read once: a retarget mid-connection applies to the next one
-        with self.activity(f"port {rule.host_port}"):
-            try:
+        try:
+            with self.activity(f"port {rule.host_port}"):
                 chan = self._open_tcp(listener, rule, peer)
-            except Exception as exc:  # noqa: BLE001 - SSH/OS errors, or a machine that could not be woken
-                listener.failures += 1
-                listener.last_error = str(exc) or type(exc).__name__
-                self.on_event(action="failed", error=listener.last_error, **rule.to_json())
-                conn.close()
-                return
-            listener.last_error = ""
-            pump.splice(conn, chan, name=f"port-{rule.host_port}-conn").join()
+                listener.last_error = ""
+                pump.splice(conn, chan, name=f"port-{rule.host_port}-conn").join()
+        except Exception as exc:  # noqa: BLE001 - SSH/OS errors, or a machine that could not be woken
+            listener.failures += 1
+            listener.last_error = str(exc) or type(exc).__name__
+            self.on_event(action="failed", error=listener.last_error, **rule.to_json())
+            conn.close()
 
     def _open_tcp(self, listener: Listener, rule: PortRule, peer: tuple[str, int]) -> paramiko.Channel:
         """A direct-tcpip channel to the guest port, waiting for the link when it is down. While the port is

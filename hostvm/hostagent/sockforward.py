@@ -93,16 +93,15 @@ class SocketForward:
 
     def _serve(self, conn: socket.socket) -> None:
         self.connections += 1
-        with self.activity("engine socket"):
-            try:
+        try:
+            with self.activity("engine socket"):
                 chan = self.open_channel()
-            except Exception as exc:  # noqa: BLE001 - SSH/OS errors, or a machine that could not be woken
-                self.failures += 1
-                self.last_error = str(exc)
-                self.on_error(f"engine socket: cannot reach the guest agent: {exc}")
-                conn.close()
-                return
-            pump.splice(conn, chan, name="docker-fwd").join()
+                pump.splice(conn, chan, name="docker-fwd").join()
+        except Exception as exc:  # noqa: BLE001 - SSH/OS errors, or a machine that could not be woken
+            self.failures += 1
+            self.last_error = str(exc)
+            self.on_error(f"engine socket: cannot reach the guest agent: {exc}")
+            conn.close()
 
     def open_channel(self) -> paramiko.Channel:
         """A channel to the guest engine socket. Waits for the link when it is down, retries once across a
