@@ -1,5 +1,6 @@
 """The resource saver's decisions and races (hostvm/hostagent/idle.py), with a fake hypervisor that records
-pause/unpause calls; the real pause and wake-up paths are proven on a booted VM (tests/vm/test_saver_vm.py)."""
+pause/unpause calls; the real pause and wake-up paths are proven on a booted VM (tests/vm/test_saver_vm.py).
+"""
 
 from __future__ import annotations
 
