@@ -287,7 +287,9 @@ def _before_pause(agent: Any) -> None:
     transport = agent.link.current()
     if transport is not None:
         try:
-            _exec(transport, "fstrim / >/dev/null 2>&1; true", timeout=60)
+            # sync first: ext4 frees a deleted file's blocks only when its journal commits (every 5 s), and
+            # fstrim cannot trim blocks still held by the running transaction
+            _exec(transport, "sync; fstrim / >/dev/null 2>&1; true", timeout=60)
         except Exception as exc:  # noqa: BLE001 - a trim that failed costs disk space, never the pause
             log.info("fstrim before the idle pause: %s", exc)
     agent.link.hold()

@@ -236,3 +236,27 @@ def test_deleting_an_image_shrinks_the_qcow2(vm: VmMachine, tmp_path: Path) -> N
     vm.docker("rmi", "saver/big:1")
     # online discard returns part at once; the fstrim before the next idle pause the rest
     wait_for(lambda: allocated(disk) < before + 20 * MiB, "the qcow2 to give the image's space back", 180)
+
+
+# -- the libvirt driver -------------------------------------------------------------------------------------
+def test_libvirt_pauses_an_idle_machine_and_the_docker_cli_wakes_it() -> None:
+    """virDomainSuspend / virDomainResume, on a machine of its own (the rest of the file uses direct QEMU)."""
+    from support.machines import home_env, started_machine
+
+    from pymachine.hostvm import machines
+
+    with started_machine("svl", driver="libvirt", home_mount=False) as sm, home_env(sm.home):
+        m = VmMachine(sm.name, sm.home, sm.env())
+        drv = machines.driver_for(machines.load_config(m.name))
+        set_timeout(m, IDLE_S)
+        wait_for(lambda: saver(m)["state"] == "paused" and drv.paused(m.name), "the domain paused", 120)
+        assert state_column(m) == "running (idle, paused)"
+        sock = f"unix://{m.docker_socket}"
+        version = subprocess.run(
+            ["docker", "-H", sock, "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert version.returncode == 0, version.stderr
+        assert not drv.paused(m.name) and saver(m)["wakes"] == 1
