@@ -11,7 +11,6 @@ same for a whole agent.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -22,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.hostagent_vm import SHARED_CACHE, VmMachine, env_of, free_port, http_status, wait_for
+from support.hostagent_vm import VmMachine, booted_machine, env_of, free_port, http_status, wait_for
 from support.saver import MiB, allocated, big_image_tar, cpu_ticks, rss_bytes
 
 IDLE_S = 3.0
@@ -31,30 +30,8 @@ IDLE_S = 3.0
 @pytest.fixture(scope="module")
 def sm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmMachine]:
     """Machine `sv` of this file: created, started, busybox loaded (tests set the saver's timeout)."""
-    from support.agent import busybox_tarball
-
-    base = tmp_path_factory.mktemp("sv")
-    env = dict(os.environ)
-    env.update(
-        PYMACHINE_HOME=str(base / "home"),
-        PYMACHINE_CACHE=str(SHARED_CACHE),
-        DOCKER_CONFIG=str(base / "docker-config"),
-    )
-    for key in ("DOCKER_HOST", "DOCKER_CONTEXT", "PYMACHINE_IDLE_SUSPEND_S"):
-        env.pop(key, None)
-    machine = VmMachine("sv", base / "home", env)
-    with env_of(machine):
-        from pymachine.hostvm import machines
-
-        machines.create("sv", driver="qemu", home_mount=False, progress=lambda m: print(m, file=sys.stderr))
-        try:
-            machines.start("sv", lambda m: print(m, file=sys.stderr))
-            machine.docker("load", "-i", str(busybox_tarball()))
-            yield machine
-        finally:
-            with contextlib.suppress(Exception):
-                machine.remove_all_containers()
-            machines.delete("sv", force=True)
+    with booted_machine(tmp_path_factory.mktemp("sv"), "sv", home_mount=False) as machine:
+        yield machine
 
 
 @pytest.fixture
