@@ -220,3 +220,39 @@ def test_the_link_does_not_call_a_paused_guest_dead() -> None:
     assert link._probe(SilentTransport())  # type: ignore[arg-type]
     link.release()
     answered.set()
+
+
+# -- the setting and how list shows it ----------------------------------------------------------------------
+def test_idle_suspend_setting_defaults_validates_and_reads_old_configs() -> None:
+    from pymachine.hostvm import config
+    from pymachine.hostvm.errors import UsageError
+
+    host = dict(ncpus_host=4, fallback_driver="qemu", home_mount=False)
+    assert config.build(**host).idle_suspend == 5.0
+    assert config.build(**host, idle_suspend="0").idle_suspend == 0.0
+    assert config.build(**host, idle_suspend="0.5").idle_suspend == 0.5
+    for bad in ("soon", "-1", "nan", "99999"):
+        with pytest.raises(UsageError, match="idle_suspend"):
+            config.build(**host, idle_suspend=bad)
+    old = {"name": "x", "cpus": 1, "memory": 1 << 30, "disk": 8 << 30, "driver": "qemu"}
+    assert config.MachineConfig.from_json(old).idle_suspend == 5.0  # a config.json from before the saver
+
+
+def test_list_shows_a_paused_machine_as_running_idle_paused() -> None:
+    from pymachine.app.cli.machine_cmd import list_json, list_rows
+    from pymachine.hostvm.machines import Machine
+
+    m = Machine(
+        "dev", "running", 2, 1 << 30, 8 << 30, 40022, "tcg", "qemu", "qemu (direct)", 1, "/x", "/c", "h"
+    )
+    status = {
+        "running": True,
+        "state": "ready",
+        "link": {"state": "up"},
+        "forwards": [],
+        "saver": {"state": "paused"},
+    }
+    assert list_rows([(m, status)])[1][1] == "running (idle, paused)"
+    assert list_json(m, status)["state"] == "running (idle, paused)"
+    status["saver"] = {"state": "awake"}
+    assert list_rows([(m, status)])[1][1] == "running"
