@@ -311,7 +311,7 @@ class Agent:
             if abs(gap) > SLEEP_GAP:
                 self.events.emit("clock", gap=round(gap, 1), ok=True, reason="host slept")
                 t = self.link.current()
-                if t is not None:
+                if t is not None and not (self.saver is not None and self.saver.paused):  # a wake steps it
                     self.sync_clock(t)
 
     # -- control socket ----------------------------------------------------------------------------------
