@@ -376,17 +376,8 @@ class Agent:
             return {"ok": True}
         if op in ("share-mount", "share-unmount"):
             return self._share_op(op, request)
-        if op in ("wake", "pause", "saver") and self.saver is None:
-            return {"ok": op == "wake", "error": None if op == "wake" else "this machine cannot be paused"}
-        if op == "wake":  # `pymachine ssh`, `start` and anything else that logs in over SSH ask first
-            return {"ok": True, "took": round(self.saver.wake(str(request.get("reason") or "wake")), 3)}
-        if op == "pause":  # now, whatever the activity (debugging, and the tests of the wake-up paths)
-            return {"ok": self.saver.pause_now("requested", force=True), "saver": self.saver.snapshot()}
-        if op == "saver" and self.saver is not None:
-            if request.get("timeout_s") is not None:
-                self.saver.timeout = max(0.0, float(request["timeout_s"]))
-                self.saver.touch()
-            return {"ok": True, "saver": self.saver.snapshot()}
+        if op in idle.CONTROL_OPS:  # wake, pause, saver
+            return idle.control(self.saver, request)
         if op == "resync-clock":
             return {"ok": True, "clock": self.sync_clock(force=True)}
         if op == "shutdown":

@@ -238,6 +238,26 @@ class Saver:
 
 
 # -- wiring into the host agent (daemon.Agent) ---------------------------------------------------------------
+CONTROL_OPS = ("wake", "pause", "saver")
+
+
+def control(saver: Saver | None, request: dict[str, Any]) -> dict[str, Any]:
+    """The control socket's saver ops (control.py): `wake` (what `pymachine ssh`, `start` and `ssh.connect`
+    ask first), `pause` (now, whatever is open: debugging and the tests of the wake-up paths), `saver` (state;
+    `timeout_s` sets the idle timeout until the agent restarts)."""
+    op = request.get("op")
+    if saver is None:
+        return {"ok": op == "wake", "error": None if op == "wake" else "this machine cannot be paused"}
+    if op == "wake":
+        return {"ok": True, "took": round(saver.wake(str(request.get("reason") or "wake")), 3)}
+    if op == "pause":
+        return {"ok": saver.pause_now("requested", force=True), "saver": saver.snapshot()}
+    if request.get("timeout_s") is not None:
+        saver.timeout = max(0.0, float(request["timeout_s"]))
+        saver.touch()
+    return {"ok": True, "saver": saver.snapshot()}
+
+
 def machine_saver(name: str, agent: Any) -> Saver | None:
     """The saver of machine `name` for its host agent, or None when the machine has no config (an agent run
     against a test sshd) or its driver cannot pause."""

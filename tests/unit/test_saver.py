@@ -256,3 +256,14 @@ def test_list_shows_a_paused_machine_as_running_idle_paused() -> None:
     assert list_json(m, status)["state"] == "running (idle, paused)"
     status["saver"] = {"state": "awake"}
     assert list_rows([(m, status)])[1][1] == "running"
+
+
+def test_control_ops() -> None:
+    vm = FakeVM()
+    s = saver(vm, timeout=300)
+    assert idle.control(None, {"op": "wake"})["ok"]  # a machine without a saver is awake: nothing to do
+    assert not idle.control(None, {"op": "pause"})["ok"]
+    assert idle.control(s, {"op": "saver", "timeout_s": 3})["saver"]["timeout_s"] == 3
+    assert idle.control(s, {"op": "pause"})["saver"]["state"] == "paused"
+    assert idle.control(s, {"op": "wake", "reason": "pymachine ssh"})["ok"] and not vm.is_paused
+    assert vm.calls == ["pause", "unpause"]
