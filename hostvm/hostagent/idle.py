@@ -2,10 +2,11 @@
 
 Idle means, for `timeout` seconds: no connection open on the engine socket or a published port, no wake
 request (`pymachine ssh`, `start`, anything that logs in over SSH asks first), and — asked of the guest right
-before pausing — no running container and no SSH login besides the host agent's own link. The machine is then
-paused through the driver (libvirt virDomainSuspend, QMP `stop`): its vCPUs stop, QEMU uses no CPU, memory
-stays. The host agent keeps every listener open; the first connection calls `wake()`, which resumes the VM
-before the connection is carried on, so a client sees a short delay and nothing else.
+before pausing — no running container and no SSH login besides the host agent's own link. The guest then
+trims its disk (`sync; fstrim /`) and the machine is paused through the driver (libvirt virDomainSuspend, QMP
+`stop`): its vCPUs stop, QEMU uses no CPU, memory stays. The host agent keeps every listener open; the first
+connection calls `wake()`, which resumes the VM before the connection is carried on, so a client sees a short
+delay and nothing else.
 
 Races, all serialised by one lock (`_op`): a connection counts itself (`active`) before it waits for the lock,
 and the pause re-checks `active` after its guest probe, so a connection that arrives while the saver decides
