@@ -12,6 +12,7 @@ from typing import Any
 from pymachine.hostvm import doctor, machines, paths, ssh
 from pymachine.hostvm.config import DEFAULT_NAME, SHARE_TRANSPORTS, format_size, with_settings
 from pymachine.hostvm.errors import PymachineError
+from pymachine.hostvm.hostagent.idle import state_label
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -192,12 +193,6 @@ def engine_summary(status: dict[str, Any] | None) -> str:
             f"share {s.get('path')} {s.get('state')}: {s.get('error')}" for s in broken
         )
     return "ready"
-
-
-def state_label(m: machines.Machine, status: dict[str, Any] | None) -> str:
-    """`running (idle, paused)` while the resource saver holds the machine paused, else its state."""
-    saver = (status or {}).get("saver") or {}
-    return f"{m.state} (idle, paused)" if m.state == "running" and saver.get("state") == "paused" else m.state
 
 
 def link_state(status: dict[str, Any] | None) -> str | None:

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from pymachine.hostvm import machines, paths
+from pymachine.hostvm.hostagent.idle import state_label
 
 from . import workers
 from .common import ErrorBanner, LogDialog, action_buttons, binary_size, empty_state
@@ -138,7 +139,7 @@ class MachinesPanel(QWidget):
         self.rows = [m for m, _ in rows]
         self.table.setRowCount(len(rows))
         for i, (m, st) in enumerate(rows):
-            state = self.busy.get(m.name) or m.state
+            state = self.busy.get(m.name) or state_label(m, st)
             engine = ""
             if m.state == "running":
                 engine = st.get("state", "")

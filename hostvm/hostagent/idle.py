@@ -238,6 +238,14 @@ class Saver:
         }
 
 
+def state_label(machine: Any, status: dict[str, Any] | None) -> str:
+    """What `list`, `inspect` and the desktop app show: `running (idle, paused)` while the saver holds the
+    machine paused (from its host agent's `status`), else the machine's own state."""
+    saver = (status or {}).get("saver") or {}
+    paused = machine.state == "running" and saver.get("state") == "paused"
+    return f"{machine.state} (idle, paused)" if paused else str(machine.state)
+
+
 # -- wiring into the host agent (daemon.Agent) ---------------------------------------------------------------
 CONTROL_OPS = ("wake", "pause", "saver")
 
