@@ -300,7 +300,9 @@ def probe_guest(agent: Any) -> GuestActivity:
     from .daemon import _exec
 
     transport = agent.link.get(timeout=10)
-    status, body = guestapi.request(agent.opener.open(transport), "GET", "/containers/json")
+    chan = agent.opener.open(transport)
+    chan.settimeout(15)  # the saver's lock is held meanwhile: a wedged guest agent must not hold it forever
+    status, body = guestapi.request(chan, "GET", "/containers/json")
     if status != 200 or not isinstance(body, list):
         raise guestapi.GuestApiError(f"GET /containers/json answered {status}")
     tcp = _exec(transport, "cat /proc/net/tcp; cat /proc/net/tcp6 2>/dev/null; true")
