@@ -190,6 +190,11 @@ class Saver:
                 if self.active and not force:
                     return False  # a client connected while we asked the guest
             self._before_pause()
+            with self._count:
+                cancelled = self.active and not force
+            if cancelled:  # a client connected during the trim: no pause (and resume) for nothing
+                self._after_unpause(0.0)  # release what before_pause held
+                return False
             try:
                 self._pause()
             except Exception as exc:

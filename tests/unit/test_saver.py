@@ -267,3 +267,30 @@ def test_control_ops() -> None:
     assert idle.control(s, {"op": "pause"})["saver"]["state"] == "paused"
     assert idle.control(s, {"op": "wake", "reason": "pymachine ssh"})["ok"] and not vm.is_paused
     assert vm.calls == ["pause", "unpause"]
+
+
+def test_a_connection_during_the_trim_cancels_the_pause() -> None:
+    vm = FakeVM()
+    released: list[float] = []
+    s = saver(vm, timeout=1)
+    s._after_unpause = released.append
+    entered = threading.Event()
+    leave = threading.Event()
+
+    def client() -> None:
+        with s.connection("engine socket"):
+            entered.set()
+            leave.wait(5)
+
+    c = threading.Thread(target=client)
+
+    def trim_while_a_client_arrives() -> None:
+        c.start()
+        time.sleep(0.2)  # the client has counted itself and waits for the saver's lock
+
+    s._before_pause = trim_while_a_client_arrives
+    assert not s.pause_now("idle")
+    assert entered.wait(5)
+    leave.set()
+    c.join(5)
+    assert vm.calls == [] and released == [0.0]  # the link's probes were released again
