@@ -146,11 +146,13 @@ def create(
     mounts: list[str] | None = None,
     home_mount: bool = True,
     share_transport: str | None = None,
+    idle_suspend: float | str | None = None,
 ) -> Machine:
     """Validate everything first; then build the machine folder, removing it again if any step fails."""
     say = progress or (lambda _m: None)
     args = dict(name=name, cpus=cpus, memory=memory, disk=disk, driver=driver, connect=connect)
     args |= dict(mounts=mounts, home_mount=home_mount, share_transport=share_transport)
+    args |= dict(idle_suspend=idle_suspend)
     common = dict(ncpus_host=cfgmod.host_cpus(), fallback_driver=cfgmod.default_driver())
     cfg = cfgmod.build(**args, **common)  # type: ignore[arg-type]  # cheap checks before any image work
     mp = paths.machine(cfg.name)
@@ -462,6 +464,8 @@ def start(name: str, progress: Progress | None = None) -> Machine:
             stages = [s for s in stages if s.name != "host agent"]
         state = store.read_json(mp.state, {}) or {}
         running = drv.state(name) is DriverState.RUNNING
+        if running:
+            wake(name, "start")  # the readiness checks below need a guest that runs
         accel = state.get("accelerator", "tcg") if running else accelerator()
         client = None
         try:
@@ -617,6 +621,21 @@ def _ask_poweroff(name: str) -> bool:
         return True
     finally:
         client.close()
+
+
+def wake(name: str, reason: str = "wake") -> None:
+    """Resume a machine the resource saver paused (hostagent/idle.py) before reaching its guest other than
+    through the host agent's sockets (SSH): through the agent, so it knows; through the driver when no agent
+    answers (one that died while the machine slept). A no-op for a machine that runs or is stopped."""
+    launcher = _host_agent_launcher()
+    if launcher is not None and launcher.wake(name, reason):
+        return
+    try:
+        drv = driver_for(load_config(name))
+        if drv.paused(name):
+            drv.unpause(name)
+    except (PymachineError, NotImplementedError, OSError) as exc:
+        log.debug("wake of %s: %s", name, exc)
 
 
 def _host_agent_launcher():  # type: ignore[no-untyped-def]

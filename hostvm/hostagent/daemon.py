@@ -24,7 +24,7 @@ import paramiko
 from pymachine_agent import protocol
 
 from .. import paths
-from . import guestapi, ports, provision, sshfs
+from . import guestapi, idle, ports, provision, sshfs
 from .control import ControlServer
 from .events import EventWriter
 from .fswatch import FsWatcher
@@ -83,6 +83,7 @@ class Agent:
         self._generation = 0
         self.started_at = time.time()
         self.stages = StartupStages(self.events.emit)
+        self.saver: idle.Saver | None = None  # the resource saver, for a machine whose driver can pause
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -92,6 +93,8 @@ class Agent:
         self.events.emit("socket", state="listening", path=str(self.docker_socket))
         self.stages.done("engine socket")
         self.control.start()
+        if self.saver is not None:
+            self.saver.start()  # resumes a machine a dead agent left paused, before the link tries it
         self.stages.begin("ssh link")
         self.link.start()
         threading.Thread(target=self._sleep_watch, name="sleep-watch", daemon=True).start()
@@ -101,6 +104,8 @@ class Agent:
             return
         self.stopping.set()
         self.events.emit("state", state="stopping")
+        if self.saver is not None:
+            self.saver.stop()  # stop, delete and the next agent need a guest that runs
         self.control.stop()
         self.engine.stop()
         self.fswatch.stop()
@@ -314,7 +319,7 @@ class Agent:
             if abs(gap) > SLEEP_GAP:
                 self.events.emit("clock", gap=round(gap, 1), ok=True, reason="host slept")
                 t = self.link.current()
-                if t is not None:
+                if t is not None and not (self.saver is not None and self.saver.paused):  # a wake steps it
                     self.sync_clock(t)
 
     # -- control socket ----------------------------------------------------------------------------------
@@ -355,6 +360,7 @@ class Agent:
             "clock": dict(self.clock),
             "watch": self.fswatch.snapshot(),
             "shares": self.shares.snapshot(),
+            "saver": self.saver.snapshot() if self.saver is not None else None,
         }
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -378,6 +384,8 @@ class Agent:
             return {"ok": True}
         if op in ("share-mount", "share-unmount"):
             return self._share_op(op, request)
+        if op in idle.CONTROL_OPS:  # wake, pause, saver
+            return idle.control(self.saver, request)
         if op == "resync-clock":
             return {"ok": True, "clock": self.sync_clock(force=True)}
         if op == "shutdown":
@@ -483,6 +491,7 @@ def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) 
         streamlocal_mode=os.environ.get("PYMACHINE_STREAMLOCAL", "auto"),
         shares=sshfs_shares(name),
     )
+    agent.saver = idle.machine_saver(name, agent)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     agent.start()

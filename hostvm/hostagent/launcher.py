@@ -211,6 +211,18 @@ def status(name: str, repair: bool = True) -> dict[str, Any]:
     return result
 
 
+def wake(name: str, reason: str = "wake", timeout: float = 60.0) -> bool:
+    """Ask the host agent to resume the machine if its resource saver paused it (and to count this as
+    activity). False when no agent answered: the caller then asks the driver itself."""
+    if agent_pid(name) is None:
+        return False
+    try:
+        answer = control.call(paths.machine(name).control_socket, "wake", timeout=timeout, reason=reason)
+    except (OSError, ValueError):
+        return False
+    return bool(answer.get("ok"))
+
+
 def docker_host(name: str) -> str:
     return f"unix://{paths.machine(name).docker_socket}"
 
