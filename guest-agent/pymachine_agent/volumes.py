@@ -14,17 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic
+from .errors import AgentError
 
 log = logging.getLogger("pymachine_agent.volumes")
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
 
-class VolumeError(Exception):
-    status = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class VolumeError(AgentError):
+    pass
 
 
 class VolumeNotFound(VolumeError):

@@ -1,0 +1,30 @@
+"""The guest agent's one error type: what went wrong, in words `docker` prints, and the HTTP status the
+Docker API answers with. Every part's errors (runtime, images, volumes, networks, shares, archives, the API's
+own framing errors) derive from `AgentError`, so the API turns any of them into `{"message": ...}` with its
+status in one place (api/server.py) and anything else is a bug, answered 500 with a traceback in the log.
+
+Subclasses set `status` as a class attribute; the few whose status depends on the case pass it in."""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    status = 500
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class NotFound(AgentError):
+    status = 404
+
+
+class Conflict(AgentError):
+    status = 409
+
+
+class BadRequest(AgentError):
+    status = 400
