@@ -131,6 +131,10 @@ class MachinePaths:
         return self.dir / "ha.pid"
 
     @property
+    def agent_supervisor_pid(self) -> Path:
+        return self.dir / "ha-super.pid"
+
+    @property
     def agent_log(self) -> Path:
         return self.dir / "ha.log"
 

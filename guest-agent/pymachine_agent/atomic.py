@@ -12,12 +12,15 @@ the reader's to skip or repair: `read_json_record` returns None for it and logs 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from . import reserve
 
 log = logging.getLogger("pymachine_agent.atomic")
 PathArg = str | os.PathLike[str]
@@ -32,8 +35,17 @@ def fsync_dir(folder: PathArg) -> None:
 
 
 def write_bytes(path: PathArg, data: bytes, *, durable: bool = True, mode: int = 0o644) -> None:
-    """Replace `path` with `data` atomically (see the module doc)."""
-    target = os.fspath(path)
+    """Replace `path` with `data` atomically (see the module doc). On a full disk the engine's space reserve
+    is given back and the write tried once more (see reserve.py): its own state must always be writable."""
+    try:
+        _write_bytes(os.fspath(path), data, durable, mode)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC or not reserve.release_for(os.fspath(path)):
+            raise
+        _write_bytes(os.fspath(path), data, durable, mode)
+
+
+def _write_bytes(target: str, data: bytes, durable: bool, mode: int) -> None:
     folder, name = os.path.split(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder or ".")
     try:

@@ -7,6 +7,8 @@ Subclasses set `status` as a class attribute; the few whose status depends on th
 
 from __future__ import annotations
 
+import errno
+
 
 class AgentError(Exception):
     status = 500
@@ -28,3 +30,21 @@ class Conflict(AgentError):
 
 class BadRequest(AgentError):
     status = 400
+
+
+def no_space_message(exc: OSError) -> str:
+    """What a write that met a full disk tells the client (Docker says "no space left on device" too)."""
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return (
+        f"no space left on device{where}: the VM's disk is full; free space with docker rm, docker image prune "
+        "or docker system prune, or give the machine a larger disk"
+    )
+
+
+def client_message(exc: BaseException) -> str:
+    """The message a client sees for `exc` in a stream that already started (pull, load, push)."""
+    if isinstance(exc, AgentError):
+        return exc.message or str(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return no_space_message(exc)
+    return str(exc)

@@ -24,10 +24,11 @@ import paramiko
 from pymachine_agent import protocol
 
 from .. import paths
-from . import guestapi, ports, provision, sshfs
+from . import guestapi, lifeline, ports, provision, sshfs
 from .control import ControlServer
 from .events import EventWriter
 from .fswatch import FsWatcher
+from .logfile import rotating_log
 from .portforward import BindError, Forwarder
 from .sockforward import GUEST_SOCKET, SocketForward
 from .streamlocal import Opener
@@ -90,6 +91,7 @@ class Agent:
         self.control.start()
         self.link.start()
         threading.Thread(target=self._sleep_watch, name="sleep-watch", daemon=True).start()
+        lifeline.watch(self.machine_config.parent, self.stopping, self.stop)
 
     def stop(self) -> None:
         if self.stopping.is_set():
@@ -455,12 +457,16 @@ def acquire_lock(pid_file: Path) -> int | None:
 
 
 def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(levelname)s %(message)s")
+    mp = paths.machine(name)
+    mp.dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(threadName)s %(levelname)s %(message)s",
+        handlers=[rotating_log(mp.agent_log)],
+    )
     # paramiko logs every refused channel open as ERROR (the guest agent restarting, a closed guest port);
     # those are expected here and already show as events with their meaning.
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    mp = paths.machine(name)
-    mp.dir.mkdir(parents=True, exist_ok=True)
     paths.check_socket_path(mp.docker_socket)
     lock = acquire_lock(mp.agent_pid)
     if lock is None:

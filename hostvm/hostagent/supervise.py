@@ -1,0 +1,129 @@
+"""`python -m pymachine.hostvm.hostagent.supervise NAME`: keep the host agent of machine NAME running.
+
+The host agent is what makes the engine socket and the published ports work; when it dies (a crash, an
+OOM kill, kill -9) nothing else would start it again until some `pymachine` command happened to look, and
+meanwhile every forwarded port is dead. This process is its parent and does one thing: start it again at
+once (well under 2 s with the agent's start-up) — and it never outlives what it serves:
+
+- the agent exits with 0 (asked to shut down by `stop`/`delete`, SIGTERM, or its machine folder gone):
+  the supervisor exits too;
+- the machine folder is gone or is another folder of the same name (a deleted and re-created machine): it
+  exits without a restart, so an old agent never binds the ports of a new machine;
+- the agent keeps dying at start (3 times in a row within QUICK_FAILURE seconds of its start): it exits
+  with the agent's status, which `launcher.ensure_running` reports with the log tail;
+- SIGTERM (what `launcher.stop` sends first): it restarts nothing any more and exits with the agent.
+
+One supervisor per machine: it holds an flock on `ha-super.pid` for its life, like the agent on `ha.pid`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .. import paths
+
+QUICK_FAILURE = 5.0  # seconds: an agent that dies sooner than this after its start failed to start
+MAX_QUICK_FAILURES = 3
+
+
+def _say(log_path: Path, message: str) -> None:
+    try:
+        with open(log_path, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} supervisor {os.getpid()}: {message}\n")
+    except OSError:
+        pass
+
+
+def folder_identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of the machine folder while it holds a machine (config.json), else None."""
+    try:
+        st = os.stat(folder)
+        if not (folder / "config.json").exists():
+            return None
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def hold_lock(pid_file: Path) -> int | None:
+    fd = os.open(pid_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _spawn_agent(name: str, mp: paths.MachinePaths) -> subprocess.Popen[bytes]:
+    with open(mp.agent_log, "ab") as log_fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pymachine.hostvm.hostagent", name],
+            stdin=subprocess.DEVNULL,
+            stdout=log_fh,
+            stderr=log_fh,
+            close_fds=True,
+            cwd=str(mp.dir),
+        )
+
+
+def main(name: str) -> int:
+    mp = paths.machine(name)
+    identity = folder_identity(mp.dir)
+    if identity is None:
+        return 0  # no machine (any more): nothing to serve
+    lock = hold_lock(mp.agent_supervisor_pid)
+    if lock is None:
+        return 0  # another supervisor serves this machine
+    stopping = False
+    child: subprocess.Popen[bytes] | None = None
+
+    def on_term(_sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True  # the caller stops the agent itself (gracefully); we only stop restarting it
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    quick_failures = 0
+    status = 0
+    while not stopping:
+        child = _spawn_agent(name, mp)
+        started = time.monotonic()
+        while True:
+            try:
+                status = child.wait()
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
+                continue
+        if stopping or status == 0:
+            break
+        if folder_identity(mp.dir) != identity:
+            _say(mp.agent_log, "the machine folder is gone or replaced: not restarting the host agent")
+            break
+        quick_failures = quick_failures + 1 if time.monotonic() - started < QUICK_FAILURE else 0
+        if quick_failures >= MAX_QUICK_FAILURES:
+            _say(mp.agent_log, f"the host agent failed {quick_failures} times at start: giving up")
+            break
+        _say(mp.agent_log, f"the host agent {child.pid} ended with status {status}: starting it again")
+    try:
+        if folder_identity(mp.dir) == identity:
+            mp.agent_supervisor_pid.unlink()
+    except OSError:
+        pass
+    os.close(lock)
+    return 0 if status == 0 or stopping else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: python -m pymachine.hostvm.hostagent.supervise NAME", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(sys.argv[1]))
