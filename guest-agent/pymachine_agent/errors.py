@@ -36,8 +36,8 @@ def no_space_message(exc: OSError) -> str:
     """What a write that met a full disk tells the client (Docker says "no space left on device" too)."""
     where = f" writing {exc.filename}" if exc.filename else ""
     return (
-        f"no space left on device{where}: the VM's disk is full; free space with docker rm, docker image prune "
-        "or docker system prune, or give the machine a larger disk"
+        f"no space left on device{where}: the VM's disk is full; free space with docker rm, "
+        "docker image prune or docker system prune, or give the machine a larger disk"
     )
 
 

@@ -40,15 +40,28 @@ def _say(log_path: Path, message: str) -> None:
         pass
 
 
-def folder_identity(folder: Path) -> tuple[int, int] | None:
-    """(device, inode) of the machine folder while it holds a machine (config.json), else None."""
-    try:
-        st = os.stat(folder)
-        if not (folder / "config.json").exists():
-            return None
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
+class MachineFolder:
+    """The machine folder this process was started for, held open: deleted, it shows a link count of 0;
+    replaced by another folder of the same name, the path leads to another inode (which cannot be the same
+    number: ours stays allocated while we hold it open)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder
+        self.fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def same(self) -> bool:
+        try:
+            held, now = os.fstat(self.fd), os.stat(self.path)
+            return (
+                held.st_nlink > 0
+                and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+                and (self.path / "config.json").exists()
+            )
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def hold_lock(pid_file: Path) -> int | None:
@@ -77,9 +90,12 @@ def _spawn_agent(name: str, mp: paths.MachinePaths) -> subprocess.Popen[bytes]:
 
 def main(name: str) -> int:
     mp = paths.machine(name)
-    identity = folder_identity(mp.dir)
-    if identity is None:
+    try:
+        folder = MachineFolder(mp.dir)
+    except OSError:
         return 0  # no machine (any more): nothing to serve
+    if not folder.same():
+        return 0
     lock = hold_lock(mp.agent_supervisor_pid)
     if lock is None:
         return 0  # another supervisor serves this machine
@@ -105,19 +121,22 @@ def main(name: str) -> int:
                 continue
         if stopping or status == 0:
             break
-        if folder_identity(mp.dir) != identity:
+        if not folder.same():
             _say(mp.agent_log, "the machine folder is gone or replaced: not restarting the host agent")
             break
         quick_failures = quick_failures + 1 if time.monotonic() - started < QUICK_FAILURE else 0
-        if quick_failures >= MAX_QUICK_FAILURES:
+        if status > 0 and quick_failures >= MAX_QUICK_FAILURES:  # exits with an error (a kill is no error)
             _say(mp.agent_log, f"the host agent failed {quick_failures} times at start: giving up")
             break
         _say(mp.agent_log, f"the host agent {child.pid} ended with status {status}: starting it again")
+        if quick_failures > 1:  # killed again and again right after its start: do not spin
+            time.sleep(min(0.25 * 2**quick_failures, 10.0))
     try:
-        if folder_identity(mp.dir) == identity:
+        if folder.same():
             mp.agent_supervisor_pid.unlink()
     except OSError:
         pass
+    folder.close()
     os.close(lock)
     return 0 if status == 0 or stopping else 1
 

@@ -9,6 +9,7 @@ import json
 import threading
 from pathlib import Path
 
+import pytest
 from support.agent import running_agent
 
 B = "pymachine/busybox"
@@ -115,3 +116,16 @@ def test_no_double_close_under_attach_exec_logs_stress(tmp_path: Path) -> None:
         log = agent.log_path.read_text(errors="replace")
         assert "Bad file descriptor" not in log, log[-4000:]
         assert "Traceback" not in log, log[-4000:]
+
+
+def test_agent_log_rotates_by_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guest init runs the agent with --log-file; the file stays bounded however long the agent runs."""
+    monkeypatch.setenv("PYMACHINE_LOG_MAX_BYTES", "20000")
+    log_file = tmp_path / "rot.log"
+    with running_agent(tmp_path / "a", ["--log-file", str(log_file)]) as agent:
+        for _ in range(600):  # each request is a DEBUG line
+            assert agent.request("GET", "/_ping")[0] == 200
+        rotated = log_file.with_name("rot.log.1")
+        assert rotated.exists()
+        assert log_file.stat().st_size <= 20000 and rotated.stat().st_size <= 20000
+        assert "GET /_ping" in log_file.read_text()
