@@ -191,7 +191,9 @@ def _creating(name: str) -> Iterator[None]:
     except ImportError:  # Windows: no advisory locks here; a leftover folder is removed by the next create
         yield
         return
-    fd = os.open(paths.machines_dir() / f".{name}.create", os.O_RDWR | os.O_CREAT, 0o600)
+    lock = paths.create_lock(name)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -70,6 +70,11 @@ def machines_dir() -> Path:
     return home() / "m"
 
 
+def create_lock(name: str) -> Path:
+    """Held by `create` of `name` until its folder is complete (beside, not in, the machine folders)."""
+    return home() / "creating" / f"{name}.lock"
+
+
 def settings_file() -> Path:
     return home() / "settings.json"
 
