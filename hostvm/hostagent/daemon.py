@@ -8,7 +8,6 @@ except a second agent for the same machine (the pid-file lock says one is alive 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from .logfile import rotating_log
 from .portforward import BindError, Forwarder
 from .sockforward import GUEST_SOCKET, SocketForward
 from .streamlocal import Opener
+from .supervise import hold_lock as acquire_lock
 from .transport import Link
 
 log = logging.getLogger(__name__)
@@ -440,20 +440,6 @@ def sshfs_shares(name: str) -> list[tuple[str, bool]]:
     except ImportError:
         transport = cfg.share_transport
     return [(s.path, s.readonly) for s in cfg.shares] if transport == "sshfs" else []
-
-
-def acquire_lock(pid_file: Path) -> int | None:
-    """Hold an flock on the pid file for the agent's life: a second agent finds it taken and leaves, and a
-    kill -9 releases it with the process, so the next `start` can tell a dead agent from a live one."""
-    fd = os.open(pid_file, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
 
 
 def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) -> int:

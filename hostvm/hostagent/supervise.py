@@ -65,6 +65,10 @@ class MachineFolder:
 
 
 def hold_lock(pid_file: Path) -> int | None:
+    """Hold an flock on the pid file for the process's life (the agent's ha.pid, the supervisor's
+    ha-super.pid): a second one finds it taken and leaves, and a kill -9 releases it with the process, so the
+    next `start` can tell a dead process from a live one. Close-on-exec: a child must not keep a dead one
+    looking alive."""
     fd = os.open(pid_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -61,9 +61,10 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmMachine]:
 
 
 def _ok(port: int) -> bool:
+    """Any HTTP answer proves the path host → host agent → guest → container."""
     try:
-        return http_status(port, timeout=2) == 200
-    except OSError:
+        return http_status(port, timeout=2) > 0
+    except Exception:  # noqa: BLE001 - refused, reset, timed out: the port is down
         return False
 
 
