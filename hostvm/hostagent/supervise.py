@@ -52,11 +52,7 @@ class MachineFolder:
     def same(self) -> bool:
         try:
             held, now = os.fstat(self.fd), os.stat(self.path)
-            return (
-                held.st_nlink > 0
-                and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
-                and (self.path / "config.json").exists()
-            )
+            return held.st_nlink > 0 and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
         except OSError:
             return False
 
