@@ -5,46 +5,17 @@ log lines that fit are kept, and removing the filler frees the space for everyth
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
 import subprocess
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.agent import Agent, start_agent
+from support.random_image import random_image_archive
 
 B = "pymachine/busybox"
-
-
-def _archive(path: Path, size: int) -> None:
-    """A docker-archive of one layer holding `size` random bytes (content no store has yet)."""
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as tar:
-        info = tarfile.TarInfo("blob")
-        info.size = size
-        tar.addfile(info, io.BytesIO(os.urandom(size)))
-    data = layer.getvalue()
-    diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        }
-    ).encode()
-    cfg_name = hashlib.sha256(config).hexdigest() + ".json"
-    manifest = json.dumps([{"Config": cfg_name, "RepoTags": ["big:1"], "Layers": ["l/layer.tar"]}]).encode()
-    with tarfile.open(path, "w") as tar:
-        for name, body in ((cfg_name, config), ("l/layer.tar", data), ("manifest.json", manifest)):
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
 
 
 def _wait(cond, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
@@ -99,7 +70,7 @@ def test_a_container_fills_the_disk(small_disk: Path, tmp_path: Path) -> None:
 
         # a load that needs room fails saying so (not a bare 500 traceback)
         big = tmp_path / "big.tar"
-        _archive(big, 4 * 1024 * 1024)
+        random_image_archive(big, 4 * 1024 * 1024)
         load = agent.docker("load", "-i", str(big), check=False, timeout=60)
         assert load.returncode != 0
         assert "no space left on device" in (load.stdout + load.stderr).lower(), load.stdout + load.stderr

@@ -5,6 +5,8 @@ shows that the next command works and nothing is lost:
   command run in between (its supervisor restarts it);
 - `pymachine image build --force` while a machine uses the image: refused, the base disk untouched;
 - `pymachine create` killed half-way: the name can be created and deleted afterwards;
+- a container fills the guest's disk: the engine answers, a load fails saying "no space left on device", the
+  guest agent restarted on the full disk comes back with its containers, and `docker rm` frees the space;
 - QEMU killed under a running machine: `stop` ends its host agent and supervisor; `delete` ends an agent of a
   stopped machine, and no agent is left to serve a machine created again under that name. (Last: it ends
   the machine's run.)
@@ -23,6 +25,7 @@ from collections.abc import Iterator
 
 import pytest
 from support.hostagent_vm import SHARED_CACHE, VmMachine, env_of, free_port, http_status, wait_for
+from support.random_image import random_image_archive
 
 HTTPD = ["pymachine/busybox", "httpd", "-f", "-p", "80", "-h", "/bin"]
 
@@ -50,7 +53,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmMachine]:
     with env_of(machine):
         from pymachine.hostvm import machines
 
-        machines.create("faults", driver="qemu", home_mount=False)
+        machines.create("faults", driver="qemu", home_mount=False, disk="2G")  # small: quick to fill
         try:
             machines.start("faults", lambda m: print(m, file=sys.stderr))
             machine.docker("load", "-i", str(busybox_tarball()))
@@ -161,6 +164,55 @@ def test_create_killed_half_way_leaves_a_usable_name(vm: VmMachine) -> None:
         vm.pymachine("delete", "faults-half")
         assert not mp.dir.exists()
         assert "faults-half" not in vm.pymachine("list").stdout
+
+
+def _guest_free(vm: VmMachine) -> int:
+    code, out, _ = vm.ssh("df --output=avail -B1 / | tail -1")
+    return int(out.strip()) if code == 0 and out.strip().isdigit() else -1
+
+
+def test_a_container_fills_the_guest_disk(vm: VmMachine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    vm.docker(
+        "run",
+        "-d",
+        "--name",
+        "filler",
+        "pymachine/busybox",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/fill bs=1M; sleep 1d",
+    )
+    wait_for(lambda: 0 <= _guest_free(vm) < 8 * 1024 * 1024, "the guest disk to fill", 600)
+    assert "filler" in vm.docker("ps", "--format", "{{.Names}}", timeout=30).stdout
+    big = tmp_path / "big.tar"
+    random_image_archive(big, 16 * 1024 * 1024)
+    load = vm.docker("load", "-i", str(big), check=False, timeout=120)
+    assert load.returncode != 0 and "no space left on device" in (load.stdout + load.stderr).lower(), load
+    # the guest agent restarted on the full disk (its init starts it again) comes back with its containers
+    kill = (
+        "python3 - <<'EOF'\n"
+        "import os\n"
+        "for p in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    try:\n"
+        "        argv = open(f'/proc/{p}/cmdline', 'rb').read().split(b'\\0')\n"
+        "    except OSError:\n"
+        "        continue\n"
+        "    if b'pymachine_agent' in argv and b'serve' in argv:\n"
+        "        os.kill(int(p), 15)\n"
+        "EOF\n"
+    )
+    code, _, err = vm.ssh(kill)
+    assert code == 0, err
+    wait_for(
+        lambda: "filler" in vm.docker("ps", "--format", "{{.Names}}", check=False, timeout=30).stdout,
+        "the agent back",
+        120,
+    )
+    vm.docker("rm", "-f", "filler", timeout=60)
+    wait_for(lambda: _guest_free(vm) > 256 * 1024 * 1024, "the space back", 60)
+    vm.docker("load", "-i", str(big), timeout=120)
+    code, out, _ = vm.ssh("grep -c Traceback /var/log/pymachine-agent.log || true")
+    print(f"agent log tracebacks: {out.strip()}")
 
 
 def test_an_agent_whose_qemu_died_is_stopped_and_never_serves_a_new_machine(vm: VmMachine) -> None:
