@@ -93,3 +93,38 @@ def test_a_container_fills_the_disk(small_disk: Path, tmp_path: Path) -> None:
         assert "Traceback" not in log, log[-3000:]
     finally:
         agent.stop()
+
+
+def test_kill_9_of_the_agent_during_a_load(tmp_path: Path) -> None:
+    """The agent dies in the middle of `docker load`: the next agent has no half image tagged, its store is
+    consistent (the same load then works), and a container that ran before is still supervised."""
+    base = tmp_path / "a"
+    agent = start_agent(base)
+    try:
+        agent.load_busybox()
+        agent.docker("run", "-d", "--name", "before", B, "sleep", "1d")
+        big = tmp_path / "big.tar"
+        random_image_archive(big, 96 * 1024 * 1024)
+        load = subprocess.Popen(
+            ["docker", "load", "-i", str(big)],
+            env=agent.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        blobs = agent.state_dir / "images"
+        _wait(
+            lambda: sum(f.stat().st_size for f in blobs.rglob("*") if f.is_file()) > 8 * 1024 * 1024,
+            "the load",
+        )
+        agent.proc.send_signal(9)
+        agent.proc.wait(10)
+        assert load.wait(60) != 0, "the load finished before the kill: nothing was interrupted"
+        agent = start_agent(base, network_options=agent.network_options)
+        assert "big" not in agent.docker("images", "--format", "{{.Repository}}").stdout
+        assert agent.docker("inspect", "-f", "{{.State.Running}}", "before").stdout.strip() == "true"
+        agent.docker("load", "-i", str(big), timeout=120)
+        assert "big" in agent.docker("images", "--format", "{{.Repository}}").stdout
+        agent.docker("run", "--rm", "big:1", "true", check=False)  # no shell in it: only that it resolves
+        agent.docker("image", "rm", "big:1")
+    finally:
+        agent.stop()
