@@ -108,6 +108,10 @@ def test_no_double_close_under_attach_exec_logs_stress(tmp_path: Path) -> None:
                 with lock:
                     errors.append(f"{type(exc).__name__}: {exc}")
 
+        # meanwhile a container that exits and is restarted by its policy: each run is a new exit watch
+        client.containers.run(
+            B, ["sh", "-c", "sleep 0.2; exit 3"], detach=True, restart_policy={"Name": "always"}
+        )
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             list(pool.map(run, range(180)))
         assert errors == []
