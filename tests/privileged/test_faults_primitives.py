@@ -5,10 +5,12 @@ close under the pump threads of attach, exec and logs."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import threading
 from pathlib import Path
 
+import docker
 import pytest
 from support.agent import running_agent
 
@@ -95,6 +97,9 @@ def test_no_double_close_under_attach_exec_logs_stress(tmp_path: Path) -> None:
                 sock._sock.sendall(b"hello\n")
                 sock._sock.recv(16)
                 sock._sock.close()
+                if i % 3 == 2:  # a resize racing the end of the session (its pty closing)
+                    with contextlib.suppress(docker.errors.APIError):
+                        client.api.exec_resize(eid, height=30, width=100)
 
         def logs_once(i: int) -> None:
             stream = client.api.logs(ctr.id, stream=True, follow=True, tail=5)
