@@ -85,13 +85,13 @@ class Agent:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
+        lifeline.watch(self.machine_config.parent, self.stopping, self.stop)
         self.events.emit("state", state="starting", pid=os.getpid())
         self.engine.start()
         self.events.emit("socket", state="listening", path=str(self.docker_socket))
         self.control.start()
         self.link.start()
         threading.Thread(target=self._sleep_watch, name="sleep-watch", daemon=True).start()
-        lifeline.watch(self.machine_config.parent, self.stopping, self.stop)
 
     def stop(self) -> None:
         if self.stopping.is_set():

@@ -20,23 +20,24 @@ log = logging.getLogger(__name__)
 INTERVAL = 1.0  # seconds between looks: a stat and an exists, nothing to measure
 
 
-def watch(folder: Path, stopping: threading.Event, stop: Callable[[], None]) -> threading.Thread | None:
-    """Start the watch; None when the folder holds no machine (tests that run an agent on a bare folder)."""
+def watch(folder: Path, stopping: threading.Event, stop: Callable[[], None]) -> threading.Thread:
+    """Start the watch. Its first look is at once: a folder replaced before this agent started is not its
+    own either (its supervisor hands down the identity it started for: supervise.FOLDER_ID_ENV)."""
     try:
-        held = MachineFolder(folder)
+        held: MachineFolder | None = MachineFolder(folder)
     except OSError:
-        return None
-    if not held.same():
-        held.close()
-        return None
+        held = None
 
     def run() -> None:
-        while not stopping.wait(INTERVAL):
-            if not held.same():
+        while True:
+            if held is None or not held.same():
                 log.warning("the machine folder %s is gone or replaced: stopping this host agent", folder)
                 stop()
                 break
-        held.close()
+            if stopping.wait(INTERVAL):
+                break
+        if held is not None:
+            held.close()
 
     thread = threading.Thread(target=run, name="lifeline", daemon=True)
     thread.start()

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .. import paths
 
+FOLDER_ID_ENV = "PYMACHINE_MACHINE_FOLDER_ID"
 QUICK_FAILURE = 5.0  # seconds: an agent that dies sooner than this after its start failed to start
 MAX_QUICK_FAILURES = 3
 
@@ -48,11 +49,20 @@ class MachineFolder:
     def __init__(self, folder: Path) -> None:
         self.path = folder
         self.fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        st = os.fstat(self.fd)
+        # the one a supervisor started for, handed to its agents: a folder replaced before an agent looked
+        # at it is not theirs either
+        expected = os.environ.get(FOLDER_ID_ENV)
+        self.identity = expected or f"{st.st_dev}:{st.st_ino}"
 
     def same(self) -> bool:
         try:
             held, now = os.fstat(self.fd), os.stat(self.path)
-            return held.st_nlink > 0 and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+            return (
+                held.st_nlink > 0
+                and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+                and self.identity == f"{held.st_dev}:{held.st_ino}"
+            )
         except OSError:
             return False
 
@@ -116,6 +126,7 @@ def main(name: str) -> int:
         return 0  # no machine (any more): nothing to serve
     if not folder.same():
         return 0
+    os.environ[FOLDER_ID_ENV] = folder.identity  # inherited by each forked agent (lifeline.py)
     lock = hold_lock(mp.agent_supervisor_pid)
     if lock is None:
         return 0  # another supervisor serves this machine
