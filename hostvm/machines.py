@@ -156,7 +156,7 @@ def create(
     common = dict(ncpus_host=cfgmod.host_cpus(), fallback_driver=cfgmod.default_driver())
     cfg = cfgmod.build(**args, **common)  # type: ignore[arg-type]  # cheap checks before any image work
     mp = paths.machine(cfg.name)
-    if mp.dir.exists():
+    if mp.dir.exists() and not _remove_half_created(cfg.name):
         raise UsageError(
             f"machine '{cfg.name}' already exists", hint=f"pick another name, or: pymachine delete {cfg.name}"
         )
@@ -175,10 +175,51 @@ def create(
     }
     paths.ensure_home()
     mp.dir.parent.mkdir(parents=True, exist_ok=True)
+    with _creating(cfg.name):
+        _clear_half_created(mp)
+        try:
+            mp.dir.mkdir(mode=0o700)  # the atomic claim on the name: a concurrent create of it fails here
+        except FileExistsError:
+            raise UsageError(f"machine '{cfg.name}' already exists") from None
+        _build_folder(cfg, mp, stages)
+    return get(cfg.name)
+
+
+@contextlib.contextmanager
+def _creating(name: str) -> Iterator[None]:
+    """Held by a create from before it claims the folder until config.json is written (beside the folder: the
+    folder may not exist yet). A folder without config.json whose creator does not hold this is what a
+    create killed half-way left."""
     try:
-        mp.dir.mkdir(mode=0o700)  # the atomic claim on the name: a concurrent create of it fails here
-    except FileExistsError:
-        raise UsageError(f"machine '{cfg.name}' already exists") from None
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; a leftover folder is removed by the next create
+        yield
+        return
+    lock = paths.create_lock(name)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_half_created(name: str) -> bool:
+    """Remove the folder a create killed half-way left (no config.json); True if the name is free now."""
+    with _creating(name):
+        return _clear_half_created(paths.machine(name))
+
+
+def _clear_half_created(mp: paths.MachinePaths) -> bool:
+    if not mp.dir.exists() or mp.config.exists():
+        return not mp.dir.exists()
+    log.warning("removing %s: a create of machine '%s' stopped half-way", mp.dir, mp.name)
+    shutil.rmtree(mp.dir, ignore_errors=True)
+    return not mp.dir.exists()
+
+
+def _build_folder(cfg: cfgmod.MachineConfig, mp: paths.MachinePaths, stages: Stages) -> None:
     try:
         with stages.step("machine files"):  # keys, seed, disk overlay
             ssh.create_keys(cfg.name)
@@ -187,13 +228,14 @@ def create(
             proc.run(
                 ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, mp.disk, str(cfg.disk)]
             )
+            from .image import register_user
+
+            register_user(base, mp.disk)  # so that no home's prune or --force pulls it away
             store.write_json(mp.state, {"ssh_port": pick_port(cfg.name, None)})
             store.write_json(mp.config, cfg.to_json())  # last: a folder without config.json is not a machine
     except BaseException:
         shutil.rmtree(mp.dir, ignore_errors=True)
         raise
-
-    return get(cfg.name)
 
 
 def write_seed(name: str, devices: list[shares.ShareDevice]) -> None:
@@ -265,6 +307,9 @@ def mount_rm(name: str, path: str) -> tuple[Machine, bool]:
 
 
 def delete(name: str, force: bool = False) -> None:
+    mp = paths.machine(name)
+    if mp.dir.exists() and not mp.config.exists() and _remove_half_created(name):
+        return  # it was only what a killed create left
     cfg = load_config(name)
     drv = driver_for(cfg)
     with _locked(name):
@@ -275,6 +320,7 @@ def delete(name: str, force: bool = False) -> None:
                 )
             _stop_host_agent(name)
             drv.force_stop(name)
+        _stop_host_agent(name)  # also when QEMU died under it: never left behind to serve a new machine
         drv.cleanup(name)
         shares.stop_daemons(name)
         shutil.rmtree(paths.machine(name).dir)
@@ -579,8 +625,8 @@ def stop(name: str, progress: Progress | None = None, timeout: float | None = No
     accel = (store.read_json(paths.machine(name).state, {}) or {}).get("accelerator", "tcg")
     timeout = STOP_TIMEOUT.get(accel, 60.0) if timeout is None else timeout
     with _locked(name):
+        _stop_host_agent(name)  # also when QEMU died under it: an agent must not outlive its VM's run
         if drv.state(name) is DriverState.RUNNING:
-            _stop_host_agent(name)
             say(f"stopping machine '{name}'")
             deadline = time.monotonic() + timeout
             asked = _ask_poweroff(name)

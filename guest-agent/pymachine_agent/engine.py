@@ -22,6 +22,7 @@ from . import health, links
 from .dockerspec import BadParameter, merge_env, translate_create, valid_name
 from .engine_io import EngineIO
 from .engine_system import EngineSystem
+from .errors import AgentError
 from .events import EventBus, PortAckError, PortBroker
 from .fsevents import ChangeMirror
 from .images import ImageNotFound, ImageStore
@@ -79,16 +80,15 @@ _NOUN = [
 ]
 
 
-class NotModified(Exception):
+class NotModified(AgentError):
     status = 304
 
-
-class EngineConflict(Exception):
-    status = 409
-
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str = "not modified") -> None:
         super().__init__(message)
-        self.message = message
+
+
+class EngineConflict(AgentError):
+    status = 409
 
 
 class Engine(EngineIO, EngineSystem):

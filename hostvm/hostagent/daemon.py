@@ -8,7 +8,6 @@ except a second agent for the same machine (the pid-file lock says one is alive 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -24,14 +23,16 @@ import paramiko
 from pymachine_agent import protocol
 
 from .. import paths
-from . import guestapi, idle, ports, provision, sshfs
+from . import guestapi, idle, lifeline, ports, provision, sshfs
 from .control import ControlServer
 from .events import EventWriter
 from .fswatch import FsWatcher
+from .logfile import rotating_log
 from .portforward import BindError, Forwarder
 from .sockforward import GUEST_SOCKET, SocketForward
 from .startup import StartupStages
 from .streamlocal import Opener
+from .supervise import hold_lock as acquire_lock
 from .transport import Link
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class Agent:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
+        lifeline.watch(self.machine_config.parent, self.stopping, self.stop)
         self.events.emit("state", state="starting", pid=os.getpid())
         self.stages.begin("engine socket")
         self.engine.start()
@@ -456,27 +458,17 @@ def sshfs_shares(name: str) -> list[tuple[str, bool]]:
     return [(s.path, s.readonly) for s in cfg.shares] if transport == "sshfs" else []
 
 
-def acquire_lock(pid_file: Path) -> int | None:
-    """Hold an flock on the pid file for the agent's life: a second agent finds it taken and leaves, and a
-    kill -9 releases it with the process, so the next `start` can tell a dead agent from a live one."""
-    fd = os.open(pid_file, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
 def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(levelname)s %(message)s")
+    mp = paths.machine(name)
+    mp.dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(threadName)s %(levelname)s %(message)s",
+        handlers=[rotating_log(mp.agent_log)],
+    )
     # paramiko logs every refused channel open as ERROR (the guest agent restarting, a closed guest port);
     # those are expected here and already show as events with their meaning.
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    mp = paths.machine(name)
-    mp.dir.mkdir(parents=True, exist_ok=True)
     paths.check_socket_path(mp.docker_socket)
     lock = acquire_lock(mp.agent_pid)
     if lock is None:

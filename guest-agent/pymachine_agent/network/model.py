@@ -9,15 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymachine_agent.errors import AgentError
 
-class NetworkError(Exception):
+
+class NetworkError(AgentError):
     """A networking failure a Docker client should see; `status` is the HTTP status to reply with."""
-
-    status = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class NotFoundError(NetworkError):

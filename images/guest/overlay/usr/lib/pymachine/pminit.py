@@ -26,7 +26,7 @@ import time
 
 AGENT_DIR = "/opt/pymachine/agent"
 AGENT_LOG = "/var/log/pymachine-agent.log"
-AGENT_ARGV = ["/usr/bin/python3", "-m", "pymachine_agent", "serve"]
+AGENT_ARGV = ["/usr/bin/python3", "-m", "pymachine_agent", "serve", "--log-file", AGENT_LOG]  # rotates
 POWEROFF = "/sbin/pymachine-poweroff"
 SEED_DISK, SEED_DIR = "/dev/vdb", "/run/seed"
 # virtio_balloon: with free page reporting (CONFIG_PAGE_REPORTING=y in Debian's cloud kernel) the guest hands
