@@ -71,6 +71,11 @@ def machines_dir() -> Path:
     return home() / "m"
 
 
+def create_lock(name: str) -> Path:
+    """Held by `create` of `name` until its folder is complete (beside, not in, the machine folders)."""
+    return home() / "creating" / f"{name}.lock"
+
+
 def settings_file() -> Path:
     return home() / "settings.json"
 
@@ -130,6 +135,10 @@ class MachinePaths:
     @property
     def agent_pid(self) -> Path:
         return self.dir / "ha.pid"
+
+    @property
+    def agent_supervisor_pid(self) -> Path:
+        return self.dir / "ha-super.pid"
 
     @property
     def agent_log(self) -> Path:

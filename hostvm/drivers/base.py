@@ -56,6 +56,19 @@ class Driver(abc.ABC):
     def hostfwd_add(self, machine: str, host_port: int, guest_port: int) -> None:
         raise NotImplementedError("this driver cannot add port forwards to a running VM")
 
+    # -- the resource saver (hostagent/idle.py): freeze the vCPUs, keep memory and devices ---------------
+    def pause(self, machine: str) -> None:
+        """Stop the guest's vCPUs (it keeps its memory; QEMU then uses no CPU). Idempotent."""
+        raise NotImplementedError("this driver cannot pause a VM")
+
+    def unpause(self, machine: str) -> None:
+        """Let a paused guest run again. Idempotent: a running guest is not an error."""
+        raise NotImplementedError("this driver cannot pause a VM")
+
+    def paused(self, machine: str) -> bool:
+        """Whether the hypervisor holds the guest paused (asked each time)."""
+        return False
+
     def describe(self) -> str:
         """Where VMs run, for `inspect` and `doctor` (e.g. the libvirt URI)."""
         return self.name

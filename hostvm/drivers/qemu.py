@@ -51,6 +51,8 @@ def qemu_argv(
         "-netdev", spec.netdev(),
         "-device", spec.nic(),
         "-device", "virtio-rng-pci",
+        # memory the guest frees goes back to the host (the guest kernel reports free pages: docs/machines.md)
+        "-device", "virtio-balloon-pci,free-page-reporting=on",
         *_share_args(spec),
         "-serial", f"file:{q(spec.console_log)}",
         "-qmp", f"unix:{q(qmp_socket)},server=on,wait=off",
@@ -166,6 +168,21 @@ class QemuDriver(Driver):
             mp = paths.machine(machine)
             mp.qemu_pid.unlink(missing_ok=True)
             mp.qmp_socket.unlink(missing_ok=True)
+
+    def pause(self, machine: str) -> None:
+        qmp_command(paths.machine(machine).qmp_socket, "stop")  # a no-op on a stopped VM
+
+    def unpause(self, machine: str) -> None:
+        qmp_command(paths.machine(machine).qmp_socket, "cont")  # a no-op on a running VM
+
+    def paused(self, machine: str) -> bool:
+        if self.pid(machine) is None:
+            return False
+        try:
+            status = qmp_command(paths.machine(machine).qmp_socket, "query-status")
+        except OSError:
+            return False
+        return isinstance(status, dict) and status.get("status") == "paused"
 
     def hostfwd_add(self, machine: str, host_port: int, guest_port: int) -> None:
         reply = qmp_command(

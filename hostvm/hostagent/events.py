@@ -7,7 +7,8 @@ depends on the type:
 | type      | fields                                                                 |
 | --------- | ---------------------------------------------------------------------- |
 | `state`   | `state`: starting / connecting / ready / degraded / stopping / stopped |
-| `stage`   | `stage`, `message` (progress while starting)                           |
+| `stage`   | `step`, `total`, `name`, `state`, `seconds`, `source`: the agent's own |
+|           | start-up steps (`hostvm.progress.StageProgress`, `startup.py`)         |
 | `link`    | `state`: up / down, `error` (when down), `reconnects`                  |
 | `forward` | `action`: opened / closed / failed, `proto`, `host_ip`, `host_port`,   |
 |           | `guest_port`, `container`, `error` (when failed)                       |
@@ -15,6 +16,7 @@ depends on the type:
 | `clock`   | `skew` or `gap` (seconds), `ok`                                        |
 | `agent`   | `action`: reprovisioning / reprovisioned, `old`, `new` (checksums)     |
 | `error`   | `message`, `hint`                                                      |
+| `saver`   | `state`: paused / awake / error, `reason`, `took`, `paused_for`        |
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EVENT_TYPES = frozenset({"state", "stage", "link", "forward", "socket", "clock", "agent", "error", "share"})
+EVENT_TYPES = frozenset(
+    {"state", "stage", "link", "forward", "socket", "clock", "agent", "error", "share", "saver"}
+)
 # Keep the file from growing without bound on a machine that runs for weeks: rotate to one `.1` file.
 MAX_BYTES = 4 * 1024 * 1024
 

@@ -13,7 +13,8 @@ import struct
 import subprocess
 import sys
 import termios
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from pymachine_agent.runtime import capabilities, libc, namespaces, process, seccomp, user
 from pymachine_agent.runtime.errors import RuntimeErr
@@ -49,6 +50,7 @@ class ExecPayload:
     hostname: str
     seccomp: str = ""  # the container's seccomp filter (hex of seccomp.filter_for's bytes); "" = none
     pty_sock: int = -1  # tty: socket on which the helper sends back the pty master
+    console_size: list[int] = field(default_factory=list)  # tty: [height, width] before the process runs
 
 
 class ExecProcess:
@@ -57,6 +59,7 @@ class ExecProcess:
 
     def __init__(self, payload: ExecPayload, want_stdin: bool, detach: bool) -> None:
         self.pty: int | None = None
+        self._pty_lock = threading.Lock()  # a resize (API thread) never uses the number after close frees it
         self.stdin = self.stdout = self.stderr = None
         argv = boot_command("pymachine_agent.runtime.exec", json.dumps(payload.__dict__))
         if payload.tty:
@@ -112,8 +115,9 @@ class ExecProcess:
         return self._popen.returncode
 
     def resize(self, height: int, width: int) -> None:
-        if self.pty is not None:
-            fcntl.ioctl(self.pty, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+        with self._pty_lock:
+            if self.pty is not None:
+                fcntl.ioctl(self.pty, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
 
     def close_stdin(self) -> None:
         """EOF on the process's stdin."""
@@ -124,13 +128,32 @@ class ExecProcess:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         self._popen.send_signal(sig)
 
+    def kill_all(self) -> None:
+        """SIGKILL the process in the container (and its process group: it made its own session) and then
+        the helper. The helper forwards catchable signals only, so killing the helper alone would leave
+        the process running in the container (a timed-out health probe must not)."""
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                children = [int(x) for x in f.read().split()]
+        except OSError:
+            children = []
+        for child in children:
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(child, signal.SIGKILL)
+                    break
+                except OSError:
+                    continue
+        self._popen.kill()
+
     def close(self) -> None:
         for f in (self._popen.stdin, self._popen.stdout, self._popen.stderr):
             if f:
                 f.close()
-        if self.pty is not None:
-            os.close(self.pty)
-            self.pty = None
+        with self._pty_lock:
+            if self.pty is not None:
+                os.close(self.pty)
+                self.pty = None
 
 
 def main(argv: list[str]) -> None:
@@ -152,6 +175,7 @@ def main(argv: list[str]) -> None:
     if p.pty_sock >= 0:
         try:
             master, slave = os.openpty()  # now resolves to the container's /dev/ptmx
+            process.set_winsize(slave, p.console_size)
         except OSError as e:
             sys.stderr.write(f"exec: cannot open a terminal in the container: {e}\n")
             os._exit(126)
@@ -222,6 +246,7 @@ def make_payload(pid: int, cgroup: str, spec: ExecSpec, ctr: ContainerSpec) -> E
         cap_mask=capabilities.resolve(ctr.cap_add, ctr.cap_drop, ctr.privileged or spec.privileged),
         hostname=ctr.hostname or ctr.id[:12],
         seccomp=_filter_hex(ctr),
+        console_size=list(spec.console_size),
     )
 
 
