@@ -118,10 +118,13 @@ def virtiofsd_argv(dev: ShareDevice, binary: str, owner: int, as_root: bool) -> 
     if owner == 0 and as_root:
         return ["unshare", "--mount", "--propagation", "private", "--", *body]
     ns = ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private", "--", *body]
-    if as_root:  # become the owner first: the new user namespace's root is then the owner on the host
-        st = os.stat(dev.path)
-        return ["setpriv", f"--reuid={owner}", f"--regid={st.st_gid}", "--clear-groups", *ns]
-    return ns
+    # Every guest uid's requests run as the namespace's root, i.e. the owner (C virtiofsd would switch to the
+    # guest uid, which has no mapping here: EINVAL); as root, become the owner first, so that the new user
+    # namespace's root is the owner on the host. See virtiofs_squash.
+    squash = [sys.executable, "-m", "pymachine.hostvm.virtiofs_squash"]
+    if as_root:
+        squash += [f"--uid={owner}", f"--gid={os.stat(dev.path).st_gid}"]
+    return [*squash, "--", *ns]
 
 
 def nofile_limit() -> int:

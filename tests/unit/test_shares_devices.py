@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pymachine.hostvm.domain import ShareDevice, domain_xml
 from pymachine.hostvm.drivers.base import Capabilities
 from pymachine.hostvm.drivers.qemu import qemu_argv
 from pymachine.hostvm.errors import UsageError
+from pymachine.hostvm.share_hotplug import ShareChange
 
 VIRTIOFS = ShareDevice("pm0", "/home/u", False, "virtiofs", "/home/u/m/dev/virtiofs/pm0.sock")
 NINEP = ShareDevice("pm1", "/srv/data,x", True, "9p")
@@ -83,10 +85,13 @@ def test_virtiofsd_argv_per_owner(tmp_path: Path) -> None:
     assert f"mount -o remount,bind,ro {tmp_path} {tmp_path}" in script  # read-only on the host side
     tail = f"-o sandbox=namespace -o xattr --rlimit-nofile={shares.nofile_limit()}"
     assert script.endswith(f"--socket-path=/m/virtiofs/pm0.sock -o source={tmp_path} -o cache=auto {tail}")
+    squash = [sys.executable, "-m", "pymachine.hostvm.virtiofs_squash"]
     for_user = shares.virtiofsd_argv(dev, "/v", owner=1000, as_root=True)
-    assert for_user[:2] == ["setpriv", "--reuid=1000"] and "--map-root-user" in for_user
+    gid = tmp_path.stat().st_gid
+    assert for_user[:8] == [*squash, "--uid=1000", f"--gid={gid}", "--", "unshare", "--user"]
+    assert "--map-root-user" in for_user
     not_root = shares.virtiofsd_argv(replace(dev, readonly=False), "/v", owner=1000, as_root=False)
-    assert not_root[:3] == ["unshare", "--user", "--map-root-user"]
+    assert not_root[:7] == [*squash, "--", "unshare", "--user", "--map-root-user"]
     assert "remount" not in not_root[-1]
 
 
@@ -149,12 +154,21 @@ def test_mount_list_marks_what_waits_for_a_restart(capsys: pytest.CaptureFixture
 
 
 def test_mount_add_says_when_it_applies(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(machines, "mount_add", lambda name, path: (_machine(state="stopped"), False))
     parser = argparse.ArgumentParser()
     machine_cmd.register(parser.add_subparsers())
     args = parser.parse_args(["mount", "add", "dev", "/srv/x:ro"])
-    assert args.func(args) == 0
-    assert capsys.readouterr().out == "machine 'dev' shares /srv/x:ro (applies at the next start)\n"
+    for change, said in [
+        (ShareChange("next start"), "applies at the next start"),
+        (ShareChange("now"), "mounted in the VM now"),
+        (ShareChange("restart"), "restart to apply: pymachine restart dev"),
+        (
+            ShareChange("restart", "no agent"),
+            "not at once: no agent; restart to apply: pymachine restart dev",
+        ),
+    ]:
+        monkeypatch.setattr(machines, "mount_add", lambda name, path, c=change: (_machine(), c))
+        assert args.func(args) == 0
+        assert capsys.readouterr().out == f"machine 'dev' shares /srv/x:ro ({said})\n"
 
 
 def test_share_list_pending_against_the_running_start() -> None:

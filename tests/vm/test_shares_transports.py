@@ -137,6 +137,27 @@ def test_container_root_writes_belong_to_the_share_owner(shared: Shared) -> None
         assert (st.st_uid, st.st_gid) == (OWNER, OWNER), f"{path} is {st.st_uid}:{st.st_gid}"
 
 
+def test_a_non_root_container_user_writes_files_of_the_share_owner(shared: Shared) -> None:
+    """Docker Desktop's rule: whoever writes in a share, the host file is the user's. Over virtiofs the guest
+    kernel still checks the mode bits it is shown (the owner shows as uid 0), so the folder is 0777 here; on
+    main's code C virtiofsd refused the create itself (EINVAL: uid 33 has no mapping in its namespace)."""
+    open_dir = shared.rw / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    os.chown(open_dir, OWNER, OWNER)
+    (open_dir / "readme.txt").write_text("for everybody\n")
+    script = "id -u; cat /app/open/readme.txt && mkdir /app/open/d33 && echo by33 > /app/open/d33/f.txt"
+    out = shared.docker(
+        "run", "--rm", "--user", "33:33", "-v", f"{shared.rw}:/app", IMAGE, "sh", "-c", script
+    )
+    assert out.stdout == "33\nfor everybody\n", out.stderr
+    made = open_dir / "d33" / "f.txt"
+    assert made.read_text() == "by33\n"
+    for path in (made, made.parent):
+        st = path.stat()
+        assert (st.st_uid, st.st_gid) == (OWNER, OWNER), f"{path} is {st.st_uid}:{st.st_gid}"
+
+
 def test_rename_and_delete_both_ways(shared: Shared) -> None:
     (shared.rw / "a.txt").write_text("a\n")
     (shared.rw / "gone.txt").write_text("x\n")
