@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -88,10 +89,11 @@ def test_virtiofsd_argv_per_owner(tmp_path: Path) -> None:
     squash = [sys.executable, "-m", "pymachine.hostvm.virtiofs_squash"]
     for_user = shares.virtiofsd_argv(dev, "/v", owner=1000, as_root=True)
     gid = tmp_path.stat().st_gid
-    assert for_user[:8] == [*squash, "--uid=1000", f"--gid={gid}", "--", "unshare", "--user"]
-    assert "--map-root-user" in for_user
-    not_root = shares.virtiofsd_argv(replace(dev, readonly=False), "/v", owner=1000, as_root=False)
-    assert not_root[:7] == [*squash, "--", "unshare", "--user", "--map-root-user"]
+    ns = ["unshare", "--map-user=1000", f"--map-group={gid}", "--keep-caps", "--mount"]
+    assert for_user[:11] == [*squash, "--uid=1000", f"--gid={gid}", "--", *ns]
+    not_root = shares.virtiofsd_argv(replace(dev, readonly=False), "/v", owner=0, as_root=False)
+    me = [f"--map-user={os.getuid()}", f"--map-group={os.getgid()}", "--keep-caps"]
+    assert not_root[:8] == [*squash, "--", "unshare", *me]
     assert "remount" not in not_root[-1]
 
 
