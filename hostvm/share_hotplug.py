@@ -33,12 +33,19 @@ def apply(name: str, share: Share, add: bool, running: bool) -> ShareChange:
     """Called with the machine's lock held, after config.json was written."""
     if not running:
         return ShareChange("next start")
+    from .hostagent import control
+
     state_path = paths.machine(name).state
     state = store.read_json(state_path, {}) or {}
     if state.get("share_transport") != "sshfs":
+        # The guest agent's list of shares follows config.json now, so a container asking for the new folder
+        # hears "not mounted in the VM ... restart" rather than "not shared ... mount add" (best effort: a
+        # host agent that is down sends the list when it connects).
+        try:
+            control.call(paths.machine(name).control_socket, "push-shares", timeout=HOTPLUG_TIMEOUT_S)
+        except (OSError, ValueError):
+            pass
         return ShareChange("restart")
-    from .hostagent import control
-
     op = "share-mount" if add else "share-unmount"
     try:
         answer = control.call(

@@ -65,5 +65,13 @@ def test_an_agent_that_refuses_or_is_gone_means_restart_with_the_reason(machine:
 
 def test_virtiofs_applies_at_restart_and_a_stopped_machine_at_its_start(machine: Path) -> None:
     store.write_json(machine / "state.json", {"share_transport": "virtiofs", "shares": []})
-    assert share_hotplug.apply("dev", Share("/srv/x"), True, running=True).when == "restart"
-    assert share_hotplug.apply("dev", Share("/srv/x"), True, running=False).when == "next start"
+    assert share_hotplug.apply("dev", Share("/srv/x"), True, running=True).when == "restart"  # no agent
+    seen: list[dict[str, Any]] = []
+    server = _agent(machine, {"ok": True}, seen)
+    try:
+        assert share_hotplug.apply("dev", Share("/srv/x"), True, running=True).when == "restart"
+        assert share_hotplug.apply("dev", Share("/srv/x"), True, running=False).when == "next start"
+    finally:
+        server.stop()
+    assert seen == [{"op": "push-shares"}]  # the guest agent's list follows: "not mounted ... restart"
+    assert store.read_json(machine / "state.json", {})["shares"] == []
