@@ -84,7 +84,7 @@ def test_virtiofsd_argv_per_owner(tmp_path: Path) -> None:
     assert as_root_for_root[:2] == ["unshare", "--mount"] and "--user" not in as_root_for_root
     script = as_root_for_root[-1]
     assert f"mount -o remount,bind,ro {tmp_path} {tmp_path}" in script  # read-only on the host side
-    tail = f"-o sandbox=namespace -o xattr --rlimit-nofile={shares.nofile_limit()}"
+    tail = f"-o sandbox=namespace -o no_xattr --rlimit-nofile={shares.nofile_limit()}"
     assert script.endswith(f"--socket-path=/m/virtiofs/pm0.sock -o source={tmp_path} -o cache=auto {tail}")
     squash = [sys.executable, "-m", "pymachine.hostvm.virtiofs_squash"]
     for_user = shares.virtiofsd_argv(dev, "/v", owner=1000, as_root=True)
