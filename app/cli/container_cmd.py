@@ -10,6 +10,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import requests
+
 from pymachine.app.cli import container_build, formats, render, terminal
 from pymachine.hostvm import containers, images_io
 from pymachine.hostvm.config import DEFAULT_NAME
@@ -341,7 +343,13 @@ def _exec(args: argparse.Namespace) -> int:
         sock, args.tty, args.interactive, lambda h, w: dc.api.exec_resize(exec_id, height=h, width=w)
     )
     with containers.api_errors():
-        code = dc.api.exec_inspect(exec_id).get("ExitCode")
+        try:
+            code = dc.api.exec_inspect(exec_id).get("ExitCode")
+        except requests.exceptions.ConnectionError:
+            # seen once under load: a pooled connection answered with a stray byte of the finished terminal
+            # stream before its status line; a fresh connection asks again
+            dc.api.close()
+            code = dc.api.exec_inspect(exec_id).get("ExitCode")
     return int(code or 0)
 
 

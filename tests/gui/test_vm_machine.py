@@ -15,7 +15,7 @@ from support.gui import wait_idle
 from support.machines import unique_name
 
 from pymachine.app.gui.main_window import MainWindow
-from pymachine.hostvm import containers, machines
+from pymachine.hostvm import containers, images_io, machines
 
 pytestmark = pytest.mark.vm
 
@@ -57,7 +57,7 @@ def test_start_use_and_stop_a_real_machine_from_the_window(qtbot, gui_home: Path
         assert window.machines.progress.isHidden()
 
         dc = containers.client(name)
-        containers.ensure_image(dc, "pymachine/busybox")
+        images_io.ensure_image(dc, "pymachine/busybox")
         port = _free_port()
         dc.containers.run(
             "pymachine/busybox",
