@@ -12,6 +12,7 @@ import docker
 import docker.errors
 import pytest
 from support.agent import Agent
+from support.poll import until
 
 B = "pymachine/busybox"
 
@@ -129,14 +130,7 @@ def test_log_driver_none_is_kept_and_logs_refuse_to_read(agent: Agent) -> None:
 # --- health checks ------------------------------------------------------------------------------------------
 
 
-def _wait(pred, timeout: float = 60, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+_wait = until
 
 
 def _health(agent: Agent, name: str) -> dict:

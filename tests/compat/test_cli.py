@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from support.agent import Agent
+from support.poll import until
 from support.pty_session import pty_session
 
 B = "pymachine/busybox"
@@ -32,13 +33,7 @@ def _pty_run(agent: Agent, args: list[str]) -> tuple[int, bytes]:
 
 
 def _wait_for(pred, timeout: float = 20, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return until(pred, timeout, what)
 
 
 def _engine_now(agent: Agent) -> float:

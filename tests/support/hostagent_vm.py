@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from support.poll import until
 
 SHARED_CACHE = Path(os.environ.get("PYMACHINE_TEST_CACHE", "/var/tmp/pymachine-test-cache"))
 
@@ -111,14 +112,7 @@ def refused(port: int) -> bool:
 
 
 def wait_for(predicate, what: str, timeout: float = 120.0):  # type: ignore[no-untyped-def]
-    """Poll; the bound guards against hangs under TCG, it is not a speed claim."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return until(predicate, timeout, what, every=0.1)
 
 
 @contextlib.contextmanager
