@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import config as cfgmod
-from . import paths, proc, qemu_user, seed, shares, ssh, store
+from . import paths, proc, qemu_user, savestate, seed, shares, ssh, store
 from .domain import VMSpec
 from .drivers import Driver, DriverState, get_driver
 from .errors import NotFoundError, PymachineError, UsageError
@@ -48,6 +48,7 @@ class Machine:
     shares: list[dict[str, Any]] = field(default_factory=list)  # path, readonly, transport, pending
     share_transport: str = "auto"  # as configured; each share's `transport` is the one in use
     share_problems: list[str] = field(default_factory=list)  # e.g. a virtiofsd that exited
+    saved_state: dict[str, Any] | None = None  # `stop` saved it: the next `start` resumes (savestate.py)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,6 +101,7 @@ def get(name: str) -> Machine:
         shares=share_list(cfg, st, running, drv),
         share_transport=cfg.share_transport,
         share_problems=shares.problems(name, running),
+        saved_state=savestate.describe(name),
     )
 
 
@@ -446,8 +448,9 @@ def _default_uri() -> str:
     return default_uri()
 
 
-def start(name: str, progress: Progress | None = None) -> Machine:
-    """Boot `name` (unless running) and wait through every readiness stage; idempotent when running."""
+def start(name: str, progress: Progress | None = None, cold: bool = False) -> Machine:
+    """Resume `name` from its saved state, else boot it (`cold`: always boot), and wait through every
+    readiness stage; idempotent when running."""
     say = progress or (lambda _m: None)
     cfg = load_config(name)
     drv = driver_for(cfg)
@@ -461,6 +464,7 @@ def start(name: str, progress: Progress | None = None) -> Machine:
         running = drv.state(name) is DriverState.RUNNING
         accel = state.get("accelerator", "tcg") if running else accelerator()
         client = None
+        resumed: dict[str, Any] | None = None
         try:
             for i, stage in enumerate(stages, 1):
                 label = f"stage {i} of {len(stages)}: {stage.name}"
@@ -469,6 +473,9 @@ def start(name: str, progress: Progress | None = None) -> Machine:
                 started = time.monotonic()
                 try:
                     if stage.name == "domain up" and not running:
+                        resumed = _resume(name, cfg, drv, accel, cold, say)
+                        state = (store.read_json(mp.state, {}) or {}) if resumed else state
+                    if stage.name == "domain up" and not running and resumed is None:
                         drv.cleanup(name)
                         port = pick_port(name, state.get("ssh_port"))
                         state = {"ssh_port": port, "accelerator": accel, "started": time.time()}
@@ -494,6 +501,8 @@ def start(name: str, progress: Progress | None = None) -> Machine:
                             )
                     elif stage.name == "ssh auth":
                         client = _connect_until(name, deadline)
+                        for problem in savestate.after_resume(client, resumed) if resumed else ():
+                            say(f"warning: {problem}")
                     elif stage.name == "guest agent answers":
                         assert client is not None
                         _wait_guest_socket(client, deadline)
@@ -514,6 +523,46 @@ def start(name: str, progress: Progress | None = None) -> Machine:
             if client is not None:
                 client.close()
     return get(name)
+
+
+def _resume(
+    name: str, cfg: cfgmod.MachineConfig, drv: Driver, accel: str, cold: bool, say: Progress
+) -> dict[str, Any] | None:
+    """Start the VM from its saved state; None (with the one-line reason shown) when it boots cold instead."""
+    meta, why = (None, "") if cold else savestate.check(name, cfg.to_json(), accel)
+    if cold and savestate.describe(name):
+        why = "asked for (--cold); the saved state is thrown away"
+    if meta is not None and not savestate.port_free(ssh.HOST, int(meta.get("ssh_port") or 0)):
+        meta, why = None, f"the SSH port {meta.get('ssh_port')} it used is taken now"
+    if meta is None:
+        if why:
+            say(f"cold boot: {why}")
+        savestate.discard(name)
+        return None
+    say("resuming from the saved state")
+    store.write_json(
+        paths.machine(name).state,
+        {
+            "ssh_port": meta["ssh_port"],
+            "accelerator": accel,
+            "started": time.time(),
+            "resumed": time.time(),
+            "share_transport": meta.get("share_transport"),
+            "shares": meta.get("started_shares") or [],
+        },
+    )
+    try:
+        drv.cleanup(name)
+        devices = savestate.share_devices(meta.get("shares") or [])
+        spec = vm_spec(cfg, int(meta["ssh_port"]), accel, tuple(devices))
+        savestate.restore(name, drv, spec, meta, qemu_account(cfg, spec))
+    except Exception as exc:  # noqa: BLE001 - any failure to resume is a cold boot, never a dead machine
+        say(f"cold boot: resuming failed: {exc.message if isinstance(exc, PymachineError) else exc}")
+        drv.force_stop(name)
+        drv.cleanup(name)
+        shares.stop_daemons(name)
+        return None
+    return meta
 
 
 def _console_panic(console: os.PathLike[str]) -> str:
@@ -567,14 +616,28 @@ def _guest_share_problems(client) -> list[str]:  # type: ignore[no-untyped-def]
     ]
 
 
-def stop(name: str, progress: Progress | None = None, timeout: float | None = None) -> Machine:
-    """Graceful (the guest's poweroff over SSH, else ACPI where the driver can), forced after `timeout`."""
+def stop(
+    name: str, progress: Progress | None = None, timeout: float | None = None, shutdown: bool = False
+) -> Machine:
+    """Save the machine's state (the next start resumes it), or with `shutdown` (or when saving is not
+    possible: the reason is shown) power it off: graceful (the guest's poweroff over SSH, else ACPI where the
+    driver can), forced after `timeout`."""
     say = progress or (lambda _m: None)
     cfg = load_config(name)
     drv = driver_for(cfg)
     accel = (store.read_json(paths.machine(name).state, {}) or {}).get("accelerator", "tcg")
     timeout = STOP_TIMEOUT.get(accel, 60.0) if timeout is None else timeout
     with _locked(name):
+        if shutdown:
+            savestate.discard(name)  # a saved machine shut down for good: its next start boots cold
+        if drv.state(name) is DriverState.RUNNING and not shutdown:
+            _stop_host_agent(name)
+            try:
+                say(f"saving machine '{name}'")
+                started = store.read_json(paths.machine(name).state, {}) or {}
+                savestate.save(name, drv, cfg.to_json(), started, say)
+            except savestate.NotSaved as exc:
+                say(f"shutting down instead: {exc.message}")
         if drv.state(name) is DriverState.RUNNING:
             _stop_host_agent(name)
             say(f"stopping machine '{name}'")
@@ -597,7 +660,7 @@ def stop(name: str, progress: Progress | None = None, timeout: float | None = No
 
 
 def restart(name: str, progress: Progress | None = None) -> Machine:
-    stop(name, progress)
+    stop(name, progress, shutdown=True)  # a restart is a fresh boot (it applies pending share changes)
     return start(name, progress)
 
 
