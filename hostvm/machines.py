@@ -361,6 +361,7 @@ STAGES = (
         "host agent", 60, 120, "the host agent did not come up: read its log (ha.log in the machine folder)"
     ),
 )
+RESUME_SKIPS = ("ssh banner", "ssh auth", "guest agent answers")
 STOP_TIMEOUT = {"kvm": 30.0, "hvf": 30.0, "whpx": 30.0, "tcg": 60.0}
 
 
@@ -465,6 +466,7 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
         accel = state.get("accelerator", "tcg") if running else accelerator()
         client = None
         resumed: dict[str, Any] | None = None
+        resume_work = None  # the clock step and share remounts, run while the host agent connects
         try:
             for i, stage in enumerate(stages, 1):
                 label = f"stage {i} of {len(stages)}: {stage.name}"
@@ -473,8 +475,11 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                 started = time.monotonic()
                 try:
                     if stage.name == "domain up" and not running:
-                        resumed = _resume(name, cfg, drv, accel, cold, say)
+                        resumed = _resume(name, cfg, drv, accel, cold, say, launcher)
                         state = (store.read_json(mp.state, {}) or {}) if resumed else state
+                        resume_work = savestate.AfterResume(name, resumed) if resumed else None
+                    if resumed and stage.name in RESUME_SKIPS:
+                        continue  # the guest's sshd and agent were running when it was saved
                     if stage.name == "domain up" and not running and resumed is None:
                         drv.cleanup(name)
                         port = pick_port(name, state.get("ssh_port"))
@@ -501,8 +506,6 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                             )
                     elif stage.name == "ssh auth":
                         client = _connect_until(name, deadline)
-                        for problem in savestate.after_resume(client, resumed) if resumed else ():
-                            say(f"warning: {problem}")
                     elif stage.name == "guest agent answers":
                         assert client is not None
                         _wait_guest_socket(client, deadline)
@@ -519,6 +522,8 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                         log_path=mp.console_log,
                     ) from exc
                 say(f"{label}: ok ({time.monotonic() - started:.1f} s)")
+            for problem in resume_work.wait(time.monotonic() + 60) if resume_work else ():
+                say(f"warning: {problem}")
         finally:
             if client is not None:
                 client.close()
@@ -526,7 +531,7 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
 
 
 def _resume(
-    name: str, cfg: cfgmod.MachineConfig, drv: Driver, accel: str, cold: bool, say: Progress
+    name: str, cfg: cfgmod.MachineConfig, drv: Driver, accel: str, cold: bool, say: Progress, launcher: Any
 ) -> dict[str, Any] | None:
     """Start the VM from its saved state; None (with the one-line reason shown) when it boots cold instead."""
     meta, why = (None, "") if cold else savestate.check(name, cfg.to_json(), accel)
@@ -555,6 +560,8 @@ def _resume(
         drv.cleanup(name)
         devices = savestate.share_devices(meta.get("shares") or [])
         spec = vm_spec(cfg, int(meta["ssh_port"]), accel, tuple(devices))
+        if launcher is not None:
+            launcher.start_early(name)
         savestate.restore(name, drv, spec, meta, qemu_account(cfg, spec))
     except Exception as exc:  # noqa: BLE001 - any failure to resume is a cold boot, never a dead machine
         say(f"cold boot: resuming failed: {exc.message if isinstance(exc, PymachineError) else exc}")

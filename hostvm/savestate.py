@@ -178,7 +178,7 @@ def quiesce_script(devs: list[ShareDevice]) -> str:
         "sync",
         # one `ls` for every process's mount namespace: a fork per process costs ~0.1 s under TCG
         "init=$(readlink /proc/1/ns/mnt)",
-        "for p in $(ls -l /proc/[0-9]*/ns/mnt 2>/dev/null | grep -vF \"$init\" | "
+        'for p in $(ls -l /proc/[0-9]*/ns/mnt 2>/dev/null | grep -vF "$init" | '
         "sed -n 's#.* /proc/\\([0-9]*\\)/ns/mnt .*#\\1#p'); do",
         "  if grep -qF -e ' - virtiofs ' -e ' - 9p ' /proc/$p/mountinfo 2>/dev/null; then",
         '    echo "a container (pid $p) uses a shared folder"; exit 3',
@@ -290,7 +290,7 @@ def save(
                 drv.detach_share(name, d)
                 detached.append(d)
             drv.save(name, f.temp)
-        except PymachineError as exc:
+        except (PymachineError, OSError) as exc:  # OSError: QMP's socket closed (QEMU died mid-save)
             f.temp.unlink(missing_ok=True)
             from .drivers import DriverState
 
@@ -298,7 +298,7 @@ def save(
                 for d in detached:
                     drv.attach_share(name, d)
                 ssh.exec_command(client, remount_script(devs), timeout=60)
-            raise NotSaved(f"saving failed: {exc.message}") from exc
+            raise NotSaved(f"saving failed: {getattr(exc, 'message', exc)}") from exc
     finally:
         client.close()
     size = f.temp.stat().st_size
@@ -344,15 +344,44 @@ def restore(name: str, drv: Any, spec: Any, meta: dict[str, Any], qemu_account: 
             drv.attach_share(name, d)
 
 
-def after_resume(client: Any, meta: dict[str, Any]) -> list[str]:
-    """In the resumed guest: step the clock to the host's at once and mount the shares again. Returns
-    problems to show as warnings."""
-    from . import ssh
+class AfterResume:
+    """In the resumed guest, on a thread of its own: step the clock to the host's at once and mount the
+    shares again. `wait` returns the problems to show as warnings."""
 
-    problems = []
-    script = clock_command() + "\n" + remount_script(share_devices(meta.get("shares") or []))
-    status, out, err = ssh.exec_command(client, script, timeout=60)
-    if status != 0:
-        said = (err or out).decode(errors="replace").strip()
-        problems.append(f"after the resume, the guest could not set its clock or mount its shares: {said}")
-    return problems
+    def __init__(self, name: str, meta: dict[str, Any]) -> None:
+        import threading
+
+        self.name, self.meta = name, meta
+        self.problems: list[str] = []
+        self.thread = threading.Thread(target=self._run, name="after-resume", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from . import ssh
+
+        script = clock_command() + "\n" + remount_script(share_devices(self.meta.get("shares") or []))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client = ssh.connect(self.name, timeout=20)
+                break
+            except PymachineError as exc:
+                if time.monotonic() > deadline:
+                    self.problems.append(f"after the resume, the guest does not answer on SSH: {exc.message}")
+                    return
+                time.sleep(0.1)
+        try:
+            status, out, err = ssh.exec_command(client, script, timeout=60)
+        finally:
+            client.close()
+        if status != 0:
+            said = (err or out).decode(errors="replace").strip()
+            self.problems.append(
+                f"after the resume, the guest did not set its clock or mount its shares: {said}"
+            )
+
+    def wait(self, deadline: float) -> list[str]:
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+        if self.thread.is_alive():
+            return ["after the resume, the guest has not set its clock and mounted its shares yet"]
+        return self.problems
