@@ -477,7 +477,9 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                     if stage.name == "domain up" and not running:
                         resumed = _resume(name, cfg, drv, accel, cold, say, launcher)
                         state = (store.read_json(mp.state, {}) or {}) if resumed else state
-                        resume_work = savestate.AfterResume(name, resumed) if resumed else None
+                        # the host agent steps the clock at link-up itself; shares need the remount
+                        if resumed and (savestate.share_devices(resumed.get("shares") or []) or not launcher):
+                            resume_work = savestate.AfterResume(name, resumed)
                     if resumed and stage.name in RESUME_SKIPS:
                         continue  # the guest's sshd and agent were running when it was saved
                     if stage.name == "domain up" and not running and resumed is None:
