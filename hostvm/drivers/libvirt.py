@@ -209,14 +209,7 @@ class LibvirtDriver(Driver):
             ) from exc
 
     def detach_share(self, machine: str, dev: ShareDevice) -> None:
-        libvirt = self._libvirt()
-        dom = self._lookup(machine)
-        if dom is None:
-            raise PymachineError(f"machine '{machine}' is not running")
-        try:
-            dom.detachDeviceFlags(filesystem_xml(dev), libvirt.VIR_DOMAIN_AFFECT_LIVE)
-        except libvirt.libvirtError as exc:
-            raise PymachineError(f"could not unplug share {dev.path}: {exc.get_error_message()}") from exc
+        dom = self._share_device(machine, dev, attach=False)
         # the guest acknowledges the PCIe unplug asynchronously; a save before that still sees the device
         deadline = time.monotonic() + 20
         while f"<target dir='{dev.tag}'/>" in dom.XMLDesc(0):
@@ -225,14 +218,20 @@ class LibvirtDriver(Driver):
             time.sleep(0.05)
 
     def attach_share(self, machine: str, dev: ShareDevice) -> None:
+        self._share_device(machine, dev, attach=True)
+
+    def _share_device(self, machine: str, dev: ShareDevice, attach: bool):  # type: ignore[no-untyped-def]
         libvirt = self._libvirt()
         dom = self._lookup(machine)
         if dom is None:
             raise PymachineError(f"machine '{machine}' is not running")
+        change = dom.attachDeviceFlags if attach else dom.detachDeviceFlags
         try:
-            dom.attachDeviceFlags(filesystem_xml(dev), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            change(filesystem_xml(dev), libvirt.VIR_DOMAIN_AFFECT_LIVE)
         except libvirt.libvirtError as exc:
-            raise PymachineError(f"could not plug share {dev.path} in: {exc.get_error_message()}") from exc
+            what = "plug in" if attach else "unplug"
+            raise PymachineError(f"could not {what} share {dev.path}: {exc.get_error_message()}") from exc
+        return dom
 
     def hostfwd_add(self, machine: str, host_port: int, guest_port: int) -> None:
         import libvirt_qemu

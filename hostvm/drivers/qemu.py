@@ -241,11 +241,15 @@ class Qmp:
 
     def __init__(self, sock_path: Path, timeout: float = 5.0) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(str(sock_path))
-        self.reader = self.sock.makefile("rb")
-        json.loads(self.reader.readline())  # greeting
-        self.command("qmp_capabilities")
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.connect(str(sock_path))
+            self.reader = self.sock.makefile("rb")
+            json.loads(self.reader.readline())  # greeting
+            self.command("qmp_capabilities")
+        except BaseException:
+            self.sock.close()
+            raise
 
     def __enter__(self) -> Qmp:
         return self
@@ -279,26 +283,5 @@ class Qmp:
 
 def qmp_command(sock_path: Path, command: str, arguments: dict | None = None, timeout: float = 5.0) -> object:
     """One QMP command: greeting, capabilities negotiation, the command; returns its `return` value."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(sock_path))
-        reader = sock.makefile("rb")
-        json.loads(reader.readline())  # greeting
-        for cmd, args in (("qmp_capabilities", None), (command, arguments)):
-            msg: dict = {"execute": cmd}
-            if args:
-                msg["arguments"] = args
-            sock.sendall(json.dumps(msg).encode() + b"\n")
-            while True:
-                line = reader.readline()
-                if not line:
-                    if cmd == "quit":
-                        return None
-                    raise ConnectionError("QMP closed the connection")
-                reply = json.loads(line)
-                if "event" in reply:
-                    continue
-                if "error" in reply:
-                    raise PymachineError(f"QMP {cmd} failed: {reply['error'].get('desc')}")
-                break
-        return reply.get("return")
+    with Qmp(sock_path, timeout) as qmp:
+        return qmp.command(command, arguments)
