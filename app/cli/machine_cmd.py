@@ -214,7 +214,7 @@ def list_rows(found: list[tuple[machines.Machine, dict[str, Any] | None]]) -> li
         rows.append(
             (
                 m.name,
-                m.state,
+                "saved" if m.state == "stopped" and m.saved_state else m.state,  # next start resumes
                 str(m.cpus),
                 format_size(m.memory),
                 format_size(m.disk),
