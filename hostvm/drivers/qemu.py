@@ -132,9 +132,15 @@ class QemuDriver(Driver):
             with Qmp(paths.machine(machine).qmp_socket, timeout=30) as qmp:
                 # the default bandwidth cap (32 MiB/s) would make a 1 GiB guest's save take many seconds
                 qmp.command("migrate-set-parameters", {"max-bandwidth": 1 << 40})
-                qmp.command("getfd", {"fdname": "pmsave"}, fd=fd)
-                qmp.command("migrate", {"uri": "fd:pmsave"})
-                _wait_migration(qmp, "save")
+                # paused first, as libvirt's save does: one pass over RAM, no rounds of re-sending dirty pages
+                qmp.command("stop")
+                try:
+                    qmp.command("getfd", {"fdname": "pmsave"}, fd=fd)
+                    qmp.command("migrate", {"uri": "fd:pmsave"})
+                    _wait_migration(qmp, "save")
+                except PymachineError:
+                    qmp.command("cont")  # the VM runs on; the caller gives the guest its shares back
+                    raise
                 qmp.command("quit")
         finally:
             os.close(fd)
