@@ -158,8 +158,11 @@ class QemuDriver(Driver):
                 deadline = time.monotonic() + 120
                 while True:
                     status = qmp.command("query-status")
-                    if isinstance(status, dict) and status.get("status") == "running":
+                    state = status.get("status") if isinstance(status, dict) else None
+                    if state == "running":
                         return
+                    if state in ("paused", "postmigrate"):  # loaded; saved while paused (see save): run it
+                        qmp.command("cont")
                     if time.monotonic() > deadline:
                         raise PymachineError("QEMU did not finish loading the saved state")
                     time.sleep(0.05)
