@@ -41,7 +41,8 @@ def ping(sock_path: Path) -> bool:
 def timed_start(name: str, marks: dict[str, float]) -> float:
     t0 = time.monotonic()
 
-    def progress(message: str) -> None:
+    def progress(note: object) -> None:
+        message = str(note)  # typed progress (StageProgress) or a plain note
         if ": ok (" in message:
             marks[message.split(": ")[1]] = time.monotonic() - t0
         elif message.startswith("cold boot:") or message.startswith("resuming"):

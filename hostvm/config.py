@@ -278,6 +278,7 @@ def build(
         raise UsageError(
             "invalid machine settings: " + "; ".join(str(p) for p in problems),
             hint="fix the fields above; sizes take a unit (512M, 2G), names look like 'dev-1'",
+            problems=[(p.field, p.message) for p in problems],
         )
     assert mem is not None and size is not None
     return MachineConfig(

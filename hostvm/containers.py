@@ -20,13 +20,13 @@ from typing import Any
 import docker
 import docker.errors
 import requests
-from docker.models.containers import Container
+from docker.models.containers import Container, _create_container_args
 
 from . import paths
 from .config import DEFAULT_NAME
-from .container_images import ensure_container_image
 from .container_images import parse_name as parse_builtin_name
 from .errors import NotFoundError, PymachineError, UsageError
+from .units import human_duration
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -84,8 +84,9 @@ def client(
 
 
 @contextlib.contextmanager
-def api_errors(what: str = "") -> Iterator[None]:
-    """docker-py's failures as a message and a hint."""
+def api_errors(what: str = "", hint: str = "") -> Iterator[None]:
+    """docker-py's failures as a message and a hint (`hint` for an engine's refusal, when the caller knows
+    what a person can do about it)."""
     try:
         yield
     except docker.errors.ImageNotFound as exc:
@@ -97,7 +98,7 @@ def api_errors(what: str = "") -> Iterator[None]:
     except docker.errors.NotFound as exc:
         raise NotFoundError(f"{what + ': ' if what else ''}{_explain(exc)}") from exc
     except docker.errors.APIError as exc:
-        raise PymachineError(f"{what + ': ' if what else ''}{_explain(exc)}") from exc
+        raise PymachineError(f"{what + ': ' if what else ''}{_explain(exc)}", hint=hint) from exc
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise PymachineError(
             f"{what + ': ' if what else ''}cannot talk to the engine: {exc}",
@@ -110,36 +111,6 @@ def _explain(exc: docker.errors.APIError | docker.errors.DockerException) -> str
     if explanation:
         return str(explanation.decode() if isinstance(explanation, bytes) else explanation)
     return str(exc)
-
-
-def ensure_image(dc: docker.DockerClient, reference: str, progress: Progress | None = None) -> None:
-    """Builtin images are built on the host and loaded when missing; others must already be present."""
-    name = builtin_name(reference)
-    if name is None:
-        return
-    try:
-        dc.images.get(reference)
-        return
-    except docker.errors.ImageNotFound:
-        pass
-    load_builtin(dc, name, progress)
-
-
-def load_builtin(dc: docker.DockerClient, name: str, progress: Progress | None = None) -> list[str]:
-    say = progress or _quiet
-    say(f"building the builtin image {name}")
-    tarball = ensure_container_image(name, say)
-    say(f"loading {name} into the engine")
-    return load(dc, str(tarball))
-
-
-def load(dc: docker.DockerClient, path: str) -> list[str]:
-    """`docker load -i`: returns the loaded image tags (or ids)."""
-    if not os.path.isfile(path):
-        raise UsageError(f"no such file: {path}")
-    with open(path, "rb") as fh, api_errors(f"loading {path}"):
-        images = dc.images.load(fh)
-    return [img.tags[0] if img.tags else img.short_id for img in images]
 
 
 # -- port / env / volume options, parsed as the docker CLI does ---------------------------------------------
@@ -196,10 +167,14 @@ class RunOptions:
     volumes: list[str] = field(default_factory=list)
     interactive: bool = False
     tty: bool = False
+    pull: str = "missing"  # docker run --pull: missing | always | never
+    console_size: tuple[int, int] | None = None  # -t: (rows, columns) before the process starts
 
 
-def create(dc: docker.DockerClient, opts: RunOptions, progress: Progress | None = None) -> Container:
-    ensure_image(dc, opts.image, progress)
+def create(dc: docker.DockerClient, opts: RunOptions, progress: Any = None) -> Container:
+    from . import images_io
+
+    images_io.ensure_image(dc, opts.image, opts.pull, progress)
     kwargs: dict[str, Any] = dict(
         image=opts.image,
         command=opts.command or None,
@@ -213,7 +188,14 @@ def create(dc: docker.DockerClient, opts: RunOptions, progress: Progress | None 
         detach=opts.detach,
     )
     with api_errors("creating the container"):
-        return dc.containers.create(**{k: v for k, v in kwargs.items() if v is not None})
+        # docker-py's own split of run's keywords into the create body and HostConfig, plus the one field it
+        # does not know: ConsoleSize, the size a -t terminal has before the process starts (as `docker run`).
+        given = {k: v for k, v in kwargs.items() if v is not None}
+        body = _create_container_args({**given, "version": dc.api._version})
+        if opts.tty and opts.console_size:
+            body["host_config"]["ConsoleSize"] = list(opts.console_size)
+        created = dc.api.create_container(**body)
+        return dc.containers.get(created["Id"])
 
 
 def start(container: Container) -> None:
@@ -304,35 +286,6 @@ def parse_time(text: Any) -> dt.datetime | None:
         return dt.datetime.fromisoformat(iso)
     except ValueError:
         return None
-
-
-def human_duration(seconds: float) -> str:
-    """go-units' HumanDuration, which `docker ps` uses: `Less than a second`, `5 seconds`, `About a minute`,
-    `3 hours`, `2 weeks`."""
-    secs = int(seconds)
-    if secs < 1:
-        return "Less than a second"
-    if secs == 1:
-        return "1 second"
-    if secs < 60:
-        return f"{secs} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
 
 
 def image_summary(img: Any) -> list[dict[str, Any]]:

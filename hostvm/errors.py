@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .progress import StageProgress
+
 
 @dataclass
 class PymachineError(Exception):
@@ -31,10 +33,33 @@ class PymachineError(Exception):
 
 
 class UsageError(PymachineError):
-    """Bad input from the user (exit 2, as argparse does)."""
+    """Bad input from the user (exit 2, as argparse does). `problems` lists every (field, problem) when the
+    input was a form (machine settings): a front end marks each field without reading the message."""
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", problems: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message, hint, None, 2)
+        self.problems = list(problems or [])
+
+
+class HostKeyMismatch(PymachineError):
+    """A machine answered with a host key other than the one pinned at create: refused, never accepted."""
+
+    def __init__(self, machine: str, known_hosts: Path | str) -> None:
+        super().__init__(
+            f"machine '{machine}' presented a host key that is not the pinned one: refused",
+            hint="someone else may answer on its port, or the machine's disk was swapped; "
+            f"the pinned key is in {known_hosts}",
+        )
+        self.machine, self.known_hosts = machine, str(known_hosts)
+
+
+class StageFailed(PymachineError):
+    """A staged operation (start) failed at `stage`; `cause` is the error inside it (HostKeyMismatch, …)."""
+
+    def __init__(self, stage: StageProgress, cause: BaseException, hint: str, log_path: Path | str) -> None:
+        why = cause.message if isinstance(cause, PymachineError) else f"{type(cause).__name__}: {cause}"
+        super().__init__(f"stage {stage.step} of {stage.total}: {stage.name} failed: {why}", hint, log_path)
+        self.stage, self.cause = stage, cause
 
 
 class NotFoundError(PymachineError):

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import shlex
 import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from pymachine.images import GUEST_RECIPE
@@ -25,6 +27,7 @@ from . import paths, proc
 from .errors import PymachineError
 from .image import MANIFEST, ImageManifest, Progress, agent_checksum, rootfs_hash
 from .image_initrd import build_initrd
+from .progress import StepNote
 
 # Boot-time options (docs/images.md "Boot timeline"): tsc=reliable keeps the TSC as clocksource (TCG's vCPUs
 # fail the kernel's TSC sync check, and the HPET fallback is an emulated MMIO read per clock read);
@@ -75,6 +78,7 @@ def rootfs_tarball(recipe: Path, say: Progress, force: bool = False) -> Path:
     tmp = cache / f".build-rootfs-{os.getpid()}.tar"
     argv: list[str | Path] = [
         "mmdebstrap",
+        "--verbose",  # apt and dpkg lines: the package being fetched, unpacked, set up (mmdebstrap_note)
         "--variant=minbase",
         "--mode=root",
         "--format=tar",
@@ -90,7 +94,7 @@ def rootfs_tarball(recipe: Path, say: Progress, force: bool = False) -> Path:
     ]
     try:
         # stdin must not be inherited: mmdebstrap reads sources from a non-tty stdin.
-        proc.run(argv, timeout=900, input=b"", log_path=_log_path())
+        proc.run(argv, timeout=900, input=b"", log_path=_log_path(), on_line=_notes(say))
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -99,6 +103,30 @@ def rootfs_tarball(recipe: Path, say: Progress, force: bool = False) -> Path:
             # One rootfs is enough; old ones are ~300 MB each.
             shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
     return target
+
+
+_DPKG = re.compile(r"^(Unpacking|Setting up|Get:\d+ \S+ \S+ \S+) (\S+?)(?::\S+)? ")
+_VERB = {"Unpacking": "unpacking", "Setting up": "setting up"}
+
+
+def mmdebstrap_note(line: str) -> StepNote | None:
+    """What mmdebstrap is doing, from one of its lines: its own `I:` steps and apt's/dpkg's per package
+    (`Get:12 http://… bookworm/main amd64 libc6 …`, `Unpacking libc6:amd64 (2.36-9) ...`, `Setting up …`)."""
+    if line.startswith("I: "):
+        return StepNote("rootfs", line[3:].strip())
+    m = _DPKG.match(line)
+    if m:
+        return StepNote("rootfs", f"{_VERB.get(m.group(1), 'downloading')} {m.group(2)}")
+    return None
+
+
+def _notes(say: Progress) -> Callable[[str], None]:
+    def on_line(line: str) -> None:
+        note = mmdebstrap_note(line)
+        if note is not None:
+            say(note)  # type: ignore[arg-type]
+
+    return on_line
 
 
 def _tree_of(tarball: Path) -> Path:

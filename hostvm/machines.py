@@ -12,7 +12,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -21,11 +21,11 @@ from . import config as cfgmod
 from . import paths, proc, qemu_user, savestate, seed, shares, ssh, store
 from .domain import VMSpec
 from .drivers import Driver, DriverState, get_driver
-from .errors import NotFoundError, PymachineError, UsageError
+from .errors import NotFoundError, PymachineError, StageFailed, UsageError
 from .hostagent.ports import DEFAULT_HOST_IP
+from .progress import Progress, StageProgress, Stages
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str], None]
 GUEST_SOCKET = "/run/pymachine/docker.sock"
 POWEROFF = "/sbin/pymachine-poweroff"
 
@@ -162,7 +162,9 @@ def create(
         )
     from .image import ensure_image
 
-    manifest = ensure_image(say)
+    stages = Stages(["guest image", "machine files"], say, source="create")
+    with stages.step("guest image"):
+        manifest = ensure_image(say)
     cfg = cfgmod.build(**args, **common, image_bytes=manifest.virtual_bytes)  # type: ignore[arg-type]
     cfg.image = {
         "kernel": str(manifest.kernel),
@@ -178,18 +180,19 @@ def create(
     except FileExistsError:
         raise UsageError(f"machine '{cfg.name}' already exists") from None
     try:
-        say(f"creating machine '{cfg.name}'")
-        ssh.create_keys(cfg.name)
-        write_seed(cfg.name, [])
-        base = cfg.image["disk"]
-        proc.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, mp.disk, str(cfg.disk)]
-        )
-        store.write_json(mp.state, {"ssh_port": pick_port(cfg.name, None)})
-        store.write_json(mp.config, cfg.to_json())  # last: a folder without config.json is not a machine
+        with stages.step("machine files"):  # keys, seed, disk overlay
+            ssh.create_keys(cfg.name)
+            write_seed(cfg.name, [])
+            base = cfg.image["disk"]
+            proc.run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, mp.disk, str(cfg.disk)]
+            )
+            store.write_json(mp.state, {"ssh_port": pick_port(cfg.name, None)})
+            store.write_json(mp.config, cfg.to_json())  # last: a folder without config.json is not a machine
     except BaseException:
         shutil.rmtree(mp.dir, ignore_errors=True)
         raise
+
     return get(cfg.name)
 
 
@@ -469,8 +472,7 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
         resume_work = None  # the clock step and share remounts, run while the host agent connects
         try:
             for i, stage in enumerate(stages, 1):
-                label = f"stage {i} of {len(stages)}: {stage.name}"
-                say(label)
+                say(StageProgress(i, len(stages), stage.name))
                 deadline = time.monotonic() + stage.timeout(accel)
                 started = time.monotonic()
                 try:
@@ -480,8 +482,9 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                         # the host agent steps the clock at link-up itself; shares need the remount
                         if resumed and (savestate.share_devices(resumed.get("shares") or []) or not launcher):
                             resume_work = savestate.AfterResume(name, resumed)
-                    if resumed and stage.name in RESUME_SKIPS:
-                        continue  # the guest's sshd and agent were running when it was saved
+                    if resumed and stage.name in RESUME_SKIPS:  # passed before the save
+                        say(StageProgress(i, len(stages), stage.name, "done", 0.0))
+                        continue
                     if stage.name == "domain up" and not running and resumed is None:
                         drv.cleanup(name)
                         port = pick_port(name, state.get("ssh_port"))
@@ -516,14 +519,12 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                     elif stage.name == "host agent":
                         launcher.ensure_running(name, say, timeout=stage.timeout(accel))
                 except Exception as exc:  # any failure inside a stage is reported as that stage's failure
-                    why = exc.message if isinstance(exc, PymachineError) else f"{type(exc).__name__}: {exc}"
+                    failed = StageProgress(i, len(stages), stage.name, "failed", time.monotonic() - started)
+                    say(failed)
                     hint = exc.hint + "; " if isinstance(exc, PymachineError) and exc.hint else ""
-                    raise PymachineError(
-                        f"{label} failed: {why}",
-                        hint=hint + stage.hint.replace("NAME", name),
-                        log_path=mp.console_log,
-                    ) from exc
-                say(f"{label}: ok ({time.monotonic() - started:.1f} s)")
+                    hint += stage.hint.replace("NAME", name)
+                    raise StageFailed(failed, exc, hint, mp.console_log) from exc
+                say(StageProgress(i, len(stages), stage.name, "done", time.monotonic() - started))
             for problem in resume_work.wait(time.monotonic() + 60) if resume_work else ():
                 say(f"warning: {problem}")
         finally:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from . import paths, store
-from .errors import NotFoundError, PymachineError
+from .errors import HostKeyMismatch, NotFoundError, PymachineError
 
 USER = "root"
 HOST = "127.0.0.1"
@@ -118,11 +118,7 @@ def connect(name: str, *, port: int | None = None, timeout: float = 30.0) -> par
         )
     except paramiko.BadHostKeyException as exc:
         client.close()
-        raise PymachineError(
-            f"machine '{name}' presented a host key that is not the pinned one: refused",
-            hint="someone else may answer on its port, or the machine's disk was swapped; "
-            f"the pinned key is in {mp.known_hosts}",
-        ) from exc
+        raise HostKeyMismatch(name, mp.known_hosts) from exc
     except (paramiko.SSHException, OSError) as exc:
         client.close()
         raise PymachineError(
@@ -179,33 +175,59 @@ def ssh_argv(name: str, command: list[str] | None = None) -> list[str]:
         str(mp.ssh_key),
         "-p",
         str(ssh_port(name)),
-        *_options(
-            IdentitiesOnly="yes",
-            IdentityAgent="none",  # never offer or even contact the user's agent
-            BatchMode="yes",
-            UserKnownHostsFile=str(mp.known_hosts),
-            GlobalKnownHostsFile="/dev/null",
-            StrictHostKeyChecking="yes",
-            UpdateHostKeys="no",
-            HostKeyAlias=host_alias(name),
-            ForwardAgent="no",
-            ForwardX11="no",
-            ClearAllForwardings="yes",
-            Tunnel="no",
-            PermitLocalCommand="no",
-            ProxyCommand="none",
-            ProxyJump="none",
-            ControlMaster="no",
-            ControlPath="none",
-            LogLevel="ERROR",
-            ServerAliveInterval=str(KEEPALIVE_S),
-        ),
+        *_options(**client_options(name)),
     ]
     if command:
         argv += ["--", f"{USER}@{HOST}", remote_command(command)]
     else:
         argv += ["-t", "--", f"{USER}@{HOST}"]
     return argv
+
+
+def client_options(name: str) -> dict[str, str]:
+    """OpenSSH options for machine `name`: the pinned host key and nothing of the user's agent, X display or
+    forwards (for `pymachine ssh` and the block `pymachine ssh-config` prints)."""
+    mp = paths.machine(name)
+    return dict(
+        IdentitiesOnly="yes",
+        IdentityAgent="none",  # never offer or even contact the user's agent
+        BatchMode="yes",
+        UserKnownHostsFile=str(mp.known_hosts),
+        GlobalKnownHostsFile="/dev/null",
+        StrictHostKeyChecking="yes",
+        UpdateHostKeys="no",
+        HostKeyAlias=host_alias(name),
+        ForwardAgent="no",
+        ForwardX11="no",
+        ClearAllForwardings="yes",
+        Tunnel="no",
+        PermitLocalCommand="no",
+        ProxyCommand="none",
+        ProxyJump="none",
+        ControlMaster="no",
+        ControlPath="none",
+        LogLevel="ERROR",
+        ServerAliveInterval=str(KEEPALIVE_S),
+    )
+
+
+_NOT_IN_CONFIG = ("LogLevel", "ClearAllForwardings")
+
+
+def config_block(name: str) -> str:
+    """An ssh_config `Host` block for machine `name` (ssh, scp, rsync, editors' remote plugins): the same
+    pinned key and options as `pymachine ssh`. The port is this start's (kept across starts while free)."""
+    mp = paths.machine(name)
+    lines = [
+        f"Host {host_alias(name)}",
+        f"  HostName {HOST}",
+        f"  Port {ssh_port(name)}",
+        f"  User {USER}",
+        f"  IdentityFile {mp.ssh_key}",
+        # Forwards the person asks for (-L, an editor's remote server tunnel) are theirs to open here.
+        *(f"  {k} {v}" for k, v in client_options(name).items() if k not in _NOT_IN_CONFIG),
+    ]
+    return "\n".join(lines)
 
 
 def _options(**options: str) -> list[str]:

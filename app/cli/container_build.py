@@ -11,8 +11,9 @@ from typing import Any
 
 from docker.utils import match_tag
 
-from pymachine.hostvm import containers
-from pymachine.hostvm.errors import PymachineError, UsageError
+from pymachine.hostvm import containers, images_io
+from pymachine.hostvm.errors import UsageError
+from pymachine.hostvm.progress import BuildOutput
 
 
 def build_request(
@@ -58,51 +59,23 @@ def build_request(
     return request
 
 
-def split_tag(ref: str) -> tuple[str, str]:
-    """`name:tag` → (name, tag), minding a registry port (`localhost:5000/app` has no tag: `latest`)."""
-    repo, sep, tag = ref.rpartition(":")
-    if not sep or "/" in tag:
-        return ref, "latest"
-    return repo, tag
-
-
-def follow_build(events: Any, write: Callable[[str], None], warn: Callable[[str], None]) -> str | None:
-    """Show the build's `stream` lines; return the image id (`aux.ID`); an `error` ends the build as a
-    PymachineError."""
-    image_id = None
-    for event in events:
-        if "error" in event or "errorDetail" in event:
-            detail = event.get("errorDetail") or {}
-            raise PymachineError(
-                f"build failed: {(event.get('error') or detail.get('message') or 'unknown error').strip()}",
-                hint="fix the step above and build again (finished steps come from the cache)",
-            )
-        if event.get("stream"):
-            write(event["stream"])
-        elif event.get("status"):
-            warn(str(event["status"]))
-        aux = event.get("aux")
-        if isinstance(aux, dict) and aux.get("ID"):
-            image_id = str(aux["ID"])
-    return image_id
-
-
-def run(args: argparse.Namespace, client: Callable[[], Any], progress: Callable[[str], None]) -> int:
-    """`pymachine build`: check the flags before touching the machine, build, stream, add the extra tags."""
+def run(args: argparse.Namespace, client: Callable[[], Any], progress: Callable[[Any], None]) -> int:
+    """`pymachine build`: check the flags before touching the machine, build, stream, add the extra tags.
+    The build's own output goes to stdout as it comes (like `docker build`); notes go to `progress`."""
     request = build_request(args.path, args.tag, args.file, args.build_arg, args.target, args.no_cache)
     dc = client()
 
-    def write(text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    def show(event: Any) -> None:
+        if isinstance(event, BuildOutput):
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        else:
+            progress(event)
 
-    with containers.api_errors("building"):
-        image_id = follow_build(dc.api.build(**request), write, progress)
-    if image_id is None:
-        raise PymachineError("the engine finished the build without naming an image")
+    image_id = images_io.build(dc, request, show)
     for ref in args.tag[1:]:
-        repo, tag = split_tag(ref)
+        parsed = images_io.parse_reference(ref)
         with containers.api_errors(f"tagging {ref}"):
-            dc.api.tag(image_id, repo, tag)
+            dc.api.tag(image_id, parsed.repository, parsed.tag or "latest")
         print(f"Successfully tagged {ref}")
     return 0

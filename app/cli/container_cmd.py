@@ -1,45 +1,58 @@
-"""Container verbs: run, ps, logs, exec, rm, build, images, pull, load, docker-env (top level) and the same
-plus `stop` under `pymachine container …` (a top-level `stop` is the machine's). Rendering only: the work is
-docker-py through `pymachine.hostvm.containers`."""
+"""Container verbs: run, ps, logs, exec, rm, build, images, pull, load, save, docker-env (top level) and the
+same plus `stop` under `pymachine container …` (a top-level `stop` is the machine's). Rendering only: the
+work is docker-py through `pymachine.hostvm.containers` and `pymachine.hostvm.images_io`."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import select
-import shlex
-import socket
-import struct
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from pymachine.app.cli import container_build
-from pymachine.hostvm import containers
+from pymachine.app.cli import container_build, formats, render, terminal
+from pymachine.hostvm import containers, images_io
 from pymachine.hostvm.config import DEFAULT_NAME
 from pymachine.hostvm.errors import PymachineError
 
 Handler = Callable[[argparse.Namespace], int]
+FORMAT_HELP = (
+    "table (default), json (JSON lines), or a Go template: '{{.Names}}', '{{json .}}', 'table {{.ID}}'"
+)
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+_progress = render.progress
 
 
 def _add_verbs(sub: argparse._SubParsersAction, include_stop: bool) -> None:
-    def verb(name: str, func: Handler, text: str, fmt: bool = False) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=text)
+    def verb(
+        name: str, func: Handler, text: str, fmt: bool = False, epilog: str = ""
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=epilog or None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.add_argument(
             "--machine", default=DEFAULT_NAME, metavar="NAME", help="the machine (default: default)"
         )
         if fmt:
-            p.add_argument("--format", choices=("table", "json"), default="table")
+            p.add_argument("--format", default="table", metavar="FORMAT", help=FORMAT_HELP)
         p.set_defaults(func=func)
         return p
 
-    p = verb("run", _run, "run a container (creates and starts the default machine if needed)", fmt=True)
+    p = verb(
+        "run",
+        _run,
+        "run a container (creates and starts the default machine if needed)",
+        fmt=True,
+        epilog="examples:\n  pymachine run --rm -it pymachine/debian bash\n"
+        "  pymachine run -d -p 8080:80 --name web pymachine/busybox httpd -f -p 80 -h /www\n\n"
+        "exit status: the command's; 125 when the container could not be made, 126 when its command cannot\n"
+        "be run, 127 when it does not exist (as docker run)",
+    )
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print its id")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CONTAINER[/udp]")
@@ -48,14 +61,36 @@ def _add_verbs(sub: argparse._SubParsersAction, include_stop: bool) -> None:
     p.add_argument("--name")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
+    p.add_argument(
+        "--pull", choices=images_io.PULL_POLICIES, default="missing", help="pull the image: missing (default)"
+    )
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
-    p = verb("ps", _ps, "list containers", fmt=True)
+    p = verb(
+        "ps",
+        _ps,
+        "list containers",
+        fmt=True,
+        epilog="examples:\n  pymachine ps -a --filter status=exited -q\n"
+        "  pymachine ps --format 'table {{.Names}}\\t{{.Status}}'",
+    )
     p.add_argument("-a", "--all", action="store_true", help="also stopped ones")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the ids")
+    p.add_argument(
+        "-f",
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"keep only matching containers ({', '.join(formats.FILTER_KEYS)}; repeatable)",
+    )
 
     p = verb("logs", _logs, "a container's output")
     p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--tail", default="all", metavar="N", help="only the last N lines")
+    p.add_argument("--since", metavar="WHEN", help="only lines since: 10m, 1h30m, a timestamp or a date")
+    p.add_argument("-t", "--timestamps", action="store_true", help="prefix each line with its time")
     p.add_argument("container")
 
     p = verb("exec", _exec, "run a command in a running container")
@@ -81,16 +116,27 @@ def _add_verbs(sub: argparse._SubParsersAction, include_stop: bool) -> None:
     p.add_argument("--no-cache", action="store_true", help="run every step again")
     p.add_argument("path", metavar="PATH", help="the build context: a folder on this host")
 
-    verb("images", _images, "list images", fmt=True)
+    p = verb("images", _images, "list images", fmt=True)
+    p.add_argument("-q", "--quiet", action="store_true", help="only the image ids")
 
     p = verb("pull", _pull, "pull an image (the builtin pymachine/* images are built locally)", fmt=True)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the image name")
     p.add_argument("image")
 
     p = verb("load", _load, "load images from a docker-archive tarball", fmt=True)
     p.add_argument("-i", "--input", required=True, metavar="FILE")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress")
+
+    p = verb("save", _save, "save images to a docker-archive tarball")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
 
     p = sub.add_parser("docker-env", help="print shell exports pointing docker at a machine: eval $(...)")
     p.add_argument("name", nargs="?", default=DEFAULT_NAME)
+    p.add_argument(
+        "--shell", choices=("bash", "zsh", "sh", "fish", "powershell", "cmd"), help="default: $SHELL"
+    )
+    p.add_argument("-u", "--unset", action="store_true", help="print the commands that undo it")
     p.set_defaults(func=_docker_env)
 
 
@@ -102,8 +148,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # -- helpers ------------------------------------------------------------------------------------------------
 def _client(args: argparse.Namespace, create: bool = False):  # type: ignore[no-untyped-def]
+    if getattr(args, "client", None) is not None:  # bound by the caller (tests drive an engine directly)
+        return args.client
     if create:
-        return containers.client(args.machine, ensure=True, progress=_progress)
+        dc = containers.client(args.machine, ensure=True, progress=_progress)
+        render.finish()
+        return dc
     from pymachine.hostvm import machines
     from pymachine.hostvm.hostagent import launcher
 
@@ -113,34 +163,19 @@ def _client(args: argparse.Namespace, create: bool = False):  # type: ignore[no-
             f"machine '{args.machine}' is {machine.state}", hint=f"start it: pymachine start {args.machine}"
         )
     launcher.ensure_running(args.machine, _progress)  # repairs a dead host agent
+    render.finish()
     return containers.client(args.machine, ensure=False)
 
 
-def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
-    cells = [[h for h, _ in columns]] + [[str(r.get(k, "")) for _, k in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    for row in cells:
-        print("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
-    if getattr(args, "format", "table") == "json":
-        print(json.dumps(rows, indent=2))
-    else:
-        _table(rows, columns)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.3g}{unit}" if unit != "B" else f"{n}B"
-        n /= 1000  # type: ignore[assignment]
-    return str(n)
+def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: formats.Columns) -> None:
+    render.finish()
+    text = formats.format_rows(rows, columns, getattr(args, "format", "table"))
+    if text:
+        print(text)
 
 
 # -- verbs --------------------------------------------------------------------------------------------------
 def _run(args: argparse.Namespace) -> int:
-    dc = _client(args, create=True)
     opts = containers.RunOptions(
         image=args.image,
         command=args.command,
@@ -152,25 +187,35 @@ def _run(args: argparse.Namespace) -> int:
         volumes=args.volume,
         interactive=args.interactive,
         tty=args.tty,
+        pull=args.pull,
+        console_size=terminal.size() if args.tty else None,
     )
-    container = containers.create(dc, opts, _progress)
-    if args.detach:
-        containers.start(container)
-        container.reload()
-        if args.format == "json":
-            print(json.dumps(containers.summary(container)))
-        else:
-            print(container.id)
-        return 0
+    try:  # until the container runs, a failure is docker run's own: 125, 126 or 127
+        dc = _client(args, create=True)
+        container = containers.create(dc, opts, _progress)
+        render.finish()
+        if args.detach:
+            containers.start(container)
+            container.reload()
+            if args.format != "table":
+                _emit(args, [containers.summary(container)], [])
+            else:
+                print(container.id)
+            return 0
+    except PymachineError as exc:
+        exc.exit_code = formats.run_exit_code(exc.message)
+        raise
     try:
         if args.interactive or args.tty:
             sock = dc.api.attach_socket(
                 container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
             )
-            containers.start(container)
-            _pump_terminal(sock, args.tty, args.interactive)
+            _start_or_exit_code(container)
+            terminal.pump(
+                sock, args.tty, args.interactive, lambda h, w: dc.api.resize(container.id, height=h, width=w)
+            )
         else:
-            containers.start(container)
+            _start_or_exit_code(container)
             _stream_logs(container)
         with containers.api_errors("waiting for the container"):
             result = container.wait()
@@ -181,64 +226,29 @@ def _run(args: argparse.Namespace) -> int:
                 container.remove(force=True)
 
 
-def _stream_logs(container: Any, follow: bool = True) -> None:
+def _start_or_exit_code(container: Any) -> None:
+    try:
+        containers.start(container)
+    except PymachineError as exc:
+        exc.exit_code = formats.run_exit_code(exc.message)
+        raise
+
+
+def _stream_logs(container: Any, follow: bool = True, **options: Any) -> None:
     """stdout to stdout, stderr to stderr (two log streams, as `docker logs` keeps them apart)."""
 
     def copy(stdout: bool, out: Any) -> None:
-        for chunk in container.logs(stdout=stdout, stderr=not stdout, stream=True, follow=follow):
-            out.write(chunk)
-            out.flush()
+        with containers.api_errors():
+            for chunk in container.logs(
+                stdout=stdout, stderr=not stdout, stream=True, follow=follow, **options
+            ):
+                out.write(chunk)
+                out.flush()
 
     t = threading.Thread(target=copy, args=(False, sys.stderr.buffer), daemon=True)
     t.start()
     copy(True, sys.stdout.buffer)
     t.join(timeout=5)
-
-
-def _pump_terminal(sock: Any, tty: bool, interactive: bool) -> None:
-    """Join this terminal to a hijacked attach/exec stream (raw mode with -t; frames demuxed without it)."""
-    raw = getattr(sock, "_sock", sock)
-    saved = None
-    if tty and sys.stdin.isatty():
-        import termios
-        import tty as ttymod
-
-        saved = termios.tcgetattr(sys.stdin.fileno())
-        ttymod.setraw(sys.stdin.fileno())
-    try:
-        buf = b""
-        inputs = [raw] + ([sys.stdin.fileno()] if interactive else [])
-        while True:
-            ready, _, _ = select.select(inputs, [], [])
-            if raw in ready:
-                data = raw.recv(65536)
-                if not data:
-                    break
-                if tty:
-                    os.write(1, data)
-                else:
-                    buf += data
-                    while len(buf) >= 8:
-                        stream, size = buf[0], struct.unpack(">I", buf[4:8])[0]
-                        if len(buf) < 8 + size:
-                            break
-                        os.write(2 if stream == 2 else 1, buf[8 : 8 + size])
-                        buf = buf[8 + size :]
-            if interactive and sys.stdin.fileno() in ready:
-                data = os.read(sys.stdin.fileno(), 65536)
-                if not data:
-                    inputs.remove(sys.stdin.fileno())
-                    try:
-                        raw.shutdown(socket.SHUT_WR)
-                    except OSError:
-                        pass
-                else:
-                    raw.sendall(data)
-    finally:
-        if saved is not None:
-            import termios
-
-            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
 
 
 def ps_rows(found: list[Any], forwards: list[dict[str, Any]], now: Any = None) -> list[dict[str, Any]]:
@@ -250,25 +260,40 @@ def ps_rows(found: list[Any], forwards: list[dict[str, Any]], now: Any = None) -
     return rows
 
 
+PS_COLUMNS = [
+    ("CONTAINER ID", "ID"),
+    ("IMAGE", "Image"),
+    ("COMMAND", "Command"),
+    ("CREATED", "Created"),
+    ("STATUS", "Status"),
+    ("PORTS", "Ports"),
+    ("NAMES", "Names"),
+    ("STATE", "State"),
+]
+
+
 def _ps(args: argparse.Namespace) -> int:
+    filters = formats.parse_filters(args.filter)
     dc = _client(args)
     with containers.api_errors():
-        found = dc.containers.list(all=args.all)
-    from pymachine.hostvm.hostagent import launcher
+        found = [c for c in dc.containers.list(all=args.all or "status" in filters or "exited" in filters)]
+    found = [c for c in found if formats.matches(c.attrs, filters)]
+    if args.quiet:
+        for c in found:
+            print(c.id[:12])
+        return 0
+    forwards: list[dict[str, Any]] = []
+    if getattr(args, "client", None) is None:
+        from pymachine.hostvm.hostagent import launcher
 
-    forwards = launcher.status(args.machine, repair=False).get("forwards") or []
+        forwards = launcher.status(args.machine, repair=False).get("forwards") or []
     rows = ps_rows(found, forwards)
-    cols = [
-        ("CONTAINER ID", "ID"),
-        ("IMAGE", "Image"),
-        ("COMMAND", "Command"),
-        ("STATUS", "Status"),
-        ("PORTS", "Ports"),
-        ("NAMES", "Names"),
-    ]
     if args.format == "table":
         for r in rows:
             r["Command"] = '"' + (r["Command"][:20] + "…" if len(r["Command"]) > 20 else r["Command"]) + '"'
+        cols = [c for c in PS_COLUMNS if c[1] not in ("Created", "State")]
+    else:
+        cols = PS_COLUMNS
     _emit(args, rows, cols)
     return 0
 
@@ -280,7 +305,16 @@ def _get(dc: Any, ref: str) -> Any:
 
 def _logs(args: argparse.Namespace) -> int:
     dc = _client(args)
-    _stream_logs(_get(dc, args.container), follow=args.follow)
+    options: dict[str, Any] = {"timestamps": args.timestamps}
+    if args.tail != "all":
+        if not args.tail.isdigit():
+            from pymachine.hostvm.errors import UsageError
+
+            raise UsageError(f"--tail {args.tail}: a number of lines, or all")
+        options["tail"] = int(args.tail)
+    if args.since:
+        options["since"] = formats.parse_since(args.since)
+    _stream_logs(_get(dc, args.container), follow=args.follow, **options)
     return 0
 
 
@@ -289,10 +323,23 @@ def _exec(args: argparse.Namespace) -> int:
         raise PymachineError("exec needs a command", hint="pymachine exec CONTAINER sh -c '...'")
     dc = _client(args)
     container = _get(dc, args.container)
+    body: dict[str, Any] = {
+        "AttachStdin": args.interactive,
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "Tty": args.tty,
+        "Cmd": args.command,
+    }
+    size = terminal.size() if args.tty else None
+    if size:
+        body["ConsoleSize"] = list(size)  # set before the process starts (API 1.42+), as `docker exec -t`
     with containers.api_errors(f"exec in {args.container}"):
-        exec_id = dc.api.exec_create(container.id, args.command, stdin=args.interactive, tty=args.tty)["Id"]
+        res = dc.api._post_json(dc.api._url("/containers/{0}/exec", container.id), data=body)
+        exec_id = dc.api._result(res, True)["Id"]
         sock = dc.api.exec_start(exec_id, tty=args.tty, socket=True)
-    _pump_terminal(sock, args.tty, args.interactive)
+    terminal.pump(
+        sock, args.tty, args.interactive, lambda h, w: dc.api.exec_resize(exec_id, height=h, width=w)
+    )
     with containers.api_errors():
         code = dc.api.exec_inspect(exec_id).get("ExitCode")
     return int(code or 0)
@@ -322,44 +369,63 @@ def _build(args: argparse.Namespace) -> int:
     return container_build.run(args, lambda: _client(args, create=True), _progress)
 
 
+IMAGE_COLUMNS = [
+    ("REPOSITORY", "Repository"),
+    ("TAG", "Tag"),
+    ("IMAGE ID", "ID"),
+    ("CREATED", "Created"),
+    ("SIZE", "Size"),
+]
+
+
 def _images(args: argparse.Namespace) -> int:
     dc = _client(args)
     with containers.api_errors():
         found = dc.images.list()
     rows = [row for img in found for row in containers.image_summary(img)]
+    if args.quiet:
+        for image_id in dict.fromkeys(r["ID"] for r in rows):
+            print(image_id)
+        return 0
+    from pymachine.hostvm.units import human_size
+
     if args.format == "table":
         for r in rows:
-            r["Size"] = _size(int(r["Size"] or 0))
-    _emit(args, rows, [("REPOSITORY", "Repository"), ("TAG", "Tag"), ("IMAGE ID", "ID"), ("SIZE", "Size")])
+            r["Size"] = human_size(int(r["Size"] or 0))
+    _emit(args, rows, [c for c in IMAGE_COLUMNS if args.format != "table" or c[1] != "Created"])
     return 0
 
 
 def _pull(args: argparse.Namespace) -> int:
     dc = _client(args, create=True)
-    builtin = containers.builtin_name(args.image)
-    if builtin:
-        loaded = containers.load_builtin(dc, builtin, _progress)
+    loaded = images_io.pull(dc, args.image, render.quiet if args.quiet else _progress)
+    render.finish()
+    if args.quiet:
+        print(*loaded, sep="\n")
     else:
-        repo, _, tag = args.image.partition(":")
-        with containers.api_errors(f"pulling {args.image}"):
-            img = dc.images.pull(repo, tag=tag or "latest")
-        loaded = img.tags or [img.short_id]
-    _emit(args, [{"Image": t} for t in loaded], [("IMAGE", "Image")])
+        _emit(args, [{"Image": t} for t in loaded], [("IMAGE", "Image")])
     return 0
 
 
 def _load(args: argparse.Namespace) -> int:
     dc = _client(args, create=True)
-    loaded = containers.load(dc, args.input)
+    loaded = images_io.load(dc, args.input, render.quiet if args.quiet else _progress)
+    render.finish()
     _emit(args, [{"Image": t} for t in loaded], [("LOADED", "Image")])
     return 0
 
 
+def _save(args: argparse.Namespace) -> int:
+    dc = _client(args)
+    with open(args.output, "wb") as out:
+        images_io.save(dc, args.images, out, _progress)
+    return 0
+
+
 def _docker_env(args: argparse.Namespace) -> int:
+    from pymachine.app.cli import shell_env
     from pymachine.hostvm.hostagent import launcher
 
-    host = launcher.docker_host(args.name)
-    print(f"export DOCKER_HOST={shlex.quote(host)}")
-    print(f"# the docker CLI context 'pymachine-{args.name}' points at the same socket")
-    print(f"# run this command to configure your shell: eval $(pymachine docker-env {args.name})")
+    host = "" if args.unset else launcher.docker_host(args.name)
+    print(shell_env.render(args.shell or shell_env.detect(), host, args.name, args.unset))
     return 0

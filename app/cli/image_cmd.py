@@ -7,16 +7,21 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
+from pymachine.app.cli import render
 from pymachine.hostvm import image
 
 
-def _progress(stream=sys.stderr) -> Callable[[str], None]:  # type: ignore[no-untyped-def]
-    """One line per build stage, with the seconds elapsed since the build started."""
+def _progress() -> Callable[[Any], None]:
+    """One line per build stage, with the seconds elapsed since the build started; the typed values (what
+    mmdebstrap is doing, stages) go to the command's progress display."""
     started = time.monotonic()
 
-    def say(message: str) -> None:
-        print(f"[{time.monotonic() - started:6.1f}s] {message}", file=stream, flush=True)
+    def say(message: Any) -> None:
+        render.progress(
+            f"[{time.monotonic() - started:6.1f}s] {message}" if isinstance(message, str) else message
+        )
 
     return say
 

@@ -9,9 +9,12 @@ import os
 import sys
 from typing import Any
 
+from pymachine.app.cli import formats, render
 from pymachine.hostvm import doctor, machines, paths, ssh
+from pymachine.hostvm import status as statusmod
 from pymachine.hostvm.config import DEFAULT_NAME, SHARE_TRANSPORTS, format_size, with_settings
 from pymachine.hostvm.errors import PymachineError
+from pymachine.hostvm.status import engine_summary, link_state  # noqa: F401 - also the CLI module's API
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,7 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_delete)
 
     p = sub.add_parser("list", help="list machines")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", default="table", help="table, json (JSON lines) or a Go template: '{{.name}}'")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the names")
     p.set_defaults(func=_list)
 
     p = sub.add_parser("ssh", help="a shell in a machine, or run a command: ssh [NAME] [-- CMD...]")
@@ -92,8 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_doctor)
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+_progress = render.progress  # typed stage values as spinners on a terminal, lines otherwise
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -113,6 +116,7 @@ def _create(args: argparse.Namespace) -> int:
         home_mount=not args.no_home_mount,
         share_transport=args.share_transport,
     )
+    render.finish()
     sizes = f"{m.cpus} CPUs, {format_size(m.memory)} memory, {format_size(m.disk)} disk"
     print(f"created machine '{m.name}' ({sizes})")
     print(f"shared folders: {share_summary(m.shares)}")
@@ -123,6 +127,7 @@ def _create(args: argparse.Namespace) -> int:
 
 def _start(args: argparse.Namespace) -> int:
     m = machines.start(args.name, _progress, cold=getattr(args, "cold", False))
+    render.finish()
     print(f"machine '{m.name}' is running (ssh port {m.ssh_port}, {m.accelerator})")
     return 0
 
@@ -137,6 +142,7 @@ def _stop(args: argparse.Namespace) -> int:
 
 def _restart(args: argparse.Namespace) -> int:
     m = machines.restart(args.name, _progress)
+    render.finish()
     print(f"machine '{m.name}' is running (ssh port {m.ssh_port})")
     return 0
 
@@ -148,64 +154,11 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _host_agent_status(m: machines.Machine) -> dict[str, Any] | None:
-    """The host agent's status for a running machine (repairing a dead agent), None for any other state:
-    a stopped machine has no agent to ask, and asking would slow `list` down."""
-    if m.state != "running":
-        return None
-    from pymachine.hostvm.hostagent import launcher
-
-    try:
-        return launcher.status(m.name, repair=True)
-    except (OSError, PymachineError) as exc:
-        return {"running": False, "state": "error", "error": str(exc), "forwards": []}
+    return statusmod.host_agent_status(m)
 
 
-def engine_summary(status: dict[str, Any] | None) -> str:
-    """One word (and a reason) for the ENGINE column: `ready`, `degraded: <reason>`, `down[: <reason>]`,
-    or `-` when the machine is not running."""
-    if status is None:
-        return "-"
-    state = status.get("state")
-    if status.get("error"):
-        return f"down: {status['error']}"
-    if not status.get("running") or state == "stopped":
-        return "down"
-    if state == "unresponsive":
-        return "degraded: host agent does not answer"
-    if state == "restarting":
-        return "degraded: host agent restarted"
-    if state != "ready":
-        link = status.get("link") or {}
-        if link.get("state") != "up":
-            return f"degraded: link {link.get('state') or state} ({link.get('last_error') or 'connecting'})"
-        engine = status.get("engine_socket") or {}
-        return f"degraded: engine {engine.get('health') or state}"
-    bad = [f for f in status.get("forwards") or [] if f.get("health") != "ok"]
-    if bad:
-        ports = ", ".join(f"{f.get('host_port')}/{f.get('proto', 'tcp')} {f.get('health')}" for f in bad)
-        return f"degraded: {ports}"
-    broken = [s for s in status.get("shares") or [] if s.get("state") in ("failed", "lost")]
-    if broken:  # an sshfs share the host agent could not mount: containers would see an empty folder
-        return "degraded: " + "; ".join(
-            f"share {s.get('path')} {s.get('state')}: {s.get('error')}" for s in broken
-        )
-    return "ready"
-
-
-def link_state(status: dict[str, Any] | None) -> str | None:
-    if status is None:
-        return None
-    link = status.get("link")
-    return link.get("state") if isinstance(link, dict) else "down"
-
-
-def list_json(m: machines.Machine, status: dict[str, Any] | None) -> dict[str, Any]:
-    return {
-        **m.to_json(),
-        "engine": engine_summary(status),
-        "link": link_state(status),
-        "forwards": list((status or {}).get("forwards") or []),
-    }
+def list_json(m: machines.Machine, st: dict[str, Any] | None) -> dict[str, Any]:
+    return statusmod.MachineStatus.of(m, st).to_json()
 
 
 def list_rows(found: list[tuple[machines.Machine, dict[str, Any] | None]]) -> list[tuple[str, ...]]:
@@ -241,9 +194,15 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    if args.quiet:
+        for m in machines.list_machines():
+            print(m.name)
+        return 0
     found = [(m, _host_agent_status(m)) for m in machines.list_machines()]
-    if args.format == "json":
-        print(json.dumps([list_json(m, st) for m, st in found], indent=2))
+    if args.format != "table":  # json: one machine per line, as docker's --format json; or a Go template
+        text = formats.format_rows([list_json(m, st) for m, st in found], [], args.format)
+        if text:
+            print(text)
         return 0
     print(render_table(list_rows(found)))
     return 0

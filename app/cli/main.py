@@ -7,8 +7,10 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
+from pymachine.hostvm.config import DEFAULT_NAME
 from pymachine.hostvm.errors import PymachineError
 
 # Each module registers its verbs on the sub-parser; one module per area, owned by that area.
@@ -17,7 +19,44 @@ VERB_MODULES = (
     "pymachine.app.cli.machine_cmd",
     "pymachine.app.cli.container_cmd",
     "pymachine.app.cli.gui_cmd",
+    "pymachine.app.cli.version_cmd",
+    "pymachine.app.cli.extras_cmd",
 )
+
+# `--help` lists the verbs in these groups (a verb not named here lands under "other").
+HELP_GROUPS = (
+    (
+        "machines",
+        (
+            "create",
+            "start",
+            "stop",
+            "restart",
+            "delete",
+            "list",
+            "inspect",
+            "ssh",
+            "ssh-config",
+            "mount",
+            "docker-env",
+            "doctor",
+        ),
+    ),
+    ("containers", ("run", "ps", "logs", "exec", "rm", "build", "container")),
+    ("images", ("images", "pull", "load", "image")),
+)
+EXAMPLES = """\
+examples:
+  pymachine create dev --cpus 2 --memory 2G --start
+  pymachine run --rm -it pymachine/debian bash
+  pymachine run -d -p 8080:80 --name web pymachine/busybox httpd -f -p 80 -h /www
+  pymachine ps --format '{{.Names}} {{.Status}}'
+  pymachine logs --tail 20 -t web
+  eval "$(pymachine docker-env)"            # then: docker ps
+  pymachine ssh-config dev >> ~/.ssh/config
+  source <(pymachine completion bash)
+
+The machine is --machine NAME, else $PYMACHINE_MACHINE, else 'default'."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,18 +65,97 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}\nhint: run '{self.prog} --help' for usage\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="pymachine", description="Run containers in a lightweight Linux VM.")
+class _TopParser(_Parser):
+    def format_help(self) -> str:
+        """argparse lists sub-commands in one block; a person looks for them by what they act on."""
+        verbs = {a.dest: a.help or "" for a in _subparsers(self)._choices_actions}
+        out = [self.format_usage(), (self.description or "") + "\n"]
+        seen: set[str] = set()
+        for group, names in (*HELP_GROUPS, ("other", tuple(v for v in verbs if v not in _grouped()))):
+            rows = [(n, verbs[n]) for n in names if n in verbs and n not in seen]
+            if not rows:
+                continue
+            out.append(f"{group}:")
+            out += [f"  {n:<12} {h}" for n, h in rows]
+            seen.update(n for n, _ in rows)
+            out.append("")
+        out.append("options:")
+        out += [
+            "  -h, --help     this help; COMMAND --help for a command's own",
+            "  --version      the client's version (pymachine version: the engine's too)",
+            "  --machine NAME the machine the command acts on",
+            "  --debug        verbose logging to stderr",
+            "",
+            EXAMPLES,
+        ]
+        return "\n".join(out) + "\n"
+
+
+def _grouped() -> set[str]:
+    return {n for _, names in HELP_GROUPS for n in names}
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                yield from _all_parsers(child)
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="the client's version")
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        from pymachine.app.cli import version_cmd
+
+        print(version_cmd.short())
+        parser.exit(0)
+
+
+def build_parser(default_machine: str = DEFAULT_NAME) -> argparse.ArgumentParser:
+    parser = _TopParser(prog="pymachine", description="Run containers in a lightweight Linux VM.")
     parser.add_argument("--debug", action="store_true", help="verbose logging to stderr")
+    parser.add_argument("--version", action=_VersionAction)
+    parser.add_argument("--machine", dest="global_machine", metavar="NAME", help="the machine to act on")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     for name in VERB_MODULES:
         importlib.import_module(name).register(sub)
+    if default_machine != DEFAULT_NAME:
+        # Every verb's machine argument (`NAME` or `--machine`) defaults to the chosen machine.
+        for p in _all_parsers(parser):
+            for action in p._actions:
+                if action.dest in ("name", "machine") and action.default == DEFAULT_NAME:
+                    action.default = default_machine
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def default_machine(argv: Sequence[str] | None) -> str:
+    """The global `--machine NAME` (before the verb), else $PYMACHINE_MACHINE, else `default`."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--machine")
+    words = list(sys.argv[1:] if argv is None else argv)
+    head = []
+    for i, word in enumerate(words):  # only the options before the verb are global ones
+        if not word.startswith("-"):
+            break
+        head.append(word)
+        if word == "--machine" and i + 1 < len(words):
+            head.append(words[i + 1])
+    known, _ = pre.parse_known_args(head)
+    return known.machine or os.environ.get("PYMACHINE_MACHINE") or DEFAULT_NAME
+
+
+def main(argv: Sequence[str] | None = None, client: Any = None) -> int:
+    """`client`: a docker-py client the container verbs use instead of a machine's (tests bind an engine)."""
+    parser = build_parser(default_machine(argv))
     args = parser.parse_args(argv)
+    args.client = client
     logging.basicConfig(
         level=logging.DEBUG if args.debug or os.environ.get("PYMACHINE_DEBUG") else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -48,11 +166,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except PymachineError as exc:
+        from pymachine.app.cli import render
+
+        render.finish()
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        from pymachine.app.cli import render
+
+        render.finish()  # the progress display ends before the shell prompt returns
 
 
 if __name__ == "__main__":

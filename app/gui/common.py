@@ -20,51 +20,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from pymachine.hostvm.containers import parse_time
 from pymachine.hostvm.errors import PymachineError
+from pymachine.hostvm.units import human_duration
 
 LOG_TAIL_BYTES = 256 * 1024
 
 
-def human_size(n: int | float) -> str:
-    """Bytes as `docker images` shows them (decimal units)."""
-    value = float(n or 0)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
-
-
-def binary_size(n: int) -> str:
-    """Machine sizes as the CLI shows them (binary units: 1 GiB, 512 MiB)."""
-    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2)):
-        if n >= size:
-            value = n / size
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
-    return f"{n} B"
-
-
 def uptime(started_at: str, now: dt.datetime | None = None) -> str:
-    """'Up 5 minutes' style text from an RFC 3339 `StartedAt`; '' when unknown."""
-    if not started_at or started_at.startswith("0001-"):
+    """How long a container has run (from its RFC 3339 `StartedAt`), as `docker ps` says it; '' if unknown."""
+    started = parse_time(started_at)
+    if started is None:
         return ""
-    text = started_at.rstrip("Z")
-    if "." in text:  # Python parses at most microseconds
-        head, frac = text.split(".", 1)
-        digits = "".join(ch for ch in frac if ch.isdigit())[:6]
-        text = f"{head}.{digits}"
-    try:
-        started = dt.datetime.fromisoformat(text.split("+")[0]).replace(tzinfo=dt.UTC)
-    except ValueError:
-        return ""
-    secs = int(((now or dt.datetime.now(dt.UTC)) - started).total_seconds())
-    if secs < 60:
-        return f"{max(secs, 0)} s"
-    if secs < 3600:
-        return f"{secs // 60} min"
-    if secs < 86400:
-        return f"{secs // 3600} h {secs % 3600 // 60} min"
-    return f"{secs // 86400} days"
+    return human_duration(((now or dt.datetime.now(dt.UTC)) - started).total_seconds())
 
 
 def mono_font() -> QFont:

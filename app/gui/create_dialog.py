@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 from pymachine.hostvm import config as cfgmod
 from pymachine.hostvm import machines
 from pymachine.hostvm.errors import PymachineError, UsageError
+from pymachine.hostvm.progress import StageProgress
 
 from . import workers
 from .common import ErrorBanner
@@ -29,18 +30,12 @@ FIELDS = ("name", "cpus", "memory", "disk", "driver")
 
 
 def field_problems(exc: UsageError) -> dict[str, str]:
-    """`config.build`'s one message ("invalid machine settings: name: ...; cpus: ...") → field: text."""
-    text = exc.message.removeprefix("invalid machine settings: ")
+    """The validator's (field, problem) list → field: text, for the labels next to the fields (a field outside
+    the form, e.g. `connect`, shows next to the name)."""
     out: dict[str, str] = {}
-    for part in text.split("; "):
-        key, sep, message = part.partition(": ")
-        if sep and key in FIELDS + ("connect",):
-            out[key] = message if key not in out else f"{out[key]}; {message}"
-        elif out:  # a message that itself held "; ": belongs to the field before
-            last = list(out)[-1]
-            out[last] += "; " + part
-        else:
-            out["name"] = part
+    for field, problem in exc.problems or [("name", exc.message)]:
+        key = field if field in FIELDS else "name"
+        out[key] = problem if key not in out else f"{out[key]}; {problem}"
     return out
 
 
@@ -169,7 +164,7 @@ class CreateDialog(QDialog):
                 progress=progress,
             )
 
-        workers.run_task(work, on_done=self._done, on_failed=self._failed, on_progress=self.status.setText)
+        workers.run_task(work, on_done=self._done, on_failed=self._failed, on_progress=self._progress)
 
     def _done(self, machine: Any) -> None:
         self.machine = machine
@@ -178,12 +173,21 @@ class CreateDialog(QDialog):
         self.created.emit(machine)
         self.accept()
 
+    def _progress(self, message: Any) -> None:
+        """create's StageProgress (guest image, machine files) fills the bar; notes show as they are."""
+        if isinstance(message, StageProgress):
+            self.progress.setRange(0, message.total)
+            self.progress.setValue(message.step if message.state == "done" else message.step - 1)
+            self.status.setText(f"step {message.step} of {message.total}: {message.name}")
+        else:
+            self.status.setText(str(message))
+
     def _failed(self, exc: BaseException) -> None:
         self.progress.hide()
         self.status.setText("")
         for e in self.edits.values():
             e.setEnabled(True)
-        if isinstance(exc, UsageError) and "invalid machine settings" in exc.message:
+        if isinstance(exc, UsageError) and exc.problems:
             self.check()
         self.banner.show_error(exc if isinstance(exc, BaseException) else PymachineError(str(exc)))
         self.create_button.setEnabled(True)

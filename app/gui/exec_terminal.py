@@ -7,7 +7,6 @@ full-screen programs need `pymachine exec -it` in a real terminal.
 from __future__ import annotations
 
 import select
-import struct
 import time
 from typing import Any
 
@@ -21,22 +20,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from pymachine.hostvm.images_io import demux
+
 from .common import mono_font
 from .workers import StreamThread
 
 READY = "\x00ready\x00"  # in-band marker from the pump thread: the exec socket is open
-
-
-def demux(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
-    """Docker's multiplexed stream frames (8-byte header: stream, 0, 0, 0, big-endian length) → payloads."""
-    out = []
-    while len(buf) >= 8:
-        size = struct.unpack(">I", buf[4:8])[0]
-        if len(buf) < 8 + size:
-            break
-        out.append((buf[0], buf[8 : 8 + size]))
-        buf = buf[8 + size :]
-    return out, buf
 
 
 class ExecTerminal(QWidget):

@@ -25,11 +25,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pymachine.hostvm import containers
-from pymachine.hostvm.errors import PymachineError
+from pymachine.hostvm import containers, images_io
+from pymachine.hostvm.progress import BuildOutput, LayerProgress
+from pymachine.hostvm.units import human_size
 
 from . import workers
-from .common import ErrorBanner, empty_state, human_size, mono_font
+from .common import ErrorBanner, empty_state, mono_font
 from .containers_panel import ClientFactory, default_client
 
 COLUMNS = ("Repository", "Tag", "Image ID", "Size", "Created")
@@ -38,47 +39,6 @@ COLUMNS = ("Repository", "Tag", "Image ID", "Size", "Created")
 def list_images(dc: Any) -> list[dict[str, Any]]:
     with containers.api_errors():
         return [row for img in dc.images.list() for row in containers.image_summary(img)]
-
-
-def pull(dc: Any, reference: str, progress: Any) -> list[str]:
-    """Pull (or load the builtin image); progress messages are either text or `pct:<0-100>`."""
-    builtin = containers.builtin_name(reference)
-    if builtin:
-        return containers.load_builtin(dc, builtin, progress)
-    repo, _, tag = reference.rpartition(":") if ":" in reference.split("/")[-1] else (reference, "", "latest")
-    # id → downloaded fraction; every layer counts once it is announced, so the bar never hits 100 early
-    layers: dict[str, float] = {}
-    with containers.api_errors(f"pulling {reference}"):
-        for msg in dc.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
-            if "error" in msg:
-                raise PymachineError(f"pulling {reference}: {msg['error']}")
-            status, layer = msg.get("status", ""), msg.get("id", "")
-            detail = msg.get("progressDetail") or {}
-            if status == "Pulling fs layer":
-                layers[layer] = 0.0
-            elif status == "Downloading" and detail.get("total"):
-                layers[layer] = min(1.0, int(detail.get("current", 0)) / int(detail["total"]))
-            elif status in ("Download complete", "Pull complete", "Already exists"):
-                layers[layer] = 1.0
-            if layers and layer in layers:
-                progress(f"pct:{int(100 * sum(layers.values()) / len(layers))}")
-            if status and not status.startswith(("Downloading", "Extracting")):
-                progress(f"{layer} {status}".strip() if layer in layers else status)
-    return [f"{repo}:{tag or 'latest'}"]
-
-
-def build(dc: Any, folder: str, tag: str, progress: Any) -> str:
-    """`docker build -t TAG FOLDER`; each output line goes to `progress`. Returns the image id."""
-    image_id = ""
-    with containers.api_errors(f"building {folder}"):
-        for msg in dc.api.build(path=folder, tag=tag or None, rm=True, decode=True):
-            if "error" in msg:
-                raise PymachineError(f"build failed: {msg['error'].strip()}", hint="see the build output")
-            if msg.get("stream"):
-                progress(msg["stream"])
-            if msg.get("aux", {}).get("ID"):
-                image_id = msg["aux"]["ID"]
-    return image_id
 
 
 class ImagesPanel(QWidget):
@@ -241,12 +201,22 @@ class ImagesPanel(QWidget):
         self._finish("")
         self.banner.show_error(exc)
 
-    def _pull_progress(self, message: str) -> None:
-        if message.startswith("pct:"):
-            self.progress.setRange(0, 100)
-            self.progress.setValue(int(message[4:]))
+    def _pull_progress(self, message: Any) -> None:
+        """LayerProgress values fill the bar (every announced layer counts, so it never hits 100 early);
+        anything else is a note for the status line."""
+        if not isinstance(message, LayerProgress):
+            self.status.setText(str(message))
+            return
+        if message.finished:
+            self.layers[message.layer] = 1.0
+        elif message.status == "Downloading" and message.total:
+            self.layers[message.layer] = min(1.0, message.current / message.total)
         else:
-            self.status.setText(message)
+            self.layers.setdefault(message.layer, 0.0)
+        self.progress.setRange(0, 100)
+        self.progress.setValue(int(100 * sum(self.layers.values()) / len(self.layers)))
+        if message.status not in ("Downloading", "Extracting"):
+            self.status.setText(str(message))
 
     def pull(self) -> None:
         ref = self.reference.text().strip()
@@ -254,8 +224,9 @@ class ImagesPanel(QWidget):
             return
         self._start(f"Pulling {ref}…")
         dc = self.client()
+        self.layers: dict[str, float] = {}  # layer → downloaded fraction
         workers.run_task(
-            lambda progress: pull(dc, ref, progress),
+            lambda progress: images_io.pull(dc, ref, progress),
             on_done=lambda tags: self._finish(f"Pulled {', '.join(tags)}"),
             on_failed=self._fail,
             on_progress=self._pull_progress,
@@ -293,13 +264,16 @@ class ImagesPanel(QWidget):
         self._start(f"Building {folder}…")
         dc = self.client()
         workers.run_task(
-            lambda progress: build(dc, folder, tag, progress),
+            lambda progress: images_io.build(
+                dc, {"path": folder, "tag": tag or None, "rm": True, "decode": True}, progress
+            ),
             on_done=lambda image_id: self._finish(f"Built {tag or image_id[:19]}"),
             on_failed=self._fail,
             on_progress=self._append_output,
         )
 
-    def _append_output(self, text: str) -> None:
+    def _append_output(self, message: Any) -> None:
+        text = message.text if isinstance(message, BuildOutput) else f"{message}\n"
         cursor = self.output.textCursor()
         cursor.movePosition(cursor.MoveOperation.End)
         cursor.insertText(text)

@@ -1,13 +1,12 @@
 """Machines: state, CPUs/memory/disk, accelerator and engine link; create, start, stop, restart, delete.
 
-Start shows the façade's staged progress ("stage 2 of 5: ssh banner"); a failure shows its message, hint and
-a "Show log" button for the console log (or the host-agent log). State refreshes from host-agent events and a
-slow poll.
+Start shows the façade's staged progress (typed StageProgress values: step, total, name, state); a failure
+shows its message, hint and a "Show log" button for the console log (or the host-agent log). State refreshes
+from host-agent events and a slow poll.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -29,31 +28,17 @@ from PySide6.QtWidgets import (
 )
 
 from pymachine.hostvm import machines, paths
+from pymachine.hostvm.progress import StageProgress, stage_from_fields
+from pymachine.hostvm.status import MachineStatus, all_statuses
+from pymachine.hostvm.units import binary_size
 
 from . import workers
-from .common import ErrorBanner, LogDialog, action_buttons, binary_size, empty_state
+from .common import ErrorBanner, LogDialog, action_buttons, empty_state
 from .create_dialog import CreateDialog
 from .settings_panel import load_settings
 
 COLUMNS = ("Name", "State", "CPUs", "Memory", "Disk", "Accelerator", "Driver", "Engine")
-STAGE = re.compile(r"stage (\d+) of (\d+): ([^:]+)(: ok)?")
 POLL_MS = 5000
-
-
-def list_with_engine() -> list[tuple[Any, dict[str, Any]]]:
-    """Every machine with its host agent's status (link, forwards) when it runs."""
-    from pymachine.hostvm.hostagent import launcher
-
-    out = []
-    for m in machines.list_machines():
-        st: dict[str, Any] = {}
-        if m.state == "running":
-            try:
-                st = launcher.status(m.name, repair=False)
-            except Exception as exc:  # noqa: BLE001 - status is decoration; the row still shows
-                st = {"state": f"unknown ({exc})"}
-        out.append((m, st))
-    return out
 
 
 class MachinesPanel(QWidget):
@@ -126,25 +111,22 @@ class MachinesPanel(QWidget):
         if self._refreshing:
             return
         self._refreshing = True
-        workers.run_task(list_with_engine, on_done=self._fill, on_failed=self._refresh_failed)
+        # repair=False: a refresh only looks; starting a dead host agent is the verbs' job
+        workers.run_task(lambda: all_statuses(False), on_done=self._fill, on_failed=self._refresh_failed)
 
     def _refresh_failed(self, exc: BaseException) -> None:
         self._refreshing = False
         self.banner.show_error(exc)
 
-    def _fill(self, rows: list[tuple[Any, dict[str, Any]]]) -> None:
+    def _fill(self, rows: list[MachineStatus]) -> None:
         self._refreshing = False
         keep = self.current()
-        self.rows = [m for m, _ in rows]
+        self.rows = [st.machine for st in rows]
         self.table.setRowCount(len(rows))
-        for i, (m, st) in enumerate(rows):
+        for i, st in enumerate(rows):
+            m = st.machine
             state = self.busy.get(m.name) or m.state
-            engine = ""
-            if m.state == "running":
-                engine = st.get("state", "")
-                link = st.get("link")
-                if isinstance(link, dict) and link.get("state"):
-                    engine += f" (link {link['state']})"
+            engine = "" if st.engine == "-" else st.engine  # the summary `pymachine list` shows
             cells = (
                 m.name,
                 state,
@@ -204,7 +186,9 @@ class MachinesPanel(QWidget):
     # -- host-agent events --------------------------------------------------------------------------------
     def on_event(self, machine: str, event: Any) -> None:
         if event.type == "stage" and machine in self.busy:
-            self._progress(f"{machine}: {event.get('message') or event.get('stage')}")
+            stage = stage_from_fields(event.fields)
+            if stage is not None:
+                self.progress_label.setText(f"{machine}: {stage.source}: {stage.name} ({stage.state})")
         elif event.type in ("state", "link", "socket"):
             self.refresh()
         elif event.type == "error":
@@ -271,13 +255,15 @@ class MachinesPanel(QWidget):
 
         workers.run_task(funcs[verb], on_done=done, on_failed=failed, on_progress=self._progress)
 
-    def _progress(self, message: str) -> None:
-        self.progress_label.setText(message)
-        m = STAGE.search(message)
-        if m:
-            i, n = int(m.group(1)), int(m.group(2))
-            self.progress.setRange(0, n)
-            self.progress.setValue(i if m.group(4) else i - 1)
+    def _progress(self, message: Any) -> None:
+        """A StageProgress of `start` moves the bar (the host agent's own stages only relabel it); anything
+        else is a note shown as it is."""
+        if isinstance(message, StageProgress) and message.source != "host agent":
+            self.progress.setRange(0, message.total)
+            self.progress.setValue(message.step if message.state == "done" else message.step - 1)
+            self.progress_label.setText(f"{message.source} {message.step}/{message.total}: {message.name}")
+        else:
+            self.progress_label.setText(str(message))
 
     def _set_state_cell(self, name: str, text: str) -> None:
         for i, m in enumerate(self.rows):

@@ -24,7 +24,7 @@ _LIVE: set[Task] = set()  # keeps tasks (and their relays) alive until their res
 
 
 class _Relay(QObject):
-    progress = Signal(str)
+    progress = Signal(object)  # a str note or a typed value of hostvm.progress
     done = Signal(object)
     failed = Signal(object)
 
@@ -32,7 +32,7 @@ class _Relay(QObject):
         self,
         on_done: Callable[[Any], None] | None,
         on_failed: Callable[[BaseException], None] | None,
-        on_progress: Callable[[str], None] | None,
+        on_progress: Callable[[Any], None] | None,
     ) -> None:
         super().__init__()
         self._on_done, self._on_failed, self._on_progress = on_done, on_failed, on_progress
@@ -41,8 +41,8 @@ class _Relay(QObject):
         self.done.connect(self._done)
         self.failed.connect(self._failed)
 
-    @Slot(str)
-    def _progress(self, message: str) -> None:
+    @Slot(object)
+    def _progress(self, message: Any) -> None:
         if self._on_progress:
             self._on_progress(message)
 

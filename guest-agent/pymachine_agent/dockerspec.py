@@ -8,12 +8,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import health, links
 from .network.model import EndpointConfig, EndpointSettings, InvalidParameterError, PortSpec
 from .network.ports import parse_host_ip
 from .runtime import seccomp, sysctls
@@ -128,14 +130,38 @@ def combine_command(
 
 
 def merge_env(image_env: list[str] | None, env: list[str] | None) -> list[str]:
-    """Image env first, request entries override by key (a bare `KEY` entry is dropped, as Docker does
-    when the client had no value to send)."""
+    """Image env first, request entries override by key. A bare `KEY` entry (the client had no value to
+    send) is kept in Config.Env as given, as dockerd keeps it; at start it unsets KEY (process.build_env)."""
     out: dict[str, str] = {}
     for item in [*(image_env or []), *(env or [])]:
-        key, eq, _ = item.partition("=")
-        if eq:
-            out[key] = item
+        out[item.partition("=")[0]] = item
     return list(out.values())
+
+
+# dockerd's built-in log drivers; ours store json-file ("local" is dockerd's compact variant of it) or nothing
+_SERVED_LOG_DRIVERS = {"": "json-file", "json-file": "json-file", "local": "json-file", "none": "none"}
+_DOCKERD_LOG_DRIVERS = {
+    "syslog",
+    "journald",
+    "gelf",
+    "fluentd",
+    "awslogs",
+    "splunk",
+    "etwlogs",
+    "gcplogs",
+    "logentries",
+}
+
+
+def log_driver(name: str) -> str:
+    """`HostConfig.LogConfig.Type` → the runtime's log storage; refused at create as dockerd refuses it."""
+    if name in _SERVED_LOG_DRIVERS:
+        return _SERVED_LOG_DRIVERS[name]
+    if name in _DOCKERD_LOG_DRIVERS:
+        raise BadParameter(
+            f"log driver {name!r} is not supported by pymachine's engine (json-file, local, none)"
+        )
+    raise BadParameter(f"logger: no log driver named '{name}' is registered")
 
 
 def parse_port_key(key: str) -> tuple[int, str]:
@@ -323,10 +349,12 @@ def translate_create(
         raise BadParameter(f"invalid restart policy: unknown policy '{rp_name}'")
     if hc.get("AutoRemove") and rp_name != "no":
         raise BadParameter("conflicting options: cannot specify both --restart and --rm")
+    if hc.get("Runtime") not in (None, "", "runc"):
+        raise BadParameter(f"unknown or invalid runtime name: {hc['Runtime']}")
     lc = hc.get("LogConfig") or {}
     lcc = lc.get("Config") or {}
     log_config = LogConfig(
-        type="json-file",
+        type=log_driver(lc.get("Type") or ""),
         max_size=parse_size(lcc["max-size"]) if lcc.get("max-size") else 0,
         max_file=int(lcc.get("max-file") or 1),
     )
@@ -338,6 +366,7 @@ def translate_create(
     if body.get("NetworkDisabled"):
         mode = "none"
     endpoints: dict[str, EndpointSettings] = {}
+    link_list: list[links.Link] = []
     for net, ep in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).items():
         ep = ep or {}
         key = mode if net == "default" else net
@@ -345,6 +374,14 @@ def translate_create(
             aliases=list(ep.get("Aliases") or []),
             ipv4_address=((ep.get("IPAMConfig") or {}).get("IPv4Address")) or "",
         )
+        link_list += [_link(e, "" if key == "bridge" else key) for e in ep.get("Links") or []]
+    legacy_net = "" if mode == "bridge" else mode  # HostConfig.Links on a user network: names there
+    link_list += [_link(e, legacy_net) for e in hc.get("Links") or []]
+    if link_list and (mode == "host" or mode.startswith("container:")):
+        kind = mode.split(":")[0]
+        raise BadParameter(f"conflicting options: {kind} type networking can't be used with links")
+    if hc.get("Links"):
+        hc["Links"] = [lk.to_docker(name) for lk in link_list if lk.network == legacy_net]
     hostname = body.get("Hostname") or ""
     if mode == "host":
         runtime_net = "host"
@@ -396,6 +433,15 @@ def translate_create(
         "Labels": labels,
         "StopSignal": stop_signal,
     }
+    check = health.merge(body.get("Healthcheck"), icfg.get("Healthcheck"))
+    try:
+        health.validate(check)
+    except health.HealthcheckInvalid as exc:
+        raise BadParameter(str(exc)) from None
+    if check:
+        config["Healthcheck"] = check
+    if body.get("Shell") or icfg.get("Shell"):
+        config["Shell"] = body.get("Shell") or icfg.get("Shell")
     if stop_timeout is not None:
         config["StopTimeout"] = stop_timeout
     host_config = fill_host_config(hc, mode)
@@ -413,6 +459,7 @@ def translate_create(
         hostname=hostname,
         domainname=config["Domainname"],
         tty=config["Tty"],
+        console_size=[int(n) for n in (hc.get("ConsoleSize") or [])[:2]],
         open_stdin=config["OpenStdin"],
         stdin_once=config["StdinOnce"],
         mounts=mounts,
@@ -444,10 +491,18 @@ def translate_create(
                 "HostConfig": host_config,
                 "Image": image.get("Id", ""),
                 "NetworkingConfig": body.get("NetworkingConfig") or None,
-            }
+            },
+            "links": [dataclasses.asdict(lk) for lk in link_list],
         },
     )
     return CreatePlan(spec, endpoint, named, anonymous, warnings)
+
+
+def _link(entry: str, network: str) -> links.Link:
+    try:
+        return links.parse(entry, network)
+    except links.LinkError as exc:
+        raise BadParameter(str(exc)) from None
 
 
 def _sysctls(hc: dict[str, Any], network_mode: str) -> dict[str, str]:
@@ -469,7 +524,8 @@ def fill_host_config(hc: dict[str, Any], mode: str) -> dict[str, Any]:
     """HostConfig with the defaults clients read (docker-py needs LogConfig.Type == "json-file")."""
     out = dict(hc)
     out["NetworkMode"] = mode
-    out["LogConfig"] = {"Type": "json-file", "Config": dict((hc.get("LogConfig") or {}).get("Config") or {})}
+    lc = hc.get("LogConfig") or {}
+    out["LogConfig"] = {"Type": lc.get("Type") or "json-file", "Config": dict(lc.get("Config") or {})}
     out.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
     if not (out["RestartPolicy"] or {}).get("Name"):
         out["RestartPolicy"] = {"Name": "no", "MaximumRetryCount": 0}
@@ -505,6 +561,7 @@ def fill_host_config(hc: dict[str, Any], mode: str) -> dict[str, Any]:
     for key, value in defaults.items():
         if out.get(key) is None or (key == "ShmSize" and not out.get(key)):
             out[key] = value
+    out["Runtime"] = out.get("Runtime") or "runc"
     if out.get("PortBindings") is None:
         out["PortBindings"] = {}
     return out

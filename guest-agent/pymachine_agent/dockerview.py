@@ -58,11 +58,14 @@ def human_duration(seconds: float) -> str:
     return f"{hours // 24 // 365} years"
 
 
-def status_text(state: ContainerState, now: float | None = None) -> str:
+_HEALTH_TEXT = {"starting": " (health: starting)", "healthy": " (healthy)", "unhealthy": " (unhealthy)"}
+
+
+def status_text(state: ContainerState, now: float | None = None, health: str = "") -> str:
     now = time.time() if now is None else now
     if state.status in ("running", "paused"):
         up = "Up " + human_duration(now - parse_time(state.started_at))
-        return up + " (Paused)" if state.status == "paused" else up
+        return up + " (Paused)" if state.status == "paused" else up + _HEALTH_TEXT.get(health, "")
     if state.status == "restarting":
         return f"Restarting ({state.exit_code}) {human_duration(now - parse_time(state.finished_at))} ago"
     if state.status == "exited" or (state.status == "dead"):
@@ -128,7 +131,10 @@ def command_text(config: dict[str, Any]) -> str:
 
 
 def inspect_view(
-    state: ContainerState, network_settings: dict[str, Any], exec_ids: list[str] | None = None
+    state: ContainerState,
+    network_settings: dict[str, Any],
+    exec_ids: list[str] | None = None,
+    health: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     d = docker_of(state)
     config = dict(d.get("Config") or {})
@@ -160,7 +166,7 @@ def inspect_view(
         "Created": state.created,
         "Path": argv[0] if argv else "",
         "Args": argv[1:],
-        "State": state.to_docker(),
+        "State": {**state.to_docker(), **({"Health": health} if health else {})},
         "Image": d.get("Image", ""),
         "ResolvConfPath": f"{base}/resolv.conf" if base else "",
         "HostnamePath": f"{base}/hostname" if base else "",
@@ -190,7 +196,9 @@ def inspect_view(
     }
 
 
-def summary_view(state: ContainerState, network_settings: dict[str, Any], image_name: str) -> dict[str, Any]:
+def summary_view(
+    state: ContainerState, network_settings: dict[str, Any], image_name: str, health: str = ""
+) -> dict[str, Any]:
     d = docker_of(state)
     config = d.get("Config") or {}
     hc = d.get("HostConfig") or {}
@@ -204,7 +212,7 @@ def summary_view(state: ContainerState, network_settings: dict[str, Any], image_
         "Ports": ports_list(network_settings, config.get("ExposedPorts")),
         "Labels": config.get("Labels") or {},
         "State": state.status,
-        "Status": status_text(state),
+        "Status": status_text(state, health=health),
         "HostConfig": {"NetworkMode": hc.get("NetworkMode", "bridge")},
         "NetworkSettings": {"Networks": network_settings.get("Networks") or {}},
         "Mounts": mounts_view(state),
@@ -232,6 +240,7 @@ def container_matches(
     filters: dict[str, list[str]],
     image_matches: Any,
     networks: list[str],
+    health: str = "",
 ) -> bool:
     """`docker ps --filter`: keys are ANDed, values of one key ORed. `image_matches(ref, state)` is the
     engine's ancestor test (it needs the image store)."""
@@ -263,6 +272,8 @@ def container_matches(
                 for v in values
                 for m in (state.spec.mounts if state.spec else [])
             )
+        elif key == "health":
+            ok = (health or "none") in values
         elif key == "is-task":
             ok = "false" in [v.lower() for v in values]
         else:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from . import dockerview as view
-from .dockerspec import BadParameter, translate_create, valid_name
+from . import health, links
+from .dockerspec import BadParameter, merge_env, translate_create, valid_name
 from .engine_io import EngineIO
 from .engine_system import EngineSystem
 from .events import EventBus, PortAckError, PortBroker
@@ -135,6 +136,11 @@ class Engine(EngineIO, EngineSystem):
             on_teardown=self._on_teardown,
             on_event=self._on_runtime_event,
         )
+        self.health = health.HealthMonitor(
+            run_probe=lambda cid, argv, timeout: health.exec_probe(self.runtime, cid, argv, timeout),
+            is_running=lambda cid: self._state(cid).status == "running",
+            changed=lambda cid, status: self._on_runtime_event(cid, f"health_status: {status}", {}),
+        )
 
     # -- lifecycle of the engine -----------------------------------------------------------------------
 
@@ -147,6 +153,9 @@ class Engine(EngineIO, EngineSystem):
                 self.ports.restore(port.event("add"))
         self.runtime.reconcile()
         self._watch_update()
+        for st in self.runtime.list():
+            if st.running:
+                self._health_watch(st)
 
     def close(self) -> None:
         self.runtime.close()
@@ -174,12 +183,22 @@ class Engine(EngineIO, EngineSystem):
         self.events.publish("container", action, cid, attrs)
         if action in ("start", "die", "destroy"):
             self._watch_update()
+        if action == "start":
+            self._health_watch(self._state(cid))
+        elif action == "die":
+            self.health.stop(cid)
+        elif action == "destroy":
+            self.health.forget(cid)
         if action == "die":
             self.ports_withdraw(cid)
             if meta.get("auto_remove"):
                 threading.Thread(target=self._auto_remove, args=(cid,), daemon=True).start()
         if action == "destroy":
             self.meta.pop(cid, None)
+
+    def _health_watch(self, st: ContainerState) -> None:
+        config = view.docker_of(st).get("Config") or {}
+        self.health.watch(st.id, config.get("Healthcheck"), config.get("Shell"))
 
     def _auto_remove(self, cid: str) -> None:
         """--rm: remove after the exit. A client waits for the `destroy` (wait?condition=removed), so a
@@ -212,7 +231,9 @@ class Engine(EngineIO, EngineSystem):
     def _on_netns(self, cid: str, pid: int) -> None:
         if self.network is None:
             return
-        info = self.network.attach(cid, pid, self._endpoint_config(cid))
+        config = self._endpoint_config(cid)
+        config.extra_hosts = [*config.extra_hosts, *self._link_hosts(cid)]
+        info = self.network.attach(cid, pid, config)
         # The runtime bind-mounted its default /etc files before this hook ran; rewrite them in place (same
         # inode, so the container sees it) with what the network set up: embedded DNS, aliases, hosts.
         ctr_dir = self.state_dir / "runtime" / "containers" / cid
@@ -337,6 +358,10 @@ class Engine(EngineIO, EngineSystem):
                 plan.spec.network = f"/proc/{other.pid}/ns/net"
             elif self.network is not None and mode not in ("host", "none"):
                 self.network.inspect_network(mode)  # 404 "network x not found" before anything is recorded
+            for link in plan.spec.extra.get("links") or []:
+                if not any(s.name == link["name"] or s.id == link["name"] for s in self.runtime.list()):
+                    # 400, not 404: the CLI takes a 404 on create for a missing image and pulls (as in moby)
+                    raise BadParameter(f"could not get container for {link['name']}: No such container")
             plan.spec.extra["endpoint"] = dataclasses.asdict(plan.endpoint)
             st = self.runtime.create(plan.spec)
             self._remember(st)
@@ -353,7 +378,7 @@ class Engine(EngineIO, EngineSystem):
     def container_inspect(self, ref: str, size: bool = False) -> dict[str, Any]:
         st = self._state(ref)
         execs = [eid for eid, e in self.execs.items() if e.container == st.id and e.running]
-        out = view.inspect_view(st, self._network_settings(st), execs)
+        out = view.inspect_view(st, self._network_settings(st), execs, self.health.health(st.id))
         if size:
             out.update(self.container_sizes(st))
         return out
@@ -372,9 +397,11 @@ class Engine(EngineIO, EngineSystem):
             if not all and not st.running and "status" not in filters and "exited" not in filters:
                 continue
             ns = self._network_settings(st)
-            if not view.container_matches(st, filters, self._ancestor_match, list(ns.get("Networks") or {})):
+            if not view.container_matches(
+                st, filters, self._ancestor_match, list(ns.get("Networks") or {}), self.health.status(st.id)
+            ):
                 continue
-            item = view.summary_view(st, ns, self._image_name(st))
+            item = view.summary_view(st, ns, self._image_name(st), self.health.status(st.id))
             if size:
                 item.update(self.container_sizes(st))
             out.append(item)
@@ -394,11 +421,88 @@ class Engine(EngineIO, EngineSystem):
         st = self._state(ref)
         if st.status in ("running", "paused"):
             raise NotModified()
-        self._check_binds(st)
         try:
-            self.runtime.start(st.id)
-        except PortAckError as exc:
-            raise EngineConflict(str(exc)) from None
+            self._check_binds(st)
+            self._link_env(st)
+            try:
+                self.runtime.start(st.id)
+            except PortAckError as exc:
+                raise EngineConflict(str(exc)) from None
+        except Exception:
+            # a --rm container that cannot start is removed (dockerd does): `docker run --rm` waits for it
+            if (self.meta.get(st.id) or {}).get("auto_remove") and not self._state(st.id).running:
+                threading.Thread(target=self._auto_remove, args=(st.id,), daemon=True).start()
+            raise
+
+    # -- legacy links (links.py) -------------------------------------------------------------------------
+
+    def _links(self, st: ContainerState) -> list[links.Link]:
+        return [links.Link(**d) for d in ((st.spec.extra or {}).get("links") or [])] if st.spec else []
+
+    def _link_target(self, st: ContainerState, link: links.Link) -> tuple[ContainerState, str]:
+        """A link's running target and its address on the link's network (409/400 as dockerd, else)."""
+        target = self._state(link.name)
+        if not target.running:
+            raise EngineConflict(
+                f"Cannot link to a non running container: /{target.name} AS /{st.name}/{link.alias}"
+            )
+        net = link.network or "bridge"
+        nets = self._network_settings(target).get("Networks") or {}
+        found = nets.get(net) or next(
+            (v for v in nets.values() if v.get("NetworkID", "").startswith(net)), None
+        )
+        if not found or not found.get("IPAddress"):
+            raise BadParameter(f"Cannot link to /{target.name}, as it does not belong to the network {net}")
+        return target, found["IPAddress"]
+
+    def _link_env(self, st: ContainerState) -> None:
+        """At start: the environment legacy links give (target addresses change between starts)."""
+        legacy = [lk for lk in self._links(st) if not lk.network]
+        if not legacy and not (st.spec and st.spec.extra.get("link_env")):
+            return
+        env: list[str] = []
+        for link in legacy:
+            target, ip = self._link_target(st, link)
+            tconfig = view.docker_of(target).get("Config") or {}
+            env += links.env(
+                st.name, link, ip, list(tconfig.get("ExposedPorts") or {}), tconfig.get("Env") or []
+            )
+        base = (view.docker_of(st).get("Config") or {}).get("Env") or []
+
+        def change(spec: Any) -> None:
+            spec.env = merge_env(env, base)  # the container's own environment wins, as in dockerd
+            spec.extra["link_env"] = env
+
+        self.runtime.amend_spec(st.id, change)
+
+    def _link_hosts(self, cid: str) -> list[str]:
+        """`/etc/hosts` entries (name:ip) for the container's links; a target gone by now is skipped (a
+        restart by policy does not go through container_start's checks)."""
+        st = self._state(cid)
+        out: list[str] = []
+        for link in self._links(st):
+            try:
+                target, ip = self._link_target(st, link)
+            except Exception as exc:
+                log.warning("link %s of %s: %s", link.alias, st.name, exc)
+                continue
+            out += [f"{n}:{ip}" for n in links.host_names(link, target.spec.hostname if target.spec else "")]
+        return out
+
+    def container_unlink(self, ref: str, alias: str) -> None:
+        """`DELETE /containers/PARENT/ALIAS?link=1`: the parent forgets the link (its hosts line stays
+        until the next start, as with dockerd)."""
+        st = self._state(ref)
+        kept = [lk for lk in self._links(st) if lk.alias != alias]
+        if len(kept) == len(self._links(st)):
+            raise NotFound(f"Could not find link {alias} of container /{st.name}")
+
+        def change(spec: Any) -> None:
+            spec.extra["links"] = [dataclasses.asdict(lk) for lk in kept]
+            hc = spec.extra["docker"].setdefault("HostConfig", {})
+            hc["Links"] = [lk.to_docker(st.name) for lk in kept if not lk.network] or None
+
+        self.runtime.amend_spec(st.id, change)
 
     def _check_binds(self, st: ContainerState) -> None:
         """At (re)start: each share still mounted, a `-v` source deleted since create made again."""
@@ -534,14 +638,17 @@ class Engine(EngineIO, EngineSystem):
 
     def container_prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         deleted = []
+        reclaimed = 0
         for st in self.runtime.list():
             if st.running or not view.container_matches(
                 st, {k: v for k, v in filters.items() if k == "label"}, None, []
             ):
                 continue
+            rw = self.container_sizes(st)["SizeRw"]  # dockerd reports the writable layers it removed
             self.container_remove(st.id)
             deleted.append(st.id)
-        return {"ContainersDeleted": deleted, "SpaceReclaimed": 0}
+            reclaimed += rw
+        return {"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed}
 
 
 def _with_tag(ref: str) -> str:

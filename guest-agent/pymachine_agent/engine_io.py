@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import secrets
 import threading
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import archive
+from . import archive, cpmounts, detachkeys
 from . import dockerview as view
 from .runtime import ExecSpec, Limits, RestartPolicy, detached
 from .runtime.errors import Conflict, NotFound
@@ -35,6 +36,7 @@ class ExecRecord:
     pid: int = 0
     process: Any = None
     started: bool = False
+    detached: bool = False
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -48,10 +50,21 @@ class EngineIO:
     # -- attach / logs -----------------------------------------------------------------------------
 
     def container_attach(
-        self, ref: str, stdin: bool, stdout: bool, stderr: bool, logs: bool = False, stream: bool = True
+        self,
+        ref: str,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        logs: bool = False,
+        stream: bool = True,
+        detach_keys: str = "",
     ) -> Any:
         st = self._state(ref)  # type: ignore[attr-defined]
         tty = bool(st.spec and st.spec.tty)
+        try:
+            keys = detachkeys.parse(detach_keys)
+        except detachkeys.InvalidDetachKeys as exc:
+            raise view_bad(str(exc)) from None
         replay: list[tuple[int, bytes]] = []
         if logs:
             for e in self.runtime.logs(st.id, stdout=stdout, stderr=stderr):
@@ -60,7 +73,7 @@ class EngineIO:
             return wrap_attach(None, tty, replay)
         raw = self.runtime.attach(st.id, stdin=stdin, stdout=stdout, stderr=stderr)
         self.events.publish("container", "attach", st.id, self._attrs(st.id))
-        return wrap_attach(raw, tty, replay)
+        return wrap_attach(raw, tty, replay, keys)
 
     def _attrs(self, cid: str) -> dict[str, str]:
         meta = self.meta.get(cid, {})  # type: ignore[attr-defined]
@@ -246,14 +259,37 @@ class EngineIO:
             return _closing(os.open(f"/proc/{st.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
         return detached.overlay(st.spec.layers if st.spec else [], st.upper_dir, writable)
 
+    def _cp_root(
+        self, st: Any, path: str, writable: bool
+    ) -> tuple[contextlib.AbstractContextManager[int], str]:
+        """`docker cp`'s root and path. A stopped container's volumes and binds are not in its detached
+        overlay, so a path below one (`/vol1/data.txt`) is served from the mount's source, as dockerd
+        mounts them for the copy; a running container's own root has them."""
+        found = None if st.running and st.pid else cpmounts.covering(st.spec.mounts if st.spec else [], path)
+        if found is None:
+            return self._root_of(st, writable), path
+        mount, rest = found
+        if writable and mount.readonly:
+            raise view_bad(f"mounted volume is marked read-only: {mount.target}")
+        return _closing(cpmounts.open_source(mount)), rest
+
+    def _cp_name(self, path: str, routed: str, name: str) -> str:
+        """The tar's top name: a mount's own folder (`cp ctr:/vol1 .`) is named as in the container."""
+        if routed.rstrip("/") == "" and not path.endswith(("/", "/.")):
+            return posixpath.basename(path.rstrip("/")) or name
+        return name
+
     def archive_get(self, ref: str, path: str, head: bool = False) -> tuple[str, Iterator[bytes]]:
         st = self._state(ref)  # type: ignore[attr-defined]
         with contextlib.ExitStack() as stack:
-            root = stack.enter_context(self._root_of(st, writable=False))
-            info = archive.path_stat(root, path)
+            root_cm, routed = self._cp_root(st, path, writable=False)
+            root = stack.enter_context(root_cm)
+            info = archive.path_stat(root, routed)
+            info["name"] = self._cp_name(path, routed, info["name"])
             if head:
                 return archive.stat_header(info), (piece for piece in ())
-            top, name = archive.open_source(root, path)
+            top, name = archive.open_source(root, routed)
+            name = self._cp_name(path, routed, name)
             stack.callback(os.close, top)
             # the root stays open while the tar streams; the stream's end (or close) releases it
             return archive.stat_header(info), _Streaming(stack.pop_all(), archive.tar_stream(top, name))
@@ -269,7 +305,8 @@ class EngineIO:
 
     def archive_put(self, ref: str, path: str, chunks: Any, no_overwrite: bool = False) -> None:
         st = self._state(ref)  # type: ignore[attr-defined]
-        with self._root_of(st, writable=True) as root:
+        root_cm, path = self._cp_root(st, path, writable=True)
+        with root_cm as root:
             try:
                 archive.put_tar(root, path, chunks, no_overwrite=no_overwrite)
             except OSError as err:
@@ -309,11 +346,12 @@ class EngineIO:
             user=cfg.get("User") or "",
             workdir=cfg.get("WorkingDir") or "",
             tty=bool(cfg.get("Tty")),
+            console_size=[int(n) for n in (cfg.get("ConsoleSize") or [])[:2]],
             stdin=bool(cfg.get("AttachStdin")) and not detach,
             privileged=bool(cfg.get("Privileged")),
             detach=detach,
         )
-        rec.started = True
+        rec.started, rec.detached = True, detach
         proc = self.runtime.exec(st.id, spec)
         rec.process, rec.pid, rec.running = proc, getattr(proc, "pid", 0), True
         self.events.publish("container", f"exec_start: {' '.join(cfg['Cmd'])}", st.id, self._attrs(st.id))
@@ -341,8 +379,10 @@ class EngineIO:
     def exec_wants_stdin(self, eid: str) -> bool:
         return bool(self._exec(eid).config.get("AttachStdin"))
 
-    def exec_attach(self, eid: str, tty: bool | None = None) -> Any:
+    def exec_attach(self, eid: str, tty: bool | None = None, console_size: list[int] | None = None) -> Any:
         rec = self._exec(eid)
+        if console_size:  # exec start's ConsoleSize wins over exec create's, as in dockerd
+            rec.config["ConsoleSize"] = console_size
         proc = self._exec_spawn(rec, detach=False)
         return ExecSession(
             proc, bool(rec.config.get("Tty")), on_exit=lambda code: self._exec_finished(rec, code)
@@ -359,8 +399,10 @@ class EngineIO:
     def exec_inspect(self, eid: str) -> dict[str, Any]:
         rec = self._exec(eid)
         cfg = rec.config
-        if rec.started and not rec.done.is_set():
-            rec.done.wait(2.0)  # the CLI inspects right after the stream ends: let the reaper record it
+        if rec.started and not rec.detached and not rec.done.is_set():
+            # the CLI inspects right after the stream ends: let the reaper record it. A detached exec is
+            # inspected while it runs (Running, ExitCode null), as dockerd answers.
+            rec.done.wait(2.0)
         cmd = list(cfg.get("Cmd") or [])
         return {
             "ID": rec.id,

@@ -121,16 +121,11 @@ class Shares:
                 raise self._not_shared(real, source)
             share = target
             self._mounted(share, source)
-        if not os.path.lexists(source):
-            if not create:
-                raise ShareError(
-                    400, f'invalid mount config for type "bind": bind source path does not exist: {source}'
-                )
-            if share.readonly:
-                raise ShareError(
-                    400, f"bind source path does not exist: {source}, and share {share.path} is read-only"
-                )
-            os.makedirs(source, 0o755, exist_ok=True)  # Docker's -v: a missing host folder is made
+        if not os.path.lexists(source) and create and share.readonly:
+            raise ShareError(
+                400, f"bind source path does not exist: {source}, and share {share.path} is read-only"
+            )
+        _ensure_source(source, create)
         # the runtime checks the share again at every start, restarts included (runtime/mounts.py)
         options = [o for o in m.options if not o.startswith(SHARE_OPTION)] + [SHARE_OPTION + share.path]
         return dataclasses.replace(m, source=source, readonly=m.readonly or share.readonly, options=options)
@@ -148,9 +143,12 @@ class Shares:
     def check(self, mounts: list[Mount], binds: Iterable[str], create: bool = True) -> list[Mount]:
         """The container's mounts with every bind checked (see `_checked`); `binds` are HostConfig.Binds
         (`-v`), whose missing sources are created, unlike `--mount type=bind`'s. Unchanged without shares."""
-        if not self.enabled:
-            return mounts
         from_v = {os.path.normpath(b.split(":", 1)[0]) for b in binds}
+        if not self.enabled:
+            for m in mounts:
+                if m.type == "bind":
+                    _ensure_source(m.source, create and os.path.normpath(m.source) in from_v)
+            return mounts
         return [
             self._checked(m, create and os.path.normpath(m.source) in from_v) if m.type == "bind" else m
             for m in mounts
@@ -161,3 +159,15 @@ class Shares:
         if not self.enabled:
             return set()
         return {m.source for m in mounts if m.type == "bind" and self.find(m.source) is not None}
+
+
+def _ensure_source(source: str, create: bool) -> None:
+    """dockerd's rule for a missing bind source: `-v` makes the folder, `--mount type=bind` is a 400 at
+    create (not a failure at start)."""
+    if os.path.lexists(source) or source in ENGINE_SOCKET_ALIASES:
+        return
+    if not create:
+        raise ShareError(
+            400, f'invalid mount config for type "bind": bind source path does not exist: {source}'
+        )
+    os.makedirs(source, 0o755, exist_ok=True)

@@ -11,18 +11,28 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from . import detachkeys
+
 
 def frame(stream: int, data: bytes) -> bytes:
     return struct.pack(">BxxxL", stream, len(data)) + data
 
 
-class AttachSession:
-    """Wraps runtime.attach.AttachStream (which already frames output as the API sends it)."""
+class Detached(Exception):
+    """The client typed its detach keys: end its attach, leave the container (and its stdin) running."""
 
-    def __init__(self, raw: Any, tty: bool, replay: list[tuple[int, bytes]]) -> None:
+
+class AttachSession:
+    """Wraps runtime.attach.AttachStream (which already frames output as the API sends it). With a TTY,
+    stdin is watched for the detach keys (detachkeys.py), as dockerd does."""
+
+    def __init__(
+        self, raw: Any, tty: bool, replay: list[tuple[int, bytes]], detach_keys: bytes = detachkeys.DEFAULT
+    ) -> None:
         self.raw = raw
         self.tty = tty
         self.pending = [data if tty else frame(stream, data) for stream, data in replay]
+        self.escape = detachkeys.EscapeScanner(detach_keys) if tty and detach_keys else None
 
     def read(self) -> bytes | None:
         if self.pending:
@@ -33,8 +43,15 @@ class AttachSession:
         return data or None
 
     def write_stdin(self, data: bytes) -> None:
-        if self.raw is not None:
+        if self.raw is None:
+            return
+        detach = False
+        if self.escape is not None:
+            data, detach = self.escape.feed(data)
+        if data:
             self.raw.send(data)  # blocks until the container started: stdin sent early is kept, in order
+        if detach:
+            raise Detached()
 
     def close_stdin(self) -> None:
         if self.raw is not None:
@@ -46,8 +63,10 @@ class AttachSession:
             self.raw.close()
 
 
-def wrap_attach(raw: Any, tty: bool, replay: list[tuple[int, bytes]]) -> AttachSession:
-    return AttachSession(raw, tty, replay)
+def wrap_attach(
+    raw: Any, tty: bool, replay: list[tuple[int, bytes]], detach_keys: bytes = detachkeys.DEFAULT
+) -> AttachSession:
+    return AttachSession(raw, tty, replay, detach_keys)
 
 
 class ExecSession:

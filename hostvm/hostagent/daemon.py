@@ -30,6 +30,7 @@ from .events import EventWriter
 from .fswatch import FsWatcher
 from .portforward import BindError, Forwarder
 from .sockforward import GUEST_SOCKET, SocketForward
+from .startup import StartupStages
 from .streamlocal import Opener
 from .transport import Link
 
@@ -81,13 +82,17 @@ class Agent:
         self.clock: dict[str, Any] = {"last_check": None, "skew": None, "resyncs": 0}
         self._generation = 0
         self.started_at = time.time()
+        self.stages = StartupStages(self.events.emit)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
         self.events.emit("state", state="starting", pid=os.getpid())
+        self.stages.begin("engine socket")
         self.engine.start()
         self.events.emit("socket", state="listening", path=str(self.docker_socket))
+        self.stages.done("engine socket")
         self.control.start()
+        self.stages.begin("ssh link")
         self.link.start()
         threading.Thread(target=self._sleep_watch, name="sleep-watch", daemon=True).start()
 
@@ -112,6 +117,8 @@ class Agent:
     def _on_up(self, transport: paramiko.Transport) -> None:
         self._generation += 1
         self.events.emit("link", state="up", reconnects=self.link.reconnects)
+        self.stages.done("ssh link")
+        self.stages.begin("guest agent")
         threading.Thread(
             target=self._subscribe, args=(transport, self._generation), name="guest-events", daemon=True
         ).start()
@@ -190,6 +197,7 @@ class Agent:
                 if self._subscribed_gen != generation:
                     self._subscribed_gen = generation
                     self.events.emit("state", state="ready", docker_socket=str(self.docker_socket))
+                    self.stages.done("guest agent")
             elif kind == "watch":
                 try:
                     self.fswatch.request(protocol.parse_watch(item))

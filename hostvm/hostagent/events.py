@@ -7,7 +7,8 @@ depends on the type:
 | type      | fields                                                                 |
 | --------- | ---------------------------------------------------------------------- |
 | `state`   | `state`: starting / connecting / ready / degraded / stopping / stopped |
-| `stage`   | `stage`, `message` (progress while starting)                           |
+| `stage`   | `step`, `total`, `name`, `state`, `seconds`, `source`: the agent's own |
+|           | start-up steps (`hostvm.progress.StageProgress`, `startup.py`)         |
 | `link`    | `state`: up / down, `error` (when down), `reconnects`                  |
 | `forward` | `action`: opened / closed / failed, `proto`, `host_ip`, `host_port`,   |
 |           | `guest_port`, `container`, `error` (when failed)                       |

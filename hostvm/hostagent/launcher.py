@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import paths, proc
 from ..errors import PymachineError
+from ..progress import stage_from_fields
 from . import control
 from .events import end_offset, read_events
 
@@ -122,6 +123,8 @@ def ensure_running(
                 say("host agent: SSH link up")
             elif event.type == "state" and event.get("state") == "ready":
                 say(f"host agent: engine socket ready at {event.get('docker_socket')}")
+            elif event.type == "stage" and (stage := stage_from_fields(event.fields)) is not None:
+                say(stage)
             elif event.type == "agent" and event.get("action") == "reprovisioning":
                 say("host agent: the guest agent differs from this host's copy: re-provisioning it")
                 deadline += REPROVISION_EXTRA  # the guest restarts its agent: seconds to minutes under TCG

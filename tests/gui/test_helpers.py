@@ -7,25 +7,27 @@ import struct
 
 import pytest
 
-from pymachine.app.gui.common import binary_size, human_size, uptime
+from pymachine.app.gui.common import uptime
 from pymachine.app.gui.containers_panel import port_links
 from pymachine.app.gui.create_dialog import field_problems
-from pymachine.app.gui.exec_terminal import demux
 from pymachine.hostvm import config as cfgmod
 from pymachine.hostvm.errors import UsageError
+from pymachine.hostvm.images_io import demux
+from pymachine.hostvm.units import binary_size, human_size
 
 
 def test_uptime_from_engine_timestamps() -> None:
     now = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
-    assert uptime("2026-01-01T11:59:30.123456789Z", now) == "29 s"  # whole seconds, rounded down
-    assert uptime("2026-01-01T11:55:00Z", now) == "5 min"
-    assert uptime("2026-01-01T09:30:00.5Z", now) == "2 h 29 min"
+    # the words of `docker ps` (go-units' HumanDuration), the same function the CLI uses
+    assert uptime("2026-01-01T11:59:30.123456789Z", now) == "29 seconds"  # whole seconds, rounded down
+    assert uptime("2026-01-01T11:55:00Z", now) == "5 minutes"
+    assert uptime("2026-01-01T09:30:00.5Z", now) == "2 hours"
     assert uptime("2025-12-29T12:00:00Z", now) == "3 days"
     assert uptime("0001-01-01T00:00:00Z", now) == "" and uptime("", now) == ""
 
 
 def test_sizes() -> None:
-    assert human_size(2_048_000) == "2.0 MB" and human_size(512) == "512 B"
+    assert human_size(2_048_000) == "2.05MB" and human_size(512) == "512B"  # as `docker images`
     assert binary_size(512 * 1024**2) == "512 MiB" and binary_size(3 * 1024**3 // 2) == "1.5 GiB"
 
 
@@ -63,6 +65,7 @@ def test_field_problems_from_the_real_validator() -> None:
             ncpus_host=2,
             fallback_driver="qemu",
         )
+    assert {f for f, _ in info.value.problems} == {"name", "cpus", "disk", "driver"}
     problems = field_problems(info.value)
     assert set(problems) == {"name", "cpus", "disk", "driver"}
     assert "not a whole number" in problems["cpus"] and "is not a size" in problems["disk"]

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from support.gui import wait_idle
 
 from pymachine.app.gui.create_dialog import CreateDialog, validate
 from pymachine.app.gui.machines_panel import MachinesPanel
 from pymachine.hostvm import machines, paths
+from pymachine.hostvm.errors import StageFailed
+from pymachine.hostvm.progress import StageProgress
 
 
 def test_empty_state_says_what_to_do(qtbot, gui_home: Path) -> None:
@@ -105,10 +108,34 @@ def test_create_start_failure_and_delete(qtbot, gui_home: Path) -> None:
 
 
 def test_stage_progress_drives_the_bar(qtbot, gui_home: Path) -> None:
+    """The values a real create and a real (failing) start emit, fed to the panel as the worker feeds them."""
+    seen: list[object] = []
+    machines.create("gui-2", cpus=1, memory="512M", driver="qemu", progress=seen.append)
+    cfg_path = paths.machine("gui-2").config
+    cfg = json.loads(cfg_path.read_text())
+    cfg["image"]["kernel"] = str(gui_home / "gone" / "vmlinuz")  # start fails in its first stage
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(StageFailed) as failed:
+        machines.start("gui-2", seen.append)
+    stages = [v for v in seen if isinstance(v, StageProgress)]
+    created = [v for v in stages if v.source == "create"]
+    started = [v for v in stages if v.source == "start"]
+    assert [(v.name, v.state) for v in created][-1] == ("machine files", "done")
+    assert [(v.step, v.name, v.state) for v in started] == [
+        (1, "domain up", "running"),
+        (1, "domain up", "failed"),
+    ]
+    assert failed.value.stage == started[-1] and "base image" in failed.value.message
+
     panel = MachinesPanel()
     qtbot.addWidget(panel)
-    panel._progress("stage 2 of 5: ssh banner")
-    assert (panel.progress.maximum(), panel.progress.value()) == (5, 1)
-    panel._progress("stage 2 of 5: ssh banner: ok (3.1 s)")
-    assert panel.progress.value() == 2
-    assert "ssh banner" in panel.progress_label.text()
+    for value in created:
+        panel._progress(value)
+    assert (panel.progress.maximum(), panel.progress.value()) == (created[-1].total, created[-1].total)
+    assert "machine files" in panel.progress_label.text()
+    panel._progress(started[0])
+    assert (panel.progress.maximum(), panel.progress.value()) == (started[0].total, 0)
+    assert "domain up" in panel.progress_label.text()
+    panel._progress("a note from the façade")
+    assert panel.progress_label.text() == "a note from the façade"
+    machines.delete("gui-2", force=True)

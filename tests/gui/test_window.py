@@ -18,6 +18,8 @@ from pymachine.app.gui.tray import build_menu
 from pymachine.app.gui.workers import EventWatcher
 from pymachine.hostvm import paths
 from pymachine.hostvm.hostagent.events import EventWriter
+from pymachine.hostvm.hostagent.startup import StartupStages
+from pymachine.hostvm.progress import StageProgress, stage_from_fields
 
 
 def test_window_tabs_shortcuts_and_small_size(qtbot, gui_home: Path) -> None:
@@ -103,14 +105,15 @@ def test_host_agent_events_reach_the_window(qtbot, gui_home: Path) -> None:
     watcher.start()
     try:
         qtbot.waitUntil(lambda: "evm" in watcher._offsets, timeout=10000)
-        writer.emit("stage", stage="ssh banner", message="stage 2 of 5: ssh banner")
+        StartupStages(writer.emit).begin("ssh link")  # what the host agent writes at its start
         writer.emit(
             "forward", action="opened", proto="tcp", host_ip="127.0.0.1", host_port=8080, guest_port=80
         )
         qtbot.waitUntil(lambda: len(got) == 2, timeout=10000)
     finally:
         watcher.stop()
-    assert got[0] == ("evm", "stage", {"stage": "ssh banner", "message": "stage 2 of 5: ssh banner"})
+    assert got[0][:2] == ("evm", "stage")
+    assert stage_from_fields(got[0][2]) == StageProgress(2, 3, "ssh link", "running", None, "host agent")
     assert got[1][1] == "forward" and got[1][2]["host_port"] == 8080
 
     # the window's own watcher: a forward that failed shows in the status bar

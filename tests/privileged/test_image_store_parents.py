@@ -64,8 +64,8 @@ def test_prune_keeps_parents_of_kept_images_and_removes_a_dangling_chain(store: 
     assert set(store.image_ids()) == {base, step, top}
     assert store.config(top)["config"]["Env"][-1] == "B=2" and store.layer_dirs(top)
     assert store.prune()["ImagesDeleted"] is None  # the build step under app:1 is cache, not dangling
-    # untagging the top image makes the step dangling: now listed, and pruned
-    store.remove("app:1")
+    # untagging the top image (without rmi's own pruning of parents) makes the step dangling: listed, pruned
+    store.remove("app:1", prune=False)
     assert _listed(store) == {base, step} and _listed(store, filters={"dangling": ["true"]}) == {step}
     assert store.prune()["ImagesDeleted"] == [{"Deleted": step}]
     assert store.image_ids() == [base]
@@ -174,7 +174,7 @@ def test_docker_info_counts_every_image_like_images_a(built: tuple[Agent, Path, 
 def test_image_prune_all_removes_build_steps_once_unused(built: tuple[Agent, Path, str, str]) -> None:
     agent, ctx, step, top = built
     _rebuild_is_cached(agent, ctx, top)
-    agent.docker("rmi", "inter:1")
+    agent.docker("rmi", "--no-prune", "inter:1")  # plain rmi would delete the unnamed step with it
     listed = _ids(agent)
     assert step in listed and top not in listed  # the step, childless now, is a dangling image
     assert step in _ids(agent, "--filter", "dangling=true")

@@ -35,13 +35,13 @@ def agent_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
 
     if sys.platform != "linux" or os.geteuid() != 0:
         pytest.skip("the agent-backed GUI tests need root on Linux (the guest agent makes namespaces)")
-    from pymachine.hostvm import containers
+    from pymachine.hostvm import images_io
     from pymachine.hostvm.container_images import ensure_container_image
 
     agent = start_agent(tmp_path_factory.mktemp("gui-agent"))
     try:
         dc = agent.client()
-        containers.load(dc, str(ensure_container_image("pymachine/busybox")))
+        images_io.load(dc, str(ensure_container_image("pymachine/busybox")))
         yield agent
     finally:
         agent.stop()

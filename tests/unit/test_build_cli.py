@@ -18,7 +18,9 @@ import docker
 import pytest
 
 from pymachine.app.cli import container_build, container_cmd
+from pymachine.hostvm import images_io
 from pymachine.hostvm.errors import PymachineError, UsageError
+from pymachine.hostvm.progress import BuildOutput
 
 
 @pytest.fixture
@@ -109,21 +111,24 @@ def test_build_request_rejects(
     ],
 )
 def test_split_tag(ref: str, split: tuple[str, str]) -> None:
-    assert container_build.split_tag(ref) == split
+    parsed = images_io.parse_reference(ref)
+    assert (parsed.repository, parsed.tag or "latest") == split
 
 
 def test_follow_build_streams_and_returns_the_id() -> None:
-    out: list[str] = []
-    notes: list[str] = []
+    seen: list[object] = []
     events = [
         {"stream": "Step 1/2 : FROM pymachine/busybox\n"},
         {"status": "loading pymachine/busybox"},
         {"aux": {"ID": "sha256:abc"}},
         {"stream": "Successfully built abc\n"},
     ]
-    assert container_build.follow_build(iter(events), out.append, notes.append) == "sha256:abc"
-    assert out == ["Step 1/2 : FROM pymachine/busybox\n", "Successfully built abc\n"]
-    assert notes == ["loading pymachine/busybox"]
+    assert images_io.follow_build(iter(events), seen.append) == "sha256:abc"
+    assert seen == [
+        BuildOutput("Step 1/2 : FROM pymachine/busybox\n"),
+        "loading pymachine/busybox",
+        BuildOutput("Successfully built abc\n"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -140,10 +145,10 @@ def test_follow_build_streams_and_returns_the_id() -> None:
     ],
 )
 def test_follow_build_turns_errors_into_pymachine_errors(event: dict[str, Any]) -> None:
-    out: list[str] = []
+    out: list[object] = []
     with pytest.raises(PymachineError, match="build failed: The command '/bin/sh -c false' returned") as info:
-        container_build.follow_build(iter([{"stream": "Step 1/1 : RUN false\n"}, event]), out.append, print)
-    assert out == ["Step 1/1 : RUN false\n"] and info.value.hint
+        images_io.follow_build(iter([{"stream": "Step 1/1 : RUN false\n"}, event]), out.append)
+    assert out == [BuildOutput("Step 1/1 : RUN false\n")] and info.value.hint
 
 
 class _Engine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

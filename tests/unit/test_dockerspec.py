@@ -49,7 +49,14 @@ def test_entrypoint_and_cmd_combination() -> None:
 
 
 def test_env_merge_overrides_by_key() -> None:
-    assert merge_env(["PATH=/bin", "A=1"], ["A=2", "B=3", "NOVALUE"]) == ["PATH=/bin", "A=2", "B=3"]
+    # a bare KEY is kept in Config.Env as given (dockerd does); it unsets KEY in the process (build_env)
+    assert merge_env(["PATH=/bin", "A=1"], ["A=2", "B=3", "NOVALUE"]) == [
+        "PATH=/bin",
+        "A=2",
+        "B=3",
+        "NOVALUE",
+    ]
+    assert merge_env(["PATH=/bin", "A=1"], ["A"]) == ["PATH=/bin", "A"]
 
 
 def test_sizes_binds_and_ports() -> None:

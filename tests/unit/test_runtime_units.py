@@ -13,7 +13,7 @@ from pymachine_agent.runtime.cgroups import limit_files, shares_to_weight
 from pymachine_agent.runtime.logs import JsonFileWriter, parse_time, read_logs, rfc3339nano
 from pymachine_agent.runtime.monitor import should_restart, should_start_at_boot
 from pymachine_agent.runtime.mounts import secure_join
-from pymachine_agent.runtime.process import build_env
+from pymachine_agent.runtime.process import DEFAULT_PATH, build_env
 from pymachine_agent.runtime.spec import ContainerSpec, Limits, Mount, RestartPolicy
 
 
@@ -85,6 +85,11 @@ def test_user_resolution(tmp_path: Path) -> None:
 def test_env_defaults() -> None:
     env = build_env(["A=1", "PATH=/x"], ["A=2"], "/home/u", "h", tty=True)
     assert env == ["HOSTNAME=h", "A=2", "PATH=/x", "TERM=xterm", "HOME=/home/u"]
+
+
+def test_env_bare_key_unsets_it() -> None:
+    # Config.Env keeps a bare `A` as the client sent it; the process must not get `A=` (dockerd unsets it)
+    assert build_env(["A=1", "B=2"], ["A"], "/", "", tty=False) == ["B=2", "PATH=" + DEFAULT_PATH, "HOME=/"]
 
 
 def test_secure_join_keeps_symlinks_inside(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from pymachine.hostvm.errors import PymachineError
 def _listed(m: StartedMachine) -> dict[str, dict]:
     result = m.cli("list", "--format", "json")
     assert result.returncode == 0, result.stderr
-    return {row["name"]: row for row in json.loads(result.stdout)}
+    return {row["name"]: row for row in _json_lines(result.stdout)}
 
 
 def test_running_machine_answers_ssh_with_exit_status(machine: StartedMachine) -> None:
@@ -131,11 +131,11 @@ def test_create_then_delete_a_stopped_machine() -> None:
     home = new_home()
     name = unique_name("d")
     assert cli(home, "create", name).returncode == 0
-    listed = json.loads(cli(home, "list", "--format", "json").stdout)
+    listed = _json_lines(cli(home, "list", "--format", "json").stdout)
     assert [(m["name"], m["state"]) for m in listed] == [(name, "stopped")]
     result = cli(home, "delete", name)
     assert result.returncode == 0, result.stderr
-    assert json.loads(cli(home, "list", "--format", "json").stdout) == []
+    assert _json_lines(cli(home, "list", "--format", "json").stdout) == []
     assert not (home / "m" / name).exists()
     shutil.rmtree(home)
 
@@ -179,7 +179,12 @@ def test_a_failed_stage_is_named_with_hint_and_log() -> None:
         assert "error: stage 1 of " in result.stderr and ": domain up failed: the base image" in result.stderr
         assert "hint: the image cache was cleared: recreate the machine" in result.stderr
         assert f"log: {home / 'm' / name / 'console.log'}" in result.stderr
-        assert json.loads(cli(home, "list", "--format", "json").stdout)[0]["state"] == "stopped"
+        assert _json_lines(cli(home, "list", "--format", "json").stdout)[0]["state"] == "stopped"
     finally:
         cli(home, "delete", "--force", name)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _json_lines(text: str) -> list[dict]:
+    """`--format json`: one JSON object per line, as docker prints it."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

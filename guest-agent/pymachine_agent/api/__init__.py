@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import containers, images, resources, system
+from . import containers, images, resources, swarm, system
 from .server import API_VERSION, MIN_API_VERSION, ApiServer, Router
 
 
@@ -19,6 +19,7 @@ def build_router(engine: Any) -> Router:
     containers.register(router, engine)
     images.register(router, engine)
     resources.register(router, engine)
+    swarm.register(router, engine)
     return router
 
 

@@ -88,6 +88,13 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
         engine.container_remove(ref, force=req.qbool("force"), volumes=req.qbool("v"))
         return 204
 
+    @r("DELETE", "/containers/{ref}/{alias}")
+    def unlink(req: Request, ref: str, alias: str) -> int:
+        if not req.qbool("link"):
+            raise HTTPError(404, f"page not found: DELETE {req.path}")
+        engine.container_unlink(ref, alias)
+        return 204
+
     @r("POST", "/containers/{ref}/attach")
     def attach(req: Request, ref: str) -> None:
         session = engine.container_attach(
@@ -97,6 +104,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
             stderr=req.qbool("stderr"),
             logs=req.qbool("logs"),
             stream=req.qbool("stream"),
+            detach_keys=req.query.get("detachKeys", ""),
         )
         req.drain()
         pump_hijacked(req, session, stdin=req.qbool("stdin"))
@@ -235,7 +243,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
             engine.exec_start_detached(eid)
             req.conn.send(200, b"", "application/json")
             return None
-        session = engine.exec_attach(eid, tty=body.get("Tty"))
+        session = engine.exec_attach(eid, tty=body.get("Tty"), console_size=body.get("ConsoleSize"))
         pump_hijacked(req, session, stdin=engine.exec_wants_stdin(eid))
         return None
 

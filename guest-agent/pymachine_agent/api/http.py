@@ -7,9 +7,12 @@ parser keeps those three exact. The limits, timeouts and framing rules live in w
 
 from __future__ import annotations
 
+import fcntl
 import json
 import select
 import socket
+import struct
+import termios
 import threading
 import time
 from dataclasses import dataclass, field
@@ -367,6 +370,25 @@ class Connection:
         else:
             self.write(self._head(200, [("Content-Type", content_type)]))
 
+    def wait_peer_read(self, timeout: float = 0.5) -> None:
+        """Wait (bounded) until the client has read all we sent: the bytes still in the send queue
+        (SIOCOUTQ; on a unix socket they count until the peer reads them) reach 0.
+
+        docker-py reads a hijacked reply's headers through a buffered file and the stream after them from
+        the raw socket: output that arrives together with the headers lands in that buffer and is lost
+        (`attach(stream=False, logs=True)` returned b"" for a container that had logged, `exec_run("tty",
+        tty=True)` b"" under load). dockerd gets away with it by being slower to start the stream; here the
+        stream waits for the headers to be read first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                left = struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+            except OSError:
+                return
+            if left == 0:
+                return
+            time.sleep(0.002)
+
     def read_raw(self, size: int = 65536) -> bytes:
         """Read hijacked input (no timeout): whatever is buffered first, then the socket. b"" on EOF."""
         try:
@@ -389,6 +411,14 @@ class Connection:
     def shutdown_write(self) -> None:
         try:
             self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def hang_up(self) -> None:
+        """End the connection both ways from any thread. Not close(): the fd number stays ours until the
+        serving thread closes it, so no other thread's write can land on a file that reused the number."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 

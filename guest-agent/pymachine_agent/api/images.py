@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import queue
+import shutil
 import tempfile
 import threading
 from typing import Any
@@ -60,6 +61,20 @@ def _stream_job(req: Request, job: Any) -> None:
         pass
 
 
+def _fetch(url: str, out: Any) -> None:
+    """The body of `url` (http/https only) into `out`; a failure is the client's 400 with the reason."""
+    import urllib.error
+    import urllib.request
+
+    if not url.startswith(("http://", "https://")):
+        raise HTTPError(400, f"invalid import source {url!r}: use - or an http(s) URL")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            shutil.copyfileobj(resp, out, 1 << 20)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise HTTPError(400, f"import from {url}: {getattr(exc, 'reason', exc)}") from None
+
+
 def register(router: Router, engine: Any) -> None:  # noqa: C901
     r = router.route
     store = engine.images
@@ -77,7 +92,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
         from_image = req.query.get("fromImage", "")
         if not from_image:
             if req.query.get("fromSrc"):
-                raise HTTPError(501, "docker import is not supported by pymachine yet")
+                return _import(req)
             raise HTTPError(400, "fromImage is required")
         tag = req.query.get("tag", "")
         ref = from_image
@@ -92,6 +107,32 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
             return image_id
 
         _stream_job(req, pull)
+
+    def _import(req: Request) -> None:
+        """`docker import FILE|URL|- [REPO[:TAG]]`: fromSrc `-` sends the tar as the body; a URL is fetched
+        by the engine (from inside the machine), as dockerd does."""
+        source = req.query["fromSrc"]
+        repo, tag = req.query.get("repo", ""), req.query.get("tag", "")
+        ref = f"{repo}:{tag}" if repo and tag else repo
+        with tempfile.TemporaryFile(dir=store.spool_dir()) as spool:
+            if source == "-":
+                for piece in req.iter_body():
+                    spool.write(piece)
+            else:
+                req.drain()
+                _fetch(source, spool)
+            spool.seek(0)
+            image_id = store.import_rootfs(
+                spool,
+                source=source,
+                tag=ref,
+                message=req.query.get("message", ""),
+                changes=req.query_all.get("changes", []),
+            )
+        engine.events.publish("image", "import", image_id, {"name": ref or image_id})
+        out = req.conn.stream(200, "application/json")
+        out.write_json({"status": image_id})
+        out.close()
 
     @r("POST", "/images/load")
     def load(req: Request) -> None:
@@ -168,7 +209,9 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
 
     @r("DELETE", "/images/{name:path}")
     def remove(req: Request, name: str) -> tuple[int, list]:
-        result = store.remove(name, force=req.qbool("force"), in_use=engine.image_in_use)
+        result = store.remove(
+            name, force=req.qbool("force"), in_use=engine.image_in_use, prune=not req.qbool("noprune")
+        )
         for item in result:
             for action, value in item.items():
                 engine.events.publish(

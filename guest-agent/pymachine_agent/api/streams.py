@@ -7,6 +7,7 @@ import struct
 import threading
 from typing import Protocol
 
+from ..stdio import Detached
 from .http import ClientGone, Connection, Request
 
 log = logging.getLogger("pymachine_agent.api")
@@ -55,6 +56,9 @@ def pump_hijacked(request: Request, session: StdioSession, stdin: bool) -> None:
     """
     conn: Connection = request.conn
     conn.hijack(request, RAW if session.tty else MUX)
+    # output must not arrive in the same read as the headers: a log replay is ready at once, and a quick exec
+    # (`tty`, `id`) answers within a millisecond; docker-py lost both (Connection.wait_peer_read)
+    conn.wait_peer_read()
     if stdin:
         threading.Thread(target=_copy_stdin, args=(conn, session), daemon=True).start()
     try:
@@ -77,7 +81,11 @@ def _copy_stdin(conn: Connection, session: StdioSession) -> None:
             if not data:
                 break
             session.write_stdin(data)
+    except Detached:
+        # the detach keys: this client goes, the container keeps running with its stdin open (no EOF)
+        session.close()
+        conn.hang_up()
+        return
     except Exception as exc:  # a dead container stdin must not kill the output side
         log.debug("stdin copy ended: %s", exc)
-    finally:
-        session.close_stdin()
+    session.close_stdin()

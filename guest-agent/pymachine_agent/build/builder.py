@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 
 from . import context, dockerfile
 from .cache import BuildCache
+from .cachefrom import SourcedCache
 from .context import ContextError
 from .dockerfile import DockerfileError, Instruction
 from .executor import StageRunner
@@ -53,6 +54,30 @@ def _json_map(value: Any, what: str) -> dict[str, Any]:
     return data
 
 
+def _json_list(value: Any, what: str) -> list[str]:
+    if value in (None, ""):
+        return []
+    try:
+        data = json.loads(value)
+    except ValueError:
+        raise BuildError(f"invalid {what} parameter: not JSON: {value!r}") from None
+    if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
+        raise BuildError(f"invalid {what} parameter: expected a JSON list of image names")
+    return data
+
+
+def _extra_hosts(values: list[str]) -> list[str]:
+    """`extrahosts` (`--add-host`): each `name:ip` (or `name=ip`), checked as `docker run`'s are."""
+    out = []
+    for item in values:
+        for entry in item.split(","):
+            name, sep, ip = entry.replace("=", ":", 1).partition(":")
+            if not sep or not name or not ip:
+                raise BuildError(f"invalid extrahosts entry {entry!r}: expected name:ip")
+            out.append(f"{name}:{ip}")
+    return out
+
+
 @dataclass
 class BuildParams:
     dockerfile: str = "Dockerfile"
@@ -66,22 +91,38 @@ class BuildParams:
     forcerm: bool = False
     quiet: bool = False
     network: str = ""
+    extra_hosts: list[str] = field(default_factory=list)  # "name:ip" lines for RUN steps' /etc/hosts
+    cache_from: list[str] = field(default_factory=list)  # images whose steps count as cache (cachefrom)
 
     @classmethod
     def from_query(cls, q: dict[str, Any]) -> BuildParams:
-        tags = q.get("t") or []
+        """A repeated key is a list; single-valued ones take the first value, as Go's FormValue does
+        (docker-py sends `dockerfile` twice — name, then content — for a Dockerfile outside the context)."""
+
+        def one(key: str, default: str = "") -> str:
+            value = q.get(key)
+            if isinstance(value, list):
+                value = value[0] if value else None
+            return str(value) if value not in (None, "") else default
+
+        def many(key: str) -> list[str]:
+            value = q.get(key) or []
+            return [value] if isinstance(value, str) else list(value)
+
         return cls(
-            dockerfile=str(q.get("dockerfile") or "Dockerfile"),
-            tags=[tags] if isinstance(tags, str) else list(tags),
-            build_args=_json_map(q.get("buildargs"), "buildargs"),
-            labels={str(k): str(v) for k, v in _json_map(q.get("labels"), "labels").items()},
-            target=str(q.get("target") or ""),
-            nocache=_truthy(q.get("nocache", "")),
-            pull=_truthy(q.get("pull", "")),
-            rm=_truthy(q.get("rm", "1")),
-            forcerm=_truthy(q.get("forcerm", "")),
-            quiet=_truthy(q.get("q", "")),
-            network=str(q.get("networkmode") or ""),
+            dockerfile=one("dockerfile", "Dockerfile"),
+            tags=many("t"),
+            build_args=_json_map(one("buildargs") or None, "buildargs"),
+            labels={str(k): str(v) for k, v in _json_map(one("labels") or None, "labels").items()},
+            target=one("target"),
+            nocache=_truthy(one("nocache")),
+            pull=_truthy(one("pull")),
+            rm=_truthy(one("rm", "1")),
+            forcerm=_truthy(one("forcerm")),
+            quiet=_truthy(one("q")),
+            network=one("networkmode"),
+            extra_hosts=_extra_hosts(many("extrahosts")),
+            cache_from=_json_list(one("cachefrom") or None, "cachefrom"),
         )
 
 
@@ -125,6 +166,7 @@ class Builder:
         self.scratch = scratch
         self.cache = BuildCache(Path(self.store.root).parent / "build" / "cache.json")
         self.fresh: dict[str, str] = {}  # keys → images made by this build
+        self.sourced = SourcedCache(self.store, params.cache_from) if params.cache_from else None
         self.digests: dict[str, str] = {}  # context file → sha256, computed while unpacking
         self.step_no = 0
         self.total = 0

@@ -33,12 +33,18 @@ class StageRunner:
         self.counter = 0
 
     # -- cache ------------------------------------------------------------------------------------------
-    def cached(self, key: str, state: StageState) -> bool:
+    def cached(self, key: str, state: StageState, created_by: str = "") -> bool:
         # --no-cache still reuses what this very build produced for the same key (two stages starting with
         # the same steps): otherwise the index would end up pointing at two different images for one key
         hit = self.b.fresh.get(key) if self.b.params.nocache else self.b.cache.get(key)
         if not hit or not self.b.store.exists(hit):
-            return False
+            hit = None
+            if created_by and self.b.sourced is not None and not self.b.params.nocache:
+                hit = self.b.sourced.lookup(state.image_id, created_by, dict(state.config))
+                if hit:
+                    self.b.cache.put(key, hit)  # the next build finds it without --cache-from
+            if not hit:
+                return False
         self.b.out.stream(f" ---> Using cache\n ---> {_short(hit)}\n")
         state.image_id = hit
         return True
@@ -80,7 +86,8 @@ class StageRunner:
             changes, text = apply_config(ins, state, self.df.escape)
             key = step_key(state.image_id or "scratch", text, {"changes": changes, "author": state.author})
             state.config.update(changes)
-            if self.cached(key, state):
+            created_by = f"/bin/sh -c #(nop)  {text}"
+            if self.cached(key, state, created_by):
                 return
             work = self.scratch_dir()
             upper = self._make_workdir(work, state) if ins.cmd == "WORKDIR" else None
@@ -89,7 +96,7 @@ class StageRunner:
                 state.image_id,
                 dict(state.config),
                 author=state.author,
-                created_by=f"/bin/sh -c #(nop)  {text}",
+                created_by=created_by,
             )
             shutil.rmtree(work, ignore_errors=True)
             self.record(key, new, state)
@@ -123,8 +130,10 @@ class StageRunner:
             "workdir": state.config.get("WorkingDir") or "",
             "network": self.b.params.network,
         }
+        if self.b.params.extra_hosts:  # only then: the keys of earlier builds stay valid
+            extra["extra_hosts"] = self.b.params.extra_hosts
         key = step_key(state.image_id or "scratch", "RUN " + json.dumps(argv), extra)
-        if self.cached(key, state):
+        if self.cached(key, state, created_by):
             return
         if state.image_id is None:
             raise BuildError(
@@ -141,7 +150,10 @@ class StageRunner:
             "Labels": {},
             "AttachStdout": True,
             "AttachStderr": True,
-            "HostConfig": {"NetworkMode": self.b.params.network or "default"},
+            "HostConfig": {
+                "NetworkMode": self.b.params.network or "default",
+                "ExtraHosts": self.b.params.extra_hosts or None,
+            },
         }
         cid, _warnings = engine.container_create(body, "")
         failed_run = False
@@ -253,7 +265,16 @@ class StageRunner:
             }
             text = f"{ins.cmd} {json.dumps(sources)} {dest}"
             key = step_key(state.image_id or "scratch", text, extra)
-            if self.cached(key, state):
+            # Docker's history line for COPY/ADD names the content by hash (`file:<sha256> in /dst`), which is
+            # what lets --cache-from match it; --from and --chmod change what lands, so they are named too
+            kind = "file" if len(paths) == 1 and paths[0].is_file() else "dir" if len(paths) == 1 else "multi"
+            flags = "".join(
+                f"--{name}={value} "
+                for name, value in (("chown", chown), ("chmod", chmod), ("from", from_id))
+                if value
+            )
+            created_by = f"/bin/sh -c #(nop) {ins.cmd} {flags}{kind}:{extra['hash']} in {dest} "
+            if self.cached(key, state, created_by):
                 return
             work = self.scratch_dir()
             parent_layers = self.b.store.layer_dirs(state.image_id) if state.image_id else []
@@ -272,8 +293,6 @@ class StageRunner:
                               extract=ins.cmd == "ADD" and not from_id)  # fmt: skip
                 except (ContextError, OSError) as exc:
                     raise BuildError(f"{ins.cmd} failed: {exc}") from None
-        flag = f"--chown={chown} " if chown else ""
-        created_by = f"/bin/sh -c #(nop) {ins.cmd} {flag}{' '.join(sources)} {dest}"
         new = self.b.store.commit(ws.upper, state.image_id, dict(state.config), created_by=created_by)
         shutil.rmtree(work, ignore_errors=True)
         self.record(key, new, state)

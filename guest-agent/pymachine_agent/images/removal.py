@@ -46,7 +46,9 @@ def _untag(store: ImageStore, refs: list[Reference]) -> list[dict[str, str]]:
     return [{"Untagged": r.familiar} for r in refs]
 
 
-def remove(store: ImageStore, ref: str, force: bool, in_use: InUse | None) -> list[dict[str, str]]:
+def remove(
+    store: ImageStore, ref: str, force: bool, in_use: InUse | None, prune: bool = True
+) -> list[dict[str, str]]:
     image_id = store.resolve(ref)
     users = list(in_use(image_id)) if in_use else []
     tags, digests = store.refs_of(image_id)
@@ -83,8 +85,27 @@ def remove(store: ImageStore, ref: str, force: bool, in_use: InUse | None) -> li
         records += _untag(store, tags + digests)
     if users:
         return records  # forced: names are gone, files stay until the last container using them is removed
+    parent = store.record(image_id).get("parent") or ""
     store.delete_image(image_id)
     records.append({"Deleted": image_id})
+    if prune:
+        records += _prune_parents(store, parent, in_use)
+    return records
+
+
+def _prune_parents(store: ImageStore, parent: str, in_use: InUse | None) -> list[dict[str, str]]:
+    """dockerd's rmi (unless `noprune`): the build's intermediate images above a deleted image go too, one
+    by one up the chain, while each has no name, no other child image and no container."""
+    records: list[dict[str, str]] = []
+    while parent and store.exists(parent):
+        tags, digests = store.refs_of(parent)
+        children = [i for i in store.image_ids() if (store.record(i).get("parent") or "") == parent]
+        if tags or digests or children or (in_use and list(in_use(parent))):
+            break
+        grandparent = store.record(parent).get("parent") or ""
+        store.delete_image(parent)
+        records.append({"Deleted": parent})
+        parent = grandparent
     return records
 
 

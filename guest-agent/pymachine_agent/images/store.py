@@ -194,14 +194,17 @@ class ImageStore(ContentStore):
             self._write_repositories(repos)
             self._touch_tag_time(image_id)
 
-    def remove(self, ref: str, force: bool = False, in_use: InUse | None = None) -> list[dict[str, str]]:
-        """`docker rmi`: untag a name, or delete the image once no name is left and no container uses it.
+    def remove(
+        self, ref: str, force: bool = False, in_use: InUse | None = None, prune: bool = True
+    ) -> list[dict[str, str]]:
+        """`docker rmi`: untag a name, or delete the image once no name is left and no container uses it;
+        then (`prune`, dockerd's default) its unnamed parents that nothing else uses.
 
         Refused (ImageConflict) while a container uses the image unless `force`; with force the names go but
         the image's files stay as long as a container uses them (Docker would delete them from under it)."""
         from . import removal
 
-        return removal.remove(self, ref, force, in_use)
+        return removal.remove(self, ref, force, in_use, prune)
 
     def prune(self, dangling_only: bool = True, in_use: InUse | None = None) -> dict[str, Any]:
         """`docker image prune`: unused untagged images without children (and then their untagged parents,
@@ -256,6 +259,23 @@ class ImageStore(ContentStore):
 
         with self.importing():
             return archive.load(self, fileobj, progress or _noprogress)
+
+    def import_rootfs(
+        self,
+        fileobj: BinaryIO,
+        *,
+        source: str,
+        tag: str = "",
+        message: str = "",
+        changes: list[str] | None = None,
+    ) -> str:
+        """`docker import`: a root filesystem tar (seekable file) as a new one-layer image."""
+        from . import rootfs
+
+        with self.importing():
+            return rootfs.import_rootfs(
+                self, fileobj, source=source, tag=tag, message=message, changes=changes or []
+            )
 
     def save(self, refs: list[str], fileobj: BinaryIO) -> None:
         from . import archive

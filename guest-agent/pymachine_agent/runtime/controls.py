@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import signal as _signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pymachine_agent.runtime import attach as attach_mod
@@ -15,7 +15,7 @@ from pymachine_agent.runtime.errors import Conflict, RuntimeErr
 from pymachine_agent.runtime.exec import ExecProcess, make_payload
 from pymachine_agent.runtime.logs import LogEntry, read_logs, rfc3339nano
 from pymachine_agent.runtime.record import Record
-from pymachine_agent.runtime.spec import ExecSpec, Limits, RestartPolicy
+from pymachine_agent.runtime.spec import ContainerSpec, ExecSpec, Limits, RestartPolicy
 
 
 class ControlsMixin:
@@ -67,6 +67,13 @@ class ControlsMixin:
                 c.spec.restart_policy = restart_policy
             c.save_spec()
         self._event(c, "update")
+
+    def amend_spec(self, ref: str, change: Callable[[ContainerSpec], None]) -> None:
+        """Change a container's stored spec (what its next start uses), e.g. the env its links give."""
+        c = self._get(ref)
+        with c.lock:
+            change(c.spec)
+            c.save_spec()
 
     # --- io ------------------------------------------------------------------------------------------
     def attach(self, ref: str, stdin: bool = False, stdout: bool = True, stderr: bool = True) -> AttachStream:

@@ -13,7 +13,7 @@ import struct
 import subprocess
 import sys
 import termios
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pymachine_agent.runtime import capabilities, libc, namespaces, process, seccomp, user
 from pymachine_agent.runtime.errors import RuntimeErr
@@ -49,6 +49,7 @@ class ExecPayload:
     hostname: str
     seccomp: str = ""  # the container's seccomp filter (hex of seccomp.filter_for's bytes); "" = none
     pty_sock: int = -1  # tty: socket on which the helper sends back the pty master
+    console_size: list[int] = field(default_factory=list)  # tty: [height, width] before the process runs
 
 
 class ExecProcess:
@@ -124,6 +125,24 @@ class ExecProcess:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         self._popen.send_signal(sig)
 
+    def kill_all(self) -> None:
+        """SIGKILL the process in the container (and its process group: it made its own session) and then
+        the helper. The helper forwards catchable signals only, so killing the helper alone would leave
+        the process running in the container (a timed-out health probe must not)."""
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                children = [int(x) for x in f.read().split()]
+        except OSError:
+            children = []
+        for child in children:
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(child, signal.SIGKILL)
+                    break
+                except OSError:
+                    continue
+        self._popen.kill()
+
     def close(self) -> None:
         for f in (self._popen.stdin, self._popen.stdout, self._popen.stderr):
             if f:
@@ -152,6 +171,7 @@ def main(argv: list[str]) -> None:
     if p.pty_sock >= 0:
         try:
             master, slave = os.openpty()  # now resolves to the container's /dev/ptmx
+            process.set_winsize(slave, p.console_size)
         except OSError as e:
             sys.stderr.write(f"exec: cannot open a terminal in the container: {e}\n")
             os._exit(126)
@@ -222,6 +242,7 @@ def make_payload(pid: int, cgroup: str, spec: ExecSpec, ctr: ContainerSpec) -> E
         cap_mask=capabilities.resolve(ctr.cap_add, ctr.cap_drop, ctr.privileged or spec.privileged),
         hostname=ctr.hostname or ctr.id[:12],
         seccomp=_filter_hex(ctr),
+        console_size=list(spec.console_size),
     )
 
 

@@ -13,6 +13,7 @@ import fcntl
 import os
 import signal
 import socket
+import struct
 import termios
 
 from pymachine_agent.runtime import capabilities, libc, mounts, namespaces, seccomp, user
@@ -33,8 +34,11 @@ def build_env(base: list[str], extra: list[str], home: str, hostname: str, tty: 
         k, _, v = item.partition("=")
         env[k] = v
     for item in [*base, *extra]:
-        k, _, v = item.partition("=")
-        env[k] = v
+        k, eq, v = item.partition("=")
+        if eq:
+            env[k] = v
+        else:  # a bare `KEY` unsets it, as in dockerd's ReplaceOrAppendEnvValues
+            env.pop(k, None)
     env.setdefault("PATH", DEFAULT_PATH)
     if tty:
         env.setdefault("TERM", "xterm")
@@ -88,11 +92,19 @@ def setup_stdio(stdin: int, stdout: int, stderr: int) -> None:
             os.dup2(fd, target)
 
 
-def open_console(sync: socket.socket) -> None:
+def set_winsize(fd: int, size: list[int]) -> None:
+    """[height, width] (Docker's ConsoleSize) on a terminal, before the process starts, as dockerd does: a
+    program that reads its size at once (`stty size`) must not see 0 0 and wait for the client's resize."""
+    if len(size) == 2 and size[0] > 0 and size[1] > 0:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+
+
+def open_console(sync: socket.socket, size: list[int] | None = None) -> None:
     """-t: open the terminal inside the container (its /dev/ptmx is the container's devpts instance, so the
     process sees /dev/pts/0, as with runc's console socket), hand the master to the supervisor, make the
     slave our controlling terminal, stdio and /dev/console."""
     master, slave = os.openpty()
+    set_winsize(slave, size or [])
     socket.send_fds(sync, [b"P"], [master])
     os.close(master)
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
@@ -136,7 +148,7 @@ def run_init(
         libc.unshare(namespaces.unshare_flags(spec, cgroup_v2))
         mounts.setup_rootfs(spec, ctr_dir, cgroup_v2)
         if send_console:
-            open_console(sync)
+            open_console(sync, spec.console_size)
         if spec.uts == "private":
             libc.sethostname(spec.hostname or spec.id[:12])
             if spec.domainname:

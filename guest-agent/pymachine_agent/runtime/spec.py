@@ -92,6 +92,7 @@ class ContainerSpec:
     hostname: str = ""  # "" = first 12 chars of the id
     domainname: str = ""
     tty: bool = False
+    console_size: list[int] = field(default_factory=list)  # -t: [height, width] set before the process runs
     open_stdin: bool = False
     stdin_once: bool = False  # close the container's stdin when the first attached client closes its stdin
     mounts: list[Mount] = field(default_factory=list)
@@ -146,6 +147,7 @@ class ExecSpec:
     user: str = ""  # "" = the container's user
     workdir: str = ""  # "" = the container's workdir
     tty: bool = False
+    console_size: list[int] = field(default_factory=list)  # [height, width] set before the process runs
     stdin: bool = False  # keep a stdin pipe open
     privileged: bool = False
     detach: bool = False  # output is discarded instead of read by the caller

@@ -1,0 +1,92 @@
+"""A machine's status as one typed value for both front ends: the machine, its host agent's answer, and the
+ENGINE summary (`ready`, `degraded: <reason>`, `down[: <reason>]`, `-`) that `list` and the app show."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import PymachineError
+from .machines import Machine, list_machines
+
+
+def host_agent_status(m: Machine, repair: bool = True) -> dict[str, Any] | None:
+    """The host agent's status for a running machine (repairing a dead agent), None for any other state:
+    a stopped machine has no agent to ask, and asking would slow `list` down."""
+    if m.state != "running":
+        return None
+    from pymachine.hostvm.hostagent import launcher
+
+    try:
+        return launcher.status(m.name, repair=repair)
+    except (OSError, PymachineError) as exc:
+        return {"running": False, "state": "error", "error": str(exc), "forwards": []}
+
+
+def engine_summary(status: dict[str, Any] | None) -> str:
+    """One word (and a reason) for the ENGINE column: `ready`, `degraded: <reason>`, `down[: <reason>]`,
+    or `-` when the machine is not running."""
+    if status is None:
+        return "-"
+    state = status.get("state")
+    if status.get("error"):
+        return f"down: {status['error']}"
+    if not status.get("running") or state == "stopped":
+        return "down"
+    if state == "unresponsive":
+        return "degraded: host agent does not answer"
+    if state == "restarting":
+        return "degraded: host agent restarted"
+    if state != "ready":
+        link = status.get("link") or {}
+        if link.get("state") != "up":
+            return f"degraded: link {link.get('state') or state} ({link.get('last_error') or 'connecting'})"
+        engine = status.get("engine_socket") or {}
+        return f"degraded: engine {engine.get('health') or state}"
+    bad = [f for f in status.get("forwards") or [] if f.get("health") != "ok"]
+    if bad:
+        ports = ", ".join(f"{f.get('host_port')}/{f.get('proto', 'tcp')} {f.get('health')}" for f in bad)
+        return f"degraded: {ports}"
+    broken = [s for s in status.get("shares") or [] if s.get("state") in ("failed", "lost")]
+    if broken:  # an sshfs share the host agent could not mount: containers would see an empty folder
+        return "degraded: " + "; ".join(
+            f"share {s.get('path')} {s.get('state')}: {s.get('error')}" for s in broken
+        )
+    return "ready"
+
+
+def link_state(status: dict[str, Any] | None) -> str | None:
+    if status is None:
+        return None
+    link = status.get("link")
+    return link.get("state") if isinstance(link, dict) else "down"
+
+
+@dataclass(frozen=True)
+class MachineStatus:
+    machine: Machine
+    engine: str  # engine_summary: `ready`, `degraded: …`, `down…`, `-`
+    link: str | None  # up / down / None when not running
+    forwards: list[dict[str, Any]] = field(default_factory=list)
+    host_agent: dict[str, Any] | None = None  # the agent's own status answer (None: not running)
+
+    @property
+    def ready(self) -> bool:
+        return self.engine == "ready"
+
+    @classmethod
+    def of(cls, m: Machine, status: dict[str, Any] | None) -> MachineStatus:
+        return cls(
+            m, engine_summary(status), link_state(status), list((status or {}).get("forwards") or []), status
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.machine.to_json(), "engine": self.engine, "link": self.link, "forwards": self.forwards}
+
+
+def machine_status(m: Machine, repair: bool = True) -> MachineStatus:
+    return MachineStatus.of(m, host_agent_status(m, repair))
+
+
+def all_statuses(repair: bool = True) -> list[MachineStatus]:
+    return [machine_status(m, repair) for m in list_machines()]
