@@ -563,9 +563,11 @@ def _resume(
         drv.cleanup(name)
         devices = savestate.share_devices(meta.get("shares") or [])
         spec = vm_spec(cfg, int(meta["ssh_port"]), accel, tuple(devices))
+        savestate.restore(name, drv, spec, meta, qemu_account(cfg, spec))
+        # Only now: QEMU's forwarded SSH port listens while the state loads, and a connection accepted then
+        # is lost with the restored network state: the agent waited out its banner timeout (~7 s) for it.
         if launcher is not None:
             launcher.start_early(name)
-        savestate.restore(name, drv, spec, meta, qemu_account(cfg, spec))
     except Exception as exc:  # noqa: BLE001 - any failure to resume is a cold boot, never a dead machine
         say(f"cold boot: resuming failed: {exc.message if isinstance(exc, PymachineError) else exc}")
         drv.force_stop(name)
