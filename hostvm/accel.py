@@ -8,7 +8,6 @@ module (no vmx/svm in the CPU flags) a stock Debian kernel dies under it, so TCG
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import platform
@@ -137,6 +136,8 @@ def _qemu_accels() -> tuple[str, ...]:
 
 
 def _kvm_ioctls() -> tuple[bool, str]:
+    import fcntl  # Linux only, like /dev/kvm
+
     try:
         fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
     except OSError as exc:

@@ -23,6 +23,7 @@ MIN_MEMORY = 256 * MiB
 DEFAULT_MEMORY = 1 * GiB
 DEFAULT_DISK = 8 * GiB
 DEFAULT_NAME = "default"
+DEFAULT_IDLE_SUSPEND = 5.0  # minutes without containers or clients before the resource saver pauses; 0 = off
 _UNITS = {"": 1, "b": 1, "k": KiB, "m": MiB, "g": GiB, "t": 1024 * GiB}
 SHARE_TRANSPORTS = ("auto", "virtiofs", "9p", "sshfs")
 # Host folders that may never be shared: each is mounted at the same path in the VM, so sharing one of these
@@ -194,6 +195,7 @@ class MachineConfig:
     # host folders seen at the same path in the VM; a config.json from before shares existed has none
     shares: list[Share] = field(default_factory=list)
     share_transport: str = "auto"  # auto | virtiofs | 9p | sshfs; auto = the first the driver can do
+    idle_suspend: float = DEFAULT_IDLE_SUSPEND  # minutes (fractions allowed); 0 = the resource saver is off
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -228,6 +230,7 @@ def build(
     mounts: list[str | Share] | None = None,
     home_mount: bool = True,
     share_transport: str | None = None,
+    idle_suspend: float | str | None = None,
 ) -> MachineConfig:
     """Parse → defaults → validate. Raises UsageError listing every problem, each with its field."""
     problems: list[Problem] = []
@@ -274,6 +277,18 @@ def build(
             Problem("share_transport", f"'{transport}' is not one of {', '.join(SHARE_TRANSPORTS)}")
         )
 
+    idle = DEFAULT_IDLE_SUSPEND
+    if idle_suspend is not None:
+        try:
+            idle = float(idle_suspend)
+        except (TypeError, ValueError):
+            problems.append(Problem("idle_suspend", f"'{idle_suspend}' is not a number of minutes"))
+        else:
+            if not 0 <= idle <= 7 * 24 * 60 or idle != idle:
+                problems.append(
+                    Problem("idle_suspend", f"must be 0 (off) to 10080 minutes, got {idle_suspend}")
+                )
+
     if problems:
         raise UsageError(
             "invalid machine settings: " + "; ".join(str(p) for p in problems),
@@ -290,6 +305,7 @@ def build(
         connect=connect,
         shares=shares,
         share_transport=transport,
+        idle_suspend=idle,
     )
 
 

@@ -7,7 +7,6 @@ No public registry is reachable, so these feed the tests and the README demo. Ea
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from pymachine.images import CONTAINER_RECIPES
 
-from . import paths, proc
+from . import locks, paths, proc
 from .errors import NotFoundError, PymachineError
 from .image_docker_archive import LayerWriter, image_config, write_docker_archive
 
@@ -75,8 +74,7 @@ def ensure_container_image(name: str, progress: Progress | None = None) -> Path:
         return target
     cache = target.parent
     cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locks.held(cache / ".build.lock"):
         if target.exists():
             return target
         recipe = _recipe(folder)

@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ import docker.errors
 import requests
 from docker.models.containers import Container, _create_container_args
 
-from . import paths
+from . import endpoints, paths
 from .config import DEFAULT_NAME
 from .container_images import parse_name as parse_builtin_name
 from .errors import NotFoundError, PymachineError, UsageError
@@ -74,13 +75,14 @@ def client(
     if ensure:
         ensure_machine(machine, progress)
     sock = paths.machine(machine).docker_socket
-    if not sock.exists():
+    if sys.platform != "win32" and not sock.exists():  # Windows: a named pipe, not a file
         raise PymachineError(
             f"machine '{machine}' has no engine socket ({sock})", hint=f"start it: pymachine start {machine}"
         )
     with api_errors():
         # The guest agent speaks up to 1.44; naming it saves the negotiation round trip on every command.
-        return docker.DockerClient(base_url=f"unix://{sock}", version=API_VERSION, timeout=300)
+        address = endpoints.engine_address(machine)
+        return docker.DockerClient(base_url=address, version=API_VERSION, timeout=300)
 
 
 @contextlib.contextmanager

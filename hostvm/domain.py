@@ -141,7 +141,8 @@ def domain_xml(spec: VMSpec) -> str:
         "      <target type='serial' port='0'/>",
         "    </console>",
         "    <controller type='usb' model='none'/>",
-        "    <memballoon model='none'/>",
+        # free page reporting: memory the guest frees (a container exits) goes back to the host
+        "    <memballoon model='virtio' freePageReporting='on'/>",
         "    <rng model='virtio'>",
         "      <backend model='random'>/dev/urandom</backend>",
         "    </rng>",

@@ -7,9 +7,9 @@ nothing; `image_build` does the building in two cached stages.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
+import os
 import shutil
 import struct
 import time
@@ -21,7 +21,7 @@ from pathlib import Path
 from pymachine.images import GUEST_RECIPE
 from pymachine_agent import protocol
 
-from . import paths
+from . import locks, paths
 from .errors import PymachineError
 
 # Bump when the build code changes what it produces from the same recipe.
@@ -133,18 +133,17 @@ def build_lock() -> Iterator[None]:
     cache = paths.image_cache_dir()
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        fh = open(cache / ".build.lock", "w")  # noqa: SIM115 (closed below)
+        fd = os.open(cache / ".build.lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise PymachineError(
             f"cannot write to the image cache {cache}: {exc.strerror or exc}",
             hint="set PYMACHINE_HOME (or PYMACHINE_CACHE) to a writable folder",
         ) from exc
-    with fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    try:
+        locks.lock(fd)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def ensure_image(progress: Progress | None = None, force: bool = False) -> ImageManifest:
@@ -161,7 +160,23 @@ def ensure_image(progress: Progress | None = None, force: bool = False) -> Image
             found = inspect_image()  # another process may have built it while we waited
             if found:
                 return found
+        else:
+            _refuse_if_used(image_dir())
         return image_build.build(recipe_hash(), say, force=force)
+
+
+def _refuse_if_used(folder: Path) -> None:
+    """A rebuild replaces the folder's disk.qcow2 in place, and a machine's disk is a qcow2 overlay that names
+    that file: its filesystem would then sit on other bytes. So --force is refused while a machine uses it."""
+    here = {d for d in _overlays_here() if _backing_folder(d) == folder.resolve()}
+    users = sorted(image_users(folder) | here)
+    if users:
+        listed = ", ".join(str(u) for u in users[:5]) + (" …" if len(users) > 5 else "")
+        raise PymachineError(
+            f"the image {folder.name[:12]} is the base disk of {len(users)} machine disk(s): {listed}; "
+            "rebuilding it would change the bytes under their filesystems",
+            hint="delete those machines first (pymachine delete NAME), then: pymachine image build --force",
+        )
 
 
 def qcow2_backing_file(disk: Path) -> str | None:
@@ -180,14 +195,47 @@ def qcow2_backing_file(disk: Path) -> str | None:
         return None
 
 
-def images_in_use() -> set[Path]:
-    """Image folders that a machine disk of this PYMACHINE_HOME is an overlay on."""
-    used: set[Path] = set()
+def _overlays_here() -> list[Path]:
     machines = paths.machines_dir()
-    for disk in machines.rglob("*.qcow2") if machines.exists() else []:
-        backing = qcow2_backing_file(disk)
-        if backing:
-            used.add(Path(backing).resolve().parent)
+    return list(machines.rglob("*.qcow2")) if machines.exists() else []
+
+
+def _backing_folder(disk: Path) -> Path | None:
+    backing = qcow2_backing_file(disk)
+    return Path(backing).resolve().parent if backing else None
+
+
+def register_user(base_disk: str | Path, overlay: Path) -> None:
+    """Note in the image folder that `overlay` (a machine's disk) is built on it. Machines of every
+    PYMACHINE_HOME that shares this cache leave such a note, so `image prune` and `image build --force` see
+    them all, not only this home's. A note whose disk is gone (machine deleted) is ignored and removed."""
+    users = Path(base_disk).parent / "users"
+    users.mkdir(exist_ok=True)
+    note = users / hashlib.sha256(str(overlay.resolve()).encode()).hexdigest()[:24]
+    note.write_text(str(overlay.resolve()) + "\n")
+
+
+def image_users(folder: Path) -> set[Path]:
+    """Machine disks (of any home) that are overlays on the image in `folder`."""
+    found: set[Path] = set()
+    users = folder / "users"
+    for note in users.iterdir() if users.is_dir() else []:
+        disk = Path(note.read_text().strip())
+        if disk.exists() and _backing_folder(disk) == folder.resolve():
+            found.add(disk)
+        else:
+            note.unlink(missing_ok=True)
+    return found
+
+
+def images_in_use() -> set[Path]:
+    """Image folders that a machine disk uses: this home's (found by their qcow2 headers) and any other home's
+    that share this cache (the notes of register_user)."""
+    used = {f for f in map(_backing_folder, _overlays_here()) if f is not None}
+    cache = paths.image_cache_dir()
+    for folder in cache.iterdir() if cache.is_dir() else []:
+        if folder.is_dir() and image_users(folder):
+            used.add(folder.resolve())
     return used
 
 

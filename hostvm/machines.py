@@ -148,15 +148,17 @@ def create(
     mounts: list[str] | None = None,
     home_mount: bool = True,
     share_transport: str | None = None,
+    idle_suspend: float | str | None = None,
 ) -> Machine:
     """Validate everything first; then build the machine folder, removing it again if any step fails."""
     say = progress or (lambda _m: None)
     args = dict(name=name, cpus=cpus, memory=memory, disk=disk, driver=driver, connect=connect)
     args |= dict(mounts=mounts, home_mount=home_mount, share_transport=share_transport)
+    args |= dict(idle_suspend=idle_suspend)
     common = dict(ncpus_host=cfgmod.host_cpus(), fallback_driver=cfgmod.default_driver())
     cfg = cfgmod.build(**args, **common)  # type: ignore[arg-type]  # cheap checks before any image work
     mp = paths.machine(cfg.name)
-    if mp.dir.exists():
+    if mp.dir.exists() and not _remove_half_created(cfg.name):
         raise UsageError(
             f"machine '{cfg.name}' already exists", hint=f"pick another name, or: pymachine delete {cfg.name}"
         )
@@ -175,10 +177,44 @@ def create(
     }
     paths.ensure_home()
     mp.dir.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mp.dir.mkdir(mode=0o700)  # the atomic claim on the name: a concurrent create of it fails here
-    except FileExistsError:
-        raise UsageError(f"machine '{cfg.name}' already exists") from None
+    with _creating(cfg.name):
+        _clear_half_created(mp)
+        try:
+            mp.dir.mkdir(mode=0o700)  # the atomic claim on the name: a concurrent create of it fails here
+        except FileExistsError:
+            raise UsageError(f"machine '{cfg.name}' already exists") from None
+        _build_folder(cfg, mp, stages)
+    return get(cfg.name)
+
+
+@contextlib.contextmanager
+def _creating(name: str) -> Iterator[None]:
+    """Held by a create from before it claims the folder until config.json is written (beside the folder: the
+    folder may not exist yet). A folder without config.json whose creator does not hold this is what a
+    create killed half-way left."""
+    from . import locks
+
+    lock = paths.create_lock(name)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with locks.held(lock):
+        yield
+
+
+def _remove_half_created(name: str) -> bool:
+    """Remove the folder a create killed half-way left (no config.json); True if the name is free now."""
+    with _creating(name):
+        return _clear_half_created(paths.machine(name))
+
+
+def _clear_half_created(mp: paths.MachinePaths) -> bool:
+    if not mp.dir.exists() or mp.config.exists():
+        return not mp.dir.exists()
+    log.warning("removing %s: a create of machine '%s' stopped half-way", mp.dir, mp.name)
+    shutil.rmtree(mp.dir, ignore_errors=True)
+    return not mp.dir.exists()
+
+
+def _build_folder(cfg: cfgmod.MachineConfig, mp: paths.MachinePaths, stages: Stages) -> None:
     try:
         with stages.step("machine files"):  # keys, seed, disk overlay
             ssh.create_keys(cfg.name)
@@ -187,13 +223,14 @@ def create(
             proc.run(
                 ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, mp.disk, str(cfg.disk)]
             )
+            from .image import register_user
+
+            register_user(base, mp.disk)  # so that no home's prune or --force pulls it away
             store.write_json(mp.state, {"ssh_port": pick_port(cfg.name, None)})
             store.write_json(mp.config, cfg.to_json())  # last: a folder without config.json is not a machine
     except BaseException:
         shutil.rmtree(mp.dir, ignore_errors=True)
         raise
-
-    return get(cfg.name)
 
 
 def write_seed(name: str, devices: list[shares.ShareDevice]) -> None:
@@ -265,6 +302,9 @@ def mount_rm(name: str, path: str) -> tuple[Machine, bool]:
 
 
 def delete(name: str, force: bool = False) -> None:
+    mp = paths.machine(name)
+    if mp.dir.exists() and not mp.config.exists() and _remove_half_created(name):
+        return  # it was only what a killed create left
     cfg = load_config(name)
     drv = driver_for(cfg)
     with _locked(name):
@@ -275,6 +315,7 @@ def delete(name: str, force: bool = False) -> None:
                 )
             _stop_host_agent(name)
             drv.force_stop(name)
+        _stop_host_agent(name)  # also when QEMU died under it: never left behind to serve a new machine
         drv.cleanup(name)
         shares.stop_daemons(name)
         shutil.rmtree(paths.machine(name).dir)
@@ -315,17 +356,10 @@ def _port_free(port: int) -> bool:
 @contextlib.contextmanager
 def _locked(name: str) -> Iterator[None]:
     """One lifecycle operation per machine at a time (start racing delete would leave half a machine)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks here; operations are rarely concurrent there
+    from . import locks
+
+    with locks.held(paths.machine(name).dir / ".lock"):
         yield
-        return
-    fd = os.open(paths.machine(name).dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 # -- start / stop -----------------------------------------------------------------------------------------
@@ -466,6 +500,8 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
             stages = [s for s in stages if s.name != "host agent"]
         state = store.read_json(mp.state, {}) or {}
         running = drv.state(name) is DriverState.RUNNING
+        if running:
+            wake(name, "start")  # the readiness checks below need a guest that runs
         accel = state.get("accelerator", "tcg") if running else accelerator()
         client = None
         resumed: dict[str, Any] | None = None
@@ -640,18 +676,19 @@ def stop(
     accel = (store.read_json(paths.machine(name).state, {}) or {}).get("accelerator", "tcg")
     timeout = STOP_TIMEOUT.get(accel, 60.0) if timeout is None else timeout
     with _locked(name):
+        _stop_host_agent(name)  # also when QEMU died under it: an agent must not outlive its VM's run
         if shutdown:
             savestate.discard(name)  # a saved machine shut down for good: its next start boots cold
         if drv.state(name) is DriverState.RUNNING and not shutdown:
-            _stop_host_agent(name)
             try:
                 say(f"saving machine '{name}'")
+                if drv.paused(name):  # the resource saver froze it: the guest must run to flush and unmount
+                    drv.unpause(name)
                 started = store.read_json(paths.machine(name).state, {}) or {}
                 savestate.save(name, drv, cfg.to_json(), started, say)
             except savestate.NotSaved as exc:
                 say(f"shutting down instead: {exc.message}")
         if drv.state(name) is DriverState.RUNNING:
-            _stop_host_agent(name)
             say(f"stopping machine '{name}'")
             deadline = time.monotonic() + timeout
             asked = _ask_poweroff(name)
@@ -692,6 +729,21 @@ def _ask_poweroff(name: str) -> bool:
         return True
     finally:
         client.close()
+
+
+def wake(name: str, reason: str = "wake") -> None:
+    """Resume a machine the resource saver paused (hostagent/idle.py) before reaching its guest other than
+    through the host agent's sockets (SSH): through the agent, so it knows; through the driver when no agent
+    answers (one that died while the machine slept). A no-op for a machine that runs or is stopped."""
+    launcher = _host_agent_launcher()
+    if launcher is not None and launcher.wake(name, reason):
+        return
+    try:
+        drv = driver_for(load_config(name))
+        if drv.paused(name):
+            drv.unpause(name)
+    except (PymachineError, NotImplementedError, OSError) as exc:
+        log.debug("wake of %s: %s", name, exc)
 
 
 def _host_agent_launcher():  # type: ignore[no-untyped-def]

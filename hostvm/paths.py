@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .errors import PymachineError
 
-SOCKET_PATH_LIMIT = 100  # bytes; the kernel's sun_path is 104 (macOS) or 108 (Linux) including the NUL
+# The kernel's sun_path, NUL included: 104 bytes on macOS (and the BSDs), 108 on Linux.
+SUN_PATH = {"darwin": 104, "linux": 108}
 
 
 def home() -> Path:
@@ -70,13 +71,18 @@ def machines_dir() -> Path:
     return home() / "m"
 
 
+def create_lock(name: str) -> Path:
+    """Held by `create` of `name` until its folder is complete (beside, not in, the machine folders)."""
+    return home() / "creating" / f"{name}.lock"
+
+
 def settings_file() -> Path:
     return home() / "settings.json"
 
 
 @dataclass(frozen=True)
 class MachinePaths:
-    """The files of one machine. Socket names are short on purpose (see SOCKET_PATH_LIMIT)."""
+    """The files of one machine. Socket names are short on purpose (see socket_path_limit)."""
 
     name: str
 
@@ -131,6 +137,10 @@ class MachinePaths:
         return self.dir / "ha.pid"
 
     @property
+    def agent_supervisor_pid(self) -> Path:
+        return self.dir / "ha-super.pid"
+
+    @property
     def agent_log(self) -> Path:
         return self.dir / "ha.log"
 
@@ -151,8 +161,13 @@ def machine(name: str) -> MachinePaths:
     return MachinePaths(name)
 
 
-def check_socket_path(path: Path) -> Path:
-    if len(os.fsencode(str(path))) > SOCKET_PATH_LIMIT:
+def socket_path_limit(platform: str = sys.platform) -> int:
+    """The longest unix socket path `platform` binds, in bytes (macOS's 104-byte sun_path is the tightest)."""
+    return SUN_PATH.get(platform, SUN_PATH["darwin"]) - 1
+
+
+def check_socket_path(path: Path, platform: str = sys.platform) -> Path:
+    if len(os.fsencode(str(path))) > socket_path_limit(platform):
         raise PymachineError(
             f"socket path is too long for the operating system ({len(str(path))} bytes): {path}",
             hint="set PYMACHINE_HOME to a shorter folder, e.g. ~/.pymachine",

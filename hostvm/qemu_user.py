@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import errno
 import os
-import pwd
 import shutil
 import stat
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import proc
 from .errors import PymachineError
+
+if TYPE_CHECKING:
+    import pwd
 
 USER = "pymachine-qemu"
 LIBVIRT_USERS = ("libvirt-qemu", "qemu")
@@ -46,6 +49,12 @@ class Account:
     gid: int
 
 
+def _getpwnam(name: str) -> pwd.struct_passwd:
+    import pwd  # POSIX only: this module is imported everywhere, used only where QEMU would run as root
+
+    return pwd.getpwnam(name)
+
+
 def needed() -> bool:
     """True when QEMU would otherwise run as root: pymachine itself runs as root."""
     return hasattr(os, "geteuid") and os.geteuid() == 0
@@ -54,10 +63,10 @@ def needed() -> bool:
 def account() -> Account:
     """The direct-QEMU user, created (a system user with no home, no shell, in group kvm) when missing."""
     try:
-        entry = pwd.getpwnam(USER)
+        entry = _getpwnam(USER)
     except KeyError:
         _create()
-        entry = pwd.getpwnam(USER)
+        entry = _getpwnam(USER)
     return _checked(entry)
 
 
@@ -67,7 +76,7 @@ def libvirt_account() -> Account:
     (master-key.aes, monitor socket) under /var/lib/libvirt/qemu, which only its own user may enter."""
     for name in LIBVIRT_USERS:
         try:
-            return _checked(pwd.getpwnam(name))
+            return _checked(_getpwnam(name))
         except KeyError:
             continue
     raise PymachineError(

@@ -100,6 +100,9 @@ def connect(name: str, *, port: int | None = None, timeout: float = 30.0) -> par
     """An authenticated client for machine `name`; the host key must be the pinned one (RejectPolicy)."""
     mp = paths.machine(name)
     port = port or ssh_port(name)
+    from .machines import wake  # here: machines imports this module
+
+    wake(name, "ssh")  # a machine the resource saver paused answers no SSH until resumed
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     pinned = pinned_host_key(name)

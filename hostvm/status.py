@@ -62,6 +62,16 @@ def link_state(status: dict[str, Any] | None) -> str | None:
     return link.get("state") if isinstance(link, dict) else "down"
 
 
+def state_label(machine: Any, status: dict[str, Any] | None) -> str:
+    """What `list`, `inspect` and the desktop app show: `running (idle, paused)` while the resource saver
+    holds the machine paused (from its host agent's `status`), else the machine's own state."""
+    if machine.state == "stopped" and getattr(machine, "saved_state", None):
+        return "saved"  # `stop` saved its state: the next start resumes it
+    saver = (status or {}).get("saver") or {}
+    paused = machine.state == "running" and saver.get("state") == "paused"
+    return f"{machine.state} (idle, paused)" if paused else str(machine.state)
+
+
 @dataclass(frozen=True)
 class MachineStatus:
     machine: Machine
@@ -69,6 +79,7 @@ class MachineStatus:
     link: str | None  # up / down / None when not running
     forwards: list[dict[str, Any]] = field(default_factory=list)
     host_agent: dict[str, Any] | None = None  # the agent's own status answer (None: not running)
+    state: str = ""  # state_label: the machine's state, or `running (idle, paused)`
 
     @property
     def ready(self) -> bool:
@@ -76,12 +87,17 @@ class MachineStatus:
 
     @classmethod
     def of(cls, m: Machine, status: dict[str, Any] | None) -> MachineStatus:
-        return cls(
-            m, engine_summary(status), link_state(status), list((status or {}).get("forwards") or []), status
-        )
+        forwards = list((status or {}).get("forwards") or [])
+        return cls(m, engine_summary(status), link_state(status), forwards, status, state_label(m, status))
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.machine.to_json(), "engine": self.engine, "link": self.link, "forwards": self.forwards}
+        return {
+            **self.machine.to_json(),
+            "state": self.state or self.machine.state,
+            "engine": self.engine,
+            "link": self.link,
+            "forwards": self.forwards,
+        }
 
 
 def machine_status(m: Machine, repair: bool = True) -> MachineStatus:

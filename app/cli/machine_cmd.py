@@ -14,7 +14,7 @@ from pymachine.hostvm import doctor, machines, paths, ssh
 from pymachine.hostvm import status as statusmod
 from pymachine.hostvm.config import DEFAULT_NAME, SHARE_TRANSPORTS, format_size, with_settings
 from pymachine.hostvm.errors import PymachineError
-from pymachine.hostvm.status import engine_summary, link_state  # noqa: F401 - also the CLI module's API
+from pymachine.hostvm.status import engine_summary, link_state, state_label  # noqa: F401 - the CLI's API
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--share-transport",
         choices=SHARE_TRANSPORTS,
         help="how folders are shared (default auto: virtiofs, else 9p, else sshfs)",
+    )
+    p.add_argument(
+        "--idle-suspend",
+        metavar="MIN",
+        help="pause the machine after MIN minutes without running containers or clients; "
+        "the first connection resumes it (default 5; 0 = never)",
     )
     p.add_argument("--start", action="store_true", help="start it right away")
     p.set_defaults(func=_create)
@@ -115,6 +121,7 @@ def _create(args: argparse.Namespace) -> int:
         mounts=args.mount,
         home_mount=not args.no_home_mount,
         share_transport=args.share_transport,
+        idle_suspend=args.idle_suspend,
     )
     render.finish()
     sizes = f"{m.cpus} CPUs, {format_size(m.memory)} memory, {format_size(m.disk)} disk"
@@ -167,7 +174,7 @@ def list_rows(found: list[tuple[machines.Machine, dict[str, Any] | None]]) -> li
         rows.append(
             (
                 m.name,
-                "saved" if m.state == "stopped" and m.saved_state else m.state,  # next start resumes
+                state_label(m, status),
                 str(m.cpus),
                 format_size(m.memory),
                 format_size(m.disk),
@@ -189,7 +196,8 @@ def render_table(rows: list[tuple[str, ...]]) -> str:
 
 def _inspect(args: argparse.Namespace) -> int:
     m = machines.get(args.name)
-    print(json.dumps({**m.to_json(), "host_agent": _host_agent_status(m)}, indent=2))
+    status = _host_agent_status(m)
+    print(json.dumps({**m.to_json(), "state": state_label(m, status), "host_agent": status}, indent=2))
     return 0
 
 
@@ -223,6 +231,7 @@ def _ssh(args: argparse.Namespace) -> int:
     m = machines.get(name)
     if m.state != "running":
         raise PymachineError(f"machine '{name}' is {m.state}", hint=f"start it: pymachine start {name}")
+    machines.wake(name, "pymachine ssh")  # a machine the resource saver paused answers no SSH until resumed
     argv = ssh.ssh_argv(name, command or None)
     sys.stdout.flush()
     # The system ssh gives a real PTY, job control and stdin; its exit status is the remote command's.

@@ -125,7 +125,7 @@ class MachinesPanel(QWidget):
         self.table.setRowCount(len(rows))
         for i, st in enumerate(rows):
             m = st.machine
-            state = self.busy.get(m.name) or m.state
+            state = self.busy.get(m.name) or st.state or m.state
             engine = "" if st.engine == "-" else st.engine  # the summary `pymachine list` shows
             cells = (
                 m.name,

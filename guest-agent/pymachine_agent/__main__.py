@@ -49,6 +49,15 @@ def _parse_tcp(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def rotating_log(path: Path) -> logging.Handler:
+    """The agent runs as long as the VM: its log rotates by size, one old file kept (`<log>.1`), so that a
+    client looping on errors cannot fill the guest disk. `PYMACHINE_LOG_MAX_BYTES` overrides the size."""
+    import logging.handlers
+
+    limit = int(os.environ.get("PYMACHINE_LOG_MAX_BYTES") or 10 * 1024 * 1024)
+    return logging.handlers.RotatingFileHandler(path, maxBytes=limit, backupCount=1)
+
+
 def read_settings(path: Path | None) -> dict:
     """The agent settings (`agent.json` from the seed: the guest init passes its folder as $PYMACHINE_SEED).
     A missing file means defaults; a malformed one is an error, not silently ignored."""
@@ -104,9 +113,12 @@ def serve(
     from .api import ApiServer, build_router
     from .api.wire import Timeouts
     from .engine import Engine
+    from .reserve import arm
     from .shares import Shares
 
     settings = settings or {}
+    state_dir.mkdir(parents=True, exist_ok=True)
+    arm(state_dir)  # on a full disk: room for the engine's own records (reserve.py)
     engine = Engine(
         state_dir,
         network=network,
@@ -152,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         "--settings", type=Path, default=None, help="agent.json (default: $PYMACHINE_SEED/agent.json)"
     )
     p_serve.add_argument("--log-level", default=os.environ.get("PYMACHINE_AGENT_LOG", "INFO"))
+    p_serve.add_argument(
+        "--log-file", type=Path, default=None, help="log here, rotated by size (default: stderr)"
+    )
     p_ping = sub.add_parser("ping", help="exit 0 when an agent answers /_ping on the socket")
     p_ping.add_argument("--socket", default=os.environ.get("PYMACHINE_AGENT_SOCKET", DEFAULT_SOCKET))
     p_ping.add_argument("--timeout", type=float, default=5.0)
@@ -169,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        handlers=[rotating_log(args.log_file)] if args.log_file else None,
     )
     return serve(
         Path(args.socket),

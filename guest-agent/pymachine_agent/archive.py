@@ -23,6 +23,7 @@ import tarfile
 import time
 from collections.abc import Iterable, Iterator
 
+from .errors import AgentError
 from .inroot import make_dirs, open_in_root, reopen
 
 _GO_DIR = 1 << 31
@@ -33,21 +34,12 @@ _BLOCK = tarfile.BLOCKSIZE
 _PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class ArchiveNotFound(Exception):
+class ArchiveNotFound(AgentError):
     status = 404
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
-
-class ArchiveFailed(Exception):
-    status = 500
-
-    def __init__(self, message: str, status: int = 500) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
+class ArchiveFailed(AgentError):
+    pass
 
 
 def go_mode(st_mode: int) -> int:

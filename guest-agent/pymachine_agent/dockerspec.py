@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import health, links
+from .errors import AgentError
 from .network.model import EndpointConfig, EndpointSettings, InvalidParameterError, PortSpec
 from .network.ports import parse_host_ip
 from .runtime import seccomp, sysctls
@@ -27,12 +28,8 @@ _NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.I)
 
 
-class BadParameter(Exception):
+class BadParameter(AgentError):
     status = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass
@@ -373,10 +370,12 @@ def translate_create(
         endpoints[key] = EndpointSettings(
             aliases=list(ep.get("Aliases") or []),
             ipv4_address=((ep.get("IPAMConfig") or {}).get("IPv4Address")) or "",
+            ipv6_address=((ep.get("IPAMConfig") or {}).get("IPv6Address")) or "",
         )
         link_list += [_link(e, "" if key == "bridge" else key) for e in ep.get("Links") or []]
     legacy_net = "" if mode == "bridge" else mode  # HostConfig.Links on a user network: names there
     link_list += [_link(e, legacy_net) for e in hc.get("Links") or []]
+    link_list = list(dict.fromkeys(link_list))  # the CLI sends a user network's links in both places
     if link_list and (mode == "host" or mode.startswith("container:")):
         kind = mode.split(":")[0]
         raise BadParameter(f"conflicting options: {kind} type networking can't be used with links")

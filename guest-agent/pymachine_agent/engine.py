@@ -22,6 +22,7 @@ from . import health, links
 from .dockerspec import BadParameter, merge_env, translate_create, valid_name
 from .engine_io import EngineIO
 from .engine_system import EngineSystem
+from .errors import AgentError
 from .events import EventBus, PortAckError, PortBroker
 from .fsevents import ChangeMirror
 from .images import ImageNotFound, ImageStore
@@ -79,16 +80,15 @@ _NOUN = [
 ]
 
 
-class NotModified(Exception):
+class NotModified(AgentError):
     status = 304
 
-
-class EngineConflict(Exception):
-    status = 409
-
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str = "not modified") -> None:
         super().__init__(message)
-        self.message = message
+
+
+class EngineConflict(AgentError):
+    status = 409
 
 
 class Engine(EngineIO, EngineSystem):
@@ -379,6 +379,11 @@ class Engine(EngineIO, EngineSystem):
         st = self._state(ref)
         execs = [eid for eid, e in self.execs.items() if e.container == st.id and e.running]
         out = view.inspect_view(st, self._network_settings(st), execs, self.health.health(st.id))
+        for name, entry in (out["NetworkSettings"].get("Networks") or {}).items():
+            # EndpointSettings.Links: a user network's links as they were given
+            given = [f"{lk.name}:{lk.alias}" for lk in self._links(st) if lk.network and lk.network == name]
+            if given:
+                entry["Links"] = given
         if size:
             out.update(self.container_sizes(st))
         return out

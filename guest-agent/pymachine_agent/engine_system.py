@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import atomic
 from . import dockerview as view
 from .protocol import AGENT_VERSION
 
@@ -199,8 +200,10 @@ def _os_name() -> str:
 def _engine_id(state_dir: Path) -> str:
     path = state_dir / "engine-id"
     try:
-        return path.read_text().strip()
+        value = path.read_text().strip()
     except FileNotFoundError:
+        value = ""
+    if not value:  # missing, or left empty by a crash before the atomic writes
         value = secrets.token_hex(16).upper()
-        path.write_text(value)
-        return value
+        atomic.write_text(path, value)
+    return value

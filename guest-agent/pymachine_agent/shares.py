@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import AgentError
 from .runtime.mounts import SHARE_OPTION, is_mountpoint
 from .runtime.spec import Mount
 
@@ -28,14 +29,12 @@ from .runtime.spec import Mount
 ENGINE_SOCKET_ALIASES = ("/var/run/docker.sock", "/run/docker.sock")
 
 
-class ShareError(Exception):
+class ShareError(AgentError):
     """A bind the shares do not allow (400) or a share that is not there (503). Crosses the API as Docker's
     `{"message": ...}` with `status`."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(message, status)
 
 
 @dataclass(frozen=True)

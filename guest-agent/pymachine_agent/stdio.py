@@ -112,29 +112,33 @@ class ExecSession:
                 return
             self.finished = True
         code = int(self.proc.wait())
-        try:
-            self.proc.close()  # its pipes and pty master, each closed once, by their owner
-        except OSError:
-            pass
+        with self.lock:
+            # the stdin copier thread writes to stdin_fd by number: after the close below that number may be
+            # another thread's file, so no write may start once it is gone
+            self.stdin_fd = None
+            self.sel.close()
+            try:
+                self.proc.close()  # its pipes and pty master, each closed once, by their owner
+            except OSError:
+                pass
         self.on_exit(code)
 
     def write_stdin(self, data: bytes) -> None:
-        if self.stdin_fd is not None:
-            try:
-                os.write(self.stdin_fd, data)
-            except OSError:
-                pass
-
-    def close_stdin(self) -> None:
-        if self.tty:
+        with self.lock:
             if self.stdin_fd is not None:
                 try:
-                    os.write(self.stdin_fd, b"\x04")
+                    os.write(self.stdin_fd, data)
                 except OSError:
                     pass
-            return
-        if self.stdin_fd is not None:
+
+    def close_stdin(self) -> None:
+        with self.lock:
+            if self.stdin_fd is None:
+                return
             try:
+                if self.tty:
+                    os.write(self.stdin_fd, b"\x04")
+                    return
                 self.proc.close_stdin()  # closes the pipe's file object, not just its fd
             except OSError:
                 pass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import re
 import secrets
@@ -13,15 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import atomic
+from .errors import AgentError
+
+log = logging.getLogger("pymachine_agent.volumes")
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
 
-class VolumeError(Exception):
-    status = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class VolumeError(AgentError):
+    pass
 
 
 class VolumeNotFound(VolumeError):
@@ -47,7 +47,7 @@ class VolumeStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.in_use = in_use or (lambda name: [])
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # create() reads (and may repair) under it
 
     def _meta_path(self, name: str) -> Path:
         return self.root / name / "volume.json"
@@ -57,10 +57,27 @@ class VolumeStore:
         return str(self.root / name / "_data")
 
     def _read(self, name: str) -> dict[str, Any]:
-        try:
-            return json.loads(self._meta_path(name).read_text())
-        except (FileNotFoundError, NotADirectoryError):
-            raise VolumeNotFound(f"get {name}: no such volume") from None
+        meta = atomic.read_json_record(self._meta_path(name))
+        if isinstance(meta, dict) and isinstance(meta.get("Name"), str):
+            return meta
+        if not self._meta_path(name).exists():
+            raise VolumeNotFound(f"get {name}: no such volume")
+        return self._repair(name)
+
+    def _repair(self, name: str) -> dict[str, Any]:
+        """An unreadable volume.json (an older agent's unsynced write before a crash, a full disk) beside the
+        volume's data: the data is what matters, so the volume keeps its name with fresh metadata."""
+        with self.lock:
+            meta = atomic.read_json_record(self._meta_path(name))
+            if isinstance(meta, dict) and isinstance(meta.get("Name"), str):
+                return meta
+            created = time.gmtime(os.stat(self.root / name).st_mtime)
+            meta = {"Name": name, "CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", created), "Labels": {}}
+            meta["Options"], meta["Anonymous"] = {}, False
+            (self.root / name / "_data").mkdir(parents=True, exist_ok=True)
+            atomic.write_json(self._meta_path(name), meta)
+            log.warning("volume %s: its volume.json was unreadable; rewritten with its name only", name)
+            return meta
 
     def _view(self, meta: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -101,9 +118,7 @@ class VolumeStore:
             }
             if anonymous:
                 meta["Labels"].setdefault("com.docker.volume.anonymous", "")
-            tmp = self._meta_path(name).with_suffix(".tmp")
-            tmp.write_text(json.dumps(meta))
-            os.replace(tmp, self._meta_path(name))
+            atomic.write_json(self._meta_path(name), meta)
             return self._view(meta)
 
     def ensure(self, name: str) -> str:

@@ -74,6 +74,19 @@ class Driver(abc.ABC):
     def attach_share(self, machine: str, dev: ShareDevice) -> None:
         raise NotImplementedError("this driver cannot plug share devices")
 
+    # -- the resource saver (hostagent/idle.py): freeze the vCPUs, keep memory and devices ---------------
+    def pause(self, machine: str) -> None:
+        """Stop the guest's vCPUs (it keeps its memory; QEMU then uses no CPU). Idempotent."""
+        raise NotImplementedError("this driver cannot pause a VM")
+
+    def unpause(self, machine: str) -> None:
+        """Let a paused guest run again. Idempotent: a running guest is not an error."""
+        raise NotImplementedError("this driver cannot pause a VM")
+
+    def paused(self, machine: str) -> bool:
+        """Whether the hypervisor holds the guest paused (asked each time)."""
+        return False
+
     def describe(self) -> str:
         """Where VMs run, for `inspect` and `doctor` (e.g. the libvirt URI)."""
         return self.name

@@ -233,6 +233,37 @@ class LibvirtDriver(Driver):
             raise PymachineError(f"could not {what} share {dev.path}: {exc.get_error_message()}") from exc
         return dom
 
+    def pause(self, machine: str) -> None:
+        self._pause_op(machine, "suspend")
+
+    def unpause(self, machine: str) -> None:
+        self._pause_op(machine, "resume")
+
+    def _pause_op(self, machine: str, op: str) -> None:
+        """virDomainSuspend / virDomainResume, skipped when the domain is in that state already (libvirt
+        refuses a second suspend/resume with "domain is not running" / "already paused" errors)."""
+        libvirt = self._libvirt()
+        dom = self._lookup(machine)
+        if dom is None:
+            raise PymachineError(f"machine '{machine}' is not running")
+        if self.paused(machine) == (op == "suspend"):
+            return
+        try:
+            getattr(dom, op)()
+        except libvirt.libvirtError as exc:
+            if self.paused(machine) != (op == "suspend"):
+                raise PymachineError(
+                    f"libvirt could not {op} {dom.name()}: {exc.get_error_message()}"
+                ) from exc
+
+    def paused(self, machine: str) -> bool:
+        libvirt = self._libvirt()
+        dom = self._lookup(machine)
+        try:
+            return dom is not None and dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
+        except libvirt.libvirtError:
+            return False  # the transient domain vanished under us
+
     def hostfwd_add(self, machine: str, host_port: int, guest_port: int) -> None:
         import libvirt_qemu
 

@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 QEMU = "qemu-system-x86_64"
 
 
-def qemu_argv(spec: VMSpec, pidfile: str, qmp_socket: str, binary: str = QEMU) -> list[str]:
-    """The QEMU command line for `spec` (pure; golden-tested next to the domain XML)."""
+def qemu_argv(
+    spec: VMSpec, pidfile: str, qmp_socket: str, binary: str = QEMU, platform: str = sys.platform
+) -> list[str]:
+    """The QEMU command line for `spec` on `platform` (pure; golden-tested next to the domain XML)."""
     # kvm, hvf and whpx pass through; TCG gets the small translation cache (see domain.TB_CACHE_MIB)
     accel = f"tcg,thread=multi,tb-size={TB_CACHE_MIB}" if spec.accel == "tcg" else spec.accel
     q = _opt
@@ -49,14 +51,17 @@ def qemu_argv(spec: VMSpec, pidfile: str, qmp_socket: str, binary: str = QEMU) -
         "-netdev", spec.netdev(),
         "-device", spec.nic(),
         "-device", "virtio-rng-pci",
+        # memory the guest frees goes back to the host (the guest kernel reports free pages: docs/machines.md)
+        "-device", "virtio-balloon-pci,free-page-reporting=on",
         *_share_args(spec),
         "-serial", f"file:{q(spec.console_log)}",
         "-qmp", f"unix:{q(qmp_socket)},server=on,wait=off",
         "-pidfile", pidfile,
-        "-daemonize",
+        # QEMU for Windows has no -daemonize (nor -runas): there it must be started detached (not written yet)
+        *([] if platform == "win32" else ["-daemonize"]),
         # after opening every file and socket as root, QEMU drops to this user for good (setgid, initgroups,
         # setuid) before the guest runs (QEMU >= 9.1 spells it `-run-with user=`; -runas still works there)
-        *(["-runas", spec.runas] if spec.runas else []),
+        *(["-runas", spec.runas] if spec.runas and platform != "win32" else []),
     ]  # fmt: skip
 
 
@@ -221,6 +226,21 @@ class QemuDriver(Driver):
             mp = paths.machine(machine)
             mp.qemu_pid.unlink(missing_ok=True)
             mp.qmp_socket.unlink(missing_ok=True)
+
+    def pause(self, machine: str) -> None:
+        qmp_command(paths.machine(machine).qmp_socket, "stop")  # a no-op on a stopped VM
+
+    def unpause(self, machine: str) -> None:
+        qmp_command(paths.machine(machine).qmp_socket, "cont")  # a no-op on a running VM
+
+    def paused(self, machine: str) -> bool:
+        if self.pid(machine) is None:
+            return False
+        try:
+            status = qmp_command(paths.machine(machine).qmp_socket, "query-status")
+        except OSError:
+            return False
+        return isinstance(status, dict) and status.get("status") == "paused"
 
     def hostfwd_add(self, machine: str, host_port: int, guest_port: int) -> None:
         reply = qmp_command(

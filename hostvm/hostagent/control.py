@@ -2,7 +2,10 @@
 
 Requests: `{"op": "status"}` (link, engine socket, forwards, agent info), `{"op": "forwards"}`,
 `{"op": "health"}` (a small ok/not-ok summary), `{"op": "drop-link"}` (close the SSH transport: the fault
-injection the healing tests and `pymachine` debugging use), `{"op": "resync-clock"}`, `{"op": "shutdown"}`.
+injection the healing tests and `pymachine` debugging use), `{"op": "resync-clock"}`, `{"op": "shutdown"}`,
+`{"op": "wake", "reason": ...}` (resume a machine the resource saver paused; idle.py), `{"op": "pause"}`
+(pause it now), `{"op": "saver", "timeout_s": N}` (the saver's state; set its idle timeout until the agent
+restarts).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ except a second agent for the same machine (the pid-file lock says one is alive 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -24,14 +23,16 @@ import paramiko
 from pymachine_agent import protocol
 
 from .. import paths
-from . import guestapi, ports, provision, sshfs
+from . import guestapi, idle, lifeline, ports, provision, sshfs
 from .control import ControlServer
 from .events import EventWriter
 from .fswatch import FsWatcher
+from .logfile import rotating_log
 from .portforward import BindError, Forwarder
 from .sockforward import GUEST_SOCKET, SocketForward
 from .startup import StartupStages
 from .streamlocal import Opener
+from .supervise import hold_lock as acquire_lock
 from .transport import Link
 
 log = logging.getLogger(__name__)
@@ -83,15 +84,19 @@ class Agent:
         self._generation = 0
         self.started_at = time.time()
         self.stages = StartupStages(self.events.emit)
+        self.saver: idle.Saver | None = None  # the resource saver, for a machine whose driver can pause
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
+        lifeline.watch(self.machine_config.parent, self.stopping, self.stop)
         self.events.emit("state", state="starting", pid=os.getpid())
         self.stages.begin("engine socket")
         self.engine.start()
         self.events.emit("socket", state="listening", path=str(self.docker_socket))
         self.stages.done("engine socket")
         self.control.start()
+        if self.saver is not None:
+            self.saver.start()  # resumes a machine a dead agent left paused, before the link tries it
         self.stages.begin("ssh link")
         self.link.start()
         threading.Thread(target=self._sleep_watch, name="sleep-watch", daemon=True).start()
@@ -101,6 +106,8 @@ class Agent:
             return
         self.stopping.set()
         self.events.emit("state", state="stopping")
+        if self.saver is not None:
+            self.saver.stop()  # stop, delete and the next agent need a guest that runs
         self.control.stop()
         self.engine.stop()
         self.fswatch.stop()
@@ -314,7 +321,7 @@ class Agent:
             if abs(gap) > SLEEP_GAP:
                 self.events.emit("clock", gap=round(gap, 1), ok=True, reason="host slept")
                 t = self.link.current()
-                if t is not None:
+                if t is not None and not (self.saver is not None and self.saver.paused):  # a wake steps it
                     self.sync_clock(t)
 
     # -- control socket ----------------------------------------------------------------------------------
@@ -355,6 +362,7 @@ class Agent:
             "clock": dict(self.clock),
             "watch": self.fswatch.snapshot(),
             "shares": self.shares.snapshot(),
+            "saver": self.saver.snapshot() if self.saver is not None else None,
         }
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -378,6 +386,8 @@ class Agent:
             return {"ok": True}
         if op in ("share-mount", "share-unmount"):
             return self._share_op(op, request)
+        if op in idle.CONTROL_OPS:  # wake, pause, saver
+            return idle.control(self.saver, request)
         if op == "resync-clock":
             return {"ok": True, "clock": self.sync_clock(force=True)}
         if op == "shutdown":
@@ -448,27 +458,17 @@ def sshfs_shares(name: str) -> list[tuple[str, bool]]:
     return [(s.path, s.readonly) for s in cfg.shares] if transport == "sshfs" else []
 
 
-def acquire_lock(pid_file: Path) -> int | None:
-    """Hold an flock on the pid file for the agent's life: a second agent finds it taken and leaves, and a
-    kill -9 releases it with the process, so the next `start` can tell a dead agent from a live one."""
-    fd = os.open(pid_file, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
 def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(levelname)s %(message)s")
+    mp = paths.machine(name)
+    mp.dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(threadName)s %(levelname)s %(message)s",
+        handlers=[rotating_log(mp.agent_log)],
+    )
     # paramiko logs every refused channel open as ERROR (the guest agent restarting, a closed guest port);
     # those are expected here and already show as events with their meaning.
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    mp = paths.machine(name)
-    mp.dir.mkdir(parents=True, exist_ok=True)
     paths.check_socket_path(mp.docker_socket)
     lock = acquire_lock(mp.agent_pid)
     if lock is None:
@@ -483,6 +483,7 @@ def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) 
         streamlocal_mode=os.environ.get("PYMACHINE_STREAMLOCAL", "auto"),
         shares=sshfs_shares(name),
     )
+    agent.saver = idle.machine_saver(name, agent)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     agent.start()

@@ -16,6 +16,7 @@ depends on the type:
 | `clock`   | `skew` or `gap` (seconds), `ok`                                        |
 | `agent`   | `action`: reprovisioning / reprovisioned, `old`, `new` (checksums)     |
 | `error`   | `message`, `hint`                                                      |
+| `saver`   | `state`: paused / awake / error, `reason`, `took`, `paused_for`        |
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EVENT_TYPES = frozenset({"state", "stage", "link", "forward", "socket", "clock", "agent", "error", "share"})
+EVENT_TYPES = frozenset(
+    {"state", "stage", "link", "forward", "socket", "clock", "agent", "error", "share", "saver"}
+)
 # Keep the file from growing without bound on a machine that runs for weeks: rotate to one `.1` file.
 MAX_BYTES = 4 * 1024 * 1024
 

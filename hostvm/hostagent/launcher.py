@@ -7,7 +7,6 @@ heals forwards without anyone asking.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -21,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import paths, proc
+from .. import endpoints, locks, paths, proc
 from ..errors import PymachineError
 from ..progress import stage_from_fields
 from . import control
@@ -35,18 +34,23 @@ REPROVISION_EXTRA = 120.0
 
 def agent_pid(name: str) -> int | None:
     """The pid of the live agent of `name`, or None. Live = it holds the lock on its pid file."""
-    pid_file = paths.machine(name).agent_pid
+    return _locked_pid(paths.machine(name).agent_pid)
+
+
+def supervisor_pid(name: str) -> int | None:
+    """The pid of the process that restarts the agent of `name` when it dies (hostagent/supervise.py)."""
+    return _locked_pid(paths.machine(name).agent_supervisor_pid)
+
+
+def _locked_pid(pid_file: Path) -> int | None:
     try:
         fd = os.open(pid_file, os.O_RDONLY)
     except FileNotFoundError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode().strip()
-            return int(text) if text.isdigit() else None
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        if not locks.try_lock(fd, shared=True):
+            return locks.read_pid(fd)
+        locks.unlock(fd)
         return None  # nobody holds it: the agent is gone
     finally:
         os.close(fd)
@@ -60,7 +64,8 @@ def _spawn(name: str) -> int:
     log_fh = open(mp.agent_log, "ab")  # noqa: SIM115 - handed to the child, closed here after the fork
     try:
         child = subprocess.Popen(
-            [sys.executable, "-m", "pymachine.hostvm.hostagent", name],
+            # the supervisor starts the agent, and again whenever it dies (see supervise.py)
+            [sys.executable, "-m", "pymachine.hostvm.hostagent.supervise", name],
             stdin=subprocess.DEVNULL,
             stdout=log_fh,
             stderr=log_fh,
@@ -166,14 +171,20 @@ def _not_ready(st: dict[str, Any] | None) -> str:
 def stop(name: str, timeout: float = 10.0) -> None:
     """Stop the agent: ask it (it closes its listeners and sockets), then SIGTERM, then SIGKILL."""
     mp = paths.machine(name)
-    pid = agent_pid(name)
-    if pid is not None:
-        _ask(name, "shutdown")
-        if not _wait_gone(name, timeout / 2):
-            _signal(pid, signal.SIGTERM)
+    supervisor = supervisor_pid(name)
+    if supervisor is not None:
+        _signal(supervisor, signal.SIGTERM)  # restart nothing from now on; it exits with the agent
+    for _ in range(2):  # twice: the supervisor may have been starting a new agent as it got the signal
+        pid = agent_pid(name)
+        if pid is not None:
+            _ask(name, "shutdown")
             if not _wait_gone(name, timeout / 2):
-                _signal(pid, signal.SIGKILL)
-                _wait_gone(name, 2)
+                _signal(pid, signal.SIGTERM)
+                if not _wait_gone(name, timeout / 2):
+                    _signal(pid, signal.SIGKILL)
+                    _wait_gone(name, 2)
+        if supervisor is None or _wait_gone(name, 2, supervisor_pid):
+            break
     for leftover in (mp.control_socket, mp.docker_socket):
         leftover.unlink(missing_ok=True)
 
@@ -185,27 +196,20 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def _wait_gone(name: str, timeout: float) -> bool:
+def _wait_gone(name: str, timeout: float, which: Callable[[str], int | None] = agent_pid) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if agent_pid(name) is None:
+        if which(name) is None:
             return True
         time.sleep(0.05)
-    return agent_pid(name) is None
+    return which(name) is None
 
 
-def _machine_running(name: str) -> bool:
-    try:
-        from .. import machines
-
-        return machines.get(name).state == "running"
-    except Exception:  # noqa: BLE001 - no driver, no config: not ours to repair
-        return False
-
-
-def status(name: str, repair: bool = True) -> dict[str, Any]:
+def status(name: str, repair: bool = False) -> dict[str, Any]:
     """What `list`/`inspect` show: `{"running": bool, "pid", "state", "link", "engine_socket", "forwards",
-    ...}`. With `repair`, a running machine whose agent died gets a new one (not waited for)."""
+    ...}`. `repair`: the caller knows the machine runs, so a dead agent (and its supervisor) gets a new one
+    (not waited for). The caller passes that in: the launcher does not call back into the machines façade,
+    which drives the launcher."""
     pid = agent_pid(name)
     if pid is not None:
         st = _ask(name)
@@ -214,7 +218,9 @@ def status(name: str, repair: bool = True) -> dict[str, Any]:
             return st
         return {"running": True, "pid": pid, "state": "unresponsive", "forwards": []}
     result: dict[str, Any] = {"running": False, "pid": None, "state": "stopped", "forwards": []}
-    if repair and _machine_running(name):
+    if supervisor_pid(name) is not None:  # it is starting the agent again this very moment
+        result.update(running=True, state="restarting")
+    elif repair:
         try:
             result.update(running=True, pid=_spawn(name), state="restarting", repaired=True)
         except (OSError, PymachineError) as exc:
@@ -222,8 +228,20 @@ def status(name: str, repair: bool = True) -> dict[str, Any]:
     return result
 
 
+def wake(name: str, reason: str = "wake", timeout: float = 60.0) -> bool:
+    """Ask the host agent to resume the machine if its resource saver paused it (and to count this as
+    activity). False when no agent answered: the caller then asks the driver itself."""
+    if agent_pid(name) is None:
+        return False
+    try:
+        answer = control.call(paths.machine(name).control_socket, "wake", timeout=timeout, reason=reason)
+    except (OSError, ValueError):
+        return False
+    return bool(answer.get("ok"))
+
+
 def docker_host(name: str) -> str:
-    return f"unix://{paths.machine(name).docker_socket}"
+    return endpoints.engine_address(name)
 
 
 def context_name(name: str) -> str:

@@ -8,12 +8,14 @@ with the truth: ok, or "host port … is already in use".
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass, field
 
 import paramiko
@@ -64,6 +66,8 @@ class Forwarder:
         self.link_wait = link_wait
         self._lock = threading.Lock()
         self.listeners: dict[Key, Listener] = {}
+        # Around each TCP connection: the resource saver wakes a paused machine first (see sockforward.py).
+        self.activity: Callable[[str], ContextManager[None]] = lambda kind: contextlib.nullcontext()
 
     # -- control --------------------------------------------------------------------------------------------
     def open(self, rule: PortRule) -> None:
@@ -155,15 +159,15 @@ class Forwarder:
         listener.connections += 1
         rule = listener.rule  # read once: a retarget mid-connection applies to the next one
         try:
-            chan = self._open_tcp(listener, rule, peer)
-        except (paramiko.SSHException, OSError) as exc:
+            with self.activity(f"port {rule.host_port}"):
+                chan = self._open_tcp(listener, rule, peer)
+                listener.last_error = ""
+                pump.splice(conn, chan, name=f"port-{rule.host_port}-conn").join()
+        except Exception as exc:  # noqa: BLE001 - SSH/OS errors, or a machine that could not be woken
             listener.failures += 1
             listener.last_error = str(exc) or type(exc).__name__
             self.on_event(action="failed", error=listener.last_error, **rule.to_json())
             conn.close()
-            return
-        listener.last_error = ""
-        pump.splice(conn, chan, name=f"port-{rule.host_port}-conn")
 
     def _open_tcp(self, listener: Listener, rule: PortRule, peer: tuple[str, int]) -> paramiko.Channel:
         """A direct-tcpip channel to the guest port, waiting for the link when it is down. While the port is

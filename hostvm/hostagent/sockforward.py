@@ -7,12 +7,14 @@ connect after it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 
 import paramiko
@@ -45,6 +47,9 @@ class SocketForward:
         self.connections = 0
         self.failures = 0
         self.last_error = ""
+        # Around each connection: the resource saver's (idle.Saver.connection) wakes a paused machine first
+        # and keeps it awake while the client stays connected.
+        self.activity: Callable[[str], ContextManager[None]] = lambda kind: contextlib.nullcontext()
 
     def start(self) -> None:
         try:
@@ -89,14 +94,14 @@ class SocketForward:
     def _serve(self, conn: socket.socket) -> None:
         self.connections += 1
         try:
-            chan = self.open_channel()
-        except (paramiko.SSHException, OSError) as exc:
+            with self.activity("engine socket"):
+                chan = self.open_channel()
+                pump.splice(conn, chan, name="docker-fwd", hold_after_upgrade=True).join()
+        except Exception as exc:  # noqa: BLE001 - SSH/OS errors, or a machine that could not be woken
             self.failures += 1
             self.last_error = str(exc)
             self.on_error(f"engine socket: cannot reach the guest agent: {exc}")
             conn.close()
-            return
-        pump.splice(conn, chan, name="docker-fwd")
 
     def open_channel(self) -> paramiko.Channel:
         """A channel to the guest engine socket. Waits for the link when it is down, retries once across a

@@ -106,6 +106,19 @@ class Link:
         self.reconnects = 0
         self.connected_at = 0.0
         self.down_since: float | None = time.time()
+        # The resource saver pauses the guest (idle.py): a paused guest answers no probe; that is no fault.
+        self.held = False
+        self._hold_epoch = 0
+
+    # -- the resource saver ------------------------------------------------------------------------------
+    def hold(self) -> None:
+        """The guest is being paused: no keep-alive probes (one in flight does not count) until release."""
+        self.held = True
+        self._hold_epoch += 1
+
+    def release(self) -> None:
+        self.held = False
+        self._hold_epoch += 1
 
     # -- used by forwarders -------------------------------------------------------------------------------
     def get(self, timeout: float = 30.0) -> paramiko.Transport:
@@ -205,7 +218,9 @@ class Link:
                     if exc
                     else (self.last_error or "connection lost")
                 )
-            if time.monotonic() >= next_probe:
+            if self.held:
+                next_probe = time.monotonic() + self.probe_interval
+            elif time.monotonic() >= next_probe:
                 if not self._probe(t):
                     return f"the guest did not answer a keep-alive within {self.probe_timeout:.0f} s"
                 next_probe = time.monotonic() + self.probe_interval
@@ -214,6 +229,7 @@ class Link:
 
     def _probe(self, t: paramiko.Transport) -> bool:
         done = threading.Event()
+        epoch = self._hold_epoch
 
         def ask() -> None:
             try:
@@ -224,4 +240,5 @@ class Link:
             done.set()
 
         threading.Thread(target=ask, name="ssh-probe", daemon=True).start()
-        return done.wait(self.probe_timeout) or not t.is_active()
+        # A pause during the wait explains the silence (the answer comes after the resume): not a dead link.
+        return done.wait(self.probe_timeout) or not t.is_active() or epoch != self._hold_epoch or self.held

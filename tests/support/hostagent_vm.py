@@ -121,33 +121,40 @@ def wait_for(predicate, what: str, timeout: float = 120.0):  # type: ignore[no-u
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture(scope="session")
-def hostagent_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmMachine]:
-    """Create and start machine `ha` (direct-QEMU driver) in its own PYMACHINE_HOME; load busybox into it."""
+@contextlib.contextmanager
+def booted_machine(base: Path, name: str, **create: object) -> Iterator[VmMachine]:
+    """Create and start machine `name` (direct-QEMU driver) in `base`/home with busybox loaded; `create` goes
+    to `machines.create` (e.g. home_mount=False). Deleted (forced) on exit."""
     from support.agent import busybox_tarball
 
-    base = tmp_path_factory.mktemp("ha")
     env = dict(os.environ)
     env.update(
         PYMACHINE_HOME=str(base / "home"),
         PYMACHINE_CACHE=str(SHARED_CACHE),
         DOCKER_CONFIG=str(base / "docker-config"),
     )
-    env.pop("DOCKER_HOST", None)
-    env.pop("DOCKER_CONTEXT", None)
-    machine = VmMachine("ha", base / "home", env)
+    for key in ("DOCKER_HOST", "DOCKER_CONTEXT", "PYMACHINE_IDLE_SUSPEND_S"):
+        env.pop(key, None)
+    machine = VmMachine(name, base / "home", env)
     with env_of(machine):
         from pymachine.hostvm import machines
 
-        machines.create("ha", driver="qemu", progress=lambda m: print(m, file=sys.stderr))
+        machines.create(name, driver="qemu", progress=lambda m: print(m, file=sys.stderr), **create)  # type: ignore[arg-type]
         try:
-            machines.start("ha", lambda m: print(m, file=sys.stderr))
+            machines.start(name, lambda m: print(m, file=sys.stderr))
             machine.docker("load", "-i", str(busybox_tarball()))
             yield machine
         finally:
             with contextlib.suppress(Exception):
                 machine.remove_all_containers()
-            machines.delete("ha", force=True)
+            machines.delete(name, force=True)
+
+
+@pytest.fixture(scope="session")
+def hostagent_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmMachine]:
+    """Create and start machine `ha` (direct-QEMU driver) in its own PYMACHINE_HOME; load busybox into it."""
+    with booted_machine(tmp_path_factory.mktemp("ha"), "ha") as machine:
+        yield machine
 
 
 @pytest.fixture

@@ -99,7 +99,7 @@ def test_stop_saves_and_start_resumes_with_the_container_running(saved_vm: VmMac
     assert "saved machine state" in stop.stderr + stop.stdout, stop
     assert (machine_dir(vm) / "saved.vmstate").exists()
     inspect = json.loads(vm.pymachine("inspect", vm.name).stdout)
-    assert inspect["state"] == "stopped" and inspect["saved_state"]["size"] > 0
+    assert inspect["state"] == "saved" and inspect["saved_state"]["size"] > 0
 
     (vm.share / "written-while-saved").write_text("hello")  # type: ignore[attr-defined]
     start = vm.pymachine("start", vm.name)

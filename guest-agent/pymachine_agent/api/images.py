@@ -10,6 +10,7 @@ import tempfile
 import threading
 from typing import Any
 
+from ..errors import client_message
 from . import bodies
 from .http import ClientGone, HTTPError, Request
 from .server import Router
@@ -51,7 +52,7 @@ def _stream_job(req: Request, job: Any) -> None:
             if isinstance(item, tuple) and item and item[0] is done:
                 exc = item[2]
                 if exc is not None:
-                    msg = getattr(exc, "message", None) or str(exc)
+                    msg = client_message(exc)
                     out.write_json({"errorDetail": {"message": msg}, "error": msg})
                 out.close()
                 return

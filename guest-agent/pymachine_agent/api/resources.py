@@ -29,7 +29,9 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
         if not name:
             raise HTTPError(400, "network name cannot be empty")
         ipam = (body.get("IPAM") or {}).get("Config") or [{}]
-        first = ipam[0] if ipam else {}
+        # IPAM.Config holds at most one IPv4 and one IPv6 entry, in any order
+        first = next((c for c in ipam if ":" not in (c.get("Subnet") or "")), {})
+        six = next((c for c in ipam if ":" in (c.get("Subnet") or "")), {})
         result = net().create_network(
             name,
             driver=body.get("Driver") or "bridge",
@@ -39,6 +41,9 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
             labels=body.get("Labels") or {},
             options=body.get("Options") or {},
             check_duplicate=body.get("CheckDuplicate", True) is not False,
+            ipv6=bool(body.get("EnableIPv6")),
+            subnet6=six.get("Subnet") or "",
+            gateway6=six.get("Gateway") or "",
         )
         engine.events.publish("network", "create", result["Id"], {"name": name, "type": "bridge"})
         return 201, result
@@ -65,6 +70,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
         settings = EndpointSettings(
             aliases=list(ep.get("Aliases") or []),
             ipv4_address=((ep.get("IPAMConfig") or {}).get("IPv4Address")) or "",
+            ipv6_address=((ep.get("IPAMConfig") or {}).get("IPv6Address")) or "",
         )
         net()
         cid = engine.network_connect(ref, body.get("Container") or "", settings)

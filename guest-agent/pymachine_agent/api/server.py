@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import AgentError, no_space_message
 from .http import ClientGone, Connection, HTTPError, Request
 from .wire import ProtocolError, Timeouts
 
@@ -127,14 +129,17 @@ def _reply_error(request: Request, exc: Exception) -> None:
         conn.close_after = True
         conn.send_error(framing.status, framing.message)
         return
-    status = getattr(exc, "status", None)
-    if isinstance(status, int) and 300 <= status < 600:
-        # HTTPError, and engine, image-store and network errors carry their Docker status code
+    if isinstance(exc, AgentError):
+        # every part's errors carry their Docker status code (pymachine_agent/errors.py)
         request.drain()
-        if status == 304:
+        if exc.status == 304:
             conn.send(304, b"", None)
         else:
-            conn.send_error(status, getattr(exc, "message", None) or str(exc))
+            conn.send_error(exc.status, exc.message or str(exc))
+        return
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        request.drain()  # not a bug: say what a person can do about it
+        conn.send_error(507, no_space_message(exc))
         return
     # any bug becomes a 500 with the reason, not a dropped connection
     log.error("handler failed: %s %s\n%s", request.method, request.target, traceback.format_exc())

@@ -21,6 +21,8 @@ import socket
 import time
 from dataclasses import dataclass
 
+from ..errors import AgentError
+
 MAX_REQUEST_LINE = 64 * 1024
 MAX_HEADER_BYTES = 256 * 1024
 MAX_HEADERS = 200
@@ -46,13 +48,11 @@ class Timeouts:
     body: float = 60.0
 
 
-class HTTPError(Exception):
+class HTTPError(AgentError):
     """An error reply: `{"message": ...}` with a Docker status code."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(message, status)
 
 
 class ProtocolError(HTTPError):

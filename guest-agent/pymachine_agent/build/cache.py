@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from pymachine_agent import atomic
+
 
 def step_key(parent_id: str, instruction: str, extra: Mapping[str, object] | None = None) -> str:
     """The cache key of one step: sha256 over parent, substituted instruction and whatever else shapes it."""
@@ -98,10 +100,5 @@ class BuildCache:
             fcntl.flock(lockfile, fcntl.LOCK_EX)
             entries = self._read()
             change(entries)
-            tmp = self.path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            with open(tmp, "w") as fh:
-                json.dump(entries, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
+            atomic.write_json(self.path, entries)
             self._entries = entries

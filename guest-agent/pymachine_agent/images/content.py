@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .. import atomic
 from . import layers, oci
 from .errors import DigestMismatch, ImageError
 from .oci import copy_verified
@@ -30,12 +31,7 @@ def sha256_hex(data: bytes) -> str:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic.write_bytes(path, data)
 
 
 def digest_hex(digest: str) -> str:

@@ -3,15 +3,11 @@ turn any of them into `{"message": str(err)}` with `err.status` without a mappin
 
 from __future__ import annotations
 
+from ..errors import AgentError
 
-class ImageError(Exception):
+
+class ImageError(AgentError):
     """Base class: `status` is the Docker API status code for this failure."""
-
-    status = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class InvalidReference(ImageError):
@@ -64,5 +60,4 @@ class RegistryError(ImageError):
     """A registry refused or failed a request; `status` is what the Docker API should answer."""
 
     def __init__(self, message: str, status: int = 500) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, status)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .. import atomic
 from . import views
 from .content import ContentStore, atomic_write, digest_hex
 from .errors import ImageError, ImageNotFound, InvalidReference
@@ -58,10 +59,10 @@ class ImageStore(ContentStore):
         return self.root / "images" / (digest_hex(image_id) + ".json")
 
     def record(self, image_id: str) -> dict[str, Any]:
-        try:
-            return json.loads(self._image_path(image_id).read_text())
-        except FileNotFoundError:
-            raise ImageNotFound(f"No such image: {image_id}") from None
+        rec = atomic.read_json_record(self._image_path(image_id))  # unreadable: logged, then as if missing
+        if not isinstance(rec, dict):
+            raise ImageNotFound(f"No such image: {image_id}")
+        return rec
 
     def image_ids(self) -> list[str]:
         return ["sha256:" + p.stem for p in (self.root / "images").glob("*.json")]

@@ -177,8 +177,11 @@ def image_list(store: ImageStore, filters: dict[str, Any], all_images: bool = Fa
     rows = []
     has_children = parents(store)
     for image_id in store.image_ids():
-        rec = store.record(image_id)
-        config = store.config(image_id)
+        try:
+            rec = store.record(image_id)
+            config = store.config(image_id)
+        except ImageNotFound:  # deleted meanwhile, or its record unreadable (logged)
+            continue
         tags, digests = store.refs_of(image_id)
         if not tags and not digests and image_id in has_children and not all_images:
             continue

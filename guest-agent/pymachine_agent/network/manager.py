@@ -210,6 +210,9 @@ class NetworkManager(Wiring):
         labels: Mapping[str, str] | None = None,
         options: Mapping[str, str] | None = None,
         check_duplicate: bool = True,
+        ipv6: bool = False,
+        subnet6: str = "",
+        gateway6: str = "",
     ) -> dict[str, Any]:
         """`POST /networks/create` → `{"Id": ..., "Warning": ""}`. Only the bridge driver creates networks."""
         with self.lock:
@@ -226,6 +229,9 @@ class NetworkManager(Wiring):
                 options or {},
                 self.pools,
                 plumbing.guest_routes(),
+                ipv6,
+                subnet6,
+                gateway6,
             )
             try:
                 sub, gw = networks.subnet_of(rec)
@@ -391,6 +397,7 @@ class NetworkManager(Wiring):
                 self._plug_into(rec, net, settings, default_route=False)
                 self.endpoints.write(container_id, rec)
             wanted["networks"][net["Id"]] = {
+                "ipv6_address": settings.ipv6_address,
                 "aliases": settings.aliases,
                 "ipv4_address": settings.ipv4_address,
             }

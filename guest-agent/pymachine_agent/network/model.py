@@ -9,15 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymachine_agent.errors import AgentError
 
-class NetworkError(Exception):
+
+class NetworkError(AgentError):
     """A networking failure a Docker client should see; `status` is the HTTP status to reply with."""
-
-    status = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class NotFoundError(NetworkError):
@@ -114,6 +110,7 @@ class EndpointSettings:
 
     aliases: list[str] = field(default_factory=list)
     ipv4_address: str = ""
+    ipv6_address: str = ""  # --ip6; used when the network has IPv6 enabled
 
 
 @dataclass
@@ -155,11 +152,14 @@ class Attachment:
     prefixlen: int
     gateway: str
     aliases: list[str] = field(default_factory=list)
+    ipv6: str = ""  # on a network with IPv6 enabled (L2 only: see ipam.py)
+    prefixlen6: int = 0
+    requested: dict[str, str] = field(default_factory=dict)  # IPAMConfig as asked: IPv4Address, IPv6Address
 
     def docker_json(self) -> dict[str, Any]:
         """Docker's `NetworkSettings.Networks[name]` entry."""
         return {
-            "IPAMConfig": None,
+            "IPAMConfig": dict(self.requested) or None,
             "Links": None,
             "Aliases": list(self.aliases) or None,
             "MacAddress": self.mac,
@@ -170,8 +170,8 @@ class Attachment:
             "IPAddress": self.ip,
             "IPPrefixLen": self.prefixlen,
             "IPv6Gateway": "",
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
+            "GlobalIPv6Address": self.ipv6,
+            "GlobalIPv6PrefixLen": self.prefixlen6,
             "DNSNames": list(self.aliases) or None,
         }
 

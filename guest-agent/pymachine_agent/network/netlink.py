@@ -33,6 +33,7 @@ IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 IFF_UP = 0x1
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
+IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
 RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RTN_UNICAST = 254, 3, 0, 253, 1
 
@@ -250,6 +251,12 @@ class Netlink:
     # --- addresses and routes ------------------------------------------------------------------------------
 
     def add_address(self, index: int, ip: str, prefixlen: int) -> None:
+        if ":" in ip:  # IPv6, without duplicate address detection (the address is ours to give)
+            packed = ipaddress.IPv6Address(ip).packed
+            msg = _IFADDRMSG.pack(socket.AF_INET6, prefixlen, IFA_F_NODAD, RT_SCOPE_UNIVERSE, index)
+            msg += _attr(IFA_ADDRESS, packed)
+            self.request(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, msg, f"add address {ip}")
+            return
         iface = ipaddress.IPv4Interface(f"{ip}/{prefixlen}")
         attrs = _attr(IFA_LOCAL, iface.ip.packed) + _attr(IFA_ADDRESS, iface.ip.packed)
         if prefixlen < 31:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import time
@@ -126,6 +127,9 @@ class NetworkTable:
         options: Mapping[str, str],
         pools: Sequence[tuple[str, int]],
         guest_routes: Iterable[str],
+        ipv6: bool = False,
+        subnet6: str = "",
+        gateway6: str = "",
     ) -> dict[str, Any]:
         if not NAME_RE.match(name or ""):
             raise InvalidParameterError(f"invalid network name {name!r}")
@@ -133,20 +137,52 @@ class NetworkTable:
             raise InvalidParameterError(f"network driver {driver!r} is not supported (only bridge)")
         if any(rec["Name"] == name for rec in self.all()):
             raise ConflictError(f"network with name {name} already exists")
-        used = [c["Subnet"] for rec in self.all() for c in rec["IPAM"]["Config"] if c.get("Subnet")]
+        used = [c["Subnet"] for c in self._configs() if ":" not in c["Subnet"]]
         if subnet:
             net = ipam.parse_subnet(subnet)
             clash = ipam.overlapping(str(net), used)
             if clash:
-                raise ConflictError(
-                    f"invalid pool request: Pool overlaps with other one on this address space ({clash})"
-                )
+                raise self._overlap(clash)
         else:
             net = ipam.parse_subnet(ipam.pick_subnet(pools, [*used, *guest_routes]))
         gw = ipam.check_gateway(net, gateway) if gateway else ipam.default_gateway(net)
         rec = self._record(name, "bridge", str(net), gw, internal, labels, options)
+        if ipv6 or subnet6:
+            rec["IPAM"]["Config"].append(self._ipv6_config(rec["Id"], subnet6, gateway6))
+            rec["EnableIPv6"] = ipv6
         self._save(rec)
         return rec
+
+    def _configs(self) -> list[dict[str, Any]]:
+        """Every IPAM.Config entry with a subnet, of every network."""
+        return [c for r in self.all() for c in r["IPAM"]["Config"] if c.get("Subnet")]
+
+    def _overlap(self, clash: str) -> ConflictError:
+        owner = next(
+            (r["Name"] for r in self.all() for c in r["IPAM"]["Config"] if c.get("Subnet") == clash), ""
+        )
+        return ConflictError(
+            f"invalid pool request: Pool overlaps with other one on this address space ({clash}"
+            + (f" of network {owner})" if owner else ")")
+        )
+
+    def _ipv6_config(self, net_id: str, subnet6: str, gateway6: str) -> dict[str, str]:
+        """The IPv6 entry of IPAM.Config: the subnet asked for (or a unique local /64), checked against the
+        other networks' IPv6 subnets; the gateway is recorded as Docker does (::1 unless given)."""
+        net6 = ipam.parse_subnet6(subnet6) if subnet6 else ipam.parse_subnet6(ipam.ula_subnet(net_id))
+        clash = ipam.overlapping6(str(net6), [c["Subnet"] for c in self._configs() if ":" in c["Subnet"]])
+        if clash:
+            raise self._overlap(clash)
+        if gateway6:
+            try:
+                gw6 = ipaddress.IPv6Address(gateway6)
+            except ValueError:
+                raise InvalidParameterError(f"invalid gateway {gateway6!r}") from None
+            if gw6 not in net6:
+                raise InvalidParameterError(f"gateway {gateway6} is not in subnet {net6}")
+        else:
+            gw6 = net6.network_address + 1
+        return {"Subnet": str(net6), "Gateway": str(gw6)}
 
     def delete(self, net_id: str) -> None:
         self.records.delete(net_id)

@@ -72,9 +72,11 @@ def plug(
     gateway: str,
     mac: str,
     default_route: bool,
+    ipv6: tuple[str, int] | None = None,
 ) -> None:
     """A veth pair: `host_if` on `bridge` here, `ifname` (eth0..) born inside the netns of `pid` and
-    configured there with its address (and the default route via the gateway for the first network)."""
+    configured there with its address (and the default route via the gateway for the first network), and
+    its IPv6 address on a network with IPv6 (no IPv6 route: see ipam.py)."""
     with Netlink() as nl:
         master = nl.index(bridge)
         nl.add_veth(host_if, ifname, peer_netns_pid=pid, peer_mac=mac, master=master)
@@ -87,6 +89,9 @@ def plug(
             nl.set_link(nl.index("lo"), up=True)
             index = nl.index(ifname)
             nl.add_address(index, ip, prefixlen)
+            if ipv6:
+                write_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "0")
+                nl.add_address(index, ipv6[0], ipv6[1])
             nl.set_link(index, up=True)
             if default_route:
                 nl.add_route("0.0.0.0/0", gateway=gateway, oif=index)

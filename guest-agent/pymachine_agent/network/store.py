@@ -1,11 +1,11 @@
-"""Records on disk: one JSON file per object, written atomically (write, fsync, rename)."""
+"""Records on disk: one JSON file per object, written atomically (pymachine_agent.atomic)."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
+
+from pymachine_agent import atomic
 
 
 class Records:
@@ -21,24 +21,12 @@ class Records:
         return self.folder / f"{key}.json"
 
     def write(self, key: str, data: dict[str, Any]) -> None:
-        target = self.path(key)
-        tmp = target.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        dir_fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic.write_json(self.path(key), data, indent=1, sort_keys=True)
 
     def read(self, key: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.path(key).read_text())
-        except FileNotFoundError:
-            return None
+        """The record; None when missing or unreadable (logged by read_json_record)."""
+        data = atomic.read_json_record(self.path(key))
+        return data if isinstance(data, dict) else None
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
@@ -46,8 +34,7 @@ class Records:
     def all(self) -> dict[str, dict[str, Any]]:
         out = {}
         for file in sorted(self.folder.glob("*.json")):
-            try:
-                out[file.stem] = json.loads(file.read_text())
-            except (OSError, ValueError):
-                continue  # a torn file cannot exist (atomic rename), but never let one stop the agent
+            data = atomic.read_json_record(file)  # an unreadable record is logged and skipped
+            if isinstance(data, dict):
+                out[file.stem] = data
         return out

@@ -65,6 +65,18 @@ class Wiring:
         subnet, gateway = networks.subnet_of(net)
         net_obj = ipaddress.IPv4Network(subnet)
         ip = ipam.allocate(net_obj, self._used_ips(net["Id"], gateway), settings.ipv4_address)
+        ip6, prefixlen6 = "", 0
+        if net.get("EnableIPv6") and len(net["IPAM"]["Config"]) > 1:
+            net6 = ipaddress.IPv6Network(net["IPAM"]["Config"][1]["Subnet"])
+            used6 = {
+                a.ipv6 for r in self.live.values() for a in attachments_of(r) if a.network_id == net["Id"]
+            }
+            ip6, prefixlen6 = ipam.allocate6(net6, used6 - {""}, settings.ipv6_address), net6.prefixlen
+        requested = {
+            k: v
+            for k, v in (("IPv4Address", settings.ipv4_address), ("IPv6Address", settings.ipv6_address))
+            if v
+        }
         taken = {a.ifname for a in attachments_of(rec)}
         ifname = next(f"eth{i}" for i in range(64) if f"eth{i}" not in taken)
         host_if = veth_name(self.veth_prefix, rec["container_id"], net["Id"])
@@ -80,11 +92,23 @@ class Wiring:
             prefixlen=net_obj.prefixlen,
             gateway=gateway,
             aliases=list(settings.aliases),
+            ipv6=ip6,
+            prefixlen6=prefixlen6,
+            requested=requested,
         )
         rec["planned_links"].append(host_if)
         self.endpoints.write(rec["container_id"], rec)  # before the kernel: a crash leaves an undoable record
         plumbing.plug(
-            net["_bridge"], host_if, rec["pid"], ifname, ip, net_obj.prefixlen, gateway, mac, default_route
+            net["_bridge"],
+            host_if,
+            rec["pid"],
+            ifname,
+            ip,
+            net_obj.prefixlen,
+            gateway,
+            mac,
+            default_route,
+            (ip6, prefixlen6) if ip6 else None,
         )
         add_attachment(rec, attachment)
         rec["planned_links"].remove(host_if)
@@ -121,7 +145,11 @@ class Wiring:
                 aliases = list(dict.fromkeys([*have.aliases, *settings.get("aliases", [])]))
                 wanted[net_id] = (
                     net,
-                    EndpointSettings(aliases, have.ipv4_address or settings.get("ipv4_address", "")),
+                    EndpointSettings(
+                        aliases,
+                        have.ipv4_address or settings.get("ipv4_address", ""),
+                        have.ipv6_address or settings.get("ipv6_address", ""),
+                    ),
                 )
             else:
                 try:
@@ -130,7 +158,11 @@ class Wiring:
                     continue  # the network was removed since
                 wanted[net_id] = (
                     net,
-                    EndpointSettings(settings.get("aliases", []), settings.get("ipv4_address", "")),
+                    EndpointSettings(
+                        settings.get("aliases", []),
+                        settings.get("ipv4_address", ""),
+                        settings.get("ipv6_address", ""),
+                    ),
                 )
         for net, _ in wanted.values():
             if net["Driver"] != "bridge":

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from pymachine_agent.errors import AgentError
 
-class RuntimeErr(Exception):
+
+class RuntimeErr(AgentError):
     """A runtime failure with a message fit for `docker` to print. `status` is the HTTP code it maps to."""
-
-    status = 500
 
 
 class NotFound(RuntimeErr):

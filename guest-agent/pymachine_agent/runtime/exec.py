@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 from dataclasses import dataclass, field
 
 from pymachine_agent.runtime import capabilities, libc, namespaces, process, seccomp, user
@@ -58,6 +59,7 @@ class ExecProcess:
 
     def __init__(self, payload: ExecPayload, want_stdin: bool, detach: bool) -> None:
         self.pty: int | None = None
+        self._pty_lock = threading.Lock()  # a resize (API thread) never uses the number after close frees it
         self.stdin = self.stdout = self.stderr = None
         argv = boot_command("pymachine_agent.runtime.exec", json.dumps(payload.__dict__))
         if payload.tty:
@@ -113,8 +115,9 @@ class ExecProcess:
         return self._popen.returncode
 
     def resize(self, height: int, width: int) -> None:
-        if self.pty is not None:
-            fcntl.ioctl(self.pty, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+        with self._pty_lock:
+            if self.pty is not None:
+                fcntl.ioctl(self.pty, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
 
     def close_stdin(self) -> None:
         """EOF on the process's stdin."""
@@ -147,9 +150,10 @@ class ExecProcess:
         for f in (self._popen.stdin, self._popen.stdout, self._popen.stderr):
             if f:
                 f.close()
-        if self.pty is not None:
-            os.close(self.pty)
-            self.pty = None
+        with self._pty_lock:
+            if self.pty is not None:
+                os.close(self.pty)
+                self.pty = None
 
 
 def main(argv: list[str]) -> None:

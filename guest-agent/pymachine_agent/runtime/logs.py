@@ -3,6 +3,7 @@ at 16 KiB as Docker does, size-based rotation (`<file>.1` is the newest rotated 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -39,6 +40,7 @@ class JsonFileWriter:
         self._f = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the writer
         self._size = self._f.tell()
         self._partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+        self.dropped = 0  # lines that could not be written (ENOSPC)
 
     def write(self, stream: str, data: bytes) -> None:
         buf = self._partial[stream] + data
@@ -66,7 +68,18 @@ class JsonFileWriter:
             ensure_ascii=False,
         )
         raw = record.encode() + b"\n"
-        self._f.write(raw)
+        try:
+            if self._f.write(raw) != len(raw):
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError:
+            # a full disk: this line is lost (and counted), never the container nor the lines after it;
+            # a torn line is cut off so that the file stays one JSON object per line
+            self.dropped += 1
+            try:
+                os.ftruncate(self._f.fileno(), self._size)
+            except OSError:
+                pass
+            return
         self._size += len(raw)
         if self.max_size and self._size >= self.max_size:
             self._rotate()

@@ -64,24 +64,30 @@ class ExitWatcher:
 
     def _run(self) -> None:
         while not self._stop:
-            for k, _ in self.sel.select():
-                if k.data is None:
-                    os.read(self._wake_r, 4096)
-                    with self._lock:
-                        pending, self._pending = self._pending, []
-                    for key, fd in pending:
-                        old = self._fds.pop(key, None)
-                        if old is not None:
-                            self.sel.unregister(old)
-                            os.close(old)
-                        self._fds[key] = fd
-                        self.sel.register(fd, selectors.EVENT_READ, key)
-                    continue
-                key = k.data
-                self.sel.unregister(k.fd)
-                os.close(k.fd)
-                self._fds.pop(key, None)
-                threading.Thread(target=self._report, args=(key,), daemon=True).start()
+            events = self.sel.select()
+            # Exits first, new watches after: a new watch of a key replaces (closes) its old pidfd, and that
+            # pidfd may be among these very events; handled after the close, it would be unregistered and
+            # closed again, by then maybe under its number a pidfd another thread just opened.
+            with self._lock:
+                replaced = {key for key, _ in self._pending}
+            for k, _ in events:
+                if k.data is not None:
+                    self.sel.unregister(k.fd)
+                    os.close(k.fd)
+                    del self._fds[k.data]
+                    if k.data not in replaced:  # a watch replaced meanwhile is for a newer process
+                        threading.Thread(target=self._report, args=(k.data,), daemon=True).start()
+            if any(k.data is None for k, _ in events):
+                os.read(self._wake_r, 4096)
+                with self._lock:
+                    pending, self._pending = self._pending, []
+                for key, fd in pending:
+                    old = self._fds.pop(key, None)
+                    if old is not None:
+                        self.sel.unregister(old)
+                        os.close(old)
+                    self._fds[key] = fd
+                    self.sel.register(fd, selectors.EVENT_READ, key)
 
     def _report(self, key: str) -> None:
         try:

@@ -21,7 +21,7 @@ import re
 import stat
 from pathlib import Path
 
-from pymachine_agent import inroot
+from pymachine_agent import atomic, inroot
 from pymachine_agent.runtime import devices, libc, sysctls
 from pymachine_agent.runtime.spec import ContainerSpec, Mount
 
@@ -290,7 +290,5 @@ def write_etc_defaults(spec: ContainerSpec, ctr_dir: str) -> None:
         if target in spec.etc_files:
             continue
         path = os.path.join(ctr_dir, target.rsplit("/", 1)[1])
-        with open(path + ".tmp", "w") as f:
-            f.write(content)
-        os.replace(path + ".tmp", path)
+        atomic.write_text(path, content, durable=False)
         spec.etc_files[target] = path

@@ -1,33 +1,23 @@
-"""Atomic JSON records (write to a temp file, fsync, rename) and process identity checks."""
+"""Atomic JSON records (through the engine's one atomic write) and process identity checks."""
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
+
+from pymachine_agent import atomic
 
 
 def write_json(path: str, data: dict[str, Any], durable: bool = True) -> None:
     """Replace `path` atomically: readers see the old or the new record, never a torn one. `durable` also
     fsyncs, for records that must survive a power loss (not worth it on every container start: a lost run
     record is repaired by reconcile)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic.write_json(path, data, durable=durable)
 
 
 def read_json(path: str) -> dict[str, Any]:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return {}
-    except ValueError:  # never happens with atomic writes, but a record must not crash the agent
-        return {}
+    """The record, or {} when it is missing or unreadable (logged): a record must not crash the agent."""
+    data = atomic.read_json_record(path)
+    return data if isinstance(data, dict) else {}
 
 
 def start_time(pid: int) -> int:

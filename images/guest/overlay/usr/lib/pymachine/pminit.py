@@ -27,10 +27,13 @@ import time
 AGENT_DIR = "/opt/pymachine/agent"
 AGENT_LOG = "/var/log/pymachine-agent.log"
 # -S: no `site` (its .pth scan costs ~0.5 s under TCG); PYTHONPATH (Agent.env) finds the agent
-AGENT_ARGV = ["/usr/bin/python3", "-S", "-m", "pymachine_agent", "serve"]
+AGENT_ARGV = ["/usr/bin/python3", "-S", "-m", "pymachine_agent", "serve", "--log-file", AGENT_LOG]  # rotates
 POWEROFF = "/sbin/pymachine-poweroff"
 SEED_DISK, SEED_DIR = "/dev/vdb", "/run/seed"
-ENGINE_MODULES = ["overlay", "veth", "bridge", "br_netfilter", "nf_tables", "button", "evdev", "fuse"]
+# virtio_balloon: with free page reporting (CONFIG_PAGE_REPORTING=y in Debian's cloud kernel) the guest hands
+# pages it frees back to the host; without udev nothing would load it.
+ENGINE_MODULES = ["overlay", "veth", "bridge", "br_netfilter", "nf_tables", "button", "evdev", "fuse",
+                  "virtio_balloon"]  # fmt: skip
 CONTROLLERS = ["cpuset", "cpu", "io", "memory", "pids"]
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 EV_KEY, KEY_POWER = 1, 116

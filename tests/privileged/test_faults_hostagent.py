@@ -1,0 +1,112 @@
+"""The host agent's process faults without a VM (issue 16): a machine folder whose VM is not reachable is
+enough for the agent to run (its SSH link keeps retrying). kill -9 of the agent: its supervisor starts it
+again with no pymachine command run; `stop` ends both; a machine folder deleted (or deleted and created
+again) under a running agent ends both, so they never serve a new machine of the same name."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # exited, not yet reaped by this test
+    except FileNotFoundError:
+        return True
+
+
+def _wait(cond, what: str, timeout: float = 30) -> float:  # type: ignore[no-untyped-def]
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if cond():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    home = Path(tempfile.mkdtemp(prefix="pmf", dir="/tmp"))  # short: the machine folder holds sockets
+    monkeypatch.setenv("PYMACHINE_HOME", str(home))
+    name = "faults"
+    folder = home / "m" / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")  # a machine as far as the agent cares; its VM never answers
+    yield name
+    from pymachine.hostvm.hostagent import launcher
+
+    launcher.stop(name, timeout=4)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_killed_agent_comes_back_without_a_command(machine: str) -> None:
+    from pymachine.hostvm import paths
+    from pymachine.hostvm.hostagent import launcher
+
+    launcher._spawn(machine)  # what `start` and `list`'s repair do
+    _wait(lambda: launcher.agent_pid(machine) is not None, "the agent")
+    supervisor = launcher.supervisor_pid(machine)
+    assert supervisor is not None
+    for _ in range(2):  # twice: the restarted agent is supervised too
+        old = launcher.agent_pid(machine)
+        assert old is not None
+        _wait(lambda: paths.machine(machine).control_socket.exists(), "the control socket")
+        os.kill(old, signal.SIGKILL)
+        took = _wait(lambda: launcher.agent_pid(machine) not in (None, old), "a new agent", timeout=20)  # noqa: B023
+        print(f"agent back after {took:.2f} s")
+    assert launcher.supervisor_pid(machine) == supervisor
+
+    agent = launcher.agent_pid(machine)
+    assert agent is not None
+    launcher.stop(machine, timeout=4)  # stop ends both: nothing restarts an agent that was stopped
+    _wait(lambda: _gone(agent) and _gone(supervisor), "agent and supervisor to exit")
+    assert launcher.agent_pid(machine) is None and launcher.supervisor_pid(machine) is None
+
+
+def test_agent_never_outlives_its_machine_folder(machine: str) -> None:
+    from pymachine.hostvm import paths
+    from pymachine.hostvm.hostagent import launcher
+
+    mp = paths.machine(machine)
+    launcher._spawn(machine)
+    _wait(lambda: launcher.agent_pid(machine) is not None, "the agent")
+    _wait(lambda: mp.docker_socket.exists(), "the engine socket")
+    agent, supervisor = launcher.agent_pid(machine), launcher.supervisor_pid(machine)
+    assert agent is not None and supervisor is not None
+    # deleted behind their back and created again under the same name
+    shutil.rmtree(mp.dir)
+    mp.dir.mkdir()
+    (mp.dir / "config.json").write_text("{}")
+    _wait(lambda: _gone(agent) and _gone(supervisor), "the old agent and its supervisor to exit")
+    assert not mp.docker_socket.exists()  # nobody serves the new machine's socket
+    assert launcher.agent_pid(machine) is None
+
+
+def test_host_agent_log_rotates_by_size(machine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every agent process logs through the size-rotating handler: here the second agents that find the first
+    one running and leave, one line each, until ha.log passes the (small) limit and rotates."""
+    from pymachine.hostvm import paths
+    from pymachine.hostvm.hostagent import launcher
+
+    monkeypatch.setenv("PYMACHINE_LOG_MAX_BYTES", "1000")
+    mp = paths.machine(machine)
+    launcher._spawn(machine)
+    _wait(lambda: launcher.agent_pid(machine) is not None, "the agent")
+    for _ in range(40):
+        subprocess.run([sys.executable, "-m", "pymachine.hostvm.hostagent", machine], check=True, timeout=60)
+        if (mp.dir / "ha.log.1").exists():
+            break
+    assert (mp.dir / "ha.log.1").exists()
+    assert mp.agent_log.stat().st_size <= 1000
+    assert "is already running" in (mp.dir / "ha.log.1").read_text()
