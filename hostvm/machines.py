@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import config as cfgmod
-from . import paths, proc, qemu_user, savestate, seed, shares, ssh, store
+from . import paths, proc, qemu_user, savestate, seed, share_hotplug, shares, ssh, store
 from .domain import VMSpec
 from .drivers import Driver, DriverState, get_driver
 from .errors import NotFoundError, PymachineError, StageFailed, UsageError
@@ -255,9 +255,9 @@ def write_seed(name: str, devices: list[shares.ShareDevice]) -> None:
 
 
 # -- shares -----------------------------------------------------------------------------------------------
-def mount_add(name: str, path: str) -> tuple[Machine, bool]:
-    """Add `PATH[:ro]` to the machine's shares (config.json, one atomic write). Returns (machine, whether it
-    runs and so needs a restart for the share to appear)."""
+def mount_add(name: str, path: str) -> tuple[Machine, share_hotplug.ShareChange]:
+    """Add `PATH[:ro]` to the machine's shares (config.json, one atomic write). Returns (machine, when the
+    share appears: now when hot-plugged over sshfs, else at the next start or after a restart)."""
     load_config(name)  # a clear "does not exist" before taking the lock
     with _locked(name):
         cfg = load_config(name)
@@ -270,8 +270,8 @@ def mount_add(name: str, path: str) -> tuple[Machine, bool]:
             )
         cfg.shares = added
         store.write_json(paths.machine(name).config, cfg.to_json())
-    m = get(name)
-    return m, m.state == "running"
+        change = share_hotplug.apply(name, added[-1], True, _running(cfg))
+    return get(name), change
 
 
 def set_share_transport(name: str, transport: str) -> tuple[Machine, bool]:
@@ -286,7 +286,7 @@ def set_share_transport(name: str, transport: str) -> tuple[Machine, bool]:
     return m, m.state == "running"
 
 
-def mount_rm(name: str, path: str) -> tuple[Machine, bool]:
+def mount_rm(name: str, path: str) -> tuple[Machine, share_hotplug.ShareChange]:
     load_config(name)
     with _locked(name):
         cfg = load_config(name)
@@ -295,10 +295,15 @@ def mount_rm(name: str, path: str) -> tuple[Machine, bool]:
         if len(kept) == len(cfg.shares):
             listed = ", ".join(s.path for s in cfg.shares) or "none"
             raise NotFoundError(f"'{path}' is not shared with machine '{name}' (shares: {listed})")
+        gone = next(s for s in cfg.shares if s.path == norm)
         cfg.shares = kept
         store.write_json(paths.machine(name).config, cfg.to_json())
-    m = get(name)
-    return m, m.state == "running"
+        change = share_hotplug.apply(name, gone, False, _running(cfg))
+    return get(name), change
+
+
+def _running(cfg: cfgmod.MachineConfig) -> bool:
+    return driver_for(cfg).state(cfg.name) is DriverState.RUNNING
 
 
 def delete(name: str, force: bool = False) -> None:

@@ -223,6 +223,13 @@ def remount_script(devs: list[ShareDevice], wait_s: int = 20) -> str:
             f"{remount_command(d)} 2>/dev/null && break; sleep 0.1; done; "
             f'{is_mounted(d)} || bad="$bad {d.path}"'
         )
+        if (
+            d.transport == "virtiofs"
+        ):  # the 4 MiB readahead pminit sets at boot (sequential reads 0.36x -> 0.99x)
+            out.append(
+                f"{is_mounted(d)} && echo 4096 "
+                f">/sys/class/bdi/$(mountpoint -d {shlex.quote(d.path)})/read_ahead_kb 2>/dev/null"
+            )
     out.append('[ -z "$bad" ] || { echo "shares not mounted again:$bad"; exit 1; }')
     return "\n".join(out)
 

@@ -2,11 +2,12 @@
 
 Transports, picked from the driver's capability flags (never its name) and the machine's `share_transport`:
 - virtiofs: one virtiofsd per share (QEMU 7.2's C daemon), started here (not by libvirt) with its vhost-user
-  socket in the machine folder, so that it runs as the share's owner: inside a user namespace whose root is
-  the owner (`unshare --user --map-root-user`, after `setpriv` to the owner when pymachine runs as root), so
-  what root in a container creates belongs to the owner on the host. Its own mount namespace bind-mounts a
-  read-only share read-only (C virtiofsd has no read-only option; the guest's `ro` mount alone would not stop
-  guest root). It exits when QEMU closes the socket; `stop_daemons` ends it otherwise.
+  socket in the machine folder, so that it runs as the share's owner: inside a user namespace where only the
+  owner's own uid and gid are mapped (as themselves), with every guest uid's request served as the owner
+  (virtiofs_squash), so what any container user creates belongs to the owner on the host. Its own mount
+  namespace bind-mounts a read-only share read-only (C virtiofsd has no read-only option; the guest's `ro`
+  mount alone would not stop guest root). It exits when QEMU closes the socket; `stop_daemons` ends it
+  otherwise.
 - 9p: served by QEMU itself (security_model=mapped-xattr) as QEMU's own user; readonly enforced by QEMU.
 - sshfs: mounted later by the host agent over the machine's SSH link (not set up here).
 """
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 TRANSPORTS = ("virtiofs", "9p", "sshfs")  # auto tries them in this order
 VIRTIOFSD_PATHS = ("/usr/lib/qemu/virtiofsd", "/usr/libexec/virtiofsd", "/usr/lib/virtiofsd")
 SOCKET_WAIT_S = 15.0
+# How virtiofsd serves every share: why, and what the others cost, in docs/machines.md "virtiofsd options".
+VIRTIOFSD_OPTIONS = ("-o", "cache=auto", "-o", "sandbox=namespace", "-o", "no_xattr")
 # What the guest image's kernel can mount. Debian's cloud kernel (linux-image-cloud-amd64, our image) ships
 # fs/fuse/virtiofs.ko but no 9p at all (no 9p.ko, no 9pnet_virtio.ko: CONFIG_NET_9P is off in that flavour;
 # a 9p mount in the guest fails with ENODEV). sshfs is FUSE, which it has. An image with the generic kernel
@@ -97,9 +100,9 @@ def daemon_dir(name: str) -> Path:
 
 # -- virtiofsd ---------------------------------------------------------------------------------------------
 def virtiofsd_argv(dev: ShareDevice, binary: str, owner: int, as_root: bool) -> list[str]:
-    """The command that serves `dev` (pure; unit-tested). virtiofsd runs in a mount namespace of its own (its
-    lock folder /run/virtiofsd becomes a private tmpfs; a read-only share is bind-mounted read-only), and, for
-    a share not owned by root, in a user namespace whose root is the owner."""
+    """The command that serves `dev` (unit-tested). virtiofsd runs in a mount namespace of its own (its lock
+    folder /run/virtiofsd becomes a private tmpfs; a read-only share is bind-mounted read-only), and, unless
+    root serves a root-owned share, in a user namespace of the owner with the uid squash."""
     src = shlex.quote(dev.path)
     script = ["mount -t tmpfs -o mode=0700 pm-virtiofsd /run"]
     if dev.readonly:
@@ -108,20 +111,24 @@ def virtiofsd_argv(dev: ShareDevice, binary: str, owner: int, as_root: bool) -> 
         binary,
         f"--socket-path={dev.socket}",
         "-o", f"source={dev.path}",
-        "-o", "cache=auto",
-        "-o", "sandbox=namespace",
-        "-o", "xattr",
+        *VIRTIOFSD_OPTIONS,
         f"--rlimit-nofile={nofile_limit()}",
     ]  # fmt: skip
     script.append("exec " + shlex.join(daemon))
     body = ["/bin/sh", "-c", " && ".join(script)]
     if owner == 0 and as_root:
         return ["unshare", "--mount", "--propagation", "private", "--", *body]
-    ns = ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private", "--", *body]
-    if as_root:  # become the owner first: the new user namespace's root is then the owner on the host
-        st = os.stat(dev.path)
-        return ["setpriv", f"--reuid={owner}", f"--regid={st.st_gid}", "--clear-groups", *ns]
-    return ns
+    # The user (the owner, when pymachine is root and becomes the owner first) keeps its own uid and gid in
+    # the namespace, the only ids mapped, with its capabilities there (--keep-caps: virtiofsd needs them for
+    # its sandbox and to reach every file of the owner): the guest sees the owner's files as the owner's uid,
+    # as over sshfs and in Lima. Every guest uid's requests run as the owner: C virtiofsd would switch to the
+    # guest uid, which has no mapping here (EINVAL), and virtiofs_squash turns that switch into a no-op.
+    uid, gid = (owner, os.stat(dev.path).st_gid) if as_root else (os.getuid(), os.getgid())
+    ns = ["unshare", f"--map-user={uid}", f"--map-group={gid}", "--keep-caps", "--mount"]
+    squash = [sys.executable, "-m", "pymachine.hostvm.virtiofs_squash"]
+    if as_root:
+        squash += [f"--uid={uid}", f"--gid={gid}"]
+    return [*squash, "--", *ns, "--propagation", "private", "--", *body]
 
 
 def nofile_limit() -> int:

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from pymachine.app.cli import formats, render
-from pymachine.hostvm import doctor, machines, paths, ssh
+from pymachine.hostvm import doctor, machines, paths, share_hotplug, ssh
 from pymachine.hostvm import status as statusmod
 from pymachine.hostvm.config import DEFAULT_NAME, SHARE_TRANSPORTS, format_size, with_settings
 from pymachine.hostvm.errors import PymachineError
@@ -249,11 +249,10 @@ def share_summary(shares: list[dict[str, Any]]) -> str:
 
 
 def _mount_change(args: argparse.Namespace) -> int:
-    change = machines.mount_add if args.mount_verb == "add" else machines.mount_rm
-    m, running = change(args.name, args.path)
-    done = "shares" if args.mount_verb == "add" else "no longer shares"
-    when = f"restart to apply: pymachine restart {m.name}" if running else "applies at the next start"
-    print(f"machine '{m.name}' {done} {args.path} ({when})")
+    add = args.mount_verb == "add"
+    m, change = (machines.mount_add if add else machines.mount_rm)(args.name, args.path)
+    done = "shares" if add else "no longer shares"
+    print(f"machine '{m.name}' {done} {args.path} ({share_hotplug.phrase(change, m.name, add)})")
     return 0
 
 

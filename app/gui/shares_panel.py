@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pymachine.hostvm import machines
+from pymachine.hostvm import machines, share_hotplug
 from pymachine.hostvm.errors import PymachineError
 
 PENDING = {"add": "  (restart to apply)", "remove": "  (removed: restart to apply)"}
@@ -111,11 +111,11 @@ class SharesBox(QGroupBox):
     def _change(self, call, path: str, done: str) -> None:  # type: ignore[no-untyped-def]
         name = self.machine.currentText()
         try:
-            _, running = call(name, path)
+            _, change = call(name, path)
         except PymachineError as exc:
             self.status.setText(exc.message)
             return
-        when = "restart the machine to apply" if running else "applies at the next start"
+        when = share_hotplug.phrase(change, name, call is machines.mount_add)
         self.status.setText(f"'{name}' {done} {path} ({when})")
         self.reload_shares()
 

@@ -388,6 +388,9 @@ class Agent:
             return self._share_op(op, request)
         if op in idle.CONTROL_OPS:  # wake, pause, saver
             return idle.control(self.saver, request)
+        if op == "push-shares":  # config.json's shares changed (mount add|rm): the guest agent's list follows
+            self.push_shares()
+            return {"ok": True}
         if op == "resync-clock":
             return {"ok": True, "clock": self.sync_clock(force=True)}
         if op == "shutdown":

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from pymachine.hostvm.domain import ShareDevice, domain_xml
 from pymachine.hostvm.drivers.base import Capabilities
 from pymachine.hostvm.drivers.qemu import qemu_argv
 from pymachine.hostvm.errors import UsageError
+from pymachine.hostvm.share_hotplug import ShareChange
 
 VIRTIOFS = ShareDevice("pm0", "/home/u", False, "virtiofs", "/home/u/m/dev/virtiofs/pm0.sock")
 NINEP = ShareDevice("pm1", "/srv/data,x", True, "9p")
@@ -81,12 +84,16 @@ def test_virtiofsd_argv_per_owner(tmp_path: Path) -> None:
     assert as_root_for_root[:2] == ["unshare", "--mount"] and "--user" not in as_root_for_root
     script = as_root_for_root[-1]
     assert f"mount -o remount,bind,ro {tmp_path} {tmp_path}" in script  # read-only on the host side
-    tail = f"-o sandbox=namespace -o xattr --rlimit-nofile={shares.nofile_limit()}"
+    tail = f"-o sandbox=namespace -o no_xattr --rlimit-nofile={shares.nofile_limit()}"
     assert script.endswith(f"--socket-path=/m/virtiofs/pm0.sock -o source={tmp_path} -o cache=auto {tail}")
+    squash = [sys.executable, "-m", "pymachine.hostvm.virtiofs_squash"]
     for_user = shares.virtiofsd_argv(dev, "/v", owner=1000, as_root=True)
-    assert for_user[:2] == ["setpriv", "--reuid=1000"] and "--map-root-user" in for_user
-    not_root = shares.virtiofsd_argv(replace(dev, readonly=False), "/v", owner=1000, as_root=False)
-    assert not_root[:3] == ["unshare", "--user", "--map-root-user"]
+    gid = tmp_path.stat().st_gid
+    ns = ["unshare", "--map-user=1000", f"--map-group={gid}", "--keep-caps", "--mount"]
+    assert for_user[:11] == [*squash, "--uid=1000", f"--gid={gid}", "--", *ns]
+    not_root = shares.virtiofsd_argv(replace(dev, readonly=False), "/v", owner=0, as_root=False)
+    me = [f"--map-user={os.getuid()}", f"--map-group={os.getgid()}", "--keep-caps"]
+    assert not_root[:8] == [*squash, "--", "unshare", *me]
     assert "remount" not in not_root[-1]
 
 
@@ -149,12 +156,21 @@ def test_mount_list_marks_what_waits_for_a_restart(capsys: pytest.CaptureFixture
 
 
 def test_mount_add_says_when_it_applies(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(machines, "mount_add", lambda name, path: (_machine(state="stopped"), False))
     parser = argparse.ArgumentParser()
     machine_cmd.register(parser.add_subparsers())
     args = parser.parse_args(["mount", "add", "dev", "/srv/x:ro"])
-    assert args.func(args) == 0
-    assert capsys.readouterr().out == "machine 'dev' shares /srv/x:ro (applies at the next start)\n"
+    for change, said in [
+        (ShareChange("next start"), "applies at the next start"),
+        (ShareChange("now"), "mounted in the VM now"),
+        (ShareChange("restart"), "restart to apply: pymachine restart dev"),
+        (
+            ShareChange("restart", "no agent"),
+            "not at once: no agent; restart to apply: pymachine restart dev",
+        ),
+    ]:
+        monkeypatch.setattr(machines, "mount_add", lambda name, path, c=change: (_machine(), c))
+        assert args.func(args) == 0
+        assert capsys.readouterr().out == f"machine 'dev' shares /srv/x:ro ({said})\n"
 
 
 def test_share_list_pending_against_the_running_start() -> None:
