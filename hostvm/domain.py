@@ -172,6 +172,13 @@ def domain_xml(spec: VMSpec) -> str:
     return "\n".join(lines)
 
 
+def filesystem_xml(dev: ShareDevice) -> str:
+    """One share's <filesystem> element alone, for hot-plugging it (around a saved state)."""
+    from types import SimpleNamespace
+
+    return "\n".join(line.strip() for line in _filesystems(SimpleNamespace(shares=(dev,))))  # type: ignore[arg-type]
+
+
 def _filesystems(spec: VMSpec) -> list[str]:
     """virtiofs through pymachine's own virtiofsd (libvirt >= 8.5: <source socket>, so libvirt neither starts
     nor relabels it); 9p served by QEMU with mapped-xattr ownership, read-only where the share is."""

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import config as cfgmod
-from . import paths, proc, qemu_user, seed, share_hotplug, shares, ssh, store
+from . import paths, proc, qemu_user, savestate, seed, share_hotplug, shares, ssh, store
 from .domain import VMSpec
 from .drivers import Driver, DriverState, get_driver
 from .errors import NotFoundError, PymachineError, StageFailed, UsageError
@@ -48,6 +48,7 @@ class Machine:
     shares: list[dict[str, Any]] = field(default_factory=list)  # path, readonly, transport, pending
     share_transport: str = "auto"  # as configured; each share's `transport` is the one in use
     share_problems: list[str] = field(default_factory=list)  # e.g. a virtiofsd that exited
+    saved_state: dict[str, Any] | None = None  # `stop` saved it: the next `start` resumes (savestate.py)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,6 +101,7 @@ def get(name: str) -> Machine:
         shares=share_list(cfg, st, running, drv),
         share_transport=cfg.share_transport,
         share_problems=shares.problems(name, running),
+        saved_state=savestate.describe(name),
     )
 
 
@@ -401,6 +403,7 @@ STAGES = (
         "host agent", 60, 120, "the host agent did not come up: read its log (ha.log in the machine folder)"
     ),
 )
+RESUME_SKIPS = ("ssh banner", "ssh auth", "guest agent answers")
 STOP_TIMEOUT = {"kvm": 30.0, "hvf": 30.0, "whpx": 30.0, "tcg": 60.0}
 
 
@@ -488,8 +491,9 @@ def _default_uri() -> str:
     return default_uri()
 
 
-def start(name: str, progress: Progress | None = None) -> Machine:
-    """Boot `name` (unless running) and wait through every readiness stage; idempotent when running."""
+def start(name: str, progress: Progress | None = None, cold: bool = False) -> Machine:
+    """Resume `name` from its saved state, else boot it (`cold`: always boot), and wait through every
+    readiness stage; idempotent when running."""
     say = progress or (lambda _m: None)
     cfg = load_config(name)
     drv = driver_for(cfg)
@@ -505,6 +509,8 @@ def start(name: str, progress: Progress | None = None) -> Machine:
             wake(name, "start")  # the readiness checks below need a guest that runs
         accel = state.get("accelerator", "tcg") if running else accelerator()
         client = None
+        resumed: dict[str, Any] | None = None
+        resume_work = None  # the clock step and share remounts, run while the host agent connects
         try:
             for i, stage in enumerate(stages, 1):
                 say(StageProgress(i, len(stages), stage.name))
@@ -512,6 +518,15 @@ def start(name: str, progress: Progress | None = None) -> Machine:
                 started = time.monotonic()
                 try:
                     if stage.name == "domain up" and not running:
+                        resumed = _resume(name, cfg, drv, accel, cold, say, launcher)
+                        state = (store.read_json(mp.state, {}) or {}) if resumed else state
+                        # the host agent steps the clock at link-up itself; shares need the remount
+                        if resumed and (savestate.share_devices(resumed.get("shares") or []) or not launcher):
+                            resume_work = savestate.AfterResume(name, resumed)
+                    if resumed and stage.name in RESUME_SKIPS:  # passed before the save
+                        say(StageProgress(i, len(stages), stage.name, "done", 0.0))
+                        continue
+                    if stage.name == "domain up" and not running and resumed is None:
                         drv.cleanup(name)
                         port = pick_port(name, state.get("ssh_port"))
                         state = {"ssh_port": port, "accelerator": accel, "started": time.time()}
@@ -551,10 +566,56 @@ def start(name: str, progress: Progress | None = None) -> Machine:
                     hint += stage.hint.replace("NAME", name)
                     raise StageFailed(failed, exc, hint, mp.console_log) from exc
                 say(StageProgress(i, len(stages), stage.name, "done", time.monotonic() - started))
+            for problem in resume_work.wait(time.monotonic() + 60) if resume_work else ():
+                say(f"warning: {problem}")
         finally:
             if client is not None:
                 client.close()
     return get(name)
+
+
+def _resume(
+    name: str, cfg: cfgmod.MachineConfig, drv: Driver, accel: str, cold: bool, say: Progress, launcher: Any
+) -> dict[str, Any] | None:
+    """Start the VM from its saved state; None (with the one-line reason shown) when it boots cold instead."""
+    meta, why = (None, "") if cold else savestate.check(name, cfg.to_json(), accel)
+    if cold and savestate.describe(name):
+        why = "asked for (--cold); the saved state is thrown away"
+    if meta is not None and not savestate.port_free(ssh.HOST, int(meta.get("ssh_port") or 0)):
+        meta, why = None, f"the SSH port {meta.get('ssh_port')} it used is taken now"
+    if meta is None:
+        if why:
+            say(f"cold boot: {why}")
+        savestate.discard(name)
+        return None
+    say("resuming from the saved state")
+    store.write_json(
+        paths.machine(name).state,
+        {
+            "ssh_port": meta["ssh_port"],
+            "accelerator": accel,
+            "started": time.time(),
+            "resumed": time.time(),
+            "share_transport": meta.get("share_transport"),
+            "shares": meta.get("started_shares") or [],
+        },
+    )
+    try:
+        drv.cleanup(name)
+        devices = savestate.share_devices(meta.get("shares") or [])
+        spec = vm_spec(cfg, int(meta["ssh_port"]), accel, tuple(devices))
+        savestate.restore(name, drv, spec, meta, qemu_account(cfg, spec))
+        # Only now: QEMU's forwarded SSH port listens while the state loads, and a connection accepted then
+        # is lost with the restored network state: the agent waited out its banner timeout (~7 s) for it.
+        if launcher is not None:
+            launcher.start_early(name)
+    except Exception as exc:  # noqa: BLE001 - any failure to resume is a cold boot, never a dead machine
+        say(f"cold boot: resuming failed: {exc.message if isinstance(exc, PymachineError) else exc}")
+        drv.force_stop(name)
+        drv.cleanup(name)
+        shares.stop_daemons(name)
+        return None
+    return meta
 
 
 def _console_panic(console: os.PathLike[str]) -> str:
@@ -591,7 +652,7 @@ def _wait_guest_socket(client, deadline: float) -> None:  # type: ignore[no-unty
             return
         if time.monotonic() >= deadline:
             raise PymachineError(f"{GUEST_SOCKET} does not exist in the guest")
-        time.sleep(1)
+        time.sleep(0.25)  # each check is one exec over the open link: polling finer costs little
 
 
 def _guest_share_problems(client) -> list[str]:  # type: ignore[no-untyped-def]
@@ -608,8 +669,12 @@ def _guest_share_problems(client) -> list[str]:  # type: ignore[no-untyped-def]
     ]
 
 
-def stop(name: str, progress: Progress | None = None, timeout: float | None = None) -> Machine:
-    """Graceful (the guest's poweroff over SSH, else ACPI where the driver can), forced after `timeout`."""
+def stop(
+    name: str, progress: Progress | None = None, timeout: float | None = None, shutdown: bool = False
+) -> Machine:
+    """Save the machine's state (the next start resumes it), or with `shutdown` (or when saving is not
+    possible: the reason is shown) power it off: graceful (the guest's poweroff over SSH, else ACPI where the
+    driver can), forced after `timeout`."""
     say = progress or (lambda _m: None)
     cfg = load_config(name)
     drv = driver_for(cfg)
@@ -617,6 +682,17 @@ def stop(name: str, progress: Progress | None = None, timeout: float | None = No
     timeout = STOP_TIMEOUT.get(accel, 60.0) if timeout is None else timeout
     with _locked(name):
         _stop_host_agent(name)  # also when QEMU died under it: an agent must not outlive its VM's run
+        if shutdown:
+            savestate.discard(name)  # a saved machine shut down for good: its next start boots cold
+        if drv.state(name) is DriverState.RUNNING and not shutdown:
+            try:
+                say(f"saving machine '{name}'")
+                if drv.paused(name):  # the resource saver froze it: the guest must run to flush and unmount
+                    drv.unpause(name)
+                started = store.read_json(paths.machine(name).state, {}) or {}
+                savestate.save(name, drv, cfg.to_json(), started, say)
+            except savestate.NotSaved as exc:
+                say(f"shutting down instead: {exc.message}")
         if drv.state(name) is DriverState.RUNNING:
             say(f"stopping machine '{name}'")
             deadline = time.monotonic() + timeout
@@ -638,7 +714,7 @@ def stop(name: str, progress: Progress | None = None, timeout: float | None = No
 
 
 def restart(name: str, progress: Progress | None = None) -> Machine:
-    stop(name, progress)
+    stop(name, progress, shutdown=True)  # a restart is a fresh boot (it applies pending share changes)
     return start(name, progress)
 
 

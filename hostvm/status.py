@@ -65,6 +65,8 @@ def link_state(status: dict[str, Any] | None) -> str | None:
 def state_label(machine: Any, status: dict[str, Any] | None) -> str:
     """What `list`, `inspect` and the desktop app show: `running (idle, paused)` while the resource saver
     holds the machine paused (from its host agent's `status`), else the machine's own state."""
+    if machine.state == "stopped" and getattr(machine, "saved_state", None):
+        return "saved"  # `stop` saved its state: the next start resumes it
     saver = (status or {}).get("saver") or {}
     paused = machine.state == "running" and saver.get("state") == "paused"
     return f"{machine.state} (idle, paused)" if paused else str(machine.state)

@@ -69,8 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(func=_mount_list)
 
     for verb, func, text in (
-        ("start", _start, "start a machine and wait until it is ready"),
-        ("stop", _stop, "stop a machine (graceful, then forced)"),
+        ("start", _start, "start (resume a saved) machine and wait until it is ready"),
+        ("stop", _stop, "stop a machine, saving its state for a fast start"),
         ("restart", _restart, "stop and start a machine"),
         ("inspect", _inspect, "a machine's details as JSON"),
     ):
@@ -78,6 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("name", nargs="?", default=DEFAULT_NAME)
         if verb == "stop":
             p.add_argument("--timeout", type=float, help="seconds to wait before forcing it off")
+            p.add_argument("--shutdown", action="store_true", help="power off instead of saving the state")
+        if verb == "start":
+            p.add_argument("--cold", action="store_true", help="boot, throwing away any saved state")
         p.set_defaults(func=func)
 
     p = sub.add_parser("delete", help="delete a machine: VM, disk, keys")
@@ -130,15 +133,17 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _start(args: argparse.Namespace) -> int:
-    m = machines.start(args.name, _progress)
+    m = machines.start(args.name, _progress, cold=getattr(args, "cold", False))
     render.finish()
     print(f"machine '{m.name}' is running (ssh port {m.ssh_port}, {m.accelerator})")
     return 0
 
 
 def _stop(args: argparse.Namespace) -> int:
-    machines.stop(args.name, _progress, timeout=args.timeout)
-    print(f"machine '{args.name}' is stopped")
+    m = machines.stop(args.name, _progress, timeout=args.timeout, shutdown=args.shutdown)
+    print(
+        f"machine '{args.name}' is " + ("saved (the next start resumes it)" if m.saved_state else "stopped")
+    )
     return 0
 
 

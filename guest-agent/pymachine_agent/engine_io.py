@@ -19,7 +19,6 @@ from typing import Any
 
 from . import archive, cpmounts, detachkeys
 from . import dockerview as view
-from .engine_commit import committable_upper
 from .runtime import ExecSpec, Limits, RestartPolicy, detached
 from .runtime.errors import Conflict, NotFound
 from .stdio import ExecSession, wrap_attach
@@ -468,6 +467,8 @@ class EngineIO:
             base_config.update({k: v for k, v in config.items() if v not in (None, "", [], {})})
         target = f"{repo}:{tag or 'latest'}" if repo else None
         parent_layers = self.images.layer_dirs(d["Image"]) if d.get("Image") else []
+        from .engine_commit import committable_upper  # with build/: ~0.5 s of agent start-up under TCG
+
         with committable_upper(Path(st.upper_dir), parent_layers) as upper:
             image_id = self.images.commit(
                 upper,

@@ -41,9 +41,16 @@ def source_checksum(root: Path = _PACKAGE_ROOT) -> str:
 # -- the event and ack shapes of GET /pymachine/v1/events and POST /pymachine/v1/ports/ack -------------
 
 
+_own_checksum: str | None = None
+
+
 def info() -> dict:
-    """The body of `GET /pymachine/v1/info`."""
-    return {"protocol": PROTOCOL_VERSION, "agent_version": AGENT_VERSION, "agent_checksum": source_checksum()}
+    """The body of `GET /pymachine/v1/info`. The checksum is of the sources this process was started from
+    (a re-provision restarts it): re-reading every source file per call slowed each host agent connect."""
+    global _own_checksum
+    if _own_checksum is None:
+        _own_checksum = source_checksum()
+    return {"protocol": PROTOCOL_VERSION, "agent_version": AGENT_VERSION, "agent_checksum": _own_checksum}
 
 
 def hello_event() -> dict:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
-from ..domain import VMSpec
+from ..domain import ShareDevice, VMSpec
 
 
 class DriverState(StrEnum):
@@ -24,6 +25,8 @@ class Capabilities:
     survives_cli_exit: bool = True  # the VM keeps running after the process that started it exits
     virtiofs: bool = False  # can attach host folders over virtiofs (a vhost-user-fs device, shared memory)
     virtio_9p: bool = False  # can attach host folders over virtio-9p (served by QEMU itself)
+    save_state: bool = False  # can save a running VM to a file and restore it (savestate.py)
+    share_hotplug: bool = False  # can unplug and re-plug virtiofs devices of a running VM (around a save)
 
 
 class Driver(abc.ABC):
@@ -55,6 +58,21 @@ class Driver(abc.ABC):
 
     def hostfwd_add(self, machine: str, host_port: int, guest_port: int) -> None:
         raise NotImplementedError("this driver cannot add port forwards to a running VM")
+
+    def save(self, machine: str, path: Path) -> None:
+        """Write the VM's state to `path` (a new file) and end the VM; only when capabilities.save_state."""
+        raise NotImplementedError("this driver cannot save a VM's state")
+
+    def restore(self, spec: VMSpec, path: Path) -> None:
+        """Start the VM of `spec` from a state that `save` wrote; it runs when this returns."""
+        raise NotImplementedError("this driver cannot restore a VM's state")
+
+    def detach_share(self, machine: str, dev: ShareDevice) -> None:
+        """Unplug a virtiofs device (the guest has unmounted it); only when capabilities.share_hotplug."""
+        raise NotImplementedError("this driver cannot unplug share devices")
+
+    def attach_share(self, machine: str, dev: ShareDevice) -> None:
+        raise NotImplementedError("this driver cannot plug share devices")
 
     # -- the resource saver (hostagent/idle.py): freeze the vCPUs, keep memory and devices ---------------
     def pause(self, machine: str) -> None:

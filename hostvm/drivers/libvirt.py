@@ -10,11 +10,13 @@ import logging
 import os
 import stat
 import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 from urllib.parse import urlparse
 
 from .. import paths
-from ..domain import OWNER_NS, VMSpec, domain_name, domain_xml
+from ..domain import OWNER_NS, ShareDevice, VMSpec, domain_name, domain_xml, filesystem_xml
 from ..errors import PymachineError
 from ..shares import virtiofsd_binary
 from .base import Capabilities, Driver, DriverState
@@ -38,7 +40,9 @@ def is_local(uri: str) -> bool:
 
 class LibvirtDriver(Driver):
     name = "libvirt"
-    capabilities = Capabilities(remote=True, graceful_shutdown=True, hostfwd_add=True)
+    capabilities = Capabilities(
+        remote=True, graceful_shutdown=True, hostfwd_add=True, save_state=True, share_hotplug=True
+    )
 
     def __init__(self, uri: str | None = None) -> None:
         self.uri = uri or default_uri()
@@ -181,6 +185,53 @@ class LibvirtDriver(Driver):
                 dom.undefine()
         except libvirt.libvirtError as exc:
             log.debug("cleanup of %s: %s", machine, exc)
+
+    # -- saved state (libvirt's save/restore: the domain XML travels inside the file) ---------------------
+    def save(self, machine: str, path: Path) -> None:
+        libvirt = self._libvirt()
+        dom = self._lookup(machine)
+        if dom is None:
+            raise PymachineError(f"machine '{machine}' is not running")
+        try:
+            dom.saveFlags(str(path), None, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+        except libvirt.libvirtError as exc:
+            raise PymachineError(f"libvirt could not save {dom.name()}: {exc.get_error_message()}") from exc
+
+    def restore(self, spec: VMSpec, path: Path) -> None:
+        libvirt = self._libvirt()
+        if self._lookup_any(spec.name) is not None and self.state(spec.name) is DriverState.RUNNING:
+            raise PymachineError(f"libvirt already runs a domain {spec.domain_name}")
+        try:
+            self.conn().restoreFlags(str(path), None, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+        except libvirt.libvirtError as exc:
+            raise PymachineError(
+                f"libvirt could not restore {spec.domain_name}: {exc.get_error_message()}"
+            ) from exc
+
+    def detach_share(self, machine: str, dev: ShareDevice) -> None:
+        dom = self._share_device(machine, dev, attach=False)
+        # the guest acknowledges the PCIe unplug asynchronously; a save before that still sees the device
+        deadline = time.monotonic() + 20
+        while f"<target dir='{dev.tag}'/>" in dom.XMLDesc(0):
+            if time.monotonic() > deadline:
+                raise PymachineError(f"the guest did not release the device of share {dev.path}")
+            time.sleep(0.05)
+
+    def attach_share(self, machine: str, dev: ShareDevice) -> None:
+        self._share_device(machine, dev, attach=True)
+
+    def _share_device(self, machine: str, dev: ShareDevice, attach: bool):  # type: ignore[no-untyped-def]
+        libvirt = self._libvirt()
+        dom = self._lookup(machine)
+        if dom is None:
+            raise PymachineError(f"machine '{machine}' is not running")
+        change = dom.attachDeviceFlags if attach else dom.detachDeviceFlags
+        try:
+            change(filesystem_xml(dev), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as exc:
+            what = "plug in" if attach else "unplug"
+            raise PymachineError(f"could not {what} share {dev.path}: {exc.get_error_message()}") from exc
+        return dom
 
     def pause(self, machine: str) -> None:
         self._pause_op(machine, "suspend")

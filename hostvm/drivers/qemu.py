@@ -97,7 +97,8 @@ def _opt(value: str) -> str:
 
 class QemuDriver(Driver):
     name = "qemu"
-    capabilities = Capabilities(remote=False, graceful_shutdown=True, hostfwd_add=True)
+    # share_hotplug stays False: the vhost-user-fs devices sit on the root bus, which does not hot-plug
+    capabilities = Capabilities(remote=False, graceful_shutdown=True, hostfwd_add=True, save_state=True)
 
     def __init__(self) -> None:
         linux = sys.platform.startswith("linux")  # vhost-user needs Linux; QEMU on macOS has virtfs (9p)
@@ -110,7 +111,7 @@ class QemuDriver(Driver):
     def describe(self) -> str:
         return "qemu (direct)"
 
-    def start(self, spec: VMSpec) -> None:
+    def start(self, spec: VMSpec, incoming: bool = False) -> None:
         if sys.platform == "win32":
             raise PymachineError("the direct-QEMU driver cannot daemonize QEMU on Windows yet")
         mp = paths.machine(spec.name)
@@ -120,7 +121,64 @@ class QemuDriver(Driver):
         for stale in (mp.qemu_pid, qmp):
             stale.unlink(missing_ok=True)
         log_file = mp.dir / "qemu.log"
-        proc.run(qemu_argv(spec, str(mp.qemu_pid), str(qmp)), timeout=60, log_path=log_file)
+        argv = qemu_argv(spec, str(mp.qemu_pid), str(qmp))
+        if incoming:  # wait for `migrate-incoming` on QMP (restore) instead of booting
+            argv += ["-incoming", "defer"]
+        proc.run(argv, timeout=60, log_path=log_file)
+
+    # -- saved state: QEMU's migration stream into a file we open and hand over (QMP getfd), so QEMU needs
+    # no permission on the machine folder even after dropping to its own user ------------------------------
+    def save(self, machine: str, path: Path) -> None:
+        pid = self.pid(machine)
+        if pid is None:
+            raise PymachineError(f"machine '{machine}' is not running")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with Qmp(paths.machine(machine).qmp_socket, timeout=30) as qmp:
+                # the default bandwidth cap (32 MiB/s) would make a 1 GiB guest's save take many seconds
+                qmp.command("migrate-set-parameters", {"max-bandwidth": 1 << 40})
+                # paused first, as libvirt's save does: one pass over RAM, no rounds of re-sending dirty pages
+                qmp.command("stop")
+                try:
+                    qmp.command("getfd", {"fdname": "pmsave"}, fd=fd)
+                    qmp.command("migrate", {"uri": "fd:pmsave"})
+                    _wait_migration(qmp, "save")
+                except PymachineError:
+                    qmp.command("cont")  # the VM runs on; the caller gives the guest its shares back
+                    raise
+                qmp.command("quit")
+        finally:
+            os.close(fd)
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def restore(self, spec: VMSpec, path: Path) -> None:
+        self.start(spec, incoming=True)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with Qmp(paths.machine(spec.name).qmp_socket, timeout=30) as qmp:
+                qmp.command("getfd", {"fdname": "pmload"}, fd=fd)
+                qmp.command("migrate-incoming", {"uri": "fd:pmload"})
+                deadline = time.monotonic() + 120
+                while True:
+                    status = qmp.command("query-status")
+                    state = status.get("status") if isinstance(status, dict) else None
+                    if state == "running":
+                        return
+                    if state in ("paused", "postmigrate"):  # loaded; saved while paused (see save): run it
+                        qmp.command("cont")
+                    if time.monotonic() > deadline:
+                        raise PymachineError("QEMU did not finish loading the saved state")
+                    time.sleep(0.05)
+        except (OSError, ValueError) as exc:  # QEMU exits when the stream is bad: the socket closes
+            self.force_stop(spec.name)
+            raise PymachineError(f"QEMU could not load the saved state: {exc}") from exc
+        except PymachineError:
+            self.force_stop(spec.name)
+            raise
+        finally:
+            os.close(fd)
 
     def state(self, machine: str) -> DriverState:
         return DriverState.RUNNING if self.pid(machine) is not None else DriverState.STOPPED
@@ -194,28 +252,65 @@ class QemuDriver(Driver):
             raise PymachineError(f"QEMU refused the port forward {host_port}->{guest_port}: {reply.strip()}")
 
 
+def _wait_migration(qmp: Qmp, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        info = qmp.command("query-migrate")
+        status = info.get("status") if isinstance(info, dict) else None
+        if status == "completed":
+            return
+        if status in ("failed", "cancelled") or time.monotonic() > deadline:
+            why = info.get("error-desc", status) if isinstance(info, dict) else status
+            raise PymachineError(f"QEMU could not {what} the VM's state: {why}")
+        time.sleep(0.02)
+
+
+class Qmp:
+    """One QMP session (file descriptors passed with `getfd` belong to the session that received them)."""
+
+    def __init__(self, sock_path: Path, timeout: float = 5.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.connect(str(sock_path))
+            self.reader = self.sock.makefile("rb")
+            json.loads(self.reader.readline())  # greeting
+            self.command("qmp_capabilities")
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def __enter__(self) -> Qmp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reader.close()
+        self.sock.close()
+
+    def command(self, name: str, arguments: dict | None = None, fd: int | None = None) -> object:
+        msg: dict = {"execute": name}
+        if arguments:
+            msg["arguments"] = arguments
+        data = json.dumps(msg).encode() + b"\n"
+        if fd is None:
+            self.sock.sendall(data)
+        else:
+            socket.send_fds(self.sock, [data], [fd])
+        while True:
+            line = self.reader.readline()
+            if not line:
+                if name == "quit":
+                    return None
+                raise ConnectionError("QMP closed the connection")
+            reply = json.loads(line)
+            if "event" in reply:
+                continue
+            if "error" in reply:
+                raise PymachineError(f"QMP {name} failed: {reply['error'].get('desc')}")
+            return reply.get("return")
+
+
 def qmp_command(sock_path: Path, command: str, arguments: dict | None = None, timeout: float = 5.0) -> object:
     """One QMP command: greeting, capabilities negotiation, the command; returns its `return` value."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(sock_path))
-        reader = sock.makefile("rb")
-        json.loads(reader.readline())  # greeting
-        for cmd, args in (("qmp_capabilities", None), (command, arguments)):
-            msg: dict = {"execute": cmd}
-            if args:
-                msg["arguments"] = args
-            sock.sendall(json.dumps(msg).encode() + b"\n")
-            while True:
-                line = reader.readline()
-                if not line:
-                    if cmd == "quit":
-                        return None
-                    raise ConnectionError("QMP closed the connection")
-                reply = json.loads(line)
-                if "event" in reply:
-                    continue
-                if "error" in reply:
-                    raise PymachineError(f"QMP {cmd} failed: {reply['error'].get('desc')}")
-                break
-        return reply.get("return")
+    with Qmp(sock_path, timeout) as qmp:
+        return qmp.command(command, arguments)

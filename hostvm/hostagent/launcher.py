@@ -93,6 +93,16 @@ def _ask(name: str, op: str = "status", timeout: float = 3.0) -> dict[str, Any] 
         return None
 
 
+_early: dict[str, int] = {}
+
+
+def start_early(name: str) -> None:
+    """Spawn the agent now, before its VM answers (a resume: it connects the moment the guest runs, its
+    Python start overlapping the restore); `ensure_running` then waits for this one."""
+    if agent_pid(name) is None and name not in _early:
+        _early[name] = _spawn(name)
+
+
 def ensure_running(
     name: str, progress: Progress | None = None, timeout: float = READY_TIMEOUT
 ) -> dict[str, Any]:
@@ -103,11 +113,12 @@ def ensure_running(
     mp = paths.machine(name)
     events_from = end_offset(mp.events)
     pid = agent_pid(name)
-    if pid is None:
+    child = _early.pop(name, None)  # spawned by start_early, maybe not holding its lock yet
+    if child is not None and _exited(child):
+        child = None
+    if pid is None and child is None:
         say("starting the host agent")
         child = _spawn(name)
-    else:
-        child = None
     deadline = time.monotonic() + timeout
     last: dict[str, Any] | None = None
     while time.monotonic() < deadline:

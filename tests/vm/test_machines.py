@@ -82,7 +82,7 @@ def test_kill_9_of_qemu_then_list_and_start(machine: StartedMachine) -> None:
 
 def test_stop_then_start_keeps_the_disk(machine: StartedMachine) -> None:
     assert ssh.run(machine.name, "echo kept >/root/marker && sync")[0] == 0
-    result = machine.cli("stop", machine.name)
+    result = machine.cli("stop", "--shutdown", machine.name)  # a power-off (plain `stop` saves the state)
     assert result.returncode == 0, result.stderr
     assert "forcing" not in result.stderr  # the guest powered itself off
     assert _listed(machine)[machine.name]["state"] == "stopped"

@@ -1,0 +1,394 @@
+"""Saved machine state: `stop` writes the VM's RAM and devices to a file in the machine folder, `start`
+resumes from it (about a second) instead of booting cold.
+
+A state is only good for the VM it came from: the same guest image, guest agent, machine config (CPUs,
+memory, shares, transport, driver) and accelerator. Anything else, or a file that is damaged or incomplete,
+is thrown away and the machine boots cold, saying why in one line. The file is written under a temporary name
+and renamed when complete, and the small JSON beside it (written last, atomically) carries its size and CRC:
+a save cut short (kill -9 of QEMU, a full disk) leaves no state, only a temp file the next start removes.
+
+Before the save the guest flushes its page cache (`sync`), so a state thrown away later costs nothing that a
+container wrote. Host folders: virtio-9p and virtiofs devices block a save while mounted (QEMU:
+"non-migratable device ... vhost-user-fs"). The guest unmounts them first (refused when a container holds
+one: then the machine shuts down instead, with the reason), virtiofs devices are unplugged (the driver must
+hot-plug: `Capabilities.share_hotplug`), and after the resume they are plugged in and mounted again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shlex
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import paths, store
+from .domain import ShareDevice
+from .errors import PymachineError
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+FORMAT = 1
+STATE_FILE = "saved.vmstate"
+META_FILE = "saved.json"
+TEMP_SUFFIX = ".part"
+
+
+@dataclass(frozen=True)
+class Files:
+    state: Path
+    meta: Path
+
+    @property
+    def temp(self) -> Path:
+        return self.state.with_name(self.state.name + TEMP_SUFFIX)
+
+
+def files(name: str) -> Files:
+    d = paths.machine(name).dir
+    return Files(d / STATE_FILE, d / META_FILE)
+
+
+class NotSaved(PymachineError):
+    """The machine cannot be saved now; `message` is the one-line reason (the caller shuts it down)."""
+
+
+# -- what a state is valid for -------------------------------------------------------------------------------
+def config_hash(config: dict[str, Any]) -> str:
+    """The machine config as the VM saw it: any change (CPUs, memory, disk, shares, transport, driver,
+    image) makes a saved state unusable."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def agent_version() -> str:
+    try:
+        from .hostagent.provision import local_checksum
+    except ImportError:
+        return ""
+    return local_checksum() or ""
+
+
+def fingerprint(config: dict[str, Any], accel: str) -> dict[str, Any]:
+    image = config.get("image") or {}
+    return {
+        "format": FORMAT,
+        "image": str(image.get("recipe_hash", "")),
+        "agent": agent_version(),
+        "config": config_hash(config),
+        "accelerator": accel,
+    }
+
+
+WHY = {
+    "format": "the saved-state format changed",
+    "image": "the guest image changed",
+    "agent": "the guest agent changed",
+    "config": "the machine's config changed (CPUs, memory, disk, shares or driver)",
+    "accelerator": "the accelerator changed",
+}
+
+
+def crc32_file(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def check(name: str, config: dict[str, Any], accel: str, verify_data: bool = True) -> tuple[dict | None, str]:
+    """(meta, "") when the saved state can be resumed; (None, reason) when there is one but it cannot;
+    (None, "") when there is none."""
+    f = files(name)
+    if not f.state.exists() and not f.meta.exists():
+        return None, ""
+    try:
+        meta = store.read_json(f.meta)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or not f.state.exists():
+        return None, "the saved state is incomplete"
+    want = fingerprint(config, accel)
+    for key, value in want.items():
+        if meta.get(key) != value:
+            return None, WHY[key]
+    try:
+        size = f.state.stat().st_size
+    except OSError:
+        return None, "the saved state is unreadable"
+    if size != meta.get("size"):
+        return None, f"the saved state is damaged (size {size}, expected {meta.get('size')})"
+    if verify_data and crc32_file(f.state) != meta.get("crc32"):
+        return None, "the saved state is damaged (checksum mismatch)"
+    return meta, ""
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether QEMU can listen on the SSH port the state was saved with (it is inside the state). With
+    SO_REUSEADDR as QEMU binds: the old VM's closed connections linger in TIME_WAIT on that port."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return port > 0
+
+
+def discard(name: str) -> None:
+    f = files(name)
+    for p in (f.meta, f.state, f.temp):  # meta first: a state file without it is never trusted
+        p.unlink(missing_ok=True)
+
+
+def describe(name: str) -> dict[str, Any] | None:
+    """For `inspect`: the saved state's file, size and time, or None."""
+    f = files(name)
+    meta = store.read_json(f.meta) if f.meta.exists() else None
+    if not isinstance(meta, dict):
+        return {"file": str(f.temp), "complete": False} if f.temp.exists() else None
+    return {
+        "file": str(f.state),
+        "size": meta.get("size"),
+        "saved_at": meta.get("saved_at"),
+        "save_seconds": meta.get("save_seconds"),
+        "image": meta.get("image"),
+        "shares_replugged": [d.get("path") for d in meta.get("shares") or []],
+        "complete": f.state.exists(),
+    }
+
+
+# -- the guest side of a save: flush, and let go of share devices --------------------------------------------
+def quiesce_script(devs: list[ShareDevice]) -> str:
+    """Run in the guest before a save: flush the page cache, then unmount the device-backed shares — unless
+    a process in another mount namespace (a container's bind mount) or an open file holds one; then remount
+    what was unmounted and exit 3 with the reason."""
+    mounted = [d for d in devs if d.transport in ("virtiofs", "9p")]
+    if not mounted:
+        return "sync"
+    lines = [
+        "sync",
+        # one `ls` for every process's mount namespace: a fork per process costs ~0.1 s under TCG
+        "init=$(readlink /proc/1/ns/mnt)",
+        'for p in $(ls -l /proc/[0-9]*/ns/mnt 2>/dev/null | grep -vF "$init" | '
+        "sed -n 's#.* /proc/\\([0-9]*\\)/ns/mnt .*#\\1#p'); do",
+        "  if grep -qF -e ' - virtiofs ' -e ' - 9p ' /proc/$p/mountinfo 2>/dev/null; then",
+        '    echo "a container (pid $p) uses a shared folder"; exit 3',
+        "  fi",
+        "done",
+    ]
+    for i, d in enumerate(mounted):
+        path = shlex.quote(d.path)
+        undo = "; ".join(f"{is_mounted(e)} || {remount_command(e)}" for e in mounted[:i])
+        lines += [
+            f"if {is_mounted(d)} && ! umount {path} 2>/run/.pm-umount; then",
+            f"  {undo or ':'}",
+            f'  echo "{d.path} is busy in the VM: $(cat /run/.pm-umount)"; exit 3',
+            "fi",
+        ]
+    return "\n".join(lines)
+
+
+def is_mounted(d: ShareDevice) -> str:
+    """A shell test: the share's own filesystem is mounted there (`mountpoint` would also pass for the
+    guest's tmpfs under a /tmp share)."""
+    return f"findmnt -rn -t {d.transport} -M {shlex.quote(d.path)} >/dev/null"
+
+
+def remount_command(d: ShareDevice) -> str:
+    """The mount the guest init made at boot (pminit.shares), for the same device."""
+    opts = "nosuid,nodev" + (",ro" if d.readonly else "")
+    if d.transport == "9p":
+        opts += ",trans=virtio,version=9p2000.L,msize=524288,cache=mmap"
+    return f"mount -t {d.transport} -o {opts} {d.tag} {shlex.quote(d.path)}"
+
+
+def remount_script(devs: list[ShareDevice], wait_s: int = 20) -> str:
+    """After a resume: mount the shares again, retrying while a re-plugged device is being probed (PCIe
+    hot-plug takes seconds under TCG); exit 1 naming the shares that did not come back."""
+    out = ["bad=''"]
+    for d in devs:
+        if d.transport not in ("virtiofs", "9p"):
+            continue
+        out.append(
+            f"for i in $(seq {wait_s * 10}); do {is_mounted(d)} && break; "
+            f"{remount_command(d)} 2>/dev/null && break; sleep 0.1; done; "
+            f'{is_mounted(d)} || bad="$bad {d.path}"'
+        )
+        if (
+            d.transport == "virtiofs"
+        ):  # the 4 MiB readahead pminit sets at boot (sequential reads 0.36x -> 0.99x)
+            out.append(
+                f"{is_mounted(d)} && echo 4096 "
+                f">/sys/class/bdi/$(mountpoint -d {shlex.quote(d.path)})/read_ahead_kb 2>/dev/null"
+            )
+    out.append('[ -z "$bad" ] || { echo "shares not mounted again:$bad"; exit 1; }')
+    return "\n".join(out)
+
+
+def clock_command(now: float | None = None) -> str:
+    """Step the guest clock to the host's: a resumed guest's clock stands where it was saved."""
+    return f"date -s @{(time.time() if now is None else now):.3f} >/dev/null"
+
+
+def share_devices(entries: list[dict[str, Any]]) -> list[ShareDevice]:
+    return [
+        ShareDevice(**{k: e[k] for k in ("tag", "path", "readonly", "transport", "socket")}) for e in entries
+    ]
+
+
+def meta_for(config: dict[str, Any], accel: str, size: int, crc: int, **extra: Any) -> dict[str, Any]:
+    return {**fingerprint(config, accel), "size": size, "crc32": crc, "saved_at": time.time(), **extra}
+
+
+def commit(name: str, meta: dict[str, Any]) -> None:
+    """The temp file is complete: rename it, then write its JSON (the JSON is what makes it a state)."""
+    # No fsync of the state itself (seconds for a GiB): a host crash that loses part of it fails the CRC
+    # check, and the machine boots cold from a disk the guest had flushed.
+    f = files(name)
+    os.replace(f.temp, f.state)
+    store.write_json(f.meta, meta)
+
+
+# -- save and resume, as `stop` and `start` call them --------------------------------------------------------
+def save(
+    name: str, drv: Any, config: dict[str, Any], started: dict[str, Any], say: Progress
+) -> dict[str, Any]:
+    """Save the running machine `name` to its state file and end its VM; returns the state's JSON.
+
+    Raises NotSaved (nothing changed, the VM still runs, shares mounted again) when it cannot: the caller
+    then shuts the machine down. `started` is state.json (the shares and transport of this boot)."""
+    from . import shares, ssh
+
+    if not drv.capabilities.save_state:
+        raise NotSaved(f"the {drv.name} driver cannot save a VM's state")
+    if config.get("shares") != started.get("shares"):
+        raise NotSaved("the machine's shares changed since it started: they apply at a cold boot")
+    transport = str(started.get("share_transport") or "")
+    devs = [d for d in shares.devices(_cfg(config), transport) if d.transport in ("virtiofs", "9p")]
+    plugged = [d for d in devs if d.transport == "virtiofs"]
+    if plugged and not drv.capabilities.share_hotplug:
+        raise NotSaved(
+            f"saved state not possible with virtiofs shares on the {drv.name} driver (it cannot unplug them)"
+        )
+    t0 = time.monotonic()
+    f = files(name)
+    discard(name)
+    try:
+        client = ssh.connect(name, timeout=20)
+    except PymachineError as exc:
+        raise NotSaved(f"cannot reach the guest to flush its disk: {exc.message}") from exc
+    detached: list[ShareDevice] = []
+    try:
+        status, out, err = ssh.exec_command(client, quiesce_script(devs), timeout=60)
+        if status != 0:
+            said = (out or err).decode(errors="replace").strip().splitlines()
+            raise NotSaved(f"saved state not possible: {said[-1] if said else f'exit status {status}'}")
+        try:
+            for d in plugged:
+                drv.detach_share(name, d)
+                detached.append(d)
+            drv.save(name, f.temp)
+        except (PymachineError, OSError) as exc:  # OSError: QMP's socket closed (QEMU died mid-save)
+            f.temp.unlink(missing_ok=True)
+            from .drivers import DriverState
+
+            if drv.state(name) is DriverState.RUNNING:  # give the guest its folders back
+                for d in detached:
+                    drv.attach_share(name, d)
+                ssh.exec_command(client, remount_script(devs), timeout=60)
+            raise NotSaved(f"saving failed: {getattr(exc, 'message', exc)}") from exc
+    finally:
+        client.close()
+    size = f.temp.stat().st_size
+    meta = meta_for(
+        config,
+        str(started.get("accelerator", "tcg")),
+        size,
+        crc32_file(f.temp),
+        ssh_port=started.get("ssh_port"),
+        share_transport=transport,
+        shares=[{**d.guest(), "socket": d.socket} for d in devs],
+        started_shares=started.get("shares"),
+        save_seconds=round(time.monotonic() - t0, 2),
+    )
+    commit(name, meta)
+    say(f"saved machine state ({size / 2**20:.0f} MiB) in {meta['save_seconds']:.1f} s")
+    return meta
+
+
+def _cfg(config: dict[str, Any]) -> Any:
+    from .config import MachineConfig
+
+    return MachineConfig.from_json(config)
+
+
+def restore(name: str, drv: Any, spec: Any, meta: dict[str, Any], qemu_account: Any) -> None:
+    """Start the VM from the saved state (used once: deleted whether this works or not, since the guest's
+    disk moves on from here) and plug its virtiofs devices back in. PymachineError if the state won't load."""
+    from . import shares
+
+    f = files(name)
+    devs = share_devices(meta.get("shares") or [])
+    shares.start_daemons(name, devs, qemu_account)
+    try:
+        drv.restore(spec, f.state)
+    except BaseException:
+        shares.stop_daemons(name)
+        raise
+    finally:
+        discard(name)
+    for d in devs:
+        if d.transport == "virtiofs":
+            drv.attach_share(name, d)
+
+
+class AfterResume:
+    """In the resumed guest, on a thread of its own: step the clock to the host's at once and mount the
+    shares again. `wait` returns the problems to show as warnings."""
+
+    def __init__(self, name: str, meta: dict[str, Any]) -> None:
+        import threading
+
+        self.name, self.meta = name, meta
+        self.problems: list[str] = []
+        self.thread = threading.Thread(target=self._run, name="after-resume", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from . import ssh
+
+        script = clock_command() + "\n" + remount_script(share_devices(self.meta.get("shares") or []))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client = ssh.connect(self.name, timeout=20)
+                break
+            except PymachineError as exc:
+                if time.monotonic() > deadline:
+                    self.problems.append(f"after the resume, the guest does not answer on SSH: {exc.message}")
+                    return
+                time.sleep(0.1)
+        try:
+            status, out, err = ssh.exec_command(client, script, timeout=60)
+        finally:
+            client.close()
+        if status != 0:
+            said = (err or out).decode(errors="replace").strip()
+            self.problems.append(
+                f"after the resume, the guest did not set its clock or mount its shares: {said}"
+            )
+
+    def wait(self, deadline: float) -> list[str]:
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+        if self.thread.is_alive():
+            return ["after the resume, the guest has not set its clock and mounted its shares yet"]
+        return self.problems

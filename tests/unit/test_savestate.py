@@ -1,0 +1,112 @@
+"""savestate.check/commit/discard: when a saved state may be resumed, and why not (pure files, no VM)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pymachine.hostvm import savestate
+from pymachine.hostvm.domain import ShareDevice
+
+CONFIG = {
+    "name": "m",
+    "cpus": 2,
+    "memory": 2**30,
+    "disk": 8 * 2**30,
+    "driver": "libvirt",
+    "image": {"recipe_hash": "abc"},
+    "shares": [{"path": "/srv/x", "readonly": False}],
+    "share_transport": "auto",
+}
+
+
+@pytest.fixture
+def saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> savestate.Files:
+    """A committed state of 1 MiB for machine `m`, as `save` leaves it."""
+    monkeypatch.setenv("PYMACHINE_HOME", str(tmp_path))
+    f = savestate.files("m")
+    f.state.parent.mkdir(parents=True)
+    f.temp.write_bytes(bytes(range(256)) * 4096)
+    size, crc = f.temp.stat().st_size, savestate.crc32_file(f.temp)
+    savestate.commit("m", savestate.meta_for(CONFIG, "tcg", size, crc, ssh_port=2222))
+    return f
+
+
+def test_a_committed_state_is_good_for_the_same_config(saved: savestate.Files) -> None:
+    meta, why = savestate.check("m", CONFIG, "tcg")
+    assert why == "" and meta is not None and meta["ssh_port"] == 2222
+    assert not saved.temp.exists()
+    assert savestate.describe("m")["size"] == saved.state.stat().st_size  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"cpus": 1}, "config changed"),
+        ({"shares": []}, "config changed"),
+        ({"share_transport": "sshfs"}, "config changed"),
+        ({"image": {"recipe_hash": "new"}}, "guest image changed"),
+    ],
+)
+def test_a_changed_config_or_image_refuses_it(saved: savestate.Files, change: dict, reason: str) -> None:
+    meta, why = savestate.check("m", {**CONFIG, **change}, "tcg")
+    assert meta is None and reason in why
+
+
+def test_another_accelerator_or_agent_refuses_it(
+    saved: savestate.Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "accelerator" in savestate.check("m", CONFIG, "kvm")[1]
+    monkeypatch.setattr(savestate, "agent_version", lambda: "another")
+    assert "guest agent changed" in savestate.check("m", CONFIG, "tcg")[1]
+
+
+def test_damage_is_found(saved: savestate.Files) -> None:
+    data = bytearray(saved.state.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    saved.state.write_bytes(bytes(data))
+    assert "checksum mismatch" in savestate.check("m", CONFIG, "tcg")[1]
+    saved.state.write_bytes(bytes(data[:-1]))
+    assert "damaged (size" in savestate.check("m", CONFIG, "tcg")[1]
+
+
+def test_a_state_without_its_json_or_the_reverse_is_incomplete(saved: savestate.Files) -> None:
+    saved.meta.unlink()
+    assert savestate.check("m", CONFIG, "tcg") == (None, "the saved state is incomplete")
+    saved.state.unlink()
+    assert savestate.check("m", CONFIG, "tcg") == (None, "")  # nothing saved at all
+    saved.meta.write_text(json.dumps({"format": 1}))
+    assert savestate.check("m", CONFIG, "tcg") == (None, "the saved state is incomplete")
+
+
+def test_a_save_cut_short_leaves_only_a_part_file_that_discard_removes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYMACHINE_HOME", str(tmp_path))
+    f = savestate.files("m")
+    f.state.parent.mkdir(parents=True)
+    f.temp.write_bytes(b"QEVM half")
+    assert savestate.check("m", CONFIG, "tcg") == (None, "")
+    assert savestate.describe("m") == {"file": str(f.temp), "complete": False}
+    savestate.discard("m")
+    assert not f.temp.exists() and savestate.describe("m") is None
+
+
+def test_guest_scripts_name_each_share_and_its_own_filesystem() -> None:
+    devs = [
+        ShareDevice("pm0", "/tmp", False, "virtiofs", "/x/pm0.sock"),
+        ShareDevice("pm1", "/srv/a b", True, "9p"),
+        ShareDevice("pm2", "/srv/s", False, "sshfs"),
+    ]
+    quiesce = savestate.quiesce_script(devs)
+    assert quiesce.startswith("sync") and "umount /tmp" in quiesce and "umount '/srv/a b'" in quiesce
+    assert "/srv/s" not in quiesce  # sshfs rides the SSH link: the host agent unmounts it
+    # a failure to unmount the second share mounts the first again
+    assert "mount -t virtiofs -o nosuid,nodev pm0 /tmp" in quiesce.split("umount '/srv/a b'")[1]
+    remount = savestate.remount_script(devs)
+    assert "findmnt -rn -t 9p -M '/srv/a b'" in remount
+    assert "-o nosuid,nodev,ro,trans=virtio" in remount
+    assert savestate.quiesce_script([devs[2]]) == "sync"
+    assert savestate.clock_command(1700000000.5) == "date -s @1700000000.500 >/dev/null"

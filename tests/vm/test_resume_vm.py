@@ -1,0 +1,231 @@
+"""`pymachine stop` saves the machine's state and `start` resumes it (savestate.py), on both drivers.
+
+One machine per driver for the whole file; the tests run in order on it: resume with a running container,
+a config change (cold boot, reason shown), a damaged state file (cold boot), and kill -9 of QEMU in the middle
+of a save (the next start boots cold and works). The libvirt machine shares a folder over virtiofs (unplugged
+around the save); the direct-QEMU one over sshfs (it rides the SSH link; the host agent mounts it again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.hostagent_vm import SHARED_CACHE, VmMachine, env_of, free_port, http_status, wait_for
+from support.machines import ensure_libvirtd, new_home, unique_name
+
+# The guest kernel has no 9p; the direct-QEMU driver cannot unplug virtiofs devices (see the last test).
+TRANSPORT = {"libvirt": "virtiofs", "qemu": "sshfs"}
+FSTYPE = {"virtiofs": "virtiofs", "sshfs": "fuse.sshfs"}
+
+
+@pytest.fixture(scope="module", params=sorted(TRANSPORT))
+def saved_vm(request: pytest.FixtureRequest) -> Iterator[VmMachine]:
+    """A started machine of the driver in `param`, sharing one host folder, with busybox loaded."""
+    from support.agent import busybox_tarball
+
+    driver = request.param
+    if driver == "libvirt":
+        ensure_libvirtd()
+    home = new_home()
+    share = Path(home) / "share"
+    share.mkdir()
+    env = dict(os.environ)
+    env.update(PYMACHINE_HOME=str(home), PYMACHINE_CACHE=str(SHARED_CACHE), DOCKER_CONFIG=str(home / "dc"))
+    env.pop("DOCKER_HOST", None)
+    env.pop("DOCKER_CONTEXT", None)
+    machine = VmMachine(unique_name("rs"), home, env)
+    machine.share = share  # type: ignore[attr-defined]
+    machine.driver = driver  # type: ignore[attr-defined]
+    try:
+        with env_of(machine):
+            from pymachine.hostvm import machines
+
+            machines.create(
+                machine.name,
+                driver=driver,
+                mounts=[str(share)],
+                home_mount=False,
+                share_transport=TRANSPORT[driver],
+            )
+            machines.start(machine.name, lambda m: print(m, file=sys.stderr))
+        machine.docker("load", "-i", str(busybox_tarball()))
+        yield machine
+    finally:
+        with env_of(machine), contextlib.suppress(Exception):
+            from pymachine.hostvm import machines
+
+            machines.delete(machine.name, force=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def machine_dir(vm: VmMachine) -> Path:
+    return vm.home / "m" / vm.name
+
+
+def started_at(vm: VmMachine, container: str) -> tuple[int, str]:
+    state = json.loads(vm.docker("inspect", "-f", "{{json .State}}", container).stdout)
+    assert state["Running"], state
+    return state["Pid"], state["StartedAt"]
+
+
+def boot_id(vm: VmMachine) -> str:
+    """The kernel's id of this boot: kept across a save and resume, new at every boot."""
+    status, out, _ = vm.ssh("cat /proc/sys/kernel/random/boot_id")
+    assert status == 0
+    return out.decode().strip()
+
+
+def test_stop_saves_and_start_resumes_with_the_container_running(saved_vm: VmMachine) -> None:
+    vm = saved_vm
+    port = free_port()
+    vm.docker(
+        "run", "-d", "--name", "web", "-p", f"{port}:80", "pymachine/busybox", "httpd", "-f", "-p", "80"
+    )
+    assert http_status(port) == 404
+    before = started_at(vm, "web")
+    booted = boot_id(vm)
+
+    stop = vm.pymachine("stop", vm.name)
+    assert "saved machine state" in stop.stderr + stop.stdout, stop
+    assert (machine_dir(vm) / "saved.vmstate").exists()
+    inspect = json.loads(vm.pymachine("inspect", vm.name).stdout)
+    assert inspect["state"] == "saved" and inspect["saved_state"]["size"] > 0
+
+    (vm.share / "written-while-saved").write_text("hello")  # type: ignore[attr-defined]
+    start = vm.pymachine("start", vm.name)
+    out = start.stderr + start.stdout
+    assert "resuming from the saved state" in out and "cold boot" not in out, out
+    assert not (machine_dir(vm) / "saved.vmstate").exists()  # used once
+
+    assert started_at(vm, "web") == before  # the same process, never restarted
+    assert http_status(port) == 404  # the published port answers
+    assert vm.docker("ps", "-q").stdout.split()  # the engine socket answers
+    assert boot_id(vm) == booted  # no reboot
+    # the share is mounted again, over its own transport, and shows what the host wrote meanwhile
+    status, text, _ = vm.ssh(f"cat {vm.share}/written-while-saved")  # type: ignore[attr-defined]
+    assert (status, text) == (0, b"hello")
+    status, fstype, _ = vm.ssh(f"findmnt -rn -o FSTYPE -M {vm.share}")  # type: ignore[attr-defined]
+    assert fstype.decode().strip() == FSTYPE[TRANSPORT[vm.driver]]  # type: ignore[attr-defined]
+    # the clock was stepped to the host's at once
+    status, guest_now, _ = vm.ssh("date +%s")
+    assert abs(int(guest_now) - time.time()) < 5
+
+
+def test_a_config_change_boots_cold_and_says_why(saved_vm: VmMachine) -> None:
+    vm = saved_vm
+    booted = boot_id(vm)
+    vm.pymachine("stop", vm.name)
+    assert (machine_dir(vm) / "saved.json").exists()
+    config = machine_dir(vm) / "config.json"
+    data = json.loads(config.read_text())
+    data["memory"] += 256 * 2**20
+    config.write_text(json.dumps(data))
+    start = vm.pymachine("start", vm.name)
+    assert "cold boot: the machine's config changed" in start.stderr + start.stdout, start
+    assert not (machine_dir(vm) / "saved.vmstate").exists()
+    assert boot_id(vm) != booted
+    assert vm.docker("ps", "-aq").stdout.split()  # the engine answers; the container exists (exited)
+
+
+def test_a_damaged_state_boots_cold(saved_vm: VmMachine) -> None:
+    vm = saved_vm
+    booted = boot_id(vm)
+    vm.pymachine("stop", vm.name)
+    state = machine_dir(vm) / "saved.vmstate"
+    size = state.stat().st_size
+    with open(state, "r+b") as fh:  # same size, different bytes in the middle of guest RAM
+        fh.seek(size // 2)
+        fh.write(os.urandom(4096))
+    start = vm.pymachine("start", vm.name)
+    assert "cold boot: the saved state is damaged" in start.stderr + start.stdout, start
+    assert vm.docker("ps", "-aq").returncode == 0
+    assert boot_id(vm) != booted
+
+
+def test_kill_9_of_qemu_during_a_save_leaves_a_machine_that_starts(saved_vm: VmMachine) -> None:
+    vm = saved_vm
+    with env_of(vm):
+        from pymachine.hostvm import machines
+
+        pid = machines.get(vm.name).pid
+    assert pid
+    part = machine_dir(vm) / "saved.vmstate.part"
+    killed = threading.Event()
+
+    def kill_when_the_save_writes() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if part.stat().st_size > 0:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.set()
+                    return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_when_the_save_writes, daemon=True)
+    killer.start()
+    stop = vm.pymachine("stop", vm.name, check=False)
+    killer.join(5)
+    assert killed.is_set(), "the save never started writing"
+    assert "saving failed" in stop.stderr + stop.stdout or "shutting down instead" in stop.stderr, stop
+    assert not (machine_dir(vm) / "saved.json").exists()
+    start = vm.pymachine("start", vm.name)
+    assert "resuming" not in start.stderr + start.stdout
+    assert not part.exists()
+    status, _, _ = vm.ssh("true")
+    assert status == 0
+    wait_for(lambda: vm.docker("ps", check=False).returncode == 0, "the engine socket to answer")
+
+
+def test_stop_shutdown_and_start_cold_boot(saved_vm: VmMachine) -> None:
+    vm = saved_vm
+    out = vm.pymachine("stop", "--shutdown", vm.name)
+    assert "saved" not in out.stdout and not (machine_dir(vm) / "saved.json").exists()
+    vm.pymachine("start", vm.name)
+    booted = boot_id(vm)
+    vm.pymachine("stop", vm.name)
+    assert (machine_dir(vm) / "saved.json").exists()
+    start = vm.pymachine("start", "--cold", vm.name)
+    assert "cold boot: asked for (--cold)" in start.stderr + start.stdout
+    assert not (machine_dir(vm) / "saved.json").exists()
+    assert boot_id(vm) != booted
+
+
+def test_a_container_using_a_share_makes_stop_shut_down_instead(saved_vm: VmMachine) -> None:
+    """Its bind mount of the virtiofs share would go stale if the device were unplugged: no save, a reason."""
+    vm = saved_vm
+    if TRANSPORT[vm.driver] != "virtiofs":  # type: ignore[attr-defined]
+        pytest.skip("only device shares are unplugged around a save")
+    share = vm.share  # type: ignore[attr-defined]
+    vm.docker("run", "-d", "--name", "holder", "-v", f"{share}:/data", "pymachine/busybox", "sleep", "1000")
+    stop = vm.pymachine("stop", vm.name)
+    out = stop.stderr + stop.stdout
+    assert "shutting down instead: saved state not possible: a container (pid" in out, out
+    assert "is stopped" in stop.stdout and not (machine_dir(vm) / "saved.json").exists()
+    vm.pymachine("start", vm.name)
+    status, _, _ = vm.ssh(f"findmnt -rn -t virtiofs -M {share}")
+    assert status == 0  # mounted by the cold boot as usual
+
+
+def test_virtiofs_on_a_driver_that_cannot_unplug_it_shuts_down_with_the_reason(saved_vm: VmMachine) -> None:
+    vm = saved_vm
+    if vm.driver != "qemu":  # type: ignore[attr-defined]
+        pytest.skip("the libvirt driver unplugs virtiofs devices")
+    vm.pymachine("mount", "transport", vm.name, "virtiofs")
+    vm.pymachine("restart", vm.name)
+    stop = vm.pymachine("stop", vm.name)
+    out = stop.stderr + stop.stdout
+    assert "shutting down instead: saved state not possible with virtiofs shares on the qemu driver" in out, (
+        out
+    )
+    assert not (machine_dir(vm) / "saved.json").exists()
