@@ -360,10 +360,29 @@ def _port_free(port: int) -> bool:
 
 @contextlib.contextmanager
 def _locked(name: str) -> Iterator[None]:
-    """One lifecycle operation per machine at a time (start racing delete would leave half a machine)."""
+    """One lifecycle operation per machine at a time (start racing delete would leave half a machine).
+
+    The lock file lives in the machine's folder: an operation that waited for it while a `delete` held it
+    gets the lock of a folder that is gone, and must not go on (a `start` booted a deleted machine and failed
+    with a raw FileNotFoundError). It says the machine does not exist, as it would have a moment later."""
     from . import locks
 
-    with locks.held(paths.machine(name).dir / ".lock"):
+    lock_path = paths.machine(name).dir / ".lock"
+    with contextlib.ExitStack() as stack:
+        try:
+            fd = stack.enter_context(locks.held(lock_path))
+        except FileNotFoundError:
+            load_config(name)  # the folder is gone: its "does not exist"
+            raise
+        try:
+            current = os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current != os.fstat(fd).st_ino:
+            raise NotFoundError(
+                f"machine '{name}' does not exist (deleted meanwhile)", hint="see 'pymachine list'"
+            )
+        load_config(name)
         yield
 
 
