@@ -43,7 +43,7 @@ HELP_GROUPS = (
         ),
     ),
     ("containers", ("run", "ps", "logs", "exec", "rm", "build", "container")),
-    ("images", ("images", "pull", "load", "image")),
+    ("images", ("images", "pull", "load", "save", "image")),
 )
 EXAMPLES = """\
 examples:
