@@ -3,12 +3,10 @@ CPU time and RSS from /proc, a qcow2's allocated bytes, and a 100 MiB image to l
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
-import tarfile
 from pathlib import Path
+
+from support.random_image import random_image_archive
 
 MiB = 1024 * 1024
 
@@ -29,29 +27,5 @@ def allocated(path: Path) -> int:
 
 def big_image_tar(path: Path, size: int = 100 * MiB) -> Path:
     """A docker-archive of one layer holding `size` random bytes (incompressible), tagged saver/big:1."""
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as tar:
-        info = tarfile.TarInfo("big.bin")
-        info.size = size
-        tar.addfile(info, io.BytesIO(os.urandom(size)))
-    blob = layer.getvalue()
-    diff_id = "sha256:" + hashlib.sha256(blob).hexdigest()
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        }
-    ).encode()
-    cfg_name = hashlib.sha256(config).hexdigest() + ".json"
-    layer_name = diff_id[7:] + "/layer.tar"
-    manifest = json.dumps(
-        [{"Config": cfg_name, "RepoTags": ["saver/big:1"], "Layers": [layer_name]}]
-    ).encode()
-    with tarfile.open(path, "w") as tar:
-        for name, data in ((cfg_name, config), (layer_name, blob), ("manifest.json", manifest)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    random_image_archive(path, size, tag="saver/big:1")
     return path
