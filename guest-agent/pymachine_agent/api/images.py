@@ -76,6 +76,21 @@ def _fetch(url: str, out: Any) -> None:
         raise HTTPError(400, f"import from {url}: {getattr(exc, 'reason', exc)}") from None
 
 
+def _spool_body(req: Request, spool: Any) -> None:
+    """The whole request body into `spool`. A write that fails (no space left) is raised only once the body
+    is read to its end: a reply sent while the client still uploads reaches it as a broken pipe instead of
+    the reason (`docker load` on a full disk said "write: broken pipe")."""
+    failed: OSError | None = None
+    for piece in req.iter_body():
+        if failed is None:
+            try:
+                spool.write(piece)
+            except OSError as exc:
+                failed = exc
+    if failed is not None:
+        raise failed
+
+
 def register(router: Router, engine: Any) -> None:  # noqa: C901
     r = router.route
     store = engine.images
@@ -117,8 +132,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
         ref = f"{repo}:{tag}" if repo and tag else repo
         with tempfile.TemporaryFile(dir=store.spool_dir()) as spool:
             if source == "-":
-                for piece in req.iter_body():
-                    spool.write(piece)
+                _spool_body(req, spool)
             else:
                 req.drain()
                 _fetch(source, spool)
@@ -138,8 +152,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
     @r("POST", "/images/load")
     def load(req: Request) -> None:
         with tempfile.TemporaryFile(dir=store.spool_dir()) as spool:
-            for piece in req.iter_body():
-                spool.write(piece)
+            _spool_body(req, spool)
             spool.seek(0)
             loaded = store.load(spool)
         for name in loaded:
@@ -255,8 +268,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
             raise HTTPError(501, "docker build is not available in this engine yet") from None
         params: dict[str, Any] = {k: (v if len(v) > 1 else v[0]) for k, v in req.query_all.items()}
         with tempfile.SpooledTemporaryFile(max_size=8 << 20, dir=store.spool_dir()) as spool:
-            for piece in req.iter_body():  # moby reads the whole context before answering
-                spool.write(piece)
+            _spool_body(req, spool)  # moby reads the whole context before answering
             spool.seek(0)
             out = req.conn.stream(200, "application/json")
 
