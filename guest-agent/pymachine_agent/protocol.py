@@ -41,16 +41,18 @@ def source_checksum(root: Path = _PACKAGE_ROOT) -> str:
 # -- the event and ack shapes of GET /pymachine/v1/events and POST /pymachine/v1/ports/ack -------------
 
 
-_own_checksum: str | None = None
+_own_checksum: tuple[tuple[tuple[str, int, int], ...], str] | None = None  # (files' stat signature, checksum)
 
 
 def info() -> dict:
-    """The body of `GET /pymachine/v1/info`. The checksum is of the sources this process was started from
-    (a re-provision restarts it): re-reading every source file per call slowed each host agent connect."""
+    """The body of `GET /pymachine/v1/info`. Re-reading every source file per call slowed each host agent
+    connect, so the checksum is kept while the files' names, sizes and mtimes stay the same; a copy in the
+    guest that changed on disk (a re-provision cut short, a hand edit) is still seen at the next connect."""
     global _own_checksum
-    if _own_checksum is None:
-        _own_checksum = source_checksum()
-    return {"protocol": PROTOCOL_VERSION, "agent_version": AGENT_VERSION, "agent_checksum": _own_checksum}
+    signature = tuple((str(p), st.st_size, st.st_mtime_ns) for p in source_files() for st in (p.stat(),))
+    if _own_checksum is None or _own_checksum[0] != signature:
+        _own_checksum = (signature, source_checksum())
+    return {"protocol": PROTOCOL_VERSION, "agent_version": AGENT_VERSION, "agent_checksum": _own_checksum[1]}
 
 
 def hello_event() -> dict:
