@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -61,6 +62,18 @@ def saver(vm: FakeVM | None = None, timeout: float = 60, clock: Clock | None = N
         probe=vm.probe,
         clock=clock or Clock(),
     )
+
+
+def _held_client(s: Any) -> tuple[threading.Thread, threading.Event, threading.Event]:
+    """A client thread (not started) that holds an engine-socket connection until `leave` is set."""
+    entered, leave = threading.Event(), threading.Event()
+
+    def client() -> None:
+        with s.connection("engine socket"):
+            entered.set()
+            leave.wait(5)
+
+    return threading.Thread(target=client), entered, leave
 
 
 def test_timeout_comes_from_minutes_or_the_seconds_override() -> None:
@@ -160,15 +173,7 @@ def test_a_connection_during_the_guest_probe_cancels_the_pause() -> None:
     pauser = threading.Thread(target=lambda: result.append(s.pause_now("idle", check_guest=True)))
     pauser.start()
     assert vm.probing.wait(5)
-    entered = threading.Event()
-    leave = threading.Event()
-
-    def client() -> None:
-        with s.connection("engine socket"):
-            entered.set()
-            leave.wait(5)
-
-    c = threading.Thread(target=client)
+    c, entered, leave = _held_client(s)
     c.start()
     time.sleep(0.1)
     vm.probe_gate.set()  # the guest says "idle", but a client is connecting
@@ -274,15 +279,7 @@ def test_a_connection_during_the_trim_cancels_the_pause() -> None:
     released: list[float] = []
     s = saver(vm, timeout=1)
     s._after_unpause = released.append
-    entered = threading.Event()
-    leave = threading.Event()
-
-    def client() -> None:
-        with s.connection("engine socket"):
-            entered.set()
-            leave.wait(5)
-
-    c = threading.Thread(target=client)
+    c, entered, leave = _held_client(s)
 
     def trim_while_a_client_arrives() -> None:
         c.start()
