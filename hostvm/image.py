@@ -168,8 +168,9 @@ def ensure_image(progress: Progress | None = None, force: bool = False) -> Image
 def _refuse_if_used(folder: Path) -> None:
     """A rebuild replaces the folder's disk.qcow2 in place, and a machine's disk is a qcow2 overlay that names
     that file: its filesystem would then sit on other bytes. So --force is refused while a machine uses it."""
-    here = {d for d in _overlays_here() if _backing_folder(d) == folder.resolve()}
-    users = sorted(image_users(folder) | here)
+    here = sorted(d for d in _overlays_here() if _backing_folder(d) == folder.resolve())
+    # This home's machines first: they are the ones the user can delete from here.
+    users = here + sorted(set(image_users(folder)) - set(here))
     if users:
         listed = ", ".join(str(u) for u in users[:5]) + (" …" if len(users) > 5 else "")
         raise PymachineError(

@@ -73,7 +73,8 @@ def wait_paused(m: VmMachine) -> None:
 
 
 def state_column(m: VmMachine) -> str:
-    rows = json.loads(m.pymachine("list", "--format", "json").stdout)
+    out = m.pymachine("list", "--format", "json").stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]  # JSON lines, as docker prints
     return next(r["state"] for r in rows if r["name"] == m.name)
 
 
