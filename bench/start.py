@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 from pymachine.hostvm import machines, paths
+from pymachine.hostvm.hostagent import launcher
 
 
 def ping(sock_path: Path) -> bool:
@@ -41,14 +43,8 @@ def ping(sock_path: Path) -> bool:
 def timed_start(name: str, marks: dict[str, float]) -> float:
     t0 = time.monotonic()
 
-    def progress(note: object) -> None:
-        message = str(note)  # typed progress (StageProgress) or a plain note
-        if ": ok (" in message:
-            marks[message.split(": ")[1]] = time.monotonic() - t0
-        elif message.startswith("cold boot:") or message.startswith("resuming"):
-            marks[message] = time.monotonic() - t0
-
-    machines.start(name, progress)
+    machines.start(name, marker(marks, t0))
+    marks["start returned"] = time.monotonic() - t0
     sock = paths.machine(name).docker_socket
     deadline = time.monotonic() + 120
     while not ping(sock):
@@ -58,10 +54,29 @@ def timed_start(name: str, marks: dict[str, float]) -> float:
     return time.monotonic() - t0
 
 
-def timed_stop(name: str, shutdown: bool) -> tuple[float, bool]:
+def marker(marks: dict[str, float], t0: float):  # type: ignore[no-untyped-def]
+    """A progress callback noting when each stage finished and each note was said, since t0."""
+
+    def progress(note: object) -> None:
+        message = str(note)  # typed progress (StageProgress) or a plain note
+        if ": ok (" in message:
+            marks.setdefault(message.split(": ")[1] + " done", time.monotonic() - t0)
+        elif not message.startswith("stage "):
+            marks.setdefault(re.sub(r"[0-9.]+ (s|MiB)", "N", message)[:70], time.monotonic() - t0)
+
+    return progress
+
+
+def timed_stop(name: str, shutdown: bool, marks: dict[str, float] | None = None) -> tuple[float, bool]:
     t0 = time.monotonic()
-    m = machines.stop(name, shutdown=shutdown)
+    m = machines.stop(name, marker({} if marks is None else marks, t0), shutdown=shutdown)
     return time.monotonic() - t0, m.saved_state is not None
+
+
+def report(title: str, stages: dict[str, list[float]]) -> None:
+    print(f"{title} (median since the call):")
+    for stage, times in sorted(stages.items(), key=lambda kv: statistics.median(kv[1])):
+        print(f"  {statistics.median(times):6.2f} s  {stage}")
 
 
 def main() -> int:
@@ -69,38 +84,48 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--driver", default="libvirt")
     ap.add_argument("--mount", action="append", default=[], help="share this folder (default: none)")
+    ap.add_argument("--resume-only", action="store_true", help="no cold boots (quick runs while tuning)")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="pmbs", dir="/var/tmp"))
     os.environ["PYMACHINE_HOME"] = str(home)
     os.environ.setdefault("PYMACHINE_CACHE", "/var/tmp/pymachine-test-cache")
     name = f"bs-{os.getpid()}"
-    resume, cold, save_stop, shut_stop = [], [], [], []
-    stages: dict[str, list[float]] = {}
+    # kind -> seconds per run; "parked": the host agent kept across the saving stop (the default path),
+    # "restarted": the agent stopped before the stop and started again by the resume (the path before it)
+    took: dict[str, list[float]] = {}
+    stages: dict[str, dict[str, list[float]]] = {}
+
+    def note(kind: str, seconds: float, marks: dict[str, float]) -> None:
+        took.setdefault(kind, []).append(seconds)
+        for stage, at in marks.items():
+            stages.setdefault(kind, {}).setdefault(stage, []).append(at)
+
     try:
         machines.create(name, driver=args.driver, mounts=args.mount, home_mount=False)
         machines.start(name)
         for i in range(args.runs):
-            took, saved = timed_stop(name, shutdown=False)
-            if not saved:
-                print("stop did not save the state (see the reason above): no resume to measure")
-                return 1
-            save_stop.append(took)
-            marks: dict[str, float] = {}
-            resume.append(timed_start(name, marks))
-            if any(k.startswith("cold boot") for k in marks):
-                print(f"run {i + 1}: the resume fell back to a cold boot: {marks}")
-                return 1
-            took, _ = timed_stop(name, shutdown=True)
-            shut_stop.append(took)
-            marks = {}
-            cold.append(timed_start(name, marks))
-            for stage, at in marks.items():
-                stages.setdefault(stage, []).append(at)
-            print(
-                f"run {i + 1}: resume {resume[-1]:.2f} s, cold {cold[-1]:.2f} s, "
-                f"stop (save) {save_stop[-1]:.2f} s, stop (shutdown) {shut_stop[-1]:.2f} s",
-                flush=True,
-            )
+            for agent in ("parked", "restarted"):
+                if agent == "restarted":
+                    launcher.stop(name)  # what a saving stop did before the agent was kept
+                marks: dict[str, float] = {}
+                seconds, saved = timed_stop(name, shutdown=False, marks=marks)
+                if not saved:
+                    print("stop did not save the state (see the reason above): no resume to measure")
+                    return 1
+                note(f"stop (save), agent {agent}", seconds, marks)
+                marks = {}
+                seconds = timed_start(name, marks)
+                if any(k.startswith("cold boot") for k in marks):
+                    print(f"run {i + 1}: the resume fell back to a cold boot: {marks}")
+                    return 1
+                note(f"resume, agent {agent}", seconds, marks)
+            if not args.resume_only:
+                marks = {}
+                seconds, _ = timed_stop(name, shutdown=True, marks=marks)
+                note("stop (shutdown)", seconds, marks)
+                marks = {}
+                note("cold boot", timed_start(name, marks), marks)
+            print(f"run {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in took.items()), flush=True)
     finally:
         try:
             machines.delete(name, force=True)
@@ -111,17 +136,21 @@ def main() -> int:
         f"\n{args.driver} driver, {args.runs} runs, shares: {args.mount or 'none'}, "
         f"load {os.getloadavg()[0]:.1f}"
     )
-    print(f"stopped → engine answering, resume:    median {med(resume):.2f} s  (goal ≤ 2 s)")
-    print(f"stopped → engine answering, cold boot: median {med(cold):.2f} s  (goal ≤ 8 s)")
-    print(f"  resume is {med(cold) / med(resume):.1f}x faster than a cold boot")
-    print(f"stop, saving the state:  median {med(save_stop):.2f} s  (goal ≤ 2 s)")
-    print(
-        f"stop, shutting down:     median {med(shut_stop):.2f} s  "
-        f"(saving/shutdown {med(save_stop) / med(shut_stop):.2f})"
-    )
-    print("cold boot stages (done at, median since start):")
-    for stage, times in stages.items():
-        print(f"  {stage}: {med(times):.2f} s")
+    goals = {"resume, agent parked": 2, "cold boot": 8, "stop (save), agent parked": 2}
+    for kind, values in took.items():
+        goal = f"  (goal ≤ {goals[kind]} s)" if kind in goals else ""
+        print(f"{kind:28} median {med(values):6.2f} s{goal}")
+    ratio = [
+        ("resume, agent parked", "resume, agent restarted"),
+        ("stop (save), agent parked", "stop (save), agent restarted"),
+        ("resume, agent parked", "cold boot"),
+        ("stop (save), agent parked", "stop (shutdown)"),
+    ]
+    for a, b in ratio:
+        if a in took and b in took:
+            print(f"{a} / {b}: {med(took[a]) / med(took[b]):.2f}")
+    for kind, marks in stages.items():
+        report(f"{kind}: stages", marks)
     return 0
 
 

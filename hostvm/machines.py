@@ -606,6 +606,7 @@ def _resume(
         if why:
             say(f"cold boot: {why}")
         savestate.discard(name)
+        _stop_host_agent(name)  # one parked by the saving stop knows the old boot's shares: a fresh one
         return None
     say("resuming from the saved state")
     store.write_json(
@@ -633,6 +634,7 @@ def _resume(
         drv.force_stop(name)
         drv.cleanup(name)
         shares.stop_daemons(name)
+        _stop_host_agent(name)
         return None
     return meta
 
@@ -700,7 +702,7 @@ def stop(
     accel = (store.read_json(paths.machine(name).state, {}) or {}).get("accelerator", "tcg")
     timeout = STOP_TIMEOUT.get(accel, 60.0) if timeout is None else timeout
     with _locked(name):
-        _stop_host_agent(name)  # also when QEMU died under it: an agent must not outlive its VM's run
+        saved = False
         if shutdown:
             savestate.discard(name)  # a saved machine shut down for good: its next start boots cold
         if drv.state(name) is DriverState.RUNNING and not shutdown:
@@ -709,9 +711,13 @@ def stop(
                 if drv.paused(name):  # the resource saver froze it: the guest must run to flush and unmount
                     drv.unpause(name)
                 started = store.read_json(paths.machine(name).state, {}) or {}
-                savestate.save(name, drv, cfg.to_json(), started, say)
+                savestate.save(name, drv, cfg.to_json(), started, say, _agent_quiesce(name))
+                saved = True
             except savestate.NotSaved as exc:
                 say(f"shutting down instead: {exc.message}")
+        if not saved:  # also when QEMU died under it: an agent must not outlive its VM's run
+            _stop_host_agent(name)
+        # Saved: the host agent stays, parked (hostagent/parking.py), and the resume only reconnects it.
         if drv.state(name) is DriverState.RUNNING:
             say(f"stopping machine '{name}'")
             deadline = time.monotonic() + timeout
@@ -776,6 +782,12 @@ def _host_agent_launcher():  # type: ignore[no-untyped-def]
     except ImportError:
         return None
     return launcher
+
+
+def _agent_quiesce(name: str) -> savestate.Quiesce | None:
+    """Run the save's quiesce script through the host agent, which then parks (hostagent/parking.py)."""
+    launcher = _host_agent_launcher()
+    return None if launcher is None else lambda script: launcher.park(name, script)
 
 
 def _stop_host_agent(name: str) -> None:

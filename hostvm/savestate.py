@@ -34,6 +34,7 @@ from .errors import PymachineError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
+Quiesce = Callable[[str], "tuple[int, str, str] | None"]  # runs a script in the guest: (status, out, err)
 FORMAT = 1
 STATE_FILE = "saved.vmstate"
 META_FILE = "saved.json"
@@ -260,20 +261,25 @@ def commit(name: str, meta: dict[str, Any]) -> None:
 
 # -- save and resume, as `stop` and `start` call them --------------------------------------------------------
 def save(
-    name: str, drv: Any, config: dict[str, Any], started: dict[str, Any], say: Progress
+    name: str,
+    drv: Any,
+    config: dict[str, Any],
+    started: dict[str, Any],
+    say: Progress,
+    quiesce: Quiesce | None = None,
 ) -> dict[str, Any]:
     """Save the running machine `name` to its state file and end its VM; returns the state's JSON.
 
     Raises NotSaved (nothing changed, the VM still runs, shares mounted again) when it cannot: the caller
-    then shuts the machine down. `started` is state.json (the shares and transport of this boot)."""
-    from . import shares, ssh
-
+    then shuts the machine down. `started` is state.json (the shares and transport of this boot). `quiesce`
+    runs the guest's quiesce script over the host agent's open link (no SSH handshake of our own); when it
+    answers None (no agent), the script runs over a connection of our own."""
     if not drv.capabilities.save_state:
         raise NotSaved(f"the {drv.name} driver cannot save a VM's state")
     if config.get("shares") != started.get("shares"):
         raise NotSaved("the machine's shares changed since it started: they apply at a cold boot")
     transport = str(started.get("share_transport") or "")
-    devs = [d for d in shares.devices(_cfg(config), transport) if d.transport in ("virtiofs", "9p")]
+    devs = [d for d in _share_devices(config, transport) if d.transport in ("virtiofs", "9p")]
     plugged = [d for d in devs if d.transport == "virtiofs"]
     if plugged and not drv.capabilities.share_hotplug:
         raise NotSaved(
@@ -282,32 +288,28 @@ def save(
     t0 = time.monotonic()
     f = files(name)
     discard(name)
-    try:
-        client = ssh.connect(name, timeout=20)
-    except PymachineError as exc:
-        raise NotSaved(f"cannot reach the guest to flush its disk: {exc.message}") from exc
+    script = quiesce_script(devs)
+    done = quiesce(script) if quiesce is not None else None
+    status, out, err = done if done is not None else _run_in_guest(name, script, "flush its disk")
+    if status != 0:
+        said = (out or err).strip().splitlines()
+        raise NotSaved(f"saved state not possible: {said[-1] if said else f'exit status {status}'}")
     detached: list[ShareDevice] = []
     try:
-        status, out, err = ssh.exec_command(client, quiesce_script(devs), timeout=60)
-        if status != 0:
-            said = (out or err).decode(errors="replace").strip().splitlines()
-            raise NotSaved(f"saved state not possible: {said[-1] if said else f'exit status {status}'}")
-        try:
-            for d in plugged:
-                drv.detach_share(name, d)
-                detached.append(d)
-            drv.save(name, f.temp)
-        except (PymachineError, OSError) as exc:  # OSError: QMP's socket closed (QEMU died mid-save)
-            f.temp.unlink(missing_ok=True)
-            from .drivers import DriverState
+        for d in plugged:
+            drv.detach_share(name, d)
+            detached.append(d)
+        drv.save(name, f.temp)
+    except (PymachineError, OSError) as exc:  # OSError: QMP's socket closed (QEMU died mid-save)
+        f.temp.unlink(missing_ok=True)
+        from .drivers import DriverState
 
-            if drv.state(name) is DriverState.RUNNING:  # give the guest its folders back
-                for d in detached:
-                    drv.attach_share(name, d)
-                ssh.exec_command(client, remount_script(devs), timeout=60)
-            raise NotSaved(f"saving failed: {getattr(exc, 'message', exc)}") from exc
-    finally:
-        client.close()
+        if drv.state(name) is DriverState.RUNNING:  # give the guest its folders back
+            for d in detached:
+                drv.attach_share(name, d)
+            if devs:
+                _run_in_guest(name, remount_script(devs), "mount its shares again")
+        raise NotSaved(f"saving failed: {getattr(exc, 'message', exc)}") from exc
     size = f.temp.stat().st_size
     meta = meta_for(
         config,
@@ -323,6 +325,27 @@ def save(
     commit(name, meta)
     say(f"saved machine state ({size / 2**20:.0f} MiB) in {meta['save_seconds']:.1f} s")
     return meta
+
+
+def _share_devices(config: dict[str, Any], transport: str) -> list[ShareDevice]:
+    from . import shares
+
+    return shares.devices(_cfg(config), transport)
+
+
+def _run_in_guest(name: str, script: str, what: str) -> tuple[int, str, str]:
+    """Run `script` over an SSH connection of our own; NotSaved when the guest cannot be reached."""
+    from . import ssh
+
+    try:
+        client = ssh.connect(name, timeout=20)
+    except PymachineError as exc:
+        raise NotSaved(f"cannot reach the guest to {what}: {exc.message}") from exc
+    try:
+        status, out, err = ssh.exec_command(client, script, timeout=60)
+    finally:
+        client.close()
+    return status, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 def _cfg(config: dict[str, Any]) -> Any:

@@ -23,7 +23,7 @@ import paramiko
 from pymachine_agent import protocol
 
 from .. import paths
-from . import guestapi, idle, lifeline, ports, provision, sshfs
+from . import guestapi, idle, lifeline, parking, ports, provision, sshfs
 from .control import ControlServer
 from .events import EventWriter
 from .fswatch import FsWatcher
@@ -85,6 +85,7 @@ class Agent:
         self.started_at = time.time()
         self.stages = StartupStages(self.events.emit)
         self.saver: idle.Saver | None = None  # the resource saver, for a machine whose driver can pause
+        self.parking = parking.Parking(self)  # across a saving stop (parking.py)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -97,6 +98,7 @@ class Agent:
         self.control.start()
         if self.saver is not None:
             self.saver.start()  # resumes a machine a dead agent left paused, before the link tries it
+        self.parking.on_start(self.machine_config.parent)
         self.stages.begin("ssh link")
         self.link.start()
         threading.Thread(target=self._sleep_watch, name="sleep-watch", daemon=True).start()
@@ -126,10 +128,15 @@ class Agent:
         self.events.emit("link", state="up", reconnects=self.link.reconnects)
         self.stages.done("ssh link")
         self.stages.begin("guest agent")
+        resumed = self.parking.take_resumed()  # the first link to a resumed VM: the same guest as before
         threading.Thread(
-            target=self._subscribe, args=(transport, self._generation), name="guest-events", daemon=True
+            target=self._subscribe,
+            args=(transport, self._generation, resumed),
+            name="guest-events",
+            daemon=True,
         ).start()
-        threading.Thread(target=self.sync_clock, args=(transport,), name="clock", daemon=True).start()
+        clock = self.parking.step_clock if resumed else self.sync_clock
+        threading.Thread(target=clock, args=(transport,), name="clock", daemon=True).start()
 
     @property
     def subscribed(self) -> bool:
@@ -138,20 +145,23 @@ class Agent:
 
     def _on_down(self, error: str) -> None:
         self.events.emit("link", state="down", error=error, reconnects=self.link.reconnects)
-        self.events.emit("state", state="degraded")
+        if not self.link.parked:  # parked: "saved" was said, and nothing is wrong
+            self.events.emit("state", state="degraded")
 
     def _engine_error(self, message: str) -> None:
         self.events.emit("error", message=message)
 
     # -- guest events → listeners ----------------------------------------------------------------------------
-    def _subscribe(self, transport: paramiko.Transport, generation: int) -> None:
+    def _subscribe(self, transport: paramiko.Transport, generation: int, resumed: bool = False) -> None:
         # sshfs shares first: "ready" (the first hello below) must mean a container sees the host's files.
         self.shares.mount_all(transport)
         waited_since = time.monotonic()
         while transport.is_active() and generation == self._generation and not self.stopping.is_set():
             try:
-                self.guest_info = self._info(transport)
-                self.push_shares(transport)
+                if not resumed:  # a resumed guest's agent is the one /info checked before the save
+                    self.guest_info = self._info(transport)
+                    self.push_shares(transport)
+                resumed = False  # a retry asks again (the guest agent may have restarted)
                 chan = self.opener.open(transport)
                 self._consume(transport, guestapi.stream_events(chan), generation)
             except Exception as exc:  # noqa: BLE001 - EOFError etc. from a dying transport: retry or end
@@ -337,6 +347,7 @@ class Agent:
             if link_up and self.subscribed
             else ("connecting" if self.link.reconnects == 0 and not self.link.connected_at else "degraded")
         )
+        state = "saved" if self.link.parked else state
         return {
             "ok": True,
             "name": self.name,
@@ -386,6 +397,8 @@ class Agent:
             return {"ok": True}
         if op in ("share-mount", "share-unmount"):
             return self._share_op(op, request)
+        if op in parking.CONTROL_OPS:  # park, unpark: around a saving stop
+            return self.parking.control(request)
         if op in idle.CONTROL_OPS:  # wake, pause, saver
             return idle.control(self.saver, request)
         if op == "push-shares":  # config.json's shares changed (mount add|rm): the guest agent's list follows

@@ -86,9 +86,9 @@ def _log_tail(name: str, lines: int = 8) -> str:
     return " / ".join(text.strip().splitlines()[-lines:])
 
 
-def _ask(name: str, op: str = "status", timeout: float = 3.0) -> dict[str, Any] | None:
+def _ask(name: str, op: str = "status", timeout: float = 3.0, **args: Any) -> dict[str, Any] | None:
     try:
-        return control.call(paths.machine(name).control_socket, op, timeout=timeout)
+        return control.call(paths.machine(name).control_socket, op, timeout=timeout, **args)
     except (OSError, ValueError):
         return None
 
@@ -97,10 +97,31 @@ _early: dict[str, int] = {}
 
 
 def start_early(name: str) -> None:
-    """Spawn the agent now, before its VM answers (a resume: it connects the moment the guest runs, its
-    Python start overlapping the restore); `ensure_running` then waits for this one."""
-    if agent_pid(name) is None and name not in _early:
+    """The VM was just restored: the agent parked by the saving `stop` connects now (hostagent/parking.py);
+    with none alive (the host restarted meanwhile), one is spawned now, before its VM answers, and
+    `ensure_running` then waits for this one."""
+    if agent_pid(name) is not None:
+        if _ask(name, "unpark") is not None:
+            return
+        stop(name)  # alive but deaf: a new one
+    if name not in _early:
         _early[name] = _spawn(name)
+
+
+def park(name: str, script: str, timeout: float = 60.0) -> tuple[int, str, str] | None:
+    """Before a save: the agent runs `script` in the guest over its open link and, when it exits 0, parks
+    (closes the link, keeps its listeners). (status, stdout, stderr), or None when no agent could do it."""
+    if agent_pid(name) is None:
+        return None
+    answer = _ask(name, "park", timeout=timeout + 25, script=script, timeout_s=timeout)
+    if answer is None or "status" not in answer:
+        return None
+    return int(answer["status"]), str(answer.get("out") or ""), str(answer.get("err") or "")
+
+
+def parked(name: str) -> bool:
+    st = _ask(name) if agent_pid(name) is not None else None
+    return st is not None and st.get("state") == "saved"
 
 
 def ensure_running(

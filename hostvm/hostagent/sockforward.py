@@ -20,8 +20,9 @@ from pathlib import Path
 import paramiko
 
 from . import pump
+from .parking import error_response
 from .streamlocal import Opener
-from .transport import Link
+from .transport import Link, Parked
 
 log = logging.getLogger(__name__)
 GUEST_SOCKET = "/run/pymachine/docker.sock"
@@ -97,6 +98,12 @@ class SocketForward:
             with self.activity("engine socket"):
                 chan = self.open_channel()
                 pump.splice(conn, chan, name="docker-fwd", hold_after_upgrade=True).join()
+        except Parked as exc:  # a stopped machine: the client reads why, as the engine's error
+            with contextlib.suppress(OSError):
+                conn.settimeout(2)
+                conn.recv(65536)  # the request first: a reply to a client still writing could break its pipe
+                conn.sendall(error_response(str(exc)))
+            conn.close()
         except Exception as exc:  # noqa: BLE001 - SSH/OS errors, or a machine that could not be woken
             self.failures += 1
             self.last_error = str(exc)

@@ -35,6 +35,10 @@ class HostKeyMismatch(paramiko.SSHException):
     pass
 
 
+class Parked(paramiko.SSHException):
+    """The machine is stopped with its state saved: nothing to connect to until it resumes."""
+
+
 def load_pinned_key(path: Path) -> paramiko.PKey:
     """The pinned host key from a `.pub` file, a known_hosts line, or the private key file itself."""
     text = path.read_text().strip()
@@ -109,6 +113,10 @@ class Link:
         # The resource saver pauses the guest (idle.py): a paused guest answers no probe; that is no fault.
         self.held = False
         self._hold_epoch = 0
+        # A saving `stop` parks the link (no connect attempts against a VM that is not there) and the resume
+        # unparks it: the connect starts that instant, with no backoff to wait out. Set by stop and unpark.
+        self.parked = ""
+        self._kick = threading.Event()
 
     # -- the resource saver ------------------------------------------------------------------------------
     def hold(self) -> None:
@@ -120,11 +128,34 @@ class Link:
         self.held = False
         self._hold_epoch += 1
 
+    # -- a saving stop and the resume ------------------------------------------------------------------------
+    def park(self, reason: str) -> None:
+        """The VM is about to be saved and stopped: close the transport, attempt nothing until `unpark`;
+        meanwhile `get` fails at once with `reason` instead of waiting for a link that cannot come."""
+        with self._cond:
+            self.parked = reason
+            self._cond.notify_all()
+        self.drop(reason)
+
+    def unpark(self) -> None:
+        """The VM runs again: connect now."""
+        with self._cond:
+            self.parked = ""
+            self._cond.notify_all()
+        self._kick.set()
+
+    def _pause(self, seconds: float) -> None:
+        """Wait `seconds` between attempts; cut short by stop and unpark."""
+        self._kick.wait(seconds)
+        self._kick.clear()
+
     # -- used by forwarders -------------------------------------------------------------------------------
     def get(self, timeout: float = 30.0) -> paramiko.Transport:
         deadline = time.monotonic() + timeout
         with self._cond:
             while not self._stop.is_set():
+                if self.parked:
+                    raise Parked(self.parked)
                 t = self._transport
                 if t is not None and t.is_active():
                     return t
@@ -152,6 +183,7 @@ class Link:
 
     def stop(self) -> None:
         self._stop.set()
+        self._kick.set()
         self.drop("stopping")
         with self._cond:
             self._cond.notify_all()
@@ -162,17 +194,25 @@ class Link:
         delay = BACKOFF_FIRST
         first = True
         while not self._stop.is_set():
+            if self.parked:
+                self._pause(3600.0)
+                delay = BACKOFF_FIRST
+                continue
             try:
                 t = self._connect()
             except HostKeyMismatch as exc:
                 self._set_down(str(exc))
                 # Security failure: keep trying (the right guest may come back) but slowly and loudly.
-                self._stop.wait(5.0)
+                self._pause(5.0)
                 continue
             except Exception as exc:  # noqa: BLE001 - any connect failure means "try again"
                 self._set_down(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-                self._stop.wait(delay)
+                log.info("connecting failed, again in %.1f s: %s", delay, self.last_error)
+                self._pause(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            if self.parked:  # parked while this attempt connected (to the VM being saved)
+                t.close()
                 continue
             delay = BACKOFF_FIRST
             if not first:

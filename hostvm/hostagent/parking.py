@@ -1,0 +1,145 @@
+"""The host agent across a saving `stop` and the resume: it stays, parked, instead of being stopped and
+started again (issue 14: resume → engine answering ≤ 2 s).
+
+`park` (the control op `stop` sends before the save) runs the guest's quiesce script (flush, unmount the
+device shares) over the agent's open link, which spares `stop` an SSH handshake with the emulated sshd,
+lets go of the sshfs shares, closes the link and makes no attempt to connect until `unpark`. The engine
+socket and the published ports keep listening meanwhile: a client is told at once that the machine is
+stopped (a docker client reads the engine's JSON error), and the resumed machine finds its listeners where
+they were.
+
+`unpark` (what `start` sends the moment the restore returns) connects at once: no agent process to start, no
+reconnect backoff to wait out. `start` then waits for "ready" as after any start, which needs the guest
+agent's hello on the new link: the engine answers when `start` returns.
+
+The resource saver stands down while parked (the held connection keeps it from pausing a VM being saved).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+log = logging.getLogger(__name__)
+CONTROL_OPS = ("park", "unpark")
+SAVED_META = "saved.json"  # savestate.META_FILE: a state saved while this agent was not running
+
+
+class Parking:
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+        self._hold = contextlib.ExitStack()
+        self._lock = threading.Lock()
+        self._resumed = False
+
+    @property
+    def parked(self) -> bool:
+        return bool(self.agent.link.parked)
+
+    def reason(self) -> str:
+        name = self.agent.name
+        return f"machine '{name}' is stopped (its state is saved): run 'pymachine start {name}'"
+
+    def on_start(self, machine_dir: Path) -> None:
+        """An agent started (again, by its supervisor) while its machine is saved waits to be unparked."""
+        if (machine_dir / SAVED_META).exists():
+            self.agent.link.park(self.reason())
+
+    def park(self, script: str = "", timeout: float = 60.0) -> dict[str, Any]:
+        """Run `script` in the guest (none: just park); a non-zero exit leaves everything as it was."""
+        with self._lock:
+            agent = self.agent
+            if agent.saver is not None and not self.parked:
+                # Counted as a client: wakes a paused machine and keeps the saver from pausing it meanwhile.
+                self._hold.enter_context(agent.saver.connection("saving stop"))
+            answer: dict[str, Any] = {"ok": True, "status": 0, "out": "", "err": ""}
+            transport = agent.link.current()
+            if script:
+                try:
+                    transport = agent.link.get(timeout=min(timeout, 20.0))
+                    status, out, err = run(transport, script, timeout)
+                except (paramiko.SSHException, OSError, EOFError) as exc:
+                    self._release()
+                    return {"ok": False, "error": f"the host agent could not run it: {exc}"}
+                answer.update(status=status, out=out, err=err)
+                if status != 0:
+                    self._release()
+                    answer["ok"] = False
+                    return answer
+            agent.shares.unmount_all(transport)
+            for mount in list(agent.shares.mounts.values()):
+                mount.state = "pending"  # mounted again on the resumed link (daemon.Agent._subscribe)
+            agent.link.park(self.reason())
+            agent.events.emit("state", state="saved")
+            return answer
+
+    def unpark(self) -> dict[str, Any]:
+        with self._lock:
+            was = self.parked
+            self._resumed = was  # before the link can come up
+            self.agent.link.unpark()
+            self._release()
+            if was:
+                self.agent.events.emit("state", state="starting", reason="resumed")
+            return {"ok": True, "was_parked": was}
+
+    def take_resumed(self) -> bool:
+        """True once, for the first link after an unpark: the guest is the one saved (same guest agent, same
+        share list), so the link-up skips asking /info and sending the shares again, and steps the clock."""
+        was, self._resumed = self._resumed, False
+        return was
+
+    def step_clock(self, transport: paramiko.Transport) -> None:
+        """The resumed guest's clock stands where it was saved: set it, one exec (no read first)."""
+        agent = self.agent
+        try:
+            status, _, err = run(transport, f"date -s @{time.time():.3f} >/dev/null", 10.0)
+            if status != 0:
+                raise OSError(err.strip() or f"exit status {status}")
+            agent.clock.update(last_check=time.time(), skew=None)
+            agent.clock["resyncs"] += 1
+            agent.events.emit("clock", ok=True, reason="resumed from a saved state")
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            agent.events.emit("clock", ok=False, error=str(exc), reason="resumed from a saved state")
+
+    def _release(self) -> None:
+        self._hold.close()
+        self._hold = contextlib.ExitStack()
+
+    def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("op") == "park":
+            return self.park(str(request.get("script") or ""), float(request.get("timeout_s") or 60.0))
+        return self.unpark()
+
+
+def run(transport: paramiko.Transport, script: str, timeout: float) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `script` run by the guest's shell over one exec channel."""
+    chan = transport.open_session(timeout=10)
+    try:
+        chan.settimeout(timeout)
+        chan.exec_command(script)
+        out, err = bytearray(), bytearray()
+        while data := chan.recv(65536):
+            out += data
+        while data := chan.recv_stderr(65536):  # stdout's end is the command's: stderr has all it will get
+            err += data
+        return chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace")
+    finally:
+        chan.close()
+
+
+def error_response(message: str) -> bytes:
+    """The engine's JSON error as an HTTP reply: what a client of a stopped machine's engine socket reads."""
+    body = json.dumps({"message": message}).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
