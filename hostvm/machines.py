@@ -597,7 +597,8 @@ def _resume(
     name: str, cfg: cfgmod.MachineConfig, drv: Driver, accel: str, cold: bool, say: Progress, launcher: Any
 ) -> dict[str, Any] | None:
     """Start the VM from its saved state; None (with the one-line reason shown) when it boots cold instead."""
-    meta, why = (None, "") if cold else savestate.check(name, cfg.to_json(), accel)
+    # the checksum is verified while the state loads (savestate.restore)
+    meta, why = (None, "") if cold else savestate.check(name, cfg.to_json(), accel, verify_data=False)
     if cold and savestate.describe(name):
         why = "asked for (--cold); the saved state is thrown away"
     if meta is not None and not savestate.port_free(ssh.HOST, int(meta.get("ssh_port") or 0)):
@@ -630,7 +631,10 @@ def _resume(
         if launcher is not None:
             launcher.start_early(name)
     except Exception as exc:  # noqa: BLE001 - any failure to resume is a cold boot, never a dead machine
-        say(f"cold boot: resuming failed: {exc.message if isinstance(exc, PymachineError) else exc}")
+        if isinstance(exc, savestate.Damaged):
+            say(f"cold boot: {exc.message}")
+        else:
+            say(f"cold boot: resuming failed: {exc.message if isinstance(exc, PymachineError) else exc}")
         drv.force_stop(name)
         drv.cleanup(name)
         shares.stop_daemons(name)

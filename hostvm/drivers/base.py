@@ -63,8 +63,9 @@ class Driver(abc.ABC):
         """Write the VM's state to `path` (a new file) and end the VM; only when capabilities.save_state."""
         raise NotImplementedError("this driver cannot save a VM's state")
 
-    def restore(self, spec: VMSpec, path: Path) -> None:
-        """Start the VM of `spec` from a state that `save` wrote; it runs when this returns."""
+    def restore(self, spec: VMSpec, path: Path, paused: bool = False) -> None:
+        """Start the VM of `spec` from a state that `save` wrote; it runs when this returns (`paused`: it
+        waits, vCPUs stopped, for `unpause`)."""
         raise NotImplementedError("this driver cannot restore a VM's state")
 
     def detach_share(self, machine: str, dev: ShareDevice) -> None:

@@ -197,12 +197,13 @@ class LibvirtDriver(Driver):
         except libvirt.libvirtError as exc:
             raise PymachineError(f"libvirt could not save {dom.name()}: {exc.get_error_message()}") from exc
 
-    def restore(self, spec: VMSpec, path: Path) -> None:
+    def restore(self, spec: VMSpec, path: Path, paused: bool = False) -> None:
         libvirt = self._libvirt()
         if self._lookup_any(spec.name) is not None and self.state(spec.name) is DriverState.RUNNING:
             raise PymachineError(f"libvirt already runs a domain {spec.domain_name}")
+        flag = libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else libvirt.VIR_DOMAIN_SAVE_RUNNING
         try:
-            self.conn().restoreFlags(str(path), None, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+            self.conn().restoreFlags(str(path), None, flag)
         except libvirt.libvirtError as exc:
             raise PymachineError(
                 f"libvirt could not restore {spec.domain_name}: {exc.get_error_message()}"

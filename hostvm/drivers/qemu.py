@@ -153,7 +153,7 @@ class QemuDriver(Driver):
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def restore(self, spec: VMSpec, path: Path) -> None:
+    def restore(self, spec: VMSpec, path: Path, paused: bool = False) -> None:
         self.start(spec, incoming=True)
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -167,6 +167,8 @@ class QemuDriver(Driver):
                     if state == "running":
                         return
                     if state in ("paused", "postmigrate"):  # loaded; saved while paused (see save): run it
+                        if paused:
+                            return
                         qmp.command("cont")
                     if time.monotonic() > deadline:
                         raise PymachineError("QEMU did not finish loading the saved state")

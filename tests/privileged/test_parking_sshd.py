@@ -1,7 +1,8 @@
 """The host agent parked across a saving stop (hostagent/parking.py), against a real sshd standing in for the
 guest: `park` runs the quiesce script over the open link and closes it; meanwhile the engine socket answers at
 once with the engine's JSON error (no 30 s wait for a link that cannot come) and a published port's listener
-stays bound; `unpark` connects at once and the engine and the port work again. A failing script parks nothing."""
+stays bound; `unpark` connects at once and the engine and the port work again. A failing script parks
+nothing."""
 
 from __future__ import annotations
 

@@ -78,6 +78,13 @@ def started_at(vm: VmMachine, container: str) -> tuple[int, str]:
     return state["Pid"], state["StartedAt"]
 
 
+def host_agent(vm: VmMachine) -> int | None:
+    with env_of(vm):
+        from pymachine.hostvm.hostagent import launcher
+
+        return launcher.agent_pid(vm.name)
+
+
 def boot_id(vm: VmMachine) -> str:
     """The kernel's id of this boot: kept across a save and resume, new at every boot."""
     status, out, _ = vm.ssh("cat /proc/sys/kernel/random/boot_id")
@@ -94,12 +101,17 @@ def test_stop_saves_and_start_resumes_with_the_container_running(saved_vm: VmMac
     assert http_status(port) == 404
     before = started_at(vm, "web")
     booted = boot_id(vm)
+    agent = host_agent(vm)
 
     stop = vm.pymachine("stop", vm.name)
     assert "saved machine state" in stop.stderr + stop.stdout, stop
     assert (machine_dir(vm) / "saved.vmstate").exists()
     inspect = json.loads(vm.pymachine("inspect", vm.name).stdout)
     assert inspect["state"] == "saved" and inspect["saved_state"]["size"] > 0
+    # the host agent stays, parked: the engine socket tells a client why, at once (hostagent/parking.py)
+    assert host_agent(vm) == agent
+    ps = vm.docker("ps", check=False, timeout=30)
+    assert ps.returncode != 0 and "is stopped (its state is saved)" in ps.stderr, ps
 
     (vm.share / "written-while-saved").write_text("hello")  # type: ignore[attr-defined]
     start = vm.pymachine("start", vm.name)
@@ -107,6 +119,7 @@ def test_stop_saves_and_start_resumes_with_the_container_running(saved_vm: VmMac
     assert "resuming from the saved state" in out and "cold boot" not in out, out
     assert not (machine_dir(vm) / "saved.vmstate").exists()  # used once
 
+    assert host_agent(vm) == agent  # reconnected, not restarted
     assert started_at(vm, "web") == before  # the same process, never restarted
     assert http_status(port) == 404  # the published port answers
     assert vm.docker("ps", "-q").stdout.split()  # the engine socket answers
