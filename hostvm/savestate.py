@@ -417,10 +417,10 @@ class AfterResume:
     """In the resumed guest, on a thread of its own: step the clock to the host's at once and mount the
     shares again. `wait` returns the problems to show as warnings."""
 
-    def __init__(self, name: str, meta: dict[str, Any]) -> None:
+    def __init__(self, name: str, meta: dict[str, Any], clock: bool = True) -> None:
         import threading
 
-        self.name, self.meta = name, meta
+        self.name, self.meta, self.clock = name, meta, clock
         self.problems: list[str] = []
         self.thread = threading.Thread(target=self._run, name="after-resume", daemon=True)
         self.thread.start()
@@ -428,7 +428,6 @@ class AfterResume:
     def _run(self) -> None:
         from . import ssh
 
-        script = clock_command() + "\n" + remount_script(share_devices(self.meta.get("shares") or []))
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -439,6 +438,9 @@ class AfterResume:
                     self.problems.append(f"after the resume, the guest does not answer on SSH: {exc.message}")
                     return
                 time.sleep(0.1)
+        # the time is taken once connected (a connection takes seconds under load: the clock would lag)
+        script = remount_script(share_devices(self.meta.get("shares") or []))
+        script = (clock_command() + "\n" if self.clock else "") + script
         try:
             status, out, err = ssh.exec_command(client, script, timeout=60)
         finally:

@@ -316,7 +316,9 @@ class Agent:
             skew = time.time() - guest
             self.clock.update(last_check=time.time(), skew=round(skew, 3))
             if force or abs(skew) > CLOCK_SKEW_MAX:
-                _exec(transport, f"date -s @{time.time():.3f} >/dev/null")
+                status, err = parking.step_guest_clock(transport)  # the time sent as the guest asks
+                if status != 0:
+                    raise OSError(f"date -s failed in the guest: {err.strip() or status}")
                 self.clock["resyncs"] += 1
                 self.events.emit("clock", skew=round(skew, 3), ok=True)
         except (paramiko.SSHException, OSError, ValueError) as exc:

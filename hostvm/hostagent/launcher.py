@@ -164,7 +164,7 @@ def ensure_running(
                 hint="read its log; 'pymachine start' tries again",
                 log_path=mp.agent_log,
             )
-        time.sleep(0.1)
+        time.sleep(0.03)  # one control-socket round trip per look: a resume's ready is seen at once
     raise PymachineError(
         f"the host agent of machine '{name}' is not ready: {_not_ready(last)}",
         hint="is the machine running? see 'pymachine list'",

@@ -100,7 +100,7 @@ class Parking:
         """The resumed guest's clock stands where it was saved: set it, one exec (no read first)."""
         agent = self.agent
         try:
-            status, _, err = run(transport, f"date -s @{time.time():.3f} >/dev/null", 10.0)
+            status, err = step_guest_clock(transport)
             if status != 0:
                 raise OSError(err.strip() or f"exit status {status}")
             agent.clock.update(last_check=time.time(), skew=None)
@@ -131,6 +131,30 @@ def run(transport: paramiko.Transport, script: str, timeout: float) -> tuple[int
         while data := chan.recv_stderr(65536):  # stdout's end is the command's: stderr has all it will get
             err += data
         return chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace")
+    finally:
+        chan.close()
+
+
+def step_guest_clock(transport: paramiko.Transport, timeout: float = 30.0) -> tuple[int, str]:
+    """Set the guest clock to the host's. The host's time is sent when the guest's shell asks for it, not
+    written into the command: an exec takes seconds to start in a loaded emulated guest, and a time taken
+    before it would put the clock that far behind. (exit status, stderr)"""
+    chan = transport.open_session(timeout=10)
+    try:
+        chan.settimeout(timeout)
+        chan.exec_command('echo ready; read t && date -s "@$t" >/dev/null')
+        said = b""
+        while b"\n" not in said:
+            data = chan.recv(64)
+            if not data:
+                break
+            said += data
+        chan.sendall(f"{time.time():.3f}\n".encode())
+        status = chan.recv_exit_status()
+        err = bytearray()
+        while data := chan.recv_stderr(65536):
+            err += data
+        return status, err.decode(errors="replace")
     finally:
         chan.close()
 
