@@ -17,23 +17,12 @@ from support.hostagent_sshd import LocalSshd, free_port, unavailable
 from pymachine.hostvm.hostagent import control
 from pymachine.hostvm.hostagent.daemon import Agent
 
+from . import test_hostagent_sshd as base
 from .test_hostagent_sshd import HANG_GUARD, GuestTcp, call, fetch, publish, wait_for
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
-
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[LocalSshd]:
-    server = LocalSshd(tmp_path / "sshd").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def guest(tmp_path: Path) -> Iterator[FakeGuestProtocol]:
-    peer = FakeGuestProtocol(tmp_path / "guest.sock").start()
-    yield peer
-    peer.stop()
+# the same real sshd and fake guest agent as the host agent's other tests
+sshd, guest = base.sshd, base.guest
 
 
 def started(tmp_path: Path, sshd: LocalSshd, guest: FakeGuestProtocol) -> Agent:
