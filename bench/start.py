@@ -3,10 +3,15 @@ and by cold boot (`stop --shutdown`, then `start`), medians of N of each, interl
 machine; and the `stop` itself, saving vs shutting down. Goals under TCG (issue 14): resume ≤ 2 s, cold ≤ 8 s,
 stop ≤ 2 s.
 
+Each run saves and resumes twice: with the host agent kept, parked, across the stop (what `stop` does), and
+with the agent stopped before the stop and started again by the resume (what it did before: the peer for the
+parked path, measured in the same run). Every progress note and stage is timed, so the per-stage medians show
+where the time goes.
+
 "Engine answering" = `GET /_ping` through the machine's forwarded docker.sock returns OK. The clock runs from
 the `machines.start` call (in-process: a CLI's own ~0.4 s Python start is not counted) to that answer.
 
-    python bench/start.py [--runs 5] [--driver libvirt|qemu] [--mount DIR]
+    python bench/start.py [--runs 5] [--driver libvirt|qemu] [--mount DIR] [--resume-only]
 """
 
 from __future__ import annotations
