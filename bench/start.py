@@ -74,8 +74,12 @@ def marker(marks: dict[str, float], t0: float):  # type: ignore[no-untyped-def]
 
 def timed_stop(name: str, shutdown: bool, marks: dict[str, float] | None = None) -> tuple[float, bool]:
     t0 = time.monotonic()
-    m = machines.stop(name, marker({} if marks is None else marks, t0), shutdown=shutdown)
-    return time.monotonic() - t0, m.saved_state is not None
+    marks = {} if marks is None else marks
+    m = machines.stop(name, marker(marks, t0), shutdown=shutdown)
+    took = time.monotonic() - t0
+    for stage, seconds in ((m.saved_state or {}).get("save_stages") or {}).items():
+        marks[f"({stage}: seconds, not a time since the call)"] = seconds
+    return took, m.saved_state is not None
 
 
 def report(title: str, stages: dict[str, list[float]]) -> None:

@@ -161,6 +161,7 @@ def describe(name: str) -> dict[str, Any] | None:
         "size": meta.get("size"),
         "saved_at": meta.get("saved_at"),
         "save_seconds": meta.get("save_seconds"),
+        "save_stages": meta.get("stages"),
         "image": meta.get("image"),
         "shares_replugged": [d.get("path") for d in meta.get("shares") or []],
         "complete": f.state.exists(),
@@ -294,6 +295,7 @@ def save(
     if status != 0:
         said = (out or err).strip().splitlines()
         raise NotSaved(f"saved state not possible: {said[-1] if said else f'exit status {status}'}")
+    quiesced = time.monotonic()
     detached: list[ShareDevice] = []
     try:
         for d in plugged:
@@ -310,17 +312,25 @@ def save(
             if devs:
                 _run_in_guest(name, remount_script(devs), "mount its shares again")
         raise NotSaved(f"saving failed: {getattr(exc, 'message', exc)}") from exc
+    saved = time.monotonic()
     size = f.temp.stat().st_size
+    crc = crc32_file(f.temp)
     meta = meta_for(
         config,
         str(started.get("accelerator", "tcg")),
         size,
-        crc32_file(f.temp),
+        crc,
         ssh_port=started.get("ssh_port"),
         share_transport=transport,
         shares=[{**d.guest(), "socket": d.socket} for d in devs],
         started_shares=started.get("shares"),
         save_seconds=round(time.monotonic() - t0, 2),
+        # where a stop's time goes (bench/start.py): the guest's flush, the driver's save, the checksum
+        stages={
+            "quiesce": round(quiesced - t0, 2),
+            "save": round(saved - quiesced, 2),
+            "checksum": round(time.monotonic() - saved, 2),
+        },
     )
     commit(name, meta)
     say(f"saved machine state ({size / 2**20:.0f} MiB) in {meta['save_seconds']:.1f} s")
