@@ -677,12 +677,26 @@ def _wait_guest_socket(client, deadline: float) -> None:  # type: ignore[no-unty
     """Until the guest agent listens: a direct-streamlocal channel to its socket opens (sshd's connect(2),
     no process in the guest: an exec of `test -S` forked a shell, under TCG ~0.1-0.3 s of guest CPU that the
     booting agent needed)."""
-    import paramiko
-
     from .hostagent import streamlocal
 
     transport = client.get_transport()
     direct = transport is not None and streamlocal.supported(transport)
+    if direct:  # paramiko logs each refused channel as an ERROR: here they are expected, not said
+        channel = transport.get_log_channel()
+        logging.getLogger(f"{channel}.probe").setLevel(logging.CRITICAL)
+        transport.set_log_channel(f"{channel}.probe")
+    try:
+        _poll_guest_socket(client, transport, direct, deadline)
+    finally:
+        if direct:
+            transport.set_log_channel(channel)
+
+
+def _poll_guest_socket(client, transport, direct: bool, deadline: float) -> None:  # type: ignore[no-untyped-def]
+    import paramiko
+
+    from .hostagent import streamlocal
+
     while True:
         if direct:
             try:
