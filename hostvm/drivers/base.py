@@ -59,8 +59,9 @@ class Driver(abc.ABC):
     def hostfwd_add(self, machine: str, host_port: int, guest_port: int) -> None:
         raise NotImplementedError("this driver cannot add port forwards to a running VM")
 
-    def save(self, machine: str, path: Path) -> None:
-        """Write the VM's state to `path` (a new file) and end the VM; only when capabilities.save_state."""
+    def save(self, machine: str, path: Path) -> int | None:
+        """Write the VM's state to `path` (a new file) and end the VM; only when capabilities.save_state.
+        Returns the file's CRC-32 when the driver saw the bytes go by (None: the caller reads it back)."""
         raise NotImplementedError("this driver cannot save a VM's state")
 
     def restore(self, spec: VMSpec, path: Path, paused: bool = False) -> None:

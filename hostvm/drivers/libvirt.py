@@ -187,7 +187,7 @@ class LibvirtDriver(Driver):
             log.debug("cleanup of %s: %s", machine, exc)
 
     # -- saved state (libvirt's save/restore: the domain XML travels inside the file) ---------------------
-    def save(self, machine: str, path: Path) -> None:
+    def save(self, machine: str, path: Path) -> int | None:
         libvirt = self._libvirt()
         dom = self._lookup(machine)
         if dom is None:
@@ -196,6 +196,7 @@ class LibvirtDriver(Driver):
             dom.saveFlags(str(path), None, libvirt.VIR_DOMAIN_SAVE_RUNNING)
         except libvirt.libvirtError as exc:
             raise PymachineError(f"libvirt could not save {dom.name()}: {exc.get_error_message()}") from exc
+        return None  # libvirt writes the file itself
 
     def restore(self, spec: VMSpec, path: Path, paused: bool = False) -> None:
         libvirt = self._libvirt()
