@@ -406,7 +406,11 @@ def restore(name: str, drv: Any, spec: Any, meta: dict[str, Any], qemu_account: 
     shares.start_daemons(name, devs, qemu_account)
     try:
         crc = Checksum(f.state)
-        drv.restore(spec, f.state, paused=True)
+        try:
+            drv.restore(spec, f.state, paused=True)
+        except PymachineError:
+            crc.check(meta.get("crc32"))  # a damaged stream can fail the load itself: say so, not "failed"
+            raise
         try:
             crc.check(meta.get("crc32"))
         except Damaged:
