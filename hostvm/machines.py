@@ -149,8 +149,10 @@ def create(
     home_mount: bool = True,
     share_transport: str | None = None,
     idle_suspend: float | str | None = None,
+    cluster: dict[str, Any] | None = None,
 ) -> Machine:
-    """Validate everything first; then build the machine folder, removing it again if any step fails."""
+    """Validate everything first; then build the machine folder, removing it again if any step fails.
+    `cluster` makes it a Swarm node (hostvm/cluster.py): the cluster image variant, dockerd as its engine."""
     say = progress or (lambda _m: None)
     args = dict(name=name, cpus=cpus, memory=memory, disk=disk, driver=driver, connect=connect)
     args |= dict(mounts=mounts, home_mount=home_mount, share_transport=share_transport)
@@ -162,11 +164,13 @@ def create(
         raise UsageError(
             f"machine '{cfg.name}' already exists", hint=f"pick another name, or: pymachine delete {cfg.name}"
         )
+    from pymachine.images import CLUSTER_RECIPE
+
     from .image import ensure_image
 
     stages = Stages(["guest image", "machine files"], say, source="create")
     with stages.step("guest image"):
-        manifest = ensure_image(say)
+        manifest = ensure_image(say, variant=CLUSTER_RECIPE if cluster else None)
     cfg = cfgmod.build(**args, **common, image_bytes=manifest.virtual_bytes)  # type: ignore[arg-type]
     cfg.image = {
         "kernel": str(manifest.kernel),
@@ -175,6 +179,7 @@ def create(
         "cmdline": manifest.cmdline,
         "recipe_hash": manifest.recipe_hash,
     }
+    cfg.cluster = cluster
     paths.ensure_home()
     mp.dir.parent.mkdir(parents=True, exist_ok=True)
     with _creating(cfg.name):
@@ -239,6 +244,9 @@ def write_seed(name: str, devices: list[shares.ShareDevice]) -> None:
     mp = paths.machine(name)
     settings: dict[str, Any] = {"machine": name, "default_host_ip": DEFAULT_HOST_IP}
     # (the guest reports ports published without a HostIp at the address the host agent binds)
+    node = (store.read_json(mp.config, {}) or {}).get("cluster")  # a Swarm node: its eth1 address (pmnode.py)
+    if node:
+        settings["cluster"] = {"address": node["address"]}
     if devices:
         settings["shares"] = [{k: d.guest()[k] for k in ("path", "readonly", "transport")} for d in devices]
     seed.write_seed(
@@ -484,6 +492,8 @@ def vm_spec(
         gid=gid,
         runas=runas,
         shares=devices,
+        private_mcast=(cfg.cluster or {}).get("mcast", ""),
+        private_mac=(cfg.cluster or {}).get("mac", ""),
     )
 
 

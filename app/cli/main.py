@@ -21,6 +21,7 @@ VERB_MODULES = (
     "pymachine.app.cli.gui_cmd",
     "pymachine.app.cli.version_cmd",
     "pymachine.app.cli.extras_cmd",
+    "pymachine.app.cli.cluster_cmd",
 )
 
 # `--help` lists the verbs in these groups (a verb not named here lands under "other").
@@ -40,6 +41,7 @@ HELP_GROUPS = (
             "mount",
             "docker-env",
             "doctor",
+            "cluster",
         ),
     ),
     ("containers", ("run", "ps", "logs", "exec", "rm", "build", "container")),

@@ -50,6 +50,7 @@ def qemu_argv(
         "-drive", f"file={q(spec.seed)},if=virtio,format=raw,readonly=on",
         "-netdev", spec.netdev(),
         "-device", spec.nic(),
+        *spec.private_net_args(),
         "-device", "virtio-rng-pci",
         # memory the guest frees goes back to the host (the guest kernel reports free pages: docs/machines.md)
         "-device", "virtio-balloon-pci,free-page-reporting=on",

@@ -23,7 +23,7 @@ import paramiko
 from pymachine_agent import protocol
 
 from .. import paths
-from . import guestapi, idle, lifeline, ports, provision, sshfs
+from . import dockerd, guestapi, idle, lifeline, ports, provision, sshfs
 from .control import ControlServer
 from .events import EventWriter
 from .fswatch import FsWatcher
@@ -64,6 +64,10 @@ class Agent:
         self.forwarder = Forwarder(self.link, on_event=lambda **kw: self.events.emit("forward", **kw))
         self.table = ports.PortTable()
         self.machine_config = machine_dir / mp.config.name
+        # a cluster node runs Debian's dockerd: its ports come from dockerd's API (dockerd.py)
+        self.dockerd = (
+            dockerd.Dockerd(self.opener) if dockerd.is_dockerd_machine(self.machine_config) else None
+        )
         # host folder changes → inotify in the guest, for the bind sources the guest names (fswatch.py)
         self.fswatch = FsWatcher(
             self._post_fs_changes,
@@ -150,10 +154,14 @@ class Agent:
         waited_since = time.monotonic()
         while transport.is_active() and generation == self._generation and not self.stopping.is_set():
             try:
-                self.guest_info = self._info(transport)
-                self.push_shares(transport)
-                chan = self.opener.open(transport)
-                self._consume(transport, guestapi.stream_events(chan), generation)
+                if self.dockerd is not None:
+                    self.guest_info = self.dockerd.info(transport)
+                    self._consume(transport, self.dockerd.port_events(transport), generation)
+                else:
+                    self.guest_info = self._info(transport)
+                    self.push_shares(transport)
+                    chan = self.opener.open(transport)
+                    self._consume(transport, guestapi.stream_events(chan), generation)
             except Exception as exc:  # noqa: BLE001 - EOFError etc. from a dying transport: retry or end
                 # The guest agent not listening yet (boot) or restarting: retry while the link lives.
                 if time.monotonic() - waited_since > 30:
