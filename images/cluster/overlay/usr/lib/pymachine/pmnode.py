@@ -1,9 +1,10 @@
 """Cluster node init: the default guest init (pminit.py) with two changes, made here so that the default
 image stays byte-for-byte what it was.
 
-* The supervised engine is Debian's dockerd (moby with swarmkit) instead of the guest agent, on the same
-  socket the host agent forwards (/run/pymachine/docker.sock) and on /var/run/docker.sock for the `docker`
-  CLI inside the node. pminit's respawn loop and back-off apply to it unchanged.
+* The supervised engine is Debian's dockerd (moby with swarmkit; engine.sh starts it on its containerd)
+  instead of the guest agent, on the same socket the host agent forwards (/run/pymachine/docker.sock) and on
+  /var/run/docker.sock for the `docker` CLI inside the node. pminit's respawn loop and back-off apply to it
+  unchanged.
 * The second NIC (eth1, QEMU's multicast socket netdev shared by the cluster's VMs only) gets the node's
   private address from the seed (agent.json `cluster.address`). Swarm's control plane (2377), gossip (7946)
   and overlay VXLAN (4789) run there; eth0 stays the restricted user-mode network for SSH.
@@ -17,14 +18,8 @@ import time
 import pminit
 
 DOCKERD_LOG = "/var/log/dockerd.log"
-# --iptables (default) for the routing mesh's DNAT; no TCP listener (dockerd would wait 15 s for an
-# unauthenticated one): the host reaches the socket over SSH only.
-DOCKERD_ARGV = [
-    "/usr/sbin/dockerd",
-    "-H", "unix:///run/pymachine/docker.sock",
-    "-H", "unix:///var/run/docker.sock",
-    "--log-level", "warn",
-]  # fmt: skip
+# containerd, then dockerd (--iptables, the default, for the routing mesh's DNAT): see engine.sh
+DOCKERD_ARGV = ["/bin/sh", "/usr/lib/pymachine/engine.sh"]
 # The routing mesh (IPVS) and the overlay network (VXLAN); modprobe would load them
 # on demand too, but dockerd checks some of them up front.
 SWARM_MODULES = ["ip_vs", "ip_vs_rr", "xt_ipvs", "vxlan", "xt_mark", "nf_conntrack_netlink"]
