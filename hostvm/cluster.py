@@ -33,7 +33,7 @@ SUBNET = "192.168.77"  # per cluster: clusters never share a wire (each has its 
 PREFIX = 24
 FIRST_HOST = 11
 MAX_NODES = 16
-SWARM_READY_S = 120.0
+SWARM_READY_S = 300.0  # a TCG node on a busy 2-core host joins in minutes, not seconds
 
 
 @dataclass
@@ -185,7 +185,10 @@ def _form_swarm(names: list[str], configs: list[dict[str, Any]], say: Progress) 
     first, addr = names[0], configs[0]["address"].split("/")[0]
     _wait_dockerd(first)
     say(f"{first}: docker swarm init --advertise-addr {addr}")
-    _run(first, f"docker swarm init --advertise-addr {addr} --listen-addr {addr}:2377")
+    init = f"docker swarm init --advertise-addr {addr} --listen-addr {addr}:2377 --dispatcher-heartbeat 10s"
+    # Heartbeats every 10 s (Docker's default is 5): TCG nodes on a loaded host miss 5 s ones and flap
+    # between Ready and Down; a stopped node is still declared Down within about half a minute.
+    _run(first, init)
     tokens = {
         role: _run(first, f"docker swarm join-token -q {role}") for role in ("manager", "worker")
     }  # fmt: skip
@@ -193,14 +196,22 @@ def _form_swarm(names: list[str], configs: list[dict[str, Any]], say: Progress) 
         _wait_dockerd(node)
         say(f"{node}: joining the swarm as a {cfg['role']}")
         own = cfg["address"].split("/")[0]
-        _run(node, f"docker swarm join --token {shlex.quote(tokens[cfg['role']])} "
-                   f"--advertise-addr {own} --listen-addr {own}:2377 {addr}:2377")  # fmt: skip
+        join = (f"docker swarm join --token {shlex.quote(tokens[cfg['role']])} "
+                f"--advertise-addr {own} --listen-addr {own}:2377 {addr}:2377")  # fmt: skip
+        # dockerd gives up waiting after 20 s but goes on joining ("… will continue in the background"):
+        # on a busy host a TCG node takes longer than that; the wait for Ready below decides.
+        status, _, err = ssh.run(node, join, timeout=120)
+        if status != 0 and b"continue in the background" not in err:
+            raise PymachineError(
+                f"node {node} could not join the swarm: {err.decode(errors='replace').strip()[-400:]}",
+                hint=f"dockerd's log: pymachine ssh {node} -- tail -50 /var/log/dockerd.log",
+            )
     _wait_ready(first, len(names))
 
 
 def _wait_ready(manager: str, count: int) -> None:
     script = (
-        f"for i in $(seq {int(SWARM_READY_S * 2)}); do "
+        f"for i in $(seq {int(SWARM_READY_S * 2)}); do "  # 0.5 s each
         f"[ \"$(docker node ls --format '{{{{.Status}}}}' | grep -c Ready)\" -ge {count} ] && exit 0; "
         "sleep 0.5; done; docker node ls; exit 1"
     )
