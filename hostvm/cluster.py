@@ -127,7 +127,7 @@ def create(
             except PymachineError as exc:
                 log.warning("could not delete %s after the failed create: %s", node, exc)
         raise
-    return inspect(name)
+    return inspect(name, swarm=False)  # every node is Ready: _wait_ready asked the Swarm already
 
 
 def _prefixed(say: Progress, node: str) -> Progress:
@@ -166,7 +166,14 @@ def _start_all(names: list[str], say: Progress) -> None:
 
 
 def _run(node: str, command: str, timeout: float = 120) -> str:
-    status, out, err = ssh.run(node, command, timeout=timeout)
+    try:
+        status, out, err = ssh.run(node, command, timeout=timeout)
+    except (OSError, paramiko.SSHException) as exc:  # TimeoutError included: a node too busy to answer
+        raise PymachineError(
+            f"'{command}' on node {node} did not finish: {exc or type(exc).__name__}",
+            hint=f"is the node running? pymachine list; its engine's log: pymachine ssh {node} -- "
+            "tail -50 /var/log/dockerd.log",
+        ) from exc
     if status != 0:
         raise PymachineError(
             f"'{command}' failed on node {node} (exit {status}): "
@@ -261,7 +268,7 @@ def _add_swarm_view(cluster: Cluster) -> None:
     errors = []
     for manager in (n for n in cluster.managers if n.state == "running"):
         try:
-            out = _run(manager.name, f"docker node ls --format '{fmt}'", timeout=30)
+            out = _run(manager.name, f"docker node ls --format '{fmt}'", timeout=90)
         except PymachineError as exc:
             errors.append(exc.message)
             continue
