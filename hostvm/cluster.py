@@ -192,9 +192,10 @@ def _form_swarm(names: list[str], configs: list[dict[str, Any]], say: Progress) 
     first, addr = names[0], configs[0]["address"].split("/")[0]
     _wait_dockerd(first)
     say(f"{first}: docker swarm init --advertise-addr {addr}")
-    init = f"docker swarm init --advertise-addr {addr} --listen-addr {addr}:2377 --dispatcher-heartbeat 10s"
-    # Heartbeats every 10 s (Docker's default is 5): TCG nodes on a loaded host miss 5 s ones and flap
-    # between Ready and Down; a stopped node is still declared Down within about half a minute.
+    init = f"docker swarm init --advertise-addr {addr} --listen-addr {addr}:2377 --dispatcher-heartbeat 20s"
+    # Heartbeats every 20 s (Docker's default is 5; a node is Down after 3 missed): TCG nodes on a loaded
+    # host missed 5 s and even 10 s ones and flapped between Ready and Down, their tasks moving each time. A
+    # stopped node is declared Down after about a minute.
     _run(first, init)
     tokens = {
         role: _run(first, f"docker swarm join-token -q {role}") for role in ("manager", "worker")

@@ -112,11 +112,15 @@ def swarm() -> Iterator[Cluster]:
 
 
 def test_two_nodes_form_a_swarm(swarm: Cluster) -> None:
-    info = json.loads(swarm.ok("cluster", "inspect", swarm.name))
+    def both_ready() -> dict | None:  # type: ignore[type-arg]
+        info = json.loads(swarm.ok("cluster", "inspect", swarm.name))
+        statuses = [(n["swarm"] or {}).get("status") for n in info["nodes"]]
+        return info if statuses == ["Ready", "Ready"] else None
+
+    info = wait_for("both nodes Ready in the Swarm's view", both_ready, timeout=300, every=5)
     assert [n["name"] for n in info["nodes"]] == swarm.nodes
     assert [n["role"] for n in info["nodes"]] == ["manager", "worker"]
     assert all(n["state"] == "running" for n in info["nodes"])
-    assert [n["swarm"]["status"] for n in info["nodes"]] == ["Ready", "Ready"]
     assert info["nodes"][0]["swarm"]["manager_status"] == "Leader"
     listed = swarm.ok("cluster", "list")
     assert swarm.name in listed and "2/2" in listed
