@@ -187,9 +187,12 @@ def roll_out(dc: Any, app: App, release: Release, stages: Stages, say: Progress)
         raise
     with stages.step("stop old"):
         if old is not None:
+            began = time.monotonic()
             left = router.drain(rt, old, DRAIN_S)
             if left:
                 say(f"{left} connection(s) to {old} still open after {DRAIN_S:.0f} s: stopping it anyway")
+            else:
+                say(f"no connection to {old} left ({time.monotonic() - began:.1f} s): stopping it")
             _remove_if_there(dc, old, stop=True)
 
 

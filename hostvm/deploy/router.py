@@ -86,16 +86,19 @@ def target(router: Any) -> str:
 
 
 def connections_to(router: Any, target: str) -> int:
-    """How many relays still carry a connection to `target` (their argv is `nc TARGET PORT`)."""
+    """How many relays still carry a connection to `target` (their argv is `nc TARGET PORT`). Read with
+    `top` (the engine reads /proc), not an exec: an exec starts a process in the container, seconds each on
+    a loaded machine."""
     with api_errors("listing the router's connections"):
-        result = router.exec_run(["ps", "-o", "args"])
-    if result.exit_code != 0:
-        return 0
-    return sum(
-        1
-        for line in result.output.decode(errors="replace").splitlines()
-        if line.split()[1:2] == [target] and line.split()[0].endswith("nc")
-    )
+        top = router.top()
+    titles = top.get("Titles") or []
+    column = titles.index("CMD") if "CMD" in titles else -1
+    count = 0
+    for row in top.get("Processes") or []:
+        argv = str(row[column]).split()
+        if argv[:1] and argv[0].endswith("nc") and argv[1:2] == [target]:
+            count += 1
+    return count
 
 
 def drain(router: Any, old: str, timeout: float) -> int:

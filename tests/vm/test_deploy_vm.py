@@ -1,0 +1,179 @@
+"""`git push` deploys (pymachine app, docs/deploy.md) on the shared booted machine: a push of a small web app
+built FROM the local busybox image answers on its port; a second push switches with a request loop running and
+not one failed request; a broken build and a release that never answers fail the push while the old release
+keeps serving; rollback; config set; rm. The tests run in order and share one app (one machine boot)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.hostagent_vm import (  # noqa: F401 - the session fixture is found by name
+    VmMachine,
+    env_of,
+    free_port,
+    hostagent_machine,
+    wait_for,
+)
+
+APP = "web"
+DOCKERFILE = """\
+FROM pymachine/busybox
+RUN echo {body} > /www/index.html
+# busybox httpd as PID 1 ignores SIGTERM: say how it stops, so a switch does not wait out the stop timeout
+STOPSIGNAL SIGKILL
+CMD ["sh", "-c", "echo \\"greeting=$GREETING\\" > /www/env.txt; exec httpd -f -p $PORT -h /www"]
+"""
+
+
+class Project:
+    """A git working tree that pushes to the app's remote with the real git CLI."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root, self.env = root, env
+        root.mkdir()
+        self.git("init", "-q", "-b", "main")
+
+    def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=900,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"git {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def commit(self, dockerfile: str, message: str) -> None:
+        (self.root / "Dockerfile").write_text(dockerfile)
+        self.git("add", "-A")
+        self.git("commit", "-qm", message)
+
+    def push(self, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.git("push", "pymachine", "main", check=check)
+
+
+@pytest.fixture(scope="module")
+def app(hostagent_machine: VmMachine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
+    vm = hostagent_machine
+    port = free_port()
+    with env_of(vm):
+        made = vm.pymachine("app", "create", APP, "--machine", vm.name, "--port", str(port))
+        env = {**vm.env, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(tmp_path_factory.mktemp("githome"))}
+        project = Project(tmp_path_factory.mktemp("deploy") / "project", env)
+        remote_add = next(line.strip() for line in made.stdout.splitlines() if "git remote add" in line)
+        subprocess.run(remote_add, shell=True, cwd=project.root, check=True, env=env)  # the printed command
+        try:
+            yield vm, project, port
+        finally:
+            vm.pymachine("app", "rm", APP, check=False)
+
+
+def get(port: int, path: str = "/") -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as resp:
+        return resp.read().decode().strip()
+
+
+def test_a_push_builds_and_answers_on_its_port(app: tuple) -> None:
+    vm, project, port = app
+    project.commit(DOCKERFILE.format(body="one"), "v1")
+    pushed = project.push()
+    # the build's own output and the stages reached the pusher's terminal through git
+    assert "remote: Step 1/" in pushed.stderr and "FROM pymachine/busybox" in pushed.stderr
+    assert "remote: stage 3 of 5: health check: ok" in pushed.stderr
+    assert get(port) == "one"
+    releases = vm.pymachine("app", "releases", APP, "--format", "json").stdout
+    assert '"Version":"v1"' in releases and '"Serving":"*"' in releases
+    assert f"127.0.0.1:{port}" in vm.pymachine("app", "list").stdout
+
+
+def test_a_second_push_switches_without_a_failed_request(app: tuple) -> None:
+    vm, project, port = app
+    project.commit(DOCKERFILE.format(body="two"), "v2")
+    seen: list[str] = []
+    errors: list[str] = []
+    done = threading.Event()
+
+    def loop() -> None:
+        while not done.is_set():
+            try:
+                seen.append(get(port))
+            except Exception as exc:  # noqa: BLE001 - every failure is what the test looks for
+                errors.append(repr(exc))
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        project.push()
+        wait_for(lambda: seen and seen[-1] == "two", "requests answered by v2")
+    finally:
+        done.set()
+        thread.join()
+    assert errors == [], f"{len(errors)} failed requests during the switch: {errors[:3]}"
+    assert seen.count("one") > 0 and seen[-1] == "two", "the loop saw both releases"
+    # the old release is gone, only the router and v2 run
+    names = vm.docker("ps", "--format", "{{.Names}}").stdout.split()
+    assert sorted(n for n in names if n.startswith(f"app-{APP}")) == [f"app-{APP}-router", f"app-{APP}-v2"]
+
+
+def test_a_broken_build_fails_the_push_and_the_old_release_keeps_serving(app: tuple) -> None:
+    vm, project, port = app
+    project.commit("FROM pymachine/busybox\nRUN exit 7\n", "broken")
+    pushed = project.push(check=False)
+    assert pushed.returncode != 0
+    assert "build failed" in pushed.stderr and "keeps serving v2" in pushed.stderr
+    assert "[remote rejected] main -> main" in pushed.stderr
+    assert get(port) == "two"
+    project.git("reset", "-q", "--hard", "HEAD~1")  # the branch never moved on the remote
+
+
+def test_a_release_that_never_answers_fails_the_push(app: tuple) -> None:
+    vm, project, port = app
+    project.commit('FROM pymachine/busybox\nCMD ["sh", "-c", "echo no server here; exit 3"]\n', "exits")
+    pushed = project.push(check=False)
+    assert pushed.returncode != 0
+    assert "never became healthy" in pushed.stderr and "exited with status 3" in pushed.stderr
+    assert "no server here" in pushed.stderr  # the release's log tail tells why
+    assert get(port) == "two"
+    project.git("reset", "-q", "--hard", "HEAD~1")
+    assert "v3" not in vm.pymachine("app", "releases", APP).stdout  # a failed push makes no release
+
+
+def test_rollback_to_v1(app: tuple) -> None:
+    vm, project, port = app
+    vm.pymachine("app", "rollback", APP, "v1")
+    assert get(port) == "one"
+    info = vm.pymachine("app", "info", APP, "--format", "json").stdout
+    assert '"Release": "v1"' in info and '"Serving": "running"' in info
+
+
+def test_config_set_makes_v3_with_the_new_environment(app: tuple) -> None:
+    vm, project, port = app
+    out = vm.pymachine("app", "config", "set", APP, "GREETING=hello world")
+    assert out.stdout.strip() == f"{APP} v3"
+    assert get(port, "/env.txt") == "greeting=hello world"
+    assert get(port) == "one"  # the same image as the serving release (v1 after the rollback)
+    releases = vm.pymachine("app", "releases", APP).stdout
+    assert "config set GREETING" in releases
+
+
+def test_rm_removes_containers_images_and_the_repository(app: tuple) -> None:
+    vm, project, port = app
+    repo = Path(vm.env["PYMACHINE_HOME"]) / "apps" / APP / "repo.git"
+    assert repo.is_dir()
+    vm.pymachine("app", "rm", APP)
+    assert not repo.exists()
+    assert not [
+        n for n in vm.docker("ps", "-a", "--format", "{{.Names}}").stdout.split() if n.startswith("app-")
+    ]
+    assert f"app-{APP}" not in vm.docker("images", "--format", "{{.Repository}}").stdout
+    assert "does not exist" in vm.pymachine("app", "info", APP, check=False).stderr
+    assert os.path.exists(project.root)  # the project itself is the user's, untouched
