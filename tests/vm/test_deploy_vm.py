@@ -6,8 +6,10 @@ keeps serving; rollback; config set; rm. The tests run in order and share one ap
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,8 +64,8 @@ class Project:
 
 
 @pytest.fixture(scope="module")
-def app(hostagent_machine: VmMachine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
-    vm = hostagent_machine
+def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
+    vm: VmMachine = request.getfixturevalue("hostagent_machine")
     port = free_port()
     with env_of(vm):
         made = vm.pymachine("app", "create", APP, "--machine", vm.name, "--port", str(port))
@@ -82,6 +84,13 @@ def get(port: int, path: str = "/") -> str:
         return resp.read().decode().strip()
 
 
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def test_a_push_builds_and_answers_on_its_port(app: tuple) -> None:
     vm, project, port = app
     project.commit(DOCKERFILE.format(body="one"), "v1")
@@ -96,6 +105,8 @@ def test_a_push_builds_and_answers_on_its_port(app: tuple) -> None:
 
 
 def test_a_second_push_switches_without_a_failed_request(app: tuple) -> None:
+    """A request loop runs through the whole push; a connection opened to v1 before the switch and finished
+    after it is still answered by v1 (the old release is stopped only once its connections are done)."""
     vm, project, port = app
     project.commit(DOCKERFILE.format(body="two"), "v2")
     seen: list[str] = []
@@ -111,17 +122,53 @@ def test_a_second_push_switches_without_a_failed_request(app: tuple) -> None:
 
     thread = threading.Thread(target=loop)
     thread.start()
+    held: socket.socket | None = None
+    output: list[str] = []
+    push = subprocess.Popen(
+        ["git", "push", "pymachine", "main"],
+        cwd=project.root,
+        env=project.env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     try:
-        project.push()
-        wait_for(lambda: seen and seen[-1] == "two", "requests answered by v2")
+        assert push.stderr is not None
+        for line in push.stderr:
+            output.append(line)
+            if "stage 3 of 5: health check" in line and held is None:
+                held = socket.create_connection(("127.0.0.1", port), timeout=60)  # routed to v1
+                held.sendall(b"GET / HTTP/1.0\r\n")  # not finished yet
+            if "stage 4 of 5: switch: ok" in line:
+                wait_for(lambda: seen and seen[-1] == "two", "requests answered by v2")
+                assert held is not None
+                held.sendall(b"\r\n")
+                answer = read_all(held)
+                assert answer.rstrip().endswith(b"one"), answer  # the old release finished it
+        assert push.wait(timeout=600) == 0, "".join(output)
     finally:
         done.set()
         thread.join()
+        push.kill()
+        if held is not None:
+            held.close()
     assert errors == [], f"{len(errors)} failed requests during the switch: {errors[:3]}"
     assert seen.count("one") > 0 and seen[-1] == "two", "the loop saw both releases"
+    assert any("no connection to app-web-v1 left" in line for line in output), "".join(output)
     # the old release is gone, only the router and v2 run
     names = vm.docker("ps", "--format", "{{.Names}}").stdout.split()
     assert sorted(n for n in names if n.startswith(f"app-{APP}")) == [f"app-{APP}-router", f"app-{APP}-v2"]
+
+
+def test_a_half_written_route_file_is_skipped(app: tuple) -> None:
+    """The switch copies a new route file into the router, which is not atomic: a relay that meets the newest
+    file half-written (no `ok` at its end yet) must use the one before, not fail the connection."""
+    vm, project, port = app
+    # newer than any switch so far; the next switch (rollback) writes a newer, complete one
+    partial = Path(vm.env["PYMACHINE_HOME"]).parent / f"{time.time_ns() + 3600 * 10**9:020d}"
+    partial.write_text(f"app-{APP}-v9 {port}")  # what a reader sees mid-copy: no `ok`, no newline
+    vm.docker("cp", str(partial), f"app-{APP}-router:/route/r/")
+    assert [get(port) for _ in range(3)] == ["two"] * 3
 
 
 def test_a_broken_build_fails_the_push_and_the_old_release_keeps_serving(app: tuple) -> None:
