@@ -63,6 +63,10 @@ def receive(name: str, ref_lines: list[str], say: Progress = quiet) -> Release:
 def rollback(name: str, version: int | None = None, say: Progress = quiet) -> Release:
     """Serve an earlier release again (its image and its config); default: the one before the current."""
     with _locked(name) as app:
+        if not app.releases:
+            raise PymachineError(
+                f"app '{name}' has no release yet", hint="deploy it: git push pymachine main"
+            )
         if version is None:
             older = [r.version for r in app.releases if r.version < app.current]
             if not older:
@@ -176,10 +180,12 @@ def roll_out(dc: Any, app: App, release: Release, stages: Stages, say: Progress)
                     environment={"PORT": str(app.port), **release.config},
                     network=app.network,
                     labels={LABEL: app.name, RELEASE_LABEL: str(release.version)},
-                    restart_policy={"Name": "unless-stopped"},
                 )
         with stages.step("health check"):
             wait_ready(dc, app, container, release, say)
+            # Only now: a restart policy would restart a release that exits, hiding why it never answered.
+            with api_errors(f"setting the restart policy of {name}"):
+                container.update(restart_policy={"Name": "unless-stopped"})
         with stages.step("switch"):
             rt = _route(dc, app, name, say)
     except BaseException:
@@ -273,7 +279,7 @@ def _wait_port(
 
 def _check_alive(app: App, container: Any, release: Release) -> None:
     state = container.attrs.get("State") or {}
-    if state.get("Status") in ("exited", "dead") or (state.get("Restarting") and state.get("ExitCode")):
+    if state.get("Status") in ("exited", "dead"):
         _fail(app, container, release, f"it exited with status {state.get('ExitCode')}")
 
 
