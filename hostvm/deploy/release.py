@@ -194,7 +194,7 @@ def roll_out(dc: Any, app: App, release: Release, stages: Stages, say: Progress)
     with stages.step("stop old"):
         if old is not None:
             began = time.monotonic()
-            left = router.drain(rt, old, DRAIN_S)
+            left = router.drain(rt, old, DRAIN_S, say)
             if left:
                 say(f"{left} connection(s) to {old} still open after {DRAIN_S:.0f} s: stopping it anyway")
             else:

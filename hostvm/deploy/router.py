@@ -22,6 +22,7 @@ import contextlib
 import io
 import tarfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import images_io
@@ -123,12 +124,16 @@ def connections_to(router: Any, target: str) -> int:
     return count
 
 
-def drain(router: Any, old: str, timeout: float) -> int:
+def drain(router: Any, old: str, timeout: float, say: Callable[[str], None]) -> int:
     """Wait until no connection is relayed to `old` any more (or `timeout`); the number still open."""
     time.sleep(DRAIN_GRACE_S)
     deadline = time.monotonic() + timeout
+    told = False
     while True:
         left = connections_to(router, old)
         if left == 0 or time.monotonic() > deadline:
             return left
+        if not told:
+            say(f"waiting for {left} connection(s) to {old} to finish")
+            told = True
         time.sleep(0.2)

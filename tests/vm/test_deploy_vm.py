@@ -123,6 +123,7 @@ def test_a_second_push_switches_without_a_failed_request(app: tuple) -> None:
     thread = threading.Thread(target=loop)
     thread.start()
     held: socket.socket | None = None
+    answered = False
     output: list[str] = []
     push = subprocess.Popen(
         ["git", "push", "pymachine", "main"],
@@ -136,15 +137,19 @@ def test_a_second_push_switches_without_a_failed_request(app: tuple) -> None:
         assert push.stderr is not None
         for line in push.stderr:
             output.append(line)
-            if "stage 3 of 5: health check" in line and held is None:
+            if "stage 3 of 5: health check" in line and held is None and not answered:
                 held = socket.create_connection(("127.0.0.1", port), timeout=60)  # routed to v1
                 held.sendall(b"GET / HTTP/1.0\r\n")  # not finished yet
             if "stage 4 of 5: switch: ok" in line:
                 wait_for(lambda: seen and seen[-1] == "two", "requests answered by v2")
+            assert answered or "stop old: ok" not in line, "v1 was stopped with a connection to it open"
+            if "connection(s) to app-web-v1 to finish" in line:  # the push waits for the held one
                 assert held is not None
                 held.sendall(b"\r\n")
                 answer = read_all(held)
                 assert answer.rstrip().endswith(b"one"), answer  # the old release finished it
+                held.close()
+                held, answered = None, True
         assert push.wait(timeout=600) == 0, "".join(output)
     finally:
         done.set()
@@ -152,6 +157,7 @@ def test_a_second_push_switches_without_a_failed_request(app: tuple) -> None:
         push.kill()
         if held is not None:
             held.close()
+    assert answered, "".join(output)
     assert errors == [], f"{len(errors)} failed requests during the switch: {errors[:3]}"
     assert seen.count("one") > 0 and seen[-1] == "two", "the loop saw both releases"
     assert any("no connection to app-web-v1 left" in line for line in output), "".join(output)
