@@ -50,14 +50,7 @@ def receive(name: str, ref_lines: list[str], say: Progress = quiet) -> Release:
         with stages.step("build"):
             image = build(dc, app, version, repo.archive(source, ref.new), say)
         release = Release(version, image, dict(app.config), time.time(), f"push {ref.new[:7]}", ref.new)
-        try:
-            roll_out(dc, app, release, stages, say)
-        except BaseException:
-            _untag(dc, app.tag(version))
-            raise
-        model.save(app.with_release(release))
-        say(f"app '{name}' v{version} is serving at {app.url}")
-        return release
+        return _new_release(dc, app, release, stages, say)
 
 
 def rollback(name: str, version: int | None = None, say: Progress = quiet) -> Release:
@@ -101,14 +94,19 @@ def set_config(name: str, changes: dict[str, str | None], say: Progress = quiet)
         dc = containers.client(app.machine, progress=say)
         with api_errors(f"tagging {app.tag(version)}"):
             dc.api.tag(current.image, app.repository, f"v{version}")
-        try:
-            roll_out(dc, app, release, Stages(RUN_STAGES, say, "deploy"), say)
-        except BaseException:
-            _untag(dc, app.tag(version))
-            raise
-        model.save(app.with_release(release))
-        say(f"app '{name}' v{version} is serving at {app.url}")
-        return release
+        return _new_release(dc, app, release, Stages(RUN_STAGES, say, "deploy"), say)
+
+
+def _new_release(dc: Any, app: App, release: Release, stages: Stages, say: Progress) -> Release:
+    """Roll out a release whose image is tagged already; recorded once it serves, else its tag goes."""
+    try:
+        roll_out(dc, app, release, stages, say)
+    except BaseException:
+        _untag(dc, app.tag(release.version))
+        raise
+    model.save(app.with_release(release))
+    say(f"app '{app.name}' {release.label} is serving at {app.url}")
+    return release
 
 
 def remove(name: str, say: Progress = quiet) -> None:

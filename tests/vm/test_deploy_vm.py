@@ -177,26 +177,29 @@ def test_a_half_written_route_file_is_skipped(app: tuple) -> None:
     assert [get(port) for _ in range(3)] == ["two"] * 3
 
 
+def push_fails(project: Project, dockerfile: str) -> str:
+    """Commit `dockerfile` and push it: the push must fail; the commit is dropped again (the remote's branch
+    never moved). The push's output."""
+    project.commit(dockerfile, "bad")
+    pushed = project.push(check=False)
+    project.git("reset", "-q", "--hard", "HEAD~1")
+    assert pushed.returncode != 0 and "[remote rejected] main -> main" in pushed.stderr, pushed.stderr
+    return pushed.stderr
+
+
 def test_a_broken_build_fails_the_push_and_the_old_release_keeps_serving(app: tuple) -> None:
     vm, project, port = app
-    project.commit("FROM pymachine/busybox\nRUN exit 7\n", "broken")
-    pushed = project.push(check=False)
-    assert pushed.returncode != 0
-    assert "build failed" in pushed.stderr and "keeps serving v2" in pushed.stderr
-    assert "[remote rejected] main -> main" in pushed.stderr
+    output = push_fails(project, "FROM pymachine/busybox\nRUN exit 7\n")
+    assert "build failed" in output and "keeps serving v2" in output
     assert get(port) == "two"
-    project.git("reset", "-q", "--hard", "HEAD~1")  # the branch never moved on the remote
 
 
 def test_a_release_that_never_answers_fails_the_push(app: tuple) -> None:
     vm, project, port = app
-    project.commit('FROM pymachine/busybox\nCMD ["sh", "-c", "echo no server here; exit 3"]\n', "exits")
-    pushed = project.push(check=False)
-    assert pushed.returncode != 0
-    assert "never became healthy" in pushed.stderr and "exited with status 3" in pushed.stderr
-    assert "no server here" in pushed.stderr  # the release's log tail tells why
+    output = push_fails(project, 'FROM pymachine/busybox\nCMD ["sh", "-c", "echo no server here; exit 3"]\n')
+    assert "never became healthy" in output and "exited with status 3" in output
+    assert "no server here" in output  # the release's log tail tells why
     assert get(port) == "two"
-    project.git("reset", "-q", "--hard", "HEAD~1")
     assert "v3" not in vm.pymachine("app", "releases", APP).stdout  # a failed push makes no release
 
 
