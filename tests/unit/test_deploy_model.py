@@ -118,7 +118,9 @@ def _relay(tmp_path: Path, files: dict[str, str]) -> str:
     routes.mkdir()
     for name, text in files.items():
         (routes / name).write_text(text)
-    script = router.RELAY.replace("\\n", "\n").replace("/route/r", str(routes)).replace("exec nc", "exec echo")
+    script = (
+        router.RELAY.replace("\\n", "\n").replace("/route/r", str(routes)).replace("exec nc", "exec echo")
+    )
     proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else f"exit {proc.returncode}"
 
