@@ -42,7 +42,7 @@ def create(name: str, machine: str, port: int = 8080) -> Created:
         raise UsageError(f"app '{name}' exists already", hint=f"see it: pymachine app info {name}")
     for other in model.names():
         taken = model.load(other)
-        if taken.port == port and taken.machine == machine:
+        if taken.port == port:  # on any machine: every router listens on this computer's 127.0.0.1
             raise UsageError(
                 f"port {port} is app '{other}''s already", hint="give this app another one: --port N"
             )

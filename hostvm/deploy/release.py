@@ -229,11 +229,15 @@ def wait_ready(dc: Any, app: App, container: Any, release: Release, say: Progres
         while True:
             container.reload()
             _check_alive(app, container, release)
-            status = ((container.attrs.get("State") or {}).get("Health") or {}).get("Status")
+            health = (container.attrs.get("State") or {}).get("Health") or {}
+            status = health.get("Status")
             if status == "healthy":
                 return
             if status == "unhealthy":
-                _fail(app, container, release, "its HEALTHCHECK reports unhealthy")
+                last = (health.get("Log") or [{}])[-1]
+                said = str(last.get("Output") or "").strip()
+                why = f"exit status {last.get('ExitCode')}" + (f": {said}" if said else "")
+                _fail(app, container, release, f"its HEALTHCHECK reports unhealthy ({why})")
             if time.monotonic() > deadline:
                 _fail(app, container, release, f"not healthy after {app.health_timeout:.0f} s ({status})")
             time.sleep(0.5)

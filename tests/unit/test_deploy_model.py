@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from pymachine.hostvm import paths
-from pymachine.hostvm.deploy import model, repo, router
+from pymachine.hostvm.deploy import model, release, repo, router
 from pymachine.hostvm.deploy.model import App, Release
-from pymachine.hostvm.errors import NotFoundError, UsageError
+from pymachine.hostvm.errors import NotFoundError, PymachineError, UsageError
 
 A, B = "a" * 40, "b" * 40
 
@@ -136,3 +136,54 @@ def test_the_relay_skips_a_half_written_route(tmp_path: Path) -> None:
 
 def test_the_relay_without_any_route_fails_the_connection(tmp_path: Path) -> None:
     assert _relay(tmp_path, {"01": "app-w-v1 80"}) == "exit 1"
+
+
+class _Image:
+    def __init__(self, healthcheck: dict | None) -> None:
+        self.attrs = {"Config": {"Healthcheck": healthcheck} if healthcheck else {}}
+
+
+class _Engine:
+    """Stands in for docker-py's client and container: the states a release goes through, one per reload."""
+
+    def __init__(self, states: list[dict], healthcheck: dict | None) -> None:
+        self.states, self.image, self.name = list(states), _Image(healthcheck), "app-web-v2"
+        self.images = self
+        self.attrs: dict = {}
+
+    def get(self, _ref: str) -> _Image:
+        return self.image
+
+    def reload(self) -> None:
+        self.attrs = {"State": self.states.pop(0) if len(self.states) > 1 else self.states[0]}
+
+    def logs(self, tail: int) -> bytes:
+        return b"listening on 8080\n"
+
+
+CHECK = {"Test": ["CMD-SHELL", "wget -q -O- localhost:8080"]}
+APP = App(name="web", machine="m", port=8080, current=1, health_timeout=30)
+RELEASE = Release(2, "sha256:2", {}, 0.0, "push")
+
+
+def test_a_healthcheck_that_turns_healthy_ends_the_wait() -> None:
+    running = {"Status": "running", "Health": {"Status": "starting"}}
+    engine = _Engine([running, running, {"Status": "running", "Health": {"Status": "healthy"}}], CHECK)
+    release.wait_ready(engine, APP, engine, RELEASE, lambda _e: None)
+    assert engine.states[0]["Health"]["Status"] == "healthy"
+
+
+def test_an_unhealthy_release_fails_with_the_checks_output_and_its_log() -> None:
+    log = [{"ExitCode": 1, "Output": "wget: can't connect to remote host: Connection refused"}]
+    engine = _Engine([{"Status": "running", "Health": {"Status": "unhealthy", "Log": log}}], CHECK)
+    with pytest.raises(PymachineError) as caught:
+        release.wait_ready(engine, APP, engine, RELEASE, lambda _e: None)
+    text = caught.value.message
+    assert "v2 of app 'web' never became healthy" in text and "Connection refused" in text
+    assert "keeps serving v1" in text and "listening on 8080" in text
+
+
+def test_a_release_that_exits_fails_even_with_a_healthcheck() -> None:
+    engine = _Engine([{"Status": "exited", "ExitCode": 3}], CHECK)
+    with pytest.raises(PymachineError, match="exited with status 3"):
+        release.wait_ready(engine, APP, engine, RELEASE, lambda _e: None)
