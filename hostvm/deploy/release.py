@@ -71,7 +71,8 @@ def rollback(name: str, version: int | None = None, say: Progress = quiet) -> Re
             return release
         dc = containers.client(app.machine, progress=say)
         roll_out(dc, app, release, Stages(RUN_STAGES, say, "deploy"), say)
-        model.save(replace(app, current=version))
+        # its config too, as Heroku's rollback: the next push or config change starts from what serves
+        model.save(replace(app, current=version, config=dict(release.config)))
         say(f"app '{name}' serves v{version} again at {app.url}")
         return release
 

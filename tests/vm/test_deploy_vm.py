@@ -29,7 +29,7 @@ FROM pymachine/busybox
 RUN echo {body} > /www/index.html
 # busybox httpd as PID 1 ignores SIGTERM: say how it stops, so a switch does not wait out the stop timeout
 STOPSIGNAL SIGKILL
-CMD ["sh", "-c", "echo \\"greeting=$GREETING\\" > /www/env.txt; exec httpd -f -p $PORT -h /www"]
+{healthcheck}CMD ["sh", "-c", "echo \\"greeting=$GREETING\\" > /www/env.txt; exec httpd -f -p $PORT -h /www"]
 """
 
 
@@ -93,11 +93,12 @@ def read_all(sock: socket.socket) -> bytes:
 
 def test_a_push_builds_and_answers_on_its_port(app: tuple) -> None:
     vm, project, port = app
-    project.commit(DOCKERFILE.format(body="one"), "v1")
+    project.commit(DOCKERFILE.format(body="one", healthcheck=""), "v1")
     pushed = project.push()
     # the build's own output and the stages reached the pusher's terminal through git
     assert "remote: Step 1/" in pushed.stderr and "FROM pymachine/busybox" in pushed.stderr
     assert "remote: stage 3 of 5: health check: ok" in pushed.stderr
+    assert f"port {port} accepting" in pushed.stderr  # no HEALTHCHECK: a TCP connect from the guest
     assert get(port) == "one"
     releases = vm.pymachine("app", "releases", APP, "--format", "json").stdout
     assert '"Version":"v1"' in releases and '"Serving":"*"' in releases
@@ -108,7 +109,11 @@ def test_a_second_push_switches_without_a_failed_request(app: tuple) -> None:
     """A request loop runs through the whole push; a connection opened to v1 before the switch and finished
     after it is still answered by v1 (the old release is stopped only once its connections are done)."""
     vm, project, port = app
-    project.commit(DOCKERFILE.format(body="two"), "v2")
+    # v2 has a HEALTHCHECK: the push waits for the engine's `healthy` (v1 had none: its port was probed)
+    check = (
+        "HEALTHCHECK --interval=60s --start-period=60s --start-interval=1s CMD wget -q -O- 127.0.0.1:$PORT\n"
+    )
+    project.commit(DOCKERFILE.format(body="two", healthcheck=check), "v2")
     seen: list[str] = []
     errors: list[str] = []
     done = threading.Event()
@@ -161,6 +166,7 @@ def test_a_second_push_switches_without_a_failed_request(app: tuple) -> None:
     assert errors == [], f"{len(errors)} failed requests during the switch: {errors[:3]}"
     assert seen.count("one") > 0 and seen[-1] == "two", "the loop saw both releases"
     assert any("no connection to app-web-v1 left" in line for line in output), "".join(output)
+    assert any("waiting for app-web-v2: its HEALTHCHECK" in line for line in output), "".join(output)
     # the old release is gone, only the router and v2 run
     names = vm.docker("ps", "--format", "{{.Names}}").stdout.split()
     assert sorted(n for n in names if n.startswith(f"app-{APP}")) == [f"app-{APP}-router", f"app-{APP}-v2"]
