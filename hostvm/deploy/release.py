@@ -192,13 +192,21 @@ def roll_out(dc: Any, app: App, release: Release, stages: Stages, say: Progress)
         raise
     with stages.step("stop old"):
         if old is not None:
-            began = time.monotonic()
-            left = router.drain(rt, old, DRAIN_S, say)
-            if left:
-                say(f"{left} connection(s) to {old} still open after {DRAIN_S:.0f} s: stopping it anyway")
-            else:
-                say(f"no connection to {old} left ({time.monotonic() - began:.1f} s): stopping it")
-            _remove_if_there(dc, old, stop=True)
+            try:
+                _retire(dc, rt, old, say)
+            except PymachineError as exc:
+                # The new release serves already: the deploy stands (and is recorded); the old one is left.
+                say(f"warning: {old} was not stopped: {exc.message} (remove it: pymachine rm -f {old})")
+
+
+def _retire(dc: Any, rt: Any, old: str, say: Progress) -> None:
+    began = time.monotonic()
+    left = router.drain(rt, old, DRAIN_S, say)
+    if left:
+        say(f"{left} connection(s) to {old} still open after {DRAIN_S:.0f} s: stopping it anyway")
+    else:
+        say(f"no connection to {old} left ({time.monotonic() - began:.1f} s): stopping it")
+    _remove_if_there(dc, old, stop=True)
 
 
 def _route(dc: Any, app: App, name: str, say: Progress) -> Any:
