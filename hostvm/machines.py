@@ -313,6 +313,8 @@ def delete(name: str, force: bool = False) -> None:
     cfg = load_config(name)
     drv = driver_for(cfg)
     with _locked(name):
+        if drv.capabilities.existing_host:
+            return _delete_on_host(name, drv, force)
         if drv.state(name) is DriverState.RUNNING:
             if not force:
                 raise PymachineError(
@@ -324,6 +326,27 @@ def delete(name: str, force: bool = False) -> None:
         drv.cleanup(name)
         shares.stop_daemons(name)
         shutil.rmtree(paths.machine(name).dir)
+    _remove_docker_context(name)
+
+
+def _delete_on_host(name: str, drv: Driver, force: bool) -> None:
+    """A machine on an existing host: remove what create installed there, then the machine folder. With
+    `force`, an unreachable host does not keep the folder (what stays on the host is said)."""
+    from . import remote_host
+
+    try:
+        if drv.state(name) is DriverState.RUNNING and not force:
+            raise PymachineError(
+                f"machine '{name}' is running", hint=f"stop it first, or: pymachine delete --force {name}"
+            )
+        _stop_host_agent(name)
+        remote_host.delete(name, lambda m: log.info("%s", m))
+    except PymachineError as exc:
+        if not force or "is running" in exc.message:
+            raise
+        _stop_host_agent(name)
+        log.warning("machine '%s': its host was not cleaned up (%s); removing it here only", name, exc)
+    shutil.rmtree(paths.machine(name).dir)
     _remove_docker_context(name)
 
 
@@ -517,6 +540,12 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
     cfg = load_config(name)
     drv = driver_for(cfg)
     mp = paths.machine(name)
+    if drv.capabilities.existing_host:  # no VM: the agent on that host (remote_host.py)
+        from . import remote_host
+
+        with _locked(name):
+            remote_host.start(name, say, _host_agent_launcher())
+        return get(name)
     with _locked(name):
         stages = list(STAGES)
         launcher = _host_agent_launcher()
@@ -701,6 +730,12 @@ def stop(
     timeout = STOP_TIMEOUT.get(accel, 60.0) if timeout is None else timeout
     with _locked(name):
         _stop_host_agent(name)  # also when QEMU died under it: an agent must not outlive its VM's run
+        if drv.capabilities.existing_host:  # never the host itself: its containers, then the agent
+            from . import remote_host
+
+            if drv.state(name) is DriverState.RUNNING:
+                remote_host.stop(name, say)
+            return get(name)
         if shutdown:
             savestate.discard(name)  # a saved machine shut down for good: its next start boots cold
         if drv.state(name) is DriverState.RUNNING and not shutdown:
