@@ -66,6 +66,22 @@ def settings(name: str) -> str:
     return json.dumps({"machine": name, "default_host_ip": DEFAULT_HOST_IP}) + "\n"
 
 
+GUARD_TABLE = "pymachine_guard"
+# The engine publishes a port on every address of its host (in a VM only the SSH link reaches it). On a host
+# with a network of its own, connections DNATed to a container may come from loopback (the SSH link, the
+# host's own programs) or from a container's bridge, never from the host's network interfaces: a published
+# port reaches this computer and no one else. Locally made connections never pass the forward hook.
+GUARD = f"""table inet {GUARD_TABLE}
+delete table inet {GUARD_TABLE}
+table inet {GUARD_TABLE} {{
+  chain forward {{
+    type filter hook forward priority -10; policy accept;
+    ct status dnat iifname != "pymachine0" iifname != "pm-*" drop
+  }}
+}}
+"""
+
+
 def run_script(lay: Layout) -> str:
     """The respawn loop (cron and init.d; systemd restarts by itself). TERM ends the agent, then the loop."""
     q = shlex.quote
@@ -77,6 +93,8 @@ def run_script(lay: Layout) -> str:
 # pymachine guest agent of machine {lay.name}: restarted when it exits (installed by 'pymachine create')
 mkdir -p {q(lay.run)}
 echo $$ > {q(lay.run)}/supervisor.pid
+nft -f - <<'EOF'
+{GUARD}EOF
 child=
 trap 'kill "$child" 2>/dev/null; wait "$child"; rm -f {q(lay.run)}/supervisor.pid; exit 0' TERM INT
 while :; do
@@ -232,6 +250,7 @@ def uninstall(lay: Layout, supervisor: str, bridge: str, nft_table: str) -> str:
     lines += [
         f"ip link del {q(bridge)} 2>/dev/null || true",
         f"nft delete table ip {q(nft_table)} 2>/dev/null || true",
+        f"nft delete table inet {GUARD_TABLE} 2>/dev/null || true",
         f"rm -rf {q(lay.code)} {q(lay.state)} {q(lay.run)} {q(lay.log)} {q(lay.log)}.1",
         "rmdir /opt/pymachine-remote /var/lib/pymachine-remote /run/pymachine-remote 2>/dev/null || true",
     ]

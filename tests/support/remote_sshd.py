@@ -66,7 +66,7 @@ class NetnsHost:
         """Run a command in the namespace (what the remote host sees)."""
         return subprocess.run(["ip", "netns", "exec", self.netns, *argv], capture_output=True, text=True)
 
-    def start(self) -> NetnsHost:
+    def start(self, setup: str = "") -> NetnsHost:
         _ip("netns", "add", self.netns)
         outer, inner = f"pmro{self.tag}", f"pmri{self.tag}"
         _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
@@ -76,10 +76,13 @@ class NetnsHost:
         for args in (("addr", "add", f"{self.address}/30", "dev", inner), ("link", "set", inner, "up"),
                      ("link", "set", "lo", "up")):  # fmt: skip
             _ip("-n", self.netns, *args)
-        self.start_sshd()
+        self.start_sshd(setup=setup)
         return self
 
-    def start_sshd(self, host_key: Path | None = None) -> None:
+    def start_sshd(self, host_key: Path | None = None, setup: str = "") -> None:
+        """sshd with `host_key` (default: the pinned one). `setup` is shell run first in a private mount
+        namespace of sshd's own, so that what it binds over (a fake python3, a /proc/filesystems without
+        overlay) is what every session sees, and nothing else on this machine."""
         cfg = self.root / "sshd_config"
         cfg.write_text(
             "\n".join(
@@ -103,8 +106,21 @@ class NetnsHost:
         )
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         with open(self.root / "sshd.log", "ab") as log:
+            sshd = [SSHD, "-D", "-e", "-f", str(cfg)]
+            if setup:
+                sshd = [
+                    "unshare",
+                    "-m",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    f'{setup}; exec "$@"',
+                    "sh",
+                    *sshd,
+                ]
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.netns, SSHD, "-D", "-e", "-f", str(cfg)],
+                ["ip", "netns", "exec", self.netns, *sshd],
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
@@ -140,8 +156,8 @@ class NetnsHost:
 
 
 @contextlib.contextmanager
-def netns_host(root: Path) -> Iterator[NetnsHost]:
-    host = NetnsHost(root).start()
+def netns_host(root: Path, setup: str = "") -> Iterator[NetnsHost]:
+    host = NetnsHost(root).start(setup)
     try:
         yield host
     finally:
