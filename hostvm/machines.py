@@ -258,7 +258,11 @@ def write_seed(name: str, devices: list[shares.ShareDevice]) -> None:
 def mount_add(name: str, path: str) -> tuple[Machine, share_hotplug.ShareChange]:
     """Add `PATH[:ro]` to the machine's shares (config.json, one atomic write). Returns (machine, when the
     share appears: now when hot-plugged over sshfs, else at the next start or after a restart)."""
-    load_config(name)  # a clear "does not exist" before taking the lock
+    if driver_for(load_config(name)).capabilities.existing_host:  # also a clear "does not exist"
+        raise UsageError(
+            f"machine '{name}' runs on another host: it sees that host's folders, not this computer's",
+            hint="bind-mount a folder of that host: docker run -v /srv/data:/data ...",
+        )
     with _locked(name):
         cfg = load_config(name)
         problems: list[cfgmod.Problem] = []

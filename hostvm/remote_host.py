@@ -138,6 +138,7 @@ def create(
             memory=_mib(found.facts.get("mem_kb")),
             disk=_mib(found.facts.get("disk_kb")),  # free below /var/lib, where the engine keeps its state
             driver="ssh",
+            connect=f"ssh://{target}",  # where it runs, as `inspect` shows it (drivers/ssh.py)
             idle_suspend=0,  # a shared host is not ours to pause
         )
         store.write_json(mp.state, {"ssh_port": target.port, "accelerator": "host"})  # no VM: the host's CPUs

@@ -20,7 +20,7 @@ def get_driver(name: str, connect: str | None = None) -> Driver:
     if name == "ssh":
         from .ssh import SshDriver
 
-        return SshDriver()
+        return SshDriver(connect)
     from ..errors import UsageError
 
     raise UsageError(f"unknown driver '{name}'", hint="use --driver libvirt, qemu or ssh")

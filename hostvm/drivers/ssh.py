@@ -16,6 +16,9 @@ class SshDriver(Driver):
     name = "ssh"
     capabilities = Capabilities(remote=True, graceful_shutdown=False, hostfwd_add=False, existing_host=True)
 
+    def __init__(self, where: str | None = None) -> None:
+        self.where = where or "ssh"  # ssh://USER@HOST:PORT (config's `connect`), for inspect and list
+
     def start(self, spec: VMSpec) -> None:
         raise PymachineError("a machine on another host has no VM to boot: use pymachine start")
 
@@ -36,4 +39,4 @@ class SshDriver(Driver):
         remote_host.stop_agent(machine)
 
     def describe(self) -> str:
-        return "ssh (an existing host)"
+        return self.where

@@ -28,6 +28,8 @@ from support.machines import cli, home_env, new_home
 from support.poll import until
 from support.remote_sshd import NetnsHost, unavailable
 
+from pymachine.hostvm.errors import UsageError
+
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
 DOCKER = shutil.which("docker")
 
@@ -134,6 +136,11 @@ def test_create_pins_the_key_it_showed_and_reports_the_hosts_limits(remote: Remo
     if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
         assert "cgroup v1 (or hybrid) host: containers run without memory/CPU/pids limits" in out
     assert f"machine '{remote.name}' is running" in out
+    m = remote.facade("get")
+    assert (m.uri, m.driver, m.state) == (f"ssh://{remote.host.target}", "ssh", "running")  # type: ignore[attr-defined]
+    # this computer's folders do not reach another host: refused, not silently empty there
+    with pytest.raises(UsageError, match="runs on another host"):
+        remote.facade("mount_add", str(remote.home))
 
 
 @pytest.mark.skipif(DOCKER is None, reason="the docker CLI is not installed")
