@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import config as cfgmod
-from . import paths, proc, qemu_user, savestate, seed, share_hotplug, shares, ssh, store
+from . import paths, proc, qemu_user, remote_libvirt, savestate, seed, share_hotplug, shares, ssh, store
 from .domain import VMSpec
 from .drivers import Driver, DriverState, get_driver
 from .errors import NotFoundError, PymachineError, StageFailed, UsageError
@@ -218,6 +218,8 @@ def _build_folder(cfg: cfgmod.MachineConfig, mp: paths.MachinePaths, stages: Sta
     try:
         with stages.step("machine files"):  # keys, seed, disk overlay
             ssh.create_keys(cfg.name)
+            if remote_libvirt.is_remote(cfg.connect):
+                remote_libvirt.pin_host(cfg.name, cfg.connect, stages.say)  # type: ignore[arg-type]
             write_seed(cfg.name, [])
             base = cfg.image["disk"]
             proc.run(
@@ -328,6 +330,8 @@ def delete(name: str, force: bool = False) -> None:
             drv.force_stop(name)
         _stop_host_agent(name)  # also when QEMU died under it: never left behind to serve a new machine
         drv.cleanup(name)
+        if remote_libvirt.is_remote(cfg.connect):
+            remote_libvirt.delete_volumes(drv.conn(), name)  # type: ignore[attr-defined]
         shares.stop_daemons(name)
         shutil.rmtree(paths.machine(name).dir)
     _remove_docker_context(name)
@@ -588,6 +592,10 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                         devices = shares.devices(cfg, transport)
                         write_seed(name, devices)
                         spec = vm_spec(cfg, port, accel, tuple(devices))
+                        if remote_libvirt.is_remote(cfg.connect):  # its files go to the host's pool
+                            spec = remote_libvirt.prepare(
+                                drv.conn(), spec, cfg.image.get("recipe_hash", ""), say
+                            )  # type: ignore[attr-defined]
                         shares.start_daemons(name, devices, qemu_account(cfg, spec))
                         state |= {"share_transport": transport, "shares": [asdict(s) for s in cfg.shares]}
                         store.write_json(mp.state, state)
@@ -597,7 +605,7 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                             shares.stop_daemons(name)
                             raise
                     elif stage.name == "ssh banner":
-                        if not ssh.wait_banner(int(state["ssh_port"]), deadline):
+                        if not ssh.wait_banner(int(state["ssh_port"]), deadline, name):
                             raise PymachineError(
                                 f"no SSH banner on 127.0.0.1:{state['ssh_port']}"
                                 + _console_panic(mp.console_log)

@@ -200,7 +200,7 @@ def _check_host_key(offered: paramiko.PKey, expected: str | None, target: Target
     the host's /etc/ssh/ssh_host_*_key.pub). Without it the key is trusted on first use, and shown."""
     seen = f"{offered.get_name()} {fingerprint(offered)}"
     if not expected:
-        say(f"trusting {target.host}'s host key on first use: {seen} (pass --host-key to check it instead)")
+        say(f"trusting {target.host}'s host key on first use: {seen}")
         return
     text = expected.strip()
     if not text.startswith("SHA256:") and Path(text).expanduser().is_file():

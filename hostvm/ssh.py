@@ -11,6 +11,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
@@ -87,11 +88,12 @@ def ssh_port(name: str) -> int:
     return int(port)
 
 
-def read_banner(port: int, timeout: float = 3.0) -> bool:
+def read_banner(port: int, timeout: float = 3.0, name: str | None = None) -> bool:
     """True once the guest's sshd speaks. slirp accepts on the host side before the guest listens, so a TCP
-    connect proves nothing: only the `SSH-2.0` identification line does."""
+    connect proves nothing: only the `SSH-2.0` identification line does. `name`: through its libvirt host's
+    link when the VM runs on another host (remote_libvirt.py)."""
     try:
-        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        with _socket_to(name, port, timeout) as sock:
             sock.settimeout(timeout)
             data = b""
             while b"\n" not in data and len(data) < 256:
@@ -102,6 +104,16 @@ def read_banner(port: int, timeout: float = 3.0) -> bool:
             return data.startswith(b"SSH-2.0")
     except OSError:
         return False
+
+
+def _socket_to(name: str | None, port: int, timeout: float) -> Any:
+    """A TCP socket to the guest's forwarded SSH port on loopback, or a channel through the libvirt host."""
+    from . import remote_libvirt
+
+    uri = remote_libvirt.machine_uri(name) if name else None
+    if uri:
+        return remote_libvirt.channel(name, uri, port, timeout)  # type: ignore[arg-type]
+    return socket.create_connection((HOST, port), timeout=timeout)
 
 
 def connect(name: str, *, port: int | None = None, timeout: float = 30.0) -> paramiko.SSHClient:
@@ -117,9 +129,14 @@ def connect(name: str, *, port: int | None = None, timeout: float = 30.0) -> par
     pinned = pinned_host_key(name)
     client.get_host_keys().add(f"[{host}]:{port}" if port != 22 else host, pinned.get_name(), pinned)
     try:
+        from . import remote_libvirt
+
+        uri = remote_libvirt.machine_uri(name)
+        sock = remote_libvirt.channel(name, uri, port, timeout) if uri else None
         client.connect(
             host,
             port=port,
+            sock=sock,
             username=user,
             key_filename=str(mp.ssh_key),
             look_for_keys=False,
@@ -218,13 +235,20 @@ def client_options(name: str) -> dict[str, str]:
         ClearAllForwardings="yes",
         Tunnel="no",
         PermitLocalCommand="no",
-        ProxyCommand="none",
+        ProxyCommand=_proxy(name),
         ProxyJump="none",
         ControlMaster="no",
         ControlPath="none",
         LogLevel="ERROR",
         ServerAliveInterval=str(KEEPALIVE_S),
     )
+
+
+def _proxy(name: str) -> str:
+    """`none`, or the hop through a remote libvirt host (its key pinned like the guest's)."""
+    from . import remote_libvirt
+
+    return remote_libvirt.proxy_command(name) or "none"
 
 
 _NOT_IN_CONFIG = ("LogLevel", "ClearAllForwardings")
@@ -251,12 +275,12 @@ def _options(**options: str) -> list[str]:
     return [arg for key, value in options.items() for arg in ("-o", f"{key}={value}")]
 
 
-def wait_banner(port: int, deadline: float) -> bool:
+def wait_banner(port: int, deadline: float, name: str | None = None) -> bool:
     """Poll for the banner until `deadline`. Each attempt waits long for its answer: sshd forks and
     re-executes itself per connection, which under TCG on a loaded host takes many seconds, and a client that
     hangs up early never sees a banner (slirp closes at once when nothing listens: waiting costs nothing)."""
     while time.monotonic() < deadline:
-        if read_banner(port, timeout=min(30.0, max(0.5, deadline - time.monotonic()))):
+        if read_banner(port, timeout=min(30.0, max(0.5, deadline - time.monotonic())), name=name):
             return True
         time.sleep(0.3)
     return False

@@ -434,7 +434,7 @@ def _exec(transport: paramiko.Transport, command: str, timeout: float = 10.0) ->
 
 def machine_connect(name: str) -> Callable[[], paramiko.Transport]:
     """Connect to machine `name` with its client key; the pin and the port are re-read on every attempt."""
-    from .. import ssh
+    from .. import remote_libvirt, ssh
     from .transport import open_transport
 
     key_path = paths.machine(name).ssh_key
@@ -442,7 +442,9 @@ def machine_connect(name: str) -> Callable[[], paramiko.Transport]:
     def connect() -> paramiko.Transport:
         pkey = paramiko.PKey.from_path(key_path)
         host, port, user = ssh.endpoint(name)
-        return open_transport(host, port, user, pkey, ssh.pinned_host_key(name))
+        uri = remote_libvirt.machine_uri(name)  # a VM on another host: through that host's link
+        sock = remote_libvirt.channel(name, uri, port) if uri else None
+        return open_transport(host, port, user, pkey, ssh.pinned_host_key(name), sock=sock)
 
     return connect
 
