@@ -614,7 +614,12 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                         client = _connect_until(name, deadline)
                     elif stage.name == "guest agent answers":
                         assert client is not None
-                        _wait_guest_socket(client, deadline)
+                        try:
+                            _wait_guest_socket(client, deadline)
+                        except EOFError:  # the link dropped (a loaded TCG guest, a tunnel): log in anew
+                            client.close()
+                            client = _connect_until(name, deadline)
+                            _wait_guest_socket(client, deadline)
                         for problem in _guest_share_problems(client):
                             say(f"warning: {problem}")
                     elif stage.name == "host agent":
