@@ -162,14 +162,16 @@ def _client_key(given: str | None) -> Path:
                 f"the SSH key {path} does not exist", hint="give a private key file: --ssh-key FILE"
             )
         return path
+    return default_key("give one: --ssh-key FILE (its public half must be in the host's authorized_keys)")
+
+
+def default_key(hint: str) -> Path:
+    """The user's own key, as OpenSSH would try it first."""
     for candidate in DEFAULT_KEYS:
         path = Path.home() / ".ssh" / candidate
         if path.is_file():
             return path
-    raise UsageError(
-        "no SSH key to log in with (~/.ssh/id_ed25519, id_ecdsa or id_rsa)",
-        hint="give one: --ssh-key FILE (its public half must be in the host's authorized_keys)",
-    )
+    raise UsageError("no SSH key to log in with (~/.ssh/id_ed25519, id_ecdsa or id_rsa)", hint=hint)
 
 
 def _server_key(target: Target, timeout: float = 20.0) -> paramiko.PKey:

@@ -28,7 +28,6 @@ from .progress import Progress
 
 POOL = "pymachine"
 POOL_DIR = "/var/lib/pymachine-pool"  # on the remote host
-DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 CHUNK = 256 * 1024  # libvirt's stream message size: 4x faster than sendAll's callback here
 
 
@@ -60,14 +59,9 @@ def _login_name() -> str:
 
 
 def _default_key() -> Path:
-    for name in DEFAULT_KEYS:
-        path = Path.home() / ".ssh" / name
-        if path.is_file():
-            return path
-    raise PymachineError(
-        "no SSH key for the remote libvirt host (~/.ssh/id_ed25519, id_ecdsa or id_rsa)",
-        hint="name one in the URI: qemu+ssh://root@HOST/system?keyfile=/path/to/key",
-    )
+    from .remote_host import default_key
+
+    return default_key("name one in the URI: qemu+ssh://root@HOST/system?keyfile=/path/to/key")
 
 
 def host_alias(name: str) -> str:

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pytest
 from support.agent import busybox_tarball
+from support.hostagent_sshd import free_port
 from support.machines import cli, home_env, new_home
 from support.poll import until
-from support.remote_sshd import NetnsHost, unavailable
+from support.remote_sshd import NetnsHost, netns_host, unavailable
 
 from pymachine.hostvm.errors import UsageError
 
@@ -63,12 +64,6 @@ def agent_pids(host: NetnsHost, name: str) -> list[int]:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Remote:
     host: NetnsHost
@@ -97,15 +92,6 @@ class Remote:
         )
         assert not check or done.returncode == 0, done.stderr
         return done
-
-
-@contextlib.contextmanager
-def netns_host(tmp: Path, setup: str = "") -> Iterator[NetnsHost]:
-    host = NetnsHost(tmp).start(setup)
-    try:
-        yield host
-    finally:
-        host.stop()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support.hostagent_sshd import SSHD
+from support.hostagent_sshd import SSHD, write_config
 
 
 def unavailable() -> str | None:
@@ -83,27 +83,7 @@ class NetnsHost:
         """sshd with `host_key` (default: the pinned one). `setup` is shell run first in a private mount
         namespace of sshd's own, so that what it binds over (a fake python3, a /proc/filesystems without
         overlay) is what every session sees, and nothing else on this machine."""
-        cfg = self.root / "sshd_config"
-        cfg.write_text(
-            "\n".join(
-                [
-                    f"Port {self.port}",
-                    f"ListenAddress {self.address}",
-                    f"HostKey {host_key or self.host_key_path}",
-                    f"AuthorizedKeysFile {self.root / 'authorized_keys'}",
-                    f"PidFile {self.root / 'sshd.pid'}",
-                    "PermitRootLogin prohibit-password",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "UsePAM no",
-                    "StrictModes no",
-                    "AllowTcpForwarding yes",
-                    "AllowStreamLocalForwarding yes",
-                    "LogLevel ERROR",
-                ]
-            )
-            + "\n"
-        )
+        cfg = write_config(self.root, self.port, self.address, host_key or self.host_key_path)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         with open(self.root / "sshd.log", "ab") as log:
             sshd = [SSHD, "-D", "-e", "-f", str(cfg)]
