@@ -69,6 +69,25 @@ def remote_vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteVM]:
                 machines.delete(name, force=True)
         sshd.stop()
         shutil.rmtree(home, ignore_errors=True)
+        _prune_stale_images()
+
+
+def _prune_stale_images() -> None:
+    """The pool keeps one image per recipe for the next machine; on this machine the recipe changes with every
+    edit of the guest sources, so keep only the newest (the next run's upload is then skipped)."""
+    from pymachine.hostvm import remote_libvirt
+
+    with contextlib.suppress(Exception):
+        pool = _local_conn().storagePoolLookupByName(remote_libvirt.POOL)
+        pool.refresh(0)
+        vols = [pool.storageVolLookupByName(n) for n in pool.listVolumes()]
+        bases = sorted(
+            (v for v in vols if v.name().startswith("base-")), key=lambda v: os.stat(v.path()).st_mtime
+        )
+        stale = {v.name().removeprefix("base-").removesuffix(".qcow2") for v in bases[:-1]}
+        for v in vols:
+            if any(v.name().endswith(tag) or v.name().endswith(tag + ".qcow2") for tag in stale):
+                v.delete(0)
 
 
 def _local_conn():  # type: ignore[no-untyped-def]
