@@ -53,6 +53,8 @@ class LibvirtDriver(Driver):
         self.capabilities = replace(
             type(self).capabilities, virtiofs=local and virtiofsd_binary() is not None, virtio_9p=local
         )
+        if not is_local(self.uri):  # a state file and device hot-plug name paths of this computer
+            self.capabilities = replace(self.capabilities, save_state=False, share_hotplug=False)
 
     def describe(self) -> str:
         return f"libvirt {self.uri}"
