@@ -75,16 +75,26 @@ def test_killed_agent_comes_back_without_a_command(machine: str) -> None:
     assert launcher.agent_pid(machine) is None and launcher.supervisor_pid(machine) is None
 
 
-def test_agent_never_outlives_its_machine_folder(machine: str) -> None:
+def _spawned(machine: str) -> tuple[int, int]:
+    """Start the supervisor as `start` does: (agent pid, supervisor pid) once both sockets are up."""
     from pymachine.hostvm import paths
     from pymachine.hostvm.hostagent import launcher
 
     mp = paths.machine(machine)
     launcher._spawn(machine)
     _wait(lambda: launcher.agent_pid(machine) is not None, "the agent")
-    _wait(lambda: mp.docker_socket.exists(), "the engine socket")
+    _wait(lambda: mp.docker_socket.exists() and mp.control_socket.exists(), "the agent's sockets")
     agent, supervisor = launcher.agent_pid(machine), launcher.supervisor_pid(machine)
     assert agent is not None and supervisor is not None
+    return agent, supervisor
+
+
+def test_agent_never_outlives_its_machine_folder(machine: str) -> None:
+    from pymachine.hostvm import paths
+    from pymachine.hostvm.hostagent import launcher
+
+    mp = paths.machine(machine)
+    agent, supervisor = _spawned(machine)
     # deleted behind their back and created again under the same name
     shutil.rmtree(mp.dir)
     mp.dir.mkdir()
@@ -121,11 +131,7 @@ def test_engine_socket_queues_clients_while_the_agent_is_dead(machine: str) -> N
     from pymachine.hostvm.hostagent import control, launcher
 
     mp = paths.machine(machine)
-    launcher._spawn(machine)
-    _wait(lambda: launcher.agent_pid(machine) is not None, "the agent")
-    _wait(lambda: mp.control_socket.exists(), "the control socket")
-    agent, supervisor = launcher.agent_pid(machine), launcher.supervisor_pid(machine)
-    assert agent is not None and supervisor is not None
+    agent, supervisor = _spawned(machine)
     os.kill(supervisor, signal.SIGSTOP)
     try:
         os.kill(agent, signal.SIGKILL)
