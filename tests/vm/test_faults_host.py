@@ -183,25 +183,36 @@ def _follow(vm: VmMachine, name: str) -> subprocess.Popen[str]:
     )
 
 
-# Run in the guest: kill -9 the guest agent `delay` s after a container's process appeared (its start under
-# way), found by a marker in its command line.
+# Run in the guest: kill -9 the guest agent during a container's start, found by its marker: "spawned" as soon
+# as any process not there before appears outside this script's own login (the container's supervisor, before
+# its exec), "exec'd" as soon as the container's own process (`sleep MARKER`) exists.
 _KILL_AT_START = """
 import os, sys, time
-marker, delay = sys.argv[1].encode(), float(sys.argv[2])
-def cmdlines():
+marker, when = sys.argv[1].encode(), sys.argv[2]
+def procs():
     for p in filter(str.isdigit, os.listdir("/proc")):
         try:
-            yield int(p), open(f"/proc/{p}/cmdline", "rb").read().split(b"\\0")
-        except OSError:
+            argv = open(f"/proc/{p}/cmdline", "rb").read().split(b"\\0")
+            ppid = int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
+        yield int(p), ppid, argv
+ours = {os.getpid(), os.getppid()}
+before = {pid for pid, _, _ in procs()}
+def started():
+    for pid, ppid, argv in procs():
+        if when == "exec'd" and argv[:2] == [b"sleep", marker]:
+            return True
+        if when == "spawned" and pid not in before and pid not in ours and ppid not in ours:
+            return True
+    return False
 print("armed", flush=True)
 deadline = time.monotonic() + 120
-while not any(argv[:2] == [b"sleep", marker] for _, argv in cmdlines()):  # the container's, not ours
+while not started():
     if time.monotonic() > deadline:
         sys.exit("the container never started")
     time.sleep(0.001)
-time.sleep(delay)
-for pid, argv in cmdlines():
+for pid, _, argv in procs():
     if b"pymachine_agent" in argv and b"serve" in argv:
         os.kill(pid, 9)
 print("killed", flush=True)
@@ -223,12 +234,13 @@ def test_kill_9_of_the_guest_agent_during_a_container_start(vm: VmMachine) -> No
 
     vm.docker("run", "-d", "--name", "before", "pymachine/busybox", "sleep", "1d")
     markers = {"before": "1d"}
-    for attempt, delay in enumerate((0.0, 0.2)):  # two: each kill makes the guest's init wait longer
+    # two moments (each kill costs a guest agent restart under TCG, and its init waits longer after each)
+    for attempt, when in enumerate(("spawned", "exec'd")):
         name, marker = f"started-{attempt}", f"{4242000 + attempt}"
         vm.docker("create", "--name", name, "pymachine/busybox", "sleep", marker)
         markers[name] = marker
         with env_of(vm):
-            argv = ssh.ssh_argv(vm.name, [f"python3 - {marker} {delay}"])
+            argv = ssh.ssh_argv(vm.name, ["python3", "-", marker, when])
         killer = subprocess.Popen(
             argv, env=vm.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
@@ -247,7 +259,7 @@ def test_kill_9_of_the_guest_agent_during_a_container_start(vm: VmMachine) -> No
         lines = _guest_cmdlines(vm, [states[n][1] for n in running])
         for n, line in zip(running, lines, strict=True):  # said running: its process is there
             assert markers[n] in line.split(), (n, states[n], line)
-        print(f"kill {delay} s into the start: start said {start.returncode}; running after: {running}")
+        print(f"kill when the container {when}: start said {start.returncode}; running after: {running}")
     assert vm.docker("inspect", "-f", "{{.State.Running}}", "before").stdout.strip() == "true"
     vm.docker("start", *markers, timeout=120)  # each can be started (or is running) and removed
     assert vm.docker("inspect", "-f", "{{.State.Running}}", *markers).stdout.split() == ["true"] * 3
