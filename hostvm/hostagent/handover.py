@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import socket
+import sys
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,9 @@ class Keeper:
     """The supervisor's side: the held listeners, and the pair's end it reads the agent's messages from."""
 
     def __init__(self) -> None:
-        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # SEQPACKET where there is one (Linux); macOS has only datagrams, which keep message bounds too
+        kind = socket.SOCK_SEQPACKET if sys.platform == "linux" else socket.SOCK_DGRAM
+        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, kind)
         self.ours.setblocking(False)
         self.held: dict[str, tuple[int, dict[str, Any]]] = {}
 
@@ -47,7 +50,7 @@ class Keeper:
         while True:
             try:
                 data, ancdata, _flags, _addr = self.ours.recvmsg(
-                    _MAX_MESSAGE, socket.CMSG_SPACE(fds.itemsize), socket.MSG_CMSG_CLOEXEC
+                    _MAX_MESSAGE, socket.CMSG_SPACE(fds.itemsize), getattr(socket, "MSG_CMSG_CLOEXEC", 0)
                 )
             except (BlockingIOError, InterruptedError):
                 return
@@ -59,6 +62,8 @@ class Keeper:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
                 for fd in array.array("i", raw[: len(raw) - len(raw) % fds.itemsize])
             ]
+            for fd in got:
+                os.set_inheritable(fd, False)  # where MSG_CMSG_CLOEXEC is missing
             try:
                 message = json.loads(data)
                 op, key = message["op"], str(message["key"])

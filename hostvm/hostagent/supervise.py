@@ -192,6 +192,15 @@ def _preload(name: str) -> None:
 def _wait(child: int, keeper: Keeper) -> int:
     """Wait for the agent to end, keeping up with the listeners it hands over meanwhile; its exit code
     (< 0: killed by that signal)."""
+    if not hasattr(os, "pidfd_open"):  # macOS: look for its end between messages
+        while True:
+            pid, wstatus = os.waitpid(child, os.WNOHANG)
+            if pid:
+                break
+            if select.select([keeper], [], [], 0.05)[0]:
+                keeper.drain()
+        keeper.drain()
+        return os.waitstatus_to_exitcode(wstatus)
     pidfd = os.pidfd_open(child)
     try:
         while True:
