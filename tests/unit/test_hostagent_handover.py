@@ -82,3 +82,24 @@ def test_a_forked_agent_inherits_the_held_listeners(keeper: handover.Keeper) -> 
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     assert client.recv(16) == b"served"
     client.close()
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "no-pidfd (macOS)"])
+def test_the_supervisor_keeps_what_an_agent_held_until_it_died(
+    keeper: handover.Keeper, pidfd: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pymachine.hostvm.hostagent import supervise
+
+    if not pidfd:
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+    pid = os.fork()
+    if pid == 0:  # an agent that hands over a listener, then dies
+        code = 1
+        try:
+            srv = _listener()
+            handover.hold("engine", srv)
+            code = 3
+        finally:
+            os._exit(code)
+    assert supervise._wait(pid, keeper) == 3
+    assert list(keeper.held) == ["engine"]
