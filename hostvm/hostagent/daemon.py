@@ -96,6 +96,7 @@ class Agent:
         self.engine.start()
         self.events.emit("socket", state="listening", path=str(self.docker_socket))
         self.stages.done("engine socket")
+        self.forwarder.adopt_held()  # published ports a killed agent left: served once the link is up
         self.control.start()
         if self.saver is not None:
             self.saver.start()  # resumes a machine a dead agent left paused, before the link tries it
@@ -196,6 +197,7 @@ class Agent:
                     with self._table_lock:
                         actions = self.table.end_resync()
                     self._carry_out(actions, transport, None)
+                    self.forwarder.settle_adopted()
                     resyncing = False
                 continue
             kind = item.get("type")

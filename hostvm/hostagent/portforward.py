@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-from . import pump
+from . import handover, pump
 from .ports import Key, PortRule, in_use_error
 from .transport import Link
 from .udp import UdpRelay
@@ -66,12 +66,21 @@ class Forwarder:
         self.link_wait = link_wait
         self._lock = threading.Lock()
         self.listeners: dict[Key, Listener] = {}
+        self._adopted: set[Key] = set()  # inherited listeners the guest has not confirmed yet
         # Around each TCP connection: the resource saver wakes a paused machine first (see sockforward.py).
         self.activity: Callable[[str], ContextManager[None]] = lambda kind: contextlib.nullcontext()
 
     # -- control --------------------------------------------------------------------------------------------
     def open(self, rule: PortRule) -> None:
         """Bind the host side now; raise BindError (message names the port) when it is taken."""
+        with self._lock:
+            adopted = self.listeners.get(rule.key) if rule.key in self._adopted else None
+            self._adopted.discard(rule.key)
+        if adopted is not None:  # still published: the inherited listener is this rule's
+            self.retarget(rule)
+            handover.hold(handover.port_key(rule.key), adopted.sock, rule.to_json())
+            self.on_event(action="opened", **rule.to_json())
+            return
         family = socket.AF_INET6 if ":" in rule.host_ip else socket.AF_INET
         kind = socket.SOCK_STREAM if rule.proto == "tcp" else socket.SOCK_DGRAM
         sock = socket.socket(family, kind)
@@ -91,7 +100,12 @@ class Forwarder:
                     f"host port {rule.host_ip}:{rule.host_port} needs privileges to bind (ports below 1024)"
                 ) from exc
             raise BindError(f"cannot listen on host {rule.host_ip}:{rule.host_port}: {exc.strerror}") from exc
-        listener = Listener(rule, sock)
+        self._serve(Listener(rule, sock))
+        handover.hold(handover.port_key(rule.key), sock, rule.to_json())
+        self.on_event(action="opened", **rule.to_json())
+
+    def _serve(self, listener: Listener) -> None:
+        rule = listener.rule
         with self._lock:
             self.listeners[rule.key] = listener
         if rule.proto == "tcp":
@@ -99,9 +113,33 @@ class Forwarder:
                 target=self._accept_loop, args=(listener,), name=f"port-{rule.host_port}", daemon=True
             ).start()
         else:
-            listener.udp = UdpRelay(sock, rule, self.link)
+            listener.udp = UdpRelay(listener.sock, rule, self.link)
             listener.udp.start()
-        self.on_event(action="opened", **rule.to_json())
+
+    def adopt_held(self) -> None:
+        """Serve at once the listeners a killed predecessor left with the supervisor (handover.py): their
+        queued and new connections go to the guest as soon as the link is up, before the guest agent's port
+        replay confirms them (`open`) or not (`settle_adopted`)."""
+        for info, sock in handover.held_ports():
+            try:
+                rule = PortRule(**info)
+                if rule.proto not in ("tcp", "udp") or not isinstance(rule.host_port, int):
+                    raise TypeError(f"bad rule {info}")
+            except TypeError as exc:
+                log.warning("an inherited listener dropped: %s", exc)
+                sock.close()
+                continue
+            with self._lock:
+                self._adopted.add(rule.key)
+            self._serve(Listener(rule, sock))
+            self.on_event(action="adopted", **rule.to_json())
+
+    def settle_adopted(self) -> None:
+        """The guest agent's port replay is over: an inherited listener it did not name is unpublished."""
+        with self._lock:
+            stale = list(self._adopted)
+        for key in stale:
+            self.close(key, "unpublished in the guest while the host agent was down")
 
     def retarget(self, rule: PortRule) -> None:
         with self._lock:
@@ -114,8 +152,10 @@ class Forwarder:
     def close(self, key: Key, reason: str = "") -> None:
         with self._lock:
             listener = self.listeners.pop(key, None)
+            self._adopted.discard(key)
         if listener is None:
             return
+        handover.drop(handover.port_key(key))
         if listener.udp is not None:
             listener.udp.stop()
         try:
