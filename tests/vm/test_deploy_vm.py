@@ -15,13 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.hostagent_vm import (  # noqa: F401 - the session fixture is found by name
-    VmMachine,
-    env_of,
-    free_port,
-    hostagent_machine,
-    wait_for,
-)
+from support.hostagent_vm import VmMachine, env_of, free_port, wait_for
 
 APP = "web"
 DOCKERFILE = """\
