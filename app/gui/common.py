@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from pymachine.hostvm.containers import parse_time
 from pymachine.hostvm.errors import PymachineError
+from pymachine.hostvm.reasons import plain_reason
 from pymachine.hostvm.units import human_duration
 
 LOG_TAIL_BYTES = 256 * 1024
@@ -113,10 +114,8 @@ class ErrorBanner(QWidget):
 
     def show_error(self, exc: BaseException, *log_paths: str | Path | None) -> None:
         """`log_paths` are fallbacks after the error's own log: the first that exists gets "Show log"."""
-        if isinstance(exc, PymachineError):
-            message, hint, candidates = exc.message, exc.hint, (exc.log_path, *log_paths)
-        else:
-            message, hint, candidates = f"{type(exc).__name__}: {exc}", "", log_paths
+        message, hint = describe(exc)
+        candidates = (exc.log_path, *log_paths) if isinstance(exc, PymachineError) else log_paths
         path = next((p for p in candidates if p and Path(p).is_file()), None)
         self.message.setText(f"<b>Error:</b> {_escape(message)}")
         self.hint.setText(f"<b>Hint:</b> {_escape(hint)}" if hint else "")
@@ -129,6 +128,14 @@ class ErrorBanner(QWidget):
         if self.log_path:
             self.dialog = LogDialog(self.log_path, self)
             self.dialog.show()
+
+
+def describe(exc: BaseException) -> tuple[str, str]:
+    """(message, hint) for a person: the façade's own for a PymachineError, else the cause in words — never
+    an exception's repr such as `ChannelException(2, 'Connect failed')`."""
+    if isinstance(exc, PymachineError):
+        return exc.message, exc.hint
+    return plain_reason(exc), ""
 
 
 def empty_state(text: str) -> QLabel:

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from pymachine.hostvm.images_io import demux
 
+from . import workers
 from .common import mono_font
 from .workers import StreamThread
 
@@ -134,8 +135,7 @@ class ExecTerminal(QWidget):
 
     def stop(self) -> None:
         if self.thread is not None:
-            self.thread.requestInterruption()
-            self.thread.wait(3000)
+            workers.retire(self.thread)
             self.thread = None
         if self.sock is not None:
             try:
@@ -144,3 +144,9 @@ class ExecTerminal(QWidget):
                 pass
             self.sock = None
         self.input.setEnabled(False)
+
+    def clear(self, why: str = "") -> None:
+        self.stop()
+        self.output.clear()
+        self.title.setText(why)
+        self.open_button.setEnabled(False)

@@ -127,6 +127,30 @@ class StreamThread(QThread):
             self.ended.emit("")
 
 
+_RETIRED: set[QThread] = set()  # stream threads told to stop, kept alive until they have finished
+
+
+def retire(thread: QThread) -> None:
+    """Stop a StreamThread without waiting on the GUI thread: its signals are cut (nothing it still emits
+    reaches a view that now shows something else) and it is kept referenced until it has finished."""
+    thread.requestInterruption()
+    if isinstance(thread, StreamThread):
+        for sig in (thread.chunk, thread.ended):
+            try:
+                sig.disconnect()
+            except (RuntimeError, TypeError):
+                pass  # nothing connected
+    if thread.isFinished():
+        return
+    _RETIRED.add(thread)
+    thread.finished.connect(lambda: _RETIRED.discard(thread))
+
+
+def retired_running() -> int:
+    """How many retired threads have not finished yet (tests wait for 0 before the process ends)."""
+    return sum(1 for t in _RETIRED if not t.isFinished())
+
+
 class EventWatcher(QThread):
     """Tails `<machine>/events` of every machine; emits (machine, Event) for lines written after start."""
 
