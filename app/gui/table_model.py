@@ -258,9 +258,8 @@ class DataTable(QWidget):
         for i, c in enumerate(columns):
             if c.links:
                 self.view.setItemDelegateForColumn(i, self.delegate)
-        self.view.selectionModel().selectionChanged.connect(
-            lambda *_a: self.current_changed.emit(self.current_key())
-        )
+        self._last_key = ""
+        self.view.selectionModel().selectionChanged.connect(lambda *_a: self._announce())
         top = QHBoxLayout()
         top.setContentsMargins(0, 0, 0, 0)
         top.addWidget(self.search)
@@ -270,11 +269,15 @@ class DataTable(QWidget):
         lay.addWidget(self.view, 1)
 
     def set_rows(self, rows: Sequence[Any]) -> None:
-        before = self.current_key()
         self.model.set_rows(rows)
-        after = self.current_key()
-        if after != before:  # the selected row went away: say so (the detail pane clears)
-            self.current_changed.emit(after)
+        self._announce()  # the selected row went away: say so (the detail pane clears)
+
+    def _announce(self) -> None:
+        """`current_changed` only when the selected key really changed (rows moving under it do not count)."""
+        key = self.current_key()
+        if key != self._last_key:
+            self._last_key = key
+            self.current_changed.emit(key)
 
     def rows(self) -> list[Any]:
         return self.model.rows()

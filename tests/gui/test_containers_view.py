@@ -23,7 +23,9 @@ def _click_link(qtbot, panel: ContainersPanel, cid: str) -> None:
     view = panel.table.view
     index = panel.table.proxy.mapFromSource(panel.table.model.index(panel.table.model.row_of(cid), 4))
     rect = view.visualRect(index)
-    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center() - QPoint(rect.width() // 2 - 10, 0))
+    qtbot.mouseClick(
+        view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center() - QPoint(rect.width() // 2 - 10, 0)
+    )
 
 
 def _state(panel: ContainersPanel, name: str) -> str:
@@ -58,7 +60,9 @@ def test_containers_of_a_real_engine(qtbot, gui_home: Path, agent_engine) -> Non
     assert panel.table.cell(c.id, 2) == "Running"
     assert panel.table.cell(c.id, 3)  # uptime
     # the port as people say it: host port → container name and its port, a link to the browser
-    assert panel.table.cell_links(c.id, 4) == [(f"localhost:{port} → gui-web:80", f"http://localhost:{port}/")]
+    assert panel.table.cell_links(c.id, 4) == [
+        (f"localhost:{port} → gui-web:80", f"http://localhost:{port}/")
+    ]
     with captured_urls() as opened:
         _click_link(qtbot, panel, c.id)
         panel.table.view.setFocus()

@@ -41,7 +41,7 @@ def test_port_links_only_reachable_tcp_on_localhost() -> None:
                 "443/tcp": [{"HostIp": "192.0.2.7", "HostPort": "8443"}],
                 "9000/tcp": None,
             }
-        }
+        },
     }
     assert port_links(attrs) == [("localhost:8080 → web:80", "http://localhost:8080/")]
 
