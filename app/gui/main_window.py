@@ -48,7 +48,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("pymachine")
         self.setWindowIcon(app_icon())
         self.resize(1280, 800)
-        self.setMinimumSize(800, 600)
+        self.setMinimumSize(640, 480)
         self.machines = MachinesPanel()
         self.containers = ContainersPanel(client_factory)
         self.images = ImagesPanel(client_factory)
