@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from pymachine.hostvm import containers
+from pymachine.hostvm.units import human_size
 
 from . import workers
 from .common import ErrorBanner, action_buttons, describe, empty_state, uptime
@@ -34,6 +35,8 @@ from .exec_terminal import ExecTerminal
 from .inspect_view import InspectView
 from .logs_view import LogsView
 from .machine_state import MachineView
+from .stats import StatsSample, cpu_percent
+from .stats_view import StatsView
 from .table_model import Column, DataTable
 
 POLL_MS = 3000
@@ -81,9 +84,27 @@ def short_image(ref: str) -> str:
 
 
 def list_containers(dc: Any, all_: bool) -> list[dict[str, Any]]:
+    """Every container with its summary and, for running ones, one stats sample (`_stats`) for the CPU and
+    memory columns (the CPU % comes from this sample and the previous refresh's)."""
     with containers.api_errors():
         found = dc.containers.list(all=all_)
-        return [c.attrs | {"_summary": containers.summary(c)} for c in found]
+        rows = [c.attrs | {"_summary": containers.summary(c)} for c in found]
+    for row in rows:
+        if row.get("State", {}).get("Running"):
+            try:
+                row["_stats"] = StatsSample.from_docker(dc.api.stats(row["Id"], stream=False, one_shot=True))
+            except Exception:  # noqa: BLE001 - gone or stopped meanwhile: the columns stay empty
+                pass
+    return rows
+
+
+def _cpu_text(a: dict[str, Any]) -> str:
+    return "" if a.get("_cpu") is None else f"{a['_cpu']:.1f} %"
+
+
+def _mem_text(a: dict[str, Any]) -> str:
+    st = a.get("_stats")
+    return human_size(st.mem_usage) if st is not None and st.measured else ""
 
 
 def _state_dot(attrs: dict[str, Any]) -> str:
@@ -104,6 +125,14 @@ COLUMNS = (
         tooltip=lambda a: a["_summary"]["Image"],
     ),
     Column("State", lambda a: a.get("_pending") or a["_summary"]["Status"], width=90),
+    Column("CPU %", _cpu_text, lambda a: -1.0 if a.get("_cpu") is None else a["_cpu"], width=60),
+    Column(
+        "Memory",
+        _mem_text,
+        lambda a: a["_stats"].mem_usage if a.get("_stats") is not None and a["_stats"].measured else -1,
+        width=80,
+        tooltip=lambda a: f"{_mem_text(a)} of {human_size(a['_stats'].mem_limit)}" if _mem_text(a) else "",
+    ),
     Column(
         "Uptime",
         lambda a: uptime(a["State"].get("StartedAt", "")) if a.get("State", {}).get("Running") else "",
@@ -130,6 +159,7 @@ class ContainersPanel(QWidget):
         self._gen = 0  # bumped when the machine changes: answers for an older one are dropped
         self._list_seq = 0  # the list asked last: an older answer (from before a verb) is dropped
         self.pending: dict[str, str] = {}  # container id → verb this panel runs on it
+        self.samples: dict[str, StatsSample] = {}  # container id → its last stats sample (for CPU %)
         self.title = QLabel()
         self.title.setStyleSheet("font-weight: bold;")
         self.show_all = QCheckBox("Show &stopped", checked=True)
@@ -170,10 +200,12 @@ class ContainersPanel(QWidget):
         self.terminal = ExecTerminal()
         self.terminal.open_button.clicked.connect(self.open_shell)
         self.inspect = InspectView()
+        self.stats = StatsView()
         self.tabs = QTabWidget()
         self.tabs.addTab(self.logs, "&Logs")
         self.tabs.addTab(self.terminal, "&Exec")
         self.tabs.addTab(self.inspect, "&Inspect")
+        self.tabs.addTab(self.stats, "St&ats")
         self.tabs.currentChanged.connect(lambda _i: self._show_details())
 
         split = QSplitter(Qt.Orientation.Vertical)
@@ -216,6 +248,7 @@ class ContainersPanel(QWidget):
         self._gen += 1
         self.dc = None
         self.pending.clear()
+        self.samples.clear()
         self.table.set_rows([])
         self._clear_details()
         self._refreshing = False
@@ -271,6 +304,12 @@ class ContainersPanel(QWidget):
             return
         ids = {r["Id"] for r in rows}
         self.pending = {k: v for k, v in self.pending.items() if k in ids}
+        for r in rows:
+            cur = r.get("_stats")
+            if cur is not None:
+                r["_cpu"] = cpu_percent(self.samples.get(r["Id"]), cur)
+                self.samples[r["Id"]] = cur
+        self.samples = {k: v for k, v in self.samples.items() if k in ids}
         self.table.set_rows(
             [r | {"_pending": PENDING[self.pending[r["Id"]]]} if r["Id"] in self.pending else r for r in rows]
         )
@@ -322,6 +361,7 @@ class ContainersPanel(QWidget):
         self.logs.clear()
         self.terminal.clear("Select a running container and click Open shell.")
         self.inspect.clear()
+        self.stats.clear()
         self._detail_for = ""
 
     def _show_details(self) -> None:
@@ -340,6 +380,11 @@ class ContainersPanel(QWidget):
             self.inspect.show_json(f"Inspect of {name}", attrs)
         elif tab is self.logs and key != self._detail_for:
             self.logs.show_container(self.dc, c["Id"], name)
+        elif tab is self.stats:
+            if c.get("State", {}).get("Running"):
+                self.stats.show_container(self.dc, c["Id"], name)
+            elif self.stats.container_id != c["Id"]:
+                self.stats.clear(f"{name} is not running: start it to see its resource use.")
         elif tab is self.terminal and self.terminal.thread is None:
             running = c.get("State", {}).get("Running", False)
             self.terminal.open_button.setEnabled(bool(running))

@@ -304,10 +304,15 @@ class DataTable(QWidget):
         self.view.scrollTo(index)
         return True
 
-    def cell(self, key: str, column: int) -> str:
+    def column(self, title: str) -> int:
+        return [c.title for c in self.model.columns].index(title)
+
+    def cell(self, key: str, column: int | str) -> str:
+        column = self.column(column) if isinstance(column, str) else column
         i = self.model.row_of(key)
         return self.model.index(i, column).data() if i >= 0 else ""
 
-    def cell_links(self, key: str, column: int) -> list[tuple[str, str]]:
+    def cell_links(self, key: str, column: int | str) -> list[tuple[str, str]]:
+        column = self.column(column) if isinstance(column, str) else column
         i = self.model.row_of(key)
         return (self.model.index(i, column).data(LINKS_ROLE) or []) if i >= 0 else []

@@ -142,15 +142,15 @@ def test_stopping_during_the_stop_timeout_and_copied_link(
         assert notices == ["Couldn't open a browser — http://localhost:18099/ copied to the clipboard"]
 
         panel.buttons["stop"].click()
-        assert panel.table.cell(c.id, 2) == "Stopping…"
+        assert panel.table.cell(c.id, "State") == "Stopping…"
         assert not panel.buttons["stop"].isEnabled() and not panel.buttons["remove"].isEnabled()
         panel.refresh()  # a refresh during the timeout keeps saying it
         qtbot.waitUntil(lambda: not panel._refreshing, timeout=30000)
-        assert panel.table.cell(c.id, 2) == "Stopping…"
+        assert panel.table.cell(c.id, "State") == "Stopping…"
         wait_idle(qtbot)
-        qtbot.waitUntil(lambda: panel.table.cell(c.id, 2) != "Stopping…", timeout=30000)
+        qtbot.waitUntil(lambda: panel.table.cell(c.id, "State") != "Stopping…", timeout=30000)
         c.reload()
-        assert c.status == "exited" and panel.table.cell(c.id, 2) == "Exited (137)"
+        assert c.status == "exited" and panel.table.cell(c.id, "State") == "Exited (137)"
         assert panel.banner.isHidden()
         panel.shutdown()
     finally:

@@ -21,7 +21,9 @@ def _free_port() -> int:
 def _click_link(qtbot, panel: ContainersPanel, cid: str) -> None:
     """A real mouse click on the link text in the Ports cell (the delegate finds the link under it)."""
     view = panel.table.view
-    index = panel.table.proxy.mapFromSource(panel.table.model.index(panel.table.model.row_of(cid), 4))
+    index = panel.table.proxy.mapFromSource(
+        panel.table.model.index(panel.table.model.row_of(cid), panel.table.column("Ports"))
+    )
     rect = view.visualRect(index)
     qtbot.mouseClick(
         view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center() - QPoint(rect.width() // 2 - 10, 0)
@@ -55,12 +57,12 @@ def test_containers_of_a_real_engine(qtbot, gui_home: Path, agent_engine) -> Non
     wait_idle(qtbot)
     qtbot.waitUntil(lambda: any(r["Id"] == c.id for r in panel.rows), timeout=30000)
     assert panel.select("gui-web")
-    assert panel.table.cell(c.id, 0) == "gui-web"
-    assert panel.table.cell(c.id, 1) == "pymachine/busybox"
-    assert panel.table.cell(c.id, 2) == "Running"
-    assert panel.table.cell(c.id, 3)  # uptime
+    assert panel.table.cell(c.id, "Name") == "gui-web"
+    assert panel.table.cell(c.id, "Image") == "pymachine/busybox"
+    assert panel.table.cell(c.id, "State") == "Running"
+    assert panel.table.cell(c.id, "Uptime")  # uptime
     # the port as people say it: host port → container name and its port, a link to the browser
-    assert panel.table.cell_links(c.id, 4) == [
+    assert panel.table.cell_links(c.id, "Ports") == [
         (f"localhost:{port} → gui-web:80", f"http://localhost:{port}/")
     ]
     with captured_urls() as opened:

@@ -75,11 +75,31 @@ def test_start_use_and_stop_a_real_machine_from_the_window(qtbot, gui_home: Path
         window.containers.refresh()
         qtbot.waitUntil(lambda: window.containers.select("vmweb"), timeout=60000)
         cid = next(r["Id"] for r in window.containers.rows if r["_summary"]["Names"] == "vmweb")
-        assert window.containers.table.cell_links(cid, 4) == [
+        assert window.containers.table.cell_links(cid, "Ports") == [
             (f"localhost:{port} → vmweb:80", f"http://localhost:{port}/")
         ]
         window.containers.tabs.setCurrentWidget(window.containers.logs)
         qtbot.waitUntil(lambda: "from-the-vm" in window.containers.logs.contents(), timeout=60000)
+
+        # resource use from the guest's cgroup v2 numbers: a spinning container's CPU % and memory
+        spin = dc.containers.run(
+            "pymachine/busybox", ["sh", "-c", "while :; do :; done"], name="vmspin", detach=True
+        )
+        panel = window.containers
+
+        def cpu() -> float:
+            panel.refresh()
+            wait_idle(qtbot)
+            text = panel.table.cell(spin.id, "CPU %")
+            return float(text.split()[0]) if text else 0.0
+
+        qtbot.waitUntil(lambda: cpu() > 20.0, timeout=120000)
+        assert panel.table.cell(spin.id, "Memory").endswith(("kB", "MB"))
+        panel.select("vmspin")
+        panel.tabs.setCurrentWidget(panel.stats)
+        qtbot.waitUntil(lambda: len(panel.stats.history.points["cpu"]) >= 2, timeout=60000)
+        assert max(panel.stats.history.points["cpu"]) > 20.0 and panel.stats.history.points["memory"][-1] > 0
+        spin.remove(force=True)
         window.containers.shutdown()
 
         window.show_tab("machines")
