@@ -35,6 +35,7 @@ from .create_dialog import CreateDialog
 from .machine_state import BUSY_LABEL, MachineView, machine_view
 from .settings_panel import load_settings
 from .table_model import Column, DataTable
+from .vm_usage import VmSample, footer_text, sample
 
 POLL_MS = 5000
 
@@ -55,6 +56,12 @@ COLUMNS = (
     Column("Driver", lambda r: r.machine.driver, width=70),
     Column("Engine", lambda r: r.view.engine or "—", width=160),
 )
+
+
+def _statuses_and_usage() -> tuple[list[MachineStatus], dict[str, VmSample]]:
+    # repair=False: a refresh only looks; starting a dead host agent is the verbs' job
+    rows = all_statuses(False)
+    return rows, {st.machine.name: sample(st.machine) for st in rows}
 
 
 class MachinesPanel(QWidget):
@@ -98,6 +105,12 @@ class MachinesPanel(QWidget):
         refresh.clicked.connect(self.refresh)
         bar.addWidget(refresh)
 
+        self.footer = QLabel()  # the selected machine's VM: CPU, resident memory, disk fill
+        self.footer.setObjectName("machineFooter")
+        self.footer.setWordWrap(True)
+        self.footer.hide()
+        self.usage: dict[str, VmSample] = {}
+        self.usage_prev: dict[str, VmSample] = {}
         self.progress = QProgressBar()
         self.progress.hide()
         self.progress_label = QLabel()
@@ -105,6 +118,7 @@ class MachinesPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.addLayout(bar)
         lay.addWidget(self.stack, 1)
+        lay.addWidget(self.footer)
         lay.addWidget(self.progress_label)
         lay.addWidget(self.progress)
         lay.addWidget(self.banner)
@@ -123,15 +137,17 @@ class MachinesPanel(QWidget):
         if self._refreshing:
             return
         self._refreshing = True
-        # repair=False: a refresh only looks; starting a dead host agent is the verbs' job
-        workers.run_task(lambda: all_statuses(False), on_done=self._fill, on_failed=self._refresh_failed)
+        workers.run_task(_statuses_and_usage, on_done=self._fill, on_failed=self._refresh_failed)
 
     def _refresh_failed(self, exc: BaseException) -> None:
         self._refreshing = False
         self.banner.show_error(exc)
 
-    def _fill(self, rows: list[MachineStatus]) -> None:
+    def _fill(self, answer: tuple[list[MachineStatus], dict[str, VmSample]]) -> None:
+        rows, usage = answer
         self._refreshing = False
+        self.usage_prev = {k: v for k, v in self.usage.items() if k in usage}
+        self.usage = usage
         self.statuses = {st.machine.name: st for st in rows}
         self.rows = [st.machine for st in rows]
         self._publish()
@@ -152,6 +168,7 @@ class MachinesPanel(QWidget):
         self.table.set_rows([MachineRow(self.view(m.name), m) for m in self.rows])  # type: ignore[arg-type]
         self.stack.setCurrentWidget(self.table if self.rows else self.empty)
         self._update_buttons()
+        self._update_footer()
         self.changed.emit(self.views())
 
     def current(self) -> str:
@@ -163,7 +180,15 @@ class MachinesPanel(QWidget):
     def select(self, name: str) -> bool:
         return self.table.select_key(name)
 
+    def _update_footer(self) -> None:
+        name = self.current()
+        v = self.view(name) if name else None
+        text = footer_text(name, v.state, self.usage_prev.get(name), self.usage.get(name)) if v else ""
+        self.footer.setText(text)
+        self.footer.setVisible(bool(text))
+
     def _selection_changed(self) -> None:
+        self._update_footer()
         self._update_buttons()
         self.selected.emit(self.current())
 

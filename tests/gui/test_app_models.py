@@ -159,3 +159,41 @@ def test_connection_failures_in_words() -> None:
 def test_describe_never_empty(exc: BaseException) -> None:
     message, _hint = describe(exc)
     assert message and "Error(" not in message
+
+
+def test_machine_footer_reads_the_vm_process_and_disk(qtbot, gui_home: Path) -> None:
+    """The footer's numbers from real files: a real machine's disk image, and a real process's /proc entry
+    (this test's own process stands where the VM's QEMU would be)."""
+    import os
+    import time
+    from dataclasses import replace
+
+    from pymachine.app.gui.machines_panel import MachinesPanel
+    from pymachine.app.gui.vm_usage import cpu_percent, footer_text, sample
+    from support.gui import wait_idle
+
+    machines.create("gui-foot", cpus=1, memory="512M", driver="qemu")
+    try:
+        panel = MachinesPanel()
+        qtbot.addWidget(panel)
+        wait_idle(qtbot)
+        assert panel.select("gui-foot")
+        text = panel.footer.text()
+        assert text.startswith("gui-foot (stopped) · disk ") and text.endswith("of 8 GiB (0 %)"), text
+        assert "VM CPU" not in text  # no process: nothing made up
+
+        me = replace(machines.get("gui-foot"), state="running", pid=os.getpid())
+        first = sample(me)
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:  # burn some CPU so the next sample differs
+            pass
+        time.sleep(0.05)
+        second = sample(me)
+        assert first.rss and first.rss > 10 << 20
+        cpu = cpu_percent(first, second)
+        assert cpu is not None and cpu > 10.0
+        line = footer_text("gui-foot", "running", first, second)
+        assert "VM CPU" in line and "memory" in line and "of 512 MiB" in line
+        assert cpu_percent(second, first) is None  # clock backwards: no number
+    finally:
+        machines.delete("gui-foot", force=True)

@@ -61,6 +61,15 @@ def test_start_use_and_stop_a_real_machine_from_the_window(qtbot, gui_home: Path
         assert any(s.startswith(f"{name} is starting — stage ") for s in sentences), sentences
         assert window.machines.progress.isHidden()
 
+        def footer() -> str:
+            window.machines.refresh()
+            wait_idle(qtbot)
+            return window.machines.footer.text()
+
+        # the VM's own cost: its QEMU process's CPU and memory, and its disk image's fill
+        qtbot.waitUntil(lambda: "VM CPU" in footer(), timeout=60000)
+        assert "memory " in footer() and "of 768 MiB" in footer() and "disk " in footer()
+
         dc = containers.client(name)
         images_io.ensure_image(dc, "pymachine/busybox")
         port = _free_port()
