@@ -168,9 +168,10 @@ def test_machine_footer_reads_the_vm_process_and_disk(qtbot, gui_home: Path) -> 
     import time
     from dataclasses import replace
 
+    from support.gui import wait_idle
+
     from pymachine.app.gui.machines_panel import MachinesPanel
     from pymachine.app.gui.vm_usage import cpu_percent, footer_text, sample
-    from support.gui import wait_idle
 
     machines.create("gui-foot", cpus=1, memory="512M", driver="qemu")
     try:
