@@ -88,10 +88,7 @@ class ErrorBanner(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("errorBanner")
-        self.setStyleSheet(
-            "#errorBanner { background: #fdecea; border: 1px solid #f5c2c0; border-radius: 4px; }"
-            "QLabel { color: #611a15; }"
-        )
+        self._style()
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
         self.message = QLabel(
             wordWrap=True, textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse
@@ -112,6 +109,19 @@ class ErrorBanner(QWidget):
         self.dialog: LogDialog | None = None
         self.hide()
 
+    def _style(self) -> None:
+        from .theme import is_dark
+
+        light = (
+            "#errorBanner { background: #fdecea; border: 1px solid #f5c2c0; border-radius: 4px; }"
+            "QLabel { color: #611a15; }"
+        )
+        dark = (
+            "#errorBanner { background: #3c1f1e; border: 1px solid #8c3a36; border-radius: 4px; }"
+            "QLabel { color: #f6c9c6; }"
+        )
+        self.setStyleSheet(dark if is_dark() else light)
+
     def show_error(self, exc: BaseException, *log_paths: str | Path | None) -> None:
         """`log_paths` are fallbacks after the error's own log: the first that exists gets "Show log"."""
         message, hint = describe(exc)
@@ -122,6 +132,7 @@ class ErrorBanner(QWidget):
         self.hint.setVisible(bool(hint))
         self.log_path = str(path) if path else None
         self.show_log.setVisible(self.log_path is not None)
+        self._style()  # the theme may have changed since
         self.show()
 
     def _open_log(self) -> None:
