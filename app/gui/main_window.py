@@ -15,6 +15,7 @@ from .machine_state import MachineView
 from .machines_panel import MachinesPanel
 from .settings_panel import SettingsPanel
 from .tray import Tray
+from .volumes_panel import VolumesPanel
 from .workers import EventWatcher
 
 ICON_SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64">
@@ -33,7 +34,7 @@ def app_icon() -> QIcon:
 
 
 class MainWindow(QMainWindow):
-    TABS = ("machines", "containers", "images", "settings")
+    TABS = ("machines", "containers", "images", "volumes", "settings")
 
     def __init__(
         self,
@@ -52,12 +53,14 @@ class MainWindow(QMainWindow):
         self.machines = MachinesPanel()
         self.containers = ContainersPanel(client_factory)
         self.images = ImagesPanel(client_factory)
+        self.volumes = VolumesPanel(client_factory)
         self.settings = SettingsPanel()
         self.tabs = QTabWidget(documentMode=True)
         for widget, label in (
             (self.machines, "&Machines"),
             (self.containers, "&Containers"),
             (self.images, "I&mages"),
+            (self.volumes, "&Volumes"),
             (self.settings, "Se&ttings"),
         ):
             self.tabs.addTab(widget, label)
@@ -67,7 +70,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
         self.machine_label = QLabel()
         self.statusBar().addPermanentWidget(self.machine_label)
-        self.statusBar().showMessage("Ctrl+1…4 switch tabs · Ctrl+N create a machine · F5 refresh")
+        self.statusBar().showMessage("Ctrl+1…5 switch tabs · Ctrl+N create a machine · F5 refresh")
         self.containers.notice.connect(lambda text: self.statusBar().showMessage(text, 15000))
 
         self.machines.selected.connect(self._machine_selected)
@@ -92,6 +95,7 @@ class MainWindow(QMainWindow):
             view = MachineView(name, "running", "")
         self.containers.set_machine(name, view)
         self.images.set_machine(name, view)
+        self.volumes.set_machine(name, view)
         self.machine_label.setText(f"machine: {name} ({view.state})" if view else "no machine selected")
 
     def _machines_changed(self, views: list[Any]) -> None:
@@ -137,6 +141,7 @@ class MainWindow(QMainWindow):
             self.watcher = None
         self.machines.timer.stop()
         self.images.timer.stop()
+        self.volumes.timer.stop()
         self.containers.shutdown()
         if self.tray is not None:
             self.tray.hide()

@@ -150,8 +150,15 @@ def test_screenshot_command_renders_every_view(qtbot, gui_home: Path, tmp_path: 
     out = tmp_path / "shots"
     assert cli_main(["gui", "--screenshot", str(out)]) == 0
     names = sorted(p.name for p in out.glob("*.png"))
-    assert names == ["containers.png", "create-dialog.png", "images.png", "machines.png", "settings.png"]
-    for name in ("machines", "containers", "images", "settings"):
+    assert names == [
+        "containers.png",
+        "create-dialog.png",
+        "images.png",
+        "machines.png",
+        "settings.png",
+        "volumes.png",
+    ]
+    for name in ("machines", "containers", "images", "volumes", "settings"):
         img = QImage(str(out / f"{name}.png"))
         assert (img.width(), img.height()) == (1280, 800), name
         # not blank: a rendered view has many colours (text, borders, buttons)
