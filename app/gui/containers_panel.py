@@ -137,7 +137,7 @@ COLUMNS = (
         "Uptime",
         lambda a: uptime(a["State"].get("StartedAt", "")) if a.get("State", {}).get("Running") else "",
         lambda a: a.get("State", {}).get("StartedAt", "") if a.get("State", {}).get("Running") else "~",
-        width=80,
+        width=120,
     ),
     Column(
         "Ports", lambda a: ", ".join(label for label, _u in port_links(a)) or "—", width=220, links=port_links

@@ -1,8 +1,9 @@
 """A container's resource use from the engine's stats samples (Docker's shape), as numbers the window shows.
 
-CPU % is Docker's: the container's CPU time over the machine's CPU time between two samples, times the CPUs
-(so one busy CPU of four is 100 %, as `docker stats` says). Memory leaves out the page cache the kernel can
-drop (`inactive_file`), as `docker stats` does. Network and block I/O are totals; rates come from two samples.
+CPU % is the container's CPU time over the wall time between two samples: one busy CPU is 100 %, as
+`docker stats` says (see cpu_percent for why not Docker's own formula). Memory leaves out the page cache the
+kernel can drop (`inactive_file`), as `docker stats` does. Network and block I/O are totals; rates come from
+two samples.
 """
 
 from __future__ import annotations
@@ -57,13 +58,22 @@ class StatsSample:
 
 
 def cpu_percent(prev: StatsSample | None, cur: StatsSample) -> float | None:
-    """Docker's CPU %, or None without an earlier sample (or when the counters went backwards: a restart)."""
+    """CPU % between two samples (100 % is one CPU busy), or None without an earlier sample, or when the
+    counters went backwards (a restart).
+
+    The container's CPU time is divided by the wall time between the samples' `read` stamps. Docker divides
+    by the machine's CPU time from /proc/stat instead (times the CPUs), which is the same on real hardware;
+    but a TCG guest loses timer ticks under load, its /proc/stat undercounts and Docker's formula then shows
+    one spinning shell at 400 %. Samples without stamps fall back to Docker's formula."""
     if prev is None or not (prev.measured and cur.measured):
         return None
-    cpu, system = cur.cpu_total - prev.cpu_total, cur.system_total - prev.system_total
-    if system <= 0 or cpu < 0:
+    cpu = cur.cpu_total - prev.cpu_total
+    if cpu < 0:
         return None
-    return 100.0 * cpu / system * cur.online_cpus
+    if cur.at > prev.at > 0:
+        return 100.0 * cpu / ((cur.at - prev.at) * 1e9)
+    system = cur.system_total - prev.system_total
+    return 100.0 * cpu / system * cur.online_cpus if system > 0 else None
 
 
 def rate(prev: StatsSample | None, cur: StatsSample, field: str) -> float | None:

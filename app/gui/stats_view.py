@@ -69,7 +69,8 @@ class Chart(QWidget):
         if self.history is None:
             return
         size = self.history.size
-        top = max([1.0, *(max(self.history.points[k], default=0.0) for k, _l, _c in self.series)])
+        # headroom above the highest point, so a flat line does not sit on the frame
+        top = 1.25 * max([0.8, *(max(self.history.points[k], default=0.0) for k, _l, _c in self.series)])
         if self.ceiling is not None and self.ceiling() > 0:
             top = max(top, self.ceiling()) if self.ceiling() < top * 4 else top
         p.setPen(QPen(grid, 1, Qt.PenStyle.DotLine))

@@ -30,12 +30,19 @@ def _raw(read: str, cpu: int, system: int, usage: int, cache: int, rx: int, wbyt
 
 
 def test_docker_stats_arithmetic() -> None:
-    a = StatsSample.from_docker(_raw("2026-12-05T13:00:00Z", 1_000, 10_000, 50 << 20, 10 << 20, 0, 0))
-    b = StatsSample.from_docker(_raw("2026-12-05T13:00:02Z", 3_500, 20_000, 60 << 20, 10 << 20, 4096, 8192))
+    a = StatsSample.from_docker(_raw("2026-12-05T13:00:00Z", 10**9, 10**10, 50 << 20, 10 << 20, 0, 0))
+    # 1 s of CPU in 2 s of wall time; the guest's /proc/stat lost ticks (as a TCG guest under load does)
+    b = StatsSample.from_docker(
+        _raw("2026-12-05T13:00:02Z", 2 * 10**9, 10**10 + 10**9, 60 << 20, 10 << 20, 4096, 8192)
+    )
     assert a.mem_usage == 40 << 20  # page cache left out, as `docker stats` does
     assert cpu_percent(None, b) is None
-    assert cpu_percent(a, b) == 100.0 * 2_500 / 10_000 * 2  # 50 %: one of two CPUs half busy
+    assert cpu_percent(a, b) == 50.0  # half a CPU, not Docker's 1/1 x 2 CPUs = 200 % from the lost ticks
     assert cpu_percent(b, a) is None  # counters went back (a restart): no number rather than a wrong one
+    unstamped = [
+        StatsSample.from_docker(_raw("", cpu, sys_, 0, 0, 0, 0)) for cpu, sys_ in ((0, 0), (500, 2000))
+    ]
+    assert cpu_percent(*unstamped) == 100.0 * 500 / 2000 * 2  # no stamps: Docker's formula
     assert rate(a, b, "net_rx") == 2048.0 and rate(a, b, "blk_write") == 4096.0
     h = StatsHistory(size=4)
     for i in range(6):
