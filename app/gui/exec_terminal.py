@@ -54,6 +54,7 @@ class ExecTerminal(QWidget):
         self.dc: Any = None
         self.exec_id = ""
         self.sizes_sent: list[tuple[int, int]] = []  # (cols, rows) the engine was told, for tests
+        self.opened_size = (0, 0)
 
     def open(self, dc: Any, container_id: str, name: str, command: list[str] | None = None) -> None:
         """Create the exec and pump its socket on a thread: nothing here waits on the engine."""
@@ -62,6 +63,7 @@ class ExecTerminal(QWidget):
         self.screen.reset()
         self.title.setText(f"Shell in {name} (Ctrl+C, Ctrl+D and full-screen programs work here)")
         cols, rows = self.screen.grid_size()
+        self.opened_size = (cols, rows)
         cmd = command or SHELL
         self.thread = StreamThread(
             lambda emit, stopped: self._pump(dc, container_id, cmd, (cols, rows), emit, stopped)
@@ -149,6 +151,9 @@ class ExecTerminal(QWidget):
         if text == READY:
             self.input.setEnabled(True)
             self.screen.setFocus()
+            size = self.screen.grid_size()
+            if size != self.opened_size:  # the widget was laid out while the exec was being made
+                self._resized(*size)
             return
         self.screen.feed(text)
 

@@ -92,9 +92,10 @@ def test_a_real_tty_shell(qtbot, gui_home: Path, agent_engine) -> None:
         term.show()
         qtbot.waitExposed(term)
         term.open(dc, c.id, "gui-tty")
+        term.resize(900, 460)  # laid out again while the exec is being made: the TTY gets the final size
         qtbot.waitUntil(term.input.isEnabled, timeout=30000)
         cols, rows = term.screen.grid_size()
-        assert term.sizes_sent and term.sizes_sent[0] == (cols, rows)
+        qtbot.waitUntil(lambda: term.sizes_sent[-1:] == [(cols, rows)], timeout=30000)
 
         _type(qtbot, term, "echo $((6*7))\r")
         qtbot.waitUntil(lambda: "\n42" in term.contents(), timeout=30000)
