@@ -7,6 +7,7 @@ through a relay QObject that lives on the GUI thread, so callbacks always run th
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import logging
 import traceback
@@ -144,6 +145,14 @@ def retire(thread: QThread) -> None:
         return
     _RETIRED.add(thread)
     thread.finished.connect(lambda: _RETIRED.discard(thread))
+
+
+@atexit.register
+def _drain_retired() -> None:
+    """At exit, let retired threads finish (each ends within a second: a closed socket, a stream's next
+    sample): Qt aborts the process when a QThread object is destroyed while its thread runs."""
+    for thread in list(_RETIRED):
+        thread.wait(5000)
 
 
 def retired_running() -> int:
