@@ -149,6 +149,16 @@ def describe(exc: BaseException) -> tuple[str, str]:
     return plain_reason(exc), ""
 
 
+def title_label() -> QLabel:
+    """A bold heading. Bold by font, not a style sheet: a styled label keeps the palette it was polished
+    with and stays dark text on a dark window after the theme changes."""
+    label = QLabel()
+    font = label.font()
+    font.setBold(True)
+    label.setFont(font)
+    return label
+
+
 def empty_state(text: str) -> QLabel:
     label = QLabel(text, alignment=Qt.AlignmentFlag.AlignCenter, wordWrap=True)
     label.setStyleSheet("color: palette(mid); font-size: 15px; padding: 40px;")

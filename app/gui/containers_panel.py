@@ -17,7 +17,6 @@ from PySide6.QtGui import QDesktopServices, QGuiApplication, QKeySequence, QShor
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
-    QLabel,
     QMessageBox,
     QSplitter,
     QStackedWidget,
@@ -30,7 +29,7 @@ from pymachine.hostvm import containers
 from pymachine.hostvm.units import human_size
 
 from . import workers
-from .common import ErrorBanner, action_buttons, describe, empty_state, uptime
+from .common import ErrorBanner, action_buttons, describe, empty_state, title_label, uptime
 from .exec_terminal import ExecTerminal
 from .inspect_view import InspectView
 from .logs_view import LogsView
@@ -160,8 +159,7 @@ class ContainersPanel(QWidget):
         self._list_seq = 0  # the list asked last: an older answer (from before a verb) is dropped
         self.pending: dict[str, str] = {}  # container id → verb this panel runs on it
         self.samples: dict[str, StatsSample] = {}  # container id → its last stats sample (for CPU %)
-        self.title = QLabel()
-        self.title.setStyleSheet("font-weight: bold;")
+        self.title = title_label()
         self.show_all = QCheckBox("Show &stopped", checked=True)
         self.show_all.toggled.connect(self.refresh)
         bar = QHBoxLayout()

@@ -26,7 +26,7 @@ from pymachine.hostvm.progress import BuildOutput, LayerProgress
 from pymachine.hostvm.units import human_size
 
 from . import workers
-from .common import ErrorBanner, describe, empty_state, mono_font
+from .common import ErrorBanner, describe, empty_state, mono_font, title_label
 from .containers_panel import ClientFactory, default_client
 from .machine_state import MachineView
 from .table_model import Column, DataTable
@@ -63,7 +63,7 @@ class ImagesPanel(QWidget):
         self.machine, self.view = "", None
         self.machine_running = False
         self.dc: Any = None
-        self.title = QLabel(styleSheet="font-weight: bold;")
+        self.title = title_label()
         self.reference = QLineEdit(
             placeholderText="image to pull, e.g. pymachine/busybox or localhost:5000/app:1"
         )

@@ -21,7 +21,7 @@ from pymachine.hostvm import containers
 from pymachine.hostvm.units import human_size
 
 from . import workers
-from .common import ErrorBanner, describe, empty_state
+from .common import ErrorBanner, describe, empty_state, title_label
 from .containers_panel import ClientFactory, default_client
 from .images_panel import created
 from .inspect_view import InspectView
@@ -58,7 +58,7 @@ class VolumesPanel(QWidget):
         self.client_factory = client_factory
         self.machine, self.usable = "", False
         self.dc: Any = None
-        self.title = QLabel(styleSheet="font-weight: bold;")
+        self.title = title_label()
         self.remove_button = QPushButton("Remo&ve")
         self.remove_button.clicked.connect(self.remove)
         self.prune_button = QPushButton("&Prune unused…")

@@ -3,10 +3,10 @@
     Xvfb :57 -screen 0 1440x900x24 & DISPLAY=:57 openbox &
     DISPLAY=:57 PYMACHINE_HOME=/tmp/shots-home python docs/screenshots/make_screenshots.py docs/screenshots
 
-Creates and boots a machine `dev` (a few minutes under TCG) and a stopped one `ci` in that home, runs three
-containers in `dev` (a web server with a published port, a CPU spinner, one that exited), then grabs the
-screen (window decorations included) for each view. Delete the home afterwards: `pymachine delete -f dev ci` (SHOTS_MACHINE and
-SHOTS_STOPPED name them otherwise).
+Creates and boots a machine `dev` (a few minutes under TCG) and a stopped one `ci` in that home (SHOTS_MACHINE
+and SHOTS_STOPPED name them otherwise), runs containers in `dev` (a web server with a published port, a CPU
+spinner, one with a volume, one that exited), then grabs the screen (window decorations included) for each
+view. Delete the machines afterwards: `pymachine delete -f dev ci`.
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QDeadlineTimer, QThread, Qt
+from PySide6.QtCore import QDeadlineTimer, Qt, QThread
 from PySide6.QtWidgets import QApplication
 
 from pymachine.app.gui import theme, workers
 from pymachine.app.gui.main import make_app
 from pymachine.app.gui.main_window import MainWindow
 from pymachine.hostvm import containers, images_io, machines
-
 
 DEV = os.environ.get("SHOTS_MACHINE", "dev")  # the running machine
 CI = os.environ.get("SHOTS_STOPPED", "ci")  # a stopped one
@@ -70,12 +69,31 @@ def prepare() -> None:
     have = {c.name for c in dc.containers.list(all=True)}
     if "web" not in have:
         dc.containers.run(
-            "pymachine/busybox", ["httpd", "-f", "-v", "-p", "80"], name="web", ports={"80/tcp": 8080}, detach=True
+            "pymachine/busybox",
+            ["httpd", "-f", "-v", "-p", "80"],
+            name="web",
+            ports={"80/tcp": 8080},
+            detach=True,
         )
     if "spinner" not in have:
-        dc.containers.run("pymachine/busybox", ["sh", "-c", "while :; do :; done"], name="spinner", detach=True)
+        dc.containers.run(
+            "pymachine/busybox", ["sh", "-c", "while :; do :; done"], name="spinner", detach=True
+        )
+    if "cache" not in have:
+        dc.volumes.create("cache-data")
+        dc.containers.run(
+            "pymachine/busybox",
+            ["sleep", "100000"],
+            name="cache",
+            volumes={"cache-data": {"bind": "/data"}},
+            detach=True,
+        )
+    if "old-build" not in {v.name for v in dc.volumes.list()}:
+        dc.volumes.create("old-build")
     if "migrate" not in have:
-        c = dc.containers.run("pymachine/busybox", ["sh", "-c", "echo migrated; exit 0"], name="migrate", detach=True)
+        c = dc.containers.run(
+            "pymachine/busybox", ["sh", "-c", "echo migrated; exit 0"], name="migrate", detach=True
+        )
         c.wait(timeout=60)
 
 
@@ -127,6 +145,10 @@ def main(out: str) -> int:
     window.show_tab("images")
     settle(app)
     shot(app, window, folder / "images.png")
+    window.show_tab("volumes")
+    until(app, lambda: window.volumes.select("cache-data"))
+    settle(app)
+    shot(app, window, folder / "volumes.png")
     window.show_tab("settings")
     settle(app)
     shot(app, window, folder / "settings.png")
