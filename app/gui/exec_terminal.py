@@ -54,7 +54,7 @@ class ExecTerminal(QWidget):
         self.dc: Any = None
         self.exec_id = ""
         self.sizes_sent: list[tuple[int, int]] = []  # (cols, rows) the engine was told, for tests
-        self.opened_size = (0, 0)
+        self._sized_after_output = False
 
     def open(self, dc: Any, container_id: str, name: str, command: list[str] | None = None) -> None:
         """Create the exec and pump its socket on a thread: nothing here waits on the engine."""
@@ -63,7 +63,7 @@ class ExecTerminal(QWidget):
         self.screen.reset()
         self.title.setText(f"Shell in {name} (Ctrl+C, Ctrl+D and full-screen programs work here)")
         cols, rows = self.screen.grid_size()
-        self.opened_size = (cols, rows)
+        self._sized_after_output = False
         cmd = command or SHELL
         self.thread = StreamThread(
             lambda emit, stopped: self._pump(dc, container_id, cmd, (cols, rows), emit, stopped)
@@ -151,10 +151,12 @@ class ExecTerminal(QWidget):
         if text == READY:
             self.input.setEnabled(True)
             self.screen.setFocus()
-            size = self.screen.grid_size()
-            if size != self.opened_size:  # the widget was laid out while the exec was being made
-                self._resized(*size)
             return
+        if not self._sized_after_output:
+            # The first output proves the process and its pty exist. A resize the engine got before that was
+            # dropped (in the VM, top drew 57 columns), and the widget may have been laid out meanwhile.
+            self._sized_after_output = True
+            self._resized(*self.screen.grid_size())
         self.screen.feed(text)
 
     def _ended(self, error: str) -> None:
