@@ -82,11 +82,18 @@ class Task(QRunnable):
             result = self.fn(*self.args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - every failure goes to the window, none is lost
             log.debug("task %s failed:\n%s", getattr(self.fn, "__name__", self.fn), traceback.format_exc())
-            self.relay.failed.emit(exc)
+            self._deliver(self.relay.failed, exc)
         else:
-            self.relay.done.emit(result)
+            self._deliver(self.relay.done, result)
         finally:
             self.finished = True
+
+    @staticmethod
+    def _deliver(signal: Any, value: Any) -> None:
+        try:
+            signal.emit(value)
+        except RuntimeError:  # the relay is gone: the application is quitting and nobody waits for this
+            log.debug("task answer after the window closed: dropped")
 
 
 def run_task(
