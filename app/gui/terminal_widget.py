@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pyte
-from PySide6.QtCore import QEvent, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QKeyEvent, QPainter, QPaintEvent, QResizeEvent
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QKeyEvent, QPainter, QPaintEvent, QResizeEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from .common import mono_font
@@ -144,12 +144,14 @@ class TerminalWidget(QWidget):
         self._measure()
 
     def _measure(self) -> None:
-        fm = self.fontMetrics()
-        self._cell = (max(1, fm.horizontalAdvance("M")), max(1, fm.height()))
+        # the font's real (fractional) advance: rounded, a run of text drew wider than its cells and a
+        # reverse-video header lost its last letter past the highlighted cells
+        fm = QFontMetricsF(self.font())
+        self._cell = (max(1.0, fm.horizontalAdvance("M")), max(1.0, fm.height()))
 
     def grid_size(self) -> tuple[int, int]:
         w, h = self._cell
-        return max(10, (self.width() - 4) // w), max(3, (self.height() - 4) // h)
+        return max(10, int((self.width() - 4) / w)), max(3, int((self.height() - 4) / h))
 
     def feed(self, text: str) -> None:
         self.term.feed(text)
@@ -202,7 +204,7 @@ class TerminalWidget(QWidget):
         w, h = self._cell
         screen = self.term.screen
         base = QFont(self.font())
-        ascent = self.fontMetrics().ascent()
+        ascent = QFontMetricsF(base).ascent()
         if self.placeholder and not any(self.term.lines()):
             p.setPen(QColor("#8a8a8a"))
             p.drawText(self.rect().adjusted(8, 8, -8, -8), int(Qt.TextFlag.TextWordWrap), self.placeholder)
@@ -233,7 +235,7 @@ class TerminalWidget(QWidget):
                     font.setUnderline(look[3])
                     p.setFont(font)
                     p.setPen(fg)
-                    p.drawText(2 + start * w, 2 + y * h + ascent, chunk)
+                    p.drawText(QPointF(2 + start * w, 2 + y * h + ascent), chunk)
         if not screen.cursor.hidden and self.hasFocus():
             cx, cy = screen.cursor.x, screen.cursor.y
             p.fillRect(QRectF(2 + cx * w, 2 + cy * h, w, h), QColor(200, 200, 200, 140))

@@ -136,3 +136,15 @@ def test_a_real_tty_shell(qtbot, gui_home: Path, agent_engine) -> None:
         term.stop()
     finally:
         c.remove(force=True)
+
+
+def test_runs_of_text_fit_their_cells(qtbot) -> None:
+    """A run is drawn as one string: its width must be its cells' (top's reverse-video header lost its last
+    letter when the cell width was the font's advance rounded down)."""
+    from PySide6.QtGui import QFontMetricsF
+
+    term = TerminalWidget()
+    qtbot.addWidget(term)
+    fm = QFontMetricsF(term.font())
+    header = "  PID  PPID USER     STAT   VSZ %VSZ %CPU COMMAND"
+    assert abs(fm.horizontalAdvance(header) - len(header) * term._cell[0]) < 1.0
