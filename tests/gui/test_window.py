@@ -39,7 +39,12 @@ def test_window_tabs_shortcuts_and_small_size(qtbot, gui_home: Path) -> None:
         assert window.tabs.currentIndex() == i, name
     # usable small: every tab fits 640x480 (the window's minimum)
     window.resize(640, 480)
-    qtbot.waitUntil(lambda: (window.width(), window.height()) == (640, 480), timeout=30000)
+
+    def small() -> None:  # says what it saw if it times out
+        got = (window.width(), window.height())
+        assert got == (640, 480), (got, window.minimumSizeHint(), window.minimumSize())
+
+    qtbot.waitUntil(small, timeout=30000)
     hint = window.minimumSizeHint()
     assert hint.width() <= 640 and hint.height() <= 480, hint
     # no machine: the other views say what to do
