@@ -30,6 +30,7 @@ from pymachine.hostvm.units import human_size
 
 from . import workers
 from .common import ErrorBanner, action_buttons, describe, empty_state, title_label, uptime
+from .engine_panel import NO_MACHINE, EngineTab, as_view
 from .exec_terminal import ExecTerminal
 from .inspect_view import InspectView
 from .logs_view import LogsView
@@ -145,7 +146,7 @@ COLUMNS = (
 )
 
 
-class ContainersPanel(QWidget):
+class ContainersPanel(EngineTab, QWidget):
     link_opened = Signal(str)
     notice = Signal(str)  # a short note for the status bar ("couldn't open a browser — URL copied")
 
@@ -226,8 +227,7 @@ class ContainersPanel(QWidget):
     # -- machine ------------------------------------------------------------------------------------------
     def set_machine(self, name: str, view: MachineView | bool | None) -> None:
         """Show `name` in the state `view` (a bool: running or not, for an engine from the command line)."""
-        if isinstance(view, bool):
-            view = MachineView(name, "running" if view else "stopped", "")
+        view = as_view(name, view)
         usable = bool(name) and view is not None and view.engine_usable
         was_usable = self.view is not None and self.view.engine_usable and self.dc is not None
         if name != self.machine or (was_usable and not usable):
@@ -235,7 +235,7 @@ class ContainersPanel(QWidget):
         self.machine, self.view = name, view
         self.title.setText(f"Containers on '{name}'" if name else "Containers")
         if not name or view is None:
-            self._empty("No machine selected — create one on the Machines tab (Ctrl+1, then Ctrl+N).")
+            self._empty(NO_MACHINE)
         elif not usable:
             self._empty(view.sentence())
         elif not was_usable or self.dc is None:
@@ -250,19 +250,6 @@ class ContainersPanel(QWidget):
         self.table.set_rows([])
         self._clear_details()
         self._refreshing = False
-
-    def _empty(self, text: str) -> None:
-        self.empty.setText(text)
-        self.stack.setCurrentWidget(self.empty)
-
-    def client(self) -> Any:
-        if self.dc is None:
-            self.dc = self.client_factory(self.machine)
-        return self.dc
-
-    @property
-    def rows(self) -> list[dict[str, Any]]:
-        return self.table.rows()
 
     # -- data ---------------------------------------------------------------------------------------------
     def refresh(self) -> None:

@@ -28,6 +28,7 @@ from pymachine.hostvm.units import human_size
 from . import workers
 from .common import ErrorBanner, describe, empty_state, mono_font, title_label
 from .containers_panel import ClientFactory, default_client
+from .engine_panel import NO_MACHINE, EngineTab, as_view
 from .machine_state import MachineView
 from .table_model import Column, DataTable
 
@@ -56,7 +57,7 @@ def list_images(dc: Any) -> list[dict[str, Any]]:
         return [row for img in dc.images.list() for row in containers.image_summary(img)]
 
 
-class ImagesPanel(QWidget):
+class ImagesPanel(EngineTab, QWidget):
     def __init__(self, client_factory: ClientFactory = default_client, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.client_factory = client_factory
@@ -124,8 +125,7 @@ class ImagesPanel(QWidget):
         self.set_machine("", False)
 
     def set_machine(self, name: str, view: MachineView | bool | None) -> None:
-        if isinstance(view, bool):
-            view = MachineView(name, "running" if view else "stopped", "")
+        view = as_view(name, view)
         running = bool(name) and view is not None and view.engine_usable
         changed = (name, running) != (self.machine, self.machine_running)
         if changed:
@@ -134,7 +134,7 @@ class ImagesPanel(QWidget):
         self.machine, self.view, self.machine_running = name, view, running
         self.title.setText(f"Images on '{name}'" if name else "Images")
         if not name or view is None:
-            self._empty("No machine selected — create one on the Machines tab (Ctrl+1, then Ctrl+N).")
+            self._empty(NO_MACHINE)
         elif not running:
             self._empty(view.sentence())
         elif changed:
@@ -146,15 +146,6 @@ class ImagesPanel(QWidget):
         for w in (self.pull_button, self.build_button, self.reference, self.tag):
             w.setEnabled(ok)
         self.remove_button.setEnabled(ok and self.current() is not None)
-
-    def _empty(self, text: str) -> None:
-        self.empty.setText(text)
-        self.stack.setCurrentWidget(self.empty)
-
-    def client(self) -> Any:
-        if self.dc is None:
-            self.dc = self.client_factory(self.machine)
-        return self.dc
 
     def refresh(self) -> None:
         if not self.machine or not self.machine_running or self._refreshing:
@@ -187,10 +178,6 @@ class ImagesPanel(QWidget):
                 "No images yet — type pymachine/busybox above and press Pull, or build one from a folder."
             )
         self._update_buttons()
-
-    @property
-    def rows(self) -> list[dict[str, Any]]:
-        return self.table.rows()
 
     def current(self) -> dict[str, Any] | None:
         return self.table.current()

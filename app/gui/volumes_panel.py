@@ -23,6 +23,7 @@ from pymachine.hostvm.units import human_size
 from . import workers
 from .common import ErrorBanner, describe, empty_state, title_label
 from .containers_panel import ClientFactory, default_client
+from .engine_panel import NO_MACHINE, EngineTab, as_view
 from .images_panel import created
 from .inspect_view import InspectView
 from .machine_state import MachineView
@@ -52,7 +53,7 @@ COLUMNS = (
 )
 
 
-class VolumesPanel(QWidget):
+class VolumesPanel(EngineTab, QWidget):
     def __init__(self, client_factory: ClientFactory = default_client, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.client_factory = client_factory
@@ -93,8 +94,7 @@ class VolumesPanel(QWidget):
         self.set_machine("", None)
 
     def set_machine(self, name: str, view: MachineView | bool | None) -> None:
-        if isinstance(view, bool):
-            view = MachineView(name, "running" if view else "stopped", "")
+        view = as_view(name, view)
         usable = bool(name) and view is not None and view.engine_usable
         changed = (name, usable) != (self.machine, self.usable)
         if changed:
@@ -104,25 +104,12 @@ class VolumesPanel(QWidget):
         self.machine, self.usable = name, usable
         self.title.setText(f"Volumes on '{name}'" if name else "Volumes")
         if not name or view is None:
-            self._empty("No machine selected — create one on the Machines tab (Ctrl+1, then Ctrl+N).")
+            self._empty(NO_MACHINE)
         elif not usable:
             self._empty(view.sentence())
         elif changed:
             self.refresh()
         self._update_buttons()
-
-    def _empty(self, text: str) -> None:
-        self.empty.setText(text)
-        self.stack.setCurrentWidget(self.empty)
-
-    def client(self) -> Any:
-        if self.dc is None:
-            self.dc = self.client_factory(self.machine)
-        return self.dc
-
-    @property
-    def rows(self) -> list[dict[str, Any]]:
-        return self.table.rows()
 
     def refresh(self) -> None:
         if not self.usable or self._refreshing:
