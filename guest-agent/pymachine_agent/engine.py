@@ -22,7 +22,8 @@ from . import health, links
 from .dockerspec import BadParameter, merge_env, translate_create, valid_name
 from .engine_io import EngineIO
 from .engine_system import EngineSystem
-from .errors import AgentError
+from .errors import Conflict as EngineConflict
+from .errors import NotModified
 from .events import EventBus, PortAckError, PortBroker
 from .fsevents import ChangeMirror
 from .images import ImageNotFound, ImageStore
@@ -78,17 +79,6 @@ _NOUN = [
     "torvalds",
     "wozniak",
 ]
-
-
-class NotModified(AgentError):
-    status = 304
-
-    def __init__(self, message: str = "not modified") -> None:
-        super().__init__(message)
-
-
-class EngineConflict(AgentError):
-    status = 409
 
 
 class Engine(EngineIO, EngineSystem):
