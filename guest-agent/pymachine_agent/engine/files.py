@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .. import archive, cpmounts
+from .. import archive, cpmounts, inroot
 from ..dockerspec import BadParameter
 from ..runtime import detached
 from .records import ContainerRecords
@@ -41,7 +41,7 @@ class ContainerFiles:
                 ):
                     kind = 2  # a whiteout: deleted
                 else:
-                    kind = 0 if any((lay / rel.lstrip("/")).exists() for lay in layers) else 1
+                    kind = 0 if any(_lexists_in(lay, rel) for lay in layers) else 1
                 out.append({"Path": rel, "Kind": kind})
         # what the runtime creates only to mount over (Docker keeps these in its hidden "-init" layer)
         hidden = {"/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/dev", "/proc", "/sys", "/dev/console"}
@@ -54,7 +54,7 @@ class ContainerFiles:
         return [
             c
             for c in out
-            if not (c["Kind"] == 0 and (upper / c["Path"].lstrip("/")).is_dir())
+            if not (c["Kind"] == 0 and _isdir_in(upper, c["Path"]))
             or any(p.startswith(c["Path"] + "/") for p in paths)
         ]
 
@@ -153,3 +153,19 @@ class _Streaming:
             getattr(self.chunks, "close", lambda: None)()
         finally:
             self.stack.close()
+
+
+def _lexists_in(root: Path, path: str) -> bool:
+    """Whether `path` is in the tree `root`, its symlinks resolved inside that tree (inroot.py): an image
+    layer's symlink must not make `docker diff` look at the guest's own files."""
+    try:
+        return os.path.lexists(inroot.resolve(str(root), path, follow_last=False))
+    except OSError:
+        return False
+
+
+def _isdir_in(root: Path, path: str) -> bool:
+    try:
+        return os.path.isdir(inroot.resolve(str(root), path))
+    except OSError:
+        return False
