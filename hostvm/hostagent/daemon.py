@@ -23,7 +23,7 @@ import paramiko
 from pymachine_agent import protocol
 
 from .. import paths
-from . import guestapi, idle, lifeline, ports, provision, sshfs
+from . import guestapi, idle, lifeline, ports, provision, qemufwd, sshfs
 from .control import ControlServer
 from .events import EventWriter
 from .fswatch import FsWatcher
@@ -194,6 +194,7 @@ class Agent:
                     with self._table_lock:
                         actions = self.table.end_resync()
                     self._carry_out(actions, transport, None)
+                    self.forwarder.reconcile()  # QEMU's hostfwd rules = the ports on its path (qemufwd.py)
                     resyncing = False
                 continue
             kind = item.get("type")
@@ -486,6 +487,7 @@ def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) 
         streamlocal_mode=os.environ.get("PYMACHINE_STREAMLOCAL", "auto"),
         shares=sshfs_shares(name),
     )
+    agent.forwarder.qemu = qemufwd.machine_forwards(name)  # published ports through QEMU on a local machine
     agent.saver = idle.machine_saver(name, agent)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
