@@ -1,13 +1,14 @@
 """Host listeners for published ports, on one of two paths (`Listener.path`):
 
 - "qemu": on a local machine QEMU's user network listens itself (qemufwd.py: hostfwd_add through the monitor)
-  and hands each connection or datagram to the guest's uplink address; nothing passes through this process.
+  and hands each TCP connection to the guest's uplink address; nothing passes through this process.
 - "ssh": this process listens; each accepted TCP connection rides a direct-tcpip channel to the guest's
   127.0.0.1:<guest_port>; UDP datagrams ride a per-listener exec channel running a tiny relay. Used for remote
-  machines, IPv6 host addresses, and whenever the monitor is unavailable or refuses the rule (then this bind
-  names the real error). While the resource saver holds the machine paused, QEMU's rules are "parked" here
-  (`park`/`unpark`): slirp would accept a connection and queue it for a guest that never wakes, whereas this
-  process sees the connection and wakes the machine first.
+  machines, IPv6 host addresses, UDP (our restricted user network drops the guest's datagrams: qemufwd.py),
+  and whenever the monitor is unavailable or refuses the rule (then this bind names the real error). While
+  the resource saver holds the machine paused, QEMU's rules are "parked" here (`park`/`unpark`): slirp would
+  accept a connection and queue it for a guest that never wakes, whereas this process sees the connection
+  and wakes the machine first.
 
 Listeners stay open across SSH reconnects (the port keeps its owner on the host); connections that arrive
 while the link is down wait for it. `Forwarder.open` binds synchronously so the caller can ack the guest
@@ -93,14 +94,20 @@ class Forwarder:
                 self.listeners[rule.key] = listener
             self.on_event(action="opened", path="qemu", **rule.to_json())
             return
-        listener = Listener(rule, self._bind(rule))
+        try:
+            sock = self._bind(rule)
+        except BindError:
+            if not self._release_from_qemu(rule):
+                raise
+            sock = self._bind(rule)
+        listener = Listener(rule, sock)
         with self._lock:
             self.listeners[rule.key] = listener
         self._serve(listener)
         self.on_event(action="opened", path="ssh", **rule.to_json())
 
     def _via_qemu(self, rule: PortRule) -> bool:
-        if self.qemu is None or self.parked or not qemufwd.supported(rule):
+        if self.qemu is None or self.parked or not self.qemu.supports(rule):
             return False
         try:
             self.qemu.add(rule)
@@ -109,6 +116,19 @@ class Forwarder:
             # the SSH listener below either works (monitor gone) or names the bind error (port taken)
             self.on_event(action="fallback", path="ssh", error=str(exc), **rule.to_json())
             return False
+
+    def _release_from_qemu(self, rule: PortRule) -> bool:
+        """A port this agent wants on the SSH path that QEMU still holds from an earlier agent (which put it
+        on the QEMU path): take it back. True if it was there."""
+        if self.qemu is None:
+            return False
+        try:
+            if not any(f.key == rule.key and f.ours for f in self.qemu.listed()):
+                return False
+            self.qemu.remove(rule.key)
+        except qemufwd.MonitorError:
+            return False
+        return True
 
     @staticmethod
     def _bind(rule: PortRule) -> socket.socket:

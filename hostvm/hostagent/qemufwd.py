@@ -71,8 +71,13 @@ def spec(rule: PortRule) -> str:
     return f"{rule.proto}:{rule.host_ip}:{rule.host_port}-:{rule.guest_port}"
 
 
-def supported(rule: PortRule) -> bool:
-    """QEMU 7.2's hostfwd takes IPv4 host addresses only; an IPv6 one stays on the SSH path."""
+def supported(rule: PortRule, udp: bool = False) -> bool:
+    """QEMU 7.2's hostfwd takes IPv4 host addresses only; an IPv6 one stays on the SSH path. UDP only where
+    the user network passes the guest's datagrams (`udp`): with `restrict=on`, which our machines use so the
+    guest reaches nothing through QEMU, libslirp's udp_input drops every guest datagram but DHCP and TFTP, so
+    a container's replies would never leave the guest: UDP stays on the SSH path there."""
+    if rule.proto == "udp" and not udp:
+        return False
     try:
         return ipaddress.ip_address(rule.host_ip).version == 4
     except ValueError:
@@ -80,9 +85,13 @@ def supported(rule: PortRule) -> bool:
 
 
 class QemuForwards:
-    def __init__(self, monitor: Monitor, netdev: str = NETDEV) -> None:
+    def __init__(self, monitor: Monitor, netdev: str = NETDEV, udp: bool = False) -> None:
         self._monitor = monitor
         self.netdev = netdev
+        self.udp = udp  # the user network carries UDP replies (not with restrict=on: see `supported`)
+
+    def supports(self, rule: PortRule) -> bool:
+        return supported(rule, self.udp)
 
     def _run(self, command: str) -> str:
         try:
@@ -141,4 +150,5 @@ def machine_forwards(name: str) -> QemuForwards | None:
         return None
     if not driver.capabilities.hostfwd_add:
         return None
-    return QemuForwards(lambda command: driver.monitor_command(name, command))
+    # every machine's netdev is restrict=on (domain.VMSpec.netdev): TCP only
+    return QemuForwards(lambda command: driver.monitor_command(name, command), udp=False)

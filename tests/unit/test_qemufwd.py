@@ -79,9 +79,11 @@ def test_parse_usernet_keeps_host_forwards_only() -> None:
     assert [f.ours for f in found] == [True, False, True]  # sshd's forward is never touched
 
 
-def test_spec_and_ipv6_stays_on_ssh() -> None:
+def test_spec_and_what_stays_on_ssh() -> None:
     assert qemufwd.spec(rule(8080, "udp")) == "udp:127.0.0.1:8080-:8080"
     assert qemufwd.supported(rule(8080)) and not qemufwd.supported(rule(8080, ip="::1"))
+    # a restricted user network drops the guest's UDP replies: UDP only where the network carries them
+    assert not qemufwd.supported(rule(53, "udp")) and qemufwd.supported(rule(53, "udp"), udp=True)
 
 
 def test_add_adopts_its_own_rule_and_refuses_a_taken_port() -> None:
@@ -97,7 +99,7 @@ def test_add_adopts_its_own_rule_and_refuses_a_taken_port() -> None:
 def test_reconcile_removes_stale_and_readds_missing_but_never_sshd() -> None:
     qemu = FakeQemu()
     qemu.rules[("tcp", "127.0.0.1", 9000)] = 9000  # left by a dead agent, its container gone
-    fwds = qemufwd.QemuForwards(qemu)
+    fwds = qemufwd.QemuForwards(qemu, udp=True)
     added, removed = fwds.reconcile([rule(8080), rule(5353, "udp")])  # a restarted QEMU lost both
     assert {r.host_port for r in added} == {8080, 5353} and [f.host_port for f in removed] == [9000]
     assert set(qemu.rules) == {
@@ -166,3 +168,27 @@ def test_port_forward_is_typed_for_the_front_ends() -> None:
     status = {"forwards": [{"proto": "udp", "host_ip": "127.0.0.1", "host_port": 53, "path": "qemu"}]}
     assert ports_summary(status) == "53/udp qemu" and ports_summary(None) == "-"
     assert PortForward.from_json(status["forwards"][0]).label() == "127.0.0.1:53/udp via qemu"
+
+
+def test_a_port_an_earlier_agent_left_in_qemu_is_taken_back_for_the_ssh_path() -> None:
+    qemu = FakeQemu()
+    port = free_port()
+    held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # stands for QEMU's own socket of that rule
+    held.bind(("127.0.0.1", port))
+    qemu.rules[("udp", "127.0.0.1", port)] = port
+    fwd = Forwarder(NoLink())  # type: ignore[arg-type]
+    real_remove = qemu.__call__
+
+    def monitor(line: str) -> str:
+        if line.startswith("hostfwd_remove"):
+            held.close()  # QEMU closes its socket with the rule
+        return real_remove(line)
+
+    fwd.qemu = qemufwd.QemuForwards(monitor)  # UDP: SSH path
+    try:
+        fwd.open(rule(port, "udp"))
+        assert [f["path"] for f in fwd.snapshot()] == ["ssh"]
+        assert ("udp", "127.0.0.1", port) not in qemu.rules
+    finally:
+        fwd.close_all()
+        held.close()
