@@ -107,23 +107,33 @@ def test_forwards_are_reconciled_after_kill_9_of_the_host_agent(ha_vm: VmMachine
     if supervisor is not None:  # it would restart the agent at once (tests/vm/test_faults_host.py)
         os.kill(supervisor, signal.SIGKILL)
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: launcher.agent_pid(ha_vm.name) is None, "the agent to die")
+    try:
+        dead_agent_then_repair(ha_vm, keep, gone)
+    finally:  # the shared machine's next tests need an agent, whatever failed here
+        if launcher.agent_pid(ha_vm.name) is None:
+            launcher.status(ha_vm.name, repair=True)
+
+
+def dead_agent_then_repair(vm: VmMachine, keep: int, gone: int) -> None:
+    from pymachine.hostvm.hostagent import launcher
+
+    wait_for(lambda: launcher.agent_pid(vm.name) is None, "the agent to die")
     assert http_status(gone) == 404  # QEMU carries the ports without the agent
     # the container goes while no host agent runs: only the guest knows
-    rc, out, err = ha_vm.ssh(
+    rc, out, err = vm.ssh(
         'python3 -c "import socket; s = socket.socket(socket.AF_UNIX);'
         " s.connect('/run/pymachine/docker.sock');"
         " s.sendall(b'DELETE /containers/fwd-gone?force=1 HTTP/1.0\\r\\n\\r\\n'); print(s.recv(64))\""
     )
     assert rc == 0 and b" 204 " in out, (out, err)
-    assert ("tcp", "127.0.0.1", gone) in qemu_rules(ha_vm)  # stale until an agent reconciles
-    assert launcher.status(ha_vm.name, repair=True)["repaired"] is True
-    wait_for(lambda: launcher.status(ha_vm.name)["state"] == "ready", "the repaired agent")
-    wait_for(lambda: ("tcp", "127.0.0.1", gone) not in qemu_rules(ha_vm), "the stale rule to be removed")
-    assert qemu_rules(ha_vm) == {("tcp", "127.0.0.1", keep): keep}  # none stale, none missing
+    assert ("tcp", "127.0.0.1", gone) in qemu_rules(vm)  # stale until an agent reconciles
+    assert launcher.status(vm.name, repair=True)["repaired"] is True
+    wait_for(lambda: launcher.status(vm.name)["state"] == "ready", "the repaired agent")
+    wait_for(lambda: ("tcp", "127.0.0.1", gone) not in qemu_rules(vm), "the stale rule to be removed")
+    assert qemu_rules(vm) == {("tcp", "127.0.0.1", keep): keep}  # none stale, none missing
     assert refused("127.0.0.1", gone)
     assert http_status(keep) == 404
-    assert forwards(ha_vm) == {keep: ("qemu", "ok")}
+    assert forwards(vm) == {keep: ("qemu", "ok")}
 
 
 def udp_answer(port: int, payload: bytes) -> bytes | None:
