@@ -191,8 +191,14 @@ def run(name: str, repeat: int, requests: int, connects: int) -> None:
             print("  (no QEMU path: the monitor is unavailable or PYMACHINE_PORT_PATH=ssh)")
         if hostfwd_port:
             rows["QEMU hostfwd (raw)"] = hostfwd_port
-        # median of the pushes (on a shared, loaded host a single push is mostly noise)
-        speed = {k: statistics.median([push(p, SIZE) for _ in range(repeat)]) for k, p in rows.items()}
+        # the median of the pushes: on a shared, loaded host a single push is mostly noise
+        # rounds over every path (not all of one path's pushes in a row): what runs before a push (the SSH
+        # paths leave the guest's sshd busy for a while) then weighs on each path alike
+        pushes: dict[str, list[float]] = {label: [] for label in rows}
+        for _ in range(repeat):
+            for label, port in rows.items():
+                pushes[label].append(push(port, SIZE))
+        speed = {label: statistics.median(values) for label, values in pushes.items()}
         for port in rows.values():
             round_trip(port)  # warm: the SSH paths open their channel machinery once
         trips = {label: [round_trip(port) for _ in range(connects)] for label, port in rows.items()}
