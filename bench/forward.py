@@ -201,7 +201,10 @@ def run(name: str, repeat: int, requests: int, connects: int) -> None:
         speed = {label: statistics.median(values) for label, values in pushes.items()}
         for port in rows.values():
             round_trip(port)  # warm: the SSH paths open their channel machinery once
-        trips = {label: [round_trip(port) for _ in range(connects)] for label, port in rows.items()}
+        trips: dict[str, list[float]] = {label: [] for label in rows}
+        for _ in range(connects):  # in rounds too
+            for label, port in rows.items():
+                trips[label].append(round_trip(port))
         print(f"  {'':<22} {'MB/s':>8}   connect+1 byte, {connects} new connections: p50 / p99")
         for label, mbs in speed.items():
             t = trips[label]
