@@ -274,7 +274,13 @@ class LibvirtDriver(Driver):
         dom = self._lookup(machine)
         if dom is None:
             raise PymachineError(f"machine '{machine}' is not running")
-        return libvirt_qemu.qemuMonitorCommand(dom, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+        try:
+            return libvirt_qemu.qemuMonitorCommand(
+                dom, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
+            )
+        except self._libvirt().libvirtError as exc:
+            self._conn = None  # a restarted libvirtd: the long-lived host agent connects again next time
+            raise PymachineError(f"QEMU monitor of {machine}: {exc.get_error_message()}") from exc
 
 
 def _warn_kvm_permissions() -> None:
