@@ -28,6 +28,7 @@ class Capabilities:
     virtio_9p: bool = False  # can attach host folders over virtio-9p (served by QEMU itself)
     save_state: bool = False  # can save a running VM to a file and restore it (savestate.py)
     share_hotplug: bool = False  # can unplug and re-plug virtiofs devices of a running VM (around a save)
+    existing_host: bool = False  # no VM: the agent runs on a host provisioned over SSH (remote_host.py)
 
 
 class Driver(abc.ABC):

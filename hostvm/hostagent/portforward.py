@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-from . import pump, qemufwd
+from . import handover, pump, qemufwd
 from .ports import Key, PortRule, in_use_error
 from .transport import Link
 from .udp import UdpRelay
@@ -79,6 +79,7 @@ class Forwarder:
         self.link_wait = link_wait
         self._lock = threading.Lock()
         self.listeners: dict[Key, Listener] = {}
+        self._adopted: set[Key] = set()  # inherited listeners the guest has not confirmed yet
         # Around each TCP connection: the resource saver wakes a paused machine first (see sockforward.py).
         self.activity: Callable[[str], ContextManager[None]] = lambda kind: contextlib.nullcontext()
         self.qemu: qemufwd.QemuForwards | None = None  # set for a local machine (qemufwd.machine_forwards)
@@ -88,6 +89,14 @@ class Forwarder:
     def open(self, rule: PortRule) -> None:
         """Forward the port now, through QEMU when it can, else bind the host side here; raise BindError (the
         message names the port) when it is taken. Either way the port answers when this returns."""
+        with self._lock:
+            adopted = self.listeners.get(rule.key) if rule.key in self._adopted else None
+            self._adopted.discard(rule.key)
+        if adopted is not None:  # still published: the inherited listener is this rule's (SSH path)
+            self.retarget(rule)
+            handover.hold(handover.port_key(rule.key), adopted.sock, rule.to_json())
+            self.on_event(action="opened", path="ssh", **rule.to_json())
+            return
         if self._via_qemu(rule):
             listener = Listener(rule, None, path="qemu")
             with self._lock:
@@ -100,10 +109,8 @@ class Forwarder:
             if not self._release_from_qemu(rule):
                 raise
             sock = self._bind(rule)
-        listener = Listener(rule, sock)
-        with self._lock:
-            self.listeners[rule.key] = listener
-        self._serve(listener)
+        self._serve(Listener(rule, sock))
+        handover.hold(handover.port_key(rule.key), sock, rule.to_json())
         self.on_event(action="opened", path="ssh", **rule.to_json())
 
     def _via_qemu(self, rule: PortRule) -> bool:
@@ -155,6 +162,8 @@ class Forwarder:
 
     def _serve(self, listener: Listener) -> None:
         rule = listener.rule
+        with self._lock:
+            self.listeners[rule.key] = listener
         if rule.proto == "tcp":
             threading.Thread(
                 target=self._accept_loop,
@@ -165,6 +174,32 @@ class Forwarder:
         else:
             listener.udp = UdpRelay(listener.sock, rule, self.link)  # type: ignore[arg-type]
             listener.udp.start()
+
+    def adopt_held(self) -> None:
+        """Serve at once the listeners a killed predecessor left with the supervisor (handover.py): their
+        queued and new connections go to the guest as soon as the link is up, before the guest agent's port
+        replay confirms them (`open`) or not (`settle_adopted`). Only SSH-path ports are held: QEMU keeps
+        its own across the agent's death."""
+        for info, sock in handover.held_ports():
+            try:
+                rule = PortRule(**info)
+                if rule.proto not in ("tcp", "udp") or not isinstance(rule.host_port, int):
+                    raise TypeError(f"bad rule {info}")
+            except TypeError as exc:
+                log.warning("an inherited listener dropped: %s", exc)
+                sock.close()
+                continue
+            with self._lock:
+                self._adopted.add(rule.key)
+            self._serve(Listener(rule, sock))
+            self.on_event(action="adopted", **rule.to_json())
+
+    def settle_adopted(self) -> None:
+        """The guest agent's port replay is over: an inherited listener it did not name is unpublished."""
+        with self._lock:
+            stale = list(self._adopted)
+        for key in stale:
+            self.close(key, "unpublished in the guest while the host agent was down")
 
     def retarget(self, rule: PortRule) -> None:
         with self._lock:
@@ -183,8 +218,11 @@ class Forwarder:
     def close(self, key: Key, reason: str = "") -> None:
         with self._lock:
             listener = self.listeners.pop(key, None)
+            self._adopted.discard(key)
         if listener is None:
             return
+        if listener.sock is not None:
+            handover.drop(handover.port_key(key))
         if listener.path == "qemu" and self.qemu is not None:
             try:
                 self.qemu.remove(key)

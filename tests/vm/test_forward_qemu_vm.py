@@ -11,30 +11,10 @@ import signal
 import socket
 
 import pytest
-from support.hostagent_vm import (  # noqa: F401 - the session fixture is found by name
-    VmMachine,
-    ha_vm,
-    hostagent_machine,
-    http_status,
-    wait_for,
-)
+from support.hostagent_vm import VmMachine, free_port, http_status, refused, wait_for
 from support.static_c import udp_echo_binary
 
 HTTPD = ["pymachine/busybox", "httpd", "-f", "-p", "80", "-h", "/bin"]  # any HTTP answer proves the path
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def refused(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-        return False
-    except ConnectionRefusedError:
-        return True
 
 
 def qemu_rules(vm: VmMachine) -> dict[tuple[str, str, int], int]:
@@ -65,7 +45,7 @@ def other_host_address() -> str:
     pytest.skip("this host has no IPv4 address besides loopback")
 
 
-def test_a_port_goes_through_qemu_and_answers_when_docker_run_returns(ha_vm: VmMachine) -> None:  # noqa: F811
+def test_a_port_goes_through_qemu_and_answers_when_docker_run_returns(ha_vm: VmMachine) -> None:
     port = free_port()
     cid = ha_vm.docker("run", "-d", "-p", f"{port}:80", *HTTPD).stdout.strip()
     # the forward existed before the host agent acknowledged the port event, so before `run` returned
@@ -78,25 +58,25 @@ def test_a_port_goes_through_qemu_and_answers_when_docker_run_returns(ha_vm: VmM
     wait_for(
         lambda: ("tcp", "127.0.0.1", port) not in qemu_rules(ha_vm), "QEMU's rule to go with the container"
     )
-    assert refused("127.0.0.1", port)
+    assert refused(port)
 
 
-def test_a_port_is_bound_only_on_the_address_asked_for(ha_vm: VmMachine) -> None:  # noqa: F811
+def test_a_port_is_bound_only_on_the_address_asked_for(ha_vm: VmMachine) -> None:
     other = other_host_address()
     local, there = free_port(), free_port(other)
     ha_vm.docker("run", "-d", "-p", f"{local}:80", *HTTPD)  # no address: 127.0.0.1
     ha_vm.docker("run", "-d", "-p", f"{other}:{there}:80", *HTTPD)
     assert forwards(ha_vm)[local][0] == forwards(ha_vm)[there][0] == "qemu"
     assert http_status(local) == 404
-    assert refused(other, local)  # QEMU listens on 127.0.0.1 only
+    assert refused(local, other)  # QEMU listens on 127.0.0.1 only
     with socket.create_connection((other, there), timeout=10) as conn:
         conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
         assert conn.recv(64).startswith(b"HTTP/1.")
-    assert refused("127.0.0.1", there)
+    assert refused(there)
     assert qemu_rules(ha_vm).get(("tcp", other, there)) == there
 
 
-def test_forwards_are_reconciled_after_kill_9_of_the_host_agent(ha_vm: VmMachine) -> None:  # noqa: F811
+def test_forwards_are_reconciled_after_kill_9_of_the_host_agent(ha_vm: VmMachine) -> None:
     from pymachine.hostvm.hostagent import launcher
 
     keep, gone = free_port(), free_port()
@@ -131,7 +111,7 @@ def dead_agent_then_repair(vm: VmMachine, keep: int, gone: int) -> None:
     wait_for(lambda: launcher.status(vm.name)["state"] == "ready", "the repaired agent")
     wait_for(lambda: ("tcp", "127.0.0.1", gone) not in qemu_rules(vm), "the stale rule to be removed")
     assert qemu_rules(vm) == {("tcp", "127.0.0.1", keep): keep}  # none stale, none missing
-    assert refused("127.0.0.1", gone)
+    assert refused(gone)
     assert http_status(keep) == 404
     assert forwards(vm) == {keep: ("qemu", "ok")}
 
@@ -146,7 +126,7 @@ def udp_answer(port: int, payload: bytes) -> bytes | None:
             return None  # UDP may drop (the relay starting): the caller asks again
 
 
-def test_a_udp_port_answers(ha_vm: VmMachine) -> None:  # noqa: F811
+def test_a_udp_port_answers(ha_vm: VmMachine) -> None:
     echo = udp_echo_binary()
     if echo is None:
         pytest.skip("no gcc with a static libc on this host to build tests/support/udp_echo.c")
@@ -181,7 +161,7 @@ def monitor_unreachable(vm: VmMachine):  # type: ignore[no-untyped-def]
         os.rename(aside, qmp)
 
 
-def test_the_ssh_path_when_the_monitor_is_unavailable(ha_vm: VmMachine) -> None:  # noqa: F811
+def test_the_ssh_path_when_the_monitor_is_unavailable(ha_vm: VmMachine) -> None:
     port = free_port()
     with monitor_unreachable(ha_vm):
         cid = ha_vm.docker("run", "-d", "-p", f"{port}:80", *HTTPD).stdout.strip()
@@ -189,7 +169,7 @@ def test_the_ssh_path_when_the_monitor_is_unavailable(ha_vm: VmMachine) -> None:
         assert http_status(port) == 404
     assert ("tcp", "127.0.0.1", port) not in qemu_rules(ha_vm)
     ha_vm.docker("rm", "-f", cid)
-    wait_for(lambda: refused("127.0.0.1", port), "the agent's listener to close")
+    wait_for(lambda: refused(port), "the agent's listener to close")
     # the monitor is back: the next port takes the QEMU path again
     again = free_port()
     ha_vm.docker("run", "-d", "-p", f"{again}:80", *HTTPD)

@@ -10,15 +10,7 @@ import socket
 import time
 
 import pytest
-from support.hostagent_vm import (  # noqa: F401 - the session fixture is found by name
-    VmMachine,
-    env_of,
-    free_port,
-    hostagent_machine,
-    http_status,
-    refused,
-    wait_for,
-)
+from support.hostagent_vm import VmMachine, env_of, free_port, http_status, refused, wait_for
 
 HTTPD = ["pymachine/busybox", "httpd", "-f", "-p", "80", "-h", "/bin"]  # any HTTP answer proves the path
 
