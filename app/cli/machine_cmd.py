@@ -172,7 +172,7 @@ def list_json(m: machines.Machine, st: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def list_rows(found: list[tuple[machines.Machine, dict[str, Any] | None]]) -> list[tuple[str, ...]]:
-    rows = [("NAME", "STATE", "CPUS", "MEMORY", "DISK", "SSH PORT", "ACCEL", "DRIVER", "ENGINE")]
+    rows = [("NAME", "STATE", "CPUS", "MEMORY", "DISK", "SSH PORT", "ACCEL", "DRIVER", "PORTS", "ENGINE")]
     for m, status in found:
         rows.append(
             (
@@ -184,6 +184,7 @@ def list_rows(found: list[tuple[machines.Machine, dict[str, Any] | None]]) -> li
                 str(m.ssh_port or "-"),
                 m.accelerator or "-",
                 m.driver,
+                statusmod.ports_summary(status),
                 "; ".join([engine_summary(status), *m.share_problems]),
             )
         )

@@ -23,7 +23,7 @@ import paramiko
 from pymachine_agent import protocol
 
 from .. import paths
-from . import guestapi, idle, lifeline, ports, provision, sshfs
+from . import guestapi, idle, lifeline, ports, provision, qemufwd, sshfs
 from .control import ControlServer
 from .events import EventWriter
 from .fswatch import FsWatcher
@@ -198,6 +198,7 @@ class Agent:
                         actions = self.table.end_resync()
                     self._carry_out(actions, transport, None)
                     self.forwarder.settle_adopted()
+                    self.forwarder.reconcile()  # QEMU's hostfwd rules = the ports on its path (qemufwd.py)
                     resyncing = False
                 continue
             kind = item.get("type")
@@ -499,6 +500,7 @@ def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) 
         reprovision=remote.get("reprovision"),
         set_clock=remote.get("set_clock", True),
     )
+    agent.forwarder.qemu = qemufwd.machine_forwards(name)  # published ports through QEMU on a local machine
     agent.saver = idle.machine_saver(name, agent)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())

@@ -108,6 +108,8 @@ def test_kill_9_of_the_host_agent_during_a_curl_loop(vm: VmMachine) -> None:
         os.kill(pid, signal.SIGKILL)
         # no pymachine command from here on: only the curl loop and the clock
         back = wait_for(lambda: _back(list(results), killed_at), "the published port to answer again", 60)
+        # a QEMU-path port (docs/hostagent.md) answers with no agent at all: wait for the supervisor's new one
+        wait_for(lambda: launcher.agent_pid(vm.name) not in (None, pid), "the supervisor's new agent", 60)
         stop.set()
         loop.join(5)
         new = launcher.agent_pid(vm.name)
