@@ -21,6 +21,7 @@ VERB_MODULES = (
     "pymachine.app.cli.gui_cmd",
     "pymachine.app.cli.version_cmd",
     "pymachine.app.cli.extras_cmd",
+    "pymachine.app.cli.deploy_cmd",
     "pymachine.app.cli.cluster_cmd",
 )
 
@@ -46,6 +47,7 @@ HELP_GROUPS = (
     ),
     ("containers", ("run", "ps", "logs", "exec", "rm", "build", "container")),
     ("images", ("images", "pull", "load", "save", "image")),
+    ("apps", ("app",)),
 )
 EXAMPLES = """\
 examples:

@@ -243,14 +243,11 @@ class QemuDriver(Driver):
             return False
         return isinstance(status, dict) and status.get("status") == "paused"
 
-    def hostfwd_add(self, machine: str, host_port: int, guest_port: int) -> None:
+    def monitor_command(self, machine: str, command: str) -> str:
         reply = qmp_command(
-            paths.machine(machine).qmp_socket,
-            "human-monitor-command",
-            {"command-line": f"hostfwd_add net0 tcp:127.0.0.1:{host_port}-:{guest_port}"},
+            paths.machine(machine).qmp_socket, "human-monitor-command", {"command-line": command}
         )
-        if isinstance(reply, str) and reply.strip():
-            raise PymachineError(f"QEMU refused the port forward {host_port}->{guest_port}: {reply.strip()}")
+        return reply if isinstance(reply, str) else ""
 
 
 def _wait_migration(qmp: Qmp, what: str, timeout: float = 300) -> None:

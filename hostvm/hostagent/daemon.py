@@ -23,7 +23,7 @@ import paramiko
 from pymachine_agent import protocol
 
 from .. import paths
-from . import dockerd, guestapi, idle, lifeline, ports, provision, sshfs
+from . import dockerd, guestapi, idle, lifeline, ports, provision, qemufwd, sshfs
 from .control import ControlServer
 from .events import EventWriter
 from .fswatch import FsWatcher
@@ -52,6 +52,7 @@ class Agent:
         probe_interval: float = 2.0,
         reprovision: bool | None = None,
         shares: list[tuple[str, bool]] = (),
+        set_clock: bool = True,
     ) -> None:
         self.name = name
         mp = paths.MachinePaths(name)
@@ -85,6 +86,7 @@ class Agent:
         self._provisioned_from: set[str] = set()
         self.reprovision = provision.enabled() if reprovision is None else reprovision
         self.clock: dict[str, Any] = {"last_check": None, "skew": None, "resyncs": 0}
+        self.set_clock = set_clock  # False on an existing host (remote_host.py): its clock is its own
         self._generation = 0
         self.started_at = time.time()
         self.stages = StartupStages(self.events.emit)
@@ -98,6 +100,7 @@ class Agent:
         self.engine.start()
         self.events.emit("socket", state="listening", path=str(self.docker_socket))
         self.stages.done("engine socket")
+        self.forwarder.adopt_held()  # published ports a killed agent left: served once the link is up
         self.control.start()
         if self.saver is not None:
             self.saver.start()  # resumes a machine a dead agent left paused, before the link tries it
@@ -202,6 +205,8 @@ class Agent:
                     with self._table_lock:
                         actions = self.table.end_resync()
                     self._carry_out(actions, transport, None)
+                    self.forwarder.settle_adopted()
+                    self.forwarder.reconcile()  # QEMU's hostfwd rules = the ports on its path (qemufwd.py)
                     resyncing = False
                 continue
             kind = item.get("type")
@@ -313,7 +318,7 @@ class Agent:
             guest = float(_exec(transport, "date +%s.%N").strip() or 0)
             skew = time.time() - guest
             self.clock.update(last_check=time.time(), skew=round(skew, 3))
-            if force or abs(skew) > CLOCK_SKEW_MAX:
+            if self.set_clock and (force or abs(skew) > CLOCK_SKEW_MAX):
                 _exec(transport, f"date -s @{time.time():.3f} >/dev/null")
                 self.clock["resyncs"] += 1
                 self.events.emit("clock", skew=round(skew, 3), ok=True)
@@ -440,14 +445,17 @@ def _exec(transport: paramiko.Transport, command: str, timeout: float = 10.0) ->
 
 def machine_connect(name: str) -> Callable[[], paramiko.Transport]:
     """Connect to machine `name` with its client key; the pin and the port are re-read on every attempt."""
-    from .. import ssh
+    from .. import remote_libvirt, ssh
     from .transport import open_transport
 
     key_path = paths.machine(name).ssh_key
 
     def connect() -> paramiko.Transport:
         pkey = paramiko.PKey.from_path(key_path)
-        return open_transport(ssh.HOST, ssh.ssh_port(name), ssh.USER, pkey, ssh.pinned_host_key(name))
+        host, port, user = ssh.endpoint(name)
+        uri = remote_libvirt.machine_uri(name)  # a VM on another host: through that host's link
+        sock = remote_libvirt.channel(name, uri, port) if uri else None
+        return open_transport(host, port, user, pkey, ssh.pinned_host_key(name), sock=sock)
 
     return connect
 
@@ -485,15 +493,22 @@ def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) 
     if lock is None:
         log.info("a host agent for %s is already running", name)
         return 0
+    from .. import remote_host
+
+    # A machine on another host: its agent's socket, its own clock, its agent updated by `start` (remote_host)
+    remote = remote_host.agent_options(name)
     agent = Agent(
         name,
         connect or machine_connect(name),
         machine_dir=mp.dir,
         # Overrides for the tests that run the agent against a local sshd and for bench/forward.py.
-        guest_socket=os.environ.get("PYMACHINE_GUEST_SOCKET", GUEST_SOCKET),
+        guest_socket=os.environ.get("PYMACHINE_GUEST_SOCKET", remote.get("guest_socket", GUEST_SOCKET)),
         streamlocal_mode=os.environ.get("PYMACHINE_STREAMLOCAL", "auto"),
         shares=sshfs_shares(name),
+        reprovision=remote.get("reprovision"),
+        set_clock=remote.get("set_clock", True),
     )
+    agent.forwarder.qemu = qemufwd.machine_forwards(name)  # published ports through QEMU on a local machine
     agent.saver = idle.machine_saver(name, agent)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
