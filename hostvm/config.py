@@ -196,6 +196,8 @@ class MachineConfig:
     shares: list[Share] = field(default_factory=list)
     share_transport: str = "auto"  # auto | virtiofs | 9p | sshfs; auto = the first the driver can do
     idle_suspend: float = DEFAULT_IDLE_SUSPEND  # minutes (fractions allowed); 0 = the resource saver is off
+    # A Swarm cluster node (hostvm/cluster.py): name, role, index, address, mcast, mac; its engine is dockerd
+    cluster: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

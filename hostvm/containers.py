@@ -27,6 +27,7 @@ from . import endpoints, paths
 from .config import DEFAULT_NAME
 from .container_images import parse_name as parse_builtin_name
 from .errors import NotFoundError, PymachineError, UsageError
+from .reasons import plain_reason
 from .units import human_duration
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def api_errors(what: str = "", hint: str = "") -> Iterator[None]:
         raise PymachineError(f"{what + ': ' if what else ''}{_explain(exc)}", hint=hint) from exc
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise PymachineError(
-            f"{what + ': ' if what else ''}cannot talk to the engine: {exc}",
+            f"{what + ': ' if what else ''}cannot talk to the engine: {plain_reason(exc)}",
             hint="check the machine: pymachine list; pymachine start",
         ) from exc
 

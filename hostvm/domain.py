@@ -52,6 +52,10 @@ class VMSpec:
     owner: str = ""  # the machine folder, recorded in the domain's metadata
     runas: str = ""  # direct QEMU started as root: drop to this user (qemu_user.py); libvirt uses uid/gid
     shares: tuple[ShareDevice, ...] = ()  # host folders (virtiofs and 9p ones become devices)
+    # A cluster node's second NIC: QEMU's multicast socket netdev on the host's loopback (GROUP:PORT), which
+    # only the cluster's own VMs join (hostvm/cluster.py); "" for a plain machine.
+    private_mcast: str = ""
+    private_mac: str = ""
 
     @property
     def shared_memory(self) -> bool:
@@ -71,6 +75,17 @@ class VMSpec:
         # libvirt then wants for a root port.
         bus = "pcie.0" if self.machine == "q35" else "pci.0"
         return f"virtio-net-pci,netdev=net0,bus={bus},addr=0x10"
+
+    def private_net_args(self) -> list[str]:
+        """-netdev/-device for the cluster NIC (eth1 in the guest). localaddr=127.0.0.1 with QEMU's multicast
+        TTL of 1 keeps the frames on the host's loopback: nothing leaves this machine."""
+        if not self.private_mcast:
+            return []
+        bus = "pcie.0" if self.machine == "q35" else "pci.0"
+        return [
+            "-netdev", f"socket,id=net1,mcast={self.private_mcast},localaddr=127.0.0.1",
+            "-device", f"virtio-net-pci,netdev=net1,mac={self.private_mac},bus={bus},addr=0x11",
+        ]  # fmt: skip
 
 
 def domain_name(machine: str) -> str:
@@ -165,6 +180,7 @@ def domain_xml(spec: VMSpec) -> str:
         f"    <qemu:arg value={a(spec.netdev())}/>",
         "    <qemu:arg value='-device'/>",
         f"    <qemu:arg value={a(spec.nic())}/>",
+        *(f"    <qemu:arg value={a(arg)}/>" for arg in spec.private_net_args()),
         "  </qemu:commandline>",
         "</domain>",
         "",

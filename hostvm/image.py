@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from pymachine.images import GUEST_RECIPE
+from pymachine.images import GUEST_RECIPE, VARIANTS
 from pymachine_agent import protocol
 
 from . import locks, paths
@@ -85,25 +85,32 @@ def _tree_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
-def rootfs_hash(recipe: Path = GUEST_RECIPE) -> str:
-    """Key of stage 1 (the mmdebstrap tarball): only `images/guest/base/` feeds it."""
-    return hashlib.sha256(f"rootfs\0{BUILD_FORMAT}\0{_tree_digest(recipe / 'base')}".encode()).hexdigest()
+def rootfs_hash(recipe: Path = GUEST_RECIPE, variant: Path | None = None) -> str:
+    """Key of stage 1 (the mmdebstrap tarball): only `images/guest/base/` feeds it (and a variant's extra
+    packages, images/cluster/packages.txt)."""
+    key = f"rootfs\0{BUILD_FORMAT}\0{_tree_digest(recipe / 'base')}"
+    if variant is not None:
+        key += "\0" + hashlib.sha256((variant / "packages.txt").read_bytes()).hexdigest()
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def agent_checksum(agent_root: Path | None = None) -> str:
     return protocol.source_checksum(agent_root) if agent_root else protocol.source_checksum()
 
 
-def recipe_hash(recipe: Path = GUEST_RECIPE, agent_root: Path | None = None) -> str:
+def recipe_hash(
+    recipe: Path = GUEST_RECIPE, agent_root: Path | None = None, variant: Path | None = None
+) -> str:
     """Key of the finished image: the recipe folder, the guest agent's sources and the code that assembles the
     disk and initrd (its kernel command line and build steps shape the image as much as the recipe does)."""
     parts = [
         "image",
         BUILD_FORMAT,
-        rootfs_hash(recipe),
+        rootfs_hash(recipe, variant),
         _tree_digest(recipe),
         agent_checksum(agent_root),
         _builder_digest(),
+        *([variant.name, _tree_digest(variant)] if variant is not None else []),
     ]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
@@ -119,9 +126,9 @@ def image_dir(hash_: str | None = None) -> Path:
     return paths.image_cache_dir() / (hash_ or recipe_hash())
 
 
-def inspect_image() -> ImageManifest | None:
+def inspect_image(variant: Path | None = None) -> ImageManifest | None:
     """The manifest of the image for the current recipe, or None if it has not been built."""
-    folder = image_dir()
+    folder = image_dir(recipe_hash(variant=variant))
     if not (folder / MANIFEST).exists():
         return None
     return ImageManifest.load(folder)
@@ -146,23 +153,26 @@ def build_lock() -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def ensure_image(progress: Progress | None = None, force: bool = False) -> ImageManifest:
-    """Return the image for the current recipe, building it (and its rootfs stage) if missing."""
+def ensure_image(
+    progress: Progress | None = None, force: bool = False, variant: Path | None = None
+) -> ImageManifest:
+    """Return the image for the current recipe, building it (and its rootfs stage) if missing. `variant`
+    (e.g. images/cluster/) adds its packages and overlay on top, under its own recipe hash."""
     from . import image_build
 
     say = progress or (lambda message: None)
     if not force:
-        found = inspect_image()
+        found = inspect_image(variant)
         if found:
             return found
     with build_lock():
         if not force:
-            found = inspect_image()  # another process may have built it while we waited
+            found = inspect_image(variant)  # another process may have built it while we waited
             if found:
                 return found
         else:
-            _refuse_if_used(image_dir())
-        return image_build.build(recipe_hash(), say, force=force)
+            _refuse_if_used(image_dir(recipe_hash(variant=variant)))
+        return image_build.build(recipe_hash(variant=variant), say, force=force, variant=variant)
 
 
 def _refuse_if_used(folder: Path) -> None:
@@ -248,6 +258,7 @@ def prune_images(min_age_seconds: float = 3600) -> list[Path]:
     if not cache.exists():
         return []
     keep = {image_dir().resolve(), *images_in_use()}
+    keep |= {image_dir(recipe_hash(variant=v)).resolve() for v in VARIANTS}
     removed = []
     with build_lock():
         for folder in sorted(cache.iterdir()):

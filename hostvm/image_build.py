@@ -66,10 +66,13 @@ def _clean_stale(cache: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def rootfs_tarball(recipe: Path, say: Progress, force: bool = False) -> Path:
-    """Stage 1: the mmdebstrap tarball, cached by the hash of `images/guest/base/`."""
+def rootfs_tarball(recipe: Path, say: Progress, force: bool = False, variant: Path | None = None) -> Path:
+    """Stage 1: the mmdebstrap tarball, cached by the hash of `images/guest/base/` (plus a variant's
+    packages: `rootfs-cluster-<hash>.tar`, kept beside the default one)."""
     cache = paths.image_cache_dir()
-    target = cache / f"rootfs-{rootfs_hash(recipe)}.tar"
+    prefix = f"rootfs-{variant.name}-" if variant is not None else "rootfs-"
+    target = cache / f"{prefix}{rootfs_hash(recipe, variant)}.tar"
+    extra = _lines(variant / "packages.txt") if variant is not None else []
     if target.exists() and not force:
         say(f"rootfs: cached ({target.name})")
         return target
@@ -82,7 +85,7 @@ def rootfs_tarball(recipe: Path, say: Progress, force: bool = False) -> Path:
         "--variant=minbase",
         "--mode=root",
         "--format=tar",
-        "--include=" + ",".join(_lines(base / "packages.txt")),
+        "--include=" + ",".join(_lines(base / "packages.txt") + extra),
         # The archive snapshot may be older than the clock says (also what the host's apt is told).
         '--aptopt=Acquire::Check-Valid-Until "false"',
         '--aptopt=Acquire::Check-Date "false"',
@@ -98,8 +101,9 @@ def rootfs_tarball(recipe: Path, say: Progress, force: bool = False) -> Path:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    for old in cache.glob("rootfs-*"):
-        if old.name not in (target.name, _tree_of(target).name):
+    same_kind = re.compile(re.escape(prefix) + r"[0-9a-f]{64}(\.tar|\.d)$")  # a variant's are not ours
+    for old in cache.glob(f"{prefix}*"):
+        if same_kind.match(old.name) and old.name not in (target.name, _tree_of(target).name):
             # One rootfs is enough; old ones are ~300 MB each.
             shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
     return target
@@ -208,14 +212,17 @@ def _make_disk(root: Path, work: Path, hash_: str) -> tuple[Path, int]:
     return disk, virtual
 
 
-def build(hash_: str, say: Progress, force: bool = False, recipe: Path = GUEST_RECIPE) -> ImageManifest:
-    """Build the image for `hash_` into its cache folder and return its manifest."""
+def build(
+    hash_: str, say: Progress, force: bool = False, recipe: Path = GUEST_RECIPE, variant: Path | None = None
+) -> ImageManifest:
+    """Build the image for `hash_` into its cache folder and return its manifest (`variant`: its packages in
+    the rootfs and its overlay over the recipe's)."""
     _check_host()
     started = time.monotonic()
     cache = paths.image_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     _clean_stale(cache)
-    tarball = rootfs_tarball(recipe, say, force=force)
+    tarball = rootfs_tarball(recipe, say, force=force, variant=variant)
     if force:
         shutil.rmtree(_tree_of(tarball), ignore_errors=True)
     tree = rootfs_tree(tarball, say)
@@ -237,6 +244,8 @@ def build(hash_: str, say: Progress, force: bool = False, recipe: Path = GUEST_R
         for item in (root / "boot").iterdir():  # the kernel boots from outside the disk
             item.unlink()
         _install_overlay(recipe / "overlay", root)
+        if variant is not None and (variant / "overlay").is_dir():
+            _install_overlay(variant / "overlay", root)
         checksum = _install_agent(root)
         # Byte-compile here: compiling on first import under TCG costs seconds of guest CPU at every boot.
         # checked-hash keeps the .pyc honest when the host agent later re-provisions newer sources.
@@ -269,7 +278,7 @@ def build(hash_: str, say: Progress, force: bool = False, recipe: Path = GUEST_R
             cmdline=CMDLINE,
             agent_checksum=checksum,
             kernel_version=kver,
-            rootfs_hash=rootfs_hash(recipe),
+            rootfs_hash=rootfs_hash(recipe, variant),
             built_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             build_seconds=round(time.monotonic() - started, 1),
         )

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import config as cfgmod
-from . import paths, proc, qemu_user, savestate, seed, share_hotplug, shares, ssh, store
+from . import paths, proc, qemu_user, remote_libvirt, savestate, seed, share_hotplug, shares, ssh, store
 from .domain import VMSpec
 from .drivers import Driver, DriverState, get_driver
 from .errors import NotFoundError, PymachineError, StageFailed, UsageError
@@ -149,8 +149,10 @@ def create(
     home_mount: bool = True,
     share_transport: str | None = None,
     idle_suspend: float | str | None = None,
+    cluster: dict[str, Any] | None = None,
 ) -> Machine:
-    """Validate everything first; then build the machine folder, removing it again if any step fails."""
+    """Validate everything first; then build the machine folder, removing it again if any step fails.
+    `cluster` makes it a Swarm node (hostvm/cluster.py): the cluster image variant, dockerd as its engine."""
     say = progress or (lambda _m: None)
     args = dict(name=name, cpus=cpus, memory=memory, disk=disk, driver=driver, connect=connect)
     args |= dict(mounts=mounts, home_mount=home_mount, share_transport=share_transport)
@@ -162,11 +164,13 @@ def create(
         raise UsageError(
             f"machine '{cfg.name}' already exists", hint=f"pick another name, or: pymachine delete {cfg.name}"
         )
+    from pymachine.images import CLUSTER_RECIPE
+
     from .image import ensure_image
 
     stages = Stages(["guest image", "machine files"], say, source="create")
     with stages.step("guest image"):
-        manifest = ensure_image(say)
+        manifest = ensure_image(say, variant=CLUSTER_RECIPE if cluster else None)
     cfg = cfgmod.build(**args, **common, image_bytes=manifest.virtual_bytes)  # type: ignore[arg-type]
     cfg.image = {
         "kernel": str(manifest.kernel),
@@ -175,6 +179,7 @@ def create(
         "cmdline": manifest.cmdline,
         "recipe_hash": manifest.recipe_hash,
     }
+    cfg.cluster = cluster
     paths.ensure_home()
     mp.dir.parent.mkdir(parents=True, exist_ok=True)
     with _creating(cfg.name):
@@ -218,6 +223,8 @@ def _build_folder(cfg: cfgmod.MachineConfig, mp: paths.MachinePaths, stages: Sta
     try:
         with stages.step("machine files"):  # keys, seed, disk overlay
             ssh.create_keys(cfg.name)
+            if remote_libvirt.is_remote(cfg.connect):
+                remote_libvirt.pin_host(cfg.name, cfg.connect, stages.say)  # type: ignore[arg-type]
             write_seed(cfg.name, [])
             base = cfg.image["disk"]
             proc.run(
@@ -239,6 +246,9 @@ def write_seed(name: str, devices: list[shares.ShareDevice]) -> None:
     mp = paths.machine(name)
     settings: dict[str, Any] = {"machine": name, "default_host_ip": DEFAULT_HOST_IP}
     # (the guest reports ports published without a HostIp at the address the host agent binds)
+    node = (store.read_json(mp.config, {}) or {}).get("cluster")  # a Swarm node: its eth1 address (pmnode.py)
+    if node:
+        settings["cluster"] = {"address": node["address"]}
     if devices:
         settings["shares"] = [{k: d.guest()[k] for k in ("path", "readonly", "transport")} for d in devices]
     seed.write_seed(
@@ -258,7 +268,11 @@ def write_seed(name: str, devices: list[shares.ShareDevice]) -> None:
 def mount_add(name: str, path: str) -> tuple[Machine, share_hotplug.ShareChange]:
     """Add `PATH[:ro]` to the machine's shares (config.json, one atomic write). Returns (machine, when the
     share appears: now when hot-plugged over sshfs, else at the next start or after a restart)."""
-    load_config(name)  # a clear "does not exist" before taking the lock
+    if driver_for(load_config(name)).capabilities.existing_host:  # also a clear "does not exist"
+        raise UsageError(
+            f"machine '{name}' runs on another host: it sees that host's folders, not this computer's",
+            hint="bind-mount a folder of that host: docker run -v /srv/data:/data ...",
+        )
     with _locked(name):
         cfg = load_config(name)
         problems: list[cfgmod.Problem] = []
@@ -313,6 +327,8 @@ def delete(name: str, force: bool = False) -> None:
     cfg = load_config(name)
     drv = driver_for(cfg)
     with _locked(name):
+        if drv.capabilities.existing_host:
+            return _delete_on_host(name, drv, force)
         if drv.state(name) is DriverState.RUNNING:
             if not force:
                 raise PymachineError(
@@ -322,8 +338,31 @@ def delete(name: str, force: bool = False) -> None:
             drv.force_stop(name)
         _stop_host_agent(name)  # also when QEMU died under it: never left behind to serve a new machine
         drv.cleanup(name)
+        if remote_libvirt.is_remote(cfg.connect):
+            remote_libvirt.delete_volumes(drv.conn(), name)  # type: ignore[attr-defined]
         shares.stop_daemons(name)
         shutil.rmtree(paths.machine(name).dir)
+    _remove_docker_context(name)
+
+
+def _delete_on_host(name: str, drv: Driver, force: bool) -> None:
+    """A machine on an existing host: remove what create installed there, then the machine folder. With
+    `force`, an unreachable host does not keep the folder (what stays on the host is said)."""
+    from . import remote_host
+
+    try:
+        if drv.state(name) is DriverState.RUNNING and not force:
+            raise PymachineError(
+                f"machine '{name}' is running", hint=f"stop it first, or: pymachine delete --force {name}"
+            )
+        _stop_host_agent(name)
+        remote_host.delete(name, lambda m: log.info("%s", m))
+    except PymachineError as exc:
+        if not force or "is running" in exc.message:
+            raise
+        _stop_host_agent(name)
+        log.warning("machine '%s': its host was not cleaned up (%s); removing it here only", name, exc)
+    shutil.rmtree(paths.machine(name).dir)
     _remove_docker_context(name)
 
 
@@ -484,6 +523,8 @@ def vm_spec(
         gid=gid,
         runas=runas,
         shares=devices,
+        private_mcast=(cfg.cluster or {}).get("mcast", ""),
+        private_mac=(cfg.cluster or {}).get("mac", ""),
     )
 
 
@@ -517,6 +558,12 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
     cfg = load_config(name)
     drv = driver_for(cfg)
     mp = paths.machine(name)
+    if drv.capabilities.existing_host:  # no VM: the agent on that host (remote_host.py)
+        from . import remote_host
+
+        with _locked(name):
+            remote_host.start(name, say, _host_agent_launcher())
+        return get(name)
     with _locked(name):
         stages = list(STAGES)
         launcher = _host_agent_launcher()
@@ -555,6 +602,10 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                         devices = shares.devices(cfg, transport)
                         write_seed(name, devices)
                         spec = vm_spec(cfg, port, accel, tuple(devices))
+                        if remote_libvirt.is_remote(cfg.connect):  # its files go to the host's pool
+                            spec = remote_libvirt.prepare(
+                                drv.conn(), spec, cfg.image.get("recipe_hash", ""), say
+                            )  # type: ignore[attr-defined]
                         shares.start_daemons(name, devices, qemu_account(cfg, spec))
                         state |= {"share_transport": transport, "shares": [asdict(s) for s in cfg.shares]}
                         store.write_json(mp.state, state)
@@ -564,7 +615,7 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                             shares.stop_daemons(name)
                             raise
                     elif stage.name == "ssh banner":
-                        if not ssh.wait_banner(int(state["ssh_port"]), deadline):
+                        if not ssh.wait_banner(int(state["ssh_port"]), deadline, name):
                             raise PymachineError(
                                 f"no SSH banner on 127.0.0.1:{state['ssh_port']}"
                                 + _console_panic(mp.console_log)
@@ -576,7 +627,12 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                         client = _connect_until(name, deadline)
                     elif stage.name == "guest agent answers":
                         assert client is not None
-                        _wait_guest_socket(client, deadline)
+                        try:
+                            _wait_guest_socket(client, deadline)
+                        except EOFError:  # the link dropped (a loaded TCG guest, a tunnel): log in anew
+                            client.close()
+                            client = _connect_until(name, deadline)
+                            _wait_guest_socket(client, deadline)
                         for problem in _guest_share_problems(client):
                             say(f"warning: {problem}")
                     elif stage.name == "host agent":
@@ -740,6 +796,13 @@ def stop(
     accel = (store.read_json(paths.machine(name).state, {}) or {}).get("accelerator", "tcg")
     timeout = STOP_TIMEOUT.get(accel, 60.0) if timeout is None else timeout
     with _locked(name):
+        if drv.capabilities.existing_host:  # never the host itself: its containers, then the agent
+            _stop_host_agent(name)
+            from . import remote_host
+
+            if drv.state(name) is DriverState.RUNNING:
+                remote_host.stop(name, say)
+            return get(name)
         saved = False
         if shutdown:
             savestate.discard(name)  # a saved machine shut down for good: its next start boots cold

@@ -80,6 +80,38 @@ def settings_file() -> Path:
     return home() / "settings.json"
 
 
+def apps_dir() -> Path:
+    """Apps deployed by `git push` (hostvm/deploy): one folder per app."""
+    return home() / "apps"
+
+
+@dataclass(frozen=True)
+class AppPaths:
+    """The files of one app: its state, the bare repository `git push` reaches, the lock of its deploys."""
+
+    name: str
+
+    @property
+    def dir(self) -> Path:
+        return apps_dir() / self.name
+
+    @property
+    def state(self) -> Path:
+        return self.dir / "app.json"
+
+    @property
+    def repo(self) -> Path:
+        return self.dir / "repo.git"
+
+    @property
+    def lock(self) -> Path:
+        return self.dir / "deploy.lock"
+
+
+def app(name: str) -> AppPaths:
+    return AppPaths(name)
+
+
 @dataclass(frozen=True)
 class MachinePaths:
     """The files of one machine. Socket names are short on purpose (see socket_path_limit)."""

@@ -11,6 +11,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
@@ -71,6 +72,14 @@ def pinned_host_key(name: str) -> paramiko.PKey:
     )
 
 
+def endpoint(name: str) -> tuple[str, int, str]:
+    """(host, port, user) to reach machine `name`: a VM's forwarded port on loopback as root, or the
+    address that `create --driver ssh` recorded for a machine on another host (remote_host.py)."""
+    from . import remote_host  # here: remote_host imports this module
+
+    return remote_host.endpoint(name) or (HOST, ssh_port(name), USER)
+
+
 def ssh_port(name: str) -> int:
     state = store.read_json(paths.machine(name).state, {}) or {}
     port = state.get("ssh_port")
@@ -79,11 +88,12 @@ def ssh_port(name: str) -> int:
     return int(port)
 
 
-def read_banner(port: int, timeout: float = 3.0) -> bool:
+def read_banner(port: int, timeout: float = 3.0, name: str | None = None) -> bool:
     """True once the guest's sshd speaks. slirp accepts on the host side before the guest listens, so a TCP
-    connect proves nothing: only the `SSH-2.0` identification line does."""
+    connect proves nothing: only the `SSH-2.0` identification line does. `name`: through its libvirt host's
+    link when the VM runs on another host (remote_libvirt.py)."""
     try:
-        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        with _socket_to(name, port, timeout) as sock:
             sock.settimeout(timeout)
             data = b""
             while b"\n" not in data and len(data) < 256:
@@ -96,22 +106,38 @@ def read_banner(port: int, timeout: float = 3.0) -> bool:
         return False
 
 
+def _socket_to(name: str | None, port: int, timeout: float) -> Any:
+    """A TCP socket to the guest's forwarded SSH port on loopback, or a channel through the libvirt host."""
+    from . import remote_libvirt
+
+    uri = remote_libvirt.machine_uri(name) if name else None
+    if uri:
+        return remote_libvirt.channel(name, uri, port, timeout)  # type: ignore[arg-type]
+    return socket.create_connection((HOST, port), timeout=timeout)
+
+
 def connect(name: str, *, port: int | None = None, timeout: float = 30.0) -> paramiko.SSHClient:
     """An authenticated client for machine `name`; the host key must be the pinned one (RejectPolicy)."""
     mp = paths.machine(name)
-    port = port or ssh_port(name)
+    host, default_port, user = endpoint(name)
+    port = port or default_port
     from .machines import wake  # here: machines imports this module
 
     wake(name, "ssh")  # a machine the resource saver paused answers no SSH until resumed
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     pinned = pinned_host_key(name)
-    client.get_host_keys().add(f"[{HOST}]:{port}", pinned.get_name(), pinned)
+    client.get_host_keys().add(f"[{host}]:{port}" if port != 22 else host, pinned.get_name(), pinned)
     try:
+        from . import remote_libvirt
+
+        uri = remote_libvirt.machine_uri(name)
+        sock = remote_libvirt.channel(name, uri, port, timeout) if uri else None
         client.connect(
-            HOST,
+            host,
             port=port,
-            username=USER,
+            sock=sock,
+            username=user,
             key_filename=str(mp.ssh_key),
             look_for_keys=False,
             allow_agent=False,
@@ -125,7 +151,7 @@ def connect(name: str, *, port: int | None = None, timeout: float = 30.0) -> par
     except (paramiko.SSHException, OSError) as exc:
         client.close()
         raise PymachineError(
-            f"cannot log in to machine '{name}' on {HOST}:{port}: {exc}",
+            f"cannot log in to machine '{name}' on {host}:{port}: {exc}",
             hint=f"is it running? try: pymachine start {name}",
             log_path=mp.console_log,
         ) from exc
@@ -136,10 +162,13 @@ def connect(name: str, *, port: int | None = None, timeout: float = 30.0) -> par
 
 
 def exec_command(
-    client: paramiko.SSHClient, command: str, timeout: float | None = 60
+    client: paramiko.SSHClient, command: str, timeout: float | None = 60, stdin: bytes | None = None
 ) -> tuple[int, bytes, bytes]:
-    """Run `command` over an open client; (exit status, stdout, stderr)."""
-    _, out, err = client.exec_command(command, timeout=timeout)
+    """Run `command` over an open client, feeding it `stdin` when given; (exit status, stdout, stderr)."""
+    inp, out, err = client.exec_command(command, timeout=timeout)
+    if stdin is not None:
+        inp.write(stdin)
+        inp.channel.shutdown_write()
     stdout, stderr = out.read(), err.read()
     return out.channel.recv_exit_status(), stdout, stderr
 
@@ -166,6 +195,7 @@ def ssh_argv(name: str, command: list[str] | None = None) -> list[str]:
             "the OpenSSH client 'ssh' is missing", hint="install it: apt-get install openssh-client"
         )
     mp = paths.machine(name)
+    host, port, user = endpoint(name)
     argv = [
         binary,
         # No ssh_config at all (neither ~/.ssh/config nor /etc/ssh/ssh_config): a `Host *` block there could
@@ -177,13 +207,13 @@ def ssh_argv(name: str, command: list[str] | None = None) -> list[str]:
         "-i",
         str(mp.ssh_key),
         "-p",
-        str(ssh_port(name)),
+        str(port),
         *_options(**client_options(name)),
     ]
     if command:
-        argv += ["--", f"{USER}@{HOST}", remote_command(command)]
+        argv += ["--", f"{user}@{host}", remote_command(command)]
     else:
-        argv += ["-t", "--", f"{USER}@{HOST}"]
+        argv += ["-t", "--", f"{user}@{host}"]
     return argv
 
 
@@ -205,13 +235,20 @@ def client_options(name: str) -> dict[str, str]:
         ClearAllForwardings="yes",
         Tunnel="no",
         PermitLocalCommand="no",
-        ProxyCommand="none",
+        ProxyCommand=_proxy(name),
         ProxyJump="none",
         ControlMaster="no",
         ControlPath="none",
         LogLevel="ERROR",
         ServerAliveInterval=str(KEEPALIVE_S),
     )
+
+
+def _proxy(name: str) -> str:
+    """`none`, or the hop through a remote libvirt host (its key pinned like the guest's)."""
+    from . import remote_libvirt
+
+    return remote_libvirt.proxy_command(name) or "none"
 
 
 _NOT_IN_CONFIG = ("LogLevel", "ClearAllForwardings")
@@ -221,11 +258,12 @@ def config_block(name: str) -> str:
     """An ssh_config `Host` block for machine `name` (ssh, scp, rsync, editors' remote plugins): the same
     pinned key and options as `pymachine ssh`. The port is this start's (kept across starts while free)."""
     mp = paths.machine(name)
+    host, port, user = endpoint(name)
     lines = [
         f"Host {host_alias(name)}",
-        f"  HostName {HOST}",
-        f"  Port {ssh_port(name)}",
-        f"  User {USER}",
+        f"  HostName {host}",
+        f"  Port {port}",
+        f"  User {user}",
         f"  IdentityFile {mp.ssh_key}",
         # Forwards the person asks for (-L, an editor's remote server tunnel) are theirs to open here.
         *(f"  {k} {v}" for k, v in client_options(name).items() if k not in _NOT_IN_CONFIG),
@@ -237,12 +275,12 @@ def _options(**options: str) -> list[str]:
     return [arg for key, value in options.items() for arg in ("-o", f"{key}={value}")]
 
 
-def wait_banner(port: int, deadline: float) -> bool:
+def wait_banner(port: int, deadline: float, name: str | None = None) -> bool:
     """Poll for the banner until `deadline`. Each attempt waits long for its answer: sshd forks and
     re-executes itself per connection, which under TCG on a loaded host takes many seconds, and a client that
     hangs up early never sees a banner (slirp closes at once when nothing listens: waiting costs nothing)."""
     while time.monotonic() < deadline:
-        if read_banner(port, timeout=min(30.0, max(0.5, deadline - time.monotonic()))):
+        if read_banner(port, timeout=min(30.0, max(0.5, deadline - time.monotonic())), name=name):
             return True
         time.sleep(0.3)
     return False

@@ -73,6 +73,46 @@ def state_label(machine: Any, status: dict[str, Any] | None) -> str:
 
 
 @dataclass(frozen=True)
+class PortForward:
+    """One published port as the host agent carries it: `path` "qemu" (QEMU's user network listens on the
+    host: a local machine) or "ssh" (the host agent listens and forwards over the SSH link: remote machines,
+    IPv6 host addresses, a QEMU monitor that is unavailable, a machine paused by the resource saver)."""
+
+    proto: str
+    host_ip: str
+    host_port: int
+    guest_port: int
+    container: str
+    path: str
+    health: str
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PortForward:
+        return cls(
+            proto=str(d.get("proto") or "tcp"),
+            host_ip=str(d.get("host_ip") or ""),
+            host_port=int(d.get("host_port") or 0),
+            guest_port=int(d.get("guest_port") or 0),
+            container=str(d.get("container") or ""),
+            path=str(d.get("path") or "ssh"),  # an agent from before the QEMU path had only SSH
+            health=str(d.get("health") or ""),
+        )
+
+    def label(self) -> str:
+        return f"{self.host_ip}:{self.host_port}/{self.proto} via {self.path}"
+
+
+def port_forwards(status: dict[str, Any] | None) -> list[PortForward]:
+    return [PortForward.from_json(f) for f in (status or {}).get("forwards") or [] if isinstance(f, dict)]
+
+
+def ports_summary(status: dict[str, Any] | None) -> str:
+    """The PORTS column of `list`: `8080/tcp qemu, 5353/udp ssh`, or `-`."""
+    found = port_forwards(status)
+    return ", ".join(f"{p.host_port}/{p.proto} {p.path}" for p in found) or "-"
+
+
+@dataclass(frozen=True)
 class MachineStatus:
     machine: Machine
     engine: str  # engine_summary: `ready`, `degraded: …`, `down…`, `-`
@@ -84,6 +124,10 @@ class MachineStatus:
     @property
     def ready(self) -> bool:
         return self.engine == "ready"
+
+    @property
+    def ports(self) -> list[PortForward]:
+        return port_forwards({"forwards": self.forwards})
 
     @classmethod
     def of(cls, m: Machine, status: dict[str, Any] | None) -> MachineStatus:

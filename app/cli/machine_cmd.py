@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from pymachine.app.cli import formats, render
+from pymachine.app.cli import formats, remote_cmd, render
 from pymachine.hostvm import doctor, machines, paths, share_hotplug, ssh
 from pymachine.hostvm import status as statusmod
 from pymachine.hostvm.config import DEFAULT_NAME, SHARE_TRANSPORTS, format_size, with_settings
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory", help="memory, e.g. 1G, 512M (default: Settings, else 1G)")
     p.add_argument("--disk", help="disk size, e.g. 8G (default: Settings, else 8G)")
     p.add_argument(
-        "--driver", choices=None, help="libvirt or qemu (default: libvirt if libvirt-python is there)"
+        "--driver", choices=None, help="libvirt, qemu or ssh (default: libvirt if libvirt-python is there)"
     )
     p.add_argument(
         "--connect", metavar="URI", help="libvirt URI (default qemu:///system as root, else session)"
@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the first connection resumes it (default 5; 0 = never)",
     )
     p.add_argument("--start", action="store_true", help="start it right away")
+    remote_cmd.add_create_options(p)
     p.set_defaults(func=_create)
 
     p = sub.add_parser("mount", help="host folders shared with a machine: mount add|rm|list|transport NAME")
@@ -106,6 +107,8 @@ _progress = render.progress  # typed stage values as spinners on a terminal, lin
 
 
 def _create(args: argparse.Namespace) -> int:
+    if remote_cmd.wanted(args):
+        return remote_cmd.create(args, _start)
     sizes, taken = with_settings(args.cpus, args.memory, args.disk)
     if taken:
         given = ", ".join(f"{k} {v}" for k, v in taken.items())
@@ -169,7 +172,7 @@ def list_json(m: machines.Machine, st: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def list_rows(found: list[tuple[machines.Machine, dict[str, Any] | None]]) -> list[tuple[str, ...]]:
-    rows = [("NAME", "STATE", "CPUS", "MEMORY", "DISK", "SSH PORT", "ACCEL", "DRIVER", "ENGINE")]
+    rows = [("NAME", "STATE", "CPUS", "MEMORY", "DISK", "SSH PORT", "ACCEL", "DRIVER", "PORTS", "ENGINE")]
     for m, status in found:
         rows.append(
             (
@@ -181,6 +184,7 @@ def list_rows(found: list[tuple[machines.Machine, dict[str, Any] | None]]) -> li
                 str(m.ssh_port or "-"),
                 m.accelerator or "-",
                 m.driver,
+                statusmod.ports_summary(status),
                 "; ".join([engine_summary(status), *m.share_problems]),
             )
         )

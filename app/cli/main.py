@@ -21,6 +21,8 @@ VERB_MODULES = (
     "pymachine.app.cli.gui_cmd",
     "pymachine.app.cli.version_cmd",
     "pymachine.app.cli.extras_cmd",
+    "pymachine.app.cli.deploy_cmd",
+    "pymachine.app.cli.cluster_cmd",
 )
 
 # `--help` lists the verbs in these groups (a verb not named here lands under "other").
@@ -40,10 +42,12 @@ HELP_GROUPS = (
             "mount",
             "docker-env",
             "doctor",
+            "cluster",
         ),
     ),
     ("containers", ("run", "ps", "logs", "exec", "rm", "build", "container")),
     ("images", ("images", "pull", "load", "save", "image")),
+    ("apps", ("app",)),
 )
 EXAMPLES = """\
 examples:

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from pymachine.hostvm.containers import parse_time
 from pymachine.hostvm.errors import PymachineError
+from pymachine.hostvm.reasons import plain_reason
 from pymachine.hostvm.units import human_duration
 
 LOG_TAIL_BYTES = 256 * 1024
@@ -87,10 +88,7 @@ class ErrorBanner(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("errorBanner")
-        self.setStyleSheet(
-            "#errorBanner { background: #fdecea; border: 1px solid #f5c2c0; border-radius: 4px; }"
-            "QLabel { color: #611a15; }"
-        )
+        self._style()
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
         self.message = QLabel(
             wordWrap=True, textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse
@@ -111,24 +109,54 @@ class ErrorBanner(QWidget):
         self.dialog: LogDialog | None = None
         self.hide()
 
+    def _style(self) -> None:
+        from .theme import is_dark
+
+        light = (
+            "#errorBanner { background: #fdecea; border: 1px solid #f5c2c0; border-radius: 4px; }"
+            "QLabel { color: #611a15; }"
+        )
+        dark = (
+            "#errorBanner { background: #3c1f1e; border: 1px solid #8c3a36; border-radius: 4px; }"
+            "QLabel { color: #f6c9c6; }"
+        )
+        self.setStyleSheet(dark if is_dark() else light)
+
     def show_error(self, exc: BaseException, *log_paths: str | Path | None) -> None:
         """`log_paths` are fallbacks after the error's own log: the first that exists gets "Show log"."""
-        if isinstance(exc, PymachineError):
-            message, hint, candidates = exc.message, exc.hint, (exc.log_path, *log_paths)
-        else:
-            message, hint, candidates = f"{type(exc).__name__}: {exc}", "", log_paths
+        message, hint = describe(exc)
+        candidates = (exc.log_path, *log_paths) if isinstance(exc, PymachineError) else log_paths
         path = next((p for p in candidates if p and Path(p).is_file()), None)
         self.message.setText(f"<b>Error:</b> {_escape(message)}")
         self.hint.setText(f"<b>Hint:</b> {_escape(hint)}" if hint else "")
         self.hint.setVisible(bool(hint))
         self.log_path = str(path) if path else None
         self.show_log.setVisible(self.log_path is not None)
+        self._style()  # the theme may have changed since
         self.show()
 
     def _open_log(self) -> None:
         if self.log_path:
             self.dialog = LogDialog(self.log_path, self)
             self.dialog.show()
+
+
+def describe(exc: BaseException) -> tuple[str, str]:
+    """(message, hint) for a person: the façade's own for a PymachineError, else the cause in words — never
+    an exception's repr such as `ChannelException(2, 'Connect failed')`."""
+    if isinstance(exc, PymachineError):
+        return exc.message, exc.hint
+    return plain_reason(exc), ""
+
+
+def title_label() -> QLabel:
+    """A bold heading. Bold by font, not a style sheet: a styled label keeps the palette it was polished
+    with and stays dark text on a dark window after the theme changes."""
+    label = QLabel()
+    font = label.font()
+    font.setBold(True)
+    label.setFont(font)
+    return label
 
 
 def empty_state(text: str) -> QLabel:

@@ -1,8 +1,10 @@
-"""Containers of the selected machine: name, image, state, uptime, ports as `localhost:PORT` links; start,
-stop, restart, remove; below, the live log, an exec shell and the inspect JSON of the selected container.
+"""Containers of the selected machine: a sortable, searchable table (name with a status dot, image, state,
+uptime, ports as `localhost:8080 → web:80` links, ID); start, stop, restart, remove; below, the live log, an
+exec shell and the inspect JSON of the selected container — or nothing, never another machine's container.
 
 The engine is reached through `client_factory(machine)` — `containers.client(machine, ensure=False)` in the
-app (the machine's forwarded socket), a test agent's socket in the cheap test tier.
+app (the machine's forwarded socket), a test agent's socket in the cheap test tier. The client is made on the
+GUI thread and handed to workers; workers only return values, the panel assigns its own state.
 """
 
 from __future__ import annotations
@@ -11,43 +13,49 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QKeySequence, QShortcut
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QHBoxLayout,
-    QHeaderView,
-    QLabel,
     QMessageBox,
     QSplitter,
     QStackedWidget,
-    QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from pymachine.hostvm import containers
+from pymachine.hostvm.units import human_size
 
 from . import workers
-from .common import ErrorBanner, action_buttons, empty_state, uptime
+from .common import ErrorBanner, action_buttons, describe, empty_state, title_label, uptime
+from .engine_panel import NO_MACHINE, EngineTab, as_view
 from .exec_terminal import ExecTerminal
 from .inspect_view import InspectView
 from .logs_view import LogsView
+from .machine_state import MachineView
+from .stats import StatsSample, cpu_percent
+from .stats_view import StatsView
+from .table_model import Column, DataTable
 
-COLUMNS = ("Name", "Image", "State", "Uptime", "Ports", "ID")
 POLL_MS = 3000
 ClientFactory = Callable[[str], Any]
+PENDING = {"start": "Starting…", "stop": "Stopping…", "restart": "Restarting…", "remove": "Removing…"}
 
 
 def default_client(machine: str) -> Any:
     return containers.client(machine, ensure=False)
 
 
+def container_name(attrs: dict[str, Any]) -> str:
+    return str(attrs.get("Name") or "").lstrip("/") or str(attrs.get("Id") or "")[:12] or "container"
+
+
 def port_links(attrs: dict[str, Any]) -> list[tuple[str, str]]:
-    """(label, url) for every published TCP port: `localhost:8080 → 80/tcp`, http://localhost:8080/."""
-    out = []
+    """(label, url) for every published TCP port: `localhost:8080 → web:80`, http://localhost:8080/."""
+    out: list[tuple[str, str]] = []
+    name = container_name(attrs)
     for key, bindings in sorted((attrs.get("NetworkSettings", {}).get("Ports") or {}).items()):
         for b in bindings or []:
             port = b.get("HostPort")
@@ -56,30 +64,103 @@ def port_links(attrs: dict[str, Any]) -> list[tuple[str, str]]:
                 and key.endswith("/tcp")
                 and (b.get("HostIp") or "0.0.0.0") in ("0.0.0.0", "127.0.0.1", "::", "")
             ):
-                url = f"http://localhost:{port}/"
-                if (f"localhost:{port} → {key}", url) not in out:
-                    out.append((f"localhost:{port} → {key}", url))
+                link = (f"localhost:{port} → {name}:{key.split('/')[0]}", f"http://localhost:{port}/")
+                if link not in out:
+                    out.append(link)
     return out
 
 
+def short_image(ref: str) -> str:
+    """An image reference as a person reads it: no `docker.io/library/`, digests cut to 12 hex digits."""
+    for prefix in ("docker.io/library/", "docker.io/", "index.docker.io/library/"):
+        if ref.startswith(prefix):
+            ref = ref[len(prefix) :]
+    name, at, digest = ref.partition("@")
+    if at:
+        return f"{name}@{digest[:19]}"
+    if ref.startswith("sha256:"):
+        return ref[7:19]
+    return ref
+
+
 def list_containers(dc: Any, all_: bool) -> list[dict[str, Any]]:
+    """Every container with its summary and, for running ones, one stats sample (`_stats`) for the CPU and
+    memory columns (the CPU % comes from this sample and the previous refresh's)."""
     with containers.api_errors():
         found = dc.containers.list(all=all_)
-        return [c.attrs | {"_summary": containers.summary(c)} for c in found]
+        rows = [c.attrs | {"_summary": containers.summary(c)} for c in found]
+    for row in rows:
+        if row.get("State", {}).get("Running"):
+            try:
+                row["_stats"] = StatsSample.from_docker(dc.api.stats(row["Id"], stream=False, one_shot=True))
+            except Exception:  # noqa: BLE001 - gone or stopped meanwhile: the columns stay empty
+                pass
+    return rows
 
 
-class ContainersPanel(QWidget):
+def _cpu_text(a: dict[str, Any]) -> str:
+    return "" if a.get("_cpu") is None else f"{a['_cpu']:.1f} %"
+
+
+def _mem_text(a: dict[str, Any]) -> str:
+    st = a.get("_stats")
+    return human_size(st.mem_usage) if st is not None and st.measured else ""
+
+
+def _state_dot(attrs: dict[str, Any]) -> str:
+    st = attrs.get("State", {})
+    if attrs.get("_pending"):
+        return "busy"
+    if st.get("Running"):
+        return "busy" if st.get("Restarting") or st.get("Paused") else "ok"
+    return "bad" if st.get("ExitCode") not in (0, None) or st.get("OOMKilled") else "off"
+
+
+COLUMNS = (
+    Column("Name", lambda a: a["_summary"]["Names"], width=150, dot=_state_dot),
+    Column(
+        "Image",
+        lambda a: short_image(a["_summary"]["Image"]),
+        width=150,
+        tooltip=lambda a: a["_summary"]["Image"],
+    ),
+    Column("State", lambda a: a.get("_pending") or a["_summary"]["Status"], width=90),
+    Column("CPU %", _cpu_text, lambda a: -1.0 if a.get("_cpu") is None else a["_cpu"], width=60),
+    Column(
+        "Memory",
+        _mem_text,
+        lambda a: a["_stats"].mem_usage if a.get("_stats") is not None and a["_stats"].measured else -1,
+        width=80,
+        tooltip=lambda a: f"{_mem_text(a)} of {human_size(a['_stats'].mem_limit)}" if _mem_text(a) else "",
+    ),
+    Column(
+        "Uptime",
+        lambda a: uptime(a["State"].get("StartedAt", "")) if a.get("State", {}).get("Running") else "",
+        lambda a: a.get("State", {}).get("StartedAt", "") if a.get("State", {}).get("Running") else "~",
+        width=120,
+    ),
+    Column(
+        "Ports", lambda a: ", ".join(label for label, _u in port_links(a)) or "—", width=220, links=port_links
+    ),
+    Column("ID", lambda a: a["Id"][:12], width=110),
+)
+
+
+class ContainersPanel(EngineTab, QWidget):
     link_opened = Signal(str)
+    notice = Signal(str)  # a short note for the status bar ("couldn't open a browser — URL copied")
 
     def __init__(self, client_factory: ClientFactory = default_client, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.client_factory = client_factory
         self.machine = ""
-        self.machine_running = False
+        self.view: MachineView | None = None
         self.dc: Any = None
-        self.rows: list[dict[str, Any]] = []
-        self.title = QLabel()
-        self.title.setStyleSheet("font-weight: bold;")
+        self._gen = 0  # bumped when the machine changes: answers for an older one are dropped
+        self._list_seq = 0  # the list asked last: an older answer (from before a verb) is dropped
+        self.pending: dict[str, str] = {}  # container id → verb this panel runs on it
+        self.samples: dict[str, StatsSample] = {}  # container id → its last stats sample (for CPU %)
+        self.title = title_label()
         self.show_all = QCheckBox("Show &stopped", checked=True)
         self.show_all.toggled.connect(self.refresh)
         bar = QHBoxLayout()
@@ -106,16 +187,9 @@ class ContainersPanel(QWidget):
             context=Qt.ShortcutContext.WidgetWithChildrenShortcut,
         )
 
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().hide()
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
-        self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.table = DataTable(COLUMNS, lambda a: a["Id"], "Search containers (name, image, port…)")
+        self.table.current_changed.connect(lambda _k: self._selection_changed())
+        self.table.link_clicked.connect(self.open_link)
         self.empty = empty_state("")
         self.stack = QStackedWidget()
         self.stack.addWidget(self.empty)
@@ -125,10 +199,12 @@ class ContainersPanel(QWidget):
         self.terminal = ExecTerminal()
         self.terminal.open_button.clicked.connect(self.open_shell)
         self.inspect = InspectView()
+        self.stats = StatsView()
         self.tabs = QTabWidget()
         self.tabs.addTab(self.logs, "&Logs")
         self.tabs.addTab(self.terminal, "&Exec")
         self.tabs.addTab(self.inspect, "&Inspect")
+        self.tabs.addTab(self.stats, "St&ats")
         self.tabs.currentChanged.connect(lambda _i: self._show_details())
 
         split = QSplitter(Qt.Orientation.Vertical)
@@ -142,90 +218,86 @@ class ContainersPanel(QWidget):
         lay.addWidget(split, 1)
         lay.addWidget(self.banner)
         self._refreshing = False
-        self._detail_for = ""
+        self._detail_for = ""  # "<id>:<tab>" the detail pane shows
         self.timer = QTimer(self, interval=POLL_MS)
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
-        self.set_machine("", False)
+        self.set_machine("", None)
 
     # -- machine ------------------------------------------------------------------------------------------
-    def set_machine(self, name: str, running: bool) -> None:
-        if (name, running) == (self.machine, self.machine_running) and self.dc is not None:
-            return
-        changed = name != self.machine or running != self.machine_running
-        self.machine, self.machine_running = name, running
-        if changed:
+    def set_machine(self, name: str, view: MachineView | bool | None) -> None:
+        """Show `name` in the state `view` (a bool: running or not, for an engine from the command line)."""
+        view = as_view(name, view)
+        usable = bool(name) and view is not None and view.engine_usable
+        was_usable = self.view is not None and self.view.engine_usable and self.dc is not None
+        if name != self.machine or (was_usable and not usable):
             self._close_client()
+        self.machine, self.view = name, view
         self.title.setText(f"Containers on '{name}'" if name else "Containers")
-        if not name:
-            self._empty("No machine selected — create one on the Machines tab (Ctrl+1, then Ctrl+N).")
-        elif not running:
-            self._empty(
-                f"Machine '{name}' is not running — start it on the Machines tab (Ctrl+1, then Ctrl+S)."
-            )
-        else:
+        if not name or view is None:
+            self._empty(NO_MACHINE)
+        elif not usable:
+            self._empty(view.sentence())
+        elif not was_usable or self.dc is None:
             self.refresh()
         self._update_buttons()
 
     def _close_client(self) -> None:
-        self.logs.stop()
-        self.terminal.stop()
+        self._gen += 1
         self.dc = None
-        self.rows = []
-        self.table.setRowCount(0)
-        self._detail_for = ""
-
-    def _empty(self, text: str) -> None:
-        self.empty.setText(text)
-        self.stack.setCurrentWidget(self.empty)
-
-    def client(self) -> Any:
-        if self.dc is None:
-            self.dc = self.client_factory(self.machine)
-        return self.dc
+        self.pending.clear()
+        self.samples.clear()
+        self.table.set_rows([])
+        self._clear_details()
+        self._refreshing = False
 
     # -- data ---------------------------------------------------------------------------------------------
     def refresh(self) -> None:
-        if not self.machine or not self.machine_running or self._refreshing:
+        if not self.machine or self.view is None or not self.view.engine_usable or self._refreshing:
             return
         self._refreshing = True
-        all_ = self.show_all.isChecked()
+        self._list_seq += 1
+        all_, asked = self.show_all.isChecked(), (self._gen, self._list_seq)
+        try:
+            dc = self.client()
+        except Exception as exc:  # noqa: BLE001 - no socket yet: shown like a failed list
+            self._failed(exc, asked)
+            return
         workers.run_task(
-            lambda: list_containers(self.client(), all_), on_done=self._fill, on_failed=self._failed
+            lambda: list_containers(dc, all_),
+            on_done=lambda rows: self._fill(rows, asked),
+            on_failed=lambda exc: self._failed(exc, asked),
         )
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException, asked: tuple[int, int]) -> None:
+        if asked != (self._gen, self._list_seq):
+            return  # an answer about a machine (or a client) this panel no longer shows
         self._refreshing = False
         self.dc = None
-        self._empty(f"Cannot reach the engine of '{self.machine}': {exc}")
+        if self.view is None or not self.view.engine_usable:
+            return  # the machine is stopping or stopped: a lost engine is expected, the sentence says why
+        message, hint = describe(exc)
+        self.table.set_rows([])
+        self._clear_details()
+        self._empty(f"Cannot reach the engine of '{self.machine}': {message}" + (f"\n{hint}" if hint else ""))
 
-    def _fill(self, rows: list[dict[str, Any]]) -> None:
+    def _fill(self, rows: list[dict[str, Any]], asked: tuple[int, int]) -> None:
+        if asked != (self._gen, self._list_seq):
+            return
         self._refreshing = False
-        keep = self.current_id()
-        self.rows = rows
-        self.table.setRowCount(len(rows))
-        for i, attrs in enumerate(rows):
-            s = attrs["_summary"]
-            state = attrs.get("State", {})
-            cells = (
-                s["Names"],
-                s["Image"],
-                s["Status"],
-                uptime(state.get("StartedAt", "")) if state.get("Running") else "",
-                "",
-                s["ID"],
-            )
-            for col, text in enumerate(cells):
-                self.table.setItem(i, col, QTableWidgetItem(text))
-            links = port_links(attrs)
-            label = QLabel(" ".join(f'<a href="{url}">{text}</a>' for text, url in links) or "—")
-            label.setTextInteractionFlags(
-                Qt.TextInteractionFlag.LinksAccessibleByMouse
-                | Qt.TextInteractionFlag.LinksAccessibleByKeyboard
-            )
-            label.linkActivated.connect(self.open_link)
-            label.setContentsMargins(4, 0, 4, 0)
-            self.table.setCellWidget(i, 4, label)
+        if self.view is None or not self.view.engine_usable:
+            return
+        ids = {r["Id"] for r in rows}
+        self.pending = {k: v for k, v in self.pending.items() if k in ids}
+        for r in rows:
+            cur = r.get("_stats")
+            if cur is not None:
+                r["_cpu"] = cpu_percent(self.samples.get(r["Id"]), cur)
+                self.samples[r["Id"]] = cur
+        self.samples = {k: v for k, v in self.samples.items() if k in ids}
+        self.table.set_rows(
+            [r | {"_pending": PENDING[self.pending[r["Id"]]]} if r["Id"] in self.pending else r for r in rows]
+        )
         if rows:
             self.stack.setCurrentWidget(self.table)
         else:
@@ -233,12 +305,13 @@ class ContainersPanel(QWidget):
                 f"No containers on '{self.machine}' yet — run one from a terminal:\n"
                 f"pymachine run -d -p 8080:80 --name web IMAGE\n(or pull an image on the Images tab first)"
             )
-        ids = [r["Id"] for r in rows]
-        if keep in ids:
-            self.table.selectRow(ids.index(keep))
-        elif rows and not keep:
-            self.table.selectRow(0)
+        if rows and not self.table.current_key() and not self._detail_for:
+            keys = self.table.visible_keys()
+            if keys:
+                self.table.select_key(keys[0])
         self._update_buttons()
+        if self.tabs.currentWidget() is self.inspect:
+            self._show_details()  # the inspect JSON follows the container's changes
 
     def open_first_port(self) -> None:
         """Keyboard route to the browser: the selected container's first published port (Ctrl+O)."""
@@ -249,47 +322,62 @@ class ContainersPanel(QWidget):
 
     def open_link(self, url: str) -> None:
         self.link_opened.emit(url)
-        QDesktopServices.openUrl(QUrl(url))
+        if not QDesktopServices.openUrl(QUrl(url)):
+            QGuiApplication.clipboard().setText(url)
+            self.notice.emit(f"Couldn't open a browser — {url} copied to the clipboard")
 
     def current(self) -> dict[str, Any] | None:
-        sel = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
-        if not sel or sel[0].row() >= len(self.rows):
-            return None
-        return self.rows[sel[0].row()]
+        return self.table.current()
 
     def current_id(self) -> str:
-        c = self.current()
-        return c["Id"] if c else ""
+        return self.table.current_key()
 
     def select(self, name: str) -> bool:
-        for i, r in enumerate(self.rows):
+        for r in self.rows:
             if r["_summary"]["Names"] == name:
-                self.table.selectRow(i)
-                return True
+                return self.table.select_key(r["Id"])
         return False
 
     def _selection_changed(self) -> None:
         self._update_buttons()
         self._show_details()
 
+    def _clear_details(self) -> None:
+        self.logs.clear()
+        self.terminal.clear("Select a running container and click Open shell.")
+        self.inspect.clear()
+        self.stats.clear()
+        self._detail_for = ""
+
     def _show_details(self) -> None:
         c = self.current()
         if c is None or self.dc is None:
+            if self._detail_for:
+                self._clear_details()
             return
         tab = self.tabs.currentWidget()
         key = f"{c['Id']}:{self.tabs.currentIndex()}"
+        if not self._detail_for.startswith(c["Id"]):
+            self._clear_details()  # another container: nothing of the last one stays on screen
+        name = c["_summary"]["Names"]
         if tab is self.inspect:
-            attrs = {k: v for k, v in c.items() if k != "_summary"}
-            self.inspect.show_json(f"Inspect of {c['_summary']['Names']}", attrs)
+            attrs = {k: v for k, v in c.items() if not k.startswith("_")}
+            self.inspect.show_json(f"Inspect of {name}", attrs)
         elif tab is self.logs and key != self._detail_for:
-            self.logs.show_container(self.dc, c["Id"], c["_summary"]["Names"])
-        elif tab is self.terminal:
+            self.logs.show_container(self.dc, c["Id"], name)
+        elif tab is self.stats:
+            if c.get("State", {}).get("Running"):
+                self.stats.show_container(self.dc, c["Id"], name)
+            elif self.stats.container_id != c["Id"]:
+                self.stats.clear(f"{name} is not running: start it to see its resource use.")
+        elif tab is self.terminal and self.terminal.thread is None:
             running = c.get("State", {}).get("Running", False)
             self.terminal.open_button.setEnabled(bool(running))
-            if not running:
-                self.terminal.title.setText(
-                    f"{c['_summary']['Names']} is not running: start it to open a shell"
-                )
+            self.terminal.title.setText(
+                f"Shell in {name}: click Open shell"
+                if running
+                else f"{name} is not running: start it to open a shell"
+            )
         self._detail_for = key
 
     def open_shell(self) -> None:
@@ -304,10 +392,11 @@ class ContainersPanel(QWidget):
     def _update_buttons(self) -> None:
         c = self.current()
         running = bool(c and c.get("State", {}).get("Running"))
-        self.buttons["start"].setEnabled(bool(c) and not running)
-        self.buttons["stop"].setEnabled(running)
-        self.buttons["restart"].setEnabled(bool(c))
-        self.buttons["remove"].setEnabled(bool(c))
+        free = bool(c) and c["Id"] not in self.pending  # type: ignore[index]
+        self.buttons["start"].setEnabled(free and not running)
+        self.buttons["stop"].setEnabled(free and running)
+        self.buttons["restart"].setEnabled(free)
+        self.buttons["remove"].setEnabled(free)
 
     # -- verbs --------------------------------------------------------------------------------------------
     def confirm(self, text: str) -> bool:
@@ -323,11 +412,11 @@ class ContainersPanel(QWidget):
             f"Remove container '{name}'?" + (" It is running: it will be killed." if running else "")
         ):
             return
-        dc = self.client()
+        dc, gen = self.client(), self._gen
 
         def work() -> None:
-            container = dc.containers.get(cid)
             with containers.api_errors(f"{verb} {name}"):
+                container = dc.containers.get(cid)
                 if verb == "start":
                     containers.start(container)
                 elif verb == "stop":
@@ -337,22 +426,24 @@ class ContainersPanel(QWidget):
                 else:
                     container.remove(force=True)
 
-        if verb == "remove":
-            self.logs.stop()
-            self.terminal.stop()
-        for b in self.buttons.values():
-            b.setEnabled(False)
+        if verb == "remove" or (verb in ("stop", "restart") and self.terminal.thread is not None):
+            self._clear_details()
+        self.pending[cid] = verb
+        self.table.set_rows([r | {"_pending": PENDING[verb]} if r["Id"] == cid else r for r in self.rows])
         self.banner.hide()
+        self._update_buttons()
 
-        def done(_r: Any) -> None:
+        def finished(exc: BaseException | None) -> None:
+            if gen != self._gen:
+                return
+            self.pending.pop(cid, None)
             self._detail_for = ""
+            if exc is not None:
+                self.banner.show_error(exc)
+            self._refreshing = False  # a list asked before the verb ended is stale: refresh drops it
             self.refresh()
 
-        def failed(exc: BaseException) -> None:
-            self.banner.show_error(exc)
-            self.refresh()
-
-        workers.run_task(work, on_done=done, on_failed=failed)
+        workers.run_task(work, on_done=lambda _r: finished(None), on_failed=finished)
 
     def shutdown(self) -> None:
         self.timer.stop()

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QProgressBar,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -70,6 +71,8 @@ class CreateDialog(QDialog):
         self.edits: dict[str, QLineEdit] = {}
         self.errors: dict[str, QLabel] = {}
         form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         placeholders = {
             "name": "default",
             "cpus": str(min(2, cfgmod.host_cpus())),
@@ -117,7 +120,9 @@ class CreateDialog(QDialog):
         self.check()
 
     def _add_row(self, form: QFormLayout, label: str, field: QWidget, key: str) -> None:
-        err = QLabel(wordWrap=True, styleSheet="color: #b3261e;")
+        # as many lines as the message needs: a width-bound label that grows in height
+        err = QLabel(wordWrap=True, styleSheet="color: #d93025;")
+        err.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.MinimumExpanding)
         err.setObjectName(f"error_{key}")
         err.hide()
         box = QVBoxLayout()

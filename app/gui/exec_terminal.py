@@ -1,44 +1,42 @@
-"""A line-based terminal: `sh` in the container over an exec attach socket (no tty; frames demultiplexed).
+"""Exec: a shell in the container on a TTY (`docker exec -it` over the exec attach socket), shown in a VT100
+terminal widget, so `sh`, `top` and `vi` work, with Ctrl+C / Ctrl+D and the TTY resized with the widget.
 
-Each line typed is sent with a newline; output appears as it arrives. Enough for looking around a container;
-full-screen programs need `pymachine exec -it` in a real terminal.
+The socket is read on a stream thread (decoded incrementally: a UTF-8 character may straddle two reads);
+keys are written from the GUI thread (a small write to a socket). Resizes go to the engine on a worker.
 """
 
 from __future__ import annotations
 
+import codecs
 import select
 import time
 from typing import Any
 
-from PySide6.QtWidgets import (
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPlainTextEdit,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
-from pymachine.hostvm.images_io import demux
-
-from .common import mono_font
+from . import workers
+from .common import describe
+from .terminal_widget import TerminalWidget
 from .workers import StreamThread
 
 READY = "\x00ready\x00"  # in-band marker from the pump thread: the exec socket is open
+SHELL = ["/bin/sh", "-c", "if command -v bash >/dev/null; then exec bash; else exec sh; fi"]
 
 
 class ExecTerminal(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.output = QPlainTextEdit(readOnly=True)
-        self.output.setFont(mono_font())
-        self.output.setPlaceholderText("Select a running container and click Open shell.")
-        self.input = QLineEdit(placeholderText="command, then Enter (e.g. ls /, ps, cat /etc/hostname)")
-        self.input.setFont(mono_font())
+        self.screen = TerminalWidget()
+        self.screen.placeholder = "Select a running container and click Open shell."
+        self.screen.send.connect(self.send_bytes)
+        self.screen.answer.connect(self.send_bytes)  # the terminal's replies (cursor position reports)
+        self.screen.resized.connect(self._resized)
+        # for a quick command without focusing the terminal (and for people who prefer a line editor)
+        self.input = QLineEdit(placeholderText="or type a command line here and press Enter")
         self.input.returnPressed.connect(self.send_line)
         self.input.setEnabled(False)
         self.title = QLabel()
+        self.title.setWordWrap(True)
         self.open_button = QPushButton("Open &shell")
         self.close_button = QPushButton("Close shell")
         self.close_button.clicked.connect(self.stop)
@@ -49,31 +47,51 @@ class ExecTerminal(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(top)
-        lay.addWidget(self.output, 1)
+        lay.addWidget(self.screen, 1)
         lay.addWidget(self.input)
         self.sock: Any = None
         self.thread: StreamThread | None = None
         self.dc: Any = None
         self.exec_id = ""
+        self.sizes_sent: list[tuple[int, int]] = []  # (cols, rows) the engine was told, for tests
+        self._sized_after_output = False
 
-    def open(self, dc: Any, container_id: str, name: str, shell: str = "sh") -> None:
+    def open(self, dc: Any, container_id: str, name: str, command: list[str] | None = None) -> None:
         """Create the exec and pump its socket on a thread: nothing here waits on the engine."""
         self.stop()
         self.dc = dc
-        self.output.clear()
-        self.title.setText(f"Shell in {name}")
-        self._append(f"[starting {shell} in {name}…]\n")
-        self.thread = StreamThread(lambda emit, stopped: self._pump(dc, container_id, shell, emit, stopped))
-        self.thread.chunk.connect(self._append)
+        self.screen.reset()
+        self.title.setText(f"Shell in {name} (Ctrl+C, Ctrl+D and full-screen programs work here)")
+        cols, rows = self.screen.grid_size()
+        self._sized_after_output = False
+        cmd = command or SHELL
+        self.thread = StreamThread(
+            lambda emit, stopped: self._pump(dc, container_id, cmd, (cols, rows), emit, stopped)
+        )
+        self.thread.chunk.connect(self._output)
         self.thread.ended.connect(self._ended)
         self.thread.start()
 
-    def _pump(self, dc: Any, container_id: str, shell: str, emit: Any, stopped: Any) -> None:
-        self.exec_id = dc.api.exec_create(container_id, [shell], stdin=True, tty=False)["Id"]
-        sock = dc.api.exec_start(self.exec_id, tty=False, socket=True)
+    def _pump(
+        self, dc: Any, container_id: str, cmd: list[str], size: tuple[int, int], emit: Any, stopped: Any
+    ) -> None:
+        cols, rows = size
+        self.exec_id = dc.api.exec_create(
+            container_id,
+            cmd,
+            stdin=True,
+            tty=True,
+            environment={"TERM": "xterm"},
+        )["Id"]
+        sock = dc.api.exec_start(self.exec_id, tty=True, socket=True)
         self.sock = getattr(sock, "_sock", sock)
+        try:
+            dc.api.exec_resize(self.exec_id, height=rows, width=cols)
+            self.sizes_sent.append((cols, rows))
+        except Exception:  # noqa: BLE001 - the shell still works at the engine's default size
+            pass
         emit(READY)
-        buf = b""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         try:
             while not stopped():
                 ready, _, _ = select.select([self.sock], [], [], 0.2)
@@ -82,13 +100,13 @@ class ExecTerminal(QWidget):
                 data = self.sock.recv(65536)
                 if not data:
                     break
-                frames, buf = demux(buf + data)
-                for _stream, payload in frames:
-                    emit(payload.decode(errors="replace"))
+                text = decoder.decode(data)
+                if text:
+                    emit(text)
         finally:
             code = self._exit_code(dc)
             if not stopped():
-                emit(f"\n[shell ended{f' with exit code {code}' if code is not None else ''}]\n")
+                emit(f"\r\n[shell ended{f' with exit code {code}' if code is not None else ''}]\r\n")
 
     def _exit_code(self, dc: Any) -> int | None:
         """The exec's exit code; the engine may record it a moment after the stream closes."""
@@ -102,40 +120,57 @@ class ExecTerminal(QWidget):
             time.sleep(0.1)
         return None
 
-    def send_line(self) -> None:
-        line = self.input.text()
+    # -- input --------------------------------------------------------------------------------------------
+    def send_bytes(self, data: bytes) -> None:
         if self.sock is None:
             return
-        self._append(f"$ {line}\n")
-        self.input.clear()
         try:
-            self.sock.sendall(line.encode() + b"\n")
+            self.sock.sendall(data)
         except OSError as exc:
-            self._append(f"\n[cannot send: {exc}]\n")
+            self.screen.feed(f"\r\n[cannot send: {describe(exc)[0]}]\r\n")
 
-    def _append(self, text: str) -> None:
+    def send_line(self) -> None:
+        line = self.input.text()
+        self.input.clear()
+        self.send_bytes(line.encode() + b"\r")
+
+    def _resized(self, cols: int, rows: int) -> None:
+        if self.sock is None or not self.exec_id or self.dc is None:
+            return
+        dc, eid = self.dc, self.exec_id
+
+        def resize() -> None:
+            dc.api.exec_resize(eid, height=rows, width=cols)
+
+        workers.run_task(
+            resize, on_done=lambda _r: self.sizes_sent.append((cols, rows)), on_failed=lambda _e: None
+        )
+
+    # -- output -------------------------------------------------------------------------------------------
+    def _output(self, text: str) -> None:
         if text == READY:
             self.input.setEnabled(True)
-            self.input.setFocus()
+            self.screen.setFocus()
             return
-        cursor = self.output.textCursor()
-        cursor.movePosition(cursor.MoveOperation.End)
-        cursor.insertText(text)
-        self.output.verticalScrollBar().setValue(self.output.verticalScrollBar().maximum())
+        if not self._sized_after_output:
+            # The first output proves the process and its pty exist. A resize the engine got before that was
+            # dropped (in the VM, top drew 57 columns), and the widget may have been laid out meanwhile.
+            self._sized_after_output = True
+            self._resized(*self.screen.grid_size())
+        self.screen.feed(text)
 
     def _ended(self, error: str) -> None:
         if error:
-            self._append(f"\n[shell ended: {error}]\n")
+            self.screen.feed(f"\r\n[shell ended: {error}]\r\n")
         self.input.setEnabled(False)
         self.sock = None
 
     def contents(self) -> str:
-        return self.output.toPlainText()
+        return self.screen.term.text()
 
     def stop(self) -> None:
         if self.thread is not None:
-            self.thread.requestInterruption()
-            self.thread.wait(3000)
+            workers.retire(self.thread)
             self.thread = None
         if self.sock is not None:
             try:
@@ -144,3 +179,9 @@ class ExecTerminal(QWidget):
                 pass
             self.sock = None
         self.input.setEnabled(False)
+
+    def clear(self, why: str = "") -> None:
+        self.stop()
+        self.screen.reset()
+        self.title.setText(why)
+        self.open_button.setEnabled(False)

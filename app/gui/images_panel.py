@@ -8,10 +8,8 @@ from typing import Any
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QMessageBox,
@@ -19,8 +17,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QStackedWidget,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -30,10 +26,30 @@ from pymachine.hostvm.progress import BuildOutput, LayerProgress
 from pymachine.hostvm.units import human_size
 
 from . import workers
-from .common import ErrorBanner, empty_state, mono_font
+from .common import ErrorBanner, describe, empty_state, mono_font, title_label
 from .containers_panel import ClientFactory, default_client
+from .engine_panel import NO_MACHINE, EngineTab, as_view
+from .machine_state import MachineView
+from .table_model import Column, DataTable
 
-COLUMNS = ("Repository", "Tag", "Image ID", "Size", "Created")
+
+def created(value: Any) -> str:
+    """`Created` as a date, or '—' for the zero time some engines give an image built without one."""
+    text = str(value or "")[:19].replace("T", " ")
+    return "—" if not text or text.startswith(("0001-", "1970-01-01")) else text
+
+
+COLUMNS = (
+    Column("Repository", lambda r: r["Repository"], width=220),
+    Column("Tag", lambda r: r["Tag"], width=90),
+    Column("Image ID", lambda r: r["ID"].removeprefix("sha256:")[:12], width=110),
+    Column("Size", lambda r: human_size(int(r["Size"] or 0)), lambda r: int(r["Size"] or 0), width=80),
+    Column("Created", lambda r: created(r["Created"]), lambda r: str(r["Created"] or ""), width=150),
+)
+
+
+class Cancelled(Exception):
+    """Raised inside a pull or build's progress callback once the person pressed Cancel."""
 
 
 def list_images(dc: Any) -> list[dict[str, Any]]:
@@ -41,14 +57,14 @@ def list_images(dc: Any) -> list[dict[str, Any]]:
         return [row for img in dc.images.list() for row in containers.image_summary(img)]
 
 
-class ImagesPanel(QWidget):
+class ImagesPanel(EngineTab, QWidget):
     def __init__(self, client_factory: ClientFactory = default_client, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.client_factory = client_factory
-        self.machine, self.machine_running = "", False
+        self.machine, self.view = "", None
+        self.machine_running = False
         self.dc: Any = None
-        self.rows: list[dict[str, Any]] = []
-        self.title = QLabel(styleSheet="font-weight: bold;")
+        self.title = title_label()
         self.reference = QLineEdit(
             placeholderText="image to pull, e.g. pymachine/busybox or localhost:5000/app:1"
         )
@@ -57,6 +73,9 @@ class ImagesPanel(QWidget):
         self.pull_button.clicked.connect(self.pull)
         self.remove_button = QPushButton("Remo&ve")
         self.remove_button.clicked.connect(self.remove)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.hide()
         self.build_button = QPushButton("&Build from folder…")
         self.build_button.clicked.connect(self.choose_and_build)
         self.tag = QLineEdit(placeholderText="tag for the build, e.g. myapp:dev")
@@ -72,15 +91,8 @@ class ImagesPanel(QWidget):
         top2.addWidget(self.tag, 1)
         top2.addWidget(self.build_button)
 
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.itemSelectionChanged.connect(self._update_buttons)
+        self.table = DataTable(COLUMNS, lambda r: f"{r['ID']}|{r['Repository']}|{r['Tag']}", "Search images")
+        self.table.current_changed.connect(lambda _k: self._update_buttons())
         self.empty = empty_state("")
         self.stack = QStackedWidget()
         self.stack.addWidget(self.empty)
@@ -97,26 +109,35 @@ class ImagesPanel(QWidget):
         lay.addLayout(top2)
         lay.addWidget(self.stack, 1)
         lay.addWidget(self.status)
-        lay.addWidget(self.progress)
+        progress_row = QHBoxLayout()
+        progress_row.addWidget(self.progress, 1)
+        progress_row.addWidget(self.cancel_button)
+        lay.addLayout(progress_row)
         lay.addWidget(self.output)
         lay.addWidget(self.banner)
         self._refreshing = False
         self.working = False
+        self._job = 0  # the pull/build under way; a cancelled one's late answer is dropped
+        self._cancel: dict[str, bool] = {}
         self.timer = QTimer(self, interval=10000)
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
         self.set_machine("", False)
 
-    def set_machine(self, name: str, running: bool) -> None:
-        if (name, running) != (self.machine, self.machine_running):
+    def set_machine(self, name: str, view: MachineView | bool | None) -> None:
+        view = as_view(name, view)
+        running = bool(name) and view is not None and view.engine_usable
+        changed = (name, running) != (self.machine, self.machine_running)
+        if changed:
             self.dc = None
-        self.machine, self.machine_running = name, running
+            self.table.set_rows([])
+        self.machine, self.view, self.machine_running = name, view, running
         self.title.setText(f"Images on '{name}'" if name else "Images")
-        if not name:
-            self._empty("No machine selected — create one on the Machines tab (Ctrl+1, then Ctrl+N).")
+        if not name or view is None:
+            self._empty(NO_MACHINE)
         elif not running:
-            self._empty(f"Machine '{name}' is not running — start it on the Machines tab to see its images.")
-        else:
+            self._empty(view.sentence())
+        elif changed:
             self.refresh()
         self._update_buttons()
 
@@ -126,42 +147,30 @@ class ImagesPanel(QWidget):
             w.setEnabled(ok)
         self.remove_button.setEnabled(ok and self.current() is not None)
 
-    def _empty(self, text: str) -> None:
-        self.empty.setText(text)
-        self.stack.setCurrentWidget(self.empty)
-
-    def client(self) -> Any:
-        if self.dc is None:
-            self.dc = self.client_factory(self.machine)
-        return self.dc
-
     def refresh(self) -> None:
         if not self.machine or not self.machine_running or self._refreshing:
             return
         self._refreshing = True
+        dc, machine = self.client(), self.machine
         workers.run_task(
-            lambda: list_images(self.client()), on_done=self._fill, on_failed=self._refresh_failed
+            lambda: list_images(dc),
+            on_done=lambda rows: self._fill(rows, machine),
+            on_failed=lambda exc: self._refresh_failed(exc, machine),
         )
 
-    def _refresh_failed(self, exc: BaseException) -> None:
+    def _refresh_failed(self, exc: BaseException, machine: str) -> None:
         self._refreshing = False
+        if machine != self.machine or not self.machine_running:
+            return  # about a machine no longer shown, or one that is stopping: not an error to show
         self.dc = None
-        self._empty(f"Cannot reach the engine of '{self.machine}': {exc}")
+        message, hint = describe(exc)
+        self._empty(f"Cannot reach the engine of '{self.machine}': {message}" + (f"\n{hint}" if hint else ""))
 
-    def _fill(self, rows: list[dict[str, Any]]) -> None:
+    def _fill(self, rows: list[dict[str, Any]], machine: str) -> None:
         self._refreshing = False
-        self.rows = rows
-        self.table.setRowCount(len(rows))
-        for i, r in enumerate(rows):
-            cells = (
-                r["Repository"],
-                r["Tag"],
-                r["ID"][:12],
-                human_size(int(r["Size"] or 0)),
-                str(r["Created"])[:19].replace("T", " "),
-            )
-            for col, text in enumerate(cells):
-                self.table.setItem(i, col, QTableWidgetItem(text))
+        if machine != self.machine or not self.machine_running:
+            return
+        self.table.set_rows(rows)
         if rows:
             self.stack.setCurrentWidget(self.table)
         else:
@@ -171,28 +180,30 @@ class ImagesPanel(QWidget):
         self._update_buttons()
 
     def current(self) -> dict[str, Any] | None:
-        sel = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
-        return self.rows[sel[0].row()] if sel and sel[0].row() < len(self.rows) else None
+        return self.table.current()
 
     def select(self, repository: str) -> bool:
-        for i, r in enumerate(self.rows):
+        for r in self.rows:
             if r["Repository"] == repository:
-                self.table.selectRow(i)
-                return True
+                return self.table.select_key(f"{r['ID']}|{r['Repository']}|{r['Tag']}")
         return False
 
     # -- verbs --------------------------------------------------------------------------------------------
-    def _start(self, text: str) -> None:
+    def _start(self, text: str, cancellable: bool = False) -> int:
+        self._job += 1
+        self.cancel_button.setVisible(cancellable)
         self.working = True
         self.banner.hide()
         self.status.setText(text)
         self.progress.setRange(0, 0)
         self.progress.show()
         self._update_buttons()
+        return self._job
 
     def _finish(self, text: str) -> None:
         self.working = False
         self.progress.hide()
+        self.cancel_button.hide()
         self.status.setText(text)
         self._update_buttons()
         self.refresh()
@@ -201,9 +212,34 @@ class ImagesPanel(QWidget):
         self._finish("")
         self.banner.show_error(exc)
 
+    def _cancellable(self, job: int, step: Any) -> Any:
+        """A progress callback that stops the work at its next step once Cancel was pressed."""
+        cancel = self._cancel
+
+        def say(value: Any) -> None:
+            if cancel.get(str(job)):
+                raise Cancelled()
+            step(value)
+
+        return say
+
+    def _answer(self, job: int, then: Any) -> Any:
+        """`then`, unless the job was cancelled (its late answer or failure is dropped)."""
+        return lambda value: None if self._cancel.pop(str(job), False) else then(value)
+
+    def cancel(self) -> None:
+        """Give the window back at once; the worker stops at its next progress step (or when its request
+        fails) and its answer is dropped."""
+        if not self.working:
+            return
+        self._cancel[str(self._job)] = True
+        self._finish("Cancelled.")
+
     def _pull_progress(self, message: Any) -> None:
         """LayerProgress values fill the bar (every announced layer counts, so it never hits 100 early);
         anything else is a note for the status line."""
+        if not self.working:
+            return  # a cancelled pull's late step
         if not isinstance(message, LayerProgress):
             self.status.setText(str(message))
             return
@@ -222,13 +258,13 @@ class ImagesPanel(QWidget):
         ref = self.reference.text().strip()
         if not ref or self.working:
             return
-        self._start(f"Pulling {ref}…")
+        job = self._start(f"Pulling {ref}…", cancellable=True)
         dc = self.client()
         self.layers: dict[str, float] = {}  # layer → downloaded fraction
         workers.run_task(
-            lambda progress: images_io.pull(dc, ref, progress),
-            on_done=lambda tags: self._finish(f"Pulled {', '.join(tags)}"),
-            on_failed=self._fail,
+            lambda progress: images_io.pull(dc, ref, self._cancellable(job, progress)),
+            on_done=self._answer(job, lambda tags: self._finish(f"Pulled {', '.join(tags)}")),
+            on_failed=self._answer(job, self._fail),
             on_progress=self._pull_progress,
         )
 
@@ -261,18 +297,19 @@ class ImagesPanel(QWidget):
             return
         tag = self.tag.text().strip()
         self.output.clear()
-        self._start(f"Building {folder}…")
+        job = self._start(f"Building {folder}…", cancellable=True)
         dc = self.client()
+        request = {"path": folder, "tag": tag or None, "rm": True, "decode": True}
         workers.run_task(
-            lambda progress: images_io.build(
-                dc, {"path": folder, "tag": tag or None, "rm": True, "decode": True}, progress
-            ),
-            on_done=lambda image_id: self._finish(f"Built {tag or image_id[:19]}"),
-            on_failed=self._fail,
+            lambda progress: images_io.build(dc, request, self._cancellable(job, progress)),
+            on_done=self._answer(job, lambda image_id: self._finish(f"Built {tag or image_id[:19]}")),
+            on_failed=self._answer(job, self._fail),
             on_progress=self._append_output,
         )
 
     def _append_output(self, message: Any) -> None:
+        if not self.working:
+            return
         text = message.text if isinstance(message, BuildOutput) else f"{message}\n"
         cursor = self.output.textCursor()
         cursor.movePosition(cursor.MoveOperation.End)

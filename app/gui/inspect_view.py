@@ -42,3 +42,8 @@ class InspectView(QWidget):
             return True
         self.text.moveCursor(self.text.textCursor().MoveOperation.Start)  # wrap around
         return self.text.find(needle, QTextDocument.FindFlag(0))
+
+    def clear(self) -> None:
+        self.data = None
+        self.title.setText("")
+        self.text.clear()

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from . import workers
 from .common import mono_font
 from .workers import StreamThread
 
@@ -90,5 +91,11 @@ class LogsView(QWidget):
                 stream.close()
             except Exception:  # noqa: BLE001 - closing a dead stream
                 pass
-        self.thread.wait(5000)
+        workers.retire(self.thread)
         self.thread = None
+
+    def clear(self, why: str = "Select a container to follow its log.") -> None:
+        self.stop()
+        self.text.clear()
+        self.title.setText("")
+        self.text.setPlaceholderText(why)

@@ -8,21 +8,18 @@ from host-agent events and a slow poll.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QMessageBox,
     QProgressBar,
     QPushButton,
     QStackedWidget,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -35,29 +32,50 @@ from pymachine.hostvm.units import binary_size
 from . import workers
 from .common import ErrorBanner, LogDialog, action_buttons, empty_state
 from .create_dialog import CreateDialog
+from .machine_state import BUSY_LABEL, MachineView, machine_view
 from .settings_panel import load_settings
+from .table_model import Column, DataTable
+from .vm_usage import VmSample, footer_text, sample
 
-COLUMNS = ("Name", "State", "CPUs", "Memory", "Disk", "Accelerator", "Driver", "Engine")
 POLL_MS = 5000
+
+
+@dataclass(frozen=True)
+class MachineRow:
+    view: MachineView
+    machine: machines.Machine
+
+
+COLUMNS = (
+    Column("Name", lambda r: r.view.name, width=150, dot=lambda r: r.view.dot),
+    Column("State", lambda r: r.view.state, width=150),
+    Column("CPUs", lambda r: str(r.machine.cpus), lambda r: r.machine.cpus, width=50),
+    Column("Memory", lambda r: binary_size(r.machine.memory), lambda r: r.machine.memory, width=80),
+    Column("Disk", lambda r: binary_size(r.machine.disk), lambda r: r.machine.disk, width=80),
+    Column("Accelerator", lambda r: r.machine.accelerator or "—", width=90),
+    Column("Driver", lambda r: r.machine.driver, width=70),
+    Column("Engine", lambda r: r.view.engine or "—", width=160),
+)
+
+
+def _statuses_and_usage() -> tuple[list[MachineStatus], dict[str, VmSample]]:
+    # repair=False: a refresh only looks; starting a dead host agent is the verbs' job
+    rows = all_statuses(False)
+    return rows, {st.machine.name: sample(st.machine) for st in rows}
 
 
 class MachinesPanel(QWidget):
     selected = Signal(str)  # machine name ("" when none)
-    changed = Signal(list)  # [Machine] after each refresh
+    changed = Signal(list)  # [MachineView] after each refresh and each change of a verb's progress
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.rows: list[Any] = []
-        self.busy: dict[str, str] = {}  # machine → verb running on it
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.rows: list[Any] = []  # the Machine values of the last refresh
+        self.statuses: dict[str, MachineStatus] = {}
+        self.busy: dict[str, str] = {}  # machine → verb this window runs on it
+        self.stages: dict[str, StageProgress] = {}  # machine → current stage of its start
+        self.table = DataTable(COLUMNS, lambda r: r.view.name, "Search machines")
+        self.table.current_changed.connect(lambda _k: self._selection_changed())
         self.empty = empty_state(
             "No machines yet — click <b>Create</b> (Ctrl+N) to make one.<br>"
             "A machine is a small Linux VM that runs your containers."
@@ -87,6 +105,12 @@ class MachinesPanel(QWidget):
         refresh.clicked.connect(self.refresh)
         bar.addWidget(refresh)
 
+        self.footer = QLabel()  # the selected machine's VM: CPU, resident memory, disk fill
+        self.footer.setObjectName("machineFooter")
+        self.footer.setWordWrap(True)
+        self.footer.hide()
+        self.usage: dict[str, VmSample] = {}
+        self.usage_prev: dict[str, VmSample] = {}
         self.progress = QProgressBar()
         self.progress.hide()
         self.progress_label = QLabel()
@@ -94,12 +118,14 @@ class MachinesPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.addLayout(bar)
         lay.addWidget(self.stack, 1)
+        lay.addWidget(self.footer)
         lay.addWidget(self.progress_label)
         lay.addWidget(self.progress)
         lay.addWidget(self.banner)
         self.dialog: CreateDialog | None = None
         self.log_dialog: LogDialog | None = None
         self._refreshing = False
+        self._select_after_refresh = ""
         self.timer = QTimer(self, interval=POLL_MS)
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
@@ -111,70 +137,65 @@ class MachinesPanel(QWidget):
         if self._refreshing:
             return
         self._refreshing = True
-        # repair=False: a refresh only looks; starting a dead host agent is the verbs' job
-        workers.run_task(lambda: all_statuses(False), on_done=self._fill, on_failed=self._refresh_failed)
+        workers.run_task(_statuses_and_usage, on_done=self._fill, on_failed=self._refresh_failed)
 
     def _refresh_failed(self, exc: BaseException) -> None:
         self._refreshing = False
         self.banner.show_error(exc)
 
-    def _fill(self, rows: list[MachineStatus]) -> None:
+    def _fill(self, answer: tuple[list[MachineStatus], dict[str, VmSample]]) -> None:
+        rows, usage = answer
         self._refreshing = False
-        keep = self.current()
+        self.usage_prev = {k: v for k, v in self.usage.items() if k in usage}
+        self.usage = usage
+        self.statuses = {st.machine.name: st for st in rows}
         self.rows = [st.machine for st in rows]
-        self.table.setRowCount(len(rows))
-        for i, st in enumerate(rows):
-            m = st.machine
-            state = self.busy.get(m.name) or st.state or m.state
-            engine = "" if st.engine == "-" else st.engine  # the summary `pymachine list` shows
-            cells = (
-                m.name,
-                state,
-                str(m.cpus),
-                binary_size(m.memory),
-                binary_size(m.disk),
-                m.accelerator or "—",
-                m.driver,
-                engine or "—",
-            )
-            for col, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                if col == 1:
-                    item.setForeground(
-                        Qt.GlobalColor.darkGreen if m.state == "running" else Qt.GlobalColor.gray
-                    )
-                self.table.setItem(i, col, item)
-        self.stack.setCurrentWidget(self.table if rows else self.empty)
-        names = [m.name for m in self.rows]
-        if keep in names:
-            self.table.selectRow(names.index(keep))
-        elif names and not keep:
-            self.table.selectRow(0)
+        self._publish()
+        if self._select_after_refresh and self.select(self._select_after_refresh):
+            self._select_after_refresh = ""
+        if rows and not self.current():
+            self.table.select_key(self.table.visible_keys()[0] if self.table.visible_keys() else "")
+
+    def view(self, name: str) -> MachineView | None:
+        st = self.statuses.get(name)
+        return machine_view(st, self.busy.get(name, ""), self.stages.get(name)) if st else None
+
+    def views(self) -> list[MachineView]:
+        return [v for v in (self.view(m.name) for m in self.rows) if v is not None]
+
+    def _publish(self) -> None:
+        """Push the current views into the table and to everyone listening (one state everywhere)."""
+        self.table.set_rows([MachineRow(self.view(m.name), m) for m in self.rows])  # type: ignore[arg-type]
+        self.stack.setCurrentWidget(self.table if self.rows else self.empty)
         self._update_buttons()
-        self.changed.emit(list(self.rows))
+        self._update_footer()
+        self.changed.emit(self.views())
 
     def current(self) -> str:
-        sel = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
-        if not sel or sel[0].row() >= len(self.rows):
-            return ""
-        return self.rows[sel[0].row()].name
+        return self.table.current_key()
 
     def machine(self, name: str) -> Any:
         return next((m for m in self.rows if m.name == name), None)
 
-    def select(self, name: str) -> None:
-        names = [m.name for m in self.rows]
-        if name in names:
-            self.table.selectRow(names.index(name))
+    def select(self, name: str) -> bool:
+        return self.table.select_key(name)
+
+    def _update_footer(self) -> None:
+        name = self.current()
+        v = self.view(name) if name else None
+        text = footer_text(name, v.state, self.usage_prev.get(name), self.usage.get(name)) if v else ""
+        self.footer.setText(text)
+        self.footer.setVisible(bool(text))
 
     def _selection_changed(self) -> None:
+        self._update_footer()
         self._update_buttons()
         self.selected.emit(self.current())
 
     def _update_buttons(self) -> None:
         name = self.current()
-        m = self.machine(name)
-        running = m is not None and m.state == "running"
+        v = self.view(name) if name else None
+        running = v is not None and v.state.startswith("running")
         idle = bool(name) and name not in self.busy
         self.buttons["start"].setEnabled(idle and not running)
         self.buttons["stop"].setEnabled(idle and running)
@@ -191,8 +212,14 @@ class MachinesPanel(QWidget):
                 self.progress_label.setText(f"{machine}: {stage.source}: {stage.name} ({stage.state})")
         elif event.type in ("state", "link", "socket"):
             self.refresh()
-        elif event.type == "error":
+        elif event.type == "error" and self.expects_engine(machine):
             self.progress_label.setText(f"{machine}: {event.get('message')} {event.get('hint') or ''}")
+
+    def expects_engine(self, machine: str) -> bool:
+        """False while this window stops or deletes the machine, or once it is down: a lost link then is
+        what was asked for, not an error to show."""
+        v = self.view(machine)
+        return v is not None and v.busy not in ("stop", "delete") and v.state.startswith("running")
 
     # -- verbs --------------------------------------------------------------------------------------------
     def act(self, verb: str) -> None:
@@ -206,9 +233,9 @@ class MachinesPanel(QWidget):
             self.show_log(name)
             return
         if verb == "delete":
-            m = self.machine(name)
+            v = self.view(name)
             ask = f"Delete machine '{name}' with its disk and keys?"
-            if m is not None and m.state == "running":
+            if v is not None and v.state.startswith("running"):
                 ask += "\nIt is running: it will be forced off."
             if not self.confirm(ask):
                 return
@@ -226,18 +253,17 @@ class MachinesPanel(QWidget):
             "restart": lambda progress: machines.restart(name, progress),
             "delete": lambda: machines.delete(name, force=True),
         }
-        self.busy[name] = {"start": "starting", "stop": "stopping", "restart": "restarting"}.get(
-            verb, "deleting"
-        )
+        self.busy[name] = verb
+        self.stages.pop(name, None)
         self.banner.hide()
         self.progress.setRange(0, 0)
         self.progress.show()
-        self.progress_label.setText(f"{self.busy[name]} '{name}'…")
-        self._update_buttons()
-        self._set_state_cell(name, self.busy[name])
+        self.progress_label.setText(f"{BUSY_LABEL[verb]} '{name}'…")
+        self._publish()
 
         def done(result: Any) -> None:
             self.busy.pop(name, None)
+            self.stages.pop(name, None)
             self.progress.hide()
             self.progress_label.setText(f"'{name}': {verb} done")
             self.refresh()
@@ -246,6 +272,7 @@ class MachinesPanel(QWidget):
 
         def failed(exc: BaseException) -> None:
             self.busy.pop(name, None)
+            self.stages.pop(name, None)
             self.progress.hide()
             self.progress_label.setText("")
             # the error names the console log; when the failure came before the VM wrote one, the agent's
@@ -253,22 +280,22 @@ class MachinesPanel(QWidget):
             self.banner.show_error(exc, mp.console_log, mp.agent_log)
             self.refresh()
 
-        workers.run_task(funcs[verb], on_done=done, on_failed=failed, on_progress=self._progress)
+        workers.run_task(
+            funcs[verb], on_done=done, on_failed=failed, on_progress=lambda v: self._progress(v, name)
+        )
 
-    def _progress(self, message: Any) -> None:
-        """A StageProgress of `start` moves the bar (the host agent's own stages only relabel it); anything
-        else is a note shown as it is."""
+    def _progress(self, message: Any, machine: str = "") -> None:
+        """A StageProgress of `start` moves the bar (the host agent's own stages only relabel it) and becomes
+        the machine's stage everywhere; anything else is a note shown as it is."""
+        if isinstance(message, StageProgress) and message.source == "start" and machine in self.busy:
+            self.stages[machine] = message
+            self._publish()
         if isinstance(message, StageProgress) and message.source != "host agent":
             self.progress.setRange(0, message.total)
             self.progress.setValue(message.step if message.state == "done" else message.step - 1)
             self.progress_label.setText(f"{message.source} {message.step}/{message.total}: {message.name}")
         else:
             self.progress_label.setText(str(message))
-
-    def _set_state_cell(self, name: str, text: str) -> None:
-        for i, m in enumerate(self.rows):
-            if m.name == name and self.table.item(i, 1):
-                self.table.item(i, 1).setText(text)
 
     def show_log(self, name: str) -> None:
         mp = paths.machine(name)
@@ -278,12 +305,13 @@ class MachinesPanel(QWidget):
 
     def open_create(self) -> CreateDialog:
         self.dialog = CreateDialog(load_settings()["defaults"], self)
-        self.dialog.created.connect(lambda m: (self.refresh(), self._select_later(m.name)))
+        self.dialog.created.connect(self._created)
         self.dialog.show()
         return self.dialog
 
-    def _select_later(self, name: str) -> None:
-        QTimer.singleShot(500, lambda: self.select(name))
+    def _created(self, m: Any) -> None:
+        self._select_after_refresh = m.name
+        self.refresh()
 
     def run_verb_named(self, verb: str, name: str) -> None:
         """For the tray: a verb on a machine that may not be the selected one."""

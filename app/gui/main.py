@@ -28,6 +28,9 @@ def make_app(argv: Sequence[str] | None = None) -> Any:
     app = QApplication.instance() or QApplication(list(argv or sys.argv[:1]))
     app.setApplicationName("pymachine")
     app.setDesktopFileName("pymachine")
+    from . import theme
+
+    theme.follow_system(app)
     return app
 
 

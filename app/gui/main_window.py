@@ -11,9 +11,11 @@ from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QSystemTrayIcon
 
 from .containers_panel import ClientFactory, ContainersPanel, default_client
 from .images_panel import ImagesPanel
+from .machine_state import MachineView
 from .machines_panel import MachinesPanel
 from .settings_panel import SettingsPanel
 from .tray import Tray
+from .volumes_panel import VolumesPanel
 from .workers import EventWatcher
 
 ICON_SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64">
@@ -32,7 +34,7 @@ def app_icon() -> QIcon:
 
 
 class MainWindow(QMainWindow):
-    TABS = ("machines", "containers", "images", "settings")
+    TABS = ("machines", "containers", "images", "volumes", "settings")
 
     def __init__(
         self,
@@ -47,16 +49,18 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("pymachine")
         self.setWindowIcon(app_icon())
         self.resize(1280, 800)
-        self.setMinimumSize(800, 600)
+        self.setMinimumSize(640, 480)
         self.machines = MachinesPanel()
         self.containers = ContainersPanel(client_factory)
         self.images = ImagesPanel(client_factory)
+        self.volumes = VolumesPanel(client_factory)
         self.settings = SettingsPanel()
         self.tabs = QTabWidget(documentMode=True)
         for widget, label in (
             (self.machines, "&Machines"),
             (self.containers, "&Containers"),
             (self.images, "I&mages"),
+            (self.volumes, "&Volumes"),
             (self.settings, "Se&ttings"),
         ):
             self.tabs.addTab(widget, label)
@@ -66,7 +70,8 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
         self.machine_label = QLabel()
         self.statusBar().addPermanentWidget(self.machine_label)
-        self.statusBar().showMessage("Ctrl+1…4 switch tabs · Ctrl+N create a machine · F5 refresh")
+        self.statusBar().showMessage("Ctrl+1…5 switch tabs · Ctrl+N create a machine · F5 refresh")
+        self.containers.notice.connect(lambda text: self.statusBar().showMessage(text, 15000))
 
         self.machines.selected.connect(self._machine_selected)
         self.machines.changed.connect(self._machines_changed)
@@ -84,30 +89,41 @@ class MainWindow(QMainWindow):
 
     # -- wiring -------------------------------------------------------------------------------------------
     def _machine_selected(self, name: str) -> None:
-        m = self.machines.machine(name)
-        running = m is not None and m.state == "running"
-        if self.engine_override:
-            name, running = name or "engine", True
-        self.containers.set_machine(name, running)
-        self.images.set_machine(name, running)
-        self.machine_label.setText(f"machine: {name} ({m.state})" if m else "no machine selected")
+        view = self.machines.view(name) if name else None
+        if self.engine_override:  # --engine: the views show that engine whatever the machine's state
+            name = name or "engine"
+            view = MachineView(name, "running", "")
+        self.containers.set_machine(name, view)
+        self.images.set_machine(name, view)
+        self.volumes.set_machine(name, view)
+        self.machine_label.setText(f"machine: {name} ({view.state})" if view else "no machine selected")
 
-    def _machines_changed(self, rows: list[Any]) -> None:
+    def _machines_changed(self, views: list[Any]) -> None:
         self._machine_selected(self.machines.current())
         if self.tray is not None:
-            self.tray.update_machines(rows)
+            self.tray.update_machines(views)
 
     def _event(self, machine: str, event: Any) -> None:
         self.machines.on_event(machine, event)
         if event.type == "forward" and machine == self.machines.current():
             self.containers.refresh()
-        if event.type == "error":
+        if event.type == "error" and self.machines.expects_engine(machine):
             self.statusBar().showMessage(f"{machine}: {event.get('message')}", 15000)
         elif event.type == "forward":
-            target = f"{event.get('container') or 'guest'}:{event.get('guest_port')}"
+            target = f"{self._container_label(event.get('container'))}:{event.get('guest_port')}"
             where = f"localhost:{event.get('host_port')} → {target}"
             why = f": {event.get('error')}" if event.get("error") else ""
             self.statusBar().showMessage(f"{machine}: port {where} {event.get('action')}{why}", 15000)
+
+    def _container_label(self, container: Any) -> str:
+        """A forward event names the container by its ID: show its name (or a 12-digit ID) instead."""
+        if not container:
+            return "guest"
+        cid = str(container)
+        for r in self.containers.rows:
+            if r["Id"].startswith(cid) or cid.startswith(r["Id"][:12]):
+                return str(r["_summary"]["Names"])
+        return cid[:12] if len(cid) == 64 else cid
 
     def show_tab(self, name: str) -> QWidget:
         self.tabs.setCurrentIndex(self.TABS.index(name))
@@ -125,6 +141,7 @@ class MainWindow(QMainWindow):
             self.watcher = None
         self.machines.timer.stop()
         self.images.timer.stop()
+        self.volumes.timer.stop()
         self.containers.shutdown()
         if self.tray is not None:
             self.tray.hide()

@@ -24,10 +24,10 @@ def build_menu(
     for m in rows:
         sub = menu.addMenu(f"{m.name} — {m.state}")
         start = QAction("Start", sub)
-        start.setEnabled(m.state != "running")
+        start.setEnabled(m.state in ("stopped", "saved"))
         start.triggered.connect(lambda _c=False, n=m.name: run_verb("start", n))
         stop = QAction("Stop", sub)
-        stop.setEnabled(m.state == "running")
+        stop.setEnabled(m.state.startswith("running"))
         stop.triggered.connect(lambda _c=False, n=m.name: run_verb("stop", n))
         sub.addAction(start)
         sub.addAction(stop)
@@ -55,7 +55,7 @@ class Tray(QSystemTrayIcon):
         self.update_machines([])
 
     def update_machines(self, rows: list[Any]) -> None:
-        running = [m.name for m in rows if m.state == "running"]
+        running = [m.name for m in rows if m.state.startswith("running")]
         self.setToolTip(
             f"pymachine — running: {', '.join(running)}" if running else "pymachine — no machine running"
         )

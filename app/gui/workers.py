@@ -7,6 +7,7 @@ through a relay QObject that lives on the GUI thread, so callbacks always run th
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import logging
 import traceback
@@ -81,11 +82,18 @@ class Task(QRunnable):
             result = self.fn(*self.args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - every failure goes to the window, none is lost
             log.debug("task %s failed:\n%s", getattr(self.fn, "__name__", self.fn), traceback.format_exc())
-            self.relay.failed.emit(exc)
+            self._deliver(self.relay.failed, exc)
         else:
-            self.relay.done.emit(result)
+            self._deliver(self.relay.done, result)
         finally:
             self.finished = True
+
+    @staticmethod
+    def _deliver(signal: Any, value: Any) -> None:
+        try:
+            signal.emit(value)
+        except RuntimeError:  # the relay is gone: the application is quitting and nobody waits for this
+            log.debug("task answer after the window closed: dropped")
 
 
 def run_task(
@@ -125,6 +133,38 @@ class StreamThread(QThread):
             self.ended.emit("" if self.isInterruptionRequested() else str(exc))
         else:
             self.ended.emit("")
+
+
+_RETIRED: set[QThread] = set()  # stream threads told to stop, kept alive until they have finished
+
+
+def retire(thread: QThread) -> None:
+    """Stop a StreamThread without waiting on the GUI thread: its signals are cut (nothing it still emits
+    reaches a view that now shows something else) and it is kept referenced until it has finished."""
+    thread.requestInterruption()
+    if isinstance(thread, StreamThread):
+        for sig in (thread.chunk, thread.ended):
+            try:
+                sig.disconnect()
+            except (RuntimeError, TypeError):
+                pass  # nothing connected
+    if thread.isFinished():
+        return
+    _RETIRED.add(thread)
+    thread.finished.connect(lambda: _RETIRED.discard(thread))
+
+
+@atexit.register
+def _drain_retired() -> None:
+    """At exit, let retired threads finish (each ends within a second: a closed socket, a stream's next
+    sample): Qt aborts the process when a QThread object is destroyed while its thread runs."""
+    for thread in list(_RETIRED):
+        thread.wait(5000)
+
+
+def retired_running() -> int:
+    """How many retired threads have not finished yet (tests wait for 0 before the process ends)."""
+    return sum(1 for t in _RETIRED if not t.isFinished())
 
 
 class EventWatcher(QThread):

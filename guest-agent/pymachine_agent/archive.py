@@ -23,7 +23,7 @@ import tarfile
 import time
 from collections.abc import Iterable, Iterator
 
-from .errors import AgentError
+from .errors import ArchiveFailed, ArchiveNotFound
 from .inroot import make_dirs, open_in_root, reopen
 
 _GO_DIR = 1 << 31
@@ -32,14 +32,6 @@ _CHUNK = 1 << 20
 _FLUSH = 1 << 16
 _BLOCK = tarfile.BLOCKSIZE
 _PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class ArchiveNotFound(AgentError):
-    status = 404
-
-
-class ArchiveFailed(AgentError):
-    pass
 
 
 def go_mode(st_mode: int) -> int:

@@ -6,6 +6,10 @@ per process), fsync it, rename it over the target, and fsync the folder so that 
 power loss. `durable=False` skips both fsyncs for records that are rewritten often and repaired by reconcile
 when lost (a container's run record); the rename still makes the write atomic.
 
+Not writes, so not through here: whole trees published by one rename (an unpacked layer moved from tmp/
+into layers/, a blob downloaded to tmp/ and moved into blobs/ once its digest is verified). Their contents are
+not fsynced, as dockerd does not; a torn blob fails its digest check when read.
+
 A record that cannot be read anyway (written by an older agent without fsync before a crash, or by hand) is
 the reader's to skip or repair: `read_json_record` returns None for it and logs where it is.
 """

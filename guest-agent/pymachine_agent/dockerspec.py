@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import health, links
-from .errors import AgentError
+from .errors import BadParameter
 from .network.model import EndpointConfig, EndpointSettings, InvalidParameterError, PortSpec
 from .network.ports import parse_host_ip
 from .runtime import seccomp, sysctls
@@ -26,10 +26,6 @@ from .runtime.spec import ContainerSpec, DeviceMapping, Limits, LogConfig, Mount
 ZERO_TIME = "0001-01-01T00:00:00Z"
 _NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.I)
-
-
-class BadParameter(AgentError):
-    status = 400
 
 
 @dataclass

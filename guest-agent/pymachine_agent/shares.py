@@ -21,20 +21,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import AgentError
+from .errors import ShareError
 from .runtime.mounts import SHARE_OPTION, is_mountpoint
 from .runtime.spec import Mount
 
 # the paths a container names the engine socket by (/var/run is a link to /run in the VM and on most hosts)
 ENGINE_SOCKET_ALIASES = ("/var/run/docker.sock", "/run/docker.sock")
-
-
-class ShareError(AgentError):
-    """A bind the shares do not allow (400) or a share that is not there (503). Crosses the API as Docker's
-    `{"message": ...}` with `status`."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message, status)
 
 
 @dataclass(frozen=True)

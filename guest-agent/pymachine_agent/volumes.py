@@ -14,26 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic
-from .errors import AgentError
+from .errors import VolumeBadName, VolumeError, VolumeInUse, VolumeNotFound
 
 log = logging.getLogger("pymachine_agent.volumes")
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
-
-class VolumeError(AgentError):
-    pass
-
-
-class VolumeNotFound(VolumeError):
-    status = 404
-
-
-class VolumeInUse(VolumeError):
-    status = 409
-
-
-class VolumeBadName(VolumeError):
-    status = 400
+__all__ = ["VolumeBadName", "VolumeError", "VolumeInUse", "VolumeNotFound", "VolumeStore"]
 
 
 def _now() -> str:

@@ -17,6 +17,10 @@ def get_driver(name: str, connect: str | None = None) -> Driver:
         from .qemu import QemuDriver
 
         return QemuDriver()
+    if name == "ssh":
+        from .ssh import SshDriver
+
+        return SshDriver(connect)
     from ..errors import UsageError
 
-    raise UsageError(f"unknown driver '{name}'", hint="use --driver libvirt or --driver qemu")
+    raise UsageError(f"unknown driver '{name}'", hint="use --driver libvirt, qemu or ssh")

@@ -8,6 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from ..domain import ShareDevice, VMSpec
+from ..errors import PymachineError
 
 
 class DriverState(StrEnum):
@@ -27,6 +28,7 @@ class Capabilities:
     virtio_9p: bool = False  # can attach host folders over virtio-9p (served by QEMU itself)
     save_state: bool = False  # can save a running VM to a file and restore it (savestate.py)
     share_hotplug: bool = False  # can unplug and re-plug virtiofs devices of a running VM (around a save)
+    existing_host: bool = False  # no VM: the agent runs on a host provisioned over SSH (remote_host.py)
 
 
 class Driver(abc.ABC):
@@ -56,8 +58,15 @@ class Driver(abc.ABC):
     def cleanup(self, machine: str) -> None:  # noqa: B027 - optional hook
         """Forget leftovers of a stopped VM (definitions, stale pid files)."""
 
+    def monitor_command(self, machine: str, command: str) -> str:
+        """One QEMU human-monitor (HMP) command on the running VM; its text reply. Only when
+        capabilities.hostfwd_add (hostagent/qemufwd.py adds and removes published ports through it)."""
+        raise NotImplementedError("this driver has no QEMU monitor")
+
     def hostfwd_add(self, machine: str, host_port: int, guest_port: int) -> None:
-        raise NotImplementedError("this driver cannot add port forwards to a running VM")
+        reply = self.monitor_command(machine, f"hostfwd_add net0 tcp:127.0.0.1:{host_port}-:{guest_port}")
+        if reply.strip():
+            raise PymachineError(f"QEMU refused the port forward {host_port}->{guest_port}: {reply.strip()}")
 
     def save(self, machine: str, path: Path) -> int | None:
         """Write the VM's state to `path` (a new file) and end the VM; only when capabilities.save_state.

@@ -51,8 +51,14 @@ class LibvirtDriver(Driver):
         # takes an externally launched one through <source socket=...>)
         local = is_local(self.uri) and sys.platform.startswith("linux")
         self.capabilities = replace(
-            type(self).capabilities, virtiofs=local and virtiofsd_binary() is not None, virtio_9p=local
+            type(self).capabilities,
+            virtiofs=local and virtiofsd_binary() is not None,
+            virtio_9p=local,
+            # a remote QEMU's hostfwd would listen on that other host: published ports stay on SSH there
+            hostfwd_add=is_local(self.uri),
         )
+        if not is_local(self.uri):  # a state file and device hot-plug name paths of this computer
+            self.capabilities = replace(self.capabilities, save_state=False, share_hotplug=False)
 
     def describe(self) -> str:
         return f"libvirt {self.uri}"
@@ -266,19 +272,19 @@ class LibvirtDriver(Driver):
         except libvirt.libvirtError:
             return False  # the transient domain vanished under us
 
-    def hostfwd_add(self, machine: str, host_port: int, guest_port: int) -> None:
+    def monitor_command(self, machine: str, command: str) -> str:
         import libvirt_qemu
 
         dom = self._lookup(machine)
         if dom is None:
             raise PymachineError(f"machine '{machine}' is not running")
-        reply = libvirt_qemu.qemuMonitorCommand(
-            dom,
-            f"hostfwd_add net0 tcp:127.0.0.1:{host_port}-:{guest_port}",
-            libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP,
-        )
-        if reply.strip():
-            raise PymachineError(f"QEMU refused the port forward {host_port}->{guest_port}: {reply.strip()}")
+        try:
+            return libvirt_qemu.qemuMonitorCommand(
+                dom, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
+            )
+        except self._libvirt().libvirtError as exc:
+            self._conn = None  # a restarted libvirtd: the long-lived host agent connects again next time
+            raise PymachineError(f"QEMU monitor of {machine}: {exc.get_error_message()}") from exc
 
 
 def _warn_kvm_permissions() -> None:

@@ -53,6 +53,7 @@ def qemu_argv(
         "-drive", f"file={q(spec.seed)},if=virtio,format=raw,readonly=on",
         "-netdev", spec.netdev(),
         "-device", spec.nic(),
+        *spec.private_net_args(),
         "-device", "virtio-rng-pci",
         # memory the guest frees goes back to the host (the guest kernel reports free pages: docs/machines.md)
         "-device", "virtio-balloon-pci,free-page-reporting=on",
@@ -254,14 +255,11 @@ class QemuDriver(Driver):
             return False
         return isinstance(status, dict) and status.get("status") == "paused"
 
-    def hostfwd_add(self, machine: str, host_port: int, guest_port: int) -> None:
+    def monitor_command(self, machine: str, command: str) -> str:
         reply = qmp_command(
-            paths.machine(machine).qmp_socket,
-            "human-monitor-command",
-            {"command-line": f"hostfwd_add net0 tcp:127.0.0.1:{host_port}-:{guest_port}"},
+            paths.machine(machine).qmp_socket, "human-monitor-command", {"command-line": command}
         )
-        if isinstance(reply, str) and reply.strip():
-            raise PymachineError(f"QEMU refused the port forward {host_port}->{guest_port}: {reply.strip()}")
+        return reply if isinstance(reply, str) else ""
 
 
 class CrcTee:

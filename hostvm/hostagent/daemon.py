@@ -23,7 +23,7 @@ import paramiko
 from pymachine_agent import protocol
 
 from .. import paths
-from . import guestapi, idle, lifeline, parking, ports, provision, sshfs
+from . import dockerd, guestapi, idle, lifeline, parking, ports, provision, qemufwd, sshfs
 from .control import ControlServer
 from .events import EventWriter
 from .fswatch import FsWatcher
@@ -52,6 +52,7 @@ class Agent:
         probe_interval: float = 2.0,
         reprovision: bool | None = None,
         shares: list[tuple[str, bool]] = (),
+        set_clock: bool = True,
     ) -> None:
         self.name = name
         mp = paths.MachinePaths(name)
@@ -64,6 +65,10 @@ class Agent:
         self.forwarder = Forwarder(self.link, on_event=lambda **kw: self.events.emit("forward", **kw))
         self.table = ports.PortTable()
         self.machine_config = machine_dir / mp.config.name
+        # a cluster node runs Debian's dockerd: its ports come from dockerd's API (dockerd.py)
+        self.dockerd = (
+            dockerd.Dockerd(self.opener) if dockerd.is_dockerd_machine(self.machine_config) else None
+        )
         # host folder changes → inotify in the guest, for the bind sources the guest names (fswatch.py)
         self.fswatch = FsWatcher(
             self._post_fs_changes,
@@ -81,6 +86,7 @@ class Agent:
         self._provisioned_from: set[str] = set()
         self.reprovision = provision.enabled() if reprovision is None else reprovision
         self.clock: dict[str, Any] = {"last_check": None, "skew": None, "resyncs": 0}
+        self.set_clock = set_clock  # False on an existing host (remote_host.py): its clock is its own
         self._generation = 0
         self.started_at = time.time()
         self.stages = StartupStages(self.events.emit)
@@ -95,6 +101,7 @@ class Agent:
         self.engine.start()
         self.events.emit("socket", state="listening", path=str(self.docker_socket))
         self.stages.done("engine socket")
+        self.forwarder.adopt_held()  # published ports a killed agent left: served once the link is up
         self.control.start()
         if self.saver is not None:
             self.saver.start()  # resumes a machine a dead agent left paused, before the link tries it
@@ -135,7 +142,7 @@ class Agent:
             name="guest-events",
             daemon=True,
         ).start()
-        clock = self.parking.step_clock if resumed else self.sync_clock
+        clock = self.parking.step_clock if resumed and self.set_clock else self.sync_clock
         threading.Thread(target=clock, args=(transport,), name="clock", daemon=True).start()
 
     @property
@@ -158,12 +165,16 @@ class Agent:
         waited_since = time.monotonic()
         while transport.is_active() and generation == self._generation and not self.stopping.is_set():
             try:
-                if not resumed:  # a resumed guest's agent is the one /info checked before the save
-                    self.guest_info = self._info(transport)
-                    self.push_shares(transport)
-                resumed = False  # a retry asks again (the guest agent may have restarted)
-                chan = self.opener.open(transport)
-                self._consume(transport, guestapi.stream_events(chan), generation)
+                if self.dockerd is not None:
+                    self.guest_info = self.dockerd.info(transport)
+                    self._consume(transport, self.dockerd.port_events(transport), generation)
+                else:
+                    if not resumed:  # a resumed guest's agent is the one /info checked before the save
+                        self.guest_info = self._info(transport)
+                        self.push_shares(transport)
+                    resumed = False  # a retry asks again (the guest agent may have restarted)
+                    chan = self.opener.open(transport)
+                    self._consume(transport, guestapi.stream_events(chan), generation)
             except Exception as exc:  # noqa: BLE001 - EOFError etc. from a dying transport: retry or end
                 # The guest agent not listening yet (boot) or restarting: retry while the link lives.
                 if time.monotonic() - waited_since > 30:
@@ -204,6 +215,8 @@ class Agent:
                     with self._table_lock:
                         actions = self.table.end_resync()
                     self._carry_out(actions, transport, None)
+                    self.forwarder.settle_adopted()
+                    self.forwarder.reconcile()  # QEMU's hostfwd rules = the ports on its path (qemufwd.py)
                     resyncing = False
                 continue
             kind = item.get("type")
@@ -315,7 +328,7 @@ class Agent:
             guest = float(_exec(transport, "date +%s.%N").strip() or 0)
             skew = time.time() - guest
             self.clock.update(last_check=time.time(), skew=round(skew, 3))
-            if force or abs(skew) > CLOCK_SKEW_MAX:
+            if self.set_clock and (force or abs(skew) > CLOCK_SKEW_MAX):
                 status, err = parking.step_guest_clock(transport)  # the time sent as the guest asks
                 if status != 0:
                     raise OSError(f"date -s failed in the guest: {err.strip() or status}")
@@ -447,14 +460,17 @@ def _exec(transport: paramiko.Transport, command: str, timeout: float = 10.0) ->
 
 def machine_connect(name: str) -> Callable[[], paramiko.Transport]:
     """Connect to machine `name` with its client key; the pin and the port are re-read on every attempt."""
-    from .. import ssh
+    from .. import remote_libvirt, ssh
     from .transport import open_transport
 
     key_path = paths.machine(name).ssh_key
 
     def connect() -> paramiko.Transport:
         pkey = paramiko.PKey.from_path(key_path)
-        return open_transport(ssh.HOST, ssh.ssh_port(name), ssh.USER, pkey, ssh.pinned_host_key(name))
+        host, port, user = ssh.endpoint(name)
+        uri = remote_libvirt.machine_uri(name)  # a VM on another host: through that host's link
+        sock = remote_libvirt.channel(name, uri, port) if uri else None
+        return open_transport(host, port, user, pkey, ssh.pinned_host_key(name), sock=sock)
 
     return connect
 
@@ -492,15 +508,22 @@ def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) 
     if lock is None:
         log.info("a host agent for %s is already running", name)
         return 0
+    from .. import remote_host
+
+    # A machine on another host: its agent's socket, its own clock, its agent updated by `start` (remote_host)
+    remote = remote_host.agent_options(name)
     agent = Agent(
         name,
         connect or machine_connect(name),
         machine_dir=mp.dir,
         # Overrides for the tests that run the agent against a local sshd and for bench/forward.py.
-        guest_socket=os.environ.get("PYMACHINE_GUEST_SOCKET", GUEST_SOCKET),
+        guest_socket=os.environ.get("PYMACHINE_GUEST_SOCKET", remote.get("guest_socket", GUEST_SOCKET)),
         streamlocal_mode=os.environ.get("PYMACHINE_STREAMLOCAL", "auto"),
         shares=sshfs_shares(name),
+        reprovision=remote.get("reprovision"),
+        set_clock=remote.get("set_clock", True),
     )
+    agent.forwarder.qemu = qemufwd.machine_forwards(name)  # published ports through QEMU on a local machine
     agent.saver = idle.machine_saver(name, agent)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())

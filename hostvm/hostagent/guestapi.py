@@ -110,14 +110,17 @@ def request(chan: Channel, method: str, path: str, body: dict[str, Any] | None =
         return status, data.decode(errors="replace")
 
 
-def stream_events(chan: Channel, idle: float = 0.5) -> Iterator[dict[str, Any] | None]:
+def stream_events(
+    chan: Channel, idle: float = 0.5, path: str = API + "/events"
+) -> Iterator[dict[str, Any] | None]:
     """The guest's event stream as JSON objects; yields None after `idle` seconds without a line (the
-    caller uses that to close a resync), and returns when the stream ends."""
-    _send(chan, "GET", API + "/events", None)
+    caller uses that to close a resync), and returns when the stream ends. (`path`: dockerd's /events on a
+    cluster node, the same JSON-lines shape.)"""
+    _send(chan, "GET", path, None)
     reader = ChannelReader(chan)
     status, headers = _read_head(reader)
     if status != 200:
-        raise GuestApiError(f"GET {API}/events answered {status}")
+        raise GuestApiError(f"GET {path} answered {status}")
     chunked = "chunked" in headers.get("transfer-encoding", "").lower()
     pending = b""
     chan.settimeout(idle)

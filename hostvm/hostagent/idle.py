@@ -320,6 +320,7 @@ def _before_pause(agent: Any) -> None:
             _exec(transport, "sync; fstrim / >/dev/null 2>&1; true", timeout=60)
         except Exception as exc:  # noqa: BLE001 - a trim that failed costs disk space, never the pause
             log.info("fstrim before the idle pause: %s", exc)
+    agent.forwarder.park()  # QEMU's published ports onto the agent's listeners: a connection must wake it
     agent.link.hold()
 
 
@@ -329,6 +330,7 @@ def _after_unpause(agent: Any, paused_for: float) -> None:
     from .daemon import _exec
 
     agent.link.release()
+    agent.forwarder.unpark()
     if paused_for < 1.0:
         return
     transport = agent.link.current()

@@ -1,5 +1,14 @@
-"""Host listeners for published ports: each accepted TCP connection rides a direct-tcpip channel to the
-guest's 127.0.0.1:<guest_port>; UDP datagrams ride a per-listener exec channel running a tiny relay.
+"""Host listeners for published ports, on one of two paths (`Listener.path`):
+
+- "qemu": on a local machine QEMU's user network listens itself (qemufwd.py: hostfwd_add through the monitor)
+  and hands each TCP connection to the guest's uplink address; nothing passes through this process.
+- "ssh": this process listens; each accepted TCP connection rides a direct-tcpip channel to the guest's
+  127.0.0.1:<guest_port>; UDP datagrams ride a per-listener exec channel running a tiny relay. Used for remote
+  machines, IPv6 host addresses, UDP (our restricted user network drops the guest's datagrams: qemufwd.py),
+  and whenever the monitor is unavailable or refuses the rule (then this bind names the real error). While
+  the resource saver holds the machine paused, QEMU's rules are "parked" here (`park`/`unpark`): slirp would
+  accept a connection and queue it for a guest that never wakes, whereas this process sees the connection
+  and wakes the machine first.
 
 Listeners stay open across SSH reconnects (the port keeps its owner on the host); connections that arrive
 while the link is down wait for it. `Forwarder.open` binds synchronously so the caller can ack the guest
@@ -20,7 +29,7 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-from . import pump
+from . import handover, pump, qemufwd
 from .ports import Key, PortRule, in_use_error
 from .transport import Link
 from .udp import UdpRelay
@@ -38,14 +47,18 @@ class BindError(Exception):
 @dataclass
 class Listener:
     rule: PortRule
-    sock: socket.socket
+    sock: socket.socket | None  # None on the qemu path: QEMU holds the host socket
     opened_at: float = field(default_factory=time.time)
+    path: str = "ssh"  # "qemu" | "ssh": who carries the port now
+    parked: bool = False  # a qemu-path port on this process's listener while the machine is paused
     connections: int = 0
     failures: int = 0
     last_error: str = ""
     udp: UdpRelay | None = None
 
     def health(self, link_up: bool) -> str:
+        if self.path == "qemu":
+            return "failing" if self.last_error else "ok"  # QEMU carries it: the SSH link plays no part
         if not link_up:
             return "waiting-for-link"
         if self.udp is not None and not self.udp.healthy():
@@ -66,12 +79,66 @@ class Forwarder:
         self.link_wait = link_wait
         self._lock = threading.Lock()
         self.listeners: dict[Key, Listener] = {}
+        self._adopted: set[Key] = set()  # inherited listeners the guest has not confirmed yet
         # Around each TCP connection: the resource saver wakes a paused machine first (see sockforward.py).
         self.activity: Callable[[str], ContextManager[None]] = lambda kind: contextlib.nullcontext()
+        self.qemu: qemufwd.QemuForwards | None = None  # set for a local machine (qemufwd.machine_forwards)
+        self.parked = False
 
     # -- control --------------------------------------------------------------------------------------------
     def open(self, rule: PortRule) -> None:
-        """Bind the host side now; raise BindError (message names the port) when it is taken."""
+        """Forward the port now, through QEMU when it can, else bind the host side here; raise BindError (the
+        message names the port) when it is taken. Either way the port answers when this returns."""
+        with self._lock:
+            adopted = self.listeners.get(rule.key) if rule.key in self._adopted else None
+            self._adopted.discard(rule.key)
+        if adopted is not None:  # still published: the inherited listener is this rule's (SSH path)
+            self.retarget(rule)
+            handover.hold(handover.port_key(rule.key), adopted.sock, rule.to_json())
+            self.on_event(action="opened", path="ssh", **rule.to_json())
+            return
+        if self._via_qemu(rule):
+            listener = Listener(rule, None, path="qemu")
+            with self._lock:
+                self.listeners[rule.key] = listener
+            self.on_event(action="opened", path="qemu", **rule.to_json())
+            return
+        try:
+            sock = self._bind(rule)
+        except BindError:
+            if not self._release_from_qemu(rule):
+                raise
+            sock = self._bind(rule)
+        self._serve(Listener(rule, sock))
+        handover.hold(handover.port_key(rule.key), sock, rule.to_json())
+        self.on_event(action="opened", path="ssh", **rule.to_json())
+
+    def _via_qemu(self, rule: PortRule) -> bool:
+        if self.qemu is None or self.parked or not self.qemu.supports(rule):
+            return False
+        try:
+            self.qemu.add(rule)
+            return True
+        except qemufwd.MonitorError as exc:
+            # the SSH listener below either works (monitor gone) or names the bind error (port taken)
+            self.on_event(action="fallback", path="ssh", error=str(exc), **rule.to_json())
+            return False
+
+    def _release_from_qemu(self, rule: PortRule) -> bool:
+        """A port this agent wants on the SSH path that QEMU still holds from an earlier agent (which put it
+        on the QEMU path): take it back. True if it was there."""
+        if self.qemu is None:
+            return False
+        try:
+            if not any(f.key == rule.key and f.ours for f in self.qemu.listed()):
+                return False
+            self.qemu.remove(rule.key)
+        except qemufwd.MonitorError:
+            return False
+        return True
+
+    @staticmethod
+    def _bind(rule: PortRule) -> socket.socket:
         family = socket.AF_INET6 if ":" in rule.host_ip else socket.AF_INET
         kind = socket.SOCK_STREAM if rule.proto == "tcp" else socket.SOCK_DGRAM
         sock = socket.socket(family, kind)
@@ -91,17 +158,48 @@ class Forwarder:
                     f"host port {rule.host_ip}:{rule.host_port} needs privileges to bind (ports below 1024)"
                 ) from exc
             raise BindError(f"cannot listen on host {rule.host_ip}:{rule.host_port}: {exc.strerror}") from exc
-        listener = Listener(rule, sock)
+        return sock
+
+    def _serve(self, listener: Listener) -> None:
+        rule = listener.rule
         with self._lock:
             self.listeners[rule.key] = listener
         if rule.proto == "tcp":
             threading.Thread(
-                target=self._accept_loop, args=(listener,), name=f"port-{rule.host_port}", daemon=True
+                target=self._accept_loop,
+                args=(listener, listener.sock),
+                name=f"port-{rule.host_port}",
+                daemon=True,
             ).start()
         else:
-            listener.udp = UdpRelay(sock, rule, self.link)
+            listener.udp = UdpRelay(listener.sock, rule, self.link)  # type: ignore[arg-type]
             listener.udp.start()
-        self.on_event(action="opened", **rule.to_json())
+
+    def adopt_held(self) -> None:
+        """Serve at once the listeners a killed predecessor left with the supervisor (handover.py): their
+        queued and new connections go to the guest as soon as the link is up, before the guest agent's port
+        replay confirms them (`open`) or not (`settle_adopted`). Only SSH-path ports are held: QEMU keeps
+        its own across the agent's death."""
+        for info, sock in handover.held_ports():
+            try:
+                rule = PortRule(**info)
+                if rule.proto not in ("tcp", "udp") or not isinstance(rule.host_port, int):
+                    raise TypeError(f"bad rule {info}")
+            except TypeError as exc:
+                log.warning("an inherited listener dropped: %s", exc)
+                sock.close()
+                continue
+            with self._lock:
+                self._adopted.add(rule.key)
+            self._serve(Listener(rule, sock))
+            self.on_event(action="adopted", **rule.to_json())
+
+    def settle_adopted(self) -> None:
+        """The guest agent's port replay is over: an inherited listener it did not name is unpublished."""
+        with self._lock:
+            stale = list(self._adopted)
+        for key in stale:
+            self.close(key, "unpublished in the guest while the host agent was down")
 
     def retarget(self, rule: PortRule) -> None:
         with self._lock:
@@ -110,24 +208,100 @@ class Forwarder:
                 listener.rule = rule
                 if listener.udp is not None:
                     listener.udp.retarget(rule)
+        if listener is not None and listener.path == "qemu" and self.qemu is not None:
+            try:
+                self.qemu.remove(rule.key)
+                self.qemu.add(rule)
+            except qemufwd.MonitorError as exc:
+                listener.last_error = str(exc)
 
     def close(self, key: Key, reason: str = "") -> None:
         with self._lock:
             listener = self.listeners.pop(key, None)
+            self._adopted.discard(key)
         if listener is None:
             return
+        if listener.sock is not None:
+            handover.drop(handover.port_key(key))
+        if listener.path == "qemu" and self.qemu is not None:
+            try:
+                self.qemu.remove(key)
+            except qemufwd.MonitorError as exc:  # left in QEMU: the next reconcile removes it
+                self.on_event(action="failed", error=str(exc), **listener.rule.to_json())
+        self._unbind(listener)
+        self.on_event(action="closed", reason=reason or None, **listener.rule.to_json())
+
+    @staticmethod
+    def _unbind(listener: Listener) -> None:
         if listener.udp is not None:
             listener.udp.stop()
+            listener.udp = None
+        if listener.sock is None:
+            return
         try:
             listener.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         listener.sock.close()
-        self.on_event(action="closed", reason=reason or None, **listener.rule.to_json())
+        listener.sock = None
 
     def close_all(self) -> None:
         for key in list(self.listeners):
             self.close(key, "host agent stopping")
+
+    # -- QEMU's side: reconcile after a resync, park while paused --------------------------------------------
+    def reconcile(self) -> None:
+        """Make QEMU's hostfwd rules exactly the qemu-path ports (after every event-stream resync: a host
+        agent killed with -9 left rules of containers gone since; a restarted or restored QEMU lost ours)."""
+        if self.qemu is None or self.parked:
+            return
+        with self._lock:
+            wanted = [li.rule for li in self.listeners.values() if li.path == "qemu"]
+        try:
+            added, removed = self.qemu.reconcile(wanted)
+        except qemufwd.MonitorError as exc:
+            self.on_event(action="failed", error=f"reconciling QEMU's forwards: {exc}")
+            return
+        for rule in added:
+            self.on_event(action="reconciled", path="qemu", change="re-added", **rule.to_json())
+        for fwd in removed:
+            self.on_event(
+                action="reconciled", path="qemu", change="removed stale", proto=fwd.proto,
+                host_ip=fwd.host_ip, host_port=fwd.host_port, guest_port=fwd.guest_port,
+            )  # fmt: skip
+
+    def park(self) -> None:
+        """Before a pause: take QEMU's ports onto this process's listeners, which wake the machine first."""
+        with self._lock:
+            self.parked = True
+            moving = [li for li in self.listeners.values() if li.path == "qemu"]
+        for li in moving:
+            try:
+                if self.qemu is not None:
+                    self.qemu.remove(li.rule.key)
+                li.sock = self._bind(li.rule)
+            except (qemufwd.MonitorError, BindError) as exc:
+                li.last_error = f"not parked for the pause (a connection will not wake it): {exc}"
+                continue
+            li.path, li.parked = "ssh", True
+            self._serve(li)
+
+    def unpark(self) -> None:
+        """After a wake: back to QEMU (a connection accepted here meanwhile goes on over SSH)."""
+        with self._lock:
+            self.parked = False
+            moving = [li for li in self.listeners.values() if li.parked]
+        for li in moving:
+            self._unbind(li)
+            li.parked = False
+            if self._via_qemu(li.rule):
+                li.path, li.last_error = "qemu", ""
+                continue
+            try:
+                li.sock = self._bind(li.rule)
+                self._serve(li)
+            except BindError as exc:
+                li.last_error = str(exc)
 
     def snapshot(self) -> list[dict[str, object]]:
         up = self.link.current() is not None
@@ -136,6 +310,7 @@ class Forwarder:
         return [
             {
                 **li.rule.to_json(),
+                "path": li.path,
                 "health": li.health(up),
                 "connections": li.connections,
                 "failures": li.failures,
@@ -146,10 +321,10 @@ class Forwarder:
         ]
 
     # -- data path ------------------------------------------------------------------------------------------
-    def _accept_loop(self, listener: Listener) -> None:
+    def _accept_loop(self, listener: Listener, sock: socket.socket) -> None:
         while True:
             try:
-                conn, peer = listener.sock.accept()
+                conn, peer = sock.accept()
             except OSError:
                 return  # closed
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

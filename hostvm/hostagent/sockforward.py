@@ -19,7 +19,7 @@ from pathlib import Path
 
 import paramiko
 
-from . import pump
+from . import handover, pump
 from .parking import error_response
 from .streamlocal import Opener
 from .transport import Link, Parked
@@ -53,6 +53,18 @@ class SocketForward:
         self.activity: Callable[[str], ContextManager[None]] = lambda kind: contextlib.nullcontext()
 
     def start(self) -> None:
+        # The listener a killed predecessor left with the supervisor, with its queued clients (handover.py);
+        # not if its path was removed meanwhile (nobody could reach it)
+        srv = handover.take(handover.ENGINE)
+        if srv is not None and not self.path.exists():
+            srv.close()
+            srv = None
+        srv = srv or self._bind()
+        handover.hold(handover.ENGINE, srv)
+        self._server = srv
+        threading.Thread(target=self._accept_loop, name="docker-sock", daemon=True).start()
+
+    def _bind(self) -> socket.socket:
         try:
             self.path.unlink()
         except FileNotFoundError:
@@ -65,8 +77,7 @@ class SocketForward:
         finally:
             os.umask(old)
         srv.listen(128)
-        self._server = srv
-        threading.Thread(target=self._accept_loop, name="docker-sock", daemon=True).start()
+        return srv
 
     def stop(self) -> None:
         self._stop.set()

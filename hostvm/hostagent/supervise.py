@@ -13,12 +13,17 @@ once (well under 2 s with the agent's start-up) — and it never outlives what i
   with the agent's status, which `launcher.ensure_running` reports with the log tail;
 - SIGTERM (what `launcher.stop` sends first): it restarts nothing any more and exits with the agent.
 
+It also holds a copy of each of the agent's listening sockets (handover.py): between a kill and the next
+agent's start, clients of the engine socket and of published ports queue in the kernel instead of being
+refused, and the next agent serves them from the same sockets.
+
 One supervisor per machine: it holds an flock on `ha-super.pid` for its life, like the agent on `ha.pid`.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
 import time
@@ -26,6 +31,7 @@ import traceback
 from pathlib import Path
 
 from .. import locks, paths
+from .handover import Keeper
 
 FOLDER_ID_ENV = "PYMACHINE_MACHINE_FOLDER_ID"
 QUICK_FAILURE = 5.0  # seconds: an agent that dies sooner than this after its start failed to start
@@ -83,7 +89,7 @@ def hold_lock(pid_file: Path) -> int | None:
     return fd
 
 
-def _fork_agent(name: str, mp: paths.MachinePaths, ours: list[int]) -> int:
+def _fork_agent(name: str, mp: paths.MachinePaths, ours: list[int], keeper: Keeper) -> int:
     """The agent as a fork of this process, which imported its modules already: a restart costs no
     interpreter start and no imports (about a second on a loaded host), only the SSH connect and the resync.
     This process is single-threaded, so forking it is safe."""
@@ -94,6 +100,7 @@ def _fork_agent(name: str, mp: paths.MachinePaths, ours: list[int]) -> int:
     try:
         for fd in ours:  # the supervisor's lock and folder: the agent must not keep them alive
             os.close(fd)
+        keeper.enter_agent()  # the listeners a killed agent left: this one's now (handover.py)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         log_fd = os.open(mp.agent_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -130,6 +137,8 @@ def main(name: str) -> int:
     stopping = False
     from . import daemon  # noqa: F401 - imported once here, so that each (re)start is a fork
 
+    _preload(name)
+
     def on_term(_sig: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True  # the caller stops the agent itself (gracefully); we only stop restarting it
@@ -138,10 +147,11 @@ def main(name: str) -> int:
     signal.signal(signal.SIGINT, on_term)
     quick_failures = 0
     status = 0
+    keeper = Keeper()
     while not stopping:
-        child = _fork_agent(name, mp, [lock, folder.fd])
+        child = _fork_agent(name, mp, [lock, folder.fd], keeper)
         started = time.monotonic()
-        status = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])  # < 0: killed by that signal
+        status = _wait(child, keeper)
         if stopping or status == 0:
             break
         if not folder.same():
@@ -159,9 +169,51 @@ def main(name: str) -> int:
             mp.agent_supervisor_pid.unlink()
     except OSError:
         pass
+    keeper.close()
     folder.close()
     os.close(lock)
     return 0 if status == 0 or stopping else 1
+
+
+def _preload(name: str) -> None:
+    """Import here, once, what the agent imports lazily at its start (machine config, driver, SSH, shares):
+    0.4 s on a loaded host that each forked agent would otherwise pay before it even opens its SSH link."""
+    import importlib
+
+    try:
+        from .. import machines, shares, ssh  # noqa: F401
+
+        driver = machines.load_config(name).driver
+        importlib.import_module(f"pymachine.hostvm.drivers.{driver}")
+    except Exception:  # noqa: BLE001 - an agent without a machine config (tests): it imports what it needs
+        pass
+
+
+def _wait(child: int, keeper: Keeper) -> int:
+    """Wait for the agent to end, keeping up with the listeners it hands over meanwhile; its exit code
+    (< 0: killed by that signal)."""
+    if not hasattr(os, "pidfd_open"):  # macOS: look for its end between messages
+        while True:
+            pid, wstatus = os.waitpid(child, os.WNOHANG)
+            if pid:
+                break
+            if select.select([keeper], [], [], 0.05)[0]:
+                keeper.drain()
+        keeper.drain()
+        return os.waitstatus_to_exitcode(wstatus)
+    pidfd = os.pidfd_open(child)
+    try:
+        while True:
+            ready, _, _ = select.select([keeper, pidfd], [], [])
+            if keeper in ready:
+                keeper.drain()
+            if pidfd in ready:
+                break
+    finally:
+        os.close(pidfd)
+    status = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+    keeper.drain()  # what it sent just before it died
+    return status
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import paramiko
 
@@ -60,10 +61,13 @@ def open_transport(
     pkey: paramiko.PKey,
     pinned: paramiko.PKey,
     timeout: float = 10.0,
+    sock: Any = None,
 ) -> paramiko.Transport:
-    """Connect, check the server's key against `pinned` (refusing any other), and authenticate."""
-    sock = socket.create_connection((host, port), timeout=timeout)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    """Connect, check the server's key against `pinned` (refusing any other), and authenticate. `sock`: a
+    channel to speak over instead (a VM behind its remote libvirt host, remote_libvirt.py)."""
+    if sock is None:
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     t = paramiko.Transport(sock)
     try:
         t.start_client(timeout=timeout)

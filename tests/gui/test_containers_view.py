@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 from support.gui import captured_urls, engine_factory, wait_idle
 
 from pymachine.app.gui.containers_panel import ContainersPanel
@@ -16,6 +16,18 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _click_link(qtbot, panel: ContainersPanel, cid: str) -> None:
+    """A real mouse click on the link text in the Ports cell (the delegate finds the link under it)."""
+    view = panel.table.view
+    index = panel.table.proxy.mapFromSource(
+        panel.table.model.index(panel.table.model.row_of(cid), panel.table.column("Ports"))
+    )
+    rect = view.visualRect(index)
+    qtbot.mouseClick(
+        view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center() - QPoint(rect.width() // 2 - 10, 0)
+    )
 
 
 def _state(panel: ContainersPanel, name: str) -> str:
@@ -45,17 +57,18 @@ def test_containers_of_a_real_engine(qtbot, gui_home: Path, agent_engine) -> Non
     wait_idle(qtbot)
     qtbot.waitUntil(lambda: any(r["Id"] == c.id for r in panel.rows), timeout=30000)
     assert panel.select("gui-web")
-    i = [r["Id"] for r in panel.rows].index(c.id)
-    assert panel.table.item(i, 0).text() == "gui-web"
-    assert panel.table.item(i, 1).text() == "pymachine/busybox"
-    assert panel.table.item(i, 2).text() == "Running"
-    assert panel.table.item(i, 3).text()  # uptime
-    link = panel.table.cellWidget(i, 4)
-    assert f"http://localhost:{port}/" in link.text() and f"localhost:{port}" in link.text()
+    assert panel.table.cell(c.id, "Name") == "gui-web"
+    assert panel.table.cell(c.id, "Image") == "pymachine/busybox"
+    assert panel.table.cell(c.id, "State") == "Running"
+    assert panel.table.cell(c.id, "Uptime")  # uptime
+    # the port as people say it: host port → container name and its port, a link to the browser
+    assert panel.table.cell_links(c.id, "Ports") == [
+        (f"localhost:{port} → gui-web:80", f"http://localhost:{port}/")
+    ]
     with captured_urls() as opened:
-        link.linkActivated.emit(f"http://localhost:{port}/")
-        panel.table.setFocus()
-        qtbot.keyClick(panel.table, Qt.Key.Key_O, Qt.KeyboardModifier.ControlModifier)
+        _click_link(qtbot, panel, c.id)
+        panel.table.view.setFocus()
+        qtbot.keyClick(panel.table.view, Qt.Key.Key_O, Qt.KeyboardModifier.ControlModifier)
     assert opened == [f"http://localhost:{port}/"] * 2
 
     # live log: the first line, then lines written after the view opened

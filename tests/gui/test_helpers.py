@@ -33,6 +33,7 @@ def test_sizes() -> None:
 
 def test_port_links_only_reachable_tcp_on_localhost() -> None:
     attrs = {
+        "Name": "/web",
         "NetworkSettings": {
             "Ports": {
                 "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}, {"HostIp": "::", "HostPort": "8080"}],
@@ -40,9 +41,9 @@ def test_port_links_only_reachable_tcp_on_localhost() -> None:
                 "443/tcp": [{"HostIp": "192.0.2.7", "HostPort": "8443"}],
                 "9000/tcp": None,
             }
-        }
+        },
     }
-    assert port_links(attrs) == [("localhost:8080 → 80/tcp", "http://localhost:8080/")]
+    assert port_links(attrs) == [("localhost:8080 → web:80", "http://localhost:8080/")]
 
 
 def test_demux_keeps_a_partial_frame_for_later() -> None:

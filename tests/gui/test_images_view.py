@@ -31,8 +31,8 @@ def _repos(panel: ImagesPanel) -> list[str]:
 
 def test_list_remove_and_load_builtin(qtbot, panel: ImagesPanel, agent_engine) -> None:
     assert "pymachine/busybox:latest" in _repos(panel)
-    i = _repos(panel).index("pymachine/busybox:latest")
-    size = panel.table.item(i, 3).text()
+    row = next(r for r in panel.rows if f"{r['Repository']}:{r['Tag']}" == "pymachine/busybox:latest")
+    size = panel.table.cell(f"{row['ID']}|{row['Repository']}|{row['Tag']}", 3)
     assert size.endswith(("kB", "MB")) and float(size[:-2]) > 0
 
     assert panel.select("pymachine/busybox")

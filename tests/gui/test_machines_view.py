@@ -70,7 +70,7 @@ def test_create_start_failure_and_delete(qtbot, gui_home: Path) -> None:
 
     assert machines.exists("gui-1")
     panel.select("gui-1")
-    row = [panel.table.item(0, c).text() for c in range(panel.table.columnCount())]
+    row = [panel.table.cell("gui-1", c) for c in range(panel.table.model.columnCount())]
     assert row[:5] == ["gui-1", "stopped", "1", "512 MiB", "8 GiB"]
     assert panel.buttons["start"].isEnabled() and not panel.buttons["stop"].isEnabled()
     assert not panel.buttons["log"].isEnabled()  # nothing has written a log yet

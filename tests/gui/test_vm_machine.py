@@ -49,12 +49,26 @@ def test_start_use_and_stop_a_real_machine_from_the_window(qtbot, gui_home: Path
             lambda v: stages.append(window.machines.progress_label.text())
         )
         window.machines.buttons["start"].click()
+        assert window.machines.table.cell(name, 1) == "starting"
+        sentences: list[str] = []
+        window.machines.changed.connect(lambda _v: sentences.append(window.containers.empty.text()))
         qtbot.waitUntil(lambda: name not in window.machines.busy, timeout=900_000)
         assert window.machines.banner.isHidden(), window.machines.banner.message.text()
         wait_idle(qtbot)
         qtbot.waitUntil(lambda: _state(window, name) == "running", timeout=30000)
         assert any("guest agent answers" in s for s in stages), stages
+        # the Containers tab said which stage the start was in
+        assert any(s.startswith(f"{name} is starting — stage ") for s in sentences), sentences
         assert window.machines.progress.isHidden()
+
+        def footer() -> str:
+            window.machines.refresh()
+            wait_idle(qtbot)
+            return window.machines.footer.text()
+
+        # the VM's own cost: its QEMU process's CPU and memory, and its disk image's fill
+        qtbot.waitUntil(lambda: "VM CPU" in footer(), timeout=60000)
+        assert "memory " in footer() and "of 768 MiB" in footer() and "disk " in footer()
 
         dc = containers.client(name)
         images_io.ensure_image(dc, "pymachine/busybox")
@@ -69,18 +83,46 @@ def test_start_use_and_stop_a_real_machine_from_the_window(qtbot, gui_home: Path
         window.show_tab("containers")
         window.containers.refresh()
         qtbot.waitUntil(lambda: window.containers.select("vmweb"), timeout=60000)
-        row = [r["_summary"]["Names"] for r in window.containers.rows].index("vmweb")
-        assert f"localhost:{port}" in window.containers.table.cellWidget(row, 4).text()
+        cid = next(r["Id"] for r in window.containers.rows if r["_summary"]["Names"] == "vmweb")
+        assert window.containers.table.cell_links(cid, "Ports") == [
+            (f"localhost:{port} → vmweb:80", f"http://localhost:{port}/")
+        ]
         window.containers.tabs.setCurrentWidget(window.containers.logs)
         qtbot.waitUntil(lambda: "from-the-vm" in window.containers.logs.contents(), timeout=60000)
+
+        # resource use from the guest's cgroup v2 numbers: a spinning container's CPU % and memory
+        spin = dc.containers.run(
+            "pymachine/busybox", ["sh", "-c", "while :; do :; done"], name="vmspin", detach=True
+        )
+        panel = window.containers
+
+        def cpu() -> float:
+            panel.refresh()
+            wait_idle(qtbot)
+            text = panel.table.cell(spin.id, "CPU %")
+            return float(text.split()[0]) if text else 0.0
+
+        qtbot.waitUntil(lambda: cpu() > 20.0, timeout=120000)
+        assert panel.table.cell(spin.id, "Memory").endswith(("kB", "MB"))
+        panel.select("vmspin")
+        panel.tabs.setCurrentWidget(panel.stats)
+        qtbot.waitUntil(lambda: len(panel.stats.history.points["cpu"]) >= 2, timeout=60000)
+        assert max(panel.stats.history.points["cpu"]) > 20.0 and panel.stats.history.points["memory"][-1] > 0
+        spin.remove(force=True)
         window.containers.shutdown()
 
         window.show_tab("machines")
         window.machines.select(name)
         window.machines.buttons["stop"].click()
+        # one state everywhere while it stops, and no engine error for the stop the window asked for
+        assert window.machines.table.cell(name, 1) == "stopping"
+        assert window.containers.empty.text() == f"{name} is stopping…"
+        assert window.machine_label.text() == f"machine: {name} (stopping)"
         qtbot.waitUntil(lambda: name not in window.machines.busy, timeout=300_000)
         wait_idle(qtbot)
         qtbot.waitUntil(lambda: _state(window, name) == "stopped", timeout=30000)
+        assert "not running" in window.containers.empty.text()
+        assert window.machines.banner.isHidden() and window.containers.banner.isHidden()
     finally:
         window.shutdown()
         if machines.exists(name):

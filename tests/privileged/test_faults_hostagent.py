@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.poll import until
 
 
 def _gone(pid: int) -> bool:
@@ -74,18 +76,31 @@ def test_killed_agent_comes_back_without_a_command(machine: str) -> None:
     assert launcher.agent_pid(machine) is None and launcher.supervisor_pid(machine) is None
 
 
-def test_agent_never_outlives_its_machine_folder(machine: str) -> None:
+def _spawned(machine: str) -> tuple[int, int]:
+    """Start the supervisor as `start` does: (agent pid, supervisor pid) once both sockets are up."""
     from pymachine.hostvm import paths
     from pymachine.hostvm.hostagent import launcher
 
     mp = paths.machine(machine)
     launcher._spawn(machine)
     _wait(lambda: launcher.agent_pid(machine) is not None, "the agent")
-    _wait(lambda: mp.docker_socket.exists(), "the engine socket")
+    _wait(lambda: mp.docker_socket.exists() and mp.control_socket.exists(), "the agent's sockets")
     agent, supervisor = launcher.agent_pid(machine), launcher.supervisor_pid(machine)
     assert agent is not None and supervisor is not None
-    # deleted behind their back and created again under the same name
-    shutil.rmtree(mp.dir)
+    return agent, supervisor
+
+
+def test_agent_never_outlives_its_machine_folder(machine: str) -> None:
+    from pymachine.hostvm import paths
+    from pymachine.hostvm.hostagent import launcher
+
+    mp = paths.machine(machine)
+    agent, supervisor = _spawned(machine)
+    # deleted behind their back and created again under the same name (again if the agent, which keeps
+    # logging its link retries, wrote a file meanwhile: "Directory not empty")
+    until(
+        lambda: shutil.rmtree(mp.dir, ignore_errors=True) or not mp.dir.exists(), 10, "the folder gone", 0.01
+    )
     mp.dir.mkdir()
     (mp.dir / "config.json").write_text("{}")
     _wait(lambda: _gone(agent) and _gone(supervisor), "the old agent and its supervisor to exit")
@@ -110,3 +125,36 @@ def test_host_agent_log_rotates_by_size(machine: str, monkeypatch: pytest.Monkey
     assert (mp.dir / "ha.log.1").exists()
     assert mp.agent_log.stat().st_size <= 1000
     assert "is already running" in (mp.dir / "ha.log.1").read_text()
+
+
+def test_engine_socket_queues_clients_while_the_agent_is_dead(machine: str) -> None:
+    """Between a kill -9 of the agent and its successor's start, a client of the engine socket is queued by
+    the listener the supervisor holds (handover.py), not refused, and the successor takes it over. The
+    supervisor is stopped for the gap so that the client surely connects while no agent runs."""
+    from pymachine.hostvm import paths
+    from pymachine.hostvm.hostagent import control, launcher
+
+    mp = paths.machine(machine)
+    agent, supervisor = _spawned(machine)
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        os.kill(agent, signal.SIGKILL)
+        _wait(lambda: _gone(agent), "the agent to die")
+        client = socket.socket(socket.AF_UNIX)
+        client.settimeout(5)
+        client.connect(str(mp.docker_socket))  # refused (ECONNREFUSED) without a held listener
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
+    try:
+        client.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        _wait(lambda: launcher.agent_pid(machine) not in (None, agent), "the next agent")
+
+        def served() -> bool:
+            try:
+                return control.call(mp.control_socket, "status")["engine_socket"]["connections"] >= 1
+            except OSError:
+                return False
+
+        _wait(served, "the next agent to take the queued client")  # its VM never answers: it waits for it
+    finally:
+        client.close()

@@ -266,13 +266,28 @@ class RemoteAgent(Agent):
                 c.close()
 
 
+def _used_ten_octets() -> set[int]:
+    """The N of every 10.N.x.x address on this host's interfaces."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    used = set()
+    for word in out.split():
+        parts = word.split(".")
+        if len(parts) == 4 and parts[0] == "10" and parts[1].isdigit():
+            used.add(int(parts[1]))
+    return used
+
+
 def isolated_network_options() -> dict[str, Any]:
     """Names and subnets of this agent's own: several agents share this host's kernel (other tests, other
     engineers), and an agent's network reconcile deletes bridges/veths with its prefixes it does not know."""
     import random
 
+    used = _used_ten_octets()
     tag = "".join(random.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(3))
-    octet = random.randint(64, 127)
+    # A subnet no interface of this host has: with a bridge of a killed agent left on 10.N (or a parallel
+    # run's), routes to this agent's containers went to that bridge and published ports, pings and links
+    # failed for the whole session (the compat tier under parallel runs, about one in three sessions).
+    octet = random.choice([n for n in range(64, 128) if n not in used] or list(range(64, 128)))
     return {
         "default_bridge": f"pt{tag}0",
         "bridge_prefix": f"pt{tag}-",

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def write_config(root: Path, port: int, address: str, host_key: Path, extra: Sequence[str] = ()) -> Path:
+    """root/sshd_config: key login only, forwarding allowed (direct-tcpip, direct-streamlocal)."""
+    cfg = root / "sshd_config"
+    lines = [
+        f"Port {port}",
+        f"ListenAddress {address}",
+        f"HostKey {host_key}",
+        f"AuthorizedKeysFile {root / 'authorized_keys'}",
+        f"PidFile {root / 'sshd.pid'}",
+        "PermitRootLogin prohibit-password",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "StrictModes no",
+        "AllowTcpForwarding yes",
+        "AllowStreamLocalForwarding yes",
+        "LogLevel ERROR",
+        *extra,
+    ]
+    cfg.write_text("\n".join(lines) + "\n")
+    return cfg
 
 
 @dataclass
@@ -63,25 +87,7 @@ class LocalSshd:
         return paramiko.Ed25519Key.from_private_key_file(str(self.host_key_path))
 
     def config(self) -> Path:
-        cfg = self.root / "sshd_config"
-        lines = [
-            f"Port {self.port}",
-            "ListenAddress 127.0.0.1",
-            f"HostKey {self.host_key_path}",
-            f"AuthorizedKeysFile {self.root / 'authorized_keys'}",
-            f"PidFile {self.root / 'sshd.pid'}",
-            "PermitRootLogin prohibit-password",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "UsePAM no",
-            "StrictModes no",
-            "AllowTcpForwarding yes",
-            "AllowStreamLocalForwarding yes",
-            "LogLevel ERROR",
-            *self.extra,
-        ]
-        cfg.write_text("\n".join(lines) + "\n")
-        return cfg
+        return write_config(self.root, self.port, "127.0.0.1", self.host_key_path, self.extra)
 
     def start(self) -> LocalSshd:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's compiled-in privsep folder

@@ -97,15 +97,15 @@ def http_status(port: int, path: str = "/", timeout: float = 30) -> int:
         return exc.code
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def refused(port: int) -> bool:
+def refused(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        socket.create_connection((host, port), timeout=2).close()
         return False
     except ConnectionRefusedError:
         return True

@@ -58,7 +58,7 @@ def server(tmp_path: Path):  # type: ignore[no-untyped-def]
     eng.events = EventBus()  # type: ignore[attr-defined]
     eng.ports = PortBroker(ack_timeout=5)  # type: ignore[attr-defined]
     eng.version = lambda: {"ApiVersion": "1.44"}  # type: ignore[attr-defined]
-    system.register(router, eng)
+    system.register(router, eng, eng.events, eng.ports, None, None)  # type: ignore[arg-type]
 
     @router.route("POST", "/echo")
     def echo(req: Request) -> tuple[int, dict]:

@@ -85,10 +85,12 @@ def test_list_table_has_engine_column() -> None:
         "PORT",
         "ACCEL",
         "DRIVER",
+        "PORTS",
         "ENGINE",
     ]
     assert out[1].startswith("dev ") and out[1].endswith("degraded: 8081/tcp failing")
     assert out[2].startswith("old ") and out[2].endswith("-")
+    assert "8081/tcp ssh" in out[1]  # an agent's forward without "path" was SSH's
     # columns line up: ENGINE starts at the same offset in every row
     col = out[0].index("ENGINE")
     assert out[1][col:] == "degraded: 8081/tcp failing"

@@ -27,7 +27,7 @@ class _Eng:
 def served(tmp_path: Path):  # type: ignore[no-untyped-def]
     eng = _Eng()
     router = Router()
-    system.register(router, eng)
+    system.register(router, eng, eng.events, eng.ports, None, None)  # type: ignore[arg-type]
     srv = ApiServer(router, tmp_path / "a.sock")
     srv.start()
     yield eng, srv

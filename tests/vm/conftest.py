@@ -6,6 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
+# Registered here, once for the whole tier. A module that imports a session fixture gets a copy of its own
+# (pytest keys fixtures by where they are defined): eleven modules importing `hostagent_machine` booted eleven
+# machines, each kept running to the end of the session.
+from support.hostagent_vm import ha_vm, hostagent_machine  # noqa: F401
 from support.machines import SHARED_CACHE, StartedMachine, started_machine
 
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.hostagent_vm import VmMachine, env_of, hostagent_machine  # noqa: F401 - session fixture
+from support.hostagent_vm import VmMachine, env_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 

@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 
-from support.hostagent_vm import VmMachine, ha_vm, hostagent_machine  # noqa: F401 - fixtures found by name
+from support.hostagent_vm import VmMachine
 from support.pty_session import pty_session
 
 B = "pymachine/busybox"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.hostagent_vm import VmMachine, env_of, hostagent_machine  # noqa: F401 - fixture found by name
+from support.hostagent_vm import VmMachine, env_of
 
 B = "pymachine/busybox"
 GIB = 1 << 30

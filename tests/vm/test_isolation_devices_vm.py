@@ -5,7 +5,7 @@ reads nothing; `--device /dev/fuse` and `--privileged` work. Driven by the docke
 from __future__ import annotations
 
 import pytest
-from support.hostagent_vm import VmMachine, hostagent_machine  # noqa: F401 - fixture found by name
+from support.hostagent_vm import VmMachine
 
 B = "pymachine/busybox"
 DENIED = ("Operation not permitted", "Permission denied")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.hostagent_vm import VmMachine, env_of, free_port, hostagent_machine, refused  # noqa: F401
+from support.hostagent_vm import VmMachine, env_of, free_port, refused
 from support.hostile_ssh import hostile_home, with_home
 from support.machines import StartedMachine
 

@@ -9,13 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support.hostagent_vm import (  # noqa: F401 - the session fixture is found by name
-    VmMachine,
-    env_of,
-    free_port,
-    hostagent_machine,
-    http_status,
-)
+from support.hostagent_vm import VmMachine, env_of, free_port, http_status
 
 BB = "pymachine/busybox"
 UPLINK = "10.0.2.15"  # the guest's address on QEMU's user network: hostfwd's target for sshd

@@ -6,13 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.hostagent_vm import (  # noqa: F401 - the fixtures are found by name
-    VmMachine,
-    free_port,
-    ha_vm,
-    hostagent_machine,
-    http_status,
-)
+from support.hostagent_vm import VmMachine, free_port, http_status
 
 HTTPD = ["pymachine/busybox", "httpd", "-f", "-p", "80", "-h", "/bin"]
 

@@ -5,15 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.hostagent_vm import (  # noqa: F401 - the session fixture is found by name
-    VmMachine,
-    env_of,
-    free_port,
-    hostagent_machine,
-    http_status,
-    refused,
-    wait_for,
-)
+from support.hostagent_vm import VmMachine, env_of, free_port, http_status, refused, wait_for
 
 
 @pytest.fixture

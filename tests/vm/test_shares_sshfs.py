@@ -13,12 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.hostagent_vm import (  # noqa: F401 - the session fixture is found by name
-    VmMachine,
-    env_of,
-    hostagent_machine,
-    wait_for,
-)
+from support.hostagent_vm import VmMachine, env_of, wait_for
 
 BUSYBOX = "pymachine/busybox"
 OWNER = (4321, 4321)  # the share's owner on the host: not root, not anyone the guest knows

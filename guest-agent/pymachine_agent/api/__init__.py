@@ -7,19 +7,23 @@ server.start(); ...; server.stop()
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import containers, images, resources, swarm, system
 from .server import API_VERSION, MIN_API_VERSION, ApiServer, Router
 
+if TYPE_CHECKING:
+    from ..engine import Engine
 
-def build_router(engine: Any) -> Router:
+
+def build_router(engine: Engine) -> Router:
+    """Each API module gets the services it speaks for (engine/__init__.py lists them)."""
     router = Router()
-    system.register(router, engine)
-    containers.register(router, engine)
-    images.register(router, engine)
-    resources.register(router, engine)
-    swarm.register(router, engine)
+    system.register(router, engine.system, engine.events, engine.ports, engine.changes, engine.shares)
+    containers.register(router, engine.containers, engine.streams, engine.files, engine.execs)
+    images.register(router, engine.images, engine.containers)
+    resources.register(router, engine.networks, engine.volumes)
+    swarm.register(router)
     return router
 
 

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import bodies
 from .http import ClientGone, HTTPError, Request
 from .server import Router
+
+if TYPE_CHECKING:
+    from ..engine import ContainerFiles, ContainerService, ContainerStreams, ExecService
 from .streams import MUX, RAW, pump_hijacked
 
 _STREAMS = {"stdout": 1, "stderr": 2}
 
 
-def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure per endpoint
+def register(  # noqa: C901 - one closure per endpoint
+    router: Router,
+    containers: ContainerService,
+    streams: ContainerStreams,
+    files: ContainerFiles,
+    execs: ExecService,
+) -> None:
     r = router.route
 
     @r("POST", "/containers/create")
@@ -22,12 +31,12 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
         body = req.json(bodies.CONTAINER_CREATE)
         if not isinstance(body, dict):
             raise HTTPError(400, "config cannot be empty in order to create a container")
-        cid, warnings = engine.container_create(body, req.query.get("name", ""))
+        cid, warnings = containers.create(body, req.query.get("name", ""))
         return 201, {"Id": cid, "Warnings": warnings}
 
     @r("GET", "/containers/json")
     def list_(req: Request) -> tuple[int, list]:
-        return 200, engine.container_list(
+        return 200, containers.list(
             all=req.qbool("all"),
             filters=req.filters(),
             limit=req.qint("limit", -1),
@@ -36,37 +45,37 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
 
     @r("GET", "/containers/{ref}/json")
     def inspect(req: Request, ref: str) -> tuple[int, dict]:
-        return 200, engine.container_inspect(ref, size=req.qbool("size"))
+        return 200, containers.inspect(ref, size=req.qbool("size"))
 
     @r("POST", "/containers/{ref}/start")
     def start(req: Request, ref: str) -> int:
         req.drain()
-        engine.container_start(ref)
+        containers.start(ref)
         return 204
 
     @r("POST", "/containers/{ref}/stop")
     def stop(req: Request, ref: str) -> int:
-        engine.container_stop(ref, timeout=req.qint("t"), signal=req.query.get("signal") or None)
+        containers.stop(ref, timeout=req.qint("t"), signal=req.query.get("signal") or None)
         return 204
 
     @r("POST", "/containers/{ref}/restart")
     def restart(req: Request, ref: str) -> int:
-        engine.container_restart(ref, timeout=req.qint("t"), signal=req.query.get("signal") or None)
+        containers.restart(ref, timeout=req.qint("t"), signal=req.query.get("signal") or None)
         return 204
 
     @r("POST", "/containers/{ref}/kill")
     def kill(req: Request, ref: str) -> int:
-        engine.container_kill(ref, req.query.get("signal") or "SIGKILL")
+        containers.kill(ref, req.query.get("signal") or "SIGKILL")
         return 204
 
     @r("POST", "/containers/{ref}/pause")
     def pause(req: Request, ref: str) -> int:
-        engine.container_pause(ref)
+        containers.pause(ref)
         return 204
 
     @r("POST", "/containers/{ref}/unpause")
     def unpause(req: Request, ref: str) -> int:
-        engine.container_unpause(ref)
+        containers.unpause(ref)
         return 204
 
     @r("POST", "/containers/{ref}/wait")
@@ -74,7 +83,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
         condition = req.query.get("condition") or "not-running"
         if condition not in ("not-running", "next-exit", "removed"):
             raise HTTPError(400, f"invalid condition: {condition!r}")
-        waiter = engine.container_waiter(ref, condition)  # registers before headers: no missed exit
+        waiter = containers.waiter(ref, condition)  # registers before headers: no missed exit
         req.drain()
         # the CLI sends `start` only once these headers arrived: flush them now
         out = req.conn.stream(200, "application/json")
@@ -85,19 +94,19 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
 
     @r("DELETE", "/containers/{ref}")
     def remove(req: Request, ref: str) -> int:
-        engine.container_remove(ref, force=req.qbool("force"), volumes=req.qbool("v"))
+        containers.remove(ref, force=req.qbool("force"), volumes=req.qbool("v"))
         return 204
 
     @r("DELETE", "/containers/{ref}/{alias}")
     def unlink(req: Request, ref: str, alias: str) -> int:
         if not req.qbool("link"):
             raise HTTPError(404, f"page not found: DELETE {req.path}")
-        engine.container_unlink(ref, alias)
+        containers.unlink(ref, alias)
         return 204
 
     @r("POST", "/containers/{ref}/attach")
     def attach(req: Request, ref: str) -> None:
-        session = engine.container_attach(
+        session = streams.attach(
             ref,
             stdin=req.qbool("stdin"),
             stdout=req.qbool("stdout"),
@@ -111,7 +120,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
 
     @r("POST", "/containers/{ref}/resize")
     def resize(req: Request, ref: str) -> tuple[int, str] | int:
-        engine.container_resize(ref, req.qint("h", 0), req.qint("w", 0))
+        streams.resize(ref, req.qint("h", 0), req.qint("w", 0))
         return 200
 
     @r("GET", "/containers/{ref}/logs")
@@ -120,7 +129,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
         if not (stdout or stderr):
             raise HTTPError(400, "Bad parameters: you must choose at least one stream")
         tail = req.query.get("tail", "all")
-        pieces, tty = engine.container_logs(
+        pieces, tty = streams.logs(
             ref,
             follow=req.qbool("follow"),
             stdout=stdout,
@@ -147,13 +156,13 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
 
     @r("GET", "/containers/{ref}/top")
     def top(req: Request, ref: str) -> tuple[int, dict]:
-        return 200, engine.container_top(ref, req.query.get("ps_args") or "")
+        return 200, streams.top(ref, req.query.get("ps_args") or "")
 
     @r("GET", "/containers/{ref}/stats")
     def stats(req: Request, ref: str) -> None:
         stream = req.qbool("stream", True)
         one_shot = req.qbool("one-shot")
-        samples = engine.container_stats(ref, stream=stream, one_shot=one_shot)
+        samples = streams.stats(ref, stream=stream, one_shot=one_shot)
         if not stream:
             sample = next(iter(samples))
             req.conn.send_json(200, sample)
@@ -171,28 +180,28 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
         name = req.query.get("name", "")
         if not name:
             raise HTTPError(400, "new name cannot be empty")
-        engine.container_rename(ref, name)
+        containers.rename(ref, name)
         return 204
 
     @r("POST", "/containers/{ref}/update")
     def update(req: Request, ref: str) -> tuple[int, dict]:
-        warnings = engine.container_update(ref, req.json(bodies.CONTAINER_UPDATE))
+        warnings = containers.update(ref, req.json(bodies.CONTAINER_UPDATE))
         return 200, {"Warnings": warnings}
 
     @r("GET", "/containers/{ref}/changes")
     def changes(req: Request, ref: str) -> tuple[int, list]:
-        return 200, engine.container_changes(ref)
+        return 200, files.changes(ref)
 
     @r("POST", "/containers/prune")
     def prune(req: Request) -> tuple[int, dict]:
-        return 200, engine.container_prune(req.filters())
+        return 200, containers.prune(req.filters())
 
     @r("GET", "/containers/{ref}/archive")
     def archive_get(req: Request, ref: str) -> None:
         path = req.query.get("path", "")
         if not path:
             raise HTTPError(400, "path cannot be empty")
-        stat, chunks = engine.archive_get(ref, path, head=req.method == "HEAD")
+        stat, chunks = files.archive_get(ref, path, head=req.method == "HEAD")
         hdr = [("X-Docker-Container-Path-Stat", stat)]
         if req.method == "HEAD":
             req.conn.send(200, b"", "application/x-tar", headers=hdr, head_only=True)
@@ -209,7 +218,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
 
     @r("GET", "/containers/{ref}/export")
     def export(req: Request, ref: str) -> None:
-        chunks = engine.container_export(ref)
+        chunks = files.export(ref)
         out = req.conn.stream(200, "application/x-tar")
         try:
             for piece in chunks:
@@ -226,7 +235,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
         if not path:
             raise HTTPError(400, "path cannot be empty")
         try:
-            engine.archive_put(ref, path, req.iter_body(), no_overwrite=req.qbool("noOverwriteDirNonDir"))
+            files.archive_put(ref, path, req.iter_body(), no_overwrite=req.qbool("noOverwriteDirNonDir"))
         except BaseException:
             req.conn.close_after = True  # the body may be half read: this connection cannot carry another
             raise
@@ -234,27 +243,27 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901 - one closure p
 
     @r("POST", "/containers/{ref}/exec")
     def exec_create(req: Request, ref: str) -> tuple[int, dict]:
-        return 201, {"Id": engine.exec_create(ref, req.json(bodies.EXEC_CREATE))}
+        return 201, {"Id": execs.create(ref, req.json(bodies.EXEC_CREATE))}
 
     @r("POST", "/exec/{eid}/start")
     def exec_start(req: Request, eid: str) -> int | None:
         body = req.json(bodies.EXEC_START) or {}
         if body.get("Detach"):
-            engine.exec_start_detached(eid)
+            execs.start_detached(eid)
             req.conn.send(200, b"", "application/json")
             return None
-        session = engine.exec_attach(eid, tty=body.get("Tty"), console_size=body.get("ConsoleSize"))
-        pump_hijacked(req, session, stdin=engine.exec_wants_stdin(eid))
+        session = execs.attach(eid, tty=body.get("Tty"), console_size=body.get("ConsoleSize"))
+        pump_hijacked(req, session, stdin=execs.wants_stdin(eid))
         return None
 
     @r("POST", "/exec/{eid}/resize")
     def exec_resize(req: Request, eid: str) -> int:
-        engine.exec_resize(eid, req.qint("h", 0), req.qint("w", 0))
+        execs.resize(eid, req.qint("h", 0), req.qint("w", 0))
         return 201
 
     @r("GET", "/exec/{eid}/json")
     def exec_inspect(req: Request, eid: str) -> tuple[int, dict]:
-        return 200, engine.exec_inspect(eid)
+        return 200, execs.inspect(eid)
 
 
 def _frame(stream: int, data: bytes) -> bytes:

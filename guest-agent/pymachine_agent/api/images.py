@@ -8,12 +8,15 @@ import queue
 import shutil
 import tempfile
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import client_message
 from . import bodies
 from .http import ClientGone, HTTPError, Request
 from .server import Router
+
+if TYPE_CHECKING:
+    from ..engine import ContainerService, ImageService
 
 
 def decode_auth(value: str | None) -> dict[str, Any] | None:
@@ -91,17 +94,18 @@ def _spool_body(req: Request, spool: Any) -> None:
         raise failed
 
 
-def register(router: Router, engine: Any) -> None:  # noqa: C901
+def register(router: Router, images: ImageService, containers: ContainerService) -> None:  # noqa: C901
+    """`containers`: the builder runs each RUN step in a container."""
     r = router.route
-    store = engine.images
+    store = images.store
 
     @r("GET", "/images/json")
     def list_(req: Request) -> tuple[int, list]:
         filters = req.filters()
-        images = store.list(filters, all_images=req.query.get("all") in ("1", "true"))
-        for img in images:
-            img["Containers"] = len(engine.image_in_use(img["Id"]))
-        return 200, images
+        found = store.list(filters, all_images=req.query.get("all") in ("1", "true"))
+        for img in found:
+            img["Containers"] = len(images.in_use(img["Id"]))
+        return 200, found
 
     @r("POST", "/images/create")
     def create(req: Request) -> None:
@@ -119,7 +123,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
 
         def pull(progress: Any) -> str:
             image_id = store.pull(ref, auth=auth, progress=progress)
-            engine.events.publish("image", "pull", ref, {"name": ref})
+            images.publish("pull", ref, ref)
             return image_id
 
         _stream_job(req, pull)
@@ -144,7 +148,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
                 message=req.query.get("message", ""),
                 changes=req.query_all.get("changes", []),
             )
-        engine.events.publish("image", "import", image_id, {"name": ref or image_id})
+        images.publish("import", image_id, ref or image_id)
         out = req.conn.stream(200, "application/json")
         out.write_json({"status": image_id})
         out.close()
@@ -156,7 +160,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
             spool.seek(0)
             loaded = store.load(spool)
         for name in loaded:
-            engine.events.publish("image", "load", name, {"name": name})
+            images.publish("load", name, name)
         out = req.conn.stream(200, "application/json")
         for name in loaded:
             kind = "Loaded image ID" if name.startswith("sha256:") else "Loaded image"
@@ -194,7 +198,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
     def prune(req: Request) -> tuple[int, dict]:
         filters = req.filters()
         dangling = (filters.get("dangling") or ["true"])[0].lower() in ("1", "true")
-        return 200, store.prune(dangling_only=dangling, in_use=engine.image_in_use)
+        return 200, store.prune(dangling_only=dangling, in_use=images.in_use)
 
     @r("GET", "/images/{name:path}/json")
     def inspect(req: Request, name: str) -> tuple[int, dict]:
@@ -211,7 +215,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
             raise HTTPError(400, "repository name must have at least one component")
         dst = f"{repo}:{req.query['tag']}" if req.query.get("tag") else repo
         store.tag(name, dst)
-        engine.events.publish("image", "tag", store.resolve(name), {"name": dst})
+        images.publish("tag", store.resolve(name), dst)
         return 201
 
     @r("POST", "/images/{name:path}/push")
@@ -224,21 +228,18 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
     @r("DELETE", "/images/{name:path}")
     def remove(req: Request, name: str) -> tuple[int, list]:
         result = store.remove(
-            name, force=req.qbool("force"), in_use=engine.image_in_use, prune=not req.qbool("noprune")
+            name, force=req.qbool("force"), in_use=images.in_use, prune=not req.qbool("noprune")
         )
         for item in result:
             for action, value in item.items():
-                engine.events.publish(
-                    "image",
-                    action.lower().replace("untagged", "untag").replace("deleted", "delete"),
-                    value,
-                    {"name": value},
+                images.publish(
+                    action.lower().replace("untagged", "untag").replace("deleted", "delete"), value, value
                 )
         return 200, result
 
     @r("POST", "/commit")
     def commit(req: Request) -> tuple[int, dict]:
-        image_id = engine.container_commit(
+        image_id = images.commit(
             req.query.get("container", ""),
             repo=req.query.get("repo", ""),
             tag=req.query.get("tag", ""),
@@ -276,7 +277,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
                 out.write_json(obj)
 
             try:
-                builder.build(engine, spool, params, emit)
+                builder.build(containers, store, spool, params, emit)
             except ClientGone:
                 return
             except Exception as exc:  # a crash in the builder still ends the stream the Docker way

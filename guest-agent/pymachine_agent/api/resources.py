@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..network import EndpointSettings
 from . import bodies
 from .http import HTTPError, Request
 from .server import Router
 
+if TYPE_CHECKING:
+    from ..engine import NetworkService, VolumeService
 
-def register(router: Router, engine: Any) -> None:  # noqa: C901
+
+def register(router: Router, networks: NetworkService, volumes: VolumeService) -> None:  # noqa: C901
     r = router.route
 
-    def net() -> Any:
-        if engine.network is None:
-            raise HTTPError(501, "networking is disabled in this engine")
-        return engine.network
-
     @r("GET", "/networks")
-    def networks(req: Request) -> tuple[int, list]:
-        return 200, engine.network_list(req.filters())
+    def network_list(req: Request) -> tuple[int, list]:
+        return 200, networks.list(req.filters())
 
     @r("POST", "/networks/create")
     def network_create(req: Request) -> tuple[int, dict]:
@@ -32,7 +30,7 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
         # IPAM.Config holds at most one IPv4 and one IPv6 entry, in any order
         first = next((c for c in ipam if ":" not in (c.get("Subnet") or "")), {})
         six = next((c for c in ipam if ":" in (c.get("Subnet") or "")), {})
-        result = net().create_network(
+        return 201, networks.create(
             name,
             driver=body.get("Driver") or "bridge",
             subnet=first.get("Subnet") or "",
@@ -45,22 +43,18 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
             subnet6=six.get("Subnet") or "",
             gateway6=six.get("Gateway") or "",
         )
-        engine.events.publish("network", "create", result["Id"], {"name": name, "type": "bridge"})
-        return 201, result
 
     @r("POST", "/networks/prune")
     def network_prune(req: Request) -> tuple[int, dict]:
-        return 200, net().prune_networks()
+        return 200, networks.prune()
 
     @r("GET", "/networks/{ref}")
     def network_inspect(req: Request, ref: str) -> tuple[int, dict]:
-        return 200, engine.network_inspect(ref)
+        return 200, networks.inspect(ref)
 
     @r("DELETE", "/networks/{ref}")
     def network_remove(req: Request, ref: str) -> int:
-        info = net().inspect_network(ref)
-        net().remove_network(ref)
-        engine.events.publish("network", "destroy", info["Id"], {"name": info["Name"], "type": "bridge"})
+        networks.remove(ref)
         return 204
 
     @r("POST", "/networks/{ref}/connect")
@@ -72,28 +66,20 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
             ipv4_address=((ep.get("IPAMConfig") or {}).get("IPv4Address")) or "",
             ipv6_address=((ep.get("IPAMConfig") or {}).get("IPv6Address")) or "",
         )
-        net()
-        cid = engine.network_connect(ref, body.get("Container") or "", settings)
-        info = net().inspect_network(ref)
-        engine.events.publish("network", "connect", info["Id"], {"container": cid, "name": info["Name"]})
+        networks.connect(ref, body.get("Container") or "", settings)
         return 200
 
     @r("POST", "/networks/{ref}/disconnect")
     def network_disconnect(req: Request, ref: str) -> int:
         body = req.json(bodies.NETWORK_DISCONNECT)
-        net()
-        cid = engine.network_disconnect(ref, body.get("Container") or "", force=bool(body.get("Force")))
-        info = net().inspect_network(ref)
-        engine.events.publish("network", "disconnect", info["Id"], {"container": cid, "name": info["Name"]})
+        networks.disconnect(ref, body.get("Container") or "", force=bool(body.get("Force")))
         return 200
 
     # -- volumes ---------------------------------------------------------------------------------
 
-    vols = engine.volumes
-
     @r("GET", "/volumes")
-    def volumes(req: Request) -> tuple[int, dict]:
-        return 200, {"Volumes": vols.list(req.filters()), "Warnings": None}
+    def volume_list(req: Request) -> tuple[int, dict]:
+        return 200, {"Volumes": volumes.list(req.filters()), "Warnings": None}
 
     @r("POST", "/volumes/create")
     def volume_create(req: Request) -> tuple[int, dict]:
@@ -101,25 +87,21 @@ def register(router: Router, engine: Any) -> None:  # noqa: C901
         driver = body.get("Driver") or "local"
         if driver != "local":
             raise HTTPError(400, f"volume driver {driver!r} is not supported (only local)")
-        v = vols.create(body.get("Name") or "", labels=body.get("Labels"), options=body.get("DriverOpts"))
-        engine.events.publish("volume", "create", v["Name"], {"driver": "local"})
-        return 201, v
+        return 201, volumes.create(
+            body.get("Name") or "", labels=body.get("Labels"), options=body.get("DriverOpts")
+        )
 
     @r("POST", "/volumes/prune")
     def volume_prune(req: Request) -> tuple[int, dict]:
-        result = vols.prune(req.filters())
-        for name in result["VolumesDeleted"]:
-            engine.events.publish("volume", "destroy", name, {"driver": "local"})
-        return 200, result
+        return 200, volumes.prune(req.filters())
 
     @r("GET", "/volumes/{name}")
     def volume_inspect(req: Request, name: str) -> tuple[int, dict]:
-        return 200, vols.inspect(name)
+        return 200, volumes.inspect(name)
 
     @r("DELETE", "/volumes/{name}")
     def volume_remove(req: Request, name: str) -> int:
-        vols.remove(name, force=req.qbool("force"))
-        engine.events.publish("volume", "destroy", name, {"driver": "local"})
+        volumes.remove(name, force=req.qbool("force"))
         return 204
 
     # -- things the CLI probes that we do not have ------------------------------------------------

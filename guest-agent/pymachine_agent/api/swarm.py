@@ -54,7 +54,7 @@ _NOT_IN_SWARM_CALLS = [("POST", "/swarm/leave"), ("POST", "/swarm/unlock")]
 _NO_SWARM_MODE_CALLS = [("POST", "/swarm/init"), ("POST", "/swarm/join")]
 
 
-def register(router: Router, engine: Any) -> None:
+def register(router: Router) -> None:
     for calls, message in (
         (_NOT_A_MANAGER_CALLS, NOT_A_MANAGER),
         (_NOT_IN_SWARM_CALLS, NOT_IN_SWARM),

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .. import protocol
-from ..events import PortBroker
+from ..events import EventBus, PortBroker
 from .http import ClientGone, HTTPError, Request
 from .server import Router
+
+if TYPE_CHECKING:
+    from ..engine import SystemService
+    from ..fsevents import ChangeMirror
+    from ..shares import Shares
 
 PING_HEADERS = [
     ("Cache-Control", "no-cache, no-store, must-revalidate"),
@@ -18,7 +23,17 @@ PING_HEADERS = [
 ]
 
 
-def register(router: Router, engine: Any) -> None:
+def register(
+    router: Router,
+    system: SystemService,
+    bus: EventBus,
+    ports: PortBroker,
+    changes: ChangeMirror,
+    shares: Shares,
+) -> None:
+    """The Docker system endpoints (`system`, and `bus` for /events) and the host agent's protocol: port
+    events (`ports`), host file changes relayed into the guest (`changes`), the shares the host agent mounted
+    (`shares`)."""
     r = router.route
 
     @r("GET", "/_ping")
@@ -29,22 +44,21 @@ def register(router: Router, engine: Any) -> None:
 
     @r("GET", "/version")
     def version(req: Request) -> tuple[int, dict]:
-        return 200, engine.version()
+        return 200, system.version()
 
     @r("GET", "/info")
     def info(req: Request) -> tuple[int, dict]:
-        return 200, engine.info()
+        return 200, system.info()
 
     @r("GET", "/system/df")
     def df(req: Request) -> tuple[int, dict]:
-        return 200, engine.system_df()
+        return 200, system.df()
 
     @r("GET", "/events")
     def events(req: Request) -> None:
         filters = req.filters()
         since = _float(req.query.get("since"))
         until = _float(req.query.get("until"))
-        bus = engine.events
         out = req.conn.stream(200, "application/json")
         try:
             if until is not None and until <= time.time():
@@ -75,7 +89,7 @@ def register(router: Router, engine: Any) -> None:
 
     # -- host ↔ guest protocol ------------------------------------------------------------------
 
-    broker: PortBroker = engine.ports
+    broker: PortBroker = ports
 
     @r("GET", protocol.API_PREFIX + "/info")
     def pm_info(req: Request) -> tuple[int, dict]:
@@ -103,10 +117,10 @@ def register(router: Router, engine: Any) -> None:
     @r("POST", protocol.API_PREFIX + "/fs-events")
     def pm_fs_events(req: Request) -> tuple[int, dict]:
         try:
-            changes = protocol.parse_fs_changes(req.json())
+            batch = protocol.parse_fs_changes(req.json())
         except ValueError as exc:
             raise HTTPError(400, str(exc)) from None
-        return 200, engine.changes.apply(changes)
+        return 200, changes.apply(batch)
 
     @r("PUT", protocol.API_PREFIX + "/shares")
     def pm_shares(req: Request) -> tuple[int, dict]:
@@ -115,16 +129,16 @@ def register(router: Router, engine: Any) -> None:
 
         body = req.json()
         try:
-            shares = parse_shares(body.get("shares") if isinstance(body, dict) else None)
+            listed = parse_shares(body.get("shares") if isinstance(body, dict) else None)
         except ValueError as exc:
             raise HTTPError(400, str(exc)) from None
-        if shares is None:
+        if listed is None:
             raise HTTPError(400, 'the body is {"shares": [{"path": "/abs", "readonly": false}, ...]}')
-        if not engine.shares.enabled:
+        if not shares.enabled:
             # an agent whose seed has no share list treats bind sources as guest paths; it stays that way
             raise HTTPError(409, "this agent was started without a share list")
-        engine.shares.shares = shares
-        return 200, {"shares": [s.path for s in shares]}
+        shares.shares = listed
+        return 200, {"shares": [s.path for s in listed]}
 
     @r("POST", protocol.API_PREFIX + "/ports/ack")
     def pm_ack(req: Request) -> tuple[int, dict]:

@@ -3,9 +3,9 @@
 The API server calls one function:
 
     from pymachine_agent.build import build
-    image_id = build(engine, context_fileobj, params, emit)
+    image_id = build(containers, store, context_fileobj, params, emit)
 
-- `engine`: the guest agent's engine object (image store + runtime); see `builder.py` for what is used.
+- `containers`: the engine's ContainerService (each RUN step is a container); `store`: its ImageStore.
 - `context_fileobj`: a binary file object holding the whole request body (a tar, maybe gzip'd). Read the
   whole body before calling (moby buffers it too), e.g. into a SpooledTemporaryFile.
 - `params`: the query string as a dict; values are str, or list[str] for repeated keys (`t`). Understood:
@@ -21,12 +21,20 @@ The API server calls one function:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from ..engine import ContainerService
+    from ..images import ImageStore
 
 
 def build(
-    engine: Any, context_fileobj: BinaryIO, params: dict[str, Any], emit: Callable[[dict], None]
+    containers: ContainerService,
+    store: ImageStore,
+    context_fileobj: BinaryIO,
+    params: dict[str, Any],
+    emit: Callable[[dict], None],
 ) -> str | None:
     from .builder import run_build
 
-    return run_build(engine, context_fileobj, params, emit)
+    return run_build(containers, store, context_fileobj, params, emit)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import context, dockerfile
 from .cache import BuildCache
@@ -26,6 +26,10 @@ from .context import ContextError
 from .dockerfile import DockerfileError, Instruction
 from .executor import StageRunner
 from .steps import StageState, apply_arg, base_config, sub
+
+if TYPE_CHECKING:
+    from ..engine import ContainerService
+    from ..images import ImageStore
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +161,17 @@ def _label_instruction(labels: dict[str, str], line: int) -> Instruction:
 
 
 class Builder:
-    def __init__(self, engine: Any, params: BuildParams, out: Output, ctx: Path, scratch: Path) -> None:
-        self.engine = engine
-        self.store = engine.images
+    def __init__(
+        self,
+        containers: ContainerService,
+        store: ImageStore,
+        params: BuildParams,
+        out: Output,
+        ctx: Path,
+        scratch: Path,
+    ) -> None:
+        self.containers = containers  # each RUN is a container of the engine's
+        self.store = store
         self.params = params
         self.out = out
         self.ctx = ctx
@@ -293,7 +305,11 @@ PREDEFINED_ARGS = {
 
 
 def run_build(
-    engine: Any, fileobj: BinaryIO, query: dict[str, Any], emit: Callable[[dict], None]
+    containers: ContainerService,
+    store: ImageStore,
+    fileobj: BinaryIO,
+    query: dict[str, Any],
+    emit: Callable[[dict], None],
 ) -> str | None:
     """See the package docstring: build, stream, tag; returns the image id or None after an emitted error."""
     from pymachine_agent.images import ImageError, parse
@@ -309,7 +325,7 @@ def run_build(
         Output(emit, False).error(str(exc))
         return None
     out = Output(emit, params.quiet)
-    scratch = Path(engine.images.tmp_dir())
+    scratch = Path(store.tmp_dir())
     try:
         refs = [parse(t) for t in params.tags]  # a bad tag fails before any work, as in Docker
         ctx = scratch / "context"
@@ -318,7 +334,7 @@ def run_build(
         text = context.prepare(fileobj, ctx, params.dockerfile, digests)
         unpacked = time.monotonic()
         df = dockerfile.parse(text)
-        builder = Builder(engine, params, out, ctx, scratch)
+        builder = Builder(containers, store, params, out, ctx, scratch)
         builder.digests = digests
         image_id = builder.build(df)
         log.debug(
@@ -332,8 +348,8 @@ def run_build(
         out.stream(f"Successfully built {short(image_id)}\n")
         for ref in refs:
             ref = ref.with_tag(ref.tag or "latest") if not ref.digest else ref
-            if not _tagged(engine.images, str(ref), image_id):  # a cached rebuild rewrites nothing
-                engine.images.tag(image_id, ref)
+            if not _tagged(store, str(ref), image_id):  # a cached rebuild rewrites nothing
+                store.tag(image_id, ref)
             out.stream(f"Successfully tagged {ref.familiar}\n")
         return image_id
     except BuildError as exc:

@@ -139,7 +139,7 @@ class StageRunner:
             raise BuildError(
                 f"RUN on line {ins.line} needs a base image: FROM scratch has no files to run yet"
             )
-        engine = self.b.engine
+        containers = self.b.containers
         body = {
             "Image": state.image_id,
             "Entrypoint": [""],
@@ -155,13 +155,13 @@ class StageRunner:
                 "ExtraHosts": self.b.params.extra_hosts or None,
             },
         }
-        cid, _warnings = engine.container_create(body, "")
+        cid, _warnings = containers.create(body, "")
         failed_run = False
         try:
             self.b.out.stream(f" ---> Running in {cid[:12]}\n")
-            stream = engine.runtime.attach(cid, stdin=False, stdout=True, stderr=True)
-            waiter = engine.container_waiter(cid, "next-exit")
-            engine.container_start(cid)
+            stream = containers.raw_output(cid)
+            waiter = containers.waiter(cid, "next-exit")
+            containers.start(cid)
             tail = self._pump(stream)
             code, error = waiter()
             if code != 0 or error:
@@ -169,7 +169,7 @@ class StageRunner:
                 output = "" if not self.b.out.quiet else f": {tail.decode(errors='replace').strip()}"
                 shown = " ".join(argv) if not ins.json else json.dumps(argv)
                 raise BuildError(f"The command '{shown}' returned a non-zero code: {code}{output}", code or 1)
-            upper = Path(engine.runtime.inspect(cid).upper_dir)
+            upper = containers.upper_dir(cid)
             strip_mount_points(upper, self.b.store.layer_dirs(state.image_id))
             # a RUN that changed no file adds no layer (BuildKit's way): fewer layers, and no repeated empty
             # layer in one image
@@ -180,11 +180,11 @@ class StageRunner:
             # failure (client gone mid-stream, engine error) must not leave a container running.
             if not failed_run or self.b.params.forcerm:
                 with contextlib.suppress(Exception):
-                    engine.container_remove(cid, force=True)
+                    containers.remove(cid, force=True)
             raise
         if self.b.params.rm or self.b.params.forcerm:
             with contextlib.suppress(Exception):
-                engine.container_remove(cid, force=True)
+                containers.remove(cid, force=True)
             self.b.out.stream(f" ---> Removed intermediate container {cid[:12]}\n")
         self.record(key, new, state)
 

@@ -41,7 +41,7 @@ container's whole Config, merged first) and "changes" (`docker commit --change` 
 that image. Every error is an ImageError subclass whose `.status` is the HTTP status to answer with.
 """
 
-from .errors import (
+from ..errors import (
     ArchiveError,
     DigestMismatch,
     ImageConflict,

@@ -16,8 +16,8 @@ import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from ..errors import ArchiveError, ImageError, InvalidReference
 from . import oci
-from .errors import ArchiveError, ImageError, InvalidReference
 from .oci import copy_verified
 from .reference import Reference, is_image_id, parse
 

@@ -9,7 +9,7 @@ import posixpath
 import shlex
 from typing import Any
 
-from .errors import ImageError
+from ..errors import BadChange
 
 ALLOWED = (
     "CMD",
@@ -23,10 +23,6 @@ ALLOWED = (
     "VOLUME",
     "WORKDIR",
 )
-
-
-class BadChange(ImageError):
-    status = 400
 
 
 def _json_or_shell(arg: str, shell: bool) -> list[str]:

@@ -18,9 +18,9 @@ import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from ..errors import ImageError
 from . import oci
 from .changes import apply as apply_changes
-from .errors import ImageError
 from .layers import OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX
 from .reference import parse
 from .views import now_rfc3339

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .. import atomic
+from ..errors import DigestMismatch, ImageError
 from . import layers, oci
-from .errors import DigestMismatch, ImageError
 from .oci import copy_verified
 
 _TMP_PREFIX = "work-"

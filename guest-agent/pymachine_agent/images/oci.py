@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any, BinaryIO
 
-from .errors import DigestMismatch, ImageError
+from ..errors import DigestMismatch, ImageError
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

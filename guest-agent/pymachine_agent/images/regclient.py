@@ -12,7 +12,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NoReturn
 
-from .errors import RegistryError
+from ..errors import RegistryError
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
 _REDIRECTS = (301, 302, 303, 307, 308)

@@ -15,8 +15,8 @@ import json
 import shutil
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from ..errors import DigestMismatch, ImageError, ImageNotFound, RegistryError
 from . import oci
-from .errors import DigestMismatch, ImageError, ImageNotFound, RegistryError
 from .reference import Reference
 from .regclient import RegistryClient, Response, registry_error_text
 

@@ -6,7 +6,7 @@ import os
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from .errors import ImageConflict, InvalidReference
+from ..errors import ImageConflict, InvalidReference
 from .reference import Reference, is_id_prefix, is_image_id, parse
 
 if TYPE_CHECKING:

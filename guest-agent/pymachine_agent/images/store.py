@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .. import atomic
+from ..errors import ImageError, ImageNotFound, InvalidReference
 from . import views
 from .content import ContentStore, atomic_write, digest_hex
-from .errors import ImageError, ImageNotFound, InvalidReference
 from .reference import Reference, is_id_prefix, is_image_id, parse
 
 Progress = Callable[[dict[str, Any]], None]

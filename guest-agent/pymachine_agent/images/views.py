@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import ImageNotFound
+from ..errors import ImageNotFound
 
 if TYPE_CHECKING:
     from .store import ImageStore

@@ -9,46 +9,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymachine_agent.errors import AgentError
+# the errors live in pymachine_agent/errors.py (one family, HTTP status by type), named here as the
+# network's callers know them
+from pymachine_agent.errors import InvalidNetworkParameter as InvalidParameterError
+from pymachine_agent.errors import NetworkConflict as ConflictError
+from pymachine_agent.errors import NetworkError, PortClashError
+from pymachine_agent.errors import NetworkForbidden as ForbiddenError
+from pymachine_agent.errors import NetworkNotFound as NotFoundError
 
-
-class NetworkError(AgentError):
-    """A networking failure a Docker client should see; `status` is the HTTP status to reply with."""
-
-
-class NotFoundError(NetworkError):
-    """No such network / endpoint (HTTP 404)."""
-
-    status = 404
-
-
-class ConflictError(NetworkError):
-    """Name taken, network still in use, container already connected (HTTP 409)."""
-
-    status = 409
-
-
-class ForbiddenError(NetworkError):
-    """A builtin network cannot be removed or (dis)connected this way (HTTP 403)."""
-
-    status = 403
-
-
-class InvalidParameterError(NetworkError):
-    """A malformed request: bad subnet, bad port spec, unknown driver (HTTP 400)."""
-
-    status = 400
-
-
-class PortClashError(NetworkError):
-    """A host port is already published by another container or bound by a process in the guest."""
-
-    status = 500
-
-    def __init__(self, message: str, proto: str, host_port: int) -> None:
-        super().__init__(message)
-        self.proto = proto
-        self.host_port = host_port
+__all__ = [
+    "ConflictError",
+    "ForbiddenError",
+    "InvalidParameterError",
+    "NetworkError",
+    "NotFoundError",
+    "PortClashError",
+]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The engine's system half: `/version`, `/info`, `/system/df` and container sizes. A mixin of `Engine`."""
+"""The system service: `/version`, `/info` and `/system/df`."""
 
 from __future__ import annotations
 
@@ -10,28 +10,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import atomic
-from . import dockerview as view
-from .protocol import AGENT_VERSION
+from .. import atomic
+from .. import dockerview as view
+from ..images import ImageStore
+from ..protocol import AGENT_VERSION
+from ..runtime import Runtime
+from ..volumes import VolumeStore
+from .records import ContainerRecords
+from .sizes import container_sizes
 
 API_VERSION = "1.44"
 MIN_API_VERSION = "1.24"
-
-
-def dir_size(path: str | Path) -> int:
-    """Bytes of regular files under `path` (hard links counted once), what `docker ps -s` reports."""
-    total, seen = 0, set()
-    for dirpath, _, files in os.walk(path):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_size
-    return total
 
 
 def _now_rfc3339() -> str:
@@ -39,13 +28,21 @@ def _now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
 
 
-class EngineSystem:
-    runtime: Any
-    images: Any
-    volumes: Any
-    state_dir: Path
-
-    # -- system ----------------------------------------------------------------------------------------
+class SystemService:
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        runtime: Runtime,
+        records: ContainerRecords,
+        images: ImageStore,
+        volumes: VolumeStore,
+    ) -> None:
+        self.state_dir = state_dir
+        self.runtime = runtime
+        self.records = records
+        self.images = images
+        self.volumes = volumes
 
     def version(self) -> dict[str, Any]:
         uname = os.uname()
@@ -150,20 +147,20 @@ class EngineSystem:
             "Warnings": None if cgv2 else ["cgroup v1 host: resource limits are recorded but not enforced"],
         }
 
-    def system_df(self) -> dict[str, Any]:
+    def df(self) -> dict[str, Any]:
         containers = []
         for st in self.runtime.list():
-            item = view.summary_view(st, view.empty_network_settings(), self._image_name(st))  # type: ignore[attr-defined]
-            item.update(self.container_sizes(st))
+            item = view.summary_view(st, view.empty_network_settings(), self.records.image_name(st))
+            item.update(container_sizes(self.images, st))
             containers.append(item)
         images = self.images.list()
         for img in images:
-            img["Containers"] = len(self.image_in_use(img["Id"]))
+            img["Containers"] = len(self.records.image_users(img["Id"]))
         vols = self.volumes.list()
         for v in vols:
             v["UsageData"] = {
                 "Size": self.volumes.size(v["Name"]),
-                "RefCount": len(self._volume_users(v["Name"])),
+                "RefCount": len(self.records.volume_users(v["Name"])),
             }
         return {
             "LayersSize": sum(int(i.get("Size") or 0) for i in images),
@@ -172,14 +169,6 @@ class EngineSystem:
             "Volumes": vols,
             "BuildCache": [],
         }
-
-    def container_sizes(self, st: Any) -> dict[str, int]:
-        rw = dir_size(st.upper_dir) if st.upper_dir else 0
-        try:
-            image = int(self.images.inspect(view.docker_of(st).get("Image", "")).get("Size") or 0)
-        except Exception:
-            image = 0
-        return {"SizeRw": rw, "SizeRootFs": rw + image}
 
 
 def _arch() -> str:

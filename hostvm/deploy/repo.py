@@ -1,0 +1,63 @@
+"""The bare repository an app's `git push` reaches, on the host, and its pre-receive hook.
+
+Why on the host and not in the VM: the build runs through the engine API like every other build (the guest
+image needs no git, a remote or paused machine is woken by the same path as `pymachine build`), and the remote
+is a plain path, so `git push` needs no SSH key, config or known_hosts entry at all. The hook is
+pre-receive, not post-receive: git waits for it before it moves the branch, so a failed build or an unhealthy
+release rejects the push (exit status 1, `[remote rejected]`) and its output (the build, the health check)
+reaches the pusher's terminal as git's `remote:` lines.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from .. import paths, proc
+
+HOOK_MARK = "# pymachine app hook"
+
+
+def hook_script(name: str, python: str = sys.executable, environ: dict[str, str] | None = None) -> str:
+    """The pre-receive hook: this interpreter's `pymachine app receive NAME`, with this PYMACHINE_HOME (the
+    push may come from a shell where it is unset or different)."""
+    env = os.environ if environ is None else environ
+    lines = ["#!/bin/sh", HOOK_MARK + f" for '{name}' (written by pymachine app create)"]
+    lines.append(f"PYMACHINE_HOME={shlex.quote(str(paths.home()))}; export PYMACHINE_HOME")
+    if env.get("PYMACHINE_CACHE"):
+        lines.append(f"PYMACHINE_CACHE={shlex.quote(env['PYMACHINE_CACHE'])}; export PYMACHINE_CACHE")
+    lines.append(f"exec {shlex.quote(python)} -m pymachine.app.cli app receive {shlex.quote(name)}")
+    return "\n".join(lines) + "\n"
+
+
+def create(name: str) -> Path:
+    """A bare repository for app `name` with the hook installed; its path is the remote's URL."""
+    repo = paths.app(name).repo
+    proc.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(repo)], timeout=60)
+    hook = repo / "hooks" / "pre-receive"
+    tmp = hook.with_suffix(".tmp")
+    tmp.write_text(hook_script(name))
+    tmp.chmod(0o755)
+    os.replace(tmp, hook)
+    return repo
+
+
+def remote_commands(name: str, remote: str = "pymachine") -> list[str]:
+    """What a person pastes into their project to deploy it."""
+    return [
+        f"git remote add {remote} {shlex.quote(str(paths.app(name).repo))}",
+        f"git push {remote} main",
+    ]
+
+
+def archive(repo: Path, commit: str) -> bytes:
+    """The tree of `commit` as a tar (the build context). In the hook, git's environment points at the
+    quarantined objects of the push, so the commit is readable before the branch moves."""
+    return proc.run(["git", "--git-dir", str(repo), "archive", "--format=tar", commit], timeout=300).stdout
+
+
+def has_file(repo: Path, commit: str, path: str) -> bool:
+    found = proc.run(["git", "--git-dir", str(repo), "cat-file", "-e", f"{commit}:{path}"], check=False)
+    return found.returncode == 0
