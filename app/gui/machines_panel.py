@@ -209,11 +209,16 @@ class MachinesPanel(QWidget):
         if event.type == "stage" and machine in self.busy:
             stage = stage_from_fields(event.fields)
             if stage is not None:
-                self.progress_label.setText(f"{machine}: {stage.source}: {stage.name} ({stage.state})")
+                self._show_host_agent_step(machine, stage.name)
         elif event.type in ("state", "link", "socket"):
             self.refresh()
         elif event.type == "error" and self.expects_engine(machine):
             self.progress_label.setText(f"{machine}: {event.get('message')} {event.get('hint') or ''}")
+
+    def _show_host_agent_step(self, machine: str, step: str) -> None:
+        now = self.stages.get(machine)
+        where = f"{now.source} {now.step}/{now.total}: {now.name} — " if now else f"{machine}: "
+        self.progress_label.setText(f"{where}host agent: {step}")
 
     def expects_engine(self, machine: str) -> bool:
         """False while this window stops or deletes the machine, or once it is down: a lost link then is
@@ -291,9 +296,14 @@ class MachinesPanel(QWidget):
             self.stages[machine] = message
             self._publish()
         if isinstance(message, StageProgress) and message.source != "host agent":
+            # The label first: whoever watches the bar move reads the stage it moved to.
+            self.progress_label.setText(f"{message.source} {message.step}/{message.total}: {message.name}")
             self.progress.setRange(0, message.total)
             self.progress.setValue(message.step if message.state == "done" else message.step - 1)
-            self.progress_label.setText(f"{message.source} {message.step}/{message.total}: {message.name}")
+        elif isinstance(message, StageProgress):
+            # The host agent starts while start's later stages still run (it overlaps them): its steps are
+            # a detail of the current stage, not a second "stage 3 of 3" beside the bar's 4 of 5.
+            self._show_host_agent_step(machine, message.name)
         else:
             self.progress_label.setText(str(message))
 

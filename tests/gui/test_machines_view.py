@@ -136,6 +136,13 @@ def test_stage_progress_drives_the_bar(qtbot, gui_home: Path) -> None:
     panel._progress(started[0])
     assert (panel.progress.maximum(), panel.progress.value()) == (started[0].total, 0)
     assert "domain up" in panel.progress_label.text()
+    # The host agent starts while start's later stages run: its steps detail the current stage, the bar stays.
+    panel.busy["gui-2"] = "start"
+    panel._progress(started[0], "gui-2")
+    panel._progress(StageProgress(2, 3, "ssh link", source="host agent"), "gui-2")
+    assert panel.progress_label.text() == "start 1/5: domain up — host agent: ssh link"
+    assert panel.progress.value() == 0
+    del panel.busy["gui-2"]
     panel._progress("a note from the façade")
     assert panel.progress_label.text() == "a note from the façade"
     machines.delete("gui-2", force=True)
