@@ -226,6 +226,9 @@ class Agent:
                 resyncing = True
                 if self._subscribed_gen != generation:
                     self._subscribed_gen = generation
+                    # A restored QEMU lost the forwards added at run time: put the known ones back before
+                    # "ready" (start returns on it, the ports must answer then); the resync's end rechecks
+                    self.forwarder.reconcile()
                     self.events.emit("state", state="ready", docker_socket=str(self.docker_socket))
                     self.stages.done("guest agent")
             elif kind == "watch":
