@@ -7,7 +7,6 @@ function (`qemu_argv`) with the same devices as the libvirt domain XML.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -266,6 +265,7 @@ class CrcTee:
     """A pipe whose bytes a thread copies into `fd`, computing their CRC-32 as they pass."""
 
     def __init__(self, fd: int) -> None:
+        import fcntl  # not at the top: the module must import on Windows (no fcntl there)
         import threading
 
         self._read, self.write_end = os.pipe()
