@@ -27,6 +27,8 @@ RECIPE = {"suite": "bookworm", "variant": "minbase", "include": ["python3"], "mi
 HOST_CA = os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt")
 ROOT_CA = "/etc/host-ca.crt"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The device nodes a root gets (bound from the host's /dev, which is not mounted there as a whole).
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 # Not copied into the root: history, build output, and state an editable install leaves in a checkout.
 IGNORE = shutil.ignore_patterns(
     ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache"
@@ -97,7 +99,14 @@ class PristineRoot:
         mounts = [
             f"mount -t proc proc {r}/proc",
             f"mount -t sysfs sys {r}/sys",
-            f"mount --rbind /dev {r}/dev",
+            # A /dev of its own, not the host's: services.sh's `chgrp kvm /dev/kvm` in the root used the
+            # root's kvm gid, another group on the host (libvirt then found KVM unusable for its QEMU user
+            # and re-probed QEMU on every call: 80 s per domain start for the rest of the CI run).
+            f"mount -t tmpfs -o mode=755 dev {r}/dev",
+            *(f"touch {r}/dev/{n} && mount --bind /dev/{n} {r}/dev/{n}" for n in DEV_NODES),
+            f"mkdir {r}/dev/pts {r}/dev/shm",
+            f"mount -t devpts -o newinstance,ptmxmode=0666 devpts {r}/dev/pts && ln -s pts/ptmx {r}/dev/ptmx",
+            f"mount -t tmpfs shm {r}/dev/shm && ln -s /proc/self/fd {r}/dev/fd",
             f"mount --bind {shlex.quote(str(self.apt_cache))} {r}/var/cache/apt/archives",
             f"mkdir -p {r}/root/.cache/pip",
             f"mount --bind {shlex.quote(str(self.pip_cache))} {r}/root/.cache/pip",
