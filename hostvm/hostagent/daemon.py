@@ -227,8 +227,9 @@ class Agent:
                 if self._subscribed_gen != generation:
                     self._subscribed_gen = generation
                     # A restored QEMU lost the forwards added at run time: put the known ones back before
-                    # "ready" (start returns on it, the ports must answer then); the resync's end rechecks
-                    self.forwarder.reconcile()
+                    # "ready" (start returns on it, the ports must answer then). Only put back: a host agent
+                    # restarted after a kill -9 knows no ports until the replay, whose end drops the stale.
+                    self.forwarder.reconcile(remove_stale=False)
                     self.events.emit("state", state="ready", docker_socket=str(self.docker_socket))
                     self.stages.done("guest agent")
             elif kind == "watch":

@@ -250,15 +250,17 @@ class Forwarder:
             self.close(key, "host agent stopping")
 
     # -- QEMU's side: reconcile after a resync, park while paused --------------------------------------------
-    def reconcile(self) -> None:
+    def reconcile(self, *, remove_stale: bool = True) -> None:
         """Make QEMU's hostfwd rules exactly the qemu-path ports (after every event-stream resync: a host
-        agent killed with -9 left rules of containers gone since; a restarted or restored QEMU lost ours)."""
+        agent killed with -9 left rules of containers gone since; a restarted or restored QEMU lost ours).
+        With `remove_stale` off only the missing are put back (at hello, before the guest's port replay, a
+        host agent started after a kill -9 knows no ports yet and must not cut the ones QEMU still serves)."""
         if self.qemu is None or self.parked:
             return
         with self._lock:
             wanted = [li.rule for li in self.listeners.values() if li.path == "qemu"]
         try:
-            added, removed = self.qemu.reconcile(wanted)
+            added, removed = self.qemu.reconcile(wanted, remove_stale=remove_stale)
         except qemufwd.MonitorError as exc:
             self.on_event(action="failed", error=f"reconciling QEMU's forwards: {exc}")
             return

@@ -119,13 +119,18 @@ class QemuForwards:
         if reply and "removed" not in reply and "not found" not in reply:
             raise MonitorError(f"QEMU did not remove hostfwd {proto}:{host_ip}:{host_port}: {reply}")
 
-    def reconcile(self, wanted: Iterable[PortRule]) -> tuple[list[PortRule], list[HostFwd]]:
+    def reconcile(
+        self, wanted: Iterable[PortRule], *, remove_stale: bool = True
+    ) -> tuple[list[PortRule], list[HostFwd]]:
         """Make QEMU's rules the wanted ones: add the missing (a restarted or restored QEMU lost them), remove
-        the rest of ours (a container that went while no host agent ran). Returns (added, removed)."""
+        the rest of ours (a container that went while no host agent ran) unless `remove_stale` is off: before
+        the guest's port replay a new host agent knows none of the ports yet. Returns (added, removed)."""
         have = {f.key: f for f in self.listed() if f.ours}
         want = {r.key: r for r in wanted}
         removed = []
         for key, fwd in have.items():
+            if not remove_stale and key not in want:
+                continue
             if key not in want or want[key].guest_port != fwd.guest_port:
                 self.remove(key)
                 removed.append(fwd)

@@ -110,6 +110,20 @@ def test_reconcile_removes_stale_and_readds_missing_but_never_sshd() -> None:
     assert fwds.reconcile([rule(8080), rule(5353, "udp")]) == ([], [])
 
 
+def test_reconcile_at_hello_keeps_rules_a_new_agent_does_not_know_yet() -> None:
+    """A host agent started after a kill -9 reconciles at the guest's hello with an empty table: the rules
+    QEMU still serves stay until the port replay's end decides (CI once saw the port refused after start)."""
+    qemu = FakeQemu()
+    qemu.rules[("tcp", "127.0.0.1", 9000)] = 80  # the running container's, from the killed agent
+    fwds = qemufwd.QemuForwards(qemu)
+    assert fwds.reconcile([], remove_stale=False) == ([], [])
+    assert qemu.rules[("tcp", "127.0.0.1", 9000)] == 80
+    added, removed = fwds.reconcile([rule(8080)], remove_stale=False)  # a restored QEMU lost this one
+    assert [r.host_port for r in added] == [8080] and removed == []
+    _, removed = fwds.reconcile([rule(8080)])  # the replay's end: the container went meanwhile
+    assert [f.host_port for f in removed] == [9000]
+
+
 def test_forwarder_prefers_qemu_and_falls_back_to_ssh() -> None:
     qemu = FakeQemu()
     fwd = Forwarder(NoLink())  # type: ignore[arg-type]
