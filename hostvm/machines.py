@@ -23,6 +23,7 @@ from .domain import VMSpec
 from .drivers import Driver, DriverState, get_driver
 from .errors import NotFoundError, PymachineError, StageFailed, UsageError
 from .hostagent.ports import DEFAULT_HOST_IP
+from .machine_settings import SettingsRequest, SettingsResult, grow_disk, pending, started_settings
 from .progress import Progress, StageProgress, Stages
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class Machine:
     share_transport: str = "auto"  # as configured; each share's `transport` is the one in use
     share_problems: list[str] = field(default_factory=list)  # e.g. a virtiofsd that exited
     saved_state: dict[str, Any] | None = None  # `stop` saved it: the next `start` resumes (savestate.py)
+    # running: settings changed since the start, [{field, old, new}] (machine_settings.pending)
+    pending: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +105,7 @@ def get(name: str) -> Machine:
         share_transport=cfg.share_transport,
         share_problems=shares.problems(name, running),
         saved_state=savestate.describe(name),
+        pending=[asdict(c) for c in pending(cfg, st)] if running else [],
     )
 
 
@@ -266,26 +270,24 @@ def write_seed(name: str, devices: list[shares.ShareDevice]) -> None:
 
 # -- shares -----------------------------------------------------------------------------------------------
 def mount_add(name: str, path: str) -> tuple[Machine, share_hotplug.ShareChange]:
-    """Add `PATH[:ro]` to the machine's shares (config.json, one atomic write). Returns (machine, when the
-    share appears: now when hot-plugged over sshfs, else at the next start or after a restart)."""
-    if driver_for(load_config(name)).capabilities.existing_host:  # also a clear "does not exist"
-        raise UsageError(
-            f"machine '{name}' runs on another host: it sees that host's folders, not this computer's",
-            hint="bind-mount a folder of that host: docker run -v /srv/data:/data ...",
-        )
-    with _locked(name):
-        cfg = load_config(name)
-        problems: list[cfgmod.Problem] = []
-        added = cfgmod.check_shares([*cfg.shares, cfgmod.parse_share(path)], problems, "mount")
-        if problems:
-            raise UsageError(
-                "cannot share this folder: " + "; ".join(str(p) for p in problems),
-                hint=f"see the shares with: pymachine mount list {name}",
-            )
-        cfg.shares = added
-        store.write_json(paths.machine(name).config, cfg.to_json())
-        change = share_hotplug.apply(name, added[-1], True, _running(cfg))
-    return get(name), change
+    """Add `PATH[:ro]` to the machine's shares (the one settings operation, `configure`). Returns (machine,
+    when the share appears: now when hot-plugged over sshfs, else at the next start or after a restart)."""
+    req = SettingsRequest(add_shares=(path,), share_field="mount")
+    return _share_change(configure(name, req), name)
+
+
+def configure(name: str, request: SettingsRequest) -> SettingsResult:
+    """Change CPUs, memory, disk (grow only) and shares, validated against the host, effective at the next
+    start (`pymachine set`, `mount add|rm`, the app's Settings dialog): see machine_settings.py."""
+    from .machine_settings import apply
+
+    return apply(name, request)
+
+
+def _share_change(result: SettingsResult, name: str) -> tuple[Machine, share_hotplug.ShareChange]:
+    if not result.shares:
+        raise UsageError(f"nothing changed: machine '{name}' already shares that folder so")
+    return result.machine, result.shares[-1].change
 
 
 def set_share_transport(name: str, transport: str) -> tuple[Machine, bool]:
@@ -301,19 +303,8 @@ def set_share_transport(name: str, transport: str) -> tuple[Machine, bool]:
 
 
 def mount_rm(name: str, path: str) -> tuple[Machine, share_hotplug.ShareChange]:
-    load_config(name)
-    with _locked(name):
-        cfg = load_config(name)
-        norm = os.path.normpath(cfgmod.parse_share(path).path) if os.path.isabs(path) else path
-        kept = [s for s in cfg.shares if s.path != norm]
-        if len(kept) == len(cfg.shares):
-            listed = ", ".join(s.path for s in cfg.shares) or "none"
-            raise NotFoundError(f"'{path}' is not shared with machine '{name}' (shares: {listed})")
-        gone = next(s for s in cfg.shares if s.path == norm)
-        cfg.shares = kept
-        store.write_json(paths.machine(name).config, cfg.to_json())
-        change = share_hotplug.apply(name, gone, False, _running(cfg))
-    return get(name), change
+    req = SettingsRequest(remove_shares=(path,), share_field="mount")
+    return _share_change(configure(name, req), name)
 
 
 def _running(cfg: cfgmod.MachineConfig) -> bool:
@@ -594,6 +585,8 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                         continue
                     if stage.name == "domain up" and not running and resumed is None:
                         drv.cleanup(name)
+                        if (state.get("settings") or {}).get("disk", cfg.disk) < cfg.disk:
+                            grow_disk(mp.disk, cfg.disk)  # `set` while it ran: the disk grows now
                         port = pick_port(name, state.get("ssh_port"))
                         state = {"ssh_port": port, "accelerator": accel, "started": time.time()}
                         store.write_json(mp.state, state)
@@ -608,6 +601,7 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                             )  # type: ignore[attr-defined]
                         shares.start_daemons(name, devices, qemu_account(cfg, spec))
                         state |= {"share_transport": transport, "shares": [asdict(s) for s in cfg.shares]}
+                        state["settings"] = started_settings(cfg)
                         store.write_json(mp.state, state)
                         try:
                             drv.start(spec)
@@ -678,6 +672,7 @@ def _resume(
             "resumed": time.time(),
             "share_transport": meta.get("share_transport"),
             "shares": meta.get("started_shares") or [],
+            "settings": started_settings(cfg),  # a resume is of this config's VM only
         },
     )
     try:

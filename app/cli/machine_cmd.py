@@ -14,6 +14,7 @@ from pymachine.hostvm import doctor, machines, paths, share_hotplug, ssh
 from pymachine.hostvm import status as statusmod
 from pymachine.hostvm.config import DEFAULT_NAME, SHARE_TRANSPORTS, format_size, with_settings
 from pymachine.hostvm.errors import PymachineError
+from pymachine.hostvm.machine_settings import pending_summary
 from pymachine.hostvm.status import engine_summary, link_state, state_label  # noqa: F401 - the CLI's API
 
 
@@ -177,7 +178,7 @@ def list_rows(found: list[tuple[machines.Machine, dict[str, Any] | None]]) -> li
         rows.append(
             (
                 m.name,
-                state_label(m, status),
+                ", ".join(filter(None, (state_label(m, status), pending_summary(m)))),
                 str(m.cpus),
                 format_size(m.memory),
                 format_size(m.disk),
@@ -201,7 +202,8 @@ def render_table(rows: list[tuple[str, ...]]) -> str:
 def _inspect(args: argparse.Namespace) -> int:
     m = machines.get(args.name)
     status = _host_agent_status(m)
-    print(json.dumps({**m.to_json(), "state": state_label(m, status), "host_agent": status}, indent=2))
+    shown = {**m.to_json(), "state": state_label(m, status), "pending_summary": pending_summary(m)}
+    print(json.dumps({**shown, "host_agent": status}, indent=2, ensure_ascii=False))
     return 0
 
 
