@@ -320,17 +320,17 @@ def describe(result: SettingsResult) -> str:
     name = result.machine.name
     if not result.changes:
         return f"machine '{name}': nothing to change"
-    sized = [c for c in result.changes if c.field != "share"]
-    parts = [str(c) for c in sized]
-    for o in result.shares:
-        what = f"shares {o.share}" if o.added else f"no longer shares {o.share.path}"
-        parts.append(f"{what} ({share_hotplug.phrase(o.change, name, o.added)})")
-    text = f"machine '{name}': " + ", ".join(parts)
-    if sized and result.running:
-        text += f" (pending: applies at the next start; to apply now: pymachine restart {name})"
-    elif sized:
-        text += " (applies at the next start)"
-    if result.saved_state and result.changes:
+    if not result.running:
+        text = f"machine '{name}': {', '.join(str(c) for c in result.changes)} (applies at the next start)"
+    else:
+        sized = [str(c) for c in result.changes if c.field != "share"]
+        parts = [f"{', '.join(sized)} (pending: at the next start; pymachine restart {name} applies it now)"]
+        parts = parts if sized else []
+        for o in result.shares:
+            what = f"shares {o.share}" if o.added else f"no longer shares {o.share}"
+            parts.append(f"{what} ({share_hotplug.phrase(o.change, name, o.added)})")
+        text = f"machine '{name}': " + ", ".join(parts)
+    if result.saved_state:
         text += "; its saved state is discarded: the next start boots cold"
     return text
 
