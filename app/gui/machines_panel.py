@@ -33,6 +33,7 @@ from . import workers
 from .common import ErrorBanner, LogDialog, action_buttons, empty_state
 from .create_dialog import CreateDialog
 from .machine_state import BUSY_LABEL, MachineView, machine_view
+from .settings_dialog import open_settings
 from .settings_panel import load_settings
 from .table_model import Column, DataTable
 from .vm_usage import VmSample, footer_text, sample
@@ -95,10 +96,13 @@ class MachinesPanel(QWidget):
                 ("stop", "S&top", "Ctrl+T"),
                 ("restart", "&Restart", "Ctrl+R"),
                 ("delete", "&Delete", "Delete"),
+                ("settings", "S&ettings…", "Ctrl+E"),  # settings_dialog.py
                 ("log", "Show &log", "Ctrl+L"),
             ),
             self.act,
         )
+        for b in self.buttons.values():  # at the 640 px minimum they shrink to their text, not below
+            b.setMinimumWidth(b.fontMetrics().horizontalAdvance(b.text().replace("&", "")) + 16)
         bar.addStretch(1)
         refresh = QPushButton("Refresh")
         refresh.setShortcut(QKeySequence("F5"))
@@ -201,6 +205,7 @@ class MachinesPanel(QWidget):
         self.buttons["stop"].setEnabled(idle and running)
         self.buttons["restart"].setEnabled(idle and running)
         self.buttons["delete"].setEnabled(idle)
+        self.buttons["settings"].setEnabled(idle)
         mp = paths.machine(name) if name else None
         self.buttons["log"].setEnabled(bool(mp and (mp.console_log.exists() or mp.agent_log.exists())))
 
@@ -236,6 +241,9 @@ class MachinesPanel(QWidget):
             return
         if verb == "log":
             self.show_log(name)
+            return
+        if verb == "settings":
+            self.settings_dialog = open_settings(self, name)
             return
         if verb == "delete":
             v = self.view(name)
