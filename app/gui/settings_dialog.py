@@ -94,7 +94,7 @@ class MachineSettingsDialog(QDialog):
         shares_box = QVBoxLayout()
         shares_box.addWidget(self.table)
         shares_box.addLayout(share_buttons)
-        self._row(form, "&Shared folders", shares_box, "shares")
+        self._row(form, "Shared folders", shares_box, "shares")
         for w in (self.cpus, self.memory, self.disk):
             w.valueChanged.connect(self.check)
 
@@ -244,9 +244,8 @@ class MachineSettingsDialog(QDialog):
             problems = field_problems(exc)
         self.show_problems(problems)
         changes = planned.changes if planned else []
-        self.summary.setText(
-            "Changes: " + ", ".join(str(c) for c in changes) if changes else "No changes yet."
-        )
+        said = "Fix the problems above." if problems else "No changes yet."
+        self.summary.setText("Changes: " + ", ".join(str(c) for c in changes) if changes else said)
         self.notice.setText(notice_text(self.name, self.ctx, bool(changes)))
         ok = planned is not None and bool(changes)
         self.apply_button.setEnabled(ok)
