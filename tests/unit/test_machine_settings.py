@@ -5,6 +5,7 @@ machine has pending, the saved state a change makes useless, and the one operati
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -199,3 +200,22 @@ def test_pymachine_set_renders_the_change_and_the_errors(
     assert "disk: can only grow: it is 64M now, got 1M" in err and "\nhint: " in err
     assert main(["set", machine]) == 2
     assert "error: nothing to set" in capsys.readouterr().err
+
+
+def test_on_a_terminal_set_asks_before_throwing_a_saved_state_away(machine: str) -> None:
+    from support.pty_session import pty_session
+
+    f = savestate.files(machine)
+    f.temp.write_bytes(b"x" * 4096)
+    savestate.commit(machine, savestate.meta_for({}, "tcg", 4096, savestate.crc32_file(f.temp)))
+    argv = [sys.executable, "-m", "pymachine.app.cli", "set", machine, "--memory", "1G"]
+
+    def answer(word: bytes):  # type: ignore[no-untyped-def]
+        return lambda _fd, out: word + b"\n" if out.endswith(b"[y/N] ") else None
+
+    code, out = pty_session(argv, dict(os.environ), 24, 200, answer(b"n"))
+    assert code == 1 and b"has a saved state; new settings throw it away" in out and b"nothing changed" in out
+    assert machines.load_config(machine).memory == 512 * MiB
+    code, out = pty_session(argv, dict(os.environ), 24, 200, answer(b"y"))
+    assert code == 0 and b"memory 512M \xe2\x86\x92 1G" in out, out
+    assert machines.load_config(machine).memory == GiB
