@@ -110,11 +110,8 @@ def plan(cfg: MachineConfig, request: SettingsRequest, limits: HostLimits) -> Pl
             problems.append(Problem("cpus", f"'{request.cpus}' is not a whole number"))
         else:
             if not 1 <= cpus <= limits.cpus:
-                problems.append(
-                    Problem(
-                        "cpus", f"must be between 1 and {limits.cpus} ({limits.where}'s cores), got {cpus}"
-                    )
-                )
+                why = f"must be between 1 and {limits.cpus} ({limits.where}'s cores), got {cpus}"
+                problems.append(Problem("cpus", why))
             new["cpus"] = cpus
     memory = _size(request.memory, "memory", problems)
     if memory is not None:
@@ -122,11 +119,8 @@ def plan(cfg: MachineConfig, request: SettingsRequest, limits: HostLimits) -> Pl
             problems.append(Problem("memory", f"must be at least 256M, got {format_size(memory)}"))
         elif limits.memory is not None and memory > limits.memory:
             most = binary_size(limits.memory)
-            problems.append(
-                Problem(
-                    "memory", f"must be at most {most} ({limits.where}'s memory), got {format_size(memory)}"
-                )
-            )
+            why = f"must be at most {most} ({limits.where}'s memory), got {format_size(memory)}"
+            problems.append(Problem("memory", why))
         new["memory"] = memory
     disk = _size(request.disk, "disk", problems)
     if disk is not None:
