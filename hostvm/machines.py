@@ -585,8 +585,8 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                         continue
                     if stage.name == "domain up" and not running and resumed is None:
                         drv.cleanup(name)
-                        if (state.get("settings") or {}).get("disk", cfg.disk) < cfg.disk:
-                            grow_disk(mp.disk, cfg.disk)  # `set` while it ran: the disk grows now
+                        if (state.get("settings") or {}).get("disk") != cfg.disk:  # `set` while it ran
+                            grow_disk(mp.disk, cfg.disk)  # (or unknown: a no-op when it has the size)
                         port = pick_port(name, state.get("ssh_port"))
                         state = {"ssh_port": port, "accelerator": accel, "started": time.time()}
                         store.write_json(mp.state, state)

@@ -9,6 +9,7 @@ limits, the config and whether the machine runs or has a saved state come from `
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -152,7 +153,7 @@ class MachineSettingsDialog(QDialog):
             w.blockSignals(True)
         self.cpus.setRange(1, max(lim.cpus, cfg.cpus))
         self.cpus.setValue(cfg.cpus)
-        top = max(_gib(lim.memory), _gib(cfg.memory)) if lim.memory else 1024.0
+        top = max(math.floor(lim.memory / GiB * 100) / 100, _gib(cfg.memory)) if lim.memory else 1024.0
         self.memory.setRange(0.25, top)
         self.memory.setValue(_gib(cfg.memory))
         self.disk.setRange(_gib(cfg.disk), max(MAX_DISK_GIB, _gib(cfg.disk)))  # grow only
