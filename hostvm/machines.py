@@ -623,7 +623,10 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                         assert client is not None
                         try:
                             _wait_guest_socket(client, deadline)
-                        except EOFError:  # the link dropped (a loaded TCG guest, a tunnel): log in anew
+                        except Exception as exc:  # noqa: BLE001 - narrowed just below
+                            if not _link_dropped(client, exc):
+                                raise
+                            # the link dropped (a loaded TCG guest, a tunnel): log in anew, once
                             client.close()
                             client = _connect_until(name, deadline)
                             _wait_guest_socket(client, deadline)
@@ -722,6 +725,17 @@ def _connect_until(name: str, deadline: float):  # type: ignore[no-untyped-def]
             last = exc
             time.sleep(1)
     raise last or PymachineError("timed out")
+
+
+def _link_dropped(client, exc: BaseException) -> bool:  # type: ignore[no-untyped-def]
+    """Whether `exc` means the SSH session itself ended: paramiko says so as EOFError, or as an SSHException
+    wrapping it when a channel was being opened (seen under load: 'SSH session ended … EOFError()')."""
+    import paramiko
+
+    if isinstance(exc, EOFError):
+        return True
+    transport = client.get_transport()
+    return isinstance(exc, paramiko.SSHException) and (transport is None or not transport.is_active())
 
 
 def _wait_guest_socket(client, deadline: float) -> None:  # type: ignore[no-untyped-def]
