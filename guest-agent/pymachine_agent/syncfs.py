@@ -76,9 +76,12 @@ class Applier:
             self.known.set(rel, sig)
             return "same"
         target = rel
-        if self.known.unsent_change(rel, current):
+        if synclogic.crossed(current, synclogic.base_of(header)):
             self.conflicts += 1
-            incoming_wins = synclogic.host_wins(*((sig, current) if self.side == "guest" else (current, sig)))
+            if self.side == "guest":  # the incoming version is the host's
+                incoming_wins = synclogic.host_wins(sig, current)
+            else:
+                incoming_wins = not synclogic.host_wins(current, sig)
             if incoming_wins:
                 self.rename(rel, synclogic.conflict_name(rel, self.side), record=False)
                 log.warning("conflict on %s: the %s's version wins, ours is kept aside", rel, self.other)
@@ -154,10 +157,13 @@ class Applier:
         except FileNotFoundError:
             pass
 
-    def delete(self, rel: str) -> None:
-        """Delete `rel`, a folder with everything below it that this side has no unsent change of (those
-        are kept, and so are the folders that hold them: a deletion never beats a change)."""
+    def delete(self, rel: str, base: Sig | None = None) -> None:
+        """Delete `rel` when it is still what the sender had (`base`; a deletion never beats a change), a
+        folder with everything below it that this side has no unsent change of (those are kept, and so are
+        the folders that hold them)."""
         rel = synclogic.check_rel(rel)
+        if synclogic.crossed(synclogic.sig_of(self.root, rel), base):
+            return  # changed here meanwhile: kept, and sent by our watcher
         try:
             dirfd, name = self._parent(rel, create=False)
         except (FileNotFoundError, NotADirectoryError):

@@ -171,8 +171,20 @@ class Known:
             del self.entries[k]
 
     def unsent_change(self, rel: str, current: Sig | None) -> bool:
-        """This side has a change of `rel` it has not sent (what makes an incoming version a conflict)."""
+        """This side has a change of `rel` it has not sent (a deletion from the other side spares it)."""
         return current is not None and current != self.entries.get(rel) and current[0] != "d"
+
+
+def crossed(current: Sig | None, base: Sig | None) -> bool:
+    """Whether an entry arriving with `base` (the sender's signature of the path before its change) meets a
+    different version here: a change of this side not sent yet, or one in flight the other way. Folders
+    never conflict (only their bits could differ)."""
+    return current is not None and current[0] != "d" and current != base
+
+
+def base_of(header: dict[str, Any]) -> Sig | None:
+    raw = header.get("base")
+    return sig_from_json(raw) if raw else None
 
 
 def sig_to_json(sig: Sig) -> list[Any]:
@@ -250,15 +262,23 @@ def _nofollow(path: str, flags: int) -> int:
 
 
 def send_entries(
-    out: BinaryIO, root: str, rels: list[str], sent: Known | None = None, lock: Any = None
+    out: BinaryIO, root: str, rels: list[str], sent: Known | None = None, lock: Any = None, base: bool = True
 ) -> int:
     """Write the `put` frames of `rels`, content streamed in chunks; returns how many were sent. A file that
     shrank while being read is padded to the size its header promised; the close of the write that shrank it
     is another event, which sends it again (its signature then differs from the one recorded here). `lock`
-    guards `sent` only: the stream is written without it, so the reader of the other direction never waits on
-    a blocked write (two sides each writing while holding what their reader needs would deadlock)."""
+    guards `sent` only: the stream is written without it, so the reader of the other direction never waits
+    on a blocked write (two sides each writing while holding what their reader needs would deadlock). Each
+    entry carries its `base` (the signature `sent` had for it); without `base`, none: what the receiver
+    asked for (a pull) replaces what it has."""
     count = 0
     for header, fh in entry_frames(root, rels):
+        if sent is not None:
+            with lock or contextlib.nullcontext():
+                before = sent.entries.get(header["path"])
+                sent.set(header["path"], sig_from_json(header["sig"]))
+            if before is not None and base:
+                header["base"] = sig_to_json(before)  # what the receiver must have for this not to conflict
         if fh is None:
             write_frame(out, header)
         else:
@@ -269,8 +289,5 @@ def send_entries(
                     data = fh.read(min(left, CHUNK)) or b"\0" * min(left, CHUNK)
                     out.write(data)
                     left -= len(data)
-        if sent is not None:
-            with lock or contextlib.nullcontext():
-                sent.set(header["path"], sig_from_json(header["sig"]))
         count += 1
     return count

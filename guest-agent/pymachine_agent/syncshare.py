@@ -149,14 +149,14 @@ class Session:
                     continue
                 if current is None:
                     if rel in self.known.entries:
-                        deletes.append(rel)
+                        deletes.append((rel, self.known.entries[rel]))
                         self.known.forget(rel)
                     continue
                 puts.append(rel)
         puts.sort(key=lambda r: (r.count("/"), r))
         with self.out_lock:
-            for rel in deletes:
-                synclogic.write_frame(self.out, {"op": "delete", "path": rel})
+            for rel, before in deletes:
+                synclogic.write_frame(self.out, {"op": "delete", "path": rel, "base": list(before)})
             synclogic.send_entries(self.out, self.store, puts, self.known, self.lock)
             self.out.flush()
 
@@ -179,7 +179,7 @@ class Session:
                         if op == "put":
                             self.applier.put(frame, self.inp)
                         elif op == "delete":
-                            self.applier.delete(frame["path"])
+                            self.applier.delete(frame["path"], synclogic.base_of(frame))
                         else:
                             self.applier.rename(frame["path"], synclogic.check_rel(frame["to"]), record=False)
                     except (OSError, ValueError) as exc:  # one entry that cannot be applied: said, not fatal
@@ -188,7 +188,7 @@ class Session:
             elif op == "pull":
                 paths = [synclogic.check_rel(p) for p in frame.get("paths") or []]
                 with self.out_lock:
-                    synclogic.send_entries(self.out, self.store, paths, self.known, self.lock)
+                    synclogic.send_entries(self.out, self.store, paths, self.known, self.lock, base=False)
                     synclogic.write_frame(self.out, {"op": "pulled"})
                     self.out.flush()
             elif op == "mount":

@@ -155,7 +155,7 @@ class SyncShare:
                 current = synclogic.sig_of(self.path, rel)
                 if current is None:
                     if rel in self.known.entries:
-                        deletes.append(rel)
+                        deletes.append((rel, self.known.entries[rel]))
                         self.known.forget(rel)
                     continue
                 if current[0] == "d":
@@ -168,8 +168,8 @@ class SyncShare:
         if out is None or not (deletes or puts):
             return
         with self.out_lock:
-            for rel in deletes:
-                synclogic.write_frame(out, {"op": "delete", "path": rel})
+            for rel, before in deletes:
+                synclogic.write_frame(out, {"op": "delete", "path": rel, "base": list(before)})
             ordered = sorted(puts, key=lambda r: (r.count("/"), r))
             synclogic.send_entries(out, self.path, ordered, self.known, self.lock)
 
@@ -191,12 +191,15 @@ class SyncShare:
         with self.wake:
             self.pending.clear()  # what changes from here on is sent once live; the walk covers the rest
         with self.lock:
-            plan = synclogic.plan(synclogic.manifest(self.path), guest, self.load_base())
-            self.known.entries = dict(plan.agreed)
+            host = synclogic.manifest(self.path)
+            plan = synclogic.plan(host, guest, self.load_base())
+            # what the guest has is the base of every push and deletion there; the host's own deletions are
+            # decided already (their base is what the host has)
+            self.known.entries = dict(guest) | {rel: host[rel] for rel in plan.delete_host}
         self.chan, self.out = chan, _Writer(chan)
         self.marks = {"pulled": threading.Event(), "mounted": threading.Event()}
         threading.Thread(target=self._read, args=(chan, inp), name="sync-read", daemon=True).start()
-        self._carry_out(plan)
+        self._carry_out(plan, host, guest)
         deadline = time.monotonic() + timeout
         for mark in ("pulled", "mounted"):
             if not self.marks[mark].wait(max(0.0, deadline - time.monotonic())):
@@ -207,7 +210,7 @@ class SyncShare:
         with self.wake:
             self.wake.notify()
 
-    def _carry_out(self, plan: synclogic.Plan) -> None:
+    def _carry_out(self, plan: synclogic.Plan, host: dict, guest: dict) -> None:
         out = self.out
         assert out is not None
         with self.out_lock:
@@ -220,11 +223,13 @@ class SyncShare:
                         self.applier.rename(rel, keep, record=False)
             synclogic.send_entries(out, self.path, plan.push, self.known, self.lock)
             for rel in plan.delete_guest:
-                synclogic.write_frame(out, {"op": "delete", "path": rel})
+                synclogic.write_frame(out, {"op": "delete", "path": rel, "base": list(guest[rel])})
+                with self.lock:
+                    self.known.forget(rel)
             synclogic.write_frame(out, {"op": "pull", "paths": plan.pull})
         with self.lock:
             for rel in plan.delete_host:
-                self.applier.delete(rel)
+                self.applier.delete(rel, host[rel])
         with self.out_lock:
             synclogic.write_frame(out, {"op": "mount"})
 
@@ -240,7 +245,7 @@ class SyncShare:
                         self.applier.put(frame, inp)
                 elif op == "delete":
                     with self.lock:
-                        self.applier.delete(frame["path"])
+                        self.applier.delete(frame["path"], synclogic.base_of(frame))
                 elif op in self.marks:
                     self.marks[op].set()
                 elif op == "error":
