@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+
+from pymachine.hostvm import config as cfgmod
 from pymachine_agent import synclogic
 from pymachine_agent.syncfs import Applier
 from pymachine_agent.synclogic import Known, plan
-
-from pymachine.hostvm import config as cfgmod
 
 F1 = ("f", 1, 100, 0o644)
 F2 = ("f", 2, 200, 0o644)
@@ -176,8 +176,8 @@ def test_the_guest_side_reports_changes_once_and_not_its_own_writes(tmp_path: Pa
     _tree(src)
     agent_dir = Path(synclogic.__file__).resolve().parent.parent
     child = subprocess.Popen(
-        [sys.executable, "-m", "pymachine_agent.syncshare", "--store", str(store), "--path", str(tmp_path / "mnt"),
-         "--uid", str(os.getuid()), "--gid", str(os.getgid())],
+        [sys.executable, "-m", "pymachine_agent.syncshare", "--store", str(store),
+         "--path", str(tmp_path / "mnt"), "--uid", str(os.getuid()), "--gid", str(os.getgid())],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=agent_dir,
     )  # fmt: skip
     got: list[dict] = []
@@ -218,7 +218,7 @@ def _wait(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-
         time.sleep(0.02)
 
 
-# -- configuration --------------------------------------------------------------------------------------------
+# -- configuration ----------------------------------------------------------------------------------------
 def test_sync_in_the_mount_grammar_and_old_configs_still_load(tmp_path: Path) -> None:
     assert cfgmod.parse_share(f"{tmp_path}:sync") == cfgmod.Share(str(tmp_path), sync=True)
     problems: list[cfgmod.Problem] = []

@@ -1,5 +1,5 @@
-"""Sync shares in a booted machine (`--mount PATH:sync`): the folder's copy on the VM's disk, bind-mounted at the
-same path, kept in sync both ways by the host agent (hostvm/hostagent/syncshare.py) and the guest side
+"""Sync shares in a booted machine (`--mount PATH:sync`): the folder's copy on the VM's disk, bind-mounted at
+the same path, kept in sync both ways by the host agent (hostvm/hostagent/syncshare.py) and the guest side
 (pymachine_agent/syncshare.py). One machine for the module (a sync share is set at start), with only the sync
 share (no home or temp share): whatever a container sees of the folder came through the sync."""
 
@@ -62,9 +62,8 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synced]:
         proj / "link",
     ):
         _own(p)
-    with booted_machine(base, "sync", home_mount=False, mounts=[f"{proj}:sync"]) as machine:
-        with env_of(machine):
-            yield Synced(machine, proj)
+    with booted_machine(base, "sync", home_mount=False, mounts=[f"{proj}:sync"]) as machine, env_of(machine):
+        yield Synced(machine, proj)
 
 
 def test_the_copy_is_made_at_start_and_bound_at_the_same_path(synced: Synced) -> None:
@@ -135,7 +134,8 @@ def test_rename_and_delete_both_ways(synced: Synced) -> None:
         lambda: synced.sh("ls /app | grep '^h-'") == "h-new.txt\n", DEADLINE, "the host's rename and delete"
     )
     synced.sh(
-        "echo c > /app/c-old.txt && echo d > /app/c-del.txt && mkdir -p /app/c-dir/x && echo z > /app/c-dir/x/z"
+        "echo c > /app/c-old.txt && echo d > /app/c-del.txt && mkdir -p /app/c-dir/x "
+        "&& echo z > /app/c-dir/x/z"
     )
     until(
         lambda: (p / "c-dir" / "x" / "z").exists() and (p / "c-del.txt").exists(), DEADLINE, "container files"
