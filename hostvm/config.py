@@ -209,7 +209,10 @@ class MachineConfig:
     cluster: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # `sync` only where set: a live share's entry keeps the shape older versions read
+        data["shares"] = [{k: v for k, v in s.items() if k != "sync" or v} for s in data["shares"]]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MachineConfig:

@@ -43,6 +43,7 @@ GUEST_STORE = "/var/lib/pymachine/sync"
 COALESCE = 0.05
 START_TIMEOUT = 600.0  # the first copy of a big folder under TCG
 SAVE_EVERY = 2.0  # the base is written at most this often while changes flow
+RETRY_S = 2.0  # a sync channel that ended while the link lives is opened again after this
 
 
 def share_id(path: str) -> str:
@@ -69,8 +70,15 @@ class _Writer:
 
 
 class SyncShare:
-    def __init__(self, path: str, state_dir: Path, report: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        path: str,
+        state_dir: Path,
+        report: Callable[[], None],
+        on_lost: Callable[[], None] = lambda: None,
+    ) -> None:
         self.path = path
+        self.on_lost = on_lost  # the channel ended while the link may live on (the guest side crashed)
         self.base_file = state_dir / f"{share_id(path)}.json"
         self.report = report
         st = os.stat(path) if os.path.isdir(path) else None
@@ -262,7 +270,8 @@ class SyncShare:
                 self.live, self.chan, self.out = False, None, None
                 if self.state == "in sync":
                     self.save_base()
-                    self._set("lost", "the SSH link ended; synced again on reconnect")
+                    self._set("lost", "the sync channel ended; synced again on reconnect")
+                    self.on_lost()
 
 
 def _below(root: str, rel: str) -> list[str]:
@@ -287,8 +296,11 @@ class SyncShares:
         self.state_file = machine_dir / "sync-state.json"
         self.emit = on_event
         self.stopping = threading.Event()
-        self.shares = {p: SyncShare(p, machine_dir / "sync", self.write_state) for p in paths}
+        self.shares = {
+            p: SyncShare(p, machine_dir / "sync", self.write_state, lambda p=p: self._lost(p)) for p in paths
+        }
         self.observer: Any = None
+        self.transport: paramiko.Transport | None = None
         for share in self.shares.values():
             threading.Thread(
                 target=share.flusher, args=(self.stopping,), name="sync-flush", daemon=True
@@ -321,17 +333,33 @@ class SyncShares:
             self.observer.start()
         share.watch = self.observer.schedule(Handler(), share.path, recursive=True)
 
+    def _lost(self, path: str) -> None:
+        """A share's channel ended: when the link itself lives on (the guest side was killed or crashed),
+        start it again after RETRY_S; a dead link is the next link-up's to sync."""
+
+        def again() -> None:
+            time.sleep(RETRY_S)
+            transport = self.transport
+            if not self.stopping.is_set() and transport is not None and transport.is_active():
+                self.sync(transport, self.shares[path])
+
+        threading.Thread(target=again, name="sync-again", daemon=True).start()
+
     def sync_all(self, transport: paramiko.Transport) -> None:
+        self.transport = transport
         for share in self.shares.values():
-            try:
-                self._watch(share)
-                share.start(transport)
-            except Exception as exc:  # noqa: BLE001 - any failure is this share's state, shown in mount list
-                log.warning("sync of %s failed: %s", share.path, exc)
-                share._set("error", str(exc) or type(exc).__name__)
-                self.emit(path=share.path, state="failed", transport="sync", error=share.error)
-                continue
-            self.emit(path=share.path, state="mounted", transport="sync", entries=len(share.known.entries))
+            self.sync(transport, share)
+
+    def sync(self, transport: paramiko.Transport, share: SyncShare) -> None:
+        try:
+            self._watch(share)
+            share.start(transport)
+        except Exception as exc:  # noqa: BLE001 - any failure is this share's state, shown in mount list
+            log.warning("sync of %s failed: %s", share.path, exc)
+            share._set("error", str(exc) or type(exc).__name__)
+            self.emit(path=share.path, state="failed", transport="sync", error=share.error)
+            return
+        self.emit(path=share.path, state="mounted", transport="sync", entries=len(share.known.entries))
 
     def stop(self) -> None:
         self.stopping.set()

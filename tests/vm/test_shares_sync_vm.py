@@ -182,8 +182,8 @@ def test_a_git_repository_made_on_the_host_is_clean_in_a_container(synced: Synce
 
 
 def _sync_pid(synced: Synced) -> str:
-    status, out, _ = synced.m.ssh("pgrep -f '^python3 -m pymachine_agent.syncshare' | head -n1")
-    assert status == 0 and out.strip(), out
+    """The guest side's pid ('' while there is none)."""
+    _status, out, _ = synced.m.ssh("pgrep -f '^python3 -m pymachine_agent.syncshare' | head -n1")
     return out.decode().strip()
 
 
@@ -194,6 +194,7 @@ def test_a_conflict_keeps_both_versions(synced: Synced) -> None:
     p.write_text("base\n")
     until(lambda: synced.guest_has("both.txt", "base\n"), DEADLINE, "both.txt in the guest")
     pid = _sync_pid(synced)
+    assert pid
     synced.m.ssh(f"kill -STOP {pid}")
     try:
         synced.sh("echo guest > /app/both.txt")
@@ -215,6 +216,21 @@ def test_a_conflict_keeps_both_versions(synced: Synced) -> None:
     assert p.read_text() == "host\n"
     guest_names = synced.sh("ls /app").split()
     assert kept(guest_names, lambda n: synced.sh(f"cat /app/{n}")), guest_names
+
+
+def test_a_killed_guest_side_is_started_again_and_catches_up(synced: Synced) -> None:
+    """The guest side dies (OOM, kill -9) while the link lives: the host agent opens it again and the merge
+    carries over what changed on both sides meanwhile."""
+    old = _sync_pid(synced)
+    synced.m.ssh(f"kill -9 {old}")
+    synced.sh("echo while-down > /app/written-while-down.txt")
+    (synced.proj / "host-while-down.txt").write_text("host\n")
+    until(lambda: _sync_pid(synced) not in ("", old), DEADLINE, "a new guest side")
+    back = synced.proj / "written-while-down.txt"
+    until(
+        lambda: back.exists() and back.read_text() == "while-down\n", DEADLINE, "the guest's file on the host"
+    )
+    until(lambda: synced.guest_has("host-while-down.txt", "host\n"), DEADLINE, "the host's file in the guest")
 
 
 def test_changes_made_while_saved_are_applied_at_start(synced: Synced) -> None:
