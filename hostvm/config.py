@@ -165,7 +165,10 @@ def check_shares(shares: list[Share], problems: list[Problem], label: str = "sha
         clash = next((o for o in out if _within(norm, o.path) or _within(o.path, norm)), None)
         if clash is not None:
             how = "is already shared" if clash.path == norm else f"overlaps the share {clash.path}"
-            problems.append(Problem(label, f"'{norm}' {how} (shares may not be nested)"))
+            why = "shares may not be nested"
+            if share.sync or clash.sync:  # the default home share holds most projects: say how to go on
+                why += f"; a sync share lies outside live ones: remove {clash.path} or use --no-home-mount"
+            problems.append(Problem(label, f"'{norm}' {how} ({why})"))
             continue
         if share.sync and share.readonly:
             problems.append(Problem(label, f"'{norm}': a sync share is read-write (drop :ro or sync)"))
