@@ -24,7 +24,8 @@ from .synclogic import Known, Sig
 
 log = logging.getLogger("pymachine_agent.syncfs")
 CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | CLOEXEC
+# getattr: the host agent imports this on Windows too, where sync shares are not offered (no dir_fd calls)
+DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | CLOEXEC
 
 
 class Applier:

@@ -166,7 +166,9 @@ class SyncShare:
                         deletes.append((rel, self.known.entries[rel]))
                         self.known.forget(rel)
                     continue
-                if current[0] == "d":
+                if current[0] == "d" and rel not in self.known.entries:
+                    # a folder new to the other side (made, or moved in whole): everything in it goes too; a
+                    # known folder's own events (a name added in it) need no walk, its names have their own
                     for sub in [rel, *_below(self.path, rel)]:
                         if not self.known.is_echo(sub, synclogic.sig_of(self.path, sub)):
                             puts.add(sub)

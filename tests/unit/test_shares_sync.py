@@ -227,3 +227,13 @@ def test_sync_in_the_mount_grammar_and_old_configs_still_load(tmp_path: Path) ->
     cfgmod.check_shares([cfgmod.Share(str(tmp_path), True, True)], problems)
     assert problems and "read-write" in str(problems[0])
     assert cfgmod.Share.from_json({"path": "/x", "readonly": True}) == cfgmod.Share("/x", True, False)
+
+
+def test_the_guest_asks_no_change_events_for_a_sync_share() -> None:
+    """Its copy is on the VM's disk, where inotify fires by itself; a live share's bind source is watched."""
+    from pymachine_agent.runtime.spec import Mount
+    from pymachine_agent.shares import Share, Shares
+
+    rules = Shares([Share("/s", transport="sync"), Share("/l", transport="virtiofs")], is_mount=lambda p: True)
+    mounts = [Mount("bind", "/a", "/s/app"), Mount("bind", "/b", "/l/app")]
+    assert rules.watched(mounts) == {"/l/app"}
