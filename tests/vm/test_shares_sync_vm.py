@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import gitkit
 from support.hostagent_vm import VmMachine, booted_machine, env_of
 from support.inotify import events, inotify_watch_binary
 from support.poll import until
@@ -150,33 +150,8 @@ def test_rename_and_delete_both_ways(synced: Synced) -> None:
 
 
 def test_a_git_repository_made_on_the_host_is_clean_in_a_container(synced: Synced, tmp_path: Path) -> None:
-    git = shutil.which("git")
-    if git is None:
-        pytest.skip("git is not installed on this host")
-    repo = synced.proj / "repo"
-    repo.mkdir()
-    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(tmp_path)}
-    for i in range(50):
-        (repo / f"f{i}.txt").write_text(f"{i}\n" * i)
-    for args in (
-        ["init", "-q"],
-        ["add", "."],
-        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"],
-    ):
-        subprocess.run([git, "-C", str(repo), *args], check=True, env=env)
-    kit = (
-        synced.proj / ".gitkit"
-    )  # the host's git and its libraries, run by their loader (busybox has no git)
-    kit.mkdir()
-    ldd = subprocess.run(["ldd", git], capture_output=True, text=True, check=True).stdout.splitlines()
-    libs = [line.split()[-2] if "=>" in line else line.split()[0] for line in ldd if "/" in line]
-    for lib in [git, *libs]:
-        shutil.copy(lib, kit / Path(lib).name)
-    loader = next(Path(p).name for p in libs if "ld-linux" in p)
-    script = (
-        f"HOME=/tmp GIT_CONFIG_NOSYSTEM=1 /app/.gitkit/{loader} --library-path /app/.gitkit /app/.gitkit/git "
-        "-c safe.directory='*' -C /app/repo status --porcelain --untracked-files=all 2>&1; echo rc=$?"
-    )
+    gitkit.host_repo(synced.proj / "repo", tmp_path)
+    script = gitkit.status_script(synced.proj / ".gitkit", "/app/.gitkit", "/app/repo")
     # polled: the copy arrives file by file; once it is complete, git finds the work tree clean
     until(lambda: synced.sh(script) == "rc=0\n", DEADLINE * 4, "a clean git status in the container")
 
