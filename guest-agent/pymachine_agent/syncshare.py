@@ -165,7 +165,7 @@ class Session:
         watcher.add_tree("")
         with self.lock:
             entries = {rel: synclogic.sig_to_json(sig) for rel, sig in self.known.entries.items()}
-        self.send({"op": "manifest", "entries": entries})
+        self.send({"op": "manifest", "version": synclogic.SYNC_VERSION, "entries": entries})
         threading.Thread(target=self.watch, args=(watcher,), name="sync-watch", daemon=True).start()
         while True:
             try:

@@ -197,6 +197,11 @@ class SyncShare:
         first = synclogic.read_frame(inp)
         if first.get("op") != "manifest":
             raise OSError(f"the guest's sync side answered {first.get('op')!r}: {_stderr(chan)}")
+        if first.get("version") != synclogic.SYNC_VERSION:
+            raise OSError(
+                f"the guest's sync side speaks version {first.get('version')}, this host "
+                f"{synclogic.SYNC_VERSION}: the machine's agent differs from this pymachine's (recreate it)"
+            )
         guest = {synclogic.check_rel(k): synclogic.sig_from_json(v) for k, v in first["entries"].items()}
         with self.wake:
             self.pending.clear()  # what changes from here on is sent once live; the walk covers the rest
