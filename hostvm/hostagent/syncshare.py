@@ -197,7 +197,7 @@ class SyncShare:
         first = synclogic.read_frame(inp)
         if first.get("op") != "manifest":
             raise OSError(f"the guest's sync side answered {first.get('op')!r}: {_stderr(chan)}")
-        if first.get("version") != synclogic.SYNC_VERSION:
+        if first.get("version", 1) != synclogic.SYNC_VERSION:  # the first guest sides sent none: 1
             raise OSError(
                 f"the guest's sync side speaks version {first.get('version')}, this host "
                 f"{synclogic.SYNC_VERSION}: the machine's agent differs from this pymachine's (recreate it)"
