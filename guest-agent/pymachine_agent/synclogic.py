@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 Sig = tuple  # ("f", size, mtime_ns, mode) | ("d", mode) | ("l", target)
 # The frames' version, in the guest's first frame (manifest). Both sides ship in one agent checksum, which
 # the host agent re-provisions on drift (protocol.py); this catches a guest copy it could not replace.
-SYNC_VERSION = 1
+SYNC_VERSION = 2  # 2: mark/marked (the host's base keeps only what the guest confirmed)
 TEMP_PREFIX = ".pmsync-"  # a copy being written; never synced, never reported
 MAX_HEADER = 1 << 26  # a manifest of a few hundred thousand names still fits
 CHUNK = 1 << 20

@@ -191,6 +191,8 @@ class Session:
                     synclogic.send_entries(self.out, self.store, paths, self.known, self.lock, base=False)
                     synclogic.write_frame(self.out, {"op": "pulled"})
                     self.out.flush()
+            elif op == "mark":  # everything before it is applied (frames are read and applied in order)
+                self.send({"op": "marked", "n": frame.get("n")})
             elif op == "mount":
                 error = bind_mount(self.store, self.path)
                 self.send({"op": "error", "error": error} if error else {"op": "mounted"})

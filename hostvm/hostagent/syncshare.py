@@ -95,6 +95,12 @@ class SyncShare:
         self.out: _Writer | None = None
         self.live = False
         self.marks: dict[str, threading.Event] = {}
+        # Sent but not yet confirmed by the guest (its `marked` answer): path → (its signature before the
+        # send, the mark that follows it). The base on disk keeps the signature before: a change lost with the
+        # channel must not look agreed at the next start (a new host file would pass for one deleted in the
+        # guest, and be deleted here).
+        self.unconfirmed: dict[str, tuple[synclogic.Sig | None, int]] = {}
+        self.mark = 0
         self.saved_at = 0.0
         self.watch: Any = None
 
@@ -104,6 +110,7 @@ class SyncShare:
             "path": self.path,
             "state": self.state,
             "pending": len(self.pending),
+            "unconfirmed": len(self.unconfirmed),  # sent, not yet confirmed applied by the guest
             "conflicts": self.applier.conflicts,
             "error": self.error,
             "entries": len(self.known.entries),
@@ -122,9 +129,20 @@ class SyncShare:
         except ValueError:
             return None
 
+    def confirm(self, mark: int) -> None:
+        """The guest applied everything sent before `mark`."""
+        with self.lock:
+            self.unconfirmed = {k: v for k, v in self.unconfirmed.items() if v[1] > mark}
+
     def save_base(self) -> None:
         with self.lock:
-            entries = {k: synclogic.sig_to_json(v) for k, v in self.known.entries.items()}
+            confirmed = dict(self.known.entries)
+            for rel, (before, _mark) in self.unconfirmed.items():
+                if before is None:
+                    confirmed.pop(rel, None)
+                else:
+                    confirmed[rel] = before
+            entries = {k: synclogic.sig_to_json(v) for k, v in confirmed.items()}
         self.base_file.parent.mkdir(mode=0o700, exist_ok=True)
         store.write_json(self.base_file, {"version": 1, "entries": entries})
         self.saved_at = time.monotonic()
@@ -158,12 +176,18 @@ class SyncShare:
         """Send the host changes of `batch`: deletions, then entries shallowest first (a folder with all it
         holds, for a folder moved in whole)."""
         deletes, puts = [], set()
+        touched: set[str] = set()  # what this batch sends: unconfirmed until the guest answers its mark
         with self.lock:
             for rel in sorted(batch):
                 current = synclogic.sig_of(self.path, rel)
                 if current is None:
                     if rel in self.known.entries:
                         deletes.append((rel, self.known.entries[rel]))
+                        below = rel + "/"
+                        for k, v in self.known.entries.items():
+                            if k == rel or k.startswith(below):
+                                self.unconfirmed.setdefault(k, (v, 0))
+                                touched.add(k)
                         self.known.forget(rel)
                     continue
                 if current[0] == "d" and rel not in self.known.entries:
@@ -174,6 +198,13 @@ class SyncShare:
                             puts.add(sub)
                 elif not self.known.is_echo(rel, current):
                     puts.add(rel)
+            for rel in puts:
+                self.unconfirmed.setdefault(rel, (self.known.entries.get(rel), 0))
+            touched |= puts
+            self.mark += 1
+            mark = self.mark
+            for rel in touched:  # (sent again: confirmed only by this mark)
+                self.unconfirmed[rel] = (self.unconfirmed[rel][0], mark)
         out = self.out
         if out is None or not (deletes or puts):
             return
@@ -182,6 +213,7 @@ class SyncShare:
                 synclogic.write_frame(out, {"op": "delete", "path": rel, "base": list(before)})
             ordered = sorted(puts, key=lambda r: (r.count("/"), r))
             synclogic.send_entries(out, self.path, ordered, self.known, self.lock)
+            synclogic.write_frame(out, {"op": "mark", "n": mark})  # answered once all of it is applied
 
     # -- one connection ----------------------------------------------------------------------------------
     def start(self, transport: paramiko.Transport, timeout: float = START_TIMEOUT) -> None:
@@ -206,6 +238,7 @@ class SyncShare:
         with self.wake:
             self.pending.clear()  # what changes from here on is sent once live; the walk covers the rest
         with self.lock:
+            self.unconfirmed.clear()  # the merge below starts from the base on disk, which kept them
             host = synclogic.manifest(self.path)
             plan = synclogic.plan(host, guest, self.load_base())
             # what the guest has is the base of every push and deletion there; the host's own deletions are
@@ -263,6 +296,8 @@ class SyncShare:
                         self.applier.delete(frame["path"], synclogic.base_of(frame))
                 elif op in self.marks:
                     self.marks[op].set()
+                elif op == "marked":
+                    self.confirm(int(frame.get("n") or 0))
                 elif op == "error":
                     self.error = str(frame.get("error"))
                     log.warning("sync of %s: the guest says %s", self.path, self.error)

@@ -5,6 +5,7 @@ share (no home or temp share): whatever a container sees of the folder came thro
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -206,6 +207,30 @@ def test_a_killed_guest_side_is_started_again_and_catches_up(synced: Synced) -> 
         lambda: back.exists() and back.read_text() == "while-down\n", DEADLINE, "the guest's file on the host"
     )
     until(lambda: synced.guest_has("host-while-down.txt", "host\n"), DEADLINE, "the host's file in the guest")
+
+
+def test_host_files_in_flight_when_the_channel_dies_are_not_lost(synced: Synced) -> None:
+    """New host files sent while the guest side is held (SIGSTOP), which then dies (kill -9) before applying
+    them: the next merge copies them again instead of taking them for deleted in the guest and deleting
+    them on the host (what a link drop under load did before the guest confirmed what it applied)."""
+    pid = _sync_pid(synced)
+    assert pid
+    synced.m.ssh(f"kill -STOP {pid}")
+    flight = synced.proj / "in-flight"
+    try:
+        flight.mkdir()
+        for i in range(50):
+            (flight / f"f{i}").write_text(f"{i}\n")
+        state = synced.m.home / "m" / "sync" / "sync-state.json"
+        # sent into the channel, and not confirmed (the guest side is stopped): the folder and its 50 files
+        until(
+            lambda: json.loads(state.read_text())[str(synced.proj)]["unconfirmed"] == 51, DEADLINE, "the send"
+        )
+    finally:
+        synced.m.ssh(f"kill -9 {pid}")
+    until(lambda: _sync_pid(synced) not in ("", pid), DEADLINE, "a new guest side")
+    until(lambda: synced.sh("ls /app/in-flight | wc -l").strip() == "50", DEADLINE, "the files in the guest")
+    assert len(os.listdir(flight)) == 50
 
 
 def test_changes_made_while_saved_are_applied_at_start(synced: Synced) -> None:
