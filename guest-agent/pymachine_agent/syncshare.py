@@ -117,7 +117,7 @@ def _below(root: str, rel: str) -> set[str]:
 class Session:
     def __init__(self, store: str, path: str, owner: tuple[int, int], inp: BinaryIO, out: BinaryIO) -> None:
         self.store, self.path, self.inp, self.out = store, path, inp, out
-        self.known = Known(synclogic.manifest(store))
+        self.known = Known()  # filled in serve(), once the watches are set
         self.applier = Applier(store, "guest", self.known, owner)
         self.lock = threading.Lock()  # the tree and `known` (applier vs watcher), never held while writing
         self.out_lock = threading.Lock()  # one writer of the output stream at a time
@@ -163,6 +163,8 @@ class Session:
     def serve(self) -> int:
         watcher = Inotify(self.store)
         watcher.add_tree("")
+        # walked after the watches are set: a file made in between is in the manifest or fires an event
+        self.known.entries = synclogic.manifest(self.store)
         with self.lock:
             entries = {rel: synclogic.sig_to_json(sig) for rel, sig in self.known.entries.items()}
         self.send({"op": "manifest", "version": synclogic.SYNC_VERSION, "entries": entries})

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.vm
 IMAGE = "pymachine/busybox"
 OWNER = (4321, 4321)  # the share's owner on the host: not root, not anyone the guest knows
 DEADLINE = 30.0  # bound on one change crossing over (a hang guard under TCG and load, not a speed claim)
+RESTART = 180.0  # bound on a new guest side's start and merge (a Python start and a walk in a loaded TCG VM)
 
 
 @dataclass
@@ -201,12 +202,12 @@ def test_a_killed_guest_side_is_started_again_and_catches_up(synced: Synced) -> 
     synced.m.ssh(f"kill -9 {old}")
     synced.sh("echo while-down > /app/written-while-down.txt")
     (synced.proj / "host-while-down.txt").write_text("host\n")
-    until(lambda: _sync_pid(synced) not in ("", old), DEADLINE, "a new guest side")
+    until(lambda: _sync_pid(synced) not in ("", old), RESTART, "a new guest side")
     back = synced.proj / "written-while-down.txt"
     until(
-        lambda: back.exists() and back.read_text() == "while-down\n", DEADLINE, "the guest's file on the host"
+        lambda: back.exists() and back.read_text() == "while-down\n", RESTART, "the guest's file on the host"
     )
-    until(lambda: synced.guest_has("host-while-down.txt", "host\n"), DEADLINE, "the host's file in the guest")
+    until(lambda: synced.guest_has("host-while-down.txt", "host\n"), RESTART, "the host's file in the guest")
 
 
 def test_host_files_in_flight_when_the_channel_dies_are_not_lost(synced: Synced) -> None:
@@ -228,8 +229,8 @@ def test_host_files_in_flight_when_the_channel_dies_are_not_lost(synced: Synced)
         )
     finally:
         synced.m.ssh(f"kill -9 {pid}")
-    until(lambda: _sync_pid(synced) not in ("", pid), DEADLINE, "a new guest side")
-    until(lambda: synced.sh("ls /app/in-flight | wc -l").strip() == "50", DEADLINE, "the files in the guest")
+    until(lambda: _sync_pid(synced) not in ("", pid), RESTART, "a new guest side")
+    until(lambda: synced.sh("ls /app/in-flight | wc -l").strip() == "50", RESTART, "the files in the guest")
     assert len(os.listdir(flight)) == 50
 
 
