@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 from . import config as cfgmod
 from . import paths, proc, qemu_user, remote_libvirt, savestate, seed, share_hotplug, shares, ssh, store
+from . import syncshare_state as sync_state  # noqa: I001
 from .domain import VMSpec
 from .drivers import Driver, DriverState, get_driver
 from .errors import NotFoundError, PymachineError, StageFailed, UsageError
@@ -123,10 +124,11 @@ def share_list(
         except PymachineError:
             transport = "unavailable"
     out = [
-        {"path": s.path, "readonly": s.readonly, "transport": transport, "pending": "add"
-         if started is not None and (s.path, s.readonly) not in started else None}
+        {"path": s.path, "readonly": s.readonly, "transport": "sync" if s.sync else transport, "pending":
+         "add" if started is not None and (s.path, s.readonly) not in started else None}
         for s in cfg.shares
     ]  # fmt: skip
+    sync_state.annotate(out, cfg.name, running)
     configured = {(s.path, s.readonly) for s in cfg.shares}
     for path, ro in sorted(started - configured) if started else []:
         out.append({"path": path, "readonly": ro, "transport": transport, "pending": "remove"})
