@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
-    QMessageBox,
     QPushButton,
     QSplitter,
     QStackedWidget,
@@ -21,12 +21,11 @@ from pymachine.hostvm import containers
 from pymachine.hostvm.units import human_size
 
 from . import workers
-from .common import ErrorBanner, describe, empty_state, title_label
+from .common import ErrorBanner, empty_state, title_label
 from .containers_panel import ClientFactory, default_client
-from .engine_panel import NO_MACHINE, EngineTab, as_view
+from .engine_panel import BulkResult, EngineTab, run_each
 from .images_panel import created
 from .inspect_view import InspectView
-from .machine_state import MachineView
 from .table_model import Column, DataTable
 
 
@@ -54,10 +53,11 @@ COLUMNS = (
 
 
 class VolumesPanel(EngineTab, QWidget):
+    NOUN = "Volumes"
+
     def __init__(self, client_factory: ClientFactory = default_client, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.client_factory = client_factory
-        self.machine, self.usable = "", False
         self.dc: Any = None
         self.title = title_label()
         self.remove_button = QPushButton("Remo&ve")
@@ -68,8 +68,10 @@ class VolumesPanel(EngineTab, QWidget):
         bar.addWidget(self.title, 1)
         bar.addWidget(self.remove_button)
         bar.addWidget(self.prune_button)
-        self.table = DataTable(COLUMNS, lambda v: v["Name"], "Search volumes (name, container…)")
+        self.table = DataTable(COLUMNS, lambda v: v["Name"], "Search volumes (name, container…)", multi=True)
         self.table.current_changed.connect(lambda _k: self._selected())
+        self.table.view.selectionModel().selectionChanged.connect(lambda *_a: self._update_buttons())
+        self.table.menu_requested.connect(self.show_context_menu)
         self.inspect = InspectView()
         self.inspect.text.setPlaceholderText("Select a volume to see its inspect JSON.")
         self.empty = empty_state("")
@@ -88,28 +90,12 @@ class VolumesPanel(EngineTab, QWidget):
         lay.addWidget(self.banner)
         self._refreshing = False
         self.working = False
-        self.timer = QTimer(self, interval=10000)
-        self.timer.timeout.connect(self.refresh)
-        self.timer.start()
+        self.start_timer()
         self.set_machine("", None)
 
-    def set_machine(self, name: str, view: MachineView | bool | None) -> None:
-        view = as_view(name, view)
-        usable = bool(name) and view is not None and view.engine_usable
-        changed = (name, usable) != (self.machine, self.usable)
-        if changed:
-            self.dc = None
-            self.table.set_rows([])
-            self.inspect.clear()
-        self.machine, self.usable = name, usable
-        self.title.setText(f"Volumes on '{name}'" if name else "Volumes")
-        if not name or view is None:
-            self._empty(NO_MACHINE)
-        elif not usable:
-            self._empty(view.sentence())
-        elif changed:
-            self.refresh()
-        self._update_buttons()
+    def reset_engine(self) -> None:
+        super().reset_engine()
+        self.inspect.clear()
 
     def refresh(self) -> None:
         if not self.usable or self._refreshing:
@@ -127,8 +113,7 @@ class VolumesPanel(EngineTab, QWidget):
         if machine != self.machine or not self.usable:
             return
         self.dc = None
-        message, hint = describe(exc)
-        self._empty(f"Cannot reach the engine of '{machine}': {message}" + (f"\n{hint}" if hint else ""))
+        self._unreachable(machine, exc)
 
     def _fill(self, rows: list[dict[str, Any]], machine: str) -> None:
         self._refreshing = False
@@ -159,11 +144,20 @@ class VolumesPanel(EngineTab, QWidget):
 
     def _update_buttons(self) -> None:
         ok = self.usable and not self.working
-        self.remove_button.setEnabled(ok and self.current() is not None)
+        self.remove_button.setEnabled(ok and bool(self.table.selected_keys()))
         self.prune_button.setEnabled(ok)
 
-    def confirm(self, text: str) -> bool:
-        return QMessageBox.question(self, "pymachine", text) == QMessageBox.StandardButton.Yes
+    def menu_actions(self) -> list[tuple[str, Any, bool]]:
+        ok = self.usable and not self.working
+        names = self.table.selected_keys()
+        one = len(names) == 1
+        return [
+            ("Inspect", lambda: self.inspect.text.setFocus(), one),
+            ("Copy name", lambda: QGuiApplication.clipboard().setText("\n".join(names)), bool(names)),
+            ("", lambda: None, True),
+            (f"Remove {len(names)} volumes…" if not one else "Remove…", self.remove, ok and bool(names)),
+            ("Prune unused…", self.prune, ok),
+        ]
 
     def _run(self, text: str, work: Any, done_text: Any) -> None:
         self.working = True
@@ -173,7 +167,9 @@ class VolumesPanel(EngineTab, QWidget):
 
         def finish(result: Any, exc: BaseException | None) -> None:
             self.working = False
-            self.status.setText("" if exc else done_text(result))
+            if isinstance(result, BulkResult):
+                exc = result.error()  # every item that failed, in the banner
+            self.status.setText(done_text(result) if result is not None else "")
             if exc is not None:
                 self.banner.show_error(exc)
             self._update_buttons()
@@ -182,22 +178,35 @@ class VolumesPanel(EngineTab, QWidget):
         workers.run_task(work, on_done=lambda r: finish(r, None), on_failed=lambda e: finish(None, e))
 
     def remove(self) -> None:
-        v = self.current()
-        if v is None or self.working:
+        """Remove the selected volumes after one confirmation; each one the engine refuses is listed."""
+        vols = self.selected()
+        if not vols or self.working:
             return
-        name = v["Name"]
-        users = f" It is used by {', '.join(v['_users'])}." if v["_users"] else ""
-        if not self.confirm(f"Remove volume '{name}' and its data?{users}"):
+        names = [v["Name"] for v in vols]
+        used = [f"{v['Name']} (used by {', '.join(v['_users'])})" for v in vols if v["_users"]]
+        what = f"volume '{names[0]}'" if len(names) == 1 else f"{len(names)} volumes ({', '.join(names)})"
+        users = f" In use: {'; '.join(used)}." if used else ""
+        if not self.confirm(f"Remove {what} and the data in them?{users}"):
             return
         dc = self.client()
 
-        def work() -> None:
-            with containers.api_errors(
-                f"removing volume {name}", hint="remove the containers that use it first"
-            ):
-                dc.api.remove_volume(name)
+        def remover(name: str) -> Any:
+            def work() -> None:
+                with containers.api_errors(
+                    f"removing volume {name}", hint="remove the containers that use it first"
+                ):
+                    dc.api.remove_volume(name)
 
-        self._run(f"Removing {name}…", work, lambda _r: f"Removed volume {name}.")
+            return work
+
+        if len(names) == 1:
+            self._run(f"Removing {names[0]}…", remover(names[0]), lambda _r: f"Removed volume {names[0]}.")
+            return
+        self._run(
+            f"Removing {len(names)} volumes…",
+            lambda: run_each("remove", "volume", [(n, remover(n)) for n in names]),
+            lambda r: r.summary(),
+        )
 
     def prune(self) -> None:
         if self.working or not self.confirm("Remove every volume no container uses, with its data?"):
