@@ -177,6 +177,7 @@ class EngineTab:
         return menu
 
     def show_context_menu(self, pos: QPoint) -> None:
-        menu = self.context_menu()
-        if not menu.isEmpty():
-            menu.exec(pos)
+        """Pops up (not exec: no nested event loop; the menu stays reachable as `self.menu`)."""
+        self.menu = self.context_menu()
+        if not self.menu.isEmpty():
+            self.menu.popup(pos)
