@@ -13,6 +13,7 @@ from .containers_panel import ClientFactory, ContainersPanel, default_client
 from .images_panel import ImagesPanel
 from .machine_state import MachineView
 from .machines_panel import MachinesPanel
+from .notify import Notifier
 from .settings_panel import SettingsPanel
 from .tray import Tray
 from .volumes_panel import VolumesPanel
@@ -85,6 +86,10 @@ class MainWindow(QMainWindow):
         if tray and QSystemTrayIcon.isSystemTrayAvailable():
             self.tray = Tray(app_icon(), self.machines.run_verb_named, self.show_window, self.quit, self)
             self.tray.show()
+        self.notifier = Notifier(
+            self, self.tray
+        )  # start/stop done or failed, when the window is not in front
+        self.machines.finished.connect(self.notifier.machine_verb_done)
         self._quitting = False
 
     # -- wiring -------------------------------------------------------------------------------------------
