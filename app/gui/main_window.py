@@ -74,7 +74,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
         self.machine_label = QLabel()
         self.statusBar().addPermanentWidget(self.machine_label)
-        self.statusBar().showMessage("Ctrl+1…5 switch tabs · Ctrl+N create a machine · F5 refresh")
+        self.statusBar().showMessage("Ctrl+1…6 switch tabs · Ctrl+N create a machine · F5 refresh")
         for panel in (self.containers, self.apps):
             panel.notice.connect(lambda text: self.statusBar().showMessage(text, 15000))
 
