@@ -8,17 +8,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtCore import QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QInputDialog,
-    QLabel,
     QPushButton,
-    QSplitter,
-    QStackedWidget,
     QTabWidget,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -27,8 +23,7 @@ from pymachine.hostvm.deploy import apps, release
 from pymachine.hostvm.deploy.model import LABEL, App
 from pymachine.hostvm.progress import StageProgress
 
-from . import workers
-from .common import ErrorBanner, empty_state, title_label
+from .common import title_label
 from .containers_panel import ClientFactory, default_client
 from .engine_panel import EngineTab
 from .logs_view import LogsView
@@ -113,27 +108,13 @@ class AppsPanel(EngineTab, QWidget):
         self.table.current_changed.connect(lambda _k: self._selected())
         self.table.link_clicked.connect(self.open_link)
         self.table.menu_requested.connect(self.show_context_menu)
-        self.empty = empty_state("")
-        self.stack = QStackedWidget()
-        self.stack.addWidget(self.empty)
-        self.stack.addWidget(self.table)
         self.releases = DataTable(RELEASE_COLUMNS, lambda r: r["label"], "Search releases")
         self.logs = LogsView()
         self.logs.clear("Select an app and press Logs to follow its serving release.")
         self.details = QTabWidget()
         self.details.addTab(self.releases, "&Releases")
         self.details.addTab(self.logs, "Lo&g")
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(self.stack)
-        split.addWidget(self.details)
-        self.status = QLabel(wordWrap=True)
-        self.banner = ErrorBanner()
-        lay = QVBoxLayout(self)
-        lay.addLayout(bar)
-        lay.addWidget(split, 1)
-        lay.addWidget(self.status)
-        lay.addWidget(self.banner)
-        self._refreshing = False
+        self.lay_out(bar, self.details)
         self.working = False
         self._note = ""  # a verb's own last word ("already serves v2"), said instead of the generic one
         self._logs_for: tuple[str, int] = ("", 0)
@@ -146,37 +127,17 @@ class AppsPanel(EngineTab, QWidget):
         self.releases.set_rows([])
 
     # -- data ---------------------------------------------------------------------------------------------
-    def refresh(self) -> None:
-        if not self.usable or self._refreshing:
-            return
-        self._refreshing = True
-        dc, machine = self.client(), self.machine
-        workers.run_task(
-            lambda: list_apps(dc, machine),
-            on_done=lambda rows: self._fill(rows, machine),
-            on_failed=lambda exc: self._failed(exc, machine),
+    def fetch(self, dc: Any, machine: str) -> list[dict[str, Any]]:
+        return list_apps(dc, machine)
+
+    def empty_text(self, machine: str) -> str:
+        return (
+            f"No apps on '{machine}' yet — make one, then push a project with a Dockerfile:\n"
+            f"pymachine app create myapp --machine {machine}\n"
+            "(it prints the git remote add and git push commands to paste)"
         )
 
-    def _failed(self, exc: BaseException, machine: str) -> None:
-        self._refreshing = False
-        if machine != self.machine or not self.usable:
-            return
-        self.dc = None
-        self._unreachable(machine, exc)
-
-    def _fill(self, rows: list[dict[str, Any]], machine: str) -> None:
-        self._refreshing = False
-        if machine != self.machine or not self.usable:
-            return
-        self.table.set_rows(rows)
-        if rows:
-            self.stack.setCurrentWidget(self.table)
-        else:
-            self._empty(
-                f"No apps on '{machine}' yet — make one, then push a project with a Dockerfile:\n"
-                f"pymachine app create myapp --machine {machine}\n"
-                "(it prints the git remote add and git push commands to paste)"
-            )
+    def filled(self) -> None:
         self._selected()
 
     def current(self) -> App | None:
@@ -268,43 +229,22 @@ class AppsPanel(EngineTab, QWidget):
         elif verb == "rollback":
             version = self.choose_release(app)
             if version is not None:
-                self._run(
+                self._note = ""
+                self.run_work(
                     f"Rolling {app.name} back to v{version}…",
                     lambda progress: release.rollback(app.name, version, progress),
-                    lambda r: f"{app.name} serves {r.label} at {app.url}",
+                    lambda r: self._note or f"{app.name} serves {r.label} at {app.url}",
+                    self._progress,
                 )
         elif verb == "remove" and self.confirm(
             f"Remove app '{app.name}': its containers, images, network and git repository?"
         ):
-            self._run(
+            self.run_work(
                 f"Removing {app.name}…",
                 lambda progress: release.remove(app.name, progress),
                 lambda _r: f"Removed {app.name}.",
+                self._progress,
             )
-
-    def _run(self, text: str, work: Any, said: Any) -> None:
-        self.working = True
-        self.banner.hide()
-        self.status.setText(text)
-        self._update_buttons()
-
-        def finish(result: Any, exc: BaseException | None) -> None:
-            self.working = False
-            if exc is not None:
-                self.status.setText("")
-                self.banner.show_error(exc)
-            else:
-                self.status.setText(self._note or said(result))
-            self._update_buttons()
-            self.refresh()
-
-        self._note = ""
-        workers.run_task(
-            work,
-            on_done=lambda r: finish(r, None),
-            on_failed=lambda e: finish(None, e),
-            on_progress=self._progress,
-        )
 
     def _progress(self, message: Any) -> None:
         if isinstance(message, StageProgress):

@@ -8,14 +8,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import QPoint, QTimer
+from PySide6.QtCore import QPoint, Qt, QTimer
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QMenu, QMessageBox
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QMessageBox,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from pymachine.hostvm.errors import PymachineError
 
 from . import workers
-from .common import describe
+from .common import ErrorBanner, describe, empty_state
 from .machine_state import MachineView
 
 NO_MACHINE = "No machine selected — create one on the Machines tab (Ctrl+1, then Ctrl+N)."
@@ -81,6 +90,8 @@ class EngineTab:
     `stack` (a QStackedWidget), `title` (a QLabel) and `refresh()`; `NOUN` titles it ("Volumes")."""
 
     NOUN = ""
+    _refreshing = False
+    working = False
     machine: str = ""
     view: MachineView | None = None
     usable: bool = False
@@ -90,6 +101,23 @@ class EngineTab:
     empty: Any
     stack: Any
     title: Any
+
+    def lay_out(self, bar: QHBoxLayout, details: QWidget) -> None:
+        """Title bar, the table (or the empty sentence) over `details`, a status line, the error banner."""
+        self.empty = empty_state("")
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(self.table)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.stack)
+        split.addWidget(details)
+        self.status = QLabel(wordWrap=True)
+        self.banner = ErrorBanner()
+        lay = QVBoxLayout(self)  # type: ignore[arg-type]
+        lay.addLayout(bar)
+        lay.addWidget(split, 1)
+        lay.addWidget(self.status)
+        lay.addWidget(self.banner)
 
     def start_timer(self, interval_ms: int = REFRESH_MS) -> QTimer:
         self.timer = QTimer(self, interval=interval_ms)  # type: ignore[call-overload]
@@ -115,6 +143,48 @@ class EngineTab:
             self.refresh()  # type: ignore[attr-defined]
         self._update_buttons()  # type: ignore[attr-defined]
 
+    # -- rows from the engine (Containers has its own: stats and verbs in flight) ---------------------------
+    def fetch(self, dc: Any, machine: str) -> list[dict[str, Any]]:
+        """The rows, read on a worker thread from the engine client `dc` (no widget touched here)."""
+        raise NotImplementedError
+
+    def empty_text(self, machine: str) -> str:
+        """What the tab says when the engine has no rows of its kind, and how to make one."""
+        raise NotImplementedError
+
+    def filled(self) -> None:
+        """After new rows are shown (the detail pane and buttons follow them)."""
+        self._update_buttons()  # type: ignore[attr-defined]
+
+    def refresh(self) -> None:
+        if not self.usable or self._refreshing:
+            return
+        self._refreshing = True
+        dc, machine = self.client(), self.machine
+        workers.run_task(
+            lambda: self.fetch(dc, machine),
+            on_done=lambda rows: self._fill(rows, machine),
+            on_failed=lambda exc: self._refresh_failed(exc, machine),
+        )
+
+    def _refresh_failed(self, exc: BaseException, machine: str) -> None:
+        self._refreshing = False
+        if machine != self.machine or not self.usable:
+            return  # about a machine no longer shown, or one that is stopping: not an error to show
+        self.dc = None
+        self._unreachable(machine, exc)
+
+    def _fill(self, rows: list[dict[str, Any]], machine: str) -> None:
+        self._refreshing = False
+        if machine != self.machine or not self.usable:
+            return
+        self.table.set_rows(rows)
+        if rows:
+            self.stack.setCurrentWidget(self.table)
+        else:
+            self._empty(self.empty_text(machine))
+        self.filled()
+
     def reset_engine(self) -> None:
         """Forget the engine and its rows (Containers also closes its streams)."""
         self.dc = None
@@ -136,6 +206,32 @@ class EngineTab:
     @property
     def rows(self) -> list[dict[str, Any]]:
         return self.table.rows()
+
+    def run_work(self, text: str, work: Any, said: Any, on_progress: Any = None) -> None:
+        """A verb of the tab on a worker: `text` while it runs, `said(result)` once done; a failure (or each
+        failed item of a BulkResult) in the error banner; then a refresh."""
+        self.working = True
+        self.banner.hide()
+        self.status.setText(text)
+        self._update_buttons()  # type: ignore[attr-defined]
+
+        def finish(result: Any, exc: BaseException | None) -> None:
+            self.working = False
+            bulk = isinstance(result, BulkResult)
+            if bulk:
+                exc = result.error()
+            self.status.setText(said(result) if exc is None or bulk else "")
+            if exc is not None:
+                self.banner.show_error(exc)
+            self._update_buttons()  # type: ignore[attr-defined]
+            self.refresh()
+
+        workers.run_task(
+            work,
+            on_done=lambda r: finish(r, None),
+            on_failed=lambda e: finish(None, e),
+            on_progress=on_progress,
+        )
 
     # -- several rows at once -----------------------------------------------------------------------------
     def confirm(self, text: str) -> bool:

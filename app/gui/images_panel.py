@@ -123,7 +123,6 @@ class ImagesPanel(EngineTab, QWidget):
         lay.addLayout(progress_row)
         lay.addWidget(self.output)
         lay.addWidget(self.banner)
-        self._refreshing = False
         self.working = False
         self._job = 0  # the pull/build under way; a cancelled one's late answer is dropped
         self._cancel: dict[str, bool] = {}
@@ -156,36 +155,11 @@ class ImagesPanel(EngineTab, QWidget):
             self.reference.setText(reference(picked[0]))
             self.pull()
 
-    def refresh(self) -> None:
-        if not self.machine or not self.usable or self._refreshing:
-            return
-        self._refreshing = True
-        dc, machine = self.client(), self.machine
-        workers.run_task(
-            lambda: list_images(dc),
-            on_done=lambda rows: self._fill(rows, machine),
-            on_failed=lambda exc: self._refresh_failed(exc, machine),
-        )
+    def fetch(self, dc: Any, machine: str) -> list[dict[str, Any]]:
+        return list_images(dc)
 
-    def _refresh_failed(self, exc: BaseException, machine: str) -> None:
-        self._refreshing = False
-        if machine != self.machine or not self.usable:
-            return  # about a machine no longer shown, or one that is stopping: not an error to show
-        self.dc = None
-        self._unreachable(machine, exc)
-
-    def _fill(self, rows: list[dict[str, Any]], machine: str) -> None:
-        self._refreshing = False
-        if machine != self.machine or not self.usable:
-            return
-        self.table.set_rows(rows)
-        if rows:
-            self.stack.setCurrentWidget(self.table)
-        else:
-            self._empty(
-                "No images yet — type pymachine/busybox above and press Pull, or build one from a folder."
-            )
-        self._update_buttons()
+    def empty_text(self, machine: str) -> str:
+        return "No images yet — type pymachine/busybox above and press Pull, or build one from a folder."
 
     def current(self) -> dict[str, Any] | None:
         return self.table.current()

@@ -5,25 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QHBoxLayout,
-    QLabel,
     QPushButton,
-    QSplitter,
-    QStackedWidget,
-    QVBoxLayout,
     QWidget,
 )
 
 from pymachine.hostvm import containers
 from pymachine.hostvm.units import human_size
 
-from . import workers
-from .common import ErrorBanner, empty_state, title_label
+from .common import title_label
 from .containers_panel import ClientFactory, default_client
-from .engine_panel import BulkResult, EngineTab, run_each
+from .engine_panel import EngineTab, run_each
 from .images_panel import created
 from .inspect_view import InspectView
 from .table_model import Column, DataTable
@@ -74,21 +68,7 @@ class VolumesPanel(EngineTab, QWidget):
         self.table.menu_requested.connect(self.show_context_menu)
         self.inspect = InspectView()
         self.inspect.text.setPlaceholderText("Select a volume to see its inspect JSON.")
-        self.empty = empty_state("")
-        self.stack = QStackedWidget()
-        self.stack.addWidget(self.empty)
-        self.stack.addWidget(self.table)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(self.stack)
-        split.addWidget(self.inspect)
-        self.status = QLabel(wordWrap=True)
-        self.banner = ErrorBanner()
-        lay = QVBoxLayout(self)
-        lay.addLayout(bar)
-        lay.addWidget(split, 1)
-        lay.addWidget(self.status)
-        lay.addWidget(self.banner)
-        self._refreshing = False
+        self.lay_out(bar, self.inspect)
         self.working = False
         self.start_timer()
         self.set_machine("", None)
@@ -97,33 +77,13 @@ class VolumesPanel(EngineTab, QWidget):
         super().reset_engine()
         self.inspect.clear()
 
-    def refresh(self) -> None:
-        if not self.usable or self._refreshing:
-            return
-        self._refreshing = True
-        dc, machine = self.client(), self.machine
-        workers.run_task(
-            lambda: list_volumes(dc),
-            on_done=lambda rows: self._fill(rows, machine),
-            on_failed=lambda exc: self._failed(exc, machine),
-        )
+    def fetch(self, dc: Any, machine: str) -> list[dict[str, Any]]:
+        return list_volumes(dc)
 
-    def _failed(self, exc: BaseException, machine: str) -> None:
-        self._refreshing = False
-        if machine != self.machine or not self.usable:
-            return
-        self.dc = None
-        self._unreachable(machine, exc)
+    def empty_text(self, machine: str) -> str:
+        return f"No volumes on '{machine}' yet — docker volume create NAME, or run -v NAME:/path."
 
-    def _fill(self, rows: list[dict[str, Any]], machine: str) -> None:
-        self._refreshing = False
-        if machine != self.machine or not self.usable:
-            return
-        self.table.set_rows(rows)
-        if rows:
-            self.stack.setCurrentWidget(self.table)
-        else:
-            self._empty(f"No volumes on '{machine}' yet — docker volume create NAME, or run -v NAME:/path.")
+    def filled(self) -> None:
         self._selected()
 
     def current(self) -> dict[str, Any] | None:
@@ -159,24 +119,6 @@ class VolumesPanel(EngineTab, QWidget):
             ("Prune unused…", self.prune, ok),
         ]
 
-    def _run(self, text: str, work: Any, done_text: Any) -> None:
-        self.working = True
-        self.banner.hide()
-        self.status.setText(text)
-        self._update_buttons()
-
-        def finish(result: Any, exc: BaseException | None) -> None:
-            self.working = False
-            if isinstance(result, BulkResult):
-                exc = result.error()  # every item that failed, in the banner
-            self.status.setText(done_text(result) if result is not None else "")
-            if exc is not None:
-                self.banner.show_error(exc)
-            self._update_buttons()
-            self.refresh()
-
-        workers.run_task(work, on_done=lambda r: finish(r, None), on_failed=lambda e: finish(None, e))
-
     def remove(self) -> None:
         """Remove the selected volumes after one confirmation; each one the engine refuses is listed."""
         vols = self.selected()
@@ -186,7 +128,8 @@ class VolumesPanel(EngineTab, QWidget):
         used = [f"{v['Name']} (used by {', '.join(v['_users'])})" for v in vols if v["_users"]]
         what = f"volume '{names[0]}'" if len(names) == 1 else f"{len(names)} volumes ({', '.join(names)})"
         users = f" In use: {'; '.join(used)}." if used else ""
-        if not self.confirm(f"Remove {what} and the data in them?{users}"):
+        data = "its data" if len(names) == 1 else "the data in them"
+        if not self.confirm(f"Remove {what} and {data}?{users}"):
             return
         dc = self.client()
 
@@ -200,9 +143,11 @@ class VolumesPanel(EngineTab, QWidget):
             return work
 
         if len(names) == 1:
-            self._run(f"Removing {names[0]}…", remover(names[0]), lambda _r: f"Removed volume {names[0]}.")
+            self.run_work(
+                f"Removing {names[0]}…", remover(names[0]), lambda _r: f"Removed volume {names[0]}."
+            )
             return
-        self._run(
+        self.run_work(
             f"Removing {len(names)} volumes…",
             lambda: run_each("remove", "volume", [(n, remover(n)) for n in names]),
             lambda r: r.summary(),
@@ -223,4 +168,4 @@ class VolumesPanel(EngineTab, QWidget):
             gone = r.get("VolumesDeleted") or []
             return f"Pruned {len(gone)} volume(s), {human_size(int(r.get('SpaceReclaimed') or 0))} reclaimed."
 
-        self._run("Pruning unused volumes…", work, said)
+        self.run_work("Pruning unused volumes…", work, said)

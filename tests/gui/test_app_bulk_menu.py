@@ -149,6 +149,14 @@ def test_volumes_and_images_bulk_remove_with_one_refused(qtbot, gui_home: Path, 
         qtbot.waitUntil(lambda: {v["Name"] for v in vols.rows} & {"gbv-1", "gbv-2"} == set(), timeout=30000)
         assert "gbv-used" in {v.name for v in dc.volumes.list()}
         assert vols.status.text() == "Remove: 1 of 3 volumes failed."
+        user.remove()  # no longer used: one volume, removed with the Remove button
+        vols.refresh()
+        wait_idle(qtbot)
+        assert vols.table.select_keys(["gbv-used"]) == 1
+        vols.remove_button.click()
+        wait_idle(qtbot)
+        assert vols.status.text() == "Removed volume gbv-used." and not vols.banner.isVisible()
+        user = dc.containers.create("pymachine/busybox", ["true"], name="gbv-user")  # busybox stays in use
 
         images = ImagesPanel(engine_factory(agent_engine))
         show(qtbot, images)
@@ -168,7 +176,7 @@ def test_volumes_and_images_bulk_remove_with_one_refused(qtbot, gui_home: Path, 
         # both failures are listed by name, gb-img:one is removed
         dc.images.remove("gb-img:two")
         action(menu, "Remove 3 images…").trigger()
-        assert "Remove 3 images (" in asked[-1] and len(asked) == 2
+        assert "Remove 3 images (" in asked[-1] and len(asked) == 3
         wait_idle(qtbot)
         failed = images.banner.hint.text()
         assert "Remove: 2 of 3 images failed." in images.banner.message.text(), failed
