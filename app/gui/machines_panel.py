@@ -68,6 +68,7 @@ def _statuses_and_usage() -> tuple[list[MachineStatus], dict[str, VmSample]]:
 class MachinesPanel(QWidget):
     selected = Signal(str)  # machine name ("" when none)
     changed = Signal(list)  # [MachineView] after each refresh and each change of a verb's progress
+    finished = Signal(str, str, object)  # verb, machine, the exception it failed with (None: done)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -282,6 +283,7 @@ class MachinesPanel(QWidget):
             self.refresh()
             if on_done:
                 on_done(result)
+            self.finished.emit(verb, name, None)
 
         def failed(exc: BaseException) -> None:
             self.busy.pop(name, None)
@@ -292,6 +294,7 @@ class MachinesPanel(QWidget):
             mp = paths.machine(name)
             self.banner.show_error(exc, mp.console_log, mp.agent_log)
             self.refresh()
+            self.finished.emit(verb, name, exc)
 
         workers.run_task(
             funcs[verb], on_done=done, on_failed=failed, on_progress=lambda v: self._progress(v, name)
