@@ -26,6 +26,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import paramiko
 
@@ -105,15 +106,24 @@ def fork(
     if pid:
         theirs.close()
         return Spare(pid, mine)
-    code = 1
-    try:
+
+    def body() -> int:
         mine.close()
         for fd in ours:  # the supervisor's lock and folder: the standby must not keep them alive
             os.close(fd)
         keeper.enter_spare()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        code = _standby(name, mp, theirs, keeper, become)
+        return _standby(name, mp, theirs, keeper, become)
+
+    end_child(body)
+
+
+def end_child(body: Callable[[], int]) -> NoReturn:
+    """In a forked child of the supervisor: run `body` and exit with its code, whatever happens."""
+    code = 1
+    try:
+        code = body()
     except BaseException:  # noqa: BLE001 - whatever happens, the forked child ends here
         traceback.print_exc()
     finally:

@@ -27,7 +27,6 @@ import select
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,18 +99,14 @@ def _fork_agent(name: str, mp: paths.MachinePaths, ours: list[int], keeper: Keep
     pid = os.fork()
     if pid:
         return pid
-    code = 1
-    try:
+
+    def body() -> int:
         for fd in ours:  # the supervisor's lock and folder: the agent must not keep them alive
             os.close(fd)
         keeper.enter_agent()  # the listeners a killed agent left: this one's now (handover.py)
-        code = _become_agent(name)
-    except BaseException:  # noqa: BLE001 - whatever happens, the forked child ends here
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        return _become_agent(name)
+
+    spare.end_child(body)
 
 
 def _become_agent(name: str, connect: Callable[[], paramiko.Transport] | None = None) -> int:
