@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import importlib
 import inspect
 import pkgutil
-import textwrap
+from pathlib import Path
 
 import pymachine_agent
 
@@ -25,12 +26,32 @@ def _classes() -> list[type]:
     return found
 
 
+@functools.cache
+def _parsed(path: str) -> ast.Module:
+    return ast.parse(Path(path).read_text(), path)
+
+
+@functools.cache
+def _class_node(cls: type) -> ast.ClassDef | None:
+    """The class's definition, from its module's source parsed once (inspect.getsource parses it per call)."""
+    try:
+        path = inspect.getsourcefile(cls)
+    except TypeError:  # a builtin base (object, Exception...): dir() covers it
+        return None
+    if path is None or not Path(path).exists():
+        return None
+    body: list[ast.stmt] = _parsed(path).body
+    node = None
+    for part in cls.__qualname__.split("."):
+        node = next((n for n in body if isinstance(n, ast.ClassDef) and n.name == part), None)
+        if node is None:
+            return None
+        body = node.body
+    return node
+
+
 def _self_attributes(cls: type, ctx: type[ast.expr_context]) -> set[str]:
     """Names of `self.<name>` in the class's own methods (nested classes excluded) in the given context."""
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):  # a builtin base (object, Exception...): dir() covers it
-        return set()
     names: set[str] = set()
 
     def visit(node: ast.AST, top: bool) -> None:
@@ -46,7 +67,9 @@ def _self_attributes(cls: type, ctx: type[ast.expr_context]) -> set[str]:
                 names.add(child.attr)
             visit(child, False)
 
-    visit(ast.parse(source).body[0], True)
+    node = _class_node(cls)
+    if node is not None:
+        visit(node, True)
     return names
 
 
