@@ -18,11 +18,13 @@ connections to tell a user's login from the agent's own link and subtracts the s
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +37,7 @@ from .handover import Keeper
 
 DISABLE_ENV = "PYMACHINE_SPARE_LINK"
 RETRY_MAX = 2.0  # seconds between connect attempts at most (a machine being saved has no guest to reach)
+READY_WAIT_MAX = 300.0  # seconds the spare waits for the agent's first "ready" before it connects anyway
 
 
 def wanted(name: str) -> bool:
@@ -139,7 +142,15 @@ def _standby(
 
     connect = machine_connect(name)
     link = _SpareLink(connect, mp.agent_spare_pid)
-    threading.Thread(target=link.run, name="spare-link", daemon=True).start()
+    since = _size(mp.events)
+
+    def run_after_ready() -> None:
+        # Not while the machine boots: under emulation a second SSH handshake then takes guest CPU from the
+        # boot's own critical path (the agent's link, the guest agent's start).
+        _wait_for_ready(mp.events, since, time.monotonic() + READY_WAIT_MAX)
+        link.run()
+
+    threading.Thread(target=run_after_ready, name="spare-link", daemon=True).start()
     if not keeper.enter_from(sock):  # blocks until activated, or the supervisor is gone
         return 0
     sock.close()
@@ -151,6 +162,38 @@ def _standby(
         return transport if transport is not None and transport.is_active() else connect()
 
     return become(name, first_then_fresh)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _wait_for_ready(events: Path, offset: int, deadline: float) -> None:
+    """Until the agent's event log gets a `state: ready` after `offset` (the log's size when the spare was
+    forked; a rotated log is read from its start), or the deadline passes."""
+    while time.monotonic() < deadline:
+        if _size(events) < offset:
+            offset = 0
+        try:
+            with open(events, "rb") as fh:
+                fh.seek(offset)
+                for line in fh.read().splitlines():
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        continue
+                    if (
+                        isinstance(event, dict)
+                        and event.get("type") == "state"
+                        and event.get("state") == "ready"
+                    ):
+                        return
+        except OSError:
+            pass
+        time.sleep(0.5)
 
 
 class _SpareLink:

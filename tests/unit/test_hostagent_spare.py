@@ -90,3 +90,30 @@ def test_connected_follows_the_spare_lock(tmp_path: Path, monkeypatch: pytest.Mo
     assert spare.connected(mp)
     os.close(fd)
     assert not spare.connected(mp)
+
+
+def test_the_spare_connects_only_after_the_agent_said_ready(tmp_path: Path) -> None:
+    """A machine that boots gets no second SSH handshake before its agent is ready (guest CPU under TCG)."""
+    import threading
+    import time
+
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"state": "ready", "ts": 1, "type": "state"}\n')  # an earlier agent's, before the fork
+    offset = events.stat().st_size
+    done = threading.Event()
+    waiter = threading.Thread(
+        target=lambda: (spare._wait_for_ready(events, offset, time.monotonic() + 60), done.set())
+    )
+    waiter.start()
+    with events.open("a") as fh:
+        fh.write('{"state": "starting", "ts": 2, "type": "state"}\n{"ts": 3, "type": "link", "up": true}\n')
+    assert not done.wait(1.5)
+    with events.open("a") as fh:
+        fh.write('{"state": "ready", "ts": 4, "type": "state"}\n')
+    assert done.wait(10)
+    waiter.join()
+    events.write_text("")  # rotated: read from its start
+    assert spare._size(events) == 0
+    started = time.monotonic()
+    spare._wait_for_ready(events, offset, started + 1)  # nothing comes: gives up at the deadline
+    assert time.monotonic() - started >= 1
