@@ -55,18 +55,19 @@ def volume(app: App) -> str:
     return f"app-{app.name}-route"
 
 
-def create(dc: Any, app: App, target: str, say: Any) -> Any:
-    """Start the router with `target` (a release's container name) as its first route."""
+def create(dc: Any, app: App, target: str, say: Any, port: int) -> Any:
+    """Start the router with `target` (a release's container name, listening on `port`) as its first
+    route."""
     images_io.ensure_image(dc, IMAGE, "missing", say)
     try:
-        return _run(dc, app, target)
+        return _run(dc, app, target, port)
     except BaseException:
         with contextlib.suppress(Exception):  # created but not started (its port taken): not left behind
             dc.containers.get(app.router).remove(force=True)
         raise
 
 
-def _run(dc: Any, app: App, target: str) -> Any:
+def _run(dc: Any, app: App, target: str, port: int) -> Any:
     with api_errors(
         f"starting the router of app '{app.name}'", hint=f"is port {app.port} taken? see: pymachine ps"
     ):
@@ -75,7 +76,7 @@ def _run(dc: Any, app: App, target: str) -> Any:
             ["sh", "-c", SETUP],
             name=app.router,
             detach=True,
-            environment={"ROUTE_TARGET": f"{target} {app.port}", "ROUTE_PORT": str(app.port)},
+            environment={"ROUTE_TARGET": f"{target} {port}", "ROUTE_PORT": str(app.port)},
             ports={f"{app.port}/tcp": ("127.0.0.1", app.port)},
             network=app.network,
             volumes={volume(app): {"bind": ROUTE_DIR, "mode": "rw"}},
@@ -84,9 +85,9 @@ def _run(dc: Any, app: App, target: str) -> Any:
         )
 
 
-def switch(router: Any, app: App, target: str) -> None:
-    """Point new connections at `target`: a new route file, newer than every other."""
-    line = f"{target} {app.port} ok\n".encode()
+def switch(router: Any, app: App, target: str, port: int) -> None:
+    """Point new connections at `target`'s `port`: a new route file, newer than every other."""
+    line = f"{target} {port} ok\n".encode()
     stamp = max(time.time_ns(), max(route_files(router), default=0) + 1)  # newer even if the clock went back
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
