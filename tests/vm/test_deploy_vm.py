@@ -65,7 +65,8 @@ def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         made = vm.pymachine("app", "create", APP, "--machine", vm.name, "--port", str(port))
         env = {**vm.env, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(tmp_path_factory.mktemp("githome"))}
         project = Project(tmp_path_factory.mktemp("deploy") / "project", env)
-        remote_add = next(line.strip() for line in made.stdout.splitlines() if "git remote add" in line)
+        # the repository on this computer and its hook (test_deploy_compose_vm pushes through the helper)
+        remote_add = next(line.strip() for line in made.stdout.splitlines() if "repo.git" in line)
         subprocess.run(remote_add, shell=True, cwd=project.root, check=True, env=env)  # the printed command
         try:
             yield vm, project, port
