@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.deploy import GitProject, RequestLoop
 from support.hostagent_vm import VmMachine, env_of, free_port
 
 APP = "cw"
@@ -59,36 +59,15 @@ STOPSIGNAL SIGKILL
 """
 
 
-class Project:
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.root, self.env = root, env
-        root.mkdir()
-        self.git("init", "-q", "-b", "main")
-
-    def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=900,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"git {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
+class Project(GitProject):
     def commit(self, web: str, body: str, compose: str = COMPOSE) -> None:
-        for path, text in {
+        files = {
             "compose.yaml": compose.format(body=body),
             "web/Dockerfile": WEB,
             "web/call": CALL.format(web=web),
             "backend/Backend.dockerfile": BACKEND,
-        }.items():
-            (self.root / path).parent.mkdir(exist_ok=True)
-            (self.root / path).write_text(text)
-        self.git("add", "-A")
-        self.git("commit", "-qm", f"web {web}, backend {body}")
+        }
+        self.commit_files(files, f"web {web}, backend {body}")
 
 
 @pytest.fixture(scope="module")
@@ -151,25 +130,13 @@ def test_a_compose_push_builds_both_services_and_the_web_one_calls_the_backend(a
 def test_a_second_compose_push_switches_with_no_failed_request(app: tuple) -> None:
     vm, project, port = app
     project.commit(web="2", body="two")
-    seen: list[str] = []
-    errors: list[str] = []
-    done = threading.Event()
-
-    def loop() -> None:
-        while not done.is_set():
-            try:
-                seen.append(get(port))
-            except Exception as exc:  # noqa: BLE001 - every failure is what the test looks for
-                errors.append(repr(exc))
-
-    thread = threading.Thread(target=loop)
-    thread.start()
+    requests = RequestLoop(lambda: get(port)).start()
+    seen, errors = requests.seen, requests.errors
     try:
         pushed = project.git("push", "pymachine", "main")
     finally:
-        done.set()
-        thread.join()
-    assert errors == [], f"{len(errors)} failed requests during the switch: {errors[:3]}"
+        requests.stop()
+    assert errors == [], f"{len(errors)} failed requests during the switch: {errors[:3]}\n{pushed.stderr}"
     assert "web-1+one plain" in seen and seen[-1] == "web-2+two plain", seen[-3:]
     # a v2 web never reached v1's backend (each release has its own network)
     assert not [s for s in seen if s.startswith("web-2") and "one" in s], set(seen)
