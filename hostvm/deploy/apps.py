@@ -11,7 +11,7 @@ import docker.errors
 
 from .. import containers, machines, paths
 from ..errors import PymachineError, UsageError
-from . import model, repo
+from . import model, repo, services
 from .model import App
 
 
@@ -88,8 +88,11 @@ def status(name: str) -> Status:
     with contextlib.suppress(PymachineError):
         if machines.get(app.machine).state == "running":
             dc = containers.client(app.machine, ensure=False)
+            serving = app.current_release
             return Status(
-                app, _state(dc, app.router), _state(dc, app.container(app.current)) if app.current else None
+                app,
+                _state(dc, app.router),
+                _state(dc, services.routed_container(app, serving)) if serving else None,
             )
     return Status(app, None, None)
 

@@ -123,8 +123,8 @@ def test_a_compose_push_builds_both_services_and_the_web_one_calls_the_backend(a
     containers, networks = app_objects(vm)
     assert containers == ["app-cw-router", "app-cw-v1-backend", "app-cw-v1-web"]
     assert networks == ["app-cw", "app-cw-v1"]
-    info = vm.pymachine("app", "info", APP).stdout
-    assert "backend, web (port 80)" in info
+    assert "backend, web (port 80)" in vm.pymachine("app", "info", APP).stdout
+    assert '"Serving": "running"' in vm.pymachine("app", "info", APP, "--format", "json").stdout
 
 
 def test_a_second_compose_push_switches_with_no_failed_request(app: tuple) -> None:
