@@ -87,9 +87,10 @@ def test_a_second_push_switches_without_a_failed_request(app: tuple) -> None:
         "HEALTHCHECK --interval=60s --start-period=60s --start-interval=1s CMD wget -q -O- 127.0.0.1:$PORT\n"
     )
     project.commit(DOCKERFILE.format(body="two", healthcheck=check), "v2")
+    held: socket.socket | None = None
+    router = f"app-{APP}-router"
     requests = RequestLoop(lambda: get(port)).start()
     seen, errors = requests.seen, requests.errors
-    held: socket.socket | None = None
     answered = False
     output: list[str] = []
     push = subprocess.Popen(
@@ -105,8 +106,12 @@ def test_a_second_push_switches_without_a_failed_request(app: tuple) -> None:
         for line in push.stderr:
             output.append(requests.stamp(line))
             if "stage 3 of 5: health check" in line and held is None and not answered:
-                held = socket.create_connection(("127.0.0.1", port), timeout=60)  # routed to v1
+                # opened now, not before the push: busybox httpd drops a request unfinished for 60 s
+                held = socket.create_connection(("127.0.0.1", port), timeout=60)
                 held.sendall(b"GET / HTTP/1.0\r\n")  # not finished yet
+                # relayed to v1 before the switch: under heavy load it could otherwise still wait in the
+                # router's accept queue at the switch, and then rightly go to v2
+                wait_for(lambda: f"nc app-{APP}-v1" in vm.docker("top", router).stdout, "held relayed to v1")
             if "stage 4 of 5: switch: ok" in line:
                 wait_for(lambda: seen and seen[-1] == "two", "requests answered by v2")
             assert answered or "stop old: ok" not in line, "v1 was stopped with a connection to it open"
