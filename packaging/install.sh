@@ -39,6 +39,7 @@ packages=(
     openssh-server                                   # a real sshd for the host agent's privileged tests (kept off)
     crun runc socat xvfb xauth curl                  # bench peers, GUI screenshots, the demo
     libegl1 libfontconfig1 libgl1 libxkbcommon0 libdbus-1-3  # PySide6's own imports
+    libglib2.0-bin dbus                              # desktop notifications (gdbus) and their gui test
     libxcb-icccm4 libxcb-cursor0 libxcb-image0 libxcb-keysyms1 libxcb-render-util0 libxcb-xkb1
     libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0 libxcb-xinput0  # Qt's xcb platform (GUI)
     docker-registry skopeo                           # a local OCI registry; skopeo for interop tests

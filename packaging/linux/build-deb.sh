@@ -56,7 +56,8 @@ Maintainer: pymachine developers <pymachine@localhost>
 Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)
 Depends: python3 (>= $pyver), python3 (<< $next), python3-libvirt, qemu-system-x86, qemu-utils, openssh-client,
  $qt_libs
-Recommends: libvirt-daemon-system, libvirt-daemon-driver-qemu, mmdebstrap, e2fsprogs, busybox-static, cpio, zstd
+Recommends: libvirt-daemon-system, libvirt-daemon-driver-qemu, mmdebstrap, e2fsprogs, busybox-static, cpio, zstd,
+ libglib2.0-bin
 Suggests: docker-cli | docker.io
 Description: desktop container runner: containers in a small Linux VM
  pymachine runs containers inside a lightweight Linux VM (libvirt/QEMU), with a
