@@ -85,6 +85,11 @@ class App:
         return f"app-{self.name}"
 
     def container(self, version: int) -> str:
+        """The container that serves release `version`: app-NAME-vN, or for a recorded compose release its
+        routed service's (what `app info`, `app logs` and the desktop app's Apps tab look at)."""
+        recorded = next((r for r in self.releases if r.version == version), None)
+        if recorded is not None and recorded.services:
+            return self.service_container(version, recorded.routed)
         return f"app-{self.name}-v{version}"
 
     def tag(self, version: int, service: str = "") -> str:

@@ -104,3 +104,4 @@ def test_a_compose_release_survives_the_state_file() -> None:
     )
     back = from_json(to_json(app))
     assert back == app and back.current_release is not None and back.current_release.routed_service == runs[1]
+    assert back.container(1) == "app-w-v1-web"  # what serves it (the desktop app's Apps tab asks this)
