@@ -120,9 +120,9 @@ say "installing the pymachine Python package into $prefix"
 "$prefix/bin/python" -m pip install -q --disable-pip-version-check -e "$here[dev]"
 "$prefix/bin/python" -c 'import pymachine.hostvm, pymachine_agent, PySide6.QtWidgets'
 
-say "putting pymachine and pymachine-gui in $bindir, the desktop entry in $share/applications"
+say "putting pymachine, pymachine-gui and git-remote-pymachine in $bindir, the desktop entry in $share/applications"
 mkdir -p "$bindir" "$share/applications" "$share/icons/hicolor/scalable/apps"
-for cmd in pymachine pymachine-gui; do ln -sfn "$prefix/bin/$cmd" "$bindir/$cmd"; done
+for cmd in pymachine pymachine-gui git-remote-pymachine; do ln -sfn "$prefix/bin/$cmd" "$bindir/$cmd"; done
 install -m 0644 "$here/packaging/linux/pymachine.desktop" "$share/applications/pymachine.desktop"
 install -m 0644 "$here/packaging/linux/pymachine.svg" "$share/icons/hicolor/scalable/apps/pymachine.svg"
 if command -v update-desktop-database >/dev/null; then update-desktop-database -q "$share/applications"; fi

@@ -38,7 +38,7 @@ grep -rlI --null "$root$prefix" "$root$prefix/bin" | xargs -0 sed -i "s|$root$pr
 find "$root$prefix" -name __pycache__ -prune -exec rm -rf {} +
 
 mkdir -p "$root/usr/bin" "$root/usr/share/applications" "$root/usr/share/icons/hicolor/scalable/apps"
-for cmd in pymachine pymachine-gui; do ln -s "$prefix/bin/$cmd" "$root/usr/bin/$cmd"; done
+for cmd in pymachine pymachine-gui git-remote-pymachine; do ln -s "$prefix/bin/$cmd" "$root/usr/bin/$cmd"; done
 install -m 0644 "$here/packaging/linux/pymachine.desktop" "$root/usr/share/applications/"
 install -m 0644 "$here/packaging/linux/pymachine.svg" "$root/usr/share/icons/hicolor/scalable/apps/"
 
