@@ -1,0 +1,143 @@
+"""The fast path's guest end: a TCP listener serving the API to connections proving the host agent's secret.
+
+`PUT /pymachine/v1/fastpath {"secret": hex}` (sent by the host agent over the SSH link at every link-up) arms
+it: the listener starts on first use and the new secret replaces the old one. It listens on
+`RELAY_GUEST_PORT` bound to the uplink device (SO_BINDTODEVICE eth0), so only what arrives on the uplink
+(QEMU's user network, and there the host agent's hostfwd) can connect: a container's connection to a guest
+address enters on its bridge (or on `lo` with the host network) and is refused by the kernel, before our
+nftables guard (network/nat.py) would drop it anyway. Each connection must open with the handshake of
+fastpath.py within HELLO_TIMEOUT; then the unix socket's own handler serves it, no copy in between.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+import threading
+import time
+
+from .. import fastpath
+from ..protocol import API_PREFIX
+from .http import HTTPError, Request
+from .server import Router
+
+log = logging.getLogger("pymachine_agent.api.relay")
+UPLINK = "eth0"
+HELLO_TIMEOUT = 10.0
+
+
+class _RelayServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, relay: Relay, handler: type[socketserver.BaseRequestHandler]) -> None:
+        self.relay = relay
+        super().__init__(("0.0.0.0", relay.port), handler, bind_and_activate=False)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, relay.device.encode())
+            self.server_bind()
+            self.server_activate()
+        except OSError:
+            self.server_close()
+            raise
+
+    def finish_request(self, request: socket.socket, client_address: tuple[str, int]) -> None:  # type: ignore[override]
+        # in the connection's own thread (ThreadingMixIn): a slow hello holds up nobody else
+        if self.relay.admit(request, client_address):
+            super().finish_request(request, client_address)
+
+
+class Relay:
+    def __init__(
+        self,
+        handler: type[socketserver.BaseRequestHandler],
+        device: str = UPLINK,
+        port: int = fastpath.RELAY_GUEST_PORT,
+    ) -> None:
+        self.handler = handler
+        self.device = device
+        self.port = port
+        self._lock = threading.Lock()
+        self._secret: bytes | None = None
+        self._seen = fastpath.SeenNonces()
+        self._server: _RelayServer | None = None
+        self.admitted = 0
+        self.refused = 0
+
+    def arm(self, secret: bytes) -> int:
+        """Listen (once) and take `secret` as the only one from now on; returns the guest port."""
+        with self._lock:
+            if self._server is None:
+                self._server = _RelayServer(self, self.handler)
+                threading.Thread(
+                    target=self._server.serve_forever,
+                    kwargs={"poll_interval": 0.5},
+                    name="relay",
+                    daemon=True,
+                ).start()
+            self._secret, self._seen = secret, fastpath.SeenNonces()
+        return self.port
+
+    def admit(self, sock: socket.socket, peer: tuple[str, int]) -> bool:
+        """Check the hello and answer with the proof; False (logged): the connection is closed unanswered."""
+        reason = self._check(sock)
+        if reason:
+            self.refused += 1
+            log.warning("fast path: refused a connection from %s:%s: %s", peer[0], peer[1], reason)
+            return False
+        self.admitted += 1
+        return True
+
+    def _check(self, sock: socket.socket) -> str:
+        data = b""
+        deadline = time.monotonic() + HELLO_TIMEOUT
+        try:
+            while len(data) < fastpath.HELLO_LEN:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(fastpath.HELLO_LEN - len(data))
+                if not chunk:
+                    return f"closed after {len(data)} bytes of the handshake"
+                data += chunk
+        except TimeoutError:
+            return f"no handshake within {HELLO_TIMEOUT:g} s ({len(data)} bytes)"
+        except OSError as exc:
+            return f"reading the handshake: {exc}"
+        with self._lock:
+            secret = self._secret
+            nonce = fastpath.check_hello(secret, data) if secret is not None else None
+            if nonce is None:
+                return "wrong handshake (not the host agent's secret)"
+            if not self._seen.add(nonce):
+                return "a replayed handshake"
+        try:
+            sock.settimeout(None)  # the API's reader polls with its own deadlines on a blocking socket
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(fastpath.proof(secret, nonce))
+        except OSError as exc:
+            return f"answering the handshake: {exc}"
+        return ""
+
+    def close(self) -> None:
+        with self._lock:
+            server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
+def register(router: Router, relay: Relay) -> None:
+    @router.route("PUT", API_PREFIX + "/fastpath")
+    def pm_fastpath(req: Request) -> tuple[int, dict]:
+        try:
+            secret = fastpath.parse_secret(req.json())
+        except ValueError as exc:
+            raise HTTPError(400, str(exc)) from None
+        try:
+            port = relay.arm(secret)
+        except OSError as exc:  # no uplink (an agent outside a VM), the port taken: the host keeps SSH
+            raise HTTPError(
+                503, f"the fast path cannot listen on {relay.device}:{relay.port}: {exc}"
+            ) from None
+        return 200, {"port": port, "device": relay.device}
