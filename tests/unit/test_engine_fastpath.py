@@ -1,8 +1,8 @@
 """The engine socket's fast path (issue 17, bulk transfers): the handshake's framing
-(pymachine_agent/fastpath.py), and the guest's relay (api/relay.py) against the host's handshake (hostagent/fastpath.py) on this host's
-loopback: a connection proving the secret is served by the API handler; one without it, with another secret
-or replayed gets not one byte and is closed. The real path (QEMU's hostfwd, eth0) is in
-tests/vm/test_engine_fastpath_vm.py."""
+(pymachine_agent/fastpath.py), and the guest's relay (api/relay.py) against the host's handshake
+(hostagent/fastpath.py) on this host's loopback: a connection proving the secret is served by the API
+handler; one without it, with another secret or replayed gets not one byte and is closed. The real path
+(QEMU's hostfwd, eth0) is in tests/vm/test_engine_fastpath_vm.py."""
 
 from __future__ import annotations
 
