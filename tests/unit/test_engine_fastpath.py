@@ -75,23 +75,42 @@ def test_the_relays_rule_is_not_a_published_port() -> None:
 # -- the relay on this host's loopback ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def relay():  # type: ignore[no-untyped-def]
+def armed_relay(peer: str = "") -> Relay:
     router = Router()
     router.add("GET", "/_ping", lambda req: req.conn.send(200, b"OK", "text/plain"))
     handler = _make_handler(router, standard_headers(), Timeouts())
-    r = Relay(handler, device="lo", port=0)
+    r = Relay(handler, device="lo", port=0, peer=peer)
     try:
         r.arm(SECRET)
-    except PermissionError:
-        pytest.skip("SO_BINDTODEVICE needs CAP_NET_RAW")
     except OSError as exc:
         if exc.errno == errno.EPERM:
             pytest.skip("SO_BINDTODEVICE needs CAP_NET_RAW")
         raise
     r.port = r._server.server_address[1]  # type: ignore[union-attr]
+    return r
+
+
+@pytest.fixture
+def relay():  # type: ignore[no-untyped-def]
+    r = armed_relay()
     yield r
     r.close()
+
+
+def test_only_the_slirp_address_can_even_connect() -> None:
+    """The socket filter drops a SYN from any other source: connect times out, the relay never sees it."""
+    r = armed_relay(peer="127.0.0.2")
+    try:
+        with pytest.raises(TimeoutError):
+            socket.create_connection(("127.0.0.1", r.port), timeout=1.5)  # from 127.0.0.1
+        with socket.create_connection(
+            ("127.0.0.1", r.port), timeout=10, source_address=("127.0.0.2", 0)
+        ) as s:
+            host.handshake(s, SECRET)
+            assert _ping(s).startswith(b"HTTP/1.1 200 ")
+        assert r.refused == 0 and r.admitted == 1
+    finally:
+        r.close()
 
 
 def _connect(r: Relay) -> socket.socket:

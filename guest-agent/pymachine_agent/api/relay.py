@@ -11,9 +11,12 @@ fastpath.py within HELLO_TIMEOUT; then the unix socket's own handler serves it, 
 
 from __future__ import annotations
 
+import ctypes
+import ipaddress
 import logging
 import socket
 import socketserver
+import struct
 import threading
 import time
 
@@ -24,7 +27,39 @@ from .server import Router
 
 log = logging.getLogger("pymachine_agent.api.relay")
 UPLINK = "eth0"
+# QEMU's user network (slirp) connects a hostfwd'd client to the guest from its host alias, 10.0.2.2: nothing
+# else may open a connection to the relay, not even the guest's own network namespace (a `--network host`
+# container), whose connections to 10.0.2.15 pass SO_BINDTODEVICE (Linux counts them as arriving on eth0).
+SLIRP_HOST = "10.0.2.2"
 HELLO_TIMEOUT = 10.0
+SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+SKF_NET_OFF = -0x100000  # classic BPF: offsets from the IP header
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [
+        ("code", ctypes.c_uint16),
+        ("jt", ctypes.c_uint8),
+        ("jf", ctypes.c_uint8),
+        ("k", ctypes.c_uint32),
+    ]
+
+
+def only_from(sock: socket.socket, source: str) -> ctypes.Array:
+    """Attach a socket filter that drops every packet whose IPv4 source is not `source`: a SYN from anyone
+    else never reaches the listener (no RST, no accept, nothing logged). Returns the program, which must live
+    as long as the call (the kernel copies it)."""
+    ld_abs_w, jeq_k, ret_k = 0x20, 0x15, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_RET|BPF_K
+    program = (_SockFilter * 4)(
+        _SockFilter(ld_abs_w, 0, 0, (SKF_NET_OFF + 12) & 0xFFFFFFFF),  # A = the IPv4 source address
+        _SockFilter(jeq_k, 0, 1, int(ipaddress.IPv4Address(source))),
+        _SockFilter(ret_k, 0, 0, 0xFFFFFFFF),  # keep the packet
+        _SockFilter(ret_k, 0, 0, 0),  # drop it
+    )
+    sock.setsockopt(
+        socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("@HP", len(program), ctypes.addressof(program))
+    )
+    return program
 
 
 class _RelayServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
@@ -37,6 +72,8 @@ class _RelayServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         super().__init__(("0.0.0.0", relay.port), handler, bind_and_activate=False)
         try:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, relay.device.encode())
+            if relay.peer:
+                only_from(self.socket, relay.peer)
             self.server_bind()
             self.server_activate()
         except OSError:
@@ -55,9 +92,11 @@ class Relay:
         handler: type[socketserver.BaseRequestHandler],
         device: str = UPLINK,
         port: int = fastpath.RELAY_GUEST_PORT,
+        peer: str = SLIRP_HOST,
     ) -> None:
         self.handler = handler
         self.device = device
+        self.peer = peer  # the only source address admitted ("" in tests on loopback: any)
         self.port = port
         self._lock = threading.Lock()
         self._secret: bytes | None = None
@@ -82,7 +121,7 @@ class Relay:
 
     def admit(self, sock: socket.socket, peer: tuple[str, int]) -> bool:
         """Check the hello and answer with the proof; False (logged): the connection is closed unanswered."""
-        reason = self._check(sock)
+        reason = f"not from {self.peer}" if self.peer and peer[0] != self.peer else self._check(sock)
         if reason:
             self.refused += 1
             log.warning("fast path: refused a connection from %s:%s: %s", peer[0], peer[1], reason)
