@@ -64,7 +64,7 @@ class Agent:
         self.engine = SocketForward(self.docker_socket, self.link, self.opener, on_error=self._engine_error)
         self.forwarder = Forwarder(self.link, on_event=lambda **kw: self.events.emit("forward", **kw))
         # docker.sock through QEMU's user network on a local machine, SSH otherwise (fastpath.py)
-        emit_engine = lambda **kw: self.events.emit("engine", **kw)  # noqa: E731
+        emit_engine = lambda **kw: self.events.emit("socket", **kw)  # noqa: E731
         self.fastpath = fastpath.FastPath(self.link, self.opener, lambda: self._generation, emit_engine)
         self.engine.fast = self.fastpath.open
         self.table = ports.PortTable()

@@ -114,6 +114,7 @@ class FastPath:
         self.fallbacks = 0
         self.last_error = ""
         self._last_rearm = 0.0
+        self._rearm_pending = False
 
     def enable(self, qemu: qemufwd.QemuForwards | None) -> None:
         """A local machine's monitor (qemufwd.machine_forwards): the fast path is armed at the next hello."""
@@ -148,7 +149,7 @@ class FastPath:
                 if generation != self._generation():  # the link went down meanwhile: its secret is void
                     return
                 self._armed, self.state, self.last_error = armed, "up", ""
-            self.on_event(state="up", path="fast", host_port=armed.host_port)
+            self.on_event(fast="up", host_port=armed.host_port)
 
     def _arm(self, transport: paramiko.Transport, generation: int) -> Armed | None:
         assert self.qemu is not None
@@ -193,13 +194,13 @@ class FastPath:
             if self.state == "up":
                 self.state = "pending"
         if was is not None:
-            self.on_event(state="down", path="ssh", reason=reason)
+            self.on_event(fast="down", reason=reason)
 
     def _set_down(self, error: str) -> None:
         with self._lock:
             self._armed = None
             self.state, self.last_error = "down", error
-        self.on_event(state="down", path="ssh", error=error)
+        self.on_event(fast="down", error=error)
 
     # -- one client connection -------------------------------------------------------------------------------
     @property
@@ -229,18 +230,29 @@ class FastPath:
                 if self._armed is armed:
                     self._armed = None
                     self.state, self.last_error = "down", f"fell back to SSH: {exc}"
-            self.on_event(state="down", path="ssh", error=self.last_error)
+            self.on_event(fast="down", error=self.last_error)
             self._maybe_rearm()
             return None
         self.connections += 1
         return SocketChannel(sock)
 
     def _maybe_rearm(self) -> None:
-        now = time.monotonic()
-        transport = self.link.current()
-        if transport is not None and now - self._last_rearm >= REARM_S and not self._arming.locked():
-            self._last_rearm = now
-            self.arm_soon(transport, self._generation())
+        """Arm again in the background, REARM_S after the last try at the soonest (one waiting at a time)."""
+        with self._lock:
+            if self._rearm_pending:
+                return
+            self._rearm_pending = True
+        threading.Thread(target=self._rearm, name="fastpath-rearm", daemon=True).start()
+
+    def _rearm(self) -> None:
+        try:
+            time.sleep(max(0.0, self._last_rearm + REARM_S - time.monotonic()))
+            self._last_rearm = time.monotonic()
+            transport = self.link.current()
+            if transport is not None and self._armed is None:
+                self.arm(transport, self._generation())
+        finally:
+            self._rearm_pending = False
 
     # -- lifecycle and status -------------------------------------------------------------------------------
     def remove_rule(self) -> None:
