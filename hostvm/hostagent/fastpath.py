@@ -76,6 +76,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def connect(port: int, tries: int = 4, each: float = 0.25) -> socket.socket | None:
+    """A TCP connection to QEMU's rule, or None when it did not accept in time. slirp listens with a backlog
+    of 1: in a burst of connections the kernel drops a SYN and resends it only after 1 s, so a connect that
+    hangs is cut short and tried again (a new SYN at once); the last failure falls back to SSH instead."""
+    for _ in range(tries):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(each)
+        try:
+            sock.connect((RELAY_HOST_IP, port))
+        except TimeoutError:
+            sock.close()
+            continue
+        except OSError:
+            sock.close()
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(HANDSHAKE_TIMEOUT)
+        return sock
+    return None
+
+
 def handshake(sock: socket.socket, secret: bytes) -> None:
     """Prove the secret and check the relay's proof before any client byte goes out; OSError if it fails."""
     message, nonce = wire.hello(secret)
@@ -218,8 +239,10 @@ class FastPath:
             return None
         sock: socket.socket | None = None
         try:
-            sock = socket.create_connection((RELAY_HOST_IP, armed.host_port), timeout=HANDSHAKE_TIMEOUT)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = connect(armed.host_port)
+            if sock is None:  # slirp's accept queue is full (a burst): this one over SSH, the path stays
+                self.fallbacks += 1
+                return None
             handshake(sock, armed.secret)
             sock.settimeout(None)
         except OSError as exc:

@@ -73,6 +73,9 @@ def test_docker_goes_through_the_fast_path(ha_vm: VmMachine) -> None:
     # `inspect` says which path; the relay's rule is no container port (not in forwards, not in `list`)
     inspected = ha_vm.pymachine("inspect", ha_vm.name).stdout
     assert '"via": "fast"' in inspected, inspected
+    from pymachine.hostvm import status
+
+    assert [s.engine_path for s in status.all_statuses() if s.machine.name == ha_vm.name] == ["fast"]
     assert port not in [f["host_port"] for f in control(ha_vm, "forwards")["forwards"]]
     assert str(port) not in ha_vm.pymachine("list").stdout
 
@@ -102,8 +105,9 @@ def test_a_connection_without_the_secret_gets_nothing(ha_vm: VmMachine) -> None:
 @pytest.mark.parametrize("network", ["bridge", "host"])
 def test_a_container_cannot_reach_the_relay(ha_vm: VmMachine, network: str) -> None:
     """Neither through a guest address from the bridge (the nftables guard drops it, and the relay listens on
-    eth0 only) nor from the guest's own network namespace (`--network host`: to 127.0.0.1 it enters on lo; to
-    10.0.2.15 Linux counts it as arriving on eth0, and the relay's socket filter drops any source but slirp's)."""
+    eth0 only) nor from the guest's own network namespace (`--network host`: to 127.0.0.1 it enters on lo;
+    to 10.0.2.15 Linux counts it as arriving on eth0, and the relay's socket filter drops any source but
+    slirp's)."""
     fast_port(ha_vm)
     web = free_port()
     ha_vm.docker("run", "-d", "-p", f"{web}:80", "pymachine/busybox", "httpd", "-f", "-p", "80", "-h", "/bin")
