@@ -42,7 +42,7 @@ def control(name: str, op: str, **args: object) -> dict:
 
 
 def use(name: str, path: str) -> None:
-    answer = control(name, "engine-path", path="ssh" if path == "ssh" else "auto")
+    answer = control(name, "engine-path", via="ssh" if path == "ssh" else "auto")
     if answer["engine_path"]["path"] != path:
         raise SystemExit(f"the engine socket cannot take the {path} path now: {answer['engine_path']}")
 
@@ -90,7 +90,7 @@ def run(name: str, mib: int, repeat: int, requests: int) -> None:
                     f"round {r + 1} {path}: load {size / took / 1e6:.2f} MB/s ({took:.1f} s)", file=sys.stderr
                 )
     finally:
-        control(name, "engine-path", path="auto")
+        control(name, "engine-path", via="auto")
         shutil.rmtree(tmp, ignore_errors=True)
     print(
         f"\nengine socket, machine {name}: docker load of {mib} MiB × {repeat} per path,"

@@ -420,7 +420,7 @@ class Agent:
                 "link": st["link"]["state"],
                 "unhealthy_forwards": bad,
             }
-        if op == "engine-path":  # "ssh" forces the SSH path for the engine socket, "auto" undoes it
+        if op == "engine-path":  # via "ssh" forces the SSH path for the engine socket, "auto" undoes it
             return self.fastpath.control(request)
         if op == "drop-link":
             self.link.drop("dropped through the control socket")

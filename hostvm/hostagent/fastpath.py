@@ -290,10 +290,10 @@ class FastPath:
             log.info("the relay's rule stays in QEMU: %s", exc)
 
     def control(self, request: dict[str, Any]) -> dict[str, Any]:
-        """`engine-path` with `"path": "ssh"` (every engine connection over SSH) or `"auto"`."""
-        wanted = request.get("path")
+        """`engine-path` with `"via": "ssh"` (every engine connection over SSH) or `"auto"`."""
+        wanted = request.get("via")
         if wanted not in (None, "ssh", "auto"):
-            return {"ok": False, "error": 'path is "ssh" or "auto"'}
+            return {"ok": False, "error": 'via is "ssh" or "auto"'}
         if wanted is not None:
             self.forced_ssh = wanted == "ssh"
         return {"ok": True, "engine_path": self.snapshot()}
