@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from forward import latencies, pct
+from forward import latencies, pct, throwaway_machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support.random_image import random_image_archive  # noqa: E402
@@ -112,21 +112,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--requests", type=int, default=50)
     args = parser.parse_args()
-    if args.machine:
-        run(args.machine, args.mib, args.repeat, args.requests)
-        return 0
-    home = Path(tempfile.mkdtemp(prefix="pmbench"))
-    os.environ["PYMACHINE_HOME"] = str(home)
-    os.environ.setdefault("PYMACHINE_CACHE", "/var/tmp/pymachine-test-cache")
-    from pymachine.hostvm import machines
-
-    machines.create("bench", driver="qemu", progress=lambda m: print(m, file=sys.stderr))
-    try:
-        machines.start("bench", lambda m: print(m, file=sys.stderr))
-        run("bench", args.mib, args.repeat, args.requests)
-    finally:
-        machines.delete("bench", force=True)
-        shutil.rmtree(home, ignore_errors=True)
+    with throwaway_machine(args.machine) as name:
+        run(name, args.mib, args.repeat, args.requests)
     return 0
 
 
