@@ -184,3 +184,28 @@ def test_the_host_refuses_a_listener_that_cannot_prove_the_secret() -> None:
                 with pytest.raises(ConnectionError, match="did not prove"):
                     host.handshake(sock, SECRET)
                 assert len(peer.recv(1024)) == wire.HELLO_LEN  # it got the hello, nothing else
+
+
+def test_a_flood_of_idle_connections_costs_a_bounded_number_of_handshakes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from support.poll import until
+
+    from pymachine_agent.api import relay as relay_module
+
+    monkeypatch.setattr(relay_module, "MAX_HANDSHAKES", 2)
+    r = armed_relay()
+    try:
+        idle = [_connect(r) for _ in range(2)]  # they never send their hello
+        until(lambda: r._handshakes._value == 0, 10, "both idle connections to hold a handshake")
+        with _connect(r) as sock:
+            sock.sendall(wire.hello(SECRET)[0])
+            assert sock.recv(65536) == b""  # closed at once, not after the 10 s hello timeout
+        for conn in idle:
+            conn.close()
+        until(lambda: r._handshakes._value == 2, 10, "the idle connections' handshakes to end")
+        with _connect(r) as sock:
+            host.handshake(sock, SECRET)
+            assert _ping(sock).startswith(b"HTTP/1.1 200 ")
+    finally:
+        r.close()

@@ -32,6 +32,7 @@ UPLINK = "eth0"
 # container), whose connections to 10.0.2.15 pass SO_BINDTODEVICE (Linux counts them as arriving on eth0).
 SLIRP_HOST = "10.0.2.2"
 HELLO_TIMEOUT = 10.0
+MAX_HANDSHAKES = 32  # connections still owing their hello: a flood of idle ones costs the guest no more
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 SKF_NET_OFF = -0x100000  # classic BPF: offsets from the IP header
 
@@ -102,6 +103,7 @@ class Relay:
         self._secret: bytes | None = None
         self._seen = fastpath.SeenNonces()
         self._server: _RelayServer | None = None
+        self._handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
         self.admitted = 0
         self.refused = 0
 
@@ -121,7 +123,15 @@ class Relay:
 
     def admit(self, sock: socket.socket, peer: tuple[str, int]) -> bool:
         """Check the hello and answer with the proof; False (logged): the connection is closed unanswered."""
-        reason = f"not from {self.peer}" if self.peer and peer[0] != self.peer else self._check(sock)
+        if self.peer and peer[0] != self.peer:
+            reason = f"not from {self.peer}"
+        elif not self._handshakes.acquire(blocking=False):
+            reason = f"{MAX_HANDSHAKES} handshakes pending already"
+        else:
+            try:
+                reason = self._check(sock)
+            finally:
+                self._handshakes.release()
         if reason:
             self.refused += 1
             log.warning("fast path: refused a connection from %s:%s: %s", peer[0], peer[1], reason)
