@@ -59,7 +59,7 @@ def wait_armed(name: str, timeout: float = 120) -> None:
 
 
 def load_and_save(sock: Path, archive: Path, tag: str) -> tuple[float, float]:
-    """Seconds for `docker load -i archive` and for `docker save` of it through `sock` (removed afterwards)."""
+    """Seconds for `docker load -i archive` and for `docker save` of it through `sock` (then removed)."""
     env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
     env.pop("DOCKER_CONTEXT", None)
     took = []
