@@ -149,10 +149,14 @@ class FastPath:
                 target=self.arm, args=(transport, generation), name="fastpath", daemon=True
             ).start()
 
-    def arm(self, transport: paramiko.Transport, generation: int) -> None:
+    def arm(self, transport: paramiko.Transport, generation: int, *, if_disarmed: bool = False) -> None:
+        """A new secret to the guest, then QEMU's rule. `if_disarmed` (a re-arm after a failure): not when an
+        arm that ran meanwhile succeeded, whose secret a new one would void under connections opening."""
         if self.qemu is None:
             return
         with self._arming:
+            if if_disarmed and self._armed is not None:
+                return
             try:
                 armed = self._arm(transport, generation)
             except (
@@ -272,8 +276,8 @@ class FastPath:
             time.sleep(max(0.0, self._last_rearm + REARM_S - time.monotonic()))
             self._last_rearm = time.monotonic()
             transport = self.link.current()
-            if transport is not None and self._armed is None:
-                self.arm(transport, self._generation())
+            if transport is not None:
+                self.arm(transport, self._generation(), if_disarmed=True)
         finally:
             self._rearm_pending = False
 
