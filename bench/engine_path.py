@@ -8,7 +8,7 @@ through the same socket, agent and guest agent, in alternating rounds (whatever 
 transfer comes out slower: see bench/forward.py):
 
 1. `docker load` of an image with one random layer of --mib MiB (a new image each time: nothing is cached),
-   then `docker save` of it (to /dev/null) and `docker rmi`; MB/s of the archive each way. The guest agent
+   then `docker save` of it and `docker rmi`; MB/s of the archive each way. The guest agent
    spools a load's whole body before it digests and unpacks it, so a load's time is transfer + the guest's
    own work, which both paths pay alike; a save streams.
 2. `GET /containers/json`, a new connection per request as docker clients do: p50 / p99.
@@ -63,11 +63,13 @@ def load_and_save(sock: Path, archive: Path, tag: str) -> tuple[float, float]:
     env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
     env.pop("DOCKER_CONTEXT", None)
     took = []
-    for argv in (["load", "-q", "-i", str(archive)], ["save", "-o", os.devnull, tag]):
+    saved = archive.with_name("saved.tar")  # the CLI renames its output into place: not /dev/null
+    for argv in (["load", "-q", "-i", str(archive)], ["save", "-o", str(saved), tag]):
         start = time.perf_counter()
         subprocess.run(["docker", *argv], env=env, check=True, capture_output=True)
         took.append(time.perf_counter() - start)
     subprocess.run(["docker", "rmi", tag], env=env, check=True, capture_output=True)
+    saved.unlink()
     return took[0], took[1]
 
 
