@@ -149,8 +149,8 @@ def serve(
     where = f"unix://{socket_path}" + (f" and tcp://{tcp[0]}:{server.tcp_address[1]}" if tcp else "")  # type: ignore[index]
     print(f"pymachine agent serving Docker API on {where}", flush=True)
     stop.wait()
+    server.stop()  # first: a client must not reach an agent that is going away (re-provision, restart)
     relay.close()
-    server.stop()
     engine.close()
     return 0
 
