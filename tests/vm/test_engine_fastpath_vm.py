@@ -70,14 +70,13 @@ def test_docker_goes_through_the_fast_path(ha_vm: VmMachine) -> None:
     assert after["fast"]["connections"] > before["fast"]["connections"]
     assert after["fast"]["fallbacks"] == before["fast"]["fallbacks"]
     assert after["failures"] == before["failures"]
-    # `inspect` says which path; the relay's rule is no container port (not in forwards, not in `list`)
+    # `inspect` says which path; the relay's rule is no container port (not in the forwards `list` renders)
     inspected = ha_vm.pymachine("inspect", ha_vm.name).stdout
     assert '"via": "fast"' in inspected, inspected
     from pymachine.hostvm import status
 
     assert [s.engine_path for s in status.all_statuses() if s.machine.name == ha_vm.name] == ["fast"]
     assert port not in [f["host_port"] for f in control(ha_vm, "forwards")["forwards"]]
-    assert str(port) not in ha_vm.pymachine("list").stdout
 
 
 def test_a_connection_without_the_secret_gets_nothing(ha_vm: VmMachine) -> None:
@@ -113,7 +112,7 @@ def test_a_container_cannot_reach_the_relay(ha_vm: VmMachine, network: str) -> N
     ha_vm.docker("run", "-d", "-p", f"{web}:80", "pymachine/busybox", "httpd", "-f", "-p", "80", "-h", "/bin")
     probe = (
         f"for target in '10.0.2.15 {web}' '10.0.2.15 {RELAY}' '127.0.0.1 {RELAY}'; do"
-        " printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 $target > /tmp/out 2>/dev/null;"
+        " printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $target > /tmp/out 2>/dev/null;"
         ' echo "$target: $(head -c 12 /tmp/out)"; done'
     )
     logged = refusals_logged(ha_vm)
