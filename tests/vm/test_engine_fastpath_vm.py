@@ -112,7 +112,7 @@ def test_a_container_cannot_reach_the_relay(ha_vm: VmMachine, network: str) -> N
     ha_vm.docker("run", "-d", "-p", f"{web}:80", "pymachine/busybox", "httpd", "-f", "-p", "80", "-h", "/bin")
     probe = (
         f"for target in '10.0.2.15 {web}' '10.0.2.15 {RELAY}' '127.0.0.1 {RELAY}'; do"
-        " printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 $target > /tmp/out 2>/dev/null;"
+        " printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 $target > /tmp/out 2>/dev/null;"
         ' echo "$target: $(head -c 12 /tmp/out)"; done'
     )
     logged = refusals_logged(ha_vm)
