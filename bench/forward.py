@@ -22,6 +22,7 @@ Prints MB/s and ratios (ours / peer).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
 import shutil
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 SIZE = 200 * 1024 * 1024
@@ -269,9 +271,18 @@ def main() -> int:
     args = parser.parse_args()
     global SIZE
     SIZE = args.mib * 1024 * 1024
-    if args.machine:
-        run(args.machine, args.repeat, args.requests, args.connects)
-        return 0
+    with throwaway_machine(args.machine) as name:
+        run(name, args.repeat, args.requests, args.connects)
+    return 0
+
+
+@contextlib.contextmanager
+def throwaway_machine(name: str | None) -> Iterator[str]:
+    """`name` when given (a running machine of this PYMACHINE_HOME), else a machine `bench` created and
+    started (direct-QEMU driver) in a temporary home, deleted afterwards."""
+    if name:
+        yield name
+        return
     home = Path(tempfile.mkdtemp(prefix="pmbench"))
     os.environ["PYMACHINE_HOME"] = str(home)
     os.environ.setdefault("PYMACHINE_CACHE", "/var/tmp/pymachine-test-cache")
@@ -283,11 +294,10 @@ def main() -> int:
     machines.create("bench", driver="qemu", progress=say)
     try:
         machines.start("bench", say)
-        run("bench", args.repeat, args.requests, args.connects)
+        yield "bench"
     finally:
         machines.delete("bench", force=True)
         shutil.rmtree(home, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -129,6 +129,13 @@ class MachineStatus:
     def ports(self) -> list[PortForward]:
         return port_forwards({"forwards": self.forwards})
 
+    @property
+    def engine_path(self) -> str | None:
+        """How docker.sock reaches the guest agent now: "fast" (QEMU's user network, hostagent/fastpath.py),
+        "ssh", or None (no agent, or one from before the fast path)."""
+        engine = (self.host_agent or {}).get("engine_socket") or {}
+        return engine.get("via")
+
     @classmethod
     def of(cls, m: Machine, status: dict[str, Any] | None) -> MachineStatus:
         forwards = list((status or {}).get("forwards") or [])

@@ -111,6 +111,8 @@ def serve(
     settings: dict | None = None,
 ) -> int:
     from .api import ApiServer, build_router
+    from .api.relay import Relay
+    from .api.relay import register as register_relay
     from .api.wire import Timeouts
     from .engine import Engine
     from .reserve import arm
@@ -129,7 +131,10 @@ def serve(
     )
     engine.start()
     timeouts = Timeouts(**settings.get("api_timeouts", {}))
-    server = ApiServer(build_router(engine), socket_path, tcp=tcp, timeouts=timeouts)
+    router = build_router(engine)
+    server = ApiServer(router, socket_path, tcp=tcp, timeouts=timeouts)
+    relay = Relay(server.handler)  # the host agent's fast path, armed over the SSH link (api/relay.py)
+    register_relay(router, relay)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -144,7 +149,8 @@ def serve(
     where = f"unix://{socket_path}" + (f" and tcp://{tcp[0]}:{server.tcp_address[1]}" if tcp else "")  # type: ignore[index]
     print(f"pymachine agent serving Docker API on {where}", flush=True)
     stop.wait()
-    server.stop()
+    server.stop()  # first: a client must not reach an agent that is going away (re-provision, restart)
+    relay.close()
     engine.close()
     return 0
 

@@ -23,7 +23,19 @@ import paramiko
 from pymachine_agent import protocol
 
 from .. import paths
-from . import dockerd, guestapi, idle, lifeline, parking, ports, provision, qemufwd, sshfs, syncshare
+from . import (
+    dockerd,
+    fastpath,
+    guestapi,
+    idle,
+    lifeline,
+    parking,
+    ports,
+    provision,
+    qemufwd,
+    sshfs,
+    syncshare,
+)
 from .control import ControlServer
 from .events import EventWriter
 from .fswatch import FsWatcher
@@ -63,6 +75,10 @@ class Agent:
         self.link = Link(connect, self._on_up, self._on_down, probe_interval=probe_interval)
         self.engine = SocketForward(self.docker_socket, self.link, self.opener, on_error=self._engine_error)
         self.forwarder = Forwarder(self.link, on_event=lambda **kw: self.events.emit("forward", **kw))
+        # docker.sock through QEMU's user network on a local machine, SSH otherwise (fastpath.py)
+        emit_engine = lambda **kw: self.events.emit("socket", **kw)  # noqa: E731
+        self.fastpath = fastpath.FastPath(self.link, self.opener, lambda: self._generation, emit_engine)
+        self.engine.fast = self.fastpath.open
         self.table = ports.PortTable()
         self.machine_config = machine_dir / mp.config.name
         # a cluster node runs Debian's dockerd: its ports come from dockerd's API (dockerd.py)
@@ -123,6 +139,7 @@ class Agent:
             self.saver.stop()  # stop, delete and the next agent need a guest that runs
         self.control.stop()
         self.engine.stop()
+        self.fastpath.remove_rule()
         self.fswatch.stop()
         self.forwarder.close_all()
         self.shares.unmount_all(self.link.current())
@@ -156,6 +173,7 @@ class Agent:
         return self._subscribed_gen == self._generation and self.link.current() is not None
 
     def _on_down(self, error: str) -> None:
+        self.fastpath.disarm(error)
         self.events.emit("link", state="down", error=error, reconnects=self.link.reconnects)
         if not self.link.parked:  # parked: "saved" was said, and nothing is wrong
             self.events.emit("state", state="degraded")
@@ -236,6 +254,7 @@ class Agent:
                     # "ready" (start returns on it, the ports must answer then). Only put back: a host agent
                     # restarted after a kill -9 knows no ports until the replay, whose end drops the stale.
                     self.forwarder.reconcile(remove_stale=False)
+                    self.fastpath.arm_soon(transport, generation)  # a new secret for each guest agent hello
                     self.events.emit("state", state="ready", docker_socket=str(self.docker_socket))
                     self.stages.done("guest agent")
             elif kind == "watch":
@@ -394,6 +413,8 @@ class Agent:
                 "connections": self.engine.connections,
                 "failures": self.engine.failures,
                 "last_error": self.engine.last_error or None,
+                "via": self.fastpath.path,  # "fast" (QEMU's user network) or "ssh"
+                "fast": self.fastpath.snapshot(),
             },
             "guest_agent": self.guest_info,
             "forwards": self.forwarder.snapshot(),
@@ -420,6 +441,8 @@ class Agent:
                 "link": st["link"]["state"],
                 "unhealthy_forwards": bad,
             }
+        if op == "engine-path":  # via "ssh" forces the SSH path for the engine socket, "auto" undoes it
+            return self.fastpath.control(request)
         if op == "drop-link":
             self.link.drop("dropped through the control socket")
             return {"ok": True}
@@ -537,6 +560,7 @@ def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) 
         set_clock=remote.get("set_clock", True),
     )
     agent.forwarder.qemu = qemufwd.machine_forwards(name)  # published ports through QEMU on a local machine
+    agent.fastpath.enable(agent.forwarder.qemu)  # and the engine socket
     agent.saver = idle.machine_saver(name, agent)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())

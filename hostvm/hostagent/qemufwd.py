@@ -10,7 +10,8 @@ gone, a QEMU that refuses the rule) the caller falls back to the SSH listener, w
 bind error ("already in use", "needs privileges"). QEMU is the record of what is forwarded (`info usernet`
 lists it), so a host agent killed with -9 or a restarted QEMU is reconciled against that list, never against a
 file of ours: every rule on the machine's network except the sshd one (guest port 22, which no container
-can publish: sshd holds it) belongs to the published ports.
+can publish: sshd holds it) and the engine socket's relay (guest port 1021, fastpath.py) belongs to the
+published ports.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from pymachine_agent.fastpath import RELAY_GUEST_PORT
 
 from .ports import Key, PortRule
 
@@ -52,7 +55,9 @@ class HostFwd:
 
     @property
     def ours(self) -> bool:
-        return self.guest_port != SSHD_GUEST_PORT
+        """A published port's rule: not sshd's, not the engine socket's fast path (fastpath.py), which the
+        reconcile must leave alone and `list` must not show as a container's port."""
+        return self.guest_port not in (SSHD_GUEST_PORT, RELAY_GUEST_PORT)
 
 
 def parse_usernet(text: str) -> list[HostFwd]:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
+from typing import Any
 
 import paramiko
 
@@ -51,6 +52,8 @@ class SocketForward:
         # Around each connection: the resource saver's (idle.Saver.connection) wakes a paused machine first
         # and keeps it awake while the client stays connected.
         self.activity: Callable[[str], ContextManager[None]] = lambda kind: contextlib.nullcontext()
+        # A local machine's faster channel to the guest agent, or None: SSH (fastpath.FastPath.open).
+        self.fast: Callable[[], Any] = lambda: None
 
     def start(self) -> None:
         # The listener a killed predecessor left with the supervisor, with its queued clients (handover.py);
@@ -107,7 +110,7 @@ class SocketForward:
         self.connections += 1
         try:
             with self.activity("engine socket"):
-                chan = self.open_channel()
+                chan = self.fast() or self.open_channel()  # inside: a paused machine is woken first
                 pump.splice(conn, chan, name="docker-fwd", hold_after_upgrade=True).join()
         except Parked as exc:  # a stopped machine: the client reads why, as the engine's error
             with contextlib.suppress(OSError):

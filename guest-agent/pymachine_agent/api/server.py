@@ -215,6 +215,7 @@ class ApiServer:
         self.socket_path = Path(socket_path)
         headers = standard_headers()
         handler = _make_handler(router, headers, timeouts or Timeouts())
+        self.handler = handler  # the fast path's relay serves its connections with it (relay.py)
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         if self.socket_path.exists() or self.socket_path.is_symlink():
             self._remove_stale_socket()

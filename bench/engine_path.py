@@ -1,0 +1,132 @@
+"""The engine socket over SSH vs its fast path (hostagent/fastpath.py), on the same machine, in the same run.
+
+    python bench/engine_path.py --machine NAME     # a running local machine of this PYMACHINE_HOME
+    python bench/engine_path.py                    # boots a throwaway one (direct-QEMU driver)
+
+The host agent's control op `engine-path` switches one docker.sock between the two paths, so both are measured
+through the same socket, agent and guest agent, in alternating rounds (whatever runs right after a long SSH
+transfer comes out slower: see bench/forward.py):
+
+1. `docker load` of an image with one random layer of --mib MiB (a new image each time: nothing is cached),
+   then `docker save` of it and `docker rmi`; MB/s of the archive each way. The guest agent
+   spools a load's whole body before it digests and unpacks it, so a load's time is transfer + the guest's
+   own work, which both paths pay alike; a save streams.
+2. `GET /containers/json`, a new connection per request as docker clients do: p50 / p99.
+
+Goal (issue 17): `docker load` through the fast path ≥ 2× over SSH. Prints medians and ratios (fast / ssh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from forward import latencies, pct, throwaway_machine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.random_image import random_image_archive  # noqa: E402
+
+PATHS = ("ssh", "fast")
+
+
+def control(name: str, op: str, **args: object) -> dict:
+    from pymachine.hostvm import paths
+    from pymachine.hostvm.hostagent import control as ctl
+
+    return ctl.call(paths.machine(name).control_socket, op, timeout=60, **args)
+
+
+def use(name: str, path: str) -> None:
+    answer = control(name, "engine-path", via="ssh" if path == "ssh" else "auto")
+    if answer["engine_path"]["path"] != path:
+        raise SystemExit(f"the engine socket cannot take the {path} path now: {answer['engine_path']}")
+
+
+def wait_armed(name: str, timeout: float = 120) -> None:
+    """The agent arms the fast path after the guest's hello; a remote machine or no monitor never does."""
+    deadline = time.monotonic() + timeout
+    while (state := control(name, "engine-path")["engine_path"])["state"] != "up":
+        if time.monotonic() > deadline or state["state"] in ("off", "unsupported"):
+            raise SystemExit(f"the engine socket has no fast path to compare: {state}")
+        time.sleep(0.5)
+
+
+def load_and_save(sock: Path, archive: Path, tag: str) -> tuple[float, float]:
+    """Seconds for `docker load -i archive` and for `docker save` of it through `sock` (then removed)."""
+    env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
+    env.pop("DOCKER_CONTEXT", None)
+    took = []
+    saved = archive.with_name("saved.tar")  # the CLI renames its output into place: not /dev/null
+    for argv in (["load", "-q", "-i", str(archive)], ["save", "-o", str(saved), tag]):
+        start = time.perf_counter()
+        subprocess.run(["docker", *argv], env=env, check=True, capture_output=True)
+        took.append(time.perf_counter() - start)
+    subprocess.run(["docker", "rmi", tag], env=env, check=True, capture_output=True)
+    saved.unlink()
+    return took[0], took[1]
+
+
+def run(name: str, mib: int, repeat: int, requests: int) -> None:
+    from pymachine.hostvm import paths
+
+    sock = paths.machine(name).docker_socket
+    tmp = Path(tempfile.mkdtemp(prefix="pmbench-load"))
+    speeds: dict[str, list[float]] = {p: [] for p in PATHS}
+    saves: dict[str, list[float]] = {p: [] for p in PATHS}
+    lat: dict[str, list[float]] = {p: [] for p in PATHS}
+    try:
+        wait_armed(name)
+        for r in range(repeat):
+            for path in PATHS if r % 2 == 0 else PATHS[::-1]:
+                use(name, path)
+                archive = tmp / "image.tar"
+                tag = f"bench-load:{path}{r}"
+                random_image_archive(archive, mib * 1024 * 1024, tag)
+                size = archive.stat().st_size
+                took, save = load_and_save(sock, archive, tag)
+                speeds[path].append(size / took / 1e6)
+                saves[path].append(size / save / 1e6)
+                lat[path] += latencies(str(sock), requests)
+                print(f"round {r + 1} {path}: load {took:.1f} s, save {save:.1f} s", file=sys.stderr)
+    finally:
+        control(name, "engine-path", via="auto")
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"\nengine socket, machine {name}: docker load of {mib} MiB × {repeat} per path,"
+        f" {requests} GETs per round"
+    )
+    print(f"{'path':6} {'load MB/s':>10} {'save MB/s':>10} {'GET /containers/json p50 / p99':>34}")
+    for path in PATHS:
+        p50, p99 = pct(lat[path], 0.5) * 1000, pct(lat[path], 0.99) * 1000
+        load, save = statistics.median(speeds[path]), statistics.median(saves[path])
+        print(f"{path:6} {load:>10.2f} {save:>10.2f} {p50:>21.1f} / {p99:.1f} ms")
+    load_ratio = statistics.median(speeds["fast"]) / statistics.median(speeds["ssh"])
+    save_ratio = statistics.median(saves["fast"]) / statistics.median(saves["ssh"])
+    p50_ratio = pct(lat["ssh"], 0.5) / pct(lat["fast"], 0.5)
+    print(
+        f"fast / ssh: docker load {load_ratio:.2f}× (goal ≥ 2×), docker save {save_ratio:.2f}×,"
+        f" GET p50 {p50_ratio:.2f}× faster"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--machine", help="a running machine (default: boot a throwaway one)")
+    parser.add_argument("--mib", type=int, default=200, help="MiB per image (the issue's figure: 200)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=50)
+    args = parser.parse_args()
+    with throwaway_machine(args.machine) as name:
+        run(name, args.mib, args.repeat, args.requests)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
