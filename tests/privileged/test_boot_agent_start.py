@@ -1,0 +1,139 @@
+"""The guest agent's start as the guest init runs it (issue 14, "cold boot faster"): a real agent here.
+
+- What it imports before it answers a host agent (`/_ping`, `/info`, `/pymachine/v1/info`, the hello on the
+  event stream): not the HTTP client (`ping` only; email and ssl come with it), not the build package nor the
+  registry, save/load and commit code. Every module costs boot time under TCG.
+- The init starts the agent while it still loads kernel modules and mounts shares, and names a file it creates
+  when done ($PYMACHINE_BOOT_READY): the agent must not start its engine, nor listen, before that file exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from support.agent import AGENT_SRC, Agent, isolated_network_options
+
+# Runs the agent's own `main` as `python3 -S -m pymachine_agent serve` would; SIGUSR1 writes sys.modules out.
+DRIVER = r"""
+import json, os, signal, sys
+out = sys.argv[1]
+def dump(signum, frame):
+    with open(out + ".tmp", "w") as fh:
+        json.dump(sorted(sys.modules), fh)
+    os.replace(out + ".tmp", out)
+signal.signal(signal.SIGUSR1, dump)
+from pymachine_agent.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+NOT_AT_START = (
+    "http.client",
+    "email",
+    "ssl",
+    "pymachine_agent.build",
+    "pymachine_agent.images.registry",
+    "pymachine_agent.images.regclient",
+    "pymachine_agent.images.archive",
+    "pymachine_agent.images.commit",
+    "pymachine_agent.engine.commit",
+)
+
+
+@contextmanager
+def driven_agent(base: Path, boot_ready: str | None = None) -> Iterator[tuple[Agent, Path]]:
+    base.mkdir(parents=True, exist_ok=True)
+    sock_dir = Path(tempfile.mkdtemp(prefix="pmb-"))  # unix socket paths are limited to 108 bytes
+    modules = base / "modules.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env |= {"PYTHONPATH": str(AGENT_SRC), "PYMACHINE_AGENT_NETWORK": json.dumps(isolated_network_options())}
+    if boot_ready:
+        env["PYMACHINE_BOOT_READY"] = boot_ready
+    log = base / "agent.log"
+    argv = [
+        sys.executable,
+        "-S",
+        "-c",
+        DRIVER,
+        str(modules),
+        "serve",
+        "--socket",
+        str(sock_dir / "docker.sock"),
+    ]
+    argv += ["--state", str(base / "state"), "--log-file", str(log)]
+    with open(base / "stdout.log", "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    agent = Agent(sock_dir / "docker.sock", base / "state", proc, log)
+    try:
+        yield agent, modules
+    finally:
+        agent.stop()
+
+
+def wait_answering(agent: Agent, deadline: float) -> None:
+    while True:
+        assert agent.proc.poll() is None, f"the agent exited:\n{agent.log_tail()}"
+        try:
+            if agent.request("GET", "/_ping", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"the agent did not answer:\n{agent.log_tail()}"
+        time.sleep(0.05)
+
+
+def hello(agent: Agent) -> dict:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(str(agent.socket_path))
+        s.sendall(b"GET /pymachine/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        f = s.makefile("rb")
+        while f.readline() not in (b"\r\n", b""):
+            pass
+        return json.loads(f.read(int(f.readline().strip(), 16)))
+
+
+def test_answering_a_host_agent_imports_no_client_build_or_registry_code(tmp_path: Path) -> None:
+    with driven_agent(tmp_path / "a") as (agent, modules_file):
+        wait_answering(agent, time.monotonic() + 60)
+        assert agent.request("GET", "/info")[0] == 200
+        status, _, body = agent.request("GET", "/pymachine/v1/info")
+        assert status == 200 and json.loads(body)["agent_checksum"]
+        assert hello(agent)["type"] == "hello"
+        os.kill(agent.proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while not modules_file.exists():
+            assert time.monotonic() < deadline, "the agent wrote no module list"
+            time.sleep(0.05)
+        modules = json.loads(modules_file.read_text())
+    assert "pymachine_agent.engine" in modules and "pymachine_agent.api" in modules  # the list is the agent's
+    loaded = [m for m in modules if any(m == n or m.startswith(n + ".") for n in NOT_AT_START)]
+    assert loaded == [], f"imported before the first answers (costs boot time under TCG): {loaded}"
+
+
+def test_the_engine_waits_for_the_init_to_finish_its_setup(tmp_path: Path) -> None:
+    # how long this host takes to start an agent that need not wait, right now
+    started = time.monotonic()
+    with driven_agent(tmp_path / "plain") as (agent, _):
+        wait_answering(agent, time.monotonic() + 120)
+    normal = time.monotonic() - started
+
+    marker = tmp_path / "boot-ready"
+    with driven_agent(tmp_path / "waiting", boot_ready=str(marker)) as (agent, _):
+        # three times a normal start: it has long imported everything and only waits for the init now
+        time.sleep(3 * normal + 1)
+        assert agent.proc.poll() is None, agent.log_tail()
+        assert not agent.socket_path.exists(), "the agent listened before the init was done"
+        assert not (agent.state_dir / "network").exists(), "the engine started before the init was done"
+        marker.write_text("")
+        wait_answering(agent, time.monotonic() + 120)
+    assert "waiting for the init" in (tmp_path / "waiting" / "stdout.log").read_text()
