@@ -101,22 +101,7 @@ def default_host_ip(settings: dict) -> str:
     return "127.0.0.1" if settings.get("machine") else ""
 
 
-def wait_for_boot(marker: str | None, timeout: float = 300.0) -> float:
-    """The guest init starts the agent while it still loads the engine's kernel modules and mounts the
-    shares, so that the agent's imports (seconds under TCG) overlap that work; it creates `marker` when done.
-    The engine's start needs both (nftables, bridges, bind sources in shares). Returns the seconds waited."""
-    started = time.monotonic()
-    while marker and not os.path.exists(marker):
-        if time.monotonic() > started + timeout:
-            logging.getLogger("pymachine_agent").warning(
-                "the guest init did not finish its setup (no %s) in %.0f s; starting anyway", marker, timeout
-            )
-            break
-        time.sleep(0.02)
-    return time.monotonic() - started
-
-
-def _startup_note(waited: float) -> str:
+def _startup_note() -> str:
     """How long the start took since the process began (the boot's cost of the agent, docs/machines.md)."""
     try:
         with open("/proc/self/stat") as fh:
@@ -124,7 +109,7 @@ def _startup_note(waited: float) -> str:
         took = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return ""
-    return f" ({took:.2f} s after its start, {waited:.2f} s of it waiting for the init)"
+    return f" ({took:.2f} s after its start)"
 
 
 def serve(
@@ -143,10 +128,9 @@ def serve(
     from .shares import Shares
 
     settings = settings or {}
-    # every host agent connect asks for the checksum of these sources (protocol.info): read them now, while
-    # the init still loads modules, not on the first answer
+    # every host agent connect asks for the checksum of these sources (protocol.info): read them while the
+    # engine starts (its nft exec waits), not on the first answer
     threading.Thread(target=protocol.info, name="checksum", daemon=True).start()
-    waited = wait_for_boot(os.environ.get("PYMACHINE_BOOT_READY"))
     state_dir.mkdir(parents=True, exist_ok=True)
     arm(state_dir)  # on a full disk: room for the engine's own records (reserve.py)
     engine = Engine(
@@ -172,7 +156,7 @@ def serve(
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     where = f"unix://{socket_path}" + (f" and tcp://{tcp[0]}:{server.tcp_address[1]}" if tcp else "")  # type: ignore[index]
-    print(f"pymachine agent serving Docker API on {where}{_startup_note(waited)}", flush=True)
+    print(f"pymachine agent serving Docker API on {where}{_startup_note()}", flush=True)
     stop.wait()
     server.stop()
     engine.close()

@@ -1,10 +1,8 @@
 """The guest agent's start as the guest init runs it (issue 14, "cold boot faster"): a real agent here.
 
-- What it imports before it answers a host agent (`/_ping`, `/info`, `/pymachine/v1/info`, the hello on the
-  event stream): not the HTTP client (`ping` only; email and ssl come with it), not the build package nor the
-  registry, save/load and commit code. Every module costs boot time under TCG.
-- The init starts the agent while it still loads kernel modules and mounts shares, and names a file it creates
-  when done ($PYMACHINE_BOOT_READY): the agent must not start its engine, nor listen, before that file exists.
+What it imports before it answers a host agent (`/_ping`, `/info`, `/pymachine/v1/info`, the hello on the
+event stream): not the HTTP client (`ping` only; email and ssl come with it), not the build package nor the
+registry, save/load and commit code. Every module costs boot time under TCG.
 """
 
 from __future__ import annotations
@@ -50,14 +48,12 @@ NOT_AT_START = (
 
 
 @contextmanager
-def driven_agent(base: Path, boot_ready: str | None = None) -> Iterator[tuple[Agent, Path]]:
+def driven_agent(base: Path) -> Iterator[tuple[Agent, Path]]:
     base.mkdir(parents=True, exist_ok=True)
     sock_dir = Path(tempfile.mkdtemp(prefix="pmb-"))  # unix socket paths are limited to 108 bytes
     modules = base / "modules.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env |= {"PYTHONPATH": str(AGENT_SRC), "PYMACHINE_AGENT_NETWORK": json.dumps(isolated_network_options())}
-    if boot_ready:
-        env["PYMACHINE_BOOT_READY"] = boot_ready
     log = base / "agent.log"
     argv = [
         sys.executable,
@@ -118,22 +114,3 @@ def test_answering_a_host_agent_imports_no_client_build_or_registry_code(tmp_pat
     assert "pymachine_agent.engine" in modules and "pymachine_agent.api" in modules  # the list is the agent's
     loaded = [m for m in modules if any(m == n or m.startswith(n + ".") for n in NOT_AT_START)]
     assert loaded == [], f"imported before the first answers (costs boot time under TCG): {loaded}"
-
-
-def test_the_engine_waits_for_the_init_to_finish_its_setup(tmp_path: Path) -> None:
-    # how long this host takes to start an agent that need not wait, right now
-    started = time.monotonic()
-    with driven_agent(tmp_path / "plain") as (agent, _):
-        wait_answering(agent, time.monotonic() + 120)
-    normal = time.monotonic() - started
-
-    marker = tmp_path / "boot-ready"
-    with driven_agent(tmp_path / "waiting", boot_ready=str(marker)) as (agent, _):
-        # three times a normal start: it has long imported everything and only waits for the init now
-        time.sleep(3 * normal + 1)
-        assert agent.proc.poll() is None, agent.log_tail()
-        assert not agent.socket_path.exists(), "the agent listened before the init was done"
-        assert not (agent.state_dir / "network").exists(), "the engine started before the init was done"
-        marker.write_text("")
-        wait_answering(agent, time.monotonic() + 120)
-    assert "waiting for the init" in (tmp_path / "waiting" / "stdout.log").read_text()

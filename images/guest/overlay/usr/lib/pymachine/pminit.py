@@ -50,9 +50,6 @@ SHARE_MODULES = {"virtiofs": ["virtiofs"], "9p": ["9p", "9pnet_virtio"]}
 # host: 0.36x native at 128 KiB, 0.56x at 1 MiB, 0.99x at 4 MiB (docs/machines.md, "virtiofs speed").
 VIRTIOFS_READAHEAD_KB = 4096
 SHARE_REPORT = "/run/pymachine/shares.json"
-# Created once the engine modules are in and the shares mounted. The agent, started alongside so that its
-# imports (seconds under TCG) overlap that work, waits for it before its engine starts (PYMACHINE_BOOT_READY).
-BOOT_READY = "/run/pymachine-boot-ready"
 
 _timeline: list[str] = []
 
@@ -346,7 +343,7 @@ class Agent:
         self.delay = 1.0
         self.next_start = 0.0
         self.env = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8", "PYTHONPATH": AGENT_DIR,
-                    "PYTHONUNBUFFERED": "1", "PYMACHINE_SEED": SEED_DIR, "PYMACHINE_BOOT_READY": BOOT_READY,
+                    "PYTHONUNBUFFERED": "1", "PYMACHINE_SEED": SEED_DIR,
                     "TMPDIR": "/var/tmp"}  # fmt: skip  # /tmp may be the host's temp folder (a share)
 
     def start(self) -> None:
@@ -369,11 +366,6 @@ class Agent:
     def due(self) -> float | None:
         """Seconds until the next start attempt, or None while it runs."""
         return None if self.pid else max(0.0, self.next_start - time.monotonic())
-
-
-@step
-def boot_ready() -> None:
-    write(BOOT_READY, "")
 
 
 def power_buttons() -> list[int]:
@@ -414,19 +406,18 @@ def supervise() -> None:
     # After sshd, so logging in is not delayed: no udev, so load what the engine and the power button need
     # (anything else autoloads through modprobe; fuse would too, but without udev or static nodes /dev/fuse
     # only appears once the module is in, and `--device /dev/fuse` needs the node), and grow the filesystem
-    # online when the machine's disk is larger than the base image (a no-op otherwise). The agent starts now
-    # too: it imports while the modules load, and waits for BOOT_READY (modules in, shares mounted) before its
-    # engine starts.
+    # online when the machine's disk is larger than the base image (a no-op otherwise). The agent starts once
+    # the modules are in. Not alongside them: loading a module makes the other vCPU take IPIs (text patching,
+    # expedited RCU), and with the agent's imports busy on it, a `modprobe -a` of a few modules took 9-14 s
+    # instead of 2-3 s at a host load of 30.
     modprobe = spawn(["/usr/sbin/modprobe", "-a", *ENGINE_MODULES], "/run/modprobe.log")
     spawn(["/usr/sbin/resize2fs", "/dev/vda"], "/run/resize2fs.log")
     agent = Agent()
-    agent.start()
-    mark("agent")
     buttons: list[int] = []
     powering_off = False
 
     while True:
-        timeout = agent.due()
+        timeout = agent.due() if not modprobe else None
         try:
             ready, _, _ = select.select([wake_r, *buttons], [], [], timeout)
         except InterruptedError:
@@ -448,8 +439,9 @@ def supervise() -> None:
                     say("some engine modules failed to load (see /run/modprobe.log)")
                 mark("modules")
                 buttons = power_buttons()
-                shares()  # before the agent's engine starts: it may rely on os.path.ismount(share)
-                boot_ready()
+                shares()  # before the agent: it may rely on os.path.ismount(share)
+                agent.start()
+                mark("agent")
                 with open("/run/pymachine-init.log", "w") as fh:
                     fh.writelines(_timeline)
                 os.write(1, b"PYMACHINE_READY\n")
@@ -461,7 +453,7 @@ def supervise() -> None:
             powering_off = True
             say("power off requested")
             spawn([POWEROFF], "/dev/console")
-        if not powering_off and not agent.pid and agent.due() == 0.0:
+        if not powering_off and not modprobe and not agent.pid and agent.due() == 0.0:
             agent.start()
 
 
