@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from support.agent import AGENT_SRC, Agent, isolated_network_options
+from support.agent import AGENT_SRC, Agent, UnixHTTPConnection, isolated_network_options
 
 # Runs the agent's own `main` as `python3 -S -m pymachine_agent serve` would; SIGUSR1 writes sys.modules out.
 DRIVER = r"""
@@ -88,14 +87,12 @@ def wait_answering(agent: Agent, deadline: float) -> None:
 
 
 def hello(agent: Agent) -> dict:
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(30)
-        s.connect(str(agent.socket_path))
-        s.sendall(b"GET /pymachine/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
-        f = s.makefile("rb")
-        while f.readline() not in (b"\r\n", b""):
-            pass
-        return json.loads(f.read(int(f.readline().strip(), 16)))
+    conn = UnixHTTPConnection(str(agent.socket_path), timeout=30)
+    try:
+        conn.request("GET", "/pymachine/v1/events")
+        return json.loads(conn.getresponse().readline())
+    finally:
+        conn.close()
 
 
 def test_answering_a_host_agent_imports_no_client_build_or_registry_code(tmp_path: Path) -> None:
