@@ -11,7 +11,7 @@ where the time goes.
 "Engine answering" = `GET /_ping` through the machine's forwarded docker.sock returns OK. The clock runs from
 the `machines.start` call (in-process: a CLI's own ~0.4 s Python start is not counted) to that answer.
 
-    python bench/start.py [--runs 5] [--driver libvirt|qemu] [--mount DIR] [--resume-only]
+    python bench/start.py [--runs 5] [--driver libvirt|qemu] [--mount DIR] [--resume-only | --cold-only]
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ def main() -> int:
     ap.add_argument("--driver", default="libvirt")
     ap.add_argument("--mount", action="append", default=[], help="share this folder (default: none)")
     ap.add_argument("--resume-only", action="store_true", help="no cold boots (quick runs while tuning)")
+    ap.add_argument("--cold-only", action="store_true", help="no saves and resumes (cold boots only)")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="pmbs", dir="/var/tmp"))
     os.environ["PYMACHINE_HOME"] = str(home)
@@ -113,7 +114,7 @@ def main() -> int:
         machines.create(name, driver=args.driver, mounts=args.mount, home_mount=False)
         machines.start(name)
         for i in range(args.runs):
-            for agent in ("parked", "restarted"):
+            for agent in () if args.cold_only else ("parked", "restarted"):
                 if agent == "restarted":
                     launcher.stop(name)  # what a saving stop did before the agent was kept
                 marks: dict[str, float] = {}
@@ -134,7 +135,8 @@ def main() -> int:
                 note("stop (shutdown)", seconds, marks)
                 marks = {}
                 note("cold boot", timed_start(name, marks), marks)
-            print(f"run {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in took.items()), flush=True)
+            runs = ", ".join(f"{k} {v[-1]:.2f} s" for k, v in took.items())
+            print(f"run {i + 1}: {runs} (load {os.getloadavg()[0]:.1f})", flush=True)
     finally:
         try:
             machines.delete(name, force=True)

@@ -632,7 +632,8 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                             client.close()
                             client = _connect_until(name, deadline)
                             _wait_guest_socket(client, deadline)
-                        for problem in _guest_share_problems(client):
+                        # no shares, no report to read: an exec forks a shell in the booting guest
+                        for problem in _guest_share_problems(client) if state.get("shares") else ():
                             say(f"warning: {problem}")
                     elif stage.name == "host agent":
                         launcher.ensure_running(name, say, timeout=stage.timeout(accel))

@@ -278,7 +278,12 @@ def _options(**options: str) -> list[str]:
 def wait_banner(port: int, deadline: float, name: str | None = None) -> bool:
     """Poll for the banner until `deadline`. Each attempt waits long for its answer: sshd forks and
     re-executes itself per connection, which under TCG on a loaded host takes many seconds, and a client that
-    hangs up early never sees a banner (slirp closes at once when nothing listens: waiting costs nothing)."""
+    hangs up early never sees a banner (slirp closes at once when nothing listens: waiting costs nothing).
+    On loopback the probes overlap instead (banner.py): one long probe sat in slirp's SYN back-off."""
+    from . import banner, remote_libvirt
+
+    if not (name and remote_libvirt.machine_uri(name)):
+        return banner.wait(HOST, port, deadline)
     while time.monotonic() < deadline:
         if read_banner(port, timeout=min(30.0, max(0.5, deadline - time.monotonic())), name=name):
             return True

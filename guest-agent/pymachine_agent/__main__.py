@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import logging
 import os
@@ -11,26 +10,26 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 DEFAULT_SOCKET = "/run/pymachine/docker.sock"
 DEFAULT_STATE = "/var/lib/pymachine"
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
 def ping(socket_path: str, timeout: float = 5.0) -> str:
     """GET /_ping over the unix socket; returns the advertised API version or raises OSError."""
-    conn = _UnixHTTPConnection(socket_path, timeout)
+    # here, not at the top: `serve` never needs http.client, whose email and ssl imports cost ~0.3 s of the
+    # agent's start at every boot under TCG (tests/unit/test_boot_imports.py)
+    import http.client
+
+    class UnixHTTPConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(self.timeout)
+            self.sock.connect(socket_path)
+
+    conn = UnixHTTPConnection("localhost", timeout=timeout)
     try:
         conn.request("GET", "/_ping")
         resp = conn.getresponse()
@@ -102,6 +101,17 @@ def default_host_ip(settings: dict) -> str:
     return "127.0.0.1" if settings.get("machine") else ""
 
 
+def _startup_note() -> str:
+    """How long the start took since the process began (the boot's cost of the agent, docs/machines.md)."""
+    try:
+        with open("/proc/self/stat") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # starttime, clock ticks since boot
+        took = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return ""
+    return f" ({took:.2f} s after its start)"
+
+
 def serve(
     socket_path: Path,
     state_dir: Path,
@@ -110,6 +120,7 @@ def serve(
     ack_timeout: float = 10.0,
     settings: dict | None = None,
 ) -> int:
+    from . import protocol
     from .api import ApiServer, build_router
     from .api.relay import Relay
     from .api.relay import register as register_relay
@@ -119,6 +130,9 @@ def serve(
     from .shares import Shares
 
     settings = settings or {}
+    # every host agent connect asks for the checksum of these sources (protocol.info): read them while the
+    # engine starts (its nft exec waits), not on the first answer
+    threading.Thread(target=protocol.info, name="checksum", daemon=True).start()
     state_dir.mkdir(parents=True, exist_ok=True)
     arm(state_dir)  # on a full disk: room for the engine's own records (reserve.py)
     engine = Engine(
@@ -147,7 +161,7 @@ def serve(
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     where = f"unix://{socket_path}" + (f" and tcp://{tcp[0]}:{server.tcp_address[1]}" if tcp else "")  # type: ignore[index]
-    print(f"pymachine agent serving Docker API on {where}", flush=True)
+    print(f"pymachine agent serving Docker API on {where}{_startup_note()}", flush=True)
     stop.wait()
     server.stop()  # first: a client must not reach an agent that is going away (re-provision, restart)
     relay.close()

@@ -8,6 +8,7 @@ never drift apart across upgrades. See docs/contracts.md §4.
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
 from pathlib import Path
 
@@ -22,12 +23,14 @@ _PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
 def source_files(root: Path = _PACKAGE_ROOT) -> list[Path]:
-    """The files that make up the agent (what gets copied into the guest)."""
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix in (".py", ".json")
-    )
+    """The files that make up the agent (what gets copied into the guest). os.walk, not Path.rglob: the guest
+    agent lists them at every host agent connect (`info`), and rglob, which also stats every cached .pyc,
+    took 0.1-0.7 s of that under TCG (os.walk: 0.01-0.08 s). Sorted as Paths: the checksum's order."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        found += [Path(folder, f) for f in files if f.endswith((".py", ".json"))]
+    return sorted(p for p in found if p.is_file())
 
 
 def source_checksum(root: Path = _PACKAGE_ROOT) -> str:

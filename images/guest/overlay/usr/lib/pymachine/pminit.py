@@ -31,8 +31,12 @@ AGENT_ARGV = ["/usr/bin/python3", "-S", "-m", "pymachine_agent", "serve", "--log
 POWEROFF = "/sbin/pymachine-poweroff"
 SEED_DISK, SEED_DIR = "/dev/vdb", "/run/seed"
 # virtio_balloon: with free page reporting (CONFIG_PAGE_REPORTING=y in Debian's cloud kernel) the guest hands
-# pages it frees back to the host; without udev nothing would load it.
-ENGINE_MODULES = ["overlay", "veth", "bridge", "br_netfilter", "nf_tables", "button", "evdev", "fuse",
+# pages it frees back to the host; without udev nothing would load it. The nft_* ones are what the agent's
+# ruleset uses (nat chains, fib, masquerade, ct, dnat; ctnetlink to forget flows): left to autoload, each
+# missing one aborted the agent's `nft -f` transaction, which nftables replays after a modprobe of its own,
+# 21 modprobe execs at every boot (the agent's start took 1.6-2.3 s more at low load, 13 s at load 11).
+ENGINE_MODULES = ["overlay", "veth", "bridge", "br_netfilter", "nf_tables", "nft_chain_nat", "nft_fib_ipv4",
+                  "nft_masq", "nft_ct", "nft_nat", "nf_conntrack_netlink", "button", "evdev", "fuse",
                   "virtio_balloon"]  # fmt: skip
 CONTROLLERS = ["cpuset", "cpu", "io", "memory", "pids"]
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -403,7 +407,9 @@ def supervise() -> None:
     # (anything else autoloads through modprobe; fuse would too, but without udev or static nodes /dev/fuse
     # only appears once the module is in, and `--device /dev/fuse` needs the node), and grow the filesystem
     # online when the machine's disk is larger than the base image (a no-op otherwise). The agent starts once
-    # the modules are in.
+    # the modules are in. Not alongside them: loading a module makes the other vCPU take IPIs (text patching,
+    # expedited RCU), and with the agent's imports busy on it, a `modprobe -a` of a few modules took 9-14 s
+    # instead of 2-3 s at a host load of 30.
     modprobe = spawn(["/usr/sbin/modprobe", "-a", *ENGINE_MODULES], "/run/modprobe.log")
     spawn(["/usr/sbin/resize2fs", "/dev/vda"], "/run/resize2fs.log")
     agent = Agent()
