@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from support import leftovers
+from support.hostagent_vm import free_port, refused
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -127,3 +128,28 @@ def test_a_test_session_sweeps_at_its_start(tmp_path: Path, tags: list[str]) -> 
     assert run.returncode == 0, run.stdout + run.stderr
     assert present(tag) == set()
     assert f"pmt_{tag}" in run.stderr
+
+
+def test_a_leftover_dnat_makes_a_free_port_time_out_until_the_sweep(owners: Path, tags: list[str]) -> None:
+    """Why test_pymachine_ssh_ignores_a_hostile_ssh_config once saw "timed out" where it asserts "refused": a
+    killed agent's table still DNATs host traffic to a port it had published, into a bridge with nobody."""
+    tag = new_tag()
+    tags.append(tag)
+    make_leftovers(tag)
+    octet = random.choice(range(200, 250))
+    port = free_port()
+    subprocess.run(["ip", "addr", "add", f"10.{octet}.255.1/24", "dev", f"pt{tag}0"], check=True)
+    subprocess.run(["ip", "link", "set", f"pt{tag}0", "up"], check=True)
+    table = f"""table ip pmt_{tag} {{
+  chain output {{
+    type nat hook output priority -100; policy accept;
+    ip daddr 127.0.0.1 tcp dport {port} dnat to 10.{octet}.255.2:80
+  }}
+}}
+"""
+    subprocess.run(["sysctl", "-qw", f"net.ipv4.conf.pt{tag}0.route_localnet=1"], check=True)
+    subprocess.run(["nft", "-f", "-"], input=table, text=True, check=True)
+    with pytest.raises(TimeoutError):
+        refused(port)
+    leftovers.sweep()
+    assert refused(port)
