@@ -132,3 +132,25 @@ def test_the_proxy_mode_waits_for_a_young_server_too(tmp_path) -> None:
             early.sendall(b"early")
             serve_echo(c, "tcp", 80)
             assert early.recv(100) == b"early"
+
+
+def test_a_connection_during_a_slow_switch_to_dnat_is_still_relayed(dnat_env) -> None:
+    """On a starved guest the nft run that lets DNAT take over takes seconds; a connection redirected to the
+    relay meanwhile must be accepted and served, not reset when the relay closes (test_port_answers_the_moment
+    _docker_run_returns under load 20: "Remote end closed connection without response")."""
+    env = dnat_env
+    growing = threading.Event()
+    switch = env.mgr.holder.on_grown
+
+    def slow_switch() -> None:
+        growing.set()
+        threading.Event().wait(3)  # stands for an nft run on a starved guest
+        switch()
+
+    env.mgr.holder.on_grown = slow_switch
+    c = env.container()
+    env.mgr.attach(A, c.pid, EndpointConfig(name="web", ports=[PortSpec(80, "tcp", 8080)]))
+    serve_echo_concurrently(c, 80)
+    until(growing.is_set, 30, "the server to be seen listening")
+    assert any('"redirect"' in r for r in published_rules(env))  # not switched yet: this goes to the relay
+    assert tcp_echo("127.0.0.1", 8080, b"during the switch", timeout=20) == b"during the switch"

@@ -23,8 +23,8 @@ def connect_retrying(target: tuple[str, int], deadline: float, stopped: Callable
     until `deadline` (time.monotonic()) or until `stopped()`. Raises the last OSError."""
     delay = 0.01
     while True:
-        try:
-            upstream = socket.create_connection(target, timeout=5)
+        try:  # a starved guest can take seconds to complete even a local handshake
+            upstream = socket.create_connection(target, timeout=max(5.0, deadline - time.monotonic()))
         except ConnectionRefusedError:
             if stopped() or time.monotonic() + delay > deadline:
                 raise

@@ -83,19 +83,21 @@ class YoungPort:
         return listening(self.pid, self.port.container_port) is not False
 
     def _watch(self) -> None:
+        """Accept for the relay, and watch for the server. The switch to DNAT (an nft run: seconds on a
+        starved guest) runs in a thread of its own: connections redirected meanwhile must still be accepted,
+        and the grace period counts from when the DNAT rule is really in place."""
         delay = 0.01
+        switched = threading.Event()
         grace_end: float | None = None
         try:
             while not self.closed:
-                if grace_end is None and self._ready():
+                if not self.grown and self._ready():
                     self.grown = True
+                    threading.Thread(target=self._grow, args=(switched,), daemon=True).start()
+                if grace_end is None and switched.is_set():
                     grace_end = time.monotonic() + GRACE_S
-                    try:
-                        self.on_grown()
-                    except Exception as exc:  # noqa: BLE001 - the table still redirects here: keep relaying
-                        log.warning("port %s: DNAT not taking over: %s", self.port.host_port, exc)
-                        grace_end = float("inf")
                 if grace_end is not None and time.monotonic() >= grace_end:
+                    self._accept()  # the last ones redirected before the switch
                     return
                 try:
                     readable = select.select([self.listener], [], [], delay)[0]
@@ -106,6 +108,14 @@ class YoungPort:
                 delay = min(delay * 1.5, 0.1)
         finally:
             self.listener.close()
+
+    def _grow(self, switched: threading.Event) -> None:
+        try:
+            self.on_grown()
+        except Exception as exc:  # noqa: BLE001 - the table still redirects here: keep relaying
+            log.warning("port %s: DNAT not taking over: %s", self.port.host_port, exc)
+            return
+        switched.set()
 
     def _accept(self) -> None:
         while True:
