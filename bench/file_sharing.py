@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import sys
@@ -139,15 +140,23 @@ def main() -> int:
         drv = machines.driver_for(machines.load_config(name))
         say(f"driver {drv.name}, accelerator {machines.accelerator()}, virtiofsd {shares.VIRTIOFSD_OPTIONS}")
         for transport in args.transports.split(","):
-            try:
-                shares.choose_transport(drv.capabilities, transport)
-            except Exception as exc:  # noqa: BLE001 - the reason goes into the table
-                results[transport] = f"not here: {exc}"
-                continue
-            machines.stop(name)
-            machines.set_share_transport(name, transport)
-            machines.start(name, say)
-            fstype = mounted_over(name, str(share))
+            if transport == "sync":  # a copy on the guest's disk kept in sync (last: it changes the share)
+                machines.stop(name)
+                machines.mount_rm(name, str(share))
+                machines.mount_add(name, f"{share}:sync")
+                machines.start(name, say)
+                fstype = mounted_over(name, str(share))
+                results["sync propagation"] = propagation(name, share)  # type: ignore[assignment]
+            else:
+                try:
+                    shares.choose_transport(drv.capabilities, transport)
+                except Exception as exc:  # noqa: BLE001 - the reason goes into the table
+                    results[transport] = f"not here: {exc}"
+                    continue
+                machines.stop(name)
+                machines.set_share_transport(name, transport)
+                machines.start(name, say)
+                fstype = mounted_over(name, str(share))
             if not fstype:
                 results[transport] = "not mounted in the guest"
                 continue
@@ -168,7 +177,46 @@ def main() -> int:
     return 0
 
 
-TRANSPORTS_ORDER = ("virtiofs", "9p", "sshfs")
+TRANSPORTS_ORDER = ("virtiofs", "9p", "sshfs", "sync")
+
+
+def propagation(name: str, share: Path, count: int = 1000) -> str:
+    """Sync shares only: how long `count` new 1 KiB files take to cross over, host → guest and guest → host
+    (from the first write to the last file seen on the other side, polled every 0.1 s)."""
+    import time
+
+    from pymachine.hostvm import ssh
+
+    def guest_count(folder: str) -> int:
+        status, out, _ = ssh.run(name, f"ls {folder} 2>/dev/null | wc -l")
+        return int(out.decode().strip() or 0) if status == 0 else 0
+
+    def until(pred) -> float:  # type: ignore[no-untyped-def]
+        start = time.monotonic()
+        while not pred():
+            if time.monotonic() - start > 600:
+                return float("nan")
+            time.sleep(0.1)
+        return time.monotonic() - start
+
+    down = share / "prop-host"
+    start = time.monotonic()
+    down.mkdir()
+    for i in range(count):
+        (down / f"f{i}").write_bytes(b"x" * 1024)
+    until(lambda: guest_count(str(down)) == count)
+    to_guest = time.monotonic() - start
+    up = f"{share}/prop-guest"
+    script = (
+        f"import os; os.mkdir('{up}')\nfor i in range({count}): open(f'{up}/f{{i}}', 'wb').write(b'x' * 1024)"
+    )
+    start = time.monotonic()
+    ssh.run(name, f"python3 -c {shlex.quote(script)}")
+    until(lambda: os.path.isdir(up) and len(os.listdir(up)) == count)
+    to_host = time.monotonic() - start
+    shutil.rmtree(down)
+    shutil.rmtree(up, ignore_errors=True)
+    return f"{count} new 1 KiB files cross host → guest in {to_guest:.1f} s, guest → host in {to_host:.1f} s"
 
 
 def median(runs: list[dict[str, float]], key: str) -> float:
@@ -178,7 +226,7 @@ def median(runs: list[dict[str, float]], key: str) -> float:
 def table(results: dict[str, list[dict[str, float]] | str], mib: int) -> str:
     """One column per transport (its median and the ratio to the native median of the same rounds), the
     native column from the first transport's rounds."""
-    cols = [t for t in results if not t.startswith("native/")]
+    cols = [t for t in results if not t.startswith("native/") and t != "sync propagation"]
     measured = [t for t in cols if isinstance(results[t], list)]
     assert measured, results
     first = results[f"native/{measured[0]}"]

@@ -2,11 +2,13 @@
 published port answer again, with no pymachine command in between (its supervisor forks the next agent).
 Goal (issue 16): back within 2 s, also under heavy load.
 
-Two variants, interleaved in one run on one machine, medians of N kills each:
-- handover: the supervisor holds the agent's listening sockets (hostagent/handover.py), so clients queue
-  and the next agent serves held ports as soon as its SSH link is up;
-- peer: the same build with PYMACHINE_HANDOVER=0: the next agent binds anew, ports after the guest's
-  port replay, clients meanwhile refused.
+Three variants, interleaved in one run on one machine, medians of N kills each:
+- spare: as shipped: the supervisor holds the agent's listening sockets (hostagent/handover.py), so clients
+  queue, and keeps a standby agent whose SSH link is already up (hostagent/spare.py), which takes over;
+- handover: the same build with PYMACHINE_SPARE_LINK=0: the next agent is forked at the kill and serves the
+  held sockets once its own SSH handshake is done;
+- peer: also PYMACHINE_HANDOVER=0: the next agent binds anew, ports after the guest's port replay, clients
+  meanwhile refused.
 
 "Back" = the answer to the first request sent after the kill (requests go every 20 ms, each with a 15 s
 timeout), measured from the kill. Also shown: when the new agent started and when its SSH link was up
@@ -33,7 +35,7 @@ import time
 from pathlib import Path
 
 from pymachine.hostvm import machines, paths
-from pymachine.hostvm.hostagent import handover, launcher
+from pymachine.hostvm.hostagent import handover, launcher, spare
 
 REQUEST_TIMEOUT = 15.0
 
@@ -89,9 +91,10 @@ def stages_after(events: Path, offset: int, killed_at: float) -> dict[str, float
     }
 
 
-def restart_agent(name: str, handing_over: bool, port: int) -> None:
+def restart_agent(name: str, variant: str, port: int) -> None:
     launcher.stop(name, timeout=10)
-    os.environ[handover.DISABLE_ENV] = "1" if handing_over else "0"
+    os.environ[handover.DISABLE_ENV] = "0" if variant == "peer" else "1"
+    os.environ[spare.DISABLE_ENV] = "1" if variant == "spare" else "0"
     launcher._spawn(name)
     deadline = time.monotonic() + 120
     while not (ping(paths.machine(name).docker_socket) and http(port)):
@@ -145,7 +148,7 @@ def main() -> int:
     os.environ.pop("DOCKER_HOST", None)
     name = f"br-{os.getpid()}"
     busy: list[subprocess.Popen[bytes]] = []
-    results: dict[str, list[dict[str, float]]] = {"handover": [], "peer": []}
+    results: dict[str, list[dict[str, float]]] = {"spare": [], "handover": [], "peer": []}
     try:
         machines.create(name, driver="qemu", home_mount=False)
         machines.start(name)
@@ -157,15 +160,23 @@ def main() -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        subprocess.run(
+        run = subprocess.run(
             [*docker, "run", "-d", "-p", f"{port}:80", "pymachine/busybox", "httpd", "-f", "-p", "80"],
-            check=True,
             capture_output=True,
+            text=True,
         )
+        if run.returncode != 0:
+            raise RuntimeError(f"docker run failed: {run.stderr.strip()}")
         busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
         for i in range(args.runs):
-            for variant in ("handover", "peer") if i % 2 == 0 else ("peer", "handover"):
-                restart_agent(name, variant == "handover", port)
+            order = list(results) if i % 2 == 0 else list(reversed(results))
+            for variant in order:
+                restart_agent(name, variant, port)
+                deadline = time.monotonic() + 60  # a kill long after the start: the spare is connected
+                while variant == "spare" and not spare.connected(paths.machine(name)):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the spare agent did not connect")
+                    time.sleep(0.1)
                 r = one_kill(name, port)
                 results[variant].append(r)
                 print(
@@ -193,8 +204,9 @@ def main() -> int:
             f"link up at {med(r['link'] for r in rs):.2f} s"
         )
     for what in ("engine", "port"):
-        ratio = med(r[what] for r in results["peer"]) / med(r[what] for r in results["handover"])
-        print(f"  {what}: handover is {ratio:.2f}x the peer's speed")
+        for variant, peer in (("spare", "handover"), ("handover", "peer")):
+            ratio = med(r[what] for r in results[peer]) / med(r[what] for r in results[variant])
+            print(f"  {what}: {variant} is {ratio:.2f}x the speed of {peer}")
     return 0
 
 

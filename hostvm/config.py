@@ -96,17 +96,20 @@ def with_settings(
 
 @dataclass(frozen=True)
 class Share:
-    """A host folder the VM sees at the same absolute path (config.json: {"path": ..., "readonly": ...})."""
+    """A host folder the VM sees at the same absolute path (config.json: {"path": ..., "readonly": ...,
+    "sync": ...}; a config.json from before sync shares has no `sync`: a live share)."""
 
     path: str  # absolute, normalised host path; the same path inside the VM
     readonly: bool = False
+    # a copy on the VM's disk kept in sync both ways (hostvm/hostagent/syncshare.py), not a live transport
+    sync: bool = False
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Share:
-        return cls(path=str(data["path"]), readonly=bool(data.get("readonly", False)))
+        return cls(str(data["path"]), bool(data.get("readonly", False)), bool(data.get("sync", False)))
 
     def __str__(self) -> str:
-        return self.path + (":ro" if self.readonly else "")
+        return self.path + (":ro" if self.readonly else ":sync" if self.sync else "")
 
 
 # Root's home is the guest's own root home too: laid over it, every SSH session of the guest runs the host's
@@ -128,9 +131,12 @@ def default_shares() -> list[Share]:
 
 
 def parse_share(text: str | Share) -> Share:
-    """`PATH`, `PATH:ro` or `PATH:rw` → a Share (the path as typed; `check_shares` validates it)."""
+    """`PATH`, `PATH:ro`, `PATH:rw` or `PATH:sync` → a Share (the path as typed; `check_shares` validates
+    it)."""
     if isinstance(text, Share):
         return text
+    if text.endswith(":sync"):
+        return Share(text[: -len(":sync")], sync=True)
     for suffix, readonly in ((":ro", True), (":rw", False)):
         if text.endswith(suffix):
             return Share(text[: -len(suffix)], readonly)
@@ -159,9 +165,15 @@ def check_shares(shares: list[Share], problems: list[Problem], label: str = "sha
         clash = next((o for o in out if _within(norm, o.path) or _within(o.path, norm)), None)
         if clash is not None:
             how = "is already shared" if clash.path == norm else f"overlaps the share {clash.path}"
-            problems.append(Problem(label, f"'{norm}' {how} (shares may not be nested)"))
+            why = "shares may not be nested"
+            if share.sync or clash.sync:  # the default home share holds most projects: say how to go on
+                why += f"; a sync share lies outside live ones: remove {clash.path} or use --no-home-mount"
+            problems.append(Problem(label, f"'{norm}' {how} ({why})"))
             continue
-        out.append(Share(norm, share.readonly))
+        if share.sync and share.readonly:
+            problems.append(Problem(label, f"'{norm}': a sync share is read-write (drop :ro or sync)"))
+            continue
+        out.append(Share(norm, share.readonly, share.sync))
     return out
 
 
@@ -200,7 +212,10 @@ class MachineConfig:
     cluster: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # `sync` only where set: a live share's entry keeps the shape older versions read
+        data["shares"] = [{k: v for k, v in s.items() if k != "sync" or v} for s in data["shares"]]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MachineConfig:

@@ -19,10 +19,12 @@ from urllib.parse import urlparse
 
 from . import config as cfgmod
 from . import paths, proc, qemu_user, remote_libvirt, savestate, seed, share_hotplug, shares, ssh, store
+from . import syncshare_state as sync_state  # noqa: I001
 from .domain import VMSpec
 from .drivers import Driver, DriverState, get_driver
 from .errors import NotFoundError, PymachineError, StageFailed, UsageError
 from .hostagent.ports import DEFAULT_HOST_IP
+from .machine_settings import SettingsRequest, SettingsResult, grow_disk, pending, started_settings
 from .progress import Progress, StageProgress, Stages
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ class Machine:
     share_transport: str = "auto"  # as configured; each share's `transport` is the one in use
     share_problems: list[str] = field(default_factory=list)  # e.g. a virtiofsd that exited
     saved_state: dict[str, Any] | None = None  # `stop` saved it: the next `start` resumes (savestate.py)
+    # running: settings changed since the start, [{field, old, new}] (machine_settings.pending)
+    pending: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +106,7 @@ def get(name: str) -> Machine:
         share_transport=cfg.share_transport,
         share_problems=shares.problems(name, running),
         saved_state=savestate.describe(name),
+        pending=[asdict(c) for c in pending(cfg, st)] if running else [],
     )
 
 
@@ -119,10 +124,11 @@ def share_list(
         except PymachineError:
             transport = "unavailable"
     out = [
-        {"path": s.path, "readonly": s.readonly, "transport": transport, "pending": "add"
-         if started is not None and (s.path, s.readonly) not in started else None}
+        {"path": s.path, "readonly": s.readonly, "transport": "sync" if s.sync else transport, "pending":
+         "add" if started is not None and (s.path, s.readonly) not in started else None}
         for s in cfg.shares
     ]  # fmt: skip
+    sync_state.annotate(out, cfg.name, running)
     configured = {(s.path, s.readonly) for s in cfg.shares}
     for path, ro in sorted(started - configured) if started else []:
         out.append({"path": path, "readonly": ro, "transport": transport, "pending": "remove"})
@@ -266,26 +272,24 @@ def write_seed(name: str, devices: list[shares.ShareDevice]) -> None:
 
 # -- shares -----------------------------------------------------------------------------------------------
 def mount_add(name: str, path: str) -> tuple[Machine, share_hotplug.ShareChange]:
-    """Add `PATH[:ro]` to the machine's shares (config.json, one atomic write). Returns (machine, when the
-    share appears: now when hot-plugged over sshfs, else at the next start or after a restart)."""
-    if driver_for(load_config(name)).capabilities.existing_host:  # also a clear "does not exist"
-        raise UsageError(
-            f"machine '{name}' runs on another host: it sees that host's folders, not this computer's",
-            hint="bind-mount a folder of that host: docker run -v /srv/data:/data ...",
-        )
-    with _locked(name):
-        cfg = load_config(name)
-        problems: list[cfgmod.Problem] = []
-        added = cfgmod.check_shares([*cfg.shares, cfgmod.parse_share(path)], problems, "mount")
-        if problems:
-            raise UsageError(
-                "cannot share this folder: " + "; ".join(str(p) for p in problems),
-                hint=f"see the shares with: pymachine mount list {name}",
-            )
-        cfg.shares = added
-        store.write_json(paths.machine(name).config, cfg.to_json())
-        change = share_hotplug.apply(name, added[-1], True, _running(cfg))
-    return get(name), change
+    """Add `PATH[:ro]` to the machine's shares (the one settings operation, `configure`). Returns (machine,
+    when the share appears: now when hot-plugged over sshfs, else at the next start or after a restart)."""
+    req = SettingsRequest(add_shares=(path,), share_field="mount")
+    return _share_change(configure(name, req), name)
+
+
+def configure(name: str, request: SettingsRequest) -> SettingsResult:
+    """Change CPUs, memory, disk (grow only) and shares, validated against the host, effective at the next
+    start (`pymachine set`, `mount add|rm`, the app's Settings dialog): see machine_settings.py."""
+    from .machine_settings import apply
+
+    return apply(name, request)
+
+
+def _share_change(result: SettingsResult, name: str) -> tuple[Machine, share_hotplug.ShareChange]:
+    if not result.shares:
+        raise UsageError(f"nothing changed: machine '{name}' already shares that folder so")
+    return result.machine, result.shares[-1].change
 
 
 def set_share_transport(name: str, transport: str) -> tuple[Machine, bool]:
@@ -301,19 +305,8 @@ def set_share_transport(name: str, transport: str) -> tuple[Machine, bool]:
 
 
 def mount_rm(name: str, path: str) -> tuple[Machine, share_hotplug.ShareChange]:
-    load_config(name)
-    with _locked(name):
-        cfg = load_config(name)
-        norm = os.path.normpath(cfgmod.parse_share(path).path) if os.path.isabs(path) else path
-        kept = [s for s in cfg.shares if s.path != norm]
-        if len(kept) == len(cfg.shares):
-            listed = ", ".join(s.path for s in cfg.shares) or "none"
-            raise NotFoundError(f"'{path}' is not shared with machine '{name}' (shares: {listed})")
-        gone = next(s for s in cfg.shares if s.path == norm)
-        cfg.shares = kept
-        store.write_json(paths.machine(name).config, cfg.to_json())
-        change = share_hotplug.apply(name, gone, False, _running(cfg))
-    return get(name), change
+    req = SettingsRequest(remove_shares=(path,), share_field="mount")
+    return _share_change(configure(name, req), name)
 
 
 def _running(cfg: cfgmod.MachineConfig) -> bool:
@@ -594,6 +587,8 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                         continue
                     if stage.name == "domain up" and not running and resumed is None:
                         drv.cleanup(name)
+                        if (state.get("settings") or {}).get("disk") != cfg.disk:  # `set` while it ran
+                            grow_disk(mp.disk, cfg.disk)  # (or unknown: a no-op when it has the size)
                         port = pick_port(name, state.get("ssh_port"))
                         state = {"ssh_port": port, "accelerator": accel, "started": time.time()}
                         store.write_json(mp.state, state)
@@ -608,6 +603,7 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                             )  # type: ignore[attr-defined]
                         shares.start_daemons(name, devices, qemu_account(cfg, spec))
                         state |= {"share_transport": transport, "shares": [asdict(s) for s in cfg.shares]}
+                        state["settings"] = started_settings(cfg)
                         store.write_json(mp.state, state)
                         try:
                             drv.start(spec)
@@ -629,7 +625,10 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                         assert client is not None
                         try:
                             _wait_guest_socket(client, deadline)
-                        except EOFError:  # the link dropped (a loaded TCG guest, a tunnel): log in anew
+                        except Exception as exc:  # noqa: BLE001 - narrowed just below
+                            if not _link_dropped(client, exc):
+                                raise
+                            # the link dropped (a loaded TCG guest, a tunnel): log in anew, once
                             client.close()
                             client = _connect_until(name, deadline)
                             _wait_guest_socket(client, deadline)
@@ -678,6 +677,7 @@ def _resume(
             "resumed": time.time(),
             "share_transport": meta.get("share_transport"),
             "shares": meta.get("started_shares") or [],
+            "settings": started_settings(cfg),  # a resume is of this config's VM only
         },
     )
     try:
@@ -727,6 +727,17 @@ def _connect_until(name: str, deadline: float):  # type: ignore[no-untyped-def]
             last = exc
             time.sleep(1)
     raise last or PymachineError("timed out")
+
+
+def _link_dropped(client, exc: BaseException) -> bool:  # type: ignore[no-untyped-def]
+    """Whether `exc` means the SSH session itself ended: paramiko says so as EOFError, or as an SSHException
+    wrapping it when a channel was being opened (seen under load: 'SSH session ended … EOFError()')."""
+    import paramiko
+
+    if isinstance(exc, EOFError):
+        return True
+    transport = client.get_transport()
+    return isinstance(exc, paramiko.SSHException) and (transport is None or not transport.is_active())
 
 
 def _wait_guest_socket(client, deadline: float) -> None:  # type: ignore[no-untyped-def]

@@ -173,6 +173,10 @@ class MachinePaths:
         return self.dir / "ha-super.pid"
 
     @property
+    def agent_spare_pid(self) -> Path:
+        return self.dir / "ha-spare.pid"
+
+    @property
     def agent_log(self) -> Path:
         return self.dir / "ha.log"
 

@@ -218,6 +218,8 @@ def prepare(conn: Any, spec: VMSpec, recipe_hash: str, say: Progress) -> VMSpec:
             f"<backingStore><path>{escape(base)}</path><format type='qcow2'/></backingStore></volume>"
         )
         disk = p.createXML(xml, 0)
+    elif disk.info()[1] < (grown := _virtual_size(spec.disk)):  # `pymachine set --disk` grew the overlay
+        disk.resize(grown, 0)  # virStorageVolResize: qemu-img resize on the host's side
     seed = upload(conn, p, f"{spec.name}-seed.tar", spec.seed, "raw", say, True)
     console = f"/var/log/libvirt/qemu/pymachine-{spec.name}-console.log"
     return replace(

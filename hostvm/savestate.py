@@ -279,6 +279,12 @@ def save(
         raise NotSaved(f"the {drv.name} driver cannot save a VM's state")
     if config.get("shares") != started.get("shares"):
         raise NotSaved("the machine's shares changed since it started: they apply at a cold boot")
+    from .machine_settings import pending
+
+    changed = pending(config, started)  # saved with the new config's fingerprint, the resume would skip them
+    if changed:
+        said = ", ".join(str(c) for c in changed)
+        raise NotSaved(f"the machine's settings changed since it started ({said}): they apply at a cold boot")
     transport = str(started.get("share_transport") or "")
     devs = [d for d in _share_devices(config, transport) if d.transport in ("virtiofs", "9p")]
     plugged = [d for d in devs if d.transport == "virtiofs"]

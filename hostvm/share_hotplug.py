@@ -37,7 +37,7 @@ def apply(name: str, share: Share, add: bool, running: bool) -> ShareChange:
 
     state_path = paths.machine(name).state
     state = store.read_json(state_path, {}) or {}
-    if state.get("share_transport") != "sshfs":
+    if state.get("share_transport") != "sshfs" or share.sync:  # a sync share's first copy waits for a start
         # The guest agent's list of shares follows config.json now, so a container asking for the new folder
         # hears "not mounted in the VM ... restart" rather than "not shared ... mount add" (best effort: a
         # host agent that is down sends the list when it connects).

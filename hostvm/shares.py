@@ -27,7 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import paths, store
-from .config import MachineConfig, Share
+from .config import MachineConfig
 from .domain import ShareDevice
 from .errors import PymachineError, UsageError
 
@@ -87,8 +87,9 @@ def devices(cfg: MachineConfig, transport: str) -> list[ShareDevice]:
             tag=f"pm{i}",
             path=s.path,
             readonly=s.readonly,
-            transport=transport,
-            socket=str(folder / f"pm{i}.sock") if transport == "virtiofs" else "",
+            # a sync share is a copy on the VM's disk, made by the host agent: no device, nothing to mount
+            transport="sync" if s.sync else transport,
+            socket=str(folder / f"pm{i}.sock") if transport == "virtiofs" and not s.sync else "",
         )
         for i, s in enumerate(cfg.shares)
     ]
@@ -270,7 +271,7 @@ def guest_entries(devs: list[ShareDevice]) -> list[dict[str, object]]:
 
 def describe(cfg: MachineConfig, transport: str) -> list[dict[str, object]]:
     """For `inspect` and `mount list`."""
-    return [{**asdict(Share(s.path, s.readonly)), "transport": transport} for s in cfg.shares]
+    return [{**asdict(s), "transport": "sync" if s.sync else transport} for s in cfg.shares]
 
 
 def stored_transport(name: str) -> str | None:

@@ -39,6 +39,7 @@ packages=(
     openssh-server                                   # a real sshd for the host agent's privileged tests (kept off)
     crun runc socat xvfb xauth curl                  # bench peers, GUI screenshots, the demo
     libegl1 libfontconfig1 libgl1 libxkbcommon0 libdbus-1-3  # PySide6's own imports
+    libglib2.0-bin dbus                              # desktop notifications (gdbus) and their gui test
     libxcb-icccm4 libxcb-cursor0 libxcb-image0 libxcb-keysyms1 libxcb-render-util0 libxcb-xkb1
     libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0 libxcb-xinput0  # Qt's xcb platform (GUI)
     docker-registry skopeo                           # a local OCI registry; skopeo for interop tests
@@ -119,9 +120,9 @@ say "installing the pymachine Python package into $prefix"
 "$prefix/bin/python" -m pip install -q --disable-pip-version-check -e "$here[dev]"
 "$prefix/bin/python" -c 'import pymachine.hostvm, pymachine_agent, PySide6.QtWidgets'
 
-say "putting pymachine and pymachine-gui in $bindir, the desktop entry in $share/applications"
+say "putting pymachine, pymachine-gui and git-remote-pymachine in $bindir, the desktop entry in $share/applications"
 mkdir -p "$bindir" "$share/applications" "$share/icons/hicolor/scalable/apps"
-for cmd in pymachine pymachine-gui; do ln -sfn "$prefix/bin/$cmd" "$bindir/$cmd"; done
+for cmd in pymachine pymachine-gui git-remote-pymachine; do ln -sfn "$prefix/bin/$cmd" "$bindir/$cmd"; done
 install -m 0644 "$here/packaging/linux/pymachine.desktop" "$share/applications/pymachine.desktop"
 install -m 0644 "$here/packaging/linux/pymachine.svg" "$share/icons/hicolor/scalable/apps/pymachine.svg"
 if command -v update-desktop-database >/dev/null; then update-desktop-database -q "$share/applications"; fi

@@ -13,7 +13,7 @@ from typing import Any
 from pymachine.app.cli import formats, render
 from pymachine.hostvm import paths
 from pymachine.hostvm.config import DEFAULT_NAME
-from pymachine.hostvm.deploy import apps, model, release
+from pymachine.hostvm.deploy import apps, model, release, repo
 from pymachine.hostvm.deploy.model import App
 from pymachine.hostvm.errors import UsageError
 
@@ -31,6 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     v.add_argument(
         "--port", type=int, default=8080, help="the port it listens on ($PORT), published on localhost"
+    )
+    v.add_argument(
+        "--service", default="", help="compose: the service the port goes to (default: first with ports:)"
+    )
+    v.add_argument(
+        "--compose", default="", metavar="FILE", help="build this compose file, even with a Dockerfile"
     )
     v.set_defaults(func=_create)
 
@@ -81,11 +87,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    made = apps.create(args.app, args.machine, args.port)
+    made = apps.create(args.app, args.machine, args.port, args.service, args.compose)
     print(f"created app '{made.app.name}' on machine '{made.app.machine}', serving at {made.app.url}")
-    print("deploy it from your project's folder (it needs a Dockerfile; the app listens on $PORT):")
+    print("deploy it from your project's folder (a Dockerfile or a compose.yaml; the app listens on $PORT):")
     for line in made.commands:
         print(f"  {line}")
+    if not made.helper_found:
+        print(f"note: git runs {repo.HELPER} for {made.remote}, and it is not on PATH; put the folder of")
+        print("  pymachine's own executable on PATH, or add the app's repository on this computer instead:")
+    else:
+        print("or, without git-remote-pymachine, the app's repository on this computer:")
+    print(f"  {made.local_command}")
     return 0
 
 
@@ -113,11 +125,13 @@ def _info(args: argparse.Namespace) -> int:
     data = {
         **_row(app),
         "Created": _when(app.created),
-        "Remote": str(paths.app(app.name).repo),
+        "Remote": repo.remote_url(app.name),
+        "Repository": str(paths.app(app.name).repo),
         "Config": app.config,
         "Router": st.router,
         "Serving": st.serving,
         "HealthTimeout": app.health_timeout,
+        **({"Services": _services(app)} if app.current_release and app.current_release.services else {}),
     }
     if args.format == "json":
         print(json.dumps(data, indent=2))
@@ -130,6 +144,16 @@ def _info(args: argparse.Namespace) -> int:
             value = "(machine not running)" if key in ("Router", "Serving") and app.current else "-"
         print(f"{key + ':':<{width + 2}}{value}")
     return 0
+
+
+def _services(app: App) -> str:
+    """A compose release's services, the routed one marked: `backend, web (port 80)`."""
+    current = app.current_release
+    assert current is not None
+    return ", ".join(
+        f"{s.name} (port {s.port or app.port})" if s.name == current.routed else s.name
+        for s in current.services
+    )
 
 
 def _releases(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from pymachine.hostvm import doctor, machines, paths, share_hotplug, ssh
 from pymachine.hostvm import status as statusmod
 from pymachine.hostvm.config import DEFAULT_NAME, SHARE_TRANSPORTS, format_size, with_settings
 from pymachine.hostvm.errors import PymachineError
+from pymachine.hostvm.machine_settings import pending_summary
 from pymachine.hostvm.status import engine_summary, link_state, state_label  # noqa: F401 - the CLI's API
 
 
@@ -32,8 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--mount",
         action="append",
-        metavar="PATH[:ro]",
-        help="share a host folder at the same path in the VM (repeatable; :ro for read-only)",
+        metavar="PATH[:ro|:sync]",
+        help="share a host folder at the same path in the VM (repeatable; :ro for read-only, :sync for a "
+        "copy on the VM's disk kept in sync both ways: native speed, see docs/machines.md)",
     )
     p.add_argument(
         "--no-home-mount", action="store_true", help="do not share the home folder and the temp folder"
@@ -59,6 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         v = verbs.add_parser(verb, help=text)
         v.add_argument("name")
         v.add_argument("path", metavar="PATH[:ro]" if verb == "add" else "PATH")
+        if verb == "add":
+            v.add_argument("--sync", action="store_true", help="a copy on the VM's disk, synced both ways")
         v.set_defaults(func=_mount_change)
     v = verbs.add_parser("transport", help="how the shares travel: auto, virtiofs, 9p or sshfs")
     v.add_argument("name")
@@ -177,7 +181,7 @@ def list_rows(found: list[tuple[machines.Machine, dict[str, Any] | None]]) -> li
         rows.append(
             (
                 m.name,
-                state_label(m, status),
+                ", ".join(filter(None, (state_label(m, status), pending_summary(m)))),
                 str(m.cpus),
                 format_size(m.memory),
                 format_size(m.disk),
@@ -201,7 +205,8 @@ def render_table(rows: list[tuple[str, ...]]) -> str:
 def _inspect(args: argparse.Namespace) -> int:
     m = machines.get(args.name)
     status = _host_agent_status(m)
-    print(json.dumps({**m.to_json(), "state": state_label(m, status), "host_agent": status}, indent=2))
+    shown = {**m.to_json(), "state": state_label(m, status), "pending_summary": pending_summary(m)}
+    print(json.dumps({**shown, "host_agent": status}, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -254,7 +259,8 @@ def share_summary(shares: list[dict[str, Any]]) -> str:
 
 def _mount_change(args: argparse.Namespace) -> int:
     add = args.mount_verb == "add"
-    m, change = (machines.mount_add if add else machines.mount_rm)(args.name, args.path)
+    path = args.path + (":sync" if add and args.sync and not args.path.endswith(":sync") else "")
+    m, change = (machines.mount_add if add else machines.mount_rm)(args.name, path)
     done = "shares" if add else "no longer shares"
     print(f"machine '{m.name}' {done} {args.path} ({share_hotplug.phrase(change, m.name, add)})")
     return 0
@@ -273,6 +279,7 @@ def mount_rows(m: machines.Machine) -> list[tuple[str, ...]]:
         note = {"add": "(restart to apply)", "remove": "(removed: restart to apply)"}.get(
             s.get("pending") or "", ""
         )
+        note = note or s.get("sync_state") or ""  # a sync share: in sync | N pending | syncing | error: …
         rows.append((s["path"], "ro" if s["readonly"] else "rw", s["transport"], note))
     return rows
 

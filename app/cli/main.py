@@ -17,6 +17,7 @@ from pymachine.hostvm.errors import PymachineError
 VERB_MODULES = (
     "pymachine.app.cli.image_cmd",
     "pymachine.app.cli.machine_cmd",
+    "pymachine.app.cli.set_cmd",
     "pymachine.app.cli.container_cmd",
     "pymachine.app.cli.gui_cmd",
     "pymachine.app.cli.version_cmd",
@@ -40,6 +41,7 @@ HELP_GROUPS = (
             "ssh",
             "ssh-config",
             "mount",
+            "set",
             "docker-env",
             "doctor",
             "cluster",

@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
-    QMessageBox,
     QSplitter,
     QStackedWidget,
     QTabWidget,
@@ -29,12 +28,11 @@ from pymachine.hostvm import containers
 from pymachine.hostvm.units import human_size
 
 from . import workers
-from .common import ErrorBanner, action_buttons, describe, empty_state, title_label, uptime
-from .engine_panel import NO_MACHINE, EngineTab, as_view
+from .common import ErrorBanner, action_buttons, empty_state, title_label, uptime
+from .engine_panel import BulkResult, EngineTab
 from .exec_terminal import ExecTerminal
 from .inspect_view import InspectView
 from .logs_view import LogsView
-from .machine_state import MachineView
 from .stats import StatsSample, cpu_percent
 from .stats_view import StatsView
 from .table_model import Column, DataTable
@@ -147,14 +145,13 @@ COLUMNS = (
 
 
 class ContainersPanel(EngineTab, QWidget):
+    NOUN = "Containers"
     link_opened = Signal(str)
     notice = Signal(str)  # a short note for the status bar ("couldn't open a browser — URL copied")
 
     def __init__(self, client_factory: ClientFactory = default_client, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.client_factory = client_factory
-        self.machine = ""
-        self.view: MachineView | None = None
         self.dc: Any = None
         self._gen = 0  # bumped when the machine changes: answers for an older one are dropped
         self._list_seq = 0  # the list asked last: an older answer (from before a verb) is dropped
@@ -187,8 +184,12 @@ class ContainersPanel(EngineTab, QWidget):
             context=Qt.ShortcutContext.WidgetWithChildrenShortcut,
         )
 
-        self.table = DataTable(COLUMNS, lambda a: a["Id"], "Search containers (name, image, port…)")
+        self.table = DataTable(
+            COLUMNS, lambda a: a["Id"], "Search containers (name, image, port…)", multi=True
+        )
         self.table.current_changed.connect(lambda _k: self._selection_changed())
+        self.table.view.selectionModel().selectionChanged.connect(lambda *_a: self._update_buttons())
+        self.table.menu_requested.connect(self.show_context_menu)
         self.table.link_clicked.connect(self.open_link)
         self.empty = empty_state("")
         self.stack = QStackedWidget()
@@ -219,28 +220,12 @@ class ContainersPanel(EngineTab, QWidget):
         lay.addWidget(self.banner)
         self._refreshing = False
         self._detail_for = ""  # "<id>:<tab>" the detail pane shows
-        self.timer = QTimer(self, interval=POLL_MS)
-        self.timer.timeout.connect(self.refresh)
-        self.timer.start()
+        self.start_timer(POLL_MS)
         self.set_machine("", None)
 
     # -- machine ------------------------------------------------------------------------------------------
-    def set_machine(self, name: str, view: MachineView | bool | None) -> None:
-        """Show `name` in the state `view` (a bool: running or not, for an engine from the command line)."""
-        view = as_view(name, view)
-        usable = bool(name) and view is not None and view.engine_usable
-        was_usable = self.view is not None and self.view.engine_usable and self.dc is not None
-        if name != self.machine or (was_usable and not usable):
-            self._close_client()
-        self.machine, self.view = name, view
-        self.title.setText(f"Containers on '{name}'" if name else "Containers")
-        if not name or view is None:
-            self._empty(NO_MACHINE)
-        elif not usable:
-            self._empty(view.sentence())
-        elif not was_usable or self.dc is None:
-            self.refresh()
-        self._update_buttons()
+    def reset_engine(self) -> None:
+        self._close_client()  # streams (log, exec, stats) of the last machine end; its answers are dropped
 
     def _close_client(self) -> None:
         self._gen += 1
@@ -276,10 +261,9 @@ class ContainersPanel(EngineTab, QWidget):
         self.dc = None
         if self.view is None or not self.view.engine_usable:
             return  # the machine is stopping or stopped: a lost engine is expected, the sentence says why
-        message, hint = describe(exc)
         self.table.set_rows([])
         self._clear_details()
-        self._empty(f"Cannot reach the engine of '{self.machine}': {message}" + (f"\n{hint}" if hint else ""))
+        self._unreachable(self.machine, exc)
 
     def _fill(self, rows: list[dict[str, Any]], asked: tuple[int, int]) -> None:
         if asked != (self._gen, self._list_seq):
@@ -389,61 +373,115 @@ class ContainersPanel(EngineTab, QWidget):
         except Exception as exc:  # noqa: BLE001 - shown, not fatal
             self.banner.show_error(exc)
 
+    def _targets(self, verb: str) -> list[dict[str, Any]]:
+        """The selected containers `verb` applies to (start: stopped ones, stop: running ones), not busy."""
+        out = []
+        for c in self.selected():
+            running = bool(c.get("State", {}).get("Running"))
+            if c["Id"] in self.pending or (verb == "start" and running) or (verb == "stop" and not running):
+                continue
+            out.append(c)
+        return out
+
     def _update_buttons(self) -> None:
-        c = self.current()
-        running = bool(c and c.get("State", {}).get("Running"))
-        free = bool(c) and c["Id"] not in self.pending  # type: ignore[index]
-        self.buttons["start"].setEnabled(free and not running)
-        self.buttons["stop"].setEnabled(free and running)
-        self.buttons["restart"].setEnabled(free)
-        self.buttons["remove"].setEnabled(free)
+        for verb in ("start", "stop", "restart", "remove"):
+            self.buttons[verb].setEnabled(bool(self._targets(verb)))
+
+    def menu_actions(self) -> list[tuple[str, Any, bool]]:
+        picked = self.selected()
+        one = picked[0] if len(picked) == 1 else None
+        n = f" {len(picked)} containers" if len(picked) > 1 else ""
+        running = bool(one and one.get("State", {}).get("Running"))
+        out: list[tuple[str, Any, bool]] = [
+            (f"Start{n}", lambda: self.act("start"), bool(self._targets("start"))),
+            (f"Stop{n}", lambda: self.act("stop"), bool(self._targets("stop"))),
+            (f"Restart{n}", lambda: self.act("restart"), bool(self._targets("restart"))),
+            (f"Remove{n}…", lambda: self.act("remove"), bool(self._targets("remove"))),
+            ("", lambda: None, True),
+        ]
+        for label, url in port_links(one) if one else []:
+            out.append((f"Open {label.split(' → ')[0]} in a browser", lambda u=url: self.open_link(u), True))
+        ids = "\n".join(c["Id"][:12] for c in picked)
+        out += [
+            ("Copy ID", lambda: QGuiApplication.clipboard().setText(ids), bool(picked)),
+            ("Logs", lambda: self.tabs.setCurrentWidget(self.logs), one is not None),
+            ("Terminal", self._open_terminal, running),
+            ("Inspect", lambda: self.tabs.setCurrentWidget(self.inspect), one is not None),
+            ("Stats", lambda: self.tabs.setCurrentWidget(self.stats), running),
+        ]
+        return out
+
+    def _open_terminal(self) -> None:
+        self.tabs.setCurrentWidget(self.terminal)
+        if self.terminal.thread is None:
+            self.open_shell()
 
     # -- verbs --------------------------------------------------------------------------------------------
-    def confirm(self, text: str) -> bool:
-        return QMessageBox.question(self, "pymachine", text) == QMessageBox.StandardButton.Yes
-
     def act(self, verb: str) -> None:
-        c = self.current()
-        if c is None or not self.buttons[verb].isEnabled():
+        """`verb` on every selected container it applies to; one confirmation for a remove, and each
+        failure listed by name."""
+        targets = self._targets(verb)
+        if not targets:
             return
-        name, cid = c["_summary"]["Names"], c["Id"]
-        running = c.get("State", {}).get("Running")
-        if verb == "remove" and not self.confirm(
-            f"Remove container '{name}'?" + (" It is running: it will be killed." if running else "")
-        ):
-            return
+        names = [c["_summary"]["Names"] for c in targets]
+        running = [c["_summary"]["Names"] for c in targets if c.get("State", {}).get("Running")]
+        if verb == "remove":
+            if len(targets) == 1:
+                text = f"Remove container '{names[0]}'?" + (
+                    " It is running: it will be killed." if running else ""
+                )
+            else:
+                text = f"Remove {len(targets)} containers ({', '.join(names)})?"
+                text += f" Running ones are killed: {', '.join(running)}." if running else ""
+            if not self.confirm(text):
+                return
         dc, gen = self.client(), self._gen
 
-        def work() -> None:
-            with containers.api_errors(f"{verb} {name}"):
-                container = dc.containers.get(cid)
-                if verb == "start":
-                    containers.start(container)
-                elif verb == "stop":
-                    container.stop(timeout=10)
-                elif verb == "restart":
-                    container.restart(timeout=10)
-                else:
-                    container.remove(force=True)
+        def worker(cid: str, name: str) -> Any:
+            def work() -> None:
+                with containers.api_errors(f"{verb} {name}"):
+                    container = dc.containers.get(cid)
+                    if verb == "start":
+                        containers.start(container)
+                    elif verb == "stop":
+                        container.stop(timeout=10)
+                    elif verb == "restart":
+                        container.restart(timeout=10)
+                    else:
+                        container.remove(force=True)
 
-        if verb == "remove" or (verb in ("stop", "restart") and self.terminal.thread is not None):
+            return work
+
+        ids = {c["Id"] for c in targets}
+        shown = self.current_id() in ids
+        if shown and (verb == "remove" or (verb in ("stop", "restart") and self.terminal.thread is not None)):
             self._clear_details()
-        self.pending[cid] = verb
-        self.table.set_rows([r | {"_pending": PENDING[verb]} if r["Id"] == cid else r for r in self.rows])
+        for cid in ids:
+            self.pending[cid] = verb
+        self.table.set_rows([r | {"_pending": PENDING[verb]} if r["Id"] in ids else r for r in self.rows])
         self.banner.hide()
         self._update_buttons()
 
-        def finished(exc: BaseException | None) -> None:
+        def finished(result: BulkResult) -> None:
             if gen != self._gen:
                 return
-            self.pending.pop(cid, None)
+            for cid in ids:
+                self.pending.pop(cid, None)
             self._detail_for = ""
-            if exc is not None:
-                self.banner.show_error(exc)
+            error = result.error()
+            if error is not None:
+                self.banner.show_error(error)
+            if len(targets) > 1:
+                self.notice.emit(result.summary())
             self._refreshing = False  # a list asked before the verb ended is stale: refresh drops it
             self.refresh()
 
-        workers.run_task(work, on_done=lambda _r: finished(None), on_failed=finished)
+        self.run_bulk(
+            verb,
+            "container",
+            [(c["_summary"]["Names"], worker(c["Id"], c["_summary"]["Names"])) for c in targets],
+            finished,
+        )
 
     def shutdown(self) -> None:
         self.timer.stop()

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QTimer
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -26,10 +25,9 @@ from pymachine.hostvm.progress import BuildOutput, LayerProgress
 from pymachine.hostvm.units import human_size
 
 from . import workers
-from .common import ErrorBanner, describe, empty_state, mono_font, title_label
+from .common import ErrorBanner, empty_state, mono_font, title_label
 from .containers_panel import ClientFactory, default_client
-from .engine_panel import NO_MACHINE, EngineTab, as_view
-from .machine_state import MachineView
+from .engine_panel import BulkResult, EngineTab
 from .table_model import Column, DataTable
 
 
@@ -48,6 +46,15 @@ COLUMNS = (
 )
 
 
+def image_key(r: dict[str, Any]) -> str:
+    return f"{r['ID']}|{r['Repository']}|{r['Tag']}"
+
+
+def reference(r: dict[str, Any]) -> str:
+    """What `docker rmi` takes for a row: repository:tag, or the ID of an untagged image."""
+    return f"{r['Repository']}:{r['Tag']}" if r["Repository"] != "<none>" else r["ID"]
+
+
 class Cancelled(Exception):
     """Raised inside a pull or build's progress callback once the person pressed Cancel."""
 
@@ -58,11 +65,11 @@ def list_images(dc: Any) -> list[dict[str, Any]]:
 
 
 class ImagesPanel(EngineTab, QWidget):
+    NOUN = "Images"
+
     def __init__(self, client_factory: ClientFactory = default_client, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.client_factory = client_factory
-        self.machine, self.view = "", None
-        self.machine_running = False
         self.dc: Any = None
         self.title = title_label()
         self.reference = QLineEdit(
@@ -91,8 +98,9 @@ class ImagesPanel(EngineTab, QWidget):
         top2.addWidget(self.tag, 1)
         top2.addWidget(self.build_button)
 
-        self.table = DataTable(COLUMNS, lambda r: f"{r['ID']}|{r['Repository']}|{r['Tag']}", "Search images")
-        self.table.current_changed.connect(lambda _k: self._update_buttons())
+        self.table = DataTable(COLUMNS, image_key, "Search images", multi=True)
+        self.table.view.selectionModel().selectionChanged.connect(lambda *_a: self._update_buttons())
+        self.table.menu_requested.connect(self.show_context_menu)
         self.empty = empty_state("")
         self.stack = QStackedWidget()
         self.stack.addWidget(self.empty)
@@ -115,69 +123,43 @@ class ImagesPanel(EngineTab, QWidget):
         lay.addLayout(progress_row)
         lay.addWidget(self.output)
         lay.addWidget(self.banner)
-        self._refreshing = False
         self.working = False
         self._job = 0  # the pull/build under way; a cancelled one's late answer is dropped
         self._cancel: dict[str, bool] = {}
-        self.timer = QTimer(self, interval=10000)
-        self.timer.timeout.connect(self.refresh)
-        self.timer.start()
+        self.start_timer()
         self.set_machine("", False)
 
-    def set_machine(self, name: str, view: MachineView | bool | None) -> None:
-        view = as_view(name, view)
-        running = bool(name) and view is not None and view.engine_usable
-        changed = (name, running) != (self.machine, self.machine_running)
-        if changed:
-            self.dc = None
-            self.table.set_rows([])
-        self.machine, self.view, self.machine_running = name, view, running
-        self.title.setText(f"Images on '{name}'" if name else "Images")
-        if not name or view is None:
-            self._empty(NO_MACHINE)
-        elif not running:
-            self._empty(view.sentence())
-        elif changed:
-            self.refresh()
-        self._update_buttons()
-
     def _update_buttons(self) -> None:
-        ok = bool(self.machine and self.machine_running and not self.working)
+        ok = bool(self.machine and self.usable and not self.working)
         for w in (self.pull_button, self.build_button, self.reference, self.tag):
             w.setEnabled(ok)
-        self.remove_button.setEnabled(ok and self.current() is not None)
+        self.remove_button.setEnabled(ok and bool(self.table.selected_keys()))
 
-    def refresh(self) -> None:
-        if not self.machine or not self.machine_running or self._refreshing:
-            return
-        self._refreshing = True
-        dc, machine = self.client(), self.machine
-        workers.run_task(
-            lambda: list_images(dc),
-            on_done=lambda rows: self._fill(rows, machine),
-            on_failed=lambda exc: self._refresh_failed(exc, machine),
-        )
+    def menu_actions(self) -> list[tuple[str, Any, bool]]:
+        ok = bool(self.usable and not self.working)
+        picked = self.selected()
+        ids = [r["ID"].removeprefix("sha256:")[:12] for r in picked]
+        refs = [reference(r) for r in picked]
+        n = len(picked)
+        return [
+            ("Copy ID", lambda: QGuiApplication.clipboard().setText("\n".join(ids)), bool(n)),
+            ("Copy name", lambda: QGuiApplication.clipboard().setText("\n".join(refs)), bool(n)),
+            ("Pull again", self._pull_selected, ok and n == 1 and picked[0]["Repository"] != "<none>"),
+            ("", lambda: None, True),
+            ("Remove…" if n == 1 else f"Remove {n} images…", self.remove, ok and bool(n)),
+        ]
 
-    def _refresh_failed(self, exc: BaseException, machine: str) -> None:
-        self._refreshing = False
-        if machine != self.machine or not self.machine_running:
-            return  # about a machine no longer shown, or one that is stopping: not an error to show
-        self.dc = None
-        message, hint = describe(exc)
-        self._empty(f"Cannot reach the engine of '{self.machine}': {message}" + (f"\n{hint}" if hint else ""))
+    def _pull_selected(self) -> None:
+        picked = self.selected()
+        if len(picked) == 1:
+            self.reference.setText(reference(picked[0]))
+            self.pull()
 
-    def _fill(self, rows: list[dict[str, Any]], machine: str) -> None:
-        self._refreshing = False
-        if machine != self.machine or not self.machine_running:
-            return
-        self.table.set_rows(rows)
-        if rows:
-            self.stack.setCurrentWidget(self.table)
-        else:
-            self._empty(
-                "No images yet — type pymachine/busybox above and press Pull, or build one from a folder."
-            )
-        self._update_buttons()
+    def fetch(self, dc: Any, machine: str) -> list[dict[str, Any]]:
+        return list_images(dc)
+
+    def empty_text(self, machine: str) -> str:
+        return "No images yet — type pymachine/busybox above and press Pull, or build one from a folder."
 
     def current(self) -> dict[str, Any] | None:
         return self.table.current()
@@ -185,7 +167,7 @@ class ImagesPanel(EngineTab, QWidget):
     def select(self, repository: str) -> bool:
         for r in self.rows:
             if r["Repository"] == repository:
-                return self.table.select_key(f"{r['ID']}|{r['Repository']}|{r['Tag']}")
+                return self.table.select_key(image_key(r))
         return False
 
     # -- verbs --------------------------------------------------------------------------------------------
@@ -268,24 +250,37 @@ class ImagesPanel(EngineTab, QWidget):
             on_progress=self._pull_progress,
         )
 
-    def confirm(self, text: str) -> bool:
-        return QMessageBox.question(self, "pymachine", text) == QMessageBox.StandardButton.Yes
-
     def remove(self) -> None:
-        r = self.current()
-        if r is None or self.working:
+        """Remove the selected images after one confirmation; every one the engine refuses is listed."""
+        picked = self.selected()
+        if not picked or self.working:
             return
-        ref = f"{r['Repository']}:{r['Tag']}" if r["Repository"] != "<none>" else r["ID"]
-        if not self.confirm(f"Remove image {ref}?"):
+        refs = list(dict.fromkeys(reference(r) for r in picked))
+        what = f"image {refs[0]}" if len(refs) == 1 else f"{len(refs)} images ({', '.join(refs)})"
+        if not self.confirm(f"Remove {what}?"):
             return
-        self._start(f"Removing {ref}…")
+        self._start(f"Removing {refs[0] if len(refs) == 1 else f'{len(refs)} images'}…")
         dc = self.client()
 
-        def work() -> None:
-            with containers.api_errors(f"removing {ref}"):
-                dc.images.remove(ref)
+        def remover(ref: str) -> Any:
+            def work() -> None:
+                with containers.api_errors(f"removing {ref}"):
+                    dc.images.remove(ref)
 
-        workers.run_task(work, on_done=lambda _r: self._finish(f"Removed {ref}"), on_failed=self._fail)
+            return work
+
+        if len(refs) == 1:
+            workers.run_task(
+                remover(refs[0]), on_done=lambda _r: self._finish(f"Removed {refs[0]}"), on_failed=self._fail
+            )
+            return
+
+        def finished(result: BulkResult) -> None:
+            self._finish(result.summary())
+            if result.failed:
+                self.banner.show_error(result.error())  # type: ignore[arg-type]
+
+        self.run_bulk("remove", "image", [(r, remover(r)) for r in refs], finished)
 
     def choose_and_build(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder with a Dockerfile")

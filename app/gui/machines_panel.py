@@ -33,6 +33,7 @@ from . import workers
 from .common import ErrorBanner, LogDialog, action_buttons, empty_state
 from .create_dialog import CreateDialog
 from .machine_state import BUSY_LABEL, MachineView, machine_view
+from .settings_dialog import open_settings
 from .settings_panel import load_settings
 from .table_model import Column, DataTable
 from .vm_usage import VmSample, footer_text, sample
@@ -67,6 +68,7 @@ def _statuses_and_usage() -> tuple[list[MachineStatus], dict[str, VmSample]]:
 class MachinesPanel(QWidget):
     selected = Signal(str)  # machine name ("" when none)
     changed = Signal(list)  # [MachineView] after each refresh and each change of a verb's progress
+    finished = Signal(str, str, object)  # verb, machine, the exception it failed with (None: done)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -95,10 +97,13 @@ class MachinesPanel(QWidget):
                 ("stop", "S&top", "Ctrl+T"),
                 ("restart", "&Restart", "Ctrl+R"),
                 ("delete", "&Delete", "Delete"),
+                ("settings", "S&ettings…", "Ctrl+E"),  # settings_dialog.py
                 ("log", "Show &log", "Ctrl+L"),
             ),
             self.act,
         )
+        for b in self.buttons.values():  # at the 640 px minimum they shrink to their text, not below
+            b.setMinimumWidth(b.fontMetrics().horizontalAdvance(b.text().replace("&", "")) + 16)
         bar.addStretch(1)
         refresh = QPushButton("Refresh")
         refresh.setShortcut(QKeySequence("F5"))
@@ -201,6 +206,7 @@ class MachinesPanel(QWidget):
         self.buttons["stop"].setEnabled(idle and running)
         self.buttons["restart"].setEnabled(idle and running)
         self.buttons["delete"].setEnabled(idle)
+        self.buttons["settings"].setEnabled(idle)
         mp = paths.machine(name) if name else None
         self.buttons["log"].setEnabled(bool(mp and (mp.console_log.exists() or mp.agent_log.exists())))
 
@@ -236,6 +242,9 @@ class MachinesPanel(QWidget):
             return
         if verb == "log":
             self.show_log(name)
+            return
+        if verb == "settings":
+            self.settings_dialog = open_settings(self, name)
             return
         if verb == "delete":
             v = self.view(name)
@@ -274,6 +283,7 @@ class MachinesPanel(QWidget):
             self.refresh()
             if on_done:
                 on_done(result)
+            self.finished.emit(verb, name, None)
 
         def failed(exc: BaseException) -> None:
             self.busy.pop(name, None)
@@ -284,6 +294,7 @@ class MachinesPanel(QWidget):
             mp = paths.machine(name)
             self.banner.show_error(exc, mp.console_log, mp.agent_log)
             self.refresh()
+            self.finished.emit(verb, name, exc)
 
         workers.run_task(
             funcs[verb], on_done=done, on_failed=failed, on_progress=lambda v: self._progress(v, name)

@@ -9,10 +9,12 @@ from PySide6.QtCore import QByteArray
 from PySide6.QtGui import QCloseEvent, QIcon, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QSystemTrayIcon, QTabWidget, QWidget
 
+from .apps_panel import AppsPanel
 from .containers_panel import ClientFactory, ContainersPanel, default_client
 from .images_panel import ImagesPanel
 from .machine_state import MachineView
 from .machines_panel import MachinesPanel
+from .notify import Notifier
 from .settings_panel import SettingsPanel
 from .tray import Tray
 from .volumes_panel import VolumesPanel
@@ -34,7 +36,7 @@ def app_icon() -> QIcon:
 
 
 class MainWindow(QMainWindow):
-    TABS = ("machines", "containers", "images", "volumes", "settings")
+    TABS = ("machines", "containers", "images", "volumes", "settings", "apps")
 
     def __init__(
         self,
@@ -55,6 +57,7 @@ class MainWindow(QMainWindow):
         self.images = ImagesPanel(client_factory)
         self.volumes = VolumesPanel(client_factory)
         self.settings = SettingsPanel()
+        self.apps = AppsPanel(client_factory)
         self.tabs = QTabWidget(documentMode=True)
         for widget, label in (
             (self.machines, "&Machines"),
@@ -62,6 +65,7 @@ class MainWindow(QMainWindow):
             (self.images, "I&mages"),
             (self.volumes, "&Volumes"),
             (self.settings, "Se&ttings"),
+            (self.apps, "A&pps"),
         ):
             self.tabs.addTab(widget, label)
         for i in range(len(self.TABS)):
@@ -70,8 +74,9 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
         self.machine_label = QLabel()
         self.statusBar().addPermanentWidget(self.machine_label)
-        self.statusBar().showMessage("Ctrl+1…5 switch tabs · Ctrl+N create a machine · F5 refresh")
-        self.containers.notice.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        self.statusBar().showMessage("Ctrl+1…6 switch tabs · Ctrl+N create a machine · F5 refresh")
+        for panel in (self.containers, self.apps):
+            panel.notice.connect(lambda text: self.statusBar().showMessage(text, 15000))
 
         self.machines.selected.connect(self._machine_selected)
         self.machines.changed.connect(self._machines_changed)
@@ -85,6 +90,10 @@ class MainWindow(QMainWindow):
         if tray and QSystemTrayIcon.isSystemTrayAvailable():
             self.tray = Tray(app_icon(), self.machines.run_verb_named, self.show_window, self.quit, self)
             self.tray.show()
+        self.notifier = Notifier(
+            self, self.tray
+        )  # start/stop done or failed, when the window is not in front
+        self.machines.finished.connect(self.notifier.machine_verb_done)
         self._quitting = False
 
     # -- wiring -------------------------------------------------------------------------------------------
@@ -96,6 +105,7 @@ class MainWindow(QMainWindow):
         self.containers.set_machine(name, view)
         self.images.set_machine(name, view)
         self.volumes.set_machine(name, view)
+        self.apps.set_machine(name, view)
         self.machine_label.setText(f"machine: {name} ({view.state})" if view else "no machine selected")
 
     def _machines_changed(self, views: list[Any]) -> None:
@@ -142,6 +152,7 @@ class MainWindow(QMainWindow):
         self.machines.timer.stop()
         self.images.timer.stop()
         self.volumes.timer.stop()
+        self.apps.shutdown()
         self.containers.shutdown()
         if self.tray is not None:
             self.tray.hide()

@@ -15,8 +15,11 @@ from typing import Any
 from PySide6.QtCore import (
     QAbstractTableModel,
     QEvent,
+    QItemSelection,
+    QItemSelectionModel,
     QModelIndex,
     QPersistentModelIndex,
+    QPoint,
     QSortFilterProxyModel,
     Qt,
     Signal,
@@ -221,6 +224,7 @@ class DataTable(QWidget):
 
     current_changed = Signal(str)
     link_clicked = Signal(str)
+    menu_requested = Signal(QPoint)  # a right-click on a row (selected first), at this global position
 
     def __init__(
         self,
@@ -228,6 +232,7 @@ class DataTable(QWidget):
         key: Callable[[Any], str],
         search_placeholder: str = "Search",
         parent: QWidget | None = None,
+        multi: bool = False,
     ) -> None:
         super().__init__(parent)
         self.model = RowModel(columns, key, self)
@@ -240,7 +245,11 @@ class DataTable(QWidget):
         self.view.setSortingEnabled(True)
         self.view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        # multi: Ctrl/Shift+click and Ctrl+A select several rows for the bulk verbs
+        mode = QAbstractItemView.SelectionMode
+        self.view.setSelectionMode(mode.ExtendedSelection if multi else mode.SingleSelection)
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(self._menu_at)
         self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.view.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.view.setWordWrap(False)
@@ -260,6 +269,7 @@ class DataTable(QWidget):
                 self.view.setItemDelegateForColumn(i, self.delegate)
         self._last_key = ""
         self.view.selectionModel().selectionChanged.connect(lambda *_a: self._announce())
+        self.view.selectionModel().currentChanged.connect(lambda *_a: self._announce())
         top = QHBoxLayout()
         top.setContentsMargins(0, 0, 0, 0)
         top.addWidget(self.search)
@@ -287,8 +297,46 @@ class DataTable(QWidget):
         return [self.proxy.index(r, 0).data(KEY_ROLE) for r in range(self.proxy.rowCount())]
 
     def current_key(self) -> str:
+        """The row the detail pane shows: the focused row when it is selected, else the first selected."""
         sel = self.view.selectionModel().selectedRows()
-        return sel[0].data(KEY_ROLE) if sel else ""
+        if not sel:
+            return ""
+        focus = self.view.currentIndex()
+        if focus.isValid() and self.view.selectionModel().isRowSelected(focus.row(), QModelIndex()):
+            return str(self.proxy.index(focus.row(), 0).data(KEY_ROLE))
+        return str(sel[0].data(KEY_ROLE))
+
+    def selected_keys(self) -> list[str]:
+        """Every selected row's key, in the order shown."""
+        rows = sorted(i.row() for i in self.view.selectionModel().selectedRows())
+        return [self.proxy.index(r, 0).data(KEY_ROLE) for r in rows]
+
+    def selected(self) -> list[Any]:
+        return [self.model.get(k) for k in self.selected_keys()]
+
+    def select_keys(self, keys: Sequence[str]) -> int:
+        """Select these rows (those the search shows); how many were selected."""
+        sel = QItemSelection()
+        for key in keys:
+            i = self.model.row_of(key)
+            index = self.proxy.mapFromSource(self.model.index(i, 0)) if i >= 0 else QModelIndex()
+            if index.isValid():
+                sel.select(index, index)
+        flags = QItemSelectionModel.SelectionFlag
+        self.view.selectionModel().select(sel, flags.ClearAndSelect | flags.Rows)
+        return len(self.selected_keys())
+
+    def _menu_at(self, pos: QPoint) -> None:
+        """Right-click: a row outside the selection becomes the selection (as file managers do)."""
+        index = self.view.indexAt(pos)
+        if not index.isValid():
+            return
+        flags = QItemSelectionModel.SelectionFlag
+        keep = self.view.selectionModel().isRowSelected(index.row(), QModelIndex())
+        self.view.selectionModel().setCurrentIndex(
+            index, flags.NoUpdate if keep else flags.ClearAndSelect | flags.Rows
+        )
+        self.menu_requested.emit(self.view.viewport().mapToGlobal(pos))
 
     def current(self) -> Any:
         return self.model.get(self.current_key()) if self.current_key() else None
@@ -300,7 +348,9 @@ class DataTable(QWidget):
         index = self.proxy.mapFromSource(self.model.index(i, 0))
         if not index.isValid():  # hidden by the search
             return False
-        self.view.selectRow(index.row())
+        # not selectRow: in a multi-select table that follows the keyboard's modifiers (Ctrl held toggles)
+        flags = QItemSelectionModel.SelectionFlag
+        self.view.selectionModel().setCurrentIndex(index, flags.ClearAndSelect | flags.Rows)
         self.view.scrollTo(index)
         return True
 

@@ -6,10 +6,20 @@ and says so (`resized(cols, rows)`) so the caller can resize the TTY on the othe
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pyte
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QFontMetricsF, QKeyEvent, QPainter, QPaintEvent, QResizeEvent
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontMetricsF,
+    QKeyEvent,
+    QPainter,
+    QPaintEvent,
+    QResizeEvent,
+    QWheelEvent,
+)
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from .common import mono_font
@@ -36,6 +46,7 @@ PALETTE = {
     "brightwhite": "#ffffff",
 }
 DEFAULT_FG, DEFAULT_BG = "#d4d4d4", "#1e1e1e"
+WHEEL_LINES = 3  # lines per wheel notch, as most terminals
 
 KEYS = {
     Qt.Key.Key_Return: b"\r",
@@ -119,6 +130,20 @@ class TerminalScreen:
     def lines(self) -> list[str]:
         return [line.rstrip() for line in self.screen.display]
 
+    @property
+    def history_lines(self) -> int:
+        return len(self.screen.history.top)
+
+    def rows(self, back: int = 0) -> list[Any]:
+        """The screen's rows as seen `back` lines up into the scrollback (0: the live screen)."""
+        top = self.screen.history.top
+        back = max(0, min(back, len(top)))
+        n = self.screen.lines
+        if not back:
+            return [self.screen.buffer[y] for y in range(n)]
+        old = list(top)[len(top) - back :]
+        return (old + [self.screen.buffer[y] for y in range(n)])[:n]
+
     def text(self) -> str:
         """Scrollback and screen as plain text (for tests and copy)."""
         cols = self.screen.columns
@@ -140,6 +165,7 @@ class TerminalWidget(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(120, 60)
         self.placeholder = ""
+        self.back = 0  # lines scrolled up into the scrollback (the wheel, Shift+PgUp/PgDn); 0 = live
         self._cell = (8, 16)
         self._measure()
 
@@ -154,13 +180,30 @@ class TerminalWidget(QWidget):
         return max(10, int((self.width() - 4) / w)), max(3, int((self.height() - 4) / h))
 
     def feed(self, text: str) -> None:
+        before = self.term.history_lines
         self.term.feed(text)
+        if self.back:  # scrolled up: the lines read stay put while new output arrives below
+            self.back = min(self.term.history_lines, self.back + self.term.history_lines - before)
         self.update()
 
     def reset(self) -> None:
         cols, rows = self.grid_size()
         self.term = TerminalScreen(cols, rows, reply=self._reply)
+        self.back = 0
         self.update()
+
+    def scroll_back(self, lines: int) -> None:
+        """Up (positive) or down (negative) through the scrollback, within what it holds."""
+        back = max(0, min(self.term.history_lines, self.back + lines))
+        if back != self.back:
+            self.back = back
+            self.update()
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        steps = event.angleDelta().y() / 120
+        if steps:
+            self.scroll_back(round(steps * WHEEL_LINES) or (1 if steps > 0 else -1))
+            event.accept()
 
     def _reply(self, data: str) -> None:
         self.answer.emit(data.encode())
@@ -191,8 +234,17 @@ class TerminalWidget(QWidget):
         return super().event(e)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
+        page = event.key() in (Qt.Key.Key_PageUp, Qt.Key.Key_PageDown)
+        if page and event.modifiers() & Qt.KeyboardModifier.ShiftModifier:  # as xterm: the terminal's own
+            half = max(1, self.term.size[1] - 1)
+            self.scroll_back(half if event.key() == Qt.Key.Key_PageUp else -half)
+            event.accept()
+            return
         data = key_bytes(event.key(), event.modifiers(), event.text())
         if data:
+            if self.back:  # typing returns to the live screen, as terminals do
+                self.back = 0
+                self.update()
             self.send.emit(data)
             event.accept()
         else:
@@ -209,8 +261,7 @@ class TerminalWidget(QWidget):
             p.setPen(QColor("#8a8a8a"))
             p.drawText(self.rect().adjusted(8, 8, -8, -8), int(Qt.TextFlag.TextWordWrap), self.placeholder)
             return
-        for y in range(screen.lines):
-            row = screen.buffer[y]
+        for y, row in enumerate(self.term.rows(self.back)):
             x = 0
             while x < screen.columns:  # runs of cells with the same look, drawn as one string
                 first = row[x]
@@ -236,6 +287,14 @@ class TerminalWidget(QWidget):
                     p.setFont(font)
                     p.setPen(fg)
                     p.drawText(QPointF(2 + start * w, 2 + y * h + ascent), chunk)
-        if not screen.cursor.hidden and self.hasFocus():
+        if self.back:  # say that this is the scrollback, and how to get back
+            note = f" ↑ {self.back} lines back — Shift+PgDn or type to return "
+            p.setFont(base)
+            fm = QFontMetricsF(base)
+            box = QRectF(self.width() - fm.horizontalAdvance(note) - 6, 2, fm.horizontalAdvance(note) + 4, h)
+            p.fillRect(box, QColor("#3b8eea"))
+            p.setPen(QColor("#ffffff"))
+            p.drawText(box, int(Qt.AlignmentFlag.AlignCenter), note)
+        elif not screen.cursor.hidden and self.hasFocus():
             cx, cy = screen.cursor.x, screen.cursor.y
             p.fillRect(QRectF(2 + cx * w, 2 + cy * h, w, h), QColor(200, 200, 200, 140))

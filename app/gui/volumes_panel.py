@@ -5,28 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QHBoxLayout,
-    QLabel,
-    QMessageBox,
     QPushButton,
-    QSplitter,
-    QStackedWidget,
-    QVBoxLayout,
     QWidget,
 )
 
 from pymachine.hostvm import containers
 from pymachine.hostvm.units import human_size
 
-from . import workers
-from .common import ErrorBanner, describe, empty_state, title_label
+from .common import title_label
 from .containers_panel import ClientFactory, default_client
-from .engine_panel import NO_MACHINE, EngineTab, as_view
+from .engine_panel import EngineTab, run_each
 from .images_panel import created
 from .inspect_view import InspectView
-from .machine_state import MachineView
 from .table_model import Column, DataTable
 
 
@@ -54,10 +47,11 @@ COLUMNS = (
 
 
 class VolumesPanel(EngineTab, QWidget):
+    NOUN = "Volumes"
+
     def __init__(self, client_factory: ClientFactory = default_client, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.client_factory = client_factory
-        self.machine, self.usable = "", False
         self.dc: Any = None
         self.title = title_label()
         self.remove_button = QPushButton("Remo&ve")
@@ -68,77 +62,28 @@ class VolumesPanel(EngineTab, QWidget):
         bar.addWidget(self.title, 1)
         bar.addWidget(self.remove_button)
         bar.addWidget(self.prune_button)
-        self.table = DataTable(COLUMNS, lambda v: v["Name"], "Search volumes (name, container…)")
+        self.table = DataTable(COLUMNS, lambda v: v["Name"], "Search volumes (name, container…)", multi=True)
         self.table.current_changed.connect(lambda _k: self._selected())
+        self.table.view.selectionModel().selectionChanged.connect(lambda *_a: self._update_buttons())
+        self.table.menu_requested.connect(self.show_context_menu)
         self.inspect = InspectView()
         self.inspect.text.setPlaceholderText("Select a volume to see its inspect JSON.")
-        self.empty = empty_state("")
-        self.stack = QStackedWidget()
-        self.stack.addWidget(self.empty)
-        self.stack.addWidget(self.table)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(self.stack)
-        split.addWidget(self.inspect)
-        self.status = QLabel(wordWrap=True)
-        self.banner = ErrorBanner()
-        lay = QVBoxLayout(self)
-        lay.addLayout(bar)
-        lay.addWidget(split, 1)
-        lay.addWidget(self.status)
-        lay.addWidget(self.banner)
-        self._refreshing = False
+        self.lay_out(bar, self.inspect)
         self.working = False
-        self.timer = QTimer(self, interval=10000)
-        self.timer.timeout.connect(self.refresh)
-        self.timer.start()
+        self.start_timer()
         self.set_machine("", None)
 
-    def set_machine(self, name: str, view: MachineView | bool | None) -> None:
-        view = as_view(name, view)
-        usable = bool(name) and view is not None and view.engine_usable
-        changed = (name, usable) != (self.machine, self.usable)
-        if changed:
-            self.dc = None
-            self.table.set_rows([])
-            self.inspect.clear()
-        self.machine, self.usable = name, usable
-        self.title.setText(f"Volumes on '{name}'" if name else "Volumes")
-        if not name or view is None:
-            self._empty(NO_MACHINE)
-        elif not usable:
-            self._empty(view.sentence())
-        elif changed:
-            self.refresh()
-        self._update_buttons()
+    def reset_engine(self) -> None:
+        super().reset_engine()
+        self.inspect.clear()
 
-    def refresh(self) -> None:
-        if not self.usable or self._refreshing:
-            return
-        self._refreshing = True
-        dc, machine = self.client(), self.machine
-        workers.run_task(
-            lambda: list_volumes(dc),
-            on_done=lambda rows: self._fill(rows, machine),
-            on_failed=lambda exc: self._failed(exc, machine),
-        )
+    def fetch(self, dc: Any, machine: str) -> list[dict[str, Any]]:
+        return list_volumes(dc)
 
-    def _failed(self, exc: BaseException, machine: str) -> None:
-        self._refreshing = False
-        if machine != self.machine or not self.usable:
-            return
-        self.dc = None
-        message, hint = describe(exc)
-        self._empty(f"Cannot reach the engine of '{machine}': {message}" + (f"\n{hint}" if hint else ""))
+    def empty_text(self, machine: str) -> str:
+        return f"No volumes on '{machine}' yet — docker volume create NAME, or run -v NAME:/path."
 
-    def _fill(self, rows: list[dict[str, Any]], machine: str) -> None:
-        self._refreshing = False
-        if machine != self.machine or not self.usable:
-            return
-        self.table.set_rows(rows)
-        if rows:
-            self.stack.setCurrentWidget(self.table)
-        else:
-            self._empty(f"No volumes on '{machine}' yet — docker volume create NAME, or run -v NAME:/path.")
+    def filled(self) -> None:
         self._selected()
 
     def current(self) -> dict[str, Any] | None:
@@ -159,45 +104,54 @@ class VolumesPanel(EngineTab, QWidget):
 
     def _update_buttons(self) -> None:
         ok = self.usable and not self.working
-        self.remove_button.setEnabled(ok and self.current() is not None)
+        self.remove_button.setEnabled(ok and bool(self.table.selected_keys()))
         self.prune_button.setEnabled(ok)
 
-    def confirm(self, text: str) -> bool:
-        return QMessageBox.question(self, "pymachine", text) == QMessageBox.StandardButton.Yes
-
-    def _run(self, text: str, work: Any, done_text: Any) -> None:
-        self.working = True
-        self.banner.hide()
-        self.status.setText(text)
-        self._update_buttons()
-
-        def finish(result: Any, exc: BaseException | None) -> None:
-            self.working = False
-            self.status.setText("" if exc else done_text(result))
-            if exc is not None:
-                self.banner.show_error(exc)
-            self._update_buttons()
-            self.refresh()
-
-        workers.run_task(work, on_done=lambda r: finish(r, None), on_failed=lambda e: finish(None, e))
+    def menu_actions(self) -> list[tuple[str, Any, bool]]:
+        ok = self.usable and not self.working
+        names = self.table.selected_keys()
+        one = len(names) == 1
+        return [
+            ("Inspect", lambda: self.inspect.text.setFocus(), one),
+            ("Copy name", lambda: QGuiApplication.clipboard().setText("\n".join(names)), bool(names)),
+            ("", lambda: None, True),
+            (f"Remove {len(names)} volumes…" if not one else "Remove…", self.remove, ok and bool(names)),
+            ("Prune unused…", self.prune, ok),
+        ]
 
     def remove(self) -> None:
-        v = self.current()
-        if v is None or self.working:
+        """Remove the selected volumes after one confirmation; each one the engine refuses is listed."""
+        vols = self.selected()
+        if not vols or self.working:
             return
-        name = v["Name"]
-        users = f" It is used by {', '.join(v['_users'])}." if v["_users"] else ""
-        if not self.confirm(f"Remove volume '{name}' and its data?{users}"):
+        names = [v["Name"] for v in vols]
+        used = [f"{v['Name']} (used by {', '.join(v['_users'])})" for v in vols if v["_users"]]
+        what = f"volume '{names[0]}'" if len(names) == 1 else f"{len(names)} volumes ({', '.join(names)})"
+        users = f" In use: {'; '.join(used)}." if used else ""
+        data = "its data" if len(names) == 1 else "the data in them"
+        if not self.confirm(f"Remove {what} and {data}?{users}"):
             return
         dc = self.client()
 
-        def work() -> None:
-            with containers.api_errors(
-                f"removing volume {name}", hint="remove the containers that use it first"
-            ):
-                dc.api.remove_volume(name)
+        def remover(name: str) -> Any:
+            def work() -> None:
+                with containers.api_errors(
+                    f"removing volume {name}", hint="remove the containers that use it first"
+                ):
+                    dc.api.remove_volume(name)
 
-        self._run(f"Removing {name}…", work, lambda _r: f"Removed volume {name}.")
+            return work
+
+        if len(names) == 1:
+            self.run_work(
+                f"Removing {names[0]}…", remover(names[0]), lambda _r: f"Removed volume {names[0]}."
+            )
+            return
+        self.run_work(
+            f"Removing {len(names)} volumes…",
+            lambda: run_each("remove", "volume", [(n, remover(n)) for n in names]),
+            lambda r: r.summary(),
+        )
 
     def prune(self) -> None:
         if self.working or not self.confirm("Remove every volume no container uses, with its data?"):
@@ -214,4 +168,4 @@ class VolumesPanel(EngineTab, QWidget):
             gone = r.get("VolumesDeleted") or []
             return f"Pruned {len(gone)} volume(s), {human_size(int(r.get('SpaceReclaimed') or 0))} reclaimed."
 
-        self._run("Pruning unused volumes…", work, said)
+        self.run_work("Pruning unused volumes…", work, said)

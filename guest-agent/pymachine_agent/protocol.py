@@ -12,7 +12,8 @@ import stat
 from pathlib import Path
 
 # 2: the `watch` event (host paths containers bind-mount), POST /pymachine/v1/fs-events (host changes) and
-#    PUT /pymachine/v1/shares (the share list after a hot-plug)
+#    PUT /pymachine/v1/shares (the share list after a hot-plug; a sync share's entry has transport "sync").
+#    Sync shares speak synclogic's frames on an exec channel of their own (synclogic.SYNC_VERSION).
 PROTOCOL_VERSION = 2
 AGENT_VERSION = "0.1.0"
 API_PREFIX = "/pymachine/v1"

@@ -149,7 +149,12 @@ class Shares:
         """The bind sources in shares: the host paths whose changes the host agent forwards."""
         if not self.enabled:
             return set()
-        return {m.source for m in mounts if m.type == "bind" and self.find(m.source) is not None}
+        # a sync share's copy is on the VM's disk: inotify fires there without the host's help
+        return {
+            m.source
+            for m in mounts
+            if m.type == "bind" and (share := self.find(m.source)) is not None and share.transport != "sync"
+        }
 
 
 def _ensure_source(source: str, create: bool) -> None:

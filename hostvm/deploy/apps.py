@@ -11,7 +11,7 @@ import docker.errors
 
 from .. import containers, machines, paths
 from ..errors import PymachineError, UsageError
-from . import model, repo
+from . import model, repo, services
 from .model import App
 
 
@@ -20,6 +20,8 @@ class Created:
     app: App
     remote: str  # the URL `git remote add` takes
     commands: list[str]  # what to paste into the project
+    local_command: str  # the `git remote add` of the repository on this computer instead
+    helper_found: bool  # git-remote-pymachine is on PATH (else git cannot use `remote`)
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,8 @@ class Status:
     serving: str | None  # the current release container's state
 
 
-def create(name: str, machine: str, port: int = 8080) -> Created:
+def create(name: str, machine: str, port: int = 8080, service: str = "", compose_file: str = "") -> Created:
+    """`service`/`compose_file`: a compose app's routed service and compose file (docs/deploy.md)."""
     model.check_name(name)
     model.check_port(port)
     if not machines.exists(machine):
@@ -49,13 +52,19 @@ def create(name: str, machine: str, port: int = 8080) -> Created:
     _check_free(port)
     paths.app(name).dir.mkdir(parents=True, exist_ok=True)
     try:
-        location = repo.create(name)
-        app = App(name=name, machine=machine, port=port)
+        repo.create(name)  # the other remote, and where a pushed commit is kept
+        app = App(name=name, machine=machine, port=port, service=service, compose=compose_file)
         model.save(app)  # last: an app exists once its state file does
     except BaseException:
         shutil.rmtree(paths.app(name).dir, ignore_errors=True)
         raise
-    return Created(app, str(location), repo.remote_commands(name))
+    return Created(
+        app,
+        repo.remote_url(name),
+        repo.remote_commands(name),
+        repo.local_remote_command(name),
+        shutil.which(repo.HELPER) is not None,
+    )
 
 
 def _check_free(port: int) -> None:
@@ -79,8 +88,11 @@ def status(name: str) -> Status:
     with contextlib.suppress(PymachineError):
         if machines.get(app.machine).state == "running":
             dc = containers.client(app.machine, ensure=False)
+            serving = app.current_release
             return Status(
-                app, _state(dc, app.router), _state(dc, app.container(app.current)) if app.current else None
+                app,
+                _state(dc, app.router),
+                _state(dc, services.routed_container(app, serving)) if serving else None,
             )
     return Status(app, None, None)
 

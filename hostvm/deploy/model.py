@@ -23,15 +23,32 @@ STATE_VERSION = 1
 
 
 @dataclass(frozen=True)
+class ServiceRun:
+    """One service of a compose release, as it runs: what a rollback or config change starts again."""
+
+    name: str
+    image: str  # the image id (the tag `app-NAME-SERVICE:vN` names it too)
+    environment: dict[str, str]  # the compose file's; the app's config is laid over it at start
+    command: list[str] | None
+    port: int | None  # its container port (the routed service's is where the router connects)
+
+
+@dataclass(frozen=True)
 class Release:
     """One release: an image and the config it runs with. Rollback makes an older one current again."""
 
     version: int
-    image: str  # the image id (the tag `app-NAME:vN` names it too)
+    image: str  # the image id (the tag `app-NAME:vN` names it too); compose: the routed service's
     config: dict[str, str]
     created: float
     description: str  # "push 1a2b3c4", "config set GREETING", ...
     commit: str = ""
+    services: tuple[ServiceRun, ...] = ()  # a compose release's services in start order; () = a Dockerfile's
+    routed: str = ""  # the compose service the app's port goes to
+
+    @property
+    def routed_service(self) -> ServiceRun | None:
+        return next((s for s in self.services if s.name == self.routed), None)
 
     @property
     def label(self) -> str:
@@ -48,6 +65,8 @@ class App:
     releases: tuple[Release, ...] = ()
     current: int = 0  # the version serving the port; 0 = nothing deployed yet
     health_timeout: float = 120.0
+    service: str = ""  # compose: the service the port is routed to ("" = the first with `ports:`)
+    compose: str = ""  # compose: this file in the tree, even when a Dockerfile is there too
 
     @property
     def url(self) -> str:
@@ -66,10 +85,23 @@ class App:
         return f"app-{self.name}"
 
     def container(self, version: int) -> str:
+        """The container that serves release `version`: app-NAME-vN, or for a recorded compose release its
+        routed service's (what `app info`, `app logs` and the desktop app's Apps tab look at)."""
+        recorded = next((r for r in self.releases if r.version == version), None)
+        if recorded is not None and recorded.services:
+            return self.service_container(version, recorded.routed)
         return f"app-{self.name}-v{version}"
 
-    def tag(self, version: int) -> str:
-        return f"{self.repository}:v{version}"
+    def tag(self, version: int, service: str = "") -> str:
+        return f"{self.repository}-{service}:v{version}" if service else f"{self.repository}:v{version}"
+
+    def service_container(self, version: int, service: str) -> str:
+        return f"app-{self.name}-v{version}-{service}"
+
+    def release_network(self, version: int) -> str:
+        """A compose release's own network: its services find each other by name there, and two releases
+        running side by side during a switch never answer for each other."""
+        return f"app-{self.name}-v{version}"
 
     @property
     def next_version(self) -> int:
@@ -183,6 +215,17 @@ def from_json(data: dict[str, Any]) -> App:
             created=float(r.get("created") or 0),
             description=str(r.get("description") or ""),
             commit=str(r.get("commit") or ""),
+            services=tuple(
+                ServiceRun(
+                    name=str(s["name"]),
+                    image=str(s["image"]),
+                    environment={str(k): str(v) for k, v in (s.get("environment") or {}).items()},
+                    command=[str(a) for a in s["command"]] if s.get("command") is not None else None,
+                    port=int(s["port"]) if s.get("port") is not None else None,
+                )
+                for s in r.get("services") or []
+            ),
+            routed=str(r.get("routed") or ""),
         )
         for r in data.get("releases") or []
     )
@@ -195,6 +238,8 @@ def from_json(data: dict[str, Any]) -> App:
         releases=releases,
         current=int(data.get("current") or 0),
         health_timeout=float(data.get("health_timeout") or 120.0),
+        service=str(data.get("service") or ""),
+        compose=str(data.get("compose") or ""),
     )
 
 

@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import docker.errors
@@ -22,8 +23,8 @@ from .. import containers, images_io, locks, paths, ssh
 from ..containers import api_errors
 from ..errors import NotFoundError, PymachineError
 from ..progress import Progress, Stages, quiet
-from . import model, repo, router
-from .model import LABEL, RELEASE_LABEL, App, Release
+from . import compose, model, repo, router, services
+from .model import LABEL, RELEASE_LABEL, App, Release, ServiceRun
 
 PUSH_STAGES = ["build", "start", "health check", "switch", "stop old"]
 RUN_STAGES = PUSH_STAGES[1:]
@@ -36,21 +37,59 @@ LOG_TAIL = 20  # lines of a failed release's log shown with the error
 def receive(name: str, ref_lines: list[str], say: Progress = quiet) -> Release:
     """The pre-receive hook: deploy the pushed commit, or raise (git then rejects the push)."""
     ref = model.pushed_commit(ref_lines)
+    return deploy(name, paths.app(name).repo, ref.new, say)
+
+
+def deploy(name: str, git_dir: Path, commit: str, say: Progress = quiet) -> Release:
+    """Build `commit` of repository `git_dir` (its Dockerfile, or its compose file's services) and make it
+    the serving release, or raise with the reason. Both remotes end here: the hook of the repository on this
+    computer, and `git-remote-pymachine`, which reads the pusher's own repository."""
     with _locked(name) as app:
-        source = paths.app(name).repo
-        if not repo.has_file(source, ref.new, "Dockerfile"):
-            raise PymachineError(
-                f"commit {ref.new[:7]} has no Dockerfile at the top of its tree: nothing to build",
-                hint="add a Dockerfile (FROM pymachine/busybox or an image in the machine), commit, push",
-            )
+        plan = _plan(app, git_dir, commit)
         dc = containers.client(app.machine, progress=say)
         version = app.next_version
         stages = Stages(PUSH_STAGES, say, "deploy")
-        say(f"deploying {ref.new[:7]} to app '{name}' as v{version}")
+        say(f"deploying {commit[:7]} to app '{name}' as v{version}")
+        runs: tuple[ServiceRun, ...] = ()
         with stages.step("build"):
-            image = build(dc, app, version, repo.archive(source, ref.new), say)
-        release = Release(version, image, dict(app.config), time.time(), f"push {ref.new[:7]}", ref.new)
+            if plan is None:
+                image = build(dc, app, version, repo.archive(git_dir, commit), say)
+            else:
+                runs = services.build(dc, app, version, plan, git_dir, commit, say)
+                image = next(r.image for r in runs if r.name == plan.routed)
+        release = Release(
+            version,
+            image,
+            dict(app.config),
+            time.time(),
+            f"push {commit[:7]}",
+            commit,
+            services=runs,
+            routed=plan.routed if plan else "",
+        )
         return _new_release(dc, app, release, stages, say)
+
+
+def _plan(app: App, git_dir: Path, commit: str) -> compose.Plan | None:
+    """None for a Dockerfile build; the compose plan when the app names a compose file, or when the tree
+    has no Dockerfile at its top but a compose file."""
+    file = app.compose
+    if not file:
+        if repo.has_file(git_dir, commit, "Dockerfile"):
+            return None
+        file = next((f for f in compose.FILES if repo.has_file(git_dir, commit, f)), "")
+        if not file:
+            raise PymachineError(
+                f"commit {commit[:7]} has no Dockerfile and no compose file at the top of its tree: "
+                "nothing to build",
+                hint="add a Dockerfile (FROM pymachine/busybox or an image in the machine) or a "
+                "compose.yaml, commit, push",
+            )
+    elif not repo.has_file(git_dir, commit, file):
+        raise PymachineError(
+            f"commit {commit[:7]} has no {file}, the compose file app '{app.name}' is set to build"
+        )
+    return compose.parse(repo.read_file(git_dir, commit, file), file, app.service)
 
 
 def rollback(name: str, version: int | None = None, say: Progress = quiet) -> Release:
@@ -91,10 +130,15 @@ def set_config(name: str, changes: dict[str, str | None], say: Progress = quiet)
         version = app.next_version
         what = ", ".join(sorted(changes))
         verb = "config set" if any(v is not None for v in changes.values()) else "config unset"
-        release = Release(version, current.image, config, time.time(), f"{verb} {what}", current.commit)
+        release = replace(
+            current, version=version, config=config, created=time.time(), description=f"{verb} {what}"
+        )
         dc = containers.client(app.machine, progress=say)
-        with api_errors(f"tagging {app.tag(version)}"):
-            dc.api.tag(current.image, app.repository, f"v{version}")
+        if current.services:
+            services.retag(dc, app, current, version)
+        else:
+            with api_errors(f"tagging {app.tag(version)}"):
+                dc.api.tag(current.image, app.repository, f"v{version}")
         return _new_release(dc, app, release, Stages(RUN_STAGES, say, "deploy"), say)
 
 
@@ -103,7 +147,8 @@ def _new_release(dc: Any, app: App, release: Release, stages: Stages, say: Progr
     try:
         roll_out(dc, app, release, stages, say)
     except BaseException:
-        _untag(dc, app.tag(release.version))
+        for tag in services.release_tags(app, release):
+            services.untag(dc, tag)
         raise
     model.save(app.with_release(release))
     say(f"app '{app.name}' {release.label} is serving at {app.url}")
@@ -123,7 +168,10 @@ def remove(name: str, say: Progress = quiet) -> None:
                 for c in dc.containers.list(all=True, filters={"label": f"{LABEL}={name}"}):
                     c.remove(force=True)
                 for release in app.releases:
-                    _untag(dc, app.tag(release.version))
+                    for tag in services.release_tags(app, release):
+                        services.untag(dc, tag)
+                    if release.services:
+                        services.remove_release(dc, app, release.version)  # its network
                 for what, getter in ((app.network, dc.networks), (router.volume(app), dc.volumes)):
                     try:
                         getter.get(what).remove()
@@ -139,8 +187,10 @@ def logs(name: str, follow: bool = False, tail: int | str = "all") -> Iterator[b
     if not app.current:
         raise PymachineError(f"app '{name}' has no release yet", hint="deploy it: git push pymachine main")
     dc = containers.client(app.machine)
-    with api_errors(f"reading the log of {app.container(app.current)}"):
-        container = dc.containers.get(app.container(app.current))
+    serving = app.current_release
+    assert serving is not None
+    with api_errors(f"reading the log of {services.routed_container(app, serving)}"):
+        container = dc.containers.get(services.routed_container(app, serving))
         out = container.logs(stream=True, follow=follow, tail=tail)
         yield from out
 
@@ -159,47 +209,61 @@ def build(dc: Any, app: App, version: int, context: bytes, say: Progress) -> str
         return images_io.build(dc, request, say)
     except PymachineError as exc:
         raise PymachineError(
-            f"{exc.message}; app '{app.name}' keeps serving {_serving(app)}",
+            f"{exc.message}; app '{app.name}' keeps serving {services.serving(app)}",
             hint="fix the Dockerfile step above, commit and push again",
         ) from exc
 
 
 def roll_out(dc: Any, app: App, release: Release, stages: Stages, say: Progress) -> None:
-    name = app.container(release.version)
-    old = app.container(app.current) if app.current and app.current != release.version else None
+    name = services.routed_container(app, release)
+    port = services.port(app, release)
+    serving = app.current_release if app.current != release.version else None
     try:
         with stages.step("start"):
             _ensure_network(dc, app)
             _remove_if_there(dc, name)
-            with api_errors(f"starting {name}"):
-                container = dc.containers.run(
-                    app.tag(release.version),  # `docker ps` shows app-NAME:vN
-                    name=name,
-                    detach=True,
-                    environment={"PORT": str(app.port), **release.config},
-                    network=app.network,
-                    labels={LABEL: app.name, RELEASE_LABEL: str(release.version)},
+            services.remove_release(dc, app, release.version)  # what a crashed deploy of vN left
+            if release.services:
+                say(
+                    f"services {', '.join(r.name for r in release.services)}; port {app.port} goes to "
+                    f"service '{release.routed}' port {port}"
                 )
+                container = services.start(dc, app, release)
+            else:
+                with api_errors(f"starting {name}"):
+                    container = dc.containers.run(
+                        app.tag(release.version),  # `docker ps` shows app-NAME:vN
+                        name=name,
+                        detach=True,
+                        environment={"PORT": str(app.port), **release.config},
+                        network=app.network,
+                        labels={LABEL: app.name, RELEASE_LABEL: str(release.version)},
+                    )
         with stages.step("health check"):
-            wait_ready(dc, app, container, release, say)
+            wait_ready(dc, app, container, release, say, port)
             # Only now: a restart policy would restart a release that exits, hiding why it never answered.
-            with api_errors(f"setting the restart policy of {name}"):
-                container.update(restart_policy={"Name": "unless-stopped"})
+            for each in services.containers_of(dc, app, release.version):
+                _check_alive(app, each, release)
+                with api_errors(f"setting the restart policy of {each.name}"):
+                    each.update(restart_policy={"Name": "unless-stopped"})
         with stages.step("switch"):
-            rt = _route(dc, app, name, say)
+            rt = _route(dc, app, name, say, port)
     except BaseException:
-        _remove_if_there(dc, name)  # the serving release (and the route to it) stay as they were
+        # the serving release (and the route to it) stay as they were
+        _remove_if_there(dc, name)
+        services.remove_release(dc, app, release.version)
         raise
     with stages.step("stop old"):
-        if old is not None:
+        if serving is not None:
+            old = services.routed_container(app, serving)
             try:
-                _retire(dc, rt, old, say)
+                _retire(dc, app, rt, old, serving.version, say)
             except PymachineError as exc:
                 # The new release serves already: the deploy stands (and is recorded); the old one is left.
                 say(f"warning: {old} was not stopped: {exc.message} (remove it: pymachine rm -f {old})")
 
 
-def _retire(dc: Any, rt: Any, old: str, say: Progress) -> None:
+def _retire(dc: Any, app: App, rt: Any, old: str, version: int, say: Progress) -> None:
     began = time.monotonic()
     left = router.drain(rt, old, DRAIN_S, say)
     if left:
@@ -207,33 +271,37 @@ def _retire(dc: Any, rt: Any, old: str, say: Progress) -> None:
     else:
         say(f"no connection to {old} left ({time.monotonic() - began:.1f} s): stopping it")
     _remove_if_there(dc, old, stop=True)
+    services.remove_release(dc, app, version, stop_timeout=STOP_S)
 
 
-def _route(dc: Any, app: App, name: str, say: Progress) -> Any:
+def _route(dc: Any, app: App, name: str, say: Progress, port: int) -> Any:
     """New connections to the app's port go to container `name` from now on; the router is made on the first
     release (and is ready once its port takes a connection)."""
     try:
         rt = dc.containers.get(app.router)
     except docker.errors.NotFound:
-        rt = router.create(dc, app, name, say)
-        _wait_port(app, rt, dc, time.monotonic() + app.health_timeout, "the router")
+        rt = router.create(dc, app, name, say, port)
+        _wait_port(app, rt, dc, time.monotonic() + app.health_timeout, app.port, "the router")
         return rt
     if rt.status != "running":
         with api_errors(f"starting {app.router}"):
             rt.start()
-    router.switch(rt, app, name)
+    router.switch(rt, app, name, port)
     return rt
 
 
-def wait_ready(dc: Any, app: App, container: Any, release: Release, say: Progress) -> None:
+def wait_ready(
+    dc: Any, app: App, container: Any, release: Release, say: Progress, port: int | None = None
+) -> None:
     """Until the release answers: its HEALTHCHECK says healthy, or (without one) its port takes a TCP
     connection from the guest. Raises with the reason and the log's tail if it exits, turns unhealthy, or
     the app's health timeout passes."""
     deadline = time.monotonic() + app.health_timeout
+    port = app.port if port is None else port
     image = dc.images.get(release.image)
     check = (image.attrs.get("Config") or {}).get("Healthcheck") or {}
     has_check = bool(check.get("Test")) and check["Test"][0] != "NONE"
-    say(f"waiting for {container.name}: {'its HEALTHCHECK' if has_check else f'port {app.port} accepting'}")
+    say(f"waiting for {container.name}: {'its HEALTHCHECK' if has_check else f'port {port} accepting'}")
     if has_check:
         while True:
             container.reload()
@@ -250,11 +318,17 @@ def wait_ready(dc: Any, app: App, container: Any, release: Release, say: Progres
             if time.monotonic() > deadline:
                 _fail(app, container, release, f"not healthy after {app.health_timeout:.0f} s ({status})")
             time.sleep(0.5)
-    _wait_port(app, container, dc, deadline, None, release)
+    _wait_port(app, container, dc, deadline, port, None, release)
 
 
 def _wait_port(
-    app: App, container: Any, dc: Any, deadline: float, what: str | None, release: Release | None = None
+    app: App,
+    container: Any,
+    dc: Any,
+    deadline: float,
+    port: int,
+    what: str | None,
+    release: Release | None = None,
 ) -> None:
     """A TCP connect from inside the guest to the container's address on the app's network (over the
     machine's SSH link: the guest reaches container addresses, this host does not)."""
@@ -272,17 +346,15 @@ def _wait_port(
             ip = address.get("IPAddress")
             if ip:
                 try:
-                    transport.open_channel(
-                        "direct-tcpip", (ip, app.port), ("127.0.0.1", 0), timeout=10
-                    ).close()
+                    transport.open_channel("direct-tcpip", (ip, port), ("127.0.0.1", 0), timeout=10).close()
                     return
                 except paramiko.ChannelException:
                     pass  # refused: not listening yet
             if time.monotonic() > deadline:
-                reason = f"nothing accepts connections on port {app.port} after {app.health_timeout:.0f} s"
+                reason = f"nothing accepts connections on port {port} after {app.health_timeout:.0f} s"
                 if release is None:
                     raise PymachineError(f"{what} of app '{app.name}': {reason}")
-                _fail(app, container, release, reason, hint=f"does it listen on $PORT ({app.port})?")
+                _fail(app, container, release, reason, hint=f"does it listen on $PORT ({port})?")
             time.sleep(0.3)
     finally:
         client.close()
@@ -301,14 +373,10 @@ def _fail(app: App, container: Any, release: Release, reason: str, hint: str = "
         tail = ""
     log = f"\nits last log lines:\n{tail}" if tail else ""
     raise PymachineError(
-        f"release v{release.version} of app '{app.name}' never became healthy: {reason}; "
-        f"app '{app.name}' keeps serving {_serving(app)}{log}",
+        f"release v{release.version} of app '{app.name}' never became healthy: {container.name}: {reason}; "
+        f"app '{app.name}' keeps serving {services.serving(app)}{log}",
         hint=hint or "fix the app, commit and push again",
     )
-
-
-def _serving(app: App) -> str:
-    return f"v{app.current}" if app.current else "nothing (no release yet)"
 
 
 def _ensure_network(dc: Any, app: App) -> None:
@@ -328,13 +396,6 @@ def _remove_if_there(dc: Any, name: str, stop: bool = False) -> None:
         if stop and container.status == "running":
             container.stop(timeout=STOP_S)
         container.remove(force=True)
-
-
-def _untag(dc: Any, tag: str) -> None:
-    try:
-        dc.images.remove(tag, noprune=True)
-    except docker.errors.APIError:
-        pass  # not there, or still used by a container: the tag goes with the app
 
 
 @contextlib.contextmanager

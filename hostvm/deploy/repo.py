@@ -1,4 +1,5 @@
-"""The bare repository an app's `git push` reaches, on the host, and its pre-receive hook.
+"""The remotes of an app: `pymachine::NAME` (git-remote-pymachine, the one `app create` prints first), and the
+bare repository on the host with its pre-receive hook (for a git without the helper on its PATH).
 
 Why on the host and not in the VM: the build runs through the engine API like every other build (the guest
 image needs no git, a remote or paused machine is woken by the same path as `pymachine build`), and the remote
@@ -44,18 +45,36 @@ def create(name: str) -> Path:
     return repo
 
 
+HELPER = "git-remote-pymachine"
+
+
+def remote_url(name: str) -> str:
+    """The remote git reaches through `git-remote-pymachine` (app/cli/git_remote.py)."""
+    return f"pymachine::{name}"
+
+
 def remote_commands(name: str, remote: str = "pymachine") -> list[str]:
     """What a person pastes into their project to deploy it."""
-    return [
-        f"git remote add {remote} {shlex.quote(str(paths.app(name).repo))}",
-        f"git push {remote} main",
-    ]
+    return [f"git remote add {remote} {remote_url(name)}", f"git push {remote} main"]
 
 
-def archive(repo: Path, commit: str) -> bytes:
-    """The tree of `commit` as a tar (the build context). In the hook, git's environment points at the
-    quarantined objects of the push, so the commit is readable before the branch moves."""
-    return proc.run(["git", "--git-dir", str(repo), "archive", "--format=tar", commit], timeout=300).stdout
+def local_remote_command(name: str, remote: str = "pymachine") -> str:
+    """The other remote: this computer's repository of the app, with its pre-receive hook (no helper)."""
+    return f"git remote add {remote} {shlex.quote(str(paths.app(name).repo))}"
+
+
+def archive(repo: Path, commit: str, subdir: str = "") -> bytes:
+    """The tree of `commit` (or of its folder `subdir`) as a tar (the build context). In the hook, git's
+    environment points at the quarantined objects of the push, so the commit is readable before the branch
+    moves."""
+    tree = f"{commit}:{subdir}" if subdir else commit
+    return proc.run(["git", "--git-dir", str(repo), "archive", "--format=tar", tree], timeout=300).stdout
+
+
+def read_file(repo: Path, commit: str, path: str) -> str:
+    return proc.run(
+        ["git", "--git-dir", str(repo), "cat-file", "blob", f"{commit}:{path}"], timeout=60
+    ).stdout.decode(errors="replace")
 
 
 def has_file(repo: Path, commit: str, path: str) -> bool:

@@ -22,7 +22,7 @@ import contextlib
 import io
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from .. import images_io
@@ -33,6 +33,7 @@ from .model import LABEL, App
 IMAGE = "pymachine/busybox"
 ROUTE_DIR = "/route"
 ROUTES = "/route/r"
+RELAY_PATH = "/route/relay"
 # The relay runs once per connection; the routes are read then, so a switch applies to the next connection.
 RELAY = (
     "#!/bin/sh\\n"
@@ -55,18 +56,19 @@ def volume(app: App) -> str:
     return f"app-{app.name}-route"
 
 
-def create(dc: Any, app: App, target: str, say: Any) -> Any:
-    """Start the router with `target` (a release's container name) as its first route."""
+def create(dc: Any, app: App, target: str, say: Any, port: int) -> Any:
+    """Start the router with `target` (a release's container name, listening on `port`) as its first
+    route."""
     images_io.ensure_image(dc, IMAGE, "missing", say)
     try:
-        return _run(dc, app, target)
+        return _run(dc, app, target, port)
     except BaseException:
         with contextlib.suppress(Exception):  # created but not started (its port taken): not left behind
             dc.containers.get(app.router).remove(force=True)
         raise
 
 
-def _run(dc: Any, app: App, target: str) -> Any:
+def _run(dc: Any, app: App, target: str, port: int) -> Any:
     with api_errors(
         f"starting the router of app '{app.name}'", hint=f"is port {app.port} taken? see: pymachine ps"
     ):
@@ -75,7 +77,7 @@ def _run(dc: Any, app: App, target: str) -> Any:
             ["sh", "-c", SETUP],
             name=app.router,
             detach=True,
-            environment={"ROUTE_TARGET": f"{target} {app.port}", "ROUTE_PORT": str(app.port)},
+            environment={"ROUTE_TARGET": f"{target} {port}", "ROUTE_PORT": str(app.port)},
             ports={f"{app.port}/tcp": ("127.0.0.1", app.port)},
             network=app.network,
             volumes={volume(app): {"bind": ROUTE_DIR, "mode": "rw"}},
@@ -84,9 +86,9 @@ def _run(dc: Any, app: App, target: str) -> Any:
         )
 
 
-def switch(router: Any, app: App, target: str) -> None:
-    """Point new connections at `target`: a new route file, newer than every other."""
-    line = f"{target} {app.port} ok\n".encode()
+def switch(router: Any, app: App, target: str, port: int) -> None:
+    """Point new connections at `target`'s `port`: a new route file, newer than every other."""
+    line = f"{target} {port} ok\n".encode()
     stamp = max(time.time_ns(), max(route_files(router), default=0) + 1)  # newer even if the clock went back
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -108,29 +110,47 @@ def route_files(router: Any) -> list[int]:
     return [int(n) for n in names if n.isdigit()]
 
 
-def connections_to(router: Any, target: str) -> int:
-    """How many relays still carry a connection to `target` (their argv is `nc TARGET PORT`). Read with
-    `top` (the engine reads /proc), not an exec: an exec starts a process in the container, seconds each on
-    a loaded machine."""
+def _processes(router: Any) -> list[tuple[str, str, list[str]]]:
+    """(PID, PPID, argv) of the router's processes. Read with `top` (the engine reads /proc), not an exec: an
+    exec starts a process in the container, seconds each on a loaded machine."""
     with api_errors("listing the router's connections"):
         top = router.top()
     titles = top.get("Titles") or []
-    column = titles.index("CMD") if "CMD" in titles else -1
-    count = 0
-    for row in top.get("Processes") or []:
-        argv = str(row[column]).split()
-        if argv[:1] and argv[0].endswith("nc") and argv[1:2] == [target]:
-            count += 1
-    return count
+    cmd = titles.index("CMD") if "CMD" in titles else -1
+    pid = titles.index("PID") if "PID" in titles else 1
+    ppid = titles.index("PPID") if "PPID" in titles else 2
+    return [(str(row[pid]), str(row[ppid]), str(row[cmd]).split()) for row in top.get("Processes") or []]
+
+
+def connections_to(router: Any, target: str, undecided: Collection[str] = ()) -> int:
+    """How many relays still carry a connection to `target` (their argv is `nc TARGET PORT`), plus those
+    of the `undecided` relays (PIDs) that have not exec'd `nc` yet: they may yet pick `target`."""
+    processes = _processes(router)
+    relayed = len(undecided_relays(router, processes) & set(undecided))
+    for _pid, _ppid, argv in processes:
+        relayed += bool(argv) and argv[0].endswith("nc") and argv[1:2] == [target]
+    return relayed
+
+
+def undecided_relays(router: Any, processes: list[tuple[str, str, list[str]]] | None = None) -> set[str]:
+    """The PIDs of relays that have not exec'd `nc TARGET` yet: the listener's children still running the
+    relay script (or not yet past the fork). Taken after a switch, every relay forked before it is either
+    here or counted by its `nc TARGET` argv: under load a relay can read the old route and exec `nc OLD`
+    seconds later, and the old release must not be stopped in between (that connection would hang)."""
+    processes = _processes(router) if processes is None else processes
+    pids = {pid for pid, _ppid, _argv in processes}
+    # the listener's parent is outside the container; its children (the relays) are inside
+    return {pid for pid, ppid, argv in processes if ppid in pids and RELAY_PATH in argv}
 
 
 def drain(router: Any, old: str, timeout: float, say: Callable[[str], None]) -> int:
     """Wait until no connection is relayed to `old` any more (or `timeout`); the number still open."""
+    undecided = undecided_relays(router)
     time.sleep(DRAIN_GRACE_S)
     deadline = time.monotonic() + timeout
     told = False
     while True:
-        left = connections_to(router, old)
+        left = connections_to(router, old, undecided)
         if left == 0 or time.monotonic() > deadline:
             return left
         if not told:

@@ -23,7 +23,7 @@ import paramiko
 from pymachine_agent import protocol
 
 from .. import paths
-from . import dockerd, guestapi, idle, lifeline, parking, ports, provision, qemufwd, sshfs
+from . import dockerd, guestapi, idle, lifeline, parking, ports, provision, qemufwd, sshfs, syncshare
 from .control import ControlServer
 from .events import EventWriter
 from .fswatch import FsWatcher
@@ -78,6 +78,10 @@ class Agent:
         self.shares = sshfs.SshfsShares(_exec, lambda **kw: self.events.emit("share", **kw))
         for path, readonly in shares:
             self.shares.add(path, readonly)
+        self.sync = syncshare.SyncShares(  # copies on the VM's disk kept in sync (`mount add --sync`)
+            syncshare.machine_sync_paths(self.machine_config), machine_dir,
+            lambda **kw: self.events.emit("share", **kw),
+        )  # fmt: skip
         self._table_lock = threading.Lock()
         self.control = ControlServer(self.control_path, self.handle)
         self.stopping = threading.Event()
@@ -122,6 +126,7 @@ class Agent:
         self.fswatch.stop()
         self.forwarder.close_all()
         self.shares.unmount_all(self.link.current())
+        self.sync.stop()
         self.link.stop()
         self.events.emit("state", state="stopped")
 
@@ -162,6 +167,7 @@ class Agent:
     def _subscribe(self, transport: paramiko.Transport, generation: int, resumed: bool = False) -> None:
         # sshfs shares first: "ready" (the first hello below) must mean a container sees the host's files.
         self.shares.mount_all(transport)
+        self.sync.sync_all(transport)  # likewise the sync shares' copies (changes while stopped carried over)
         waited_since = time.monotonic()
         while transport.is_active() and generation == self._generation and not self.stopping.is_set():
             try:
@@ -306,7 +312,9 @@ class Agent:
         transport = transport or self.link.current()
         if transport is None:
             return
-        body = {"shares": [{"path": s["path"], "readonly": bool(s.get("readonly"))} for s in self._shares()]}
+        sync = {"transport": "sync"}  # a copy on the VM's disk: the guest does not ask to watch it
+        body = {"shares": [{"path": s["path"], "readonly": bool(s.get("readonly")),
+                            **(sync if s.get("sync") else {})} for s in self._shares()]}  # fmt: skip
         try:
             guestapi.request(self.opener.open(transport), "PUT", guestapi.API + "/shares", body)
         except (paramiko.SSHException, OSError, guestapi.GuestApiError) as exc:
@@ -392,6 +400,7 @@ class Agent:
             "clock": dict(self.clock),
             "watch": self.fswatch.snapshot(),
             "shares": self.shares.snapshot(),
+            "sync": self.sync.snapshot(),
             "saver": self.saver.snapshot() if self.saver is not None else None,
         }
 

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 ENGINE = "engine"
 DISABLE_ENV = "PYMACHINE_HANDOVER"  # "0": hand nothing over (only to measure what this buys)
 _MAX_MESSAGE = 4096
+_MAX_ACTIVATION = 1 << 20
+_MAX_FDS = 250  # SCM_RIGHTS carries at most 253 descriptors
 
 
 def port_key(key: tuple[str, str, int]) -> str:
@@ -56,12 +58,7 @@ class Keeper:
                 return
             if not data:
                 return
-            got = [
-                fd
-                for level, kind, raw in ancdata
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
-                for fd in array.array("i", raw[: len(raw) - len(raw) % fds.itemsize])
-            ]
+            got = _fds_in(ancdata)
             for fd in got:
                 os.set_inheritable(fd, False)  # where MSG_CMSG_CLOEXEC is missing
             try:
@@ -86,22 +83,56 @@ class Keeper:
     def enter_agent(self) -> None:
         """In the forked agent: the held listeners become its own (taken by `take`/`held_ports`), and its
         end of the pair is where `hold`/`drop` write."""
-        global _channel
         self.ours.close()
+        self._adopt(self.held)
+
+    def _adopt(self, held: dict[str, tuple[int, dict[str, Any]]]) -> None:
+        global _channel
         if os.environ.get(DISABLE_ENV) == "0":  # bench/hostagent_respawn.py's peer: the agent as before
             self.theirs.close()
-            for fd, _info in self.held.values():
+            for fd, _info in held.values():
                 os.close(fd)
-            self.held.clear()
+            held.clear()
             return
         _channel = self.theirs
         _inherited.clear()
-        for key, (fd, info) in self.held.items():
+        for key, (fd, info) in held.items():
             try:
                 _inherited[key] = (socket.socket(fileno=fd), info)
             except OSError:
                 continue
+        held.clear()
+
+    # -- a pre-connected spare agent (spare.py), forked before the listeners it will take were all held --
+    def enter_spare(self) -> None:
+        """In the spare, right after its fork: the copies it inherited may be stale by its activation."""
+        self.ours.close()
+        for fd, _info in self.held.values():
+            os.close(fd)
         self.held.clear()
+
+    def send_held(self, to: socket.socket) -> None:
+        """Supervisor: activate a spare, handing it a copy of every held listener in one message."""
+        keys = list(self.held)
+        if len(keys) > _MAX_FDS:
+            raise OSError(f"{len(keys)} listeners are more than one message carries")
+        data = json.dumps([[key, self.held[key][1]] for key in keys]).encode()
+        fds = array.array("i", [self.held[key][0] for key in keys])
+        to.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)] if keys else [])
+
+    def enter_from(self, sock: socket.socket) -> bool:
+        """The spare, activated: the listeners `send_held` passed become its own; False if the supervisor
+        is gone (end of file) instead."""
+        space = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
+        data, ancdata, _flags, _addr = sock.recvmsg(_MAX_ACTIVATION, space)
+        got = _fds_in(ancdata)
+        if not data:
+            for fd in got:
+                os.close(fd)
+            return False
+        entries = json.loads(data)
+        self._adopt({key: (fd, info) for (key, info), fd in zip(entries, got, strict=True)})
+        return True
 
     def close(self) -> None:
         for fd, _info in self.held.values():
@@ -109,6 +140,16 @@ class Keeper:
         self.held.clear()
         self.ours.close()
         self.theirs.close()
+
+
+def _fds_in(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    size = array.array("i").itemsize
+    return [
+        fd
+        for level, kind, raw in ancdata
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+        for fd in array.array("i", raw[: len(raw) - len(raw) % size])
+    ]
 
 
 # -- the agent's side ---------------------------------------------------------------------------------------

@@ -293,7 +293,8 @@ def machine_saver(name: str, agent: Any) -> Saver | None:
 
 def probe_guest(agent: Any) -> GuestActivity:
     """Ask the guest, over the agent's own link, for running containers and other SSH logins."""
-    from . import guestapi
+    from .. import paths
+    from . import guestapi, spare
     from .daemon import _exec
 
     transport = agent.link.get(timeout=10)
@@ -303,8 +304,9 @@ def probe_guest(agent: Any) -> GuestActivity:
     if status != 200 or not isinstance(body, list):
         raise guestapi.GuestApiError(f"GET /containers/json answered {status}")
     tcp = _exec(transport, "cat /proc/net/tcp; cat /proc/net/tcp6 2>/dev/null; true")
-    # the host agent's own link is one of them
-    return GuestActivity(containers=len(body), ssh_sessions=max(0, ssh_connections(tcp) - 1))
+    # the host agent's own link is one of them, and the spare agent's when it is connected (spare.py)
+    ours = 1 + spare.connected(paths.machine(agent.name))
+    return GuestActivity(containers=len(body), ssh_sessions=max(0, ssh_connections(tcp) - ours))
 
 
 def _before_pause(agent: Any) -> None:

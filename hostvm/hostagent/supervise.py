@@ -27,10 +27,13 @@ import select
 import signal
 import sys
 import time
-import traceback
+from collections.abc import Callable
 from pathlib import Path
 
+import paramiko
+
 from .. import locks, paths
+from . import spare
 from .handover import Keeper
 
 FOLDER_ID_ENV = "PYMACHINE_MACHINE_FOLDER_ID"
@@ -96,30 +99,32 @@ def _fork_agent(name: str, mp: paths.MachinePaths, ours: list[int], keeper: Keep
     pid = os.fork()
     if pid:
         return pid
-    code = 1
-    try:
+
+    def body() -> int:
         for fd in ours:  # the supervisor's lock and folder: the agent must not keep them alive
             os.close(fd)
         keeper.enter_agent()  # the listeners a killed agent left: this one's now (handover.py)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        log_fd = os.open(mp.agent_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.close(null)
-        os.close(log_fd)
-        os.chdir(mp.dir)
-        from .daemon import main as agent_main
+        return _become_agent(name)
 
-        code = agent_main(name)
-    except BaseException:  # noqa: BLE001 - whatever happens, the forked child ends here
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    spare.end_child(body)
+
+
+def _become_agent(name: str, connect: Callable[[], paramiko.Transport] | None = None) -> int:
+    """In a forked child (a fresh one, or the spare once activated): run the agent, logging to its log."""
+    mp = paths.machine(name)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    log_fd = os.open(mp.agent_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(null)
+    os.close(log_fd)
+    os.chdir(mp.dir)
+    from .daemon import main as agent_main
+
+    return agent_main(name, connect=connect)
 
 
 def main(name: str) -> int:
@@ -148,8 +153,14 @@ def main(name: str) -> int:
     quick_failures = 0
     status = 0
     keeper = Keeper()
+    spare_ok = spare.wanted(name)
+    standby: spare.Spare | None = None
     while not stopping:
-        child = _fork_agent(name, mp, [lock, folder.fd], keeper)
+        child = standby.activate(keeper) if standby is not None else None
+        if child is None:
+            child = _fork_agent(name, mp, [lock, folder.fd], keeper)
+        # the next agent's SSH link, connected while this one runs (spare.py)
+        standby = spare.fork(name, mp, [lock, folder.fd], keeper, _become_agent) if spare_ok else None
         started = time.monotonic()
         status = _wait(child, keeper)
         if stopping or status == 0:
@@ -164,6 +175,8 @@ def main(name: str) -> int:
         _say(mp.agent_log, f"the host agent {child} ended with status {status}: starting it again")
         if quick_failures > 1:  # killed again and again right after its start: do not spin
             time.sleep(min(0.25 * 2**quick_failures, 10.0))
+    if standby is not None:
+        standby.close()
     try:
         if folder.same():
             mp.agent_supervisor_pid.unlink()

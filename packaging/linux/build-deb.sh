@@ -38,7 +38,7 @@ grep -rlI --null "$root$prefix" "$root$prefix/bin" | xargs -0 sed -i "s|$root$pr
 find "$root$prefix" -name __pycache__ -prune -exec rm -rf {} +
 
 mkdir -p "$root/usr/bin" "$root/usr/share/applications" "$root/usr/share/icons/hicolor/scalable/apps"
-for cmd in pymachine pymachine-gui; do ln -s "$prefix/bin/$cmd" "$root/usr/bin/$cmd"; done
+for cmd in pymachine pymachine-gui git-remote-pymachine; do ln -s "$prefix/bin/$cmd" "$root/usr/bin/$cmd"; done
 install -m 0644 "$here/packaging/linux/pymachine.desktop" "$root/usr/share/applications/"
 install -m 0644 "$here/packaging/linux/pymachine.svg" "$root/usr/share/icons/hicolor/scalable/apps/"
 
@@ -56,7 +56,8 @@ Maintainer: pymachine developers <pymachine@localhost>
 Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)
 Depends: python3 (>= $pyver), python3 (<< $next), python3-libvirt, qemu-system-x86, qemu-utils, openssh-client,
  $qt_libs
-Recommends: libvirt-daemon-system, libvirt-daemon-driver-qemu, mmdebstrap, e2fsprogs, busybox-static, cpio, zstd
+Recommends: libvirt-daemon-system, libvirt-daemon-driver-qemu, mmdebstrap, e2fsprogs, busybox-static, cpio, zstd,
+ libglib2.0-bin
 Suggests: docker-cli | docker.io
 Description: desktop container runner: containers in a small Linux VM
  pymachine runs containers inside a lightweight Linux VM (libvirt/QEMU), with a

@@ -156,6 +156,7 @@ def test_screenshot_command_renders_every_view(qtbot, gui_home: Path, tmp_path: 
     assert cli_main(["gui", "--screenshot", str(out)]) == 0
     names = sorted(p.name for p in out.glob("*.png"))
     assert names == [
+        "apps.png",
         "containers.png",
         "create-dialog.png",
         "images.png",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support.runtime import spec
 
-from pymachine_agent.runtime import containers
+from pymachine_agent.runtime import launch
 from pymachine_agent.runtime.errors import StartError
 
 
@@ -21,7 +21,7 @@ def parent_of(pid: int) -> int:
 
 
 def test_a_supervisor_killed_during_the_start_is_reported_dead(rt, layer: Path) -> None:  # type: ignore[no-untyped-def]
-    rt.on_netns = lambda cid, pid: os.kill(
+    rt.callbacks.on_netns = lambda cid, pid: os.kill(
         parent_of(pid), signal.SIGKILL
     )  # the init's parent: its supervisor
     s = spec(layer, ["true"], network="new")
@@ -31,8 +31,8 @@ def test_a_supervisor_killed_during_the_start_is_reported_dead(rt, layer: Path) 
 
 
 def test_a_supervisor_that_does_not_report_in_time_is_not_called_dead(rt, layer: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(containers, "START_TIMEOUT", 0.000001)
-    rt.on_netns = lambda cid, pid: None
+    monkeypatch.setattr(launch, "START_TIMEOUT", 0.000001)
+    rt.callbacks.on_netns = lambda cid, pid: None
     s = spec(layer, ["true"], network="new")
     rt.create(s)
     with pytest.raises(StartError, match="did not report within 0 s") as info:

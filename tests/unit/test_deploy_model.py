@@ -108,8 +108,10 @@ def test_the_remote_command_is_one_a_shell_runs_as_printed(
 ) -> None:
     monkeypatch.setenv("PYMACHINE_HOME", str(tmp_path / "with space"))
     add, push = repo.remote_commands("web")
-    assert shlex.split(add) == ["git", "remote", "add", "pymachine", str(paths.app("web").repo)]
+    assert shlex.split(add) == ["git", "remote", "add", "pymachine", "pymachine::web"]
     assert push == "git push pymachine main"
+    local = repo.local_remote_command("web")
+    assert shlex.split(local) == ["git", "remote", "add", "pymachine", str(paths.app("web").repo)]
 
 
 def _relay(tmp_path: Path, files: dict[str, str]) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import gitkit
 from support.agent import busybox_tarball
 from support.machines import StartedMachine, home_env, started_machine
 
@@ -241,34 +242,11 @@ def test_a_100_mib_file_round_trips_with_checksums(shared: Shared) -> None:
 
 
 def test_a_git_repository_made_on_the_host_is_clean_in_a_container(shared: Shared, tmp_path: Path) -> None:
-    git = shutil.which("git")
-    if git is None:
-        pytest.skip("git is not installed on this host")
     repo = shared.rw / "repo"
-    repo.mkdir()
-    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(tmp_path)}
-    for args in (
-        ["init", "-q"],
-        ["add", "."],
-        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"],
-    ):
-        if args[0] == "add":
-            for i in range(50):
-                (repo / f"f{i}.txt").write_text(f"{i}\n" * i)
-        subprocess.run([git, "-C", str(repo), *args], check=True, env=env)
+    gitkit.host_repo(repo, tmp_path)
     subprocess.run(["chown", "-R", f"{OWNER}:{OWNER}", str(repo)], check=os.geteuid() == 0)
     # git is not in the busybox image: the host's git and the libraries it links, run by their loader
-    kit = shared.rw / ".gitkit"
-    kit.mkdir()
-    ldd = subprocess.run(["ldd", git], capture_output=True, text=True, check=True).stdout.splitlines()
-    libs = [line.split()[-2] if "=>" in line else line.split()[0] for line in ldd if "/" in line]
-    for lib in [git, *libs]:
-        shutil.copy(lib, kit / Path(lib).name)
-    loader = next(Path(p).name for p in libs if "ld-linux" in p)
-    out = shared.sh(
-        f"HOME=/tmp GIT_CONFIG_NOSYSTEM=1 /app/.gitkit/{loader} --library-path /app/.gitkit /app/.gitkit/git "
-        "-c safe.directory='*' -C /app/repo status --porcelain --untracked-files=all; echo rc=$?"
-    ).stdout
+    out = shared.sh(gitkit.status_script(shared.rw / ".gitkit", "/app/.gitkit", "/app/repo")).stdout
     assert out == "rc=0\n", out
 
 

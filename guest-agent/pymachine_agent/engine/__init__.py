@@ -126,9 +126,9 @@ class Engine:
             changes=self.changes,
             auto_remove=self.containers.auto_remove,
         )
-        self.runtime.on_netns = self.hooks.on_netns
-        self.runtime.on_teardown = self.hooks.on_teardown
-        self.runtime.on_event = self.hooks.on_event
+        self.runtime.callbacks.on_netns = self.hooks.on_netns
+        self.runtime.callbacks.on_teardown = self.hooks.on_teardown
+        self.runtime.callbacks.on_event = self.hooks.on_event
         if self.network is not None:
             self.network.on_port_event = self.hooks.on_port_event
         self.records = records

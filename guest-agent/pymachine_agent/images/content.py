@@ -42,10 +42,11 @@ def digest_hex(digest: str) -> str:
 
 
 class ContentStore:
-    """Blobs and layers under `root`; subclasses set `root` and `_lock` before use."""
+    """Blobs and layers under `root`."""
 
-    root: Path
-    _lock: threading.RLock
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.RLock()
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -38,7 +37,7 @@ def _noprogress(_msg: dict[str, Any]) -> None:
 
 class ImageStore(ContentStore):
     def __init__(self, root: Path | str, insecure_registries: Iterable[str] = ()) -> None:
-        self.root = Path(root)
+        super().__init__(Path(root))
         self.insecure_registries = set(insecure_registries)
         for sub in ("blobs/sha256", "layers", "images", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -48,7 +47,6 @@ class ImageStore(ContentStore):
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
                 leftover.unlink(missing_ok=True)
-        self._lock = threading.RLock()
         self._active = 0
         from . import removal
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
 from . import conntrack, plumbing
-from .model import Attachment, EndpointInfo, PublishedPort
+from .model import Attachment, EndpointInfo, NotFoundError, PublishedPort
 from .proxy import TcpProxy, UdpProxy
 from .young import YoungPort
 
@@ -74,6 +74,30 @@ def new_record(container_id: str, name: str, pid: int, mode: str, netns_path: st
 
 def add_attachment(rec: dict[str, Any], attachment: Attachment) -> None:
     rec["attachments"].append(asdict(attachment))
+
+
+def find_live(live: Mapping[str, dict[str, Any]], ref: str) -> dict[str, Any]:
+    """The live endpoint record of the container `ref` (id, name, or unique id prefix), for
+    `container:<ref>` network modes."""
+    if ref in live:
+        return live[ref]
+    found = [r for r in live.values() if r.get("name", "").lstrip("/") == ref.lstrip("/")]
+    found = found or [r for cid, r in live.items() if ref and cid.startswith(ref)]
+    if len(found) != 1:
+        raise NotFoundError(f"cannot join network of container {ref}: it is not running")
+    return found[0]
+
+
+def unplug_from(rec: dict[str, Any], net_id: str) -> bool:
+    """Delete the container's attachment to one network (kernel links and record); False if it had none."""
+    kept, gone = [], []
+    for a in rec["attachments"]:
+        (gone if a["network_id"] == net_id else kept).append(a)
+    if not gone:
+        return False
+    remove_links({"attachments": gone})
+    rec["attachments"] = kept
+    return True
 
 
 def dns_names(rec: dict[str, Any], attachment: Attachment) -> set[str]:

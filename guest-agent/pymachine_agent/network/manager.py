@@ -11,7 +11,17 @@ from typing import Any
 
 from . import hostsfile, nat, networks, plumbing
 from .dns import DnsServer
-from .endpoints import PortHolder, attachments_of, forget_flows, info_of, ports_of, remove_links
+from .endpoints import (
+    PortHolder,
+    attachments_of,
+    dns_names,
+    find_live,
+    forget_flows,
+    info_of,
+    ports_of,
+    remove_links,
+    unplug_from,
+)
 from .model import (
     ConflictError,
     EndpointConfig,
@@ -20,7 +30,6 @@ from .model import (
     ForbiddenError,
     InvalidParameterError,
     NetworkError,
-    NotFoundError,
     PublishedPort,
 )
 from .netns import netns_id, write_sysctl
@@ -39,7 +48,7 @@ DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
 )
 
 
-class NetworkManager(Wiring):
+class NetworkManager:
     """Owns every network record, endpoint, nftables rule, published port and DNS listener of one agent.
 
     Thread-safe: every public method takes one lock (port events are emitted outside it). State lives under
@@ -87,7 +96,6 @@ class NetworkManager(Wiring):
         self.nft_table = nft_table
         self.pools = list(address_pools)
         self.port_mode = port_mode
-        self.default_host_ip = default_host_ip
         self.guest_resolv_conf = guest_resolv_conf
         self.lock = threading.RLock()
         self.table = networks.NetworkTable(
@@ -98,6 +106,19 @@ class NetworkManager(Wiring):
         self.live: dict[str, dict[str, Any]] = {}
         self.holder = PortHolder(self._grown)
         self.dns = DnsServer(self._resolve, self._upstreams(upstream_dns), self._container_upstreams)
+        self.wiring = Wiring(
+            table=self.table,
+            endpoints=self.endpoints,
+            containers=self.containers,
+            live=self.live,
+            holder=self.holder,
+            dns=self.dns,
+            apply_nat=self._apply_nat,
+            guest_resolv=self.guest_resolv,
+            veth_prefix=veth_prefix,
+            port_mode=port_mode,
+            default_host_ip=default_host_ip,
+        )
 
     def _upstreams(self, configured: Sequence[str] | None) -> list[tuple[str, int]]:
         servers = list(configured) if configured is not None else self.guest_resolv().nameservers
@@ -112,6 +133,20 @@ class NetworkManager(Wiring):
         with self.lock:
             rec = self.live.get(container_id)
             return self._upstreams(rec.get("dns_upstreams") or []) if rec else None
+
+    def _resolve(self, container_id: str, qname: str) -> list[str] | None:
+        """DNS: addresses of `qname` among containers on a user network of the asker; None = not ours."""
+        with self.lock:
+            asker = self.live.get(container_id)
+            if asker is None:
+                return None
+            mine = {a.network_id for a in attachments_of(asker) if a.network_name != "bridge"}
+            found = []
+            for rec in self.live.values():
+                for a in attachments_of(rec):
+                    if a.network_id in mine and qname in dns_names(rec, a) and a.ip not in found:
+                        found.append(a.ip)
+            return found or None
 
     def guest_resolv(self) -> hostsfile.ResolvConf:
         try:
@@ -168,7 +203,7 @@ class NetworkManager(Wiring):
         self.live[cid] = rec
         for port in ports_of(rec):
             try:
-                self._hold(cid, port)
+                self.wiring.hold(cid, port)
             except NetworkError as exc:
                 log.warning("reconcile: %s", exc.message)
         if rec.get("embedded_dns"):
@@ -306,21 +341,12 @@ class NetworkManager(Wiring):
 
     # --- runtime hooks -----------------------------------------------------------------------------------
 
-    def _find_live(self, ref: str) -> dict[str, Any]:
-        if ref in self.live:
-            return self.live[ref]
-        found = [r for r in self.live.values() if r.get("name", "").lstrip("/") == ref.lstrip("/")]
-        found = found or [r for cid, r in self.live.items() if ref and cid.startswith(ref)]
-        if len(found) != 1:
-            raise NotFoundError(f"cannot join network of container {ref}: it is not running")
-        return found[0]
-
     def netns_path_for(self, network_mode: str) -> str | None:
         """For `container:<id|name>`: the network namespace path the runtime joins; None for other modes."""
         if not network_mode.startswith("container:"):
             return None
         with self.lock:
-            return self._find_live(network_mode.split(":", 1)[1])["netns_path"]
+            return find_live(self.live, network_mode.split(":", 1)[1])["netns_path"]
 
     def attach(self, container_id: str, pid: int, config: EndpointConfig) -> EndpointInfo:
         """Wire the container whose init is `pid` (already in its own netns for bridge/none/user networks):
@@ -328,7 +354,7 @@ class NetworkManager(Wiring):
         published ports (emitting port events). Returns what the runtime writes into the container."""
         self.detach(container_id)
         with self.lock:
-            rec = self._attach_locked(container_id, pid, config)
+            rec = self.wiring.attach(container_id, pid, config)
         announced: list[PublishedPort] = []
         try:
             for port in ports_of(rec):
@@ -402,7 +428,7 @@ class NetworkManager(Wiring):
                     f"container sharing the {rec['mode']} network cannot join other networks"
                 )
             if rec is not None:
-                self._plug_into(rec, net, settings, default_route=False)
+                self.wiring.plug_into(rec, net, settings, default_route=False)
                 self.endpoints.write(container_id, rec)
             wanted["networks"][net["Id"]] = {
                 "ipv6_address": settings.ipv6_address,
@@ -418,7 +444,7 @@ class NetworkManager(Wiring):
             wanted = self.containers.read(container_id) or {"networks": {}}
             remembered = wanted["networks"].pop(net["Id"], None) is not None
             rec = self.live.get(container_id)
-            plugged = rec is not None and self._unplug_from(rec, net["Id"])
+            plugged = rec is not None and unplug_from(rec, net["Id"])
             if not (remembered or plugged) and not force:
                 raise InvalidParameterError(
                     f"container {container_id[:12]} is not connected to network {net['Name']}"

@@ -1,6 +1,6 @@
 """The kernel half of NetworkManager.attach/connect: plugging a container into its networks.
 
-A mixin so manager.py stays the readable public surface; every method here runs under the manager's lock.
+Every method here runs under the manager's lock (the caller holds it); what it reads and changes is passed in.
 """
 
 from __future__ import annotations
@@ -8,14 +8,17 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import hostsfile, ipam, networks, plumbing, ports
+from .dns import DnsServer
 from .endpoints import (
+    PortHolder,
     add_attachment,
     attachments_of,
-    dns_names,
+    find_live,
     new_record,
     normalize_mode,
     ports_of,
@@ -24,39 +27,53 @@ from .endpoints import (
 )
 from .model import Attachment, EndpointConfig, EndpointSettings, NetworkError, PortSpec, PublishedPort
 from .netns import netns_id, netns_of
-
-if TYPE_CHECKING:
-    from .manager import NetworkManager
+from .store import Records
 
 
 class Wiring:
-    def _resolve(self: NetworkManager, container_id: str, qname: str) -> list[str] | None:
-        """DNS: addresses of `qname` among containers on a user network of the asker; None = not ours."""
-        with self.lock:
-            asker = self.live.get(container_id)
-            if asker is None:
-                return None
-            mine = {a.network_id for a in attachments_of(asker) if a.network_name != "bridge"}
-            found = []
-            for rec in self.live.values():
-                for a in attachments_of(rec):
-                    if a.network_id in mine and qname in dns_names(rec, a) and a.ip not in found:
-                        found.append(a.ip)
-            return found or None
+    def __init__(
+        self,
+        *,
+        table: networks.NetworkTable,
+        endpoints: Records,
+        containers: Records,
+        live: dict[str, dict[str, Any]],
+        holder: PortHolder,
+        dns: DnsServer,
+        apply_nat: Callable[[], None],
+        guest_resolv: Callable[[], hostsfile.ResolvConf],
+        veth_prefix: str,
+        port_mode: str,
+        default_host_ip: str,
+    ) -> None:
+        """`endpoints`/`containers`: the manager's records of live endpoints and of `connect`ed networks;
+        `live`: its container id -> endpoint record map (shared, changed in place); `apply_nat` reprograms
+        nftables from the manager's state."""
+        self.table = table
+        self.endpoints = endpoints
+        self.containers = containers
+        self.live = live
+        self.holder = holder
+        self.dns = dns
+        self.apply_nat = apply_nat
+        self.guest_resolv = guest_resolv
+        self.veth_prefix = veth_prefix
+        self.port_mode = port_mode
+        self.default_host_ip = default_host_ip
 
-    def _hold(self: NetworkManager, cid: str, port: PublishedPort) -> None:
+    def hold(self, cid: str, port: PublishedPort) -> None:
         """Hold a published port again (reconcile after an agent restart)."""
         proxy = self.port_mode == "proxy"
         self.holder.add(cid, ports.hold_port(port.proto, port.host_port, listen=proxy), port, proxy)
 
-    def _used_ips(self: NetworkManager, net_id: str, gateway: str) -> set[str]:
+    def _used_ips(self, net_id: str, gateway: str) -> set[str]:
         used = {gateway}
         for rec in self.live.values():
             used |= {a.ip for a in attachments_of(rec) if a.network_id == net_id}
         return used
 
-    def _plug_into(
-        self: NetworkManager,
+    def plug_into(
+        self,
         rec: dict[str, Any],
         net: dict[str, Any],
         settings: EndpointSettings,
@@ -117,18 +134,8 @@ class Wiring:
             rec["embedded_dns"] = True
         return attachment
 
-    def _unplug_from(self: NetworkManager, rec: dict[str, Any], net_id: str) -> bool:
-        kept, gone = [], []
-        for a in rec["attachments"]:
-            (gone if a["network_id"] == net_id else kept).append(a)
-        if not gone:
-            return False
-        remove_links({"attachments": gone})
-        rec["attachments"] = kept
-        return True
-
     def _wanted_networks(
-        self: NetworkManager, container_id: str, mode: str, config: EndpointConfig
+        self, container_id: str, mode: str, config: EndpointConfig
     ) -> list[tuple[dict[str, Any], EndpointSettings]]:
         """The networks to join, primary first: the mode's network, then EndpointsConfig, then `connect`s."""
         primary = self.table.find(mode)
@@ -171,9 +178,7 @@ class Wiring:
                 )
         return list(wanted.values())
 
-    def _attach_locked(
-        self: NetworkManager, container_id: str, pid: int, config: EndpointConfig
-    ) -> dict[str, Any]:
+    def attach(self, container_id: str, pid: int, config: EndpointConfig) -> dict[str, Any]:
         mode = normalize_mode(config.network_mode)
         if mode not in ("host", "none") and not mode.startswith("container:"):
             driver = self.table.find(mode)["Driver"]
@@ -181,7 +186,7 @@ class Wiring:
         hostname = config.hostname or container_id[:12]
         guest = self.guest_resolv()
         if mode.startswith("container:"):
-            target = self._find_live(mode.split(":", 1)[1])
+            target = find_live(self.live, mode.split(":", 1)[1])
             rec = new_record(
                 container_id,
                 config.name,
@@ -226,7 +231,7 @@ class Wiring:
                 held.append((spec, ports.hold_port(spec.proto, spec.host_port, listen=proxy)))
             first = None
             for i, (net, settings) in enumerate(wanted):
-                attachment = self._plug_into(rec, net, settings, default_route=i == 0)
+                attachment = self.plug_into(rec, net, settings, default_route=i == 0)
                 first = first or attachment
             assert first is not None
             while held:
@@ -257,17 +262,17 @@ class Wiring:
             self.endpoints.delete(container_id)
             self.live.pop(container_id, None)
             if rec["ports"]:
-                self._apply_nat()
+                self.apply_nat()
             raise
 
-    def _commit(self: NetworkManager, rec: dict[str, Any], nat: bool = False) -> dict[str, Any]:
+    def _commit(self, rec: dict[str, Any], nat: bool = False) -> dict[str, Any]:
         self.live[rec["container_id"]] = rec
         if nat:
-            self._apply_nat()
+            self.apply_nat()
         self.endpoints.write(rec["container_id"], rec)
         return rec
 
-    def _all_ports(self: NetworkManager) -> list[PublishedPort]:
+    def _all_ports(self) -> list[PublishedPort]:
         return [p for rec in self.live.values() for p in ports_of(rec)]
 
 

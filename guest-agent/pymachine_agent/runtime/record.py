@@ -9,9 +9,9 @@ import threading
 from typing import Any
 
 from pymachine_agent.runtime.attach import AttachStream
-from pymachine_agent.runtime.errors import RuntimeErr
+from pymachine_agent.runtime.errors import Conflict, RuntimeErr
 from pymachine_agent.runtime.spec import ContainerSpec
-from pymachine_agent.runtime.state import read_json, write_json
+from pymachine_agent.runtime.state import alive, read_json, write_json
 
 
 def signal_number(sig: str | int) -> int:
@@ -47,3 +47,29 @@ class Record:
 
     def save_spec(self) -> None:
         write_json(os.path.join(self.dir, "config.json"), self.spec.to_json())
+
+    def status(self, run: dict[str, Any]) -> str:
+        """Docker's status word for this container given its current run record."""
+        if self.state.get("removing"):
+            return "removing"
+        if self.state.get("restarting"):
+            return "restarting"
+        if self.watching or (run.get("status") in ("running", "created") and supervisor_alive(run)):
+            return "paused" if self.state.get("paused") else "running"
+        if run.get("status") in ("exited", "running", "created"):
+            return "exited"
+        return "created"
+
+    def is_running(self) -> bool:
+        return self.status(self.run()) in ("running", "paused")
+
+    def require_running(self) -> dict[str, Any]:
+        """The current run record; Conflict when the container is not running."""
+        run = self.run()
+        if self.status(run) not in ("running", "paused"):
+            raise Conflict(f"Container {self.id} is not running")
+        return run
+
+
+def supervisor_alive(run: dict[str, Any]) -> bool:
+    return alive(run.get("supervisor_pid", 0), run.get("supervisor_start", 0))

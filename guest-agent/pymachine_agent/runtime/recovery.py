@@ -1,5 +1,6 @@
-"""What happens when a container's run ends (exit record, teardown, restart policy with backoff) and what the
-agent does at start (reconcile its records with the supervisors that still run)."""
+"""Each run of a container from its start to its end: start and watch the supervisor, record its exit, tear
+down, apply the restart policy with backoff; and at agent start, reconcile the records with the supervisors
+that still run."""
 
 from __future__ import annotations
 
@@ -10,22 +11,46 @@ import signal as _signal
 import threading
 from typing import Any
 
+from pymachine_agent.runtime.callbacks import Callbacks
+from pymachine_agent.runtime.cgroup_place import CgroupPlace
 from pymachine_agent.runtime.errors import RuntimeErr
+from pymachine_agent.runtime.launch import Launcher
 from pymachine_agent.runtime.logs import parse_time, rfc3339nano
-from pymachine_agent.runtime.monitor import should_restart, should_start_at_boot
-from pymachine_agent.runtime.record import Record
+from pymachine_agent.runtime.monitor import ExitWatcher, should_restart, should_start_at_boot
+from pymachine_agent.runtime.record import Record, supervisor_alive
 from pymachine_agent.runtime.state import alive, write_json
+from pymachine_agent.runtime.table import ContainerTable
 
 log = logging.getLogger("pymachine_agent.runtime")
 
 
-class RecoveryMixin:
-    """Part of Runtime (see containers.py): exits, policy restarts and reconcile."""
+class Supervision:
+    """Owns the exit watcher; `start` is the one way a run begins (user start, policy restart, reconcile)."""
+
+    def __init__(
+        self, table: ContainerTable, launcher: Launcher, cgroups: CgroupPlace, callbacks: Callbacks
+    ) -> None:
+        self._table = table
+        self._launcher = launcher
+        self._cgroups = cgroups
+        self._callbacks = callbacks
+        self._watcher = ExitWatcher(self._handle_exit)
+
+    def start(self, c: Record) -> None:
+        """Launch a run (the caller holds `c.lock`) and watch its supervisor; StartError if it cannot."""
+        self._launcher.launch(c)
+        run = c.run()
+        c.watching = True
+        if not self._watcher.watch(c.id, run.get("supervisor_pid", 0), run.get("supervisor_start", 0)):
+            threading.Thread(target=self._handle_exit, args=(c.id,), daemon=True).start()
+        self._callbacks.event(c, "start")
+
+    def close(self) -> None:
+        self._watcher.close()
 
     def _handle_exit(self, cid: str) -> None:
         """A supervisor exited: record, tear down, notify waiters, apply the restart policy."""
-        with self._lock:
-            c = self._ctrs.get(cid)
+        c = self._table.find(cid)
         if c is None:
             return
         run = c.run()
@@ -33,8 +58,8 @@ class RecoveryMixin:
             pid_alive = alive(run.get("pid", 0), run.get("pid_start", 0))
             if pid_alive:
                 os.kill(run["pid"], _signal.SIGKILL)
-            self._cgroup(c).kill_all()
-            self._cgroup(c).remove()
+            self._cgroups.of(c).kill_all()
+            self._cgroups.of(c).remove()
             run.update(
                 status="exited",
                 exit_code=255,
@@ -43,16 +68,13 @@ class RecoveryMixin:
             )
             write_json(os.path.join(c.dir, "run.json"), run)
         c.state.pop("paused", None)
-        self._teardown(c)
+        self._callbacks.teardown(c)
         if run.get("oom_killed"):
-            self._event(c, "oom")
-        self._event(c, "die", exitCode=run.get("exit_code", 0))
-        with self._lock:
-            c.exits += 1
-            c.watching = False
-            self._cond.notify_all()
+            self._callbacks.event(c, "oom")
+        self._callbacks.event(c, "die", exitCode=run.get("exit_code", 0))
+        self._table.note_exit(c, watching=False)
         with c.lock:
-            if c.state.get("removing") or cid not in self._ctrs:
+            if c.state.get("removing") or cid not in self._table:
                 return
             if not should_restart(
                 c.spec.restart_policy,
@@ -78,13 +100,13 @@ class RecoveryMixin:
                 c.save()
             return
         with c.lock:
-            if c.state.get("manually_stopped") or c.state.get("removing") or self._is_running(c):
+            if c.state.get("manually_stopped") or c.state.get("removing") or c.is_running():
                 c.state["restarting"] = False
                 c.save()
                 return
             try:
-                self._start(c)
-                self._event(c, "restart")
+                self.start(c)
+                self._callbacks.event(c, "restart")
             except RuntimeErr as e:
                 log.warning("restart of %s failed: %s", c.id, e)
                 c.state["restarting"] = False
@@ -96,17 +118,14 @@ class RecoveryMixin:
         """At agent start: re-attach to containers whose supervisors still run, mark the rest exited, and
         start containers whose restart policy says they should run (always / unless-stopped, e.g. after a VM
         restart)."""
-        with self._lock:
-            ctrs = list(self._ctrs.values())
-        for c in ctrs:
+        for c in self._table.records():
             run = c.run()
             if c.state.get("removing"):
                 shutil.rmtree(c.dir, ignore_errors=True)
-                with self._lock:
-                    self._ctrs.pop(c.id, None)
+                self._table.drop(c.id)
                 continue
             up = run.get("status") in ("running", "created")
-            if up and self._sup_alive(run):
+            if up and supervisor_alive(run):
                 c.watching = True
                 if self._watcher.watch(c.id, run["supervisor_pid"], run.get("supervisor_start", 0)):
                     continue
@@ -121,7 +140,7 @@ class RecoveryMixin:
             ):
                 try:
                     with c.lock:
-                        self._start(c)
+                        self.start(c)
                 except RuntimeErr as e:
                     log.warning("could not restart %s at agent start: %s", c.id, e)
 
@@ -133,8 +152,8 @@ class RecoveryMixin:
             status="exited", exit_code=255, error="the container's supervisor died", finished_at=rfc3339nano()
         )
         write_json(os.path.join(c.dir, "run.json"), run)
-        self._cgroup(c).remove()  # the supervisor would have; a restart makes a fresh one
-        self._teardown(c)
+        self._cgroups.of(c).remove()  # the supervisor would have; a restart makes a fresh one
+        self._callbacks.teardown(c)
 
 
 def _seconds_between(start: str, end: str) -> float:
