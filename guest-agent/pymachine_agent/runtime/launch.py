@@ -97,7 +97,10 @@ class Launcher:
                 log.warning("attach before start of %s failed: %s", c.id, e)
                 stream.abandon()
         c.pending.clear()
-        ctl.sendall(b'{"go": true}\n')
+        try:
+            ctl.sendall(b'{"go": true}\n')
+        except OSError:  # the supervisor died meanwhile: the next message() says so, as a StartError
+            pass
 
     def _start_error(self, c: Record, msg: dict[str, Any]) -> str:
         text = msg.get("message") or "unknown error"
