@@ -55,6 +55,18 @@ def _tier_of(item: pytest.Item) -> str:
     return rel.parts[0] if rel.parts and rel.parts[0] in TIERS else "unit"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Remove the nft tables and bridges that test agents of killed runs left (support/leftovers.py): those of
+    a living session stay. Only where the tiers that make them run (root)."""
+    if tier_unavailable("privileged") and tier_unavailable("compat"):
+        return
+    from support import leftovers
+
+    removed = leftovers.sweep()
+    if removed:
+        print(f"\nremoved leftovers of killed test runs: {', '.join(removed)}", file=sys.stderr)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         tier = _tier_of(item)

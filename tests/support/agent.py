@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from support import leftovers
+
 REPO = Path(__file__).resolve().parents[2]
 AGENT_SRC = REPO / "guest-agent"
 BUSYBOX_REF = "pymachine/busybox:latest"
@@ -250,6 +252,8 @@ class Agent:
                         subprocess.run(["ip", "link", "del", name], capture_output=True)
             table = opts["nft_table"]
             subprocess.run(["nft", "delete", "table", "ip", table], capture_output=True)
+            if tag := leftovers.tag_of(opts):
+                leftovers.release(tag)
 
 
 class RemoteAgent(Agent):
@@ -316,6 +320,8 @@ def start_agent(
     if "PYMACHINE_AGENT_NETWORK" not in env:
         net_opts = network_options or isolated_network_options()
         env["PYMACHINE_AGENT_NETWORK"] = json.dumps(net_opts)
+        if tag := leftovers.tag_of(net_opts):
+            leftovers.claim(tag)  # a later session's sweep leaves them to us while we live
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [

@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
 from . import conntrack, plumbing
 from .model import Attachment, EndpointInfo, NotFoundError, PublishedPort
 from .proxy import TcpProxy, UdpProxy
+from .young import YoungPort
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +112,38 @@ def dns_names(rec: dict[str, Any], attachment: Attachment) -> set[str]:
 
 
 class PortHolder:
-    """The sockets (DNAT mode) or proxies (proxy mode) that hold each container's published host ports."""
+    """The sockets (DNAT mode) or proxies (proxy mode) that hold each container's published host ports, and
+    the relays of young TCP ports (young.py). `on_grown`: a young port's server listens now, render the table
+    again (called from the relay's thread, without any lock held)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_grown: Callable[[], None] = lambda: None) -> None:
         self.held: dict[str, list[Any]] = {}
+        self.on_grown = on_grown
 
-    def add(self, container_id: str, sock: socket.socket, port: PublishedPort, proxy: bool) -> None:
+    def add(
+        self, container_id: str, sock: socket.socket, port: PublishedPort, proxy: bool, pid: int = 0
+    ) -> None:
+        """`pid`: the container's init, given when the port is published as the container starts (not when a
+        restarted agent holds it again): its DNAT-mode TCP port starts young."""
         holder: Any = sock
         if proxy:
             target = (port.container_ip, port.container_port)
             holder = TcpProxy(sock, target) if port.proto == "tcp" else UdpProxy(sock, target)
         self.held.setdefault(container_id, []).append(holder)
+        if pid and not proxy and port.proto == "tcp":
+            try:
+                self.held[container_id].append(YoungPort(pid, port, self.on_grown))
+            except OSError as exc:  # no relay: the port is DNAT'd at once, as before young ports
+                log.warning("no relay for young port %s: %s", port.host_port, exc)
+
+    def young(self) -> dict[int, int]:
+        """TCP host port → relay port, for the young ports whose server may not listen yet."""
+        return {
+            h.port.host_port: h.relay_port
+            for holders in self.held.values()
+            for h in holders
+            if isinstance(h, YoungPort) and not h.grown
+        }
 
     def release(self, container_id: str) -> None:
         for holder in self.held.pop(container_id, []):

@@ -104,7 +104,7 @@ class NetworkManager:
         self.endpoints = Records(self.state_dir / "endpoints")
         self.containers = Records(self.state_dir / "containers")
         self.live: dict[str, dict[str, Any]] = {}
-        self.holder = PortHolder()
+        self.holder = PortHolder(self._grown)
         self.dns = DnsServer(self._resolve, self._upstreams(upstream_dns), self._container_upstreams)
         self.wiring = Wiring(
             table=self.table,
@@ -224,14 +224,22 @@ class NetworkManager:
             subnet, _ = networks.subnet_of(rec)
             masq = rec["Options"].get("com.docker.network.bridge.enable_ip_masquerade", "true") != "false"
             nets.append(nat.BridgeNet(rec["_bridge"], subnet, bool(rec.get("Internal")), masq))
-        dnats, proxied = [], []
+        dnats, proxied, redirects = [], [], []
+        young = self.holder.young()  # to their relay until the server listens (young.py)
         for rec in self.live.values():
             for p in ports_of(rec):
-                if self.port_mode == "dnat":
-                    dnats.append(nat.Dnat(p.proto, p.host_port, p.container_ip, p.container_port))
-                else:
+                if self.port_mode != "dnat":
                     proxied.append((p.proto, p.host_port))
-        nat.apply(self.nft_table, nets, dnats, proxied)
+                elif p.proto == "tcp" and p.host_port in young:
+                    redirects.append((p.host_port, young[p.host_port]))
+                else:
+                    dnats.append(nat.Dnat(p.proto, p.host_port, p.container_ip, p.container_port))
+        nat.apply(self.nft_table, nets, dnats, proxied, redirects)
+
+    def _grown(self) -> None:
+        """A young port's server listens now: its DNAT rule takes over from the relay."""
+        with self.lock:
+            self._apply_nat()
 
     # --- Docker network CRUD -----------------------------------------------------------------------------
 

@@ -37,9 +37,12 @@ def render(
     nets: Sequence[BridgeNet],
     dnats: Sequence[Dnat],
     proxied: Sequence[tuple[str, int]] = (),
+    young: Sequence[tuple[int, int]] = (),
 ) -> str:
     """The whole table as nft syntax (pure, unit-testable). `proxied`: (proto, port) of published ports that a
-    userland proxy in the guest serves (port_mode "proxy"), which containers may reach like any client."""
+    userland proxy in the guest serves (port_mode "proxy"), which containers may reach like any client.
+    `young`: (host port, relay port) of TCP ports redirected to their relay until the server listens
+    (young.py); the relay port is opened to containers like a proxy's."""
     out = [f"table ip {table}", f"delete table ip {table}", f"table ip {table} {{"]
     out += [
         "  chain prerouting {",
@@ -54,6 +57,8 @@ def render(
     ]
     for d in dnats:
         out.append(f"    {d.proto} dport {d.host_port} dnat to {d.container_ip}:{d.container_port}")
+    for host_port, relay_port in young:
+        out.append(f"    tcp dport {host_port} redirect to :{relay_port}")
     out += ["  }", "  chain postrouting {", "    type nat hook postrouting priority srcnat; policy accept;"]
     for n in nets:
         # 127.0.0.1:port DNATed to a container leaves with a loopback source: give it the bridge's address.
@@ -76,7 +81,7 @@ def render(
             names = ", ".join(f'"{b}"' for b in others)
             out.append(f'    iifname "{n.bridge}" oifname {{ {names} }} drop')
     out += ["  }"]
-    out += _guard(nets, proxied)
+    out += _guard(nets, [*proxied, *(("tcp", relay) for _, relay in young)])
     out += ["}"]
     return "\n".join(out) + "\n"
 
@@ -119,9 +124,13 @@ def _nft(script: str, what: str) -> str:
 
 
 def apply(
-    table: str, nets: Sequence[BridgeNet], dnats: Sequence[Dnat], proxied: Sequence[tuple[str, int]] = ()
+    table: str,
+    nets: Sequence[BridgeNet],
+    dnats: Sequence[Dnat],
+    proxied: Sequence[tuple[str, int]] = (),
+    young: Sequence[tuple[int, int]] = (),
 ) -> None:
-    _nft(render(table, nets, dnats, proxied), f"programming nftables table {table}")
+    _nft(render(table, nets, dnats, proxied, young), f"programming nftables table {table}")
 
 
 def delete(table: str) -> None:

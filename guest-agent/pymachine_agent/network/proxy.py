@@ -8,10 +8,52 @@ from __future__ import annotations
 
 import selectors
 import socket
+import struct
 import threading
 import time
+from collections.abc import Callable
 
 UDP_IDLE = 60.0
+YOUNG_S = 30.0  # how long after publishing a port a connection may wait for the container's server ...
+WAIT_S = 10.0  # ... and how long one connection waits at most
+
+
+def connect_retrying(target: tuple[str, int], deadline: float, stopped: Callable[[], bool]) -> socket.socket:
+    """A TCP connection to target; a refused connect (the container's server not listening yet) is retried
+    until `deadline` (time.monotonic()) or until `stopped()`. Raises the last OSError."""
+    delay = 0.01
+    while True:
+        try:  # a starved guest can take seconds to complete even a local handshake
+            upstream = socket.create_connection(target, timeout=max(5.0, deadline - time.monotonic()))
+        except ConnectionRefusedError:
+            if stopped() or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+            continue
+        upstream.settimeout(None)
+        return upstream
+
+
+def splice(client: socket.socket, upstream: socket.socket) -> None:
+    """Relay both directions until each side has finished sending, then close both (blocks)."""
+    for s in (client, upstream):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
+    back.start()
+    _pump(client, upstream)
+    back.join()
+    client.close()
+    upstream.close()
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with an RST (SO_LINGER 0): the client sees a refusal, not an empty answer."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
 
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:
@@ -37,6 +79,7 @@ class TcpProxy:
         self.listener = listener
         self.target = target
         self.running = True
+        self.born = time.monotonic()
         self.thread = threading.Thread(target=self._accept, name=f"proxy-tcp-{target}", daemon=True)
         self.thread.start()
 
@@ -53,20 +96,16 @@ class TcpProxy:
 
     def _relay(self, client: socket.socket) -> None:
         client.settimeout(None)
+        # while the port is young its server may still be starting (`docker run -d` returns before it
+        # listens): a refused connect waits for it, as on the DNAT path (young.py)
+        young = time.monotonic() - self.born < YOUNG_S
+        deadline = time.monotonic() + (WAIT_S if young else 0)
         try:
-            upstream = socket.create_connection(self.target, timeout=5)
+            upstream = connect_retrying(self.target, deadline, lambda: not self.running)
         except OSError:
-            client.close()
+            reset(client)
             return
-        upstream.settimeout(None)
-        for s in (client, upstream):
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
-        back.start()
-        _pump(client, upstream)
-        back.join()
-        client.close()
-        upstream.close()
+        splice(client, upstream)
 
     def close(self) -> None:
         self.running = False

@@ -243,7 +243,7 @@ class Wiring:
                 port = PublishedPort(
                     container_id, spec.proto, host_ip, host_port, first.ip, spec.container_port
                 )
-                self.holder.add(container_id, sock, port, proxy)
+                self.holder.add(container_id, sock, port, proxy, pid=pid)
                 rec["ports"].append(port.to_json())
             rec["hosts"] = hostsfile.container_hosts(
                 hostname, config.domainname, [first.ip], config.extra_hosts, first.gateway

@@ -52,13 +52,14 @@ class Launcher:
         def message() -> dict[str, Any]:
             try:
                 line = reader.readline()
+            except TimeoutError:  # alive but silent: a starved guest, or a hang; not a death
+                what = f"the container's supervisor did not report within {START_TIMEOUT:.0f} s"
+                return {"event": "error", "exit_code": 128, "message": _with_log(what, log_path)}
             except OSError:
                 line = b""
-            return (
-                json.loads(line)
-                if line
-                else {"event": "error", "exit_code": 128, "message": f"the supervisor died (see {log_path})"}
-            )
+            if line:
+                return json.loads(line)
+            return {"event": "error", "exit_code": 128, "message": _with_log("the supervisor died", log_path)}
 
         try:
             if handshake:
@@ -96,7 +97,10 @@ class Launcher:
                 log.warning("attach before start of %s failed: %s", c.id, e)
                 stream.abandon()
         c.pending.clear()
-        ctl.sendall(b'{"go": true}\n')
+        try:
+            ctl.sendall(b'{"go": true}\n')
+        except OSError:  # the supervisor died meanwhile: the next message() says so, as a StartError
+            pass
 
     def _start_error(self, c: Record, msg: dict[str, Any]) -> str:
         text = msg.get("message") or "unknown error"
@@ -106,3 +110,15 @@ class Launcher:
         c.pending.clear()
         self._table.note_exit(c)
         return f"failed to create task for container: {text}: unknown"
+
+
+def _with_log(what: str, log_path: str) -> str:
+    """`what` with the supervisor's last words (a traceback, a kill), so a failed start says why."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 600))
+            tail = f.read().decode(errors="replace").strip().splitlines()[-3:]
+    except OSError:
+        tail = []
+    return f"{what} (see {log_path}){': ' + ' | '.join(tail) if tail else ''}"

@@ -1,0 +1,39 @@
+"""Young published ports (guest-agent network/young.py): the table's redirect to the relay, and reading
+whether a server listens from /proc (this process's own namespace: no root needed)."""
+
+import os
+import socket
+
+from pymachine_agent.network import nat
+from pymachine_agent.network.young import listening
+
+
+def test_a_young_port_is_redirected_to_its_relay_which_containers_may_reach():
+    text = nat.render("pm", [nat.BridgeNet("br0", "172.17.0.0/16")], [], young=[(8080, 40001)])
+    lines = [line.strip() for line in text.splitlines()]
+    assert "tcp dport 8080 redirect to :40001" in lines
+    assert "tcp dport { 40001 } accept" in lines  # from a container through its gateway, like a proxy's
+    assert not any("dnat to" in line for line in lines)
+
+
+def test_listening_sees_a_listener_on_any_address_and_nothing_else():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    try:
+        assert listening(os.getpid(), port) is False  # bound is not listening
+        probe.listen()
+        assert listening(os.getpid(), port) is True
+    finally:
+        probe.close()
+    six = socket.socket(socket.AF_INET6)
+    six.bind(("::", 0))
+    six.listen()
+    try:
+        assert listening(os.getpid(), six.getsockname()[1]) is True
+    finally:
+        six.close()
+
+
+def test_listening_of_a_gone_process_is_none():
+    assert listening(2**22 + 12345, 80) is None  # above pid_max's ceiling: no such process
