@@ -5,32 +5,18 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 
 import pytest
+from support import handover_fixture
 
 from pymachine.hostvm.hostagent import handover
 
-
-@pytest.fixture
-def keeper() -> Iterator[handover.Keeper]:
-    k = handover.Keeper()
-    handover._channel = k.theirs  # this process plays the agent
-    yield k
-    handover._channel = None
-    handover._inherited.clear()
-    k.close()
-
-
-def _listener() -> socket.socket:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(8)
-    return s
+keeper = handover_fixture.keeper  # the fixture, shared with the other handover/spare tests
+listener = handover_fixture.listener
 
 
 def test_hold_then_drop(keeper: handover.Keeper) -> None:
-    srv = _listener()
+    srv = listener()
     port = srv.getsockname()[1]
     key = handover.port_key(("tcp", "127.0.0.1", port))
     handover.hold(key, srv, {"host_port": port})
@@ -46,7 +32,7 @@ def test_hold_then_drop(keeper: handover.Keeper) -> None:
 
 
 def test_a_second_hold_replaces_the_first(keeper: handover.Keeper) -> None:
-    a, b = _listener(), _listener()
+    a, b = listener(), listener()
     handover.hold("engine", a)
     handover.hold("engine", b)
     keeper.drain()
@@ -57,12 +43,12 @@ def test_a_second_hold_replaces_the_first(keeper: handover.Keeper) -> None:
 
 
 def test_a_forked_agent_inherits_the_held_listeners(keeper: handover.Keeper) -> None:
-    srv = _listener()
+    srv = listener()
     port = srv.getsockname()[1]
     key = handover.port_key(("tcp", "127.0.0.1", port))
     info = {"proto": "tcp", "host_ip": "127.0.0.1", "host_port": port, "guest_port": 80, "container": "c"}
     handover.hold(key, srv, info)
-    handover.hold("engine", _listener())
+    handover.hold("engine", listener())
     keeper.drain()
     srv.close()
     client = socket.create_connection(("127.0.0.1", port), timeout=5)  # queued while "no agent runs"
@@ -96,7 +82,7 @@ def test_the_supervisor_keeps_what_an_agent_held_until_it_died(
     if pid == 0:  # an agent that hands over a listener, then dies
         code = 1
         try:
-            srv = _listener()
+            srv = listener()
             handover.hold("engine", srv)
             code = 3
         finally:

@@ -6,30 +6,16 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import handover_fixture
 
 from pymachine.hostvm import locks, paths
 from pymachine.hostvm.hostagent import handover, spare
 
-
-@pytest.fixture
-def keeper() -> Iterator[handover.Keeper]:
-    k = handover.Keeper()
-    handover._channel = k.theirs  # this process plays the agent that hands its listeners over
-    yield k
-    handover._channel = None
-    handover._inherited.clear()
-    k.close()
-
-
-def _listener() -> socket.socket:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(8)
-    return s
+keeper = handover_fixture.keeper  # the fixture, shared with the other handover/spare tests
+listener = handover_fixture.listener
 
 
 def _standby(keeper: handover.Keeper) -> tuple[int, socket.socket]:
@@ -57,10 +43,10 @@ def _standby(keeper: handover.Keeper) -> tuple[int, socket.socket]:
 
 
 def test_the_activated_spare_serves_the_listeners_held_after_its_fork(keeper: handover.Keeper) -> None:
-    handover.hold(handover.ENGINE, _listener())
+    handover.hold(handover.ENGINE, listener())
     keeper.drain()
     pid, sock = _standby(keeper)  # forked before the port below was published
-    srv = _listener()
+    srv = listener()
     port = srv.getsockname()[1]
     info = {"proto": "tcp", "host_ip": "127.0.0.1", "host_port": port}
     handover.hold(handover.port_key(("tcp", "127.0.0.1", port)), srv, info)
