@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
 from pymachine.hostvm import paths
@@ -22,6 +23,13 @@ from pymachine.hostvm.hostagent import events as evmod
 
 log = logging.getLogger(__name__)
 _LIVE: set[Task] = set()  # keeps tasks (and their relays) alive until their result is delivered
+
+
+def _receiver_alive(callback: Callable[..., Any] | None) -> bool:
+    """False when `callback` is a method of a Qt object already deleted (a panel or dialog closed while its
+    task ran): its answer is dropped, not delivered into a dead widget's model."""
+    owner = getattr(callback, "__self__", None)
+    return not isinstance(owner, QObject) or shiboken6.isValid(owner)
 
 
 class _Relay(QObject):
@@ -44,19 +52,21 @@ class _Relay(QObject):
 
     @Slot(object)
     def _progress(self, message: Any) -> None:
-        if self._on_progress:
+        if self._on_progress and _receiver_alive(self._on_progress):
             self._on_progress(message)
 
     @Slot(object)
     def _done(self, result: Any) -> None:
         _LIVE.discard(self.task)  # type: ignore[arg-type]
-        if self._on_done:
+        if self._on_done and _receiver_alive(self._on_done):
             self._on_done(result)
 
     @Slot(object)
     def _failed(self, exc: BaseException) -> None:
         _LIVE.discard(self.task)  # type: ignore[arg-type]
-        if self._on_failed:
+        if not _receiver_alive(self._on_failed):
+            log.debug("task failure after its receiver was deleted: dropped (%s)", exc)
+        elif self._on_failed:
             self._on_failed(exc)
         else:
             log.warning("background task failed: %s", exc)
