@@ -261,6 +261,17 @@ def commit(name: str, meta: dict[str, Any]) -> None:
 
 
 # -- save and resume, as `stop` and `start` call them --------------------------------------------------------
+def same_shares(configured: Any, started: Any) -> bool:
+    """config.json's shares against those state.json recorded at start: the same list of shares, whatever the
+    form (config.json leaves out `"sync": false`, state.json has every field; an old state has no `sync`)."""
+    from .config import Share
+
+    def norm(entries: Any) -> list[Share]:
+        return [Share.from_json(e) for e in entries or []]
+
+    return norm(configured) == norm(started)
+
+
 def save(
     name: str,
     drv: Any,
@@ -277,7 +288,7 @@ def save(
     answers None (no agent), the script runs over a connection of our own."""
     if not drv.capabilities.save_state:
         raise NotSaved(f"the {drv.name} driver cannot save a VM's state")
-    if config.get("shares") != started.get("shares"):
+    if not same_shares(config.get("shares"), started.get("shares")):
         raise NotSaved("the machine's shares changed since it started: they apply at a cold boot")
     from .machine_settings import pending
 

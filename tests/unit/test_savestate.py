@@ -110,3 +110,24 @@ def test_guest_scripts_name_each_share_and_its_own_filesystem() -> None:
     assert "-o nosuid,nodev,ro,trans=virtio" in remount
     assert savestate.quiesce_script([devs[2]]) == "sync"
     assert savestate.clock_command(1700000000.5) == "date -s @1700000000.500 >/dev/null"
+
+
+def test_the_shares_started_with_match_config_json_in_either_form() -> None:
+    """state.json records every field of a share; config.json leaves out `"sync": false` (and an old state or
+    a hot-plugged share has no `sync`): the same shares must not make `stop` shut down instead of saving (CI:
+    every resume test shut down after sync shares came in)."""
+    from pymachine.hostvm.savestate import same_shares
+
+    configured = [
+        {"path": "/home/me", "readonly": False},
+        {"path": "/srv/big", "readonly": False, "sync": True},
+    ]
+    started = [
+        {"path": "/home/me", "readonly": False, "sync": False},
+        {"path": "/srv/big", "readonly": False, "sync": True},
+    ]
+    assert same_shares(configured, started)
+    assert same_shares(None, [])
+    assert not same_shares(configured, started[:1])
+    assert not same_shares([{"path": "/home/me", "readonly": True}], started[:1])
+    assert not same_shares([{"path": "/srv/big", "readonly": False}], started[1:])  # a live share became sync
