@@ -62,8 +62,11 @@ class Layout:
 
 def settings(name: str) -> str:
     """agent.json: ports published without a HostIp bind to the host's loopback, where the SSH link reaches
-    them; nothing is opened on the host's network unless a user asks for an address."""
-    return json.dumps({"machine": name, "default_host_ip": DEFAULT_HOST_IP}) + "\n"
+    them; nothing is opened on the host's network unless a user asks for an address. No young ports
+    (network/young.py): their redirect to a relay is local delivery, which the guard's forward hook never
+    sees, and the relay listens on every address of a host with a network of its own; the SSH path that
+    serves an ssh machine's ports retries a young port's refused connects itself."""
+    return json.dumps({"machine": name, "default_host_ip": DEFAULT_HOST_IP, "young_ports": False}) + "\n"
 
 
 GUARD_TABLE = "pymachine_guard"

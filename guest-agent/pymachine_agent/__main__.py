@@ -142,6 +142,7 @@ def serve(
         insecure_registries=settings.get("insecure_registries", []),
         default_host_ip=default_host_ip(settings),
         shares=Shares.from_settings(settings, engine_socket=str(socket_path)),
+        young_ports=bool(settings.get("young_ports", True)),
     )
     engine.start()
     timeouts = Timeouts(**settings.get("api_timeouts", {}))

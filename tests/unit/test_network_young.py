@@ -37,3 +37,27 @@ def test_listening_sees_a_listener_on_any_address_and_nothing_else():
 
 def test_listening_of_a_gone_process_is_none():
     assert listening(2**22 + 12345, 80) is None  # above pid_max's ceiling: no such process
+
+
+def test_an_ssh_provisioned_host_has_no_young_ports():
+    """On a host with a network of its own the redirect to a relay would be local delivery, past the guard's
+    forward hook, and the relay listens on every address: remote_install's agent.json turns young ports off
+    (CI: test_remote_ssh reached a young port through the remote host's own address)."""
+    import json
+
+    from pymachine.hostvm import remote_install
+    from pymachine_agent.network.endpoints import PortHolder
+    from pymachine_agent.network.model import PublishedPort
+
+    assert json.loads(remote_install.settings("m"))["young_ports"] is False
+    port = PublishedPort("c1", "tcp", "127.0.0.1", 8080, "172.17.0.2", 80)
+    off, on = PortHolder(young=False), PortHolder()
+    with socket.socket() as a, socket.socket() as b:
+        off.add("c1", a, port, proxy=False, pid=os.getpid())
+        on.add("c1", b, port, proxy=False, pid=os.getpid())
+        try:
+            assert off.young() == {} and off.held["c1"] == [a]
+            assert list(on.young()) == [8080]
+        finally:
+            for holder in on.held["c1"][1:]:
+                holder.close()

@@ -53,6 +53,7 @@ class Engine:
         insecure_registries: Iterable[str] = (),
         default_host_ip: str = "",
         shares: Shares | None = None,
+        young_ports: bool = True,
     ) -> None:
         """`default_host_ip`: where a port published without a HostIp is bound, as `docker ps`/inspect show
         it. Inside a machine the host agent listens on 127.0.0.1 for those (published ports stay on the
@@ -71,7 +72,11 @@ class Engine:
         # registries (host[:port]) reached over plain HTTP, from agent.json (loopback ones always are)
         image_store = ImageStore(self.state_dir / "images", insecure_registries=insecure_registries)
         self.network: NetworkManager | None = (
-            NetworkManager(self.state_dir / "network", default_host_ip=default_host_ip) if network else None
+            NetworkManager(
+                self.state_dir / "network", default_host_ip=default_host_ip, young_ports=young_ports
+            )
+            if network
+            else None
         )
         self.runtime = Runtime(self.state_dir / "runtime")
         records = ContainerRecords(self.runtime, self.network)

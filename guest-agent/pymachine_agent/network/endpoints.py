@@ -116,9 +116,10 @@ class PortHolder:
     the relays of young TCP ports (young.py). `on_grown`: a young port's server listens now, render the table
     again (called from the relay's thread, without any lock held)."""
 
-    def __init__(self, on_grown: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, on_grown: Callable[[], None] = lambda: None, young: bool = True) -> None:
         self.held: dict[str, list[Any]] = {}
         self.on_grown = on_grown
+        self.young_ports = young  # off on an ssh-provisioned host (remote_install.settings says why)
 
     def add(
         self, container_id: str, sock: socket.socket, port: PublishedPort, proxy: bool, pid: int = 0
@@ -130,7 +131,7 @@ class PortHolder:
             target = (port.container_ip, port.container_port)
             holder = TcpProxy(sock, target) if port.proto == "tcp" else UdpProxy(sock, target)
         self.held.setdefault(container_id, []).append(holder)
-        if pid and not proxy and port.proto == "tcp":
+        if pid and self.young_ports and not proxy and port.proto == "tcp":
             try:
                 self.held[container_id].append(YoungPort(pid, port, self.on_grown))
             except OSError as exc:  # no relay: the port is DNAT'd at once, as before young ports

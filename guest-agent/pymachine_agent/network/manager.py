@@ -71,8 +71,10 @@ class NetworkManager:
         upstream_dns: Sequence[str] | None = None,
         guest_resolv_conf: Path = Path("/etc/resolv.conf"),
         default_host_ip: str = "",
+        young_ports: bool = True,
     ) -> None:
-        """`port_mode` is "dnat" (nftables, the default: measured faster, see docs/networking.md) or "proxy"
+        """`young_ports`: a TCP port answers before the container's server listens (young.py).
+        `port_mode` is "dnat" (nftables, the default: measured faster, see docs/networking.md) or "proxy"
         (a userland relay thread per port). `upstream_dns` ("ip" or "ip:port") is where the embedded DNS
         forwards names it does not own; None reads the nameservers of `guest_resolv_conf`.
         `default_host_ip` is the address a port published without a HostIp is really bound to, as the
@@ -104,7 +106,7 @@ class NetworkManager:
         self.endpoints = Records(self.state_dir / "endpoints")
         self.containers = Records(self.state_dir / "containers")
         self.live: dict[str, dict[str, Any]] = {}
-        self.holder = PortHolder(self._grown)
+        self.holder = PortHolder(self._grown, young=young_ports)
         self.dns = DnsServer(self._resolve, self._upstreams(upstream_dns), self._container_upstreams)
         self.wiring = Wiring(
             table=self.table,
