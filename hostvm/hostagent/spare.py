@@ -18,7 +18,6 @@ connections to tell a user's login from the agent's own link and subtracts the s
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -33,6 +32,7 @@ from typing import NoReturn
 import paramiko
 
 from .. import locks, paths
+from . import events
 from .handover import Keeper
 
 DISABLE_ENV = "PYMACHINE_SPARE_LINK"
@@ -142,7 +142,7 @@ def _standby(
 
     connect = machine_connect(name)
     link = _SpareLink(connect, mp.agent_spare_pid)
-    since = _size(mp.events)
+    since = events.end_offset(mp.events)
 
     def run_after_ready() -> None:
         # Not while the machine boots: under emulation a second SSH handshake then takes guest CPU from the
@@ -164,35 +164,15 @@ def _standby(
     return become(name, first_then_fresh)
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _wait_for_ready(events: Path, offset: int, deadline: float) -> None:
+def _wait_for_ready(path: Path, offset: int, deadline: float) -> None:
     """Until the agent's event log gets a `state: ready` after `offset` (the log's size when the spare was
     forked; a rotated log is read from its start), or the deadline passes."""
     while time.monotonic() < deadline:
-        if _size(events) < offset:
+        if events.end_offset(path) < offset:
             offset = 0
-        try:
-            with open(events, "rb") as fh:
-                fh.seek(offset)
-                for line in fh.read().splitlines():
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        continue
-                    if (
-                        isinstance(event, dict)
-                        and event.get("type") == "state"
-                        and event.get("state") == "ready"
-                    ):
-                        return
-        except OSError:
-            pass
+        found, offset = events.read_events(path, offset)
+        if any(e.type == "state" and e.get("state") == "ready" for e in found):
+            return
         time.sleep(0.5)
 
 

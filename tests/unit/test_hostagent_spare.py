@@ -99,7 +99,7 @@ def test_the_spare_connects_only_after_the_agent_said_ready(tmp_path: Path) -> N
     assert done.wait(10)
     waiter.join()
     events.write_text("")  # rotated: read from its start
-    assert spare._size(events) == 0
+    assert spare.events.end_offset(events) == 0
     started = time.monotonic()
     spare._wait_for_ready(events, offset, started + 1)  # nothing comes: gives up at the deadline
     assert time.monotonic() - started >= 1
