@@ -338,6 +338,7 @@ class SyncShares:
         self.state_file = machine_dir / "sync-state.json"
         self.emit = on_event
         self.stopping = threading.Event()
+        self.state_lock = threading.Lock()
         self.shares = {
             p: SyncShare(p, machine_dir / "sync", self.write_state, lambda p=p: self._lost(p)) for p in paths
         }
@@ -351,7 +352,11 @@ class SyncShares:
             self.write_state()
 
     def write_state(self) -> None:
-        store.write_json(self.state_file, {p: s.snapshot() for p, s in self.shares.items()})
+        # Snapshot and write under one lock: the reader thread and start() report within moments of each
+        # other ("mounted" arrives, then "in sync" is set), and an unserialized older snapshot could be
+        # renamed over the newer one, leaving `mount list` at "syncing" until the next change (CI).
+        with self.state_lock:
+            store.write_json(self.state_file, {p: s.snapshot() for p, s in self.shares.items()})
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [s.snapshot() for s in self.shares.values()]

@@ -267,3 +267,34 @@ def test_a_change_lost_with_the_channel_is_not_taken_for_agreed(tmp_path: Path) 
     s.confirm(s.mark)
     s.save_base()
     assert s.load_base() == host
+
+
+def test_the_last_state_reported_is_the_one_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader thread reports "syncing" (a mark arrived) while start() sets "in sync" and reports too: the
+    older snapshot, however slow its write, must never land over the newer one (CI: `mount list` stayed at
+    "syncing" with the copy in place)."""
+    from pymachine.hostvm import store
+    from pymachine.hostvm.hostagent import syncshare
+
+    share_dir = tmp_path / "proj"
+    share_dir.mkdir()
+    real_write = store.write_json
+
+    def slow_for_syncing(path: Path, data: object) -> None:
+        if isinstance(data, dict) and any(v.get("state") == "syncing" for v in data.values()):
+            time.sleep(0.3)  # the older writer is descheduled between its snapshot and its rename
+        real_write(path, data)
+
+    monkeypatch.setattr(syncshare.store, "write_json", slow_for_syncing)
+    shares = syncshare.SyncShares([str(share_dir)], tmp_path, lambda **_: None)
+    try:
+        share = shares.shares[str(share_dir)]
+        share.state = "syncing"
+        older = threading.Thread(target=share.report)
+        older.start()
+        time.sleep(0.05)  # the older snapshot is taken
+        share._set("in sync")
+        older.join()
+        assert store.read_json(tmp_path / "sync-state.json", {})[str(share_dir)]["state"] == "in sync"
+    finally:
+        shares.stop()
