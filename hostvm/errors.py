@@ -54,12 +54,21 @@ class HostKeyMismatch(PymachineError):
 
 
 class StageFailed(PymachineError):
-    """A staged operation (start) failed at `stage`; `cause` is the error inside it (HostKeyMismatch, …)."""
+    """A staged operation (start) failed at `stage`; `cause` is the error inside it (HostKeyMismatch, …).
 
-    def __init__(self, stage: StageProgress, cause: BaseException, hint: str, log_path: Path | str) -> None:
+    `hint` is the most specific one: the cause's own where it has one ("the image cache was cleared: …"), else
+    the stage's generic `stage_hint` ("the hypervisor did not start the VM: …"). Both joined read as one
+    line of two contradicting advices; the stage's stays in `stage_hint` for a front end that wants it."""
+
+    def __init__(
+        self, stage: StageProgress, cause: BaseException, stage_hint: str, log_path: Path | str
+    ) -> None:
         why = cause.message if isinstance(cause, PymachineError) else f"{type(cause).__name__}: {cause}"
-        super().__init__(f"stage {stage.step} of {stage.total}: {stage.name} failed: {why}", hint, log_path)
-        self.stage, self.cause = stage, cause
+        own = cause.hint if isinstance(cause, PymachineError) else ""
+        super().__init__(
+            f"stage {stage.step} of {stage.total}: {stage.name} failed: {why}", own or stage_hint, log_path
+        )
+        self.stage, self.cause, self.stage_hint = stage, cause, stage_hint
 
 
 class NotFoundError(PymachineError):

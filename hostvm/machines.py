@@ -640,9 +640,7 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                 except Exception as exc:  # any failure inside a stage is reported as that stage's failure
                     failed = StageProgress(i, len(stages), stage.name, "failed", time.monotonic() - started)
                     say(failed)
-                    hint = exc.hint + "; " if isinstance(exc, PymachineError) and exc.hint else ""
-                    hint += stage.hint.replace("NAME", name)
-                    raise StageFailed(failed, exc, hint, mp.console_log) from exc
+                    raise StageFailed(failed, exc, stage.hint.replace("NAME", name), mp.console_log) from exc
                 say(StageProgress(i, len(stages), stage.name, "done", time.monotonic() - started))
             for problem in resume_work.wait(time.monotonic() + 60) if resume_work else ():
                 say(f"warning: {problem}")

@@ -1,0 +1,53 @@
+"""A failed start shows one hint: the failure's own where it has one, else its stage's generic one."""
+
+from __future__ import annotations
+
+import pytest
+
+from pymachine.app.cli import main as cli
+from pymachine.hostvm import config as cfgmod
+from pymachine.hostvm import machines, paths, store
+from pymachine.hostvm.errors import PymachineError, StageFailed
+from pymachine.hostvm.progress import StageProgress
+
+DOMAIN_UP_HINT = next(s.hint for s in machines.STAGES if s.name == "domain up")
+
+
+def _machine_with_a_gone_image(home, name: str) -> None:  # type: ignore[no-untyped-def]
+    mp = paths.machine(name)
+    mp.dir.mkdir(parents=True)
+    gone = {k: str(home / "gone" / k) for k in ("kernel", "initrd", "disk")}
+    cfg = cfgmod.MachineConfig(
+        name=name, cpus=1, memory=cfgmod.DEFAULT_MEMORY, disk=cfgmod.DEFAULT_DISK, driver="qemu", image=gone
+    )
+    store.write_json(mp.config, cfg.to_json())
+    store.write_json(mp.state, {"settings": {"disk": cfg.disk}})  # no disk to grow: it was made that size
+    for key in (mp.ssh_key, mp.host_key):  # the seed is written before the image is looked for
+        key.write_text("key")
+        (key.parent / (key.name + ".pub")).write_text("ssh-ed25519 AAAA key")
+
+
+def test_a_start_whose_image_is_gone_says_only_how_to_recreate(pymachine_home, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The real start path: its first stage fails with an error that knows why (the image cache is gone)."""
+    _machine_with_a_gone_image(pymachine_home, "hint1")
+    with pytest.raises(StageFailed) as failed:
+        machines.start("hint1")
+    assert failed.value.hint == failed.value.cause.hint  # type: ignore[attr-defined]
+    assert failed.value.hint.startswith("the image cache was cleared")
+    assert "hypervisor" not in failed.value.hint and ";" not in failed.value.hint
+    assert failed.value.stage_hint == DOMAIN_UP_HINT
+    # the CLI renders that one value: one hint line, the specific one
+    _machine_with_a_gone_image(pymachine_home, "hint2")
+    assert cli.main(["start", "hint2"]) != 0
+    err = capsys.readouterr().err
+    hints = [line for line in err.splitlines() if line.startswith("hint:")]
+    assert hints == [f"hint: {failed.value.hint}"], err
+    assert "stage 1 of" in err and "base image" in err
+
+
+def test_a_failure_without_its_own_hint_gets_the_stage_hint() -> None:
+    stage = StageProgress(3, 5, "ssh auth", "failed", 1.0)
+    for cause in (TimeoutError("no login"), PymachineError("no login")):
+        failed = StageFailed(stage, cause, "sshd refused the machine's key", "/tmp/console.log")
+        assert failed.hint == "sshd refused the machine's key"
+        assert failed.render().count("hint:") == 1
