@@ -86,18 +86,21 @@ def client(
         return docker.DockerClient(base_url=address, version=API_VERSION, timeout=300)
 
 
+IMAGE_MISSING_HINT = (
+    "this machine has no registry access: load the image (pymachine load -i FILE) or pull it "
+    "from a registry you run (e.g. localhost:5000/...)"
+)
+
+
 @contextlib.contextmanager
-def api_errors(what: str = "", hint: str = "") -> Iterator[None]:
+def api_errors(what: str = "", hint: str = "", missing: str = IMAGE_MISSING_HINT) -> Iterator[None]:
     """docker-py's failures as a message and a hint (`hint` for an engine's refusal, when the caller knows
-    what a person can do about it)."""
+    what a person can do about it; `missing` for an image that is not there, fit to the operation: how to
+    get it for one that needs it, but nothing to do for a remove)."""
     try:
         yield
     except docker.errors.ImageNotFound as exc:
-        raise NotFoundError(
-            f"{what + ': ' if what else ''}{_explain(exc)}",
-            hint="this machine has no registry access: load the image (pymachine load -i FILE) or pull it "
-            "from a registry you run (e.g. localhost:5000/...)",
-        ) from exc
+        raise NotFoundError(f"{what + ': ' if what else ''}{_explain(exc)}", hint=missing) from exc
     except docker.errors.NotFound as exc:
         raise NotFoundError(f"{what + ': ' if what else ''}{_explain(exc)}") from exc
     except docker.errors.APIError as exc:

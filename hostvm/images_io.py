@@ -130,6 +130,19 @@ def ensure_image(dc: Any, reference: str, policy: str = "missing", progress: Pro
     pull(dc, reference, say)
 
 
+LISTED_HINT = "see 'pymachine images' for the images the machine has"
+REMOVE_MISSING_HINT = f"nothing to remove: {LISTED_HINT}"
+
+
+def remove(dc: Any, reference: str, force: bool = False) -> list[tuple[str, str]]:
+    """`docker rmi`: untag `reference` (the image goes with its last tag). Returns the engine's report as
+    ("Untagged" | "Deleted", name or id) pairs. A tag that is already gone is docker's "No such image", with
+    no advice to load or pull it: there is nothing to do."""
+    with containers.api_errors(f"removing {reference}", missing=REMOVE_MISSING_HINT):
+        report = dc.api.remove_image(reference, force=force)
+    return [(kind, str(value)) for item in report or () for kind, value in item.items()]
+
+
 # -- load / save --------------------------------------------------------------------------------------------
 class _CountingReader:
     """A file that reports how much of it has been read: requests sends it with Content-Length (from
@@ -180,7 +193,7 @@ def save(dc: Any, images: list[str], out: BinaryIO, progress: Progress | None = 
     """`docker save`: the images as one docker-archive tarball written to `out`; returns its size."""
     say = progress or quiet
     name = ", ".join(images)
-    with containers.api_errors(f"saving {name}"):
+    with containers.api_errors(f"saving {name}", missing=LISTED_HINT):  # it is there to save, or a typo
         total = sum(int(dc.images.get(i).attrs.get("Size") or 0) for i in images)  # an estimate: layers
         done = 0
         for chunk in dc.api.get_image(images[0]) if len(images) == 1 else _get_images(dc, images):

@@ -1,5 +1,5 @@
-"""Container verbs: run, ps, logs, exec, rm, build, images, pull, load, save, docker-env (top level) and the
-same plus `stop` under `pymachine container …` (a top-level `stop` is the machine's). Rendering only: the
+"""Container verbs: run, ps, logs, exec, rm, build, images, rmi, pull, load, save, docker-env (top level) and
+the same plus `stop` under `pymachine container …` (a top-level `stop` is the machine's). Rendering only: the
 work is docker-py through `pymachine.hostvm.containers` and `pymachine.hostvm.images_io`."""
 
 from __future__ import annotations
@@ -120,6 +120,10 @@ def _add_verbs(sub: argparse._SubParsersAction, include_stop: bool) -> None:
 
     p = verb("images", _images, "list images", fmt=True)
     p.add_argument("-q", "--quiet", action="store_true", help="only the image ids")
+
+    p = verb("rmi", _rmi, "remove images (untag; an image goes with its last tag)")
+    p.add_argument("-f", "--force", action="store_true", help="also one that stopped containers use")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
 
     p = verb("pull", _pull, "pull an image (the builtin pymachine/* images are built locally)", fmt=True)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the image name")
@@ -402,6 +406,20 @@ def _images(args: argparse.Namespace) -> int:
             r["Size"] = human_size(int(r["Size"] or 0))
     _emit(args, rows, [c for c in IMAGE_COLUMNS if args.format != "table" or c[1] != "Created"])
     return 0
+
+
+def _rmi(args: argparse.Namespace) -> int:
+    """As `docker rmi`: every image is tried, each failure reported; the status says whether any failed."""
+    dc = _client(args)
+    failed = 0
+    for ref in args.images:
+        try:
+            for kind, value in images_io.remove(dc, ref, force=args.force):
+                print(f"{kind}: {value}")
+        except PymachineError as exc:
+            print(exc.render(), file=sys.stderr)
+            failed = exc.exit_code
+    return failed
 
 
 def _pull(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from pymachine.hostvm.config import DEFAULT_NAME
 
 MACHINE_VERBS = ("start", "stop", "restart", "delete", "inspect", "ssh", "ssh-config", "docker-env", "mount")
 CONTAINER_VERBS = ("logs", "exec", "rm")
-IMAGE_VERBS = ("run", "pull", "save")
+IMAGE_VERBS = ("run", "rmi", "pull", "save")
 NAME_SOURCES = ((MACHINE_VERBS, "machines"), (CONTAINER_VERBS, "containers"), (IMAGE_VERBS, "images"))
 
 

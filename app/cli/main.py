@@ -48,7 +48,7 @@ HELP_GROUPS = (
         ),
     ),
     ("containers", ("run", "ps", "logs", "exec", "rm", "build", "container")),
-    ("images", ("images", "pull", "load", "save", "image")),
+    ("images", ("images", "rmi", "pull", "load", "save", "image")),
     ("apps", ("app",)),
 )
 EXAMPLES = """\

@@ -264,8 +264,7 @@ class ImagesPanel(EngineTab, QWidget):
 
         def remover(ref: str) -> Any:
             def work() -> None:
-                with containers.api_errors(f"removing {ref}"):
-                    dc.images.remove(ref)
+                images_io.remove(dc, ref)
 
             return work
 
