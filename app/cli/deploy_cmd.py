@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shlex
 import sys
 from typing import Any
 
@@ -92,7 +93,11 @@ def _create(args: argparse.Namespace) -> int:
     print("deploy it from your project's folder (a Dockerfile or a compose.yaml; the app listens on $PORT):")
     for line in made.commands:
         print(f"  {line}")
-    if not made.helper_found:
+    if not made.helper_found and made.helper_folder:  # shipped beside pymachine, outside PATH
+        print(f"note: git runs {repo.HELPER} for {made.remote}; it is in {made.helper_folder}, not on PATH:")
+        print(f'  export PATH={shlex.quote(made.helper_folder)}:"$PATH"')
+        print("or add the app's repository on this computer instead:")
+    elif not made.helper_found:
         print(f"note: git runs {repo.HELPER} for {made.remote}, and it is not on PATH; put the folder of")
         print("  pymachine's own executable on PATH, or add the app's repository on this computer instead:")
     else:

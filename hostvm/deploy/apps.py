@@ -22,6 +22,7 @@ class Created:
     commands: list[str]  # what to paste into the project
     local_command: str  # the `git remote add` of the repository on this computer instead
     helper_found: bool  # git-remote-pymachine is on PATH (else git cannot use `remote`)
+    helper_folder: str = ""  # where one is when PATH lacks it (beside pymachine's executable): add it to PATH
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,14 @@ def create(name: str, machine: str, port: int = 8080, service: str = "", compose
     except BaseException:
         shutil.rmtree(paths.app(name).dir, ignore_errors=True)
         raise
+    helper, folder = repo.find_helper()
     return Created(
         app,
         repo.remote_url(name),
         repo.remote_commands(name),
         repo.local_remote_command(name),
-        shutil.which(repo.HELPER) is not None,
+        helper is not None,
+        folder,
     )
 
 

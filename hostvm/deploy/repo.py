@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -46,6 +47,29 @@ def create(name: str) -> Path:
 
 
 HELPER = "git-remote-pymachine"
+
+
+def find_helper(argv0: str | None = None) -> tuple[str | None, str]:
+    """(the helper git will run: found on PATH; else None, the folder beside this pymachine that holds one).
+
+    git looks for `git-remote-pymachine` on PATH only. A bundle (PyInstaller) or a venv ships it beside
+    pymachine's own executable, and a person who linked only `pymachine` into PATH has it there without git
+    seeing it: then the folder to add is named ("" when there is none)."""
+    on_path = shutil.which(HELPER)
+    if on_path:
+        return on_path, ""
+    # the bundle's executable (or the venv's python), through its links, and the script run (a console
+    # script linked into PATH: /usr/local/bin/pymachine -> /opt/pymachine/bin/pymachine)
+    script = sys.argv[0] if argv0 is None else argv0
+    places = [
+        sys.executable,
+        os.path.realpath(sys.executable),
+        *([os.path.realpath(script)] if script else []),
+    ]
+    for folder in dict.fromkeys(os.path.dirname(p) for p in places):
+        if folder and shutil.which(HELPER, path=folder):
+            return None, folder
+    return None, ""
 
 
 def remote_url(name: str) -> str:

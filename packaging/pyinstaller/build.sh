@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the PyInstaller one-folder bundle (OUTDIR/pymachine/: `pymachine`, `pymachine-gui` and their Python and
-# Qt) from this checkout.
+# Build the PyInstaller one-folder bundle (OUTDIR/pymachine/: `pymachine`, `pymachine-gui`, `git-remote-pymachine`
+# and their Python and Qt) from this checkout.
 #   packaging/pyinstaller/build.sh [OUTDIR]      (default: dist/)
 # The package is installed from its wheel into a throwaway venv (PyInstaller cannot follow an editable
 # install); on Debian the venv sees the system site-packages for python3-libvirt, which the bundle then carries.

@@ -63,3 +63,55 @@ def test_host_agent_entry_runs_the_agent_module(bundle: Path, tmp_path: Path) ->
     run = _run(bundle, tmp_path, "pymachine", "-m", "pymachine.hostvm.hostagent")
     assert run.returncode == 2
     assert "usage: python -m pymachine.hostvm.hostagent NAME" in run.stderr
+
+
+def test_git_runs_the_bundles_remote_helper(bundle: Path, tmp_path: Path) -> None:
+    """`app create` from the bundle: git finds `git-remote-pymachine` beside `pymachine` and runs it (`list`
+    of an app with nothing deployed); with only `pymachine` linked into PATH, it names the folder to add."""
+    import json
+    import socket
+
+    from pymachine.hostvm import config as cfgmod
+
+    machine = tmp_path / "pm" / "m" / "dev"  # a created machine's settings; app create needs no VM
+    machine.mkdir(parents=True)
+    cfg = cfgmod.MachineConfig(
+        name="dev", cpus=1, memory=cfgmod.DEFAULT_MEMORY, disk=cfgmod.DEFAULT_DISK, driver="qemu"
+    )
+    (machine / "config.json").write_text(json.dumps(cfg.to_json()))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    linked = tmp_path / "bin"
+    linked.mkdir()
+    (linked / "pymachine").symlink_to(bundle / "pymachine")
+    made = _run(linked, tmp_path, "pymachine", "app", "create", "web", "--machine", "dev", "--port", port)
+    assert made.returncode == 0, made.stderr
+    assert f'export PATH={bundle}:"$PATH"' in made.stdout, made.stdout
+
+    env = {
+        "PATH": f"{bundle}:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": str(tmp_path),
+        "PYMACHINE_HOME": str(tmp_path / "pm"),
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    project = tmp_path / "project"
+    project.mkdir()
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["remote", "add", "pymachine", "pymachine::web"],
+        ["ls-remote", "pymachine"],
+    ):
+        done = subprocess.run(
+            ["git", *args], cwd=project, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, (args, done.stderr)
+    missing = subprocess.run(
+        ["git", "ls-remote", "pymachine::nosuch"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode != 0 and "app 'nosuch' does not exist" in missing.stderr, missing.stderr
