@@ -7,6 +7,7 @@ import base64
 import http.client
 import json
 import re
+import socket
 import ssl
 import urllib.parse
 from dataclasses import dataclass, field
@@ -22,6 +23,13 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     """`Bearer realm="…",service="…",scope="…"` -> ("bearer", {...}) (pure; unit-tested)."""
     scheme, _, rest = header.strip().partition(" ")
     return scheme.lower(), dict(_CHALLENGE_PARAM.findall(rest))
+
+
+def connect_error_text(err: OSError, host: str) -> str:
+    """Why the registry could not be reached, as docker words it (`lookup HOST: …`), without Python's
+    `[Errno -3]` prefix (pure; unit-tested). TLS errors keep their whole text: it names the certificate."""
+    why = str(err) if isinstance(err, ssl.SSLError) or not err.strerror else err.strerror
+    return f"lookup {host}: {why}" if isinstance(err, socket.gaierror) else why
 
 
 def registry_error_text(body: bytes) -> str:
@@ -134,7 +142,9 @@ class RegistryClient:
                 resp = conn.getresponse()
             except OSError as err:
                 conn.close()
-                raise RegistryError(f'{method} "{url}": {err}') from err
+                raise RegistryError(
+                    f'{method} "{url}": {connect_error_text(err, parts.hostname or "")}'
+                ) from err
             if resp.status in _REDIRECTS and "Location" in resp.headers and method in ("GET", "HEAD"):
                 target = urllib.parse.urljoin(url, resp.headers["Location"])
                 resp.read()
