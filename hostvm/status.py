@@ -72,6 +72,14 @@ def state_label(machine: Any, status: dict[str, Any] | None) -> str:
     return f"{machine.state} (idle, paused)" if paused else str(machine.state)
 
 
+def not_running(machine: Machine) -> PymachineError:
+    """The refusal of a verb that needs `machine` running, its state in the words `list` uses ("saved")."""
+    name = machine.name
+    return PymachineError(
+        f"machine '{name}' is {state_label(machine, None)}", hint=f"start it: pymachine start {name}"
+    )
+
+
 @dataclass(frozen=True)
 class PortForward:
     """One published port as the host agent carries it: `path` "qemu" (QEMU's user network listens on the

@@ -50,11 +50,12 @@ def client_version() -> str:
 def engine_version(machine: str) -> EngineVersion:
     """The running machine's engine version; PymachineError when it is not running or does not answer."""
     from . import containers, machines
-    from .errors import PymachineError
 
     m = machines.get(machine)
     if m.state != "running":
-        raise PymachineError(f"machine '{machine}' is {m.state}")
+        from .status import not_running
+
+        raise not_running(m)
     dc = containers.client(machine, ensure=False)
     with containers.api_errors():
         body = dc.api.version()

@@ -165,9 +165,9 @@ def _client(args: argparse.Namespace, create: bool = False):  # type: ignore[no-
 
     machine = machines.get(args.machine)  # NotFoundError with a hint when it does not exist
     if machine.state != "running":
-        raise PymachineError(
-            f"machine '{args.machine}' is {machine.state}", hint=f"start it: pymachine start {args.machine}"
-        )
+        from pymachine.hostvm.status import not_running
+
+        raise not_running(machine)
     launcher.ensure_running(args.machine, _progress)  # repairs a dead host agent
     render.finish()
     return containers.client(args.machine, ensure=False)

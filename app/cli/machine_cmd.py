@@ -13,7 +13,6 @@ from pymachine.app.cli import formats, remote_cmd, render
 from pymachine.hostvm import doctor, machines, paths, share_hotplug, ssh
 from pymachine.hostvm import status as statusmod
 from pymachine.hostvm.config import DEFAULT_NAME, SHARE_TRANSPORTS, format_size, with_settings
-from pymachine.hostvm.errors import PymachineError
 from pymachine.hostvm.machine_settings import pending_summary
 from pymachine.hostvm.status import engine_summary, link_state, state_label  # noqa: F401 - the CLI's API
 
@@ -239,7 +238,7 @@ def _ssh(args: argparse.Namespace) -> int:
     name, command = split_ssh_args(args.rest)
     m = machines.get(name)
     if m.state != "running":
-        raise PymachineError(f"machine '{name}' is {m.state}", hint=f"start it: pymachine start {name}")
+        raise statusmod.not_running(m)
     machines.wake(name, "pymachine ssh")  # a machine the resource saver paused answers no SSH until resumed
     argv = ssh.ssh_argv(name, command or None)
     sys.stdout.flush()

@@ -1,0 +1,37 @@
+"""A verb that needs a running machine names its state as `list` does: a machine that `stop` saved is
+"saved" (the next start resumes it) in `ps`, `ssh` and `version`, not "stopped" beside a `list` that says
+saved."""
+
+from __future__ import annotations
+
+import pytest
+
+from pymachine.app.cli import main as cli
+from pymachine.hostvm import config as cfgmod
+from pymachine.hostvm import machines, paths, savestate, store
+
+
+def _saved_machine(name: str) -> None:
+    mp = paths.machine(name)
+    mp.dir.mkdir(parents=True)
+    cfg = cfgmod.MachineConfig(
+        name=name, cpus=1, memory=cfgmod.DEFAULT_MEMORY, disk=cfgmod.DEFAULT_DISK, driver="qemu"
+    )
+    store.write_json(mp.config, cfg.to_json())
+    saved = savestate.files(name)
+    saved.meta.parent.mkdir(parents=True, exist_ok=True)
+    store.write_json(saved.meta, {"size": 1, "saved_at": 0})
+    saved.state.write_bytes(b"state")
+
+
+@pytest.mark.parametrize("argv", [["ps", "--machine", "sv"], ["ssh", "sv", "--", "true"], ["version"]])
+def test_a_saved_machine_is_called_saved(pymachine_home, capsys, monkeypatch, argv: list[str]) -> None:  # type: ignore[no-untyped-def]
+    _saved_machine("sv")
+    monkeypatch.setenv("PYMACHINE_MACHINE", "sv")
+    assert machines.get("sv").state == "stopped" and machines.get("sv").saved_state
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    said = out + err  # version prints the client's part, and the machine's state where the engine's would be
+    assert "machine 'sv' is saved" in said and "is stopped" not in said, said
+    if argv[0] != "version":
+        assert code == 1 and "hint: start it: pymachine start sv" in err
