@@ -66,10 +66,21 @@ def exists(name: str) -> bool:
 def load_config(name: str) -> cfgmod.MachineConfig:
     data = store.read_json(paths.machine(name).config)
     if data is None:
-        raise NotFoundError(
-            f"machine '{name}' does not exist", hint="see 'pymachine list', or 'pymachine create'"
-        )
+        raise NotFoundError(f"machine '{name}' does not exist", hint=_missing_hint(name))
     return cfgmod.MachineConfig.from_json(data)
+
+
+def _missing_hint(name: str) -> str:
+    """Name the machines there are: a newcomer whose one machine is not `default` learns how to pick it."""
+    root = paths.machines_dir()
+    names = sorted(d.name for d in root.iterdir() if (d / "config.json").exists()) if root.is_dir() else []
+    if not names:
+        return f"create it: pymachine create {name} --start"
+    pick = names[0] if len(names) == 1 else "NAME"
+    return (
+        f"the machines here: {', '.join(names)}; pick one with pymachine --machine {pick} … or "
+        f"export PYMACHINE_MACHINE={pick}; or create this one: pymachine create {name}"
+    )
 
 
 def driver_for(cfg: cfgmod.MachineConfig) -> Driver:

@@ -35,3 +35,16 @@ def test_a_saved_machine_is_called_saved(pymachine_home, capsys, monkeypatch, ar
     assert "machine 'sv' is saved" in said and "is stopped" not in said, said
     if argv[0] != "version":
         assert code == 1 and "hint: start it: pymachine start sv" in err
+
+
+def test_a_missing_default_machine_names_the_ones_there_are(pymachine_home, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("PYMACHINE_MACHINE", raising=False)
+    assert cli.main(["ps"]) == 1
+    assert "hint: create it: pymachine create default --start" in capsys.readouterr().err
+    _saved_machine("sv")  # a newcomer's one machine, not named default
+    assert cli.main(["ps"]) == 1
+    err = capsys.readouterr().err
+    assert "error: machine 'default' does not exist" in err
+    assert "the machines here: sv;" in err and "export PYMACHINE_MACHINE=sv" in err, err
+    assert cli.main(["--machine", "sv", "ps"]) == 1  # what the hint says reaches the machine
+    assert "machine 'sv' is saved" in capsys.readouterr().err
