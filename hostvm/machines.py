@@ -76,10 +76,12 @@ def _missing_hint(name: str) -> str:
     names = sorted(d.name for d in root.iterdir() if (d / "config.json").exists()) if root.is_dir() else []
     if not names:
         return f"create it: pymachine create {name} --start"
-    pick = names[0] if len(names) == 1 else "NAME"
+    if name != cfgmod.DEFAULT_NAME:  # named by the person: a typo, or one still to make
+        return f"the machines here: {', '.join(names)}; or create it: pymachine create {name}"
+    pick = names[0] if len(names) == 1 else "NAME"  # none named: say how to name one
     return (
-        f"the machines here: {', '.join(names)}; pick one with pymachine --machine {pick} … or "
-        f"export PYMACHINE_MACHINE={pick}; or create this one: pymachine create {name}"
+        f"the machines here: {', '.join(names)}; pick one: pymachine --machine {pick} …, or "
+        f"export PYMACHINE_MACHINE={pick}; or create it: pymachine create {name}"
     )
 
 
