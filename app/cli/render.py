@@ -15,7 +15,9 @@ from pymachine.hostvm.progress import BuildOutput, ByteProgress, LayerProgress, 
 from pymachine.hostvm.units import human_size
 
 
-def interactive(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> bool:
+def interactive(out: TextIO | None = None, err: TextIO | None = None) -> bool:
+    # the streams of the moment (not those of the import: a test's captured stream is closed by now)
+    out, err = out or sys.stdout, err or sys.stderr
     return out.isatty() and err.isatty() and os.environ.get("TERM") != "dumb"
 
 

@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.machine_files import write_machine
 
 from pymachine.app.cli import main as cli
-from pymachine.hostvm import config as cfgmod
-from pymachine.hostvm import paths, store
 from pymachine.hostvm.deploy import repo
 
 ENTRY = Path(__file__).resolve().parents[2] / "packaging" / "pyinstaller" / "entry.py"
@@ -83,12 +82,7 @@ def _free_port() -> int:
 def test_app_create_names_the_folder_to_put_on_path(
     pymachine_home, tmp_path: Path, monkeypatch, capsys
 ) -> None:  # type: ignore[no-untyped-def]
-    mp = paths.machine("dev")
-    mp.dir.mkdir(parents=True)
-    cfg = cfgmod.MachineConfig(
-        name="dev", cpus=1, memory=cfgmod.DEFAULT_MEMORY, disk=cfgmod.DEFAULT_DISK, driver="qemu"
-    )
-    store.write_json(mp.config, cfg.to_json())
+    write_machine("dev")
     bundle, bin_dir = _bundle(tmp_path)
     git = shutil.which("git")
     assert git is not None

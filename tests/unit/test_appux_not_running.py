@@ -5,19 +5,14 @@ saved."""
 from __future__ import annotations
 
 import pytest
+from support.machine_files import write_machine
 
 from pymachine.app.cli import main as cli
-from pymachine.hostvm import config as cfgmod
-from pymachine.hostvm import machines, paths, savestate, store
+from pymachine.hostvm import machines, savestate, store
 
 
 def _saved_machine(name: str) -> None:
-    mp = paths.machine(name)
-    mp.dir.mkdir(parents=True)
-    cfg = cfgmod.MachineConfig(
-        name=name, cpus=1, memory=cfgmod.DEFAULT_MEMORY, disk=cfgmod.DEFAULT_DISK, driver="qemu"
-    )
-    store.write_json(mp.config, cfg.to_json())
+    write_machine(name)
     saved = savestate.files(name)
     saved.meta.parent.mkdir(parents=True, exist_ok=True)
     store.write_json(saved.meta, {"size": 1, "saved_at": 0})

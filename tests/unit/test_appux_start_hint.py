@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from support.machine_files import write_machine
 
 from pymachine.app.cli import main as cli
 from pymachine.hostvm import config as cfgmod
-from pymachine.hostvm import machines, paths, store
+from pymachine.hostvm import machines, store
 from pymachine.hostvm.errors import PymachineError, StageFailed
 from pymachine.hostvm.progress import StageProgress
 
@@ -14,14 +15,10 @@ DOMAIN_UP_HINT = next(s.hint for s in machines.STAGES if s.name == "domain up")
 
 
 def _machine_with_a_gone_image(home, name: str) -> None:  # type: ignore[no-untyped-def]
-    mp = paths.machine(name)
-    mp.dir.mkdir(parents=True)
     gone = {k: str(home / "gone" / k) for k in ("kernel", "initrd", "disk")}
-    cfg = cfgmod.MachineConfig(
-        name=name, cpus=1, memory=cfgmod.DEFAULT_MEMORY, disk=cfgmod.DEFAULT_DISK, driver="qemu", image=gone
-    )
-    store.write_json(mp.config, cfg.to_json())
-    store.write_json(mp.state, {"settings": {"disk": cfg.disk}})  # no disk to grow: it was made that size
+    mp = write_machine(name, image=gone)
+    # no disk to grow: it was made that size
+    store.write_json(mp.state, {"settings": {"disk": cfgmod.DEFAULT_DISK}})
     for key in (mp.ssh_key, mp.host_key):  # the seed is written before the image is looked for
         key.write_text("key")
         (key.parent / (key.name + ".pub")).write_text("ssh-ed25519 AAAA key")
