@@ -63,12 +63,20 @@ class StageFailed(PymachineError):
     def __init__(
         self, stage: StageProgress, cause: BaseException, stage_hint: str, log_path: Path | str
     ) -> None:
-        why = cause.message if isinstance(cause, PymachineError) else f"{type(cause).__name__}: {cause}"
+        why = cause.message if isinstance(cause, PymachineError) else _plain(cause)
         own = cause.hint if isinstance(cause, PymachineError) else ""
         super().__init__(
             f"stage {stage.step} of {stage.total}: {stage.name} failed: {why}", own or stage_hint, log_path
         )
         self.stage, self.cause, self.stage_hint = stage, cause, stage_hint
+
+
+def _plain(cause: BaseException) -> str:
+    """An OS error in words with its file ("No such file or directory: /m/dev/ssh_key.pub"), not Python's
+    `FileNotFoundError: [Errno 2] …`; anything else keeps its type's name, which is all a bug report has."""
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror + (f": {cause.filename}" if cause.filename else "")
+    return f"{type(cause).__name__}: {cause}"
 
 
 class NotFoundError(PymachineError):

@@ -7,7 +7,7 @@ from support.machine_files import write_machine
 
 from pymachine.app.cli import main as cli
 from pymachine.hostvm import config as cfgmod
-from pymachine.hostvm import machines, store
+from pymachine.hostvm import machines, paths, store
 from pymachine.hostvm.errors import PymachineError, StageFailed
 from pymachine.hostvm.progress import StageProgress
 
@@ -48,3 +48,14 @@ def test_a_failure_without_its_own_hint_gets_the_stage_hint() -> None:
         failed = StageFailed(stage, cause, "sshd refused the machine's key", "/tmp/console.log")
         assert failed.hint == "sshd refused the machine's key"
         assert failed.render().count("hint:") == 1
+
+
+def test_an_os_error_inside_a_stage_reads_as_words(pymachine_home, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A machine folder that lost its SSH key: the seed cannot be written, and start says which file."""
+    _machine_with_a_gone_image(pymachine_home, "hint3")
+    key = paths.machine("hint3").ssh_key
+    (key.parent / (key.name + ".pub")).unlink()
+    assert cli.main(["start", "hint3"]) != 0
+    err = capsys.readouterr().err
+    assert f"domain up failed: No such file or directory: {key}.pub\n" in err, err
+    assert "Errno" not in err and "FileNotFoundError" not in err
