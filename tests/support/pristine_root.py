@@ -81,6 +81,10 @@ class PristineRoot:
         # trusts its own certifi, not the system store) is pointed at a copy. A user's machine needs neither.
         if Path(HOST_CA).exists():
             shutil.copy(HOST_CA, self.root / ROOT_CA.lstrip("/"))
+        # Only a checkout is copied: a copy of tests/ run from elsewhere once resolved REPO to /tmp and copied
+        # 33 GB of other runs' files into the root (the disk filled).
+        if not (REPO / "pyproject.toml").is_file() or not (REPO / "hostvm").is_dir():
+            raise RuntimeError(f"{REPO} is not a pymachine checkout: run the tests from one")
         shutil.copytree(REPO, self.root / self.src.lstrip("/"), ignore=IGNORE, symlinks=True)
         # dpkg without an fsync per file (as mmdebstrap and image builders run it): a throwaway root need not
         # survive a power cut, and the install takes half the time on this shared disk.
