@@ -250,6 +250,33 @@ class Request:
         return out
 
 
+class BodyFile:
+    """A request body as a readable file (`read(n)` gives at most n bytes, b"" at its end), for readers that
+    consume it as it arrives (`docker load` unpacks the tar stream). `drain()` reads and drops the rest."""
+
+    def __init__(self, req: Request, size: int = 1 << 20) -> None:
+        self._pieces = req.iter_body(size)
+        self._piece, self._pos = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self._pos >= len(self._piece):
+            self._piece, self._pos = next(self._pieces, b""), 0
+        start, end = self._pos, len(self._piece) if n < 0 else min(len(self._piece), self._pos + n)
+        self._pos = end
+        return self._piece if start == 0 and end == len(self._piece) else self._piece[start:end]
+
+    def drain(self) -> None:
+        self._piece, self._pos = b"", 0
+        try:
+            for _ in self._pieces:
+                pass
+        except (ProtocolError, OSError):
+            pass  # the framing error is kept on the request; the reply names it
+
+
 class Connection:
     """One client connection; serves requests until the peer closes, asks to close, or is hijacked."""
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import client_message
 from . import bodies
-from .http import ClientGone, HTTPError, Request
+from .http import BodyFile, ClientGone, HTTPError, Request
 from .server import Router
 
 if TYPE_CHECKING:
@@ -155,10 +155,12 @@ def register(router: Router, images: ImageService, containers: ContainerService)
 
     @r("POST", "/images/load")
     def load(req: Request) -> None:
-        with tempfile.TemporaryFile(dir=store.spool_dir()) as spool:
-            _spool_body(req, spool)
-            spool.seek(0)
-            loaded = store.load(spool)
+        body = BodyFile(req)
+        try:
+            loaded = store.load(body)  # unpacks as the body arrives (images/staging.py)
+        except Exception:
+            body.drain()  # reply once the client has sent it all, or it reads a broken pipe (see _spool_body)
+            raise
         for name in loaded:
             images.publish("load", name, name)
         out = req.conn.stream(200, "application/json")

@@ -256,7 +256,7 @@ class _Unpacker:
             src = tar.extractfile(m)
             if src is not None:
                 while chunk := src.read(_CHUNK):
-                    _write_all(fd, chunk)
+                    write_all(fd, chunk)
             self.size += m.size
             self._meta(fd, m, is_dir=False)
         finally:
@@ -327,7 +327,7 @@ class _Unpacker:
                 os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
