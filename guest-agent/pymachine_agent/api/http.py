@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import select
 import socket
 import struct
@@ -346,6 +347,22 @@ class Connection:
         except (BrokenPipeError, ConnectionResetError, OSError) as exc:
             raise ClientGone(str(exc)) from None
 
+    def sendfile(self, fd: int, count: int) -> None:
+        """`count` bytes of the file `fd` from its start, by sendfile(2): page cache to socket in the kernel.
+        OSError (not ClientGone) when the file holds fewer bytes."""
+        sent = 0
+        try:
+            with self.write_lock:
+                while sent < count:
+                    n = os.sendfile(self.sock.fileno(), fd, sent, count - sent)
+                    if n == 0:
+                        break
+                    sent += n
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise ClientGone(str(exc)) from None
+        if sent < count:
+            raise OSError(f"the file ended after {sent} of {count} bytes")
+
     def _head(self, status: int, headers: list[tuple[str, str]]) -> bytes:
         self.replied = True
         lines = [f"HTTP/1.1 {status} {STATUS_TEXT.get(status, 'Status')}"]
@@ -476,6 +493,13 @@ class ChunkedWriter:
     def write(self, data: bytes) -> None:
         if data:
             self.conn.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    def sendfile(self, fd: int, count: int) -> None:
+        """One chunk of `count` bytes straight from the file `fd` (Connection.sendfile)."""
+        if count:
+            self.conn.write(f"{count:x}\r\n".encode())
+            self.conn.sendfile(fd, count)
+            self.conn.write(b"\r\n")
 
     def write_json(self, obj: Any) -> None:
         self.write(json.dumps(obj).encode() + b"\n")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import client_message
 from . import bodies
-from .http import BodyFile, ClientGone, HTTPError, Request
+from .http import BodyFile, ChunkedWriter, ClientGone, HTTPError, Request
 from .server import Router
 
 if TYPE_CHECKING:
@@ -92,6 +92,41 @@ def _spool_body(req: Request, spool: Any) -> None:
                 failed = exc
     if failed is not None:
         raise failed
+
+
+class _TarResponse:
+    """`docker save`'s body: the 200 goes out with the first byte (a failure before it is still a status),
+    then chunks of up to 1 MiB; `sendfile` sends a stored blob from the kernel's page cache as one chunk."""
+
+    def __init__(self, req: Request) -> None:
+        self._req = req
+        self._out: ChunkedWriter | None = None
+        self._buf: list[bytes] = []
+        self._size = 0
+
+    def _stream(self) -> ChunkedWriter:
+        if self._out is None:
+            self._out = self._req.conn.stream(200, "application/x-tar")
+        return self._out
+
+    def write(self, data: bytes) -> None:
+        self._buf.append(data)
+        self._size += len(data)
+        if self._size >= 1 << 20:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            self._stream().write(b"".join(self._buf))
+            self._buf, self._size = [], 0
+
+    def sendfile(self, fd: int, count: int) -> None:
+        self.flush()
+        self._stream().sendfile(fd, count)
+
+    def close(self) -> None:
+        self.flush()
+        self._stream().close()
 
 
 def register(router: Router, images: ImageService, containers: ContainerService) -> None:  # noqa: C901
@@ -182,19 +217,12 @@ def register(router: Router, images: ImageService, containers: ContainerService)
             raise HTTPError(400, "no images given")
         for n in names:
             store.resolve(n)  # 404 before the stream starts
-        with tempfile.TemporaryFile(dir=store.spool_dir()) as spool:
-            store.save(names, spool)
-            spool.seek(0)
-            out = req.conn.stream(200, "application/x-tar")
-            try:
-                while True:
-                    piece = spool.read(1 << 20)
-                    if not piece:
-                        break
-                    out.write(piece)
-                out.close()
-            except ClientGone:
-                pass
+        out = _TarResponse(req)
+        try:
+            store.save(names, out)  # streamed as made: a failure before its first byte is still a status
+            out.close()
+        except ClientGone:
+            pass
 
     @r("POST", "/images/prune")
     def prune(req: Request) -> tuple[int, dict]:

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import shutil
 import tarfile
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from ..errors import ArchiveError, ImageError, InvalidReference
 from . import oci
 from .reference import Reference, is_image_id, parse
 from .staging import Staged, Staging, media_type_of
+
+_CHUNK = 1 << 20
 
 if TYPE_CHECKING:
     from .store import ImageStore, Progress
@@ -154,18 +157,61 @@ def load(store: ImageStore, fileobj: BinaryIO, progress: Progress) -> list[str]:
 # ---- save ------------------------------------------------------------------------------------------
 
 
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
+class _TarOut:
+    """The members `save` writes (folders and files), framed as tarfile frames them (TarInfo.tobuf, the same
+    end blocks and record padding), written to `out` as they come: no spool file. A layer kept as an
+    uncompressed blob goes by `out.sendfile(fd, size)` when `out` has one (the API's response: from the page
+    cache to the socket in the kernel, not through Python: under TCG each copy costs)."""
 
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.offset = 0
 
-def _add_dir(tar: tarfile.TarFile, name: str) -> None:
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.DIRTYPE
-    info.mode = 0o755
-    tar.addfile(info)
+    def _write(self, data: bytes) -> None:
+        self.out.write(data)
+        self.offset += len(data)
+
+    def _member(self, name: str, size: int, directory: bool = False) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode = size, 0o644
+        if directory:
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+
+    def _pad(self, size: int) -> None:
+        if size % tarfile.BLOCKSIZE:
+            self._write(tarfile.NUL * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE))
+
+    def add_dir(self, name: str) -> None:
+        self._member(name, 0, directory=True)
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        self._member(name, len(data))
+        self._write(data)
+        self._pad(len(data))
+
+    def add_stream(self, name: str, stream: BinaryIO, size: int) -> None:
+        self._member(name, size)
+        sendfile = getattr(self.out, "sendfile", None)
+        if sendfile is not None and type(stream) is io.BufferedReader:  # a plain file, not a gzip reader
+            fd = stream.fileno()
+            if os.fstat(fd).st_size != size:
+                raise ImageError(f"{name}: the stored blob is not the {size} bytes its layer records")
+            sendfile(fd, size)
+            self.offset += size
+        else:
+            left = size
+            while left > 0 and (chunk := stream.read(min(_CHUNK, left))):
+                self._write(chunk)
+                left -= len(chunk)
+            if left:
+                raise ImageError(f"{name}: the stored layer ended {left} bytes short of its {size}")
+        self._pad(size)
+
+    def close(self) -> None:
+        self._write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+        if self.offset % tarfile.RECORDSIZE:
+            self._write(tarfile.NUL * (tarfile.RECORDSIZE - self.offset % tarfile.RECORDSIZE))
 
 
 def layer_tar_stream(store: ImageStore, diff_id: str) -> tuple[BinaryIO, int]:
@@ -197,55 +243,56 @@ def save(store: ImageStore, refs: list[str], fileobj: BinaryIO) -> None:
     manifest_json: list[dict[str, Any]] = []
     index: dict[str, Any] = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": []}
     written: set[str] = set()
-    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        _add_dir(tar, "blobs")
-        _add_dir(tar, "blobs/sha256")
-        for image_id, tags in images.items():
-            config_bytes = store.read_blob(image_id)
-            rec = store.record(image_id)
-            layer_descs = []
-            for diff_id in rec["layers"]:
-                size = store.layer_meta(diff_id)["tar_size"]
-                layer_descs.append({"mediaType": oci.OCI_LAYER_TAR, "digest": diff_id, "size": size})
-                if diff_id in written:
-                    continue
-                stream, size = layer_tar_stream(store, diff_id)
-                with stream:
-                    info = tarfile.TarInfo(f"blobs/sha256/{diff_id[7:]}")
-                    info.size = size
-                    info.mode = 0o644
-                    tar.addfile(info, stream)
-                written.add(diff_id)
-            if image_id not in written:
-                _add_bytes(tar, f"blobs/sha256/{image_id[7:]}", config_bytes)
-                written.add(image_id)
-            manifest = {
-                "schemaVersion": 2,
-                "mediaType": oci.OCI_MANIFEST,
-                "config": {"mediaType": oci.OCI_CONFIG, "digest": image_id, "size": len(config_bytes)},
-                "layers": layer_descs,
-            }
-            manifest_bytes = oci.canonical_json(manifest)
-            manifest_digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
-            if manifest_digest not in written:
-                _add_bytes(tar, f"blobs/sha256/{manifest_digest[7:]}", manifest_bytes)
-                written.add(manifest_digest)
-            desc = {"mediaType": oci.OCI_MANIFEST, "digest": manifest_digest, "size": len(manifest_bytes)}
-            for tag in tags or [None]:
-                entry = dict(desc)
-                if tag is not None:
-                    entry["annotations"] = {
-                        oci.ANNOTATION_CONTAINERD_NAME: str(tag),
-                        oci.ANNOTATION_REF_NAME: tag.tag,
-                    }
-                index["manifests"].append(entry)
-            manifest_json.append(
-                {
-                    "Config": f"blobs/sha256/{image_id[7:]}",
-                    "RepoTags": [t.familiar for t in tags] or None,
-                    "Layers": [f"blobs/sha256/{d[7:]}" for d in rec["layers"]],
+    for image_id in images:  # every layer exportable before the first byte: a failure is still a status
+        for diff_id in store.record(image_id)["layers"]:
+            layer_tar_stream(store, diff_id)[0].close()
+    tar = _TarOut(fileobj)
+    tar.add_dir("blobs")
+    tar.add_dir("blobs/sha256")
+    for image_id, tags in images.items():
+        config_bytes = store.read_blob(image_id)
+        rec = store.record(image_id)
+        layer_descs = []
+        for diff_id in rec["layers"]:
+            size = store.layer_meta(diff_id)["tar_size"]
+            layer_descs.append({"mediaType": oci.OCI_LAYER_TAR, "digest": diff_id, "size": size})
+            if diff_id in written:
+                continue
+            stream, size = layer_tar_stream(store, diff_id)
+            with stream:
+                tar.add_stream(f"blobs/sha256/{diff_id[7:]}", stream, size)
+            written.add(diff_id)
+        if image_id not in written:
+            tar.add_bytes(f"blobs/sha256/{image_id[7:]}", config_bytes)
+            written.add(image_id)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": oci.OCI_MANIFEST,
+            "config": {"mediaType": oci.OCI_CONFIG, "digest": image_id, "size": len(config_bytes)},
+            "layers": layer_descs,
+        }
+        manifest_bytes = oci.canonical_json(manifest)
+        manifest_digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+        if manifest_digest not in written:
+            tar.add_bytes(f"blobs/sha256/{manifest_digest[7:]}", manifest_bytes)
+            written.add(manifest_digest)
+        desc = {"mediaType": oci.OCI_MANIFEST, "digest": manifest_digest, "size": len(manifest_bytes)}
+        for tag in tags or [None]:
+            entry = dict(desc)
+            if tag is not None:
+                entry["annotations"] = {
+                    oci.ANNOTATION_CONTAINERD_NAME: str(tag),
+                    oci.ANNOTATION_REF_NAME: tag.tag,
                 }
-            )
-        _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
-        _add_bytes(tar, "index.json", json.dumps(index).encode())
-        _add_bytes(tar, "manifest.json", json.dumps(manifest_json).encode())
+            index["manifests"].append(entry)
+        manifest_json.append(
+            {
+                "Config": f"blobs/sha256/{image_id[7:]}",
+                "RepoTags": [t.familiar for t in tags] or None,
+                "Layers": [f"blobs/sha256/{d[7:]}" for d in rec["layers"]],
+            }
+        )
+    tar.add_bytes("oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+    tar.add_bytes("index.json", json.dumps(index).encode())
+    tar.add_bytes("manifest.json", json.dumps(manifest_json).encode())
+    tar.close()

@@ -32,6 +32,7 @@ from . import layers, oci
 _CHUNK = 1 << 20
 _IN_MEMORY = 1 << 20  # a member up to this size that is no layer is kept in memory
 _IN_MEMORY_TOTAL = 32 << 20  # and all of those together: past that they are spooled
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz: what tarfile's "r|*" reads
 _TAR_MAGIC_AT = 257  # "ustar" in a POSIX/GNU tar header
 
 
@@ -121,12 +122,18 @@ class Staging:
 
     def read_stream(self, fileobj: BinaryIO) -> None:
         """Stage every regular member of the (possibly gzip/bz2/xz-compressed) tar read from `fileobj`."""
+        head = b""
+        while len(head) < 6 and (more := fileobj.read(6 - len(head))):
+            head += more
+        stream = layers.ForwardReader(fileobj, head)
+        # a plain tar (what `docker save` writes) is read member by member straight from the stream; a
+        # compressed one (`docker load < x.tar.gz`) through tarfile's stream mode, which decompresses
+        mode = "r|*" if head.startswith(_COMPRESSED) else "r:"
         try:
-            with tarfile.open(fileobj=fileobj, mode="r|*", bufsize=_CHUNK) as tar:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=stream, mode=mode, bufsize=_CHUNK) as tar:  # type: ignore[call-overload]
                 for member in tar:
                     if member.isreg():
-                        src = tar.extractfile(member)
-                        assert src is not None
+                        src = layers.member_data(tar, member)
                         self._stage(member.name.removeprefix("./"), member.size, src)
         except tarfile.TarError as err:
             raise ArchiveError(f"the uploaded file is not a complete tar archive: {err}") from err
@@ -135,7 +142,9 @@ class Staging:
         old = self.members.pop(name, None)
         if old is not None:  # a later member of the same name wins, as in a random-access read
             old.discard()
-        head = src.read(min(512, size)) if size else b""
+        head = b""
+        while len(head) < min(512, size) and (more := src.read(min(512, size) - len(head))):
+            head += more
         if looks_like_layer(head):
             staged = self._unpack(head, src, name)
         elif size <= _IN_MEMORY and self._in_memory + size <= _IN_MEMORY_TOTAL:
