@@ -170,3 +170,31 @@ def test_a_large_image_loads_and_saves_back_byte_for_byte(agent: Agent, tmp_path
         layers = [tar.extractfile(name).read() for name in manifest[0]["Layers"]]  # type: ignore[union-attr]
     assert layers == [GOOD, layer]  # the layer tars as loaded, so the image ID and diff_ids survive
     agent.docker("rmi", "large:1")
+
+
+def test_the_reply_waits_for_the_whole_body_and_the_connection_stays_usable(agent: Agent) -> None:
+    """The tar's end marker is not the body's end: the record padding after it and the last chunk must be read
+    before the reply, or they are parsed as the next request (`docker load` through the fast path got
+    'write: broken pipe', Go logged an unsolicited 400 "malformed request line b'0'")."""
+    archive = docker_archive([good("keepalive")], ["keepalive:1"]) + b"\0" * 20480  # extra padding after it
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(60)
+    s.connect(str(agent.socket_path))
+    f = s.makefile("rb")
+    s.sendall(b"POST /v1.44/images/load?quiet=1 HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for start in range(0, len(archive), 4096):
+        piece = archive[start : start + 4096]
+        s.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+    s.sendall(b"0\r\n\r\n")
+    assert f.readline().split()[1] == b"200"
+    while f.readline() not in (b"\r\n", b""):
+        pass
+    body = b""
+    while (size := int(f.readline().strip(), 16)) > 0:
+        body += f.read(size + 2)[:-2]
+    f.readline()
+    assert b"Loaded image: keepalive:1" in body, body
+    s.sendall(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")  # the same connection: the next request parses
+    assert f.readline().split()[1] == b"200"
+    s.close()
+    agent.docker("rmi", "keepalive:1")

@@ -193,9 +193,11 @@ def register(router: Router, images: ImageService, containers: ContainerService)
         body = BodyFile(req)
         try:
             loaded = store.load(body)  # unpacks as the body arrives (images/staging.py)
-        except Exception:
-            body.drain()  # reply once the client has sent it all, or it reads a broken pipe (see _spool_body)
-            raise
+        finally:
+            # the tar's end marker is not the body's end (record padding, the last chunk): reply only once the
+            # client has sent it all, or the rest is read as the next request and a client still sending
+            # gets a broken pipe instead of the reply (see _spool_body)
+            body.drain()
         for name in loaded:
             images.publish("load", name, name)
         out = req.conn.stream(200, "application/json")
