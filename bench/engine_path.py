@@ -13,7 +13,7 @@ transfer comes out slower: see bench/forward.py):
    channel's gain reaches both, minus the guest's own work (a sha256 and two writes per byte under TCG).
 2. `GET /containers/json`, a new connection per request as docker clients do: p50 / p99.
 
-Goal (issue 17): `docker load` through the fast path ≥ 3× over SSH (≥ 2× at first). Prints medians and ratios (fast / ssh).
+Goal (issue 17): `docker load` through the fast path ≥ 3× over SSH. Prints medians and ratios (fast / ssh).
 """
 
 from __future__ import annotations
