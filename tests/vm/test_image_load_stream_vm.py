@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 from support.hostagent_vm import VmMachine, wait_for
-from support.registry import docker_archive, entry, file, tar_bytes
+from support.registry import busybox_layer, docker_archive, entry, file, tar_bytes
 
 
 def test_a_large_load_and_save_through_the_fast_path(ha_vm: VmMachine, tmp_path: Path) -> None:
@@ -24,17 +24,17 @@ def test_a_large_load_and_save_through_the_fast_path(ha_vm: VmMachine, tmp_path:
     payload = os.urandom(24 << 20)  # ~20 s each way under TCG: large enough to stream in many reads
     layer = tar_bytes([entry("data/", tarfile.DIRTYPE, 0o755), file("data/blob", payload)])
     archive = tmp_path / "big.tar"
-    archive.write_bytes(docker_archive([layer], ["streamed:1"]))
+    archive.write_bytes(docker_archive([busybox_layer(), layer], ["streamed:1"]))
     before = launcher.status(ha_vm.name)["engine_socket"]["fast"]
     assert "Loaded image: streamed:1" in ha_vm.docker("load", "-i", str(archive), timeout=600).stdout
-    digest = ha_vm.docker("run", "--rm", "streamed:1", "sha256sum", "/data/blob").stdout.split()[0]
+    digest = ha_vm.docker("run", "--rm", "streamed:1", "busybox", "sha256sum", "/data/blob").stdout.split()[0]
     assert digest == hashlib.sha256(payload).hexdigest()
 
     saved = tmp_path / "saved.tar"
     ha_vm.docker("save", "-o", str(saved), "streamed:1", timeout=600)
     with tarfile.open(saved) as tar:
         manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
-        back = tar.extractfile(manifest[0]["Layers"][0]).read()  # type: ignore[union-attr]
+        back = tar.extractfile(manifest[0]["Layers"][-1]).read()  # type: ignore[union-attr]
     assert back == layer
 
     cut = tmp_path / "cut.tar"
