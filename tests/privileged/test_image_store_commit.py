@@ -76,6 +76,10 @@ def test_prune_sweeps_layers_a_failed_load_left(tmp_path: Path) -> None:
     good = tar_bytes([file("fine", b"ok")])
     with pytest.raises(UnsafeLayerError):
         store.load(io.BytesIO(docker_archive([good, tar_bytes([file("/abs", b"x")])], ["bad:1"])))
+    # a load commits nothing before every layer checked out (images/staging.py): the good layer is not kept
+    assert len(list((store.root / "layers").iterdir())) == 1
+    # a layer a crash left between its unpacking and the image record (a pull, a commit) is an orphan
+    store.add_layer(io.BytesIO(good), None)
     assert len(list((store.root / "layers").iterdir())) == 2  # busybox + the orphan "good" layer
     report = store.prune()
     assert report["ImagesDeleted"] is None and report["SpaceReclaimed"] == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import select
 import socket
 import struct
@@ -250,6 +251,33 @@ class Request:
         return out
 
 
+class BodyFile:
+    """A request body as a readable file (`read(n)` gives at most n bytes, b"" at its end), for readers that
+    consume it as it arrives (`docker load` unpacks the tar stream). `drain()` reads and drops the rest."""
+
+    def __init__(self, req: Request, size: int = 1 << 20) -> None:
+        self._pieces = req.iter_body(size)
+        self._piece, self._pos = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self._pos >= len(self._piece):
+            self._piece, self._pos = next(self._pieces, b""), 0
+        start, end = self._pos, len(self._piece) if n < 0 else min(len(self._piece), self._pos + n)
+        self._pos = end
+        return self._piece if start == 0 and end == len(self._piece) else self._piece[start:end]
+
+    def drain(self) -> None:
+        self._piece, self._pos = b"", 0
+        try:
+            for _ in self._pieces:
+                pass
+        except (ProtocolError, OSError):
+            pass  # the framing error is kept on the request; the reply names it
+
+
 class Connection:
     """One client connection; serves requests until the peer closes, asks to close, or is hijacked."""
 
@@ -318,6 +346,22 @@ class Connection:
                 self.sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError, OSError) as exc:
             raise ClientGone(str(exc)) from None
+
+    def sendfile(self, fd: int, count: int) -> None:
+        """`count` bytes of the file `fd` from its start, by sendfile(2): page cache to socket in the kernel.
+        OSError (not ClientGone) when the file holds fewer bytes."""
+        sent = 0
+        try:
+            with self.write_lock:
+                while sent < count:
+                    n = os.sendfile(self.sock.fileno(), fd, sent, count - sent)
+                    if n == 0:
+                        break
+                    sent += n
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise ClientGone(str(exc)) from None
+        if sent < count:
+            raise OSError(f"the file ended after {sent} of {count} bytes")
 
     def _head(self, status: int, headers: list[tuple[str, str]]) -> bytes:
         self.replied = True
@@ -449,6 +493,13 @@ class ChunkedWriter:
     def write(self, data: bytes) -> None:
         if data:
             self.conn.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    def sendfile(self, fd: int, count: int) -> None:
+        """One chunk of `count` bytes straight from the file `fd` (Connection.sendfile)."""
+        if count:
+            self.conn.write(f"{count:x}\r\n".encode())
+            self.conn.sendfile(fd, count)
+            self.conn.write(b"\r\n")
 
     def write_json(self, obj: Any) -> None:
         self.write(json.dumps(obj).encode() + b"\n")

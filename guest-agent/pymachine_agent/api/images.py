@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import client_message
 from . import bodies
-from .http import ClientGone, HTTPError, Request
+from .http import BodyFile, ChunkedWriter, ClientGone, HTTPError, Request
 from .server import Router
 
 if TYPE_CHECKING:
@@ -94,6 +94,41 @@ def _spool_body(req: Request, spool: Any) -> None:
         raise failed
 
 
+class _TarResponse:
+    """`docker save`'s body: the 200 goes out with the first byte (a failure before it is still a status),
+    then chunks of up to 1 MiB; `sendfile` sends a stored blob from the kernel's page cache as one chunk."""
+
+    def __init__(self, req: Request) -> None:
+        self._req = req
+        self._out: ChunkedWriter | None = None
+        self._buf: list[bytes] = []
+        self._size = 0
+
+    def _stream(self) -> ChunkedWriter:
+        if self._out is None:
+            self._out = self._req.conn.stream(200, "application/x-tar")
+        return self._out
+
+    def write(self, data: bytes) -> None:
+        self._buf.append(data)
+        self._size += len(data)
+        if self._size >= 1 << 20:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            self._stream().write(b"".join(self._buf))
+            self._buf, self._size = [], 0
+
+    def sendfile(self, fd: int, count: int) -> None:
+        self.flush()
+        self._stream().sendfile(fd, count)
+
+    def close(self) -> None:
+        self.flush()
+        self._stream().close()
+
+
 def register(router: Router, images: ImageService, containers: ContainerService) -> None:  # noqa: C901
     """`containers`: the builder runs each RUN step in a container."""
     r = router.route
@@ -155,10 +190,14 @@ def register(router: Router, images: ImageService, containers: ContainerService)
 
     @r("POST", "/images/load")
     def load(req: Request) -> None:
-        with tempfile.TemporaryFile(dir=store.spool_dir()) as spool:
-            _spool_body(req, spool)
-            spool.seek(0)
-            loaded = store.load(spool)
+        body = BodyFile(req)
+        try:
+            loaded = store.load(body)  # unpacks as the body arrives (images/staging.py)
+        finally:
+            # the tar's end marker is not the body's end (record padding, the last chunk): reply only once the
+            # client has sent it all, or the rest is read as the next request and a client still sending
+            # gets a broken pipe instead of the reply (see _spool_body)
+            body.drain()
         for name in loaded:
             images.publish("load", name, name)
         out = req.conn.stream(200, "application/json")
@@ -180,19 +219,12 @@ def register(router: Router, images: ImageService, containers: ContainerService)
             raise HTTPError(400, "no images given")
         for n in names:
             store.resolve(n)  # 404 before the stream starts
-        with tempfile.TemporaryFile(dir=store.spool_dir()) as spool:
-            store.save(names, spool)
-            spool.seek(0)
-            out = req.conn.stream(200, "application/x-tar")
-            try:
-                while True:
-                    piece = spool.read(1 << 20)
-                    if not piece:
-                        break
-                    out.write(piece)
-                out.close()
-            except ClientGone:
-                pass
+        out = _TarResponse(req)
+        try:
+            store.save(names, out)  # streamed as made: a failure before its first byte is still a status
+            out.close()
+        except ClientGone:
+            pass
 
     @r("POST", "/images/prune")
     def prune(req: Request) -> tuple[int, dict]:

@@ -64,6 +64,9 @@ class ReadTimeout(ProtocolError):
         super().__init__(408, message)
 
 
+MAX_RECV = 1 << 20  # one recv of a large body: fewer calls than 64 KiB pieces, under TCG each one counts
+
+
 class Reader:
     """Buffered reads from a blocking socket, each bounded by an optional monotonic deadline.
 
@@ -78,19 +81,22 @@ class Reader:
 
     def _fill(self, deadline: float | None) -> bool:
         """Read more into the buffer; False at EOF. Raises ReadTimeout when the deadline passes first."""
+        data = self._recv(65536, deadline)
+        self.buf += data
+        return bool(data)
+
+    def _recv(self, size: int, deadline: float | None) -> bytes:
         if self.eof:
-            return False
+            return b""
         if deadline is not None and not self._ready(deadline - time.monotonic()):
             raise ReadTimeout("timed out waiting for the client to send the request")
         try:
-            data = self.sock.recv(65536)
+            data = self.sock.recv(size)
         except OSError:  # a reset is the end of input like any other
             data = b""
         if not data:
             self.eof = True
-            return False
-        self.buf += data
-        return True
+        return data
 
     def _ready(self, timeout: float) -> bool:
         if timeout <= 0:
@@ -124,12 +130,13 @@ class Reader:
 
     def read(self, size: int, deadline: float | None = None) -> bytes:
         """At least one byte and at most `size` (b"" at EOF)."""
-        if not self.buf and not self._fill(deadline):
-            return b""
+        if not self.buf:  # a body's bulk: straight from the socket, up to 1 MiB a call, not via the buffer
+            return self._recv(min(size, MAX_RECV), deadline)
         return self._take(min(size, len(self.buf)))
 
     def _take(self, n: int) -> bytes:
-        out = bytes(self.buf[:n])
+        with memoryview(self.buf) as view:
+            out = bytes(view[:n])
         del self.buf[:n]
         return out
 

@@ -11,74 +11,46 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import shutil
 import tarfile
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import ArchiveError, ImageError, InvalidReference
 from . import oci
-from .oci import copy_verified
 from .reference import Reference, is_image_id, parse
+from .staging import Staged, Staging, media_type_of
+
+_CHUNK = 1 << 20
 
 if TYPE_CHECKING:
     from .store import ImageStore, Progress
-
-
-class _Archive:
-    """Random access to the members of a spooled archive, by normalised name."""
-
-    def __init__(self, source: Path | BinaryIO) -> None:
-        if isinstance(source, Path):
-            self.tar = tarfile.open(source, "r:*")  # noqa: SIM115 (closed by load's `with arc.tar`)
-        else:
-            self.tar = tarfile.open(fileobj=source, mode="r:*")  # noqa: SIM115
-        self.members = {m.name.removeprefix("./"): m for m in self.tar.getmembers() if m.isreg()}
-
-    def open(self, name: str) -> BinaryIO:
-        member = self.members.get(name.removeprefix("./"))
-        if member is None:
-            raise ArchiveError(f"the archive has no member {name!r}")
-        f = self.tar.extractfile(member)
-        assert f is not None
-        return f  # type: ignore[return-value]
-
-    def read(self, name: str) -> bytes:
-        with self.open(name) as f:
-            return f.read()
-
-    def json(self, name: str) -> Any:
-        try:
-            return json.loads(self.read(name))
-        except ValueError as err:
-            raise ArchiveError(f"{name} in the archive is not valid JSON: {err}") from err
-
-    def blob(self, digest: str) -> str:
-        algo, _, hexpart = digest.partition(":")
-        return f"blobs/{algo}/{hexpart}"
 
 
 def _short(digest: str) -> str:
     return digest.removeprefix("sha256:")[:12]
 
 
-def _load_layers(
-    store: ImageStore,
-    arc: _Archive,
-    config: dict[str, Any],
-    layers: list[tuple[str, str | None, str | None]],
-    progress: Progress,
-) -> None:
-    """layers: (member name, blob digest to verify or None, media type or None), lowest first."""
-    diff_ids = config.get("rootfs", {}).get("diff_ids", [])
-    if len(diff_ids) != len(layers):
-        raise ArchiveError(f"the image config lists {len(diff_ids)} layers but the archive has {len(layers)}")
-    for (name, digest, media_type), diff_id in zip(layers, diff_ids, strict=True):
-        if store.layer_has_blob(diff_id):
-            continue
-        progress({"status": "Loading layer", "id": _short(diff_id), "progressDetail": {}})
-        with arc.open(name) as src:
-            store.import_layer(src, diff_id, digest, media_type)
+def _blob(digest: str) -> str:
+    algo, _, hexpart = digest.partition(":")
+    return f"blobs/{algo}/{hexpart}"
+
+
+def _json(arc: Staging, name: str) -> Any:
+    try:
+        return json.loads(arc.read(name))
+    except ValueError as err:
+        raise ArchiveError(f"{name} in the archive is not valid JSON: {err}") from err
+
+
+@dataclass
+class _Image:
+    """One image the manifests describe; layers: (member, blob digest to verify or None, media type)."""
+
+    config_bytes: bytes
+    tags: list[Reference]
+    layers: list[tuple[str, str | None, str | None]]
 
 
 def _ref_or_none(name: str | None) -> Reference | None:
@@ -91,25 +63,22 @@ def _ref_or_none(name: str | None) -> Reference | None:
     return None if ref.digest and not ref.tag else ref
 
 
-def _load_docker(store: ImageStore, arc: _Archive, progress: Progress) -> list[str]:
-    loaded: list[str] = []
-    entries = arc.json("manifest.json")
+def _plan_docker(arc: Staging) -> list[_Image]:
+    entries = _json(arc, "manifest.json")
     if not isinstance(entries, list):
         raise ArchiveError("manifest.json in the archive is not a list")
+    found = []
     for entry in entries:
-        config_bytes = arc.read(entry["Config"])
-        config = json.loads(config_bytes)
-        _load_layers(store, arc, config, [(name, None, None) for name in entry.get("Layers") or []], progress)
         tags = [r for r in (_ref_or_none(t) for t in entry.get("RepoTags") or []) if r is not None]
-        image_id = store.add_image(config_bytes, tags)
-        loaded += [t.familiar for t in tags] or [image_id]
-    return loaded
+        layers = [(name, None, None) for name in entry.get("Layers") or []]
+        found.append(_Image(arc.read(entry["Config"]), tags, layers))
+    return found
 
 
-def _load_oci(store: ImageStore, arc: _Archive, progress: Progress) -> list[str]:
-    loaded: list[str] = []
-    index = arc.json("index.json")
+def _plan_oci(arc: Staging) -> list[_Image]:
+    index = _json(arc, "index.json")
     oci.check_descriptors(index)
+    found = []
     for desc in index.get("manifests", []):
         annotations = desc.get("annotations") or {}
         ref = _ref_or_none(annotations.get(oci.ANNOTATION_CONTAINERD_NAME)) or _ref_or_none(
@@ -122,57 +91,62 @@ def _load_oci(store: ImageStore, arc: _Archive, progress: Progress) -> list[str]
             desc = oci.choose_platform(manifest, "the archive's index")
             manifest = _verified_json(arc, desc)
         oci.layer_media_types(manifest)
-        config_bytes = _verified_bytes(arc, manifest["config"])
-        config = json.loads(config_bytes)
-        layers = [
-            (arc.blob(d["digest"]), d["digest"], d.get("mediaType")) for d in manifest.get("layers", [])
-        ]
-        _load_layers(store, arc, config, layers, progress)
-        image_id = store.add_image(config_bytes, [ref] if ref else [])
-        loaded.append(ref.familiar if ref else image_id)
-    return loaded
+        config_bytes = arc.verified(_blob(manifest["config"]["digest"]), manifest["config"]["digest"])
+        layers = [(_blob(d["digest"]), d["digest"], d.get("mediaType")) for d in manifest.get("layers", [])]
+        found.append(_Image(config_bytes, [ref] if ref else [], layers))
+    return found
 
 
-def _verified_bytes(arc: _Archive, desc: dict[str, Any]) -> bytes:
-    out = io.BytesIO()
-    with arc.open(arc.blob(desc["digest"])) as src:
-        copy_verified(src, out, desc["digest"], f"blob {desc['digest']} in the archive")
-    return out.getvalue()
-
-
-def _verified_json(arc: _Archive, desc: dict[str, Any]) -> dict[str, Any]:
-    doc = json.loads(_verified_bytes(arc, desc))
+def _verified_json(arc: Staging, desc: dict[str, Any]) -> dict[str, Any]:
+    doc = json.loads(arc.verified(_blob(desc["digest"]), desc["digest"]))
     oci.check_descriptors(doc)
     return doc
 
 
-def _seekable(f: BinaryIO) -> bool:
-    try:
-        return bool(f.seekable()) and f.tell() >= 0
-    except (AttributeError, OSError, ValueError):
-        return False
+def _commit(store: ImageStore, arc: Staging, images: list[_Image], progress: Progress) -> list[str]:
+    """Check every layer of every image first (digests, unpacking), then commit: a load that fails on its
+    last layer has put nothing into the store."""
+    ready: dict[str, tuple[Staged, str | None]] = {}  # diff_id → its staged layer, the media type given
+    for image in images:
+        config = json.loads(image.config_bytes)
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        if len(diff_ids) != len(image.layers):
+            raise ArchiveError(
+                f"the image config lists {len(diff_ids)} layers but the archive has {len(image.layers)}"
+            )
+        for (name, digest, media_type), diff_id in zip(image.layers, diff_ids, strict=True):
+            if diff_id not in ready and not store.layer_has_blob(diff_id):
+                ready[diff_id] = (arc.layer(name, digest, diff_id), media_type)
+    for diff_id, (staged, media_type) in ready.items():
+        progress({"status": "Loading layer", "id": _short(diff_id), "progressDetail": {}})
+        assert staged.layer is not None and staged.path is not None and staged.result is not None
+        store.install_layer(
+            staged.layer, staged.result, staged.path, staged.digest, media_type or media_type_of(staged.head)
+        )
+        staged.layer = staged.path = None  # moved into the store
+    loaded: list[str] = []
+    for image in images:
+        image_id = store.add_image(image.config_bytes, image.tags)
+        loaded += [t.familiar for t in image.tags] or [image_id]
+    return loaded
 
 
 def load(store: ImageStore, fileobj: BinaryIO, progress: Progress) -> list[str]:
-    """Load every image of a docker-archive or OCI-layout tar; returns familiar tags (or IDs if untagged)."""
+    """Load every image of a docker-archive or OCI-layout tar; returns familiar tags (or IDs if untagged).
+
+    The archive is read once, as a stream (a request body needs no copy on disk first): images/staging.py
+    unpacks its layers as they arrive; the store gets them only once the whole archive checked out."""
     work = store.tmp_dir()
     try:
-        source: Path | BinaryIO = fileobj
-        if not _seekable(fileobj):  # a request body or pipe: random access needs a copy on disk
-            source = work / "archive.tar"
-            with open(source, "wb") as out:
-                shutil.copyfileobj(fileobj, out, 1 << 20)
-        try:
-            arc = _Archive(source)
-        except tarfile.TarError as err:
-            raise ArchiveError(f"the uploaded file is not a tar archive: {err}") from err
-        with arc.tar:
-            if "manifest.json" in arc.members:
-                loaded = _load_docker(store, arc, progress)
-            elif "index.json" in arc.members:
-                loaded = _load_oci(store, arc, progress)
-            else:
-                raise ArchiveError("not an image archive: it has neither manifest.json nor index.json")
+        arc = Staging(work)
+        arc.read_stream(fileobj)
+        if "manifest.json" in arc.members:
+            images = _plan_docker(arc)
+        elif "index.json" in arc.members:
+            images = _plan_oci(arc)
+        else:
+            raise ArchiveError("not an image archive: it has neither manifest.json nor index.json")
+        loaded = _commit(store, arc, images, progress)
         for name in loaded:
             progress({"stream": f"Loaded image{' ID' if name.startswith('sha256:') else ''}: {name}\n"})
         return loaded
@@ -183,18 +157,61 @@ def load(store: ImageStore, fileobj: BinaryIO, progress: Progress) -> list[str]:
 # ---- save ------------------------------------------------------------------------------------------
 
 
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
+class _TarOut:
+    """The members `save` writes (folders and files), framed as tarfile frames them (TarInfo.tobuf, the same
+    end blocks and record padding), written to `out` as they come: no spool file. A layer kept as an
+    uncompressed blob goes by `out.sendfile(fd, size)` when `out` has one (the API's response: from the page
+    cache to the socket in the kernel, not through Python: under TCG each copy costs)."""
 
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.offset = 0
 
-def _add_dir(tar: tarfile.TarFile, name: str) -> None:
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.DIRTYPE
-    info.mode = 0o755
-    tar.addfile(info)
+    def _write(self, data: bytes) -> None:
+        self.out.write(data)
+        self.offset += len(data)
+
+    def _member(self, name: str, size: int, directory: bool = False) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode = size, 0o644
+        if directory:
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+
+    def _pad(self, size: int) -> None:
+        if size % tarfile.BLOCKSIZE:
+            self._write(tarfile.NUL * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE))
+
+    def add_dir(self, name: str) -> None:
+        self._member(name, 0, directory=True)
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        self._member(name, len(data))
+        self._write(data)
+        self._pad(len(data))
+
+    def add_stream(self, name: str, stream: BinaryIO, size: int) -> None:
+        self._member(name, size)
+        sendfile = getattr(self.out, "sendfile", None)
+        if sendfile is not None and type(stream) is io.BufferedReader:  # a plain file, not a gzip reader
+            fd = stream.fileno()
+            if os.fstat(fd).st_size != size:
+                raise ImageError(f"{name}: the stored blob is not the {size} bytes its layer records")
+            sendfile(fd, size)
+            self.offset += size
+        else:
+            left = size
+            while left > 0 and (chunk := stream.read(min(_CHUNK, left))):
+                self._write(chunk)
+                left -= len(chunk)
+            if left:
+                raise ImageError(f"{name}: the stored layer ended {left} bytes short of its {size}")
+        self._pad(size)
+
+    def close(self) -> None:
+        self._write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+        if self.offset % tarfile.RECORDSIZE:
+            self._write(tarfile.NUL * (tarfile.RECORDSIZE - self.offset % tarfile.RECORDSIZE))
 
 
 def layer_tar_stream(store: ImageStore, diff_id: str) -> tuple[BinaryIO, int]:
@@ -226,55 +243,56 @@ def save(store: ImageStore, refs: list[str], fileobj: BinaryIO) -> None:
     manifest_json: list[dict[str, Any]] = []
     index: dict[str, Any] = {"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": []}
     written: set[str] = set()
-    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        _add_dir(tar, "blobs")
-        _add_dir(tar, "blobs/sha256")
-        for image_id, tags in images.items():
-            config_bytes = store.read_blob(image_id)
-            rec = store.record(image_id)
-            layer_descs = []
-            for diff_id in rec["layers"]:
-                size = store.layer_meta(diff_id)["tar_size"]
-                layer_descs.append({"mediaType": oci.OCI_LAYER_TAR, "digest": diff_id, "size": size})
-                if diff_id in written:
-                    continue
-                stream, size = layer_tar_stream(store, diff_id)
-                with stream:
-                    info = tarfile.TarInfo(f"blobs/sha256/{diff_id[7:]}")
-                    info.size = size
-                    info.mode = 0o644
-                    tar.addfile(info, stream)
-                written.add(diff_id)
-            if image_id not in written:
-                _add_bytes(tar, f"blobs/sha256/{image_id[7:]}", config_bytes)
-                written.add(image_id)
-            manifest = {
-                "schemaVersion": 2,
-                "mediaType": oci.OCI_MANIFEST,
-                "config": {"mediaType": oci.OCI_CONFIG, "digest": image_id, "size": len(config_bytes)},
-                "layers": layer_descs,
-            }
-            manifest_bytes = oci.canonical_json(manifest)
-            manifest_digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
-            if manifest_digest not in written:
-                _add_bytes(tar, f"blobs/sha256/{manifest_digest[7:]}", manifest_bytes)
-                written.add(manifest_digest)
-            desc = {"mediaType": oci.OCI_MANIFEST, "digest": manifest_digest, "size": len(manifest_bytes)}
-            for tag in tags or [None]:
-                entry = dict(desc)
-                if tag is not None:
-                    entry["annotations"] = {
-                        oci.ANNOTATION_CONTAINERD_NAME: str(tag),
-                        oci.ANNOTATION_REF_NAME: tag.tag,
-                    }
-                index["manifests"].append(entry)
-            manifest_json.append(
-                {
-                    "Config": f"blobs/sha256/{image_id[7:]}",
-                    "RepoTags": [t.familiar for t in tags] or None,
-                    "Layers": [f"blobs/sha256/{d[7:]}" for d in rec["layers"]],
+    for image_id in images:  # every layer exportable before the first byte: a failure is still a status
+        for diff_id in store.record(image_id)["layers"]:
+            layer_tar_stream(store, diff_id)[0].close()
+    tar = _TarOut(fileobj)
+    tar.add_dir("blobs")
+    tar.add_dir("blobs/sha256")
+    for image_id, tags in images.items():
+        config_bytes = store.read_blob(image_id)
+        rec = store.record(image_id)
+        layer_descs = []
+        for diff_id in rec["layers"]:
+            size = store.layer_meta(diff_id)["tar_size"]
+            layer_descs.append({"mediaType": oci.OCI_LAYER_TAR, "digest": diff_id, "size": size})
+            if diff_id in written:
+                continue
+            stream, size = layer_tar_stream(store, diff_id)
+            with stream:
+                tar.add_stream(f"blobs/sha256/{diff_id[7:]}", stream, size)
+            written.add(diff_id)
+        if image_id not in written:
+            tar.add_bytes(f"blobs/sha256/{image_id[7:]}", config_bytes)
+            written.add(image_id)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": oci.OCI_MANIFEST,
+            "config": {"mediaType": oci.OCI_CONFIG, "digest": image_id, "size": len(config_bytes)},
+            "layers": layer_descs,
+        }
+        manifest_bytes = oci.canonical_json(manifest)
+        manifest_digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+        if manifest_digest not in written:
+            tar.add_bytes(f"blobs/sha256/{manifest_digest[7:]}", manifest_bytes)
+            written.add(manifest_digest)
+        desc = {"mediaType": oci.OCI_MANIFEST, "digest": manifest_digest, "size": len(manifest_bytes)}
+        for tag in tags or [None]:
+            entry = dict(desc)
+            if tag is not None:
+                entry["annotations"] = {
+                    oci.ANNOTATION_CONTAINERD_NAME: str(tag),
+                    oci.ANNOTATION_REF_NAME: tag.tag,
                 }
-            )
-        _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
-        _add_bytes(tar, "index.json", json.dumps(index).encode())
-        _add_bytes(tar, "manifest.json", json.dumps(manifest_json).encode())
+            index["manifests"].append(entry)
+        manifest_json.append(
+            {
+                "Config": f"blobs/sha256/{image_id[7:]}",
+                "RepoTags": [t.familiar for t in tags] or None,
+                "Layers": [f"blobs/sha256/{d[7:]}" for d in rec["layers"]],
+            }
+        )
+    tar.add_bytes("oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+    tar.add_bytes("index.json", json.dumps(index).encode())
+    tar.add_bytes("manifest.json", json.dumps(manifest_json).encode())
+    tar.close()

@@ -148,26 +148,46 @@ class ContentStore:
             result = layers.unpack(stream, work / "diff")
             if expected_diff_id and result.diff_id != expected_diff_id:
                 raise DigestMismatch("layer (uncompressed)", expected_diff_id, result.diff_id)
-            meta = {
-                "diff_id": result.diff_id,
-                "size": result.size,
-                "tar_size": result.tar_size,
-                "blobs": {blob[0]: blob[1]} if blob else {},
-            }
-            atomic_write(work / "layer.json", json.dumps(meta, indent=1).encode())
-            with self.locked():
-                dest = self.layer_root(result.diff_id)
-                if not (dest / "layer.json").exists():
-                    if dest.exists():  # debris of an interrupted rename: never referenced, safe to drop
-                        shutil.rmtree(dest)
-                    os.rename(work, dest)
-                    return meta
-            if blob:
-                self.add_layer_blob(result.diff_id, *blob)
-            return self.layer_meta(result.diff_id)
+            return self._place_layer(work, result, blob)
         finally:
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)
+
+    def _place_layer(
+        self, work: Path, result: layers.UnpackResult, blob: tuple[str, str] | None
+    ) -> dict[str, Any]:
+        """Rename `work` (diff/ unpacked, verified) to layers/<hex>/ unless that layer arrived meanwhile."""
+        meta = {
+            "diff_id": result.diff_id,
+            "size": result.size,
+            "tar_size": result.tar_size,
+            "blobs": {blob[0]: blob[1]} if blob else {},
+        }
+        atomic_write(work / "layer.json", json.dumps(meta, indent=1).encode())
+        with self.locked():
+            dest = self.layer_root(result.diff_id)
+            if not (dest / "layer.json").exists():
+                if dest.exists():  # debris of an interrupted rename: never referenced, safe to drop
+                    shutil.rmtree(dest)
+                os.rename(work, dest)
+                return meta
+        if blob:
+            self.add_layer_blob(result.diff_id, *blob)
+        return self.layer_meta(result.diff_id)
+
+    def install_layer(
+        self, work: Path, result: layers.UnpackResult, blob_file: Path, digest: str, media_type: str
+    ) -> dict[str, Any]:
+        """Commit a layer unpacked and verified beforehand (a streamed load, images/staging.py): its blob
+        goes in first, as in `import_layer`, then `work` (holding diff/) becomes layers/<hex>/."""
+        existed = self.has_blob(digest)
+        path = self.adopt_blob(blob_file, digest)
+        try:
+            return self._place_layer(work, result, (digest, media_type))
+        except BaseException:
+            if not existed:
+                path.unlink(missing_ok=True)
+            raise
 
     def import_layer(
         self,

@@ -67,12 +67,104 @@ class HashingReader:
         return "sha256:" + self.sha.hexdigest()
 
 
+class ForwardReader:
+    """A stream (`head` first, then `raw`) that tarfile may treat as seekable, because it only ever seeks
+    forward when reading members in order: its random-access mode ("r:") then reads member data straight
+    from here. Its stream mode ("r|") passes every byte through a buffer that it joins and slices again on
+    each read; under TCG those copies cost as much as hashing the layer. `read(n)` returns n bytes unless the
+    stream ends (tarfile counts a short read as "unexpected end of data")."""
+
+    def __init__(self, raw: BinaryIO, head: bytes = b"", exact: bool = True) -> None:
+        self._raw, self._head, self._pos = raw, head, 0
+        self._exact = exact  # False: read(n) may return fewer bytes (for readers that loop anyway)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            pos += self._pos
+        elif whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("this stream cannot seek from its end")
+        if pos < self._pos:
+            raise io.UnsupportedOperation(f"this stream cannot seek back (from {self._pos} to {pos})")
+        while self._pos < pos and self.read(min(_CHUNK, pos - self._pos)):
+            pass
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._exact and n is not None and n >= 0:
+            return self.read1(n)
+        if n is None or n < 0:
+            pieces = [self._head, *iter(lambda: self._raw.read(_CHUNK), b"")]
+        else:
+            pieces, want = [], n
+            if self._head:
+                pieces.append(self._head[:want])
+                want -= len(pieces[0])
+            while want > 0 and (piece := self._raw.read(want)):
+                pieces.append(piece)
+                want -= len(piece)
+        self._head = self._head[n:] if n is not None and n >= 0 else b""
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        self._pos += len(data)
+        return data
+
+    def read1(self, n: int) -> bytes:
+        """At most n bytes (b"" at the end) from one read of the source: no gathering, no copy."""
+        if self._head:
+            data, self._head = self._head[:n], self._head[n:]
+        else:
+            data = self._raw.read(n)
+        self._pos += len(data)
+        return data
+
+
+class _MemberData:
+    """A regular member's bytes read straight from the archive's ForwardReader, in the pieces the source
+    hands over (tarfile's file object adds two buffers and copies)."""
+
+    def __init__(self, stream: ForwardReader, size: int) -> None:
+        self._stream, self._left = stream, size
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            return b"".join(iter(lambda: self.read(_CHUNK), b""))
+        if self._left <= 0 or n == 0:
+            return b""
+        data = self._stream.read1(min(n, self._left))
+        if not data:
+            raise tarfile.ReadError("unexpected end of data")
+        self._left -= len(data)
+        return data
+
+
+def member_data(tar: tarfile.TarFile, m: tarfile.TarInfo) -> BinaryIO:
+    """A reader of a regular member's data, read in order (tarfile's own reader for sparse members and for
+    archives tarfile reads itself)."""
+    stream = tar.fileobj
+    if isinstance(stream, ForwardReader) and not m.issparse():
+        stream.seek(m.offset_data)
+        return _MemberData(stream, m.size)  # type: ignore[return-value]
+    src = tar.extractfile(m)
+    assert src is not None
+    return src  # type: ignore[return-value]
+
+
 def decompressed(raw: BinaryIO) -> BinaryIO:
     """The uncompressed stream of a gzip, zstd or plain tar, told apart by magic bytes."""
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(_RawAdapter(raw), _CHUNK)
-    head = buffered.peek(4)[:4]
+    head = b""
+    while len(head) < 4 and (more := raw.read(4 - len(head))):
+        head += more
+    stream = ForwardReader(raw, head, exact=False)
     if head.startswith(GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[arg-type,return-value]
     if head.startswith(ZSTD_MAGIC):
         try:
             import zstandard  # type: ignore[import-not-found]
@@ -81,21 +173,8 @@ def decompressed(raw: BinaryIO) -> BinaryIO:
                 "this layer is zstd-compressed and the guest's Python has no 'zstandard' module; "
                 "push the image with gzip layers instead"
             ) from None
-        return zstandard.ZstdDecompressor().stream_reader(buffered)  # type: ignore[no-any-return]
-    return buffered
-
-
-class _RawAdapter(io.RawIOBase):
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
-        data = self._raw.read(len(b))
-        b[: len(data)] = data
-        return len(data)
+        return zstandard.ZstdDecompressor().stream_reader(stream)  # type: ignore[no-any-return]
+    return stream  # type: ignore[return-value]
 
 
 def clean_parts(name: str, entry: str) -> tuple[str, ...]:
@@ -253,10 +332,9 @@ class _Unpacker:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(leaf, flags, 0o600, dir_fd=parent)
         try:
-            src = tar.extractfile(m)
-            if src is not None:
-                while chunk := src.read(_CHUNK):
-                    _write_all(fd, chunk)
+            src = member_data(tar, m)
+            while chunk := src.read(_CHUNK):
+                write_all(fd, chunk)
             self.size += m.size
             self._meta(fd, m, is_dir=False)
         finally:
@@ -327,7 +405,7 @@ class _Unpacker:
                 os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
@@ -346,7 +424,8 @@ def unpack(raw: BinaryIO, dest: Path) -> UnpackResult:
     hashing = HashingReader(decompressed(raw))
     unpacker = _Unpacker(dest)
     try:
-        with tarfile.open(fileobj=hashing, mode="r|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+        # "r:" on a forward-only reader: member data is read straight from the stream (see ForwardReader)
+        with tarfile.open(fileobj=ForwardReader(hashing), mode="r:", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
             for member in tar:
                 try:
                     unpacker.entry(tar, member)
