@@ -123,10 +123,14 @@ class FsWatcher:
         max_roots: int = 64,
         dir_budget: int | None = -1,
         max_batch: int = 1000,
+        skipped: Callable[[], list[str]] = lambda: [],
     ) -> None:
         """`send(changes)` posts one batch to the guest; `allowed_roots()` are the machine's share folders
-        (a path the guest names outside them is never watched); `warn(message, hint)` reports a refusal."""
+        (a path the guest names outside them is never watched); `warn(message, hint)` reports a refusal;
+        `skipped()` are folders whose changes are never sent (sync shares inside a watched share: the sync
+        carries them, and an event there would chmod the guest's copy under the sync's feet)."""
         self.send = send
+        self.skipped = skipped
         self.allowed_roots = allowed_roots
         self.warn = warn
         self.coalesce = coalesce
@@ -254,6 +258,8 @@ class FsWatcher:
 
     # -- events → batches --------------------------------------------------------------------------------
     def _note(self, path: str, structural: bool) -> None:
+        if any(_within(path, s) for s in self.skipped()):
+            return
         with self.lock:
             wanted = [p for p, root in self.roots.items() if root.covers(path)]
             if not wanted:

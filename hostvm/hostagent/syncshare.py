@@ -50,9 +50,12 @@ def share_id(path: str) -> str:
     return hashlib.sha256(path.encode()).hexdigest()[:16]
 
 
-def guest_command(path: str, uid: int, gid: int) -> str:
+def guest_command(path: str, uid: int, gid: int, outer: str = "") -> str:
+    """`outer`: the live share this sync share lies in (share_nesting.py); its copy is bound once that is
+    mounted."""
     store_dir = f"{GUEST_STORE}/{share_id(path)}"
     args = ["--store", store_dir, "--path", path, "--uid", str(uid), "--gid", str(gid)]
+    args += ["--outer", outer] if outer else []
     return f"cd {AGENT_DIR} && exec python3 -m pymachine_agent.syncshare " + shlex.join(args)
 
 
@@ -76,8 +79,10 @@ class SyncShare:
         state_dir: Path,
         report: Callable[[], None],
         on_lost: Callable[[], None] = lambda: None,
+        outer: str = "",
     ) -> None:
         self.path = path
+        self.outer = outer  # the live share it lies in, or ""
         self.on_lost = on_lost  # the channel ended while the link may live on (the guest side crashed)
         self.base_file = state_dir / f"{share_id(path)}.json"
         self.report = report
@@ -224,7 +229,7 @@ class SyncShare:
             raise FileNotFoundError(f"the host folder {self.path} does not exist")
         chan = transport.open_session(timeout=10)
         chan.settimeout(timeout)
-        chan.exec_command(guest_command(self.path, *self.owner))
+        chan.exec_command(guest_command(self.path, *self.owner, outer=self.outer))
         inp = chan.makefile("rb", 1 << 16)
         first = synclogic.read_frame(inp)
         if first.get("op") != "manifest":
@@ -334,13 +339,27 @@ def _stderr(chan: paramiko.Channel) -> str:
 class SyncShares:
     """The machine's sync shares: reconciled on every link-up before ready, live in between."""
 
-    def __init__(self, paths: list[str], machine_dir: Path, on_event: Callable[..., None]) -> None:
+    def __init__(
+        self,
+        paths: list[str],
+        machine_dir: Path,
+        on_event: Callable[..., None],
+        outers: dict[str, str] | None = None,
+    ) -> None:
+        """`outers`: sync share → the live share that holds it (machine_sync_outers)."""
         self.state_file = machine_dir / "sync-state.json"
         self.emit = on_event
         self.stopping = threading.Event()
         self.state_lock = threading.Lock()
         self.shares = {
-            p: SyncShare(p, machine_dir / "sync", self.write_state, lambda p=p: self._lost(p)) for p in paths
+            p: SyncShare(
+                p,
+                machine_dir / "sync",
+                self.write_state,
+                lambda p=p: self._lost(p),
+                (outers or {}).get(p, ""),
+            )
+            for p in paths
         }
         self.observer: Any = None
         self.transport: paramiko.Transport | None = None
@@ -430,3 +449,16 @@ def machine_sync_paths(machine_config: Path) -> list[str]:
     return [
         s["path"] for s in shares if isinstance(s, dict) and s.get("sync") and isinstance(s.get("path"), str)
     ]
+
+
+def machine_sync_outers(machine_config: Path) -> dict[str, str]:
+    """config.json's sync shares that lie inside a live share → that share (share_nesting.nested_syncs)."""
+    from ..config import Share
+    from ..share_nesting import nested_syncs
+
+    try:
+        raw = json.loads(machine_config.read_text()).get("shares") or []
+        shares = [Share.from_json(s) for s in raw if isinstance(s, dict)]
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}
+    return dict(nested_syncs(shares))
