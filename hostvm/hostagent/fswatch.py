@@ -143,7 +143,7 @@ class FsWatcher:
         self.refused: dict[str, str] = {}  # path → why it is not watched
         self.pending: dict[str, float] = {}  # path → monotonic time of its first event in this batch
         self.sent: OrderedDict[str, tuple | None] = OrderedDict()
-        self.stats = {"batches": 0, "sent": 0, "echoes": 0, "last_delay": None}
+        self.stats = {"batches": 0, "sent": 0, "echoes": 0, "skipped": 0, "last_delay": None}
         self.observer: Any = None
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="fs-changes", daemon=True)
@@ -259,6 +259,8 @@ class FsWatcher:
     # -- events → batches --------------------------------------------------------------------------------
     def _note(self, path: str, structural: bool) -> None:
         if any(_within(path, s) for s in self.skipped()):
+            with self.lock:
+                self.stats["skipped"] += 1  # (status shows it: changes the sync carries itself)
             return
         with self.lock:
             wanted = [p for p, root in self.roots.items() if root.covers(path)]
