@@ -190,11 +190,11 @@ def quiesce_script(devs: list[ShareDevice], inner: Sequence[str] = ()) -> str:
     ]
     for i, p in enumerate(inner):  # the sync copies' binds first: an outer share under them is busy
         undo = "; ".join(rebind_command(q) for q in reversed(inner[:i]))
-        lines += [
-            f"if {sync_bound(p)} && ! umount {shlex.quote(p)} 2>/run/.pm-umount; then",
+        lines += [  # (a loop: a bind made twice, by a race, comes off whole)
+            f"while {sync_bound(p)}; do umount {shlex.quote(p)} 2>/run/.pm-umount && continue",
             f"  {undo or ':'}",
             f'  echo "{p} is busy in the VM: $(cat /run/.pm-umount)"; exit 3',
-            "fi",
+            "done",
         ]
     for i, d in enumerate(mounted):
         path = shlex.quote(d.path)
