@@ -158,10 +158,26 @@ class Session:
                         self.known.forget(rel)
                     continue
                 puts.append(rel)
+            # a rename goes as a move, not as its content again (the host asks for it if it cannot)
+            added = {rel: synclogic.sig_of(self.store, rel) for rel in puts}
+            moved = synclogic.moves(dict(deletes), added)  # type: ignore[arg-type]
+            for _old, new in moved:
+                self.known.set(new, added[new])
+            digests = {
+                new: synclogic.digest(self.store, new) if added[new][0] == "f" else "" for _o, new in moved
+            }
+            gone, came = {old for old, _ in moved}, {new for _, new in moved}
+            deletes = [(rel, before) for rel, before in deletes if rel not in gone]
+            puts = [rel for rel in puts if rel not in came]
         puts.sort(key=lambda r: (r.count("/"), r))
         with self.out_lock:
             for rel, before in deletes:
                 synclogic.write_frame(self.out, {"op": "delete", "path": rel, "base": list(before)})
+            for old, new in moved:
+                synclogic.write_frame(
+                    self.out,
+                    {"op": "move", "path": old, "to": new, "base": list(added[new]), "digest": digests[new]},
+                )
             synclogic.send_entries(self.out, self.store, puts, self.known, self.lock)
             self.out.flush()
 
@@ -192,6 +208,27 @@ class Session:
                     except (OSError, ValueError) as exc:  # one entry that cannot be applied: said, not fatal
                         log.warning("%s %s not applied: %s", op, frame.get("path"), exc)
                         self.send({"op": "error", "error": f"{op} {frame.get('path')}: {exc}"})
+            elif op == "move":
+                with self.lock:
+                    try:
+                        done = self.applier.move(
+                            frame["path"],
+                            frame["to"],
+                            synclogic.base_of(frame),
+                            str(frame.get("digest") or ""),
+                        )
+                        if not done:
+                            self.applier.delete(frame["path"], synclogic.base_of(frame))
+                    except (OSError, ValueError) as exc:
+                        log.warning("move %s not applied: %s", frame.get("path"), exc)
+                        done = False
+                if not done:
+                    self.send({"op": "want", "path": frame.get("to")})
+            elif op == "want":  # a move the host could not make: send that entry's content
+                rel = synclogic.check_rel(frame.get("path"))
+                with self.lock:
+                    self.known.forget(rel)
+                self.flush({rel})
             elif op == "pull":
                 paths = [synclogic.check_rel(p) for p in frame.get("paths") or []]
                 with self.out_lock:

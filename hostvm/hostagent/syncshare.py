@@ -25,7 +25,7 @@ import os
 import shlex
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,7 @@ class SyncShare:
         self.state = "pending"  # pending | syncing | in sync | lost | error
         self.error: str | None = None
         self.pending: set[str] = set()
+        self.wants: list[str] = []  # guest renames this side could not make: their content is asked for
         self.wake = threading.Condition()
         self.chan: paramiko.Channel | None = None
         self.out: _Writer | None = None
@@ -164,20 +165,21 @@ class SyncShare:
     def flusher(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
             with self.wake:
-                while not (self.pending and self.live) and not stopping.is_set():
+                while not ((self.pending or self.wants) and self.live) and not stopping.is_set():
                     self.wake.wait(SAVE_EVERY)
                     if self.live and time.monotonic() - self.saved_at > SAVE_EVERY and not self.pending:
                         self.save_base()
             time.sleep(COALESCE)  # a burst (an editor's save, a git checkout) in one batch
             with self.wake:
                 batch, self.pending = self.pending, set()
+                wants, self.wants = self.wants, []
             try:
-                self.flush(batch)
+                self.flush(batch, wants)
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 log.info("sync of %s: changes not sent (%s); the next connect reconciles", self.path, exc)
             self.report()
 
-    def flush(self, batch: set[str]) -> None:
+    def flush(self, batch: set[str], wants: Sequence[str] = ()) -> None:
         """Send the host changes of `batch`: deletions, then entries shallowest first (a folder with all it
         holds, for a folder moved in whole)."""
         deletes, puts = [], set()
@@ -206,16 +208,34 @@ class SyncShare:
             for rel in puts:
                 self.unconfirmed.setdefault(rel, (self.known.entries.get(rel), 0))
             touched |= puts
+            # a rename goes as a move, not as its content again (the receiver asks for it if it cannot)
+            added = {rel: synclogic.sig_of(self.path, rel) for rel in puts}
+            moved = synclogic.moves(dict(deletes), added)  # type: ignore[arg-type]
+            for _old, new in moved:
+                self.known.set(new, added[new])
+            digests = {
+                new: synclogic.digest(self.path, new) if added[new][0] == "f" else "" for _o, new in moved
+            }
+            gone = {old for old, _new in moved}
+            deletes = [(rel, before) for rel, before in deletes if rel not in gone]
+            puts -= {new for _old, new in moved}
             self.mark += 1
             mark = self.mark
             for rel in touched:  # (sent again: confirmed only by this mark)
                 self.unconfirmed[rel] = (self.unconfirmed[rel][0], mark)
         out = self.out
-        if out is None or not (deletes or puts):
+        if out is None or not (deletes or puts or moved or wants):
             return
         with self.out_lock:
+            for rel in wants:
+                synclogic.write_frame(out, {"op": "want", "path": rel})
             for rel, before in deletes:
                 synclogic.write_frame(out, {"op": "delete", "path": rel, "base": list(before)})
+            for old, new in moved:
+                synclogic.write_frame(
+                    out,
+                    {"op": "move", "path": old, "to": new, "base": list(added[new]), "digest": digests[new]},
+                )
             ordered = sorted(puts, key=lambda r: (r.count("/"), r))
             synclogic.send_entries(out, self.path, ordered, self.known, self.lock)
             synclogic.write_frame(out, {"op": "mark", "n": mark})  # answered once all of it is applied
@@ -299,6 +319,25 @@ class SyncShare:
                 elif op == "delete":
                     with self.lock:
                         self.applier.delete(frame["path"], synclogic.base_of(frame))
+                elif op == "want":  # a move it could not make: send that entry's content
+                    rel = synclogic.check_rel(frame.get("path"))
+                    with self.lock:
+                        self.known.forget(rel)
+                    self.note(os.path.join(self.path, rel))
+                elif op == "move":
+                    with self.lock:
+                        done = self.applier.move(
+                            frame["path"],
+                            frame["to"],
+                            synclogic.base_of(frame),
+                            str(frame.get("digest") or ""),
+                        )
+                        if not done:
+                            self.applier.delete(frame["path"], synclogic.base_of(frame))
+                    if not done:  # asked by the flusher: this reader never writes (the guest's reader does)
+                        with self.wake:
+                            self.wants.append(synclogic.check_rel(frame["to"]))
+                            self.wake.notify()
                 elif op in self.marks:
                     self.marks[op].set()
                 elif op == "marked":

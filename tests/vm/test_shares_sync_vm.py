@@ -141,28 +141,38 @@ def test_a_container_write_reaches_the_host_owned_by_the_share_owner(synced: Syn
 def test_rename_and_delete_both_ways(synced: Synced) -> None:
     p = synced.proj
     (p / "h-old.txt").write_text("renamed on the host\n")
-    (p / "h-del.txt").write_text("deleted on the host\n")
-    until(lambda: synced.guest_has("h-del.txt", "deleted on the host\n"), DEADLINE, "h-del.txt in the guest")
+    (p / "h-del.txt").write_text("deleted on the host (a size of its own)\n")
+    until(
+        lambda: synced.guest_has("h-del.txt", "deleted on the host (a size of its own)\n"),
+        DEADLINE,
+        "h-del.txt in the guest",
+    )
     until(lambda: synced.guest_has("h-old.txt", "renamed on the host\n"), DEADLINE, "h-old.txt in the guest")
+    inode = synced.sh("stat -c %i /app/h-old.txt")
     (p / "h-old.txt").rename(p / "h-new.txt")
     (p / "h-del.txt").unlink()
     until(
         lambda: synced.sh("ls /app | grep '^h-'") == "h-new.txt\n", DEADLINE, "the host's rename and delete"
     )
+    # crossed as a rename (synclogic.moves): the guest renamed its file, it did not write the content again
+    assert synced.sh("stat -c %i /app/h-new.txt") == inode
     synced.sh(
-        "echo c > /app/c-old.txt && echo d > /app/c-del.txt && mkdir -p /app/c-dir/x "
+        "echo c > /app/c-old.txt && echo dd > /app/c-del.txt && mkdir -p /app/c-dir/x "
         "&& echo z > /app/c-dir/x/z"
     )
     until(
-        lambda: (p / "c-dir" / "x" / "z").exists() and (p / "c-del.txt").exists(), DEADLINE, "container files"
+        lambda: all((p / n).exists() for n in ("c-dir/x/z", "c-del.txt", "c-old.txt")),
+        DEADLINE,
+        "container files",
     )
+    inode = (p / "c-old.txt").stat().st_ino
     synced.sh("mv /app/c-old.txt /app/c-new.txt && rm /app/c-del.txt && rm -r /app/c-dir")
     until(
         lambda: sorted(n for n in os.listdir(p) if n.startswith("c-")) == ["c-new.txt"],
         DEADLINE,
         "the container's rename and deletes on the host",
     )
-    assert (p / "c-new.txt").read_text() == "c\n"
+    assert (p / "c-new.txt").read_text() == "c\n" and (p / "c-new.txt").stat().st_ino == inode
 
 
 def test_a_git_repository_made_on_the_host_is_clean_in_a_container(synced: Synced, tmp_path: Path) -> None:
