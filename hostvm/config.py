@@ -145,7 +145,8 @@ def parse_share(text: str | Share) -> Share:
 
 def check_shares(shares: list[Share], problems: list[Problem], label: str = "shares") -> list[Share]:
     """Normalise each path; add a Problem (field `label`) for a relative path, a path that is not an existing
-    folder, a system folder, or a folder equal to or inside another share. Returns the normalised shares."""
+    folder, a system folder, or a folder equal to or inside another share (except a sync share inside a
+    read-write live one: share_nesting.clash). Returns the normalised shares."""
     out: list[Share] = []
     for share in shares:
         path = share.path
