@@ -233,6 +233,15 @@ class Applier:
         self.known.set(new, base)  # what our watcher will see there: an echo
         return True
 
+    def apply_move(self, frame: dict) -> bool:
+        """A `move` frame: renamed here, or (False: the sender is to be asked for the content) `path`
+        deleted as for a `delete`."""
+        base = synclogic.base_of(frame)
+        if self.move(frame["path"], frame["to"], base, str(frame.get("digest") or "")):
+            return True
+        self.delete(frame["path"], base)
+        return False
+
     def rename(self, rel: str, new: str, record: bool = True) -> None:
         """Move `rel` aside to `new` (a conflict's losing version) in the same folder."""
         synclogic.check_rel(rel)

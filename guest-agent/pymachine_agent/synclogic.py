@@ -23,7 +23,7 @@ import os
 import stat
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -193,6 +193,19 @@ def moves(deleted: dict[str, Sig], added: dict[str, Sig]) -> list[tuple[str, str
     return sorted(
         (o[0], news[sig][0]) for sig, o in olds.items() if len(o) == 1 and len(news.get(sig, ())) == 1
     )
+
+
+def move_frames(root: str, deletes: list[tuple[str, Sig]], puts: Iterable[str], known: Known) -> list[dict]:
+    """The `move` frames for the renames among a batch's deletions and puts (`moves`), each new name recorded
+    in `known` as sent; the caller leaves their `delete` and `put` out."""
+    added = {rel: sig_of(root, rel) for rel in puts}
+    frames = []
+    for old, new in moves(dict(deletes), added):  # type: ignore[arg-type]
+        sig = added[new]
+        known.set(new, sig)
+        content = digest(root, new) if sig[0] == "f" else ""  # type: ignore[index]
+        frames.append({"op": "move", "path": old, "to": new, "base": list(sig), "digest": content})  # type: ignore[arg-type]
+    return frames
 
 
 def digest(root: str, rel: str) -> str:

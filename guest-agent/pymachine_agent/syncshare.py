@@ -159,25 +159,16 @@ class Session:
                     continue
                 puts.append(rel)
             # a rename goes as a move, not as its content again (the host asks for it if it cannot)
-            added = {rel: synclogic.sig_of(self.store, rel) for rel in puts}
-            moved = synclogic.moves(dict(deletes), added)  # type: ignore[arg-type]
-            for _old, new in moved:
-                self.known.set(new, added[new])
-            digests = {
-                new: synclogic.digest(self.store, new) if added[new][0] == "f" else "" for _o, new in moved
-            }
-            gone, came = {old for old, _ in moved}, {new for _, new in moved}
+            moved = synclogic.move_frames(self.store, deletes, puts, self.known)
+            gone, came = {m["path"] for m in moved}, {m["to"] for m in moved}
             deletes = [(rel, before) for rel, before in deletes if rel not in gone]
             puts = [rel for rel in puts if rel not in came]
         puts.sort(key=lambda r: (r.count("/"), r))
         with self.out_lock:
             for rel, before in deletes:
                 synclogic.write_frame(self.out, {"op": "delete", "path": rel, "base": list(before)})
-            for old, new in moved:
-                synclogic.write_frame(
-                    self.out,
-                    {"op": "move", "path": old, "to": new, "base": list(added[new]), "digest": digests[new]},
-                )
+            for frame in moved:
+                synclogic.write_frame(self.out, frame)
             synclogic.send_entries(self.out, self.store, puts, self.known, self.lock)
             self.out.flush()
 
@@ -211,14 +202,7 @@ class Session:
             elif op == "move":
                 with self.lock:
                     try:
-                        done = self.applier.move(
-                            frame["path"],
-                            frame["to"],
-                            synclogic.base_of(frame),
-                            str(frame.get("digest") or ""),
-                        )
-                        if not done:
-                            self.applier.delete(frame["path"], synclogic.base_of(frame))
+                        done = self.applier.apply_move(frame)
                     except (OSError, ValueError) as exc:
                         log.warning("move %s not applied: %s", frame.get("path"), exc)
                         done = False

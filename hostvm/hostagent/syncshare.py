@@ -209,16 +209,10 @@ class SyncShare:
                 self.unconfirmed.setdefault(rel, (self.known.entries.get(rel), 0))
             touched |= puts
             # a rename goes as a move, not as its content again (the receiver asks for it if it cannot)
-            added = {rel: synclogic.sig_of(self.path, rel) for rel in puts}
-            moved = synclogic.moves(dict(deletes), added)  # type: ignore[arg-type]
-            for _old, new in moved:
-                self.known.set(new, added[new])
-            digests = {
-                new: synclogic.digest(self.path, new) if added[new][0] == "f" else "" for _o, new in moved
-            }
-            gone = {old for old, _new in moved}
+            moved = synclogic.move_frames(self.path, deletes, puts, self.known)
+            gone = {m["path"] for m in moved}
             deletes = [(rel, before) for rel, before in deletes if rel not in gone]
-            puts -= {new for _old, new in moved}
+            puts -= {m["to"] for m in moved}
             self.mark += 1
             mark = self.mark
             for rel in touched:  # (sent again: confirmed only by this mark)
@@ -231,11 +225,8 @@ class SyncShare:
                 synclogic.write_frame(out, {"op": "want", "path": rel})
             for rel, before in deletes:
                 synclogic.write_frame(out, {"op": "delete", "path": rel, "base": list(before)})
-            for old, new in moved:
-                synclogic.write_frame(
-                    out,
-                    {"op": "move", "path": old, "to": new, "base": list(added[new]), "digest": digests[new]},
-                )
+            for frame in moved:
+                synclogic.write_frame(out, frame)
             ordered = sorted(puts, key=lambda r: (r.count("/"), r))
             synclogic.send_entries(out, self.path, ordered, self.known, self.lock)
             synclogic.write_frame(out, {"op": "mark", "n": mark})  # answered once all of it is applied
@@ -326,14 +317,7 @@ class SyncShare:
                     self.note(os.path.join(self.path, rel))
                 elif op == "move":
                     with self.lock:
-                        done = self.applier.move(
-                            frame["path"],
-                            frame["to"],
-                            synclogic.base_of(frame),
-                            str(frame.get("digest") or ""),
-                        )
-                        if not done:
-                            self.applier.delete(frame["path"], synclogic.base_of(frame))
+                        done = self.applier.apply_move(frame)
                     if not done:  # asked by the flusher: this reader never writes (the guest's reader does)
                         with self.wake:
                             self.wants.append(synclogic.check_rel(frame["to"]))

@@ -73,7 +73,7 @@ def test_a_host_rename_is_sent_as_a_move_and_the_guest_renames_its_copy(tmp_path
         if header["op"] == "put":
             applier.put(header, io.BytesIO())
         elif header["op"] == "move":
-            assert applier.move(header["path"], header["to"], synclogic.base_of(header), header["digest"])
+            assert applier.apply_move(header)
     assert not (copy / "old.txt").exists() and (copy / "sub" / "new.txt").read_text() == "12345" * 1000
     assert synclogic.manifest(str(copy)) == synclogic.manifest(str(share))
     assert guest_known.is_echo("sub/new.txt", synclogic.sig_of(str(copy), "sub/new.txt"))
@@ -87,7 +87,7 @@ def test_a_move_the_receiver_cannot_make_keeps_its_change_and_asks_for_the_conte
     move = next(h for h, _ in _frames(s.out) if h["op"] == "move")  # type: ignore[attr-defined]
     (copy / "old.txt").write_text("changed in the guest meanwhile\n")
     applier = Applier(str(copy), "guest", Known({"old.txt": synclogic.base_of(move)}))
-    assert not applier.move(move["path"], move["to"], synclogic.base_of(move), move["digest"])
+    assert not applier.apply_move(move)  # and old.txt, changed here, is not deleted either
     assert (copy / "old.txt").read_text() == "changed in the guest meanwhile\n" and not (
         copy / "new.txt"
     ).exists()
