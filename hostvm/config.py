@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import paths, store
+from . import paths, share_nesting, store
 from .errors import UsageError
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
@@ -145,7 +145,8 @@ def parse_share(text: str | Share) -> Share:
 
 def check_shares(shares: list[Share], problems: list[Problem], label: str = "shares") -> list[Share]:
     """Normalise each path; add a Problem (field `label`) for a relative path, a path that is not an existing
-    folder, a system folder, or a folder equal to or inside another share. Returns the normalised shares."""
+    folder, a system folder, or a folder equal to or inside another share (except a sync share inside a
+    read-write live one: share_nesting.clash). Returns the normalised shares."""
     out: list[Share] = []
     for share in shares:
         path = share.path
@@ -162,16 +163,14 @@ def check_shares(shares: list[Share], problems: list[Problem], label: str = "sha
         if not os.path.isdir(norm):
             problems.append(Problem(label, f"'{norm}' does not exist or is not a folder"))
             continue
-        clash = next((o for o in out if _within(norm, o.path) or _within(o.path, norm)), None)
-        if clash is not None:
-            how = "is already shared" if clash.path == norm else f"overlaps the share {clash.path}"
-            why = "shares may not be nested"
-            if share.sync or clash.sync:  # the default home share holds most projects: say how to go on
-                why += f"; a sync share lies outside live ones: remove {clash.path} or use --no-home-mount"
-            problems.append(Problem(label, f"'{norm}' {how} ({why})"))
-            continue
         if share.sync and share.readonly:
             problems.append(Problem(label, f"'{norm}': a sync share is read-write (drop :ro or sync)"))
+            continue
+        # only a sync share inside a read-write live share may nest (share_nesting.py says why)
+        candidate = Share(norm, share.readonly, share.sync)
+        why = next((w for o in out if (w := share_nesting.clash(candidate, o))), None)
+        if why is not None:
+            problems.append(Problem(label, why))
             continue
         out.append(Share(norm, share.readonly, share.sync))
     return out

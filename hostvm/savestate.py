@@ -23,12 +23,12 @@ import os
 import shlex
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import paths, store
+from . import paths, share_nesting, store
 from .domain import ShareDevice
 from .errors import PymachineError
 
@@ -169,12 +169,13 @@ def describe(name: str) -> dict[str, Any] | None:
 
 
 # -- the guest side of a save: flush, and let go of share devices --------------------------------------------
-def quiesce_script(devs: list[ShareDevice]) -> str:
+def quiesce_script(devs: list[ShareDevice], inner: Sequence[str] = ()) -> str:
     """Run in the guest before a save: flush the page cache, then unmount the device-backed shares — unless
     a process in another mount namespace (a container's bind mount) or an open file holds one; then remount
-    what was unmounted and exit 3 with the reason."""
+    what was unmounted and exit 3 with the reason. `inner` are the sync shares inside live shares, deepest
+    first (share_nesting.nested_syncs): their copies' binds come off before the shares that hold them."""
     mounted = [d for d in devs if d.transport in ("virtiofs", "9p")]
-    if not mounted:
+    if not mounted and not inner:
         return "sync"
     lines = [
         "sync",
@@ -187,9 +188,20 @@ def quiesce_script(devs: list[ShareDevice]) -> str:
         "  fi",
         "done",
     ]
+    for i, p in enumerate(inner):  # the sync copies' binds first: an outer share under them is busy
+        undo = "; ".join(rebind_command(q) for q in reversed(inner[:i]))
+        lines += [  # (a loop: a bind made twice, by a race, comes off whole)
+            f"while {sync_bound(p)}; do umount {shlex.quote(p)} 2>/run/.pm-umount && continue",
+            f"  {undo or ':'}",
+            f'  echo "{p} is busy in the VM: $(cat /run/.pm-umount)"; exit 3',
+            "done",
+        ]
     for i, d in enumerate(mounted):
         path = shlex.quote(d.path)
-        undo = "; ".join(f"{is_mounted(e)} || {remount_command(e)}" for e in mounted[:i])
+        undo = "; ".join(
+            [f"{is_mounted(e)} || {remount_command(e)}" for e in mounted[:i]]
+            + [rebind_command(q) for q in reversed(inner)]
+        )
         lines += [
             f"if {is_mounted(d)} && ! umount {path} 2>/run/.pm-umount; then",
             f"  {undo or ':'}",
@@ -197,6 +209,27 @@ def quiesce_script(devs: list[ShareDevice]) -> str:
             "fi",
         ]
     return "\n".join(lines)
+
+
+def sync_store(path: str) -> str:
+    """Where the guest keeps the copy of sync share `path` (hostagent/syncshare.py)."""
+    from .hostagent.syncshare import GUEST_STORE, share_id
+
+    return f"{GUEST_STORE}/{share_id(path)}"
+
+
+def sync_bound(path: str) -> str:
+    """A shell test: the sync share's copy is bound at `path` (the same inode as its store)."""
+    store_dir = shlex.quote(sync_store(path))
+    return f'[ "$(stat -c %d:%i {store_dir} 2>/dev/null)" = "$(stat -c %d:%i {shlex.quote(path)})" ]'
+
+
+def rebind_command(path: str) -> str:
+    """Bind the sync share's copy at `path` again unless it is there already (as the guest's sync side
+    does, pymachine_agent/syncshare.py)."""
+    q, store_dir = shlex.quote(path), shlex.quote(sync_store(path))
+    bind = f"mount --bind {store_dir} {q} && mount -o remount,bind,nosuid,nodev {q}"
+    return f"{{ {sync_bound(path)} || {{ {bind}; }}; }}"
 
 
 def is_mounted(d: ShareDevice) -> str:
@@ -213,9 +246,11 @@ def remount_command(d: ShareDevice) -> str:
     return f"mount -t {d.transport} -o {opts} {d.tag} {shlex.quote(d.path)}"
 
 
-def remount_script(devs: list[ShareDevice], wait_s: int = 20) -> str:
+def remount_script(devs: list[ShareDevice], wait_s: int = 20, inner: Sequence[str] = ()) -> str:
     """After a resume: mount the shares again, retrying while a re-plugged device is being probed (PCIe
-    hot-plug takes seconds under TCG); exit 1 naming the shares that did not come back."""
+    hot-plug takes seconds under TCG); exit 1 naming the shares that did not come back. `inner`: sync
+    shares inside them, bound again afterwards (after a failed save; a resume leaves that to the guest's
+    sync side, which the host agent starts on the new link and which waits for the outer share)."""
     out = ["bad=''"]
     for d in devs:
         if d.transport not in ("virtiofs", "9p"):
@@ -232,6 +267,7 @@ def remount_script(devs: list[ShareDevice], wait_s: int = 20) -> str:
                 f"{is_mounted(d)} && echo 4096 "
                 f">/sys/class/bdi/$(mountpoint -d {shlex.quote(d.path)})/read_ahead_kb 2>/dev/null"
             )
+    out += [rebind_command(p) + f' || bad="$bad {p}"' for p in reversed(inner)]
     out.append('[ -z "$bad" ] || { echo "shares not mounted again:$bad"; exit 1; }')
     return "\n".join(out)
 
@@ -303,10 +339,11 @@ def save(
         raise NotSaved(
             f"saved state not possible with virtiofs shares on the {drv.name} driver (it cannot unplug them)"
         )
+    inner = [p for p, _outer in share_nesting.nested_syncs(_cfg(config).shares)]
     t0 = time.monotonic()
     f = files(name)
     discard(name)
-    script = quiesce_script(devs)
+    script = quiesce_script(devs, inner)
     done = quiesce(script) if quiesce is not None else None
     status, out, err = done if done is not None else _run_in_guest(name, script, "flush its disk")
     if status != 0:
@@ -326,8 +363,8 @@ def save(
         if drv.state(name) is DriverState.RUNNING:  # give the guest its folders back
             for d in detached:
                 drv.attach_share(name, d)
-            if devs:
-                _run_in_guest(name, remount_script(devs), "mount its shares again")
+            if devs or inner:
+                _run_in_guest(name, remount_script(devs, inner=inner), "mount its shares again")
         raise NotSaved(f"saving failed: {getattr(exc, 'message', exc)}") from exc
     saved = time.monotonic()
     size = f.temp.stat().st_size

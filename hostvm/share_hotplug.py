@@ -46,6 +46,9 @@ def apply(name: str, share: Share, add: bool, running: bool) -> ShareChange:
         except (OSError, ValueError):
             pass
         return ShareChange("restart")
+    holds = _sync_shares_within(name, share.path)
+    if holds:  # an sshfs mount (or its lazy unmount) would hide (or take along) the sync copy's bind
+        return ShareChange("restart", f"it holds the sync share {holds[0]}")
     op = "share-mount" if add else "share-unmount"
     try:
         answer = control.call(
@@ -61,6 +64,14 @@ def apply(name: str, share: Share, add: bool, running: bool) -> ShareChange:
         started.append({"path": share.path, "readonly": share.readonly})
     store.write_json(state_path, state | {"shares": started})
     return ShareChange("now")
+
+
+def _sync_shares_within(name: str, path: str) -> list[str]:
+    from .config import Share
+    from .share_nesting import sync_paths_within
+
+    raw = (store.read_json(paths.machine(name).config, {}) or {}).get("shares") or []
+    return sync_paths_within([Share.from_json(s) for s in raw if isinstance(s, dict)], path)
 
 
 def phrase(change: ShareChange, name: str, add: bool) -> str:

@@ -81,8 +81,10 @@ class Shares:
         return self.shares is not None
 
     def find(self, path: str) -> Share | None:
-        """The share `path` lies in (shares never nest, so at most one)."""
-        return next((s for s in self.shares or [] if within(path, s.path)), None)
+        """The share `path` lies in: the deepest (a sync share may lie inside a live one, its copy bound over
+        that sub-path; live shares never nest)."""
+        found = [s for s in self.shares or [] if within(path, s.path)]
+        return max(found, key=lambda s: len(s.path)) if found else None
 
     def _not_shared(self, path: str, asked: str) -> ShareError:
         listed = ", ".join(s.path + (" (ro)" if s.readonly else "") for s in self.shares or []) or "none"

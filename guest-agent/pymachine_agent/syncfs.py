@@ -205,6 +205,43 @@ class Applier:
         self.known.forget(rel)
         return True
 
+    def move(self, rel: str, new: str, base: Sig | None, content: str = "") -> bool:
+        """The other side renamed `rel` (whose signature was `base`) to `new`: rename it here too, when this
+        side still has just that at `rel` and nothing at `new`. False when it cannot: `rel` is then deleted as
+        for a `delete` (kept if changed here) and the sender is asked for `new`'s content (`want`)."""
+        rel, new = synclogic.check_rel(rel), synclogic.check_rel(new)
+        if base is None or base[0] not in ("f", "l") or synclogic.ignored(new):
+            return False
+        try:
+            if synclogic.sig_of(self.root, rel) != base or synclogic.sig_of(self.root, new) is not None:
+                return False
+            if base[0] == "f" and (not content or synclogic.digest(self.root, rel) != content):
+                return False  # the same size and time, other content: not what the sender renamed
+            src_fd, src_name = self._parent(rel, create=False)
+            try:
+                dst_fd, dst_name = self._parent(new)
+                try:
+                    os.rename(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+                finally:
+                    os.close(dst_fd)
+            finally:
+                os.close(src_fd)
+        except OSError as exc:  # a folder on the way turned into a link or a file: send the content instead
+            log.info("move of %s to %s not applied: %s", rel, new, exc)
+            return False
+        self.known.forget(rel)
+        self.known.set(new, base)  # what our watcher will see there: an echo
+        return True
+
+    def apply_move(self, frame: dict) -> bool:
+        """A `move` frame: renamed here, or (False: the sender is to be asked for the content) `path`
+        deleted as for a `delete`."""
+        base = synclogic.base_of(frame)
+        if self.move(frame["path"], frame["to"], base, str(frame.get("digest") or "")):
+            return True
+        self.delete(frame["path"], base)
+        return False
+
     def rename(self, rel: str, new: str, record: bool = True) -> None:
         """Move `rel` aside to `new` (a conflict's losing version) in the same folder."""
         synclogic.check_rel(rel)

@@ -17,19 +17,20 @@ any new file). A deletion against a change loses: the changed file is kept.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import stat
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 Sig = tuple  # ("f", size, mtime_ns, mode) | ("d", mode) | ("l", target)
 # The frames' version, in the guest's first frame (manifest). Both sides ship in one agent checksum, which
 # the host agent re-provisions on drift (protocol.py); this catches a guest copy it could not replace.
-SYNC_VERSION = 2  # 2: mark/marked (the host's base keeps only what the guest confirmed)
+SYNC_VERSION = 3  # 2: mark/marked (the host's base keeps only what the guest confirmed); 3: move/want
 TEMP_PREFIX = ".pmsync-"  # a copy being written; never synced, never reported
 MAX_HEADER = 1 << 26  # a manifest of a few hundred thousand names still fits
 CHUNK = 1 << 20
@@ -176,6 +177,49 @@ class Known:
     def unsent_change(self, rel: str, current: Sig | None) -> bool:
         """This side has a change of `rel` it has not sent (a deletion from the other side spares it)."""
         return current is not None and current != self.entries.get(rel) and current[0] != "d"
+
+
+def moves(deleted: dict[str, Sig], added: dict[str, Sig]) -> list[tuple[str, str]]:
+    """Renames among what one batch deleted (path → the signature both sides agreed on) and added (path → its
+    signature now): a file or link whose signature is the same under a new name (`mv` keeps size, mtime and
+    bits) is sent as a `move`, not as its content again. A signature that several deleted or several added
+    names share is ambiguous and left as a delete and a put; folders too (their entries carry their own)."""
+    olds: dict[Sig, list[str]] = {}
+    news: dict[Sig, list[str]] = {}
+    for group, entries in ((olds, deleted), (news, added)):
+        for rel, sig in entries.items():
+            if sig is not None and sig[0] in ("f", "l"):
+                group.setdefault(sig, []).append(rel)
+    return sorted(
+        (o[0], news[sig][0]) for sig, o in olds.items() if len(o) == 1 and len(news.get(sig, ())) == 1
+    )
+
+
+def move_frames(root: str, deletes: list[tuple[str, Sig]], puts: Iterable[str], known: Known) -> list[dict]:
+    """The `move` frames for the renames among a batch's deletions and puts (`moves`), each new name recorded
+    in `known` as sent; the caller leaves their `delete` and `put` out."""
+    added = {rel: sig_of(root, rel) for rel in puts}
+    frames = []
+    for old, new in moves(dict(deletes), added):  # type: ignore[arg-type]
+        sig = added[new]
+        known.set(new, sig)
+        content = digest(root, new) if sig[0] == "f" else ""  # type: ignore[index]
+        frames.append({"op": "move", "path": old, "to": new, "base": list(sig), "digest": content})  # type: ignore[arg-type]
+    return frames
+
+
+def digest(root: str, rel: str) -> str:
+    """A file's content hash, which a `move` carries: size and a coarse mtime (one clock tick) could match a
+    different file deleted in the same batch (files unpacked with their times kept), and the receiver
+    renames only what has this content. "" when it cannot be read."""
+    h = hashlib.sha256()
+    try:
+        with open(os.path.join(root, rel), "rb", opener=_nofollow) as fh:
+            while chunk := fh.read(CHUNK):
+                h.update(chunk)
+    except OSError:
+        return ""
+    return h.hexdigest()
 
 
 def crossed(current: Sig | None, base: Sig | None) -> bool:

@@ -24,6 +24,7 @@ import argparse
 import ctypes
 import logging
 import os
+import re
 import select
 import struct
 import subprocess
@@ -45,6 +46,8 @@ IN_ONLYDIR, IN_DONTFOLLOW, IN_ISDIR = 0x01000000, 0x02000000, 0x40000000
 WATCH_MASK = (IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
               | IN_ONLYDIR | IN_DONTFOLLOW)  # fmt: skip
 MIN_WATCHES = 524288  # a copy of a big tree needs one watch per folder
+OUTER_WAIT = 300.0  # a resumed TCG guest mounts its shares again within seconds to minutes under load
+SHARE_FSTYPES = ("virtiofs", "9p", "fuse.sshfs")
 _EVENT = struct.Struct("iIII")
 
 
@@ -115,8 +118,10 @@ def _below(root: str, rel: str) -> set[str]:
 
 
 class Session:
-    def __init__(self, store: str, path: str, owner: tuple[int, int], inp: BinaryIO, out: BinaryIO) -> None:
-        self.store, self.path, self.inp, self.out = store, path, inp, out
+    def __init__(
+        self, store: str, path: str, owner: tuple[int, int], inp: BinaryIO, out: BinaryIO, outer: str = ""
+    ) -> None:
+        self.store, self.path, self.inp, self.out, self.outer = store, path, inp, out, outer
         self.known = Known()  # filled in serve(), once the watches are set
         self.applier = Applier(store, "guest", self.known, owner)
         self.lock = threading.Lock()  # the tree and `known` (applier vs watcher), never held while writing
@@ -153,10 +158,17 @@ class Session:
                         self.known.forget(rel)
                     continue
                 puts.append(rel)
+            # a rename goes as a move, not as its content again (the host asks for it if it cannot)
+            moved = synclogic.move_frames(self.store, deletes, puts, self.known)
+            gone, came = {m["path"] for m in moved}, {m["to"] for m in moved}
+            deletes = [(rel, before) for rel, before in deletes if rel not in gone]
+            puts = [rel for rel in puts if rel not in came]
         puts.sort(key=lambda r: (r.count("/"), r))
         with self.out_lock:
             for rel, before in deletes:
                 synclogic.write_frame(self.out, {"op": "delete", "path": rel, "base": list(before)})
+            for frame in moved:
+                synclogic.write_frame(self.out, frame)
             synclogic.send_entries(self.out, self.store, puts, self.known, self.lock)
             self.out.flush()
 
@@ -187,6 +199,20 @@ class Session:
                     except (OSError, ValueError) as exc:  # one entry that cannot be applied: said, not fatal
                         log.warning("%s %s not applied: %s", op, frame.get("path"), exc)
                         self.send({"op": "error", "error": f"{op} {frame.get('path')}: {exc}"})
+            elif op == "move":
+                with self.lock:
+                    try:
+                        done = self.applier.apply_move(frame)
+                    except (OSError, ValueError) as exc:
+                        log.warning("move %s not applied: %s", frame.get("path"), exc)
+                        done = False
+                if not done:
+                    self.send({"op": "want", "path": frame.get("to")})
+            elif op == "want":  # a move the host could not make: send that entry's content
+                rel = synclogic.check_rel(frame.get("path"))
+                with self.lock:
+                    self.known.forget(rel)
+                self.flush({rel})
             elif op == "pull":
                 paths = [synclogic.check_rel(p) for p in frame.get("paths") or []]
                 with self.out_lock:
@@ -196,14 +222,37 @@ class Session:
             elif op == "mark":  # everything before it is applied (frames are read and applied in order)
                 self.send({"op": "marked", "n": frame.get("n")})
             elif op == "mount":
-                error = bind_mount(self.store, self.path)
+                error = bind_mount(self.store, self.path, self.outer)
                 self.send({"op": "error", "error": error} if error else {"op": "mounted"})
             else:
                 self.send({"op": "error", "error": f"unknown op {op!r}"})
 
 
-def bind_mount(store: str, path: str) -> str:
-    """Bind the copy at the share's path, nosuid,nodev (once: a resumed machine has it already)."""
+def share_mounted(outer: str) -> bool:
+    """The live share `outer` is mounted (its own filesystem, the top one at that path: not the guest's
+    folder or tmpfs left there while it is unmounted around a save)."""
+    top = ""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+            for line in fh:
+                fields, _, rest = line.partition(" - ")
+                point = fields.split(" ")[4] if fields.count(" ") >= 5 else ""
+                if re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point) == outer:
+                    top = rest.split(" ", 1)[0]
+    except OSError:
+        return False
+    return top in SHARE_FSTYPES
+
+
+def bind_mount(store: str, path: str, outer: str = "", wait: float = OUTER_WAIT) -> str:
+    """Bind the copy at the share's path, nosuid,nodev (once: a resumed machine has it already). A sync
+    share inside a live share (`outer`) is bound only once that share is mounted: after a resume the guest
+    mounts it again while the host agent already connects, and a bind made first would end up under it."""
+    deadline = time.monotonic() + wait
+    while outer and not share_mounted(outer):
+        if time.monotonic() > deadline:
+            return f"the share {outer} that holds {path} is not mounted in the VM (waited {wait:.0f} s)"
+        time.sleep(0.2)
     try:
         os.makedirs(path, 0o755, exist_ok=True)
         a, b = os.stat(store), os.stat(path)
@@ -234,12 +283,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--path", required=True)
     ap.add_argument("--uid", type=int, required=True)
     ap.add_argument("--gid", type=int, required=True)
+    ap.add_argument("--outer", default="", help="the live share this one lies in (bound once it is mounted)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="syncshare %(levelname)s %(message)s")
     os.makedirs(args.store, 0o755, exist_ok=True)
     os.chown(args.store, args.uid, args.gid)
     raise_watch_limit()
-    session = Session(args.store, args.path, (args.uid, args.gid), sys.stdin.buffer, sys.stdout.buffer)
+    session = Session(
+        args.store, args.path, (args.uid, args.gid), sys.stdin.buffer, sys.stdout.buffer, args.outer
+    )
     return session.serve()
 
 

@@ -90,6 +90,7 @@ class Agent:
             self._post_fs_changes,
             self._share_roots,
             warn=lambda message, hint: self.events.emit("error", message=message, hint=hint or None),
+            skipped=lambda: list(self.sync.shares),  # a sync share in a watched folder carries its changes
         )
         self.shares = sshfs.SshfsShares(_exec, lambda **kw: self.events.emit("share", **kw))
         for path, readonly in shares:
@@ -97,6 +98,7 @@ class Agent:
         self.sync = syncshare.SyncShares(  # copies on the VM's disk kept in sync (`mount add --sync`)
             syncshare.machine_sync_paths(self.machine_config), machine_dir,
             lambda **kw: self.events.emit("share", **kw),
+            syncshare.machine_sync_outers(self.machine_config),
         )  # fmt: skip
         self._table_lock = threading.Lock()
         self.control = ControlServer(self.control_path, self.handle)
@@ -525,7 +527,8 @@ def sshfs_shares(name: str) -> list[tuple[str, bool]]:
         transport = stored_transport(name) or cfg.share_transport
     except ImportError:
         transport = cfg.share_transport
-    return [(s.path, s.readonly) for s in cfg.shares] if transport == "sshfs" else []
+    # (a sync share is a copy the host agent makes, not an sshfs mount)
+    return [(s.path, s.readonly) for s in cfg.shares if not s.sync] if transport == "sshfs" else []
 
 
 def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) -> int:

@@ -123,10 +123,14 @@ class FsWatcher:
         max_roots: int = 64,
         dir_budget: int | None = -1,
         max_batch: int = 1000,
+        skipped: Callable[[], list[str]] = lambda: [],
     ) -> None:
         """`send(changes)` posts one batch to the guest; `allowed_roots()` are the machine's share folders
-        (a path the guest names outside them is never watched); `warn(message, hint)` reports a refusal."""
+        (a path the guest names outside them is never watched); `warn(message, hint)` reports a refusal;
+        `skipped()` are folders whose changes are never sent (sync shares inside a watched share: the sync
+        carries them, and an event there would chmod the guest's copy under the sync's feet)."""
         self.send = send
+        self.skipped = skipped
         self.allowed_roots = allowed_roots
         self.warn = warn
         self.coalesce = coalesce
@@ -139,7 +143,7 @@ class FsWatcher:
         self.refused: dict[str, str] = {}  # path → why it is not watched
         self.pending: dict[str, float] = {}  # path → monotonic time of its first event in this batch
         self.sent: OrderedDict[str, tuple | None] = OrderedDict()
-        self.stats = {"batches": 0, "sent": 0, "echoes": 0, "last_delay": None}
+        self.stats = {"batches": 0, "sent": 0, "echoes": 0, "skipped": 0, "last_delay": None}
         self.observer: Any = None
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="fs-changes", daemon=True)
@@ -254,6 +258,10 @@ class FsWatcher:
 
     # -- events → batches --------------------------------------------------------------------------------
     def _note(self, path: str, structural: bool) -> None:
+        if any(_within(path, s) for s in self.skipped()):
+            with self.lock:
+                self.stats["skipped"] += 1  # (status shows it: changes the sync carries itself)
+            return
         with self.lock:
             wanted = [p for p, root in self.roots.items() if root.covers(path)]
             if not wanted:

@@ -25,7 +25,7 @@ import os
 import shlex
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,12 @@ def share_id(path: str) -> str:
     return hashlib.sha256(path.encode()).hexdigest()[:16]
 
 
-def guest_command(path: str, uid: int, gid: int) -> str:
+def guest_command(path: str, uid: int, gid: int, outer: str = "") -> str:
+    """`outer`: the live share this sync share lies in (share_nesting.py); its copy is bound once that is
+    mounted."""
     store_dir = f"{GUEST_STORE}/{share_id(path)}"
     args = ["--store", store_dir, "--path", path, "--uid", str(uid), "--gid", str(gid)]
+    args += ["--outer", outer] if outer else []
     return f"cd {AGENT_DIR} && exec python3 -m pymachine_agent.syncshare " + shlex.join(args)
 
 
@@ -76,8 +79,10 @@ class SyncShare:
         state_dir: Path,
         report: Callable[[], None],
         on_lost: Callable[[], None] = lambda: None,
+        outer: str = "",
     ) -> None:
         self.path = path
+        self.outer = outer  # the live share it lies in, or ""
         self.on_lost = on_lost  # the channel ended while the link may live on (the guest side crashed)
         self.base_file = state_dir / f"{share_id(path)}.json"
         self.report = report
@@ -90,6 +95,7 @@ class SyncShare:
         self.state = "pending"  # pending | syncing | in sync | lost | error
         self.error: str | None = None
         self.pending: set[str] = set()
+        self.wants: list[str] = []  # guest renames this side could not make: their content is asked for
         self.wake = threading.Condition()
         self.chan: paramiko.Channel | None = None
         self.out: _Writer | None = None
@@ -159,20 +165,21 @@ class SyncShare:
     def flusher(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
             with self.wake:
-                while not (self.pending and self.live) and not stopping.is_set():
+                while not ((self.pending or self.wants) and self.live) and not stopping.is_set():
                     self.wake.wait(SAVE_EVERY)
                     if self.live and time.monotonic() - self.saved_at > SAVE_EVERY and not self.pending:
                         self.save_base()
             time.sleep(COALESCE)  # a burst (an editor's save, a git checkout) in one batch
             with self.wake:
                 batch, self.pending = self.pending, set()
+                wants, self.wants = self.wants, []
             try:
-                self.flush(batch)
+                self.flush(batch, wants)
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 log.info("sync of %s: changes not sent (%s); the next connect reconciles", self.path, exc)
             self.report()
 
-    def flush(self, batch: set[str]) -> None:
+    def flush(self, batch: set[str], wants: Sequence[str] = ()) -> None:
         """Send the host changes of `batch`: deletions, then entries shallowest first (a folder with all it
         holds, for a folder moved in whole)."""
         deletes, puts = [], set()
@@ -201,16 +208,25 @@ class SyncShare:
             for rel in puts:
                 self.unconfirmed.setdefault(rel, (self.known.entries.get(rel), 0))
             touched |= puts
+            # a rename goes as a move, not as its content again (the receiver asks for it if it cannot)
+            moved = synclogic.move_frames(self.path, deletes, puts, self.known)
+            gone = {m["path"] for m in moved}
+            deletes = [(rel, before) for rel, before in deletes if rel not in gone]
+            puts -= {m["to"] for m in moved}
             self.mark += 1
             mark = self.mark
             for rel in touched:  # (sent again: confirmed only by this mark)
                 self.unconfirmed[rel] = (self.unconfirmed[rel][0], mark)
         out = self.out
-        if out is None or not (deletes or puts):
+        if out is None or not (deletes or puts or moved or wants):
             return
         with self.out_lock:
+            for rel in wants:
+                synclogic.write_frame(out, {"op": "want", "path": rel})
             for rel, before in deletes:
                 synclogic.write_frame(out, {"op": "delete", "path": rel, "base": list(before)})
+            for frame in moved:
+                synclogic.write_frame(out, frame)
             ordered = sorted(puts, key=lambda r: (r.count("/"), r))
             synclogic.send_entries(out, self.path, ordered, self.known, self.lock)
             synclogic.write_frame(out, {"op": "mark", "n": mark})  # answered once all of it is applied
@@ -224,7 +240,7 @@ class SyncShare:
             raise FileNotFoundError(f"the host folder {self.path} does not exist")
         chan = transport.open_session(timeout=10)
         chan.settimeout(timeout)
-        chan.exec_command(guest_command(self.path, *self.owner))
+        chan.exec_command(guest_command(self.path, *self.owner, outer=self.outer))
         inp = chan.makefile("rb", 1 << 16)
         first = synclogic.read_frame(inp)
         if first.get("op") != "manifest":
@@ -294,6 +310,18 @@ class SyncShare:
                 elif op == "delete":
                     with self.lock:
                         self.applier.delete(frame["path"], synclogic.base_of(frame))
+                elif op == "want":  # a move it could not make: send that entry's content
+                    rel = synclogic.check_rel(frame.get("path"))
+                    with self.lock:
+                        self.known.forget(rel)
+                    self.note(os.path.join(self.path, rel))
+                elif op == "move":
+                    with self.lock:
+                        done = self.applier.apply_move(frame)
+                    if not done:  # asked by the flusher: this reader never writes (the guest's reader does)
+                        with self.wake:
+                            self.wants.append(synclogic.check_rel(frame["to"]))
+                            self.wake.notify()
                 elif op in self.marks:
                     self.marks[op].set()
                 elif op == "marked":
@@ -334,13 +362,27 @@ def _stderr(chan: paramiko.Channel) -> str:
 class SyncShares:
     """The machine's sync shares: reconciled on every link-up before ready, live in between."""
 
-    def __init__(self, paths: list[str], machine_dir: Path, on_event: Callable[..., None]) -> None:
+    def __init__(
+        self,
+        paths: list[str],
+        machine_dir: Path,
+        on_event: Callable[..., None],
+        outers: dict[str, str] | None = None,
+    ) -> None:
+        """`outers`: sync share → the live share that holds it (machine_sync_outers)."""
         self.state_file = machine_dir / "sync-state.json"
         self.emit = on_event
         self.stopping = threading.Event()
         self.state_lock = threading.Lock()
         self.shares = {
-            p: SyncShare(p, machine_dir / "sync", self.write_state, lambda p=p: self._lost(p)) for p in paths
+            p: SyncShare(
+                p,
+                machine_dir / "sync",
+                self.write_state,
+                lambda p=p: self._lost(p),
+                (outers or {}).get(p, ""),
+            )
+            for p in paths
         }
         self.observer: Any = None
         self.transport: paramiko.Transport | None = None
@@ -430,3 +472,16 @@ def machine_sync_paths(machine_config: Path) -> list[str]:
     return [
         s["path"] for s in shares if isinstance(s, dict) and s.get("sync") and isinstance(s.get("path"), str)
     ]
+
+
+def machine_sync_outers(machine_config: Path) -> dict[str, str]:
+    """config.json's sync shares that lie inside a live share → that share (share_nesting.nested_syncs)."""
+    from ..config import Share
+    from ..share_nesting import nested_syncs
+
+    try:
+        raw = json.loads(machine_config.read_text()).get("shares") or []
+        shares = [Share.from_json(s) for s in raw if isinstance(s, dict)]
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}
+    return dict(nested_syncs(shares))

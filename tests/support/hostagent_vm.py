@@ -118,8 +118,14 @@ def wait_for(predicate, what: str, timeout: float = 120.0):  # type: ignore[no-u
 @contextlib.contextmanager
 def booted_machine(base: Path, name: str, **create: object) -> Iterator[VmMachine]:
     """Create and start machine `name` (direct-QEMU driver) in `base`/home with busybox loaded; `create` goes
-    to `machines.create` (e.g. home_mount=False). Deleted (forced) on exit."""
+    to `machines.create` (e.g. home_mount=False, driver="libvirt"). Deleted (forced) on exit."""
     from support.agent import busybox_tarball
+
+    driver = str(create.pop("driver", "qemu"))
+    if driver == "libvirt":
+        from support.machines import ensure_libvirtd
+
+        ensure_libvirtd()
 
     env = dict(os.environ)
     env.update(
@@ -133,7 +139,7 @@ def booted_machine(base: Path, name: str, **create: object) -> Iterator[VmMachin
     with env_of(machine):
         from pymachine.hostvm import machines
 
-        machines.create(name, driver="qemu", progress=lambda m: print(m, file=sys.stderr), **create)  # type: ignore[arg-type]
+        machines.create(name, driver=driver, progress=lambda m: print(m, file=sys.stderr), **create)  # type: ignore[arg-type]
         try:
             machines.start(name, lambda m: print(m, file=sys.stderr))
             machine.docker("load", "-i", str(busybox_tarball()))

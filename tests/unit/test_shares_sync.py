@@ -203,9 +203,11 @@ def test_the_guest_side_reports_changes_once_and_not_its_own_writes(tmp_path: Pa
         _wait(lambda: any(h.get("path") == "guest.txt" for h in got))
         time.sleep(0.5)  # what the host sent must not come back (an echo would show up in this window)
         assert [h.get("path") for h in got if h["op"] == "put"] == ["guest.txt"]
-        (store / "guest.txt").rename(store / "moved.txt")
-        _wait(lambda: any(h["op"] == "delete" and h["path"] == "guest.txt" for h in got))
-        _wait(lambda: any(h.get("path") == "moved.txt" for h in got))
+        (store / "guest.txt").rename(store / "moved.txt")  # a rename crosses as a move, not as content
+        _wait(
+            lambda: any(h["op"] == "move" and (h["path"], h["to"]) == ("guest.txt", "moved.txt") for h in got)
+        )
+        assert [h.get("path") for h in got if h["op"] in ("put", "delete")] == ["guest.txt"]
     finally:
         child.stdin.close()  # type: ignore[union-attr]
         child.wait(10)

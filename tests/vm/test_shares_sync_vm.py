@@ -1,7 +1,11 @@
 """Sync shares in a booted machine (`--mount PATH:sync`): the folder's copy on the VM's disk, bind-mounted at
 the same path, kept in sync both ways by the host agent (hostvm/hostagent/syncshare.py) and the guest side
-(pymachine_agent/syncshare.py). One machine for the module (a sync share is set at start), with only the sync
-share (no home or temp share): whatever a container sees of the folder came through the sync."""
+(pymachine_agent/syncshare.py). One machine for the module (a sync share is set at start), as a Docker Desktop
+user has it: the sync share lies inside a live share (virtiofs, standing in for the default home share;
+share_nesting.py), and the VM binds the copy over that sub-path, so whatever a container sees of the folder,
+through either share, came through the sync. libvirt, so that the last test's stop saves the machine with the
+virtiofs share unplugged (direct QEMU cannot) and its start resumes it: the quiesce takes the copy's bind off
+first, and the resumed guest binds it again over the share once that is mounted."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import pytest
 from support import gitkit
 from support.hostagent_vm import VmMachine, booted_machine, env_of
 from support.inotify import events, inotify_watch_binary
+from support.machines import unique_name
 from support.poll import until
 
 pytestmark = pytest.mark.vm
@@ -30,6 +35,7 @@ RESTART = 180.0  # bound on a new guest side's start and merge (a Python start a
 class Synced:
     m: VmMachine
     proj: Path
+    live: Path  # the live share that holds proj
 
     def sh(self, script: str, check: bool = True) -> str:
         return self.m.docker(
@@ -49,7 +55,8 @@ def _own(path: Path) -> None:
 @pytest.fixture(scope="module")
 def synced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synced]:
     base = tmp_path_factory.mktemp("sync")
-    proj = base / "proj"
+    live = base / "live"
+    proj = live / "proj"
     (proj / "sub").mkdir(parents=True)
     (proj / "pre.txt").write_text("before start\n")
     (proj / "sub" / "deep.txt").write_text("deep\n")
@@ -64,8 +71,15 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synced]:
         proj / "link",
     ):
         _own(p)
-    with booted_machine(base, "sync", home_mount=False, mounts=[f"{proj}:sync"]) as machine, env_of(machine):
-        yield Synced(machine, proj)
+    (live / "beside.txt").write_text("live\n")
+    mounts = [str(live), f"{proj}:sync"]
+    with (
+        booted_machine(
+            base, unique_name("sync"), driver="libvirt", home_mount=False, mounts=mounts
+        ) as machine,
+        env_of(machine),
+    ):
+        yield Synced(machine, proj, live)
 
 
 def test_the_copy_is_made_at_start_and_bound_at_the_same_path(synced: Synced) -> None:
@@ -75,7 +89,7 @@ def test_the_copy_is_made_at_start_and_bound_at_the_same_path(synced: Synced) ->
     status, mounts, _ = synced.m.ssh(f"findmnt -rn -M {synced.proj} -o FSTYPE,OPTIONS")
     assert status == 0 and mounts.split()[0] == b"ext4", mounts
     assert b"nosuid" in mounts and b"nodev" in mounts
-    listing = synced.m.pymachine("mount", "list", "sync").stdout
+    listing = synced.m.pymachine("mount", "list", synced.m.name).stdout
     assert "sync" in listing and "in sync" in listing, listing
 
 
@@ -127,28 +141,38 @@ def test_a_container_write_reaches_the_host_owned_by_the_share_owner(synced: Syn
 def test_rename_and_delete_both_ways(synced: Synced) -> None:
     p = synced.proj
     (p / "h-old.txt").write_text("renamed on the host\n")
-    (p / "h-del.txt").write_text("deleted on the host\n")
-    until(lambda: synced.guest_has("h-del.txt", "deleted on the host\n"), DEADLINE, "h-del.txt in the guest")
+    (p / "h-del.txt").write_text("deleted on the host (a size of its own)\n")
+    until(
+        lambda: synced.guest_has("h-del.txt", "deleted on the host (a size of its own)\n"),
+        DEADLINE,
+        "h-del.txt in the guest",
+    )
     until(lambda: synced.guest_has("h-old.txt", "renamed on the host\n"), DEADLINE, "h-old.txt in the guest")
+    inode = synced.sh("stat -c %i /app/h-old.txt")
     (p / "h-old.txt").rename(p / "h-new.txt")
     (p / "h-del.txt").unlink()
     until(
         lambda: synced.sh("ls /app | grep '^h-'") == "h-new.txt\n", DEADLINE, "the host's rename and delete"
     )
+    # crossed as a rename (synclogic.moves): the guest renamed its file, it did not write the content again
+    assert synced.sh("stat -c %i /app/h-new.txt") == inode
     synced.sh(
-        "echo c > /app/c-old.txt && echo d > /app/c-del.txt && mkdir -p /app/c-dir/x "
+        "echo c > /app/c-old.txt && echo dd > /app/c-del.txt && mkdir -p /app/c-dir/x "
         "&& echo z > /app/c-dir/x/z"
     )
     until(
-        lambda: (p / "c-dir" / "x" / "z").exists() and (p / "c-del.txt").exists(), DEADLINE, "container files"
+        lambda: all((p / n).exists() for n in ("c-dir/x/z", "c-del.txt", "c-old.txt")),
+        DEADLINE,
+        "container files",
     )
+    inode = (p / "c-old.txt").stat().st_ino
     synced.sh("mv /app/c-old.txt /app/c-new.txt && rm /app/c-del.txt && rm -r /app/c-dir")
     until(
         lambda: sorted(n for n in os.listdir(p) if n.startswith("c-")) == ["c-new.txt"],
         DEADLINE,
         "the container's rename and deletes on the host",
     )
-    assert (p / "c-new.txt").read_text() == "c\n"
+    assert (p / "c-new.txt").read_text() == "c\n" and (p / "c-new.txt").stat().st_ino == inode
 
 
 def test_a_git_repository_made_on_the_host_is_clean_in_a_container(synced: Synced, tmp_path: Path) -> None:
@@ -222,7 +246,7 @@ def test_host_files_in_flight_when_the_channel_dies_are_not_lost(synced: Synced)
         flight.mkdir()
         for i in range(50):
             (flight / f"f{i}").write_text(f"{i}\n")
-        state = synced.m.home / "m" / "sync" / "sync-state.json"
+        state = synced.m.home / "m" / synced.m.name / "sync-state.json"
         # sent into the channel, and not confirmed (the guest side is stopped): the folder and its 50 files
         until(
             lambda: json.loads(state.read_text())[str(synced.proj)]["unconfirmed"] == 51, DEADLINE, "the send"
@@ -234,14 +258,89 @@ def test_host_files_in_flight_when_the_channel_dies_are_not_lost(synced: Synced)
     assert len(os.listdir(flight)) == 50
 
 
+def _mounts(synced: Synced) -> list[str]:
+    """The guest's mounts at the live share and at the sync share, in mount order (FSTYPE each)."""
+    out = []
+    for path in (synced.live, synced.proj):
+        _status, found, _ = synced.m.ssh(f"findmnt -rn -M {path} -o FSTYPE")
+        out += [f"{path.name} {t}" for t in found.decode().split()]
+    return out
+
+
+def _copy_seen_through_the_live_share(synced: Synced) -> bool:
+    """In a container with `-v LIVE:/h -v PROJ:/app`: /h/proj is the sync copy (/app's filesystem), not the
+    live share's own view of the folder (a recursive bind, as Docker's, brings the copy's bind along)."""
+    out = synced.m.docker(
+        "run", "--rm", "-v", f"{synced.live}:/h", "-v", f"{synced.proj}:/app", IMAGE,
+        "stat", "-c", "%d", "/h", "/h/proj", "/app",
+    ).stdout.split()  # fmt: skip
+    live_dev, nested_dev, app_dev = out
+    return nested_dev == app_dev != live_dev
+
+
+def test_the_live_share_shows_the_copy_at_the_sub_path(synced: Synced) -> None:
+    """`-v LIVE:/h` shows the sync copy at /h/proj, the same folder as `-v PROJ:/app`; a write there goes
+    through the sync."""
+    assert _mounts(synced) == ["live virtiofs", "proj ext4"]
+    assert _copy_seen_through_the_live_share(synced)
+    out = synced.m.docker(
+        "run", "--rm", "-v", f"{synced.live}:/h", IMAGE, "sh", "-c",
+        "cat /h/beside.txt; echo via-home > /h/proj/via-home.txt",
+    ).stdout  # fmt: skip
+    assert out == "live\n"
+    made = synced.proj / "via-home.txt"
+    until(lambda: made.exists() and made.read_text() == "via-home\n", DEADLINE, "via-home.txt on the host")
+    if os.geteuid() == 0:  # written on the host by the sync (as the share's owner), not by virtiofsd
+        assert (made.stat().st_uid, made.stat().st_gid) == OWNER
+
+
+def _watch(synced: Synced) -> dict:
+    from pymachine.hostvm.hostagent import control
+
+    return control.call(synced.m.home / "m" / synced.m.name / "ha.sock", "status", timeout=120)["watch"]
+
+
+def test_the_live_shares_change_events_leave_the_sync_share_to_the_sync(synced: Synced) -> None:
+    """A container binds the live share, so the host agent watches it and sends change events; host edits
+    under the sync share are seen and left out (the sync carries them), edits beside it are sent."""
+    cid = synced.m.docker("run", "-d", "-v", f"{synced.live}:/h", IMAGE, "sleep", "600").stdout.strip()
+    try:
+        until(
+            lambda: str(synced.live) in _watch(synced)["paths"], DEADLINE * 4, "the watch on the live share"
+        )
+        before = _watch(synced)
+        (synced.proj / "edited-under-watch.txt").write_text("synced\n")
+        until(
+            lambda: synced.guest_has("edited-under-watch.txt", "synced\n"), DEADLINE, "the edit in the guest"
+        )
+        until(lambda: _watch(synced)["skipped"] > before["skipped"], DEADLINE, "the edit seen and left out")
+        (synced.live / "beside-edit.txt").write_text("live\n")
+        until(lambda: _watch(synced)["sent"] > before["sent"], DEADLINE, "the edit beside it sent")
+    finally:
+        synced.m.docker(
+            "rm", "-f", cid, check=False
+        )  # (a container on the live share would keep the save off)
+
+
+def _boot_id(synced: Synced) -> str:
+    return synced.m.ssh("cat /proc/sys/kernel/random/boot_id")[1].decode().strip()
+
+
 def test_changes_made_while_saved_are_applied_at_start(synced: Synced) -> None:
-    synced.m.pymachine("stop", "sync")
+    """stop saves (the copy's bind off, then the virtiofs share unmounted and unplugged), start resumes (the
+    share plugged and mounted again, then the copy bound over it), and the merge brings what changed."""
+    boot = _boot_id(synced)
+    stop = synced.m.pymachine("stop", synced.m.name)
+    assert "saved machine state" in stop.stdout + stop.stderr, stop
     (synced.proj / "pre.txt").write_text("edited while stopped\n")
     (synced.proj / "gone.txt").unlink()
     (synced.proj / "new-while-stopped.txt").write_text("new\n")
-    synced.m.pymachine("start", "sync")
+    start = synced.m.pymachine("start", synced.m.name)
+    assert "cold boot" not in start.stdout + start.stderr and _boot_id(synced) == boot, start
+    assert _mounts(synced) == ["live virtiofs", "proj ext4"]  # outer, then the copy over it: not under it
     out = synced.sh("cat /app/pre.txt /app/new-while-stopped.txt; ls /app/gone.txt 2>&1; true")
     assert out.startswith("edited while stopped\nnew\n") and "No such file" in out, out
-    # and it is live again
+    # and it is live again, seen through the live share as well
     (synced.proj / "after.txt").write_text("after\n")
     until(lambda: synced.guest_has("after.txt", "after\n"), DEADLINE, "a change after the resume")
+    assert _copy_seen_through_the_live_share(synced)
