@@ -252,11 +252,14 @@ class ApiServer:
             self.threads.append(t)
 
     def stop(self) -> None:
-        for srv in (self.unix, self.tcp):
-            if srv is not None:
-                srv.shutdown()
-                srv.server_close()
+        # the path first: shutdown() waits for the accept loop's next poll (seconds under TCG at load), and a
+        # client that connected meanwhile was served by an agent about to exit, its reply cut when it did;
+        # with the path gone it is refused, which the host agent's engine socket retries on the next agent
         try:
             self.socket_path.unlink()
         except FileNotFoundError:
             pass
+        for srv in (self.unix, self.tcp):
+            if srv is not None:
+                srv.shutdown()
+                srv.server_close()
