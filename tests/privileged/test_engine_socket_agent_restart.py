@@ -8,7 +8,6 @@ broken link and its docker client got EOF (`docker rm -f` after the guest agent 
 from __future__ import annotations
 
 import http.client
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
+from support.agent import UnixHTTPConnection
 from support.hostagent_guest import FakeGuestProtocol
 from support.hostagent_sshd import LocalSshd, unavailable
 from support.poll import until
@@ -28,20 +28,9 @@ HANG_GUARD = 60.0  # seconds: a bound against hanging, not a speed claim
 CLIENTS = 12
 
 
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=HANG_GUARD)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(HANG_GUARD)
-        self.sock.connect(str(self.unix_path))
-
-
 def ping(sock: Path) -> str:
     """`GET /_ping` through the engine socket: "200 OK", or what the client saw instead."""
-    conn = UnixHTTP(sock)
+    conn = UnixHTTPConnection(str(sock), HANG_GUARD)
     try:
         conn.request("GET", "/_ping")
         resp = conn.getresponse()
@@ -52,11 +41,14 @@ def ping(sock: Path) -> str:
         conn.close()
 
 
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[LocalSshd]:
-    server = LocalSshd(tmp_path / "sshd").start()
-    yield server
-    server.stop()
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSshd]:
+    """One sshd for this module's tests (each opens its own transport to it)."""
+    server = LocalSshd(tmp_path_factory.mktemp("sshd")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def test_concurrent_refusals_each_keep_their_own_reason(tmp_path: Path, sshd: LocalSshd) -> None:
