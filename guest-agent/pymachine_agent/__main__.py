@@ -166,6 +166,7 @@ def serve(
     stop.wait()
     server.stop()  # first: a client must not reach an agent that is going away (re-provision, restart)
     relay.close()
+    server.drain()  # the requests it took still get their replies
     engine.close()
     return 0
 

@@ -47,6 +47,8 @@ def write_bytes(path: PathArg, data: bytes, *, durable: bool = True, mode: int =
         if exc.errno != errno.ENOSPC or not reserve.release_for(os.fspath(path)):
             raise
         _write_bytes(os.fspath(path), data, durable, mode)
+        return
+    reserve.rearm_released()  # a reserve given back earlier, once the space is back
 
 
 def _write_bytes(target: str, data: bytes, durable: bool, mode: int) -> None:

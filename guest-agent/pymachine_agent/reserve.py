@@ -6,19 +6,26 @@ fills the disk, the engine must still be able to record an exit, a removal, its 
 else `docker rm` fails and the agent crash-loops at start. So the state folder holds `.reserve`, a file of
 RESERVE_BYTES allocated while there is room, and given back when a write of the engine's own state meets
 ENOSPC (atomic.write_bytes calls `release_for`) or when the agent starts on a nearly full disk. It is
-allocated again at the next start that finds room.
+allocated again as soon as there is room: at the next start, and after the first write of the engine's own
+state (atomic.write_bytes calls `rearm_released`) that finds LOW_WATER free again, e.g. once `docker rm` has
+freed the filler's space. Before that, one agent gave it back once and never again had it: a second container
+filling the disk found no reserve, and `docker rm` of that container failed with ENOSPC (it records
+"removing" before it deletes), so no command could free the space.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 log = logging.getLogger("pymachine_agent.reserve")
 NAME = ".reserve"
 RESERVE_BYTES = 32 * 1024 * 1024
 LOW_WATER = 2 * RESERVE_BYTES  # below this much free space at start, the reserve is given back
+_released: set[Path] = set()  # state folders whose reserve this process gave back: armed again with room
+_lock = threading.Lock()
 
 
 def free_bytes(folder: Path) -> int:
@@ -32,6 +39,8 @@ def arm(state_dir: Path) -> None:
     try:
         free = free_bytes(state_dir)
         if free < LOW_WATER:
+            with _lock:
+                _released.add(state_dir)
             if path.exists():
                 path.unlink()
                 log.warning(
@@ -40,13 +49,14 @@ def arm(state_dir: Path) -> None:
                     RESERVE_BYTES >> 20,
                 )
             return
-        if path.exists() and path.stat().st_size >= RESERVE_BYTES:
-            return
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            os.posix_fallocate(fd, 0, RESERVE_BYTES)
-        finally:
-            os.close(fd)
+        if not (path.exists() and path.stat().st_size >= RESERVE_BYTES):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+        with _lock:
+            _released.discard(state_dir)
     except OSError as exc:
         path.unlink(missing_ok=True)
         log.warning("no space reserve for the engine's state in %s: %s", state_dir, exc)
@@ -66,6 +76,8 @@ def release_for(target: str) -> bool:
             continue
         except OSError:
             return False
+        with _lock:
+            _released.add(candidate)
         log.warning(
             "disk full: released the engine's %d MiB reserve (%s) to write %s",
             RESERVE_BYTES >> 20,
@@ -74,3 +86,21 @@ def release_for(target: str) -> bool:
         )
         return True
     return False
+
+
+def rearm_released() -> None:
+    """After a write of the engine's state: allocate again each reserve given back, where the disk has room
+    again (arm checks). Costs nothing while no reserve was given back."""
+    if not _released:
+        return
+    with _lock:
+        folders = list(_released)
+    for folder in folders:
+        try:
+            room = free_bytes(folder) >= LOW_WATER
+        except OSError:
+            continue
+        if room:
+            arm(folder)
+            if (folder / NAME).exists():
+                log.info("disk space is back: the engine's reserve in %s is allocated again", folder)

@@ -27,7 +27,11 @@ from .transport import Link, Parked
 
 log = logging.getLogger(__name__)
 GUEST_SOCKET = "/run/pymachine/docker.sock"
-AGENT_RESTART_S = 15.0
+# How long a client connection waits for a guest agent that is being restarted by the guest init (a
+# re-provision, a crash, SIGTERM). Its start took 44-71 s under TCG at a host load of 30 (imports, nft, the
+# containers' reconcile), plus up to 15 s of the init's back-off after quick deaths: a shorter wait handed
+# docker clients an error while the agent was about to answer.
+AGENT_RESTART_S = 120.0
 
 
 class SocketForward:
@@ -113,16 +117,22 @@ class SocketForward:
                 chan = self.fast() or self.open_channel()  # inside: a paused machine is woken first
                 pump.splice(conn, chan, name="docker-fwd", hold_after_upgrade=True).join()
         except Parked as exc:  # a stopped machine: the client reads why, as the engine's error
-            with contextlib.suppress(OSError):
-                conn.settimeout(2)
-                conn.recv(65536)  # the request first: a reply to a client still writing could break its pipe
-                conn.sendall(error_response(str(exc)))
-            conn.close()
+            self._refuse(conn, str(exc))
         except Exception as exc:  # noqa: BLE001 - SSH/OS errors, or a machine that could not be woken
             self.failures += 1
             self.last_error = str(exc)
             self.on_error(f"engine socket: cannot reach the guest agent: {exc}")
-            conn.close()
+            # an answer, not a bare close: the client would print "EOF" (or, mid-write, "broken pipe")
+            self._refuse(conn, f"cannot reach the guest agent: {exc}")
+
+    @staticmethod
+    def _refuse(conn: socket.socket, message: str) -> None:
+        """Answer a connection that reached no guest agent with the engine's 503 error, then close it."""
+        with contextlib.suppress(OSError):
+            conn.settimeout(2)
+            conn.recv(65536)  # the request first: a reply to a client still writing could break its pipe
+            conn.sendall(error_response(message))
+        conn.close()
 
     def open_channel(self) -> paramiko.Channel:
         """A channel to the guest engine socket. Waits for the link when it is down, retries once across a

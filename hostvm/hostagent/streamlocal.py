@@ -20,12 +20,20 @@ import time
 
 import paramiko
 from paramiko.channel import Channel
-from paramiko.common import cMSG_CHANNEL_OPEN
+from paramiko.common import CONNECTION_FAILED_CODE, MSG_CHANNEL_OPEN_FAILURE, cMSG_CHANNEL_OPEN
 from paramiko.message import Message
 from paramiko.ssh_exception import ChannelException, SSHException
 
 KIND = "direct-streamlocal@openssh.com"
-_NEEDED = ("lock", "_next_channel", "_channels", "channel_events", "channels_seen", "_send_user_message")
+_NEEDED = (
+    "lock",
+    "_next_channel",
+    "_channels",
+    "channel_events",
+    "channels_seen",
+    "_send_user_message",
+    "_handler_table",
+)
 
 # Larger than paramiko's 2 MiB default: a bulk transfer through an emulated guest is window-bound otherwise.
 WINDOW_SIZE = 8 * 1024 * 1024
@@ -52,6 +60,35 @@ def supported(transport: paramiko.Transport) -> bool:
     return all(hasattr(transport, name) for name in _NEEDED)
 
 
+def _refusals(t: paramiko.Transport) -> dict[int, ChannelException]:
+    """Each refused channel's own reason, by channel id. paramiko keeps only the last one, per transport
+    (`saved_exception`), and `get_exception()` clears it: when two channel opens are refused at once (the
+    engine socket's clients and the event stream all retrying while the guest agent restarts), one of them
+    took the other's reason and the other saw none, so a refusal to be retried (2: no socket yet) read as a
+    broken link, and the docker client got EOF. Recorded here as each refusal arrives, under paramiko's
+    lock."""
+    table: dict[int, ChannelException] | None = getattr(t, "_pymachine_refusals", None)
+    if table is not None:
+        return table
+    with t.lock:
+        table = getattr(t, "_pymachine_refusals", None)
+        if table is None:
+            table = {}
+            parse = t._handler_table[MSG_CHANNEL_OPEN_FAILURE]
+
+            def recorded(m: Message) -> None:
+                peek = Message(m.asbytes())  # a copy: the handler reads `m` from its start
+                chanid, reason = peek.get_int(), peek.get_int()
+                with t.lock:
+                    if chanid in t.channel_events:  # one being opened (not a stray)
+                        table[chanid] = ChannelException(reason, CONNECTION_FAILED_CODE.get(reason, "?"))
+                parse(m)
+
+            t._handler_table[MSG_CHANNEL_OPEN_FAILURE] = recorded
+            t._pymachine_refusals = table  # type: ignore[attr-defined]
+    return table
+
+
 def open_direct(transport: paramiko.Transport, path: str, timeout: float = 10.0) -> Channel:
     """A channel connected to the unix socket `path` on the server; raises SSHException when refused."""
     if not transport.active:
@@ -59,6 +96,7 @@ def open_direct(transport: paramiko.Transport, path: str, timeout: float = 10.0)
     if not supported(transport):
         raise SSHException("this paramiko version hides the channel bookkeeping direct-streamlocal needs")
     t = transport
+    refusals = _refusals(t)
     with t.lock:
         window = t._sanitize_window_size(WINDOW_SIZE)
         packet = t._sanitize_packet_size(MAX_PACKET)
@@ -86,6 +124,10 @@ def open_direct(transport: paramiko.Transport, path: str, timeout: float = 10.0)
         if time.monotonic() > deadline:
             raise SSHException(f"timed out opening a channel to {path}")
     opened = t._channels.get(chanid)
+    with t.lock:
+        refused = refusals.pop(chanid, None)
+    if refused is not None:
+        raise refused
     if opened is None:
         raise _as_ssh_error(t.get_exception(), f"the server refused a channel to {path}")
     return opened

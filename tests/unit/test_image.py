@@ -303,3 +303,16 @@ def test_prune_keeps_current_used_and_recent_images(
     assert image.prune_images() == [old]
     assert current.exists() and used.exists() and recent.exists() and not old.exists()
     assert image.prune_images(min_age_seconds=0) == [recent]
+
+
+def test_guest_init_notes_an_agent_exit_on_a_full_disk_without_failing(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The agent's exit note goes to its log on the guest disk; a full disk (/dev/full: ENOSPC at the write)
+    must not raise out of the supervisor, whose restart began the boot's steps over (issue 16)."""
+    pminit = _pminit()
+    monkeypatch.setattr(pminit, "AGENT_LOG", "/dev/full")
+    agent = pminit.Agent()
+    agent.exited(0)
+    assert agent.due() is not None and agent.pid == 0  # the restart is scheduled
+    assert "agent exited (status 0)" in capfd.readouterr().out

@@ -252,7 +252,8 @@ def test_kill_9_of_the_guest_agent_during_a_container_start(vm: VmMachine) -> No
         assert killer.stdout.readline().strip() == b"armed"
         start = vm.docker("start", name, check=False, timeout=120)
         assert killer.wait(120) == 0, killer.stderr.read() if killer.stderr else ""
-        wait_for(lambda: vm.docker("ps", check=False, timeout=30).returncode == 0, "the agent back", 120)
+        # a `ps` waits in the host agent while no guest agent listens (sockforward.AGENT_RESTART_S)
+        wait_for(lambda: vm.docker("ps", check=False, timeout=180).returncode == 0, "the agent back", 300)
         listed = vm.docker("ps", "-a", "--format", "{{.Names}}", timeout=30).stdout.split()
         assert set(markers) <= set(listed), listed  # none lost
         inspect = vm.docker("inspect", "-f", "{{.Name}} {{.State.Running}} {{.State.Pid}}", *markers).stdout
@@ -355,14 +356,24 @@ def test_a_container_fills_the_guest_disk(vm: VmMachine, tmp_path) -> None:  # t
         "        continue\n"
         "    if b'pymachine_agent' in argv and b'serve' in argv:\n"
         "        os.kill(int(p), 15)\n"
+        "        print(p)\n"
         "EOF\n"
     )
-    code, _, err = vm.ssh(kill)
-    assert code == 0, err
+    code, out, err = vm.ssh(kill)
+    assert code == 0 and out.split(), (out, err)
+    # The old agent answers until its listener closes (seconds under load): a `ps` it served proved nothing
+    # about the restarted one, and the next command met the restart. Wait for it to be gone first.
+    old = " ".join(p.decode() for p in out.split())
     wait_for(
-        lambda: "filler" in vm.docker("ps", "--format", "{{.Names}}", check=False, timeout=30).stdout,
-        "the agent back",
+        lambda: vm.ssh(f"for p in {old}; do test -e /proc/$p && exit 1; done; exit 0")[0] == 0,
+        "the old agent's exit",
         120,
+    )
+    # each `ps` waits in the host agent while no guest agent listens (sockforward.AGENT_RESTART_S)
+    wait_for(
+        lambda: "filler" in vm.docker("ps", "--format", "{{.Names}}", check=False, timeout=180).stdout,
+        "the agent back",
+        300,
     )
     vm.docker("rm", "-f", "filler", timeout=60)
     wait_for(lambda: _guest_free(vm) > 256 * 1024 * 1024, "the space back", 60)

@@ -294,6 +294,7 @@ class Connection:
         self.hijacked = False
         self.head_request = False  # replies to HEAD carry headers only, whatever the handler passes
         self.replied = False  # a status line went out for the current request
+        self.streaming = False  # ... and it was a chunked stream's (stream())
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -333,7 +334,7 @@ class Connection:
         if version == (1, 0) and "keep-alive" not in conn_hdr or "close" in conn_hdr:
             self.close_after = True
         self.head_request = method.upper() == "HEAD"
-        self.replied = False
+        self.replied = self.streaming = False
         request = Request(method=method.upper(), target=target, headers=headers, conn=self)
         request.content_length, request.chunked = (None if chunked else length), chunked
         return request
@@ -397,6 +398,7 @@ class Connection:
     def stream(self, status: int = 200, content_type: str = "application/json") -> ChunkedWriter:
         """Start a chunked response and flush its headers now (`wait` relies on this)."""
         hdrs = [("Content-Type", content_type), ("Transfer-Encoding", "chunked")]
+        self.streaming = True  # may last for ever (logs -f, events, wait): a stopping agent waits not for it
         if self.close_after:
             hdrs.append(("Connection", "close"))
         self.write(self._head(status, hdrs))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -9,8 +10,9 @@ import re
 import socket
 import socketserver
 import threading
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ log = logging.getLogger("pymachine_agent.api")
 API_VERSION = "1.44"
 MIN_API_VERSION = "1.24"
 SERVER_VERSION = "0.1.0"
+DRAIN_S = 15.0  # how long a stopping agent lets its requests in flight finish: bounded, a stuck one must not
+# hold the restart
 
 Handler = Callable[..., Any]
 _VERSION_RE = re.compile(r"^/v(\d+\.\d+)(/.*)$")
@@ -148,9 +152,47 @@ def _reply_error(request: Request, exc: Exception) -> None:
     conn.send_error(500, f"{type(exc).__name__}: {exc}")
 
 
+class InFlight:
+    """The requests being handled now, so that an agent that stops answers them before it exits: a client
+    whose request reached the old agent gets its reply, as dockerd's graceful shutdown gives it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conns: set[Connection] = set()
+
+    @contextlib.contextmanager
+    def request(self, conn: Connection) -> Iterator[None]:
+        with self._lock:
+            self._conns.add(conn)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+
+    def unanswered(self) -> int:
+        """Requests still being handled, but for streams (logs -f, events, wait, attach): their status is
+        out and they may last for ever, so they end with the process, as a stopping dockerd's do."""
+        with self._lock:
+            return sum(1 for c in self._conns if not (c.streaming or c.hijacked))
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.unanswered():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+
 def _make_handler(
-    router: Router, extra_headers: list[tuple[str, str]], timeouts: Timeouts
+    router: Router,
+    extra_headers: list[tuple[str, str]],
+    timeouts: Timeouts,
+    in_flight: InFlight | None = None,
 ) -> type[socketserver.BaseRequestHandler]:
+    in_flight = in_flight or InFlight()
+
     class _Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
             conn = Connection(self.request, extra_headers, timeouts)
@@ -167,7 +209,8 @@ def _make_handler(
                     if request is None:
                         break
                     log.debug("%s %s", request.method, request.target)
-                    dispatch(router, request)
+                    with in_flight.request(conn):
+                        dispatch(router, request)
                     if conn.hijacked or conn.close_after:
                         break
             except (ClientGone, ConnectionResetError, BrokenPipeError):
@@ -214,7 +257,8 @@ class ApiServer:
     ) -> None:
         self.socket_path = Path(socket_path)
         headers = standard_headers()
-        handler = _make_handler(router, headers, timeouts or Timeouts())
+        self.in_flight = InFlight()
+        handler = _make_handler(router, headers, timeouts or Timeouts(), self.in_flight)
         self.handler = handler  # the fast path's relay serves its connections with it (relay.py)
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         if self.socket_path.exists() or self.socket_path.is_symlink():
@@ -252,11 +296,21 @@ class ApiServer:
             self.threads.append(t)
 
     def stop(self) -> None:
-        for srv in (self.unix, self.tcp):
-            if srv is not None:
-                srv.shutdown()
-                srv.server_close()
+        # the path first: shutdown() waits for the accept loop's next poll (seconds under TCG at load), and a
+        # client that connected meanwhile was served by an agent about to exit, its reply cut when it did;
+        # with the path gone it is refused, which the host agent's engine socket retries on the next agent
         try:
             self.socket_path.unlink()
         except FileNotFoundError:
             pass
+        for srv in (self.unix, self.tcp):
+            if srv is not None:
+                srv.shutdown()
+                srv.server_close()
+
+    def drain(self, timeout: float = DRAIN_S) -> None:
+        """After stop (and the relay's close): let the requests in flight get their replies, bounded."""
+        if not self.in_flight.wait(timeout):
+            log.warning(
+                "stopping with %d requests unanswered after %.0f s", self.in_flight.unanswered(), timeout
+            )

@@ -359,9 +359,12 @@ class Agent:
         self.pid = 0
         self.delay = 1.0 if ran > 60 else min(self.delay * 2, 15.0)
         self.next_start = time.monotonic() + self.delay
-        with open(AGENT_LOG, "a") as log:
-            log.write(f"pymachine-init: agent exited (status {status}) after {ran:.1f} s; "
-                      f"restarting in {self.delay:.0f} s\n")  # fmt: skip
+        note = f"agent exited (status {status}) after {ran:.1f} s; restarting in {self.delay:.0f} s"
+        try:
+            with open(AGENT_LOG, "a") as log:
+                log.write(f"pymachine-init: {note}\n")
+        except OSError as exc:  # a full disk: an error here ended supervise(), which began the boot over
+            say(f"{note} (not in {AGENT_LOG}: {exc})")
 
     def due(self) -> float | None:
         """Seconds until the next start attempt, or None while it runs."""
