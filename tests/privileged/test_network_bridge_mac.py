@@ -5,7 +5,8 @@ when that port leaves. Each container on the network has the old MAC in its neig
 and a reply it sends to the guest or through a published port then goes to a MAC no one has: a connection in
 flight at that moment hangs until the cache entry expires (15-45 s, then probes). That is what made a request
 hang for 60 s during an app's release switch (docs/deploy.md: the router's answer to the client was lost when
-the old release's veth, which held the lowest MAC, was removed). Both tests fail on a bridge without a set MAC.
+the old release's veth, which held the lowest MAC, was removed). Both tests fail on a bridge
+without a set MAC.
 """
 
 from __future__ import annotations
