@@ -52,8 +52,8 @@ def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             vm.pymachine("app", "rm", APP, check=False)
 
 
-def get(port: int, path: str = "/") -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as resp:
+def get(port: int, path: str = "/", timeout: float = 60) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
         return resp.read().decode().strip()
 
 
@@ -89,7 +89,7 @@ def test_a_second_push_switches_without_a_failed_request(app: tuple) -> None:
     project.commit(DOCKERFILE.format(body="two", healthcheck=check), "v2")
     held: socket.socket | None = None
     router = f"app-{APP}-router"
-    requests = RequestLoop(lambda: get(port)).start()
+    requests = RequestLoop(lambda: get(port, timeout=RequestLoop.TIMEOUT_S)).start()
     seen, errors = requests.seen, requests.errors
     answered = False
     output: list[str] = []
