@@ -41,6 +41,10 @@ class RequestLoop:
     """`fetch()` again and again on a thread until stopped: every answer in `seen`, every failure in
     `errors` (what a switch without a gap must leave empty)."""
 
+    # A fetch's own timeout: far above a request under load here (6 s at load 30), far below the 60 s a lost
+    # answer used to wait, so a request that hangs fails the test with its times instead of passing late.
+    TIMEOUT_S = 20.0
+
     def __init__(self, fetch: Callable[[], str]) -> None:
         self.fetch = fetch
         self.seen: list[str] = []

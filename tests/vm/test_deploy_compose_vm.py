@@ -97,8 +97,8 @@ def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             vm.pymachine("app", "rm", APP, check=False)
 
 
-def get(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/cgi-bin/call", timeout=60) as resp:
+def get(port: int, timeout: float = 60) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/cgi-bin/call", timeout=timeout) as resp:
         return resp.read().decode().strip()
 
 
@@ -130,7 +130,7 @@ def test_a_compose_push_builds_both_services_and_the_web_one_calls_the_backend(a
 def test_a_second_compose_push_switches_with_no_failed_request(app: tuple) -> None:
     vm, project, port = app
     project.commit(web="2", body="two")
-    requests = RequestLoop(lambda: get(port)).start()
+    requests = RequestLoop(lambda: get(port, timeout=RequestLoop.TIMEOUT_S)).start()
     seen, errors = requests.seen, requests.errors
     try:
         pushed = project.git("push", "pymachine", "main")

@@ -144,8 +144,10 @@ class Netlink:
     def _link_msg(self, index: int = 0, flags: int = 0, change: int = 0) -> bytes:
         return _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, flags, change)
 
-    def add_bridge(self, name: str, mtu: int = 0) -> None:
+    def add_bridge(self, name: str, mtu: int = 0, mac: str = "") -> None:
         attrs = _str(IFLA_IFNAME, name) + _nested(IFLA_LINKINFO, _str(IFLA_INFO_KIND, "bridge"))
+        if mac:
+            attrs += _attr(IFLA_ADDRESS, _mac_bytes(mac))
         if mtu:
             attrs += _u32(IFLA_MTU, mtu)
         self.request(
@@ -192,6 +194,7 @@ class Netlink:
         netns_pid: int = 0,
         netns_fd: int = -1,
         name: str = "",
+        mac: str = "",
     ) -> None:
         flags = change = 0
         if up is not None:
@@ -205,6 +208,8 @@ class Netlink:
             attrs += _u32(IFLA_NET_NS_FD, netns_fd)
         if name:
             attrs += _str(IFLA_IFNAME, name)
+        if mac:
+            attrs += _attr(IFLA_ADDRESS, _mac_bytes(mac))
         self.request(
             RTM_NEWLINK, NLM_F_ACK, self._link_msg(index, flags, change) + attrs, f"set link {index}"
         )

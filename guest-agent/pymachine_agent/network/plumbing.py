@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 
 from .model import NetworkError
 from .netlink import Netlink, NetlinkError
@@ -10,7 +11,8 @@ from .netns import netns_of, run_in_netns, write_sysctl
 
 
 def ensure_bridge(name: str, gateway: str, prefixlen: int) -> None:
-    """The bridge exists, carries the gateway address, is up, and accepts DNATed 127.0.0.1 traffic."""
+    """The bridge exists with a MAC address of its own, carries the gateway address, is up, and accepts
+    DNATed 127.0.0.1 traffic."""
     with Netlink() as nl:
         link = nl.link(name)
         if link is not None and link.kind != "bridge":
@@ -19,10 +21,12 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int) -> None:
             raise NetworkError(f"interface {name} exists and is not a bridge; it is not pymachine's to use")
         if link is None:
             try:
-                nl.add_bridge(name)
+                nl.add_bridge(name, mac=bridge_mac())
             except NetlinkError as exc:
                 if exc.errno != errno.EEXIST:
                     raise
+        else:  # made by an older agent: pin the address it has now (containers know it as their gateway's)
+            nl.set_link(link.index, mac=link.mac if _usable_mac(link.mac) else bridge_mac())
         index = nl.index(name)
         if not any(i == index and ip == gateway for i, ip, _ in nl.addresses()):
             nl.add_address(index, gateway, prefixlen)
@@ -37,6 +41,28 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int) -> None:
         write_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1")
     except FileNotFoundError:
         pass  # a kernel without IPv6
+
+
+def bridge_mac() -> str:
+    """A random locally administered unicast MAC, outside the 02:42 prefix of container addresses.
+
+    Why the bridge needs one set at all: a Linux bridge whose address was never set takes the lowest MAC of
+    its ports and changes it whenever that port leaves. A container stopping then changes the gateway's MAC
+    under every other container on the network, whose neighbour caches keep the old one: their replies to
+    anything routed (a published port's traffic, the guest) go to a MAC nobody has, and the connections of
+    that moment hang until the cache entry expires (up to about a minute). Docker sets the bridge's MAC for
+    the same reason. A set address is kept by the kernel whatever ports come and go."""
+    while True:
+        raw = bytearray(os.urandom(6))
+        raw[0] = (raw[0] & 0xFE) | 0x02  # unicast, locally administered
+        mac = ":".join(f"{b:02x}" for b in raw)
+        if not mac.startswith("02:42:"):
+            return mac
+
+
+def _usable_mac(mac: str) -> bool:
+    """A unicast, non-zero address (an empty bridge shows 00:00:00:00:00:00, which cannot be set)."""
+    return len(mac) == 17 and mac != "00:00:00:00:00:00" and not int(mac[:2], 16) & 1
 
 
 def delete_link(name: str) -> bool:
