@@ -126,7 +126,10 @@ def sweep() -> list[str]:
             subprocess.run(["nft", "delete", "table", "ip", name], capture_output=True)
             removed.append(f"nft table {name}")
     if OWNERS.is_dir():
+        # Each claim is looked at again, not looked up in `alive`: a claim written since `alive` was read
+        # (an agent starting beside this sweep) is not this sweep's to remove; releasing it left that agent's
+        # names to the next session's sweep.
         for path in OWNERS.iterdir():
-            if not path.name.startswith(".") and path.name not in alive:
+            if not path.name.startswith(".") and not _claim_alive(path):
                 release(path.name)
     return removed
