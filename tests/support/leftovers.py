@@ -44,18 +44,20 @@ def tag_of(network_options: dict) -> str | None:
     return m.group(1) if m else None
 
 
-def claim(tag: str, pid: int | None = None) -> None:
-    """Record that process `pid` (default: this one) owns the kernel objects of `tag`."""
+def claim(tag: str, pid: int | None = None, owners: Path | None = None) -> None:
+    """Record that process `pid` (default: this one) owns the kernel objects of `tag` (in `owners`, default
+    OWNERS)."""
     pid = pid or os.getpid()
-    OWNERS.mkdir(parents=True, exist_ok=True)
-    tmp = OWNERS / f".{tag}.{os.getpid()}"
+    owners = owners or OWNERS
+    owners.mkdir(parents=True, exist_ok=True)
+    tmp = owners / f".{tag}.{os.getpid()}"
     tmp.write_text(f"{pid} {_start_time(pid)}\n")
-    tmp.replace(OWNERS / tag)
+    tmp.replace(owners / tag)
 
 
-def release(tag: str) -> None:
+def release(tag: str, owners: Path | None = None) -> None:
     with contextlib.suppress(OSError):
-        (OWNERS / tag).unlink()
+        ((owners or OWNERS) / tag).unlink()
 
 
 def _claim_alive(path: Path) -> bool:
@@ -124,7 +126,10 @@ def sweep() -> list[str]:
             subprocess.run(["nft", "delete", "table", "ip", name], capture_output=True)
             removed.append(f"nft table {name}")
     if OWNERS.is_dir():
+        # Each claim is looked at again, not looked up in `alive`: a claim written since `alive` was read
+        # (an agent starting beside this sweep) is not this sweep's to remove; releasing it left that agent's
+        # names to the next session's sweep.
         for path in OWNERS.iterdir():
-            if not path.name.startswith(".") and path.name not in alive:
+            if not path.name.startswith(".") and not _claim_alive(path):
                 release(path.name)
     return removed

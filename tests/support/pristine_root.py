@@ -70,6 +70,10 @@ class PristineRoot:
         self.root = root
         # Downloads are kept between runs (apt's .debs, pip's wheels): the install is what is proved, not the
         # mirror's speed. The caches hold packages only; nothing installed leaks from one root into another.
+        # apt's cache is not mounted into the root but linked file by file (debs are written once, under a
+        # new name): apt locks its archives folder and fails at once when another apt holds it, so two runs
+        # on this host sharing the folder (CI beside an engineer's run) failed test_install_pristine and
+        # test_package_deb with "Could not get lock .../archives/lock".
         self.apt_cache = cache / "pristine-root" / "apt-archives"
         self.pip_cache = cache / "pristine-root" / "pip"
         self.src = "/src/pymachine"
@@ -89,8 +93,13 @@ class PristineRoot:
         # dpkg without an fsync per file (as mmdebstrap and image builders run it): a throwaway root need not
         # survive a power cut, and the install takes half the time on this shared disk.
         (self.root / "etc/dpkg/dpkg.cfg.d/unsafe-io").write_text("force-unsafe-io\n")
-        for d in (self.apt_cache / "partial", self.pip_cache):
+        for d in (self.apt_cache, self.pip_cache):
             d.mkdir(parents=True, exist_ok=True)
+        _link_debs(self.apt_cache, self.root / "var/cache/apt/archives")
+
+    def _keep_debs(self) -> None:
+        """The debs a command downloaded, into the shared cache for later roots."""
+        _link_debs(self.root / "var/cache/apt/archives", self.apt_cache)
 
     def run(
         self, script: str, timeout: float = 1800, user: str = "root", isolated: bool = False
@@ -111,7 +120,6 @@ class PristineRoot:
             f"mkdir {r}/dev/pts {r}/dev/shm",
             f"mount -t devpts -o newinstance,ptmxmode=0666 devpts {r}/dev/pts && ln -s pts/ptmx {r}/dev/ptmx",
             f"mount -t tmpfs shm {r}/dev/shm && ln -s /proc/self/fd {r}/dev/fd",
-            f"mount --bind {shlex.quote(str(self.apt_cache))} {r}/var/cache/apt/archives",
             f"mkdir -p {r}/root/.cache/pip",
             f"mount --bind {shlex.quote(str(self.pip_cache))} {r}/root/.cache/pip",
         ]
@@ -131,10 +139,13 @@ class PristineRoot:
             enter = f"chroot --userspec={user}:{user} {r} {env} bash -euo pipefail -c {shlex.quote(inner)}"
         outer = " && ".join([*mounts, enter])
         isolate = ["--pid", "--fork", "--net"] if isolated else []
-        return subprocess.run(
-            ["unshare", "--mount", "--propagation", "private", *isolate, "bash", "-c", outer],
-            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+        try:
+            return subprocess.run(
+                ["unshare", "--mount", "--propagation", "private", *isolate, "bash", "-c", outer],
+                capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        finally:
+            self._keep_debs()
 
     def must(self, script: str, timeout: float = 1800, user: str = "root", isolated: bool = False) -> str:
         result = self.run(script, timeout=timeout, user=user, isolated=isolated)
@@ -142,6 +153,24 @@ class PristineRoot:
             f"{script!r} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
         )
         return result.stdout
+
+
+def _link_debs(src: Path, dst: Path) -> None:
+    """Hard-link (copy across file systems) every .deb of `src` that `dst` lacks: complete files only, apt
+    downloads into partial/ and renames."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for deb in src.glob("*.deb"):
+        target = dst / deb.name
+        if target.exists():
+            continue
+        try:
+            os.link(deb, target)
+        except FileExistsError:
+            pass
+        except OSError:
+            tmp = dst / f".{deb.name}.{os.getpid()}"
+            shutil.copyfile(deb, tmp)
+            tmp.replace(target)
 
 
 @contextlib.contextmanager
