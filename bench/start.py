@@ -68,19 +68,22 @@ GUEST_TIMELINE = (
 def guest_timeline(name: str, t0: float, marks: dict[str, float]) -> None:
     """The guest's own view of its boot, on the same clock as `marks` (seconds since the `start` call): the
     init's steps (/run/pymachine-init.log, guest uptime per step) and the agent's start phases (its log's
-    'serving' line: imports, engine, each since its spawn). The guest's uptime is read by one exec; the
-    host's clock at its midpoint maps guest time onto ours (off by at most half the exec's round trip)."""
+    'serving' line: imports, engine, each since its spawn). The guest's uptime is read by an exec; the host's
+    clock at its midpoint maps guest time onto ours (off by at most half the shortest of 3 round trips)."""
     client = ssh.connect(name)
     try:
-        before = time.monotonic()
-        status, out, _ = ssh.exec_command(client, GUEST_TIMELINE)
-        after = time.monotonic()
+        offsets = []  # (round trip, offset): the shortest round trip maps best
+        for _ in range(3):
+            before = time.monotonic()
+            status, out, _ = ssh.exec_command(client, GUEST_TIMELINE)
+            after = time.monotonic()
+            lines = out.decode(errors="replace").splitlines()
+            if status != 0 or not lines:
+                return
+            offsets.append((after - before, (before + after) / 2 - t0 - float(lines[0].split()[0])))
     finally:
         client.close()
-    lines = out.decode(errors="replace").splitlines()
-    if status != 0 or not lines:
-        return
-    offset = (before + after) / 2 - t0 - float(lines[0].split()[0])
+    offset = min(offsets)[1]
     spawned = None
     for line in lines[1:]:
         at, _, step = line.partition(" ")
