@@ -113,7 +113,7 @@ def test_poweroff_stops_the_machine(manifest: image.ImageManifest, tmp_path: Pat
 
 def test_acpi_power_button_shuts_down_gracefully(manifest: image.ImageManifest, tmp_path: Path) -> None:
     with boot_guest(manifest, tmp_path) as g:
-        g.wait_for_console("power button watched")  # once its modules are in: after the agent serves
+        g.wait_for_console("PYMACHINE_READY")  # the init watches the button once the modules are in
         g.powerdown()
         g.process.wait(timeout=120)
         console = g.console()

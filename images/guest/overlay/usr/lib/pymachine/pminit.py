@@ -30,20 +30,14 @@ AGENT_LOG = "/var/log/pymachine-agent.log"
 AGENT_ARGV = ["/usr/bin/python3", "-S", "-m", "pymachine_agent", "serve", "--log-file", AGENT_LOG]  # rotates
 POWEROFF = "/sbin/pymachine-poweroff"
 SEED_DISK, SEED_DIR = "/dev/vdb", "/run/seed"
-# The nft_* ones are what the agent's ruleset uses (nat chains, fib, masquerade, ct, dnat; ctnetlink to
-# forget flows), bridge its default network: left to autoload, each missing one aborted the agent's `nft -f`
-# transaction, which nftables replays after a modprobe of its own, 21 modprobe execs at every boot (the
-# agent's start took 1.6-2.3 s more at low load, 13 s at load 11). They load before the agent starts.
-ENGINE_MODULES = ["bridge", "br_netfilter", "nf_tables", "nft_chain_nat", "nft_fib_ipv4", "nft_masq",
-                  "nft_ct", "nft_nat", "nf_conntrack_netlink"]  # fmt: skip
-# Loaded once the agent serves (its socket exists), off the boot's critical path: what containers need
-# (overlay, veth: the kernel would autoload both at their first use; fuse: without udev /dev/fuse only appears
-# once the module is in, and `--device /dev/fuse` needs the node), the power button (button, evdev), and
-# virtio_balloon, with free page reporting (CONFIG_PAGE_REPORTING=y in Debian's cloud kernel): the guest
-# hands pages it frees back to the host; without udev nothing would load it.
-LATER_MODULES = ["overlay", "veth", "fuse", "button", "evdev", "virtio_balloon"]
-LATER_WAIT_S = 120.0  # an agent that never serves: load them anyway after this long
-AGENT_SOCKET = "/run/pymachine/docker.sock"
+# virtio_balloon: with free page reporting (CONFIG_PAGE_REPORTING=y in Debian's cloud kernel) the guest hands
+# pages it frees back to the host; without udev nothing would load it. The nft_* ones are what the agent's
+# ruleset uses (nat chains, fib, masquerade, ct, dnat; ctnetlink to forget flows): left to autoload, each
+# missing one aborted the agent's `nft -f` transaction, which nftables replays after a modprobe of its own,
+# 21 modprobe execs at every boot (the agent's start took 1.6-2.3 s more at low load, 13 s at load 11).
+ENGINE_MODULES = ["overlay", "veth", "bridge", "br_netfilter", "nf_tables", "nft_chain_nat", "nft_fib_ipv4",
+                  "nft_masq", "nft_ct", "nft_nat", "nf_conntrack_netlink", "button", "evdev", "fuse",
+                  "virtio_balloon"]  # fmt: skip
 CONTROLLERS = ["cpuset", "cpu", "io", "memory", "pids"]
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 EV_KEY, KEY_POWER = 1, 116
@@ -67,11 +61,6 @@ def say(message: str) -> None:
 def mark(step: str) -> None:
     """A boot timeline (guest uptime per step), written to /run/pymachine-init.log."""
     _timeline.append(f"{time.clock_gettime(time.CLOCK_BOOTTIME):.2f} {step}\n")
-
-
-def write_timeline() -> None:
-    with open("/run/pymachine-init.log", "w") as fh:
-        fh.writelines(_timeline)
 
 
 def step(func):  # type: ignore[no-untyped-def]
@@ -414,27 +403,21 @@ def supervise() -> None:
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGPWR, signal.SIGINT, signal.SIGUSR2):
         signal.signal(sig, lambda signum, frame: pending.append(signum))  # _signal: plain ints, no enums
 
-    # After sshd, so logging in is not delayed: no udev, so load what the engine's start needs, and grow the
-    # filesystem online when the machine's disk is larger than the base image (a no-op otherwise). The agent
-    # starts once the modules are in. Not alongside them: loading a module makes the other vCPU take IPIs
-    # (text patching, expedited RCU), and with the agent's imports busy on it, a `modprobe -a` of a few
-    # modules took 9-14 s instead of 2-3 s at a host load of 30. For the same reason LATER_MODULES wait until
-    # the agent serves.
+    # After sshd, so logging in is not delayed: no udev, so load what the engine and the power button need
+    # (anything else autoloads through modprobe; fuse would too, but without udev or static nodes /dev/fuse
+    # only appears once the module is in, and `--device /dev/fuse` needs the node), and grow the filesystem
+    # online when the machine's disk is larger than the base image (a no-op otherwise). The agent starts once
+    # the modules are in. Not alongside them: loading a module makes the other vCPU take IPIs (text patching,
+    # expedited RCU), and with the agent's imports busy on it, a `modprobe -a` of a few modules took 9-14 s
+    # instead of 2-3 s at a host load of 30.
     modprobe = spawn(["/usr/sbin/modprobe", "-a", *ENGINE_MODULES], "/run/modprobe.log")
     spawn(["/usr/sbin/resize2fs", "/dev/vda"], "/run/resize2fs.log")
-    later, later_due = 0, time.monotonic() + LATER_WAIT_S  # its pid once spawned; -1 when done
     agent = Agent()
     buttons: list[int] = []
     powering_off = False
 
     while True:
         timeout = agent.due() if not modprobe else None
-        if not later:  # waiting for the agent's socket: a stat every 0.1 s costs the guest nothing
-            if os.path.exists(AGENT_SOCKET) or time.monotonic() > later_due:
-                later = spawn(["/usr/sbin/modprobe", "-a", *LATER_MODULES], "/run/modprobe-later.log")
-                mark("later modules")
-                write_timeline()
-            timeout = 0.1 if timeout is None else min(timeout, 0.1)
         try:
             ready, _, _ = select.select([wake_r, *buttons], [], [], timeout)
         except InterruptedError:
@@ -450,25 +433,19 @@ def supervise() -> None:
                 break
             if pid == agent.pid:
                 agent.exited(os.waitstatus_to_exitcode(status))
-            elif pid == later:
-                later = -1
-                if status:
-                    say("some modules failed to load (see /run/modprobe-later.log)")
-                buttons = power_buttons()
-                say(f"power button {'watched' if buttons else 'not found'}")
-                mark("later modules loaded")
-                write_timeline()
             elif pid == modprobe:
                 modprobe = 0
                 if status:
                     say("some engine modules failed to load (see /run/modprobe.log)")
                 mark("modules")
+                buttons = power_buttons()
                 shares()  # before the agent: it may rely on os.path.ismount(share)
                 agent.start()
                 mark("agent")
-                write_timeline()
+                with open("/run/pymachine-init.log", "w") as fh:
+                    fh.writelines(_timeline)
                 os.write(1, b"PYMACHINE_READY\n")
-                say(f"guest agent pid {agent.pid}")
+                say(f"guest agent pid {agent.pid}; power button {'watched' if buttons else 'not found'}")
         pressed = any(power_pressed(fd) for fd in buttons if fd in ready)
         stop = pressed or any(s != signal.SIGCHLD for s in pending)
         pending.clear()
