@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pymachine.hostvm import machines, paths
+from pymachine.hostvm import machines, paths, ssh
 from pymachine.hostvm.hostagent import launcher
 
 
@@ -57,6 +57,45 @@ def timed_start(name: str, marks: dict[str, float]) -> float:
             raise RuntimeError("the engine did not answer")
         time.sleep(0.02)
     return time.monotonic() - t0
+
+
+GUEST_TIMELINE = (
+    "cat /proc/uptime /run/pymachine-init.log;"
+    " grep 'serving Docker API' /var/log/pymachine-agent.log | tail -1"
+)
+
+
+def guest_timeline(name: str, t0: float, marks: dict[str, float]) -> None:
+    """The guest's own view of its boot, on the same clock as `marks` (seconds since the `start` call): the
+    init's steps (/run/pymachine-init.log, guest uptime per step) and the agent's start phases (its log's
+    'serving' line: imports, engine, each since its spawn). The guest's uptime is read by an exec; the host's
+    clock at its midpoint maps guest time onto ours (off by at most half the shortest of 3 round trips)."""
+    client = ssh.connect(name)
+    try:
+        offsets = []  # (round trip, offset): the shortest round trip maps best
+        for _ in range(3):
+            before = time.monotonic()
+            status, out, _ = ssh.exec_command(client, GUEST_TIMELINE)
+            after = time.monotonic()
+            lines = out.decode(errors="replace").splitlines()
+            if status != 0 or not lines:
+                return
+            offsets.append((after - before, (before + after) / 2 - t0 - float(lines[0].split()[0])))
+    finally:
+        client.close()
+    offset = min(offsets)[1]
+    spawned = None
+    for line in lines[1:]:
+        at, _, step = line.partition(" ")
+        if at.replace(".", "", 1).isdigit():
+            marks[f"guest: {step}"] = float(at) + offset
+            spawned = float(at) + offset if step == "agent" else spawned
+        elif "serving Docker API" in line and spawned is not None:
+            for phase, seconds in re.findall(r"(\w[\w ]*?) ([0-9.]+) s", line.rsplit("(", 1)[-1]):
+                marks[f"guest: agent {phase}"] = spawned + float(seconds)
+            serving = re.search(r"([0-9.]+) s after its start", line)
+            if serving:
+                marks["guest: agent serving"] = spawned + float(serving.group(1))
 
 
 def marker(marks: dict[str, float], t0: float):  # type: ignore[no-untyped-def]
@@ -134,7 +173,10 @@ def main() -> int:
                 seconds, _ = timed_stop(name, shutdown=True, marks=marks)
                 note("stop (shutdown)", seconds, marks)
                 marks = {}
-                note("cold boot", timed_start(name, marks), marks)
+                t0 = time.monotonic()
+                seconds = timed_start(name, marks)
+                guest_timeline(name, t0, marks)
+                note("cold boot", seconds, marks)
             runs = ", ".join(f"{k} {v[-1]:.2f} s" for k, v in took.items())
             print(f"run {i + 1}: {runs} (load {os.getloadavg()[0]:.1f})", flush=True)
     finally:

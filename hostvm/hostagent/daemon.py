@@ -49,6 +49,7 @@ from .transport import Link
 
 log = logging.getLogger(__name__)
 CLOCK_SKEW_MAX = 1.0  # seconds the guest may differ before we set its clock
+HELLO_WAIT_S = 30.0  # the link-up clock check waits this long at most for the guest agent's hello
 SLEEP_GAP = 5.0  # a wall-vs-monotonic jump this large means the host slept (monotonic stops in suspend)
 
 
@@ -166,7 +167,7 @@ class Agent:
             name="guest-events",
             daemon=True,
         ).start()
-        clock = self.parking.step_clock if resumed and self.set_clock else self.sync_clock
+        clock = self.parking.step_clock if resumed and self.set_clock else self._sync_clock_after_hello
         threading.Thread(target=clock, args=(transport,), name="clock", daemon=True).start()
 
     @property
@@ -370,6 +371,16 @@ class Agent:
         except (paramiko.SSHException, OSError, ValueError) as exc:
             self.events.emit("clock", ok=False, error=str(exc))
         return dict(self.clock)
+
+    def _sync_clock_after_hello(self, transport: paramiko.Transport) -> None:
+        """The link-up clock check, after the guest agent's hello (or HELLO_WAIT_S): its exec (a shell and
+        `date`) ran beside a booting guest agent's imports on the vCPUs they needed. A booted guest's clock
+        comes from the emulated RTC, right to the second: nothing needs the check sooner."""
+        generation, deadline = self._generation, time.monotonic() + HELLO_WAIT_S
+        while not self.subscribed and time.monotonic() < deadline:
+            if generation != self._generation or not transport.is_active() or self.stopping.wait(0.1):
+                return  # a newer link checks the clock itself
+        self.sync_clock(transport)
 
     def _sleep_watch(self) -> None:
         offset = time.time() - time.monotonic()
