@@ -9,7 +9,7 @@ set -euo pipefail
 # in /proc (in a chroot that would find the host's daemons). A stale pidfile (a crashed daemon) reads as stopped.
 alive() { # alive PIDFILE NAME
     local pid
-    pid="$(tr -d ' \n' <"$1" 2>/dev/null)" || return 1
+    pid="$(tr -d ' \n' 2>/dev/null <"$1")" || return 1
     [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
 }
 
