@@ -212,14 +212,11 @@ def digest(root: str, rel: str) -> str:
     """A file's content hash, which a `move` carries: size and a coarse mtime (one clock tick) could match a
     different file deleted in the same batch (files unpacked with their times kept), and the receiver
     renames only what has this content. "" when it cannot be read."""
-    h = hashlib.sha256()
     try:
         with open(os.path.join(root, rel), "rb", opener=_nofollow) as fh:
-            while chunk := fh.read(CHUNK):
-                h.update(chunk)
+            return hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:
         return ""
-    return h.hexdigest()
 
 
 def crossed(current: Sig | None, base: Sig | None) -> bool:

@@ -26,11 +26,8 @@ def step_key(parent_id: str, instruction: str, extra: Mapping[str, object] | Non
 
 
 def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def hash_paths(root: Path, paths: Iterable[Path], known: Mapping[str, str] | None = None) -> str:

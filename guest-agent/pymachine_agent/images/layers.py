@@ -157,11 +157,17 @@ def member_data(tar: tarfile.TarFile, m: tarfile.TarInfo) -> BinaryIO:
     return src  # type: ignore[return-value]
 
 
+def read_head(src: BinaryIO, n: int) -> bytes:
+    """The first n bytes of `src`, fewer only where it ends (a socket or pipe may hand over less per read)."""
+    head = b""
+    while len(head) < n and (more := src.read(n - len(head))):
+        head += more
+    return head
+
+
 def decompressed(raw: BinaryIO) -> BinaryIO:
     """The uncompressed stream of a gzip, zstd or plain tar, told apart by magic bytes."""
-    head = b""
-    while len(head) < 4 and (more := raw.read(4 - len(head))):
-        head += more
+    head = read_head(raw, 4)
     stream = ForwardReader(raw, head, exact=False)
     if head.startswith(GZIP_MAGIC):
         return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[arg-type,return-value]

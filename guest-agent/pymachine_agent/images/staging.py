@@ -71,11 +71,8 @@ class Staged:
 
 
 def _file_digest(path: Path) -> str:
-    sha = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            sha.update(chunk)
-    return "sha256:" + sha.hexdigest()
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class _Tee:
@@ -122,9 +119,7 @@ class Staging:
 
     def read_stream(self, fileobj: BinaryIO) -> None:
         """Stage every regular member of the (possibly gzip/bz2/xz-compressed) tar read from `fileobj`."""
-        head = b""
-        while len(head) < 6 and (more := fileobj.read(6 - len(head))):
-            head += more
+        head = layers.read_head(fileobj, 6)
         stream = layers.ForwardReader(fileobj, head)
         # a plain tar (what `docker save` writes) is read member by member straight from the stream; a
         # compressed one (`docker load < x.tar.gz`) through tarfile's stream mode, which decompresses
@@ -142,9 +137,7 @@ class Staging:
         old = self.members.pop(name, None)
         if old is not None:  # a later member of the same name wins, as in a random-access read
             old.discard()
-        head = b""
-        while len(head) < min(512, size) and (more := src.read(min(512, size) - len(head))):
-            head += more
+        head = layers.read_head(src, min(512, size))
         if looks_like_layer(head):
             staged = self._unpack(head, src, name)
         elif size <= _IN_MEMORY and self._in_memory + size <= _IN_MEMORY_TOTAL:
