@@ -72,8 +72,7 @@ def load_config(name: str) -> cfgmod.MachineConfig:
 
 def _missing_hint(name: str) -> str:
     """Name the machines there are: a newcomer whose one machine is not `default` learns how to pick it."""
-    root = paths.machines_dir()
-    names = sorted(d.name for d in root.iterdir() if (d / "config.json").exists()) if root.is_dir() else []
+    names = machine_names()
     if not names:
         return f"create it: pymachine create {name} --start"
     if name != cfgmod.DEFAULT_NAME:  # named by the person: a typo, or one still to make
@@ -148,11 +147,16 @@ def share_list(
     return out
 
 
-def list_machines() -> list[Machine]:
+def machine_names() -> list[str]:
+    """The machines there are (a folder with a config.json), sorted."""
     root = paths.machines_dir()
     if not root.is_dir():
         return []
-    return [get(d.name) for d in sorted(root.iterdir()) if (d / "config.json").exists()]
+    return [d.name for d in sorted(root.iterdir()) if (d / "config.json").exists()]
+
+
+def list_machines() -> list[Machine]:
+    return [get(name) for name in machine_names()]
 
 
 # -- create / delete --------------------------------------------------------------------------------------
