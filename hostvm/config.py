@@ -112,6 +112,17 @@ class Share:
         return self.path + (":ro" if self.readonly else ":sync" if self.sync else "")
 
 
+def shares_in(config_file: os.PathLike[str] | str) -> list[Share]:
+    """The shares a machine's config.json lists, read without the rest of the config (the host agent and
+    share hot-plug need only these); [] when the file is missing or unreadable, entries without a path left
+    out."""
+    try:
+        raw = (store.read_json(config_file, {}) or {}).get("shares") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [Share.from_json(s) for s in raw if isinstance(s, dict) and isinstance(s.get("path"), str)]
+
+
 # Root's home is the guest's own root home too: laid over it, every SSH session of the guest runs the host's
 # root dotfiles (Debian's bash sources ~/.bashrc for sshd sessions). On the development machine that ran the
 # host's pyenv inside the guest, whose rehash lock left in the shared /root/.pyenv hung every later session,
@@ -127,7 +138,8 @@ def default_shares() -> list[Share]:
     found = [os.path.normpath(p) for p in candidates if p]
     found = [p for p in found if os.path.isdir(p) and _system_folder(p) is None]
     # a home inside the temp folder (a test's HOME) is shared by the temp folder already
-    return [Share(p) for p in dict.fromkeys(found) if not any(o != p and _within(p, o) for o in found)]
+    inside = share_nesting.within
+    return [Share(p) for p in dict.fromkeys(found) if not any(o != p and inside(p, o) for o in found)]
 
 
 def parse_share(text: str | Share) -> Share:
@@ -176,14 +188,10 @@ def check_shares(shares: list[Share], problems: list[Problem], label: str = "sha
     return out
 
 
-def _within(path: str, parent: str) -> bool:
-    return path == parent or path.startswith(parent.rstrip("/") + "/")
-
-
 def _system_folder(path: str) -> str | None:
     if path in SYSTEM_PARENTS:
         return "is a system folder that holds everyone's files" if path != "/" else "is the whole file system"
-    hit = next((f for f in SYSTEM_FOLDERS if _within(path, f)), None)
+    hit = next((f for f in SYSTEM_FOLDERS if share_nesting.within(path, f)), None)
     return (
         f"is inside the system folder {hit}"
         if hit and hit != path

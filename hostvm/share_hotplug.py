@@ -67,11 +67,10 @@ def apply(name: str, share: Share, add: bool, running: bool) -> ShareChange:
 
 
 def _sync_shares_within(name: str, path: str) -> list[str]:
-    from .config import Share
+    from .config import shares_in
     from .share_nesting import sync_paths_within
 
-    raw = (store.read_json(paths.machine(name).config, {}) or {}).get("shares") or []
-    return sync_paths_within([Share.from_json(s) for s in raw if isinstance(s, dict)], path)
+    return sync_paths_within(shares_in(paths.machine(name).config), path)
 
 
 def phrase(change: ShareChange, name: str, add: bool) -> str:

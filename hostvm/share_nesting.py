@@ -28,6 +28,7 @@ class ShareLike(Protocol):
 
 
 def within(path: str, parent: str) -> bool:
+    """`path` is `parent` or lies below it (by name: both normalised absolute paths)."""
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 

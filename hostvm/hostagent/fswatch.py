@@ -32,13 +32,11 @@ from typing import Any
 
 from pymachine_agent import protocol
 
+from ..share_nesting import within
+
 log = logging.getLogger(__name__)
 SIGNATURES_KEPT = 20_000  # paths whose last-sent signature is remembered (oldest forgotten first)
 MAX_USER_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
-
-
-def _within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def default_dir_budget() -> int | None:
@@ -89,7 +87,7 @@ class _Handler:
         self.folder, self.real = folder, os.path.realpath(folder)
 
     def _named(self, path: str) -> str:
-        if self.real != self.folder and _within(path, self.real):
+        if self.real != self.folder and within(path, self.real):
             return self.folder + path[len(self.real) :]
         return path
 
@@ -110,7 +108,7 @@ class _Root:
         self.path, self.watch, self.handler, self.folders, self.is_dir = path, watch, handler, folders, is_dir
 
     def covers(self, path: str) -> bool:
-        return _within(path, self.path) if self.is_dir else path == self.path
+        return within(path, self.path) if self.is_dir else path == self.path
 
 
 class FsWatcher:
@@ -163,7 +161,7 @@ class FsWatcher:
 
     def _allowed(self, path: str) -> bool:
         real = os.path.realpath(path)
-        return any(_within(real, os.path.realpath(r)) for r in self.allowed_roots())
+        return any(within(real, os.path.realpath(r)) for r in self.allowed_roots())
 
     def request(self, paths: list[str]) -> None:
         """`set_paths` on a thread of its own (walking a big tree takes seconds, and the caller is the loop
@@ -258,7 +256,7 @@ class FsWatcher:
 
     # -- events → batches --------------------------------------------------------------------------------
     def _note(self, path: str, structural: bool) -> None:
-        if any(_within(path, s) for s in self.skipped()):
+        if any(within(path, s) for s in self.skipped()):
             with self.lock:
                 self.stats["skipped"] += 1  # (status shows it: changes the sync carries itself)
             return
@@ -269,7 +267,7 @@ class FsWatcher:
             now = time.monotonic()
             self.pending.setdefault(path, now)
             parent = os.path.dirname(path)
-            if structural and any(_within(parent, p) for p in wanted):
+            if structural and any(within(parent, p) for p in wanted):
                 # a created/deleted/moved name changes its folder: the folder is what a deletion can touch
                 self.pending.setdefault(parent, now)
             self.wake.notify()

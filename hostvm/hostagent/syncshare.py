@@ -19,7 +19,6 @@ The state of each share (syncing, in sync, N pending, error) is written to sync-
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shlex
@@ -465,23 +464,14 @@ class SyncShares:
 
 def machine_sync_paths(machine_config: Path) -> list[str]:
     """config.json's sync shares."""
-    try:
-        shares = json.loads(machine_config.read_text()).get("shares") or []
-    except (OSError, ValueError):
-        return []
-    return [
-        s["path"] for s in shares if isinstance(s, dict) and s.get("sync") and isinstance(s.get("path"), str)
-    ]
+    from ..config import shares_in
+
+    return [s.path for s in shares_in(machine_config) if s.sync]
 
 
 def machine_sync_outers(machine_config: Path) -> dict[str, str]:
     """config.json's sync shares that lie inside a live share → that share (share_nesting.nested_syncs)."""
-    from ..config import Share
+    from ..config import shares_in
     from ..share_nesting import nested_syncs
 
-    try:
-        raw = json.loads(machine_config.read_text()).get("shares") or []
-        shares = [Share.from_json(s) for s in raw if isinstance(s, dict)]
-    except (OSError, ValueError, TypeError, KeyError):
-        return {}
-    return dict(nested_syncs(shares))
+    return dict(nested_syncs(shares_in(machine_config)))
