@@ -24,7 +24,6 @@ import argparse
 import ctypes
 import logging
 import os
-import re
 import select
 import struct
 import subprocess
@@ -33,7 +32,7 @@ import threading
 import time
 from typing import BinaryIO
 
-from . import synclogic
+from . import mountinfo, synclogic
 from .syncfs import Applier
 from .synclogic import Known
 
@@ -231,17 +230,11 @@ class Session:
 def share_mounted(outer: str) -> bool:
     """The live share `outer` is mounted (its own filesystem, the top one at that path: not the guest's
     folder or tmpfs left there while it is unmounted around a save)."""
-    top = ""
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
-            for line in fh:
-                fields, _, rest = line.partition(" - ")
-                point = fields.split(" ")[4] if fields.count(" ") >= 5 else ""
-                if re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point) == outer:
-                    top = rest.split(" ", 1)[0]
+        on_it = [fstype for point, fstype in mountinfo.mounts() if point == outer]
     except OSError:
         return False
-    return top in SHARE_FSTYPES
+    return bool(on_it) and on_it[-1] in SHARE_FSTYPES
 
 
 def bind_mount(store: str, path: str, outer: str = "", wait: float = OUTER_WAIT) -> str:

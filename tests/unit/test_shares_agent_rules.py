@@ -9,7 +9,7 @@ import pytest
 
 from pymachine_agent import protocol
 from pymachine_agent.__main__ import read_settings
-from pymachine_agent.runtime.mounts import _unescape
+from pymachine_agent.mountinfo import _unescape
 from pymachine_agent.runtime.spec import Mount
 from pymachine_agent.shares import Share, ShareError, Shares, parse_shares
 

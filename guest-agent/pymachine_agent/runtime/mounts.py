@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 from pathlib import Path
 
-from pymachine_agent import atomic, inroot
+from pymachine_agent import atomic, inroot, mountinfo
 from pymachine_agent.runtime import devices, libc, sysctls
 from pymachine_agent.runtime.spec import ContainerSpec, Mount
 
@@ -184,16 +183,9 @@ def is_mountpoint(path: str) -> bool:
     """`path` is where something is mounted: read from /proc/self/mountinfo, which also knows a bind mount
     from its own filesystem (os.path.ismount compares devices, and a bind shares its source's)."""
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
-            points = {_unescape(line.split(" ", 5)[4]) for line in fh if line.count(" ") >= 5}
+        return any(point == path for point, _fstype in mountinfo.mounts())
     except OSError:
         return os.path.ismount(path)
-    return path in points
-
-
-def _unescape(field: str) -> str:
-    # mountinfo writes space, tab, newline and backslash as \ooo
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _nodev_below(target: str) -> None:
