@@ -195,9 +195,11 @@ def moves(deleted: dict[str, Sig], added: dict[str, Sig]) -> list[tuple[str, str
     )
 
 
-def move_frames(root: str, deletes: list[tuple[str, Sig]], puts: Iterable[str], known: Known) -> list[dict]:
-    """The `move` frames for the renames among a batch's deletions and puts (`moves`), each new name recorded
-    in `known` as sent; the caller leaves their `delete` and `put` out."""
+def split_moves(
+    root: str, deletes: list[tuple[str, Sig]], puts: Iterable[str], known: Known
+) -> tuple[list[dict], list[tuple[str, Sig]], list[str]]:
+    """A batch's deletions and puts as (the `move` frames of the renames among them (`moves`), the deletions
+    left, the puts left); each new name is recorded in `known` as sent."""
     added = {rel: sig_of(root, rel) for rel in puts}
     frames = []
     for old, new in moves(dict(deletes), added):  # type: ignore[arg-type]
@@ -205,7 +207,8 @@ def move_frames(root: str, deletes: list[tuple[str, Sig]], puts: Iterable[str], 
         known.set(new, sig)
         content = digest(root, new) if sig[0] == "f" else ""  # type: ignore[index]
         frames.append({"op": "move", "path": old, "to": new, "base": list(sig), "digest": content})  # type: ignore[arg-type]
-    return frames
+    gone, came = {m["path"] for m in frames}, {m["to"] for m in frames}
+    return frames, [d for d in deletes if d[0] not in gone], [rel for rel in added if rel not in came]
 
 
 def digest(root: str, rel: str) -> str:

@@ -158,10 +158,7 @@ class Session:
                     continue
                 puts.append(rel)
             # a rename goes as a move, not as its content again (the host asks for it if it cannot)
-            moved = synclogic.move_frames(self.store, deletes, puts, self.known)
-            gone, came = {m["path"] for m in moved}, {m["to"] for m in moved}
-            deletes = [(rel, before) for rel, before in deletes if rel not in gone]
-            puts = [rel for rel in puts if rel not in came]
+            moved, deletes, puts = synclogic.split_moves(self.store, deletes, puts, self.known)
         puts.sort(key=lambda r: (r.count("/"), r))
         with self.out_lock:
             for rel, before in deletes:

@@ -208,10 +208,8 @@ class SyncShare:
                 self.unconfirmed.setdefault(rel, (self.known.entries.get(rel), 0))
             touched |= puts
             # a rename goes as a move, not as its content again (the receiver asks for it if it cannot)
-            moved = synclogic.move_frames(self.path, deletes, puts, self.known)
-            gone = {m["path"] for m in moved}
-            deletes = [(rel, before) for rel, before in deletes if rel not in gone]
-            puts -= {m["to"] for m in moved}
+            moved, deletes, kept = synclogic.split_moves(self.path, deletes, puts, self.known)
+            puts = set(kept)
             self.mark += 1
             mark = self.mark
             for rel in touched:  # (sent again: confirmed only by this mark)
