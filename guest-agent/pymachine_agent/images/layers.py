@@ -72,11 +72,16 @@ class ForwardReader:
     forward when reading members in order: its random-access mode ("r:") then reads member data straight
     from here. Its stream mode ("r|") passes every byte through a buffer that it joins and slices again on
     each read; under TCG those copies cost as much as hashing the layer. `read(n)` returns n bytes unless the
-    stream ends (tarfile counts a short read as "unexpected end of data")."""
+    stream ends (tarfile counts a short read as "unexpected end of data").
 
-    def __init__(self, raw: BinaryIO, head: bytes = b"", exact: bool = True) -> None:
+    `raw` may hand over memoryviews (api.http.BodyFile: no copy of a request body). `read` gives bytes, what
+    tarfile parses headers from; `read1` (member data, read by our own code) passes views on, unless `views`
+    is False (for gzip and zstd readers, which want bytes)."""
+
+    def __init__(self, raw: BinaryIO, head: bytes = b"", exact: bool = True, views: bool = True) -> None:
         self._raw, self._head, self._pos = raw, head, 0
         self._exact = exact  # False: read(n) may return fewer bytes (for readers that loop anyway)
+        self._views = views
 
     def readable(self) -> bool:
         return True
@@ -112,7 +117,7 @@ class ForwardReader:
                 pieces.append(piece)
                 want -= len(piece)
         self._head = self._head[n:] if n is not None and n >= 0 else b""
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        data = bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)  # bytes(b) is b itself
         self._pos += len(data)
         return data
 
@@ -122,6 +127,8 @@ class ForwardReader:
             data, self._head = self._head[:n], self._head[n:]
         else:
             data = self._raw.read(n)
+            if not self._views and isinstance(data, memoryview):
+                data = bytes(data)
         self._pos += len(data)
         return data
 
@@ -168,7 +175,8 @@ def read_head(src: BinaryIO, n: int) -> bytes:
 def decompressed(raw: BinaryIO) -> BinaryIO:
     """The uncompressed stream of a gzip, zstd or plain tar, told apart by magic bytes."""
     head = read_head(raw, 4)
-    stream = ForwardReader(raw, head, exact=False)
+    plain = not head.startswith((GZIP_MAGIC, ZSTD_MAGIC))
+    stream = ForwardReader(raw, head, exact=False, views=plain)
     if head.startswith(GZIP_MAGIC):
         return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[arg-type,return-value]
     if head.startswith(ZSTD_MAGIC):
