@@ -6,11 +6,11 @@ copies two guest-agent trees (`--old`, and this checkout's as "new") and this sc
 runs `guest_load.py serve` there: per round and tree (alternating, old first on even rounds) a fresh process
 listens on the guest's loopback, a forked sender POSTs a random one-layer image (the archive
 bench/engine_path.py loads) as `docker load` does, chunked in 32 KiB chunks (Go's io.Copy buffer), and the
-receiving thread runs the agent's real path: api.http's request parser and BodyFile, images.store's load into
-a store on the agent's own disk (/var/lib/pymachine). Printed: CPU seconds of that thread (time.thread_time:
-the other helpers' load on the host stretches wall time, much less the guest's CPU seconds) and MB/s of wall
-time, medians per tree; with --profile, cProfile's top N functions (by own time) of the last round of each
-tree.
+receiving thread runs the agent's real path: api.http's request parser and BodyFile, images.store's load
+into a store on the agent's own disk (/var/lib/pymachine). Printed: CPU seconds of that process, all its
+threads (time.process_time: the other helpers' load on the host stretches wall time, much less the guest's
+CPU seconds) and MB/s of wall time, medians per tree; with --profile, cProfile's top N functions (by own
+time) of the last round of each tree.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def serve(tree: str, archive: str, store_dir: str, profile: int) -> None:
     store = ImageStore(store_dir)
     lsock = socket.create_server(("127.0.0.1", 0))
     port = lsock.getsockname()[1]
-    if os.fork() == 0:  # the sender: its CPU is not counted (thread_time is this thread's only)
+    if os.fork() == 0:  # the sender: its CPU is not counted (another process)
         try:
             _send(port, archive)
         finally:
@@ -65,7 +65,7 @@ def serve(tree: str, archive: str, store_dir: str, profile: int) -> None:
         import cProfile
 
         prof = cProfile.Profile()
-    cpu0, wall0 = time.thread_time(), time.perf_counter()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     if prof:
         prof.enable()
     conn = Connection(sock, [])
@@ -76,7 +76,7 @@ def serve(tree: str, archive: str, store_dir: str, profile: int) -> None:
     body.drain()
     if prof:
         prof.disable()
-    cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     conn.send_json(200, {"loaded": loaded})
     sock.close()
     os.wait()
@@ -97,7 +97,7 @@ def guest_main(args: argparse.Namespace) -> None:
 
 
 def _ssh(machine: str, script: str, stdin: bytes | None = None) -> str:
-    argv = [sys.executable, "-m", "pymachine", "ssh", machine, "--", "sh", "-c", script]
+    argv = [sys.executable, "-m", "pymachine.app.cli", "ssh", machine, "--", "sh", "-c", script]
     done = subprocess.run(argv, input=stdin, capture_output=True, check=False)
     if done.returncode:
         raise SystemExit(f"in the guest: {script[:80]}: {done.stderr.decode(errors='replace')[-2000:]}")
