@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QByteArray
-from PySide6.QtGui import QCloseEvent, QIcon, QKeySequence, QPixmap, QShortcut
+from PySide6.QtCore import QByteArray, QSize
+from PySide6.QtGui import QCloseEvent, QGuiApplication, QIcon, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QSystemTrayIcon, QTabWidget, QWidget
 
 from .apps_panel import AppsPanel
@@ -27,6 +27,16 @@ ICON_SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64">
 <rect x="12" y="34" width="40" height="8" rx="2" fill="#bcd3ff"/>
 <rect x="22" y="54" width="20" height="4" rx="2" fill="#2463eb"/>
 </svg>"""
+
+
+def fitted_size(width: int, height: int) -> QSize:
+    """The size asked for, or less where the screen is smaller: 90% of its free area leaves room for the title
+    bar and the panel, so that no part of the window (the status bar, Save settings) opens off the screen."""
+    screen = QGuiApplication.primaryScreen()
+    if screen is None:
+        return QSize(width, height)
+    free = screen.availableGeometry()
+    return QSize(min(width, free.width() * 9 // 10), min(height, free.height() * 9 // 10))
 
 
 def app_icon() -> QIcon:
@@ -50,8 +60,8 @@ class MainWindow(QMainWindow):
         self.engine_override = engine_override
         self.setWindowTitle("pymachine")
         self.setWindowIcon(app_icon())
-        self.resize(1280, 800)
         self.setMinimumSize(640, 480)
+        self.resize(fitted_size(1280, 800))
         self.machines = MachinesPanel()
         self.containers = ContainersPanel(client_factory)
         self.images = ImagesPanel(client_factory)
