@@ -275,11 +275,7 @@ def _mount_transport(args: argparse.Namespace) -> int:
 def mount_rows(m: machines.Machine) -> list[tuple[str, ...]]:
     rows = [("PATH", "MODE", "TRANSPORT", "")]
     for s in m.shares:
-        note = {"add": "(restart to apply)", "remove": "(removed: restart to apply)"}.get(
-            s.get("pending") or "", ""
-        )
-        note = note or s.get("sync_state") or ""  # a sync share: in sync | N pending | syncing | error: …
-        rows.append((s["path"], "ro" if s["readonly"] else "rw", s["transport"], note))
+        rows.append((s["path"], "ro" if s["readonly"] else "rw", s["transport"], share_hotplug.note(s)))
     return rows
 
 
