@@ -1,0 +1,37 @@
+"""What a newcomer reads on the README's tour before any machine runs: messages that say what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pymachine.app.cli.main import main as cli_main
+from pymachine.hostvm import config as cfgmod
+from pymachine.hostvm.errors import UsageError
+
+
+def test_docker_env_of_a_machine_that_does_not_exist_says_so(
+    pymachine_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main(["docker-env", "nope"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""  # no exports to eval: they pointed docker at a socket that nothing would ever serve
+    assert "machine 'nope' does not exist" in err and "pymachine create nope" in err
+    assert cli_main(["docker-env", "--unset", "nope"]) == 0  # undoing needs no machine
+    assert "unset DOCKER_HOST" in capsys.readouterr().out
+
+
+def test_several_invalid_settings_read_one_per_line() -> None:
+    with pytest.raises(UsageError) as got:
+        cfgmod.build(
+            "Bad_Name", cpus="0", memory="2x", ncpus_host=2, fallback_driver="qemu", home_mount=False
+        )
+    lines = got.value.render().splitlines()
+    assert lines[0] == "error: invalid machine settings:"
+    assert [line.split(":")[0].strip() for line in lines[1:4]] == ["name", "cpus", "memory"]
+    assert lines[4].startswith("hint: fix the fields above")
+    with pytest.raises(UsageError) as one:
+        cfgmod.build("dev", cpus="0", ncpus_host=2, fallback_driver="qemu", home_mount=False)
+    one_line = "invalid machine settings: cpus: must be between 1 and 2 (the host's cores), got 0"
+    assert str(one.value) == one_line
