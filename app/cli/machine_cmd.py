@@ -221,6 +221,11 @@ def _list(args: argparse.Namespace) -> int:
             print(text)
         return 0
     print(render_table(list_rows(found)))
+    if not found:  # a header alone leaves a newcomer guessing; stderr, so that the table's stdout stays as is
+        print(
+            "no machines yet: pymachine create dev --start (or pymachine run … makes 'default')",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -35,3 +35,15 @@ def test_several_invalid_settings_read_one_per_line() -> None:
         cfgmod.build("dev", cpus="0", ncpus_host=2, fallback_driver="qemu", home_mount=False)
     one_line = "invalid machine settings: cpus: must be between 1 and 2 (the host's cores), got 0"
     assert str(one.value) == one_line
+
+
+def test_list_with_no_machines_says_how_to_make_one(
+    pymachine_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main(["list"]) == 0
+    out, err = capsys.readouterr()
+    assert out.split()[:2] == ["NAME", "STATE"] and len(out.splitlines()) == 1  # the table: its header only
+    assert "no machines yet: pymachine create dev --start" in err
+    for quiet in (["list", "-q"], ["list", "--format", "json"]):  # what scripts read stays empty
+        assert cli_main(quiet) == 0
+        assert capsys.readouterr() == ("", "")
