@@ -130,7 +130,8 @@ def _create(args: argparse.Namespace) -> int:
         idle_suspend=args.idle_suspend,
     )
     render.finish()
-    sizes = f"{m.cpus} CPUs, {format_size(m.memory)} memory, {format_size(m.disk)} disk"
+    cpus = f"{m.cpus} CPU" + ("s" if m.cpus != 1 else "")
+    sizes = f"{cpus}, {format_size(m.memory)} memory, {format_size(m.disk)} disk"
     print(f"created machine '{m.name}' ({sizes})")
     print(f"shared folders: {share_summary(m.shares)}")
     if args.start:
@@ -253,11 +254,16 @@ def _ssh(args: argparse.Namespace) -> int:
 
 
 def share_summary(shares: list[dict[str, Any]]) -> str:
+    """`/a (ro), /b over virtiofs; /src (synced copy)`: each share under its own transport (a sync share is
+    not on the machine's live transport)."""
     if not shares:
         return "none"
-    return (
-        ", ".join(s["path"] + (" (ro)" if s["readonly"] else "") for s in shares)
-        + f" over {shares[0]['transport']}"
+    by_transport: dict[str, list[str]] = {}
+    for s in shares:
+        by_transport.setdefault(s["transport"], []).append(s["path"] + (" (ro)" if s["readonly"] else ""))
+    return "; ".join(
+        ", ".join(found) + (" (synced copy)" if transport == "sync" else f" over {transport}")
+        for transport, found in by_transport.items()
     )
 
 

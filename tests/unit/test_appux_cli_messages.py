@@ -47,3 +47,13 @@ def test_list_with_no_machines_says_how_to_make_one(
     for quiet in (["list", "-q"], ["list", "--format", "json"]):  # what scripts read stays empty
         assert cli_main(quiet) == 0
         assert capsys.readouterr() == ("", "")
+
+
+def test_create_names_each_share_with_its_own_transport() -> None:
+    from pymachine.app.cli.machine_cmd import share_summary
+
+    live = {"path": "/srv/data", "readonly": True, "transport": "virtiofs"}
+    synced = {"path": "/home/me/src", "readonly": False, "transport": "sync"}
+    # it said "/srv/data (ro), /home/me/src over virtiofs": the sync share is a copy on the VM's disk
+    assert share_summary([live, synced]) == "/srv/data (ro) over virtiofs; /home/me/src (synced copy)"
+    assert share_summary([]) == "none"
