@@ -57,3 +57,11 @@ def test_create_names_each_share_with_its_own_transport() -> None:
     # it said "/srv/data (ro), /home/me/src over virtiofs": the sync share is a copy on the VM's disk
     assert share_summary([live, synced]) == "/srv/data (ro) over virtiofs; /home/me/src (synced copy)"
     assert share_summary([]) == "none"
+
+
+def test_a_new_disks_few_blocks_read_in_kib() -> None:
+    from pymachine.hostvm.units import binary_size
+
+    # the Machines tab's footer said "disk 200704 B of 8 GiB" for a machine just created
+    assert binary_size(200704) == "196 KiB" and binary_size(1536) == "1.5 KiB"
+    assert binary_size(512) == "512 B" and binary_size(2 * 1024**2) == "2 MiB"
