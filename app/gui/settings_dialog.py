@@ -271,7 +271,7 @@ class MachineSettingsDialog(QDialog):
         changes = planned.changes if planned else []
         said = "Fix the problems above." if problems else "No changes yet."
         self.summary.setText("Changes: " + ", ".join(str(c) for c in changes) if changes else said)
-        self.notice.setText(notice_text(self.name, self.ctx, bool(changes)))
+        self.notice.setText(notice_text(self.name, self.ctx))
         ok = planned is not None and bool(changes)
         self.apply_button.setEnabled(ok)
         self.restart_button.setEnabled(ok)
@@ -325,7 +325,7 @@ def field_problems(exc: UsageError) -> dict[str, str]:
     return out
 
 
-def notice_text(name: str, ctx: ms.SettingsContext, changed: bool) -> str:
+def notice_text(name: str, ctx: ms.SettingsContext) -> str:
     """What happens when, said before the person confirms."""
     if ctx.running:
         text = (
@@ -336,7 +336,7 @@ def notice_text(name: str, ctx: ms.SettingsContext, changed: bool) -> str:
         text = "Changes apply at the next start."
     if ctx.saved_state:
         text += " The saved state is discarded: the next start boots cold."
-    return text if changed or ctx.running else text + " Nothing has changed yet."
+    return text  # "No changes yet." is the summary's line just above: not said twice
 
 
 def open_settings(panel: Any, name: str) -> MachineSettingsDialog:

@@ -86,6 +86,8 @@ def test_dialog_shows_makes_and_keeps_sync_shares(qtbot, gui_home: Path, tmp_pat
         [dialog.table.item(r, c).checkState().name for c in (1, 2)] for r in range(dialog.table.rowCount())
     ]
     assert checked == [["Unchecked", "Unchecked"], ["Unchecked", "Checked"]]  # the sync share says so
+    # said once: the summary line, not again in the notice under it
+    assert dialog.summary.text() == "No changes yet." and "changed" not in dialog.notice.text()
 
     dialog.set_readonly(0, True)
     dialog.set_sync(0, True)  # the live share becomes a synced copy; read-only goes, as it must
