@@ -162,7 +162,9 @@ def title_label() -> QLabel:
 def empty_state(text: str) -> QLabel:
     label = QLabel(text, alignment=Qt.AlignmentFlag.AlignCenter, wordWrap=True)
     label.setStyleSheet("color: palette(mid); font-size: 15px; padding: 40px;")
-    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    label.setTextInteractionFlags(
+        Qt.TextInteractionFlag.TextSelectableByMouse | Qt.TextInteractionFlag.LinksAccessibleByMouse
+    )
     return label
 
 

@@ -87,6 +87,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Ctrl+1…6 switch tabs · Ctrl+N create a machine · F5 refresh")
         for panel in (self.containers, self.apps):
             panel.notice.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        for tab in (self.containers, self.images, self.volumes, self.apps):  # their "Start dev" link
+            tab.start_machine = self._start_from_tab
 
         self.machines.selected.connect(self._machine_selected)
         self.machines.changed.connect(self._machines_changed)
@@ -117,6 +119,11 @@ class MainWindow(QMainWindow):
         self.volumes.set_machine(name, view)
         self.apps.set_machine(name, view)
         self.machine_label.setText(f"machine: {name} ({view.state})" if view else "no machine selected")
+
+    def _start_from_tab(self, name: str) -> None:
+        """The engine tabs' Start link: the Machines tab's own verb (its progress and errors), seen there."""
+        self.machines.run_verb_named("start", name)
+        self.show_tab("machines")
 
     def _machines_changed(self, views: list[Any]) -> None:
         self._machine_selected(self.machines.current())
