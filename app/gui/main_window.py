@@ -118,6 +118,7 @@ class MainWindow(QMainWindow):
         self.images.set_machine(name, view)
         self.volumes.set_machine(name, view)
         self.apps.set_machine(name, view)
+        self.settings.shares.follow(name)
         self.machine_label.setText(f"machine: {name} ({view.state})" if view else "no machine selected")
 
     def _start_from_tab(self, name: str) -> None:

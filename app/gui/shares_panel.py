@@ -69,11 +69,7 @@ class SharesBox(QGroupBox):
         current = self.machine.currentText()
         self.machine.blockSignals(True)
         self.machine.clear()
-        try:
-            names = [m.name for m in machines.list_machines()]
-        except PymachineError as exc:
-            names = []
-            self.status.setText(exc.message)
+        names = machines.machine_names()  # the folder scan: no driver asked on the GUI thread
         self.machine.addItems(names)
         if current in names:
             self.machine.setCurrentText(current)
@@ -83,6 +79,15 @@ class SharesBox(QGroupBox):
         if not names:
             self.status.setText("No machine yet: create one, then share folders with it here.")
         self.reload_shares()
+
+    def follow(self, name: str) -> None:
+        """Show the shares of the machine selected in the window (the list first catches up with the
+        machines created or deleted since): the box opened on the first machine by name, whichever was
+        selected."""
+        if machines.machine_names() != [self.machine.itemText(i) for i in range(self.machine.count())]:
+            self.reload()
+        if name and name != self.machine.currentText() and self.machine.findText(name) >= 0:
+            self.machine.setCurrentText(name)  # its signal reloads the list of shares
 
     def reload_shares(self) -> None:
         self.list.clear()

@@ -99,3 +99,28 @@ def test_dialog_shows_makes_and_keeps_sync_shares(qtbot, gui_home: Path, tmp_pat
         Share(str(tmp_path / "live"), sync=True),
         Share(str(tmp_path / "synced"), sync=True),
     ]
+
+
+def test_the_settings_tab_shows_the_selected_machines_shares(qtbot, gui_home: Path, tmp_path: Path) -> None:
+    from pymachine.app.gui.main_window import MainWindow
+
+    for d in ("a", "b", "c"):
+        (tmp_path / d).mkdir()
+    _machine("a-dev", str(tmp_path / "a"))
+    _machine("b-dev", str(tmp_path / "b"))
+    window = MainWindow(watch_events=False, tray=False)
+    qtbot.addWidget(window)
+    wait_idle(qtbot)
+    box = window.settings.shares
+    qtbot.waitUntil(lambda: window.machines.select("b-dev"), timeout=30000)
+    # it showed a-dev's, the first by name, whatever the window had selected
+    assert box.machine.currentText() == "b-dev"
+    assert box.list.item(0).text().startswith(f"{tmp_path / 'b'}  — ")
+
+    _machine("c-dev", str(tmp_path / "c"))  # made by the CLI meanwhile
+    window.machines.refresh()
+    wait_idle(qtbot)
+    qtbot.waitUntil(lambda: window.machines.select("c-dev"), timeout=30000)
+    assert box.machine.currentText() == "c-dev"
+    assert box.list.item(0).text().startswith(f"{tmp_path / 'c'}  — ")
+    window.shutdown()
