@@ -43,3 +43,33 @@ def test_no_input_box_cuts_its_hint(qtbot, gui_home: Path) -> None:
                 cut.append(f"{name}: {hint!r} needs {need}px, has {room}px")
     assert not cut, cut
     window.shutdown()
+
+
+def test_at_the_smallest_size_no_label_is_cut_mid_word(qtbot, gui_home: Path) -> None:
+    """At 640x480 a tab's title gave way to its buttons and was cut ("Containers on 'appux-de"): a label
+    narrower than its minimum is cut. Titles now end in "…" there, the whole text in their tooltip."""
+    from PySide6.QtWidgets import QLabel
+
+    from pymachine.hostvm import config, paths, store
+
+    name = "a-machine-with-a-long-name"
+    paths.machine(name).dir.mkdir(parents=True)
+    cfg = config.build(name, ncpus_host=2, fallback_driver="qemu", home_mount=False)
+    store.write_json(paths.machine(name).config, cfg.to_json())
+    window = MainWindow(watch_events=False, tray=False)
+    qtbot.addWidget(window)
+    window.resize(640, 480)
+    with qtbot.waitExposed(window):
+        window.show()
+    wait_idle(qtbot)
+    qtbot.waitUntil(lambda: window.machines.select(name), timeout=30000)
+    cut: list[str] = []
+    for tab in MainWindow.TABS:
+        window.show_tab(tab)
+        qtbot.waitUntil(lambda tab=tab: window.tabs.currentWidget() is getattr(window, tab), timeout=10000)
+        for label in window.tabs.currentWidget().findChildren(QLabel):
+            if label.isVisible() and label.width() < label.minimumSizeHint().width():
+                cut.append(f"{tab}: {label.text()!r} {label.width()} < {label.minimumSizeHint().width()}")
+    assert not cut, cut
+    assert window.containers.title.toolTip() == f"Containers on '{name}'"
+    window.shutdown()
