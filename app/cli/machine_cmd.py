@@ -284,7 +284,7 @@ def _mount_transport(args: argparse.Namespace) -> int:
 
 
 def mount_rows(m: machines.Machine) -> list[tuple[str, ...]]:
-    rows = [("PATH", "MODE", "TRANSPORT", "")]
+    rows = [("PATH", "MODE", "TRANSPORT", "STATUS")]  # STATUS: pending, or how a sync share stands
     for s in m.shares:
         rows.append((s["path"], "ro" if s["readonly"] else "rw", s["transport"], share_hotplug.note(s)))
     return rows

@@ -65,3 +65,14 @@ def test_a_new_disks_few_blocks_read_in_kib() -> None:
     # the Machines tab's footer said "disk 200704 B of 8 GiB" for a machine just created
     assert binary_size(200704) == "196 KiB" and binary_size(1536) == "1.5 KiB"
     assert binary_size(512) == "512 B" and binary_size(2 * 1024**2) == "2 MiB"
+
+
+def test_mount_lists_fourth_column_has_a_heading() -> None:
+    from types import SimpleNamespace
+
+    from pymachine.app.cli.machine_cmd import mount_rows
+
+    synced = {"path": "/home/me/src", "readonly": False, "transport": "sync", "sync_state": "in sync"}
+    rows = mount_rows(SimpleNamespace(shares=[synced]))  # type: ignore[arg-type]
+    # "in sync" stood under no heading
+    assert rows == [("PATH", "MODE", "TRANSPORT", "STATUS"), ("/home/me/src", "rw", "sync", "in sync")]
