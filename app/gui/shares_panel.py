@@ -101,8 +101,11 @@ class SharesBox(QGroupBox):
             return
         for s in m.shares:
             ro = " (read-only)" if s["readonly"] else ""
-            note = share_hotplug.note(s)  # pending, or how a sync share's copy stands (in sync, error: …)
-            item = QListWidgetItem(f"{s['path']}{ro}  — {s['transport']}" + (f"  {note}" if note else ""))
+            how = "synced copy" if s["transport"] == "sync" else s["transport"]
+            note = share_hotplug.note(s)  # pending "(restart to apply)", or a copy's state: in sync, error: …
+            if note:
+                how += f" {note}" if s.get("pending") else f", {note}"
+            item = QListWidgetItem(f"{s['path']}{ro}  — {how}")
             item.setData(Qt.ItemDataRole.UserRole, s["path"])  # Remove acts on the path, not on this text
             self.list.addItem(item)
         if not m.shares:

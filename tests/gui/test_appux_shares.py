@@ -47,7 +47,7 @@ def test_settings_tab_adds_a_sync_share_and_removes_a_path_with_two_spaces(
     assert "applies at the next start" in box.status.text(), box.status.text()
     assert machines.load_config("dev").shares == [Share(str(odd)), Share(str(tmp_path / "src"), sync=True)]
     texts = [box.list.item(i).text() for i in range(box.list.count())]
-    assert texts[1].startswith(f"{tmp_path / 'src'}  — sync"), texts
+    assert texts[1] == f"{tmp_path / 'src'}  — synced copy", texts
 
     box.list.setCurrentRow(0)
     box.remove()
@@ -67,7 +67,7 @@ def test_a_sync_shares_state_reads_as_mount_list_says(
     monkeypatch.setattr(machines, "get", lambda _name: m)
     box = SettingsPanel().shares
     qtbot.addWidget(box)
-    assert box.list.item(0).text() == f"{tmp_path / 'src'}  — sync  3 pending"
+    assert box.list.item(0).text() == f"{tmp_path / 'src'}  — synced copy, 3 pending"
     assert mount_rows(m)[1] == (str(tmp_path / "src"), "rw", "sync", "3 pending")
 
 
