@@ -76,3 +76,26 @@ def test_mount_lists_fourth_column_has_a_heading() -> None:
     rows = mount_rows(SimpleNamespace(shares=[synced]))  # type: ignore[arg-type]
     # "in sync" stood under no heading
     assert rows == [("PATH", "MODE", "TRANSPORT", "STATUS"), ("/home/me/src", "rw", "sync", "in sync")]
+
+
+def test_typing_ahead_of_an_interactive_container_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pymachine run -it` takes seconds to make the container; what was typed meanwhile reached nobody
+    (raw mode was entered with TCSAFLUSH, which discards the terminal's queued input)."""
+    import os
+    import pty
+    import select
+
+    from pymachine.app.cli import terminal
+
+    master, slave = pty.openpty()
+    stdin = os.fdopen(slave, "r", closefd=True)
+    try:
+        os.write(master, b"echo hi\n")  # typed before the attach; the line discipline holds it
+        select.select([slave], [], [], 5)
+        monkeypatch.setattr("sys.stdin", stdin)
+        with terminal._raw(True):
+            ready, _, _ = select.select([slave], [], [], 5)
+            assert ready and os.read(slave, 100) == b"echo hi\n"
+    finally:
+        stdin.close()
+        os.close(master)
