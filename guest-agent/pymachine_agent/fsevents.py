@@ -18,6 +18,11 @@ every event. A late mode can at worst undo a chmod made in the same fraction of 
 A path the guest cannot change (a read-only share: EROFS; EPERM through a transport) is opened for reading and
 closed instead: IN_OPEN and IN_CLOSE_NOWRITE, weaker, but still a wake-up for watchers that take any event.
 A deleted path cannot be touched; the host reports its parent folder too, whose change is what fires.
+
+Before any chmod, every reported path (deleted ones too, and the `touch: false` ones the host sends for a
+flood it carries by folders) is taken afresh by the VM's virtiofs caches (revalidate.py): virtiofsd runs with
+cache=always, so without that a host save by rename would keep the old file under the name, and the chmod
+would land on it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterable
 
-from . import inroot, protocol
+from . import inroot, protocol, revalidate
 from .shares import within
 
 log = logging.getLogger("pymachine_agent.fsevents")
@@ -38,12 +43,16 @@ log = logging.getLogger("pymachine_agent.fsevents")
 class ChangeMirror:
     """The watched set (announced to the host agent through `announce`) and the applier of host changes."""
 
-    def __init__(self, announce: Callable[[dict], None]) -> None:
+    def __init__(
+        self, announce: Callable[[dict], None], fresh: Callable[[list[str]], int] = revalidate.refresh
+    ) -> None:
         self.announce = announce
+        self.fresh = fresh
         self.lock = threading.Lock()
         self.refreshing = threading.Lock()
         self.paths: frozenset[str] = frozenset()
         self.applied = 0
+        self.refreshed = 0
 
     def refresh(self, current: Callable[[], Iterable[str]]) -> None:
         """Announce the host paths running containers bind-mount (`current()`), when that set changed. One
@@ -64,11 +73,13 @@ class ChangeMirror:
 
     def apply(self, changes: list[dict]) -> dict[str, int]:
         """Make inotify fire in the VM for each change (see the module doc); returns the counts."""
-        applied = skipped = 0
-        for change in changes:
-            path = os.path.normpath(change["path"])
-            root = self._root(path)
-            if root is None or not change.get("exists", True):
+        named = [(os.path.normpath(c["path"]), c) for c in changes]
+        mine = [(path, root, c) for path, c in named if (root := self._root(path)) is not None]
+        applied, skipped = 0, len(changes) - len(mine)
+        # the names first: the chmod must reach the file the host has under the name now (see the module doc)
+        self.refreshed += self.fresh([path for path, _, _ in mine])
+        for path, root, change in mine:
+            if not change.get("exists", True) or not change.get("touch", True):
                 skipped += 1
                 continue
             try:
