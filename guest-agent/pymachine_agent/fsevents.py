@@ -32,25 +32,37 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 from . import inroot, protocol, revalidate
 from .shares import within
 
 log = logging.getLogger("pymachine_agent.fsevents")
+# How long a folder no container binds any more stays watched: virtiofsd's cache timeout (hostvm/shares.py
+# CACHE_TIMEOUT_S), for as long as the guest may still hold names its containers looked up there.
+LINGER_S = 30.0
 
 
 class ChangeMirror:
     """The watched set (announced to the host agent through `announce`) and the applier of host changes."""
 
     def __init__(
-        self, announce: Callable[[dict], None], fresh: Callable[[list[str]], int] = revalidate.refresh
+        self,
+        announce: Callable[[dict], None],
+        fresh: Callable[[list[str]], int] = revalidate.refresh,
+        linger: float = LINGER_S,
+        cached: Callable[[list[str]], list[str]] = revalidate.served,
     ) -> None:
         self.announce = announce
         self.fresh = fresh
+        self.linger, self.cached = linger, cached
         self.lock = threading.Lock()
         self.refreshing = threading.Lock()
         self.paths: frozenset[str] = frozenset()
+        self.bound: frozenset[str] = frozenset()  # what running containers bind now
+        self.leaving: dict[str, float] = {}  # bound until recently: watched until then (monotonic)
+        self.timer: threading.Timer | None = None
         self.applied = 0
         self.refreshed = 0
 
@@ -58,12 +70,30 @@ class ChangeMirror:
         """Announce the host paths running containers bind-mount (`current()`), when that set changed. One
         refresh at a time, computed and sent in order: racing start/die events cannot send a stale set."""
         with self.refreshing:
-            new = frozenset(current())
+            bound = frozenset(current())
+            now = time.monotonic()
             with self.lock:
+                # a path no container binds any more stays watched while the VM's virtiofs caches may still
+                # hold what its containers read (revalidate.py): a host edit made before the next `docker run`
+                # of the same folder must reach those caches too
+                for path in self.cached(sorted(self.bound - bound)):
+                    self.leaving[path] = now + self.linger
+                self.bound = bound
+                self.leaving = {p: t for p, t in self.leaving.items() if t > now and p not in bound}
+                new = bound | frozenset(self.leaving)
+                if self.leaving:
+                    self._again(min(self.leaving.values()) - now, current)
                 if new == self.paths:
                     return
                 self.paths = new
             self.announce(protocol.watch_event(sorted(new)))
+
+    def _again(self, delay: float, current: Callable[[], Iterable[str]]) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = threading.Timer(max(delay, 0.0) + 0.1, self.refresh, (current,))
+        self.timer.daemon = True
+        self.timer.start()
 
     def _root(self, path: str) -> str | None:
         """The watched bind source `path` lies in: only those may be touched, whatever the host says."""

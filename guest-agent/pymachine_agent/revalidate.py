@@ -61,6 +61,15 @@ def plan(paths: Iterable[str], table: list[tuple[str, str]]) -> dict[str, set[st
     return out
 
 
+def served(paths: list[str]) -> list[str]:
+    """Those of `paths` that a virtiofs share serves in this VM (whose caches may hold them)."""
+    try:
+        table = mountinfo.mounts()
+    except OSError:
+        return []
+    return [p for p in paths if plan([p], table)]
+
+
 def refresh(paths: Iterable[str], quiet_errors: bool = True) -> int:
     """Take each of `paths` (host paths; each folder on the way too) afresh from the host. Returns how many
     names were looked up again. Paths outside a virtiofs share are left alone (a no-op off a machine)."""

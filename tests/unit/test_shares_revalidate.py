@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,28 @@ def test_every_watched_path_is_taken_afresh_before_the_chmods(tmp_path: Path) ->
     assert stat.S_IMODE(os.stat(proj / "edited").st_mode) == 0o644
     assert stat.S_IMODE(os.stat(proj / "flooded").st_mode) == 0o600  # touch: false is not chmodded
     assert mirror.refreshed == 3
+
+
+def test_a_folder_no_container_binds_any_more_stays_watched_while_the_guest_may_cache_it() -> None:
+    """`docker run -v P` twice with a host edit between: what the first container read stays in the VM's
+    virtiofs caches for the cache's timeout, so the host keeps watching P that long (not where no virtiofs
+    serves P)."""
+    sent: list[list[str]] = []
+    on_virtiofs = lambda ps: [p for p in ps if p != "/b"]  # noqa: E731
+    mirror = ChangeMirror(lambda e: sent.append(e["paths"]), linger=0.5, cached=on_virtiofs)
+    mirror.refresh(lambda: ["/a", "/b"])
+    mirror.refresh(lambda: [])
+    assert sent == [["/a", "/b"], ["/a"]]  # /b is on no virtiofs share: nothing to keep
+    mirror.refresh(lambda: ["/a"])  # bound again meanwhile: no change to announce
+    mirror.refresh(lambda: [])
+    deadline = time.monotonic() + 10
+    while sent[-1] != [] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sent == [["/a", "/b"], ["/a"], []]
+
+
+def test_the_guests_linger_is_the_hosts_cache_timeout() -> None:
+    from pymachine.hostvm import shares
+    from pymachine_agent import fsevents
+
+    assert fsevents.LINGER_S == shares.CACHE_TIMEOUT_S

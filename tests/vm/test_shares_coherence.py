@@ -178,6 +178,27 @@ def test_a_bind_source_the_host_replaced_is_bound_as_the_host_has_it(bound: Boun
     assert (out.returncode, out.stdout) == (0, "new.txt\n"), out.stderr
 
 
+def test_a_host_edit_between_two_runs_of_the_same_folder_is_seen_by_the_second(bound: Bound) -> None:
+    """Edit on the host, `docker run --rm -v $PWD:/app` again: what the first container read is still in the
+    VM's caches, so the folder stays watched for the cache's timeout after its last container is gone."""
+    src = bound.other / "runs"
+    src.mkdir()
+    (src / "v.txt").write_text("one\n")
+
+    def run() -> str:
+        out = bound.docker("run", "--rm", "-v", f"{src}:/x", B, "cat", "/x/v.txt")
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert run() == "one\n"
+    # no container binds it now, and the host agent still watches it
+    until(lambda: str(src) in _watched(bound.m), DEADLINE, "the watch kept after the container")
+    tmp = src / ".v.swp"
+    tmp.write_text("two\n")
+    os.rename(tmp, src / "v.txt")
+    until(lambda: run() == "two\n", DEADLINE, "the edit in the next container")
+
+
 def test_a_path_no_container_binds_is_fresh_within_the_cache_timeout(
     bound: Bound, capsys: pytest.CaptureFixture
 ) -> None:
