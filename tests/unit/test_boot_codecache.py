@@ -1,0 +1,104 @@
+"""The dataclass code cache of the guest agent (pymachine_agent/codecache.py): what the image build records is
+what the agent's start runs, and the dataclasses come out the same as compiled ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import marshal
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pymachine_agent import codecache
+
+MODULE = textwrap.dedent(
+    """
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Port:
+        proto: str
+        number: int = 80
+        tags: list = dataclasses.field(default_factory=list)
+
+    @dataclasses.dataclass(order=True)
+    class Name:
+        value: str
+    """
+)
+
+
+@pytest.fixture
+def module_dir(tmp_path: Path) -> Iterator[Path]:
+    (tmp_path / "cc_sample.py").write_text(MODULE)
+    sys.path.insert(0, str(tmp_path))
+    codecache.Stats.hits = codecache.Stats.misses = 0
+    try:
+        yield tmp_path
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("cc_sample", None)
+        codecache.uninstall()
+
+
+def fresh_sample():  # type: ignore[no-untyped-def]
+    sys.modules.pop("cc_sample", None)
+    import cc_sample  # type: ignore[import-not-found]
+
+    return cc_sample
+
+
+def test_recorded_code_is_what_the_start_runs_and_the_classes_behave_the_same(module_dir: Path) -> None:
+    plain = fresh_sample()  # compiled the usual way
+    sys.modules.pop("cc_sample")
+    table = codecache.record(["cc_sample"])  # what the image build does, in a fresh process
+    assert table and all(text.startswith("def __create_fn__(") for text in table)
+    path = module_dir / "cache.marshal"
+    codecache.write(str(path), table)
+
+    assert codecache.install(str(path))
+    cached = fresh_sample()
+    assert codecache.Stats.hits == len(table) and codecache.Stats.misses == 0
+    for name in ("Port", "Name"):
+        a, b = getattr(plain, name), getattr(cached, name)
+        for method in ("__init__", "__repr__", "__eq__"):
+            assert getattr(a, method).__code__.co_code == getattr(b, method).__code__.co_code, (name, method)
+        assert a.__init__.__annotations__ == b.__init__.__annotations__
+    port = cached.Port("tcp")
+    assert (port.number, port.tags, repr(port)) == (80, [], "Port(proto='tcp', number=80, tags=[])")
+    assert port == cached.Port("tcp", 80) and port != cached.Port("udp")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        port.number = 1  # type: ignore[misc]
+    assert cached.Name("a") < cached.Name("b")
+    assert cached.Port.__init__.__annotations__["proto"] is str  # evaluated, not a string: no future flags
+
+
+def test_a_text_the_cache_lacks_is_compiled_as_before(module_dir: Path) -> None:
+    path = module_dir / "cache.marshal"
+    codecache.write(str(path), {})
+    assert codecache.install(str(path))
+    cached = fresh_sample()
+    assert codecache.Stats.hits == 0 and codecache.Stats.misses > 0
+    assert cached.Port.__init__.__annotations__["proto"] is str  # this file's `annotations` future not leaked
+    assert repr(cached.Port("udp", 53)) == "Port(proto='udp', number=53, tags=[])"
+
+
+def test_a_missing_damaged_or_foreign_cache_changes_nothing(module_dir: Path) -> None:
+    assert not codecache.install(str(module_dir / "none.marshal"))
+    damaged = module_dir / "damaged.marshal"
+    damaged.write_bytes(b"\x00garbage")
+    assert not codecache.install(str(damaged))
+    foreign = module_dir / "foreign.marshal"
+    foreign.write_bytes(marshal.dumps(("cpython-39 3.9.2", {})))  # another interpreter's code objects
+    assert not codecache.install(str(foreign))
+    assert "exec" not in vars(dataclasses)
+    assert repr(fresh_sample().Name("x")) == "Name(value='x')"
+
+
+def test_every_agent_module_is_listed_for_the_image_build() -> None:
+    modules = codecache.agent_modules()
+    assert "pymachine_agent" in modules and "pymachine_agent.engine" in modules
+    assert "pymachine_agent.network.manager" in modules and "pymachine_agent.__main__" not in modules
