@@ -191,10 +191,11 @@ def serve(
     where = f"unix://{socket_path}" + (f" and tcp://{tcp[0]}:{server.tcp_address[1]}" if tcp else "")  # type: ignore[index]
     print(f"pymachine agent serving Docker API on {where}{_startup_note(phases)}", flush=True)
     if HOLD_GC:
+        cc = codecache.Stats
         logging.getLogger("pymachine_agent").info(
-            "dataclass methods at start: %d from the image's code cache, %d compiled",
-            codecache.Stats.hits,
-            codecache.Stats.misses,
+            "dataclass methods at start: %d from the image's code cache, %d compiled;"
+            " regular expressions: %d from the cache, %d compiled",
+            *(cc.hits, cc.misses, cc.re_hits, cc.re_misses),
         )
     stop.wait()
     server.stop()  # first: a client must not reach an agent that is going away (re-provision, restart)

@@ -1,10 +1,12 @@
-"""The dataclass code cache of the guest agent (pymachine_agent/codecache.py): what the image build records is
-what the agent's start runs, and the dataclasses come out the same as compiled ones."""
+"""The code cache of the guest agent (pymachine_agent/codecache.py): what the image build records is what the
+agent's start runs, and the dataclasses and regular expressions come out the same as compiled ones."""
 
 from __future__ import annotations
 
 import dataclasses
 import marshal
+import re
+import re._compiler
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ import pytest
 from pymachine_agent import codecache
 
 MODULE = textwrap.dedent(
-    """
+    r"""
     import dataclasses
 
     @dataclasses.dataclass(frozen=True)
@@ -27,6 +29,11 @@ MODULE = textwrap.dedent(
     @dataclasses.dataclass(order=True)
     class Name:
         value: str
+
+    import re
+
+    WORD = re.compile(r"(?P<word>[a-z]+)-(\d+)(?i:X)?")
+    BYTES = re.compile(rb"^HTTP/(\d)\.(\d)$", re.M)
     """
 )
 
@@ -35,7 +42,7 @@ MODULE = textwrap.dedent(
 def module_dir(tmp_path: Path) -> Iterator[Path]:
     (tmp_path / "cc_sample.py").write_text(MODULE)
     sys.path.insert(0, str(tmp_path))
-    codecache.Stats.hits = codecache.Stats.misses = 0
+    codecache.Stats.hits = codecache.Stats.misses = codecache.Stats.re_hits = codecache.Stats.re_misses = 0
     try:
         yield tmp_path
     finally:
@@ -54,14 +61,24 @@ def fresh_sample():  # type: ignore[no-untyped-def]
 def test_recorded_code_is_what_the_start_runs_and_the_classes_behave_the_same(module_dir: Path) -> None:
     plain = fresh_sample()  # compiled the usual way
     sys.modules.pop("cc_sample")
-    table = codecache.record(["cc_sample"])  # what the image build does, in a fresh process
+    re.purge()  # re's own cache would hand back the patterns compiled above
+    table, patterns = codecache.record(["cc_sample"])  # what the image build does, in a fresh process
     assert table and all(text.startswith("def __create_fn__(") for text in table)
+    assert (plain.WORD.pattern, 0) in patterns and (plain.BYTES.pattern, re.M) in patterns
     path = module_dir / "cache.marshal"
-    codecache.write(str(path), table)
+    codecache.write(str(path), table, patterns)
 
+    re.purge()
     assert codecache.install(str(path))
     cached = fresh_sample()
     assert codecache.Stats.hits == len(table) and codecache.Stats.misses == 0
+    assert codecache.Stats.re_hits == 2 and codecache.Stats.re_misses == 0
+    for name in ("WORD", "BYTES"):
+        a, b = getattr(plain, name), getattr(cached, name)
+        assert a is not b and a == b  # Pattern equality: pattern, flags and opcodes
+        assert (a.flags, a.groups, a.groupindex) == (b.flags, b.groups, b.groupindex)
+    assert cached.WORD.match("abc-12x").groupdict() == {"word": "abc"}
+    assert cached.BYTES.search(b"x\nHTTP/1.1").groups() == (b"1", b"1")
     for name in ("Port", "Name"):
         a, b = getattr(plain, name), getattr(cached, name)
         for method in ("__init__", "__repr__", "__eq__"):
@@ -78,10 +95,13 @@ def test_recorded_code_is_what_the_start_runs_and_the_classes_behave_the_same(mo
 
 def test_a_text_the_cache_lacks_is_compiled_as_before(module_dir: Path) -> None:
     path = module_dir / "cache.marshal"
-    codecache.write(str(path), {})
+    codecache.write(str(path), {}, {("unrelated", 0): (0, [1], 0, {}, (None,))})
+    re.purge()
     assert codecache.install(str(path))
     cached = fresh_sample()
     assert codecache.Stats.hits == 0 and codecache.Stats.misses > 0
+    assert codecache.Stats.re_hits == 0 and codecache.Stats.re_misses == 2
+    assert cached.WORD.match("ab-1").group("word") == "ab"
     assert cached.Port.__init__.__annotations__["proto"] is str  # this file's `annotations` future not leaked
     assert repr(cached.Port("udp", 53)) == "Port(proto='udp', number=53, tags=[])"
 
@@ -92,9 +112,10 @@ def test_a_missing_damaged_or_foreign_cache_changes_nothing(module_dir: Path) ->
     damaged.write_bytes(b"\x00garbage")
     assert not codecache.install(str(damaged))
     foreign = module_dir / "foreign.marshal"
-    foreign.write_bytes(marshal.dumps(("cpython-39 3.9.2", {})))  # another interpreter's code objects
+    foreign.write_bytes(marshal.dumps(("cpython-39 3.9.2", {}, {})))  # another interpreter's code objects
     assert not codecache.install(str(foreign))
     assert "exec" not in vars(dataclasses)
+    assert not hasattr(re._compiler.compile, "original")
     assert repr(fresh_sample().Name("x")) == "Name(value='x')"
 
 
