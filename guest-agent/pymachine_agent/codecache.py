@@ -12,10 +12,11 @@ object of a known text and compiles any other text as before. Same text, same co
 `dont_inherit`), so the same code objects; a stale or missing file only means compiling as usual.
 
 Regular expressions the same way (~50 `re.compile` at import, 0.35 s of the same 2.9 s: `re`'s parser and
-compiler are Python code): the build keeps what `re._compiler.compile` hands to `_sre.compile` for each
-(pattern, flags) — the opcode list, the group count and names — and at start a known pattern goes straight
-to `_sre.compile` with them. That is `re`'s internal interface of this interpreter (CPython 3.11), which the
-version tag pins: another interpreter finds a foreign tag and compiles as usual.
+compiler are Python code; ~90 more for the API's routes when `serve` builds its router): the build keeps
+what `re._compiler.compile` hands to `_sre.compile` for each (pattern, flags) — the opcode list, the group
+count and names — and at start a known pattern goes straight to `_sre.compile` with them. That is `re`'s
+internal interface of this interpreter (CPython 3.11), which the version tag pins: another interpreter finds
+a foreign tag and compiles as usual.
 
 No `from __future__ import annotations` here: a text compiled here must not inherit this module's flags.
 """
@@ -156,9 +157,31 @@ def record(modules: list[str]) -> tuple[dict, dict]:
                 importlib.import_module(name)
             except Exception as exc:  # noqa: BLE001 - a module that needs the running guest: not cached
                 print(f"codecache: {name} not imported here: {exc}", file=sys.stderr)
+        try:
+            _build_router()
+        except Exception as exc:  # noqa: BLE001 - the start compiles them itself then
+            print(f"codecache: the API's routes not compiled here: {exc}", file=sys.stderr)
     finally:
         uninstall()
     return table, patterns
+
+
+class _Stub:
+    """Stands in for every engine service while a router is built: registering only takes their methods."""
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        return _Stub()
+
+    def __call__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return _Stub()
+
+
+def _build_router() -> None:
+    """`serve` compiles a pattern per API route (~90) when it builds its router: build one here, with stand-in
+    services, so that those patterns are recorded too."""
+    from pymachine_agent.api import build_router
+
+    build_router(_Stub())  # type: ignore[arg-type]
 
 
 def _sre_equal(compiled, p, entry) -> bool:  # type: ignore[no-untyped-def]

@@ -29,5 +29,5 @@ def test_the_agent_compiled_no_dataclass_method_at_its_start(machine: StartedMac
     assert found, f"the agent did not report its code cache:\n{line}"
     stored, compiled, patterns = (int(n) for n in found.groups())
     assert stored > 100 and compiled == 0, line
-    # Patterns made at run time (from names, globs) are compiled as usual; the modules' own come from it.
-    assert patterns > 20, line
+    # The modules' own patterns and the API routes' come from it; a few made at run time are compiled.
+    assert patterns > 100, line
