@@ -839,10 +839,11 @@ def stop(
                 if drv.paused(name):  # the resource saver froze it: the guest must run to flush and unmount
                     drv.unpause(name)
                 started = store.read_json(paths.machine(name).state, {}) or {}
-                savestate.save(name, drv, cfg.to_json(), started, say, _agent_quiesce(name))
+                account = lambda: qemu_account(cfg, vm_spec(cfg, int(started["ssh_port"]), accel))  # noqa: E731
+                savestate.save(name, drv, cfg.to_json(), started, say, _agent_quiesce(name), account)
                 saved = True
-            except savestate.NotSaved as exc:
-                say(f"shutting down instead: {exc.message}")
+            except (PymachineError, OSError) as exc:  # a stop stops: a save that cannot be made is a shutdown
+                say(f"shutting down instead: {exc.message if isinstance(exc, PymachineError) else exc}")
         if not saved:  # also when QEMU died under it: an agent must not outlive its VM's run
             _stop_host_agent(name)
         # Saved: the host agent stays, parked (hostagent/parking.py), and the resume only reconnects it.
