@@ -181,19 +181,24 @@ def create(
     args |= dict(mounts=mounts, home_mount=home_mount, share_transport=share_transport)
     args |= dict(idle_suspend=idle_suspend)
     common = dict(ncpus_host=cfgmod.host_cpus(), fallback_driver=cfgmod.default_driver())
-    cfg = cfgmod.build(**args, **common)  # type: ignore[arg-type]  # cheap checks before any image work
+    from pymachine.images import CLUSTER_RECIPE
+
+    from .image import ensure_image, least_disk_bytes
+
+    variant = CLUSTER_RECIPE if cluster else None
+    # Every check that needs no image before the image (a build takes minutes): the disk against the size
+    # every image has at least (the built one's when it is cached), and a share transport the driver can't do.
+    cfg = cfgmod.build(**args, **common, image_bytes=least_disk_bytes(variant))  # type: ignore[arg-type]
+    if cfg.share_transport != "auto":
+        shares.choose_transport(driver_for(cfg).capabilities, cfg.share_transport)
     mp = paths.machine(cfg.name)
     if mp.dir.exists() and not _remove_half_created(cfg.name):
         raise UsageError(
             f"machine '{cfg.name}' already exists", hint=f"pick another name, or: pymachine delete {cfg.name}"
         )
-    from pymachine.images import CLUSTER_RECIPE
-
-    from .image import ensure_image
-
     stages = Stages(["guest image", "machine files"], say, source="create")
     with stages.step("guest image"):
-        manifest = ensure_image(say, variant=CLUSTER_RECIPE if cluster else None)
+        manifest = ensure_image(say, variant=variant)
     cfg = cfgmod.build(**args, **common, image_bytes=manifest.virtual_bytes)  # type: ignore[arg-type]
     cfg.image = {
         "kernel": str(manifest.kernel),
