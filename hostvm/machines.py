@@ -820,8 +820,8 @@ def stop(
     name: str, progress: Progress | None = None, timeout: float | None = None, shutdown: bool = False
 ) -> Machine:
     """Save the machine's state (the next start resumes it), or with `shutdown` (or when saving is not
-    possible: the reason is shown) power it off: graceful (the guest's poweroff over SSH, else ACPI where the
-    driver can), forced after `timeout`."""
+    possible: the reason is shown) power it off: graceful (the ACPI button where the driver can and the
+    guest's poweroff over SSH, at once), forced after `timeout`."""
     say = progress or (lambda _m: None)
     cfg = load_config(name)
     drv = driver_for(cfg)
@@ -855,15 +855,7 @@ def stop(
         if drv.state(name) is DriverState.RUNNING:
             say(f"stopping machine '{name}'")
             deadline = time.monotonic() + timeout
-            asked = _ask_poweroff(name)
-            # If the guest ignored (or never got) the SSH poweroff, press the ACPI button half-way through.
-            acpi_at = time.monotonic() + (timeout / 2 if asked else 0)
-            acpi = drv.capabilities.graceful_shutdown
-            while time.monotonic() < deadline and drv.state(name) is DriverState.RUNNING:
-                if acpi and time.monotonic() >= acpi_at:
-                    drv.request_shutdown(name)
-                    acpi = False
-                time.sleep(0.3)
+            _power_off(name, drv, deadline)
             if drv.state(name) is DriverState.RUNNING:
                 say(f"machine '{name}' did not power off within {timeout:.0f} s: forcing it off")
                 drv.force_stop(name)
@@ -877,20 +869,43 @@ def restart(name: str, progress: Progress | None = None) -> Machine:
     return start(name, progress)
 
 
-def _ask_poweroff(name: str) -> bool:
+def _power_off(name: str, drv: Driver, deadline: float) -> None:
+    """Ask the guest to power off both ways at once and wait for it until `deadline`. The ACPI button costs
+    the guest nothing (its init runs the poweroff; an SSH handshake takes seconds of emulated crypto on a
+    loaded TCG host); SSH reaches a guest that does not watch its button yet (early in its boot). The guest's
+    poweroff runs once however often it is asked (/sbin/pymachine-poweroff)."""
     try:
-        client = ssh.connect(name, timeout=20)
-    except PymachineError as exc:
+        if drv.paused(name):  # the resource saver froze it: a frozen guest hears neither
+            drv.unpause(name)
+        if drv.capabilities.graceful_shutdown:
+            drv.request_shutdown(name)
+        if drv.state(name) is DriverState.RUNNING:
+            _ask_poweroff(name, deadline)
+    except Exception as exc:  # noqa: BLE001 - the wait below, and the force at its end, still stop it
+        log.warning("asking machine '%s' to power off: %s", name, exc)
+    while time.monotonic() < deadline and drv.state(name) is DriverState.RUNNING:
+        time.sleep(0.3)
+
+
+def _ask_poweroff(name: str, deadline: float) -> None:
+    """The guest's poweroff over SSH, never past `deadline`: a guest that accepts the command and then stalls
+    must not hold the stop (the force at the deadline ends it)."""
+
+    def left() -> float:
+        return max(1.0, min(20.0, deadline - time.monotonic()))
+
+    try:
+        client = ssh.connect(name, timeout=left())
+    except Exception as exc:  # noqa: BLE001 - a guest going down (the button) drops the handshake
         log.debug("poweroff over SSH of %s: %s", name, exc)
-        return False
+        return
     try:
         # Wait for the command's own exit: closing the session first could kill it before it detaches.
-        _, out, _ = client.exec_command(POWEROFF, timeout=20)
-        out.channel.recv_exit_status()
-        return True
-    except Exception as exc:  # the link may drop as the guest goes down: that is success
+        _, out, _ = client.exec_command(POWEROFF, timeout=left())
+        if not out.channel.status_event.wait(left()):
+            log.debug("poweroff over SSH of %s: no exit status in time", name)
+    except Exception as exc:  # noqa: BLE001 - the link may drop as the guest goes down: that is success
         log.debug("poweroff of %s: %s", name, exc)
-        return True
     finally:
         client.close()
 

@@ -1,10 +1,14 @@
-"""A libvirt save that fails for real after the virtiofs shares were unplugged (savestate.save, give_back):
-`pymachine stop` says the save's own error in one line, shuts the machine down instead (exit 0), leaves
-nothing running, plugs the shares back first, and the next start boots cold with the share mounted.
+"""`pymachine stop` ends the machine whatever the guest does, and says why, on one libvirt machine sharing a
+folder over virtiofs (the tests run in order on it):
 
-The failure is the one a person meets: the machine folder's filesystem is full. The home is a small tmpfs of
-its own; just before the stop a file fills it to a few MiB, the guest's RAM does not fit, and libvirt's save
-fails with ENOSPC after the share's device was unplugged (its virtiofsd then exited with QEMU's connection).
+- A save that fails for real after the share's device was unplugged (savestate.save, give_back): the
+  save's own error in one line, a shutdown instead (exit 0), nothing left running, the share plugged back
+  first, and the next start boots cold with the share mounted. The failure is the one a person meets: the
+  machine folder's filesystem is full. The home is a small tmpfs of its own; just before the stop a file
+  fills it to a few MiB, the guest's RAM does not fit, and libvirt's save fails with ENOSPC after the unplug
+  (the share's virtiofsd then exited with QEMU's connection).
+- A guest that takes the poweroff and never goes (its poweroff stalls, over SSH and on the power button
+  alike): `stop --shutdown` forces it off at its timeout, says so, exits 0 and leaves nothing running.
 """
 
 from __future__ import annotations
@@ -119,3 +123,31 @@ def test_a_save_that_fails_after_the_unplug_shuts_down_with_its_own_reason(full_
     assert "resuming" not in start.stdout + start.stderr, start
     status, _, _ = vm.ssh(f"findmnt -rn -t virtiofs -M {share}")
     assert status == 0, "the cold boot did not mount the share"
+
+
+def test_a_guest_that_never_powers_off_is_forced_off_at_the_timeout(full_vm: VmMachine) -> None:
+    vm = full_vm
+    # the guest's poweroff now hangs in the foreground: over SSH it never exits, on the power button it never
+    # powers off (the init runs the same file)
+    stall = "printf '#!/bin/sh\\nexec sleep 100000\\n' >/run/stall && chmod +x /run/stall"
+    status, _, err = vm.ssh(f"{stall} && mount --bind /run/stall /sbin/pymachine-poweroff")
+    assert status == 0, err
+    with env_of(vm):
+        from pymachine.hostvm import machines
+
+        qemu = machines.get(vm.name).pid
+    assert qemu
+
+    stop = vm.pymachine("stop", "--shutdown", "--timeout", "20", vm.name, check=False, timeout=300)
+    out = stop.stdout + stop.stderr
+    assert stop.returncode == 0, out
+    assert f"machine '{vm.name}' did not power off within 20 s: forcing it off" in out, out
+    assert f"machine '{vm.name}' is stopped" in stop.stdout, out
+    inspect = json.loads(vm.pymachine("inspect", vm.name).stdout)
+    assert inspect["state"] == "stopped", inspect
+    assert not Path(f"/proc/{qemu}").exists() or b"qemu" not in Path(f"/proc/{qemu}/cmdline").read_bytes()
+    assert not any(daemons(vm).values()), daemons(vm)
+    with env_of(vm):
+        from pymachine.hostvm.hostagent import launcher
+
+        assert launcher.agent_pid(vm.name) is None
