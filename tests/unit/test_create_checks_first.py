@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from pymachine.hostvm import image
+from support.image_cache import cached_image
 
 
 def _create(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -51,19 +50,8 @@ def test_a_disk_below_every_image_is_refused_before_any_build(env: dict[str, str
     assert not (Path(env["PYMACHINE_HOME"]) / "m" / "robust-t").exists()
 
 
-def test_a_disk_below_the_cached_image_is_refused_with_its_size(
-    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("PYMACHINE_CACHE", env["PYMACHINE_CACHE"])  # (image_dir reads it in this process)
-    folder = image.image_dir()
-    folder.mkdir(parents=True)
-    for name in ("vmlinuz", "initrd.img", "disk.qcow2"):
-        (folder / name).write_bytes(b"x")
-    image.ImageManifest(
-        kernel=folder / "vmlinuz", initrd=folder / "initrd.img", disk=folder / "disk.qcow2",
-        recipe_hash=folder.name, disk_bytes=1, virtual_bytes=3 << 30, cmdline="console=ttyS0",
-        agent_checksum="a",
-    ).save()  # fmt: skip
+def test_a_disk_below_the_cached_image_is_refused_with_its_size(env: dict[str, str]) -> None:
+    cached_image(Path(env["PYMACHINE_CACHE"]), virtual_bytes=3 << 30)
     _refused(_create("--disk", "2G", env=env), "disk: must be at least the image's size 3G")
 
 
