@@ -25,11 +25,11 @@ from .drivers import Driver, DriverState, get_driver
 from .errors import NotFoundError, PymachineError, StageFailed, UsageError
 from .hostagent.ports import DEFAULT_HOST_IP
 from .machine_settings import SettingsRequest, SettingsResult, grow_disk, pending, started_settings
+from .poweroff import power_off
 from .progress import Progress, StageProgress, Stages
 
 log = logging.getLogger(__name__)
 GUEST_SOCKET = "/run/pymachine/docker.sock"
-POWEROFF = "/sbin/pymachine-poweroff"
 
 
 @dataclass
@@ -855,7 +855,7 @@ def stop(
         if drv.state(name) is DriverState.RUNNING:
             say(f"stopping machine '{name}'")
             deadline = time.monotonic() + timeout
-            _power_off(name, drv, deadline)
+            power_off(name, drv, deadline)
             if drv.state(name) is DriverState.RUNNING:
                 say(f"machine '{name}' did not power off within {timeout:.0f} s: forcing it off")
                 drv.force_stop(name)
@@ -867,47 +867,6 @@ def stop(
 def restart(name: str, progress: Progress | None = None) -> Machine:
     stop(name, progress, shutdown=True)  # a restart is a fresh boot (it applies pending share changes)
     return start(name, progress)
-
-
-def _power_off(name: str, drv: Driver, deadline: float) -> None:
-    """Ask the guest to power off both ways at once and wait for it until `deadline`. The ACPI button costs
-    the guest nothing (its init runs the poweroff; an SSH handshake takes seconds of emulated crypto on a
-    loaded TCG host); SSH reaches a guest that does not watch its button yet (early in its boot). The guest's
-    poweroff runs once however often it is asked (/sbin/pymachine-poweroff)."""
-    try:
-        if drv.paused(name):  # the resource saver froze it: a frozen guest hears neither
-            drv.unpause(name)
-        if drv.capabilities.graceful_shutdown:
-            drv.request_shutdown(name)
-        if drv.state(name) is DriverState.RUNNING:
-            _ask_poweroff(name, deadline)
-    except Exception as exc:  # noqa: BLE001 - the wait below, and the force at its end, still stop it
-        log.warning("asking machine '%s' to power off: %s", name, exc)
-    while time.monotonic() < deadline and drv.state(name) is DriverState.RUNNING:
-        time.sleep(0.3)
-
-
-def _ask_poweroff(name: str, deadline: float) -> None:
-    """The guest's poweroff over SSH, never past `deadline`: a guest that accepts the command and then stalls
-    must not hold the stop (the force at the deadline ends it)."""
-
-    def left() -> float:
-        return max(1.0, min(20.0, deadline - time.monotonic()))
-
-    try:
-        client = ssh.connect(name, timeout=left())
-    except Exception as exc:  # noqa: BLE001 - a guest going down (the button) drops the handshake
-        log.debug("poweroff over SSH of %s: %s", name, exc)
-        return
-    try:
-        # Wait for the command's own exit: closing the session first could kill it before it detaches.
-        _, out, _ = client.exec_command(POWEROFF, timeout=left())
-        if not out.channel.status_event.wait(left()):
-            log.debug("poweroff over SSH of %s: no exit status in time", name)
-    except Exception as exc:  # noqa: BLE001 - the link may drop as the guest goes down: that is success
-        log.debug("poweroff of %s: %s", name, exc)
-    finally:
-        client.close()
 
 
 def wake(name: str, reason: str = "wake") -> None:
