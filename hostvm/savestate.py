@@ -493,7 +493,7 @@ def restore(name: str, drv: Any, spec: Any, meta: dict[str, Any], qemu_account: 
         crc = Checksum(f.state)
         try:
             drv.restore(spec, f.state, paused=True)
-        except PymachineError:
+        except Exception:  # (libvirt-python once failed a damaged load with a SystemError, not libvirtError)
             crc.check(meta.get("crc32"))  # a damaged stream can fail the load itself: say so, not "failed"
             raise
         try:
