@@ -10,7 +10,8 @@ transfer comes out slower: see bench/forward.py):
 1. `docker load` of an image with one random layer of --mib MiB (a new image each time: nothing is cached),
    then `docker save` of it and `docker rmi`; MB/s of the archive each way. The guest agent unpacks a load
    while its body streams in (images/staging.py) and a save streams its blobs by sendfile, so the faster
-   channel's gain reaches both, minus the guest's own work (a sha256 and two writes per byte under TCG).
+   channel's gain reaches both, minus the guest's own work (under TCG: receiving, a sha256 and one write per
+   byte; bench/guest_load.py measures that part alone, in the guest).
 2. `GET /containers/json`, a new connection per request as docker clients do: p50 / p99.
 
 Goal (issue 17): `docker load` through the fast path ≥ 3× over SSH. Prints medians and ratios (fast / ssh).

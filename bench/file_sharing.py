@@ -12,11 +12,15 @@ Reads and walks are measured twice, and the table says which:
   data and metadata cross the transport (virtio-blk for native, FUSE requests for virtiofs). The host's own
   cache is warm on both sides: the guest disk is a qcow2 file on the host, and virtiofsd reads host files.
 - warm: the same step again at once, nothing dropped: what a dev server, `git status` or a watcher that
-  re-reads the tree meets. Native serves it from the guest's caches; virtiofs (cache=auto) re-validates
-  every name and attribute older than its 1 s timeout and re-reads file data at each open, by design (see
-  docs/machines.md, "Host folders": that is what keeps host edits visible).
+  re-reads the tree meets. Native serves it from the guest's caches; virtiofs (cache=always, timeout 30 s)
+  from the guest's too, for names, attributes and pages looked up less than its timeout ago (see
+  docs/machines.md, "virtiofs speed": host edits reach the guest's caches through the change events).
 
     python bench/file_sharing.py [--driver libvirt|qemu] [--mib 256] [--runs 3] [--transports virtiofs,sshfs]
+                                 [--name bench] [--virtiofsd-options "-o cache=auto -o sandbox=namespace"]
+
+`--virtiofsd-options` replaces hostvm/shares.py's VIRTIOFSD_OPTIONS for this run (to measure another
+setting, e.g. an older default, against the same guest image); `--name` lets two runs go side by side.
 
 Throughput steps are reported as share/native throughput (1.0 = as fast as the guest's disk; higher is
 better); file-count steps as share/native time (1.0 = as fast; lower is better). Needs a guest image (built
@@ -121,6 +125,8 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3, help="rounds per transport; medians are reported")
     parser.add_argument("--transports", default=",".join(TRANSPORTS_ORDER), help="comma-separated")
+    parser.add_argument("--name", default="bench", help="the bench machine's name (libvirt's domain name)")
+    parser.add_argument("--virtiofsd-options", default=None, help="virtiofsd's options instead of ours")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="pm-bench-home-", dir="/var/tmp"))
@@ -132,7 +138,9 @@ def main() -> int:
     os.environ.setdefault("PYMACHINE_CACHE", "/var/tmp/pymachine-test-cache")
     from pymachine.hostvm import machines, shares
 
-    name = "bench"
+    if args.virtiofsd_options is not None:  # read when each virtiofsd starts, in this process
+        shares.VIRTIOFSD_OPTIONS = tuple(shlex.split(args.virtiofsd_options))
+    name = args.name
     results: dict[str, list[dict[str, float]] | str] = {}
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     try:

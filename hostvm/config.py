@@ -314,8 +314,10 @@ def build(
                 )
 
     if problems:
+        # one problem per line under the head when there are several: a person fixes them in turn
+        listed = "".join(f"\n  {p}" for p in problems) if len(problems) > 1 else f" {problems[0]}"
         raise UsageError(
-            "invalid machine settings: " + "; ".join(str(p) for p in problems),
+            "invalid machine settings:" + listed,
             hint="fix the fields above; sizes take a unit (512M, 2G), names look like 'dev-1'",
             problems=[(p.field, p.message) for p in problems],
         )

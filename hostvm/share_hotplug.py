@@ -81,3 +81,12 @@ def phrase(change: ShareChange, name: str, add: bool) -> str:
         return "applies at the next start"
     why = f"not at once: {change.problem}; " if change.problem else ""
     return f"{why}restart to apply: pymachine restart {name}"
+
+
+PENDING_NOTES = {"add": "(restart to apply)", "remove": "(removed: restart to apply)"}
+
+
+def note(share: dict[str, object]) -> str:
+    """What `mount list` and the app's share list say after a share (an entry of `Machine.shares`): a change
+    waiting for the next start, else a sync share's state (in sync | N pending | syncing | error: …)."""
+    return PENDING_NOTES.get(str(share.get("pending") or ""), "") or str(share.get("sync_state") or "")

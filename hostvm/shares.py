@@ -36,7 +36,13 @@ TRANSPORTS = ("virtiofs", "9p", "sshfs")  # auto tries them in this order
 VIRTIOFSD_PATHS = ("/usr/lib/qemu/virtiofsd", "/usr/libexec/virtiofsd", "/usr/lib/virtiofsd")
 SOCKET_WAIT_S = 15.0
 # How virtiofsd serves every share: why, and what the others cost, in docs/machines.md "virtiofsd options".
-VIRTIOFSD_OPTIONS = ("-o", "cache=auto", "-o", "sandbox=namespace", "-o", "no_xattr")
+# cache=always: the guest keeps names, attributes, listings and file pages; a host change to a path that a
+# running container binds is taken afresh in the guest at once (the change events, the guest agent's
+# revalidate.py); anything else is trusted for at most CACHE_TIMEOUT_S (virtiofsd's entry and attr timeout).
+CACHE_TIMEOUT_S = 30
+VIRTIOFSD_OPTIONS = (
+    "-o", "cache=always", "-o", f"timeout={CACHE_TIMEOUT_S}", "-o", "sandbox=namespace", "-o", "no_xattr",
+)  # fmt: skip
 # What the guest image's kernel can mount. Debian's cloud kernel (linux-image-cloud-amd64, our image) ships
 # fs/fuse/virtiofs.ko but no 9p at all (no 9p.ko, no 9pnet_virtio.ko: CONFIG_NET_9P is off in that flavour;
 # a 9p mount in the guest fails with ENODEV). sshfs is FUSE, which it has. An image with the generic kernel

@@ -15,8 +15,9 @@ def human_size(n: int | float) -> str:
 
 
 def binary_size(n: int) -> str:
-    """Machine sizes (memory, disk) in binary units: `1 GiB`, `512 MiB`, `1.5 GiB`."""
-    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2)):
+    """Machine sizes (memory, disk) in binary units: `1 GiB`, `512 MiB`, `1.5 GiB`; a new disk's few blocks
+    in KiB (`196 KiB`, not `200704 B`)."""
+    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
         if n >= size:
             value = n / size
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"

@@ -450,8 +450,11 @@ def _save(args: argparse.Namespace) -> int:
 
 def _docker_env(args: argparse.Namespace) -> int:
     from pymachine.app.cli import shell_env
+    from pymachine.hostvm import machines
     from pymachine.hostvm.hostagent import launcher
 
+    if not args.unset:  # exports for a machine that does not exist would point docker at nothing, silently
+        machines.load_config(args.name)
     host = "" if args.unset else launcher.docker_host(args.name)
     print(shell_env.render(args.shell or shell_env.detect(), host, args.name, args.unset))
     return 0

@@ -130,7 +130,8 @@ def _create(args: argparse.Namespace) -> int:
         idle_suspend=args.idle_suspend,
     )
     render.finish()
-    sizes = f"{m.cpus} CPUs, {format_size(m.memory)} memory, {format_size(m.disk)} disk"
+    cpus = f"{m.cpus} CPU" + ("s" if m.cpus != 1 else "")
+    sizes = f"{cpus}, {format_size(m.memory)} memory, {format_size(m.disk)} disk"
     print(f"created machine '{m.name}' ({sizes})")
     print(f"shared folders: {share_summary(m.shares)}")
     if args.start:
@@ -221,6 +222,11 @@ def _list(args: argparse.Namespace) -> int:
             print(text)
         return 0
     print(render_table(list_rows(found)))
+    if not found:  # a header alone leaves a newcomer guessing; stderr, so that the table's stdout stays as is
+        print(
+            "no machines yet: pymachine create dev --start (or pymachine run … makes 'default')",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -248,11 +254,16 @@ def _ssh(args: argparse.Namespace) -> int:
 
 
 def share_summary(shares: list[dict[str, Any]]) -> str:
+    """`/a (ro), /b over virtiofs; /src (synced copy)`: each share under its own transport (a sync share is
+    not on the machine's live transport)."""
     if not shares:
         return "none"
-    return (
-        ", ".join(s["path"] + (" (ro)" if s["readonly"] else "") for s in shares)
-        + f" over {shares[0]['transport']}"
+    by_transport: dict[str, list[str]] = {}
+    for s in shares:
+        by_transport.setdefault(s["transport"], []).append(s["path"] + (" (ro)" if s["readonly"] else ""))
+    return "; ".join(
+        ", ".join(found) + (" (synced copy)" if transport == "sync" else f" over {transport}")
+        for transport, found in by_transport.items()
     )
 
 
@@ -273,13 +284,9 @@ def _mount_transport(args: argparse.Namespace) -> int:
 
 
 def mount_rows(m: machines.Machine) -> list[tuple[str, ...]]:
-    rows = [("PATH", "MODE", "TRANSPORT", "")]
+    rows = [("PATH", "MODE", "TRANSPORT", "STATUS")]  # STATUS: pending, or how a sync share stands
     for s in m.shares:
-        note = {"add": "(restart to apply)", "remove": "(removed: restart to apply)"}.get(
-            s.get("pending") or "", ""
-        )
-        note = note or s.get("sync_state") or ""  # a sync share: in sync | N pending | syncing | error: …
-        rows.append((s["path"], "ro" if s["readonly"] else "rw", s["transport"], note))
+        rows.append((s["path"], "ro" if s["readonly"] else "rw", s["transport"], share_hotplug.note(s)))
     return rows
 
 

@@ -39,7 +39,9 @@ def _raw(enabled: bool) -> Iterator[None]:
     import tty
 
     saved = termios.tcgetattr(sys.stdin.fileno())
-    tty.setraw(sys.stdin.fileno())
+    # TCSANOW, not setraw's default TCSAFLUSH: what was typed while the container was being made (`exit`, a
+    # command) goes to it, as docker's attach does, instead of being thrown away
+    tty.setraw(sys.stdin.fileno(), termios.TCSANOW)
     try:
         yield
     finally:

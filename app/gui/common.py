@@ -6,8 +6,8 @@ import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QFont, QFontDatabase, QKeySequence, QShortcut
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QFont, QFontDatabase, QKeySequence, QPainter, QPaintEvent, QShortcut
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -149,10 +149,29 @@ def describe(exc: BaseException) -> tuple[str, str]:
     return plain_reason(exc), ""
 
 
+class ElidedLabel(QLabel):
+    """One line that ends in "…" where the window is too narrow for it, the whole text in its tooltip: a
+    plain QLabel squeezed by its row's buttons was cut mid-word ("Containers on 'appux-de")."""
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        super().setText(text)
+        self.setToolTip(text)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        hint = super().minimumSizeHint()
+        return QSize(min(hint.width(), self.fontMetrics().horizontalAdvance("Mmm…")), hint.height())
+
+    def paintEvent(self, _event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
+        painter = QPainter(self)
+        rect = self.contentsRect()
+        text = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, rect.width())
+        painter.drawText(rect, int(self.alignment()), text)
+
+
 def title_label() -> QLabel:
     """A bold heading. Bold by font, not a style sheet: a styled label keeps the palette it was polished
     with and stays dark text on a dark window after the theme changes."""
-    label = QLabel()
+    label = ElidedLabel()
     font = label.font()
     font.setBold(True)
     label.setFont(font)
@@ -162,7 +181,9 @@ def title_label() -> QLabel:
 def empty_state(text: str) -> QLabel:
     label = QLabel(text, alignment=Qt.AlignmentFlag.AlignCenter, wordWrap=True)
     label.setStyleSheet("color: palette(mid); font-size: 15px; padding: 40px;")
-    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    label.setTextInteractionFlags(
+        Qt.TextInteractionFlag.TextSelectableByMouse | Qt.TextInteractionFlag.LinksAccessibleByMouse
+    )
     return label
 
 

@@ -4,6 +4,7 @@ on the GUI thread, handed to workers), their rows, the empty-state sentence, fol
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -138,7 +139,7 @@ class EngineTab:
         if not name or view is None:
             self._empty(NO_MACHINE)
         elif not usable:
-            self._empty(view.sentence())
+            self._empty(view.sentence(), start=view.startable)
         elif changed or self.dc is None:
             self.refresh()  # type: ignore[attr-defined]
         self._update_buttons()  # type: ignore[attr-defined]
@@ -190,9 +191,27 @@ class EngineTab:
         self.dc = None
         self.table.set_rows([])
 
-    def _empty(self, text: str) -> None:
-        self.empty.setText(text)
+    # set by the window: starts a machine the way its Start button does (the Machines tab's verb, progress)
+    start_machine: Callable[[str], None] | None = None
+
+    def _empty(self, text: str, start: bool = False) -> None:
+        """The sentence instead of the table; for a machine that is down, a "Start" link right there (Docker
+        Desktop's stopped engine offers its Start button where the containers would be)."""
+        if start and self.start_machine is not None:
+            if not getattr(self, "_start_link", False):
+                self.empty.linkActivated.connect(self._start_link_clicked)
+                self._start_link = True
+            link = f'<a href="start">Start {html.escape(self.machine)}</a>'
+            self.empty.setTextFormat(Qt.TextFormat.RichText)
+            self.empty.setText(f"{html.escape(text)}<br><br>{link}")
+        else:
+            self.empty.setTextFormat(Qt.TextFormat.PlainText)
+            self.empty.setText(text)
         self.stack.setCurrentWidget(self.empty)
+
+    def _start_link_clicked(self, _href: str) -> None:
+        if self.start_machine is not None and self.machine and self.view is not None and self.view.startable:
+            self.start_machine(self.machine)
 
     def _unreachable(self, machine: str, exc: BaseException) -> None:
         message, hint = describe(exc)

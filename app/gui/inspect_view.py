@@ -18,6 +18,9 @@ class InspectView(QWidget):
         self.text.setFont(mono_font())
         self.text.setPlaceholderText("Select a container to see its inspect JSON.")
         self.find = QLineEdit(placeholderText="Find (Enter for next)")
+        # wide enough for its own hint: a narrow box showed "Find (Enter for ne..."
+        hint = self.find.fontMetrics().horizontalAdvance(self.find.placeholderText())
+        self.find.setMinimumWidth(hint + 4 * self.find.fontMetrics().averageCharWidth())
         self.find.returnPressed.connect(self.find_next)
         self.title = QLabel()
         top = QHBoxLayout()

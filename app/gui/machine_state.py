@@ -38,6 +38,11 @@ class MachineView:
             return "ok" if self.engine in ("", "ready") else "bad"
         return "bad" if self.state == "unknown" else "off"
 
+    @property
+    def startable(self) -> bool:
+        """Down and nobody is changing it: a Start brings it up (state_label: stopped or saved)."""
+        return not self.busy and self.state in ("stopped", "saved")
+
     def sentence(self) -> str:
         """What the Containers and Images tabs say when they cannot list anything."""
         if self.busy in ("start", "restart") or self.state == "starting":

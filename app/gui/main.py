@@ -39,11 +39,28 @@ def run(engine: str | None = None) -> int:
     from .main_window import MainWindow
 
     window = MainWindow(_engine_factory(engine), engine_override=bool(engine))
+    before = app.quitOnLastWindowClosed()
     app.setQuitOnLastWindowClosed(window.tray is None)
     window.show()
-    code = app.exec()
-    window.shutdown()
-    return int(code)
+    try:
+        return int(app.exec())
+    finally:
+        window.shutdown()
+        _drop_pending_quit(app)
+        app.setQuitOnLastWindowClosed(before)
+
+
+def _drop_pending_quit(app: Any) -> None:
+    """Leave the application able to run event loops again after exec() returned.
+
+    quit() (Ctrl+Q, the tray's Quit) closes every window, and the last one closing posts a second Quit event
+    (Qt's quit-on-last-window) that outlives exec(). Delivered later, by anyone's processEvents(), it calls
+    exit() with no loop running, and Qt then ends every later event loop at once (QEventLoop.exec() returns
+    -1): a window opened afterwards in the same process never gets its events, nor becomes active.
+    """
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    QCoreApplication.removePostedEvents(app, QEvent.Type.Quit)
 
 
 def screenshot(

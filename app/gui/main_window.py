@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QByteArray
-from PySide6.QtGui import QCloseEvent, QIcon, QKeySequence, QPixmap, QShortcut
+from PySide6.QtCore import QByteArray, QSize
+from PySide6.QtGui import QCloseEvent, QGuiApplication, QIcon, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QSystemTrayIcon, QTabWidget, QWidget
 
 from .apps_panel import AppsPanel
@@ -27,6 +27,16 @@ ICON_SVG = b"""<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64">
 <rect x="12" y="34" width="40" height="8" rx="2" fill="#bcd3ff"/>
 <rect x="22" y="54" width="20" height="4" rx="2" fill="#2463eb"/>
 </svg>"""
+
+
+def fitted_size(width: int, height: int) -> QSize:
+    """The size asked for, or less where the screen is smaller: 90% of its free area leaves room for the title
+    bar and the panel, so that no part of the window (the status bar, Save settings) opens off the screen."""
+    screen = QGuiApplication.primaryScreen()
+    if screen is None:
+        return QSize(width, height)
+    free = screen.availableGeometry()
+    return QSize(min(width, free.width() * 9 // 10), min(height, free.height() * 9 // 10))
 
 
 def app_icon() -> QIcon:
@@ -50,8 +60,8 @@ class MainWindow(QMainWindow):
         self.engine_override = engine_override
         self.setWindowTitle("pymachine")
         self.setWindowIcon(app_icon())
-        self.resize(1280, 800)
         self.setMinimumSize(640, 480)
+        self.resize(fitted_size(1280, 800))
         self.machines = MachinesPanel()
         self.containers = ContainersPanel(client_factory)
         self.images = ImagesPanel(client_factory)
@@ -77,6 +87,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Ctrl+1…6 switch tabs · Ctrl+N create a machine · F5 refresh")
         for panel in (self.containers, self.apps):
             panel.notice.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        for tab in (self.containers, self.images, self.volumes, self.apps):  # their "Start dev" link
+            tab.start_machine = self._start_from_tab
 
         self.machines.selected.connect(self._machine_selected)
         self.machines.changed.connect(self._machines_changed)
@@ -106,7 +118,13 @@ class MainWindow(QMainWindow):
         self.images.set_machine(name, view)
         self.volumes.set_machine(name, view)
         self.apps.set_machine(name, view)
+        self.settings.shares.follow(name)
         self.machine_label.setText(f"machine: {name} ({view.state})" if view else "no machine selected")
+
+    def _start_from_tab(self, name: str) -> None:
+        """The engine tabs' Start link: the Machines tab's own verb (its progress and errors), seen there."""
+        self.machines.run_verb_named("start", name)
+        self.show_tab("machines")
 
     def _machines_changed(self, views: list[Any]) -> None:
         self._machine_selected(self.machines.current())

@@ -67,16 +67,22 @@ class MachineSettingsDialog(QDialog):
         self.memory = QDoubleSpinBox(objectName="field_memory", suffix=" GiB", decimals=2, singleStep=0.25)
         self.disk = QDoubleSpinBox(objectName="field_disk", suffix=" GiB", decimals=2, singleStep=1.0)
         self.limits = {k: QLabel(wordWrap=True, styleSheet="color: palette(mid);") for k in FIELDS}
-        self.table = QTableWidget(0, 2, objectName="field_shares")
-        self.table.setHorizontalHeaderLabels(["Folder (the same path in the machine)", "Read-only"])
+        self.table = QTableWidget(0, 3, objectName="field_shares")
+        self.table.setHorizontalHeaderLabels(
+            ["Folder (the same path in the machine)", "Read-only", "Synced copy"]
+        )
+        self.table.horizontalHeaderItem(2).setToolTip(
+            "a copy on the machine's disk kept in sync both ways: containers read and write it at disk speed"
+        )
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         self.table.verticalHeader().hide()
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(90)
-        self.table.itemChanged.connect(self._readonly_toggled)
+        self.table.itemChanged.connect(self._mode_toggled)
         self.add_button = QPushButton("&Add folder…")
         self.add_button.clicked.connect(self.add_folder)
         self.remove_button = QPushButton("&Remove")
@@ -183,13 +189,14 @@ class MachineSettingsDialog(QDialog):
         for i, s in enumerate(self.shares):
             path = QTableWidgetItem(s.path)
             path.setToolTip(s.path)
-            ro = QTableWidgetItem()
-            ro.setFlags(
-                Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
-            )
-            ro.setCheckState(Qt.CheckState.Checked if s.readonly else Qt.CheckState.Unchecked)
             self.table.setItem(i, 0, path)
-            self.table.setItem(i, 1, ro)
+            for column, on in ((1, s.readonly), (2, s.sync)):
+                box = QTableWidgetItem()
+                box.setFlags(
+                    Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+                )
+                box.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+                self.table.setItem(i, column, box)
         self.table.blockSignals(False)
 
     # -- editing ------------------------------------------------------------------------------------------
@@ -214,11 +221,28 @@ class MachineSettingsDialog(QDialog):
     def set_readonly(self, row: int, readonly: bool) -> None:
         self.table.item(row, 1).setCheckState(Qt.CheckState.Checked if readonly else Qt.CheckState.Unchecked)
 
-    def _readonly_toggled(self, item: QTableWidgetItem) -> None:
-        if item.column() == 1 and item.row() < len(self.shares):
-            s = self.shares[item.row()]
-            self.shares[item.row()] = Share(s.path, item.checkState() == Qt.CheckState.Checked)
-            self.check()
+    def set_sync(self, row: int, sync: bool) -> None:
+        self.table.item(row, 2).setCheckState(Qt.CheckState.Checked if sync else Qt.CheckState.Unchecked)
+
+    def _mode_toggled(self, item: QTableWidgetItem) -> None:
+        # a sync share is read-write, so checking one box clears the other; the share keeps what it had
+        # otherwise (toggling read-only once turned a sync share into a live one)
+        row = item.row()
+        if item.column() not in (1, 2) or row >= len(self.shares):
+            return
+        on = item.checkState() == Qt.CheckState.Checked
+        s = self.shares[row]
+        readonly = on if item.column() == 1 else s.readonly and not on
+        sync = on if item.column() == 2 else s.sync and not on
+        self.shares[row] = Share(s.path, readonly, sync)
+        other, other_on = (2, sync) if item.column() == 1 else (1, readonly)
+        if self.table.item(row, other) is not None:
+            self.table.blockSignals(True)
+            self.table.item(row, other).setCheckState(
+                Qt.CheckState.Checked if other_on else Qt.CheckState.Unchecked
+            )
+            self.table.blockSignals(False)
+        self.check()
 
     def request(self) -> ms.SettingsRequest:
         """Only what differs from the machine's config (a spin box's rounding is no change)."""
@@ -247,7 +271,7 @@ class MachineSettingsDialog(QDialog):
         changes = planned.changes if planned else []
         said = "Fix the problems above." if problems else "No changes yet."
         self.summary.setText("Changes: " + ", ".join(str(c) for c in changes) if changes else said)
-        self.notice.setText(notice_text(self.name, self.ctx, bool(changes)))
+        self.notice.setText(notice_text(self.name, self.ctx))
         ok = planned is not None and bool(changes)
         self.apply_button.setEnabled(ok)
         self.restart_button.setEnabled(ok)
@@ -301,7 +325,7 @@ def field_problems(exc: UsageError) -> dict[str, str]:
     return out
 
 
-def notice_text(name: str, ctx: ms.SettingsContext, changed: bool) -> str:
+def notice_text(name: str, ctx: ms.SettingsContext) -> str:
     """What happens when, said before the person confirms."""
     if ctx.running:
         text = (
@@ -312,7 +336,7 @@ def notice_text(name: str, ctx: ms.SettingsContext, changed: bool) -> str:
         text = "Changes apply at the next start."
     if ctx.saved_state:
         text += " The saved state is discarded: the next start boots cold."
-    return text if changed or ctx.running else text + " Nothing has changed yet."
+    return text  # "No changes yet." is the summary's line just above: not said twice
 
 
 def open_settings(panel: Any, name: str) -> MachineSettingsDialog:

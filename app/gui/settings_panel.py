@@ -162,6 +162,9 @@ class SettingsPanel(QWidget):
         lay.addWidget(login)
         lay.addWidget(data)
         lay.addStretch(1)
+        # Save sits below the scroll area, inset like the groups above it (not against the window's edge)
+        margins = lay.contentsMargins()
+        bottom.setContentsMargins(margins.left(), 0, margins.right(), margins.bottom())
         # the groups scroll (the window stays usable at 800x600); Save stays in view below them
         scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
         scroll.setWidget(content)

@@ -1,7 +1,9 @@
-"""Settings → Shared folders: a machine's host folders with Add/Remove (the calls `pymachine mount` makes)."""
+"""Settings → Shared folders: a machine's host folders with Add/Remove (the calls `pymachine mount` makes):
+live, read-only or a synced copy, each with the note `pymachine mount list` prints (pending, sync state)."""
 
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -11,6 +13,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidget,
+    QListWidgetItem,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -18,8 +21,6 @@ from PySide6.QtWidgets import (
 
 from pymachine.hostvm import machines, share_hotplug
 from pymachine.hostvm.errors import PymachineError
-
-PENDING = {"add": "  (restart to apply)", "remove": "  (removed: restart to apply)"}
 
 
 class SharesBox(QGroupBox):
@@ -35,6 +36,13 @@ class SharesBox(QGroupBox):
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         self.readonly = QCheckBox("Read-only")
+        self.sync = QCheckBox("Synced copy")
+        self.sync.setToolTip(
+            "a copy on the machine's disk kept in sync both ways: containers read and write it at disk speed"
+        )
+        # a sync share is read-write: the two boxes exclude each other
+        self.readonly.toggled.connect(lambda on: on and self.sync.setChecked(False))
+        self.sync.toggled.connect(lambda on: on and self.readonly.setChecked(False))
         self.add_button = QPushButton("&Add")
         self.add_button.clicked.connect(self.add)
         self.remove_button = QPushButton("&Remove")
@@ -45,6 +53,7 @@ class SharesBox(QGroupBox):
         row.addWidget(self.path, 1)
         row.addWidget(browse)
         row.addWidget(self.readonly)
+        row.addWidget(self.sync)
         row.addWidget(self.add_button)
         top = QHBoxLayout()
         top.addWidget(self.machine, 1)
@@ -60,20 +69,25 @@ class SharesBox(QGroupBox):
         current = self.machine.currentText()
         self.machine.blockSignals(True)
         self.machine.clear()
-        try:
-            names = [m.name for m in machines.list_machines()]
-        except PymachineError as exc:
-            names = []
-            self.status.setText(exc.message)
+        names = machines.machine_names()  # the folder scan: no driver asked on the GUI thread
         self.machine.addItems(names)
         if current in names:
             self.machine.setCurrentText(current)
         self.machine.blockSignals(False)
-        for w in (self.path, self.add_button, self.remove_button, self.readonly):
+        for w in (self.path, self.add_button, self.remove_button, self.readonly, self.sync):
             w.setEnabled(bool(names))
         if not names:
             self.status.setText("No machine yet: create one, then share folders with it here.")
         self.reload_shares()
+
+    def follow(self, name: str) -> None:
+        """Show the shares of the machine selected in the window (the list first catches up with the
+        machines created or deleted since): the box opened on the first machine by name, whichever was
+        selected."""
+        if machines.machine_names() != [self.machine.itemText(i) for i in range(self.machine.count())]:
+            self.reload()
+        if name and name != self.machine.currentText() and self.machine.findText(name) >= 0:
+            self.machine.setCurrentText(name)  # its signal reloads the list of shares
 
     def reload_shares(self) -> None:
         self.list.clear()
@@ -87,7 +101,13 @@ class SharesBox(QGroupBox):
             return
         for s in m.shares:
             ro = " (read-only)" if s["readonly"] else ""
-            self.list.addItem(f"{s['path']}{ro}  — {s['transport']}{PENDING.get(s.get('pending') or '', '')}")
+            how = "synced copy" if s["transport"] == "sync" else s["transport"]
+            note = share_hotplug.note(s)  # pending "(restart to apply)", or a copy's state: in sync, error: …
+            if note:
+                how += f" {note}" if s.get("pending") else f", {note}"
+            item = QListWidgetItem(f"{s['path']}{ro}  — {how}")
+            item.setData(Qt.ItemDataRole.UserRole, s["path"])  # Remove acts on the path, not on this text
+            self.list.addItem(item)
         if not m.shares:
             self.list.addItem("(none: containers see only the machine's own folders)")
 
@@ -96,17 +116,17 @@ class SharesBox(QGroupBox):
         if not text:
             self.status.setText("Type or browse to a folder first.")
             return
-        self._change(machines.mount_add, text + (":ro" if self.readonly.isChecked() else ""), "shares")
+        mode = ":ro" if self.readonly.isChecked() else ":sync" if self.sync.isChecked() else ""
+        self._change(machines.mount_add, text + mode, "shares")
         self.path.clear()
 
     def remove(self) -> None:
         item = self.list.currentItem()
-        if item is None or not item.text().startswith("/"):
+        path = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+        if not path:
             self.status.setText("Pick a shared folder in the list first.")
             return
-        self._change(
-            machines.mount_rm, item.text().split("  ")[0].removesuffix(" (read-only)"), "no longer shares"
-        )
+        self._change(machines.mount_rm, path, "no longer shares")
 
     def _change(self, call, path: str, done: str) -> None:  # type: ignore[no-untyped-def]
         name = self.machine.currentText()

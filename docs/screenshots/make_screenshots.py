@@ -26,6 +26,7 @@ from pymachine.hostvm import containers, images_io, machines
 
 DEV = os.environ.get("SHOTS_MACHINE", "dev")  # the running machine
 CI = os.environ.get("SHOTS_STOPPED", "ci")  # a stopped one
+PORT = int(os.environ.get("SHOTS_PORT", "8080"))  # web's published port (another on a shared host)
 
 
 def pump(app: QApplication, ms: int) -> None:
@@ -72,7 +73,7 @@ def prepare() -> None:
             "pymachine/busybox",
             ["httpd", "-f", "-v", "-p", "80"],
             name="web",
-            ports={"80/tcp": 8080},
+            ports={"80/tcp": PORT},
             detach=True,
         )
     if "spinner" not in have:

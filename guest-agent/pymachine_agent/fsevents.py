@@ -18,6 +18,11 @@ every event. A late mode can at worst undo a chmod made in the same fraction of 
 A path the guest cannot change (a read-only share: EROFS; EPERM through a transport) is opened for reading and
 closed instead: IN_OPEN and IN_CLOSE_NOWRITE, weaker, but still a wake-up for watchers that take any event.
 A deleted path cannot be touched; the host reports its parent folder too, whose change is what fires.
+
+Before any chmod, every reported path (deleted ones too, and the `touch: false` ones the host sends for a
+flood it carries by folders) is taken afresh by the VM's virtiofs caches (revalidate.py): virtiofsd runs with
+cache=always, so without that a host save by rename would keep the old file under the name, and the chmod
+would land on it.
 """
 
 from __future__ import annotations
@@ -27,34 +32,68 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable
 
-from . import inroot, protocol
+from . import inroot, protocol, revalidate
 from .shares import within
 
 log = logging.getLogger("pymachine_agent.fsevents")
+# How long a folder no container binds any more stays watched: virtiofsd's cache timeout (hostvm/shares.py
+# CACHE_TIMEOUT_S), for as long as the guest may still hold names its containers looked up there.
+LINGER_S = 30.0
 
 
 class ChangeMirror:
     """The watched set (announced to the host agent through `announce`) and the applier of host changes."""
 
-    def __init__(self, announce: Callable[[dict], None]) -> None:
+    def __init__(
+        self,
+        announce: Callable[[dict], None],
+        fresh: Callable[[list[str]], int] = revalidate.refresh,
+        linger: float = LINGER_S,
+        cached: Callable[[list[str]], list[str]] = revalidate.served,
+    ) -> None:
         self.announce = announce
+        self.fresh = fresh
+        self.linger, self.cached = linger, cached
         self.lock = threading.Lock()
         self.refreshing = threading.Lock()
         self.paths: frozenset[str] = frozenset()
+        self.bound: frozenset[str] = frozenset()  # what running containers bind now
+        self.leaving: dict[str, float] = {}  # bound until recently: watched until then (monotonic)
+        self.timer: threading.Timer | None = None
         self.applied = 0
+        self.refreshed = 0
 
     def refresh(self, current: Callable[[], Iterable[str]]) -> None:
         """Announce the host paths running containers bind-mount (`current()`), when that set changed. One
         refresh at a time, computed and sent in order: racing start/die events cannot send a stale set."""
         with self.refreshing:
-            new = frozenset(current())
+            bound = frozenset(current())
+            now = time.monotonic()
             with self.lock:
+                # a path no container binds any more stays watched while the VM's virtiofs caches may still
+                # hold what its containers read (revalidate.py): a host edit made before the next `docker run`
+                # of the same folder must reach those caches too
+                for path in self.cached(sorted(self.bound - bound)):
+                    self.leaving[path] = now + self.linger
+                self.bound = bound
+                self.leaving = {p: t for p, t in self.leaving.items() if t > now and p not in bound}
+                new = bound | frozenset(self.leaving)
+                if self.leaving:
+                    self._again(min(self.leaving.values()) - now, current)
                 if new == self.paths:
                     return
                 self.paths = new
             self.announce(protocol.watch_event(sorted(new)))
+
+    def _again(self, delay: float, current: Callable[[], Iterable[str]]) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = threading.Timer(max(delay, 0.0) + 0.1, self.refresh, (current,))
+        self.timer.daemon = True
+        self.timer.start()
 
     def _root(self, path: str) -> str | None:
         """The watched bind source `path` lies in: only those may be touched, whatever the host says."""
@@ -64,11 +103,13 @@ class ChangeMirror:
 
     def apply(self, changes: list[dict]) -> dict[str, int]:
         """Make inotify fire in the VM for each change (see the module doc); returns the counts."""
-        applied = skipped = 0
-        for change in changes:
-            path = os.path.normpath(change["path"])
-            root = self._root(path)
-            if root is None or not change.get("exists", True):
+        named = [(os.path.normpath(c["path"]), c) for c in changes]
+        mine = [(path, root, c) for path, c in named if (root := self._root(path)) is not None]
+        applied, skipped = 0, len(changes) - len(mine)
+        # the names first: the chmod must reach the file the host has under the name now (see the module doc)
+        self.refreshed += self.fresh([path for path, _, _ in mine])
+        for path, root, change in mine:
+            if not change.get("exists", True) or not change.get("touch", True):
                 skipped += 1
                 continue
             try:

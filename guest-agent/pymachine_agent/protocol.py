@@ -121,12 +121,14 @@ def parse_watch(event: object) -> list[str]:
     return paths
 
 
-def fs_change(path: str, stat_result: object | None) -> dict:
+def fs_change(path: str, stat_result: object | None, touch: bool = True) -> dict:
     """One changed host path: its permission bits when it exists (the guest sets them again, which fires
-    IN_ATTRIB there), `exists: false` when it is gone."""
+    IN_ATTRIB there), `exists: false` when it is gone. The guest takes every path afresh from the host first
+    (its virtiofs caches); `touch: false` asks for only that (a flood, whose folders carry the events)."""
+    quiet = {} if touch else {"touch": False}
     if stat_result is None:
-        return {"path": path, "exists": False}
-    return {"path": path, "exists": True, "mode": stat.S_IMODE(stat_result.st_mode)}  # type: ignore[attr-defined]
+        return {"path": path, "exists": False, **quiet}
+    return {"path": path, "exists": True, "mode": stat.S_IMODE(stat_result.st_mode), **quiet}  # type: ignore[attr-defined]
 
 
 def parse_fs_changes(body: object) -> list[dict]:
@@ -136,9 +138,10 @@ def parse_fs_changes(body: object) -> list[dict]:
         raise ValueError(f'fs-events is {{"changes": [...]}} with at most {MAX_FS_CHANGES} entries')
     for c in changes:
         ok = isinstance(c, dict) and isinstance(c.get("path"), str) and c["path"].startswith("/")
+        ok = ok and isinstance(c.get("touch", True), bool)
         if ok and c.get("exists", True):
             mode = c.get("mode")
             ok = isinstance(mode, int) and not isinstance(mode, bool) and 0 <= mode <= 0o7777
         if not ok:
-            raise ValueError(f"bad change {c!r}: {{path, exists, mode}}")
+            raise ValueError(f"bad change {c!r}: {{path, exists, mode, touch}}")
     return changes

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from . import revalidate
 from .errors import ShareError
 from .runtime.mounts import SHARE_OPTION, is_mountpoint
 from .runtime.spec import Mount
@@ -105,6 +106,9 @@ class Shares:
         if share is None:
             raise self._not_shared(source, m.source)
         self._mounted(share, source)
+        # the VM's view of the path as the host has it now, not as its virtiofs caches remember it (a folder
+        # deleted or replaced on the host since would be bound, or not created, for good)
+        revalidate.refresh([source])
         # resolved before anything is made: a link in the share that leads elsewhere would bind (or, for a
         # missing -v source, create) a VM folder, not the user's
         real = os.path.realpath(source)
@@ -114,6 +118,7 @@ class Shares:
                 raise self._not_shared(real, source)
             share = target
             self._mounted(share, source)
+            revalidate.refresh([real])
         if not os.path.lexists(source) and create and share.readonly:
             raise ShareError(
                 400, f"bind source path does not exist: {source}, and share {share.path} is read-only"

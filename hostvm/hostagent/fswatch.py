@@ -289,13 +289,17 @@ class FsWatcher:
 
     def _flush(self, batch: dict[str, float]) -> None:
         paths = sorted(batch)
+        quiet: set[str] = set()
         if len(paths) > self.max_batch:
             # a flood (npm install or a build writing into the share from a container, a big checkout): the
-            # folders carry it, one event each instead of one per file, and the guest does not redo the work
+            # folders carry the events, one chmod each instead of one per file; the files still go, as
+            # `touch: false`, for the guest to take them afresh from the host (its virtiofs caches names)
             with self.lock:
                 roots = list(self.roots.values())
-            paths = sorted({p if not any(r.covers(os.path.dirname(p)) for r in roots) else os.path.dirname(p)
-                            for p in paths})  # fmt: skip
+            folders = {p if not any(r.covers(os.path.dirname(p)) for r in roots) else os.path.dirname(p)
+                       for p in paths}  # fmt: skip
+            quiet = set(paths) - folders
+            paths = sorted(folders | quiet)
             self.stats["collapsed"] = self.stats.get("collapsed", 0) + 1
         changes = []
         for path in paths:
@@ -312,7 +316,7 @@ class FsWatcher:
                 self.sent.move_to_end(path)
                 while len(self.sent) > SIGNATURES_KEPT:
                     self.sent.popitem(last=False)
-            changes.append(protocol.fs_change(path, st))
+            changes.append(protocol.fs_change(path, st, touch=path not in quiet))
         for start in range(0, len(changes), protocol.MAX_FS_CHANGES):
             self.send(changes[start : start + protocol.MAX_FS_CHANGES])
         if changes:

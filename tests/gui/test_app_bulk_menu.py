@@ -45,8 +45,8 @@ def action(menu, text: str):  # noqa: ANN001, ANN201
 def show(qtbot, panel) -> None:  # noqa: ANN001
     qtbot.addWidget(panel)
     panel.resize(1100, 700)
-    panel.show()
-    qtbot.waitExposed(panel)
+    with qtbot.waitExposed(panel):  # a context manager: it waits on leaving the block
+        panel.show()
 
 
 def test_containers_bulk_remove_lists_each_failure_and_the_menu(qtbot, gui_home: Path, agent_engine) -> None:

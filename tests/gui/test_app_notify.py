@@ -93,8 +93,8 @@ def test_a_failed_start_notifies_when_the_window_is_not_in_front(
     _broken_machine(gui_home, "gui-n")
     window = MainWindow(watch_events=False, tray=False)
     qtbot.addWidget(window)
-    window.show()
-    qtbot.waitExposed(window)
+    with qtbot.waitExposed(window):
+        window.show()
     wait_idle(qtbot)
     qtbot.waitUntil(lambda: "gui-n" in [m.name for m in window.machines.rows], timeout=30000)
 

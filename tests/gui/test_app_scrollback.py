@@ -42,8 +42,8 @@ def test_wheel_and_shift_page_keys_scroll_the_history(qtbot) -> None:
     term = TerminalWidget()
     qtbot.addWidget(term)
     term.resize(500, 220)
-    term.show()
-    qtbot.waitExposed(term)
+    with qtbot.waitExposed(term):
+        term.show()
     cols, rows = term.term.size
     term.feed("".join(f"line-{i}\r\n" for i in range(1, 101)))
     assert shown(term)[-2] == "line-100" and "line-1" not in shown(term)
@@ -86,8 +86,8 @@ def test_scrollback_of_a_real_tty_exec(qtbot, gui_home: Path, agent_engine) -> N
         term = ExecTerminal()
         qtbot.addWidget(term)
         term.resize(700, 360)
-        term.show()
-        qtbot.waitExposed(term)
+        with qtbot.waitExposed(term):
+            term.show()
         term.open(dc, c.id, "gui-scroll")
         qtbot.waitUntil(term.input.isEnabled, timeout=30000)
         term.screen.setFocus()

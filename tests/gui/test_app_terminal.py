@@ -58,8 +58,8 @@ def test_ctrl_keys_reach_the_terminal_before_window_shortcuts(qtbot) -> None:
     fired: list[str] = []
     QShortcut(QKeySequence("Ctrl+C"), window, lambda: fired.append("copy"))
     QShortcut(QKeySequence("Ctrl+D"), window, lambda: fired.append("d"))
-    window.show()
-    qtbot.waitExposed(window)
+    with qtbot.waitExposed(window):
+        window.show()
     window.activateWindow()
     qtbot.waitUntil(window.isActiveWindow, timeout=30000)
     term.setFocus()
@@ -89,8 +89,8 @@ def test_a_real_tty_shell(qtbot, gui_home: Path, agent_engine) -> None:
         term = ExecTerminal()
         qtbot.addWidget(term)
         term.resize(820, 420)
-        term.show()
-        qtbot.waitExposed(term)
+        with qtbot.waitExposed(term):
+            term.show()
         term.open(dc, c.id, "gui-tty")
         term.resize(900, 460)  # laid out again while the exec is being made: the TTY gets the final size
         qtbot.waitUntil(term.input.isEnabled, timeout=30000)

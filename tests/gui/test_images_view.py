@@ -108,3 +108,9 @@ def test_build_from_a_folder_shows_output(qtbot, panel: ImagesPanel, agent_engin
     wait_idle(qtbot, timeout=300000)
     assert not panel.banner.isHidden()
     assert "build failed" in panel.banner.message.text()
+    # what it made goes: the failed RUN's container (kept, as docker's builder keeps it without --force-rm)
+    # held pymachine/busybox, so the remove test failed whenever it ran after this one
+    dc = agent_engine.client()
+    for c in dc.containers.list(all=True, filters={"status": "exited"}):
+        c.remove()
+    dc.images.remove("gui-built:1")

@@ -117,7 +117,7 @@ def test_the_saved_state_is_said_to_be_discarded_before_apply(qtbot, machine: st
     dialog.memory.setValue(2)
     assert "The saved state is discarded: the next start boots cold." in dialog.notice.text()
     ctx = ms.SettingsContext(machines.load_config(machine), ms.local_limits(), True, False)
-    running = notice_text("dev", ctx, True)
+    running = notice_text("dev", ctx)
     assert "stay pending until then" in running and "Apply and restart" in running
 
 

@@ -25,9 +25,9 @@ from pymachine.hostvm.progress import StageProgress, stage_from_fields
 def test_window_tabs_shortcuts_and_small_size(qtbot, gui_home: Path) -> None:
     window = MainWindow(watch_events=False)
     qtbot.addWidget(window)
-    window.show()
     # window shortcuts only fire in the active window; under load activation lands a moment after show()
-    qtbot.waitExposed(window, timeout=30000)
+    with qtbot.waitExposed(window, timeout=30000):
+        window.show()
     window.activateWindow()
     qtbot.waitUntil(window.isActiveWindow, timeout=30000)
     wait_idle(qtbot)
@@ -186,8 +186,5 @@ def test_gui_main_opens_the_window_and_quits(qtbot, gui_home: Path) -> None:
         app.quit()
 
     QTimer.singleShot(1500, look_and_quit)
-    try:
-        assert gui_main([]) == 0
-    finally:
-        app.setQuitOnLastWindowClosed(True)
+    assert gui_main([]) == 0
     assert "pymachine" in seen

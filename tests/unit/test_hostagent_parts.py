@@ -178,7 +178,11 @@ def test_docker_env_prints_an_eval_able_export(
     pymachine_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from pymachine.app.cli.main import main
+    from pymachine.hostvm import config, store
 
+    paths.machine("web").dir.mkdir(parents=True)  # docker-env refuses a machine that does not exist
+    cfg = config.build("web", ncpus_host=2, fallback_driver="qemu", home_mount=False)
+    store.write_json(paths.machine("web").config, cfg.to_json())
     assert main(["docker-env", "web"]) == 0
     out = capsys.readouterr().out
     first = out.splitlines()[0]

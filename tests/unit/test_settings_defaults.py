@@ -69,5 +69,5 @@ def test_create_cli_passes_settings_and_flags(
     assert args.func(args) == 0
     assert seen == {"name": "dev", "cpus": "1", "memory": "2G", "disk": "10G"}
     out = capsys.readouterr()
-    assert "1 CPUs, 2G memory, 10G disk" in out.out
+    assert "1 CPU, 2G memory, 10G disk" in out.out
     assert "settings.json: cpus 1, disk 10G" in out.err

@@ -85,7 +85,8 @@ def test_virtiofsd_argv_per_owner(tmp_path: Path) -> None:
     script = as_root_for_root[-1]
     assert f"mount -o remount,bind,ro {tmp_path} {tmp_path}" in script  # read-only on the host side
     tail = f"-o sandbox=namespace -o no_xattr --rlimit-nofile={shares.nofile_limit()}"
-    assert script.endswith(f"--socket-path=/m/virtiofs/pm0.sock -o source={tmp_path} -o cache=auto {tail}")
+    cache = "-o cache=always -o timeout=30"
+    assert script.endswith(f"--socket-path=/m/virtiofs/pm0.sock -o source={tmp_path} {cache} {tail}")
     squash = [sys.executable, "-m", "pymachine.hostvm.virtiofs_squash"]
     for_user = shares.virtiofsd_argv(dev, "/v", owner=1000, as_root=True)
     gid = tmp_path.stat().st_gid

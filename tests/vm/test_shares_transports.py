@@ -220,9 +220,10 @@ def test_rename_and_delete_both_ways(shared: Shared) -> None:
     (shared.rw / "b.txt").rename(shared.rw / "c.txt")
     (shared.rw / "made-here.txt").write_text("y\n")
     (shared.rw / "made-here.txt").unlink()
-    # virtiofs cache=auto: the guest may trust a name it looked up for up to 1 s (FUSE entry timeout)
+    # virtiofs cache=always: no container binds the folder now; it stays watched for shares.CACHE_TIMEOUT_S
+    # after the last one (change events), and whatever they miss the guest trusts for at most that long
     check = "test ! -e /app/b.txt && test ! -e /app/made-here.txt && cat /app/c.txt"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + shares.CACHE_TIMEOUT_S + 30
     while (out := shared.sh(check, check=False)).returncode != 0 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert out.stdout == "a\n", out.stderr

@@ -101,24 +101,25 @@ class Request:
 
     # -- body -------------------------------------------------------------------------------------
 
-    def iter_body(self, size: int = 65536, deadline: float | None = None):  # type: ignore[no-untyped-def]
+    def iter_body(self, size: int = 65536, deadline: float | None = None, view: bool = False):  # type: ignore[no-untyped-def]
         """Yield the request body in pieces (for large uploads: image load, build contexts, archives).
 
         Without `deadline` every read may wait `Timeouts.body` for data (a stall, not the whole upload, is
-        bounded). A framing error is kept on the request so the reply can name it, and ends the connection."""
+        bounded). A framing error is kept on the request so the reply can name it, and ends the connection.
+        `view`: the pieces may be memoryviews of the received bytes (no copy; see wire.Reader)."""
         if self.body_consumed:
             if self._body:
                 yield self._body
             return
         self.body_consumed = True
         try:
-            yield from self._pieces(size, deadline)
+            yield from self._pieces(size, deadline, view)
         except ProtocolError as exc:
             self.framing_error = exc
             self.conn.close_after = self.conn.linger = True
             raise
 
-    def _pieces(self, size: int, deadline: float | None):  # type: ignore[no-untyped-def]
+    def _pieces(self, size: int, deadline: float | None, view: bool):  # type: ignore[no-untyped-def]
         reader, stall = self.conn.reader, self.conn.timeouts.body
 
         def until() -> float:
@@ -131,7 +132,7 @@ class Request:
                     self._trailers(until())
                     return
                 while length > 0:
-                    piece = reader.read(min(size, length), until())
+                    piece = reader.read(min(size, length), until(), view)
                     if not piece:
                         raise ProtocolError(400, "connection closed inside a chunk")
                     length -= len(piece)
@@ -141,7 +142,7 @@ class Request:
         else:
             remaining = self.content_length or 0
             while remaining > 0:
-                piece = reader.read(min(size, remaining), until())
+                piece = reader.read(min(size, remaining), until(), view)
                 if not piece:
                     raise ProtocolError(400, f"connection closed with {remaining} bytes of the body missing")
                 remaining -= len(piece)
@@ -253,16 +254,18 @@ class Request:
 
 class BodyFile:
     """A request body as a readable file (`read(n)` gives at most n bytes, b"" at its end), for readers that
-    consume it as it arrives (`docker load` unpacks the tar stream). `drain()` reads and drops the rest."""
+    consume it as it arrives (`docker load` unpacks the tar stream). `drain()` reads and drops the rest.
+    `read` may give memoryviews of the received bytes (no copy): its reader writes, hashes or joins them
+    (layers.ForwardReader hands tarfile bytes)."""
 
     def __init__(self, req: Request, size: int = 1 << 20) -> None:
-        self._pieces = req.iter_body(size)
+        self._pieces = req.iter_body(size, view=True)
         self._piece, self._pos = b"", 0
 
     def readable(self) -> bool:
         return True
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int = -1) -> bytes | memoryview:
         if self._pos >= len(self._piece):
             self._piece, self._pos = next(self._pieces, b""), 0
         start, end = self._pos, len(self._piece) if n < 0 else min(len(self._piece), self._pos + n)
@@ -444,7 +447,7 @@ class Connection:
 
     def peer_closed(self) -> bool:
         """True when the client hung up (used by long streams that otherwise only write)."""
-        if self.reader.buf:
+        if self.reader.buffered():
             return False
         try:
             readable, _, _ = select.select([self.sock], [], [], 0)

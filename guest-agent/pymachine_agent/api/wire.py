@@ -72,17 +72,31 @@ class Reader:
 
     The deadline is checked with poll() before every recv, so a peer that dribbles one byte at a time
     cannot stretch it (a per-recv socket timeout would restart on every byte). The socket itself stays
-    blocking: the writer side (another thread, for hijacked streams) never sees a timeout change."""
+    blocking: the writer side (another thread, for hijacked streams) never sees a timeout change.
+
+    The buffer is the last recv's bytes and an offset into them, not a bytearray that each recv appended to
+    and each read cut from: a byte of a chunked body (`docker load` sends 32 KiB chunks) was copied three
+    times in Python (recv, append, take), and under TCG every copy of the body costs. `read(view=True)`
+    hands out memoryviews of recv's own bytes (immutable: nothing changes under a view), so a body byte is
+    copied once here, by the kernel."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.buf = bytearray()
+        self._buf = b""  # the bytes from _pos on are received and not yet read
+        self._pos = 0
         self.eof = False
 
-    def _fill(self, deadline: float | None) -> bool:
-        """Read more into the buffer; False at EOF. Raises ReadTimeout when the deadline passes first."""
-        data = self._recv(65536, deadline)
-        self.buf += data
+    def buffered(self) -> int:
+        """Bytes received and not yet read."""
+        return len(self._buf) - self._pos
+
+    def _fill(self, deadline: float | None, size: int = 65536) -> bool:
+        """Read more into the buffer; False at EOF. Raises ReadTimeout when the deadline passes first.
+        The unread rest is joined to the new bytes: callers fill only when it is part of one line."""
+        data = self._recv(size, deadline)
+        if data:
+            rest = self._buf[self._pos :] if self.buffered() else b""
+            self._buf, self._pos = (rest + data if rest else data), 0
         return bool(data)
 
     def _recv(self, size: int, deadline: float | None) -> bytes:
@@ -110,35 +124,43 @@ class Reader:
 
     def wait(self, timeout: float) -> bool:
         """True when data (or EOF) is there within `timeout` seconds."""
-        if self.buf or self.eof:
+        if self.buffered() or self.eof:
             return True
         return self._ready(timeout)
 
     def readline(self, limit: int, deadline: float | None) -> bytes:
         """Up to and including b"\\n"; at most `limit` bytes (the caller sees no newline when the line is
         longer), or what is left at EOF."""
-        scanned = 0
+        scanned = 0  # unread bytes already searched
         while True:
-            end = self.buf.find(b"\n", scanned, limit)
+            end = self._buf.find(b"\n", self._pos + scanned, self._pos + limit)
             if end >= 0:
-                return self._take(end + 1)
-            if len(self.buf) >= limit:
+                return self._take(end + 1 - self._pos)
+            if self.buffered() >= limit:
                 return self._take(limit)
-            scanned = len(self.buf)
+            scanned = self.buffered()
             if not self._fill(deadline):
-                return self._take(len(self.buf))
+                return self._take(self.buffered())
 
-    def read(self, size: int, deadline: float | None = None) -> bytes:
-        """At least one byte and at most `size` (b"" at EOF)."""
-        if not self.buf:  # a body's bulk: straight from the socket, up to 1 MiB a call, not via the buffer
-            return self._recv(min(size, MAX_RECV), deadline)
-        return self._take(min(size, len(self.buf)))
+    def read(self, size: int, deadline: float | None = None, view: bool = False) -> bytes | memoryview:
+        """At least one byte and at most `size` (b"" at EOF). `view`: a memoryview of received bytes where
+        that saves a copy (for a body's bulk: its readers only write, hash or join it)."""
+        if not self.buffered():
+            if not view:  # straight from the socket, up to 1 MiB a call, not via the buffer
+                return self._recv(min(size, MAX_RECV), deadline)
+            if not self._fill(deadline, MAX_RECV):
+                return b""
+        n = min(size, self.buffered())
+        if not view:
+            return self._take(n)
+        start = self._pos
+        self._pos += n
+        return memoryview(self._buf)[start : start + n]
 
     def _take(self, n: int) -> bytes:
-        with memoryview(self.buf) as view:
-            out = bytes(view[:n])
-        del self.buf[:n]
-        return out
+        start = self._pos
+        self._pos += n
+        return self._buf if start == 0 and n == len(self._buf) else self._buf[start : start + n]
 
 
 # -- the request head --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import ArchiveError, ImageError, InvalidReference
-from . import oci
+from . import oci, tarsplit
 from .reference import Reference, is_image_id, parse, short_id
 from .staging import Staged, Staging, media_type_of
 
@@ -115,7 +115,7 @@ def _commit(store: ImageStore, arc: Staging, images: list[_Image], progress: Pro
                 ready[diff_id] = (arc.layer(name, digest, diff_id), media_type)
     for diff_id, (staged, media_type) in ready.items():
         progress({"status": "Loading layer", "id": short_id(diff_id), "progressDetail": {}})
-        assert staged.layer is not None and staged.path is not None and staged.result is not None
+        assert staged.layer is not None and staged.result is not None
         store.install_layer(
             staged.layer, staged.result, staged.path, staged.digest, media_type or media_type_of(staged.head)
         )
@@ -174,6 +174,10 @@ class _TarOut:
             info.type, info.mode = tarfile.DIRTYPE, 0o755
         self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
 
+    def _sendfile(self, sendfile: Any, fd: int, count: int) -> None:
+        sendfile(fd, count)
+        self.offset += count
+
     def _pad(self, size: int) -> None:
         if size % tarfile.BLOCKSIZE:
             self._write(tarfile.NUL * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE))
@@ -189,7 +193,11 @@ class _TarOut:
     def add_stream(self, name: str, stream: BinaryIO, size: int) -> None:
         self._member(name, size)
         sendfile = getattr(self.out, "sendfile", None)
-        if sendfile is not None and type(stream) is io.BufferedReader:  # a plain file, not a gzip reader
+        if sendfile is not None and isinstance(stream, tarsplit.SplitTar):
+            if stream.size != size:
+                raise ImageError(f"{name}: the layer's tar index is not the {size} bytes its layer records")
+            stream.send(self._write, lambda fd, count: self._sendfile(sendfile, fd, count))
+        elif sendfile is not None and type(stream) is io.BufferedReader:  # a plain file, not a gzip reader
             fd = stream.fileno()
             if os.fstat(fd).st_size != size:
                 raise ImageError(f"{name}: the stored blob is not the {size} bytes its layer records")
@@ -211,8 +219,11 @@ class _TarOut:
 
 
 def layer_tar_stream(store: ImageStore, diff_id: str) -> tuple[BinaryIO, int]:
-    """The uncompressed layer tar (sha256 = `diff_id`) from whichever blob of it is kept, and its size."""
+    """The uncompressed layer tar (sha256 = `diff_id`) from whichever blob of it is kept (or rebuilt from its
+    tar-split index, tarsplit.py), and its size."""
     meta = store.layer_meta(diff_id)
+    if tarsplit.exists(store.layer_root(diff_id)):
+        return tarsplit.SplitTar(store.layer_root(diff_id)), meta["tar_size"]  # type: ignore[return-value]
     for digest, media_type in meta["blobs"].items():
         path = store.blob_path(digest)
         if not path.exists():
@@ -241,7 +252,10 @@ def save(store: ImageStore, refs: list[str], fileobj: BinaryIO) -> None:
     written: set[str] = set()
     for image_id in images:  # every layer exportable before the first byte: a failure is still a status
         for diff_id in store.record(image_id)["layers"]:
-            layer_tar_stream(store, diff_id)[0].close()
+            stream = layer_tar_stream(store, diff_id)[0]
+            with stream:
+                if isinstance(stream, tarsplit.SplitTar):
+                    stream.check()
     tar = _TarOut(fileobj)
     tar.add_dir("blobs")
     tar.add_dir("blobs/sha256")

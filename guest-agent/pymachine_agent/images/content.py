@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from .. import atomic
 from ..errors import DigestMismatch, ImageError
-from . import layers, oci
+from . import layers, oci, tarsplit
 from .oci import copy_verified
 
 _TMP_PREFIX = "work-"
@@ -176,10 +176,13 @@ class ContentStore:
         return self.layer_meta(result.diff_id)
 
     def install_layer(
-        self, work: Path, result: layers.UnpackResult, blob_file: Path, digest: str, media_type: str
+        self, work: Path, result: layers.UnpackResult, blob_file: Path | None, digest: str, media_type: str
     ) -> dict[str, Any]:
         """Commit a layer unpacked and verified beforehand (a streamed load, images/staging.py): its blob
-        goes in first, as in `import_layer`, then `work` (holding diff/) becomes layers/<hex>/."""
+        goes in first, as in `import_layer`, then `work` (holding diff/, and the tar-split index instead of
+        a blob file when `blob_file` is None) becomes layers/<hex>/."""
+        if blob_file is None:
+            return self._place_layer(work, result, (digest, media_type))
         existed = self.has_blob(digest)
         path = self.adopt_blob(blob_file, digest)
         try:
@@ -230,7 +233,11 @@ class ContentStore:
             shutil.rmtree(work, ignore_errors=True)
 
     def layer_has_blob(self, diff_id: str) -> bool:
-        return self.has_layer(diff_id) and any(self.has_blob(d) for d in self.layer_meta(diff_id)["blobs"])
+        """The layer is here and can give its tar back (a blob file, or its tar-split index)."""
+        if not self.has_layer(diff_id):
+            return False
+        meta = self.layer_meta(diff_id)
+        return any(self.has_blob(d) for d in meta["blobs"]) or tarsplit.exists(self.layer_root(diff_id))
 
     def short_dir(self, diff_id: str) -> Path:
         hexd = digest_hex(diff_id)

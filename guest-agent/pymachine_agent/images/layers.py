@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import ImageError, UnsafeLayerError
+from . import tarsplit
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -45,17 +46,23 @@ class UnpackResult:
 
 
 class HashingReader:
-    """Counts and hashes what passes through `read`, so the diff_id needs no second pass over the tar."""
+    """Counts and hashes what passes through `read`, so the diff_id needs no second pass over the tar; and
+    hands it to a tar-split recorder when there is one."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, recorder: tarsplit.Recorder | None = None) -> None:
         self._raw = raw
         self.sha = hashlib.sha256()
         self.count = 0
+        self.recorder = recorder
+        if recorder is not None:
+            recorder.hashing = self
 
     def read(self, n: int = -1) -> bytes:
         data = self._raw.read(n)
         self.sha.update(data)
         self.count += len(data)
+        if self.recorder is not None:
+            self.recorder.feed(data)
         return data
 
     def drain(self) -> None:
@@ -72,11 +79,16 @@ class ForwardReader:
     forward when reading members in order: its random-access mode ("r:") then reads member data straight
     from here. Its stream mode ("r|") passes every byte through a buffer that it joins and slices again on
     each read; under TCG those copies cost as much as hashing the layer. `read(n)` returns n bytes unless the
-    stream ends (tarfile counts a short read as "unexpected end of data")."""
+    stream ends (tarfile counts a short read as "unexpected end of data").
 
-    def __init__(self, raw: BinaryIO, head: bytes = b"", exact: bool = True) -> None:
+    `raw` may hand over memoryviews (api.http.BodyFile: no copy of a request body). `read` gives bytes, what
+    tarfile parses headers from; `read1` (member data, read by our own code) passes views on, unless `views`
+    is False (for gzip and zstd readers, which want bytes)."""
+
+    def __init__(self, raw: BinaryIO, head: bytes = b"", exact: bool = True, views: bool = True) -> None:
         self._raw, self._head, self._pos = raw, head, 0
         self._exact = exact  # False: read(n) may return fewer bytes (for readers that loop anyway)
+        self._views = views
 
     def readable(self) -> bool:
         return True
@@ -112,7 +124,7 @@ class ForwardReader:
                 pieces.append(piece)
                 want -= len(piece)
         self._head = self._head[n:] if n is not None and n >= 0 else b""
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        data = bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)  # bytes(b) is b itself
         self._pos += len(data)
         return data
 
@@ -122,6 +134,8 @@ class ForwardReader:
             data, self._head = self._head[:n], self._head[n:]
         else:
             data = self._raw.read(n)
+            if not self._views and isinstance(data, memoryview):
+                data = bytes(data)
         self._pos += len(data)
         return data
 
@@ -168,7 +182,8 @@ def read_head(src: BinaryIO, n: int) -> bytes:
 def decompressed(raw: BinaryIO) -> BinaryIO:
     """The uncompressed stream of a gzip, zstd or plain tar, told apart by magic bytes."""
     head = read_head(raw, 4)
-    stream = ForwardReader(raw, head, exact=False)
+    plain = not head.startswith((GZIP_MAGIC, ZSTD_MAGIC))
+    stream = ForwardReader(raw, head, exact=False, views=plain)
     if head.startswith(GZIP_MAGIC):
         return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[arg-type,return-value]
     if head.startswith(ZSTD_MAGIC):
@@ -196,8 +211,9 @@ def clean_parts(name: str, entry: str) -> tuple[str, ...]:
 class _Unpacker:
     _CACHED_DIRS = 256  # open directory fds kept: tar entries come grouped by folder
 
-    def __init__(self, dest: Path) -> None:
+    def __init__(self, dest: Path, recorder: tarsplit.Recorder | None = None) -> None:
         self.root_fd = os.open(dest, _DIR_FLAGS)
+        self.recorder = recorder
         self.dir_times: dict[tuple[str, ...], int] = {}
         self.size = 0
         self._fds: dict[tuple[str, ...], int] = {}
@@ -248,15 +264,19 @@ class _Unpacker:
             os.close(fd)
             raise
 
-    def clear(self, parent: int, leaf: str, keep_dir: bool) -> bool:
-        """Remove what `leaf` holds so a later tar entry replaces it; True if an existing dir was kept."""
+    def clear(self, parent: int, leaf: str, parts: tuple[str, ...], keep_dir: bool) -> bool:
+        """Remove what `leaf` (at `parts`) holds so a later tar entry replaces it; True if an existing dir
+        was kept."""
         try:
             st = os.stat(leaf, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
             return False
-        if stat.S_ISDIR(st.st_mode):
-            if keep_dir:
-                return True
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if is_dir and keep_dir:
+            return True
+        if self.recorder is not None:
+            self.recorder.removing(parts, parent, leaf, is_dir)
+        if is_dir:
             self._forget()  # cached fds may point into the tree removed here
             shutil.rmtree(leaf, dir_fd=parent)
         else:
@@ -299,7 +319,7 @@ class _Unpacker:
         target = leaf[len(WHITEOUT_PREFIX) :]
         if target in ("", ".", ".."):  # `.wh...` would otherwise delete the parent of the layer folder
             raise UnsafeLayerError(m.name, f"whiteout of {target or 'an empty name'!r}")
-        self.clear(parent, target, keep_dir=False)
+        self.clear(parent, target, (*clean_parts(m.name, m.name)[:-1], target), keep_dir=False)
         os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
         os.chown(target, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
 
@@ -307,7 +327,7 @@ class _Unpacker:
         self, tar: tarfile.TarFile, parent: int, leaf: str, parts: tuple[str, ...], m: tarfile.TarInfo
     ) -> None:
         if m.isdir():
-            if not self.clear(parent, leaf, keep_dir=True):
+            if not self.clear(parent, leaf, parts, keep_dir=True):
                 os.mkdir(leaf, 0o700, dir_fd=parent)
             fd = os.open(leaf, _DIR_FLAGS, dir_fd=parent)
             try:
@@ -319,7 +339,7 @@ class _Unpacker:
         if m.islnk():
             self._hardlink(parent, leaf, m)
             return
-        self.clear(parent, leaf, keep_dir=False)
+        self.clear(parent, leaf, parts, keep_dir=False)
         if m.issym():
             os.symlink(m.linkname, leaf, dir_fd=parent)
             os.chown(leaf, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
@@ -338,6 +358,8 @@ class _Unpacker:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(leaf, flags, 0o600, dir_fd=parent)
         try:
+            if self.recorder is not None and not m.issparse():
+                self.recorder.content(parts, m.size)  # the bytes read next are this file's, kept here
             src = member_data(tar, m)
             while chunk := src.read(_CHUNK):
                 write_all(fd, chunk)
@@ -362,7 +384,7 @@ class _Unpacker:
                 ) from None
             if stat.S_ISDIR(st.st_mode):
                 raise UnsafeLayerError(m.name, "hardlink to a directory")
-            self.clear(parent, leaf, keep_dir=False)
+            self.clear(parent, leaf, clean_parts(m.name, m.name), keep_dir=False)
             os.link(target[-1], leaf, src_dir_fd=src_parent, dst_dir_fd=parent, follow_symlinks=False)
         finally:
             os.close(src_parent)
@@ -422,13 +444,14 @@ def _mtime_ns(m: tarfile.TarInfo) -> int:
     return int(m.mtime * 1_000_000_000)
 
 
-def unpack(raw: BinaryIO, dest: Path) -> UnpackResult:
-    """Unpack a (gzip/zstd/plain) layer tar from `raw` into the existing empty folder `dest`.
+def unpack(raw: BinaryIO, dest: Path, recorder: tarsplit.Recorder | None = None) -> UnpackResult:
+    """Unpack a (gzip/zstd/plain) layer tar from `raw` into the existing empty folder `dest`; `recorder`
+    (for an uncompressed tar) keeps it as an index into the files (tarsplit.py).
 
     Raises UnsafeLayerError naming the first refused entry; the caller discards `dest` on any error (the
     store unpacks into a temp folder and renames it into place only on success)."""
-    hashing = HashingReader(decompressed(raw))
-    unpacker = _Unpacker(dest)
+    hashing = HashingReader(decompressed(raw), recorder)
+    unpacker = _Unpacker(dest, recorder)
     try:
         # "r:" on a forward-only reader: member data is read straight from the stream (see ForwardReader)
         with tarfile.open(fileobj=ForwardReader(hashing), mode="r:", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]

@@ -4,10 +4,12 @@ A docker-archive or OCI-layout tar names its layers in manifest.json / index.jso
 moby's) writes last. So the loader cannot wait to know which members are layers: a member that looks like a
 layer tar (a tar header, gzip or zstd magic) is unpacked while it streams in, through the same checks as every
 layer (layers.unpack: no path escapes, no links out, no device nodes), into its own folder under the load's
-tmp/ folder, and its bytes are kept as the blob beside it, hashed once on the way. Small other members
+tmp/ folder. A compressed layer's bytes are kept as its blob beside it, hashed on the way; an uncompressed
+one's (what `docker save` writes) as a tar-split index into the files it unpacked to (tarsplit.py), so its
+bytes are written once and hashed once (its digest is its diff_id). Small other members
 (configs, manifests) stay in memory, anything else is spooled to a file. Reading the socket, hashing and
 unpacking overlap instead of running one after the other (write the body, read it, write the blob, read
-it again, unpack), and each byte is written to disk once as the blob and once as the file it unpacks to.
+it again, unpack).
 
 Only when the whole archive has arrived does archive.load read the manifests, check every digest and commit:
 a truncated, malformed or hostile upload leaves nothing in the store (the caller removes the tmp/ folder).
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import ArchiveError, DigestMismatch, ImageError
-from . import layers, oci
+from . import layers, oci, tarsplit
 
 _CHUNK = 1 << 20
 _IN_MEMORY = 1 << 20  # a member up to this size that is no layer is kept in memory
@@ -54,7 +56,7 @@ class Staged:
     """One member of the archive as it arrived: in memory, spooled, or unpacked (with its blob)."""
 
     data: bytes | None = None
-    path: Path | None = None  # the member's bytes as in the archive (spooled, or the unpacked layer's blob)
+    path: Path | None = None  # the member's bytes as in the archive (spooled, or a compressed layer's blob)
     head: bytes = b""
     digest: str = ""  # sha256 of the member's bytes ("" while unknown)
     layer: Path | None = None  # a folder with diff/ unpacked, to become layers/<hex>/ as a whole
@@ -76,10 +78,10 @@ def _file_digest(path: Path) -> str:
 
 
 class _Tee:
-    """Reads `head` then `src`, writing every byte read to `fd` (the blob) and hashing it when `sha` is set.
-    `cut_short`: the archive ended inside this member (tarfile's "unexpected end of data")."""
+    """Reads `head` then `src`, writing every byte read to `fd` (the blob) when set and hashing it when `sha`
+    is set. `cut_short`: the archive ended inside this member (tarfile's "unexpected end of data")."""
 
-    def __init__(self, head: bytes, src: BinaryIO, fd: int, sha: Any) -> None:
+    def __init__(self, head: bytes, src: BinaryIO, fd: int | None, sha: Any) -> None:
         self._head, self._src, self._fd, self.sha = head, src, fd, sha
         self.cut_short = False
 
@@ -96,7 +98,8 @@ class _Tee:
                 self.cut_short = True
                 raise ImageError("the archive ended inside this layer") from None
         if data:
-            layers.write_all(self._fd, data)
+            if self._fd is not None:
+                layers.write_all(self._fd, data)
             if self.sha is not None:
                 self.sha.update(data)
         return data
@@ -163,36 +166,51 @@ class Staging:
         return Staged(path=path, head=head, digest="sha256:" + sha.hexdigest())
 
     def _unpack(self, head: bytes, src: BinaryIO, name: str = "") -> Staged:
-        """Unpack a layer-looking member while keeping its bytes as the blob (hashed once when uncompressed:
-        then the blob's digest is the diff_id that unpacking computes anyway)."""
-        staged = Staged(path=self._new_path(".blob"), head=head, layer=self._new_path(""))
-        assert staged.path is not None and staged.layer is not None
+        """Unpack a layer-looking member. A compressed one's bytes are kept as its blob (hashed on the way);
+        an uncompressed one's as a tar-split index into the unpacked files (tarsplit.py: no second copy),
+        its digest being the diff_id that unpacking computes anyway."""
+        staged = Staged(head=head, layer=self._new_path(""))
+        assert staged.layer is not None
         compressed = head.startswith((layers.GZIP_MAGIC, layers.ZSTD_MAGIC))
         staged.layer.mkdir(mode=0o755)
         os.chmod(staged.layer, 0o755)  # becomes layers/<hex>/ as is (mkdir's mode is masked)
         (staged.layer / "diff").mkdir()
         os.chmod(staged.layer / "diff", 0o755)
-        fd = os.open(staged.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd, recorder = None, None
+        if compressed:
+            staged.path = self._new_path(".blob")
+            fd = os.open(staged.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        else:
+            recorder = tarsplit.Recorder(staged.layer)
         try:
             tee = _Tee(head, src, fd, hashlib.sha256() if compressed else None)
             try:
-                staged.result = layers.unpack(tee, staged.layer / "diff")
+                staged.result = layers.unpack(tee, staged.layer / "diff", recorder)
                 tee.drain()  # bytes after a compressed stream's end still belong to the blob
+                if recorder is not None:
+                    recorder.finish()
             except (ImageError, OSError) as err:
                 staged.error = err
+                if recorder is not None:
+                    recorder.abort()
                 shutil.rmtree(staged.layer, ignore_errors=True)
                 staged.layer = None
-                with contextlib.suppress(OSError):  # the whole blob's digest, checked before this error
-                    tee.drain()
-                    staged.digest = _file_digest(staged.path)
+                with contextlib.suppress(OSError, ImageError):  # the whole member's digest, checked first
+                    if recorder is not None and recorder.hashing is not None:
+                        recorder.hashing.drain()
+                        staged.digest = recorder.hashing.digest
+                    else:
+                        tee.drain()
+                        staged.digest = _file_digest(staged.path) if staged.path else ""
             if tee.cut_short:  # not the layer's fault: the upload stopped
                 raise ArchiveError(f"the archive ends inside {name}: the upload was cut short")
             if staged.error is not None:
                 return staged
             staged.digest = "sha256:" + tee.sha.hexdigest() if compressed else staged.result.diff_id
         finally:
-            os.close(fd)
-            if staged.error is not None:
+            if fd is not None:
+                os.close(fd)
+            if staged.error is not None and staged.path is not None:
                 staged.path.unlink(missing_ok=True)
                 staged.path = None
         return staged
@@ -209,7 +227,7 @@ class Staging:
         staged = self.get(name)
         if staged.data is not None:
             return staged.data
-        if staged.path is None:  # a layer-looking member that failed to unpack is no JSON document either
+        if staged.path is None:  # a layer-looking member (unpacked, or failed to) is no JSON document either
             raise ArchiveError(f"{name} in the archive is not a JSON document")
         return staged.path.read_bytes()
 

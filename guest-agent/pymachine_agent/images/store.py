@@ -3,6 +3,8 @@
     blobs/sha256/<hex>          content-addressed blobs: image configs, layer tars as received (gzip or plain)
     layers/<diff hex>/diff/     one unpacked layer (overlayfs lowerdir form), shared by every image using it
     layers/<diff hex>/layer.json  {"diff_id", "size", "tar_size", "blobs": {digest: media type}}
+    layers/<diff hex>/tar-split.*  a loaded uncompressed layer's tar as an index into diff/ (tarsplit.py),
+                                  in place of its blob file
     images/<id hex>.json        {"id", "layers": [diff_id…], "parent", "last_tag_time"}
     repositories.json           {"tags": {"docker.io/library/x:tag": id}, "digests": {"…/x@sha256:…": id}}
     tmp/                        unpacks and downloads in progress (same filesystem, so rename is atomic)

@@ -10,6 +10,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from pymachine_agent import revalidate
 from pymachine_agent.runtime.callbacks import Callbacks, NetnsHook
 from pymachine_agent.runtime.cgroup_place import CgroupPlace
 from pymachine_agent.runtime.errors import StartError
@@ -35,6 +36,9 @@ class Launcher:
         """Spawn the supervisor and run the start handshake; returns once the user process has exec'd (its
         run.json then names the supervisor to watch). StartError if it cannot start."""
         c.state.pop("paused", None)
+        # a bind source in a share as the host has it now: a bind pins the folder it is given for the
+        # container's life, and the VM's virtiofs caches may still hold one the host deleted (revalidate.py)
+        revalidate.refresh(m.source for m in c.spec.mounts if m.type == "bind")
         hook = self._callbacks.netns_hook(c)
         handshake = bool(hook or c.pending)
         ctl, theirs = socket.socketpair()

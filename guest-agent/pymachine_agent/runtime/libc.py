@@ -153,3 +153,19 @@ def mount_setattr_recursive(target: str, attr_set: int) -> None:
         n(ctypes.sizeof(attr)),
     )
     _check(ret, f"mount_setattr {target}")
+
+
+AT_EMPTY_PATH = 0x1000
+AT_STATX_FORCE_SYNC = 0x2000
+STATX_BASIC_STATS = 0x7FF
+
+
+def statx_force_sync(fd: int) -> None:
+    """statx(fd, AT_STATX_FORCE_SYNC): the filesystem fetches the attributes afresh (a FUSE GETATTR) instead
+    of answering from its cache (revalidate.py, for a share's root)."""
+    buf = ctypes.create_string_buffer(256)  # struct statx; only the side effect is wanted
+    flags = AT_EMPTY_PATH | AT_STATX_FORCE_SYNC
+    _check(
+        _libc.statx(ctypes.c_int(fd), b"", ctypes.c_int(flags), ctypes.c_uint(STATX_BASIC_STATS), buf),
+        "statx",
+    )
