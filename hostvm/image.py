@@ -134,6 +134,18 @@ def inspect_image(variant: Path | None = None) -> ImageManifest | None:
     return ImageManifest.load(folder)
 
 
+def least_disk_bytes(variant: Path | None = None) -> int:
+    """The smallest disk a machine of the current image can have, known before any build (`create` checks
+    `--disk` before it builds): the built image's virtual size, else the size every build has at least (a
+    root filesystem that needs more is caught once it is built)."""
+    found = inspect_image(variant)
+    if found:
+        return found.virtual_bytes
+    from .image_build import MIN_VIRTUAL_BYTES
+
+    return MIN_VIRTUAL_BYTES
+
+
 @contextmanager
 def build_lock() -> Iterator[None]:
     """One builder at a time per cache (tests, engineers and `pymachine create` may race)."""

@@ -25,11 +25,11 @@ from .drivers import Driver, DriverState, get_driver
 from .errors import NotFoundError, PymachineError, StageFailed, UsageError
 from .hostagent.ports import DEFAULT_HOST_IP
 from .machine_settings import SettingsRequest, SettingsResult, grow_disk, pending, started_settings
+from .poweroff import power_off
 from .progress import Progress, StageProgress, Stages
 
 log = logging.getLogger(__name__)
 GUEST_SOCKET = "/run/pymachine/docker.sock"
-POWEROFF = "/sbin/pymachine-poweroff"
 
 
 @dataclass
@@ -181,19 +181,24 @@ def create(
     args |= dict(mounts=mounts, home_mount=home_mount, share_transport=share_transport)
     args |= dict(idle_suspend=idle_suspend)
     common = dict(ncpus_host=cfgmod.host_cpus(), fallback_driver=cfgmod.default_driver())
-    cfg = cfgmod.build(**args, **common)  # type: ignore[arg-type]  # cheap checks before any image work
+    from pymachine.images import CLUSTER_RECIPE
+
+    from .image import ensure_image, least_disk_bytes
+
+    variant = CLUSTER_RECIPE if cluster else None
+    # Every check that needs no image before the image (a build takes minutes): the disk against the size
+    # every image has at least (the built one's when it is cached), and a share transport the driver can't do.
+    cfg = cfgmod.build(**args, **common, image_bytes=least_disk_bytes(variant))  # type: ignore[arg-type]
+    if cfg.share_transport != "auto":
+        shares.choose_transport(driver_for(cfg).capabilities, cfg.share_transport)
     mp = paths.machine(cfg.name)
     if mp.dir.exists() and not _remove_half_created(cfg.name):
         raise UsageError(
             f"machine '{cfg.name}' already exists", hint=f"pick another name, or: pymachine delete {cfg.name}"
         )
-    from pymachine.images import CLUSTER_RECIPE
-
-    from .image import ensure_image
-
     stages = Stages(["guest image", "machine files"], say, source="create")
     with stages.step("guest image"):
-        manifest = ensure_image(say, variant=CLUSTER_RECIPE if cluster else None)
+        manifest = ensure_image(say, variant=variant)
     cfg = cfgmod.build(**args, **common, image_bytes=manifest.virtual_bytes)  # type: ignore[arg-type]
     cfg.image = {
         "kernel": str(manifest.kernel),
@@ -815,8 +820,8 @@ def stop(
     name: str, progress: Progress | None = None, timeout: float | None = None, shutdown: bool = False
 ) -> Machine:
     """Save the machine's state (the next start resumes it), or with `shutdown` (or when saving is not
-    possible: the reason is shown) power it off: graceful (the guest's poweroff over SSH, else ACPI where the
-    driver can), forced after `timeout`."""
+    possible: the reason is shown) power it off: graceful (the ACPI button where the driver can and the
+    guest's poweroff over SSH, at once), forced after `timeout`."""
     say = progress or (lambda _m: None)
     cfg = load_config(name)
     drv = driver_for(cfg)
@@ -839,25 +844,18 @@ def stop(
                 if drv.paused(name):  # the resource saver froze it: the guest must run to flush and unmount
                     drv.unpause(name)
                 started = store.read_json(paths.machine(name).state, {}) or {}
-                savestate.save(name, drv, cfg.to_json(), started, say, _agent_quiesce(name))
+                account = lambda: qemu_account(cfg, vm_spec(cfg, int(started["ssh_port"]), accel))  # noqa: E731
+                savestate.save(name, drv, cfg.to_json(), started, say, _agent_quiesce(name), account)
                 saved = True
-            except savestate.NotSaved as exc:
-                say(f"shutting down instead: {exc.message}")
+            except (PymachineError, OSError) as exc:  # a stop stops: a save that cannot be made is a shutdown
+                say(f"shutting down instead: {exc.message if isinstance(exc, PymachineError) else exc}")
         if not saved:  # also when QEMU died under it: an agent must not outlive its VM's run
             _stop_host_agent(name)
         # Saved: the host agent stays, parked (hostagent/parking.py), and the resume only reconnects it.
         if drv.state(name) is DriverState.RUNNING:
             say(f"stopping machine '{name}'")
             deadline = time.monotonic() + timeout
-            asked = _ask_poweroff(name)
-            # If the guest ignored (or never got) the SSH poweroff, press the ACPI button half-way through.
-            acpi_at = time.monotonic() + (timeout / 2 if asked else 0)
-            acpi = drv.capabilities.graceful_shutdown
-            while time.monotonic() < deadline and drv.state(name) is DriverState.RUNNING:
-                if acpi and time.monotonic() >= acpi_at:
-                    drv.request_shutdown(name)
-                    acpi = False
-                time.sleep(0.3)
+            power_off(name, drv, deadline)
             if drv.state(name) is DriverState.RUNNING:
                 say(f"machine '{name}' did not power off within {timeout:.0f} s: forcing it off")
                 drv.force_stop(name)
@@ -869,24 +867,6 @@ def stop(
 def restart(name: str, progress: Progress | None = None) -> Machine:
     stop(name, progress, shutdown=True)  # a restart is a fresh boot (it applies pending share changes)
     return start(name, progress)
-
-
-def _ask_poweroff(name: str) -> bool:
-    try:
-        client = ssh.connect(name, timeout=20)
-    except PymachineError as exc:
-        log.debug("poweroff over SSH of %s: %s", name, exc)
-        return False
-    try:
-        # Wait for the command's own exit: closing the session first could kill it before it detaches.
-        _, out, _ = client.exec_command(POWEROFF, timeout=20)
-        out.channel.recv_exit_status()
-        return True
-    except Exception as exc:  # the link may drop as the guest goes down: that is success
-        log.debug("poweroff of %s: %s", name, exc)
-        return True
-    finally:
-        client.close()
 
 
 def wake(name: str, reason: str = "wake") -> None:

@@ -315,13 +315,16 @@ def save(
     started: dict[str, Any],
     say: Progress,
     quiesce: Quiesce | None = None,
+    qemu_account: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Save the running machine `name` to its state file and end its VM; returns the state's JSON.
 
-    Raises NotSaved (nothing changed, the VM still runs, shares mounted again) when it cannot: the caller
-    then shuts the machine down. `started` is state.json (the shares and transport of this boot). `quiesce`
-    runs the guest's quiesce script over the host agent's open link (no SSH handshake of our own); when it
-    answers None (no agent), the script runs over a connection of our own."""
+    Raises NotSaved (nothing changed, the VM still runs, shares mounted again as far as possible: see
+    give_back) when it cannot, with the save's own reason: the caller then shuts the machine down.
+    `started` is state.json (the shares and transport of this boot). `quiesce` runs the guest's quiesce script
+    over the host agent's open link (no SSH handshake of our own); when it answers None (no agent), the script
+    runs over a connection of our own. `qemu_account`: who QEMU runs as (machines.qemu_account), asked only
+    when a virtiofsd must start again."""
     if not drv.capabilities.save_state:
         raise NotSaved(f"the {drv.name} driver cannot save a VM's state")
     if not same_shares(config.get("shares"), started.get("shares")):
@@ -358,14 +361,9 @@ def save(
         crc = drv.save(name, f.temp)
     except (PymachineError, OSError) as exc:  # OSError: QMP's socket closed (QEMU died mid-save)
         f.temp.unlink(missing_ok=True)
-        from .drivers import DriverState
-
-        if drv.state(name) is DriverState.RUNNING:  # give the guest its folders back
-            for d in detached:
-                drv.attach_share(name, d)
-            if devs or inner:
-                _run_in_guest(name, remount_script(devs, inner=inner), "mount its shares again")
-        raise NotSaved(f"saving failed: {getattr(exc, 'message', exc)}") from exc
+        failed = NotSaved(f"saving failed: {getattr(exc, 'message', exc)}")
+        give_back(name, drv, detached, devs, inner, qemu_account)
+        raise failed from exc
     saved = time.monotonic()
     size = f.temp.stat().st_size
     crc = crc if isinstance(crc, int) else crc32_file(f.temp)  # the driver saw the bytes go by, or not
@@ -389,6 +387,39 @@ def save(
     commit(name, meta)
     say(f"saved machine state ({size / 2**20:.0f} MiB) in {meta['save_seconds']:.1f} s")
     return meta
+
+
+def give_back(
+    name: str,
+    drv: Any,
+    detached: list[ShareDevice],
+    devs: list[ShareDevice],
+    inner: Sequence[str],
+    qemu_account: Callable[[], Any] | None,
+) -> None:
+    """After a failed save, best effort: the VM runs on (unpaused), with its folders plugged in and mounted
+    again. The unplug ended the devices' virtiofsd (it exits when QEMU hangs up), so they start anew first.
+    Nothing here may raise: the save's own error is the one to report, and the caller shuts the VM down
+    anyway; what did not come back is logged."""
+    from . import shares
+    from .drivers import DriverState
+
+    try:
+        if drv.state(name) is not DriverState.RUNNING:
+            return
+        if drv.paused(name):  # a save that failed half-way may leave the vCPUs stopped
+            drv.unpause(name)
+        if detached:
+            shares.start_daemons(name, detached, qemu_account() if qemu_account else None, others=True)
+        for d in detached:
+            drv.attach_share(name, d)
+        if devs or inner:
+            script = remount_script(devs, inner=inner)
+            status, out, err = _run_in_guest(name, script, "mount its shares again")
+            if status != 0:
+                log.warning("after the failed save of %s: %s", name, (out or err).strip())
+    except Exception as exc:  # noqa: BLE001 - (an SSH timeout is neither of ours nor an OSError)
+        log.warning("after the failed save of %s, its shares did not come back: %s", name, exc)
 
 
 def _share_devices(config: dict[str, Any], transport: str) -> list[ShareDevice]:
@@ -462,7 +493,7 @@ def restore(name: str, drv: Any, spec: Any, meta: dict[str, Any], qemu_account: 
         crc = Checksum(f.state)
         try:
             drv.restore(spec, f.state, paused=True)
-        except PymachineError:
+        except Exception:  # (libvirt-python once failed a damaged load with a SystemError, not libvirtError)
             crc.check(meta.get("crc32"))  # a damaged stream can fail the load itself: say so, not "failed"
             raise
         try:

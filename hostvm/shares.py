@@ -147,10 +147,15 @@ def nofile_limit() -> int:
     return 1_000_000 if hard == resource.RLIM_INFINITY else min(hard, 1_000_000)
 
 
-def start_daemons(name: str, devs: list[ShareDevice], qemu_account: object | None = None) -> None:
-    """Start one virtiofsd per virtiofs share and wait for each socket; on any failure stop them all."""
+def start_daemons(
+    name: str, devs: list[ShareDevice], qemu_account: object | None = None, others: bool = False
+) -> None:
+    """Start one virtiofsd per virtiofs share and wait for each socket; on any failure stop them all.
+    `others`: the machine's other daemons keep running (a failed save plugs back the devices it unplugged,
+    whose daemons exited with the unplug)."""
     wanted = [d for d in devs if d.transport == "virtiofs"]
-    stop_daemons(name)
+    if not others:
+        stop_daemons(name)
     if not wanted:
         return
     binary = virtiofsd_binary()
@@ -161,10 +166,11 @@ def start_daemons(name: str, devs: list[ShareDevice], qemu_account: object | Non
     folder = daemon_dir(name)
     folder.mkdir(mode=0o700, exist_ok=True)
     as_root = os.geteuid() == 0
-    pids: dict[str, int] = {}
+    pids: dict[str, int] = (store.read_json(folder / "pids.json", {}) or {}) if others else {}
     try:
         for dev in wanted:
             paths.check_socket_path(Path(dev.socket))
+            Path(dev.socket).unlink(missing_ok=True)  # an exited daemon's: its presence means "listening"
             st = os.stat(dev.path)
             owner = st.st_uid
             if as_root and owner != 0:

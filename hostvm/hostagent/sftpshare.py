@@ -40,6 +40,8 @@ import paramiko
 from paramiko.sftp import BaseSFTP
 from paramiko.sftp_attr import SFTPAttributes
 
+from ..share_nesting import within
+
 log = logging.getLogger(__name__)
 
 SFTP_OK = paramiko.SFTP_OK
@@ -53,10 +55,6 @@ class Escape(PermissionError):
 
     def __init__(self, path: str) -> None:
         super().__init__(errno.EACCES, "outside the share", path)
-
-
-def within(root: str, path: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def lexical(share: str, client_path: str) -> str:
@@ -85,20 +83,20 @@ class Root:
     def resolve(self, client_path: str, follow: bool = True) -> str:
         """The host path for `client_path`, or Escape. `follow` follows a symlink in the last component."""
         p = lexical(self.path, client_path)
-        if not within(self.path, p):
+        if not within(p, self.path):
             raise Escape(client_path)
         rel = p[len(self.path) :].lstrip("/")
         if not rel:
             return self.real
         parent, name = posixpath.split(posixpath.join(self.real, rel))
         real_parent = os.path.realpath(parent)
-        if not within(self.real, real_parent):
+        if not within(real_parent, self.real):
             raise Escape(client_path)
         full = posixpath.join(real_parent, name)
         if not follow:
             return full
         real = os.path.realpath(full)
-        if not within(self.real, real):
+        if not within(real, self.real):
             raise Escape(client_path)
         return real
 
@@ -180,7 +178,7 @@ class ShareSFTP(paramiko.SFTPServerInterface):
 
     def canonicalize(self, path: str) -> str:
         p = lexical(self.root.path, path)
-        return p if within(self.root.path, p) else self.root.path
+        return p if within(p, self.root.path) else self.root.path
 
     def open(self, path: str, flags: int, attr: SFTPAttributes) -> Handle | int:
         try:

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from pymachine.hostvm import image
+from support.image_cache import cached_image
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -47,16 +46,7 @@ def test_inspect_before_build_says_what_to_run(env: dict[str, str]) -> None:
 
 
 def test_inspect_json_and_cached_build(env: dict[str, str]) -> None:
-    cache = Path(env["PYMACHINE_CACHE"])
-    folder = cache / "images" / image.recipe_hash()
-    folder.mkdir(parents=True)
-    for name in ("vmlinuz", "initrd.img", "disk.qcow2"):
-        (folder / name).write_bytes(b"x")
-    image.ImageManifest(
-        kernel=folder / "vmlinuz", initrd=folder / "initrd.img", disk=folder / "disk.qcow2",
-        recipe_hash=folder.name, disk_bytes=1, virtual_bytes=2 << 30, cmdline="console=ttyS0",
-        agent_checksum="a",
-    ).save()  # fmt: skip
+    folder = cached_image(Path(env["PYMACHINE_CACHE"]))
     result = _cli("image", "inspect", "--format", "json", env=env)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)

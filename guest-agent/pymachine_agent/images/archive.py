@@ -19,17 +19,13 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import ArchiveError, ImageError, InvalidReference
 from . import oci, tarsplit
-from .reference import Reference, is_image_id, parse
+from .reference import Reference, is_image_id, parse, short_id
 from .staging import Staged, Staging, media_type_of
 
 _CHUNK = 1 << 20
 
 if TYPE_CHECKING:
     from .store import ImageStore, Progress
-
-
-def _short(digest: str) -> str:
-    return digest.removeprefix("sha256:")[:12]
 
 
 def _blob(digest: str) -> str:
@@ -118,7 +114,7 @@ def _commit(store: ImageStore, arc: Staging, images: list[_Image], progress: Pro
             if diff_id not in ready and not store.layer_has_blob(diff_id):
                 ready[diff_id] = (arc.layer(name, digest, diff_id), media_type)
     for diff_id, (staged, media_type) in ready.items():
-        progress({"status": "Loading layer", "id": _short(diff_id), "progressDetail": {}})
+        progress({"status": "Loading layer", "id": short_id(diff_id), "progressDetail": {}})
         assert staged.layer is not None and staged.result is not None
         store.install_layer(
             staged.layer, staged.result, staged.path, staged.digest, media_type or media_type_of(staged.head)

@@ -166,6 +166,11 @@ def is_image_id(value: str) -> bool:
     return bool(_SHA256.fullmatch(value) or _HEX64.fullmatch(value))
 
 
+def short_id(digest: str) -> str:
+    """The 12 hex digits docker shows for an image id or a layer digest."""
+    return digest.removeprefix("sha256:")[:12]
+
+
 def is_id_prefix(value: str) -> bool:
     """A possible short ID (`4f3a…`, `sha256:4f3a…`): hex only, so it can never shadow a valid name lookup."""
     hexpart = value[7:] if value.startswith("sha256:") else value

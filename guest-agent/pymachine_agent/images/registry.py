@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import DigestMismatch, ImageError, ImageNotFound, RegistryError
 from . import oci
-from .reference import Reference
+from .reference import Reference, short_id
 from .regclient import RegistryClient, Response, registry_error_text
 
 if TYPE_CHECKING:
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
 _PROGRESS_STEP = 512 * 1024
 MANIFEST_LIMIT = 4 << 20  # Docker's own cap on a manifest's size
 CONFIG_LIMIT = 16 << 20
-
-
-def _short(digest: str) -> str:
-    return digest.removeprefix("sha256:")[:12]
 
 
 def client_for(store: ImageStore, ref: Reference, auth: dict[str, Any] | None) -> RegistryClient:
@@ -91,7 +87,7 @@ def _download_layer(
     diff_id: str,
     progress: Progress,
 ) -> None:
-    sid, total = _short(desc["digest"]), int(desc.get("size", 0))
+    sid, total = short_id(desc["digest"]), int(desc.get("size", 0))
     resp = client.request("GET", f"/v2/{ref.path}/blobs/{desc['digest']}", _scope(ref))
     _check(resp, (200,), f"layer {desc['digest']}", ref)
     done = [0, 0]
@@ -149,9 +145,9 @@ def pull(store: ImageStore, ref: Reference, auth: dict[str, Any] | None, progres
     todo = []
     for desc, diff_id in zip(layer_descs, diff_ids, strict=True):
         if store.layer_has_blob(diff_id):
-            progress({"status": "Already exists", "progressDetail": {}, "id": _short(desc["digest"])})
+            progress({"status": "Already exists", "progressDetail": {}, "id": short_id(desc["digest"])})
         else:
-            progress({"status": "Pulling fs layer", "progressDetail": {}, "id": _short(desc["digest"])})
+            progress({"status": "Pulling fs layer", "progressDetail": {}, "id": short_id(desc["digest"])})
             todo.append((desc, diff_id))
     for desc, diff_id in todo:
         _download_layer(store, client, ref, desc, diff_id, progress)
@@ -279,13 +275,13 @@ def push(store: ImageStore, ref: Reference, auth: dict[str, Any] | None, progres
     config_bytes = store.read_blob(image_id)
     diff_ids = store.record(image_id)["layers"]
     for diff_id in diff_ids:
-        progress({"status": "Preparing", "progressDetail": {}, "id": _short(diff_id)})
+        progress({"status": "Preparing", "progressDetail": {}, "id": short_id(diff_id)})
     layer_descs = []
     for diff_id in diff_ids:
         digest, media_type, size = _gzip_blob(store, diff_id)
-        _upload(client, ref, digest, store.blob_path(digest), size, _short(diff_id), progress)
+        _upload(client, ref, digest, store.blob_path(digest), size, short_id(diff_id), progress)
         layer_descs.append({"mediaType": media_type, "size": size, "digest": digest})
-    _upload(client, ref, image_id, config_bytes, len(config_bytes), _short(image_id), progress)
+    _upload(client, ref, image_id, config_bytes, len(config_bytes), short_id(image_id), progress)
     use_oci = any("zstd" in d["mediaType"] or ".oci." in d["mediaType"] for d in layer_descs)
     manifest = {
         "schemaVersion": 2,

@@ -7,14 +7,10 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ImageConflict, InvalidReference
-from .reference import Reference, is_id_prefix, is_image_id, parse
+from .reference import Reference, is_id_prefix, is_image_id, parse, short_id
 
 if TYPE_CHECKING:
     from .store import ImageStore, InUse
-
-
-def _short(image_id: str) -> str:
-    return image_id.removeprefix("sha256:")[:12]
 
 
 def _by_name(store: ImageStore, ref: str) -> Reference | None:
@@ -60,7 +56,7 @@ def remove(
         if not remaining_tags and users and not force:
             raise ImageConflict(
                 f'conflict: unable to remove repository reference "{named.familiar}" (must force) - '
-                f"container {users[0][:12]} is using its referenced image {_short(image_id)}"
+                f"container {users[0][:12]} is using its referenced image {short_id(image_id)}"
             )
         doomed = [named]
         if not remaining_tags:
@@ -74,12 +70,12 @@ def remove(
         repos = {r.name for r in tags + digests}
         if len(repos) > 1 and not force:
             raise ImageConflict(
-                f"conflict: unable to delete {_short(image_id)} (must be forced) - "
+                f"conflict: unable to delete {short_id(image_id)} (must be forced) - "
                 "image is referenced in multiple repositories"
             )
         if users and not force:
             raise ImageConflict(
-                f"conflict: unable to delete {_short(image_id)} (must be forced) - "
+                f"conflict: unable to delete {short_id(image_id)} (must be forced) - "
                 f"image is being used by container {users[0][:12]}"
             )
         records += _untag(store, tags + digests)
