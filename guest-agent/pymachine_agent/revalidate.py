@@ -32,7 +32,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 
-from . import mountinfo
+from . import mountinfo, shares  # shares imports this module: use shares.within at call time only
 from .runtime import libc
 
 log = logging.getLogger("pymachine_agent.revalidate")
@@ -53,8 +53,7 @@ def plan(paths: Iterable[str], table: list[tuple[str, str]]) -> dict[str, set[st
         path = os.path.normpath(raw)
         point, fstype = "", ""
         for p, f in table:  # the deepest mount holding the path; a later one at the same point is on top
-            rel = os.path.relpath(path, p)
-            if rel != ".." and not rel.startswith("../") and len(p) >= len(point):
+            if shares.within(path, p) and len(p) >= len(point):
                 point, fstype = p, f
         if fstype == FSTYPE:
             out.setdefault(point, set()).add(os.path.relpath(path, point))
