@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import struct
@@ -189,21 +190,25 @@ def measure(mib: int, repeat: int, out: Path | None) -> None:
         "-chardev", f"socket,id=chan0,path={chan_sock},server=on,wait=off",
         "-device", f"virtserialport,bus=vser0.0,chardev=chan0,name={PORT_NAME}",
     ]  # fmt: skip
-    with boot_guest(manifest, work / "vm", cpus=2, memory_mib=1024, boot_timeout=900, extra_args=extra) as g:
-        keep, dev = start_guest_end(g)
-        ports = {"fwd": free_port(), "dnat": free_port(), "ssh": free_port()}
-        hmp(g, f"hostfwd_add net0 tcp:127.0.0.1:{ports['fwd']}-:{wire.TCP_PORT}")
-        hmp(g, f"hostfwd_add net0 tcp:127.0.0.1:{ports['dnat']}-:{wire.DNAT_PORT}")
-        tunnel = ssh_tunnel(g, work, ports["ssh"])
-        port_sock = socket.socket(socket.AF_UNIX)
-        port_sock.connect(str(chan_sock))
-        try:
-            results = run_rounds(g.process.pid, ports, port_sock, size, repeat, out)
-        finally:
-            port_sock.close()
-            tunnel.terminate()
-            tunnel.wait(10)
-            keep.close()  # type: ignore[attr-defined]
+    try:
+        boot = boot_guest(manifest, work / "vm", cpus=2, memory_mib=1024, boot_timeout=900, extra_args=extra)
+        with boot as g:
+            keep, dev = start_guest_end(g)
+            ports = {"fwd": free_port(), "dnat": free_port(), "ssh": free_port()}
+            hmp(g, f"hostfwd_add net0 tcp:127.0.0.1:{ports['fwd']}-:{wire.TCP_PORT}")
+            hmp(g, f"hostfwd_add net0 tcp:127.0.0.1:{ports['dnat']}-:{wire.DNAT_PORT}")
+            tunnel = ssh_tunnel(g, work, ports["ssh"])
+            port_sock = socket.socket(socket.AF_UNIX)
+            port_sock.connect(str(chan_sock))
+            try:
+                results = run_rounds(g.process.pid, ports, port_sock, size, repeat, out)
+            finally:
+                port_sock.close()
+                tunnel.terminate()
+                tunnel.wait(10)
+                keep.close()  # type: ignore[attr-defined]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the overlay, the sockets
     report(results, mib, repeat, dev)
 
 
