@@ -18,7 +18,7 @@ import socket
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,7 +184,14 @@ def wait_for_banner(port: int, process: subprocess.Popen[bytes], timeout: float,
 
 
 def qemu_argv(
-    image: ImageManifest, disk: Path, seed: Path, ssh_port: int, console: Path, memory_mib: int, cpus: int
+    image: ImageManifest,
+    disk: Path,
+    seed: Path,
+    ssh_port: int,
+    console: Path,
+    memory_mib: int,
+    cpus: int,
+    extra: Sequence[str] = (),
 ) -> list[str]:
     return [
         "qemu-system-x86_64",
@@ -202,6 +209,7 @@ def qemu_argv(
         "-drive", f"file={seed},if=virtio,format=raw,readonly=on",
         "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0",
+        *extra,
     ]  # fmt: skip
 
 
@@ -215,8 +223,10 @@ def boot_guest(
     disk_bytes: int | None = None,
     hostname: str = "pmtest",
     boot_timeout: float = 180,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[BootedGuest]:
-    """Boot the image on a throwaway overlay; QEMU is always killed on exit."""
+    """Boot the image on a throwaway overlay; QEMU is always killed on exit. `extra_args` go to QEMU after
+    the standard devices (bench/channel_probe.py adds a virtio-serial port)."""
     workdir.mkdir(parents=True, exist_ok=True)
     disk = workdir / "overlay.qcow2"
     create = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image.disk), str(disk)]
@@ -227,7 +237,7 @@ def boot_guest(
     seed = make_seed(workdir / "seed.tar", hostname, client, host)
     port = free_port()
     console = workdir / "console.log"
-    argv = qemu_argv(image, disk, seed, port, console, memory_mib, cpus)
+    argv = qemu_argv(image, disk, seed, port, console, memory_mib, cpus, extra_args)
     started = time.monotonic()
     process = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
