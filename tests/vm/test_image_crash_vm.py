@@ -23,6 +23,8 @@ import pytest
 from support.hostagent_vm import VmMachine, booted_machine, env_of, wait_for
 from support.registry import busybox_layer, docker_archive, entry, file, tar_bytes
 
+from pymachine.hostvm.drivers import procscan
+
 FILES = 40  # small files besides one large one: ext4 loses each one's delayed data alike
 
 
@@ -31,14 +33,6 @@ def cm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmMachine]:
     base = tmp_path_factory.mktemp("rc")
     with booted_machine(base, "robustcrash", home_mount=False) as machine, env_of(machine):
         yield machine
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def test_a_load_survives_qemu_killed_as_it_returns(cm: VmMachine, tmp_path: Path) -> None:
@@ -56,7 +50,7 @@ def test_a_load_survives_qemu_killed_as_it_returns(cm: VmMachine, tmp_path: Path
     qemu = int((cm.home / "m" / cm.name / "qemu.pid").read_text())
     assert "Loaded image: crash:1" in cm.docker("load", "-i", str(archive), timeout=600).stdout
     os.kill(qemu, signal.SIGKILL)  # as a power cut: what the guest had not flushed is gone
-    wait_for(lambda: gone(qemu), "QEMU to be gone", 30)
+    wait_for(lambda: not procscan.alive(qemu), "QEMU to be gone", 30)
     start = cm.pymachine("start", cm.name)
     print(start.stdout, start.stderr, file=sys.stderr)
 
