@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shlex
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -173,7 +174,7 @@ def check_shares(shares: list[Share], problems: list[Problem], label: str = "sha
             problems.append(Problem(label, f"'{norm}' {why}, share a folder of your own instead"))
             continue
         if not os.path.isdir(norm):
-            problems.append(Problem(label, f"'{norm}' does not exist or is not a folder"))
+            problems.append(_not_a_folder(label, norm))
             continue
         if share.sync and share.readonly:
             problems.append(Problem(label, f"'{norm}': a sync share is read-write (drop :ro or sync)"))
@@ -186,6 +187,19 @@ def check_shares(shares: list[Share], problems: list[Problem], label: str = "sha
             continue
         out.append(Share(norm, share.readonly, share.sync))
     return out
+
+
+def _not_a_folder(label: str, path: str) -> Problem:
+    if os.path.lexists(path):
+        parent = os.path.dirname(path)
+        return Problem(
+            label, f"'{path}' is not a folder", f"share a folder, e.g. the one holding it: {parent}"
+        )
+    return Problem(
+        label,
+        f"'{path}' does not exist on this host",
+        f"create the folder first (mkdir -p {shlex.quote(path)}) or correct the path",
+    )
 
 
 def _system_folder(path: str) -> str | None:
@@ -235,9 +249,18 @@ class MachineConfig:
 class Problem:
     field: str
     message: str
+    hint: str = ""  # what to do, when this problem knows better than its field's general hint
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
+
+
+def hint_for(problems: list[Problem], general: str) -> str:
+    """The hint of an error listing `problems`: each problem's own hint, and `general` for those without."""
+    hints = [p.hint for p in problems if p.hint]
+    if len(hints) < len(problems):
+        hints.append(general)
+    return "; ".join(dict.fromkeys(hints))
 
 
 def build(
@@ -318,7 +341,9 @@ def build(
         listed = "".join(f"\n  {p}" for p in problems) if len(problems) > 1 else f" {problems[0]}"
         raise UsageError(
             "invalid machine settings:" + listed,
-            hint="fix the fields above; sizes take a unit (512M, 2G), names look like 'dev-1'",
+            hint=hint_for(
+                problems, "fix the fields above; sizes take a unit (512M, 2G), names look like 'dev-1'"
+            ),
             problems=[(p.field, p.message) for p in problems],
         )
     assert mem is not None and size is not None

@@ -140,9 +140,12 @@ def plan(cfg: MachineConfig, request: SettingsRequest, limits: HostLimits) -> Pl
     if problems:
         raise UsageError(
             f"invalid settings for machine '{cfg.name}': " + "; ".join(str(p) for p in problems),
-            hint=f"see the shares with: pymachine mount list {cfg.name}"
-            if all(p.field == request.share_field for p in problems)
-            else "fix the fields above; sizes take a unit (4G, 512M); the disk can only grow",
+            hint=cfgmod.hint_for(
+                problems,
+                f"see the shares with: pymachine mount list {cfg.name}"
+                if all(p.field == request.share_field for p in problems)
+                else "fix the fields above; sizes take a unit (4G, 512M); the disk can only grow",
+            ),
             problems=[(p.field, p.message) for p in problems],
         )
     added = [s for s in shares if s not in cfg.shares]

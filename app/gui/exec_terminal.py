@@ -104,8 +104,12 @@ class ExecTerminal(QWidget):
                 if text:
                     emit(text)
         finally:
-            code = self._exit_code(dc)
+            # Stopped (another container, the window closing): nobody reads the code, and asking for it (up to
+            # 20 exec_inspect round trips while the shell notices its closed stdin) kept the thread alive past
+            # the exit's wait for retired threads, so Qt aborted the process ("QThread: Destroyed while thread
+            # '' is still running", make_screenshots.py's exit 134).
             if not stopped():
+                code = self._exit_code(dc)
                 emit(f"\r\n[shell ended{f' with exit code {code}' if code is not None else ''}]\r\n")
 
     def _exit_code(self, dc: Any) -> int | None:

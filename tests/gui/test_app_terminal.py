@@ -138,6 +138,31 @@ def test_a_real_tty_shell(qtbot, gui_home: Path, agent_engine) -> None:
         c.remove(force=True)
 
 
+def test_a_stopped_terminal_does_not_wait_for_the_shells_exit(qtbot, gui_home: Path, agent_engine) -> None:
+    """Stopping (another container selected, the window closing) ends the stream's thread at once: it does
+    not ask the engine for the exit code nobody will see. It did, up to 20 times, and outlived the exit's
+    wait for retired threads: Qt aborted make_screenshots.py at its end (exit 134)."""
+    dc = engine_factory(agent_engine)("m")
+    c = agent_engine.client().containers.run(
+        "pymachine/busybox", ["sleep", "600"], name="gui-tty-stop", detach=True
+    )
+    try:
+        term = ExecTerminal()
+        qtbot.addWidget(term)
+        term.open(dc, c.id, "gui-tty-stop")
+        qtbot.waitUntil(term.input.isEnabled, timeout=30000)
+        asked: list[str] = []
+        real = dc.api.exec_inspect
+        dc.api.exec_inspect = lambda exec_id: (asked.append(exec_id), real(exec_id))[1]
+        thread = term.thread
+        assert thread is not None
+        term.stop()  # the shell is still running: its stdin closes with the socket
+        qtbot.waitUntil(thread.isFinished, timeout=30000)
+        assert asked == []
+    finally:
+        c.remove(force=True)
+
+
 def test_runs_of_text_fit_their_cells(qtbot) -> None:
     """A run is drawn as one string: its width must be its cells' (top's reverse-video header lost its last
     letter when the cell width was the font's advance rounded down)."""

@@ -62,7 +62,7 @@ def test_the_shares_rules_are_the_ones_of_create(tmp_path: Path) -> None:
         (str(tmp_path / "a"), "is already shared"),
         (str(tmp_path / "a" / "in"), "overlaps the share"),
         ("/etc", "is a system folder"),
-        (str(tmp_path / "missing"), "does not exist or is not a folder"),
+        (str(tmp_path / "missing"), "does not exist on this host"),
     ):
         with pytest.raises(UsageError, match=why):
             ms.plan(cfg, ms.SettingsRequest(add_shares=(path,)), HOST)
@@ -200,6 +200,21 @@ def test_pymachine_set_renders_the_change_and_the_errors(
     assert "disk: can only grow: it is 64M now, got 1M" in err and "\nhint: " in err
     assert main(["set", machine]) == 2
     assert "error: nothing to set" in capsys.readouterr().err
+
+
+def test_mount_add_of_a_missing_folder_says_so_and_how_to_fix_it(
+    machine: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "not made yet"
+    assert main(["mount", "add", machine, str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"mount: '{missing}' does not exist on this host" in err, err
+    # the hint is about the cause, not the shares list it used to point at
+    assert f"hint: create the folder first (mkdir -p '{missing}') or correct the path" in err, err
+    (tmp_path / "file").write_text("x")
+    assert main(["mount", "add", machine, str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err
+    assert f"'{tmp_path / 'file'}' is not a folder" in err and f"the one holding it: {tmp_path}" in err, err
 
 
 def test_on_a_terminal_set_asks_before_throwing_a_saved_state_away(machine: str) -> None:

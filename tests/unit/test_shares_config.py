@@ -58,7 +58,7 @@ def test_mounts_parse_ro_and_normalise(tmp_path: Path) -> None:
         ("/usr/share:ro", "'/usr/share' is inside the system folder /usr"),
         ("/proc", "'/proc' is a system folder"),
         ("/home", "'/home' is a system folder that holds everyone's files"),
-        ("/no/such/folder", "'/no/such/folder' does not exist or is not a folder"),
+        ("/no/such/folder", "'/no/such/folder' does not exist on this host"),
     ],
 )
 def test_bad_mounts_are_refused_with_the_field(mount: str, message: str) -> None:
@@ -69,7 +69,7 @@ def test_bad_mounts_are_refused_with_the_field(mount: str, message: str) -> None
 
 def test_a_file_is_not_a_folder(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
-    with pytest.raises(UsageError, match="does not exist or is not a folder"):
+    with pytest.raises(UsageError, match="is not a folder"):
         build(**HOST, home_mount=False, mounts=[str(tmp_path / "f")])
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from ..images.reference import short_id
 from . import context, dockerfile
 from .cache import BuildCache
 from .cachefrom import SourcedCache
@@ -145,10 +146,6 @@ class Output:
         self.emit({"errorDetail": {"code": code, "message": message}, "error": message})
 
 
-def short(image_id: str) -> str:
-    return image_id.removeprefix("sha256:")[:12]
-
-
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
@@ -249,7 +246,7 @@ class Builder:
             image_id = self.ensure_image(base)
         if image_id is None:
             return StageState(None, {})
-        self.out.stream(f" ---> {short(image_id)}\n")
+        self.out.stream(f" ---> {short_id(image_id)}\n")
         image_config = self.store.config(image_id)
         state = StageState(image_id, base_config(image_config))
         triggers = list((image_config.get("config") or {}).get("OnBuild") or [])
@@ -339,13 +336,13 @@ def run_build(
         image_id = builder.build(df)
         log.debug(
             "build %s: context %.3f s (%d files), steps %.3f s",
-            short(image_id), unpacked - started, len(digests), time.monotonic() - unpacked,
+            short_id(image_id), unpacked - started, len(digests), time.monotonic() - unpacked,
         )  # fmt: skip
         if params.quiet:
             emit({"stream": image_id + "\n"})
         else:
             emit({"aux": {"ID": image_id}})
-        out.stream(f"Successfully built {short(image_id)}\n")
+        out.stream(f"Successfully built {short_id(image_id)}\n")
         for ref in refs:
             ref = ref.with_tag(ref.tag or "latest") if not ref.digest else ref
             if not _tagged(store, str(ref), image_id):  # a cached rebuild rewrites nothing

@@ -10,6 +10,7 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pymachine_agent.images.reference import short_id
 from pymachine_agent.runtime.user import resolve as resolve_user
 
 from .cache import hash_paths, step_key
@@ -45,14 +46,14 @@ class StageRunner:
                     self.b.cache.put(key, hit)  # the next build finds it without --cache-from
             if not hit:
                 return False
-        self.b.out.stream(f" ---> Using cache\n ---> {_short(hit)}\n")
+        self.b.out.stream(f" ---> Using cache\n ---> {short_id(hit)}\n")
         state.image_id = hit
         return True
 
     def record(self, key: str, image_id: str, state: StageState) -> None:
         self.b.cache.put(key, image_id)
         self.b.fresh[key] = image_id
-        self.b.out.stream(f" ---> {_short(image_id)}\n")
+        self.b.out.stream(f" ---> {short_id(image_id)}\n")
         state.image_id = image_id
 
     def scratch_dir(self) -> Path:
@@ -75,7 +76,7 @@ class StageRunner:
             else:
                 self.b.cache.put(key, parent)
             if parent:
-                self.b.out.stream(f" ---> {_short(parent)}\n")
+                self.b.out.stream(f" ---> {short_id(parent)}\n")
         elif ins.cmd == "RUN":
             self.run_step(ins, state)
         elif ins.cmd in ("COPY", "ADD"):
@@ -322,7 +323,3 @@ def _is_url(src: str) -> bool:
         return True
     at = low.rfind(".git#")
     return at >= 0 and "\n" not in src[at:].removesuffix("\n")
-
-
-def _short(image_id: str) -> str:
-    return image_id.removeprefix("sha256:")[:12]

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from .. import atomic
 from ..errors import DigestMismatch, ImageError
-from . import layers, oci, tarsplit
+from . import durable, layers, oci, tarsplit
 from .oci import copy_verified
 
 _TMP_PREFIX = "work-"
@@ -47,6 +47,8 @@ class ContentStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock = threading.RLock()
+        self._placed = 0  # layers and blobs put in place since the last flush (flush_placed)
+        self._flushing = threading.Lock()
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -107,7 +109,23 @@ class ContentStore:
         """Move an already verified file into the blob store."""
         path = self.blob_path(digest)
         os.replace(tmp_file, path)
+        self._note_placed()
         return path
+
+    def _note_placed(self) -> None:
+        with self._lock:
+            self._placed += 1
+
+    def flush_placed(self) -> None:
+        """Put every layer and blob placed so far on the disk (one syncfs, when any was placed since the last
+        flush): called before an image record names them, so that a record never outlives its files' data
+        in a power cut (images/durable.py). A second caller waits for a flush in progress, which covers
+        what it placed before that flush began."""
+        with self._flushing:
+            with self._lock:
+                placed, self._placed = self._placed, 0
+            if placed:
+                atomic.sync_filesystem(self.root)
 
     def layer_root(self, diff_id: str) -> Path:
         return self.root / "layers" / digest_hex(diff_id)
@@ -162,6 +180,7 @@ class ContentStore:
             "size": result.size,
             "tar_size": result.tar_size,
             "blobs": {blob[0]: blob[1]} if blob else {},
+            durable.FLUSHED: True,  # no image names it before flush_placed: never checked at open
         }
         atomic_write(work / "layer.json", json.dumps(meta, indent=1).encode())
         with self.locked():
@@ -170,6 +189,7 @@ class ContentStore:
                 if dest.exists():  # debris of an interrupted rename: never referenced, safe to drop
                     shutil.rmtree(dest)
                 os.rename(work, dest)
+                self._note_placed()
                 return meta
         if blob:
             self.add_layer_blob(result.diff_id, *blob)

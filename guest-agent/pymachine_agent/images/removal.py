@@ -89,6 +89,15 @@ def remove(
     return records
 
 
+def forget(store: ImageStore, image_id: str) -> list[str]:
+    """Untag and delete `image_id` whatever uses it (its layer is gone bad: images/durable.py); the names it
+    had (its short ID if none)."""
+    tags, digests = store.refs_of(image_id)
+    _untag(store, tags + digests)
+    store.delete_image(image_id)
+    return [r.familiar for r in tags] or [short_id(image_id)]
+
+
 def _prune_parents(store: ImageStore, parent: str, in_use: InUse | None) -> list[dict[str, str]]:
     """dockerd's rmi (unless `noprune`): the build's intermediate images above a deleted image go too, one
     by one up the chain, while each has no name, no other child image and no container."""

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 from .. import atomic
 from ..errors import ImageError, ImageNotFound, InvalidReference
-from . import views
+from . import durable, views
 from .content import ContentStore, atomic_write, digest_hex
 from .reference import Reference, is_id_prefix, is_image_id, parse
 
@@ -53,6 +53,7 @@ class ImageStore(ContentStore):
         from . import removal
 
         removal.sweep(self)  # layers and blobs a crash left without an image
+        durable.check_unflushed(self)  # layers an older agent wrote: whole, or removed with their images
 
     # ---- image records and tags ---------------------------------------------------------------------
     def _image_path(self, image_id: str) -> Path:
@@ -93,6 +94,7 @@ class ImageStore(ContentStore):
         if missing:
             raise ImageError(f"image config refers to layers that were not unpacked: {', '.join(missing)}")
         image_id = self.write_blob(config_bytes)
+        self.flush_placed()  # the layers' files are on the disk before a record names them
         with self.locked():
             path = self._image_path(image_id)
             if not path.exists():

@@ -157,7 +157,8 @@ class _Files:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size != size:
             os.close(fd)
-            raise ImageError(f"layer file {rel} changed since the layer was loaded (not a {size}-byte file)")
+            what = f"{st.st_size} bytes" if stat.S_ISREG(st.st_mode) else "not a regular file"  # of `size`
+            raise ImageError(f"layer file {rel} changed since the layer was loaded ({what}, not {size})")
         return fd
 
 
@@ -195,7 +196,12 @@ class SplitTar(io.RawIOBase):
 
     def check(self) -> None:
         """Every file the index names is still there as recorded (ImageError naming the first that is not):
-        `save` checks before its first byte, so that a failure is still a status, not a cut archive."""
+        `save` checks before its first byte, so that a failure is still a status, not a cut archive; the
+        image store at open, for a layer a crash may have left incomplete (images/durable.py)."""
+        raw = sum(r for r, _p, _s in self._segments) + self._tail
+        have = os.fstat(self._raw.fileno()).st_size
+        if have != raw:
+            raise ImageError(f"the layer's {RAW} holds {have} bytes, not the {raw} its index records")
         for _raw, rel, size in self._segments:
             os.close(self._files.open(rel, size))
 

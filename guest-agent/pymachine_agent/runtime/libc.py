@@ -1,4 +1,5 @@
-"""ctypes bindings for the syscalls Python 3.11 lacks (unshare, setns, mount, pivot_root, capset, prctl)."""
+"""ctypes bindings for the syscalls Python 3.11 lacks (unshare, setns, mount, pivot_root, capset, prctl,
+syncfs)."""
 
 from __future__ import annotations
 
@@ -87,6 +88,12 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
+
+
+def syncfs(fd: int) -> None:
+    """Write back everything dirty of the filesystem holding `fd` (Python 3.11 has os.sync, for all of them,
+    shares included, but no os.syncfs)."""
+    _check(_libc.syncfs(ctypes.c_int(fd)), "syncfs")
 
 
 def sethostname(name: str) -> None:
