@@ -368,8 +368,8 @@ class Agent:
                     raise OSError(f"date -s failed in the guest: {err.strip() or status}")
                 self.clock["resyncs"] += 1
                 self.events.emit("clock", skew=round(skew, 3), ok=True)
-        except (paramiko.SSHException, OSError, ValueError) as exc:
-            self.events.emit("clock", ok=False, error=str(exc))
+        except (paramiko.SSHException, OSError, EOFError, ValueError) as exc:  # EOFError: the session ended
+            self.events.emit("clock", ok=False, error=str(exc) or type(exc).__name__)
         return dict(self.clock)
 
     def _sync_clock_after_hello(self, transport: paramiko.Transport) -> None:

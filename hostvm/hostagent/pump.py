@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 
+from paramiko import SSHException
 from paramiko.channel import Channel
 
 log = logging.getLogger(__name__)
@@ -121,11 +122,12 @@ def splice(
         up.join(timeout=30)
         try:
             chan.close()
-        finally:
-            try:
-                sock.close()
-            except OSError:
-                pass
+        except (EOFError, OSError, SSHException):
+            pass  # the link died under this connection (paramiko raises EOFError then): nothing left to close
+        try:
+            sock.close()
+        except OSError:
+            pass
         up.join(timeout=1)
 
     t = threading.Thread(target=run, name=name, daemon=True)

@@ -97,6 +97,10 @@ class UdpRelay:
                 data, addr = self.sock.recvfrom(65535)
             except OSError:
                 return
+            if self._stop.is_set():
+                # stop() came while we waited: the owner's shutdown woke the receive with (b"", None), which
+                # is no datagram, and the port is closed anyway: relay nothing, open no channel.
+                return
             cid = self._clients.get(addr)
             if cid is None:
                 cid = len(self._clients) + 1

@@ -245,3 +245,26 @@ def test_ps_row_shows_the_address_the_host_agent_really_bound() -> None:
     assert row["Ports"] == "127.0.0.1:8080->80/tcp, 53/udp"
     assert containers.summary(Row())["Ports"].startswith("0.0.0.0:8080->80/tcp")  # type: ignore[arg-type]
     assert (row["ID"], row["Command"], row["Status"]) == ("c" * 12, "httpd -f", "Running")
+
+
+class _EndedTransport:
+    """A paramiko transport whose session ended (sshd restarted): opening a channel raises EOFError."""
+
+    def open_session(self, timeout: float | None = None) -> None:
+        raise EOFError()
+
+
+def test_a_clock_check_on_a_link_that_just_ended_reports_it_as_an_event() -> None:
+    """Seen in the privileged tier (sshd restart test) as an unhandled EOFError in the clock thread."""
+    from types import SimpleNamespace
+
+    from pymachine.hostvm.hostagent.daemon import Agent
+
+    emitted: list[dict] = []
+    agent = SimpleNamespace(
+        clock={"last_check": None, "skew": None, "resyncs": 0},
+        set_clock=True,
+        events=SimpleNamespace(emit=lambda kind, **kw: emitted.append({"kind": kind, **kw})),
+    )
+    Agent.sync_clock(agent, _EndedTransport())  # type: ignore[arg-type]
+    assert [e["kind"] for e in emitted] == ["clock"] and emitted[0]["ok"] is False

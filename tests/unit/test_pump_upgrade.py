@@ -38,3 +38,34 @@ def test_the_stream_waits_until_the_client_read_the_headers() -> None:
     while chunk := client.recv(8192):
         got.append(chunk)
     assert first == HEAD and b"".join(got) == b"hello\n"
+
+
+class _DeadLinkChan:
+    """A channel whose SSH transport died (a guest agent restart, a VM gone): paramiko's reads end, and its
+    writes, half-close and close raise EOFError from the closed transport socket."""
+
+    def recv(self, _n: int) -> bytes:
+        return b""
+
+    def sendall(self, _data: bytes) -> None:
+        raise EOFError()
+
+    def shutdown_write(self) -> None:
+        raise EOFError()
+
+    def close(self) -> None:
+        raise EOFError()
+
+
+def test_a_connection_whose_link_died_ends_without_an_error_in_its_thread(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Seen as an unhandled EOFError in the docker-fwd thread in the privileged tier (the guest agent restart
+    test): the socket was closed anyway, but the error escaped the thread."""
+    escaped: list[type[BaseException]] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(args.exc_type))
+    host, client = socket.socketpair()
+    client.close()  # the client went too: nothing keeps the up direction open
+    done = pump.splice(host, _DeadLinkChan(), name="docker-fwd")  # type: ignore[arg-type]
+    done.join(timeout=60)
+    assert not done.is_alive()
+    assert escaped == []
+    assert host.fileno() == -1  # the host side is closed all the same
