@@ -10,36 +10,38 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QObject, Slot
 from support.gui import wait_idle
 
 from pymachine.hostvm import machines, paths
 
-pytest.importorskip("PySide6.QtDBus")
-from PySide6.QtDBus import QDBusConnection  # noqa: E402
+pytest.importorskip("PySide6.QtDBus")  # the notification daemon (support/notify_server.py) uses it
 
 from pymachine.app.gui.main_window import MainWindow  # noqa: E402
 from pymachine.app.gui.notify import Note, Notifier, desktop_command  # noqa: E402
 
-KEEP: list[QObject] = []
+SERVER = Path(__file__).parent.parent / "support" / "notify_server.py"
 
 
-class NotificationServer(QObject):
-    """org.freedesktop.Notifications as a desktop's notification daemon offers it (Notify only)."""
+class NotificationServer:
+    """What the notification daemon (support/notify_server.py, a process of its own) was sent, in order."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.got: list[tuple[str, str, str, dict[str, Any], int]] = []
+    def __init__(self, record: Path) -> None:
+        self.record = record
 
-    @Slot(str, "uint", str, str, str, "QStringList", "QVariantMap", int, result="uint")
-    def Notify(self, app, _replaces, _icon, summary, body, _actions, hints, timeout):  # noqa: ANN001, ANN201, N802
-        self.got.append((app, summary, body, dict(hints), timeout))
-        return len(self.got)
+    @property
+    def got(self) -> list[tuple[str, str, str, dict[str, Any], int]]:
+        if not self.record.exists():
+            return []
+        lines = self.record.read_text(encoding="utf-8").splitlines()
+        return [
+            tuple(json.loads(line)) for line in lines if line.endswith("]")
+        ]  # a line being written: later
 
 
 @pytest.fixture
@@ -58,24 +60,19 @@ def session_bus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Not
     assert out.returncode == 0, out.stderr
     address, pid = out.stdout.split()[0], int(out.stdout.split()[1])
     monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", address)  # what the app's gdbus call connects to
-    bus = QDBusConnection.connectToBus(address, f"notify-test-{pid}")
-    server = NotificationServer()
+    record = tmp_path / "notifications.jsonl"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    server = subprocess.Popen(
+        [sys.executable, str(SERVER), address, str(record)], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
-        assert bus.registerObject(
-            "/org/freedesktop/Notifications",
-            "org.freedesktop.Notifications",
-            server,
-            QDBusConnection.RegisterOption.ExportAllSlots,
-        )
-        assert bus.registerService("org.freedesktop.Notifications")
-        yield server
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == "ready", "the notification daemon did not take its name"
+        yield NotificationServer(record)
     finally:
-        bus.unregisterService("org.freedesktop.Notifications")
-        bus.unregisterObject("/org/freedesktop/Notifications")
-        del bus
-        QDBusConnection.disconnectFromBus(f"notify-test-{pid}")
+        server.kill()
+        server.wait(timeout=30)
         os.kill(pid, signal.SIGTERM)
-        KEEP.append(server)  # never freed under the bus's thread
 
 
 def _broken_machine(home: Path, name: str) -> None:
