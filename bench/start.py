@@ -12,6 +12,7 @@ where the time goes.
 the `machines.start` call (in-process: a CLI's own ~0.4 s Python start is not counted) to that answer.
 
     python bench/start.py [--runs 5] [--driver libvirt|qemu] [--mount DIR] [--resume-only | --cold-only]
+                          [--name PREFIX]
 """
 
 from __future__ import annotations
@@ -160,11 +161,12 @@ def main() -> int:
     ap.add_argument("--mount", action="append", default=[], help="share this folder (default: none)")
     ap.add_argument("--resume-only", action="store_true", help="no cold boots (quick runs while tuning)")
     ap.add_argument("--cold-only", action="store_true", help="no saves and resumes (cold boots only)")
+    ap.add_argument("--name", default="bs", help="machine name prefix (the process id is appended)")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="pmbs", dir="/var/tmp"))
     os.environ["PYMACHINE_HOME"] = str(home)
     os.environ.setdefault("PYMACHINE_CACHE", "/var/tmp/pymachine-test-cache")
-    name = f"bs-{os.getpid()}"
+    name = f"{args.name}-{os.getpid()}"
     # kind -> seconds per run; "parked": the host agent kept across the saving stop (the default path),
     # "restarted": the agent stopped before the stop and started again by the resume (the path before it)
     took: dict[str, list[float]] = {}
