@@ -177,6 +177,15 @@ def ssh_tunnel(guest: BootedGuest, workdir: Path, local: int) -> subprocess.Pope
     return subprocess.Popen(argv)
 
 
+def serial_port_args(sock_path: Path) -> list[str]:
+    """QEMU arguments for one virtio-serial port named PORT_NAME, its host end a socket QEMU listens on."""
+    return [
+        "-device", "virtio-serial-pci,id=vser0",
+        "-chardev", f"socket,id=chan0,path={sock_path},server=on,wait=off",
+        "-device", f"virtserialport,bus=vser0.0,chardev=chan0,name={PORT_NAME}",
+    ]  # fmt: skip
+
+
 def measure(mib: int, repeat: int, out: Path | None) -> None:
     from pymachine.hostvm import image
 
@@ -185,11 +194,7 @@ def measure(mib: int, repeat: int, out: Path | None) -> None:
     size = mib * 1024 * 1024
     work = Path(tempfile.mkdtemp(prefix="chan-"))
     chan_sock = work / "chan.sock"
-    extra = [
-        "-device", "virtio-serial-pci,id=vser0",
-        "-chardev", f"socket,id=chan0,path={chan_sock},server=on,wait=off",
-        "-device", f"virtserialport,bus=vser0.0,chardev=chan0,name={PORT_NAME}",
-    ]  # fmt: skip
+    extra = serial_port_args(chan_sock)
     try:
         boot = boot_guest(manifest, work / "vm", cpus=2, memory_mib=1024, boot_timeout=900, extra_args=extra)
         with boot as g:

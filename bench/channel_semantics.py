@@ -57,11 +57,7 @@ def main() -> int:
     manifest = image.ensure_image()
     work = Path(tempfile.mkdtemp(prefix="chan-sem-"))
     sock_path = work / "chan.sock"
-    extra = [
-        "-device", "virtio-serial-pci,id=vser0",
-        "-chardev", f"socket,id=chan0,path={sock_path},server=on,wait=off",
-        "-device", f"virtserialport,bus=vser0.0,chardev=chan0,name={probe.PORT_NAME}",
-    ]  # fmt: skip
+    extra = probe.serial_port_args(sock_path)
     try:
         boot = boot_guest(manifest, work / "vm", cpus=2, memory_mib=1024, boot_timeout=900, extra_args=extra)
         with boot as g:
