@@ -1,6 +1,6 @@
 """Reverse-sshfs shares on a real machine: the host agent mounts a host folder in the guest over the SSH link
 (hot-plugged through its control socket, the same code that mounts configured shares at connect), and
-containers use it through the real docker CLI: both directions, ownership, rename/delete, 100 MiB with
+containers use it through the real docker CLI: both directions, ownership, rename/delete, 20 MiB with
 checksums, a read-only share, escape attempts, and the mount coming back after the link is cut."""
 
 from __future__ import annotations
@@ -110,8 +110,10 @@ def test_rename_and_delete_both_ways(vm: VmMachine, share: Path) -> None:
     assert not (share / "c2").exists()
 
 
-def test_100_mib_round_trip_with_checksums(vm: VmMachine, share: Path) -> None:
-    data = os.urandom(100 * 1024 * 1024)
+def test_a_20_mib_round_trip_with_checksums(vm: VmMachine, share: Path) -> None:
+    # The issue's 100 MiB round trip over sshfs runs in test_shares_transports.py (the qemu-sshfs machine,
+    # the same mount code): here 20 MiB, many SFTP reads and writes each way, for the hot-plugged mount.
+    data = os.urandom(20 * 1024 * 1024)
     (share / "big").write_bytes(data)
     want = hashlib.sha256(data).hexdigest()
     out = sh(vm, share, "sha256sum /data/big && cp /data/big /data/big2 && sha256sum /data/big2").stdout
