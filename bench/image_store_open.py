@@ -4,9 +4,11 @@
 This builds such a store once (as root: unpacking keeps owners), then opens it in fresh processes with two
 copies of the guest agent, interleaved: `--peer` (e.g. main's guest-agent folder) and this tree's. Each open
 prints the process CPU time of `ImageStore(root)` (time.process_time: user + system, not wall) and how many
-JSON files it opened. Medians of --runs opens each; the load average beside them.
+JSON files it opened. Medians of --runs opens each; the load average beside them. With --agent, also the
+whole agent's start on that store (tests/support/agent.py, as the privileged tier starts it): the agent
+process's CPU (/proc/PID/schedstat) when it first answers /_ping.
 
-    python bench/image_store_open.py --peer /work/main/guest-agent [--runs 15]
+    python bench/image_store_open.py --peer /work/main/guest-agent [--runs 15] [--agent]
 """
 
 from __future__ import annotations
@@ -79,12 +81,25 @@ def open_once(code: Path, root: Path) -> dict[str, float]:
     return json.loads(out.stdout)
 
 
+def agent_start_cpu(code: Path, base: Path) -> float:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from support import agent as support_agent
+
+    support_agent.AGENT_SRC = code  # type: ignore[misc]
+    agent = support_agent.start_agent(base)
+    try:
+        return int(Path(f"/proc/{agent.proc.pid}/schedstat").read_text().split()[0]) / 1e9
+    finally:
+        agent.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--peer", required=True, help="a guest-agent folder to compare with (main's)")
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--images", type=int, default=50)
     ap.add_argument("--layers", type=int, default=4, help="layers of each image (none shared)")
+    ap.add_argument("--agent", action="store_true", help="also the whole agent's start (root)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="store-open-") as tmp:
         root = Path(tmp) / "images"
@@ -100,6 +115,17 @@ def main() -> None:
             print(f"{name:5} median CPU {cpu:6.1f} ms  json files opened {reads:.0f}")
         peer, this = (statistics.median(r["cpu"] for r in results[k]) for k in ("peer", "this"))
         print(f"this/peer CPU {this / peer:.2f}  loadavg {Path('/proc/loadavg').read_text().split()[:3]}")
+        if args.agent:
+            base = Path(tmp)  # the agent's store is base/state/images: the one built above
+            (base / "state").mkdir()
+            root.rename(base / "state" / "images")
+            starts: dict[str, list[float]] = {"peer": [], "this": []}
+            for _ in range(args.runs):
+                starts["peer"].append(agent_start_cpu(Path(args.peer), base))
+                starts["this"].append(agent_start_cpu(HERE, base))
+            for name, cpus in starts.items():
+                print(f"{name:5} agent start: median CPU {statistics.median(cpus) * 1000:6.1f} ms")
+            print(f"loadavg {Path('/proc/loadavg').read_text().split()[:3]}")
 
 
 if __name__ == "__main__":
