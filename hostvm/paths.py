@@ -181,6 +181,11 @@ class MachinePaths:
         return self.dir / "ha.log"
 
     @property
+    def agent_log_lock(self) -> Path:
+        """Held by whoever writes or rotates ha.log (hostagent/logfile.py)."""
+        return self.dir / "ha.log.lock"
+
+    @property
     def events(self) -> Path:
         return self.dir / "events.jsonl"
 

@@ -548,7 +548,7 @@ def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) 
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(threadName)s %(levelname)s %(message)s",
-        handlers=[rotating_log(mp.agent_log)],
+        handlers=[rotating_log(mp.agent_log, mp.agent_log_lock)],
     )
     # paramiko logs every refused channel open as ERROR (the guest agent restarting, a closed guest port);
     # those are expected here and already show as events with their meaning.

@@ -33,7 +33,7 @@ from pathlib import Path
 import paramiko
 
 from .. import locks, paths
-from . import spare
+from . import logfile, spare
 from .handover import Keeper
 
 FOLDER_ID_ENV = "PYMACHINE_MACHINE_FOLDER_ID"
@@ -43,6 +43,7 @@ MAX_QUICK_FAILURES = 3
 
 def _say(log_path: Path, message: str) -> None:
     try:
+        logfile.stdio_follow(log_path)  # our stderr, for a traceback of ours
         with open(log_path, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} supervisor {os.getpid()}: {message}\n")
     except OSError:
@@ -159,7 +160,9 @@ def main(name: str) -> int:
         child = standby.activate(keeper) if standby is not None else None
         if child is None:
             child = _fork_agent(name, mp, [lock, folder.fd], keeper)
-        # the next agent's SSH link, connected while this one runs (spare.py)
+        # the next agent's SSH link, connected while this one runs (spare.py); it inherits our stdio, which
+        # the agent's rotations of ha.log may have left in ha.log.1 (logfile.py)
+        logfile.stdio_follow(mp.agent_log)
         standby = spare.fork(name, mp, [lock, folder.fd], keeper, _become_agent) if spare_ok else None
         started = time.monotonic()
         status = _wait(child, keeper)

@@ -26,23 +26,24 @@ from ..errors import ImageError
 from . import tarsplit
 
 if TYPE_CHECKING:
+    from .removal import LayerUsage
     from .store import ImageStore
 
 log = logging.getLogger("pymachine_agent.images")
 FLUSHED = "flushed"  # in layer.json: its files were on the disk before any image named it
 
 
-def check_unflushed(store: ImageStore) -> dict[str, str]:
+def check_unflushed(store: ImageStore, usage: LayerUsage | None = None) -> dict[str, str]:
     """At open: check each layer an image names that lacks the FLUSHED mark; mark the whole ones, remove
-    the others with their images. Returns {diff_id: what is wrong} of the removed layers."""
+    the others with their images. Returns {diff_id: what is wrong} of the removed layers. `usage`: the
+    records and layer.json files the sweep before read already (removal.LayerUsage)."""
     from .. import atomic
+    from .removal import LayerUsage
 
     with store.locked():
-        users: dict[str, list[str]] = {}
-        for image_id in store.image_ids():
-            for diff_id in store.record(image_id)["layers"]:
-                users.setdefault(diff_id, []).append(image_id)
-        todo = [d for d in users if store.has_layer(d) and not store.layer_meta(d).get(FLUSHED)]
+        usage = usage or LayerUsage(store)
+        users = usage.users()
+        todo = [d for d in users if store.has_layer(d) and not usage.meta(d).get(FLUSHED)]
         if not todo:
             return {}
         broken = {d: why for d in todo if (why := problem(store, d))}

@@ -139,13 +139,41 @@ def delete_image(store: ImageStore, image_id: str) -> int:
         return sum(_drop_layer(store, d) for d in dict.fromkeys(rec["layers"]) if d not in used)
 
 
-def sweep(store: ImageStore) -> int:
+class LayerUsage:
+    """Which images use which layer, and the layers' layer.json, each file read once: the checks the store
+    makes when it opens (`sweep`, then `durable.check_unflushed`) share one, where each read every image
+    record and layer.json again (twice the reads at every agent start). It is a snapshot: share it only
+    between steps that change no image record and no kept layer's layer.json (sweep deletes unused layers)."""
+
+    def __init__(self, store: ImageStore) -> None:
+        self.store = store
+        self._users: dict[str, list[str]] | None = None
+        self._meta: dict[str, dict[str, Any]] = {}
+
+    def users(self) -> dict[str, list[str]]:
+        """{diff_id: [IDs of the images naming it]}, in the order of `image_ids()` and their layers."""
+        if self._users is None:
+            users: dict[str, list[str]] = {}
+            for image_id in self.store.image_ids():
+                for diff_id in self.store.record(image_id)["layers"]:
+                    users.setdefault(diff_id, []).append(image_id)
+            self._users = users
+        return self._users
+
+    def meta(self, diff_id: str) -> dict[str, Any]:
+        if diff_id not in self._meta:
+            self._meta[diff_id] = self.store.layer_meta(diff_id)
+        return self._meta[diff_id]
+
+
+def sweep(store: ImageStore, usage: LayerUsage | None = None) -> int:
     """Delete layers and blobs no image refers to (left by a failed load or pull, or a crash); bytes freed.
     Skipped while an import runs in this process: its fresh layers are not referenced yet."""
     with store.locked():
         if store.importing_now:
             return 0
-        used = {d for i in store.image_ids() for d in store.record(i)["layers"]}
+        usage = usage or LayerUsage(store)
+        used = usage.users()
         freed = 0
         for path in (store.root / "layers").iterdir():
             diff_id = "sha256:" + path.name
@@ -154,7 +182,7 @@ def sweep(store: ImageStore) -> int:
         # blobs nothing refers to: a config written just before a crash, a blob of a dropped layer
         kept = {i.removeprefix("sha256:") for i in store.image_ids()}
         for path in (store.root / "layers").iterdir():
-            kept.update(d.removeprefix("sha256:") for d in store.layer_meta("sha256:" + path.name)["blobs"])
+            kept.update(d.removeprefix("sha256:") for d in usage.meta("sha256:" + path.name)["blobs"])
         for blob in (store.root / "blobs" / "sha256").iterdir():
             if blob.name not in kept:
                 freed += blob.stat().st_size

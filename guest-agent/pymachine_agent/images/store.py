@@ -52,8 +52,9 @@ class ImageStore(ContentStore):
         self._active = 0
         from . import removal
 
-        removal.sweep(self)  # layers and blobs a crash left without an image
-        durable.check_unflushed(self)  # layers an older agent wrote: whole, or removed with their images
+        usage = removal.LayerUsage(self)  # each image record and layer.json read once for both
+        removal.sweep(self, usage)  # layers and blobs a crash left without an image
+        durable.check_unflushed(self, usage)  # layers an older agent wrote: whole, or removed with images
 
     # ---- image records and tags ---------------------------------------------------------------------
     def _image_path(self, image_id: str) -> Path:
