@@ -236,7 +236,9 @@ class Mux:
         self.channels: dict[int, Channel] = {}
         self.synced = False  # host: our latest hello was echoed; guest: a hello arrived
         self.nonce = b""  # host: of our latest hello; guest: of the session it is in
-        self.next_id = 1
+        # a host's ids start at random: a frame of a dropped session's channel that a guest thread wrote just
+        # after the echo names no channel of the new session
+        self.next_id = 1 + int.from_bytes(os.urandom(3), "big")
         self._check_mark = 0  # host: the first channel id opened after the latest CHECK
         self.resets = 0
         self.last_reset = ""
