@@ -67,23 +67,43 @@ def wait_armed(name: str, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
+def cpu_pids(name: str) -> list[int]:
+    """QEMU (the guest's vCPUs, slirp and the chardev all run in it) and the host agent (paramiko's crypto,
+    the pumps): their CPU per MiB is a count the host's load does not stretch, unlike MB/s."""
+    from pymachine.hostvm import machines
+    from pymachine.hostvm.hostagent import launcher
+
+    qemu = machines.driver_for(machines.load_config(name)).pid(name)
+    return [p for p in (qemu, launcher.agent_pid(name)) if p]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def load_and_save(sock: Path, archive: Path, tag: str) -> tuple[float, float]:
-    """Seconds for `docker load -i archive` and for `docker save` of it through `sock` (then removed)."""
+def load_and_save(sock: Path, archive: Path, tag: str, pids: list[int]) -> tuple[float, float, float, float]:
+    """Seconds for `docker load -i archive` and for `docker save` of it through `sock` (then removed), and
+    the CPU seconds `pids` used during each."""
     env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
     env.pop("DOCKER_CONTEXT", None)
-    took = []
+    took, cpu = [], []
     saved = archive.with_name("saved.tar")  # the CLI renames its output into place: not /dev/null
     for argv in (["load", "-q", "-i", str(archive)], ["save", "-o", str(saved), tag]):
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), cpu_seconds(pids)
         subprocess.run(["docker", *argv], env=env, check=True, capture_output=True)
         took.append(time.perf_counter() - start)
+        cpu.append(cpu_seconds(pids) - cpu0)
     subprocess.run(["docker", "rmi", tag], env=env, check=True, capture_output=True)
     saved.unlink()
-    return took[0], took[1]
+    return took[0], took[1], cpu[0], cpu[1]
 
 
 def run(name: str, mib: int, repeat: int, requests: int) -> None:
@@ -94,8 +114,10 @@ def run(name: str, mib: int, repeat: int, requests: int) -> None:
     speeds: dict[str, list[float]] = {p: [] for p in PATHS}
     saves: dict[str, list[float]] = {p: [] for p in PATHS}
     lat: dict[str, list[float]] = {p: [] for p in PATHS}
+    cpu: dict[str, list[tuple[float, float]]] = {p: [] for p in PATHS}  # ms per MiB: load, save
     try:
         wait_armed(name)
+        pids = cpu_pids(name)
         print(f"load average at the start: {loadavg()}", file=sys.stderr)
         for r in range(repeat):
             for path in PATHS[r % 3 :] + PATHS[: r % 3]:  # rotating: each path comes first once in 3
@@ -104,9 +126,10 @@ def run(name: str, mib: int, repeat: int, requests: int) -> None:
                 tag = f"bench-load:{path}{r}"
                 random_image_archive(archive, mib * 1024 * 1024, tag)
                 size = archive.stat().st_size
-                took, save = load_and_save(sock, archive, tag)
+                took, save, cpu_load, cpu_save = load_and_save(sock, archive, tag, pids)
                 speeds[path].append(size / took / 1e6)
                 saves[path].append(size / save / 1e6)
+                cpu[path].append((cpu_load * 1000 / (size / 2**20), cpu_save * 1000 / (size / 2**20)))
                 lat[path] += latencies(str(sock), requests)
                 print(
                     f"round {r + 1} {path}: load {took:.1f} s, save {save:.1f} s (load average {loadavg()})",
@@ -119,11 +142,18 @@ def run(name: str, mib: int, repeat: int, requests: int) -> None:
         f"\nengine socket, machine {name}: docker load of {mib} MiB × {repeat} per path,"
         f" {requests} GETs per round"
     )
-    print(f"{'path':6} {'load MB/s':>10} {'save MB/s':>10} {'GET /containers/json p50 / p99':>34}")
+    print(
+        f"{'path':6} {'load MB/s':>10} {'save MB/s':>10} {'GET /containers/json p50 / p99':>34}"
+        f"   QEMU + host agent CPU, ms/MiB: load / save"
+    )
     for path in PATHS:
         p50, p99 = pct(lat[path], 0.5) * 1000, pct(lat[path], 0.99) * 1000
         load, save = statistics.median(speeds[path]), statistics.median(saves[path])
-        print(f"{path:6} {load:>10.2f} {save:>10.2f} {p50:>21.1f} / {p99:.1f} ms")
+        c_load = statistics.median(c[0] for c in cpu[path])
+        c_save = statistics.median(c[1] for c in cpu[path])
+        print(
+            f"{path:6} {load:>10.2f} {save:>10.2f} {p50:>21.1f} / {p99:.1f} ms {c_load:>18.0f} / {c_save:.0f}"
+        )
     for path in PATHS[1:]:
         load_ratio = statistics.median(speeds[path]) / statistics.median(speeds["ssh"])
         save_ratio = statistics.median(saves[path]) / statistics.median(saves["ssh"])

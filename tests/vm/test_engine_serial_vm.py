@@ -125,9 +125,10 @@ def test_kill_9_of_the_host_agent_then_a_new_session(ha_vm: VmMachine) -> None:
 
 @pytest.fixture
 def off_vm(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """A machine of its own, started with PYMACHINE_ENGINE_PORT=off: its VM has no serial port."""
+    """A machine of its own, started with PYMACHINE_ENGINE_PORT=off: its VM has no serial port (no shares: the
+    direct-QEMU driver saves the state of a VM without virtiofs devices only)."""
     monkeypatch.setenv("PYMACHINE_ENGINE_PORT", "off")
-    with booted_machine(tmp_path_factory.mktemp("vser-off"), "vseroff") as machine:
+    with booted_machine(tmp_path_factory.mktemp("vser-off"), "vseroff", home_mount=False) as machine:
         machine.env["PYMACHINE_ENGINE_PORT"] = "off"
         yield machine
 
