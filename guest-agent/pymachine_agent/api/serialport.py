@@ -137,7 +137,7 @@ class SerialPort:
                 poller = select.poll()
                 poller.register(self.fd, select.POLLOUT)
             events = poller.poll(200)
-            if any(ev & (select.POLLHUP | select.POLLERR) and not ev & select.POLLOUT for _, ev in events):
+            if any(ev & (select.POLLHUP | select.POLLERR) for _, ev in events):
                 raise ConnectionResetError("no host client on the serial port")
             if self._stop.is_set() or time.monotonic() > deadline:
                 raise TimeoutError("the host does not read the serial port")
