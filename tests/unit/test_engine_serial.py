@@ -351,3 +351,32 @@ def test_the_port_is_found_by_its_name(tmp_path: Path) -> None:
     assert find_port(sysfs=tmp_path, dev=Path("/dev")) == Path("/dev/vport2p1")
     assert find_port("other", sysfs=tmp_path) is None
     assert find_port(sysfs=tmp_path / "none") is None
+
+
+def test_the_agent_prefers_serial_and_the_control_op_picks_a_path(tmp_path: Path) -> None:
+    """Serial first while it is up; `engine-path` via fast skips it, via ssh skips both, auto brings it back;
+    status says which (`via`, and the serial path's own details)."""
+    from pymachine.hostvm.hostagent.daemon import Agent
+
+    def no_link():  # type: ignore[no-untyped-def]
+        raise OSError("no SSH in this test")
+
+    qemu = FakeQemu(tmp_path / "engine.port")
+    agent = Agent("t", no_link, machine_dir=tmp_path)
+    agent.serial.enable(tmp_path / "engine.port")
+    try:
+        wait_for(lambda: agent.engine_via == "serial")
+        chan = agent._engine_channel()
+        assert isinstance(chan, sm.Channel)
+        chan.close()
+        assert agent.status()["engine_socket"]["serial"]["connections"] == 1
+        assert agent.handle({"op": "engine-path", "via": "fast"})["via"] == "ssh"  # fast not armed: SSH
+        assert agent._engine_channel() is None
+        assert agent.handle({"op": "engine-path", "via": "ssh"})["via"] == "ssh"
+        assert agent._engine_channel() is None and agent.fastpath.forced_ssh
+        assert agent.handle({"op": "engine-path", "via": "auto"})["via"] == "serial"
+        assert agent.status()["engine_socket"]["via"] == "serial"
+        assert not agent.handle({"op": "engine-path", "via": "tcp"})["ok"]
+    finally:
+        agent.serial.stop()
+        qemu.close()
