@@ -36,7 +36,9 @@ def serial_up(vm: VmMachine) -> dict[str, Any]:
 
 def test_docker_goes_through_the_serial_port(ha_vm: VmMachine) -> None:
     port = ha_vm.home / "m" / ha_vm.name / "engine.port"
-    assert port.is_socket() and oct(port.parent.stat().st_mode & 0o777) == "0o700"
+    # in the machine folder, which others cannot enter (0700; the group bits show an ACL's mask when QEMU runs
+    # as its own user: qemu_user.py grants that user alone)
+    assert port.is_socket() and port.parent.stat().st_mode & 0o007 == 0
     before = serial_up(ha_vm)
     out = ha_vm.docker("run", "--rm", B, "echo", "attached").stdout
     assert out.strip() == "attached"
@@ -88,7 +90,7 @@ def test_a_container_cannot_open_the_port(ha_vm: VmMachine) -> None:
     script = f"mknod /p c {major} {minor} && echo made >&2; exec 3<>/p && echo opened; head -c 1 /p | wc -c"
     proc = ha_vm.docker("run", "--rm", "--device", "/dev/fuse", B, "sh", "-c", script, check=False)
     assert "made" in proc.stderr and "opened" not in proc.stdout, proc
-    assert "Operation not permitted" in proc.stderr, proc.stderr
+    assert any(d in proc.stderr for d in ("Operation not permitted", "Permission denied")), proc.stderr
     assert engine(ha_vm)["via"] == "serial"  # and the path is unharmed
     ha_vm.docker("ps")
 
@@ -113,7 +115,9 @@ def test_kill_9_of_the_host_agent_then_a_new_session(ha_vm: VmMachine) -> None:
         wait_for(lambda: launcher.status(ha_vm.name)["state"] == "ready", "the repaired agent")
         serial_up(ha_vm)
         assert ha_vm.docker("run", "--rm", B, "echo", "again").stdout.strip() == "again"
-        assert engine(ha_vm)["serial"]["connections"] >= 1 and engine(ha_vm)["serial"]["channels"] == 0
+        assert engine(ha_vm)["serial"]["connections"] >= 1
+        # every channel closed once its client is gone (a leak would keep them)
+        wait_for(lambda: engine(ha_vm)["serial"]["channels"] == 0, "the channels to close", 60)
         rc, log, _ = ha_vm.ssh("grep -c 'serial path: up' /var/log/pymachine-agent.log")
         assert int(log.split()[0]) >= 2  # the guest agent started over with the new agent's hello
     finally:
