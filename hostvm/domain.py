@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
 
+from pymachine_agent.serialmux import PORT_NAME
+
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 # Our metadata element: which machine folder a domain belongs to. Domain names are global per libvirt daemon,
 # so two PYMACHINE_HOMEs (users' tests, a second install) could both have a machine "default".
@@ -56,6 +58,9 @@ class VMSpec:
     # only the cluster's own VMs join (hostvm/cluster.py); "" for a plain machine.
     private_mcast: str = ""
     private_mac: str = ""
+    # The engine socket's serial path (hostagent/serialpath.py): the host end of the virtserialport
+    # `org.pymachine.engine`, a unix socket QEMU listens on in the machine folder; "" for none.
+    engine_port: str = ""
 
     @property
     def shared_memory(self) -> bool:
@@ -162,6 +167,7 @@ def domain_xml(spec: VMSpec) -> str:
         "      <backend model='random'>/dev/urandom</backend>",
         "    </rng>",
         *_filesystems(spec),
+        *_engine_channel(spec),
         "  </devices>",
     ]
     if spec.uid is not None and spec.gid is not None:
@@ -218,6 +224,33 @@ def _filesystems(spec: VMSpec) -> list[str]:
                 "    </filesystem>",
             ]
     return out
+
+
+ENGINE_PORT_NAME = PORT_NAME  # the guest finds the port by this name (no udev there)
+
+
+def _engine_channel(spec: VMSpec) -> list[str]:
+    """libvirt adds the virtio-serial controller a channel needs; it creates the listening socket itself."""
+    if not spec.engine_port:
+        return []
+    return [
+        "    <channel type='unix'>",
+        f"      <source mode='bind' path={quoteattr(spec.engine_port)}/>",
+        f"      <target type='virtio' name='{ENGINE_PORT_NAME}'/>",
+        "    </channel>",
+    ]
+
+
+def engine_port_args(spec: VMSpec) -> list[str]:
+    """The same port for the direct-QEMU driver: QEMU listens (server=on) without waiting for a client."""
+    if not spec.engine_port:
+        return []
+    path = spec.engine_port.replace(",", ",,")
+    return [
+        "-device", "virtio-serial-pci,id=pmserial0",
+        "-chardev", f"socket,id=pmengine,path={path},server=on,wait=off",
+        "-device", f"virtserialport,bus=pmserial0.0,chardev=pmengine,name={ENGINE_PORT_NAME}",
+    ]  # fmt: skip
 
 
 def _source(spec: VMSpec, path: str) -> list[str]:

@@ -494,8 +494,27 @@ def accelerator() -> str:
     return name if name in ("kvm", "hvf", "whpx") else "tcg"
 
 
+def wants_engine_port(drv: Driver, name: str) -> bool:
+    """Whether a cold boot gives the VM the engine socket's virtio-serial port (hostagent/serialpath.py): the
+    driver can put its host end in the machine folder, PYMACHINE_ENGINE_PORT is not "off", and the socket's
+    path fits the OS's limit (else docker.sock takes the fast path or SSH, as without the port)."""
+    from .hostagent.serialpath import switched_off
+
+    if not drv.capabilities.engine_port or switched_off():
+        return False
+    try:
+        paths.check_socket_path(paths.machine(name).engine_port)
+    except PymachineError:
+        return False
+    return True
+
+
 def vm_spec(
-    cfg: cfgmod.MachineConfig, port: int, accel: str, devices: tuple[shares.ShareDevice, ...] = ()
+    cfg: cfgmod.MachineConfig,
+    port: int,
+    accel: str,
+    devices: tuple[shares.ShareDevice, ...] = (),
+    engine_port: bool = False,
 ) -> VMSpec:
     mp = paths.machine(cfg.name)
     for what in ("kernel", "initrd", "disk"):
@@ -540,6 +559,7 @@ def vm_spec(
         shares=devices,
         private_mcast=(cfg.cluster or {}).get("mcast", ""),
         private_mac=(cfg.cluster or {}).get("mac", ""),
+        engine_port=str(mp.engine_port) if engine_port else "",
     )
 
 
@@ -618,7 +638,9 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                         transport = shares.choose_transport(drv.capabilities, cfg.share_transport)
                         devices = shares.devices(cfg, transport)
                         write_seed(name, devices)
-                        spec = vm_spec(cfg, port, accel, tuple(devices))
+                        engine_port = wants_engine_port(drv, name)
+                        mp.engine_port.unlink(missing_ok=True)  # a dead QEMU's: the new one binds the path
+                        spec = vm_spec(cfg, port, accel, tuple(devices), engine_port)
                         if remote_libvirt.is_remote(cfg.connect):  # its files go to the host's pool
                             spec = remote_libvirt.prepare(
                                 drv.conn(), spec, cfg.image.get("recipe_hash", ""), say
@@ -626,6 +648,7 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                         shares.start_daemons(name, devices, qemu_account(cfg, spec))
                         state |= {"share_transport": transport, "shares": [asdict(s) for s in cfg.shares]}
                         state["settings"] = started_settings(cfg)
+                        state["engine_port"] = engine_port  # the agent holds it, a saved state records it
                         store.write_json(mp.state, state)
                         try:
                             drv.start(spec)
@@ -677,7 +700,12 @@ def _resume(
 ) -> dict[str, Any] | None:
     """Start the VM from its saved state; None (with the one-line reason shown) when it boots cold instead."""
     # the checksum is verified while the state loads (savestate.restore)
-    meta, why = (None, "") if cold else savestate.check(name, cfg.to_json(), accel, verify_data=False)
+    wanted_port = wants_engine_port(drv, name)
+    meta, why = (
+        (None, "")
+        if cold
+        else savestate.check(name, cfg.to_json(), accel, verify_data=False, engine_port=wanted_port)
+    )
     if cold and savestate.describe(name):
         why = "asked for (--cold); the saved state is thrown away"
     if meta is not None and not savestate.port_free(ssh.HOST, int(meta.get("ssh_port") or 0)):
@@ -699,12 +727,16 @@ def _resume(
             "share_transport": meta.get("share_transport"),
             "shares": meta.get("started_shares") or [],
             "settings": started_settings(cfg),  # a resume is of this config's VM only
+            "engine_port": bool(meta.get("engine_port")),  # the restored VM's devices are the saved one's
         },
     )
     try:
         drv.cleanup(name)
         devices = savestate.share_devices(meta.get("shares") or [])
-        spec = vm_spec(cfg, int(meta["ssh_port"]), accel, tuple(devices))
+        had_port = bool(meta.get("engine_port"))
+        if had_port:
+            paths.machine(name).engine_port.unlink(missing_ok=True)
+        spec = vm_spec(cfg, int(meta["ssh_port"]), accel, tuple(devices), had_port)
         savestate.restore(name, drv, spec, meta, qemu_account(cfg, spec))
         # Only now: QEMU's forwarded SSH port listens while the state loads, and a connection accepted then
         # is lost with the restored network state: the agent waited out its banner timeout (~7 s) for it.

@@ -197,6 +197,11 @@ class MachinePaths:
     def docker_socket(self) -> Path:
         return self.dir / "docker.sock"
 
+    @property
+    def engine_port(self) -> Path:
+        """The host end of the VM's virtio-serial engine port (QEMU listens; the host agent connects)."""
+        return self.dir / "engine.port"
+
 
 def machine(name: str) -> MachinePaths:
     return MachinePaths(name)

@@ -92,6 +92,8 @@ WHY = {
     "agent": "the guest agent changed",
     "config": "the machine's config changed (CPUs, memory, disk, shares or driver)",
     "accelerator": "the accelerator changed",
+    # QEMU restores a state only into the same devices: a VM saved before it had one must boot once to gain it
+    "engine_port": "the saved VM has no engine port (virtio-serial), which QEMU cannot add to a saved state",
 }
 
 
@@ -103,9 +105,11 @@ def crc32_file(path: Path) -> int:
     return crc
 
 
-def check(name: str, config: dict[str, Any], accel: str, verify_data: bool = True) -> tuple[dict | None, str]:
+def check(
+    name: str, config: dict[str, Any], accel: str, verify_data: bool = True, engine_port: bool = False
+) -> tuple[dict | None, str]:
     """(meta, "") when the saved state can be resumed; (None, reason) when there is one but it cannot;
-    (None, "") when there is none."""
+    (None, "") when there is none. `engine_port`: this start would give the VM the engine socket's port."""
     f = files(name)
     if not f.state.exists() and not f.meta.exists():
         return None, ""
@@ -119,6 +123,8 @@ def check(name: str, config: dict[str, Any], accel: str, verify_data: bool = Tru
     for key, value in want.items():
         if meta.get(key) != value:
             return None, WHY[key]
+    if engine_port and not meta.get("engine_port"):
+        return None, WHY["engine_port"]
     try:
         size = f.state.stat().st_size
     except OSError:
@@ -373,6 +379,7 @@ def save(
         size,
         crc,
         ssh_port=started.get("ssh_port"),
+        engine_port=bool(started.get("engine_port")),
         share_transport=transport,
         shares=[{**d.guest(), "socket": d.socket} for d in devs],
         started_shares=started.get("shares"),

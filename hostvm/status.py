@@ -139,8 +139,9 @@ class MachineStatus:
 
     @property
     def engine_path(self) -> str | None:
-        """How docker.sock reaches the guest agent now: "fast" (QEMU's user network, hostagent/fastpath.py),
-        "ssh", or None (no agent, or one from before the fast path)."""
+        """How docker.sock reaches the guest agent now: "serial" (the VM's virtio-serial port,
+        hostagent/serialpath.py), "fast" (QEMU's user network, hostagent/fastpath.py), "ssh", or None (no
+        agent, or one from before the fast path)."""
         engine = (self.host_agent or {}).get("engine_socket") or {}
         return engine.get("via")
 

@@ -146,6 +146,7 @@ def serve(
     from .api import ApiServer, build_router
     from .api.relay import Relay
     from .api.relay import register as register_relay
+    from .api.serialport import SerialPort
     from .api.wire import Timeouts
     from .engine import Engine
     from .reserve import arm
@@ -174,6 +175,7 @@ def serve(
     server = ApiServer(router, socket_path, tcp=tcp, timeouts=timeouts)
     relay = Relay(server.handler)  # the host agent's fast path, armed over the SSH link (api/relay.py)
     register_relay(router, relay)
+    serial = SerialPort(server.handler)  # the host agent's serial path, where the VM has the port
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -185,6 +187,7 @@ def serve(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.start()
+    serial.start()
     if HOLD_GC:
         gc.freeze()
         gc.enable()
@@ -200,6 +203,7 @@ def serve(
     stop.wait()
     server.stop()  # first: a client must not reach an agent that is going away (re-provision, restart)
     relay.close()
+    serial.close()
     server.drain()  # the requests it took still get their replies
     engine.close()
     return 0

@@ -29,6 +29,9 @@ class Capabilities:
     save_state: bool = False  # can save a running VM to a file and restore it (savestate.py)
     share_hotplug: bool = False  # can unplug and re-plug virtiofs devices of a running VM (around a save)
     existing_host: bool = False  # no VM: the agent runs on a host provisioned over SSH (remote_host.py)
+    # can give the VM the engine socket's virtio-serial port with its host end in the machine folder (a
+    # remote libvirt's QEMU would listen on that other host: docker.sock stays on SSH there)
+    engine_port: bool = False
 
 
 class Driver(abc.ABC):

@@ -56,6 +56,7 @@ class LibvirtDriver(Driver):
             virtio_9p=local,
             # a remote QEMU's hostfwd would listen on that other host: published ports stay on SSH there
             hostfwd_add=is_local(self.uri),
+            engine_port=is_local(self.uri),
         )
         if not is_local(self.uri):  # a state file and device hot-plug name paths of this computer
             self.capabilities = replace(self.capabilities, save_state=False, share_hotplug=False)

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import paths, proc
-from ..domain import TB_CACHE_MIB, VMSpec, domain_name
+from ..domain import TB_CACHE_MIB, VMSpec, domain_name, engine_port_args
 from ..errors import PymachineError
 from ..shares import virtiofsd_binary
 from .base import Capabilities, Driver, DriverState
@@ -57,6 +57,7 @@ def qemu_argv(
         # memory the guest frees goes back to the host (the guest kernel reports free pages: docs/machines.md)
         "-device", "virtio-balloon-pci,free-page-reporting=on",
         *_share_args(spec),
+        *engine_port_args(spec),
         "-serial", f"file:{q(spec.console_log)}",
         "-qmp", f"unix:{q(qmp_socket)},server=on,wait=off",
         "-pidfile", pidfile,
@@ -101,7 +102,9 @@ def _opt(value: str) -> str:
 class QemuDriver(Driver):
     name = "qemu"
     # share_hotplug stays False: the vhost-user-fs devices sit on the root bus, which does not hot-plug
-    capabilities = Capabilities(remote=False, graceful_shutdown=True, hostfwd_add=True, save_state=True)
+    capabilities = Capabilities(
+        remote=False, graceful_shutdown=True, hostfwd_add=True, save_state=True, engine_port=True
+    )
 
     def __init__(self) -> None:
         linux = sys.platform.startswith("linux")  # vhost-user needs Linux; QEMU on macOS has virtfs (9p)
@@ -121,7 +124,7 @@ class QemuDriver(Driver):
         if self.state(spec.name) is DriverState.RUNNING:
             raise PymachineError(f"machine '{spec.name}' is already running (pid {self.pid(spec.name)})")
         qmp = paths.check_socket_path(mp.qmp_socket)
-        for stale in (mp.qemu_pid, qmp):
+        for stale in (mp.qemu_pid, qmp, mp.engine_port):
             stale.unlink(missing_ok=True)
         log_file = mp.dir / "qemu.log"
         argv = qemu_argv(spec, str(mp.qemu_pid), str(qmp))

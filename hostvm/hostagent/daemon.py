@@ -33,6 +33,7 @@ from . import (
     ports,
     provision,
     qemufwd,
+    serialpath,
     sshfs,
     syncshare,
 )
@@ -79,7 +80,10 @@ class Agent:
         # docker.sock through QEMU's user network on a local machine, SSH otherwise (fastpath.py)
         emit_engine = lambda **kw: self.events.emit("socket", **kw)  # noqa: E731
         self.fastpath = fastpath.FastPath(self.link, self.opener, lambda: self._generation, emit_engine)
-        self.engine.fast = self.fastpath.open
+        # before it, where the VM has the port: the virtio-serial channel (serialpath.py)
+        self.serial = serialpath.SerialPath(emit_engine)
+        self.engine_choice = "auto"  # the control op `engine-path`: auto | fast (no serial) | ssh
+        self.engine.fast = self._engine_channel
         self.table = ports.PortTable()
         self.machine_config = machine_dir / mp.config.name
         # a cluster node runs Debian's dockerd: its ports come from dockerd's API (dockerd.py)
@@ -142,6 +146,7 @@ class Agent:
             self.saver.stop()  # stop, delete and the next agent need a guest that runs
         self.control.stop()
         self.engine.stop()
+        self.serial.stop()
         self.fastpath.remove_rule()
         self.fswatch.stop()
         self.forwarder.close_all()
@@ -258,6 +263,7 @@ class Agent:
                     # restarted after a kill -9 knows no ports until the replay, whose end drops the stale.
                     self.forwarder.reconcile(remove_stale=False)
                     self.fastpath.arm_soon(transport, generation)  # a new secret for each guest agent hello
+                    self.serial.check()  # a new guest agent, maybe: it must join the port's session
                     self.events.emit("state", state="ready", docker_socket=str(self.docker_socket))
                     self.stages.done("guest agent")
             elif kind == "watch":
@@ -426,7 +432,9 @@ class Agent:
                 "connections": self.engine.connections,
                 "failures": self.engine.failures,
                 "last_error": self.engine.last_error or None,
-                "via": self.fastpath.path,  # "fast" (QEMU's user network) or "ssh"
+                "via": self.engine_via,  # "serial" (virtio-serial), "fast" (QEMU's user network) or "ssh"
+                "choice": self.engine_choice,
+                "serial": self.serial.snapshot(),
                 "fast": self.fastpath.snapshot(),
             },
             "guest_agent": self.guest_info,
@@ -454,8 +462,8 @@ class Agent:
                 "link": st["link"]["state"],
                 "unhealthy_forwards": bad,
             }
-        if op == "engine-path":  # via "ssh" forces the SSH path for the engine socket, "auto" undoes it
-            return self.fastpath.control(request)
+        if op == "engine-path":  # via "ssh" | "fast" forces that path for new connections, "auto" undoes it
+            return self._engine_path(request)
         if op == "drop-link":
             self.link.drop("dropped through the control socket")
             return {"ok": True}
@@ -474,6 +482,37 @@ class Agent:
             threading.Thread(target=self.stop, daemon=True).start()
             return {"ok": True}
         return {"ok": False, "error": f"unknown op {op!r}"}
+
+    # -- the engine socket's paths: serial, then fast, then SSH ----------------------------------------------
+    def _engine_channel(self) -> Any:
+        """A channel for one docker.sock connection by the first path that gives one; None: SSH."""
+        if self.engine_choice == "auto":
+            chan = self.serial.open()
+            if chan is not None:
+                return chan
+        return self.fastpath.open()  # None with the choice "ssh" (forced_ssh) or when it is not armed
+
+    @property
+    def engine_via(self) -> str:
+        if self.engine_choice == "auto" and self.serial.up:
+            return "serial"
+        return self.fastpath.path
+
+    def _engine_path(self, request: dict[str, Any]) -> dict[str, Any]:
+        """`engine-path` with `"via"`: "ssh" (every new engine connection over SSH), "fast" (not serial: the
+        bench compares them on one socket), "auto" or "serial" (the best there is)."""
+        wanted = request.get("via")
+        if wanted not in (None, "ssh", "fast", "serial", "auto"):
+            return {"ok": False, "error": 'via is "ssh", "fast", "serial" or "auto"'}
+        if wanted is not None:
+            self.engine_choice = "auto" if wanted == "serial" else wanted
+            self.fastpath.forced_ssh = wanted == "ssh"
+        return {
+            "ok": True,
+            "via": self.engine_via,
+            "engine_path": self.fastpath.snapshot(),
+            "serial": self.serial.snapshot(),
+        }
 
     def _share_op(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
         """Hot-plug of an sshfs share (cheap: one channel): `pymachine mount add` on a running machine."""
@@ -575,6 +614,7 @@ def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) 
     )
     agent.forwarder.qemu = qemufwd.machine_forwards(name)  # published ports through QEMU on a local machine
     agent.fastpath.enable(agent.forwarder.qemu)  # and the engine socket
+    agent.serial.enable(serialpath.machine_port(name))  # before both, where the VM has the port
     agent.saver = idle.machine_saver(name, agent)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())

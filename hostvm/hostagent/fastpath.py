@@ -130,7 +130,7 @@ class FastPath:
         self._arming = threading.Lock()
         self._armed: Armed | None = None
         self.state = "off"
-        self.forced_ssh = False  # the control op `engine-path` (the bench compares both on one socket)
+        self.forced_ssh = False  # the control op `engine-path` via "ssh" (daemon.Agent._engine_path)
         self.connections = 0
         self.fallbacks = 0
         self.last_error = ""
@@ -292,15 +292,6 @@ class FastPath:
                 self.qemu.remove(fwd.key)
         except qemufwd.MonitorError as exc:
             log.info("the relay's rule stays in QEMU: %s", exc)
-
-    def control(self, request: dict[str, Any]) -> dict[str, Any]:
-        """`engine-path` with `"via": "ssh"` (every engine connection over SSH) or `"auto"`."""
-        wanted = request.get("via")
-        if wanted not in (None, "ssh", "auto"):
-            return {"ok": False, "error": 'via is "ssh" or "auto"'}
-        if wanted is not None:
-            self.forced_ssh = wanted == "ssh"
-        return {"ok": True, "engine_path": self.snapshot()}
 
     def snapshot(self) -> dict[str, Any]:
         armed = self._armed

@@ -89,6 +89,24 @@ def test_qemu_argv_golden() -> None:
     assert argv[argv.index("-accel") + 1] == "tcg,thread=multi,tb-size=64"
 
 
+def test_the_engine_port_is_one_named_virtserialport_listening_in_the_machine_folder() -> None:
+    """Both drivers: the host end a unix socket QEMU (or libvirt for it) listens on, never a TCP port."""
+    spec = replace(SPEC, engine_port="/home/u/m/dev/engine.port")
+    check_golden("domain-engine-port.xml", domain_xml(spec))
+    channel = ET.fromstring(domain_xml(spec)).find("devices/channel")
+    assert channel is not None and channel.get("type") == "unix"
+    assert channel.find("source").get("mode") == "bind"  # type: ignore[union-attr]
+    assert channel.find("source").get("path") == "/home/u/m/dev/engine.port"  # type: ignore[union-attr]
+    assert channel.find("target").get("name") == "org.pymachine.engine"  # type: ignore[union-attr]
+    assert ET.fromstring(domain_xml(SPEC)).find("devices/channel") is None  # none unless asked
+    argv = qemu_argv(spec, "/p", "/q")
+    at = argv.index("socket,id=pmengine,path=/home/u/m/dev/engine.port,server=on,wait=off")
+    assert argv[at - 1] == "-chardev"
+    assert "virtserialport,bus=pmserial0.0,chardev=pmengine,name=org.pymachine.engine" in argv
+    assert "virtio-serial-pci,id=pmserial0" in argv
+    assert not any("pmengine" in a for a in qemu_argv(SPEC, "/p", "/q"))
+
+
 def test_qemu_argv_doubles_commas_in_paths() -> None:
     argv = qemu_argv(replace(SPEC, disk="/a,b/disk.qcow2"), "/p", "/q")
     assert "file=/a,,b/disk.qcow2,if=virtio,format=qcow2,discard=unmap" in argv

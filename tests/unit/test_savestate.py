@@ -131,3 +131,16 @@ def test_the_shares_started_with_match_config_json_in_either_form() -> None:
     assert not same_shares(configured, started[:1])
     assert not same_shares([{"path": "/home/me", "readonly": True}], started[:1])
     assert not same_shares([{"path": "/srv/big", "readonly": False}], started[1:])  # a live share became sync
+
+
+def test_a_state_saved_without_the_engine_port_boots_cold_once_to_gain_it(saved: savestate.Files) -> None:
+    """QEMU restores a state only into the same devices: a VM that would get the serial port now cannot
+    resume one saved without it (the start boots cold and says why); one saved with it resumes."""
+    meta, why = savestate.check("m", CONFIG, "tcg", engine_port=True)
+    assert meta is None and "no engine port (virtio-serial)" in why
+    assert savestate.check("m", CONFIG, "tcg", engine_port=False)[0] is not None  # the switch off: resumes
+    size, crc = saved.state.stat().st_size, savestate.crc32_file(saved.state)
+    saved.temp.write_bytes(saved.state.read_bytes())
+    savestate.commit("m", savestate.meta_for(CONFIG, "tcg", size, crc, ssh_port=2222, engine_port=True))
+    meta, why = savestate.check("m", CONFIG, "tcg", engine_port=True)
+    assert why == "" and meta is not None and meta["engine_port"] is True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -47,8 +48,17 @@ def relay_rules(vm: VmMachine) -> list[tuple[str, int]]:
     return [(f.host_ip, f.host_port) for f in listed if f.guest_port == RELAY]
 
 
+@pytest.fixture(autouse=True)
+def _fast_not_serial(ha_vm: VmMachine) -> Iterator[None]:
+    """These tests are the fast path's: new connections skip the serial port (hostagent/serialpath.py, its
+    own tests in test_engine_serial_vm.py), which a local machine prefers."""
+    yield
+    control(ha_vm, "engine-path", via="auto")
+
+
 def fast_port(vm: VmMachine) -> int:
     """Wait until the engine socket goes through the fast path; its host port."""
+    control(vm, "engine-path", via="fast")  # (again after a host agent restart: a new one says "auto")
     wait_for(lambda: engine(vm)["via"] == "fast", "the engine socket's fast path to be armed")
     return int(engine(vm)["fast"]["host_port"])
 

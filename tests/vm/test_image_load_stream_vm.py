@@ -9,15 +9,26 @@ import hashlib
 import json
 import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from support.hostagent_vm import VmMachine, wait_for
 from support.registry import busybox_layer, docker_archive, entry, file, tar_bytes
 
 
-def test_a_large_load_and_save_through_the_fast_path(ha_vm: VmMachine, tmp_path: Path) -> None:
-    from pymachine.hostvm.hostagent import launcher
+@pytest.fixture(autouse=True)
+def _back_to_auto(ha_vm: VmMachine) -> Iterator[None]:
+    from pymachine.hostvm.hostagent import control
 
+    yield
+    control.call(ha_vm.home / "m" / ha_vm.name / "ha.sock", "engine-path", via="auto")
+
+
+def test_a_large_load_and_save_through_the_fast_path(ha_vm: VmMachine, tmp_path: Path) -> None:
+    from pymachine.hostvm.hostagent import control, launcher
+
+    control.call(ha_vm.home / "m" / ha_vm.name / "ha.sock", "engine-path", via="fast")  # not the serial port
     wait_for(
         lambda: launcher.status(ha_vm.name)["engine_socket"]["via"] == "fast", "the fast path to be armed"
     )

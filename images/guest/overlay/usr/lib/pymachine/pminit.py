@@ -35,9 +35,10 @@ SEED_DISK, SEED_DIR = "/dev/vdb", "/run/seed"
 # ruleset uses (nat chains, fib, masquerade, ct, dnat; ctnetlink to forget flows): left to autoload, each
 # missing one aborted the agent's `nft -f` transaction, which nftables replays after a modprobe of its own,
 # 21 modprobe execs at every boot (the agent's start took 1.6-2.3 s more at low load, 13 s at load 11).
+# virtio_console: the engine socket's virtio-serial port (/dev/vportNpM), which the agent opens at its start.
 ENGINE_MODULES = ["overlay", "veth", "bridge", "br_netfilter", "nf_tables", "nft_chain_nat", "nft_fib_ipv4",
                   "nft_masq", "nft_ct", "nft_nat", "nf_conntrack_netlink", "button", "evdev", "fuse",
-                  "virtio_balloon"]  # fmt: skip
+                  "virtio_balloon", "virtio_console"]  # fmt: skip
 CONTROLLERS = ["cpuset", "cpu", "io", "memory", "pids"]
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 EV_KEY, KEY_POWER = 1, 116
