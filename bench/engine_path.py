@@ -1,8 +1,10 @@
 """The engine socket's three paths on one machine, in one run: SSH, the fast path (hostagent/fastpath.py:
 QEMU's user network) and the serial path (hostagent/serialpath.py: the VM's virtio-serial port).
 
-    python bench/engine_path.py --machine NAME     # a running local machine of this PYMACHINE_HOME
-    python bench/engine_path.py                    # boots a throwaway one (direct-QEMU driver)
+    python bench/engine_path.py --machine NAME     # a running local machine of this PYMACHINE_HOME, started
+                                                   # with PYMACHINE_ENGINE_PORT=on (the serial path is off
+                                                   # by default: docs/hostagent.md)
+    python bench/engine_path.py                    # boots a throwaway one (direct-QEMU driver), switch on
 
 The host agent's control op `engine-path` switches one docker.sock between the paths, so all are measured
 through the same socket, agent and guest agent, in rotating rounds (whatever runs right after a long SSH
@@ -172,6 +174,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--requests", type=int, default=50)
     args = parser.parse_args()
+    from pymachine.hostvm.hostagent.serialpath import ENV_SWITCH
+
+    os.environ[ENV_SWITCH] = "on"  # a throwaway machine gets the port; its host agent uses it
     with throwaway_machine(args.machine) as name:
         run(name, args.mib, args.repeat, args.requests)
     return 0

@@ -21,6 +21,13 @@ from pymachine_agent.api.serialport import SerialPort, find_port
 from pymachine_agent.api.server import Router, _make_handler, standard_headers
 from pymachine_agent.api.wire import Timeouts
 
+
+@pytest.fixture(autouse=True)
+def _serial_switched_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serial path is off unless PYMACHINE_ENGINE_PORT=on; these tests are about the path itself."""
+    monkeypatch.setenv(serialpath.ENV_SWITCH, "on")
+
+
 WAIT = 10.0
 
 
@@ -337,8 +344,12 @@ def test_no_port_socket_means_no_serial_path(tmp_path: Path) -> None:
     path.stop()
 
 
-def test_the_switch_turns_the_path_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(serialpath.ENV_SWITCH, "off")
+@pytest.mark.parametrize("switch", [None, "off", "no"])
+def test_the_path_is_off_unless_switched_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, switch) -> None:  # type: ignore[no-untyped-def]
+    if switch is None:
+        monkeypatch.delenv(serialpath.ENV_SWITCH, raising=False)
+    else:
+        monkeypatch.setenv(serialpath.ENV_SWITCH, switch)
     path = serialpath.SerialPath()
     path.enable(tmp_path / "engine.port")
     assert path.state == "off" and path.open() is None
