@@ -34,6 +34,8 @@ PREFIX = 24
 MAC = "52:54:00:70:61:01"  # the guest finds the passt NIC by this address (no udev in the guest)
 MTU = 65520  # passt's own default for its guests (the largest 802.3 frame minus its header, in 32-bit words)
 CHUNK = 1 << 20
+LISTEN = os.environ.get("PASST_LISTEN", "127.0.0.1")  # "" for any address (then reached at NS_IP)
+EXTRA = os.environ.get("PASST_EXTRA", "").split()  # debugging: "-d -l LOG -p PCAP" (then without -q)
 F_SETPIPE_SZ = 1031
 
 
@@ -47,11 +49,12 @@ def passt_nic_args(sock: Path, netdev: str = "net1") -> list[str]:
 
 def passt_argv(sock: Path, ports: str, pid_file: Path) -> list[str]:
     return [
-        "passt", "-f", "-q", "-4",
+        "passt", "-f", "-4", *([] if EXTRA else ["-q"]),
         "-s", str(sock), "-P", str(pid_file),
-        "-t", f"127.0.0.1/{ports}", "-u", "none",
+        "-t", f"{LISTEN}/{ports}" if LISTEN else ports, "-u", "none",
         "-a", GUEST_IP, "-n", str(PREFIX), "-g", GATEWAY,
-        "-D", "none", "--no-dhcp-search", "--no-map-gw",
+        "-D", "none", "--no-dhcp-search",
+        *EXTRA,
     ]  # fmt: skip
 
 
@@ -102,7 +105,7 @@ def helper(ctl: Path, sock: Path, ports: str) -> None:
         with conn:
             try:
                 port = int(conn.recv(16).decode())
-                with socket.create_connection(("127.0.0.1", port), timeout=10) as out:
+                with socket.create_connection((LISTEN or NS_IP, port), timeout=10) as out:
                     socket.send_fds(conn, [b"ok"], [out.fileno()])
             except (OSError, ValueError) as exc:
                 conn.sendall(f"error {exc}".encode())
@@ -124,7 +127,9 @@ def connect(ctl: Path, port: int) -> socket.socket:
         for fd in fds:
             os.close(fd)
         raise ConnectionError(f"the namespace helper could not connect to guest port {port}: {msg.decode()}")
-    return socket.socket(fileno=fds[0])
+    sock = socket.socket(fileno=fds[0])
+    sock.setblocking(True)  # the helper's timeout left O_NONBLOCK on the shared file: splice must block
+    return sock
 
 
 def splice_one_way(src: socket.socket, dst: socket.socket) -> None:

@@ -2,6 +2,7 @@
 
     python bench/passt_probe.py [--mib 200] [--repeat 3] [--connects 30] [--ports 1-15000] [--json out.json]
     python bench/passt_probe.py starts [--repeat 3]      # passt's start: time, fds, kernel memory per range
+    python bench/passt_probe.py guest-initiated [--mib N]  # connections the guest opens through passt
 
 Boots the guest image with plain QEMU (tests/support/guestboot.py: slirp with restrict=on as NIC 1, as the
 machines) plus a second virtio-net NIC whose back end is passt (`-netdev stream`, QEMU 7.2), passt running in
@@ -120,8 +121,11 @@ def guest_iface(guest: BootedGuest, mtu: int) -> str:
     (QEMU 7.2's -netdev user has no mtu option); passt's guests get 65520 by default."""
     script = (
         f'for i in /sys/class/net/*; do [ "$(cat $i/address)" = {passt_ns.MAC} ] && n=$(basename $i); done; '
-        f"ip link set $n mtu {mtu} up && ip addr add {passt_ns.GUEST_IP}/{passt_ns.PREFIX} dev $n "
-        "&& echo $n"
+        f"ip link set $n mtu {mtu} up && ip addr add {passt_ns.GUEST_IP}/{passt_ns.PREFIX} dev $n && "
+        # passt learns the guest's MAC from its first IPv4 frame (not from ARP) and sends to ff:ff:.. until
+        # then, which the guest's TCP drops (not PACKET_HOST): one datagram to the gateway teaches it
+        f'python3 -c \'import socket; socket.socket(2, 2).sendto(b"x", ("{passt_ns.GATEWAY}", 9))\' && '
+        "echo $n"
     )
     res = guest.run(script)
     if res.status != 0 or not res.stdout.strip():
@@ -135,6 +139,7 @@ def start_guest_end(guest: BootedGuest, uplinks: list[str]) -> None:
     sftp = guest.ssh().open_sftp()
     sftp.put(str(HERE / "channel_guest.py"), "/root/channel_guest.py")
     sftp.put(str(HERE / "passt_outbound.py"), "/root/passt_outbound.py")
+    sftp.put(str(HERE / "passt_guestpeer.py"), "/root/passt_guestpeer.py")
     sftp.close()
     guest.run(f"setsid sh -c 'sleep 100000 | python3 /root/channel_guest.py - {' '.join(uplinks)}"
               " >/root/cg.log 2>&1' </dev/null >/dev/null 2>&1 &")  # fmt: skip
@@ -307,8 +312,11 @@ def save_restore(
     kept = [r.guest_port for r in parse_usernet(hmp(guest, "info usernet"))]
     lines.append(f"hostfwd rules in the restored QEMU, by guest port: {kept} (run-time ones are added again)")
     for channel, guest_port in (("fwd", wire.TCP_PORT), ("dnat", wire.DNAT_PORT)):  # as the reconcile does
-        hmp(guest, f"hostfwd_add net0 tcp:127.0.0.1:{channels.ports[channel]}-:{guest_port}")
+        if channel in channels.ports:
+            hmp(guest, f"hostfwd_add net0 tcp:127.0.0.1:{channels.ports[channel]}-:{guest_port}")
     for name, channel in (("hostfwd", "fwd"), ("passt", "passt"), ("relay+passt", "relay")):
+        if channel not in TARGET and channel not in channels.ports:
+            continue
         try:
             with channels.open(channel) as sock:
                 lines.append(f"after restore, a new {name} connection: {probe_once(sock)}")
@@ -341,12 +349,17 @@ def measure(mib: int, repeat: int, connects: int, ports: str, mtu: int, out: Pat
     print(f"passt: pid {passt.pid}, started in {passt.start_seconds * 1e3:.0f} ms with {passt.fds} fds"
           f" (ports {ports}); its network namespace is the host's: "
           f"{os.readlink(f'/proc/{passt.pid}/ns/net') == os.readlink('/proc/self/ns/net')}")  # fmt: skip
+    sink = ns_peer(passt)
     extra = passt_ns.passt_nic_args(passt.sock)
     try:
         boot = boot_guest(manifest, work / "vm", cpus=2, memory_mib=1024, boot_timeout=900, extra_args=extra)
         with boot as g:
             iface = guest_iface(g, mtu)
-            start_guest_end(g, ["eth0", iface])
+            start_guest_end(g, ["eth0", "eth1"])  # slirp's NIC and passt's, whichever is which
+            # Seen here: passt (this build) completes no host-opened connection until the guest has opened
+            # one through it (the SYN is not sent, or the guest's SYN-ACK is not taken); one guest-opened
+            # transfer to the namespace's peer first
+            print(f"guest-opened passt connection first: {guest_run_peer(g, 'S', 1 << 20)}")
             ports_ = {"fwd": free_port(), "dnat": free_port(), "ssh": free_port()}
             hmp(g, f"hostfwd_add net0 tcp:127.0.0.1:{ports_['fwd']}-:{wire.TCP_PORT}")
             hmp(g, f"hostfwd_add net0 tcp:127.0.0.1:{ports_['dnat']}-:{wire.DNAT_PORT}")
@@ -371,6 +384,104 @@ def measure(mib: int, repeat: int, connects: int, ports: str, mtu: int, out: Pat
                         tunnel.terminate()
                         tunnel.wait(10)
     finally:
+        sink.kill()
+        passt.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def ns_peer(passt: Passt) -> subprocess.Popen[str]:
+    """passt_nssink.py inside passt's namespace (nsenter into the helper's user + network namespace)."""
+    sink = subprocess.Popen(
+        ["nsenter", "-t", str(passt.proc.pid), "-U", "-n", "--preserve-credentials", sys.executable,
+         str(HERE / "passt_nssink.py"), passt_ns.NS_IP],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    if not sink.stdout or sink.stdout.readline().strip() != "ready":
+        raise RuntimeError("the namespace's peer did not start")
+    return sink
+
+
+def guest_run_peer(g: BootedGuest, op: str, size: int) -> dict:
+    res = g.run(f"python3 /root/passt_guestpeer.py {passt_ns.NS_IP} 7000 {op} {size}", timeout=900)
+    if res.status != 0:
+        raise RuntimeError(f"passt_guestpeer.py: {res.stderr[-1500:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def guest_initiated(mib: int, repeat: int, ports: str, out: Path | None) -> None:
+    """Connections the guest opens through passt (to a peer in passt's namespace) against slirp hostfwd
+    connections to a guest process, both directions, alternating; then the outbound check and a save/restore
+    (does the restored QEMU's NIC reach passt again)."""
+    from pymachine.hostvm import image
+
+    os.environ.setdefault("PYMACHINE_CACHE", "/var/tmp/pymachine-test-cache")
+    manifest = image.ensure_image()
+    size = mib * 1024 * 1024
+    work = Path(tempfile.mkdtemp(prefix="passt-"))
+    passt = Passt(work, ports)
+    sink = ns_peer(passt)
+    extra = passt_ns.passt_nic_args(passt.sock)
+    try:
+        with boot_guest(
+            manifest, work / "vm", cpus=2, memory_mib=1024, boot_timeout=900, extra_args=extra
+        ) as g:
+            iface = guest_iface(g, passt_ns.MTU)
+            start_guest_end(g, ["eth0", "eth1"])
+            sftp = g.ssh().open_sftp()
+            sftp.put(str(HERE / "passt_guestpeer.py"), "/root/passt_guestpeer.py")
+            sftp.close()
+            fwd = free_port()
+            hmp(g, f"hostfwd_add net0 tcp:127.0.0.1:{fwd}-:{wire.TCP_PORT}")
+            rows = ["hostfwd → guest", "passt (guest-opened) → guest", "hostfwd ← guest",
+                    "passt (guest-opened) ← guest"]  # fmt: skip
+            res: dict[str, list[dict]] = {r: [] for r in rows}
+
+            def once(row: str, nbytes: int) -> dict:
+                q0, p0, l0 = qemu_cpu(g.process.pid)[0], proc_cpu(passt.pid), os.getloadavg()[0]
+                if row.startswith("hostfwd"):
+                    with connect_tcp(fwd) as sock:
+                        seconds, got = transfer(sock, b"S" if "→" in row else b"G", nbytes)
+                    got = {"mbps": nbytes / seconds / 1e6, "guest_busy_s": got["guest_busy_s"]}
+                else:  # → guest: the namespace's peer sends (G); ← guest: the guest sends (S)
+                    got = guest_run_peer(g, "G" if "→" in row else "S", nbytes)
+                return {**got, "qemu_cpu_s": qemu_cpu(g.process.pid)[0] - q0,
+                        "passt_cpu_s": proc_cpu(passt.pid) - p0, "load": l0}  # fmt: skip
+
+            for row in rows:
+                once(row, 1 << 20)
+            for r in range(repeat):
+                for row in rows if r % 2 == 0 else rows[::-1]:
+                    res[row].append(got := once(row, size))
+                    print(
+                        f"round {r + 1} {row:<30} {got['mbps']:7.1f} MB/s load {got['load']:.1f}",
+                        file=sys.stderr,
+                    )
+                    if out:
+                        out.write_text(json.dumps(res, indent=1))
+            lo, hi = (
+                min(x["load"] for v in res.values() for x in v),
+                max(x["load"] for v in res.values() for x in v),
+            )
+            print(f"{mib} MiB, median of {repeat}, load {lo:.1f}-{hi:.1f}; passt's guest MTU 65520")
+            for row in rows:
+                med = {k: statistics.median(x[k] for x in res[row]) for k in res[row][0]}
+                ms = {k: med[k] * 1e3 / mib for k in ("guest_busy_s", "qemu_cpu_s", "passt_cpu_s")}
+                print(
+                    f"  {row:<30} {med['mbps']:7.1f} MB/s  CPU ms/MiB: guest {ms['guest_busy_s']:6.1f}"
+                    f" QEMU {ms['qemu_cpu_s']:6.1f} passt {ms['passt_cpu_s']:6.1f}"
+                )
+            channels = Channels({"fwd": fwd}, passt.ctl)
+            for _ in range(3):  # host → guest through passt (a published port's direction), after the rounds
+                try:
+                    with channels.open("passt") as sock:
+                        print(f"a host-opened passt connection (1 MiB): {probe_once(sock, 20)}")
+                except OSError as exc:
+                    print(f"a host-opened passt connection: {exc!r}")
+            print("\noutbound from the guest through passt:\n" + outbound(g, iface))
+            print(save_restore(g, work, manifest, extra, channels, hold=False))
+            print(f"after restore, a guest-opened passt connection: {guest_run_peer(g, 'S', 1 << 20)}")
+    finally:
+        sink.kill()
         passt.stop()
         shutil.rmtree(work, ignore_errors=True)
 
@@ -383,27 +494,31 @@ def slab_kib() -> int:
 def starts(repeat: int) -> None:
     """passt's start (to its pid file: every listener bound) per forwarded range, its fds, and the kernel's
     unreclaimable slab it adds (the listening sockets), in alternating rounds."""
-    ranges = ["9555", "1-1000", "1-5000", "1-15000"]
-    got: dict[str, list[tuple[float, int, int]]] = {r: [] for r in ranges}
+    ranges = ["9555", "61000-61063", "1-1000", "1-5000", "1-15000"]
+    got: dict[str, list[tuple[float, float, int, int]]] = {r: [] for r in ranges}
     for i in range(repeat):
         for spec in ranges if i % 2 == 0 else ranges[::-1]:
             work = Path(tempfile.mkdtemp(prefix="passt-s-"))
-            before = slab_kib()
+            before, start = slab_kib(), time.perf_counter()
             p = Passt(work, spec)
+            whole = time.perf_counter() - start
             time.sleep(0.3)
-            got[spec].append((p.start_seconds, p.fds, slab_kib() - before))
+            got[spec].append((p.start_seconds, whole, p.fds, slab_kib() - before))
             p.stop()
             shutil.rmtree(work, ignore_errors=True)
             time.sleep(0.5)
     print(f"passt start, median of {repeat} (host load {os.getloadavg()[0]:.1f}):")
     for spec, values in got.items():
-        secs, fds, slab = (statistics.median(v[k] for v in values) for k in range(3))
-        print(f"  -t 127.0.0.1/{spec:<8} {secs * 1e3:7.1f} ms  {fds:6.0f} fds  +{slab / 1024:6.1f} MiB slab")
+        secs, whole, fds, slab = (statistics.median(v[k] for v in values) for k in range(4))
+        print(
+            f"  -t {spec:<11} passt {secs * 1e3:6.1f} ms, with unshare + helper {whole * 1e3:6.1f}"
+            f" ms; {fds:6.0f} fds; +{slab / 1024:6.1f} MiB slab"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="rows", choices=["rows", "starts"])
+    parser.add_argument("what", nargs="?", default="rows", choices=["rows", "starts", "guest-initiated"])
     parser.add_argument("--mib", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--connects", type=int, default=30)
@@ -415,6 +530,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.what == "starts":
         starts(args.repeat)
+    elif args.what == "guest-initiated":
+        guest_initiated(args.mib, args.repeat, args.ports, args.json)
     else:
         measure(args.mib, args.repeat, args.connects, args.ports, args.mtu, args.json)
     return 0
