@@ -1,7 +1,7 @@
 """The guest's end of bench/channel_probe.py: one process (root, the guest's own Python, stdlib only) that
 serves every channel the probe measures with one tiny protocol, and reports the guest CPU each transfer cost.
 
-    python3 channel_guest.py /dev/vportNpM
+    python3 channel_guest.py /dev/vportNpM [UPLINK...]    (or - for no virtio-serial port; UPLINK: eth0)
 
 Protocol, on every channel: the host sends OP (1 byte) and SIZE (8 bytes, big-endian), then
     S  the host sends SIZE bytes, the guest reads and drops them;
@@ -205,27 +205,34 @@ def serve_port(path: str) -> None:
 
 
 def serve_tcp(listener: socket.socket) -> None:
+    """Each connection on its own thread: one that a save/restore left dead in the guest (passt_probe.py)
+    must not keep the next one waiting."""
     while True:
         conn, _ = listener.accept()
-        with conn:
-            try:
-                while True:
-                    try:
-                        op, size = HEADER.unpack(read_exact(conn.fileno(), HEADER.size))
-                    except EOFError:
-                        break
-                    serve_op(conn.fileno(), op, size)
-            except OSError as e:
-                print(f"tcp: {e}", file=sys.stderr, flush=True)
+        threading.Thread(target=serve_conn, args=(conn,), daemon=True).start()
+
+
+def serve_conn(conn: socket.socket) -> None:
+    with conn:
+        try:
+            while True:
+                try:
+                    op, size = HEADER.unpack(read_exact(conn.fileno(), HEADER.size))
+                except EOFError:
+                    break
+                serve_op(conn.fileno(), op, size)
+        except OSError as e:
+            print(f"tcp: {e}", file=sys.stderr, flush=True)
 
 
 def sh(*argv: str) -> None:
     subprocess.run(argv, check=True)
 
 
-def make_netns() -> None:
-    """A network namespace behind a veth pair, and the uplink's DNAT_PORT DNATed into it (as the engine does
-    for a published port: nat.py's prerouting rule, here without the bridge)."""
+def make_netns(uplinks: list[str]) -> None:
+    """A network namespace behind a veth pair, and the uplinks' DNAT_PORT DNATed into it (as the engine does
+    for a published port: nat.py's prerouting rule, here without the bridge). bench/passt_probe.py adds the
+    passt NIC as a second uplink."""
     subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
     subprocess.run(["ip", "link", "del", "cp0"], capture_output=True)
     sh("ip", "netns", "add", NETNS)
@@ -238,10 +245,11 @@ def make_netns() -> None:
     sh("ip", "-n", NETNS, "link", "set", "lo", "up")
     sh("ip", "-n", NETNS, "route", "add", "default", "via", "10.99.0.1")
     sh("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    names = ", ".join(f'"{name}"' for name in uplinks)
     rules = (
         "table ip chanprobe\ndelete table ip chanprobe\ntable ip chanprobe {\n"
         "  chain pre { type nat hook prerouting priority dstnat; policy accept;\n"
-        f'    iifname "eth0" tcp dport {DNAT_PORT} dnat to {NS_IP}:{NS_PORT}\n  }}\n}}\n'
+        f"    iifname {{ {names} }} tcp dport {DNAT_PORT} dnat to {NS_IP}:{NS_PORT}\n  }}\n}}\n"
     )
     subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
 
@@ -273,12 +281,14 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def main() -> None:
-    make_netns()
+    port, uplinks = sys.argv[1], sys.argv[2:] or ["eth0"]
+    make_netns(uplinks)
     threads = [
         threading.Thread(target=serve_tcp, args=(listen("0.0.0.0", TCP_PORT),), daemon=True),
         threading.Thread(target=serve_tcp, args=(listen_in_netns(),), daemon=True),
-        threading.Thread(target=serve_port, args=(sys.argv[1],), daemon=True),
     ]
+    if port != "-":
+        threads.append(threading.Thread(target=serve_port, args=(port,), daemon=True))
     for t in threads:
         t.start()
     print("ready", flush=True)
