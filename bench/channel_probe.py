@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,14 +238,23 @@ def run_rounds(
             **got,
         }
 
-    for row in ROWS:  # warm: the ssh -L channel machinery, the guest's page cache for the script, the relays
+    # warm: the ssh -L channel machinery, the guest's page cache for the script, the relays
+    return alternating_rounds(ROWS, once, size, repeat, out)
+
+
+def alternating_rounds(
+    rows: tuple[Row, ...], once: Callable[[Row, int], dict], size: int, repeat: int, out: Path | None
+) -> dict[str, list[dict]]:
+    """Each row once with 1 MiB to warm up, then `repeat` rounds of `size` bytes, every other round in reverse
+    order (whatever follows a long slow transfer comes out slower); written to `out` as it goes."""
+    for row in rows:
         once(row, 1 << 20)
-    results: dict[str, list[dict]] = {row.label: [] for row in ROWS}
+    results: dict[str, list[dict]] = {row.label: [] for row in rows}
     for r in range(repeat):
-        for row in ROWS if r % 2 == 0 else ROWS[::-1]:
+        for row in rows if r % 2 == 0 else rows[::-1]:
             results[row.label].append(got := once(row, size))
             print(
-                f"round {r + 1} {row.label:<32} {got['mbps']:7.1f} MB/s  load {got['load']:.1f}",
+                f"round {r + 1} {row.label:<34} {got['mbps']:7.1f} MB/s  load {got['load']:.1f}",
                 file=sys.stderr,
             )
             if out:  # as it goes: a run cut short keeps its rounds

@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 import channel_guest as wire  # noqa: E402
 import passt_ns  # noqa: E402
-from channel_probe import Row, connect_tcp, hmp, qemu_cpu, ssh_tunnel, transfer  # noqa: E402
+from channel_probe import Row, alternating_rounds, connect_tcp, hmp, qemu_cpu, ssh_tunnel, transfer  # noqa: E402
 from support.guestboot import BootedGuest, boot_guest, free_port, qemu_argv, wait_for_banner  # noqa: E402
 
 from pymachine.hostvm.hostagent.qemufwd import parse_usernet  # noqa: E402
@@ -177,19 +177,8 @@ def run_rounds(
                 "qemu_main_s": q1[1] - q0[1], "passt_cpu_s": after["passt"], "relay_cpu_s": after["relay"],
                 "load": l0, **got}  # fmt: skip
 
-    for row in ROWS:  # warm: ssh -L's channel machinery, the guest's page cache, ARP through passt
-        once(row, 1 << 20)
-    results: dict[str, list[dict]] = {row.label: [] for row in ROWS}
-    for r in range(repeat):
-        for row in ROWS if r % 2 == 0 else ROWS[::-1]:
-            results[row.label].append(got := once(row, size))
-            print(
-                f"round {r + 1} {row.label:<34} {got['mbps']:7.1f} MB/s  load {got['load']:.1f}",
-                file=sys.stderr,
-            )
-            if out:  # as it goes: a run cut short keeps its rounds
-                out.write_text(json.dumps(results, indent=1))
-    return results
+    # warm: ssh -L's channel machinery, the guest's page cache, ARP through passt
+    return alternating_rounds(ROWS, once, size, repeat, out)
 
 
 def latencies(channels: Channels, n: int) -> dict[str, list[float]]:
