@@ -496,8 +496,8 @@ def accelerator() -> str:
 
 def wants_engine_port(drv: Driver, name: str) -> bool:
     """Whether a cold boot gives the VM the engine socket's virtio-serial port (hostagent/serialpath.py): the
-    driver can put its host end in the machine folder, PYMACHINE_ENGINE_PORT is not "off", and the socket's
-    path fits the OS's limit (else docker.sock takes the fast path or SSH, as without the port)."""
+    driver can put its host end in the machine folder, PYMACHINE_ENGINE_PORT is "on" (off by default), and the
+    socket's path fits the OS's limit (else docker.sock takes the fast path or SSH, as without the port)."""
     from .hostagent.serialpath import switched_off
 
     if not drv.capabilities.engine_port or switched_off():
