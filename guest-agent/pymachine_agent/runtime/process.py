@@ -171,10 +171,18 @@ def run_init(
             raise ExecFailed("no command specified", 126)
         path = find_executable(spec.argv[0], env)
         if spec.init:
+            # The child execs the user's process only once this init has dropped to the container's user,
+            # capabilities and seccomp filter: before, PID 1 would hold the engine's privileges beside it.
+            dropped_r, dropped_w = os.pipe()
             child = os.fork()
             if child:
+                os.close(dropped_r)
                 sync.close()  # the supervisor sees EOF once the child has exec'd
-                tiny_init(child, u, mask, bpf)
+                tiny_init(child, u, mask, bpf, dropped_w)
+            os.close(dropped_w)
+            if os.read(dropped_r, 1) != INIT_DROPPED:
+                raise ExecFailed("--init: the container's init could not drop the engine's privileges", 126)
+            os.close(dropped_r)
             os.setpgid(0, 0)
             if spec.tty:
                 signal.signal(signal.SIGTTOU, signal.SIG_IGN)
@@ -191,15 +199,23 @@ def run_init(
         _fail(sync, 128, f"{type(e).__name__}: {e}")
 
 
-def tiny_init(main_child: int, u: user.ExecUser, cap_mask: int, bpf: bytes | None) -> None:
+INIT_DROPPED = b"D"
+
+
+def tiny_init(main_child: int, u: user.ExecUser, cap_mask: int, bpf: bytes | None, dropped: int) -> None:
     """--init: stay PID 1 (this process, already pivoted into the container), forward signals to the one
     child, reap every orphan, and exit with the child's status, as tini does. Never returns.
 
     Like Docker's docker-init, it runs as the container's process would: the container's user, capabilities
-    and seccomp filter, so nothing in the container keeps the engine's privileges."""
-    switch_user(u, cap_mask)
-    if bpf:
-        seccomp.install(bpf)
+    and seccomp filter, so nothing in the container keeps the engine's privileges. `dropped` is the pipe the
+    child waits on before it execs: written once all three are in place (closed unwritten if they fail)."""
+    try:
+        switch_user(u, cap_mask)
+        if bpf:
+            seccomp.install(bpf)
+        os.write(dropped, INIT_DROPPED)
+    finally:
+        os.close(dropped)
 
     def forward(sig: int, _frame: object) -> None:
         try:
