@@ -57,7 +57,10 @@ def _tier_of(item: pytest.Item) -> str:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Remove the nft tables and bridges that test agents of killed runs left (support/leftovers.py): those of
-    a living session stay. Only where the tiers that make them run (root)."""
+    a living session stay. Only where the tiers that make them run (root), and once per run: under xdist the
+    controller sweeps before it starts the workers, which do not."""
+    if hasattr(session.config, "workerinput"):  # an xdist worker (not its environment: a pytest it starts)
+        return
     if tier_unavailable("privileged") and tier_unavailable("compat"):
         return
     from support import leftovers
@@ -67,8 +70,27 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         print(f"\nremoved leftovers of killed test runs: {', '.join(removed)}", file=sys.stderr)
 
 
+# The two-worker layout (`-n 2 --dist loadgroup`, pytest-xdist): every test that boots or drives a machine
+# runs on one worker, in file order, while the other runs the host tiers. Machines share the host's two cores,
+# the image cache's build lock and libvirtd (two booting at once only slow each other), and their fixtures are
+# module-scoped (one machine, tests in order), which a split across workers would boot twice. Every other
+# test is grouped by its module for the same reason (a module fixture: an agent, a built .deb, a pristine
+# root), so a module runs whole on one worker: `--dist loadgroup` is then `loadscope` plus the machine group.
+MACHINE_GROUP = "machines"
+
+
+def uses_a_machine(item: pytest.Item) -> bool:
+    """Boots or drives a real machine (QEMU): the vm tier, the GUI test that starts one (its module carries
+    the vm marker), and the compat tier (one session agent for the whole tier, which each worker would start
+    anew; a PYMACHINE_COMPAT_DOCKER_HOST run points it at a machine)."""
+    return _tier_of(item) in ("vm", "compat") or item.get_closest_marker("vm") is not None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
+        group = MACHINE_GROUP if uses_a_machine(item) else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))  # a plain marker without xdist
         tier = _tier_of(item)
         item.add_marker(getattr(pytest.mark, tier))
         reason = tier_unavailable(tier)

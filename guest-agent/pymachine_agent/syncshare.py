@@ -63,14 +63,23 @@ class Inotify:
         self.overflowed = False
 
     def add_tree(self, rel: str) -> None:
-        top = os.path.join(self.root, rel) if rel else self.root
-        for dirpath, dirs, _files in os.walk(top):
+        """Watch the folder `rel` and every folder below it. Each folder is watched *before* it is listed: a
+        name made after the watch fires an event, one made before is in the listing. (os.walk lists first,
+        so a folder made between its parent's listing and its parent's watch was neither: `mkdir -p a/b &&
+        echo x > a/b/f` in a container under load lost b's watch, and f never reached the host.)"""
+        todo = [os.path.join(self.root, rel) if rel else self.root]
+        while todo:
+            dirpath = todo.pop()
             wd = self.libc.inotify_add_watch(self.fd, os.fsencode(dirpath), WATCH_MASK)
             if wd < 0:
                 log.warning("cannot watch %s: %s", dirpath, os.strerror(ctypes.get_errno()))
                 continue
             self.wds[wd] = os.path.relpath(dirpath, self.root)
-            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
+            try:
+                with os.scandir(dirpath) as it:
+                    todo += [e.path for e in it if e.is_dir(follow_symlinks=False)]
+            except OSError:
+                continue  # gone meanwhile: its deletion comes as an event
 
     def read(self, timeout: float | None) -> set[str]:
         if not select.select([self.fd], [], [], timeout)[0]:

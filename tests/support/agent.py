@@ -281,6 +281,18 @@ def _used_ten_octets() -> set[int]:
     return used
 
 
+def _worker_octets() -> range:
+    """The 10.N subnets this test process may pick from: all of 64-127, or under pytest-xdist a slice of its
+    own per worker (two workers starting agents at once could pick one N before either's bridge exists)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or not worker[2:].isdigit() or count < 2:
+        return range(64, 128)
+    size = max(1, 64 // count)
+    first = 64 + (int(worker[2:]) % count) * size
+    return range(first, first + size)
+
+
 def isolated_network_options() -> dict[str, Any]:
     """Names and subnets of this agent's own: several agents share this host's kernel (other tests, other
     engineers), and an agent's network reconcile deletes bridges/veths with its prefixes it does not know."""
@@ -291,7 +303,8 @@ def isolated_network_options() -> dict[str, Any]:
     # A subnet no interface of this host has: with a bridge of a killed agent left on 10.N (or a parallel
     # run's), routes to this agent's containers went to that bridge and published ports, pings and links
     # failed for the whole session (the compat tier under parallel runs, about one in three sessions).
-    octet = random.choice([n for n in range(64, 128) if n not in used] or list(range(64, 128)))
+    octets = _worker_octets()
+    octet = random.choice([n for n in octets if n not in used] or list(octets))
     return {
         "default_bridge": f"pt{tag}0",
         "bridge_prefix": f"pt{tag}-",

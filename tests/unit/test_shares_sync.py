@@ -213,6 +213,35 @@ def test_the_guest_side_reports_changes_once_and_not_its_own_writes(tmp_path: Pa
         child.wait(10)
 
 
+class _RacingLibc:
+    """libc whose inotify_add_watch of `racy` first makes a folder in it: a container's `mkdir -p` that lands
+    between the watcher's look at a new folder and its watch on it (what a loaded TCG guest hit)."""
+
+    def __init__(self, libc, racy: Path) -> None:  # type: ignore[no-untyped-def]
+        self.libc, self.racy = libc, racy
+
+    def inotify_add_watch(self, fd: int, path: bytes, mask: int) -> int:
+        if os.fsdecode(path) == str(self.racy) and not (self.racy / "inner").exists():
+            (self.racy / "inner").mkdir()
+        return self.libc.inotify_add_watch(fd, path, mask)
+
+
+def test_a_folder_made_while_its_new_parent_is_being_watched_is_watched_too(tmp_path: Path) -> None:
+    from pymachine_agent.syncshare import Inotify
+
+    watcher = Inotify(str(tmp_path))
+    watcher.add_tree("")
+    watcher.libc = _RacingLibc(watcher.libc, tmp_path / "newdir")
+    (tmp_path / "newdir").mkdir()
+    seen = watcher.read(5.0)  # newdir's event: watched, and `inner` is made during that
+    assert "newdir" in seen
+    (tmp_path / "newdir" / "inner" / "y.txt").write_text("x\n")
+    deadline = time.monotonic() + 5.0
+    while "newdir/inner/y.txt" not in seen and time.monotonic() < deadline:
+        seen |= watcher.read(0.2)
+    assert "newdir/inner/y.txt" in seen, seen
+
+
 def _wait(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not predicate():
