@@ -55,6 +55,7 @@ def ping(sock_path: Path) -> bool:
 
 QEMU_CPU = "(QEMU CPU seconds until the engine answered)"
 FIRST_RUN = "first run done"
+QEMU_CPU_RUN = "(QEMU CPU seconds until the first run was done)"
 BUSYBOX = "pymachine/busybox:latest"
 
 
@@ -265,6 +266,9 @@ def main() -> int:
                 if args.first_run:
                     first_run(name)
                     marks[FIRST_RUN] = time.monotonic() - t0
+                    used = qemu_cpu_seconds(name)
+                    if used is not None:
+                        marks[QEMU_CPU_RUN] = used
                 guest_timeline(name, t0, marks)
                 note("cold boot", seconds, marks)
                 if args.first_run:

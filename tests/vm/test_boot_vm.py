@@ -23,6 +23,9 @@ def test_boot_loads_the_ruleset_modules_up_front(
 ) -> None:
     status, out, err = ssh.run(
         machine.name,
+        # the modules load once the agent answers, its engine starts after them: maybe after `start` returned
+        "for i in $(seq 1200); do grep -q 'engine started' /var/log/pymachine-agent.log && break;"
+        " sleep 0.1; done;"
         "cat /run/pymachine-init.log; echo ===; cut -d' ' -f1 /proc/modules; echo ===;"
         " grep 'serving Docker API' /var/log/pymachine-agent.log | tail -1; echo ===;"
         " grep 'engine started' /var/log/pymachine-agent.log | tail -1",
