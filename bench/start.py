@@ -11,13 +11,20 @@ where the time goes.
 "Engine answering" = `GET /_ping` through the machine's forwarded docker.sock returns OK. The clock runs from
 the `machines.start` call (in-process: a CLI's own ~0.4 s Python start is not counted) to that answer.
 
+`--first-run` also times, after each cold boot's engine answers, the user's likely first action: a container
+of `pymachine/busybox` created, started and waited for (what `docker run --rm IMAGE true` asks of the engine;
+the image is loaded once, before the first run): since the `start` call, so work the boot moved past "engine
+answering" (the kernel modules, the engine's start) is counted there.
+
     python bench/start.py [--runs 5] [--driver libvirt|qemu] [--mount DIR] [--resume-only | --cold-only]
-                          [--name PREFIX]
+                          [--name PREFIX] [--first-run]
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import re
 import shutil
@@ -47,6 +54,53 @@ def ping(sock_path: Path) -> bool:
 
 
 QEMU_CPU = "(QEMU CPU seconds until the engine answered)"
+FIRST_RUN = "first run done"
+QEMU_CPU_RUN = "(QEMU CPU seconds until the first run was done)"
+BUSYBOX = "pymachine/busybox:latest"
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=300)
+        self.path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def engine_call(
+    sock_path: Path, method: str, url: str, body: object = None, data: bytes | None = None
+) -> object:
+    conn = _UnixHTTP(sock_path)
+    try:
+        payload = data if data is not None else (json.dumps(body).encode() if body is not None else None)
+        conn.request(method, url, body=payload, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        raw = resp.read()
+        if resp.status >= 300:
+            raise RuntimeError(f"{method} {url}: {resp.status} {raw[:300]!r}")
+        return json.loads(raw) if raw.strip().startswith((b"{", b"[")) else raw
+    finally:
+        conn.close()
+
+
+def load_busybox(name: str) -> None:
+    from pymachine.hostvm.container_images import ensure_container_image
+
+    data = Path(ensure_container_image("pymachine/busybox")).read_bytes()
+    engine_call(paths.machine(name).docker_socket, "POST", "/images/load?quiet=1", data=data)
+
+
+def first_run(name: str) -> None:
+    """`docker run --rm pymachine/busybox true` without the CLI: create, start, wait (auto-removed)."""
+    sock = paths.machine(name).docker_socket
+    body = {"Image": BUSYBOX, "Cmd": ["true"], "HostConfig": {"AutoRemove": True}}
+    created = engine_call(sock, "POST", "/containers/create", body)
+    cid = created["Id"]  # type: ignore[index]
+    engine_call(sock, "POST", f"/containers/{cid}/start")
+    engine_call(sock, "POST", f"/containers/{cid}/wait?condition=removed")
 
 
 def qemu_cpu_seconds(name: str) -> float | None:
@@ -83,15 +137,18 @@ def timed_start(name: str, marks: dict[str, float]) -> float:
 
 GUEST_TIMELINE = (
     "cat /proc/uptime /run/pymachine-init.log;"
-    " grep 'serving Docker API' /var/log/pymachine-agent.log | tail -1"
+    " grep 'serving Docker API' /var/log/pymachine-agent.log | tail -1;"
+    " grep 'engine started' /var/log/pymachine-agent.log | tail -1"
 )
 
 
 def guest_timeline(name: str, t0: float, marks: dict[str, float]) -> None:
     """The guest's own view of its boot, on the same clock as `marks` (seconds since the `start` call): the
     init's steps (/run/pymachine-init.log, guest uptime per step) and the agent's start phases (its log's
-    'serving' line: imports, engine, each since its spawn). The guest's uptime is read by an exec; the host's
-    clock at its midpoint maps guest time onto ours (off by at most half the shortest of 3 round trips)."""
+    'serving' line: imports, engine, each since its spawn; and, where its engine started only once the
+    kernel modules were in, its 'engine started' line: modules, engine). The guest's uptime is read by an
+    exec; the host's clock at its midpoint maps guest time onto ours (off by at most half the shortest of 3
+    round trips)."""
     client = ssh.connect(name)
     try:
         offsets = []  # (round trip, offset): the shortest round trip maps best
@@ -112,11 +169,11 @@ def guest_timeline(name: str, t0: float, marks: dict[str, float]) -> None:
         if at.replace(".", "", 1).isdigit():
             marks[f"guest: {step}"] = float(at) + offset
             spawned = float(at) + offset if step == "agent" else spawned
-        elif "serving Docker API" in line and spawned is not None:
+        elif ("serving Docker API" in line or "engine started" in line) and spawned is not None:
             for phase, seconds in re.findall(r"(\w[\w ]*?) ([0-9.]+) s", line.rsplit("(", 1)[-1]):
                 marks[f"guest: agent {phase}"] = spawned + float(seconds)
             serving = re.search(r"([0-9.]+) s after its start", line)
-            if serving:
+            if serving and "serving Docker API" in line:
                 marks["guest: agent serving"] = spawned + float(serving.group(1))
 
 
@@ -162,6 +219,7 @@ def main() -> int:
     ap.add_argument("--resume-only", action="store_true", help="no cold boots (quick runs while tuning)")
     ap.add_argument("--cold-only", action="store_true", help="no saves and resumes (cold boots only)")
     ap.add_argument("--name", default="bs", help="machine name prefix (the process id is appended)")
+    ap.add_argument("--first-run", action="store_true", help="also time a first container after cold boots")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="pmbs", dir="/var/tmp"))
     os.environ["PYMACHINE_HOME"] = str(home)
@@ -180,6 +238,8 @@ def main() -> int:
     try:
         machines.create(name, driver=args.driver, mounts=args.mount, home_mount=False)
         machines.start(name)
+        if args.first_run:
+            load_busybox(name)
         for i in range(args.runs):
             for agent in () if args.cold_only else ("parked", "restarted"):
                 if agent == "restarted":
@@ -203,8 +263,16 @@ def main() -> int:
                 marks = {}
                 t0 = time.monotonic()
                 seconds = timed_start(name, marks)
+                if args.first_run:
+                    first_run(name)
+                    marks[FIRST_RUN] = time.monotonic() - t0
+                    used = qemu_cpu_seconds(name)
+                    if used is not None:
+                        marks[QEMU_CPU_RUN] = used
                 guest_timeline(name, t0, marks)
                 note("cold boot", seconds, marks)
+                if args.first_run:
+                    note("cold boot → first run done", marks[FIRST_RUN], {})
             runs = ", ".join(f"{k} {v[-1]:.2f} s{_cpu_note(stages, k, len(v))}" for k, v in took.items())
             print(f"run {i + 1}: {runs} (load {os.getloadavg()[0]:.1f})", flush=True)
     finally:

@@ -24,7 +24,14 @@ import socket  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from .api.serialport import SerialPort
+    from .engine import Engine
+    from .kernelgate import KernelGate
 
 DEFAULT_SOCKET = "/run/pymachine/docker.sock"
 DEFAULT_STATE = "/var/lib/pymachine"
@@ -146,9 +153,9 @@ def serve(
     from .api import ApiServer, build_router
     from .api.relay import Relay
     from .api.relay import register as register_relay
-    from .api.serialport import SerialPort
     from .api.wire import Timeouts
     from .engine import Engine
+    from .kernelgate import KernelGate
     from .reserve import arm
     from .shares import Shares
 
@@ -168,14 +175,27 @@ def serve(
         shares=Shares.from_settings(settings, engine_socket=str(socket_path)),
         young_ports=bool(settings.get("young_ports", True)),
     )
-    engine.start()
-    phases.append(("engine", _since_start()))
+    kernel = KernelGate.from_env()
     timeouts = Timeouts(**settings.get("api_timeouts", {}))
     router = build_router(engine)
     server = ApiServer(router, socket_path, tcp=tcp, timeouts=timeouts)
     relay = Relay(server.handler)  # the host agent's fast path, armed over the SSH link (api/relay.py)
     register_relay(router, relay)
-    serial = SerialPort(server.handler)  # the host agent's serial path, where the VM has the port
+    # the host agent's serial path, where the VM has the port (served once its module is in)
+    serial: list[SerialPort] = []
+
+    def started() -> None:
+        port = serial_port(server.handler)
+        if port is not None:
+            serial.append(port)
+
+    # The engine starts before the socket answers when the machine's kernel modules are in (an agent restart,
+    # or not a machine of ours); on a cold boot the init loads them only once this agent answers (it asks
+    # below), and the engine starts on a thread once they are in: the API holds what needs it meanwhile.
+    if kernel.loaded():
+        start_engine(engine, kernel)
+        phases.append(("engine", _since_start()))
+        started()
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -187,7 +207,11 @@ def serve(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.start()
-    serial.start()
+    if not engine.ready.is_set():
+        kernel.ask()
+        threading.Thread(
+            target=start_engine, args=(engine, kernel, started), name="engine-start", daemon=True
+        ).start()
     if HOLD_GC:
         gc.freeze()
         gc.enable()
@@ -203,10 +227,67 @@ def serve(
     stop.wait()
     server.stop()  # first: a client must not reach an agent that is going away (re-provision, restart)
     relay.close()
-    serial.close()
+    for port in serial:
+        port.close()
     server.drain()  # the requests it took still get their replies
     engine.close()
     return 0
+
+
+def start_engine(engine: Engine, kernel: KernelGate, then: Callable[[], None] | None = None) -> None:
+    """Start the engine once the kernel modules are in. On the start's own thread a failure becomes the
+    answer of every request the API holds (503, the reason) and the log's; `/_ping` goes on answering."""
+    on_thread = then is not None
+    log = logging.getLogger("pymachine_agent")
+    kernel.wait_loaded()
+    modules_in = _since_start()
+    if kernel.error:
+        log.error("%s", kernel.error)
+        engine.fail(kernel.error)
+        return
+    try:
+        engine.start()
+    except Exception as exc:
+        if not on_thread:
+            raise  # before the socket answers: the agent exits and the init starts it again
+        log.exception("the engine did not start")
+        engine.fail(f"the engine did not start: {exc} (see /var/log/pymachine-agent.log in the machine)")
+        return
+    if then is not None:
+        then()
+        note = _startup_note([("modules", modules_in), ("engine", _since_start())])
+        print(f"pymachine agent engine started{note}", flush=True)
+
+
+def serial_port(handler: type) -> SerialPort | None:
+    """Serve the engine on the VM's virtio-serial port, if it has one. Its code (the multiplexer) is imported
+    only then: the serial path is off by default, and every module costs boot time under TCG."""
+    if not any(_pci_id(dev) in VIRTIO_CONSOLE_IDS for dev in _pci_devices()):
+        logging.getLogger("pymachine_agent").info("serial path: no virtio-serial device")
+        return None
+    from .api.serialport import SerialPort
+
+    port = SerialPort(handler)
+    return port if port.start() else None
+
+
+VIRTIO_CONSOLE_IDS = {("0x1af4", "0x1003"), ("0x1af4", "0x1043")}  # virtio-serial: transitional, modern
+PCI_DEVICES = "/sys/bus/pci/devices"
+
+
+def _pci_devices() -> list[str]:
+    try:
+        return [os.path.join(PCI_DEVICES, d) for d in os.listdir(PCI_DEVICES)]
+    except OSError:
+        return []
+
+
+def _pci_id(dev: str) -> tuple[str, str]:
+    try:
+        with open(f"{dev}/vendor") as v, open(f"{dev}/device") as d:
+            return v.read().strip(), d.read().strip()
+    except OSError:
+        return "", ""
 
 
 def main(argv: list[str] | None = None) -> int:

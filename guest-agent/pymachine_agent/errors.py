@@ -51,6 +51,12 @@ class Conflict(AgentError):
     status = 409
 
 
+class Unavailable(AgentError):
+    """The engine is up but cannot serve this, yet or at all (its kernel modules did not load, kernelgate)."""
+
+    status = 503
+
+
 # -- containers: the runtime and the engine's create/translate ------------------------------------------
 
 

@@ -4,9 +4,9 @@ port stream of docs/contracts.md §4, whose `add` events the publisher waits to 
 from __future__ import annotations
 
 import queue
+import secrets
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -220,7 +220,7 @@ class PortBroker:
         port on a refusal or a timeout; the caller unpublishes (and `remove` is then announced)."""
         event = protocol.port_event(
             "add",
-            uuid.uuid4().hex,
+            secrets.token_hex(16),
             event["container"],
             event["proto"],
             event.get("host_ip") or "127.0.0.1",
@@ -259,7 +259,7 @@ class PortBroker:
         """Record a port that is already published (agent restart) so new subscribers get it in the resync."""
         event = protocol.port_event(
             "add",
-            uuid.uuid4().hex,
+            secrets.token_hex(16),
             event["container"],
             event["proto"],
             event.get("host_ip") or "127.0.0.1",
@@ -282,7 +282,7 @@ class PortBroker:
         events = [
             protocol.port_event(
                 "remove",
-                uuid.uuid4().hex,
+                secrets.token_hex(16),
                 a["container"],
                 a["proto"],
                 a["host_ip"],

@@ -2,7 +2,8 @@
 
 What it imports before it answers a host agent (`/_ping`, `/info`, `/pymachine/v1/info`, the hello on the
 event stream): not the HTTP client (`ping` only; email and ssl come with it), not the build package nor the
-registry, save/load and commit code. Every module costs boot time under TCG.
+registry, save/load and commit code, not uuid and platform, not the serial path's multiplexer on a computer
+without a virtio-serial device. Every module costs boot time under TCG.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ NOT_AT_START = (
     "pymachine_agent.images.archive",
     "pymachine_agent.images.commit",
     "pymachine_agent.engine.commit",
+    "uuid",  # with `platform` and libuuid's dlopen: event ids are secrets.token_hex
+    "platform",  # os.uname().machine says the same
 )
 
 
@@ -111,3 +114,11 @@ def test_answering_a_host_agent_imports_no_client_build_or_registry_code(tmp_pat
     assert "pymachine_agent.engine" in modules and "pymachine_agent.api" in modules  # the list is the agent's
     loaded = [m for m in modules if any(m == n or m.startswith(n + ".") for n in NOT_AT_START)]
     assert loaded == [], f"imported before the first answers (costs boot time under TCG): {loaded}"
+    # the serial path's multiplexer only where there is a virtio-serial device (off by default in machines)
+    assert ("pymachine_agent.serialmux" in modules) == has_virtio_serial(), modules
+
+
+def has_virtio_serial() -> bool:
+    from pymachine_agent.__main__ import VIRTIO_CONSOLE_IDS, _pci_devices, _pci_id
+
+    return any(_pci_id(dev) in VIRTIO_CONSOLE_IDS for dev in _pci_devices())

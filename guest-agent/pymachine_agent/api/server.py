@@ -38,10 +38,15 @@ def version_tuple(v: str) -> tuple[int, ...]:
 
 class Router:
     """Method + path pattern → handler. `{name}` matches one segment, `{name:path}` may contain slashes
-    (image references such as `localhost:5000/a/b:tag`)."""
+    (image references such as `localhost:5000/a/b:tag`).
+
+    `hold(wait, answers_before)`: every route for which `answers_before(method, pattern)` is false calls
+    `wait()` before its handler, which blocks until the engine can serve it or raises (Engine.wait_ready)."""
 
     def __init__(self) -> None:
-        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self.routes: list[tuple[str, re.Pattern[str], Handler, str]] = []
+        self._wait: Callable[[], None] | None = None
+        self._answers_before: Callable[[str, str], bool] = lambda method, pattern: True
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
         def repl(m: re.Match[str]) -> str:
@@ -49,7 +54,7 @@ class Router:
             return f"(?P<{name}>.+)" if kind == "path" else f"(?P<{name}>[^/]+)"
 
         regex = re.compile("^" + re.sub(r"\{([^}]+)\}", repl, pattern) + "/?$")
-        self.routes.append((method, regex, handler))
+        self.routes.append((method, regex, handler, pattern))
 
     def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
@@ -58,15 +63,25 @@ class Router:
 
         return deco
 
-    def match(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
+    def hold(self, wait: Callable[[], None], answers_before: Callable[[str, str], bool]) -> None:
+        self._wait = wait
+        self._answers_before = answers_before
+
+    def wait(self) -> None:
+        if self._wait is not None:
+            self._wait()
+
+    def match(self, method: str, path: str) -> tuple[Handler, dict[str, str], bool] | None:
+        """The handler, its path parameters, and whether it must wait for the engine (`hold`)."""
         path_matched = False
-        for m, regex, handler in self.routes:
+        for m, regex, handler, pattern in self.routes:
             found = regex.match(path)
             if not found:
                 continue
             path_matched = True
             if m == method or (m == "GET" and method == "HEAD"):
-                return handler, found.groupdict()
+                held = self._wait is not None and not self._answers_before(m, pattern)
+                return handler, found.groupdict(), held
         if path_matched:
             raise HTTPError(405, f"method {method} not allowed on {path}")
         return None
@@ -98,7 +113,9 @@ def dispatch(router: Router, request: Request) -> None:
         found = router.match(request.method, path)
         if found is None:
             raise HTTPError(404, f"page not found: {request.method} {request.path}")
-        handler, params = found
+        handler, params, held = found
+        if held:
+            router.wait()
         result = handler(request, **params)
         if conn.hijacked:
             return

@@ -19,10 +19,12 @@ everything exists.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 from .. import health
+from ..errors import Unavailable
 from ..events import EventBus, PortBroker
 from ..fsevents import ChangeMirror
 from ..images import ImageStore
@@ -41,6 +43,8 @@ from .records import ContainerRecords
 from .streams import ContainerStreams
 from .system import SystemService
 from .volumes import VolumeService
+
+READY_TIMEOUT_S = 120.0  # a `modprobe -a` took up to 14 s at a host load of 30: generous, yet not forever
 
 
 class Engine:
@@ -137,6 +141,25 @@ class Engine:
         if self.network is not None:
             self.network.on_port_event = self.hooks.on_port_event
         self.records = records
+        # set by `start` (or `fail`): the API holds every request that needs it (api/__init__.py)
+        self.ready = threading.Event()
+        self.not_ready: str | None = None
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Until `start` has run (on a cold boot it runs once the machine's kernel modules are in,
+        kernelgate.py); raises Unavailable (503) when it failed or takes longer than `timeout`."""
+        if not self.ready.wait(timeout):
+            raise Unavailable(
+                f"the engine is still starting after {timeout:.0f} s: the machine's kernel modules are not"
+                " loaded yet (see /run/modprobe.log in the machine)"
+            )
+        if self.not_ready is not None:
+            raise Unavailable(self.not_ready)
+
+    def fail(self, reason: str) -> None:
+        """The engine cannot start (its kernel modules failed to load): held requests get `reason`."""
+        self.not_ready = reason
+        self.ready.set()
 
     def start(self) -> None:
         for st in self.runtime.list():
@@ -150,6 +173,7 @@ class Engine:
         for st in self.runtime.list():
             if st.running:
                 self.hooks.health_watch(st)
+        self.ready.set()
 
     def close(self) -> None:
         self.runtime.close()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import platform
 import secrets
+import sys
 import threading
 import time
 from pathlib import Path
@@ -59,7 +59,7 @@ class SystemService:
                         "Arch": _arch(),
                         "KernelVersion": uname.release,
                         "GitCommit": "pymachine",
-                        "GoVersion": "python" + platform.python_version(),
+                        "GoVersion": "python" + sys.version.split()[0],
                         "BuildTime": "",
                         "Experimental": "false",
                     },
@@ -69,7 +69,7 @@ class SystemService:
             "ApiVersion": API_VERSION,
             "MinAPIVersion": MIN_API_VERSION,
             "GitCommit": "pymachine",
-            "GoVersion": "python" + platform.python_version(),
+            "GoVersion": "python" + sys.version.split()[0],
             "Os": "linux",
             "Arch": _arch(),
             "KernelVersion": uname.release,
@@ -172,7 +172,7 @@ class SystemService:
 
 
 def _arch() -> str:
-    m = platform.machine()
+    m = os.uname().machine
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
 
 

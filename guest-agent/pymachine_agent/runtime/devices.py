@@ -18,7 +18,6 @@ import ctypes
 import errno
 import logging
 import os
-import platform
 import re
 import stat
 import struct
@@ -29,7 +28,7 @@ from pymachine_agent.runtime.spec import ContainerSpec, DeviceMapping
 
 log = logging.getLogger("pymachine_agent.runtime.devices")
 
-_SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine, 321)
 BPF_PROG_LOAD, BPF_PROG_ATTACH = 5, 8
 BPF_PROG_TYPE_CGROUP_DEVICE = 15
 BPF_CGROUP_DEVICE = 6  # attach type

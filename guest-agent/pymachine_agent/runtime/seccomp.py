@@ -35,7 +35,6 @@ import errno
 import functools
 import json
 import os
-import platform
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -345,7 +344,7 @@ def check(value: str) -> None:
     if value in ("default", "unconfined"):
         return
     profile = parse(value)
-    machine = platform.machine() if platform.machine() in ARCHES else "x86_64"
+    machine = os.uname().machine if os.uname().machine in ARCHES else "x86_64"
     from pymachine_agent.runtime import capabilities
 
     for mask in (capabilities.resolve([], []), (1 << len(CAP_NAMES)) - 1):
@@ -358,7 +357,7 @@ def filter_for(value: str, cap_mask: int) -> bytes | None:
     container's capability mask; None for "unconfined". Cached: the zygote warms the default one."""
     if value == "unconfined":
         return None
-    return encode(compile_profile(parse(value), cap_mask, platform.machine()))
+    return encode(compile_profile(parse(value), cap_mask, os.uname().machine))
 
 
 class _Prog(ctypes.Structure):

@@ -1,8 +1,9 @@
 """pymachine guest init, run by /sbin/pymachine-init as PID 1; no systemd (contract: docs/contracts.md §2).
 
 Sets the machine up (mounts, cgroup2 controllers, the seed on /dev/vdb, hostname, SSH keys, static network),
-starts sshd, loads the engine's kernel modules, then supervises the guest agent (respawn with back-off),
-reaps every orphan, and powers off on SIGTERM/SIGPWR or the ACPI power button (libvirt's graceful shutdown).
+starts sshd and the guest agent, loads the engine's kernel modules once the agent answers, supervises the
+agent (respawn with back-off), reaps every orphan, and powers off on SIGTERM/SIGPWR or the ACPI power button
+(libvirt's graceful shutdown).
 
 Written in Python rather than sh because under TCG every fork+exec of a dynamically linked tool costs
 ~0.1-0.3 s of guest time: here files, the hostname and the network are syscalls, and only sshd, modprobe and
@@ -35,7 +36,9 @@ SEED_DISK, SEED_DIR = "/dev/vdb", "/run/seed"
 # ruleset uses (nat chains, fib, masquerade, ct, dnat; ctnetlink to forget flows): left to autoload, each
 # missing one aborted the agent's `nft -f` transaction, which nftables replays after a modprobe of its own,
 # 21 modprobe execs at every boot (the agent's start took 1.6-2.3 s more at low load, 13 s at load 11).
-# virtio_console: the engine socket's virtio-serial port (/dev/vportNpM), which the agent opens at its start.
+# virtio_console: the engine socket's virtio-serial port (/dev/vportNpM), which the agent opens once it is in.
+# No udev: anything else autoloads through modprobe; fuse would too, but without udev or static nodes
+# /dev/fuse only appears once the module is in, and `--device /dev/fuse` needs the node.
 ENGINE_MODULES = ["overlay", "veth", "bridge", "br_netfilter", "nf_tables", "nft_chain_nat", "nft_fib_ipv4",
                   "nft_masq", "nft_ct", "nft_nat", "nf_conntrack_netlink", "button", "evdev", "fuse",
                   "virtio_balloon", "virtio_console"]  # fmt: skip
@@ -51,6 +54,7 @@ SHARE_MODULES = {"virtiofs": ["virtiofs"], "9p": ["9p", "9pnet_virtio"]}
 # host: 0.36x native at 128 KiB, 0.56x at 1 MiB, 0.99x at 4 MiB (docs/machines.md, "virtiofs speed").
 VIRTIOFS_READAHEAD_KB = 4096
 SHARE_REPORT = "/run/pymachine/shares.json"
+MODULES_STATUS = "/run/pymachine/modules.json"  # written once ENGINE_MODULES are loaded (class Modules)
 
 _timeline: list[str] = []
 
@@ -60,8 +64,13 @@ def say(message: str) -> None:
 
 
 def mark(step: str) -> None:
-    """A boot timeline (guest uptime per step), written to /run/pymachine-init.log."""
+    """A boot timeline (guest uptime per step), written to /run/pymachine-init.log (`write_timeline`)."""
     _timeline.append(f"{time.clock_gettime(time.CLOCK_BOOTTIME):.2f} {step}\n")
+
+
+def write_timeline() -> None:
+    with open("/run/pymachine-init.log", "w") as fh:
+        fh.writelines(_timeline)
 
 
 def step(func):  # type: ignore[no-untyped-def]
@@ -344,7 +353,7 @@ class Agent:
         self.delay = 1.0
         self.next_start = 0.0
         self.env = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8", "PYTHONPATH": AGENT_DIR,
-                    "PYTHONUNBUFFERED": "1", "PYMACHINE_SEED": SEED_DIR,
+                    "PYTHONUNBUFFERED": "1", "PYMACHINE_SEED": SEED_DIR, "PYMACHINE_MODULES": MODULES_STATUS,
                     "TMPDIR": "/var/tmp"}  # fmt: skip  # /tmp may be the host's temp folder (a share)
 
     def start(self) -> None:
@@ -404,24 +413,22 @@ def supervise() -> None:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     pending: list[int] = []
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGPWR, signal.SIGINT, signal.SIGUSR2):
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGPWR, signal.SIGINT, signal.SIGUSR2, signal.SIGUSR1):
         signal.signal(sig, lambda signum, frame: pending.append(signum))  # _signal: plain ints, no enums
 
-    # After sshd, so logging in is not delayed: no udev, so load what the engine and the power button need
-    # (anything else autoloads through modprobe; fuse would too, but without udev or static nodes /dev/fuse
-    # only appears once the module is in, and `--device /dev/fuse` needs the node), and grow the filesystem
-    # online when the machine's disk is larger than the base image (a no-op otherwise). The agent starts once
-    # the modules are in. Not alongside them: loading a module makes the other vCPU take IPIs (text patching,
-    # expedited RCU), and with the agent's imports busy on it, a `modprobe -a` of a few modules took 9-14 s
-    # instead of 2-3 s at a host load of 30.
-    modprobe = spawn(["/usr/sbin/modprobe", "-a", *ENGINE_MODULES], "/run/modprobe.log")
+    # Grow the filesystem online when the machine's disk is larger than the base image (a no-op otherwise).
     spawn(["/usr/sbin/resize2fs", "/dev/vda"], "/run/resize2fs.log")
+    shares()  # before the agent: it may rely on os.path.ismount(share) (their own modprobe, only with shares)
     agent = Agent()
+    agent.start()
+    mark("agent")
+    write_timeline()
+    modules = Modules()
     buttons: list[int] = []
     powering_off = False
 
     while True:
-        timeout = agent.due() if not modprobe else None
+        timeout = min((t for t in (agent.due(), modules.due()) if t is not None), default=None)
         try:
             ready, _, _ = select.select([wake_r, *buttons], [], [], timeout)
         except InterruptedError:
@@ -437,28 +444,64 @@ def supervise() -> None:
                 break
             if pid == agent.pid:
                 agent.exited(os.waitstatus_to_exitcode(status))
-            elif pid == modprobe:
-                modprobe = 0
-                if status:
-                    say("some engine modules failed to load (see /run/modprobe.log)")
-                mark("modules")
+                modules.load()  # an agent that died before it asked: the power button needs them all the same
+            elif pid == modules.pid:
+                modules.loaded(os.waitstatus_to_exitcode(status))
                 buttons = power_buttons()
-                shares()  # before the agent: it may rely on os.path.ismount(share)
-                agent.start()
-                mark("agent")
-                with open("/run/pymachine-init.log", "w") as fh:
-                    fh.writelines(_timeline)
-                os.write(1, b"PYMACHINE_READY\n")
                 say(f"guest agent pid {agent.pid}; power button {'watched' if buttons else 'not found'}")
+                os.write(1, b"PYMACHINE_READY\n")
+        if signal.SIGUSR1 in pending or modules.due() == 0.0:  # the agent answers (or never asked in time)
+            modules.load()
         pressed = any(power_pressed(fd) for fd in buttons if fd in ready)
-        stop = pressed or any(s != signal.SIGCHLD for s in pending)
+        stop = pressed or any(s not in (signal.SIGCHLD, signal.SIGUSR1) for s in pending)
         pending.clear()
         if stop and not powering_off:
             powering_off = True
             say("power off requested")
             spawn([POWEROFF], "/dev/console")
-        if not powering_off and not modprobe and not agent.pid and agent.due() == 0.0:
+        if not powering_off and not agent.pid and agent.due() == 0.0:
             agent.start()
+
+
+class Modules:
+    """The engine's kernel modules (ENGINE_MODULES), loaded once the guest agent answers: it asks with
+    SIGUSR1 right after it binds its socket, so `/_ping`, `version` and an image pull answer without them, and
+    whatever needs them (containers, networks) waits in the agent until MODULES_STATUS says they are in
+    (pymachine_agent/kernelgate.py). Not alongside the agent's imports: loading a module makes the other vCPU
+    take IPIs (text patching, expedited RCU), and with the imports busy on it a `modprobe -a` of a few modules
+    took 9-14 s instead of 2-3 s at a host load of 30 (docs/machines.md, third and sixth passes). An agent
+    that dies or hangs before it asks does not keep them (and the power button) out: they load when it exits
+    or FALLBACK_S after the boot's first agent start."""
+
+    FALLBACK_S = 60.0
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.started = False
+        self.deadline = time.monotonic() + self.FALLBACK_S
+
+    def due(self) -> float | None:
+        return None if self.started else max(0.0, self.deadline - time.monotonic())
+
+    def load(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        try:
+            self.pid = spawn(["/usr/sbin/modprobe", "-a", *ENGINE_MODULES], "/run/modprobe.log")
+        except OSError as exc:
+            say(f"cannot run modprobe: {exc}")
+            self.loaded(-1)
+
+    def loaded(self, status: int) -> None:
+        self.pid = 0
+        if status:
+            say("some engine modules failed to load (see /run/modprobe.log)")
+        # atomically: the agent reads it as soon as it exists
+        write(MODULES_STATUS + ".tmp", f'{{"status": {status}, "log": "/run/modprobe.log"}}\n')
+        os.rename(MODULES_STATUS + ".tmp", MODULES_STATUS)
+        mark("modules")
+        write_timeline()
 
 
 def main() -> None:
