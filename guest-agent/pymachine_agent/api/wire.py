@@ -90,6 +90,11 @@ class Reader:
         """Bytes received and not yet read."""
         return len(self._buf) - self._pos
 
+    def has_line(self, limit: int) -> bool:
+        """Whether a whole line (or `limit` bytes of one) is received and not yet read: readline would not
+        wait."""
+        return self.buffered() >= limit or self._buf.find(b"\n", self._pos, self._pos + limit) >= 0
+
     def _fill(self, deadline: float | None, size: int = 65536) -> bool:
         """Read more into the buffer; False at EOF. Raises ReadTimeout when the deadline passes first.
         The unread rest is joined to the new bytes: callers fill only when it is part of one line."""
