@@ -17,7 +17,11 @@ transfer comes out slower: see bench/forward.py):
    byte; bench/guest_load.py measures that part alone, in the guest).
 2. `GET /containers/json`, a new connection per request as docker clients do: p50 / p99.
 
-Goal (issue 17): `docker load` ≥ 2× today's (SSH). Prints medians, ratios to SSH and the load average.
+Goal (issue 17): `docker load` ≥ 2× today's (SSH). Prints medians, ratios to SSH and the load average, and CPU
+per MiB: QEMU's and the host agent's (host /proc), the guest agent's process and the guest's busy time on all
+vCPUs (guest /proc, read over an SSH connection of its own before and after each transfer). Under TCG the
+guest's counters include time the host took its vCPU threads away (no steal time): compare them only between
+neighbouring runs. `--paths ssh,fast` leaves out the serial path (a machine started without the switch).
 """
 
 from __future__ import annotations
