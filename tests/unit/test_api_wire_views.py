@@ -70,6 +70,27 @@ def test_a_body_read_as_views_adds_up_and_the_next_request_parses(seed: int, fra
         assert nxt is not None and (nxt.method, nxt.path) == ("GET", "/_ping")
 
 
+def test_received_chunks_come_out_joined() -> None:
+    """`docker load`'s 32 KiB chunks, all received before the reader asks: fewer pieces than chunks (each
+    piece runs the tar, hash and write readers once), still exactly the body."""
+    rng = random.Random(7)
+    body = rng.randbytes(4 * 32768)
+    framed = b"".join(b"%x\r\n%s\r\n" % (32768, body[i : i + 32768]) for i in range(0, len(body), 32768))
+    head = b"POST /images/load HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n"
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(head + framed + b"0\r\n\r\n")  # 128 KiB: within a unix socket's default buffer
+        conn = Connection(a, [])
+        req = conn.read_request()
+        assert req is not None
+        f = BodyFile(req)
+        pieces = []
+        while piece := f.read(-1):
+            pieces.append(bytes(piece))
+        assert b"".join(pieces) == body
+        assert len(pieces) < 4, [len(p) for p in pieces]
+
+
 def test_lines_split_across_receives_come_out_whole() -> None:
     lines = [b"x" * n + b"\r\n" for n in (0, 1, 70, 4095, 65535, 65536, 100_000)]
     sock = serve_bytes(b"".join(lines) + b"tail", 1)

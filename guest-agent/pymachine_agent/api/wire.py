@@ -90,6 +90,11 @@ class Reader:
         """Bytes received and not yet read."""
         return len(self._buf) - self._pos
 
+    def has_line(self, limit: int) -> bool:
+        """Whether a whole line (or `limit` bytes of one) is received and not yet read: readline would not
+        wait."""
+        return self.buffered() >= limit or self._buf.find(b"\n", self._pos, self._pos + limit) >= 0
+
     def _fill(self, deadline: float | None, size: int = 65536) -> bool:
         """Read more into the buffer; False at EOF. Raises ReadTimeout when the deadline passes first.
         The unread rest is joined to the new bytes: callers fill only when it is part of one line."""
@@ -102,10 +107,20 @@ class Reader:
     def _recv(self, size: int, deadline: float | None) -> bytes:
         if self.eof:
             return b""
-        if deadline is not None and not self._ready(deadline - time.monotonic()):
-            raise ReadTimeout("timed out waiting for the client to send the request")
         try:
-            data = self.sock.recv(size)
+            if deadline is None:
+                data = self.sock.recv(size)
+            elif time.monotonic() >= deadline:
+                raise ReadTimeout("timed out waiting for the client to send the request")
+            else:
+                # the bytes are usually there already (a load's body): poll only when they are not, one
+                # syscall and a poll object less per receive
+                try:
+                    data = self.sock.recv(size, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    if not self._ready(deadline - time.monotonic()):
+                        raise ReadTimeout("timed out waiting for the client to send the request") from None
+                    data = self.sock.recv(size)
         except OSError:  # a reset is the end of input like any other
             data = b""
         if not data:

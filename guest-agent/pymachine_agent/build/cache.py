@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from pymachine_agent import atomic
+from pymachine_agent.digest import sha256
 
 
 def step_key(parent_id: str, instruction: str, extra: Mapping[str, object] | None = None) -> str:
@@ -27,7 +28,7 @@ def step_key(parent_id: str, instruction: str, extra: Mapping[str, object] | Non
 
 def _file_digest(path: str) -> str:
     with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+        return hashlib.file_digest(fh, sha256).hexdigest()
 
 
 def hash_paths(root: Path, paths: Iterable[Path], known: Mapping[str, str] | None = None) -> str:

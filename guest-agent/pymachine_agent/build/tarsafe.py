@@ -9,13 +9,13 @@ symlink still stays inside.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..digest import sha256
 from .context import ContextError, resolve_in_root
 
 
@@ -97,7 +97,7 @@ def extract(tar: tarfile.TarFile, dest: Path, *, owners: bool, at: str = "") -> 
                 _clear(path, keep_dir=False)
             src = tar.extractfile(member)
             assert src is not None
-            h = hashlib.sha256()
+            h = sha256()
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             with src, open(fd, "wb") as out:
                 while chunk := src.read(1 << 20):

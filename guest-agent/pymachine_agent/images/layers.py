@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import gzip
-import hashlib
 import io
 import os
 import shutil
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ..digest import sha256
 from ..errors import ImageError, UnsafeLayerError
 from . import tarsplit
 
@@ -51,7 +51,7 @@ class HashingReader:
 
     def __init__(self, raw: BinaryIO, recorder: tarsplit.Recorder | None = None) -> None:
         self._raw = raw
-        self.sha = hashlib.sha256()
+        self.sha = sha256()
         self.count = 0
         self.recorder = recorder
         if recorder is not None:

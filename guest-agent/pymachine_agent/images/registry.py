@@ -15,6 +15,7 @@ import json
 import shutil
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from .. import digest as digest_
 from ..errors import DigestMismatch, ImageError, ImageNotFound, RegistryError
 from . import oci
 from .reference import Reference, short_id
@@ -185,7 +186,7 @@ def _gzip_blob(store: ImageStore, diff_id: str) -> tuple[str, str, int]:
         src, _size = layer_tar_stream(store, diff_id)
         with src, open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
             shutil.copyfileobj(src, gz, 1 << 20)
-        sha = hashlib.sha256()
+        sha = digest_.sha256()
         with open(tmp, "rb") as f:
             while chunk := f.read(1 << 20):
                 sha.update(chunk)

@@ -20,7 +20,6 @@ member as a layer: it is kept and raised then, as the spooling loader did.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tarfile
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..digest import file_sha256, sha256
 from ..errors import ArchiveError, DigestMismatch, ImageError
 from . import layers, oci, tarsplit
 
@@ -74,7 +74,7 @@ class Staged:
 
 def _file_digest(path: Path) -> str:
     with open(path, "rb") as f:
-        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+        return file_sha256(f)
 
 
 class _Tee:
@@ -146,7 +146,7 @@ class Staging:
         elif size <= _IN_MEMORY and self._in_memory + size <= _IN_MEMORY_TOTAL:
             data = head + src.read()
             self._in_memory += len(data)
-            staged = Staged(data=data, head=head, digest="sha256:" + hashlib.sha256(data).hexdigest())
+            staged = Staged(data=data, head=head, digest="sha256:" + sha256(data).hexdigest())
         else:
             staged = self._spool(head, src)
         self.members[name] = staged
@@ -157,7 +157,7 @@ class Staging:
 
     def _spool(self, head: bytes, src: BinaryIO) -> Staged:
         path = self._new_path(".blob")
-        sha = hashlib.sha256()
+        sha = sha256()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             _Tee(head, src, fd, sha).drain()
@@ -183,7 +183,7 @@ class Staging:
         else:
             recorder = tarsplit.Recorder(staged.layer)
         try:
-            tee = _Tee(head, src, fd, hashlib.sha256() if compressed else None)
+            tee = _Tee(head, src, fd, sha256() if compressed else None)
             try:
                 staged.result = layers.unpack(tee, staged.layer / "diff", recorder)
                 tee.drain()  # bytes after a compressed stream's end still belong to the blob
