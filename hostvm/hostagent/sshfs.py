@@ -64,13 +64,18 @@ _UNMOUNT = (
     'while [ "$(findmnt -rn -M "$P" -o FSTYPE | tail -n1)" = fuse.sshfs ]; do umount -l "$P" || break; done'
 )
 
+# On a cold boot the guest's init loads the engine's modules, fuse among them, only once the guest agent
+# answers, which is also when this host agent links up and mounts: without udev, /dev/fuse appears only once
+# the module is in, so load it here (a no-op when it is; two concurrent loads of one module both succeed).
+_LOAD_FUSE = "[ -e /dev/fuse ] || /usr/sbin/modprobe fuse"
+
 
 def mount_command(path: str, readonly: bool) -> str:
     """The guest shell command for one share: clear an old mount, then become sshfs on the channel's stdio.
     `pid N` on stderr tells the host the old mount is gone and which process serves the new one."""
     opts = ",".join(mount_options(readonly))
     return (
-        f"P={shlex.quote(path)}; F={_pid_file(path)}; mkdir -p {PID_DIR}; {_UNMOUNT}; "
+        f"P={shlex.quote(path)}; F={_pid_file(path)}; mkdir -p {PID_DIR}; {_LOAD_FUSE}; {_UNMOUNT}; "
         f'mkdir -p "$P" && echo $$ > "$F" && echo "pid $$" >&2 && exec sshfs -f -o {opts} ":$P" "$P"'
     )
 
