@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 10.0  # as long as an SSH channel open may take: the same emulated guest answers both
 REARM_S = 5.0
 RELAY_HOST_IP = "127.0.0.1"
+# Connections kept open, their handshake done, for the next clients: a client then pays one round trip (its
+# request) instead of three (the connect through slirp, the hello, the request). Kept only this long: the
+# guest's API closes a connection with no request after its idle timeout (120 s, api/wire.py Timeouts).
+WARM_CONNECTIONS = 2
+WARM_MAX_AGE_S = 30.0
 
 
 class SocketChannel:
@@ -64,6 +69,28 @@ class Armed:
     host_port: int
     secret: bytes
     generation: int
+
+
+@dataclass(frozen=True)
+class Warm:
+    """A connection to the relay that proved the secret both ways and carried no client byte yet."""
+
+    sock: socket.socket
+    armed: Armed
+    made: float
+
+    def usable(self, armed: Armed | None, now: float) -> bool:
+        """Still the current arming, young enough, and the relay has not closed it (nor sent anything)."""
+        if armed is not self.armed or now - self.made > WARM_MAX_AGE_S:
+            return False
+        try:
+            self.sock.settimeout(0)  # a timeout would make Python wait for readability before the peek
+            self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True  # open and silent: what an idle HTTP server connection is
+        except OSError:
+            return False
+        return False  # EOF (the guest agent restarted or timed it out) or bytes nobody asked for
 
 
 def relay_rules(listed: list[qemufwd.HostFwd]) -> list[qemufwd.HostFwd]:
@@ -136,6 +163,8 @@ class FastPath:
         self.last_error = ""
         self._last_rearm = 0.0
         self._rearm_pending = False
+        self._warm: list[Warm] = []
+        self._warming = False
 
     def enable(self, qemu: qemufwd.QemuForwards | None) -> None:
         """A local machine's monitor (qemufwd.machine_forwards): the fast path is armed at the next hello."""
@@ -175,6 +204,7 @@ class FastPath:
                     return
                 self._armed, self.state, self.last_error = armed, "up", ""
             self.on_event(fast="up", host_port=armed.host_port)
+            self._warm_soon()
 
     def _arm(self, transport: paramiko.Transport, generation: int) -> Armed | None:
         assert self.qemu is not None
@@ -218,6 +248,7 @@ class FastPath:
             was, self._armed = self._armed, None
             if self.state == "up":
                 self.state = "pending"
+        self._drop_warm()
         if was is not None:
             self.on_event(fast="down", reason=reason)
 
@@ -225,6 +256,7 @@ class FastPath:
         with self._lock:
             self._armed = None
             self.state, self.last_error = "down", error
+        self._drop_warm()
         self.on_event(fast="down", error=error)
 
     # -- one client connection -------------------------------------------------------------------------------
@@ -241,6 +273,11 @@ class FastPath:
             if self.state == "down":
                 self._maybe_rearm()
             return None
+        warm = self._take_warm(armed)
+        self._warm_soon()
+        if warm is not None:
+            self.connections += 1
+            return SocketChannel(warm)
         sock: socket.socket | None = None
         try:
             sock = connect(armed.host_port)
@@ -262,6 +299,62 @@ class FastPath:
             return None
         self.connections += 1
         return SocketChannel(sock)
+
+    # -- connections made ahead ------------------------------------------------------------------------------
+    def _take_warm(self, armed: Armed) -> socket.socket | None:
+        """A warm connection of this arming, the youngest usable one; the stale ones are closed."""
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._warm:
+                    return None
+                warm = self._warm.pop()
+            if warm.usable(armed, now):
+                warm.sock.settimeout(None)
+                return warm.sock
+            warm.sock.close()
+
+    def _warm_soon(self) -> None:
+        """Top the warm connections up on a thread (one at a time). Only after an arming or a client took
+        one: an idle machine gets no connections made for nobody, and a paused one is not woken."""
+        with self._lock:
+            if self._warming or len(self._warm) >= WARM_CONNECTIONS:
+                return
+            self._warming = True
+        threading.Thread(target=self._warm_up, name="fastpath-warm", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        try:
+            while True:
+                armed = self._armed if self.link.current() is not None else None
+                with self._lock:
+                    if armed is None or self.forced_ssh or len(self._warm) >= WARM_CONNECTIONS:
+                        return
+                sock = connect(armed.host_port)
+                if sock is None:
+                    return  # slirp's queue is full: the clients of this burst come first
+                try:
+                    handshake(sock, armed.secret)
+                except OSError as exc:
+                    sock.close()
+                    log.info("fast path: no connection made ahead: %s", exc)  # a client's open() finds out
+                    return
+                with self._lock:
+                    if self._armed is not armed:  # disarmed meanwhile: its secret is void
+                        sock.close()
+                        return
+                    self._warm.append(Warm(sock, armed, time.monotonic()))
+        except OSError as exc:
+            log.info("fast path: no connection made ahead: %s", exc)
+        finally:
+            with self._lock:
+                self._warming = False
+
+    def _drop_warm(self) -> None:
+        with self._lock:
+            warm, self._warm = self._warm, []
+        for entry in warm:
+            entry.sock.close()
 
     def _maybe_rearm(self) -> None:
         """Arm again in the background, REARM_S after the last try at the soonest (one waiting at a time)."""
@@ -301,6 +394,7 @@ class FastPath:
             "forced_ssh": self.forced_ssh,
             "host_port": armed.host_port if armed is not None else None,
             "connections": self.connections,
+            "warm": len(self._warm),
             "fallbacks": self.fallbacks,
             "last_error": self.last_error or None,
         }

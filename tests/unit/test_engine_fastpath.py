@@ -209,3 +209,66 @@ def test_a_flood_of_idle_connections_costs_a_bounded_number_of_handshakes(
             assert _ping(sock).startswith(b"HTTP/1.1 200 ")
     finally:
         r.close()
+
+
+# -- connections made ahead (hostagent/fastpath.py WARM_CONNECTIONS) -----------------------------------------
+
+
+class _UpLink:
+    def current(self) -> object:
+        return object()  # a link that is up: the secret it carried is good
+
+
+def _fast_path(r: Relay) -> host.FastPath:
+    fp = host.FastPath(_UpLink(), opener=None, generation=lambda: 1)  # type: ignore[arg-type]
+    fp._armed, fp.state = host.Armed(r.port, SECRET, 1), "up"
+    return fp
+
+
+def test_a_client_takes_a_connection_made_ahead_then_it_is_made_again(relay: Relay) -> None:
+    """The client's connection is already through its handshake: no new admission on the way, and the
+    path makes the next one ahead for the next client."""
+    from support.poll import until
+
+    fp = _fast_path(relay)
+    fp._warm_soon()
+    until(lambda: len(fp._warm) == host.WARM_CONNECTIONS, 10, "connections made ahead")
+    admitted, ahead = relay.admitted, [w.sock for w in fp._warm]
+    channel = fp.open()
+    assert channel is not None and channel.sock in ahead  # it cost the client no handshake
+    assert _ping(channel.sock).startswith(b"HTTP/1.1 200 ")
+    until(lambda: len(fp._warm) == host.WARM_CONNECTIONS, 10, "the taken one made again")
+    assert relay.admitted == admitted + 1 and fp.connections == 1
+    fp.disarm("test")
+    assert fp._warm == []
+
+
+def test_a_stale_connection_made_ahead_is_closed_not_handed_out(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from support.poll import until
+
+    fp = _fast_path(relay)
+    fp._warm_soon()
+    until(lambda: len(fp._warm) == host.WARM_CONNECTIONS, 10, "connections made ahead")
+    stale = [w.sock for w in fp._warm]
+    monkeypatch.setattr(host, "WARM_MAX_AGE_S", 0.0)  # older than the guest's idle timeout allows
+    channel = fp.open()
+    assert channel is not None and channel.sock not in stale
+    assert all(s.fileno() == -1 for s in stale)  # closed
+    assert _ping(channel.sock).startswith(b"HTTP/1.1 200 ")
+    fp.disarm("test")
+
+
+def test_a_connection_the_relay_closed_or_wrote_to_is_not_usable() -> None:
+    armed = host.Armed(1, SECRET, 1)
+    for peer_does in ("nothing", "close", "write"):
+        ours, peer = socket.socketpair()
+        with ours, peer:
+            if peer_does == "close":
+                peer.close()
+            elif peer_does == "write":
+                peer.sendall(b"HTTP/1.1 408 ")
+            warm = host.Warm(ours, armed, made=0.0)
+            assert warm.usable(armed, now=1.0) is (peer_does == "nothing"), peer_does
+            assert not warm.usable(host.Armed(1, bytes(32), 2), now=1.0)  # another arming's secret
