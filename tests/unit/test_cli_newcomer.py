@@ -1,0 +1,73 @@
+"""The mistakes a newcomer makes on the first day, before any machine runs: each message names the way on,
+and `--help` says what each argument is (s11 quality walk)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pymachine.app.cli import main as climain
+from pymachine.app.cli.machine_cmd import split_ssh_args
+from pymachine.app.cli.main import main as cli_main
+
+
+def test_an_unknown_verb_is_named_with_the_nearest_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["strat"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown command 'strat' (did you mean 'start'?)\n")
+    assert "__complete" not in err  # the completion scripts' hidden verb is nobody's choice
+    with pytest.raises(SystemExit):
+        cli_main(["container", "strat", "web"])
+    assert "did you mean 'start'?" in capsys.readouterr().err
+
+
+def test_run_without_an_image_asks_for_the_image_only(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["run"])
+    err = capsys.readouterr().err
+    assert "required: image\n" in err  # not "image, command": a run needs no command
+    with pytest.raises(SystemExit):
+        cli_main(["exec"])
+    assert "required: container\n" in capsys.readouterr().err
+
+
+def test_container_verbs_start_what_stop_stopped() -> None:
+    parser = climain.build_parser()
+    args = parser.parse_args(["container", "start", "web", "db"])
+    assert args.containers == ["web", "db"] and args.func.__name__ == "_start"
+    with pytest.raises(SystemExit):  # `pymachine container` alone: a usage error, not the top-level help
+        parser.parse_args(["container"])
+
+
+def test_stop_of_a_name_that_is_no_machine_points_at_the_container_verb(
+    pymachine_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main(["stop", "web"]) == 1
+    err = capsys.readouterr().err
+    assert "machine 'web' does not exist" in err and "a container? pymachine container stop web" in err
+    assert cli_main(["start", "web"]) == 1
+    assert "pymachine container start web" in capsys.readouterr().err
+    assert cli_main(["stop"]) == 1  # the default machine is missing: about the machine only
+    assert "container" not in capsys.readouterr().err
+
+
+def test_help_names_the_machine_a_verb_acts_on(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = climain.build_parser("devbox")  # as from $PYMACHINE_MACHINE=devbox
+    for argv, wanted in ((["start", "--help"], "default: devbox"), (["ps", "--help"], "(default: devbox)")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        out = capsys.readouterr().out
+        assert wanted in out, out
+    with pytest.raises(SystemExit):
+        parser.parse_args(["start", "--help"])
+    assert "Start (resume a saved) machine" in capsys.readouterr().out  # a description, not only usage
+
+
+def test_ssh_without_a_name_goes_to_the_chosen_machine() -> None:
+    assert split_ssh_args([], "devbox") == ("devbox", [])
+    assert split_ssh_args(["--", "uname"], "devbox") == ("devbox", ["uname"])
+    args = climain.build_parser("devbox").parse_args(["ssh"])
+    assert split_ssh_args(args.rest, args.default_machine) == ("devbox", [])
