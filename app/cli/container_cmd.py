@@ -494,7 +494,15 @@ def _docker_env(args: argparse.Namespace) -> int:
     from pymachine.hostvm.hostagent import launcher
 
     if not args.unset:  # exports for a machine that does not exist would point docker at nothing, silently
-        machines.load_config(args.name)
+        m = machines.get(args.name)
+        if m.state != "running":  # docker would say only "Cannot connect to the Docker daemon": say why first
+            from pymachine.hostvm.status import state_label
+
+            print(
+                f"note: machine '{m.name}' is {state_label(m, None)}: docker reaches it once it runs "
+                f"(pymachine start {m.name})",
+                file=sys.stderr,
+            )
     host = "" if args.unset else launcher.docker_host(args.name)
     print(shell_env.render(args.shell or shell_env.detect(), host, args.name, args.unset))
     return 0

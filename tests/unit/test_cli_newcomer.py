@@ -10,6 +10,8 @@ import pytest
 from pymachine.app.cli import main as climain
 from pymachine.app.cli.machine_cmd import split_ssh_args
 from pymachine.app.cli.main import main as cli_main
+from pymachine.hostvm import config as cfgmod
+from pymachine.hostvm import paths, store
 
 
 def test_an_unknown_verb_is_named_with_the_nearest_one(capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,3 +73,18 @@ def test_ssh_without_a_name_goes_to_the_chosen_machine() -> None:
     assert split_ssh_args(["--", "uname"], "devbox") == ("devbox", ["uname"])
     args = climain.build_parser("devbox").parse_args(["ssh"])
     assert split_ssh_args(args.rest, args.default_machine) == ("devbox", [])
+
+
+def test_docker_env_of_a_stopped_machine_says_docker_waits_for_its_start(
+    pymachine_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mp = paths.machine("dev")
+    mp.dir.mkdir(parents=True)
+    cfg = cfgmod.MachineConfig(
+        name="dev", cpus=1, memory=cfgmod.DEFAULT_MEMORY, disk=cfgmod.DEFAULT_DISK, driver="qemu"
+    )
+    store.write_json(mp.config, cfg.to_json())
+    assert cli_main(["docker-env", "--shell", "bash", "dev"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("export DOCKER_HOST=")  # still the exports: eval'd now, used after the start
+    assert "note: machine 'dev' is stopped" in err and "pymachine start dev" in err
