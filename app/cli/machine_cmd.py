@@ -15,7 +15,7 @@ from pymachine.app.cli import formats, remote_cmd, render
 from pymachine.hostvm import doctor, machines, paths, share_hotplug, ssh
 from pymachine.hostvm import status as statusmod
 from pymachine.hostvm.config import DEFAULT_NAME, SHARE_TRANSPORTS, format_size, with_settings
-from pymachine.hostvm.errors import NotFoundError
+from pymachine.hostvm.errors import NotFoundError, PymachineError
 from pymachine.hostvm.machine_settings import pending_summary
 from pymachine.hostvm.status import engine_summary, link_state, state_label  # noqa: F401 - the CLI's API
 
@@ -180,9 +180,22 @@ def _maybe_container(verb: str, args: argparse.Namespace) -> Iterator[None]:
         raise
 
 
+def interrupted_start(name: str) -> PymachineError:
+    """Ctrl-C in a start leaves a VM booting (libvirt's QEMU and the host agent are not in this terminal's
+    process group): say so, and the two ways on."""
+    return PymachineError(
+        f"start of machine '{name}' interrupted: the VM may be left half started",
+        hint=f"finish it: pymachine start {name}; or power it off: pymachine stop --shutdown {name}",
+        exit_code=130,
+    )
+
+
 def _start(args: argparse.Namespace) -> int:
     with _maybe_container("start", args):
-        m = machines.start(args.name, _progress, cold=getattr(args, "cold", False))
+        try:
+            m = machines.start(args.name, _progress, cold=getattr(args, "cold", False))
+        except KeyboardInterrupt:
+            raise interrupted_start(args.name) from None
     render.finish()
     print(f"machine '{m.name}' is running (ssh port {m.ssh_port}, {m.accelerator})")
     return 0

@@ -191,6 +191,9 @@ def main(argv: Sequence[str] | None = None, client: Any = None) -> int:
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        from pymachine.app.cli import render
+
+        render.finish()  # first: a live display still drawing would paint over the line
         print("interrupted", file=sys.stderr)
         return 130
     finally:

@@ -3,6 +3,7 @@ and `--help` says what each argument is (s11 quality walk)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,52 @@ def test_docker_env_of_a_stopped_machine_says_docker_waits_for_its_start(
     out, err = capsys.readouterr()
     assert out.startswith("export DOCKER_HOST=")  # still the exports: eval'd now, used after the start
     assert "note: machine 'dev' is stopped" in err and "pymachine start dev" in err
+
+
+CTRL_C_IN_A_START = """
+import sys
+from pymachine.app.cli import main
+from pymachine.hostvm import machines
+from pymachine.hostvm.progress import StageProgress
+
+def start(name, say, cold=False):
+    say(StageProgress(1, 5, "domain up"))
+    say(StageProgress(1, 5, "domain up", "done", 0.4))
+    say(StageProgress(2, 5, "ssh banner"))
+    raise KeyboardInterrupt  # what Ctrl-C raises while the stage waits
+
+machines.start = start
+sys.exit(main.main(["start", "dev"]))
+"""
+
+
+def test_ctrl_c_in_a_start_says_what_is_left_on_the_screen(pymachine_home: Path) -> None:
+    """In a real terminal (a pty: the live display draws only there), read through a VT100 screen: the
+    message must be on it after the display's last frame, not painted over."""
+    import pty
+    import subprocess
+    import sys
+
+    import pyte
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_IN_A_START], stdin=follower, stdout=follower, stderr=follower
+    )
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(leader)
+    assert proc.wait(timeout=60) == 130
+    screen = pyte.Screen(120, 30)
+    pyte.ByteStream(screen).feed(out)
+    text = "\n".join(line.rstrip() for line in screen.display)
+    assert "error: start of machine 'dev' interrupted: the VM may be left half started" in text, text
+    assert "hint: finish it: pymachine start dev; or power it off: pymachine stop --shutdown dev" in text
