@@ -12,7 +12,7 @@ from pymachine.app.cli import main as climain
 from pymachine.app.cli.machine_cmd import split_ssh_args
 from pymachine.app.cli.main import main as cli_main
 from pymachine.hostvm import config as cfgmod
-from pymachine.hostvm import paths, store
+from pymachine.hostvm import containers, paths, store
 
 
 def test_an_unknown_verb_is_named_with_the_nearest_one(capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,3 +138,24 @@ def test_ctrl_c_in_a_start_says_what_is_left_on_the_screen(pymachine_home: Path)
     text = "\n".join(line.rstrip() for line in screen.display)
     assert "error: start of machine 'dev' interrupted: the VM may be left half started" in text, text
     assert "hint: finish it: pymachine start dev; or power it off: pymachine stop --shutdown dev" in text
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "starting qtaken: network setup failed: host port 127.0.0.1:18081 is already in use",
+        "starting q: network setup failed: Bind for 0.0.0.0:18080 failed: port 18080/tcp is already "
+        "allocated "
+        "(published by container 6fbbead56aa6)",
+        "starting q: host port 80/tcp is already in use in the guest (a process is bound to it)",
+    ],
+)
+def test_a_taken_port_says_how_to_go_on(message: str) -> None:
+    hint = containers.start_hint(message, "qtaken")
+    assert "publish another host port (-p OTHER:CONTAINER)" in hint
+    assert "'qtaken' was created but not started: pymachine rm qtaken" in hint
+
+
+def test_other_start_failures_get_no_port_advice() -> None:
+    assert containers.start_hint("starting q: address 10.88.0.5 is already in use on the network", "q") == ""
+    assert containers.start_hint('starting q: exec: "nope": executable file not found in $PATH', "q") == ""
