@@ -159,3 +159,27 @@ def test_a_taken_port_says_how_to_go_on(message: str) -> None:
 def test_other_start_failures_get_no_port_advice() -> None:
     assert containers.start_hint("starting q: address 10.88.0.5 is already in use on the network", "q") == ""
     assert containers.start_hint('starting q: exec: "nope": executable file not found in $PATH', "q") == ""
+
+
+def test_a_container_whose_start_failed_reads_created_in_the_app_as_in_ps() -> None:
+    """The engine's record after a start refused on a taken port (seen on the walk): the desktop app showed
+    `Exited (128)` where `pymachine ps -a` (and docker) say `Created`."""
+    from docker.models.containers import Container
+
+    state = {
+        "Status": "exited",
+        "Running": False,
+        "ExitCode": 128,
+        "Error": "network setup failed: host port 127.0.0.1:18081 is already in use",
+        "StartedAt": "0001-01-01T00:00:00Z",
+        "FinishedAt": "2026-12-06T12:45:48.549763648Z",
+    }
+    never = Container(
+        attrs={"Id": "4bfbd8775945" * 4, "Name": "/qtaken", "State": state, "Config": {"Image": "b"}}
+    )
+    assert containers.summary(never)["Status"] == containers.status_text(state) == "Created"
+    ran = {**state, "StartedAt": "2026-12-06T12:40:00Z", "ExitCode": 137}
+    stopped = Container(
+        attrs={"Id": "6fbbead56aa6" * 4, "Name": "/qweb", "State": ran, "Config": {"Image": "b"}}
+    )
+    assert containers.summary(stopped)["Status"] == "Exited (137)"
