@@ -91,7 +91,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(verb, help=text, description=text[0].upper() + text[1:] + ".")
         add_name(p)
         if verb == "stop":
-            p.add_argument("--timeout", type=float, help="seconds to wait before forcing it off")
+            p.add_argument(
+                "--timeout",
+                type=float,
+                help="a power-off (--shutdown, or a state that cannot be saved): seconds to wait before "
+                "forcing it off (default 30; 60 without an accelerator)",
+            )
             p.add_argument("--shutdown", action="store_true", help="power off instead of saving the state")
         if verb == "start":
             p.add_argument("--cold", action="store_true", help="boot, throwing away any saved state")

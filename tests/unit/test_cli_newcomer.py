@@ -183,3 +183,14 @@ def test_a_container_whose_start_failed_reads_created_in_the_app_as_in_ps() -> N
         attrs={"Id": "6fbbead56aa6" * 4, "Name": "/qweb", "State": ran, "Config": {"Image": "b"}}
     )
     assert containers.summary(stopped)["Status"] == "Exited (137)"
+
+
+def test_stop_help_says_when_its_timeout_applies(capsys: pytest.CaptureFixture[str]) -> None:
+    """The default stop saves the state and waits for no power-off: --timeout is the power-off's."""
+    with pytest.raises(SystemExit):
+        climain.build_parser().parse_args(["stop", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "a power-off (--shutdown, or a state that cannot be saved): seconds to wait" in out
+    from pymachine.hostvm.machines import STOP_TIMEOUT
+
+    assert f"default {STOP_TIMEOUT['kvm']:.0f}; {STOP_TIMEOUT['tcg']:.0f} without an accelerator" in out
