@@ -206,8 +206,29 @@ def create(dc: docker.DockerClient, opts: RunOptions, progress: Any = None) -> C
 
 def start(container: Container) -> None:
     """Start; when it publishes ports, the host listeners are live once this returns (contracts §4)."""
-    with api_errors(f"starting {container.name}"):
-        container.start()
+    try:
+        with api_errors(f"starting {container.name}"):
+            container.start()
+    except PymachineError as exc:
+        exc.hint = exc.hint or start_hint(exc.message, container.name)
+        raise
+
+
+# The engine's words for a published port it could not bind: the host agent's ("host port 127.0.0.1:8080 is
+# already in use"), the guest's ("host port 80/tcp is already in use in the guest"), docker's ("Bind for
+# 0.0.0.0:8080 failed: port 8080/tcp is already allocated").
+_PORT_TAKEN = ("is already in use", "is already allocated")
+
+
+def start_hint(message: str, name: str) -> str:
+    """What to do when a start failed on a taken port: docker leaves the container created, so a second `run`
+    with the same --name would fail on the name next."""
+    if "port " not in message or not any(s in message for s in _PORT_TAKEN):
+        return ""
+    return (
+        "publish another host port (-p OTHER:CONTAINER) or stop what holds this one; "
+        f"'{name}' was created but not started: pymachine rm {name}"
+    )
 
 
 def summary(c: Container, forwards: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -240,8 +261,12 @@ def summary(c: Container, forwards: list[dict[str, Any]] | None = None) -> dict[
 
 
 def _short_status(state: dict[str, Any]) -> str:
-    """`Running`, `Exited (0)`: what the desktop app shows next to its own uptime column."""
+    """`Running`, `Exited (0)`: what the desktop app shows next to its own uptime column. A container that
+    never started (its start failed: a taken port) is `Created`, as `status_text` and moby's State.String say,
+    though the guest engine records it exited with code 128."""
     status = state.get("Status", "")
+    if status == "exited" and parse_time(state.get("StartedAt")) is None:
+        return "Created"
     if status == "exited":
         return f"Exited ({state.get('ExitCode', 0)})"
     return status.capitalize() if status else ""

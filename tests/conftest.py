@@ -98,6 +98,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=f"{tier} tier skipped: {reason}"))
 
 
+class _GroupNodeIds:
+    """pytest-xdist (3.8) puts a test in its `xdist_group` by renaming `item._nodeid` to `<id>@<group>`, which
+    pytest 9.2 no longer reads (a node's id is `item._id` now): `--dist loadgroup` then split every group
+    across both workers without a word (seen under load: test_leftovers_sweep.py's tests ran on both workers
+    at once and swept each other's names; test_remote_ssh.py's module machine was made twice). Where xdist's
+    renaming did not take, this names the group in the id the way this pytest reads it."""
+
+    @pytest.hookimpl(trylast=True)  # after xdist's own hook on the worker
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        if not config.getvalue("loadgroup"):  # set on xdist's workers for --dist loadgroup
+            return
+        for item in items:
+            groups = sorted({str(m.args[0]) for m in item.iter_markers("xdist_group") if m.args})
+            suffix = "@" + "_".join(groups)
+            if groups and not item.nodeid.endswith(suffix):
+                group_nodeid(item, item.nodeid + suffix)
+
+
+def group_nodeid(item: pytest.Item, nodeid: str) -> None:
+    if hasattr(item, "_id"):  # pytest >= 9.2: a structured id, parsed back from the string as pytest does
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(nodeid)
+    else:
+        item._nodeid = nodeid
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        config.pluginmanager.register(_GroupNodeIds(), "pymachine-group-nodeids")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
     terminalreporter.section("pymachine test tiers")
     for tier in TIERS:

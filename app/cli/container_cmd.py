@@ -1,6 +1,6 @@
 """Container verbs: run, ps, logs, exec, rm, build, images, rmi, pull, load, save, docker-env (top level) and
-the same plus `stop` under `pymachine container …` (a top-level `stop` is the machine's). Rendering only: the
-work is docker-py through `pymachine.hostvm.containers` and `pymachine.hostvm.images_io`."""
+the same plus `start` and `stop` under `pymachine container …` (a top-level `start`/`stop` is the machine's).
+Rendering only: the work is docker-py through `hostvm.containers` and `hostvm.images_io`."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ FORMAT_HELP = (
 _progress = render.progress
 
 
-def _add_verbs(sub: argparse._SubParsersAction, include_stop: bool) -> None:
+def _add_verbs(sub: argparse._SubParsersAction, include_start_stop: bool) -> None:
     def verb(
         name: str, func: Handler, text: str, fmt: bool = False, epilog: str = ""
     ) -> argparse.ArgumentParser:
@@ -37,8 +37,9 @@ def _add_verbs(sub: argparse._SubParsersAction, include_stop: bool) -> None:
             epilog=epilog or None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        # %(default)s: build_parser sets the default from --machine before the verb or $PYMACHINE_MACHINE
         p.add_argument(
-            "--machine", default=DEFAULT_NAME, metavar="NAME", help="the machine (default: default)"
+            "--machine", default=DEFAULT_NAME, metavar="NAME", help="the machine (default: %(default)s)"
         )
         if fmt:
             p.add_argument("--format", default="table", metavar="FORMAT", help=FORMAT_HELP)
@@ -57,17 +58,36 @@ def _add_verbs(sub: argparse._SubParsersAction, include_stop: bool) -> None:
     )
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print its id")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
-    p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CONTAINER[/udp]")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("-v", "--volume", action="append", default=[], metavar="VOLUME:PATH[:ro]")
-    p.add_argument("--name")
+    p.add_argument(
+        "-p",
+        "--publish",
+        action="append",
+        default=[],
+        metavar="[IP:]HOST:CONTAINER[/udp]",
+        help="publish a container port on this host (127.0.0.1 unless IP says otherwise; repeatable)",
+    )
+    p.add_argument(
+        "-e", "--env", action="append", default=[], metavar="KEY=VALUE", help="set a variable (repeatable)"
+    )
+    p.add_argument(
+        "-v",
+        "--volume",
+        action="append",
+        default=[],
+        metavar="VOLUME:PATH[:ro]",
+        help="a named volume or a host folder (in a shared folder: home, temp) at PATH (repeatable)",
+    )
+    p.add_argument("--name", help="the container's name (default: a generated one)")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
     p.add_argument(
-        "--pull", choices=images_io.PULL_POLICIES, default="missing", help="pull the image: missing (default)"
+        "--pull",
+        choices=images_io.PULL_POLICIES,
+        default="missing",
+        help="when to pull the image: missing (default: when it is not here), always, never",
     )
-    p.add_argument("image")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("image", help="the image to run, e.g. pymachine/busybox")
+    optional_remainder(p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its args"))
 
     p = verb(
         "ps",
@@ -96,12 +116,14 @@ def _add_verbs(sub: argparse._SubParsersAction, include_stop: bool) -> None:
     p.add_argument("container")
 
     p = verb("exec", _exec, "run a command in a running container")
-    p.add_argument("-i", "--interactive", action="store_true")
-    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
     p.add_argument("container")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    optional_remainder(p.add_argument("command", nargs=argparse.REMAINDER))
 
-    if include_stop:
+    if include_start_stop:
+        p = verb("start", _start, "start stopped containers (their published ports open again)")
+        p.add_argument("containers", nargs="+")
         p = verb("stop", _stop, "stop containers", fmt=True)
         p.add_argument("-t", "--time", type=int, default=10, help="seconds before SIGKILL")
         p.add_argument("containers", nargs="+")
@@ -147,9 +169,19 @@ def _add_verbs(sub: argparse._SubParsersAction, include_stop: bool) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    _add_verbs(sub, include_stop=False)
-    group = sub.add_parser("container", help="container verbs (run, ps, logs, exec, stop, rm, ...)")
-    _add_verbs(group.add_subparsers(dest="container_verb", metavar="VERB", parser_class=type(group)), True)
+    _add_verbs(sub, include_start_stop=False)
+    text = "container verbs (run, ps, logs, exec, start, stop, rm, ...)"
+    group = sub.add_parser("container", help=text, description=text)
+    _add_verbs(
+        group.add_subparsers(dest="container_verb", metavar="VERB", parser_class=type(group), required=True),
+        True,
+    )
+
+
+def optional_remainder(action: argparse.Action) -> None:
+    """argparse marks a REMAINDER positional required, so that a usage error names it among the missing
+    arguments ("required: image, command") although an empty one is fine: it is not."""
+    action.required = False
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
@@ -357,6 +389,14 @@ def _exec(args: argparse.Namespace) -> int:
     return int(code or 0)
 
 
+def _start(args: argparse.Namespace) -> int:
+    dc = _client(args)
+    for ref in args.containers:
+        containers.start(_get(dc, ref))  # its published ports are live once this returns, as at `run`
+        print(ref)
+    return 0
+
+
 def _stop(args: argparse.Namespace) -> int:
     dc = _client(args)
     for ref in args.containers:
@@ -454,7 +494,15 @@ def _docker_env(args: argparse.Namespace) -> int:
     from pymachine.hostvm.hostagent import launcher
 
     if not args.unset:  # exports for a machine that does not exist would point docker at nothing, silently
-        machines.load_config(args.name)
+        m = machines.get(args.name)
+        if m.state != "running":  # docker would say only "Cannot connect to the Docker daemon": say why first
+            from pymachine.hostvm.status import state_label
+
+            print(
+                f"note: machine '{m.name}' is {state_label(m, None)}: docker reaches it once it runs "
+                f"(pymachine start {m.name})",
+                file=sys.stderr,
+            )
     host = "" if args.unset else launcher.docker_host(args.name)
     print(shell_env.render(args.shell or shell_env.detect(), host, args.name, args.unset))
     return 0

@@ -4,22 +4,32 @@ logic lives in `pymachine.hostvm.machines`."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from pymachine.app.cli import formats, remote_cmd, render
 from pymachine.hostvm import doctor, machines, paths, share_hotplug, ssh
 from pymachine.hostvm import status as statusmod
 from pymachine.hostvm.config import DEFAULT_NAME, SHARE_TRANSPORTS, format_size, with_settings
+from pymachine.hostvm.errors import NotFoundError, PymachineError
 from pymachine.hostvm.machine_settings import pending_summary
 from pymachine.hostvm.status import engine_summary, link_state, state_label  # noqa: F401 - the CLI's API
 
+NAME_HELP = "the machine (default: %(default)s; --machine NAME or $PYMACHINE_MACHINE choose another)"
+
+
+def add_name(p: argparse.ArgumentParser) -> None:
+    """The optional machine NAME of a machine verb; %(default)s is the one build_parser chose."""
+    p.add_argument("name", nargs="?", default=DEFAULT_NAME, help=NAME_HELP)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("create", help="create a machine")
-    p.add_argument("name", nargs="?", default=DEFAULT_NAME)
+    p = sub.add_parser("create", help="create a machine", description="Create a machine (see --start).")
+    add_name(p)
     p.add_argument("--cpus", help="virtual CPUs (default: Settings, else min(2, host cores))")
     p.add_argument("--memory", help="memory, e.g. 1G, 512M (default: Settings, else 1G)")
     p.add_argument("--disk", help="disk size, e.g. 8G (default: Settings, else 8G)")
@@ -78,17 +88,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("restart", _restart, "stop and start a machine"),
         ("inspect", _inspect, "a machine's details as JSON"),
     ):
-        p = sub.add_parser(verb, help=text)
-        p.add_argument("name", nargs="?", default=DEFAULT_NAME)
+        p = sub.add_parser(verb, help=text, description=text[0].upper() + text[1:] + ".")
+        add_name(p)
         if verb == "stop":
-            p.add_argument("--timeout", type=float, help="seconds to wait before forcing it off")
+            p.add_argument(
+                "--timeout",
+                type=float,
+                help="a power-off (--shutdown, or a state that cannot be saved): seconds to wait before "
+                "forcing it off (default 30; 60 without an accelerator)",
+            )
             p.add_argument("--shutdown", action="store_true", help="power off instead of saving the state")
         if verb == "start":
             p.add_argument("--cold", action="store_true", help="boot, throwing away any saved state")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("delete", help="delete a machine: VM, disk, keys")
-    p.add_argument("name", nargs="?", default=DEFAULT_NAME)
+    p = sub.add_parser(
+        "delete", help="delete a machine: VM, disk, keys", description="Delete a machine: VM, disk, keys."
+    )
+    add_name(p)
     p.add_argument("-f", "--force", action="store_true", help="also when it is running")
     p.set_defaults(func=_delete)
 
@@ -97,8 +114,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only the names")
     p.set_defaults(func=_list)
 
-    p = sub.add_parser("ssh", help="a shell in a machine, or run a command: ssh [NAME] [-- CMD...]")
-    p.add_argument("rest", nargs=argparse.REMAINDER, metavar="[NAME] [-- CMD...]")
+    p = sub.add_parser(
+        "ssh",
+        help="a shell in a machine, or run a command: ssh [NAME] [-- CMD...]",
+        description="A shell in a running machine, or run a command there; the remote exit status is "
+        "passed through.",
+        epilog="examples:\n  pymachine ssh dev\n  pymachine ssh dev -- uname -a",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "rest",
+        nargs=argparse.REMAINDER,
+        metavar="[NAME] [-- CMD...]",
+        help="the machine (default: --machine NAME, else $PYMACHINE_MACHINE, else 'default') and the command",
+    )
     p.set_defaults(func=_ssh)
 
     p = sub.add_parser("doctor", help="check this host for what machines need")
@@ -139,15 +168,47 @@ def _create(args: argparse.Namespace) -> int:
     return 0
 
 
+def container_hint(verb: str, name: str, default: str) -> str:
+    """docker's habit: `stop web` for a container. A NAME that is no machine may be one: say where its verb is
+    (not when the name is the default machine's: a missing `default` is about the machine)."""
+    return "" if name == default else f"a container? pymachine container {verb} {name}"
+
+
+@contextlib.contextmanager
+def _maybe_container(verb: str, args: argparse.Namespace) -> Iterator[None]:
+    try:
+        yield
+    except NotFoundError as exc:
+        extra = container_hint(verb, args.name, args.default_machine)
+        if extra and not machines.exists(args.name):
+            exc.hint = f"{exc.hint}; {extra}" if exc.hint else extra
+        raise
+
+
+def interrupted_start(name: str) -> PymachineError:
+    """Ctrl-C in a start leaves a VM booting (libvirt's QEMU and the host agent are not in this terminal's
+    process group): say so, and the two ways on."""
+    return PymachineError(
+        f"start of machine '{name}' interrupted: the VM may be left half started",
+        hint=f"finish it: pymachine start {name}; or power it off: pymachine stop --shutdown {name}",
+        exit_code=130,
+    )
+
+
 def _start(args: argparse.Namespace) -> int:
-    m = machines.start(args.name, _progress, cold=getattr(args, "cold", False))
+    with _maybe_container("start", args):
+        try:
+            m = machines.start(args.name, _progress, cold=getattr(args, "cold", False))
+        except KeyboardInterrupt:
+            raise interrupted_start(args.name) from None
     render.finish()
     print(f"machine '{m.name}' is running (ssh port {m.ssh_port}, {m.accelerator})")
     return 0
 
 
 def _stop(args: argparse.Namespace) -> int:
-    m = machines.stop(args.name, _progress, timeout=args.timeout, shutdown=args.shutdown)
+    with _maybe_container("stop", args):
+        m = machines.stop(args.name, _progress, timeout=args.timeout, shutdown=args.shutdown)
     print(
         f"machine '{args.name}' is " + ("saved (the next start resumes it)" if m.saved_state else "stopped")
     )
@@ -230,18 +291,19 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def split_ssh_args(rest: list[str]) -> tuple[str, list[str]]:
-    """`[NAME] [-- CMD...]` → (name, command); a first word after NAME without `--` starts the command too."""
+def split_ssh_args(rest: list[str], default: str = DEFAULT_NAME) -> tuple[str, list[str]]:
+    """`[NAME] [-- CMD...]` → (name, command); a first word after NAME without `--` starts the command too.
+    Without NAME, `default`: the machine every verb acts on (--machine, $PYMACHINE_MACHINE)."""
     if rest and rest[0] == "--":
-        return DEFAULT_NAME, rest[1:]
+        return default, rest[1:]
     if not rest:
-        return DEFAULT_NAME, []
+        return default, []
     name, tail = rest[0], rest[1:]
     return name, tail[1:] if tail and tail[0] == "--" else tail
 
 
 def _ssh(args: argparse.Namespace) -> int:
-    name, command = split_ssh_args(args.rest)
+    name, command = split_ssh_args(args.rest, args.default_machine)
     m = machines.get(name)
     if m.state != "running":
         raise statusmod.not_running(m)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import os
@@ -66,6 +67,16 @@ The machine is --machine NAME, else $PYMACHINE_MACHINE, else 'default'."""
 
 
 class _Parser(argparse.ArgumentParser):
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        """An unknown verb: argparse would list every choice, hidden ones (`__complete`) too, on one long
+        line; a person wants the nearest verb, and --help for the rest."""
+        if isinstance(action, argparse._SubParsersAction) and value not in action.choices:
+            listed = [a.dest for a in action._choices_actions]
+            near = difflib.get_close_matches(value, listed, n=1)
+            guess = f" (did you mean '{near[0]}'?)" if near else ""
+            raise argparse.ArgumentError(None, f"unknown command '{value}'{guess}")
+        super()._check_value(action, value)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         # One line that says what to do, as for every other bad input.
         self.exit(2, f"error: {message}\nhint: run '{self.prog} --help' for usage\n")
@@ -129,6 +140,8 @@ def build_parser(default_machine: str = DEFAULT_NAME) -> argparse.ArgumentParser
     parser.add_argument("--debug", action="store_true", help="verbose logging to stderr")
     parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("--machine", dest="global_machine", metavar="NAME", help="the machine to act on")
+    # for a verb whose machine is not an argparse default (ssh's `[NAME] [-- CMD...]`)
+    parser.set_defaults(default_machine=default_machine)
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     for name in VERB_MODULES:
         importlib.import_module(name).register(sub)
@@ -178,6 +191,9 @@ def main(argv: Sequence[str] | None = None, client: Any = None) -> int:
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        from pymachine.app.cli import render
+
+        render.finish()  # first: a live display still drawing would paint over the line
         print("interrupted", file=sys.stderr)
         return 130
     finally:

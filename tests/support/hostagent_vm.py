@@ -104,8 +104,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def refused(port: int, host: str = "127.0.0.1") -> bool:
+    """Nothing listens on `port`. A reset is not a refusal: the handshake completed into a listener's backlog
+    and the listener closed right after (it was still open), which a poll for the close meets under load."""
     try:
         socket.create_connection((host, port), timeout=2).close()
+        return False
+    except ConnectionResetError:
         return False
     except ConnectionRefusedError:
         return True

@@ -45,4 +45,4 @@ def test_a_missing_default_machine_names_the_ones_there_are(pymachine_home, caps
     assert "machine 'sv' is saved" in capsys.readouterr().err
     assert cli.main(["start", "sx"]) == 1  # a typo: the names, without the advice on picking a default
     err = capsys.readouterr().err
-    assert "hint: the machines here: sv; or create it: pymachine create sx\n" in err, err
+    assert "hint: the machines here: sv; or create it: pymachine create sx;" in err, err

@@ -9,7 +9,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_unknown_subcommand_is_one_clear_line() -> None:
     result = run_cli("frobnicate")
     assert result.returncode == 2
-    assert result.stderr.startswith("error: argument COMMAND: invalid choice: 'frobnicate'")
+    assert result.stderr.startswith("error: unknown command 'frobnicate'\n")
     assert "hint: run 'pymachine --help'" in result.stderr
 
 

@@ -144,6 +144,7 @@ def test_run_with_a_taken_port_says_which(vm: VmMachine) -> None:
         assert proc.returncode == 125  # the container could not start: docker run's own failure
         assert f"host port 127.0.0.1:{port} is already in use" in proc.stderr
         assert proc.stderr.startswith("error: ")
+        assert "hint: publish another host port (-p OTHER:CONTAINER)" in proc.stderr  # and how to go on
     finally:
         blocker.close()
 
