@@ -57,7 +57,7 @@ def test_unknown_user_fails_the_start(rt: Runtime, layer: Path) -> None:
     rt.create(s)
     with pytest.raises(StartError, match="unable to find user nosuchuser"):
         rt.start(s.id)
-    assert rt.inspect(s.id).status == "exited"
+    assert rt.inspect(s.id).status == "created"  # it never started: dockerd's `docker ps -a` says Created
 
 
 def test_missing_executable_is_127_with_dockers_message(rt: Runtime, layer: Path) -> None:
@@ -66,7 +66,19 @@ def test_missing_executable_is_127_with_dockers_message(rt: Runtime, layer: Path
     with pytest.raises(StartError, match='exec: "no-such-binary": executable file not found in \\$PATH') as e:
         rt.start(s.id)
     assert e.value.exit_code == 127
-    assert rt.inspect(s.id).exit_code == 127
+    assert (rt.inspect(s.id).status, rt.inspect(s.id).exit_code) == ("created", 127)
+
+
+def test_a_container_that_ran_once_reads_exited_after_a_failed_restart(rt: Runtime, layer: Path) -> None:
+    """Created is only for a container that never started; one that ran and then fails to start again has a
+    StartedAt and reads exited, as with dockerd."""
+    s = spec(layer, ["/bin/sh", "-c", "rm /bin/sh"])  # its first run removes what a second one would exec
+    rt.create(s)
+    rt.start(s.id)
+    assert rt.wait(s.id).exit_code == 0
+    with pytest.raises(StartError):
+        rt.start(s.id)
+    assert rt.inspect(s.id).status == "exited"
 
 
 def test_default_capabilities_and_no_new_privs(rt: Runtime, layer: Path) -> None:

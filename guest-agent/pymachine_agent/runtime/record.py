@@ -57,7 +57,9 @@ class Record:
         if self.watching or (run.get("status") in ("running", "created") and supervisor_alive(run)):
             return "paused" if self.state.get("paused") else "running"
         if run.get("status") in ("exited", "running", "created"):
-            return "exited"
+            # dockerd's rule (State.StateString): a container that never started (its first start failed: a
+            # missing executable, an unknown user, a taken port) reads "created", with the start's exit code
+            return "exited" if self.state.get("started_at") else "created"
         return "created"
 
     def is_running(self) -> bool:
