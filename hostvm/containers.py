@@ -262,9 +262,8 @@ def summary(c: Container, forwards: list[dict[str, Any]] | None = None) -> dict[
 
 def _short_status(state: dict[str, Any]) -> str:
     """`Running`, `Exited (0)`: what the desktop app shows next to its own uptime column. A container that
-    never started (its start failed: a taken port) is `Created`, as `status_text` and moby's State.String say,
-    as the guest engine now says too (an older guest agent
-    recorded it exited with code 128)."""
+    never started (its start failed: a taken port) is `Created`, as `status_text`, moby's State.String and
+    now the guest engine say (an older guest agent recorded it exited with code 128)."""
     status = state.get("Status", "")
     if status == "exited" and parse_time(state.get("StartedAt")) is None:
         return "Created"
