@@ -11,6 +11,9 @@ where the time goes.
 "Engine answering" = `GET /_ping` through the machine's forwarded docker.sock returns OK. The clock runs from
 the `machines.start` call (in-process: a CLI's own ~0.4 s Python start is not counted) to that answer.
 
+Each cold boot also times, after the engine answers, `GET /containers/json` answered (what `docker ps` asks:
+its engine must have started, which on a cold boot comes after the socket answers) since the `start` call.
+
 `--first-run` also times, after each cold boot's engine answers, the user's likely first action: a container
 of `pymachine/busybox` created, started and waited for (what `docker run --rm IMAGE true` asks of the engine;
 the image is loaded once, before the first run): since the `start` call, so work the boot moved past "engine
@@ -55,6 +58,7 @@ def ping(sock_path: Path) -> bool:
 
 QEMU_CPU = "(QEMU CPU seconds until the engine answered)"
 FIRST_RUN = "first run done"
+LISTED = "docker ps answered"
 QEMU_CPU_RUN = "(QEMU CPU seconds until the first run was done)"
 BUSYBOX = "pymachine/busybox:latest"
 
@@ -263,6 +267,8 @@ def main() -> int:
                 marks = {}
                 t0 = time.monotonic()
                 seconds = timed_start(name, marks)
+                engine_call(paths.machine(name).docker_socket, "GET", "/containers/json")
+                marks[LISTED] = time.monotonic() - t0
                 if args.first_run:
                     first_run(name)
                     marks[FIRST_RUN] = time.monotonic() - t0
@@ -271,6 +277,7 @@ def main() -> int:
                         marks[QEMU_CPU_RUN] = used
                 guest_timeline(name, t0, marks)
                 note("cold boot", seconds, marks)
+                note("cold boot → docker ps answered", marks[LISTED], {})
                 if args.first_run:
                     note("cold boot → first run done", marks[FIRST_RUN], {})
             runs = ", ".join(f"{k} {v[-1]:.2f} s{_cpu_note(stages, k, len(v))}" for k, v in took.items())
