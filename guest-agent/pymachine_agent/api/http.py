@@ -172,6 +172,15 @@ class Request:
 
         while True:
             if left == 0:
+                # every plainly framed chunk already received, in one pass (wire.Reader.chunk_payloads)
+                views, got, left = reader.chunk_payloads(size - total)
+                if views:
+                    pieces += views
+                    total += got
+                    if total >= size:
+                        yield out()
+                        continue
+            if left == 0:  # the general parser: a size line not received yet, the last chunk, extensions
                 if pieces and not reader.has_line(wire.MAX_CHUNK_LINE):
                     yield out()
                 left = wire.chunk_size(reader.readline(wire.MAX_CHUNK_LINE, until()))

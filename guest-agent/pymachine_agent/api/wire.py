@@ -34,6 +34,7 @@ LINGER_SECONDS = 1.0  # after an error with unread input: half-close and discard
 _TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _VERSION = re.compile(rb"^HTTP/(\d)\.(\d)$")
 _CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # control characters other than HTAB
+_PLAIN_CHUNK = re.compile(rb"([0-9a-fA-F]{1,15})\r\n")  # a size line as clients send it: no extension
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,45 @@ class Reader:
         start = self._pos
         self._pos += n
         return memoryview(self._buf)[start : start + n]
+
+    def chunk_payloads(self, budget: int) -> tuple[list[memoryview], int, int]:
+        """The payloads of the chunks already received, from here on, whose size line is plain hex and CRLF
+        (what docker's Go client sends: 32 KiB chunks, ~1,300 per 40 MiB), as views, up to `budget` bytes, in
+        one pass over the buffer: `(views, their total, left)`, `left` being the payload bytes of the last
+        chunk taken that are still to come (its CRLF after them); 0 when each chunk taken ended with its CRLF,
+        consumed here. It stops before anything else (the last chunk, size 0; extensions; a size line or
+        CRLF cut by the end of what is received; anything malformed), which the general parser (readline,
+        chunk_size) then reads, and says wrong. Under TCG each chunk through that parser's dozen Python calls
+        cost the guest ~0.5 ms: about a quarter of the agent's Python per `docker load`."""
+        buf, pos, end = self._buf, self._pos, len(self._buf)
+        match, whole = _PLAIN_CHUNK.match, memoryview(buf)
+        views: list[memoryview] = []
+        total = left = 0
+        while total < budget:
+            m = match(buf, pos)
+            if m is None:
+                break
+            size, start = int(m.group(1), 16), m.end()
+            if size == 0:
+                break
+            if end - start >= size + 2 and size <= budget - total:
+                if buf[start + size : start + size + 2] != b"\r\n":
+                    break
+                views.append(whole[start : start + size])
+                total += size
+                pos = start + size + 2
+                continue
+            take = min(size, end - start, budget - total)
+            if take == size:  # all of it is here but not all of its CRLF: the general parser checks that
+                take -= 1
+            if take <= 0:
+                break
+            views.append(whole[start : start + take])
+            total += take
+            pos, left = start + take, size - take
+            break
+        self._pos = pos
+        return views, total, left
 
     def _take(self, n: int) -> bytes:
         start = self._pos
