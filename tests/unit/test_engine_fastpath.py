@@ -7,13 +7,16 @@ handler; one without it, with another secret or replayed gets not one byte and i
 from __future__ import annotations
 
 import errno
+import os
 import socket
+from pathlib import Path
 
 import pytest
 
 from pymachine.hostvm.hostagent import fastpath as host
 from pymachine.hostvm.hostagent import qemufwd
 from pymachine_agent import fastpath as wire
+from pymachine_agent.api import relay as relay_mod
 from pymachine_agent.api.relay import Relay
 from pymachine_agent.api.server import Router, _make_handler, standard_headers
 from pymachine_agent.api.wire import Timeouts
@@ -78,6 +81,13 @@ def test_the_relays_rule_is_not_a_published_port() -> None:
 def armed_relay(peer: str = "") -> Relay:
     router = Router()
     router.add("GET", "/_ping", lambda req: req.conn.send(200, b"OK", "text/plain"))
+    router.add(
+        "GET",
+        "/rcvbuf",
+        lambda req: req.conn.send(
+            200, b"%d" % req.conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), "text/plain"
+        ),
+    )
     handler = _make_handler(router, standard_headers(), Timeouts())
     r = Relay(handler, device="lo", port=0, peer=peer)
     try:
@@ -130,6 +140,21 @@ def test_a_connection_with_the_secret_is_served(relay: Relay) -> None:
         host.handshake(sock, SECRET)
         assert _ping(sock).startswith(b"HTTP/1.1 200 ")
     assert relay.admitted == 1
+
+
+def test_an_admitted_connection_receives_into_a_large_buffer(relay: Relay) -> None:
+    """From its first byte (autotuning grew it only after ~4 s of a load: docs/hostagent.md, run 14)."""
+    with _connect(relay) as sock:
+        host.handshake(sock, SECRET)
+        sock.sendall(b"GET /rcvbuf HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    size = int(out.rpartition(b"\r\n\r\n")[2])
+    if os.geteuid() == 0:
+        assert size >= 2 * relay_mod.RECEIVE_BUFFER, size  # the kernel doubles what it is given
+    else:
+        assert size >= 2 * min(relay_mod.RECEIVE_BUFFER, int(Path("/proc/sys/net/core/rmem_max").read_text()))
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,21 @@ def only_from(sock: socket.socket, source: str) -> ctypes.Array:
     return program
 
 
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+RECEIVE_BUFFER = 4 << 20  # the kernel accounts twice this: ~4-6 MiB of payload queued
+
+
+def grow_receive_buffer(sock: socket.socket) -> None:
+    """A large receive buffer from the start. A `docker load` through slirp (1,500-byte segments) began with
+    the kernel's 128 KiB, grown by autotuning only after ~4 s, because the agent reads slowly (it hashes and
+    writes): meanwhile each receive brought ~64 KiB, and the agent's Python ran per receive. Root (the agent
+    in the VM) may exceed rmem_max (SO_RCVBUFFORCE); anyone else gets what SO_RCVBUF allows."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+
+
 class _RelayServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -163,6 +178,7 @@ class Relay:
         try:
             sock.settimeout(None)  # the API's reader polls with its own deadlines on a blocking socket
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            grow_receive_buffer(sock)
             sock.sendall(fastpath.proof(secret, nonce))
         except OSError as exc:
             return f"answering the handshake: {exc}"
