@@ -263,7 +263,9 @@ def test_a_client_takes_a_connection_made_ahead_then_it_is_made_again(relay: Rel
     assert channel is not None and channel.sock in ahead  # it cost the client no handshake
     assert _ping(channel.sock).startswith(b"HTTP/1.1 200 ")
     until(lambda: len(fp._warm) == host.WARM_CONNECTIONS, 10, "the taken one made again")
-    assert relay.admitted == admitted + 1 and fp.connections == 1
+    # the relay counts an admission after it sent its proof: the host may hold the connection a moment before
+    until(lambda: relay.admitted == admitted + 1, 10, "the relay to count the one made again")
+    assert fp.connections == 1
     fp.disarm("test")
     assert fp._warm == []
 
