@@ -140,6 +140,21 @@ def handshake(sock: socket.socket, secret: bytes) -> None:
         raise ConnectionError("the listener did not prove the secret: not our relay")
 
 
+def proven_connection(port: int, secret: bytes) -> socket.socket | None:
+    """A blocking connection to the relay that proved the secret both ways, or None when slirp did not accept
+    it in time (connect); OSError when the connection or the handshake failed."""
+    sock = connect(port)
+    if sock is None:
+        return None
+    try:
+        handshake(sock, secret)
+    except OSError:
+        sock.close()
+        raise
+    sock.settimeout(None)
+    return sock
+
+
 class FastPath:
     def __init__(
         self,
@@ -278,17 +293,9 @@ class FastPath:
         if warm is not None:
             self.connections += 1
             return SocketChannel(warm)
-        sock: socket.socket | None = None
         try:
-            sock = connect(armed.host_port)
-            if sock is None:  # slirp's accept queue is full (a burst): this one over SSH, the path stays
-                self.fallbacks += 1
-                return None
-            handshake(sock, armed.secret)
-            sock.settimeout(None)
+            sock = proven_connection(armed.host_port, armed.secret)
         except OSError as exc:
-            if sock is not None:
-                sock.close()
             self.fallbacks += 1
             with self._lock:
                 if self._armed is armed:
@@ -296,6 +303,9 @@ class FastPath:
                     self.state, self.last_error = "down", f"fell back to SSH: {exc}"
             self.on_event(fast="down", error=self.last_error)
             self._maybe_rearm()
+            return None
+        if sock is None:  # slirp's accept queue is full (a burst): this one over SSH, the path stays
+            self.fallbacks += 1
             return None
         self.connections += 1
         return SocketChannel(sock)
@@ -330,22 +340,18 @@ class FastPath:
                 with self._lock:
                     if armed is None or self.forced_ssh or len(self._warm) >= WARM_CONNECTIONS:
                         return
-                sock = connect(armed.host_port)
-                if sock is None:
-                    return  # slirp's queue is full: the clients of this burst come first
                 try:
-                    handshake(sock, armed.secret)
+                    sock = proven_connection(armed.host_port, armed.secret)
                 except OSError as exc:
-                    sock.close()
                     log.info("fast path: no connection made ahead: %s", exc)  # a client's open() finds out
                     return
+                if sock is None:
+                    return  # slirp's queue is full: the clients of this burst come first
                 with self._lock:
                     if self._armed is not armed:  # disarmed meanwhile: its secret is void
                         sock.close()
                         return
                     self._warm.append(Warm(sock, armed, time.monotonic()))
-        except OSError as exc:
-            log.info("fast path: no connection made ahead: %s", exc)
         finally:
             with self._lock:
                 self._warming = False
