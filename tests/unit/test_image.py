@@ -316,3 +316,21 @@ def test_guest_init_notes_an_agent_exit_on_a_full_disk_without_failing(
     agent.exited(0)
     assert agent.due() is not None and agent.pid == 0  # the restart is scheduled
     assert "agent exited (status 0)" in capfd.readouterr().out
+
+
+def test_guest_init_gives_openssl_its_integer_code_under_tcg_only(tmp_path: Path) -> None:
+    pminit = _pminit()
+    tcg = "vendor_id\t: AuthenticAMD\nmodel name\t: QEMU TCG CPU version 2.5+\nflags\t: avx2\n"
+    kvm = "vendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\nflags\t: avx2\n"
+    assert pminit.under_tcg(tcg) and not pminit.under_tcg(kvm) and not pminit.under_tcg("")
+    assert not pminit.under_tcg("flags\t: QEMU TCG CPU\n")  # only the model name says it
+    (tmp_path / "kvm").write_text(kvm)
+    (tmp_path / "tcg").write_text(tcg)
+    pminit.tool_env(str(tmp_path / "missing"))
+    pminit.tool_env(str(tmp_path / "kvm"))
+    assert "OPENSSL_ia32cap" not in pminit.TOOL_ENV and "OPENSSL_ia32cap" not in pminit.Agent().env
+    pminit.tool_env(str(tmp_path / "tcg"))
+    assert pminit.TOOL_ENV["OPENSSL_ia32cap"] == pminit.OPENSSL_TCG_MASK
+    agent_env = pminit.Agent().env  # sshd gets TOOL_ENV itself (run), the agent this
+    assert agent_env["OPENSSL_ia32cap"] == pminit.OPENSSL_TCG_MASK
+    assert agent_env["PYTHONPATH"] == pminit.AGENT_DIR

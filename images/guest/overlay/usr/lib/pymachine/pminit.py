@@ -44,6 +44,16 @@ ENGINE_MODULES = ["overlay", "veth", "bridge", "br_netfilter", "nf_tables", "nft
                   "virtio_balloon", "virtio_console"]  # fmt: skip
 CONTROLLERS = ["cpuset", "cpu", "io", "memory", "pids"]
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+# What every program the init starts gets (tool_env() adds OPENSSL_ia32cap under TCG)
+TOOL_ENV = {"PATH": PATH, "LANG": "C.UTF-8"}
+# Under QEMU's TCG (hosts without KVM) `-cpu max` reports AVX2, BMI and SSSE3, OpenSSL picks its vector code
+# by CPUID, and TCG emulates those instructions several times more slowly than the integer code it translates.
+# The mask makes OpenSSL (sshd's ciphers and MACs, the agent's sha256 through hashlib) take its integer code.
+# The first word is CPUID.1 EDX:ECX (clear SSSE3, bit 32+9, and AVX, 32+28), the second CPUID.(EAX=7).EBX
+# (clear BMI1, bit 3, AVX2, 5, and BMI2, 8). In a TCG guest: sha256 0.58 s per 20 MiB against 1.34-1.74 s,
+# sshd's bulk rate 1.3-1.7x (docs/hostagent.md, run 15). Never set on KVM, where the host's model name shows.
+TCG_MODEL = "QEMU TCG CPU"
+OPENSSL_TCG_MASK = "~0x1000020000000000:~0x128"
 EV_KEY, KEY_POWER = 1, 116
 INPUT_EVENT = _struct.Struct("llHHi")  # struct input_event on 64-bit: timeval, type, code, value
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -116,19 +126,38 @@ def echo(path: str, text: str) -> None:
         fh.write(text)
 
 
+def under_tcg(cpuinfo: str) -> bool:
+    """Whether /proc/cpuinfo's text names QEMU's TCG CPU (its first "model name" line)."""
+    for line in cpuinfo.splitlines():
+        if line.startswith("model name"):
+            return TCG_MODEL in line
+    return False
+
+
+def tool_env(cpuinfo: str = "/proc/cpuinfo") -> None:
+    """OpenSSL's integer code for everything started from here when the CPU is QEMU's TCG (see TCG_MODEL)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            tcg = under_tcg(f.read(4096))
+    except OSError:
+        return
+    if tcg:  # seen in /proc/<sshd or agent>/environ
+        TOOL_ENV["OPENSSL_ia32cap"] = OPENSSL_TCG_MASK
+
+
 def spawn(argv: list[str], log_path: str | None = None, env: dict[str, str] | None = None) -> int:
     actions = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)]
     if log_path:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         actions += [(os.POSIX_SPAWN_OPEN, 1, log_path, flags, 0o644), (os.POSIX_SPAWN_DUP2, 1, 2)]
-    return os.posix_spawn(argv[0], argv, env or {"PATH": PATH, "LANG": "C.UTF-8"}, file_actions=actions,
+    return os.posix_spawn(argv[0], argv, env or TOOL_ENV, file_actions=actions,
                           setsid=True)  # fmt: skip
 
 
 def run(argv: list[str], stdin: bytes = b"") -> int:
     """Run a tool to completion (its output goes to the console)."""
     r, w = os.pipe()
-    pid = os.posix_spawn(argv[0], argv, {"PATH": PATH, "LANG": "C.UTF-8"},
+    pid = os.posix_spawn(argv[0], argv, TOOL_ENV,
                          file_actions=[(os.POSIX_SPAWN_DUP2, r, 0), (os.POSIX_SPAWN_CLOSE, w)])  # fmt: skip
     os.close(r)
     os.write(w, stdin)
@@ -352,7 +381,7 @@ class Agent:
         self.started = 0.0
         self.delay = 1.0
         self.next_start = 0.0
-        self.env = {"PATH": PATH, "HOME": "/root", "LANG": "C.UTF-8", "PYTHONPATH": AGENT_DIR,
+        self.env = {**TOOL_ENV, "HOME": "/root", "PYTHONPATH": AGENT_DIR,
                     "PYTHONUNBUFFERED": "1", "PYMACHINE_SEED": SEED_DIR, "PYMACHINE_MODULES": MODULES_STATUS,
                     "TMPDIR": "/var/tmp"}  # fmt: skip  # /tmp may be the host's temp folder (a share)
 
@@ -509,6 +538,7 @@ def main() -> None:
     os.environ.update({"PATH": PATH, "LANG": "C.UTF-8"})
     os.umask(0o022)
     filesystems()
+    tool_env()
     seed()
     identity()
     network()
