@@ -6,8 +6,9 @@ those vector instructions far more slowly than the plain integer code it transla
 took 4.3-6.8 s with OpenSSL's AVX2 code, 1.0-1.9 s with its integer code (OPENSSL_ia32cap masking AVX, AVX2
 and BMI) and 1.4-1.9 s with CPython's own C implementation (`_sha256`; `_sha2` from 3.12), in alternating
 rounds (docs/hostagent.md, issue 17). On real hardware OpenSSL is several times faster than CPython's. So the
-first bulk hash times both on the same sample and keeps the faster for the process's life. The guest's init sets
-that mask for the agent and sshd under TCG (pminit.py, `OPENSSL_ia32cap`), where OpenSSL then usually wins.
+first bulk hash times both on the same sample and keeps the faster for the process's life. The guest's init
+sets that mask for the agent and sshd under TCG (pminit.py, `OPENSSL_ia32cap`), where OpenSSL then usually
+wins.
 
 The sha256 of a `docker load` is its largest cost per byte (the diff_id that must be checked): a third to a
 half of the guest agent's CPU under TCG with OpenSSL's AVX2 code. `PYMACHINE_SHA256=openssl|builtin` fixes
