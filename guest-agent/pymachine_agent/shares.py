@@ -16,6 +16,7 @@ agent's own socket, whatever path it listens on).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -28,6 +29,18 @@ from .runtime.spec import Mount
 
 # the paths a container names the engine socket by (/var/run is a link to /run in the VM and on most hosts)
 ENGINE_SOCKET_ALIASES = ("/var/run/docker.sock", "/run/docker.sock")
+# the init's record of the shares it mounted before the agent started, an error for each it could not
+MOUNT_REPORT = "/run/pymachine/shares.json"
+
+
+def mount_report(path: str = MOUNT_REPORT) -> list[Any] | None:
+    """The init's mount report (a list of {path, tag, transport, error}); None where there is none."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, list) else None
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,17 @@ class Shares:
     @property
     def enabled(self) -> bool:
         return self.shares is not None
+
+    def listed(self) -> list[dict[str, Any]] | None:
+        """The share list in the shape the host agent PUTs it (`/pymachine/v1/shares`), so that it can tell
+        whether this agent has it already (it then sends nothing)."""
+        if self.shares is None:
+            return None
+        sync = {"transport": "sync"}
+        return [
+            {"path": s.path, "readonly": s.readonly, **(sync if s.transport == "sync" else {})}
+            for s in self.shares
+        ]
 
     def find(self, path: str) -> Share | None:
         """The share `path` lies in: the deepest (a sync share may lie inside a live one, its copy bound over

@@ -203,7 +203,7 @@ class Agent:
                 else:
                     if not resumed:  # a resumed guest's agent is the one /info checked before the save
                         self.guest_info = self._info(transport)
-                        self.push_shares(transport)
+                        self.push_shares(transport, self.guest_info.get("shares"))
                     resumed = False  # a retry asks again (the guest agent may have restarted)
                     chan = self.opener.open(transport)
                     self._consume(transport, guestapi.stream_events(chan), generation)
@@ -333,16 +333,20 @@ class Agent:
         """The machine's shares (config.json): the only host folders the guest may have watched."""
         return [s["path"] for s in self._shares()]
 
-    def push_shares(self, transport: paramiko.Transport | None = None) -> None:
+    def push_shares(self, transport: paramiko.Transport | None = None, guest_has: Any = None) -> None:
         """Tell the guest agent the configured shares (on connect, and after a hot-plug): a share added
         since the boot is then refused as "not mounted, restart" rather than "not shared", and an sshfs share
-        mounted now is usable at once. A guest agent started without a share list (an old seed) keeps none."""
+        mounted now is usable at once. A guest agent started without a share list (an old seed) keeps none.
+        `guest_has`: the list its `/info` showed; when that is this one nothing is sent (a cold boot's seed
+        carried it: one round trip less while the booting guest is busiest)."""
         transport = transport or self.link.current()
         if transport is None:
             return
         sync = {"transport": "sync"}  # a copy on the VM's disk: the guest does not ask to watch it
         body = {"shares": [{"path": s["path"], "readonly": bool(s.get("readonly")),
                             **(sync if s.get("sync") else {})} for s in self._shares()]}  # fmt: skip
+        if same_shares(guest_has, body["shares"]):
+            return
         try:
             guestapi.request(self.opener.open(transport), "PUT", guestapi.API + "/shares", body)
         except (paramiko.SSHException, OSError, guestapi.GuestApiError) as exc:
@@ -528,6 +532,17 @@ class Agent:
             self.shares.mount(transport, mount)  # else the next link-up mounts it
             self.push_shares(transport)  # the guest agent's share list, so the new share is usable at once
         return {"ok": mount.state == "mounted", "share": mount.snapshot(), "error": mount.error}
+
+
+def same_shares(guest_has: Any, wanted: list[dict[str, Any]]) -> bool:
+    """Whether the share list a guest agent reported is `wanted`, in any order (malformed: it differs)."""
+    if not isinstance(guest_has, list) or not all(isinstance(s, dict) for s in guest_has):
+        return False
+    return sorted(guest_has, key=_share_path) == sorted(wanted, key=_share_path)
+
+
+def _share_path(share: dict[str, Any]) -> str:
+    return str(share.get("path"))
 
 
 def _exec(transport: paramiko.Transport, command: str, timeout: float = 10.0) -> str:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from .. import protocol
 from ..events import EventBus, PortBroker
+from ..shares import mount_report
 from .http import ClientGone, HTTPError, Request
 from .server import Router
 
@@ -93,7 +94,9 @@ def register(
 
     @r("GET", protocol.API_PREFIX + "/info")
     def pm_info(req: Request) -> tuple[int, dict]:
-        return 200, protocol.info()
+        # the share list (the host agent PUTs it only where it differs) and the init's mount report (`start`
+        # warns of a share not mounted): read here, with no process forked in a booting guest to read them
+        return 200, {**protocol.info(), "shares": shares.listed(), "share_report": mount_report()}
 
     @r("GET", protocol.API_PREFIX + "/events")
     def pm_events(req: Request) -> None:
