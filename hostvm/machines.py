@@ -836,9 +836,9 @@ def _poll_guest_socket(client, transport, direct: bool, deadline: float) -> None
 
 def _guest_share_problems(client) -> list[str]:  # type: ignore[no-untyped-def]
     """Shares the guest init could not mount (it records each in /run/pymachine/shares.json). The guest
-    agent's `/info` carries that report: one request on the socket `start` has just reached, where a `cat`
-    over an exec forked a shell in the booting guest (~0.15-0.2 s of an idle TCG guest's time, more while it
-    boots). An agent without it (older than this host's): the `cat`."""
+    agent serves that report (`GET /pymachine/v1/shares`): one request on the socket `start` has just reached,
+    where a `cat` over an exec forked a shell in the booting guest (~0.15-0.2 s of an idle TCG guest's time,
+    more while it boots). An agent without it (older than this host's): the `cat`."""
     entries = _agent_share_report(client)
     if entries is None:
         status, out, _ = ssh.exec_command(client, "cat /run/pymachine/shares.json 2>/dev/null", timeout=30)
@@ -856,8 +856,8 @@ def _guest_share_problems(client) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def _agent_share_report(client) -> list[Any] | None:  # type: ignore[no-untyped-def]
-    """The init's share report as the guest agent's `/info` gives it ([] when the init wrote none); None when
-    this agent does not say (or the socket cannot be asked)."""
+    """The init's share report as the guest agent gives it ([] when the init wrote none); None when this
+    agent does not say (or the socket cannot be asked)."""
     import paramiko
 
     from .hostagent import guestapi, streamlocal
@@ -867,12 +867,12 @@ def _agent_share_report(client) -> list[Any] | None:  # type: ignore[no-untyped-
         return None
     try:
         chan = streamlocal.open_direct(transport, GUEST_SOCKET, timeout=30)
-        status, body = guestapi.request(chan, "GET", guestapi.API + "/info")
+        status, body = guestapi.request(chan, "GET", guestapi.API + "/shares")
     except (paramiko.SSHException, OSError, guestapi.GuestApiError):
         return None
-    if status != 200 or not isinstance(body, dict) or "share_report" not in body:
+    if status != 200 or not isinstance(body, dict) or "report" not in body:
         return None
-    report = body["share_report"]
+    report = body["report"]
     return report if isinstance(report, list) else []
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
 from pathlib import Path
 
 # 2: the `watch` event (host paths containers bind-mount), POST /pymachine/v1/fs-events (host changes) and
@@ -46,6 +47,7 @@ def source_checksum(root: Path = _PACKAGE_ROOT) -> str:
 
 
 _own_checksum: tuple[tuple[tuple[str, int, int], ...], str] | None = None  # (files' stat signature, checksum)
+_checksum_lock = threading.Lock()
 
 
 def info() -> dict:
@@ -53,10 +55,14 @@ def info() -> dict:
     connect, so the checksum is kept while the files' names, sizes and mtimes stay the same; a copy in the
     guest that changed on disk (a re-provision cut short, a hand edit) is still seen at the next connect."""
     global _own_checksum
-    signature = tuple((str(p), st.st_size, st.st_mtime_ns) for p in source_files() for st in (p.stat(),))
-    if _own_checksum is None or _own_checksum[0] != signature:
-        _own_checksum = (signature, source_checksum())
-    return {"protocol": PROTOCOL_VERSION, "agent_version": AGENT_VERSION, "agent_checksum": _own_checksum[1]}
+    # one at a time: a request that comes while the start's thread reads the files waits for its result
+    # instead of reading them all again beside it (under TCG, at the busiest moment of a boot)
+    with _checksum_lock:
+        signature = tuple((str(p), st.st_size, st.st_mtime_ns) for p in source_files() for st in (p.stat(),))
+        if _own_checksum is None or _own_checksum[0] != signature:
+            _own_checksum = (signature, source_checksum())
+        checksum = _own_checksum[1]
+    return {"protocol": PROTOCOL_VERSION, "agent_version": AGENT_VERSION, "agent_checksum": checksum}
 
 
 def hello_event() -> dict:

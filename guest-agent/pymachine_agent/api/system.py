@@ -94,9 +94,14 @@ def register(
 
     @r("GET", protocol.API_PREFIX + "/info")
     def pm_info(req: Request) -> tuple[int, dict]:
-        # the share list (the host agent PUTs it only where it differs) and the init's mount report (`start`
-        # warns of a share not mounted): read here, with no process forked in a booting guest to read them
-        return 200, {**protocol.info(), "shares": shares.listed(), "share_report": mount_report()}
+        # with the share list: the host agent PUTs it only where it differs (a cold boot's seed carried it)
+        return 200, {**protocol.info(), "shares": shares.listed()}
+
+    @r("GET", protocol.API_PREFIX + "/shares")
+    def pm_shares_get(req: Request) -> tuple[int, dict]:
+        """The share list and the init's mount report (`start` warns of a share it could not mount): read
+        here, where a `cat` over SSH forked a shell in the booting guest."""
+        return 200, {"shares": shares.listed(), "report": mount_report()}
 
     @r("GET", protocol.API_PREFIX + "/events")
     def pm_events(req: Request) -> None:
