@@ -93,3 +93,42 @@ def test_protocol_2_shapes() -> None:
     ):
         with pytest.raises(ValueError):
             protocol.parse_fs_changes(bad)
+
+
+def test_the_agent_lists_its_shares_as_the_host_agent_sends_them(tmp_path: Path) -> None:
+    """`/pymachine/v1/info` carries the agent's share list in the PUT's shape: a cold boot's seed gave it the
+    host's list already, and the host agent then sends nothing (daemon.same_shares)."""
+    from pymachine.hostvm.hostagent.daemon import same_shares
+
+    seeded = parse_shares(
+        [
+            {"path": "/home/u", "readonly": False, "transport": "virtiofs"},
+            {"path": "/data", "readonly": True, "transport": "9p"},
+            {"path": "/home/u/app", "readonly": False, "transport": "sync"},
+        ]
+    )
+    listed = Shares(seeded).listed()
+    host_body = [  # what push_shares sends for the same config, in another order
+        {"path": "/data", "readonly": True},
+        {"path": "/home/u/app", "readonly": False, "transport": "sync"},
+        {"path": "/home/u", "readonly": False},
+    ]
+    assert same_shares(listed, host_body)
+    assert not same_shares(listed, host_body[:2])  # a share added since the boot: sent
+    assert not same_shares(listed, [{**host_body[0], "readonly": False}, *host_body[1:]])
+    assert not same_shares(None, host_body) and not same_shares("x", []) and not same_shares([1], [])
+    assert Shares(None).listed() is None and same_shares(Shares([]).listed(), [])
+
+
+def test_the_init_mount_report_is_read_as_written(tmp_path: Path) -> None:
+    from pymachine_agent.shares import mount_report
+
+    report = tmp_path / "shares.json"
+    assert mount_report(str(report)) is None  # none written (an older init, no shares)
+    entries = [{"path": "/a", "tag": "s0", "transport": "virtiofs", "error": None}]
+    report.write_text(json.dumps(entries))
+    assert mount_report(str(report)) == entries
+    report.write_text("{not json")
+    assert mount_report(str(report)) is None
+    report.write_text('{"path": "/a"}')
+    assert mount_report(str(report)) is None

@@ -191,12 +191,29 @@ def test_share_list_pending_against_the_running_start() -> None:
 
 
 def test_start_reports_each_share_the_guest_could_not_mount(monkeypatch: pytest.MonkeyPatch) -> None:
-    report = json.dumps(
-        [{"path": "/a", "error": None}, {"path": "/b", "error": "[Errno 19] mount 9p on /b: No such device"}]
-    ).encode()
+    failed = "[Errno 19] mount 9p on /b: No such device"
+    entries = [{"path": "/a", "error": None}, {"path": "/b", "error": failed}]
+    expected = [f"share /b is not mounted in the VM: {failed}"]
+
+    def no_exec(client, cmd, timeout=60):  # type: ignore[no-untyped-def]
+        raise AssertionError("the agent gave the report: nothing to exec in the guest")
+
+    # the guest agent serves the init's report (GET /pymachine/v1/shares)
+    monkeypatch.setattr(machines, "_agent_share_report", lambda client: entries)
+    monkeypatch.setattr(machines.ssh, "exec_command", no_exec)
+    assert machines._guest_share_problems(object()) == expected
+    # an agent older than this host's: the report is read with a cat over SSH
+    monkeypatch.setattr(machines, "_agent_share_report", lambda client: None)
+    report = json.dumps(entries).encode()
     monkeypatch.setattr(machines.ssh, "exec_command", lambda client, cmd, timeout=60: (0, report, b""))
-    assert machines._guest_share_problems(object()) == [
-        "share /b is not mounted in the VM: [Errno 19] mount 9p on /b: No such device"
-    ]
+    assert machines._guest_share_problems(object()) == expected
     monkeypatch.setattr(machines.ssh, "exec_command", lambda client, cmd, timeout=60: (1, b"", b""))
     assert machines._guest_share_problems(object()) == []  # an older guest writes no report
+
+
+def test_the_agent_share_report_needs_a_transport_that_reaches_its_socket() -> None:
+    class NoTransport:
+        def get_transport(self) -> None:
+            return None
+
+    assert machines._agent_share_report(NoTransport()) is None  # then the cat

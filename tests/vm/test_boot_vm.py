@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import json
+
 from support.machines import StartedMachine
 
 from pymachine.hostvm import ssh
@@ -83,3 +85,19 @@ def test_openssl_takes_its_integer_code_under_tcg_only(machine: StartedMachine) 
         assert set(seen.values()) == {"1"}, out
     else:
         assert set(seen.values()) == {"0"}, out
+
+
+def test_start_reads_the_share_report_from_the_agent_not_an_exec(machine: StartedMachine) -> None:
+    """`start` warns of a share the init could not mount. It asks the guest agent for the init's report (no
+    shell forked in the booting guest); what the agent serves is the file the init wrote."""
+    from pymachine.hostvm import machines
+
+    client = ssh.connect(machine.name)
+    try:
+        served = machines._agent_share_report(client)
+        status, out, err = ssh.exec_command(client, "cat /run/pymachine/shares.json 2>/dev/null", timeout=30)
+    finally:
+        client.close()
+    assert served is not None, "the agent did not serve the share report"
+    assert served == (json.loads(out) if status == 0 and out.strip() else []), (served, out, err)
+    assert served, "the session machine shares a folder: the report lists it"
