@@ -15,6 +15,7 @@ from pymachine_agent import protocol
 from pymachine_agent.api import system
 from pymachine_agent.api.server import ApiServer, Router
 from pymachine_agent.events import EventBus, PortAckError, PortBroker
+from pymachine_agent.shares import Shares
 
 
 class _Eng:
@@ -27,7 +28,7 @@ class _Eng:
 def served(tmp_path: Path):  # type: ignore[no-untyped-def]
     eng = _Eng()
     router = Router()
-    system.register(router, eng, eng.events, eng.ports, None, None)  # type: ignore[arg-type]
+    system.register(router, eng, eng.events, eng.ports, None, Shares(None))  # type: ignore[arg-type]
     srv = ApiServer(router, tmp_path / "a.sock")
     srv.start()
     yield eng, srv
@@ -105,6 +106,7 @@ def test_info_reports_checksum(served) -> None:  # type: ignore[no-untyped-def]
         "protocol": protocol.PROTOCOL_VERSION,
         "agent_version": protocol.AGENT_VERSION,
         "agent_checksum": protocol.source_checksum(),
+        "shares": None,  # this agent has no share list (bind sources are guest paths)
     }
 
 
