@@ -72,6 +72,7 @@ def test_help_version_and_a_mistyped_verb_load_no_verb_module(tmp_path, args: li
         ["ps"],  # no machine: says so before it needs an engine client
         ["inspect"],
         ["docker-env", "--unset"],
+        ["__complete", "machines"],  # what a shell's TAB runs
         ["ssh-config", "--help"],
         ["cluster", "--help"],
     ],
