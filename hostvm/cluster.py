@@ -20,13 +20,14 @@ import shlex
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import paramiko
+from typing import TYPE_CHECKING, Any
 
 from . import machines, paths, ssh
 from .errors import NotFoundError, PymachineError, UsageError
 from .progress import Progress, StageProgress
+
+if TYPE_CHECKING:
+    import paramiko  # 0.1 s: imported where a node is reached, not for `cluster --help` or `cluster list`
 
 log = logging.getLogger(__name__)
 SUBNET = "192.168.77"  # per cluster: clusters never share a wire (each has its own multicast group)
@@ -166,6 +167,8 @@ def _start_all(names: list[str], say: Progress) -> None:
 
 
 def _run(node: str, command: str, timeout: float = 120) -> str:
+    import paramiko
+
     try:
         status, out, err = ssh.run(node, command, timeout=timeout)
     except (OSError, paramiko.SSHException) as exc:  # TimeoutError included: a node too busy to answer

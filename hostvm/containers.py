@@ -16,12 +16,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-import docker
-import docker.errors
-import requests
-from docker.models.containers import Container, _create_container_args
+from typing import TYPE_CHECKING, Any
 
 from . import endpoints, paths
 from .config import DEFAULT_NAME
@@ -29,10 +24,17 @@ from .container_images import parse_name as parse_builtin_name
 from .errors import NotFoundError, PymachineError, UsageError
 from .reasons import plain_reason
 from .units import human_duration
+from .version import API_VERSION
+
+if TYPE_CHECKING:
+    # docker-py and requests (0.1 s) are imported by the functions that talk to an engine: the CLI loads this
+    # module for `run --help`, `docker-env` and a `ps` that finds no machine, which need neither.
+    import docker
+    import docker.errors
+    from docker.models.containers import Container
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-API_VERSION = "1.44"
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|z|[+-]\d\d:\d\d)?")
 
 
@@ -73,6 +75,8 @@ def client(
     machine: str = DEFAULT_NAME, ensure: bool = True, progress: Progress | None = None
 ) -> docker.DockerClient:
     """A docker-py client for the machine's engine."""
+    import docker
+
     if ensure:
         ensure_machine(machine, progress)
     sock = paths.machine(machine).docker_socket
@@ -97,6 +101,9 @@ def api_errors(what: str = "", hint: str = "", missing: str = IMAGE_MISSING_HINT
     """docker-py's failures as a message and a hint (`hint` for an engine's refusal, when the caller knows
     what a person can do about it; `missing` for an image that is not there, fit to the operation: how to
     get it for one that needs it, but nothing to do for a remove)."""
+    import docker.errors
+    import requests
+
     try:
         yield
     except docker.errors.ImageNotFound as exc:
@@ -178,6 +185,8 @@ class RunOptions:
 
 
 def create(dc: docker.DockerClient, opts: RunOptions, progress: Any = None) -> Container:
+    from docker.models.containers import _create_container_args
+
     from . import images_io
 
     images_io.ensure_image(dc, opts.image, opts.pull, progress)

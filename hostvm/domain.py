@@ -7,7 +7,6 @@ Networking goes through `<qemu:commandline>` because libvirt 9.0 (Debian 12) rej
 from __future__ import annotations
 
 from dataclasses import dataclass
-from xml.sax.saxutils import quoteattr
 
 from pymachine_agent.serialmux import PORT_NAME
 
@@ -100,10 +99,10 @@ def domain_name(machine: str) -> str:
 def domain_xml(spec: VMSpec) -> str:
     """The libvirt domain XML for `spec`. Deterministic: same spec, same bytes (golden-file tested)."""
     kvm = spec.accel in ("kvm", "hvf")  # hardware: host CPU model, no TCG translation cache
-    a = quoteattr
+    a = _attr
     lines = [
         f"<domain type={a(spec.accel if kvm else 'qemu')} xmlns:qemu={a(QEMU_NS)}>",
-        f"  <name>{_text(spec.domain_name)}</name>",
+        f"  <name>{xml_text(spec.domain_name)}</name>",
         *(
             [f"  <metadata><pm:owner xmlns:pm={a(OWNER_NS)} dir={a(spec.owner)}/></metadata>"]
             if spec.owner
@@ -123,9 +122,9 @@ def domain_xml(spec: VMSpec) -> str:
         f"  <vcpu>{spec.cpus}</vcpu>",
         "  <os>",
         f"    <type arch='x86_64' machine={a(spec.machine)}>hvm</type>",
-        f"    <kernel>{_text(spec.kernel)}</kernel>",
-        f"    <initrd>{_text(spec.initrd)}</initrd>",
-        f"    <cmdline>{_text(spec.cmdline)}</cmdline>",
+        f"    <kernel>{xml_text(spec.kernel)}</kernel>",
+        f"    <initrd>{xml_text(spec.initrd)}</initrd>",
+        f"    <cmdline>{xml_text(spec.cmdline)}</cmdline>",
         "  </os>",
         "  <features>",
         "    <acpi/>",
@@ -204,7 +203,7 @@ def filesystem_xml(dev: ShareDevice) -> str:
 def _filesystems(spec: VMSpec) -> list[str]:
     """virtiofs through pymachine's own virtiofsd (libvirt >= 8.5: <source socket>, so libvirt neither starts
     nor relabels it); 9p served by QEMU with mapped-xattr ownership, read-only where the share is."""
-    a = quoteattr
+    a = _attr
     out: list[str] = []
     for s in spec.shares:
         if s.transport == "virtiofs":
@@ -235,7 +234,7 @@ def _engine_channel(spec: VMSpec) -> list[str]:
         return []
     return [
         "    <channel type='unix'>",
-        f"      <source mode='bind' path={quoteattr(spec.engine_port)}/>",
+        f"      <source mode='bind' path={_attr(spec.engine_port)}/>",
         f"      <target type='virtio' name='{ENGINE_PORT_NAME}'/>",
         "    </channel>",
     ]
@@ -255,13 +254,22 @@ def engine_port_args(spec: VMSpec) -> list[str]:
 
 def _source(spec: VMSpec, path: str) -> list[str]:
     if spec.uid is None or spec.gid is None:
-        return [f"      <source file={quoteattr(path)}/>"]
+        return [f"      <source file={_attr(path)}/>"]
     return [
-        f"      <source file={quoteattr(path)}>",
+        f"      <source file={_attr(path)}>",
         "        <seclabel model='dac' relabel='no'/>",
         "      </source>",
     ]
 
 
-def _text(value: str) -> str:
+def xml_text(value: str) -> str:
+    """Text escaped for an XML element (xml.sax.saxutils.escape, without that module's imports)."""
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _attr(value: str) -> str:
+    """A quoted XML attribute value."""
+    # imported here: xml.sax.saxutils loads urllib.request (12 ms), which `pymachine list` would pay
+    from xml.sax.saxutils import quoteattr
+
+    return quoteattr(value)

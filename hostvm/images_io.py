@@ -10,8 +10,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from docker.utils import parse_repository_tag
-
 from . import containers
 from .errors import PymachineError, UsageError
 from .progress import BuildOutput, ByteProgress, LayerProgress, Progress, quiet
@@ -52,6 +50,8 @@ class ImageRef:
 def parse_reference(reference: str) -> ImageRef:
     if not reference or reference != reference.strip() or any(c.isspace() for c in reference):
         raise UsageError(f"invalid reference format: '{reference}'", hint="name[:tag][@digest]")
+    from docker.utils import parse_repository_tag  # docker-py (0.1 s) only when a reference is parsed
+
     repo, tag = parse_repository_tag(reference)
     digest = None
     if tag and ":" in tag and "@" in reference:  # docker-py hands a digest back in the tag slot

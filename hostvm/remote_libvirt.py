@@ -15,16 +15,18 @@ import os
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
-from xml.sax.saxutils import escape
-
-import paramiko
 
 from . import paths
-from .domain import VMSpec
+from .domain import VMSpec, xml_text
 from .errors import PymachineError
 from .progress import Progress
+
+if TYPE_CHECKING:
+    # paramiko (0.1 s) is imported where a link to the remote host is made: machines.py, and so `list`, loads
+    # this module for every machine, local ones too
+    import paramiko
 
 POOL = "pymachine"
 POOL_DIR = "/var/lib/pymachine-pool"  # on the remote host
@@ -83,6 +85,8 @@ def pin_host(name: str, uri: str, say: Progress) -> None:
 def _pinned(name: str) -> paramiko.PKey:
     import base64
 
+    import paramiko
+
     for line in paths.machine(name).known_hosts.read_text().splitlines():
         fields = line.split()
         if len(fields) >= 3 and fields[0] == host_alias(name):
@@ -96,6 +100,8 @@ _links_lock = threading.Lock()
 
 def _link(name: str, uri: str) -> paramiko.Transport:
     """One authenticated link to the host per machine and process, re-made when it died."""
+    import paramiko
+
     from .hostagent.transport import open_transport
 
     with _links_lock:
@@ -179,7 +185,7 @@ def upload(conn: Any, p: Any, name: str, source: str, fmt: str, say: Progress, r
         size = os.path.getsize(source)
         say(f"uploading {os.path.basename(source)} to the host's pool ({size // (1 << 20)} MiB)")
         xml = (
-            f"<volume><name>{escape(name)}</name><capacity unit='bytes'>{size}</capacity>"
+            f"<volume><name>{xml_text(name)}</name><capacity unit='bytes'>{size}</capacity>"
             f"<target><format type='{fmt}'/></target></volume>"
         )
         vol = p.createXML(xml, 0)
@@ -215,7 +221,7 @@ def prepare(conn: Any, spec: VMSpec, recipe_hash: str, say: Progress) -> VMSpec:
         xml = (
             f"<volume><name>{disk_name}</name><capacity unit='bytes'>{capacity}</capacity>"
             "<target><format type='qcow2'/></target>"
-            f"<backingStore><path>{escape(base)}</path><format type='qcow2'/></backingStore></volume>"
+            f"<backingStore><path>{xml_text(base)}</path><format type='qcow2'/></backingStore></volume>"
         )
         disk = p.createXML(xml, 0)
     elif disk.info()[1] < (grown := _virtual_size(spec.disk)):  # `pymachine set --disk` grew the overlay

@@ -11,14 +11,15 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Any
-
-import paramiko
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typing import TYPE_CHECKING, Any
 
 from . import paths, store
 from .errors import HostKeyMismatch, NotFoundError, PymachineError
+
+if TYPE_CHECKING:
+    # paramiko and cryptography (0.1 s) are imported by the functions that connect or make a key: `list`,
+    # `ssh` (OpenSSH's client) and `ssh-config` use this module without them.
+    import paramiko
 
 USER = "root"
 HOST = "127.0.0.1"
@@ -32,6 +33,9 @@ def host_alias(name: str) -> str:
 
 def generate_keypair(private_path: Path, comment: str) -> str:
     """Write an OpenSSH ed25519 private key (0600) and its `.pub`; return the public line."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
@@ -58,6 +62,8 @@ def create_keys(name: str) -> None:
 
 def pinned_host_key(name: str) -> paramiko.PKey:
     """The host key from the machine's known_hosts (the pin), not from the .pub file next to it."""
+    import paramiko
+
     mp = paths.machine(name)
     try:
         for line in mp.known_hosts.read_text().splitlines():
@@ -118,6 +124,8 @@ def _socket_to(name: str | None, port: int, timeout: float) -> Any:
 
 def connect(name: str, *, port: int | None = None, timeout: float = 30.0) -> paramiko.SSHClient:
     """An authenticated client for machine `name`; the host key must be the pinned one (RejectPolicy)."""
+    import paramiko
+
     mp = paths.machine(name)
     host, default_port, user = endpoint(name)
     port = port or default_port

@@ -3,13 +3,14 @@ it ships (guest agent), and, when the machine runs, what its engine says about i
 
 from __future__ import annotations
 
-import importlib.metadata
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from pymachine_agent import protocol
 
-from .containers import API_VERSION
+# The Docker Engine API version that the CLI's docker-py client asks for. Here, not in containers.py, so
+# that `pymachine --version` does not load docker-py.
+API_VERSION = "1.44"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class VersionInfo:
 
 
 def client_version() -> str:
+    import importlib.metadata  # 10 ms, here: containers.py (every container verb) imports this module
+
     try:
         return importlib.metadata.version("pymachine")
     except importlib.metadata.PackageNotFoundError:

@@ -9,8 +9,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from docker.utils import match_tag
-
 from pymachine.hostvm import containers, images_io
 from pymachine.hostvm.errors import UsageError
 from pymachine.hostvm.progress import BuildOutput
@@ -27,6 +25,8 @@ def build_request(
 ) -> dict[str, Any]:
     """The CLI's build flags → keyword arguments for docker-py's `api.build` (the first tag; the others are
     added with `api.tag` afterwards, since docker-py sends only one `t`)."""
+    from docker.utils import match_tag  # docker-py (0.1 s) only when a build runs, not for `run --help`
+
     if not os.path.isdir(path):
         raise UsageError(f"build context '{path}' is not a folder", hint="pymachine build -t NAME PATH")
     for ref in tags:

@@ -10,8 +10,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import requests
-
 from pymachine.app.cli import container_build, formats, render, terminal
 from pymachine.hostvm import containers, images_io
 from pymachine.hostvm.config import DEFAULT_NAME
@@ -378,6 +376,8 @@ def _exec(args: argparse.Namespace) -> int:
     terminal.pump(
         sock, args.tty, args.interactive, lambda h, w: dc.api.exec_resize(exec_id, height=h, width=w)
     )
+    import requests  # loaded by docker-py by now; not at the top, so that `run --help` need not load it
+
     with containers.api_errors():
         try:
             code = dc.api.exec_inspect(exec_id).get("ExitCode")

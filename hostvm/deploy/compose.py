@@ -16,8 +16,6 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from ..errors import PymachineError
 
 # Compose's own lookup order at the top of the tree.
@@ -68,6 +66,8 @@ def parse(text: str, file: str, routed: str = "") -> Plan:
     is the app's service setting ("" = the first service with `ports:`)."""
     if len(text.encode()) > MAX_BYTES:
         raise ComposeError(f"{file}: larger than {MAX_BYTES // 1024} KiB; is it really a compose file?")
+    import yaml  # here: `app --help` and `app list` need no YAML parser
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
-import paramiko
 
 from .. import containers, images_io, locks, paths, ssh
 from ..containers import api_errors
@@ -332,6 +331,8 @@ def _wait_port(
 ) -> None:
     """A TCP connect from inside the guest to the container's address on the app's network (over the
     machine's SSH link: the guest reaches container addresses, this host does not)."""
+    import paramiko  # loaded by ssh.connect; imported here so that `app --help` and `app list` need not
+
     client = ssh.connect(app.machine)
     try:
         transport = client.get_transport()
