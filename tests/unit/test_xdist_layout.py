@@ -4,10 +4,6 @@ the order the units are handed out in, and where they run under pytest-xdist's o
 from __future__ import annotations
 
 import ast
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -116,38 +112,3 @@ def test_the_group_and_the_host_modules_run_side_by_side_then_both_workers_take_
         "gw0": [MACHINE_GROUP, late[1]],
         "gw1": ["tests/unit/test_h1.py", "tests/unit/test_h2.py", late[0]],
     }
-
-
-def test_pytest_xdist_takes_the_units_in_this_order() -> None:
-    """The conftest's scheduler is the one xdist uses: one worker runs the units one after another in the
-    order it is handed them (xdist's own order would run the late file first: it has the most tests)."""
-    pytest.importorskip("xdist")
-    modules = [
-        "tests/vm/test_shares_transports.py",
-        "tests/unit/test_globmatch.py",
-        "tests/vm/test_machines.py",
-    ]
-    env = {**os.environ, "PYMACHINE_TIERS": "unit"}  # the vm tests are collected and scheduled, then skipped
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-n",
-            "1",
-            "--dist",
-            "loadgroup",
-            "-p",
-            "no:randomly",
-            "-v",
-            *modules,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    order = re.findall(r"^\[gw0\] \[ *\d+%\] (?:PASSED|SKIPPED) (\S+?)::", run.stdout, re.M)
-    assert list(dict.fromkeys(order)) == [modules[2], modules[1], modules[0]], run.stdout
