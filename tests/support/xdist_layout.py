@@ -39,8 +39,8 @@ LATE_MACHINE_FILES = (
     "vm/test_machine_settings_vm.py",  # 29
     "vm/test_faults_race.py",  # 27
 )
-# What a late file must not use: a session machine would boot once more on the other worker, under the same
-# fixed name ("ha": its docker context `pymachine-ha` is global to this user).
+# What a late file must not use: a session machine would boot once more on the other worker (minutes of CPU
+# under TCG) and stay up to the end of that worker's run.
 SHARED_MACHINE_FIXTURES = ("session_machine", "hostagent_machine", "ha_vm", "machine")
 
 _LATE_RANK = {f"tests/{path}": rank for rank, path in enumerate(LATE_MACHINE_FILES)}

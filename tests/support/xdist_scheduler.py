@@ -19,6 +19,8 @@ from support.xdist_layout import queue_order
 
 
 class MachinesFirstScheduling(LoadGroupScheduling):
+    # `_assign_work_unit` is xdist's own (3.8), not an API: tests/unit/test_xdist_layout.py drives this class
+    # with xdist's algorithm and tests/unit/test_xdist_groups.py runs it in pytest, so a change shows there.
     def _assign_work_unit(self, node: WorkerController) -> None:
         # Every hand-out takes the queue's first unit: order the queue first. xdist fills it once, but puts a
         # crashed worker's units back at its end.

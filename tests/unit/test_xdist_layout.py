@@ -49,7 +49,7 @@ def test_the_machine_group_first_the_host_modules_next_the_late_files_last_heavi
 
 def test_a_late_file_exists_and_uses_no_shared_machine() -> None:
     """A late file on the other worker must boot only machines of its own: the session's would boot again
-    there, under the same fixed name."""
+    there."""
     for path in LATE_MACHINE_FILES:
         source = (REPO / "tests" / path).read_text()
         used: set[str] = set()
