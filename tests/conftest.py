@@ -12,6 +12,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from support import xdist_layout
 
 TIERS = ("unit", "privileged", "vm", "gui", "compat")
 REPO = Path(__file__).resolve().parent.parent
@@ -70,13 +71,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         print(f"\nremoved leftovers of killed test runs: {', '.join(removed)}", file=sys.stderr)
 
 
-# The two-worker layout (`-n 2 --dist loadgroup`, pytest-xdist): every test that boots or drives a machine
-# runs on one worker, in file order, while the other runs the host tiers. Machines share the host's two cores,
-# the image cache's build lock and libvirtd (two booting at once only slow each other), and their fixtures are
-# module-scoped (one machine, tests in order), which a split across workers would boot twice. Every other
-# test is grouped by its module for the same reason (a module fixture: an agent, a built .deb, a pristine
-# root), so a module runs whole on one worker: `--dist loadgroup` is then `loadscope` plus the machine group.
-MACHINE_GROUP = "machines"
+# The two-worker layout (`-n 2 --dist loadgroup`, pytest-xdist; support/xdist_layout.py says which test goes
+# where). Machines are module- or session-scoped fixtures (one boot, tests in order), so a module runs whole
+# on one worker, and every test that drives one of the session's shared machines (vm/conftest.py, the compat
+# tier's agent, the GUI test that starts one) is in one group, MACHINE_GROUP, run on one worker in file order.
+# The vm files that boot machines of their own are a unit each (LATE_MACHINE_FILES); every other test is
+# grouped by its module (an agent, a built .deb, a pristine root). support/xdist_scheduler.py hands out the
+# machine group first, the host modules next, the late machine files last: one worker runs the machine group
+# while the other runs the host tiers, then both take the late files. In CI on this 2-core host (TCG) the
+# machine tests as one group took 2,601 s while the host tiers' worker sat idle for the last 28 min; with the
+# late files split off, 1,915 s, the workers' last tests 36 s apart (README.md "Tests").
 
 
 def uses_a_machine(item: pytest.Item) -> bool:
@@ -86,10 +90,19 @@ def uses_a_machine(item: pytest.Item) -> bool:
     return _tier_of(item) in ("vm", "compat") or item.get_closest_marker("vm") is not None
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's: without xdist nobody calls it
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    if config.getvalue("dist") != "loadgroup":
+        return None  # xdist's own
+    from support.xdist_scheduler import MachinesFirstScheduling
+
+    return MachinesFirstScheduling(config, log)  # type: ignore[arg-type]
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        group = MACHINE_GROUP if uses_a_machine(item) else item.nodeid.split("::")[0]
+        group = xdist_layout.group_of(item.nodeid.split("::")[0], uses_a_machine(item))
         item.add_marker(pytest.mark.xdist_group(group))  # a plain marker without xdist
         tier = _tier_of(item)
         item.add_marker(getattr(pytest.mark, tier))

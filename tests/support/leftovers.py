@@ -18,6 +18,7 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,19 +111,26 @@ def found() -> Found:
     return out
 
 
-def sweep() -> list[str]:
-    """Remove the tables and links of tags no living process owns, and their owner files; what was removed."""
+def sweep(only: Collection[str] | None = None) -> list[str]:
+    """Remove the tables and links of tags no living process owns, and their owner files; what was removed.
+    `only`: look at these tags alone. A test of the sweep that reads claims of its own (not OWNERS) passes
+    its tags: every other session's would look dead to it, and a restarted agent's names (claimed, but no
+    process between its stop and its start) went with them."""
     have = found()
     alive = living_tags()
+
+    def to_remove(tag: str) -> bool:
+        return tag not in alive and (only is None or tag in only)
+
     removed = []
     for name, tag in have.links.items():
         if (
-            tag not in alive
+            to_remove(tag)
             and subprocess.run(["ip", "link", "del", name], capture_output=True).returncode == 0
         ):
             removed.append(f"link {name}")
     for name, tag in have.tables.items():
-        if tag not in alive:
+        if to_remove(tag):
             subprocess.run(["nft", "delete", "table", "ip", name], capture_output=True)
             removed.append(f"nft table {name}")
     if OWNERS.is_dir():
@@ -130,6 +138,10 @@ def sweep() -> list[str]:
         # (an agent starting beside this sweep) is not this sweep's to remove; releasing it left that agent's
         # names to the next session's sweep.
         for path in OWNERS.iterdir():
-            if not path.name.startswith(".") and not _claim_alive(path):
+            if (
+                not path.name.startswith(".")
+                and (only is None or path.name in only)
+                and not _claim_alive(path)
+            ):
                 release(path.name)
     return removed

@@ -38,7 +38,13 @@ def _processes_of(folder: Path) -> list[str]:
 
 def test_racing_starts_then_a_delete_racing_start_and_list(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT")}
-    env.update(PYMACHINE_HOME=str(tmp_path / "home"), PYMACHINE_CACHE=str(SHARED_CACHE))
+    # The docker CLI's contexts (`pymachine-race`) in a folder of this test's: the user's ~/.docker is shared
+    # with every other session of this user, which may run this test at the same time.
+    env.update(
+        PYMACHINE_HOME=str(tmp_path / "home"),
+        PYMACHINE_CACHE=str(SHARED_CACHE),
+        DOCKER_CONFIG=str(tmp_path / "docker-config"),
+    )
     folder = tmp_path / "home" / "m" / NAME
 
     def cli(*args: str) -> subprocess.Popen[str]:
