@@ -59,8 +59,19 @@ class VmMachine:
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"pymachine {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+                + self.console_tail()
             )
         return proc
+
+    def console_tail(self, lines: int = 40) -> str:
+        """The end of the machine's console log: a failed start's reason is there, and the log goes with the
+        test's temporary folder."""
+        log = self.home / "m" / self.name / "console.log"
+        try:
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError as exc:
+            return f"\n(no console log: {exc})"
+        return f"\n--- the last {len(tail)} lines of {log} ---\n" + "\n".join(tail)
 
     def ssh(self, command: str) -> tuple[int, bytes, bytes]:
         with env_of(self):
