@@ -23,6 +23,22 @@ API_PREFIX = "/pymachine/v1"
 _PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
+def share_entry(path: str, readonly: bool, sync: bool) -> dict:
+    """One share as `PUT /pymachine/v1/shares` takes it and `GET /pymachine/v1/info` reports it."""
+    return {"path": path, "readonly": readonly, **({"transport": "sync"} if sync else {})}
+
+
+def same_shares(reported: object, wanted: list[dict]) -> bool:
+    """Whether the share list a guest agent reported is `wanted`, in any order (malformed: it differs)."""
+    if not isinstance(reported, list) or not all(isinstance(s, dict) for s in reported):
+        return False
+    return sorted(reported, key=_share_path) == sorted(wanted, key=_share_path)
+
+
+def _share_path(share: dict) -> str:
+    return str(share.get("path"))
+
+
 def source_files(root: Path = _PACKAGE_ROOT) -> list[Path]:
     """The files that make up the agent (what gets copied into the guest). os.walk, not Path.rglob: the guest
     agent lists them at every host agent connect (`info`), and rglob, which also stats every cached .pyc,

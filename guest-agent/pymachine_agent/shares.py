@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import revalidate
+from . import protocol, revalidate
 from .errors import ShareError
 from .runtime.mounts import SHARE_OPTION, is_mountpoint
 from .runtime.spec import Mount
@@ -99,11 +99,7 @@ class Shares:
         whether this agent has it already (it then sends nothing)."""
         if self.shares is None:
             return None
-        sync = {"transport": "sync"}
-        return [
-            {"path": s.path, "readonly": s.readonly, **(sync if s.transport == "sync" else {})}
-            for s in self.shares
-        ]
+        return [protocol.share_entry(s.path, s.readonly, s.transport == "sync") for s in self.shares]
 
     def find(self, path: str) -> Share | None:
         """The share `path` lies in: the deepest (a sync share may lie inside a live one, its copy bound over

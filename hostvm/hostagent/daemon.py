@@ -342,10 +342,10 @@ class Agent:
         transport = transport or self.link.current()
         if transport is None:
             return
-        sync = {"transport": "sync"}  # a copy on the VM's disk: the guest does not ask to watch it
-        body = {"shares": [{"path": s["path"], "readonly": bool(s.get("readonly")),
-                            **(sync if s.get("sync") else {})} for s in self._shares()]}  # fmt: skip
-        if same_shares(guest_has, body["shares"]):
+        # a sync share is a copy on the VM's disk: the guest does not ask to watch it
+        body = {"shares": [protocol.share_entry(s["path"], bool(s.get("readonly")), bool(s.get("sync")))
+                           for s in self._shares()]}  # fmt: skip
+        if protocol.same_shares(guest_has, body["shares"]):
             return
         try:
             guestapi.request(self.opener.open(transport), "PUT", guestapi.API + "/shares", body)
@@ -532,17 +532,6 @@ class Agent:
             self.shares.mount(transport, mount)  # else the next link-up mounts it
             self.push_shares(transport)  # the guest agent's share list, so the new share is usable at once
         return {"ok": mount.state == "mounted", "share": mount.snapshot(), "error": mount.error}
-
-
-def same_shares(guest_has: Any, wanted: list[dict[str, Any]]) -> bool:
-    """Whether the share list a guest agent reported is `wanted`, in any order (malformed: it differs)."""
-    if not isinstance(guest_has, list) or not all(isinstance(s, dict) for s in guest_has):
-        return False
-    return sorted(guest_has, key=_share_path) == sorted(wanted, key=_share_path)
-
-
-def _share_path(share: dict[str, Any]) -> str:
-    return str(share.get("path"))
 
 
 def _exec(transport: paramiko.Transport, command: str, timeout: float = 10.0) -> str:

@@ -24,6 +24,8 @@ import pytest
 from support.agent import Agent, UnixHTTPConnection, running_agent
 from support.inotify import IN_ATTRIB, IN_OPEN, events, inotify_watch_binary
 
+from pymachine_agent import protocol
+
 MACHINE = "devbox"
 
 
@@ -395,9 +397,7 @@ def test_a_read_only_share_still_wakes_a_watcher(env: dict) -> None:
 
 def test_the_agent_says_which_shares_it_has_so_a_host_agent_sends_only_a_change(env: dict) -> None:
     """A cold boot's seed gave the agent the host's share list: its `/info` says so in the PUT's shape, and
-    the host agent then sends nothing (daemon.same_shares); after a PUT it says the new list."""
-    from pymachine.hostvm.hostagent.daemon import same_shares
-
+    the host agent then sends nothing (protocol.same_shares); after a PUT it says the new list."""
     agent: Agent = env["agent"]
     as_host_sends = [
         {"path": str(env["flaky"]), "readonly": False},
@@ -407,16 +407,20 @@ def test_the_agent_says_which_shares_it_has_so_a_host_agent_sends_only_a_change(
     ]
     status, _, body = agent.request("GET", "/pymachine/v1/info")
     info = json.loads(body)
-    assert status == 200 and info["agent_checksum"] and same_shares(info["shares"], as_host_sends), info
+    assert status == 200 and info["agent_checksum"] and protocol.same_shares(info["shares"], as_host_sends), (
+        info
+    )
     status, _, body = agent.request("GET", "/pymachine/v1/shares")
     listed = json.loads(body)
-    assert status == 200 and same_shares(listed["shares"], as_host_sends), listed
+    assert status == 200 and protocol.same_shares(listed["shares"], as_host_sends), listed
     # the init's mount report: /run/pymachine/shares.json is the VM's; this host has none
     assert "report" in listed and listed["report"] is None
     fewer = as_host_sends[1:]
     try:
         assert agent.request("PUT", "/pymachine/v1/shares", {"shares": fewer})[0] == 200
         info = json.loads(agent.request("GET", "/pymachine/v1/info")[2])
-        assert same_shares(info["shares"], fewer) and not same_shares(info["shares"], as_host_sends)
+        assert protocol.same_shares(info["shares"], fewer) and not protocol.same_shares(
+            info["shares"], as_host_sends
+        )
     finally:
         assert agent.request("PUT", "/pymachine/v1/shares", {"shares": as_host_sends})[0] == 200

@@ -97,9 +97,7 @@ def test_protocol_2_shapes() -> None:
 
 def test_the_agent_lists_its_shares_as_the_host_agent_sends_them(tmp_path: Path) -> None:
     """`/pymachine/v1/info` carries the agent's share list in the PUT's shape: a cold boot's seed gave it the
-    host's list already, and the host agent then sends nothing (daemon.same_shares)."""
-    from pymachine.hostvm.hostagent.daemon import same_shares
-
+    host's list already, and the host agent then sends nothing (protocol.same_shares)."""
     seeded = parse_shares(
         [
             {"path": "/home/u", "readonly": False, "transport": "virtiofs"},
@@ -113,11 +111,15 @@ def test_the_agent_lists_its_shares_as_the_host_agent_sends_them(tmp_path: Path)
         {"path": "/home/u/app", "readonly": False, "transport": "sync"},
         {"path": "/home/u", "readonly": False},
     ]
-    assert same_shares(listed, host_body)
-    assert not same_shares(listed, host_body[:2])  # a share added since the boot: sent
-    assert not same_shares(listed, [{**host_body[0], "readonly": False}, *host_body[1:]])
-    assert not same_shares(None, host_body) and not same_shares("x", []) and not same_shares([1], [])
-    assert Shares(None).listed() is None and same_shares(Shares([]).listed(), [])
+    assert protocol.same_shares(listed, host_body)
+    assert not protocol.same_shares(listed, host_body[:2])  # a share added since the boot: sent
+    assert not protocol.same_shares(listed, [{**host_body[0], "readonly": False}, *host_body[1:]])
+    assert (
+        not protocol.same_shares(None, host_body)
+        and not protocol.same_shares("x", [])
+        and not protocol.same_shares([1], [])
+    )
+    assert Shares(None).listed() is None and protocol.same_shares(Shares([]).listed(), [])
 
 
 def test_the_init_mount_report_is_read_as_written(tmp_path: Path) -> None:
