@@ -623,7 +623,9 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                         state = (store.read_json(mp.state, {}) or {}) if resumed else state
                         # the host agent steps the clock at link-up itself; shares need the remount
                         if resumed and (savestate.share_devices(resumed.get("shares") or []) or not launcher):
-                            resume_work = savestate.AfterResume(name, resumed, clock=not launcher)
+                            resume_work = savestate.AfterResume(
+                                name, resumed, clock=not launcher, run=_agent_run(name)
+                            )
                     if resumed and stage.name in RESUME_SKIPS:  # passed before the save
                         say(StageProgress(i, len(stages), stage.name, "done", 0.0))
                         continue
@@ -956,6 +958,12 @@ def _agent_quiesce(name: str) -> savestate.Quiesce | None:
     """Run the save's quiesce script through the host agent, which then parks (hostagent/parking.py)."""
     launcher = _host_agent_launcher()
     return None if launcher is None else lambda script: launcher.park(name, script)
+
+
+def _agent_run(name: str) -> savestate.Quiesce | None:
+    """Run a script in the guest over the host agent's link (after a resume: its shares' remount)."""
+    launcher = _host_agent_launcher()
+    return None if launcher is None else lambda script: launcher.run_in_guest(name, script)
 
 
 def _stop_host_agent(name: str) -> None:

@@ -111,9 +111,19 @@ def start_early(name: str) -> None:
 def park(name: str, script: str, timeout: float = 60.0) -> tuple[int, str, str] | None:
     """Before a save: the agent runs `script` in the guest over its open link and, when it exits 0, parks
     (closes the link, keeps its listeners). (status, stdout, stderr), or None when no agent could do it."""
+    return _script(name, "park", script, timeout)
+
+
+def run_in_guest(name: str, script: str, timeout: float = 60.0) -> tuple[int, str, str] | None:
+    """The agent runs `script` in the guest over its link, once that is up (after a resume: no SSH
+    handshake of the caller's own). (status, stdout, stderr), or None when no agent could do it."""
+    return _script(name, "run", script, timeout)
+
+
+def _script(name: str, op: str, script: str, timeout: float) -> tuple[int, str, str] | None:
     if agent_pid(name) is None:
         return None
-    answer = _ask(name, "park", timeout=timeout + 25, script=script, timeout_s=timeout)
+    answer = _ask(name, op, timeout=timeout + 25, script=script, timeout_s=timeout)
     if answer is None or "status" not in answer:
         return None
     return int(answer["status"]), str(answer.get("out") or ""), str(answer.get("err") or "")

@@ -101,14 +101,21 @@ def test_guest_scripts_name_each_share_and_its_own_filesystem() -> None:
         ShareDevice("pm2", "/srv/s", False, "sshfs"),
     ]
     quiesce = savestate.quiesce_script(devs)
-    assert quiesce.startswith("sync") and "umount /tmp" in quiesce and "umount '/srv/a b'" in quiesce
+    assert quiesce.startswith(savestate.MOUNT_FUNCTIONS + "\nsync\n")
+    assert "umount /tmp" in quiesce and "umount '/srv/a b'" in quiesce
     assert "/srv/s" not in quiesce  # sshfs rides the SSH link: the host agent unmounts it
     # a failure to unmount the second share mounts the first again
     assert "mount -t virtiofs -o nosuid,nodev pm0 /tmp" in quiesce.split("umount '/srv/a b'")[1]
     remount = savestate.remount_script(devs)
-    assert "findmnt -rn -t 9p -M '/srv/a b'" in remount
+    assert remount.startswith(savestate.MOUNT_FUNCTIONS)
+    # the kernel's form of the path in /proc/self/mounts (a space is \040), then the path itself for findmnt
+    assert "pm_mounted '/srv/a\\040b' '/srv/a b' 9p" in remount and "pm_listed '/srv/a\\040b' 9p" in remount
+    assert "pm_readahead /tmp 4096" in remount and "pm_readahead '/srv/a" not in remount  # virtiofs only
+    assert "findmnt" not in remount.replace(savestate.MOUNT_FUNCTIONS, "")  # no exec but the mount itself
+    assert "mountpoint" not in remount and "seq" not in remount
     assert "-o nosuid,nodev,ro,trans=virtio" in remount
     assert savestate.quiesce_script([devs[2]]) == "sync"
+    assert savestate.mounts_field("/a b\tc\nd\\e") == "/a\\040b\\011c\\012d\\134e"
     assert savestate.clock_command(1700000000.5) == "date -s @1700000000.500 >/dev/null"
 
 

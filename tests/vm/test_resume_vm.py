@@ -130,6 +130,13 @@ def test_stop_saves_and_start_resumes_with_the_container_running(saved_vm: VmMac
     assert (status, text) == (0, b"hello")
     status, fstype, _ = vm.ssh(f"findmnt -rn -o FSTYPE -M {vm.share}")  # type: ignore[attr-defined]
     assert fstype.decode().strip() == FSTYPE[TRANSPORT[vm.driver]]  # type: ignore[attr-defined]
+    if fstype.decode().strip() == "virtiofs":  # a device share: unplugged for the save, mounted again
+        # with the 4 MiB readahead the init gives it at boot
+        status, kb, _ = vm.ssh(f"cat /sys/class/bdi/$(mountpoint -d {vm.share})/read_ahead_kb")  # type: ignore[attr-defined]
+        assert (status, kb.strip()) == (0, b"4096")
+        # by the parked host agent over its link: `start` made no SSH connection of its own for it
+        log = (machine_dir(vm) / "ha.log").read_text()
+        assert "ran a script in the guest for a client over the link: exit status 0" in log
     # the clock was stepped to the host's at once
     status, guest_now, _ = vm.ssh("date +%s")
     assert abs(int(guest_now) - time.time()) < 5
