@@ -28,7 +28,9 @@ for what in "$@"; do
         mkdir -p /run/libvirt
         if ! alive /run/virtlogd.pid virtlogd; then virtlogd -d; fi
         if ! alive /run/libvirtd.pid libvirtd; then
-            libvirtd -d
+            # below a subreaper: a QEMU that exits is reaped at once, not whenever PID 1 gets to it (libvirt
+            # waits for that at every save, shutdown and destroy; see subreaper.py)
+            python3 "$(dirname "$0")/subreaper.py" libvirtd -d
             wait_for /run/libvirt/libvirt-sock
         fi
         ;;

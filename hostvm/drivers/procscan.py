@@ -25,10 +25,18 @@ def find_qemu_pid(marker: str) -> int | None:
 
 
 def alive(pid: int) -> bool:
+    """Whether `pid` runs. A zombie does not: a daemonized QEMU that exited waits as one until PID 1 reaps it,
+    which a container's or a sandbox's init does late (1.7 s on the CI host), and `kill(pid, 0)` succeeds on
+    it meanwhile: the save and the stop of the direct-QEMU driver waited that out."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:  # no /proc (macOS), or it ended just now
+        return Path(f"/proc/{pid}").exists() or not Path("/proc/self").exists()
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"  # the state follows "(comm) "
