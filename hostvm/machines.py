@@ -954,13 +954,13 @@ def _host_agent_launcher():  # type: ignore[no-untyped-def]
     return launcher
 
 
-def _agent_quiesce(name: str) -> savestate.Quiesce | None:
+def _agent_quiesce(name: str) -> savestate.GuestScript | None:
     """Run the save's quiesce script through the host agent, which then parks (hostagent/parking.py)."""
     launcher = _host_agent_launcher()
     return None if launcher is None else lambda script: launcher.park(name, script)
 
 
-def _agent_run(name: str) -> savestate.Quiesce | None:
+def _agent_run(name: str) -> savestate.GuestScript | None:
     """Run a script in the guest over the host agent's link (after a resume: its shares' remount)."""
     launcher = _host_agent_launcher()
     return None if launcher is None else lambda script: launcher.run_in_guest(name, script)

@@ -34,7 +34,7 @@ from .errors import PymachineError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-Quiesce = Callable[[str], "tuple[int, str, str] | None"]  # runs a script in the guest: (status, out, err)
+GuestScript = Callable[[str], "tuple[int, str, str] | None"]  # runs a script in the guest: (status, out, err)
 FORMAT = 1
 STATE_FILE = "saved.vmstate"
 META_FILE = "saved.json"
@@ -338,7 +338,7 @@ def save(
     config: dict[str, Any],
     started: dict[str, Any],
     say: Progress,
-    quiesce: Quiesce | None = None,
+    quiesce: GuestScript | None = None,
     qemu_account: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Save the running machine `name` to its state file and end its VM; returns the state's JSON.
@@ -543,7 +543,7 @@ class AfterResume:
     the clock itself: then `clock` is False) runs the script when it can, else an SSH connection of ours."""
 
     def __init__(
-        self, name: str, meta: dict[str, Any], clock: bool = True, run: Quiesce | None = None
+        self, name: str, meta: dict[str, Any], clock: bool = True, run: GuestScript | None = None
     ) -> None:
         import threading
 

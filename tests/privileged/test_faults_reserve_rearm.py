@@ -7,24 +7,19 @@ Real files on a real small tmpfs (needs root to mount it)."""
 from __future__ import annotations
 
 import errno
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.tmpfs import tmpfs_on
 
 from pymachine_agent import atomic, reserve
 
 
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "state"
-    folder.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(folder)], check=True)
-    try:
+    with tmpfs_on(tmp_path / "state", "80m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def fill(folder: Path) -> Path:

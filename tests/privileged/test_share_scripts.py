@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.tmpfs import tmpfs_on
 
 from pymachine.hostvm import savestate
 
@@ -20,13 +21,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs
 
 @pytest.fixture
 def mounted(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "a b\tc\\d"  # a space, a tab and a backslash: each escaped in /proc/self/mounts
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "pmtest", str(path)], check=True)
-    try:
+    # a space, a tab and a backslash: each escaped in /proc/self/mounts
+    with tmpfs_on(tmp_path / "a b\tc\\d", source="pmtest") as path:
         yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def check(test: str) -> int:
