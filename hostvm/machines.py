@@ -623,9 +623,7 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                         state = (store.read_json(mp.state, {}) or {}) if resumed else state
                         # the host agent steps the clock at link-up itself; shares need the remount
                         if resumed and (savestate.share_devices(resumed.get("shares") or []) or not launcher):
-                            resume_work = savestate.AfterResume(
-                                name, resumed, clock=not launcher, run=_agent_run(name)
-                            )
+                            resume_work = savestate.AfterResume(name, resumed, run=_agent_run(name))
                     if resumed and stage.name in RESUME_SKIPS:  # passed before the save
                         say(StageProgress(i, len(stages), stage.name, "done", 0.0))
                         continue

@@ -538,23 +538,22 @@ def restore(name: str, drv: Any, spec: Any, meta: dict[str, Any], qemu_account: 
 
 
 class AfterResume:
-    """In the resumed guest, on a thread of its own: step the clock to the host's at once and mount the
-    shares again. `wait` returns the problems to show as warnings. `run` (the host agent's link, which steps
-    the clock itself: then `clock` is False) runs the script when it can, else an SSH connection of ours."""
+    """In the resumed guest, on a thread of its own: mount the shares again, and step the clock to the
+    host's at once where no host agent does (`run` is None). `run` (the host agent's link) runs the remount
+    when it can, else an SSH connection of ours does. `wait` returns the problems to show as warnings."""
 
-    def __init__(
-        self, name: str, meta: dict[str, Any], clock: bool = True, run: GuestScript | None = None
-    ) -> None:
+    def __init__(self, name: str, meta: dict[str, Any], run: GuestScript | None = None) -> None:
         import threading
 
-        self.name, self.meta, self.clock, self.run = name, meta, clock, run
+        self.name, self.meta, self.run = name, meta, run
+        self.clock = run is None  # the host agent steps the clock at its link-up itself
         self.problems: list[str] = []
         self.thread = threading.Thread(target=self._run, name="after-resume", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         script = remount_script(share_devices(self.meta.get("shares") or []))
-        done = self.run(script) if self.run is not None and not self.clock else None
+        done = self.run(script) if self.run is not None else None
         if done is None:
             done = self._run_over_ssh(script)
         if done is None:

@@ -39,4 +39,5 @@ def alive(pid: int) -> bool:
             stat = fh.read()
     except OSError:  # no /proc (macOS), or it ended just now
         return Path(f"/proc/{pid}").exists() or not Path("/proc/self").exists()
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"  # the state follows "(comm) "
+    state = stat[stat.rfind(b")") + 2 :][:1]  # the field after "(comm) ", which may itself hold ")"
+    return state != b"Z"
