@@ -29,6 +29,7 @@ from . import (
     guestapi,
     idle,
     lifeline,
+    memback,
     parking,
     ports,
     provision,
@@ -119,6 +120,8 @@ class Agent:
         self.stages = StartupStages(self.events.emit)
         self.saver: idle.Saver | None = None  # the resource saver, for a machine whose driver can pause
         self.parking = parking.Parking(self)  # across a saving stop (parking.py)
+        # a resumed machine with shared-memory RAM gives its free memory back to the host (memback.py)
+        self.memback: memback.MemoryBack | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -174,6 +177,31 @@ class Agent:
         ).start()
         clock = self.parking.step_clock if resumed and self.set_clock else self._sync_clock_after_hello
         threading.Thread(target=clock, args=(transport,), name="clock", daemon=True).start()
+        if self.memback is not None:
+            threading.Thread(
+                target=self._memory_back,
+                args=(transport, self._generation, resumed),
+                name="memory",
+                daemon=True,
+            ).start()
+
+    def _memory_back(self, transport: paramiko.Transport, generation: int, resumed: bool) -> None:
+        """A balloon an earlier agent left inflated goes; after a resume, the free memory goes back later."""
+        assert self.memback is not None
+        try:
+            if self.memback.let_go():
+                self.events.emit("memory", action="let-go", reason="a balloon left inflated")
+        except memback.GiveBackError as exc:
+            log.warning("memory: %s", exc)
+        if resumed:
+            self.memback.after_resume(
+                lambda: parking.run(transport, "cat /proc/meminfo", 30.0)[1],
+                lambda: (
+                    generation == self._generation
+                    and not self.link.parked
+                    and not (self.saver is not None and self.saver.paused)
+                ),
+            )
 
     @property
     def subscribed(self) -> bool:
@@ -620,6 +648,9 @@ def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) 
     agent.fastpath.enable(agent.forwarder.qemu)  # and the engine socket
     agent.serial.enable(serialpath.machine_port(name))  # before both, where the VM has the port
     agent.saver = idle.machine_saver(name, agent)
+    monitor = qemufwd.machine_monitor(name)
+    if monitor is not None:
+        agent.memback = memback.MemoryBack(monitor, lambda **kw: agent.events.emit("memory", **kw))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     agent.start()

@@ -17,6 +17,8 @@ depends on the type:
 | `agent`   | `action`: reprovisioning / reprovisioned, `old`, `new` (checksums)     |
 | `error`   | `message`, `hint`                                                      |
 | `saver`   | `state`: paused / awake / error, `reason`, `took`, `paused_for`        |
+| `memory`  | `action`: give-back / let-go, `ok`, `mib`, `seconds`, `reason`, `error` |
+|           | (memback.py: a resumed guest's free memory back to the host)           |
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 EVENT_TYPES = frozenset(
-    {"state", "stage", "link", "forward", "socket", "clock", "agent", "error", "share", "saver"}
+    {"state", "stage", "link", "forward", "socket", "clock", "agent", "error", "share", "saver", "memory"}
 )
 # Keep the file from growing without bound on a machine that runs for weeks: rotate to one `.1` file.
 MAX_BYTES = 4 * 1024 * 1024

@@ -56,6 +56,8 @@ class Parking:
         """Run `script` in the guest (none: just park); a non-zero exit leaves everything as it was."""
         with self._lock:
             agent = self.agent
+            if agent.memback is not None:  # a saved state must not carry an inflated balloon
+                agent.memback.cancel()
             if agent.saver is not None and not self.parked:
                 # Counted as a client: wakes a paused machine and keeps the saver from pausing it meanwhile.
                 self._hold.enter_context(agent.saver.connection("saving stop"))

@@ -152,6 +152,14 @@ def machine_forwards(name: str) -> QemuForwards | None:
     test sshd), a driver without a local monitor (remote libvirt), or PYMACHINE_PORT_PATH=ssh."""
     if os.environ.get(ENV_PATH, "").lower() == "ssh":
         return None
+    monitor = machine_monitor(name)
+    # every machine's netdev is restrict=on (domain.VMSpec.netdev): TCP only
+    return QemuForwards(monitor, udp=False) if monitor is not None else None
+
+
+def machine_monitor(name: str) -> Monitor | None:
+    """HMP commands to machine `name`'s QEMU through its driver, or None where there is no local monitor (no
+    machine config behind this agent, a remote libvirt)."""
     from .. import machines
 
     try:
@@ -160,5 +168,4 @@ def machine_forwards(name: str) -> QemuForwards | None:
         return None
     if not driver.capabilities.hostfwd_add:
         return None
-    # every machine's netdev is restrict=on (domain.VMSpec.netdev): TCP only
-    return QemuForwards(lambda command: driver.monitor_command(name, command), udp=False)
+    return lambda command: driver.monitor_command(name, command)
