@@ -14,13 +14,18 @@ the `machines.start` call (in-process: a CLI's own ~0.4 s Python start is not co
 Each cold boot also times, after the engine answers, `GET /containers/json` answered (what `docker ps` asks:
 its engine must have started, which on a cold boot comes after the socket answers) since the `start` call.
 
+`--memory` also measures QEMU's memory on the host 25 s after a resume (VmRSS), with the host agent's
+give-back of the guest's free memory (hostagent/memback.py: a machine with a virtiofs share has its RAM in
+shared memory, which the restore allocates whole) against the same resume with it off
+(`PYMACHINE_MEMORY_BACK=0` in a host agent started for it), in the same run.
+
 `--first-run` also times, after each cold boot's engine answers, the user's likely first action: a container
 of `pymachine/busybox` created, started and waited for (what `docker run --rm IMAGE true` asks of the engine;
 the image is loaded once, before the first run): since the `start` call, so work the boot moved past "engine
 answering" (the kernel modules, the engine's start) is counted there.
 
     python bench/start.py [--runs 5] [--driver libvirt|qemu] [--mount DIR] [--resume-only | --cold-only]
-                          [--name PREFIX] [--first-run]
+                          [--name PREFIX] [--first-run] [--memory]
 """
 
 from __future__ import annotations
@@ -117,6 +122,35 @@ def qemu_cpu_seconds(name: str) -> float | None:
     except (OSError, TypeError):
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def qemu_rss_mib(name: str) -> int:
+    pid = machines.driver_for(machines.load_config(name)).pid(name)
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) >> 10 for line in fh if line.startswith("VmRSS:"))
+
+
+MEMORY_SETTLE_S = 25.0  # the give-back starts 10 s after the resume (memback.DELAY_S) and takes 3-5 s
+
+
+def memory_after_resume(name: str, runs: int) -> dict[str, list[int]]:
+    """QEMU's VmRSS in MiB right after a resume and MEMORY_SETTLE_S later, with the give-back and without it
+    (a host agent started with PYMACHINE_MEMORY_BACK=0), alternating, `runs` of each."""
+    rss: dict[str, list[int]] = {}
+    for _ in range(runs):
+        for side in ("give-back", "without"):
+            launcher.stop(name)  # the next start's agent takes this side's environment
+            if side == "without":
+                os.environ["PYMACHINE_MEMORY_BACK"] = "0"
+            else:
+                os.environ.pop("PYMACHINE_MEMORY_BACK", None)
+            timed_stop(name, shutdown=False)
+            timed_start(name, {})
+            rss.setdefault(f"{side}: right after the resume", []).append(qemu_rss_mib(name))
+            time.sleep(MEMORY_SETTLE_S)
+            rss.setdefault(f"{side}: {MEMORY_SETTLE_S:.0f} s later", []).append(qemu_rss_mib(name))
+    os.environ.pop("PYMACHINE_MEMORY_BACK", None)
+    return rss
 
 
 def timed_start(name: str, marks: dict[str, float]) -> float:
@@ -224,6 +258,7 @@ def main() -> int:
     ap.add_argument("--cold-only", action="store_true", help="no saves and resumes (cold boots only)")
     ap.add_argument("--name", default="bs", help="machine name prefix (the process id is appended)")
     ap.add_argument("--first-run", action="store_true", help="also time a first container after cold boots")
+    ap.add_argument("--memory", action="store_true", help="also QEMU's memory after resumes (with a share)")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="pmbs", dir="/var/tmp"))
     os.environ["PYMACHINE_HOME"] = str(home)
@@ -282,6 +317,7 @@ def main() -> int:
                     note("cold boot → first run done", marks[FIRST_RUN], {})
             runs = ", ".join(f"{k} {v[-1]:.2f} s{_cpu_note(stages, k, len(v))}" for k, v in took.items())
             print(f"run {i + 1}: {runs} (load {os.getloadavg()[0]:.1f})", flush=True)
+        rss = memory_after_resume(name, args.runs) if args.memory else {}
     finally:
         try:
             machines.delete(name, force=True)
@@ -307,6 +343,12 @@ def main() -> int:
     for a, b in ratio:
         if a in took and b in took:
             print(f"{a} / {b}: {med(took[a]) / med(took[b]):.2f}")
+    for kind, values in rss.items():
+        print(f"QEMU VmRSS, {kind:38} median {med(values):5.0f} MiB ({min(values)}-{max(values)})")
+    later = f"{MEMORY_SETTLE_S:.0f} s later"
+    if rss:
+        ratio = med(rss[f"give-back: {later}"]) / med(rss[f"without: {later}"])
+        print(f"QEMU VmRSS {later}, give-back / without: {ratio:.2f}")
     for kind, marks in stages.items():
         report(f"{kind}: stages", marks)
     return 0

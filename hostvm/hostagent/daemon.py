@@ -180,28 +180,27 @@ class Agent:
         if self.memback is not None:
             threading.Thread(
                 target=self._memory_back,
-                args=(transport, self._generation, resumed),
+                args=(transport, self._generation),
                 name="memory",
                 daemon=True,
             ).start()
 
-    def _memory_back(self, transport: paramiko.Transport, generation: int, resumed: bool) -> None:
-        """A balloon an earlier agent left inflated goes; after a resume, the free memory goes back later."""
+    def _memory_back(self, transport: paramiko.Transport, generation: int) -> None:
+        """A balloon an earlier agent left inflated goes; shared RAM a restore allocated goes back later."""
         assert self.memback is not None
         try:
             if self.memback.let_go():
                 self.events.emit("memory", action="let-go", reason="a balloon left inflated")
         except memback.GiveBackError as exc:
             log.warning("memory: %s", exc)
-        if resumed:
-            self.memback.after_resume(
-                lambda: parking.run(transport, "cat /proc/meminfo", 30.0)[1],
-                lambda: (
-                    generation == self._generation
-                    and not self.link.parked
-                    and not (self.saver is not None and self.saver.paused)
-                ),
-            )
+        self.memback.after_link_up(
+            lambda: parking.run(transport, "cat /proc/meminfo", 30.0)[1],
+            lambda: (
+                generation == self._generation
+                and not self.link.parked
+                and not (self.saver is not None and self.saver.paused)
+            ),
+        )
 
     @property
     def subscribed(self) -> bool:
@@ -650,7 +649,9 @@ def main(name: str, *, connect: Callable[[], paramiko.Transport] | None = None) 
     agent.saver = idle.machine_saver(name, agent)
     monitor = qemufwd.machine_monitor(name)
     if monitor is not None:
-        agent.memback = memback.MemoryBack(monitor, lambda **kw: agent.events.emit("memory", **kw))
+        agent.memback = memback.MemoryBack(
+            monitor, memback.machine_shmem(name), lambda **kw: agent.events.emit("memory", **kw)
+        )
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=agent.stop, daemon=True).start())
     agent.start()

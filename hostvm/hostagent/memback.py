@@ -7,16 +7,18 @@ zero, and a read of shared memory allocates a page where private memory would ma
 same machine without a share held ~270 MiB. The guest's free page reporting does not give them back: it
 reported those pages before the save and they stay marked reported, so it never reports them again.
 
-So a while after such a resume the host agent inflates the balloon over the guest's free memory, less a
+So a while after each link-up (after a resume: by the parked agent or by one started for it) the host
+agent compares what QEMU holds of the shared memory (RssShmem) with what the guest uses (MemTotal - MemFree);
+when it holds more than EXCESS_MIB over that, it inflates the balloon over the guest's free memory, less a
 reserve, and lets it go again: the guest's balloon driver hands those pages to QEMU, which punches them out
 of the memfd, and they return to the guest as free pages. The guest's page cache stays (the balloon takes
 free pages only: the target leaves the reserve free). Measured by hand on a 1 GiB machine under TCG: 724 MiB
 in 5.2 s (~140 MiB/s), RssShmem 1024 → 305 MiB, and it stayed there after the balloon was let go.
 
-Everything is asked of QEMU's monitor (`info memdev`, `info balloon`, `balloon N`), the guest's free memory of
-its /proc/meminfo over the link. The balloon is always let go (full size) when a give-back ends, fails or is
-cancelled (a saving stop cancels it before its quiesce), and at every link-up a smaller balloon than the
-memory (a host agent killed while one was inflated) is let go.
+Everything is asked of QEMU's monitor (`info memdev`, `info balloon`, `balloon N`) and its /proc status, the
+guest's free memory of its /proc/meminfo over the link. The balloon is always let go (full size) when a
+give-back ends, fails or is cancelled (a saving stop cancels it before its quiesce), and at every link-up a
+smaller balloon than the memory (a host agent killed while one was inflated) is let go.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from .qemufwd import Monitor
 
 log = logging.getLogger(__name__)
 ENV = "PYMACHINE_MEMORY_BACK"  # "0": no give-back after a resume (bench/start.py A/B, debugging)
-DELAY_S = 10.0  # after the resumed link-up: the resume's own work (clock, remount, first requests) is done
+DELAY_S = 10.0  # after the link-up: a resume's own work (clock, remount, first requests) is done
+EXCESS_MIB = 192  # QEMU holds this much more of the shared RAM than the guest uses: worth giving back
 RESERVE_MIB = 256  # left free in the guest while the balloon is inflated (or a quarter of it, if more)
 MIN_GIVE_MIB = 64  # less than this is not worth the guest's and QEMU's time
 STALL_S = 3.0  # the balloon did not grow for this long: the guest has no more free pages to give
@@ -74,12 +77,37 @@ def shared_memory_mib(reply: str) -> int | None:
     return total or None
 
 
-def free_mib(meminfo: str) -> int:
-    """MemFree of a /proc/meminfo, in MiB: the pages the balloon can take without the guest reclaiming any."""
+def meminfo_mib(meminfo: str, field: str) -> int:
+    """A field of a /proc/meminfo, in MiB (MemFree: the pages the balloon can take without the guest
+    reclaiming any)."""
     for line in meminfo.splitlines():
-        if line.startswith("MemFree:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) >> 10
-    raise GiveBackError("no MemFree in the guest's /proc/meminfo")
+    raise GiveBackError(f"no {field} in the guest's /proc/meminfo")
+
+
+def rss_shmem_mib(pid: int) -> int:
+    """The shared memory process `pid` has in the host's RAM (RssShmem), in MiB."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("RssShmem:"):
+                return int(line.split()[1]) >> 10
+    raise GiveBackError(f"no RssShmem for process {pid}")
+
+
+def machine_shmem(name: str) -> Callable[[], int]:
+    """What machine `name`'s QEMU holds of shared memory, in MiB, asked each time (a restore is a new
+    QEMU)."""
+
+    def held() -> int:
+        from .. import machines
+
+        pid = machines.driver_for(machines.load_config(name)).pid(name)
+        if pid is None:
+            raise GiveBackError(f"no QEMU process for machine '{name}'")
+        return rss_shmem_mib(pid)
+
+    return held
 
 
 def target_mib(total_mib: int, free: int) -> int | None:
@@ -94,8 +122,11 @@ def target_mib(total_mib: int, free: int) -> int | None:
 class MemoryBack:
     """One machine's give-backs: scheduled after each resumed link-up, at most one at a time."""
 
-    def __init__(self, monitor: Monitor, emit: Callable[..., None] = lambda **kw: None) -> None:
+    def __init__(
+        self, monitor: Monitor, held_mib: Callable[[], int], emit: Callable[..., None] = lambda **kw: None
+    ) -> None:
         self._monitor = monitor
+        self._held_mib = held_mib  # QEMU's RssShmem (machine_shmem)
         self._emit = emit
         self._cancel = threading.Event()
         self._lock = threading.Lock()
@@ -109,9 +140,10 @@ class MemoryBack:
             raise GiveBackError(f"QEMU monitor: {exc}") from exc
 
     # -- scheduling ----------------------------------------------------------------------------------------
-    def after_resume(self, meminfo: Callable[[], str], still: Callable[[], bool]) -> None:
-        """In DELAY_S, give the free memory back if the RAM is shared: `meminfo` reads the guest's
-        /proc/meminfo, `still` says the moment is still right (the same link, not parked, not paused)."""
+    def after_link_up(self, meminfo: Callable[[], str], still: Callable[[], bool]) -> None:
+        """In DELAY_S, give the free memory back if the RAM is shared and QEMU holds much more of it than the
+        guest uses: `meminfo` reads the guest's /proc/meminfo, `still` says the moment is still right (the
+        same link, not parked, not paused)."""
         if os.environ.get(ENV, "1") == "0":
             return
         with self._lock:
@@ -138,7 +170,11 @@ class MemoryBack:
             total = shared_memory_mib(self._ask("info memdev"))
             if total is None:
                 return  # private memory: the restore mapped the zero page, nothing to give back
-            target = target_mib(total, free_mib(meminfo()))
+            info = meminfo()
+            free = meminfo_mib(info, "MemFree")
+            if self._held_mib() - (meminfo_mib(info, "MemTotal") - free) < EXCESS_MIB:
+                return  # a cold boot's RAM: free page reporting already gave the free pages back
+            target = target_mib(total, free)
             if target is None or self._cancel.is_set() or not still():
                 return
             result = self.give_back(total, target)

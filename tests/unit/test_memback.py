@@ -61,9 +61,10 @@ def test_qemu_s_answers_are_read_as_qemu_7_2_prints_them() -> None:
     assert memback.shared_memory_mib(MEMDEV_SHARED) == 1024
     assert memback.shared_memory_mib(MEMDEV_SHARED.replace("share: true", "share: false")) is None
     assert memback.shared_memory_mib("") is None
-    assert memback.free_mib(MEMINFO) == 847
+    assert memback.meminfo_mib(MEMINFO, "MemFree") == 847
+    assert memback.meminfo_mib(MEMINFO, "MemTotal") == 971
     with pytest.raises(memback.GiveBackError):
-        memback.free_mib("MemTotal: 1 kB\n")
+        memback.meminfo_mib("MemTotal: 1 kB\n", "MemFree")
 
 
 def test_the_target_leaves_a_reserve_free_and_skips_a_small_gain() -> None:
@@ -80,14 +81,14 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_give_back_reaches_its_target_then_lets_the_balloon_go() -> None:
     balloon = Balloon(rate=150)
-    result = memback.MemoryBack(balloon).give_back(1024, 433, poll_s=0.001)
+    result = memback.MemoryBack(balloon, lambda: 1024).give_back(1024, 433, poll_s=0.001)
     assert (result.reason, result.given_mib) == ("reached", 1024 - 433)
     assert balloon.commands[-1] == "balloon 1024" and balloon.target == 1024
 
 
 def test_a_guest_with_less_free_memory_stalls_and_still_gets_its_memory_back() -> None:
     balloon = Balloon(rate=150, floor=700)
-    result = memback.MemoryBack(balloon).give_back(1024, 433, poll_s=0.001)
+    result = memback.MemoryBack(balloon, lambda: 1024).give_back(1024, 433, poll_s=0.001)
     assert (result.reason, result.given_mib) == ("stalled", 324)
     assert balloon.target == 1024
 
@@ -96,8 +97,8 @@ def test_a_monitor_that_fails_mid_way_is_reported_and_the_balloon_is_let_go_when
     balloon = Balloon(rate=10)
     balloon.fail_after = 4
     emitted: list[dict] = []
-    back = memback.MemoryBack(balloon, lambda **kw: emitted.append(kw))
-    back.after_resume(lambda: MEMINFO, lambda: True)
+    back = memback.MemoryBack(balloon, lambda: 1024, lambda **kw: emitted.append(kw))
+    back.after_link_up(lambda: MEMINFO, lambda: True)
     back._thread.join(5)  # type: ignore[union-attr]
     assert emitted and emitted[-1]["ok"] is False and "monitor" in emitted[-1]["error"]
     assert balloon.target < 1024  # inflated, and the monitor gone: the next link-up lets it go
@@ -109,8 +110,8 @@ def test_a_monitor_that_fails_mid_way_is_reported_and_the_balloon_is_let_go_when
 def test_a_saving_stop_cancels_a_give_back_and_finds_the_balloon_let_go() -> None:
     balloon = Balloon(rate=1)  # slow: the cancel comes mid-way
     emitted: list[dict] = []
-    back = memback.MemoryBack(balloon, lambda **kw: emitted.append(kw))
-    back.after_resume(lambda: MEMINFO, lambda: True)
+    back = memback.MemoryBack(balloon, lambda: 1024, lambda **kw: emitted.append(kw))
+    back.after_link_up(lambda: MEMINFO, lambda: True)
     deadline = time.monotonic() + 5
     while not any(c.startswith("balloon 4") for c in balloon.commands) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -123,28 +124,58 @@ def test_nothing_is_asked_of_private_memory_a_moved_on_link_or_with_the_switch_o
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     private = Balloon(shared=False)
-    back = memback.MemoryBack(private)
-    back.after_resume(lambda: MEMINFO, lambda: True)
+    back = memback.MemoryBack(private, lambda: 1024)
+    back.after_link_up(lambda: MEMINFO, lambda: True)
     back._thread.join(5)  # type: ignore[union-attr]
     assert private.commands == ["info memdev"]
 
     gone = Balloon()
-    back = memback.MemoryBack(gone)
-    back.after_resume(lambda: MEMINFO, lambda: False)  # another link, parked or paused by the saver
+    back = memback.MemoryBack(gone, lambda: 1024)
+    back.after_link_up(lambda: MEMINFO, lambda: False)  # another link, parked or paused by the saver
     back._thread.join(5)  # type: ignore[union-attr]
     assert gone.commands == []
 
     monkeypatch.setenv(memback.ENV, "0")
     off = Balloon()
-    back = memback.MemoryBack(off)
-    back.after_resume(lambda: MEMINFO, lambda: True)
+    back = memback.MemoryBack(off, lambda: 1024)
+    back.after_link_up(lambda: MEMINFO, lambda: True)
     assert back._thread is None
 
 
 def test_a_cancel_while_waiting_asks_nothing() -> None:
     balloon = Balloon()
-    back = memback.MemoryBack(balloon)
+    back = memback.MemoryBack(balloon, lambda: 1024)
     gate = threading.Event()
-    back.after_resume(lambda: (gate.set(), MEMINFO)[1], lambda: True)
+    back.after_link_up(lambda: (gate.set(), MEMINFO)[1], lambda: True)
     back.cancel()
     assert not gate.is_set() and balloon.commands == []
+
+
+def test_shared_memory_that_holds_no_more_than_the_guest_uses_is_left_alone() -> None:
+    """A cold boot's memfd: free page reporting gave the free pages back already; only a restore's leaves
+    QEMU holding much more than the guest uses (971 - 847 = 124 MiB used here)."""
+    balloon = Balloon()
+    back = memback.MemoryBack(balloon, lambda: 124 + memback.EXCESS_MIB - 1)
+    back.after_link_up(lambda: MEMINFO, lambda: True)
+    back._thread.join(5)  # type: ignore[union-attr]
+    assert balloon.commands == ["info memdev"]
+    back = memback.MemoryBack(balloon, lambda: 124 + memback.EXCESS_MIB)
+    back.after_link_up(lambda: MEMINFO, lambda: True)
+    back._thread.join(5)  # type: ignore[union-attr]
+    assert "balloon 433" in balloon.commands and balloon.target == 1024
+
+
+def test_qemu_s_shared_memory_is_read_from_its_proc_status() -> None:
+    """As QEMU's memfd counts: 16 MiB of a shared memfd mapped and touched here."""
+    import mmap
+    import os
+
+    before = memback.rss_shmem_mib(os.getpid())
+    fd = os.memfd_create("memback-test")
+    try:
+        os.ftruncate(fd, 16 << 20)
+        with mmap.mmap(fd, 16 << 20, mmap.MAP_SHARED) as mem:
+            mem.write(b"x" * (16 << 20))
+            assert memback.rss_shmem_mib(os.getpid()) >= before + 15
+    finally:
+        os.close(fd)

@@ -219,6 +219,17 @@ def test_a_resumed_machine_gives_its_free_memory_back_to_the_host(saved_vm: VmMa
     status, free, _ = vm.ssh("awk '/MemFree/ {print $2}' /proc/meminfo")
     assert status == 0 and int(free) >> 10 > 512  # the guest's free memory came back with the balloon
 
+    # a resume whose host agent is started for it (none was parked: the host restarted meanwhile)
+    seen = len(memory_events(vm))
+    vm.pymachine("stop", vm.name)
+    with env_of(vm):
+        from pymachine.hostvm.hostagent import launcher
+
+        launcher.stop(vm.name)
+    vm.pymachine("start", vm.name)
+    wait_for(lambda: len(memory_events(vm)) > seen, "the give-back by a new host agent", 120)
+    assert memory_events(vm)[seen]["ok"] is True and memory_events(vm)[seen]["mib"] >= 256
+
 
 def memback_delay() -> float:
     from pymachine.hostvm.hostagent import memback
