@@ -147,6 +147,8 @@ class Agent:
         self.events.emit("state", state="stopping")
         if self.saver is not None:
             self.saver.stop()  # stop, delete and the next agent need a guest that runs
+        if self.memback is not None:
+            self.memback.cancel(timeout=5.0)  # a guest left running keeps all its memory, no balloon
         self.control.stop()
         self.engine.stop()
         self.serial.stop()

@@ -179,3 +179,24 @@ def test_qemu_s_shared_memory_is_read_from_its_proc_status() -> None:
             assert memback.rss_shmem_mib(os.getpid()) >= before + 15
     finally:
         os.close(fd)
+
+
+def test_a_host_agent_that_stops_mid_give_back_lets_the_balloon_go(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`pymachine stop --shutdown`, `delete` or a SIGTERM stop the agent while the guest may run on: it must
+    not be left with an inflated balloon."""
+    from pymachine.hostvm.hostagent.daemon import Agent
+
+    def no_link():  # type: ignore[no-untyped-def]
+        raise OSError("no SSH in this test")
+
+    balloon = Balloon(rate=1)
+    agent = Agent("t", no_link, machine_dir=tmp_path)
+    agent.memback = memback.MemoryBack(balloon, lambda: 1024)
+    agent.start()
+    agent.memback.after_link_up(lambda: MEMINFO, lambda: True)
+    deadline = time.monotonic() + 5
+    while "balloon 433" not in balloon.commands and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert balloon.target == 433
+    agent.stop()
+    assert balloon.target == 1024 and balloon.commands[-1] == "balloon 1024"
