@@ -46,6 +46,9 @@ from pathlib import Path
 from pymachine.hostvm import machines, paths, ssh
 from pymachine.hostvm.hostagent import launcher
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.saver import rss_bytes  # noqa: E402  (QEMU's VmRSS, as bench/saver.py reads it)
+
 
 def ping(sock_path: Path) -> bool:
     try:
@@ -126,8 +129,8 @@ def qemu_cpu_seconds(name: str) -> float | None:
 
 def qemu_rss_mib(name: str) -> int:
     pid = machines.driver_for(machines.load_config(name)).pid(name)
-    with open(f"/proc/{pid}/status") as fh:
-        return next(int(line.split()[1]) >> 10 for line in fh if line.startswith("VmRSS:"))
+    assert pid is not None, f"no QEMU process for machine '{name}'"
+    return rss_bytes(pid) >> 20
 
 
 MEMORY_SETTLE_S = 25.0  # the give-back starts 10 s after the resume (memback.DELAY_S) and takes 3-5 s

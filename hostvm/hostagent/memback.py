@@ -131,7 +131,6 @@ class MemoryBack:
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.last: Result | None = None
 
     def _ask(self, command: str) -> str:
         try:
@@ -182,7 +181,6 @@ class MemoryBack:
             log.warning("memory back to the host after the resume: %s", exc)
             self._emit(action="give-back", ok=False, error=str(exc))
             return
-        self.last = result
         log.info(
             "gave %d MiB of the guest's free memory back to the host in %.1f s (%s)",
             result.given_mib,

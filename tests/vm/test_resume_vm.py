@@ -152,15 +152,10 @@ def monitor(vm: VmMachine, command: str) -> str:
 
 def qemu_shmem_mib(vm: VmMachine) -> int:
     """QEMU's shared memory in the host's RAM (the guest's RAM where it is a memfd), in MiB."""
-    from pymachine.hostvm.domain import domain_name
+    with env_of(vm):
+        from pymachine.hostvm.hostagent import memback
 
-    pid_file = (
-        Path(f"/run/libvirt/qemu/{domain_name(vm.name)}.pid")
-        if vm.driver == "libvirt"  # type: ignore[attr-defined]
-        else machine_dir(vm) / "qemu.pid"
-    )
-    status = Path(f"/proc/{int(pid_file.read_text())}/status").read_text()
-    return int(next(line for line in status.splitlines() if line.startswith("RssShmem:")).split()[1]) >> 10
+        return memback.machine_shmem(vm.name)()
 
 
 def memory_events(vm: VmMachine) -> list[dict]:
