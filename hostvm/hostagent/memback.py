@@ -113,7 +113,7 @@ def machine_shmem(name: str) -> Callable[[], int]:
 def target_mib(total_mib: int, free: int) -> int | None:
     """The balloon target that takes the guest's free memory less the reserve, or None: too little to give."""
     reserve = max(RESERVE_MIB, total_mib // 4)
-    give = free - reserve
+    give = min(free, total_mib) - reserve  # the guest's word: more free than its memory takes no more
     if give < MIN_GIVE_MIB:
         return None
     return total_mib - give
