@@ -16,7 +16,15 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .. import paths
-from ..domain import OWNER_NS, ShareDevice, VMSpec, domain_name, domain_xml, filesystem_xml
+from ..domain import (
+    OWNER_NS,
+    ShareDevice,
+    VMSpec,
+    domain_name,
+    domain_xml,
+    filesystem_xml,
+    preallocated_for_restore,
+)
 from ..errors import PymachineError
 from ..shares import virtiofsd_binary
 from .base import Capabilities, Driver, DriverState
@@ -211,7 +219,9 @@ class LibvirtDriver(Driver):
             raise PymachineError(f"libvirt already runs a domain {spec.domain_name}")
         flag = libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else libvirt.VIR_DOMAIN_SAVE_RUNNING
         try:
-            self.conn().restoreFlags(str(path), None, flag)
+            saved = self.conn().saveImageGetXMLDesc(str(path), 0)
+            xml = preallocated_for_restore(saved)  # shared RAM: domain.py says why
+            self.conn().restoreFlags(str(path), None if xml == saved else xml, flag)
         except libvirt.libvirtError as exc:
             raise PymachineError(
                 f"libvirt could not restore {spec.domain_name}: {exc.get_error_message()}"

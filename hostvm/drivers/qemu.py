@@ -30,9 +30,15 @@ QEMU = "qemu-system-x86_64"
 
 
 def qemu_argv(
-    spec: VMSpec, pidfile: str, qmp_socket: str, binary: str = QEMU, platform: str = sys.platform
+    spec: VMSpec,
+    pidfile: str,
+    qmp_socket: str,
+    binary: str = QEMU,
+    platform: str = sys.platform,
+    incoming: bool = False,
 ) -> list[str]:
-    """The QEMU command line for `spec` on `platform` (pure; golden-tested next to the domain XML)."""
+    """The QEMU command line for `spec` on `platform` (pure; golden-tested next to the domain XML).
+    `incoming`: wait for `migrate-incoming` on QMP (a restore) instead of booting."""
     # kvm, hvf and whpx pass through; TCG gets the small translation cache (see domain.TB_CACHE_MIB)
     accel = f"tcg,thread=multi,tb-size={TB_CACHE_MIB}" if spec.accel == "tcg" else spec.accel
     q = _opt
@@ -56,7 +62,7 @@ def qemu_argv(
         "-device", "virtio-rng-pci",
         # memory the guest frees goes back to the host (the guest kernel reports free pages: docs/machines.md)
         "-device", "virtio-balloon-pci,free-page-reporting=on",
-        *_share_args(spec),
+        *_share_args(spec, incoming),
         *engine_port_args(spec),
         "-serial", f"file:{q(spec.console_log)}",
         "-qmp", f"unix:{q(qmp_socket)},server=on,wait=off",
@@ -66,17 +72,20 @@ def qemu_argv(
         # after opening every file and socket as root, QEMU drops to this user for good (setgid, initgroups,
         # setuid) before the guest runs (QEMU >= 9.1 spells it `-run-with user=`; -runas still works there)
         *(["-runas", spec.runas] if spec.runas and platform != "win32" else []),
+        *(["-incoming", "defer"] if incoming else []),
     ]  # fmt: skip
 
 
-def _share_args(spec: VMSpec) -> list[str]:
+def _share_args(spec: VMSpec, incoming: bool = False) -> list[str]:
     """virtiofs: guest RAM as a shared memfd (virtiofsd maps it) and one vhost-user-fs device per share;
-    9p: QEMU serves the folder itself (mapped-xattr keeps guest owners in xattrs; readonly enforced here)."""
+    9p: QEMU serves the folder itself (mapped-xattr keeps guest owners in xattrs; readonly enforced here).
+    `incoming` (a restore): the memfd preallocated, as domain.preallocated_for_restore says why."""
     q = _opt
     args: list[str] = []
     if spec.shared_memory:
+        prealloc = ",prealloc=on" if incoming else ""
         args += [
-            "-object", f"memory-backend-memfd,id=mem0,size={spec.memory_mib}M,share=on",
+            "-object", f"memory-backend-memfd,id=mem0,size={spec.memory_mib}M,share=on{prealloc}",
             "-numa", "node,memdev=mem0",
         ]  # fmt: skip
     for s in spec.shares:
@@ -127,9 +136,7 @@ class QemuDriver(Driver):
         for stale in (mp.qemu_pid, qmp, mp.engine_port):
             stale.unlink(missing_ok=True)
         log_file = mp.dir / "qemu.log"
-        argv = qemu_argv(spec, str(mp.qemu_pid), str(qmp))
-        if incoming:  # wait for `migrate-incoming` on QMP (restore) instead of booting
-            argv += ["-incoming", "defer"]
+        argv = qemu_argv(spec, str(mp.qemu_pid), str(qmp), incoming=incoming)
         proc.run(argv, timeout=60, log_path=log_file)
 
     # -- saved state: QEMU's migration stream into a file we open and hand over (QMP getfd), so QEMU needs

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from unit.test_domain import SPEC, check_golden
 from pymachine.app.cli import machine_cmd
 from pymachine.hostvm import machines, seed, shares
 from pymachine.hostvm.config import Share, build
-from pymachine.hostvm.domain import ShareDevice, domain_xml
+from pymachine.hostvm.domain import ShareDevice, domain_xml, preallocated_for_restore
 from pymachine.hostvm.drivers.base import Capabilities
 from pymachine.hostvm.drivers.qemu import qemu_argv
 from pymachine.hostvm.errors import UsageError
@@ -76,6 +77,26 @@ def test_qemu_argv_with_shares_golden() -> None:
     check_golden("qemu-shares.argv", "\n".join(argv) + "\n")
     assert "memory-backend-memfd,id=mem0,size=1024M,share=on" in argv
     assert "local,path=/srv/data,,x,mount_tag=pm1,security_model=mapped-xattr,id=pm1,readonly=on" in argv
+
+
+def test_a_restore_preallocates_shared_ram_and_nothing_else() -> None:
+    """A restore into a shared memfd faults in every page of it one by one (domain.py says why): both drivers
+    ask QEMU to preallocate it then, and only then. Private RAM and a cold boot stay as they are."""
+    incoming = qemu_argv(SHARED, "/p", "/q", incoming=True)
+    assert "memory-backend-memfd,id=mem0,size=1024M,share=on,prealloc=on" in incoming
+    assert incoming[-2:] == ["-incoming", "defer"]
+    assert not any("prealloc" in a for a in qemu_argv(SHARED, "/p", "/q"))
+    assert not any("prealloc" in a for a in qemu_argv(SPEC, "/p", "/q", incoming=True))
+
+    saved = domain_xml(SHARED)
+    xml = preallocated_for_restore(saved)
+    assert xml != saved and "prealloc" not in saved and "<allocation" not in saved
+    backing = ET.fromstring(xml).find("memoryBacking")
+    assert backing is not None
+    assert [c.tag for c in backing] == ["source", "access", "allocation"]
+    assert backing.find("allocation").get("mode") == "immediate"  # type: ignore[union-attr]
+    assert preallocated_for_restore(xml) == xml  # a state saved from a restored domain: said once
+    assert preallocated_for_restore(domain_xml(SPEC)) == domain_xml(SPEC)  # no shared RAM: untouched
 
 
 def test_virtiofsd_argv_per_owner(tmp_path: Path) -> None:
