@@ -623,7 +623,9 @@ def start(name: str, progress: Progress | None = None, cold: bool = False) -> Ma
                         state = (store.read_json(mp.state, {}) or {}) if resumed else state
                         # the host agent steps the clock at link-up itself; shares need the remount
                         if resumed and (savestate.share_devices(resumed.get("shares") or []) or not launcher):
-                            resume_work = savestate.AfterResume(name, resumed, run=_agent_run(name))
+                            resume_work = savestate.AfterResume(
+                                name, resumed, run=_agent_run(name), remount=_agent_remount(name)
+                            )
                     if resumed and stage.name in RESUME_SKIPS:  # passed before the save
                         say(StageProgress(i, len(stages), stage.name, "done", 0.0))
                         continue
@@ -962,6 +964,21 @@ def _agent_run(name: str) -> savestate.GuestScript | None:
     """Run a script in the guest over the host agent's link (after a resume: its shares' remount)."""
     launcher = _host_agent_launcher()
     return None if launcher is None else lambda script: launcher.run_in_guest(name, script)
+
+
+def _agent_remount(name: str) -> savestate.GuestRemount | None:
+    """The guest agent mounts a resume's device shares again, asked over the host agent's link."""
+    launcher = _host_agent_launcher()
+    if launcher is None:
+        return None
+
+    def remount(devs: list[shares.ShareDevice]) -> dict[str, str | None] | None:
+        from pymachine_agent.protocol import RemountShare
+
+        shares = [RemountShare(d.tag, d.path, d.transport, d.readonly) for d in devs]
+        return launcher.remount_in_guest(name, shares)
+
+    return remount
 
 
 def _stop_host_agent(name: str) -> None:

@@ -35,6 +35,8 @@ from .errors import PymachineError
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 GuestScript = Callable[[str], "tuple[int, str, str] | None"]  # runs a script in the guest: (status, out, err)
+# the guest agent mounts these device shares: {path: None or why not}; None when it cannot (the script then)
+GuestRemount = Callable[[list[ShareDevice]], "dict[str, str | None] | None"]
 FORMAT = 1
 STATE_FILE = "saved.vmstate"
 META_FILE = "saved.json"
@@ -542,17 +544,35 @@ class AfterResume:
     host's at once where no host agent does (`run` is None). `run` (the host agent's link) runs the remount
     when it can, else an SSH connection of ours does. `wait` returns the problems to show as warnings."""
 
-    def __init__(self, name: str, meta: dict[str, Any], run: GuestScript | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        meta: dict[str, Any],
+        run: GuestScript | None = None,
+        remount: GuestRemount | None = None,
+    ) -> None:
         import threading
 
-        self.name, self.meta, self.run = name, meta, run
+        self.name, self.meta, self.run, self.remount = name, meta, run, remount
         self.clock = run is None  # the host agent steps the clock at its link-up itself
         self.problems: list[str] = []
         self.thread = threading.Thread(target=self._run, name="after-resume", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        script = remount_script(share_devices(self.meta.get("shares") or []))
+        devs = share_devices(self.meta.get("shares") or [])
+        mounted = [d for d in devs if d.transport in ("virtiofs", "9p")]
+        if mounted and self.remount is not None:
+            # the guest agent mounts them (no exec in the restored guest); None: it cannot, the script does
+            answer = self.remount(mounted)
+            if answer is not None:
+                failed = [f"{path}: {error}" for path, error in answer.items() if error is not None]
+                missing = [d.path for d in mounted if d.path not in answer]
+                if failed or missing:
+                    said = "; ".join(failed + [f"{p}: not mounted" for p in missing])
+                    self.problems.append(f"after the resume, the guest did not mount its shares: {said}")
+                return
+        script = remount_script(devs)
         done = self.run(script) if self.run is not None else None
         if done is None:
             done = self._run_over_ssh(script)

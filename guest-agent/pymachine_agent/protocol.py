@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 # 2: the `watch` event (host paths containers bind-mount), POST /pymachine/v1/fs-events (host changes) and
 #    PUT /pymachine/v1/shares (the share list after a hot-plug; a sync share's entry has transport "sync").
 #    Sync shares speak synclogic's frames on an exec channel of their own (synclogic.SYNC_VERSION).
-PROTOCOL_VERSION = 2
+# 3: POST /pymachine/v1/remount (a resume's device shares mounted by the agent; a 404 from an older agent
+#    means the host runs the mounts over an SSH exec as before).
+PROTOCOL_VERSION = 3
 AGENT_VERSION = "0.1.0"
 API_PREFIX = "/pymachine/v1"
 
@@ -167,3 +171,49 @@ def parse_fs_changes(body: object) -> list[dict]:
         if not ok:
             raise ValueError(f"bad change {c!r}: {{path, exists, mode, touch}}")
     return changes
+
+
+# -- a resume's remount (pymachine_agent/remount.py) --------------------------------------------------------
+REMOUNT_TRANSPORTS = ("virtiofs", "9p")
+REMOUNT_TAG = re.compile(r"pm[0-9]{1,4}")  # hostvm/shares.devices names them pm0, pm1, ...
+REMOUNT_WAIT_MAX_S = 60.0
+
+
+@dataclass(frozen=True)
+class RemountShare:
+    tag: str
+    path: str
+    transport: str
+    readonly: bool
+
+
+def remount_request(shares: list[dict], wait_s: float) -> dict:
+    """The body of `POST /pymachine/v1/remount`: `shares` of remount_entry."""
+    return {"shares": shares, "wait_s": wait_s}
+
+
+def remount_entry(share: RemountShare) -> dict:
+    return {"tag": share.tag, "path": share.path, "transport": share.transport, "readonly": share.readonly}
+
+
+def parse_remount(body: object, listed: dict[str, bool]) -> tuple[list[RemountShare], float]:
+    """Validate a remount body against the agent's share list (`listed`: path -> read-only): only a share's
+    own path may be mounted on, read-only when either side says so. Raises ValueError naming what is wrong."""
+    entries = body.get("shares") if isinstance(body, dict) else None
+    wait_s = body.get("wait_s", 20.0) if isinstance(body, dict) else None
+    if not isinstance(entries, list) or not isinstance(wait_s, (int, float)) or isinstance(wait_s, bool):
+        shape = '{"shares": [{"tag", "path", "transport", "readonly"}, ...], "wait_s": seconds}'
+        raise ValueError(f"a remount is {shape}")
+    out = []
+    for e in entries:
+        if not isinstance(e, dict) or not isinstance(e.get("readonly"), bool):
+            raise ValueError(f"a remount entry is an object with a boolean readonly: {e!r}")
+        tag, path, transport = e.get("tag"), e.get("path"), e.get("transport")
+        if not isinstance(tag, str) or not REMOUNT_TAG.fullmatch(tag):
+            raise ValueError(f"bad share tag {tag!r}")
+        if transport not in REMOUNT_TRANSPORTS:
+            raise ValueError(f"a share is remounted over virtiofs or 9p, not {transport!r}")
+        if not isinstance(path, str) or path not in listed:
+            raise ValueError(f"{path!r} is not one of this machine's shares")
+        out.append(RemountShare(tag, path, transport, e["readonly"] or listed[path]))
+    return out, min(max(float(wait_s), 0.0), REMOUNT_WAIT_MAX_S)

@@ -18,13 +18,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import endpoints, locks, paths, proc
 from ..errors import PymachineError
 from ..progress import stage_from_fields
 from . import control
 from .events import end_offset, read_events
+
+if TYPE_CHECKING:
+    from pymachine_agent.protocol import RemountShare
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -118,6 +121,24 @@ def run_in_guest(name: str, script: str, timeout: float = 60.0) -> tuple[int, st
     """The agent runs `script` in the guest over its link, once that is up (after a resume: no SSH
     handshake of the caller's own). (status, stdout, stderr), or None when no agent could do it."""
     return _script(name, "run", script, timeout)
+
+
+def remount_in_guest(
+    name: str, shares: list[RemountShare], timeout: float = 30.0
+) -> dict[str, str | None] | None:
+    """After a resume: the guest agent mounts the device shares again, asked over the host agent's link
+    (hostagent/parking.py). {path: None when mounted, else why not}, or None when no agent could ask, or its
+    guest agent cannot do it: the caller runs the remount script instead."""
+    from pymachine_agent import protocol
+
+    if agent_pid(name) is None:
+        return None
+    entries = [protocol.remount_entry(s) for s in shares]
+    answer = _ask(name, "remount", timeout=timeout + 25, shares=entries, timeout_s=timeout)
+    mounted = answer.get("mounted") if answer is not None else None
+    if not isinstance(mounted, dict):
+        return None
+    return {str(path): None if error is None else str(error) for path, error in mounted.items()}
 
 
 def _script(name: str, op: str, script: str, timeout: float) -> tuple[int, str, str] | None:

@@ -27,8 +27,12 @@ from typing import Any
 
 import paramiko
 
+from pymachine_agent import protocol
+
+from . import guestapi
+
 log = logging.getLogger(__name__)
-CONTROL_OPS = ("park", "unpark", "run")
+CONTROL_OPS = ("park", "unpark", "run", "remount")
 SAVED_META = "saved.json"  # savestate.META_FILE: a state saved while this agent was not running
 
 
@@ -122,6 +126,28 @@ class Parking:
         log.info("ran a script in the guest for a client over the link: exit status %d", status)
         return {"ok": status == 0, "status": status, "out": out, "err": err}
 
+    def remount(self, shares: Any, timeout: float = 30.0) -> dict[str, Any]:
+        """A resume's device shares mounted again by the guest agent (`POST /pymachine/v1/remount`) on a
+        channel of the link: no exec, no shell, no `mount` forked in a guest just restored (0.3-0.45 s less
+        than `run_script`'s script). {"ok", "mounted": {path: error|null}}; "unsupported" when the guest agent
+        predates it (404) or is not ours (a cluster node's dockerd): the caller runs the script instead."""
+        if self.agent.dockerd is not None:
+            return {"ok": False, "unsupported": True}
+        body = protocol.remount_request(shares, max(timeout - 5.0, 1.0))
+        try:
+            chan = self.agent.opener.open(self.agent.link.get(timeout=min(timeout, 20.0)))
+            chan.settimeout(timeout)
+            status, answer = guestapi.request(chan, "POST", guestapi.API + "/remount", body)
+        except (paramiko.SSHException, OSError, EOFError, guestapi.GuestApiError) as exc:
+            return {"ok": False, "error": f"the host agent could not ask the guest agent: {exc}"}
+        if status == 404:
+            return {"ok": False, "unsupported": True}
+        mounted = answer.get("mounted") if isinstance(answer, dict) else None
+        if status != 200 or not isinstance(mounted, dict):
+            return {"ok": False, "error": f"the guest agent answered {status}: {answer}"}
+        log.info("the guest agent mounted the shares again: %s", mounted)
+        return {"ok": all(e is None for e in mounted.values()), "mounted": mounted}
+
     def _release(self) -> None:
         self._hold.close()
         self._hold = contextlib.ExitStack()
@@ -132,6 +158,8 @@ class Parking:
             return self.park(script, float(request.get("timeout_s") or 60.0))
         if op == "run":
             return self.run_script(script, float(request.get("timeout_s") or 60.0))
+        if op == "remount":
+            return self.remount(request.get("shares"), float(request.get("timeout_s") or 30.0))
         return self.unpark()
 
 

@@ -77,7 +77,7 @@ def test_mountinfo_escapes() -> None:
 
 
 def test_protocol_2_shapes() -> None:
-    assert protocol.PROTOCOL_VERSION == 2
+    assert protocol.PROTOCOL_VERSION == 3
     assert protocol.parse_watch(protocol.watch_event(["/b", "/a"])) == ["/a", "/b"]
     with pytest.raises(ValueError):
         protocol.parse_watch({"type": "watch", "paths": ["rel"]})

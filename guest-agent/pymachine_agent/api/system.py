@@ -148,6 +148,18 @@ def register(
         shares.shares = listed
         return 200, {"shares": [s.path for s in listed]}
 
+    @r("POST", protocol.API_PREFIX + "/remount")
+    def pm_remount(req: Request) -> tuple[int, dict]:
+        """After a resume: the device shares mounted again (remount.py), {"mounted": {path: error|null}}."""
+        from .. import remount
+
+        listed = {s.path: s.readonly for s in shares.shares or () if s.transport != "sync"}
+        try:
+            entries, wait_s = protocol.parse_remount(req.json(), listed)
+        except ValueError as exc:
+            raise HTTPError(400, str(exc)) from None
+        return 200, {"mounted": remount.remount(entries, wait_s)}
+
     @r("POST", protocol.API_PREFIX + "/ports/ack")
     def pm_ack(req: Request) -> tuple[int, dict]:
         try:
