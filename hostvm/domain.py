@@ -200,7 +200,7 @@ def domain_xml(spec: VMSpec) -> str:
 # Preallocating it first (QEMU's prealloc: MADV_POPULATE_WRITE, one call, no fault per page) ends in the same
 # memory (all of it, until the host agent gives the free part back: hostagent/memback.py) in less time:
 # `virsh restore` of a 1 GiB machine 1.13-1.38 s -> 0.86-0.98 s. Only a restore gets it: a cold boot's memfd
-# holds only what the guest touches.
+# holds only what the guest touches. (libvirt only: the direct-QEMU driver saves no VM with virtiofs.)
 _SHARED_ACCESS = "<access mode='shared'/>"
 RESTORE_ALLOCATION = "<allocation mode='immediate'/>"
 

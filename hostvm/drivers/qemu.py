@@ -62,7 +62,7 @@ def qemu_argv(
         "-device", "virtio-rng-pci",
         # memory the guest frees goes back to the host (the guest kernel reports free pages: docs/machines.md)
         "-device", "virtio-balloon-pci,free-page-reporting=on",
-        *_share_args(spec, incoming),
+        *_share_args(spec),
         *engine_port_args(spec),
         "-serial", f"file:{q(spec.console_log)}",
         "-qmp", f"unix:{q(qmp_socket)},server=on,wait=off",
@@ -76,16 +76,15 @@ def qemu_argv(
     ]  # fmt: skip
 
 
-def _share_args(spec: VMSpec, incoming: bool = False) -> list[str]:
+def _share_args(spec: VMSpec) -> list[str]:
     """virtiofs: guest RAM as a shared memfd (virtiofsd maps it) and one vhost-user-fs device per share;
     9p: QEMU serves the folder itself (mapped-xattr keeps guest owners in xattrs; readonly enforced here).
-    `incoming` (a restore): the memfd preallocated, as domain.preallocated_for_restore says why."""
+    (No restore here has shared RAM: this driver cannot unplug virtiofs devices, so it saves no such VM.)"""
     q = _opt
     args: list[str] = []
     if spec.shared_memory:
-        prealloc = ",prealloc=on" if incoming else ""
         args += [
-            "-object", f"memory-backend-memfd,id=mem0,size={spec.memory_mib}M,share=on{prealloc}",
+            "-object", f"memory-backend-memfd,id=mem0,size={spec.memory_mib}M,share=on",
             "-numa", "node,memdev=mem0",
         ]  # fmt: skip
     for s in spec.shares:

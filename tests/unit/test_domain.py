@@ -89,6 +89,12 @@ def test_qemu_argv_golden() -> None:
     assert argv[argv.index("-accel") + 1] == "tcg,thread=multi,tb-size=64"
 
 
+def test_a_restore_waits_for_its_state_on_qmp() -> None:
+    argv = qemu_argv(SPEC, "/p", "/q", incoming=True)
+    assert argv[-2:] == ["-incoming", "defer"]
+    assert argv[:-2] == qemu_argv(SPEC, "/p", "/q")  # otherwise the machine the state was saved from
+
+
 def test_the_engine_port_is_one_named_virtserialport_listening_in_the_machine_folder() -> None:
     """Both drivers: the host end a unix socket QEMU (or libvirt for it) listens on, never a TCP port."""
     spec = replace(SPEC, engine_port="/home/u/m/dev/engine.port")

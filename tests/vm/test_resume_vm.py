@@ -135,9 +135,15 @@ def test_stop_saves_and_start_resumes_with_the_container_running(saved_vm: VmMac
         # with the 4 MiB readahead the init gives it at boot
         status, kb, _ = vm.ssh(f"cat /sys/class/bdi/$(mountpoint -d {vm.share})/read_ahead_kb")  # type: ignore[attr-defined]
         assert (status, kb.strip()) == (0, b"4096")
-        # by the parked host agent over its link: `start` made no SSH connection of its own for it
+        # as the init mounts it at boot: its own device, nosuid,nodev
+        status, opts, _ = vm.ssh(f"findmnt -rn -o SOURCE,OPTIONS -M {vm.share}")  # type: ignore[attr-defined]
+        source, options = opts.decode().split()
+        assert source.startswith("pm") and {"nosuid", "nodev", "rw"} <= set(options.split(","))
+        # by the guest agent, asked over the parked host agent's link: no SSH connection of `start`'s own,
+        # no script (remount.py)
         log = (machine_dir(vm) / "ha.log").read_text()
-        assert "ran a script in the guest for a client over the link: exit status 0" in log
+        assert f"the guest agent mounted the shares again: {{'{vm.share}': None}}" in log  # type: ignore[attr-defined]
+        assert "ran a script in the guest for a client" not in log
     # the clock was stepped to the host's at once
     status, guest_now, _ = vm.ssh("date +%s")
     assert abs(int(guest_now) - time.time()) < 5
