@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from . import config as cfgmod
@@ -27,6 +27,9 @@ from .hostagent.ports import DEFAULT_HOST_IP
 from .machine_settings import SettingsRequest, SettingsResult, grow_disk, pending, started_settings
 from .poweroff import power_off
 from .progress import Progress, StageProgress, Stages
+
+if TYPE_CHECKING:
+    from pymachine_agent.protocol import DeviceShare
 
 log = logging.getLogger(__name__)
 GUEST_SOCKET = "/run/pymachine/docker.sock"
@@ -954,10 +957,12 @@ def _host_agent_launcher():  # type: ignore[no-untyped-def]
     return launcher
 
 
-def _agent_quiesce(name: str) -> savestate.GuestScript | None:
-    """Run the save's quiesce script through the host agent, which then parks (hostagent/parking.py)."""
+def _agent_quiesce(name: str) -> savestate.GuestQuiesce | None:
+    """The save's quiesce through the host agent, which then parks (hostagent/parking.py)."""
     launcher = _host_agent_launcher()
-    return None if launcher is None else lambda script: launcher.park(name, script)
+    if launcher is None:
+        return None
+    return lambda script, devs: launcher.park(name, script, shares=_device_shares(devs))
 
 
 def _agent_run(name: str) -> savestate.GuestScript | None:
@@ -972,13 +977,14 @@ def _agent_remount(name: str) -> savestate.GuestRemount | None:
     if launcher is None:
         return None
 
-    def remount(devs: list[shares.ShareDevice]) -> dict[str, str | None] | None:
-        from pymachine_agent.protocol import RemountShare
+    return lambda devs: launcher.remount_in_guest(name, _device_shares(devs))
 
-        shares = [RemountShare(d.tag, d.path, d.transport, d.readonly) for d in devs]
-        return launcher.remount_in_guest(name, shares)
 
-    return remount
+def _device_shares(devs: list[shares.ShareDevice]) -> list[DeviceShare]:
+    """The device shares as the guest agent takes them (pymachine_agent/devshares.py)."""
+    from pymachine_agent.protocol import DeviceShare
+
+    return [DeviceShare(d.tag, d.path, d.transport, d.readonly) for d in devs]
 
 
 def _stop_host_agent(name: str) -> None:

@@ -35,6 +35,9 @@ from .errors import PymachineError
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 GuestScript = Callable[[str], "tuple[int, str, str] | None"]  # runs a script in the guest: (status, out, err)
+# the save's quiesce: the script, or the guest agent unmounting these device shares where it can (none: the
+# script), as (status, out, err); None when there is no host agent to do either
+GuestQuiesce = Callable[[str, list[ShareDevice]], "tuple[int, str, str] | None"]
 # the guest agent mounts these device shares: {path: None or why not}; None when it cannot (the script then)
 GuestRemount = Callable[[list[ShareDevice]], "dict[str, str | None] | None"]
 FORMAT = 1
@@ -340,7 +343,7 @@ def save(
     config: dict[str, Any],
     started: dict[str, Any],
     say: Progress,
-    quiesce: GuestScript | None = None,
+    quiesce: GuestQuiesce | None = None,
     qemu_account: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Save the running machine `name` to its state file and end its VM; returns the state's JSON.
@@ -373,7 +376,8 @@ def save(
     f = files(name)
     discard(name)
     script = quiesce_script(devs, inner)
-    done = quiesce(script) if quiesce is not None else None
+    # the guest agent can unmount the device shares, not the sync copies' binds inside them: those need it
+    done = quiesce(script, [] if inner else devs) if quiesce is not None else None
     status, out, err = done if done is not None else _run_in_guest(name, script, "flush its disk")
     if status != 0:
         said = (out or err).strip().splitlines()

@@ -173,47 +173,49 @@ def parse_fs_changes(body: object) -> list[dict]:
     return changes
 
 
-# -- a resume's remount (pymachine_agent/remount.py) --------------------------------------------------------
-REMOUNT_TRANSPORTS = ("virtiofs", "9p")
-REMOUNT_TAG = re.compile(r"pm[0-9]{1,4}")  # hostvm/shares.devices names them pm0, pm1, ...
+# -- the device shares around a save: unmounted before, mounted again after the resume (devshares.py) ----
+DEVICE_TRANSPORTS = ("virtiofs", "9p")
+DEVICE_TAG = re.compile(r"pm[0-9]{1,4}")  # hostvm/shares.devices names them pm0, pm1, ...
 REMOUNT_WAIT_MAX_S = 60.0
 
 
 @dataclass(frozen=True)
-class RemountShare:
+class DeviceShare:
     tag: str
     path: str
     transport: str
     readonly: bool
 
 
-def remount_request(shares: list[dict], wait_s: float) -> dict:
-    """The body of `POST /pymachine/v1/remount`: `shares` of remount_entry."""
-    return {"shares": shares, "wait_s": wait_s}
+def device_shares_request(shares: list[dict], wait_s: float | None = None) -> dict:
+    """The body of `POST /pymachine/v1/remount` (with `wait_s`) and `/quiesce`: `shares` of
+    device_share_entry."""
+    return {"shares": shares, **({} if wait_s is None else {"wait_s": wait_s})}
 
 
-def remount_entry(share: RemountShare) -> dict:
+def device_share_entry(share: DeviceShare) -> dict:
     return {"tag": share.tag, "path": share.path, "transport": share.transport, "readonly": share.readonly}
 
 
-def parse_remount(body: object, listed: dict[str, bool]) -> tuple[list[RemountShare], float]:
-    """Validate a remount body against the agent's share list (`listed`: path -> read-only): only a share's
-    own path may be mounted on, read-only when either side says so. Raises ValueError naming what is wrong."""
+def parse_device_shares(body: object, listed: dict[str, bool]) -> tuple[list[DeviceShare], float]:
+    """Validate a remount or quiesce body against the agent's share list (`listed`: path -> read-only): only a
+    share's own path may be mounted on (or unmounted), read-only when either side says so. (shares, wait_s).
+    Raises ValueError naming what is wrong."""
     entries = body.get("shares") if isinstance(body, dict) else None
     wait_s = body.get("wait_s", 20.0) if isinstance(body, dict) else None
     if not isinstance(entries, list) or not isinstance(wait_s, (int, float)) or isinstance(wait_s, bool):
         shape = '{"shares": [{"tag", "path", "transport", "readonly"}, ...], "wait_s": seconds}'
-        raise ValueError(f"a remount is {shape}")
+        raise ValueError(f"the body is {shape}")
     out = []
     for e in entries:
         if not isinstance(e, dict) or not isinstance(e.get("readonly"), bool):
-            raise ValueError(f"a remount entry is an object with a boolean readonly: {e!r}")
+            raise ValueError(f"a share entry is an object with a boolean readonly: {e!r}")
         tag, path, transport = e.get("tag"), e.get("path"), e.get("transport")
-        if not isinstance(tag, str) or not REMOUNT_TAG.fullmatch(tag):
+        if not isinstance(tag, str) or not DEVICE_TAG.fullmatch(tag):
             raise ValueError(f"bad share tag {tag!r}")
-        if transport not in REMOUNT_TRANSPORTS:
-            raise ValueError(f"a share is remounted over virtiofs or 9p, not {transport!r}")
+        if transport not in DEVICE_TRANSPORTS:
+            raise ValueError(f"a device share is virtiofs or 9p, not {transport!r}")
         if not isinstance(path, str) or path not in listed:
             raise ValueError(f"{path!r} is not one of this machine's shares")
-        out.append(RemountShare(tag, path, transport, e["readonly"] or listed[path]))
+        out.append(DeviceShare(tag, path, transport, e["readonly"] or listed[path]))
     return out, min(max(float(wait_s), 0.0), REMOUNT_WAIT_MAX_S)

@@ -27,7 +27,7 @@ from . import control
 from .events import end_offset, read_events
 
 if TYPE_CHECKING:
-    from pymachine_agent.protocol import RemountShare
+    from pymachine_agent.protocol import DeviceShare
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -111,10 +111,16 @@ def start_early(name: str) -> None:
         _early[name] = _spawn(name)
 
 
-def park(name: str, script: str, timeout: float = 60.0) -> tuple[int, str, str] | None:
+def park(
+    name: str, script: str, timeout: float = 60.0, shares: list[DeviceShare] | None = None
+) -> tuple[int, str, str] | None:
     """Before a save: the agent runs `script` in the guest over its open link and, when it exits 0, parks
-    (closes the link, keeps its listeners). (status, stdout, stderr), or None when no agent could do it."""
-    return _script(name, "park", script, timeout)
+    (closes the link, keeps its listeners). With `shares`, the guest agent unmounts those instead, where it
+    can (hostagent/parking.py). (status, stdout, stderr), or None when no agent could do it."""
+    from pymachine_agent import protocol
+
+    entries = [protocol.device_share_entry(s) for s in shares or ()]
+    return _script(name, "park", script, timeout, **({"shares": entries} if entries else {}))
 
 
 def run_in_guest(name: str, script: str, timeout: float = 60.0) -> tuple[int, str, str] | None:
@@ -124,7 +130,7 @@ def run_in_guest(name: str, script: str, timeout: float = 60.0) -> tuple[int, st
 
 
 def remount_in_guest(
-    name: str, shares: list[RemountShare], timeout: float = 30.0
+    name: str, shares: list[DeviceShare], timeout: float = 30.0
 ) -> dict[str, str | None] | None:
     """After a resume: the guest agent mounts the device shares again, asked over the host agent's link
     (hostagent/parking.py). {path: None when mounted, else why not}, or None when no agent could ask, or its
@@ -133,7 +139,7 @@ def remount_in_guest(
 
     if agent_pid(name) is None:
         return None
-    entries = [protocol.remount_entry(s) for s in shares]
+    entries = [protocol.device_share_entry(s) for s in shares]
     answer = _ask(name, "remount", timeout=timeout + 25, shares=entries, timeout_s=timeout)
     mounted = answer.get("mounted") if answer is not None else None
     if not isinstance(mounted, dict):
@@ -141,10 +147,10 @@ def remount_in_guest(
     return {str(path): None if error is None else str(error) for path, error in mounted.items()}
 
 
-def _script(name: str, op: str, script: str, timeout: float) -> tuple[int, str, str] | None:
+def _script(name: str, op: str, script: str, timeout: float, **args: Any) -> tuple[int, str, str] | None:
     if agent_pid(name) is None:
         return None
-    answer = _ask(name, op, timeout=timeout + 25, script=script, timeout_s=timeout)
+    answer = _ask(name, op, timeout=timeout + 25, script=script, timeout_s=timeout, **args)
     if answer is None or "status" not in answer:
         return None
     return int(answer["status"]), str(answer.get("out") or ""), str(answer.get("err") or "")

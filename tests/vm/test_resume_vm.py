@@ -140,10 +140,12 @@ def test_stop_saves_and_start_resumes_with_the_container_running(saved_vm: VmMac
         source, options = opts.decode().split()
         assert source.startswith("pm") and {"nosuid", "nodev", "rw"} <= set(options.split(","))
         # by the guest agent, asked over the parked host agent's link: no SSH connection of `start`'s own,
-        # no script (remount.py)
+        # no script (devshares.py)
         log = (machine_dir(vm) / "ha.log").read_text()
         assert f"the guest agent mounted the shares again: {{'{vm.share}': None}}" in log  # type: ignore[attr-defined]
         assert "ran a script in the guest for a client" not in log
+        # and the stop's unmount was the guest agent's too (devshares.quiesce)
+        assert "the guest agent unmounted the shares for the save: done" in log
     # the clock was stepped to the host's at once
     status, guest_now, _ = vm.ssh("date +%s")
     assert abs(int(guest_now) - time.time()) < 5
@@ -328,6 +330,25 @@ def test_a_container_using_a_share_makes_stop_shut_down_instead(saved_vm: VmMach
     vm.pymachine("start", vm.name)
     status, _, _ = vm.ssh(f"findmnt -rn -t virtiofs -M {share}")
     assert status == 0  # mounted by the cold boot as usual
+
+
+def test_a_file_open_on_a_share_in_the_vm_makes_stop_shut_down_instead(saved_vm: VmMachine) -> None:
+    """The guest agent's unmount (devshares.quiesce) meets a busy share: it leaves the shares mounted and the
+    stop powers the machine off with the reason, as the script did."""
+    vm = saved_vm
+    if TRANSPORT[vm.driver] != "virtiofs":  # type: ignore[attr-defined]
+        pytest.skip("only device shares are unplugged around a save")
+    share = vm.share  # type: ignore[attr-defined]
+    (share / "held").write_text("x")
+    status, _, err = vm.ssh(f"setsid sh -c 'exec sleep 1000 <{share}/held' >/dev/null 2>&1 </dev/null &")
+    assert status == 0, err
+    stop = vm.pymachine("stop", vm.name)
+    out = stop.stderr + stop.stdout
+    assert f"shutting down instead: saved state not possible: {share} is busy in the VM" in out, out
+    assert "is stopped" in stop.stdout and not (machine_dir(vm) / "saved.json").exists()
+    vm.pymachine("start", vm.name)
+    status, _, _ = vm.ssh(f"findmnt -rn -t virtiofs -M {share}")
+    assert status == 0
 
 
 def test_stop_shutdown_saves_nothing(saved_vm: VmMachine) -> None:

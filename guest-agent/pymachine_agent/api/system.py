@@ -148,17 +148,29 @@ def register(
         shares.shares = listed
         return 200, {"shares": [s.path for s in listed]}
 
-    @r("POST", protocol.API_PREFIX + "/remount")
-    def pm_remount(req: Request) -> tuple[int, dict]:
-        """After a resume: the device shares mounted again (remount.py), {"mounted": {path: error|null}}."""
-        from .. import remount
-
+    def device_shares(req: Request) -> tuple[list[protocol.DeviceShare], float]:
         listed = {s.path: s.readonly for s in shares.shares or () if s.transport != "sync"}
         try:
-            entries, wait_s = protocol.parse_remount(req.json(), listed)
+            return protocol.parse_device_shares(req.json(), listed)
         except ValueError as exc:
             raise HTTPError(400, str(exc)) from None
-        return 200, {"mounted": remount.remount(entries, wait_s)}
+
+    @r("POST", protocol.API_PREFIX + "/quiesce")
+    def pm_quiesce(req: Request) -> tuple[int, dict]:
+        """Before a save: the page cache flushed and the device shares unmounted (devshares.py),
+        {"busy": null} or {"busy": "why they stay"} (then all of them stay mounted)."""
+        from .. import devshares
+
+        entries, _ = device_shares(req)
+        return 200, {"busy": devshares.quiesce(entries)}
+
+    @r("POST", protocol.API_PREFIX + "/remount")
+    def pm_remount(req: Request) -> tuple[int, dict]:
+        """After a resume: the device shares mounted again (devshares.py), {"mounted": {path: error|null}}."""
+        from .. import devshares
+
+        entries, wait_s = device_shares(req)
+        return 200, {"mounted": devshares.remount(entries, wait_s)}
 
     @r("POST", protocol.API_PREFIX + "/ports/ack")
     def pm_ack(req: Request) -> tuple[int, dict]:
