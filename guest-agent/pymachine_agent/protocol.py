@@ -18,8 +18,9 @@ from pathlib import Path
 # 2: the `watch` event (host paths containers bind-mount), POST /pymachine/v1/fs-events (host changes) and
 #    PUT /pymachine/v1/shares (the share list after a hot-plug; a sync share's entry has transport "sync").
 #    Sync shares speak synclogic's frames on an exec channel of their own (synclogic.SYNC_VERSION).
-# 3: POST /pymachine/v1/remount (a resume's device shares mounted by the agent; a 404 from an older agent
-#    means the host runs the mounts over an SSH exec as before).
+# 3: POST /pymachine/v1/quiesce and /remount (the device shares unmounted before a save and mounted again
+#    after the resume, by the agent: devshares.py; a 404 from an older agent means the host runs the scripts
+#    over an SSH exec as before).
 PROTOCOL_VERSION = 3
 AGENT_VERSION = "0.1.0"
 API_PREFIX = "/pymachine/v1"
