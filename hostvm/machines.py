@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlparse
 
 from . import config as cfgmod
@@ -27,9 +27,6 @@ from .hostagent.ports import DEFAULT_HOST_IP
 from .machine_settings import SettingsRequest, SettingsResult, grow_disk, pending, started_settings
 from .poweroff import power_off
 from .progress import Progress, StageProgress, Stages
-
-if TYPE_CHECKING:
-    from pymachine_agent.protocol import DeviceShare
 
 log = logging.getLogger(__name__)
 GUEST_SOCKET = "/run/pymachine/docker.sock"
@@ -962,7 +959,7 @@ def _agent_quiesce(name: str) -> savestate.GuestQuiesce | None:
     launcher = _host_agent_launcher()
     if launcher is None:
         return None
-    return lambda script, devs: launcher.park(name, script, shares=_device_shares(devs))
+    return lambda script, devs: launcher.park(name, script, shares=[d.guest() for d in devs])
 
 
 def _agent_run(name: str) -> savestate.GuestScript | None:
@@ -976,15 +973,7 @@ def _agent_remount(name: str) -> savestate.GuestRemount | None:
     launcher = _host_agent_launcher()
     if launcher is None:
         return None
-
-    return lambda devs: launcher.remount_in_guest(name, _device_shares(devs))
-
-
-def _device_shares(devs: list[shares.ShareDevice]) -> list[DeviceShare]:
-    """The device shares as the guest agent takes them (pymachine_agent/devshares.py)."""
-    from pymachine_agent.protocol import DeviceShare
-
-    return [DeviceShare(d.tag, d.path, d.transport, d.readonly) for d in devs]
+    return lambda devs: launcher.remount_in_guest(name, [d.guest() for d in devs])
 
 
 def _stop_host_agent(name: str) -> None:

@@ -189,13 +189,9 @@ class DeviceShare:
 
 
 def device_shares_request(shares: list[dict], wait_s: float | None = None) -> dict:
-    """The body of `POST /pymachine/v1/remount` (with `wait_s`) and `/quiesce`: `shares` of
-    device_share_entry."""
+    """The body of `POST /pymachine/v1/remount` (with `wait_s`) and `/quiesce`: `shares` as the host has
+    them (hostvm ShareDevice.guest(): tag, path, transport, readonly)."""
     return {"shares": shares, **({} if wait_s is None else {"wait_s": wait_s})}
-
-
-def device_share_entry(share: DeviceShare) -> dict:
-    return {"tag": share.tag, "path": share.path, "transport": share.transport, "readonly": share.readonly}
 
 
 def parse_device_shares(body: object, listed: dict[str, bool]) -> tuple[list[DeviceShare], float]:

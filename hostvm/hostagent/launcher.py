@@ -18,16 +18,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import endpoints, locks, paths, proc
 from ..errors import PymachineError
 from ..progress import stage_from_fields
 from . import control
 from .events import end_offset, read_events
-
-if TYPE_CHECKING:
-    from pymachine_agent.protocol import DeviceShare
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -112,15 +109,13 @@ def start_early(name: str) -> None:
 
 
 def park(
-    name: str, script: str, timeout: float = 60.0, shares: list[DeviceShare] | None = None
+    name: str, script: str, timeout: float = 60.0, shares: list[dict[str, object]] | None = None
 ) -> tuple[int, str, str] | None:
     """Before a save: the agent runs `script` in the guest over its open link and, when it exits 0, parks
-    (closes the link, keeps its listeners). With `shares`, the guest agent unmounts those instead, where it
-    can (hostagent/parking.py). (status, stdout, stderr), or None when no agent could do it."""
-    from pymachine_agent import protocol
-
-    entries = [protocol.device_share_entry(s) for s in shares or ()]
-    return _script(name, "park", script, timeout, **({"shares": entries} if entries else {}))
+    (closes the link, keeps its listeners). With `shares` (ShareDevice.guest() entries), the guest agent
+    unmounts those instead, where it can (hostagent/parking.py). (status, stdout, stderr), or None when no
+    agent could do it."""
+    return _script(name, "park", script, timeout, **({"shares": shares} if shares else {}))
 
 
 def run_in_guest(name: str, script: str, timeout: float = 60.0) -> tuple[int, str, str] | None:
@@ -130,17 +125,14 @@ def run_in_guest(name: str, script: str, timeout: float = 60.0) -> tuple[int, st
 
 
 def remount_in_guest(
-    name: str, shares: list[DeviceShare], timeout: float = 30.0
+    name: str, shares: list[dict[str, object]], timeout: float = 30.0
 ) -> dict[str, str | None] | None:
-    """After a resume: the guest agent mounts the device shares again, asked over the host agent's link
-    (hostagent/parking.py). {path: None when mounted, else why not}, or None when no agent could ask, or its
-    guest agent cannot do it: the caller runs the remount script instead."""
-    from pymachine_agent import protocol
-
+    """After a resume: the guest agent mounts the device shares (ShareDevice.guest() entries) again, asked
+    over the host agent's link (hostagent/parking.py). {path: None when mounted, else why not}, or None when
+    no agent could ask, or its guest agent cannot do it: the caller runs the remount script instead."""
     if agent_pid(name) is None:
         return None
-    entries = [protocol.device_share_entry(s) for s in shares]
-    answer = _ask(name, "remount", timeout=timeout + 25, shares=entries, timeout_s=timeout)
+    answer = _ask(name, "remount", timeout=timeout + 25, shares=shares, timeout_s=timeout)
     mounted = answer.get("mounted") if answer is not None else None
     if not isinstance(mounted, dict):
         return None

@@ -58,7 +58,7 @@ class Parking:
 
     def park(self, script: str = "", timeout: float = 60.0, shares: Any = None) -> dict[str, Any]:
         """Run `script` in the guest (none: just park); a non-zero exit leaves everything as it was. With
-        `shares` (the device shares, protocol.device_share_entry), the guest agent unmounts them instead
+        `shares` (the device shares, ShareDevice.guest() entries), the guest agent unmounts them instead
         (`POST /pymachine/v1/quiesce`: no exec; the script took 0.4-0.9 s), the script where it cannot."""
         with self._lock:
             agent = self.agent

@@ -342,3 +342,12 @@ def test_a_cluster_nodes_dockerd_is_not_asked() -> None:
     assert parking.Parking(agent)._quiesce(object(), [HOME], 10.0) is None  # type: ignore[arg-type]
     assert parking.Parking(agent).remount([HOME]) == {"ok": False, "unsupported": True}
     assert agent.asked == []
+
+
+def test_the_hosts_share_entries_are_what_the_guest_agent_parses() -> None:
+    """`start` and `stop` send ShareDevice.guest() (machines._agent_remount/_agent_quiesce) as they are."""
+    dev = ShareDevice("pm0", "/home/me", False, "virtiofs", "/m/pm0.sock")
+    assert protocol.parse_device_shares(protocol.device_shares_request([dev.guest()]), LISTED) == (
+        [DeviceShare("pm0", "/home/me", "virtiofs", False)],
+        20.0,
+    )
