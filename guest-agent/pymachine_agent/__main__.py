@@ -153,6 +153,7 @@ def serve(
     from .api import ApiServer, build_router
     from .api.relay import Relay
     from .api.relay import register as register_relay
+    from .api.server import container_socket
     from .api.wire import Timeouts
     from .engine import Engine
     from .kernelgate import KernelGate
@@ -172,7 +173,9 @@ def serve(
         ack_timeout=ack_timeout,
         insecure_registries=settings.get("insecure_registries", []),
         default_host_ip=default_host_ip(settings),
-        shares=Shares.from_settings(settings, engine_socket=str(socket_path)),
+        shares=Shares.from_settings(
+            settings, engine_socket=str(socket_path), container_socket=str(container_socket(socket_path))
+        ),
         young_ports=bool(settings.get("young_ports", True)),
     )
     kernel = KernelGate.from_env()

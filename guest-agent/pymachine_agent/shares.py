@@ -10,7 +10,8 @@ seed) every bind source is a guest path, as before.
 
 The few VM paths let through are the ones Docker Desktop lets through as well: the engine socket, which a
 container asks for as `/var/run/docker.sock` (Docker Desktop maps that to its VM's engine; here it is the
-agent's own socket, whatever path it listens on).
+agent's containers' socket beside its own, whatever path that listens on: Docker's API without the host
+agent's /pymachine/... protocol, api/server.py).
 """
 
 from __future__ import annotations
@@ -80,15 +81,22 @@ class Shares:
         machine: str = "",
         engine_socket: str = "",
         is_mount: Callable[[str], bool] = is_mountpoint,
+        container_socket: str = "",
     ) -> None:
         self.shares = shares
         self.machine = machine or "default"
         self.engine_socket = engine_socket
+        # what a container asking for the engine socket gets bound: Docker's API only (api/server.py)
+        self.container_socket = container_socket or engine_socket
         self.is_mount = is_mount
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any], engine_socket: str = "") -> Shares:
-        return cls(parse_shares(settings.get("shares")), str(settings.get("machine") or ""), engine_socket)
+    def from_settings(
+        cls, settings: dict[str, Any], engine_socket: str = "", container_socket: str = ""
+    ) -> Shares:
+        machine = str(settings.get("machine") or "")
+        shares = parse_shares(settings.get("shares"))
+        return cls(shares, machine, engine_socket, container_socket=container_socket)
 
     @property
     def enabled(self) -> bool:
@@ -119,8 +127,12 @@ class Shares:
     def _checked(self, m: Mount, create: bool) -> Mount:
         """One bind against the shares: its share mounted, the source there (created for `-v` when
         `create`), a read-only share forcing a read-only bind. Returns the mount to use."""
-        if self.engine_socket and m.source in (*ENGINE_SOCKET_ALIASES, self.engine_socket):
-            return dataclasses.replace(m, source=self.engine_socket)
+        if self.engine_socket and m.source in (
+            *ENGINE_SOCKET_ALIASES,
+            self.engine_socket,
+            self.container_socket,
+        ):
+            return dataclasses.replace(m, source=self.container_socket)
         source = os.path.normpath(m.source)
         share = self.find(source)
         if share is None:

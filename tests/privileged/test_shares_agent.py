@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import shutil
 import stat
 import subprocess
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 from support.agent import Agent, UnixHTTPConnection, running_agent
 from support.inotify import IN_ATTRIB, IN_OPEN, events, inotify_watch_binary
+from support.static_c import unix_http_binary
 
 from pymachine_agent import protocol
 
@@ -196,6 +198,51 @@ def test_the_engine_socket_is_the_one_vm_path_let_through(env: dict) -> None:
     assert out.stdout.strip() == "socket"
     status, body = _create(agent, {"Binds": ["/var/run/other.sock:/s"]})
     assert status == 400 and "path /var/run/other.sock is not shared" in body["message"]
+
+
+def test_a_container_given_the_engine_socket_gets_dockers_api_and_not_the_host_agents(env: dict) -> None:
+    """The engine socket a container asks for is Docker's API (root-equivalent, as with Docker), but not the
+    host <-> guest protocol: a container must not change the share list the bind rules follow, unmount the
+    shares (quiesce), or take the port events the host agent acknowledges."""
+    agent: Agent = env["agent"]
+    client = unix_http_binary()
+    if client is None:
+        pytest.fail(
+            "gcc with a static libc is needed for tests/support/unix_http.c (apt-get install gcc libc6-dev)"
+        )
+    tools = env["rw"] / "tools"
+    tools.mkdir(exist_ok=True)
+    shutil.copy2(client, tools / "unix_http")
+    status, _, before = agent.request("GET", "/pymachine/v1/shares")
+    assert status == 200, before
+
+    def in_container(method: str, path: str, body: str = "") -> str:
+        args = ["/tools/unix_http", "/var/run/docker.sock", method, path] + ([body] if body else [])
+        return agent.docker(
+            "run", "--rm", "-v", "/var/run/docker.sock:/var/run/docker.sock",
+            "-v", f"{tools}:/tools:ro", agent.busybox, *args,
+        ).stdout  # fmt: skip
+
+    assert in_container("GET", "/_ping").startswith("HTTP/1.1 200")
+    assert '"Id"' in in_container("GET", "/v1.44/containers/json?all=1")  # this very container, listed
+    attempts = [
+        ("GET", "/pymachine/v1/info", ""),
+        ("GET", "/v1.44/pymachine/v1/shares", ""),
+        ("GET", "/%70ymachine/v1/events", ""),
+        ("PUT", "/pymachine/v1/shares", json.dumps({"shares": [{"path": "/"}]})),
+        ("POST", "/pymachine/v1/quiesce", json.dumps({"shares": []})),
+        ("POST", "/pymachine/v1/ports/ack", json.dumps({"id": "x"})),
+    ]
+    for method, path, body in attempts:
+        reply = in_container(method, path, body)
+        assert reply.startswith("HTTP/1.1 403"), (method, path, reply)
+        assert "served to the VM's own processes only" in reply, reply
+    # nothing changed: the share list is the seed's, and a path outside it is still refused
+    assert agent.request("GET", "/pymachine/v1/shares")[2] == before
+    status, body = _create(agent, {"Binds": ["/etc:/host-etc"]})
+    assert status == 400 and "path /etc is not shared" in body["message"]
+    # the agent's own socket (the VM's side: here the test, in the agent's mount namespace) speaks it
+    assert agent.request("GET", "/pymachine/v1/info")[0] == 200
 
 
 def test_a_hot_plugged_share_is_told_to_the_agent(env: dict, tmp_path: Path) -> None:

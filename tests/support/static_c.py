@@ -32,3 +32,8 @@ def static_binary(source: Path, name: str) -> Path | None:
 def udp_echo_binary() -> Path | None:
     """`udp_echo PORT` (udp_echo.c): prints `listening`, then answers each datagram with `echo:` + it."""
     return static_binary(Path(__file__).with_name("udp_echo.c"), "udp-echo")
+
+
+def unix_http_binary() -> Path | None:
+    """`unix_http SOCKET METHOD PATH [JSON]` (unix_http.c): one HTTP/1.0 request; prints the response."""
+    return static_binary(Path(__file__).with_name("unix_http.c"), "unix-http")

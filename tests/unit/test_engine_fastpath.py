@@ -81,6 +81,7 @@ def test_the_relays_rule_is_not_a_published_port() -> None:
 def armed_relay(peer: str = "") -> Relay:
     router = Router()
     router.add("GET", "/_ping", lambda req: req.conn.send(200, b"OK", "text/plain"))
+    router.add("GET", "/pymachine/v1/info", lambda req: (200, {"protocol": 3}))
     router.add(
         "GET",
         "/rcvbuf",
@@ -140,6 +141,17 @@ def test_a_connection_with_the_secret_is_served(relay: Relay) -> None:
         host.handshake(sock, SECRET)
         assert _ping(sock).startswith(b"HTTP/1.1 200 ")
     assert relay.admitted == 1
+
+
+def test_an_admitted_connection_speaks_the_host_protocol(relay: Relay) -> None:
+    """It proved the host agent's secret: unlike a container's engine socket, it may use /pymachine/...."""
+    with _connect(relay) as sock:
+        host.handshake(sock, SECRET)
+        sock.sendall(b"GET /pymachine/v1/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b'{"protocol": 3}\n'), out
 
 
 def test_an_admitted_connection_receives_into_a_large_buffer(relay: Relay) -> None:

@@ -272,6 +272,7 @@ def test_a_check_keeps_a_live_session_and_a_new_guest_drops_the_old_channels(lin
 def api_handler():  # type: ignore[no-untyped-def]
     router = Router()
     router.add("GET", "/_ping", lambda req: req.conn.send(200, b"OK", "text/plain"))
+    router.add("GET", "/pymachine/v1/info", lambda req: (200, {"protocol": 3}))
 
     def echo(req):  # type: ignore[no-untyped-def]
         body = req.body()
@@ -326,11 +327,14 @@ def test_docker_sock_connections_are_served_by_the_api_handler(tmp_path: Path) -
     ch = path.open()
     assert ch is not None
     assert http(ch, b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+    # only the host reaches the port: it speaks the host <-> guest protocol, as the agent's own socket does
+    info = http(path.open(), b"GET /pymachine/v1/info HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert info.startswith(b"HTTP/1.1 200 ") and info.endswith(b'{"protocol": 3}\n'), info
     body = os.urandom(3 * 1024 * 1024)
     head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
     reply = http(path.open(), head + body)
     assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(body)
-    assert path.snapshot()["connections"] == 2 and qemu.port.served == 2
+    assert path.snapshot()["connections"] == 3 and qemu.port.served == 3
     wait_for(lambda: not path.mux.channels)  # type: ignore[union-attr]
     path.stop()
     qemu.close()

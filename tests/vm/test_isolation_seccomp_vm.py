@@ -11,6 +11,7 @@ from pathlib import Path
 
 from support.agent import busybox_tarball
 from support.machines import StartedMachine
+from support.static_c import unix_http_binary
 
 PROBE_SRC = Path(__file__).resolve().parents[1] / "support" / "seccomp_probe.c"
 B = "pymachine/busybox"
@@ -74,3 +75,43 @@ def test_io_uring_and_vsock_are_refused_on_the_vms_kernel(machine: StartedMachin
     )
     status = _docker(machine, tmp_path, "run", "--rm", B, "grep", "Seccomp:", "/proc/self/status")
     assert status.stdout.split() == ["Seccomp:", "2"], (status.stdout, status.stderr)
+
+
+def test_a_container_given_the_engine_socket_gets_only_dockers_api(
+    machine: StartedMachine, tmp_path: Path
+) -> None:
+    """In a machine (shares on): `-v /var/run/docker.sock:...` binds the agent's containers.sock, which serves
+    the Docker API and refuses the host agent's protocol (more in tests/privileged/test_shares_agent.py)."""
+    client = unix_http_binary()
+    assert client is not None, "gcc with a static libc is needed for tests/support/unix_http.c"
+    deadline = time.monotonic() + 300
+    while (ready := _docker(machine, tmp_path, "version")).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(2)
+    assert ready.returncode == 0, ready.stderr
+    loaded = _docker(machine, tmp_path, "load", "-i", str(busybox_tarball()))
+    assert loaded.returncode == 0, loaded.stderr
+
+    def ask(method: str, path: str, body: str = "") -> str:
+        sock = ["-v", "/var/run/docker.sock:/var/run/docker.sock"]
+        args = ["/unix_http", "/var/run/docker.sock", method, path, *([body] if body else [])]
+        created = _docker(machine, tmp_path, "create", *sock, B, *args)
+        assert created.returncode == 0, created.stderr
+        cid = created.stdout.strip()
+        try:
+            copied = _docker(machine, tmp_path, "cp", str(client), f"{cid}:/unix_http")
+            assert copied.returncode == 0, copied.stderr
+            out = _docker(machine, tmp_path, "start", "-a", cid)
+            assert out.returncode == 0, out.stderr
+            return out.stdout
+        finally:
+            _docker(machine, tmp_path, "rm", "-f", cid)
+
+    assert ask("GET", "/v1.44/version").startswith("HTTP/1.1 200")
+    for method, path, body in (
+        ("GET", "/pymachine/v1/info", ""),
+        ("PUT", "/pymachine/v1/shares", '{"shares": [{"path": "/"}]}'),
+    ):
+        reply = ask(method, path, body)
+        assert reply.startswith("HTTP/1.1 403") and "VM's own processes only" in reply, reply
+    outside = _docker(machine, tmp_path, "run", "--rm", "-v", "/etc:/x", B, "true")
+    assert outside.returncode != 0 and "is not shared with machine" in outside.stderr, outside.stderr

@@ -355,6 +355,7 @@ class Connection:
         self.head_request = False  # replies to HEAD carry headers only, whatever the handler passes
         self.replied = False  # a status line went out for the current request
         self.streaming = False  # ... and it was a chunked stream's (stream())
+        self.host_side = False  # may use /pymachine/... (server.py sets it from the listener that took it)
 
     # -- reading ----------------------------------------------------------------------------------
 

@@ -82,6 +82,7 @@ class _RelayServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    host_side = True  # every connection it serves proved the host agent's secret first (admit)
 
     def __init__(self, relay: Relay, handler: type[socketserver.BaseRequestHandler]) -> None:
         self.relay = relay

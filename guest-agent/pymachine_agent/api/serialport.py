@@ -49,6 +49,16 @@ def find_port(name: str = serialmux.PORT_NAME, sysfs: Path = SYSFS, dev: Path = 
     return None
 
 
+class _PortListener:
+    """What the API's handler sees as the server of a serial channel: only the host's end of the VM's port
+    reaches it, so it may speak the host <-> guest protocol (server.py)."""
+
+    host_side = True
+
+
+_HOST_SIDE = _PortListener()
+
+
 class SerialPort:
     def __init__(self, handler: type[socketserver.BaseRequestHandler], path: Path | None = None) -> None:
         self.handler = handler
@@ -174,7 +184,7 @@ class SerialPort:
 
     def _handle(self, sock: socket.socket, cid: int) -> None:
         try:
-            self.handler(sock, ("serial", cid), None)  # type: ignore[arg-type]
+            self.handler(sock, ("serial", cid), _HOST_SIDE)  # type: ignore[arg-type]
         except Exception:  # noqa: BLE001 - one connection's failure, never the port's
             log.exception("serial path: channel %d failed", cid)
         finally:

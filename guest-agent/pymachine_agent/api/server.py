@@ -87,6 +87,13 @@ class Router:
         return None
 
 
+PROTOCOL_PATHS = "/pymachine/"  # the host <-> guest protocol's (protocol.API_PREFIX), unversioned by Docker
+CONTAINERS_REFUSED = (
+    "{path}: the pymachine protocol is served to the VM's own processes only (the host agent, a shell in the "
+    "machine), not to a container given the engine socket; it gets Docker's API"
+)
+
+
 def dispatch(router: Router, request: Request) -> None:
     """Strip and check the version prefix, run the handler, turn its result or error into a reply."""
     conn = request.conn
@@ -96,7 +103,9 @@ def dispatch(router: Router, request: Request) -> None:
         request.api_version, path = m.group(1), m.group(2)
         request.path = path
     try:
-        if request.api_version and not path.startswith("/pymachine/"):
+        if path.startswith(PROTOCOL_PATHS) and not conn.host_side:
+            raise HTTPError(403, CONTAINERS_REFUSED.format(path=path))
+        if request.api_version and not path.startswith(PROTOCOL_PATHS):
             v = version_tuple(request.api_version)
             if v > version_tuple(API_VERSION):
                 raise HTTPError(
@@ -213,6 +222,8 @@ def _make_handler(
     class _Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
             conn = Connection(self.request, extra_headers, timeouts)
+            # which listener took it: only the VM's own side may speak the host <-> guest protocol
+            conn.host_side = getattr(self.server, "host_side", False) is True
             try:
                 while True:
                     try:
@@ -246,11 +257,16 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     request_queue_size = 128
 
+    def __init__(self, path: str, handler: type[socketserver.BaseRequestHandler], host_side: bool) -> None:
+        self.host_side = host_side
+        super().__init__(path, handler)
+
 
 class _TCPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    host_side = False  # `--tcp` (tests): a `--network host` container reaches the VM's loopback too
 
 
 def standard_headers() -> list[tuple[str, str]]:
@@ -262,8 +278,18 @@ def standard_headers() -> list[tuple[str, str]]:
     ]
 
 
+CONTAINER_SOCKET_NAME = "containers.sock"
+
+
+def container_socket(socket_path: Path) -> Path:
+    """The socket a container given the engine socket (`-v /var/run/docker.sock:...`) is bound to: Docker's
+    API without the host <-> guest protocol, which only the listener at `socket_path` serves."""
+    return Path(socket_path).with_name(CONTAINER_SOCKET_NAME)
+
+
 class ApiServer:
-    """Serves `router` on a unix socket (mode 0600) and optionally on a TCP address, one thread each."""
+    """Serves `router` on a unix socket (mode 0600), on the containers' socket beside it (the same API without
+    /pymachine/..., also 0600; see `container_socket`) and optionally on a TCP address, one thread each."""
 
     def __init__(
         self,
@@ -273,39 +299,54 @@ class ApiServer:
         timeouts: Timeouts | None = None,
     ) -> None:
         self.socket_path = Path(socket_path)
+        self.container_socket_path = container_socket(self.socket_path)
         headers = standard_headers()
         self.in_flight = InFlight()
         handler = _make_handler(router, headers, timeouts or Timeouts(), self.in_flight)
         self.handler = handler  # the fast path's relay serves its connections with it (relay.py)
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.socket_path.exists() or self.socket_path.is_symlink():
-            self._remove_stale_socket()
-        old_umask = os.umask(0o177)
+        self._remove_stale_socket(self.socket_path)
+        self.unix = self._listen(self.socket_path, handler, host_side=True)
         try:
-            self.unix = _UnixServer(str(self.socket_path), handler)
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.socket_path, 0o600)
+            self._remove_stale_socket(self.container_socket_path)
+            self.unix_containers = self._listen(self.container_socket_path, handler, host_side=False)
+        except BaseException:
+            self.unix.server_close()
+            self.socket_path.unlink(missing_ok=True)
+            raise
         self.tcp = _TCPServer(tcp, handler) if tcp else None
         self.threads: list[threading.Thread] = []
 
-    def _remove_stale_socket(self) -> None:
+    @staticmethod
+    def _listen(path: Path, handler: type[socketserver.BaseRequestHandler], host_side: bool) -> _UnixServer:
+        old_umask = os.umask(0o177)
+        try:
+            server = _UnixServer(str(path), handler, host_side)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        return server
+
+    @staticmethod
+    def _remove_stale_socket(path: Path) -> None:
+        if not (path.exists() or path.is_symlink()):
+            return
         probe = socket.socket(socket.AF_UNIX)
         try:
-            probe.connect(str(self.socket_path))
+            probe.connect(str(path))
         except OSError:
-            self.socket_path.unlink()
+            path.unlink()
             return
         finally:
             probe.close()
-        raise RuntimeError(f"another engine already serves {self.socket_path}")
+        raise RuntimeError(f"another engine already serves {path}")
 
     @property
     def tcp_address(self) -> tuple[str, int] | None:
         return self.tcp.server_address[:2] if self.tcp else None  # type: ignore[return-value]
 
     def start(self) -> None:
-        for srv in (self.unix, self.tcp):
+        for srv in (self.unix, self.unix_containers, self.tcp):
             if srv is None:
                 continue
             t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True)
@@ -316,11 +357,12 @@ class ApiServer:
         # the path first: shutdown() waits for the accept loop's next poll (seconds under TCG at load), and a
         # client that connected meanwhile was served by an agent about to exit, its reply cut when it did;
         # with the path gone it is refused, which the host agent's engine socket retries on the next agent
-        try:
-            self.socket_path.unlink()
-        except FileNotFoundError:
-            pass
-        for srv in (self.unix, self.tcp):
+        for path in (self.socket_path, self.container_socket_path):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        for srv in (self.unix, self.unix_containers, self.tcp):
             if srv is not None:
                 srv.shutdown()
                 srv.server_close()
