@@ -334,3 +334,40 @@ def test_guest_init_gives_openssl_its_integer_code_under_tcg_only(tmp_path: Path
     agent_env = pminit.Agent().env  # sshd gets TOOL_ENV itself (run), the agent this
     assert agent_env["OPENSSL_ia32cap"] == pminit.OPENSSL_TCG_MASK
     assert agent_env["PYTHONPATH"] == pminit.AGENT_DIR
+
+
+def test_guest_init_loads_the_share_modules_early_and_mounts_after_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The shares' modprobe is spawned as soon as the seed is read (it runs beside the identity, network and
+    sshd steps); the shares step waits for it once and says so when it failed."""
+    import os
+
+    pminit = _pminit()
+    mounts = [
+        {"path": "/a", "tag": "pm0", "transport": "virtiofs"},
+        {"path": "/b", "tag": "pm1", "transport": "9p"},
+        {"path": "/c", "tag": "", "transport": "sshfs"},  # the host agent's to mount
+    ]
+    monkeypatch.setattr(pminit, "_seed_file", lambda name: json.dumps(mounts).encode())
+    spawned: list[list[str]] = []
+
+    def spawn(argv: list[str], log_path: str | None = None, env: object = None) -> int:
+        spawned.append(argv)
+        return os.posix_spawn("/bin/sh", ["sh", "-c", "exit 1"], dict(os.environ))  # modprobe failing
+
+    said: list[str] = []
+    monkeypatch.setattr(pminit, "spawn", spawn)
+    monkeypatch.setattr(pminit, "say", said.append)
+    pminit.ShareModules.load()
+    assert spawned == [["/usr/sbin/modprobe", "-a", "9p", "9pnet_virtio", "virtiofs"]]
+    pminit.ShareModules.wait()
+    pminit.ShareModules.wait()  # reaped once: a second wait has nothing to wait for
+    assert said == ["cannot load 9p 9pnet_virtio virtiofs: shares will fail (see /run/modprobe-shares.log)"]
+
+    fresh = _pminit()
+    monkeypatch.setattr(fresh, "_seed_file", lambda name: json.dumps(mounts[2:]).encode())
+    monkeypatch.setattr(fresh, "spawn", spawn)
+    fresh.ShareModules.load()  # only sshfs: nothing to load, nothing spawned
+    fresh.ShareModules.wait()
+    assert len(spawned) == 1

@@ -323,20 +323,52 @@ def configure_network() -> None:
         sock.close()
 
 
+def _share_entries() -> list[dict]:
+    raw = _seed_file("mounts.json")
+    if not raw:
+        return []
+    import json
+
+    return [e for e in json.loads(raw) if e.get("transport") in SHARE_MODULES]
+
+
+class ShareModules:
+    """The shares' modules, loaded by a `modprobe -a` spawned as soon as the seed is read, so that the exec and
+    the modules' load (two signature checks) run on the other vCPU while the init brings up the identity, the
+    network and sshd; `shares()` waits for it."""
+
+    pid = 0
+    names: list[str] = []
+
+    @classmethod
+    def load(cls) -> None:
+        cls.names = sorted({m for e in _share_entries() for m in SHARE_MODULES[e["transport"]]})
+        if cls.names:
+            try:
+                cls.pid = spawn(["/usr/sbin/modprobe", "-a", *cls.names], "/run/modprobe-shares.log")
+            except OSError as exc:
+                say(f"cannot run modprobe: {exc}")
+
+    @classmethod
+    def wait(cls) -> None:
+        if not cls.pid:
+            return
+        pid, cls.pid = cls.pid, 0
+        if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0:
+            say(f"cannot load {' '.join(cls.names)}: shares will fail (see /run/modprobe-shares.log)")
+
+
 @step
 def shares() -> None:
     """Mount each host folder (seed mounts.json) at its own path, nosuid,nodev (ro when read-only), before the
     agent starts. sshfs shares are the host agent's to mount later. Each result goes to SHARE_REPORT, which
     `pymachine start` reads: a failed share is reported, never silently an empty folder."""
-    raw = _seed_file("mounts.json")
-    if not raw:
+    entries = _share_entries()
+    if not entries:
         return
     import json
 
-    entries = [e for e in json.loads(raw) if e.get("transport") in SHARE_MODULES]
-    modules = sorted({m for e in entries for m in SHARE_MODULES[e["transport"]]})
-    if modules and run(["/usr/sbin/modprobe", "-a", *modules]) != 0:
-        say(f"cannot load {' '.join(modules)}: shares will fail")
+    ShareModules.wait()
     report = []
     for e in entries:
         flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if e.get("readonly") else 0)
@@ -540,6 +572,7 @@ def main() -> None:
     filesystems()
     tool_env()
     seed()
+    ShareModules.load()
     identity()
     network()
     sshd()
