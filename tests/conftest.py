@@ -12,12 +12,10 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from support import xdist_layout
+from support import SHARED_CACHE, xdist_layout
 
 TIERS = ("unit", "privileged", "vm", "gui", "compat")
 REPO = Path(__file__).resolve().parent.parent
-# Built images are keyed by recipe hash, so every test (and every CI run on this machine) can share them.
-SHARED_CACHE = Path(os.environ.get("PYMACHINE_TEST_CACHE", "/var/tmp/pymachine-test-cache"))
 
 
 @cache

@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from support import leftovers
+from support import SHARED_CACHE, leftovers
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_SRC = REPO / "guest-agent"
 BUSYBOX_REF = "pymachine/busybox:latest"
-CACHE = Path(os.environ.get("PYMACHINE_TEST_CACHE", "/var/tmp/pymachine-test-cache"))
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -136,8 +135,8 @@ def busybox_tarball() -> Path:
         ensure_container_image = None
     if ensure_container_image is not None:
         return Path(ensure_container_image("pymachine/busybox"))
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / "test-busybox.tar"
+    SHARED_CACHE.mkdir(parents=True, exist_ok=True)
+    path = SHARED_CACHE / "test-busybox.tar"
     if not path.exists():
         _make_busybox_archive(path)
     return path

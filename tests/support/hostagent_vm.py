@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from support import SHARED_CACHE
 from support.poll import until
-
-SHARED_CACHE = Path(os.environ.get("PYMACHINE_TEST_CACHE", "/var/tmp/pymachine-test-cache"))
 
 
 @dataclass

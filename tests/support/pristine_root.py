@@ -20,7 +20,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-SHARED_CACHE = Path(os.environ.get("PYMACHINE_TEST_CACHE", "/var/tmp/pymachine-test-cache"))
+from support import SHARED_CACHE
+
 REPO = Path(__file__).resolve().parents[2]
 # Debian's mirror as this host's apt knows it (the machine reaches no other public address).
 RECIPE = {"suite": "bookworm", "variant": "minbase", "include": ["python3"], "mirror": "default"}

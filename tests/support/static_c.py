@@ -9,18 +9,18 @@ import shutil
 import subprocess
 from pathlib import Path
 
-CACHE = Path(os.environ.get("PYMACHINE_TEST_CACHE", "/var/tmp/pymachine-test-cache"))
+from support import SHARED_CACHE
 
 
 def static_binary(source: Path, name: str) -> Path | None:
     """`source` compiled statically (cached), or None when this host has no C compiler with a static libc."""
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-    out = CACHE / f"{name}-{digest}"
+    out = SHARED_CACHE / f"{name}-{digest}"
     if out.exists():
         return out
     if not shutil.which("gcc"):
         return None
-    CACHE.mkdir(parents=True, exist_ok=True)
+    SHARED_CACHE.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     proc = subprocess.run(["gcc", "-static", "-O2", "-o", str(tmp), str(source)], capture_output=True)
     if proc.returncode != 0:
