@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pymachine_agent import protocol
 from pymachine_agent.serialmux import PORT_NAME
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -31,6 +32,11 @@ class ShareDevice:
     def guest(self) -> dict[str, object]:
         """The entry the guest gets (agent.json `shares`; pminit also reads the tag)."""
         return {"path": self.path, "readonly": self.readonly, "transport": self.transport, "tag": self.tag}
+
+    @property
+    def on_device(self) -> bool:
+        """A VM device the guest mounts (virtiofs, 9p): what a save unmounts and a resume mounts again."""
+        return self.transport in protocol.DEVICE_TRANSPORTS
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,7 @@ def quiesce_script(devs: list[ShareDevice], inner: Sequence[str] = ()) -> str:
     a process in another mount namespace (a container's bind mount) or an open file holds one; then remount
     what was unmounted and exit 3 with the reason. `inner` are the sync shares inside live shares, deepest
     first (share_nesting.nested_syncs): their copies' binds come off before the shares that hold them."""
-    mounted = [d for d in devs if d.transport in ("virtiofs", "9p")]
+    mounted = [d for d in devs if d.on_device]
     if not mounted and not inner:
         return "sync"
     lines = [
@@ -286,7 +286,7 @@ def remount_script(devs: list[ShareDevice], wait_s: int = 20, inner: Sequence[st
     sync side, which the host agent starts on the new link and which waits for the outer share)."""
     out = [MOUNT_FUNCTIONS, "bad=''"]
     for d in devs:
-        if d.transport not in ("virtiofs", "9p"):
+        if not d.on_device:
             continue
         listed = f"pm_listed {shlex.quote(mounts_field(d.path))} {d.transport}"  # no exec: not mounted yet
         out.append(
@@ -365,7 +365,7 @@ def save(
         said = ", ".join(str(c) for c in changed)
         raise NotSaved(f"the machine's settings changed since it started ({said}): they apply at a cold boot")
     transport = str(started.get("share_transport") or "")
-    devs = [d for d in _share_devices(config, transport) if d.transport in ("virtiofs", "9p")]
+    devs = [d for d in _share_devices(config, transport) if d.on_device]
     plugged = [d for d in devs if d.transport == "virtiofs"]
     if plugged and not drv.capabilities.share_hotplug:
         raise NotSaved(
@@ -565,7 +565,7 @@ class AfterResume:
 
     def _run(self) -> None:
         devs = share_devices(self.meta.get("shares") or [])
-        mounted = [d for d in devs if d.transport in ("virtiofs", "9p")]
+        mounted = [d for d in devs if d.on_device]
         if mounted and self.remount is not None:
             # the guest agent mounts them (no exec in the restored guest); None: it cannot, the script does
             answer = self.remount(mounted)
