@@ -167,8 +167,10 @@ def domain_xml(spec: VMSpec) -> str:
         "      <target type='serial' port='0'/>",
         "    </console>",
         "    <controller type='usb' model='none'/>",
-        # free page reporting: memory the guest frees (a container exits) goes back to the host
-        "    <memballoon model='virtio' freePageReporting='on'/>",
+        # free page reporting: memory the guest frees (a container exits) goes back to the host; autodeflate
+        # (deflate-on-oom): while the host agent's give-back holds the balloon inflated (memback.py), a guest
+        # running short takes pages back from it instead of OOM-killing a container
+        "    <memballoon model='virtio' autodeflate='on' freePageReporting='on'/>",
         "    <rng model='virtio'>",
         "      <backend model='random'>/dev/urandom</backend>",
         "    </rng>",

@@ -60,8 +60,9 @@ def qemu_argv(
         "-device", spec.nic(),
         *spec.private_net_args(),
         "-device", "virtio-rng-pci",
-        # memory the guest frees goes back to the host (the guest kernel reports free pages: docs/machines.md)
-        "-device", "virtio-balloon-pci,free-page-reporting=on",
+        # memory the guest frees goes back to the host (the guest reports free pages: docs/machines.md);
+        # a guest short of memory deflates the give-back's balloon (memback.py) before its OOM killer runs
+        "-device", "virtio-balloon-pci,free-page-reporting=on,deflate-on-oom=on",
         *_share_args(spec),
         *engine_port_args(spec),
         "-serial", f"file:{q(spec.console_log)}",

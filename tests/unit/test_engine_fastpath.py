@@ -118,7 +118,7 @@ def test_only_the_slirp_address_can_even_connect() -> None:
             ("127.0.0.1", r.port), timeout=10, source_address=("127.0.0.2", 0)
         ) as s:
             host.handshake(s, SECRET)
-            assert _ping(s).startswith(b"HTTP/1.1 200 ")
+            assert _get(s).startswith(b"HTTP/1.1 200 ")
         assert r.refused == 0 and r.admitted == 1
     finally:
         r.close()
@@ -128,8 +128,9 @@ def _connect(r: Relay) -> socket.socket:
     return socket.create_connection(("127.0.0.1", r.port), timeout=10)
 
 
-def _ping(sock: socket.socket) -> bytes:
-    sock.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+def _get(sock: socket.socket, path: bytes = b"/_ping") -> bytes:
+    """GET `path` (the relay's test router: /_ping, /pymachine/v1/info, /rcvbuf), the whole reply."""
+    sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path)
     out = b""
     while chunk := sock.recv(65536):
         out += chunk
@@ -139,7 +140,7 @@ def _ping(sock: socket.socket) -> bytes:
 def test_a_connection_with_the_secret_is_served(relay: Relay) -> None:
     with _connect(relay) as sock:
         host.handshake(sock, SECRET)
-        assert _ping(sock).startswith(b"HTTP/1.1 200 ")
+        assert _get(sock).startswith(b"HTTP/1.1 200 ")
     assert relay.admitted == 1
 
 
@@ -147,10 +148,7 @@ def test_an_admitted_connection_speaks_the_host_protocol(relay: Relay) -> None:
     """It proved the host agent's secret: unlike a container's engine socket, it may use /pymachine/...."""
     with _connect(relay) as sock:
         host.handshake(sock, SECRET)
-        sock.sendall(b"GET /pymachine/v1/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        out = b""
-        while chunk := sock.recv(65536):
-            out += chunk
+        out = _get(sock, b"/pymachine/v1/info")
     assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b'{"protocol": 3}\n'), out
 
 
@@ -158,10 +156,7 @@ def test_an_admitted_connection_receives_into_a_large_buffer(relay: Relay) -> No
     """From its first byte (autotuning grew it only after ~4 s of a load: docs/hostagent.md, run 14)."""
     with _connect(relay) as sock:
         host.handshake(sock, SECRET)
-        sock.sendall(b"GET /rcvbuf HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        out = b""
-        while chunk := sock.recv(65536):
-            out += chunk
+        out = _get(sock, b"/rcvbuf")
     size = int(out.rpartition(b"\r\n\r\n")[2])
     if os.geteuid() == 0:
         assert size >= 2 * relay_mod.RECEIVE_BUFFER, size  # the kernel doubles what it is given
@@ -206,7 +201,7 @@ def test_a_new_secret_voids_the_old_one(relay: Relay) -> None:
         host.handshake(sock, SECRET)
     with _connect(relay) as sock:
         host.handshake(sock, bytes(32))
-        assert _ping(sock).startswith(b"HTTP/1.1 200 ")
+        assert _get(sock).startswith(b"HTTP/1.1 200 ")
 
 
 def test_the_host_refuses_a_listener_that_cannot_prove_the_secret() -> None:
@@ -243,7 +238,7 @@ def test_a_flood_of_idle_connections_costs_a_bounded_number_of_handshakes(
         until(lambda: r._handshakes._value == 2, 10, "the idle connections' handshakes to end")
         with _connect(r) as sock:
             host.handshake(sock, SECRET)
-            assert _ping(sock).startswith(b"HTTP/1.1 200 ")
+            assert _get(sock).startswith(b"HTTP/1.1 200 ")
     finally:
         r.close()
 
@@ -273,7 +268,7 @@ def test_a_client_takes_a_connection_made_ahead_then_it_is_made_again(relay: Rel
     admitted, ahead = relay.admitted, [w.sock for w in fp._warm]
     channel = fp.open()
     assert channel is not None and channel.sock in ahead  # it cost the client no handshake
-    assert _ping(channel.sock).startswith(b"HTTP/1.1 200 ")
+    assert _get(channel.sock).startswith(b"HTTP/1.1 200 ")
     until(lambda: len(fp._warm) == host.WARM_CONNECTIONS, 10, "the taken one made again")
     # the relay counts an admission after it sent its proof: the host may hold the connection a moment before
     until(lambda: relay.admitted == admitted + 1, 10, "the relay to count the one made again")
@@ -295,7 +290,7 @@ def test_a_stale_connection_made_ahead_is_closed_not_handed_out(
     channel = fp.open()
     assert channel is not None and channel.sock not in stale
     assert all(s.fileno() == -1 for s in stale)  # closed
-    assert _ping(channel.sock).startswith(b"HTTP/1.1 200 ")
+    assert _get(channel.sock).startswith(b"HTTP/1.1 200 ")
     fp.disarm("test")
 
 

@@ -27,30 +27,43 @@ def _docker(machine: StartedMachine, tmp_path: Path, *args: str) -> subprocess.C
     return subprocess.run(["docker", *args], capture_output=True, text=True, env=env, timeout=600)
 
 
-def _run_probe(machine: StartedMachine, tmp_path: Path, probe: Path, *opts: str) -> dict[str, str]:
-    names = ["io_uring_setup", "vsock", "vsock_high", "keyctl", "inet", "personality0"]
-    created = _docker(machine, tmp_path, "create", *opts, B, "/probe", *names)
+def _run_static(
+    machine: StartedMachine, tmp_path: Path, binary: Path, opts: list[str], args: list[str]
+) -> str:
+    """A static test binary copied into a created container as /<its role> (`args[0]`) and run attached:
+    its output. busybox has neither the probe's syscalls nor a unix-socket HTTP client."""
+    created = _docker(machine, tmp_path, "create", *opts, B, *args)
     assert created.returncode == 0, created.stderr
     cid = created.stdout.strip()
     try:
-        copied = _docker(machine, tmp_path, "cp", str(probe), f"{cid}:/probe")
+        copied = _docker(machine, tmp_path, "cp", str(binary), f"{cid}:{args[0]}")
         assert copied.returncode == 0, copied.stderr
         out = _docker(machine, tmp_path, "start", "-a", cid)
         assert out.returncode == 0, out.stderr
-        return dict(line.split() for line in out.stdout.splitlines())
+        return out.stdout
     finally:
         _docker(machine, tmp_path, "rm", "-f", cid)
 
 
-def test_io_uring_and_vsock_are_refused_on_the_vms_kernel(machine: StartedMachine, tmp_path: Path) -> None:
-    probe = tmp_path / "probe"
-    subprocess.run(["gcc", "-static", "-O1", "-o", str(probe), str(PROBE_SRC)], check=True)
+def _engine_with_busybox(machine: StartedMachine, tmp_path: Path) -> None:
     deadline = time.monotonic() + 300
     while (ready := _docker(machine, tmp_path, "version")).returncode != 0 and time.monotonic() < deadline:
         time.sleep(2)
     assert ready.returncode == 0, ready.stderr
     loaded = _docker(machine, tmp_path, "load", "-i", str(busybox_tarball()))
     assert loaded.returncode == 0, loaded.stderr
+
+
+def _run_probe(machine: StartedMachine, tmp_path: Path, probe: Path, *opts: str) -> dict[str, str]:
+    names = ["io_uring_setup", "vsock", "vsock_high", "keyctl", "inet", "personality0"]
+    out = _run_static(machine, tmp_path, probe, list(opts), ["/probe", *names])
+    return dict(line.split() for line in out.splitlines())
+
+
+def test_io_uring_and_vsock_are_refused_on_the_vms_kernel(machine: StartedMachine, tmp_path: Path) -> None:
+    probe = tmp_path / "probe"
+    subprocess.run(["gcc", "-static", "-O1", "-o", str(probe), str(PROBE_SRC)], check=True)
+    _engine_with_busybox(machine, tmp_path)
 
     eperm = f"E{errno.EPERM}"
     got = _run_probe(machine, tmp_path, probe)
@@ -84,27 +97,12 @@ def test_a_container_given_the_engine_socket_gets_only_dockers_api(
     the Docker API and refuses the host agent's protocol (more in tests/privileged/test_shares_agent.py)."""
     client = unix_http_binary()
     assert client is not None, "gcc with a static libc is needed for tests/support/unix_http.c"
-    deadline = time.monotonic() + 300
-    while (ready := _docker(machine, tmp_path, "version")).returncode != 0 and time.monotonic() < deadline:
-        time.sleep(2)
-    assert ready.returncode == 0, ready.stderr
-    loaded = _docker(machine, tmp_path, "load", "-i", str(busybox_tarball()))
-    assert loaded.returncode == 0, loaded.stderr
+    _engine_with_busybox(machine, tmp_path)
 
     def ask(method: str, path: str, body: str = "") -> str:
         sock = ["-v", "/var/run/docker.sock:/var/run/docker.sock"]
         args = ["/unix_http", "/var/run/docker.sock", method, path, *([body] if body else [])]
-        created = _docker(machine, tmp_path, "create", *sock, B, *args)
-        assert created.returncode == 0, created.stderr
-        cid = created.stdout.strip()
-        try:
-            copied = _docker(machine, tmp_path, "cp", str(client), f"{cid}:/unix_http")
-            assert copied.returncode == 0, copied.stderr
-            out = _docker(machine, tmp_path, "start", "-a", cid)
-            assert out.returncode == 0, out.stderr
-            return out.stdout
-        finally:
-            _docker(machine, tmp_path, "rm", "-f", cid)
+        return _run_static(machine, tmp_path, client, sock, args)
 
     assert ask("GET", "/v1.44/version").startswith("HTTP/1.1 200")
     for method, path, body in (

@@ -174,8 +174,9 @@ def memory_events(vm: VmMachine, since: float = 0.0) -> list[dict]:
 
 
 def memtotal_mib(vm: VmMachine, full: int) -> int:
-    """The guest's MemTotal with the balloon let go (an inflated balloon lowers it), read between two looks at
-    the balloon: an earlier test's resume may be giving memory back (memback.DELAY_S after its link-up)."""
+    """The guest's MemTotal with the balloon let go (without `autodeflate` an inflated balloon lowers it),
+    read between two looks at the balloon: an earlier test's resume may be giving memory back
+    (memback.DELAY_S after its link-up)."""
     for _ in range(5):
         until(lambda: balloon_mib(vm) == full, 120, "an earlier give-back to let the balloon go")
         total = int(vm.ssh("awk '/MemTotal/ {print $2}' /proc/meminfo")[1]) >> 10
@@ -245,6 +246,30 @@ def test_a_resumed_machine_gives_its_free_memory_back_to_the_host(saved_vm: VmMa
     vm.pymachine("start", vm.name)
     wait_for(lambda: memory_events(vm, since), "the give-back by a new host agent", 120)
     assert memory_events(vm, since)[0]["ok"] is True and memory_events(vm, since)[0]["mib"] >= 256
+
+
+def test_a_guest_short_of_memory_takes_it_back_from_an_inflated_balloon(saved_vm: VmMachine) -> None:
+    """While a give-back holds the balloon inflated (a few seconds after each resume), a container may need
+    more than the reserve left beside it: the balloon deflates on the guest's OOM path (libvirt `autodeflate`,
+    QEMU `deflate-on-oom`) instead of the guest's OOM killer taking a process."""
+    vm = saved_vm
+    full = memory_mib(vm)
+    memtotal_mib(vm, full)  # no give-back of an earlier resume in flight
+    monitor(vm, f"balloon {full // 4}")
+    try:
+        until(lambda: balloon_mib(vm) <= full // 4 + 16, 120, "the balloon to inflate")
+        assert int(vm.ssh("awk '/MemFree/ {print $2}' /proc/meminfo")[1]) >> 10 < 200
+        # 400 MiB written (every page touched) where the guest had under 200 MiB free
+        status, out, err = vm.ssh(
+            "python3 -c \"b = bytearray(b'x') * (400 << 20); print('allocated', len(b))\""
+        )
+        assert status == 0 and out.split() == [b"allocated", str(400 << 20).encode()], (status, out, err)
+        assert balloon_mib(vm) > full // 4 + 128, monitor(vm, "info balloon")  # it gave the pages back
+        status, out, _ = vm.ssh("dmesg | grep -ci 'out of memory' || true")
+        assert out.strip() == b"0", vm.ssh("dmesg | tail -20")[1]  # and nothing was killed
+    finally:
+        monitor(vm, f"balloon {full}")
+        until(lambda: balloon_mib(vm) == full, 120, "the balloon let go")
 
 
 def memback_delay() -> float:
