@@ -85,7 +85,10 @@ def test_guest_agent_is_importable_and_supervised(guest: BootedGuest) -> None:
 
 
 def test_engine_kernel_features(guest: BootedGuest) -> None:
+    # the init loads the engine's modules once the agent asks (kernelgate): on a fresh boot, a few seconds
+    # after sshd answers, and it writes modules.json when they are in
     result = guest.run(
+        "for i in $(seq 600); do test -e /run/pymachine/modules.json && break; sleep 0.2; done; "
         "for m in overlay veth bridge br_netfilter nf_tables; do test -d /sys/module/$m && echo $m; done; "
         "ip -4 -o addr show eth0; ip route show default; cat /etc/resolv.conf"
     )
